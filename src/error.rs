@@ -1,0 +1,208 @@
+//! The crate's errors: one [`Error`] for every way a job can end without its handler's answer, one
+//! [`BuildError`] for every configuration value `build()` refuses, and [`TrySubmitError`], which gives
+//! the request back.
+//!
+//! Every message names the cause and the fix, so that what reaches a log or an HTTP body is enough to
+//! act on.
+
+use std::fmt;
+use std::time::Duration;
+
+/// Where a job was when its deadline passed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Still waiting in the queue: the handler never ran.
+    Queued,
+    /// A worker was running the handler.
+    Running,
+}
+
+impl fmt::Display for Stage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Stage::Queued => "while queued (the handler never ran)",
+            Stage::Running => "while its handler was running",
+        })
+    }
+}
+
+/// Why a job ended without its handler's answer.
+///
+/// Each variant maps to one HTTP status in the `http` front end: [`Error::http_status`].
+///
+/// ```
+/// use prefork_pool::{Error, Pool};
+/// use std::time::Duration;
+///
+/// let pool = Pool::builder().workers(1).build(|ms: u64, _ctx| {
+///     std::thread::sleep(Duration::from_millis(ms));
+///     ms
+/// }).unwrap();
+/// match pool.call_with(2_000, Duration::from_millis(50)) {
+///     Err(Error::DeadlineExceeded { .. }) => {}
+///     other => panic!("expected a deadline error, got {other:?}"),
+/// }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The queue was full: the job was refused at once rather than left to wait.
+    #[error(
+        "pool `{pool}` is overloaded: all workers are busy and the queue ({capacity} jobs) is full; \
+         retry later, or raise `workers` or `queue_capacity`"
+    )]
+    Overloaded {
+        /// The pool's name.
+        pool: String,
+        /// The queue capacity that was reached.
+        capacity: usize,
+    },
+    /// The job's deadline passed before it finished. A job that was still queued was never started.
+    #[error(
+        "pool `{pool}`: job {job} missed its deadline of {deadline:?} {stage}; the caller was answered \
+         at the deadline. Make the handler faster, raise the deadline (`deadline` / `call_with`), or \
+         check `Context::is_cancelled` in long handlers"
+    )]
+    DeadlineExceeded {
+        /// The pool's name.
+        pool: String,
+        /// The job id (as in [`crate::Context::job_id`]).
+        job: u64,
+        /// The deadline the job had, measured from its submission.
+        deadline: Duration,
+        /// Whether the job was queued or running when the deadline passed.
+        stage: Stage,
+    },
+    /// The handler panicked. The worker caught it and lives on.
+    #[error("pool `{pool}`: the handler panicked on job {job}: {message}")]
+    Panicked {
+        /// The pool's name.
+        pool: String,
+        /// The job id.
+        job: u64,
+        /// The panic message (`"<non-string panic payload>"` when it was not a string).
+        message: String,
+    },
+    /// The pool is shutting down, or had to stop before this job could finish.
+    #[error(
+        "pool `{pool}` is shutting down: the job was not run or not finished; send it to a pool that \
+         is still serving"
+    )]
+    ShuttingDown {
+        /// The pool's name.
+        pool: String,
+    },
+    /// A handler called back into its own pool and the pool's policy is
+    /// [`Reentry::Reject`](crate::Reentry::Reject).
+    #[error(
+        "pool `{pool}`: worker {worker} called back into its own pool (re-entrant call refused by \
+         Reentry::Reject); call the code directly instead of through the pool, or use Reentry::Inline"
+    )]
+    Reentrant {
+        /// The pool's name.
+        pool: String,
+        /// The index of the worker whose handler made the call.
+        worker: usize,
+    },
+    /// A chain of nested calls went deeper than the configured maximum: a handler that calls its own
+    /// service without end.
+    #[error(
+        "call chain is {depth} deep, deeper than the maximum of {max}: a handler keeps calling its own \
+         service; find the route that calls itself, or raise `max_depth`"
+    )]
+    LoopDetected {
+        /// How deep the chain was.
+        depth: u32,
+        /// The configured maximum.
+        max: u32,
+    },
+}
+
+impl Error {
+    /// The HTTP status the `http` front end answers for this error: 503 overloaded, 504 deadline,
+    /// 500 panic, 503 shutting down, 500 re-entrant, 508 loop detected.
+    ///
+    /// ```
+    /// use prefork_pool::Error;
+    /// let e = Error::Overloaded { pool: "web".into(), capacity: 8 };
+    /// assert_eq!(e.http_status(), 503);
+    /// ```
+    pub fn http_status(&self) -> u16 {
+        match self {
+            Error::Overloaded { .. } | Error::ShuttingDown { .. } => 503,
+            Error::DeadlineExceeded { .. } => 504,
+            Error::Panicked { .. } | Error::Reentrant { .. } => 500,
+            Error::LoopDetected { .. } => 508,
+        }
+    }
+}
+
+/// `try_submit` could not queue the request; the request is given back.
+///
+/// ```
+/// use prefork_pool::{Pool, TrySubmitError};
+/// let pool = Pool::builder().workers(1).queue_capacity(1).build(|x: u32, _| x).unwrap();
+/// pool.shutdown_now();
+/// match pool.try_submit(7) {
+///     Err(TrySubmitError::ShuttingDown(req)) => assert_eq!(req, 7),
+///     other => panic!("{:?}", other.map(|_| ())),
+/// }
+/// ```
+#[derive(PartialEq, Eq, thiserror::Error)]
+pub enum TrySubmitError<Req> {
+    /// The queue is full; here is the request back.
+    #[error("the pool's queue is full; retry later, or raise `workers` or `queue_capacity`")]
+    Full(Req),
+    /// The pool is shutting down; here is the request back.
+    #[error("the pool is shutting down; send the request to a pool that is still serving")]
+    ShuttingDown(Req),
+}
+
+impl<Req> TrySubmitError<Req> {
+    /// The request that could not be queued.
+    pub fn into_inner(self) -> Req {
+        match self {
+            TrySubmitError::Full(r) | TrySubmitError::ShuttingDown(r) => r,
+        }
+    }
+}
+
+impl<Req> fmt::Debug for TrySubmitError<Req> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TrySubmitError::Full(_) => f.write_str("Full(..)"),
+            TrySubmitError::ShuttingDown(_) => f.write_str("ShuttingDown(..)"),
+        }
+    }
+}
+
+/// A configuration value that `build()` refused. The message names the field, the value and the
+/// allowed range.
+///
+/// ```
+/// use prefork_pool::Pool;
+/// let err = Pool::builder().workers(0).build(|x: u32, _| x).unwrap_err();
+/// assert_eq!(err.field, "workers");
+/// assert!(err.to_string().contains("1..="));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid `{field}` = {value}: {allowed}")]
+pub struct BuildError {
+    /// The builder field (or environment variable) that was refused.
+    pub field: &'static str,
+    /// The value that was given, as text.
+    pub value: String,
+    /// What is allowed instead.
+    pub allowed: String,
+}
+
+impl BuildError {
+    /// A refusal of `field` = `value`, with what is `allowed`.
+    pub fn new(field: &'static str, value: impl fmt::Display, allowed: impl Into<String>) -> Self {
+        BuildError {
+            field,
+            value: value.to_string(),
+            allowed: allowed.into(),
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! The HTTP/1.1 front end (feature `http`).

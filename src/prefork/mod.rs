@@ -1,0 +1,1 @@
+//! The pre-fork process supervisor (feature `prefork`, unix).
