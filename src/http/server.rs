@@ -471,7 +471,7 @@ impl ServerBuilder {
                 let deadline = *inner2.deadline.lock();
                 let left = deadline.map_or(Duration::ZERO, |d| d.saturating_duration_since(Instant::now()));
                 let report = inner2.pool.shutdown(left);
-                *inner2.state.lock() = Stopped::Done(Arc::new(report));
+                *inner2.state.lock() = Stopped::Done(report);
                 inner2.stopped.notify_all();
             })
             .map_err(io_err("spawn the reactor thread"))?;
@@ -522,7 +522,7 @@ impl Dispatch for PoolDispatch {
 
 enum Stopped {
     Running,
-    Done(Arc<ShutdownReport>),
+    Done(ShutdownReport),
 }
 
 struct Inner {
@@ -583,7 +583,7 @@ impl ServerHandle {
     /// with `Connection: close`; then stop the Pool and the reactor thread. What is still open at
     /// `graceful_timeout` is closed. Returns the Pool's report. Calling it again (or from several
     /// threads) waits for the same stop and returns the same report.
-    pub fn shutdown(&self, graceful_timeout: Duration) -> Arc<ShutdownReport> {
+    pub fn shutdown(&self, graceful_timeout: Duration) -> ShutdownReport {
         {
             let mut d = self.inner.deadline.lock();
             if d.is_none() {
@@ -596,7 +596,7 @@ impl ServerHandle {
 
     /// Block until the server has stopped (after a [`shutdown`](ServerHandle::shutdown) from any
     /// thread), with every thread it started ended. Returns the Pool's shutdown report.
-    pub fn join(&self) -> Arc<ShutdownReport> {
+    pub fn join(&self) -> ShutdownReport {
         let report = {
             let mut st = self.inner.state.lock();
             loop {
