@@ -84,7 +84,11 @@ impl Loopback {
     }
 
     /// As [`send`](Loopback::send), with its own deadline.
-    pub fn send_with(&self, mut req: HttpRequest, deadline: Duration) -> Result<HttpResponse, Error> {
+    pub fn send_with(
+        &self,
+        mut req: HttpRequest,
+        deadline: Duration,
+    ) -> Result<HttpResponse, Error> {
         self.prepare(&mut req);
         self.pool.call_with(req, deadline)
     }

@@ -379,9 +379,19 @@ impl ServerBuilder {
         }
         for t in &self.tcp {
             match t {
-                Err(e) => return Err(BuildError::new("bind", e, "an address such as 127.0.0.1:8000")),
+                Err(e) => {
+                    return Err(BuildError::new(
+                        "bind",
+                        e,
+                        "an address such as 127.0.0.1:8000",
+                    ))
+                }
                 Ok(v) if v.is_empty() => {
-                    return Err(BuildError::new("bind", "no address", "an address such as 127.0.0.1:8000"))
+                    return Err(BuildError::new(
+                        "bind",
+                        "no address",
+                        "an address such as 127.0.0.1:8000",
+                    ))
                 }
                 Ok(_) => {}
             }
@@ -422,7 +432,10 @@ impl ServerBuilder {
         for l in self.std_tcp {
             l.set_nonblocking(true)
                 .map_err(io_err("make an adopted listener non-blocking"))?;
-            addrs.push(l.local_addr().map_err(io_err("read an adopted listener's address"))?);
+            addrs.push(
+                l.local_addr()
+                    .map_err(io_err("read an adopted listener's address"))?,
+            );
             listeners.push(Listener::Tcp(mio::net::TcpListener::from_std(l)));
         }
         #[cfg(unix)]
@@ -439,7 +452,11 @@ impl ServerBuilder {
             for l in self.std_unix {
                 l.set_nonblocking(true)
                     .map_err(io_err("make an adopted unix listener non-blocking"))?;
-                if let Some(p) = l.local_addr().ok().and_then(|a| a.as_pathname().map(PathBuf::from)) {
+                if let Some(p) = l
+                    .local_addr()
+                    .ok()
+                    .and_then(|a| a.as_pathname().map(PathBuf::from))
+                {
                     paths.push(p);
                 }
                 listeners.push(Listener::Unix(mio::net::UnixListener::from_std(l), None));
@@ -469,7 +486,9 @@ impl ServerBuilder {
             .spawn(move || {
                 reactor.run();
                 let deadline = *inner2.deadline.lock();
-                let left = deadline.map_or(Duration::ZERO, |d| d.saturating_duration_since(Instant::now()));
+                let left = deadline.map_or(Duration::ZERO, |d| {
+                    d.saturating_duration_since(Instant::now())
+                });
                 let report = inner2.pool.shutdown(left);
                 *inner2.state.lock() = Stopped::Done(report);
                 inner2.stopped.notify_all();
@@ -492,7 +511,11 @@ fn bind_tcp(addr: SocketAddr, backlog: i32) -> io::Result<std::net::TcpListener>
 }
 
 #[cfg(unix)]
-fn bind_unix(path: &std::path::Path, mode: u32, backlog: i32) -> io::Result<std::os::unix::net::UnixListener> {
+fn bind_unix(
+    path: &std::path::Path,
+    mode: u32,
+    backlog: i32,
+) -> io::Result<std::os::unix::net::UnixListener> {
     use socket2::{Domain, SockAddr, Socket, Type};
     use std::os::unix::fs::{FileTypeExt, PermissionsExt};
     if let Ok(m) = std::fs::symlink_metadata(path) {
@@ -515,7 +538,8 @@ struct PoolDispatch {
 
 impl Dispatch for PoolDispatch {
     fn dispatch(&self, mut req: HttpRequest, done: Done) {
-        req.extensions_mut().insert(Loopback::new(self.pool.clone()));
+        req.extensions_mut()
+            .insert(Loopback::new(self.pool.clone()));
         self.pool.submit_then(req, None, done);
     }
 }
