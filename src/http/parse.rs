@@ -234,10 +234,20 @@ pub(crate) fn parse_head(buf: &[u8], limits: &Limits) -> Result<Head, HttpError>
         Ok(httparse::Status::Complete(_)) => {}
         Ok(httparse::Status::Partial) => return Err(bad("incomplete request head")),
         Err(httparse::Error::Version) => {
-            return Err(HttpError::new(
-                505,
-                "unsupported HTTP version (HTTP/1.0 and HTTP/1.1 are served)",
-            ))
+            let line = buf.split(|&b| b == b'\r').next().unwrap_or(b"");
+            let last = line.rsplit(|&b| b == b' ').next().unwrap_or(b"");
+            let looks_like_version = last.len() == 8
+                && last.starts_with(b"HTTP/")
+                && last[5].is_ascii_digit()
+                && last[6] == b'.'
+                && last[7].is_ascii_digit();
+            if looks_like_version {
+                return Err(HttpError::new(
+                    505,
+                    "unsupported HTTP version (HTTP/1.0 and HTTP/1.1 are served)",
+                ));
+            }
+            return Err(bad("malformed request line"));
         }
         Err(httparse::Error::TooManyHeaders) => {
             return Err(HttpError::new(
