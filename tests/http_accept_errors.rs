@@ -26,8 +26,8 @@ fn set_soft_nofile(n: u64) -> u64 {
     };
     // SAFETY: getrlimit writes into the struct we own.
     unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
-    let old = lim.rlim_cur as u64;
-    lim.rlim_cur = n.min(lim.rlim_max as u64) as libc::rlim_t;
+    let old: u64 = lim.rlim_cur;
+    lim.rlim_cur = n.min(lim.rlim_max);
     // SAFETY: setrlimit reads the struct we own; lowering the soft limit is always permitted and
     // raising it back stays within the hard limit.
     assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) }, 0);

@@ -30,7 +30,7 @@ fn raise_nofile() -> u64 {
         // SAFETY: as above.
         unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
     }
-    lim.rlim_cur as u64
+    lim.rlim_cur
 }
 
 #[test]

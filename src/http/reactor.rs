@@ -300,14 +300,11 @@ impl Reactor {
             return;
         };
         let (mut env, conns) = self.env(now);
-        match conns.get_mut(idx).and_then(|c| c.as_mut()) {
-            Some(conn) if conn.id == c.id => {
-                if conn.complete(c.result, &mut env) == Next::Close {
-                    self.close(idx);
-                }
+        // When the connection is gone (or its slot reused), the answer has nowhere to go.
+        if let Some(conn) = conns.get_mut(idx).and_then(|c| c.as_mut()) {
+            if conn.id == c.id && conn.complete(c.result, &mut env) == Next::Close {
+                self.close(idx);
             }
-            // The connection is gone: the answer has nowhere to go.
-            _ => {}
         }
     }
 

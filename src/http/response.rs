@@ -69,7 +69,8 @@ pub(crate) fn write_response(
         out.extend_from_slice(date);
         out.extend_from_slice(b"\r\n");
     }
-    if !no_body && !(keep_handler_cl && resp.headers().contains_key(CONTENT_LENGTH)) {
+    let handler_cl = keep_handler_cl && resp.headers().contains_key(CONTENT_LENGTH);
+    if !no_body && !handler_cl {
         let _ = write!(out, "content-length: {}\r\n", body.len());
     }
     if !keep_alive {

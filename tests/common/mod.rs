@@ -105,16 +105,14 @@ impl Client {
         );
         let mut tmp = [0u8; 1024];
         let start = Instant::now();
-        loop {
-            match self.stream.read(&mut tmp) {
-                Ok(0) => return,
-                Ok(n) => panic!(
-                    "unexpected bytes after the answer: {:?}",
-                    String::from_utf8_lossy(&tmp[..n])
-                ),
-                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return,
-                Err(e) => panic!("connection not closed after {:?}: {e}", start.elapsed()),
-            }
+        match self.stream.read(&mut tmp) {
+            Ok(0) => {}
+            Ok(n) => panic!(
+                "unexpected bytes after the answer: {:?}",
+                String::from_utf8_lossy(&tmp[..n])
+            ),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+            Err(e) => panic!("connection not closed after {:?}: {e}", start.elapsed()),
         }
     }
 }
