@@ -39,7 +39,7 @@
 //! let mut answer = String::new();
 //! s.read_to_string(&mut answer).unwrap();
 //! assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"));
-//! assert!(answer.contains("content-length: 17\r\n"));
+//! assert!(answer.contains("content-length: 18\r\n"));
 //! assert!(answer.ends_with("hello from /there\n"));
 //!
 //! // Graceful: finishes what was read, then stops every thread.
