@@ -98,7 +98,8 @@ fn the_listen_backlog_is_served() {
         let a = c.answer();
         assert_eq!(a.status, 200);
         assert_eq!(a.text(), format!("/b{i}"));
-        assert_eq!(a.header("connection").as_deref(), Some("close"));
+        // (An answer written before the drain began may still say keep-alive; either way the
+        // connection is closed once it is answered.)
         c.assert_closed();
     }
     assert!(TcpStream::connect(addr).is_err());

@@ -5,18 +5,19 @@
 //! Requests on one connection are handled one at a time: the next pipelined request is not parsed
 //! until the current one is answered, so answers always go out in order.
 
+use std::cell::RefCell;
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::{Method, Request, Response, Version};
-use mio::event::Source;
-use mio::{Interest, Registry, Token};
 
 use super::access_log::LogRequest;
 use super::parse::{parse_head, BodyDecoder, Framing, Head, HeadScanner, HttpError};
-use super::reactor::Shared;
+use super::reactor::{Completion, Shared};
 use super::response::{error_response, write_response, DateCache, WriteOpts};
 use crate::Error;
 
@@ -30,7 +31,6 @@ const READ_CHUNK: usize = 16 * 1024;
 #[derive(Debug)]
 pub(crate) enum Stream {
     Tcp(mio::net::TcpStream),
-    #[cfg(unix)]
     Unix(mio::net::UnixStream),
 }
 
@@ -38,28 +38,34 @@ impl Stream {
     fn shutdown_write(&self) {
         let _ = match self {
             Stream::Tcp(s) => s.shutdown(Shutdown::Write),
-            #[cfg(unix)]
             Stream::Unix(s) => s.shutdown(Shutdown::Write),
         };
     }
 }
 
-impl Read for Stream {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+impl Stream {
+    pub(crate) fn raw_fd(&self) -> RawFd {
         match self {
-            Stream::Tcp(s) => s.read(buf),
-            #[cfg(unix)]
-            Stream::Unix(s) => s.read(buf),
+            Stream::Tcp(s) => s.as_raw_fd(),
+            Stream::Unix(s) => s.as_raw_fd(),
         }
     }
 }
 
-impl Write for Stream {
+impl Read for &Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match *self {
+            Stream::Tcp(s) => (&*s).read(buf),
+            Stream::Unix(s) => (&*s).read(buf),
+        }
+    }
+}
+
+impl Write for &Stream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Stream::Tcp(s) => s.write(buf),
-            #[cfg(unix)]
-            Stream::Unix(s) => s.write(buf),
+        match *self {
+            Stream::Tcp(s) => (&*s).write(buf),
+            Stream::Unix(s) => (&*s).write(buf),
         }
     }
     fn flush(&mut self) -> io::Result<()> {
@@ -67,28 +73,14 @@ impl Write for Stream {
     }
 }
 
-impl Source for Stream {
-    fn register(&mut self, r: &Registry, t: Token, i: Interest) -> io::Result<()> {
-        match self {
-            Stream::Tcp(s) => s.register(r, t, i),
-            #[cfg(unix)]
-            Stream::Unix(s) => s.register(r, t, i),
-        }
-    }
-    fn reregister(&mut self, r: &Registry, t: Token, i: Interest) -> io::Result<()> {
-        match self {
-            Stream::Tcp(s) => s.reregister(r, t, i),
-            #[cfg(unix)]
-            Stream::Unix(s) => s.reregister(r, t, i),
-        }
-    }
-    fn deregister(&mut self, r: &Registry) -> io::Result<()> {
-        match self {
-            Stream::Tcp(s) => s.deregister(r),
-            #[cfg(unix)]
-            Stream::Unix(s) => s.deregister(r),
-        }
-    }
+/// The socket, shared between the reactor and the worker that answers the request in flight
+/// (which writes its answer straight to the socket when the socket takes it whole).
+#[derive(Debug)]
+pub(crate) struct Link {
+    pub stream: Stream,
+    /// Set by the reactor when input (a pipelined request, or the client's EOF) arrived while a
+    /// request was in flight: the worker must then wake the reactor after answering.
+    pub pending: AtomicBool,
 }
 
 /// What the reactor should do with the connection after a call.
@@ -118,8 +110,8 @@ enum State {
         decoder: BodyDecoder,
         body: Vec<u8>,
     },
-    /// The request is with the pool.
-    InFlight(InFlight),
+    /// The request is with the pool; its answer comes back as a [`Completion`].
+    InFlight,
     /// An answer is being written; then back to `Idle`.
     Writing,
     /// A last answer is being written; then `Lingering`.
@@ -128,9 +120,16 @@ enum State {
     Lingering,
 }
 
-/// What the answer needs to know about the request it answers.
+/// What the answer needs to know about the request it answers; travels with the request to
+/// whichever thread completes it.
 #[derive(Debug)]
-struct InFlight {
+pub(crate) struct Reply {
+    token: usize,
+    id: u64,
+    link: Arc<Link>,
+    peer: Arc<str>,
+    /// The worker may write to the socket (nothing of ours is waiting to be written before it).
+    direct: bool,
     head_only: bool,
     version: Version,
     keep_alive: bool,
@@ -138,12 +137,98 @@ struct InFlight {
     started: Instant,
 }
 
+thread_local! {
+    static DATE: RefCell<DateCache> = RefCell::new(DateCache::new());
+}
+
+/// Complete a request: serialise the answer, log it, write it to the socket when the socket
+/// takes it (on whichever thread the Pool completes the job), and tell the reactor. The reactor
+/// is woken only when it has something to do: an answer not written whole, a connection to
+/// close, input that arrived meanwhile, a drain. Otherwise it learns of the answer at its next
+/// wake-up, at the latest the next timer tick.
+pub(crate) fn finish(shared: &Shared, r: Reply, result: Result<Response<Vec<u8>>, Error>) {
+    let resp = match result {
+        Ok(resp) => resp,
+        Err(e) => {
+            let status = e.http_status();
+            if status == 500 {
+                log::error!(target: "prefork_pool::http", "{e}");
+            } else {
+                log::warn!(target: "prefork_pool::http", "{e}");
+            }
+            error_response(status, short_reason(&e))
+        }
+    };
+    let draining = shared.draining.load(Ordering::SeqCst);
+    // While draining, the last answer on a connection says `Connection: close`; an answer with
+    // more (pipelined) input behind it keeps the connection so that input is answered too.
+    let keep_alive = r.keep_alive && !(draining && !r.link.pending.load(Ordering::SeqCst));
+    let opts = WriteOpts {
+        head: r.head_only,
+        version: r.version,
+        keep_alive,
+    };
+    let mut out = Vec::with_capacity(160 + resp.body().len());
+    let (bytes, keep_alive) =
+        DATE.with(|d| write_response(&mut out, &resp, opts, d.borrow_mut().get()));
+    if let (Some(fmt), Some(req)) = (shared.cfg.access_log.as_ref(), r.log.as_ref()) {
+        if log::log_enabled!(target: super::ACCESS_TARGET, log::Level::Info) {
+            let line = fmt.render(
+                &r.peer,
+                req,
+                resp.status().as_u16(),
+                resp.headers(),
+                bytes,
+                r.started.elapsed(),
+                super::response::now_secs(),
+            );
+            log::info!(target: super::ACCESS_TARGET, "{line}");
+        }
+    }
+    drop(resp);
+    let mut written = 0;
+    let mut failed = false;
+    if r.direct {
+        while written < out.len() {
+            match (&r.link.stream).write(&out[written..]) {
+                Ok(0) => {
+                    failed = true;
+                    break;
+                }
+                Ok(n) => written += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    failed = true;
+                    break;
+                }
+            }
+        }
+    }
+    if written > 0 {
+        out.drain(..written);
+    }
+    let urgent = !out.is_empty() || !keep_alive || failed;
+    shared.complete(Completion {
+        token: r.token,
+        id: r.id,
+        rest: out,
+        keep_alive,
+        failed,
+    });
+    // After the completion is queued: if the reactor set `pending` after this load, it will
+    // find the completion when it drains the queue after its read.
+    if urgent || r.link.pending.load(Ordering::SeqCst) || shared.draining.load(Ordering::SeqCst) {
+        shared.wake();
+    }
+}
+
 /// One client connection.
 #[derive(Debug)]
 pub(crate) struct Conn {
     pub id: u64,
     token: usize,
-    pub stream: Stream,
+    pub link: Arc<Link>,
     peer: Arc<str>,
     buf: Vec<u8>,
     scanner: HeadScanner,
@@ -151,6 +236,8 @@ pub(crate) struct Conn {
     out: Vec<u8>,
     out_pos: usize,
     peer_eof: bool,
+    /// Reading stopped while a request was in flight (the buffer was full): read again after.
+    read_paused: bool,
     requests: u64,
     /// When the current phase times out (head, body, idle, write, linger); `None` while in flight.
     pub deadline: Option<Instant>,
@@ -167,7 +254,10 @@ impl Conn {
         Conn {
             id,
             token,
-            stream,
+            link: Arc::new(Link {
+                stream,
+                pending: AtomicBool::new(false),
+            }),
             peer,
             buf: Vec::new(),
             scanner: HeadScanner::default(),
@@ -175,6 +265,7 @@ impl Conn {
             out: Vec::new(),
             out_pos: 0,
             peer_eof: false,
+            read_paused: false,
             requests: 0,
             deadline: Some(env.now + env.shared.cfg.head_timeout),
         }
@@ -192,12 +283,22 @@ impl Conn {
     }
 
     /// The socket is ready.
-    pub(crate) fn on_ready(&mut self, readable: bool, writable: bool, env: &mut Env<'_>) -> Next {
+    ///
+    /// `read_closed`: the poll said the client's side is shut, so reading goes on to the EOF
+    /// (otherwise a short read is taken to mean the socket is drained, saving a read that would
+    /// only say `WouldBlock`).
+    pub(crate) fn on_ready(
+        &mut self,
+        readable: bool,
+        read_closed: bool,
+        writable: bool,
+        env: &mut Env<'_>,
+    ) -> Next {
         if writable && self.out_pos < self.out.len() && self.flush(env) == Next::Close {
             return Next::Close;
         }
         if readable {
-            return self.read_and_advance(env);
+            return self.read_and_advance(!read_closed, env);
         }
         Next::Keep
     }
@@ -218,7 +319,7 @@ impl Conn {
                 HttpError::new(408, "timed out reading the request body"),
                 env,
             ),
-            State::InFlight(_) => Next::Keep,
+            State::InFlight => Next::Keep,
             State::Writing | State::Closing | State::Lingering => Next::Close,
         }
     }
@@ -227,7 +328,7 @@ impl Conn {
         env.shared.cfg.limits.head_bytes + READ_CHUNK
     }
 
-    fn read_and_advance(&mut self, env: &mut Env<'_>) -> Next {
+    fn read_and_advance(&mut self, short_read_drains: bool, env: &mut Env<'_>) -> Next {
         let mut tmp = [0u8; READ_CHUNK];
         loop {
             if self.peer_eof {
@@ -235,22 +336,30 @@ impl Conn {
             }
             let busy = matches!(
                 self.state,
-                State::InFlight(_) | State::Writing | State::Closing
+                State::InFlight | State::Writing | State::Closing
             );
             if busy && self.buf.len() >= self.read_cap(env) {
                 // Pipelined input beyond what one head may take: leave it in the socket until the
                 // answer is out (we read again then).
+                self.read_paused = true;
                 break;
             }
-            match self.stream.read(&mut tmp) {
-                Ok(0) => self.peer_eof = true,
+            match (&self.link.stream).read(&mut tmp) {
+                Ok(0) => {
+                    self.peer_eof = true;
+                    self.link.pending.store(true, Ordering::SeqCst);
+                }
                 Ok(n) => {
-                    if matches!(self.state, State::Lingering) {
-                        continue;
+                    if !matches!(self.state, State::Lingering) {
+                        self.buf.extend_from_slice(&tmp[..n]);
+                        if busy {
+                            self.link.pending.store(true, Ordering::SeqCst);
+                        } else if self.advance(env) == Next::Close {
+                            return Next::Close;
+                        }
                     }
-                    self.buf.extend_from_slice(&tmp[..n]);
-                    if !busy && self.advance(env) == Next::Close {
-                        return Next::Close;
+                    if short_read_drains && n < tmp.len() {
+                        break;
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -258,6 +367,11 @@ impl Conn {
                 Err(_) => return Next::Close,
             }
         }
+        self.after_input(env)
+    }
+
+    /// Parse what is buffered; close when the client has gone and nothing is left to answer.
+    fn after_input(&mut self, env: &mut Env<'_>) -> Next {
         if self.advance(env) == Next::Close {
             return Next::Close;
         }
@@ -266,7 +380,7 @@ impl Conn {
                 State::Idle | State::Head | State::Body { .. } | State::Lingering => {
                     return Next::Close
                 }
-                State::InFlight(_) | State::Writing | State::Closing => {}
+                State::InFlight | State::Writing | State::Closing => {}
             }
         }
         Next::Keep
@@ -361,13 +475,23 @@ impl Conn {
             .access_log
             .as_ref()
             .map(|f| f.capture(&head.method, &head.uri, head.version, &head.headers));
-        self.state = State::InFlight(InFlight {
+        let direct = self.out_pos >= self.out.len();
+        self.link
+            .pending
+            .store(!self.buf.is_empty() || self.peer_eof, Ordering::SeqCst);
+        let reply = Reply {
+            token: self.token,
+            id: self.id,
+            link: self.link.clone(),
+            peer: self.peer.clone(),
+            direct,
             head_only: head.method == Method::HEAD,
             version: head.version,
             keep_alive: head.keep_alive,
             log,
             started: env.now,
-        });
+        };
+        self.state = State::InFlight;
         self.deadline = None;
         self.requests += 1;
         let mut req = Request::new(body);
@@ -377,52 +501,28 @@ impl Conn {
         *req.headers_mut() = head.headers;
         req.extensions_mut()
             .insert(super::PeerAddr(self.peer.clone()));
-        shared.submit(req, self.token, self.id);
+        shared.submit(req, reply);
     }
 
-    /// The pool's answer to the request in flight.
+    /// The answer to the request in flight, already written (or partly: `rest` is what is left).
     pub(crate) fn complete(
         &mut self,
-        result: Result<Response<Vec<u8>>, Error>,
+        rest: Vec<u8>,
+        keep_alive: bool,
+        failed: bool,
         env: &mut Env<'_>,
     ) -> Next {
-        let State::InFlight(inflight) = std::mem::replace(&mut self.state, State::Writing) else {
+        if !matches!(self.state, State::InFlight) {
             return Next::Keep;
-        };
-        let resp = match result {
-            Ok(r) => r,
-            Err(e) => {
-                let status = e.http_status();
-                if status == 500 {
-                    log::error!(target: "prefork_pool::http", "{e}");
-                } else {
-                    log::warn!(target: "prefork_pool::http", "{e}");
-                }
-                error_response(status, short_reason(&e))
-            }
-        };
-        let keep_alive =
-            inflight.keep_alive && !self.peer_eof && !(env.draining && self.buf.is_empty());
-        let opts = WriteOpts {
-            head: inflight.head_only,
-            version: inflight.version,
-            keep_alive,
-        };
-        let (bytes, keep_alive) = write_response(&mut self.out, &resp, opts, env.date.get());
-        if let (Some(fmt), Some(req)) = (env.shared.cfg.access_log.as_ref(), inflight.log.as_ref())
-        {
-            if log::log_enabled!(target: super::ACCESS_TARGET, log::Level::Info) {
-                let line = fmt.render(
-                    &self.peer,
-                    req,
-                    resp.status().as_u16(),
-                    resp.headers(),
-                    bytes,
-                    inflight.started.elapsed(),
-                    super::response::now_secs(),
-                );
-                log::info!(target: super::ACCESS_TARGET, "{line}");
-            }
+        }
+        if failed {
+            return Next::Close;
+        }
+        if self.out_pos >= self.out.len() {
+            self.out = rest;
+            self.out_pos = 0;
+        } else {
+            self.out.extend_from_slice(&rest);
         }
         self.state = if keep_alive {
             State::Writing
@@ -451,7 +551,7 @@ impl Conn {
 
     fn flush(&mut self, env: &mut Env<'_>) -> Next {
         while self.out_pos < self.out.len() {
-            match self.stream.write(&self.out[self.out_pos..]) {
+            match (&self.link.stream).write(&self.out[self.out_pos..]) {
                 Ok(0) => return Next::Close,
                 Ok(n) => {
                     self.out_pos += n;
@@ -473,15 +573,20 @@ impl Conn {
                 if env.draining && self.buf.is_empty() {
                     return Next::Close;
                 }
-                // Resume: parse what was pipelined, read what waited in the socket.
-                self.read_and_advance(env)
+                // Resume: parse what was pipelined; read what waited in the socket if reading
+                // had stopped (otherwise everything that arrived was read already).
+                if std::mem::take(&mut self.read_paused) {
+                    self.read_and_advance(true, env)
+                } else {
+                    self.after_input(env)
+                }
             }
             State::Closing => {
-                self.stream.shutdown_write();
+                self.link.stream.shutdown_write();
                 self.state = State::Lingering;
                 self.buf = Vec::new();
                 self.deadline = Some(env.now + LINGER);
-                self.read_and_advance(env)
+                self.read_and_advance(false, env)
             }
             _ => Next::Keep,
         }

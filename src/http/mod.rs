@@ -128,7 +128,12 @@
 //! - Timers are checked every 100 ms, so a timeout fires up to 100 ms late.
 //! - An accept error (EMFILE, ENFILE, ...) is logged at `warn` and accepting pauses for 100 ms;
 //!   per-connection errors (ECONNABORTED, EPROTO, ...) are skipped.
-//! - The reactor writes every answer (the optional "worker writes directly" path is not built).
+//! - The thread that completes a request (the worker, or the watchdog for a 504) serialises the
+//!   answer and writes it straight to the socket when the socket takes it whole; what it cannot
+//!   write is handed to the reactor, which writes the rest when the socket is writable. The
+//!   reactor is woken only when it has something to do (a partial write, a connection to close,
+//!   pipelined input, a drain); otherwise it learns of the answer at its next wake-up. Nothing
+//!   else of the connection is written while a request is in flight, so answers never interleave.
 //!
 //! # Access log
 //!

@@ -7,16 +7,18 @@
 
 use std::io;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 use http::{Request, Response};
 use mio::event::Source;
+use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use super::access_log::AccessLogFormat;
-use super::conn::{Conn, Env, Next, Stream};
+use super::conn::{Conn, Env, Next, Reply, Stream};
 use super::parse::Limits;
 use super::response::DateCache;
 use crate::Error;
@@ -49,10 +51,14 @@ pub(crate) struct Config {
     pub access_log: Option<AccessLogFormat>,
 }
 
-struct Completion {
-    token: usize,
-    id: u64,
-    result: Result<Response<Vec<u8>>, Error>,
+/// An answer, written by the thread that completed the request (or not entirely: `rest`).
+pub(crate) struct Completion {
+    pub token: usize,
+    pub id: u64,
+    pub rest: Vec<u8>,
+    pub keep_alive: bool,
+    /// Writing failed: the connection is gone.
+    pub failed: bool,
 }
 
 /// What connections share: the settings and the way to the pool.
@@ -61,20 +67,30 @@ pub(crate) struct Shared {
     dispatcher: Box<dyn Dispatch>,
     tx: Sender<Completion>,
     waker: Arc<Waker>,
+    /// The server is draining (graceful shutdown): answers say `Connection: close`.
+    pub draining: AtomicBool,
+    /// The reactor is (about to be) blocked in `poll`: a wake-up is needed to reach it.
+    sleeping: AtomicBool,
 }
 
 impl Shared {
-    pub(crate) fn submit(&self, req: Request<Vec<u8>>, token: usize, id: u64) {
-        let tx = self.tx.clone();
-        let waker = self.waker.clone();
+    pub(crate) fn submit(self: &Arc<Self>, req: Request<Vec<u8>>, reply: Reply) {
+        let shared = self.clone();
         self.dispatcher.dispatch(
             req,
-            Box::new(move |result| {
-                if tx.send(Completion { token, id, result }).is_ok() {
-                    let _ = waker.wake();
-                }
-            }),
+            Box::new(move |result| super::conn::finish(&shared, reply, result)),
         );
+    }
+
+    pub(crate) fn complete(&self, c: Completion) {
+        let _ = self.tx.send(c);
+    }
+
+    /// Wake the reactor if it sleeps (one wake-up serves every completion queued before it runs).
+    pub(crate) fn wake(&self) {
+        if self.sleeping.swap(false, Ordering::SeqCst) {
+            let _ = self.waker.wake();
+        }
     }
 }
 
@@ -176,6 +192,8 @@ impl Reactor {
             dispatcher,
             tx,
             waker: waker.clone(),
+            draining: AtomicBool::new(false),
+            sleeping: AtomicBool::new(false),
         });
         Ok((
             Reactor {
@@ -219,8 +237,14 @@ impl Reactor {
                     break;
                 }
             }
-            let timeout = self.next_timeout(now);
-            if let Err(e) = self.poll.poll(&mut events, timeout) {
+            let mut timeout = self.next_timeout(now);
+            self.shared.sleeping.store(true, Ordering::SeqCst);
+            if !self.rx.is_empty() {
+                timeout = Some(Duration::ZERO);
+            }
+            let polled = self.poll.poll(&mut events, timeout);
+            self.shared.sleeping.store(false, Ordering::SeqCst);
+            if let Err(e) = polled {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
@@ -228,6 +252,11 @@ impl Reactor {
                 break;
             }
             let now = Instant::now();
+            // Answers first: a connection whose answer a worker wrote is idle again before its
+            // next request is read.
+            while let Ok(c) = self.rx.try_recv() {
+                self.complete(c, now);
+            }
             for ev in events.iter() {
                 let t = ev.token().0;
                 if ev.token() == WAKER {
@@ -237,9 +266,10 @@ impl Reactor {
                         self.accept(t - LISTENER_BASE, now);
                     }
                 } else {
-                    let readable = ev.is_readable() || ev.is_read_closed() || ev.is_error();
+                    let read_closed = ev.is_read_closed() || ev.is_error();
+                    let readable = ev.is_readable() || read_closed;
                     let writable = ev.is_writable() || ev.is_write_closed();
-                    self.conn_event(t - CONN_BASE, readable, writable, now);
+                    self.conn_event(t - CONN_BASE, readable, read_closed, writable, now);
                 }
             }
             while let Ok(c) = self.rx.try_recv() {
@@ -285,12 +315,19 @@ impl Reactor {
         )
     }
 
-    fn conn_event(&mut self, idx: usize, readable: bool, writable: bool, now: Instant) {
+    fn conn_event(
+        &mut self,
+        idx: usize,
+        readable: bool,
+        read_closed: bool,
+        writable: bool,
+        now: Instant,
+    ) {
         let (mut env, conns) = self.env(now);
         let Some(conn) = conns.get_mut(idx).and_then(|c| c.as_mut()) else {
             return;
         };
-        if conn.on_ready(readable, writable, &mut env) == Next::Close {
+        if conn.on_ready(readable, read_closed, writable, &mut env) == Next::Close {
             self.close(idx);
         }
     }
@@ -302,7 +339,9 @@ impl Reactor {
         let (mut env, conns) = self.env(now);
         // When the connection is gone (or its slot reused), the answer has nowhere to go.
         if let Some(conn) = conns.get_mut(idx).and_then(|c| c.as_mut()) {
-            if conn.id == c.id && conn.complete(c.result, &mut env) == Next::Close {
+            if conn.id == c.id
+                && conn.complete(c.rest, c.keep_alive, c.failed, &mut env) == Next::Close
+            {
                 self.close(idx);
             }
         }
@@ -332,13 +371,13 @@ impl Reactor {
         }
     }
 
-    fn add_conn(&mut self, mut stream: Stream, peer: Arc<str>, now: Instant) {
+    fn add_conn(&mut self, stream: Stream, peer: Arc<str>, now: Instant) {
         let idx = self.free.pop().unwrap_or_else(|| {
             self.conns.push(None);
             self.conns.len() - 1
         });
         if let Err(e) = self.poll.registry().register(
-            &mut stream,
+            &mut SourceFd(&stream.raw_fd()),
             Token(CONN_BASE + idx),
             Interest::READABLE | Interest::WRITABLE,
         ) {
@@ -351,12 +390,13 @@ impl Reactor {
         let (env, conns) = self.env(now);
         conns[idx] = Some(Conn::new(id, CONN_BASE + idx, stream, peer, &env));
         self.live += 1;
-        self.conn_event(idx, true, false, now);
+        self.conn_event(idx, true, false, false, now);
     }
 
     fn close(&mut self, idx: usize) {
-        if let Some(mut conn) = self.conns.get_mut(idx).and_then(|c| c.take()) {
-            let _ = self.poll.registry().deregister(&mut conn.stream);
+        if let Some(conn) = self.conns.get_mut(idx).and_then(|c| c.take()) {
+            let fd = conn.link.stream.raw_fd();
+            let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
             self.free.push(idx);
             self.live -= 1;
         }
@@ -413,6 +453,7 @@ impl Reactor {
         }
         self.paused_until = None;
         self.close_listeners();
+        self.shared.draining.store(true, Ordering::SeqCst);
         self.drain_deadline = Some(deadline);
         for idx in 0..self.conns.len() {
             if self.conns[idx]
