@@ -106,7 +106,7 @@ enum State {
     Head,
     /// Head parsed, body being read.
     Body {
-        head: Head,
+        head: Box<Head>,
         decoder: BodyDecoder,
         body: Vec<u8>,
     },
@@ -162,7 +162,7 @@ pub(crate) fn finish(shared: &Shared, r: Reply, result: Result<Response<Vec<u8>>
     let draining = shared.draining.load(Ordering::SeqCst);
     // While draining, the last answer on a connection says `Connection: close`; an answer with
     // more (pipelined) input behind it keeps the connection so that input is answered too.
-    let keep_alive = r.keep_alive && !(draining && !r.link.pending.load(Ordering::SeqCst));
+    let keep_alive = r.keep_alive && (!draining || r.link.pending.load(Ordering::SeqCst));
     let opts = WriteOpts {
         head: r.head_only,
         version: r.version,
@@ -433,7 +433,7 @@ impl Conn {
                                 _ => 0,
                             };
                             self.state = State::Body {
-                                head,
+                                head: Box::new(head),
                                 decoder,
                                 body: Vec::with_capacity(cap),
                             };
@@ -458,7 +458,7 @@ impl Conn {
                             else {
                                 unreachable!("state checked above")
                             };
-                            self.dispatch(head, body, env);
+                            self.dispatch(*head, body, env);
                             return Next::Keep;
                         }
                     }
