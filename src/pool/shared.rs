@@ -637,11 +637,16 @@ impl<Req: Send + 'static, Resp: Send + 'static> Shared<Req, Resp> {
     pub(crate) fn stats(&self) -> Stats {
         let c = &self.counters;
         let idle = self.idle_workers().min(self.config.workers);
+        let busy = self
+            .slots
+            .iter()
+            .filter(|s| s.deadline_ns.load(Ordering::Relaxed) != NONE)
+            .count();
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
         Stats {
             name: self.config.name.clone(),
             workers: self.config.workers,
-            busy: self.config.workers - idle,
+            busy,
             idle,
             queued: self.queued_len(),
             completed: get(&c.completed),
