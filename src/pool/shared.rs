@@ -360,9 +360,26 @@ impl<Req: Send + 'static, Resp: Send + 'static> Shared<Req, Resp> {
     ) -> Result<Resp, Error> {
         Counters::bump(&self.counters.reentrant_inline);
         self.log_reentry(worker);
-        let core = Arc::new(self.new_core(budget, Some(parent)));
+        // A budget at least as long as the caller's whole budget ends after the caller's deadline
+        // (the caller started earlier), so the nested call simply inherits it: no clock read.
+        let (core, inherited) = {
+            let pc = parent.core();
+            if budget >= pc.budget {
+                let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+                (Arc::new(JobCore::inherit(id, parent.clone())), true)
+            } else {
+                (Arc::new(self.new_core(budget, Some(parent))), false)
+            }
+        };
         let result = self.invoke(req, core.clone(), worker, true);
-        let result = if Instant::now() > core.deadline {
+        // Late? An inherited deadline is the caller's, whose expiry the watchdog marks by
+        // cancelling the caller's chain; an own, shorter deadline needs the clock.
+        let late = if inherited {
+            core.is_cancelled()
+        } else {
+            Instant::now() > core.deadline
+        };
+        let result = if late {
             Err(core.deadline_error(&self.config.name, Stage::Running))
         } else {
             result
@@ -372,12 +389,17 @@ impl<Req: Send + 'static, Resp: Send + 'static> Shared<Req, Resp> {
     }
 
     fn log_reentry(&self, worker: usize) {
+        let first = !self.logged_reentry.load(Ordering::Relaxed)
+            && !self.logged_reentry.swap(true, Ordering::Relaxed);
+        if !first && !log::log_enabled!(log::Level::Debug) {
+            return;
+        }
         let who = if worker == usize::MAX {
             "a worker of another pool".to_owned()
         } else {
             format!("worker {worker}")
         };
-        if !self.logged_reentry.swap(true, Ordering::Relaxed) {
+        if first {
             log::info!(
                 "pool `{}`: {who} called back into the pool; the call runs inline on the caller's \
                  thread instead of waiting for a worker that may be the caller itself (this would \
