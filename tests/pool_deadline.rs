@@ -173,3 +173,36 @@ fn the_earliest_deadline_wins_even_when_a_later_one_is_watched() {
     long.wait().unwrap();
     pool.shutdown_now();
 }
+
+#[test]
+fn call_here_runs_on_the_calling_thread_while_every_worker_is_busy() {
+    let (release, gate) = mpsc::channel::<()>();
+    let gate = parking_lot::Mutex::new(gate);
+    let pool = Pool::builder()
+        .name("dl5")
+        .workers(1)
+        .build(move |block: bool, _ctx| {
+            if block {
+                gate.lock().recv().unwrap();
+            }
+            std::thread::current().name().map(str::to_owned)
+        })
+        .unwrap();
+    let busy = pool.submit(true);
+    // The only worker is blocked; call_here does not wait for it.
+    let start = Instant::now();
+    let name = pool.call_here(false, None).unwrap();
+    assert!(start.elapsed() < Duration::from_secs(1));
+    assert_eq!(name, std::thread::current().name().map(str::to_owned));
+    release.send(()).unwrap();
+    assert_eq!(busy.wait().unwrap().as_deref(), Some("dl5-worker-0"));
+    // A late answer is refused.
+    let slow = Pool::builder()
+        .workers(1)
+        .build(|ms: u64, _ctx| std::thread::sleep(Duration::from_millis(ms)))
+        .unwrap();
+    assert!(matches!(
+        slow.call_here(300, Some(Duration::from_millis(50))),
+        Err(Error::DeadlineExceeded { .. })
+    ));
+}

@@ -388,6 +388,28 @@ impl<Req: Send + 'static, Resp: Send + 'static> Shared<Req, Resp> {
         result
     }
 
+    /// Run the handler on this thread, outside the queue and the workers (a spare thread).
+    pub(crate) fn call_here(&self, req: Req, budget: Option<Duration>) -> Result<Resp, Error> {
+        if self.state.load(Ordering::Acquire) == STOPPED {
+            let err = self.shutting_down();
+            self.count(Some(&err));
+            return Err(err);
+        }
+        let parent = match guard::position(self.id) {
+            Position::Outside => None,
+            Position::InSame(p, _) | Position::InOther(p) => Some(p),
+        };
+        let core = Arc::new(self.new_core(budget.unwrap_or(self.config.deadline), parent));
+        let result = self.invoke(req, core.clone(), usize::MAX, true);
+        let result = if Instant::now() > core.deadline {
+            Err(core.deadline_error(&self.config.name, Stage::Running))
+        } else {
+            result
+        };
+        self.count(result.as_ref().err());
+        result
+    }
+
     fn log_reentry(&self, worker: usize) {
         let first = !self.logged_reentry.load(Ordering::Relaxed)
             && !self.logged_reentry.swap(true, Ordering::Relaxed);
