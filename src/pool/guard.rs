@@ -90,6 +90,9 @@ pub(crate) fn position(pool: usize) -> Position {
         let Some(top) = chain.last() else {
             return Position::Outside;
         };
+        if top.pool == pool {
+            return Position::InSame(top.job.clone(), top.worker);
+        }
         match chain.iter().rev().find(|f| f.pool == pool) {
             Some(f) => Position::InSame(top.job.clone(), f.worker),
             None => Position::InOther(top.job.clone()),

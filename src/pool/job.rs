@@ -64,6 +64,19 @@ impl JobCore {
         }
     }
 
+    /// A nested job that keeps its caller's deadline.
+    pub(crate) fn inherit(id: u64, parent: Arc<dyn JobView>) -> JobCore {
+        let pc = parent.core();
+        JobCore {
+            id,
+            deadline: pc.deadline,
+            budget: pc.budget,
+            cancelled: AtomicBool::new(false),
+            depth: pc.depth + 1,
+            parent: Some(parent),
+        }
+    }
+
     /// True when this job or any job up its chain of callers was cancelled.
     pub(crate) fn is_cancelled(&self) -> bool {
         let mut core = self;

@@ -203,6 +203,27 @@ impl<Req: Send + 'static, Resp: Send + 'static> Pool<Req, Resp> {
         }
     }
 
+    /// Run the handler for `req` on the calling thread, now: not queued, not on a worker. For a
+    /// caller that has a thread of its own to lend when waiting for a worker could deadlock (the
+    /// HTTP server serves a request that its own process sent over TCP this way). The job gets
+    /// `deadline` (or the pool's default), or its caller's earlier one when called from a handler;
+    /// the watchdog does not watch it, since the calling thread is not the pool's to retire; a
+    /// result that comes after the deadline is answered `DeadlineExceeded`. The handler's
+    /// [`Context::worker`] is `usize::MAX`.
+    ///
+    /// ```
+    /// use prefork_pool::Pool;
+    /// let pool = Pool::builder().workers(1).build(|x: u32, ctx| (x, ctx.worker())).unwrap();
+    /// assert_eq!(pool.call_here(7, None).unwrap(), (7, usize::MAX));
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Panicked`], [`Error::DeadlineExceeded`], or [`Error::ShuttingDown`] once the pool
+    /// has stopped.
+    pub fn call_here(&self, req: Req, deadline: Option<Duration>) -> Result<Resp, Error> {
+        self.shared().call_here(req, deadline)
+    }
+
     /// Workers waiting for a job right now (a snapshot; it may change at once).
     pub fn idle_workers(&self) -> usize {
         self.shared().idle_workers()

@@ -360,8 +360,47 @@ impl<Req: Send + 'static, Resp: Send + 'static> Shared<Req, Resp> {
     ) -> Result<Resp, Error> {
         Counters::bump(&self.counters.reentrant_inline);
         self.log_reentry(worker);
-        let core = Arc::new(self.new_core(budget, Some(parent)));
+        // A budget at least as long as the caller's whole budget ends after the caller's deadline
+        // (the caller started earlier), so the nested call simply inherits it: no clock read.
+        let (core, inherited) = {
+            let pc = parent.core();
+            if budget >= pc.budget {
+                let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+                (Arc::new(JobCore::inherit(id, parent.clone())), true)
+            } else {
+                (Arc::new(self.new_core(budget, Some(parent))), false)
+            }
+        };
         let result = self.invoke(req, core.clone(), worker, true);
+        // Late? An inherited deadline is the caller's, whose expiry the watchdog marks by
+        // cancelling the caller's chain; an own, shorter deadline needs the clock.
+        let late = if inherited {
+            core.is_cancelled()
+        } else {
+            Instant::now() > core.deadline
+        };
+        let result = if late {
+            Err(core.deadline_error(&self.config.name, Stage::Running))
+        } else {
+            result
+        };
+        self.count(result.as_ref().err());
+        result
+    }
+
+    /// Run the handler on this thread, outside the queue and the workers (a spare thread).
+    pub(crate) fn call_here(&self, req: Req, budget: Option<Duration>) -> Result<Resp, Error> {
+        if self.state.load(Ordering::Acquire) == STOPPED {
+            let err = self.shutting_down();
+            self.count(Some(&err));
+            return Err(err);
+        }
+        let parent = match guard::position(self.id) {
+            Position::Outside => None,
+            Position::InSame(p, _) | Position::InOther(p) => Some(p),
+        };
+        let core = Arc::new(self.new_core(budget.unwrap_or(self.config.deadline), parent));
+        let result = self.invoke(req, core.clone(), usize::MAX, true);
         let result = if Instant::now() > core.deadline {
             Err(core.deadline_error(&self.config.name, Stage::Running))
         } else {
@@ -372,12 +411,17 @@ impl<Req: Send + 'static, Resp: Send + 'static> Shared<Req, Resp> {
     }
 
     fn log_reentry(&self, worker: usize) {
+        let first = !self.logged_reentry.load(Ordering::Relaxed)
+            && !self.logged_reentry.swap(true, Ordering::Relaxed);
+        if !first && !log::log_enabled!(log::Level::Debug) {
+            return;
+        }
         let who = if worker == usize::MAX {
             "a worker of another pool".to_owned()
         } else {
             format!("worker {worker}")
         };
-        if !self.logged_reentry.swap(true, Ordering::Relaxed) {
+        if first {
             log::info!(
                 "pool `{}`: {who} called back into the pool; the call runs inline on the caller's \
                  thread instead of waiting for a worker that may be the caller itself (this would \
@@ -637,11 +681,16 @@ impl<Req: Send + 'static, Resp: Send + 'static> Shared<Req, Resp> {
     pub(crate) fn stats(&self) -> Stats {
         let c = &self.counters;
         let idle = self.idle_workers().min(self.config.workers);
+        let busy = self
+            .slots
+            .iter()
+            .filter(|s| s.deadline_ns.load(Ordering::Relaxed) != NONE)
+            .count();
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
         Stats {
             name: self.config.name.clone(),
             workers: self.config.workers,
-            busy: self.config.workers - idle,
+            busy,
             idle,
             queued: self.queued_len(),
             completed: get(&c.completed),

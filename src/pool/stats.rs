@@ -41,7 +41,8 @@ pub struct Stats {
     pub name: String,
     /// The configured worker count (live capacity).
     pub workers: usize,
-    /// Workers running a handler now.
+    /// Workers running a handler now (a worker whose job the watchdog answered but could not retire
+    /// is not counted).
     pub busy: usize,
     /// Workers waiting for a job now.
     pub idle: usize,
