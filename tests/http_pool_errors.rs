@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 fn panic_is_500_and_the_next_request_works() {
     let s = Server::builder()
         .bind("127.0.0.1:0")
+        // This test's clients live in this process: they are not self-calls to rescue.
+        .self_call_threads(0)
         .workers(1)
         .serve(|req, _ctx| {
             if req.uri().path() == "/panic" {
@@ -44,6 +46,8 @@ fn deadline_is_504_and_capacity_is_restored() {
     let r2 = release.clone();
     let s = Server::builder()
         .bind("127.0.0.1:0")
+        // This test's clients live in this process: they are not self-calls to rescue.
+        .self_call_threads(0)
         .workers(1)
         .deadline(Duration::from_millis(300))
         .serve(move |req, ctx| {
@@ -77,6 +81,8 @@ fn full_queue_is_503_with_retry_after() {
     let (go_tx, go_rx) = crossbeam_channel::unbounded::<()>();
     let s = Server::builder()
         .bind("127.0.0.1:0")
+        // This test's clients live in this process: they are not self-calls to rescue.
+        .self_call_threads(0)
         .workers(1)
         .queue_capacity(1)
         .serve(move |_req, _ctx| {

@@ -8,6 +8,7 @@
 use std::cell::RefCell;
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
+use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -238,6 +239,10 @@ pub(crate) struct Conn {
     peer_eof: bool,
     /// Reading stopped while a request was in flight (the buffer was full): read again after.
     read_paused: bool,
+    /// For TCP: the client's address and ours.
+    addrs: Option<(SocketAddr, SocketAddr)>,
+    /// Whether the client is a socket of this process (looked up once, on the slow path).
+    self_call: Option<bool>,
     requests: u64,
     /// When the current phase times out (head, body, idle, write, linger); `None` while in flight.
     pub deadline: Option<Instant>,
@@ -249,6 +254,7 @@ impl Conn {
         token: usize,
         stream: Stream,
         peer: Arc<str>,
+        addrs: Option<(SocketAddr, SocketAddr)>,
         env: &Env<'_>,
     ) -> Self {
         Conn {
@@ -266,6 +272,8 @@ impl Conn {
             out_pos: 0,
             peer_eof: false,
             read_paused: false,
+            addrs,
+            self_call: None,
             requests: 0,
             deadline: Some(env.now + env.shared.cfg.head_timeout),
         }
@@ -501,7 +509,25 @@ impl Conn {
         *req.headers_mut() = head.headers;
         req.extensions_mut()
             .insert(super::PeerAddr(self.peer.clone()));
-        shared.submit(req, reply);
+        let self_call = self.is_self_call(shared);
+        shared.submit(req, reply, self_call);
+    }
+
+    /// Slow path only: the pool has no idle worker and the client is on a loopback address. Then
+    /// look up (once per connection) whether the client is a socket of this process.
+    fn is_self_call(&mut self, shared: &Shared) -> bool {
+        if shared.cfg.self_call_threads == 0 {
+            return false;
+        }
+        let Some((peer, local)) = self.addrs else {
+            return false;
+        };
+        if !peer.ip().is_loopback() || shared.idle_workers() > 0 {
+            return false;
+        }
+        *self
+            .self_call
+            .get_or_insert_with(|| super::self_call::is_own_socket(peer, local))
     }
 
     /// The answer to the request in flight, already written (or partly: `rest` is what is left).

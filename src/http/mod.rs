@@ -83,6 +83,13 @@
 //! server.shutdown(std::time::Duration::from_secs(5));
 //! ```
 //!
+//! A handler that calls its own server with an ordinary HTTP client (the seed's code, as written)
+//! is rescued too, on the slow path: when no worker is idle and the client is on a loopback
+//! address, the server looks the client's socket up among this process's own descriptors; a
+//! request this process sent itself runs at once on one of a few spare threads (see
+//! [`self_call_threads`](ServerBuilder::self_call_threads)), and the route is logged once with the
+//! fix: use the `Loopback`.
+//!
 //! # What the server answers on its own
 //!
 //! Each answer has a short `text/plain` body that says why. A protocol refusal (400, 408, 413,
@@ -159,6 +166,7 @@ mod loopback;
 mod parse;
 mod reactor;
 mod response;
+mod self_call;
 mod server;
 
 use std::sync::Arc;

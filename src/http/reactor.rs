@@ -6,8 +6,9 @@
 //! so a timeout fires up to 100 ms late; with no connection the reactor sleeps until an event.
 
 use std::io;
+use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,6 +22,7 @@ use super::access_log::AccessLogFormat;
 use super::conn::{Conn, Env, Next, Reply, Stream};
 use super::parse::Limits;
 use super::response::DateCache;
+use super::self_call::Warned;
 use crate::Error;
 
 /// How often connection timers are checked.
@@ -32,12 +34,21 @@ const WAKER: Token = Token(0);
 const LISTENER_BASE: usize = 1;
 const CONN_BASE: usize = 1 << 16;
 
+/// For a TCP connection: the client's address and ours.
+pub(crate) type TcpAddrs = Option<(SocketAddr, SocketAddr)>;
+
 /// The completion callback a dispatcher calls exactly once.
 pub(crate) type Done = Box<dyn FnOnce(Result<Response<Vec<u8>>, Error>) + Send>;
 
 /// Where complete requests go: the Pool (or, in unit tests, anything else).
 pub(crate) trait Dispatch: Send + Sync + 'static {
     fn dispatch(&self, req: Request<Vec<u8>>, done: Done);
+    /// Workers waiting for a job now.
+    fn idle_workers(&self) -> usize;
+    /// Run the handler on the calling thread (a spare thread, for a self-call over TCP).
+    fn call_here(&self, req: Request<Vec<u8>>) -> Result<Response<Vec<u8>>, Error>;
+    /// The pool's name, for logs.
+    fn name(&self) -> &str;
 }
 
 /// The reactor's settings.
@@ -49,6 +60,8 @@ pub(crate) struct Config {
     pub keepalive_timeout: Duration,
     pub write_timeout: Duration,
     pub access_log: Option<AccessLogFormat>,
+    /// Spare threads for requests this process sent itself over TCP (0: off).
+    pub self_call_threads: usize,
 }
 
 /// An answer, written by the thread that completed the request (or not entirely: `rest`).
@@ -71,15 +84,65 @@ pub(crate) struct Shared {
     pub draining: AtomicBool,
     /// The reactor is (about to be) blocked in `poll`: a wake-up is needed to reach it.
     sleeping: AtomicBool,
+    /// Spare threads running self-calls now.
+    spare: AtomicUsize,
+    warned: Warned,
 }
 
 impl Shared {
-    pub(crate) fn submit(self: &Arc<Self>, req: Request<Vec<u8>>, reply: Reply) {
+    pub(crate) fn idle_workers(&self) -> usize {
+        self.dispatcher.idle_workers()
+    }
+
+    pub(crate) fn submit(self: &Arc<Self>, req: Request<Vec<u8>>, reply: Reply, self_call: bool) {
+        if self_call && self.reserve_spare() {
+            self.spare_thread(req, reply);
+            return;
+        }
         let shared = self.clone();
         self.dispatcher.dispatch(
             req,
             Box::new(move |result| super::conn::finish(&shared, reply, result)),
         );
+    }
+
+    /// Reserve one of the spare threads for a request this process sent itself over TCP.
+    fn reserve_spare(&self) -> bool {
+        if self.spare.fetch_add(1, Ordering::SeqCst) >= self.cfg.self_call_threads {
+            self.spare.fetch_sub(1, Ordering::SeqCst);
+            return false;
+        }
+        true
+    }
+
+    /// Run the request on the spare thread reserved with `reserve_spare`.
+    fn spare_thread(self: &Arc<Self>, req: Request<Vec<u8>>, reply: Reply) {
+        let route = format!("{} {}", req.method(), req.uri().path());
+        if self.warned.first(&route) {
+            log::warn!(
+                target: "prefork_pool::http",
+                "`{route}` was requested over TCP by this process itself while every worker of pool \
+                 `{}` was busy (a handler calling its own server with an HTTP client); served on a \
+                 spare thread instead of waiting for a worker that waits for it. Fix: call the \
+                 handler through the `Loopback` in the request's extensions \
+                 (`req.extensions().get::<prefork_pool::http::Loopback>()`)",
+                self.dispatcher.name()
+            );
+        }
+        let shared = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("{}-selfcall", self.dispatcher.name()))
+            .spawn(move || {
+                let result = shared.dispatcher.call_here(req);
+                shared.spare.fetch_sub(1, Ordering::SeqCst);
+                super::conn::finish(&shared, reply, result);
+            });
+        if let Err(e) = spawned {
+            // The request went with the closure; nothing to answer it with but the log. The
+            // connection is closed when the client gives up.
+            self.spare.fetch_sub(1, Ordering::SeqCst);
+            log::error!(target: "prefork_pool::http", "cannot spawn a spare thread: {e}");
+        }
     }
 
     pub(crate) fn complete(&self, c: Completion) {
@@ -112,16 +175,17 @@ impl Listener {
         }
     }
 
-    fn accept(&self) -> io::Result<(Stream, Arc<str>)> {
+    fn accept(&self) -> io::Result<(Stream, Arc<str>, TcpAddrs)> {
         match self {
             Listener::Tcp(l) => l.accept().map(|(s, a)| {
                 let _ = s.set_nodelay(true);
-                (Stream::Tcp(s), Arc::from(a.ip().to_string()))
+                let local = s.local_addr().ok().map(|local| (a, local));
+                (Stream::Tcp(s), Arc::from(a.ip().to_string()), local)
             }),
             #[cfg(unix)]
             Listener::Unix(l, _) => l
                 .accept()
-                .map(|(s, _)| (Stream::Unix(s), Arc::from("unix"))),
+                .map(|(s, _)| (Stream::Unix(s), Arc::from("unix"), None)),
         }
     }
 
@@ -194,6 +258,8 @@ impl Reactor {
             waker: waker.clone(),
             draining: AtomicBool::new(false),
             sleeping: AtomicBool::new(false),
+            spare: AtomicUsize::new(0),
+            warned: Warned::default(),
         });
         Ok((
             Reactor {
@@ -354,7 +420,7 @@ impl Reactor {
                 _ => return,
             };
             match res {
-                Ok((stream, peer)) => self.add_conn(stream, peer, now),
+                Ok((stream, peer, addrs)) => self.add_conn(stream, peer, addrs, now),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if is_transient(&e) => {
                     log::debug!(target: "prefork_pool::http", "accept: {e} (skipped)");
@@ -371,7 +437,7 @@ impl Reactor {
         }
     }
 
-    fn add_conn(&mut self, stream: Stream, peer: Arc<str>, now: Instant) {
+    fn add_conn(&mut self, stream: Stream, peer: Arc<str>, addrs: TcpAddrs, now: Instant) {
         let idx = self.free.pop().unwrap_or_else(|| {
             self.conns.push(None);
             self.conns.len() - 1
@@ -388,7 +454,7 @@ impl Reactor {
         let id = self.next_id;
         self.next_id += 1;
         let (env, conns) = self.env(now);
-        conns[idx] = Some(Conn::new(id, CONN_BASE + idx, stream, peer, &env));
+        conns[idx] = Some(Conn::new(id, CONN_BASE + idx, stream, peer, addrs, &env));
         self.live += 1;
         self.conn_event(idx, true, false, false, now);
     }
@@ -500,6 +566,15 @@ mod tests {
                 done(Ok(Response::new(body.into_bytes())))
             });
         }
+        fn idle_workers(&self) -> usize {
+            usize::MAX
+        }
+        fn call_here(&self, _req: Request<Vec<u8>>) -> Result<Response<Vec<u8>>, Error> {
+            unreachable!("never without idle workers")
+        }
+        fn name(&self) -> &str {
+            "threads"
+        }
     }
 
     fn start() -> (
@@ -517,6 +592,7 @@ mod tests {
             keepalive_timeout: Duration::from_secs(5),
             write_timeout: Duration::from_secs(5),
             access_log: None,
+            self_call_threads: 0,
         };
         let (r, h) = Reactor::new(
             vec![Listener::Tcp(mio::net::TcpListener::from_std(l))],

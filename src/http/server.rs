@@ -107,6 +107,7 @@ pub struct ServerBuilder {
     keepalive_timeout: Duration,
     write_timeout: Duration,
     access_log: Option<String>,
+    self_call_threads: usize,
     pool: crate::Builder<HttpRequest, HttpResponse>,
 }
 
@@ -148,6 +149,7 @@ impl ServerBuilder {
             keepalive_timeout: Duration::from_secs(5),
             write_timeout: Duration::from_secs(30),
             access_log: Some(DEFAULT_ACCESS_LOG_FORMAT.to_string()),
+            self_call_threads: 4,
             pool: Pool::builder().name("http"),
         }
     }
@@ -274,6 +276,20 @@ impl ServerBuilder {
         self
     }
 
+    /// Spare threads for requests this process sends itself over TCP while every worker is busy
+    /// (default 4; 0..=1024; 0 turns the detection off). A handler that calls its own server with
+    /// an HTTP client instead of the [`Loopback`] would otherwise wait for a worker that waits for
+    /// it. Detection runs only when no worker is idle and the client is on a loopback address: the
+    /// client's socket is looked up among this process's descriptors (Linux `/proc`), once per
+    /// connection. The first such request of each route is logged at `warn` with the fix.
+    ///
+    /// A load generator in the same process as the server (a test, a bench) looks like a
+    /// self-call: set 0 there, or its requests beyond the workers run on spare threads.
+    pub fn self_call_threads(mut self, n: usize) -> Self {
+        self.self_call_threads = n;
+        self
+    }
+
     /// Pool option: worker threads (see [`Builder::workers`](crate::Builder::workers)).
     pub fn workers(mut self, n: usize) -> Self {
         self.pool = self.pool.workers(n);
@@ -366,6 +382,7 @@ impl ServerBuilder {
         timeout("body_timeout", self.body_timeout)?;
         timeout("keepalive_timeout", self.keepalive_timeout)?;
         timeout("write_timeout", self.write_timeout)?;
+        range("self_call_threads", self.self_call_threads, 0, 1024)?;
         #[cfg(unix)]
         let unix = self.unix.len() + self.std_unix.len();
         #[cfg(not(unix))]
@@ -407,6 +424,7 @@ impl ServerBuilder {
             keepalive_timeout: self.keepalive_timeout,
             write_timeout: self.write_timeout,
             access_log,
+            self_call_threads: self.self_call_threads,
         })
     }
 
@@ -541,6 +559,17 @@ impl Dispatch for PoolDispatch {
         req.extensions_mut()
             .insert(Loopback::new(self.pool.clone()));
         self.pool.submit_then(req, None, done);
+    }
+    fn idle_workers(&self) -> usize {
+        self.pool.idle_workers()
+    }
+    fn call_here(&self, mut req: HttpRequest) -> Result<HttpResponse, crate::Error> {
+        req.extensions_mut()
+            .insert(Loopback::new(self.pool.clone()));
+        self.pool.call_here(req, None)
+    }
+    fn name(&self) -> &str {
+        self.pool.name()
     }
 }
 
