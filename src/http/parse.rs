@@ -228,7 +228,9 @@ pub(crate) struct Head {
 
 /// Parse a complete head (`buf` is exactly the head, ending with the blank line).
 pub(crate) fn parse_head(buf: &[u8], limits: &Limits) -> Result<Head, HttpError> {
-    let mut headers = vec![httparse::EMPTY_HEADER; limits.fields.max(1)];
+    // One slot per line is enough (the scanner already enforced the field limit).
+    let lines = buf.iter().filter(|&&b| b == b'\n').count();
+    let mut headers = vec![httparse::EMPTY_HEADER; lines.clamp(1, limits.fields.max(1))];
     let mut req = httparse::Request::new(&mut headers);
     match req.parse(buf) {
         Ok(httparse::Status::Complete(_)) => {}
