@@ -1,6 +1,7 @@
 //! Running out of descriptors (EMFILE) while accepting is logged and survived with a short
 //! backoff: no panic, no spin at 100% CPU, and the waiting client is served once descriptors
 //! come back.
+#![cfg(feature = "http")]
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! Configuration: bad values are refused naming the field and the range; Unix sockets with a mode;
 //! several listeners; the access log in gunicorn's format.
+#![cfg(feature = "http")]
 
 mod common;
 

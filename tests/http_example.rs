@@ -1,5 +1,6 @@
 //! Runs `examples/hello_loopback` (one worker, port 0) and exercises its three routes over TCP,
 //! then stops it by closing its stdin.
+#![cfg(feature = "http")]
 
 mod common;
 

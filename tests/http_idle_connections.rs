@@ -1,5 +1,6 @@
 //! Thousands of idle keep-alive connections cost a descriptor each and nothing else: requests are
 //! served meanwhile, and when the clients go, every descriptor comes back.
+#![cfg(feature = "http")]
 
 mod common;
 

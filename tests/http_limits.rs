@@ -1,4 +1,5 @@
 //! Every limit, malformed shape and smuggling shape: the status, and that the connection closes.
+#![cfg(feature = "http")]
 
 mod common;
 

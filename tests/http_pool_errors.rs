@@ -1,5 +1,6 @@
 //! Pool errors become short plain-text answers: panic 500 (and the next request works), deadline
 //! 504 (and the capacity comes back), full queue 503 with Retry-After.
+#![cfg(feature = "http")]
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! HTTP/1.1 framing over raw sockets: a head split byte by byte, pipelining, chunked bodies,
 //! 100-continue, HTTP/1.0, HEAD, keep-alive.
+#![cfg(feature = "http")]
 
 mod common;
 

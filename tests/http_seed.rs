@@ -1,6 +1,7 @@
 //! The seed scenario over real TCP: a handler that calls its own `/hello_world` (through the
 //! `Loopback` handle) answers at once with one worker, where gunicorn's sync worker hangs until its
 //! timeout; and eight such calls at once on two workers all answer.
+#![cfg(feature = "http")]
 
 mod common;
 

@@ -2,6 +2,7 @@
 //! seed's bug as written, on one worker: the request it sends is recognised as coming from this
 //! process and served on a spare thread, so the outer request answers at once instead of at its
 //! deadline.
+#![cfg(feature = "http")]
 
 mod common;
 

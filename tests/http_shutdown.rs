@@ -1,5 +1,6 @@
 //! Graceful shutdown: requests already read are finished and answered with `Connection: close`,
 //! idle keep-alive connections are closed, the listen backlog is served, then every thread ends.
+#![cfg(feature = "http")]
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! 200 slow-loris connections (one header byte every 500 ms) cost buffers, not workers: a normal
 //! request on a one-worker server is answered at once meanwhile, and the slow heads time out with 408.
+#![cfg(feature = "http")]
 
 mod common;
 
