@@ -71,6 +71,7 @@ fn requests_under_way_are_finished() {
         assert_eq!(a.header("connection").as_deref(), Some("close"));
         c.assert_closed();
     }
+    drop(busy);
     let report = stopper.join().unwrap();
     assert_eq!(report.answered_shutting_down, 0);
     assert_eq!(report.threads_left_running, 0);

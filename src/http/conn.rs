@@ -290,6 +290,24 @@ impl Conn {
         matches!(self.state, State::Idle) && self.buf.is_empty() && self.requests > 0
     }
 
+    /// Read and drop what the client sent, so that closing sends a FIN rather than a reset.
+    pub(crate) fn discard_input(&mut self) {
+        let mut tmp = [0u8; READ_CHUNK];
+        for _ in 0..64 {
+            match (&self.link.stream).read(&mut tmp) {
+                Ok(n) if n > 0 => {}
+                _ => return,
+            }
+        }
+    }
+
+    /// Draining: a connection that has not sent a byte yet is closed by `until` at the latest.
+    pub(crate) fn limit_fresh_wait(&mut self, until: Instant) {
+        if matches!(self.state, State::Idle) && self.buf.is_empty() {
+            self.deadline = Some(self.deadline.map_or(until, |d| d.min(until)));
+        }
+    }
+
     /// The socket is ready.
     ///
     /// `read_closed`: the poll said the client's side is shut, so reading goes on to the EOF

@@ -154,11 +154,14 @@
 //!
 //! [`ServerHandle::shutdown`] accepts every connection already in the listen backlog, then closes
 //! the listeners (a Unix socket file the server bound is removed). Idle kept-alive connections are
-//! closed; a freshly accepted connection gets until its head timeout to send its request; every
-//! request already read is finished and answered with `Connection: close` (requests already
-//! pipelined behind it are answered too). When no connection is left, or at the graceful timeout,
-//! the reactor stops, then the Pool is shut down with what is left of the timeout, and every
-//! thread ends.
+//! closed; a connection that has not sent a byte yet gets up to 1 s to send its request (a client
+//! that sat in the backlog has normally sent it already); every request already read is finished
+//! and answered with `Connection: close` (requests already pipelined behind it are answered too).
+//! When no connection with a request under way is left, or at the graceful timeout, the reactor
+//! reads and drops what the remaining clients sent (so that closing is a FIN, not a reset that
+//! could lose an answer) and closes them; then the Pool is shut down with what is left of the
+//! timeout, and every thread ends (a spare thread serving a self-call ends as soon as its handler
+//! returns).
 
 mod access_log;
 mod conn;

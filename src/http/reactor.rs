@@ -27,6 +27,8 @@ use crate::Error;
 
 /// How often connection timers are checked.
 pub(crate) const TICK: Duration = Duration::from_millis(100);
+/// During a drain, how long a connection that has sent nothing yet may wait for its request.
+pub(crate) const DRAIN_GRACE: Duration = Duration::from_secs(1);
 /// How long accepting pauses after an accept error such as EMFILE.
 pub(crate) const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
@@ -287,6 +289,8 @@ impl Reactor {
         loop {
             let now = Instant::now();
             if let Some(d) = self.drain_deadline {
+                // Lingering connections are not waited for: their input is drained below before
+                // they close, so the close is a FIN, not a reset that could lose the answer.
                 let active = self
                     .conns
                     .iter()
@@ -349,6 +353,9 @@ impl Reactor {
             self.timers(now);
         }
         for idx in 0..self.conns.len() {
+            if let Some(c) = self.conns[idx].as_mut() {
+                c.discard_input();
+            }
             self.close(idx);
         }
         self.close_listeners();
@@ -522,11 +529,15 @@ impl Reactor {
         self.shared.draining.store(true, Ordering::SeqCst);
         self.drain_deadline = Some(deadline);
         for idx in 0..self.conns.len() {
-            if self.conns[idx]
-                .as_ref()
-                .is_some_and(|c| c.is_idle_between_requests())
-            {
+            let Some(conn) = self.conns[idx].as_mut() else {
+                continue;
+            };
+            if conn.is_idle_between_requests() {
                 self.close(idx);
+            } else {
+                // A connection that has not sent a byte yet gets a short grace, not a whole head
+                // timeout: a client in the backlog has normally sent its request already.
+                conn.limit_fresh_wait(now + DRAIN_GRACE);
             }
         }
     }
