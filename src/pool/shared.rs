@@ -74,7 +74,8 @@ pub(crate) struct Shared<Req, Resp> {
     pub(crate) slots: Box<[Slot<Req, Resp>]>,
     pub(crate) counters: Counters,
     pub(crate) watchdog: Watchdog<Req, Resp>,
-    threads: Mutex<Vec<JoinHandle<()>>>,
+    /// Worker threads, with the slot and generation each was started for.
+    threads: Mutex<Vec<(usize, u64, JoinHandle<()>)>>,
     /// Threads that own a slot (read the queue).
     readers: Mutex<usize>,
     readers_cv: Condvar,
@@ -448,8 +449,8 @@ impl<Req: Send + 'static, Resp: Send + 'static> Shared<Req, Resp> {
         match spawned {
             Ok(handle) => {
                 let mut threads = self.threads.lock();
-                threads.retain(|h| !h.is_finished());
-                threads.push(handle);
+                threads.retain(|(_, _, h)| !h.is_finished());
+                threads.push((index, gen, handle));
                 true
             }
             Err(e) => {
@@ -557,6 +558,11 @@ impl<Req: Send + 'static, Resp: Send + 'static> Shared<Req, Resp> {
                 break false;
             }
         };
+        // The exit hook runs before the thread counts itself out, so a shutdown that waited for
+        // the workers has seen every hook run.
+        if let Some(hook) = &self.config.on_worker_exit {
+            hook(index);
+        }
         if retired {
             self.counters
                 .retired_running
@@ -567,9 +573,6 @@ impl<Req: Send + 'static, Resp: Send + 'static> Shared<Req, Resp> {
             );
         } else {
             self.reader_left();
-        }
-        if let Some(hook) = &self.config.on_worker_exit {
-            hook(index);
         }
     }
 
@@ -771,9 +774,12 @@ impl<Req: Send + 'static, Resp: Send + 'static> Shared<Req, Resp> {
         }
         let left = self.wait_readers(Instant::now() + EXIT_WAIT);
         self.watchdog.stop();
-        // Join the threads that are done; the rest (stuck handlers) are left to end on their own.
-        for handle in std::mem::take(&mut *self.threads.lock()) {
-            if handle.is_finished() {
+        // Join every thread that has left the queue (the current owner of each slot, once no
+        // thread reads the queue) and any that is done; threads stuck in a handler (retired, or
+        // still running at the timeout) are left to end on their own.
+        for (index, gen, handle) in std::mem::take(&mut *self.threads.lock()) {
+            let current = self.slots[index].state.lock().gen == gen;
+            if handle.is_finished() || (left == 0 && current) {
                 let _ = handle.join();
             }
         }
