@@ -74,7 +74,8 @@ pub(crate) struct Shared<Req, Resp> {
     pub(crate) slots: Box<[Slot<Req, Resp>]>,
     pub(crate) counters: Counters,
     pub(crate) watchdog: Watchdog<Req, Resp>,
-    threads: Mutex<Vec<JoinHandle<()>>>,
+    /// Worker threads, with the slot and generation each was started for.
+    threads: Mutex<Vec<(usize, u64, JoinHandle<()>)>>,
     /// Threads that own a slot (read the queue).
     readers: Mutex<usize>,
     readers_cv: Condvar,
@@ -350,6 +351,16 @@ impl<Req: Send + 'static, Resp: Send + 'static> Shared<Req, Resp> {
         })
     }
 
+    /// The handler's answer if it came by the deadline; after it, `DeadlineExceeded` (the caller
+    /// may not have been answered by the watchdog yet: no answer ever comes after a deadline).
+    fn in_time(&self, core: &JobCore, result: Result<Resp, Error>) -> Result<Resp, Error> {
+        if Instant::now() > core.deadline {
+            Err(core.deadline_error(&self.config.name, Stage::Running))
+        } else {
+            result
+        }
+    }
+
     /// A nested call run at once on the calling thread.
     fn run_inline(
         &self,
@@ -362,28 +373,14 @@ impl<Req: Send + 'static, Resp: Send + 'static> Shared<Req, Resp> {
         self.log_reentry(worker);
         // A budget at least as long as the caller's whole budget ends after the caller's deadline
         // (the caller started earlier), so the nested call simply inherits it: no clock read.
-        let (core, inherited) = {
-            let pc = parent.core();
-            if budget >= pc.budget {
-                let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-                (Arc::new(JobCore::inherit(id, parent.clone())), true)
-            } else {
-                (Arc::new(self.new_core(budget, Some(parent))), false)
-            }
+        let core = if budget >= parent.core().budget {
+            let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+            Arc::new(JobCore::inherit(id, parent))
+        } else {
+            Arc::new(self.new_core(budget, Some(parent)))
         };
         let result = self.invoke(req, core.clone(), worker, true);
-        // Late? An inherited deadline is the caller's, whose expiry the watchdog marks by
-        // cancelling the caller's chain; an own, shorter deadline needs the clock.
-        let late = if inherited {
-            core.is_cancelled()
-        } else {
-            Instant::now() > core.deadline
-        };
-        let result = if late {
-            Err(core.deadline_error(&self.config.name, Stage::Running))
-        } else {
-            result
-        };
+        let result = self.in_time(&core, result);
         self.count(result.as_ref().err());
         result
     }
@@ -401,11 +398,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> Shared<Req, Resp> {
         };
         let core = Arc::new(self.new_core(budget.unwrap_or(self.config.deadline), parent));
         let result = self.invoke(req, core.clone(), usize::MAX, true);
-        let result = if Instant::now() > core.deadline {
-            Err(core.deadline_error(&self.config.name, Stage::Running))
-        } else {
-            result
-        };
+        let result = self.in_time(&core, result);
         self.count(result.as_ref().err());
         result
     }
@@ -448,8 +441,8 @@ impl<Req: Send + 'static, Resp: Send + 'static> Shared<Req, Resp> {
         match spawned {
             Ok(handle) => {
                 let mut threads = self.threads.lock();
-                threads.retain(|h| !h.is_finished());
-                threads.push(handle);
+                threads.retain(|(_, _, h)| !h.is_finished());
+                threads.push((index, gen, handle));
                 true
             }
             Err(e) => {
@@ -531,6 +524,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> Shared<Req, Resp> {
             self.watchdog.started(deadline);
 
             let result = self.invoke(req, job.clone(), index, false);
+            let result = self.in_time(&job.core, result);
 
             let still_mine = {
                 let mut s = slot.state.lock();
@@ -557,6 +551,11 @@ impl<Req: Send + 'static, Resp: Send + 'static> Shared<Req, Resp> {
                 break false;
             }
         };
+        // The exit hook runs before the thread counts itself out, so a shutdown that waited for
+        // the workers has seen every hook run.
+        if let Some(hook) = &self.config.on_worker_exit {
+            hook(index);
+        }
         if retired {
             self.counters
                 .retired_running
@@ -567,9 +566,6 @@ impl<Req: Send + 'static, Resp: Send + 'static> Shared<Req, Resp> {
             );
         } else {
             self.reader_left();
-        }
-        if let Some(hook) = &self.config.on_worker_exit {
-            hook(index);
         }
     }
 
@@ -771,9 +767,12 @@ impl<Req: Send + 'static, Resp: Send + 'static> Shared<Req, Resp> {
         }
         let left = self.wait_readers(Instant::now() + EXIT_WAIT);
         self.watchdog.stop();
-        // Join the threads that are done; the rest (stuck handlers) are left to end on their own.
-        for handle in std::mem::take(&mut *self.threads.lock()) {
-            if handle.is_finished() {
+        // Join every thread that has left the queue (the current owner of each slot, once no
+        // thread reads the queue) and any that is done; threads stuck in a handler (retired, or
+        // still running at the timeout) are left to end on their own.
+        for (index, gen, handle) in std::mem::take(&mut *self.threads.lock()) {
+            let current = self.slots[index].state.lock().gen == gen;
+            if handle.is_finished() || (left == 0 && current) {
                 let _ = handle.join();
             }
         }
@@ -813,11 +812,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolOps<Req, Resp> for Shared<Re
             return;
         };
         let result = self.invoke(req, job.clone(), worker, true);
-        let result = if Instant::now() > job.core.deadline {
-            Err(job.core.deadline_error(&self.config.name, Stage::Running))
-        } else {
-            result
-        };
+        let result = self.in_time(&job.core, result);
         self.answer(job, result);
     }
 
