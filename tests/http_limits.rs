@@ -130,3 +130,22 @@ fn head_read_timeout_is_408() {
     c.assert_closed();
     s.shutdown(WAIT);
 }
+
+#[test]
+fn body_read_timeout_is_408() {
+    let s = Server::builder()
+        .bind("127.0.0.1:0")
+        .body_timeout(Duration::from_millis(600))
+        .serve(|_req, _ctx| http::Response::new(Vec::new()))
+        .unwrap();
+    let start = Instant::now();
+    let (a, mut c) = roundtrip(
+        s.local_addrs()[0],
+        b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\nabc",
+    );
+    assert_eq!(a.status, 408);
+    assert!(a.text().contains("body"));
+    assert!(start.elapsed() >= Duration::from_millis(500));
+    c.assert_closed();
+    s.shutdown(WAIT);
+}

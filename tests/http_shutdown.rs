@@ -109,3 +109,25 @@ fn the_listen_backlog_is_served() {
     }
     assert!(TcpStream::connect(addr).is_err());
 }
+
+#[test]
+fn a_connection_that_sends_nothing_does_not_hold_the_shutdown() {
+    let s = Server::builder()
+        .bind("127.0.0.1:0")
+        .head_timeout(Duration::from_secs(60))
+        .serve(|_req, _ctx| http::Response::new(Vec::new()))
+        .unwrap();
+    let mut silent = Client::new(s.local_addrs()[0]);
+    // Make sure the server has accepted it before the shutdown.
+    let mut probe = Client::new(s.local_addrs()[0]);
+    probe.send(&get("/"));
+    assert_eq!(probe.answer().status, 200);
+    let start = Instant::now();
+    s.shutdown(WAIT);
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "shutdown waited {:?} for a silent connection",
+        start.elapsed()
+    );
+    silent.assert_closed();
+}
