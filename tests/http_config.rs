@@ -142,3 +142,41 @@ fn access_log_lines() {
         lines[0]
     );
 }
+
+#[test]
+fn ipv6_and_pool_options_are_forwarded() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let started = Arc::new(AtomicUsize::new(0));
+    let exited = Arc::new(AtomicUsize::new(0));
+    let (st, ex) = (started.clone(), exited.clone());
+    let b = Server::builder()
+        .bind("127.0.0.1:0")
+        .workers(3)
+        .name("web")
+        .on_worker_start(move |_| {
+            st.fetch_add(1, Ordering::SeqCst);
+        })
+        .on_worker_exit(move |_| {
+            ex.fetch_add(1, Ordering::SeqCst);
+        });
+    // IPv6 loopback when the machine has it.
+    let v6 = std::net::TcpListener::bind("[::1]:0").is_ok();
+    let b = if v6 { b.bind("[::1]:0") } else { b };
+    let s = b
+        .serve(|req, ctx| {
+            http::Response::new(format!("{} {}", req.uri().path(), ctx.depth()).into_bytes())
+        })
+        .unwrap();
+    for addr in s.local_addrs() {
+        let (a, _c) = roundtrip(addr, &get("/x"));
+        assert_eq!(a.text(), "/x 0");
+    }
+    assert_eq!(s.local_addrs().len(), if v6 { 2 } else { 1 });
+    let stats = s.stats();
+    assert_eq!(stats.name, "web");
+    assert_eq!(stats.workers, 3);
+    s.shutdown(WAIT);
+    assert_eq!(started.load(Ordering::SeqCst), 3);
+    assert_eq!(exited.load(Ordering::SeqCst), 3);
+}
