@@ -501,16 +501,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> Shared<Req, Resp> {
             }
             let started = Instant::now();
             if started >= job.core.deadline {
-                log::debug!(
-                    "pool `{}`: job {} expired in the queue after {:?}; it was never started",
-                    self.config.name,
-                    job.core.id,
-                    job.core.budget
-                );
-                self.answer(
-                    &job,
-                    Err(job.core.deadline_error(&self.config.name, Stage::Queued)),
-                );
+                self.answer_expired_in_queue(&job);
                 continue;
             }
             let req = job.take_req().expect("a claimed job holds its request");
@@ -655,19 +646,25 @@ impl<Req: Send + 'static, Resp: Send + 'static> Shared<Req, Resp> {
         }
     }
 
+    /// The watchdog found a queued job past its deadline.
     pub(crate) fn expire_queued(&self, job: &Job<Req, Resp>) {
         if job.claim(DROPPED) {
-            log::debug!(
-                "pool `{}`: job {} expired in the queue after {:?}; it was never started",
-                self.config.name,
-                job.core.id,
-                job.core.budget
-            );
-            self.answer(
-                job,
-                Err(job.core.deadline_error(&self.config.name, Stage::Queued)),
-            );
+            self.answer_expired_in_queue(job);
         }
+    }
+
+    /// Answer a job, claimed by the caller, whose deadline passed before it started.
+    pub(crate) fn answer_expired_in_queue(&self, job: &Job<Req, Resp>) {
+        log::debug!(
+            "pool `{}`: job {} expired in the queue after {:?}; it was never started",
+            self.config.name,
+            job.core.id,
+            job.core.budget
+        );
+        self.answer(
+            job,
+            Err(job.core.deadline_error(&self.config.name, Stage::Queued)),
+        );
     }
 
     pub(crate) fn queued_len(&self) -> usize {
@@ -793,10 +790,6 @@ impl<Req: Send + 'static, Resp: Send + 'static> Shared<Req, Resp> {
 }
 
 impl<Req: Send + 'static, Resp: Send + 'static> PoolOps<Req, Resp> for Shared<Req, Resp> {
-    fn name(&self) -> &str {
-        &self.config.name
-    }
-
     fn should_steal(&self) -> bool {
         self.idle_workers() == 0 || guard::inside(self.id)
     }
@@ -816,8 +809,8 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolOps<Req, Resp> for Shared<Re
         self.answer(job, result);
     }
 
-    fn count(&self, err: Option<&Error>) {
-        Shared::count(self, err);
+    fn answer_expired(&self, job: &Job<Req, Resp>) {
+        self.answer_expired_in_queue(job);
     }
 }
 
