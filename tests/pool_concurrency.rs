@@ -59,3 +59,31 @@ fn prometheus_text_carries_every_counter() {
         );
     }
 }
+
+#[test]
+fn a_pool_is_ready_when_build_returns_and_counts_each_answer_before_it_is_seen() {
+    for _ in 0..50 {
+        let pool = Pool::builder()
+            .workers(3)
+            .on_worker_start(|i| {
+                if i == 1 {
+                    panic!("a start hook that fails");
+                }
+            })
+            .build(|x: u8, _| x)
+            .unwrap();
+        let stats = pool.stats();
+        assert_eq!(
+            stats.idle, 3,
+            "every worker waits for a job once build returns"
+        );
+        assert_eq!(stats.busy, 0);
+        pool.call(1).unwrap();
+        assert_eq!(
+            pool.stats().completed,
+            1,
+            "the answer is counted before the caller sees it"
+        );
+        pool.shutdown_now();
+    }
+}

@@ -172,7 +172,8 @@ impl<Req: Send + 'static, Resp: Send + 'static> Builder<Req, Resp> {
     }
 
     /// Run on each worker thread when it starts, with its index: the thread-mode `post_fork`, for
-    /// per-worker resources.
+    /// per-worker resources. `build()` returns once every worker has run it and waits for jobs. A
+    /// hook that panics is logged at error and its worker serves on.
     pub fn on_worker_start(mut self, hook: impl Fn(usize) + Send + Sync + 'static) -> Self {
         self.on_worker_start = Some(Arc::new(hook));
         self
@@ -184,7 +185,8 @@ impl<Req: Send + 'static, Resp: Send + 'static> Builder<Req, Resp> {
         self
     }
 
-    /// Check every setting and start the pool around `handler`.
+    /// Check every setting and start the pool around `handler`. Returns once every worker has run
+    /// its start hook and waits for a job.
     ///
     /// # Errors
     /// A [`BuildError`] naming the first field that is out of range, with the range.

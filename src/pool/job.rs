@@ -190,7 +190,15 @@ impl<Resp> Completion<Resp> {
     }
 
     /// Deliver the answer. Returns false (and drops `result`) if the job was answered already.
-    pub(crate) fn complete(&self, result: Result<Resp, Error>) -> bool {
+    ///
+    /// `first` runs with the answer once this call has won, before the waiter can see it (the
+    /// pool counts the answer there, so a caller that reads the stats after its answer finds it
+    /// counted).
+    pub(crate) fn complete(
+        &self,
+        result: Result<Resp, Error>,
+        first: impl FnOnce(&Result<Resp, Error>),
+    ) -> bool {
         let mut outcome = self.outcome.lock();
         let waiter = match std::mem::replace(&mut *outcome, Outcome::Taken) {
             Outcome::Pending(w) => w,
@@ -199,6 +207,7 @@ impl<Resp> Completion<Resp> {
                 return false;
             }
         };
+        first(&result);
         match waiter {
             Waiter::Callback(cb) => {
                 self.done.store(true, Ordering::Release);
@@ -324,7 +333,7 @@ pub(crate) fn await_answer<Req: Send + 'static, Resp: Send + 'static>(
                 None => {
                     // The pool is gone; its shutdown answered every job it could see.
                     let err = job.core.deadline_error("?", crate::Stage::Queued);
-                    job.completion.complete(Err(err));
+                    job.completion.complete(Err(err), |_| {});
                 }
             }
             continue;

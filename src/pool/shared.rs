@@ -142,6 +142,19 @@ impl<Req: Send + 'static, Resp: Send + 'static> Shared<Req, Resp> {
                 );
             }
         }
+        // Return once every worker has run its start hook and waits for a job, so that a pool
+        // is ready when `build` returns (its stats say idle, and callers that check for an idle
+        // worker see one).
+        let mut spins = 0u32;
+        while self.idle.load(Ordering::SeqCst) < self.config.workers {
+            spins += 1;
+            if spins < 200 {
+                thread::yield_now();
+            } else {
+                // A start hook that opens connections may take a while: do not burn a core.
+                thread::sleep(Duration::from_millis(1));
+            }
+        }
     }
 
     pub(crate) fn name(&self) -> &str {
@@ -180,12 +193,8 @@ impl<Req: Send + 'static, Resp: Send + 'static> Shared<Req, Resp> {
 
     /// Deliver `result` to `job`'s waiter and count it, unless the job was answered already.
     pub(crate) fn answer(&self, job: &Job<Req, Resp>, result: Result<Resp, Error>) -> bool {
-        let err = result.as_ref().err().cloned();
-        let delivered = job.completion.complete(result);
-        if delivered {
-            self.count(err.as_ref());
-        }
-        delivered
+        job.completion
+            .complete(result, |r| self.count(r.as_ref().err()))
     }
 
     fn overloaded(&self) -> Error {
@@ -483,10 +492,27 @@ impl<Req: Send + 'static, Resp: Send + 'static> Shared<Req, Resp> {
         max + x.wrapping_mul(0x2545_F491_4F6C_DD1D) % (jitter + 1)
     }
 
-    fn worker_loop(self: Arc<Self>, index: usize, gen: u64) {
-        if let Some(hook) = &self.config.on_worker_start {
-            hook(index);
+    /// Run a worker hook; a panic in it is logged and the worker goes on.
+    fn run_hook(&self, hook: Option<&super::builder::Hook>, which: &str, index: usize) {
+        let Some(hook) = hook else {
+            return;
+        };
+        if let Err(payload) = catch_unwind(AssertUnwindSafe(|| hook(index))) {
+            log::error!(
+                "pool `{}`: the {which} hook panicked on worker {index}: {}; the worker goes on \
+                 without it. Fix the hook (return errors from it instead of panicking).",
+                self.config.name,
+                panic_message(payload.as_ref())
+            );
         }
+    }
+
+    fn worker_loop(self: Arc<Self>, index: usize, gen: u64) {
+        self.run_hook(
+            self.config.on_worker_start.as_ref(),
+            "on_worker_start",
+            index,
+        );
         let budget = self.recycle_budget(index);
         let slot = &self.slots[index];
         let mut served = 0u64;
@@ -546,9 +572,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> Shared<Req, Resp> {
         };
         // The exit hook runs before the thread counts itself out, so a shutdown that waited for
         // the workers has seen every hook run.
-        if let Some(hook) = &self.config.on_worker_exit {
-            hook(index);
-        }
+        self.run_hook(self.config.on_worker_exit.as_ref(), "on_worker_exit", index);
         if retired {
             self.counters
                 .retired_running
