@@ -60,7 +60,7 @@ fn ours(workers: usize) -> (SocketAddr, prefork_pool::http::ServerHandle) {
         .queue_capacity(4096)
         .access_log(false)
         // The bench's clients live in this process: no self-call rescue (spare threads).
-        .self_call_threads(0)
+        .max_spare(0)
         .serve(move |req: HttpRequest, _ctx| -> HttpResponse {
             let (status, body) = app.handle(req.method().as_str(), req.uri().path());
             http::Response::builder()

@@ -70,7 +70,7 @@ fn without_rescue_the_self_call_waits_for_the_deadline() {
     let s = Server::builder()
         .bind("127.0.0.1:0")
         .workers(1)
-        .self_call_threads(0)
+        .max_spare(0)
         .deadline(Duration::from_millis(500))
         .serve(move |req, _ctx| {
             if req.uri().path() == "/call_hello_world" {
