@@ -24,8 +24,9 @@ use crate::{Error, Pool};
 /// ```
 /// use prefork_pool::http::{request_depth, DEPTH_HEADER};
 ///
-/// let incoming = http::Request::get("/").header(DEPTH_HEADER, "4").body(Vec::new()).unwrap();
-/// let depth = request_depth(&incoming); // 4
+/// let incoming = http::Request::get("/").header(DEPTH_HEADER, "4").body(()).unwrap();
+/// let depth = request_depth(&incoming);
+/// assert_eq!(depth, 4);
 /// // ... ureq::get(url).set(DEPTH_HEADER, &(depth + 1).to_string()) ...
 /// assert_eq!(depth + 1, 5);
 /// ```
