@@ -50,7 +50,9 @@ impl Server {
     /// A builder with gunicorn's defaults: backlog 2048, request line 4094 bytes, 100 header
     /// fields of at most 8190 bytes; plus a 64 KiB head, a 10 MiB body, a 10 s head read timeout,
     /// a 30 s body read timeout (without progress), a 5 s keep-alive idle timeout, a 30 s write
-    /// timeout (without progress), gunicorn's default access log format, and the Pool's defaults.
+    /// timeout (without progress), gunicorn's default access log format, as many spare threads for
+    /// self-calls over TCP as workers (`max_spare`), a call depth of at most 32 (`max_depth`), a
+    /// stuck report after 1 s without progress (`stuck_after`), and the Pool's defaults.
     pub fn builder() -> ServerBuilder {
         ServerBuilder::new()
     }
