@@ -196,19 +196,27 @@ impl Shared {
                 self.cfg.max_spare
             );
         }
+        // Kept here too, so that it can still be answered if the thread cannot be spawned.
+        let job = Arc::new(parking_lot::Mutex::new(Some((req, reply))));
+        let theirs = job.clone();
         let shared = self.clone();
         let spawned = std::thread::Builder::new()
             .name(format!("{}-selfcall", self.dispatcher.name()))
             .spawn(move || {
+                let Some((req, reply)) = theirs.lock().take() else {
+                    return;
+                };
                 let result = shared.dispatcher.call_here(req);
                 shared.spare.fetch_sub(1, Ordering::SeqCst);
                 super::conn::finish(&shared, reply, result);
             });
         if let Err(e) = spawned {
-            // The request went with the closure; nothing to answer it with but the log. The
-            // connection is closed when the client gives up.
             self.spare.fetch_sub(1, Ordering::SeqCst);
+            self.self_served.fetch_sub(1, Ordering::Relaxed);
             log::error!(target: "prefork_pool::http", "cannot spawn a spare thread: {e}");
+            if let Some((req, reply)) = job.lock().take() {
+                self.refuse_self_call(req, reply);
+            }
         }
     }
 
