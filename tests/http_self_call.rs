@@ -167,6 +167,8 @@ fn n_workers_n_concurrent_self_calls_are_all_answered() {
     let c = cell.clone();
     let inside = Arc::new(AtomicUsize::new(0));
     let seen = inside.clone();
+    let inner_done = Arc::new(AtomicUsize::new(0));
+    let done = inner_done.clone();
     let s = Server::builder()
         .bind("127.0.0.1:0")
         .workers(N)
@@ -179,8 +181,16 @@ fn n_workers_n_concurrent_self_calls_are_all_answered() {
                 while seen.load(Ordering::SeqCst) < N && start.elapsed() < WAIT {
                     std::thread::sleep(Duration::from_millis(2));
                 }
-                call_self_over_tcp(&c, "/many/inner")
+                let resp = call_self_over_tcp(&c, "/many/inner");
+                // And none lets its worker go before every inner request was served, so each
+                // one arrives while every worker is busy.
+                let start = Instant::now();
+                while done.load(Ordering::SeqCst) < N && start.elapsed() < WAIT {
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                resp
             } else {
+                done.fetch_add(1, Ordering::SeqCst);
                 created("inner")
             }
         })
