@@ -1,6 +1,8 @@
 //! Load bench: our server against tiny_http with the same worker count, side by side in one run,
 //! on `GET /` (hello world) and the seed's `POST /hello_world`; then a `Loopback` call against the
-//! same request over a kept-alive TCP connection.
+//! same request over a kept-alive TCP connection; then the fast path of the self-call detection:
+//! the same requests on an idle pool with the detection on (default `max_spare`) and off
+//! (`max_spare(0)`), alternated in rounds in one run.
 //!
 //! ```text
 //! cargo bench --bench http                          # 2 workers, 8 client threads, 3 s a run
@@ -53,14 +55,26 @@ impl App {
 }
 
 fn ours(workers: usize) -> (SocketAddr, prefork_pool::http::ServerHandle) {
+    ours_with(workers, Some(0))
+}
+
+/// Our server; `max_spare` `None` keeps the default (self-call detection on).
+fn ours_with(
+    workers: usize,
+    max_spare: Option<usize>,
+) -> (SocketAddr, prefork_pool::http::ServerHandle) {
     let app = Arc::new(App::default());
-    let h = Server::builder()
+    let mut b = Server::builder();
+    if let Some(n) = max_spare {
+        b = b.max_spare(n);
+    }
+    // The bench's clients live in this process: the load runs use `max_spare(0)`, or requests
+    // beyond the workers would run on spare threads.
+    let h = b
         .bind("127.0.0.1:0")
         .workers(workers)
         .queue_capacity(4096)
         .access_log(false)
-        // The bench's clients live in this process: no self-call rescue (spare threads).
-        .self_call_threads(0)
         .serve(move |req: HttpRequest, _ctx| -> HttpResponse {
             let (status, body) = app.handle(req.method().as_str(), req.uri().path());
             http::Response::builder()
@@ -317,5 +331,69 @@ fn main() {
     println!(
         "inline Loopback speed-up over TCP: {:.0}x",
         tcp_ns / inner_ns
+    );
+
+    self_call_fast_path(workers);
+}
+
+/// One client, one kept-alive connection, `n` sequential `GET /`: the pool has an idle worker for
+/// each request, so the self-call detection (on by default) is never consulted beyond one check.
+/// Nanoseconds per request.
+fn sequential(addr: SocketAddr, n: u32) -> f64 {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_nodelay(true).unwrap();
+    let raw = b"GET / HTTP/1.1\r\nHost: b\r\n\r\n";
+    let mut buf = Vec::new();
+    for _ in 0..200 {
+        round_trip(&mut s, raw, &mut buf);
+    }
+    let t = Instant::now();
+    for _ in 0..n {
+        assert_eq!(round_trip(&mut s, raw, &mut buf), 200);
+    }
+    t.elapsed().as_nanos() as f64 / f64::from(n)
+}
+
+/// The fast path pays nothing: detection on (default `max_spare`) against off (`max_spare(0)`),
+/// side by side, alternating rounds so that drift on a shared machine hits both alike.
+fn self_call_fast_path(workers: usize) {
+    let rounds: usize = env_or("BENCH_SELFCALL_ROUNDS", 5);
+    let n: u32 = env_or("BENCH_SELFCALL_N", 4_000);
+    let (on_addr, on) = ours_with(workers, None);
+    let (off_addr, off) = ours_with(workers, Some(0));
+    let (mut on_ns, mut off_ns) = (Vec::new(), Vec::new());
+    for round in 0..rounds {
+        // Alternate which goes first.
+        if round % 2 == 0 {
+            on_ns.push(sequential(on_addr, n));
+            off_ns.push(sequential(off_addr, n));
+        } else {
+            off_ns.push(sequential(off_addr, n));
+            on_ns.push(sequential(on_addr, n));
+        }
+    }
+    let self_calls = on.self_calls();
+    on.shutdown(Duration::from_secs(5));
+    off.shutdown(Duration::from_secs(5));
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (a, b) = (median(&mut on_ns), median(&mut off_ns));
+    println!();
+    println!("idle pool, kept-alive TCP, sequential GET / ({rounds} rounds of {n}, median):");
+    println!(
+        "  self-call detection on  (max_spare default): {:.1} µs per request",
+        a / 1000.0
+    );
+    println!(
+        "  self-call detection off (max_spare 0):       {:.1} µs per request",
+        b / 1000.0
+    );
+    println!(
+        "  on/off = {:.3} (1.0 = the fast path pays nothing); self-calls seen with it on: {} served, {} refused",
+        a / b,
+        self_calls.served,
+        self_calls.refused
     );
 }

@@ -5,18 +5,26 @@
 //! PORT=8000 WEB_CONCURRENCY=2 cargo run --example hello_loopback
 //! ```
 //!
-//! Three routes, as in the article "Why Flask Apps on Gunicorn Hang":
+//! The three routes of the article "Why Flask Apps on Gunicorn Hang", and the naive variant:
 //!
 //! - `POST /hello_world` stores `{"message": "Hello, World!", "session_id": <id>}` and answers
 //!   201 `{"session_id": <id>}`;
 //! - `GET /get_hello_world?session_id=<id>` answers 200 with the stored JSON, or 404
 //!   `{"error": "Invalid or missing session_id"}`;
-//! - `POST /call_hello_world` calls its own `/hello_world` and relays the answer.
+//! - `POST /call_hello_world` calls its own `/hello_world` and relays the answer;
+//! - `POST /call_hello_world_tcp` makes the same call the naive way, as the Flask handler did
+//!   (`requests.post('http://localhost:5000/hello_world')`): with an HTTP client (ureq) against
+//!   `http://127.0.0.1:$PORT/hello_world`.
 //!
 //! Under gunicorn with one sync worker, `/call_hello_world` hangs until the worker timeout: the
 //! only worker waits for a request that needs that same worker. Here it answers at once with one
 //! worker, because the inner call goes through the [`Loopback`] handle: `pool.call` from inside a
 //! handler of the same pool runs inline on the calling worker, with the caller's deadline.
+//!
+//! `/call_hello_world_tcp` answers at once too: the server sees that the request comes from its
+//! own process while every worker is busy, serves it on a spare thread instead of queueing it,
+//! and logs once, at `warn`, which worker waits on which request and the fix (use the `Loopback`,
+//! or make the call asynchronous).
 //!
 //! Environment: `PORT` (default 5000; 0 picks a free port), `WEB_CONCURRENCY` (workers, default 1),
 //! `EXIT_AFTER_SECS` (stop after that long). The server also stops, gracefully, when stdin closes
@@ -24,8 +32,9 @@
 
 use std::collections::HashMap;
 use std::io::Read;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
@@ -41,23 +50,30 @@ fn main() {
     let port: u16 = env_or("PORT", 5000);
     let workers: usize = env_or("WEB_CONCURRENCY", 1);
     let cache: StateCache = Arc::default();
+    // The bound address, for the naive self-call (known once the server is bound).
+    let me: Arc<OnceLock<SocketAddr>> = Arc::default();
+    let me_in_handler = me.clone();
 
     let server = Server::builder()
         .bind(("127.0.0.1", port))
         .workers(workers)
         .deadline(Duration::from_secs(30))
-        .serve(move |req, _ctx| route(&cache, req))
+        .serve(move |req, _ctx| route(&cache, &me_in_handler, req))
         .unwrap_or_else(|e| {
             eprintln!("cannot start: {e}");
             std::process::exit(1);
         });
 
     let addr = server.local_addrs()[0];
+    me.set(addr).expect("set once");
     println!("listening on http://{addr} with {workers} worker(s)");
     println!("try:");
     println!("  curl -i -X POST http://{addr}/hello_world");
     println!("  curl -i 'http://{addr}/get_hello_world?session_id=<the id>'");
     println!("  curl -i -X POST http://{addr}/call_hello_world    # calls itself: no deadlock");
+    println!(
+        "  curl -i -X POST http://{addr}/call_hello_world_tcp    # the naive way: rescued, logged"
+    );
     println!(
         "stop with Ctrl-D (stdin EOF){}",
         match std::env::var("EXIT_AFTER_SECS") {
@@ -91,11 +107,12 @@ fn main() {
 }
 
 /// The blueprint: one function per route, as `routes/data.py`.
-fn route(cache: &StateCache, req: HttpRequest) -> HttpResponse {
+fn route(cache: &StateCache, me: &OnceLock<SocketAddr>, req: HttpRequest) -> HttpResponse {
     match (req.method().as_str(), req.uri().path()) {
         ("POST", "/hello_world") => say_hello(cache),
         ("GET", "/get_hello_world") => fetch_hello(cache, &req),
         ("POST", "/call_hello_world") => invoke_hello(&req),
+        ("POST", "/call_hello_world_tcp") => invoke_hello_tcp(me),
         _ => json(404, r#"{"error": "Not Found"}"#.to_string()),
     }
 }
@@ -143,6 +160,38 @@ fn invoke_hello(req: &HttpRequest) -> HttpResponse {
         Ok(resp) => resp, // status, headers and body relayed as they are
         Err(e) => json(
             e.http_status(),
+            format!(r#"{{"error": "{}"}}"#, e.to_string().replace('"', "'")),
+        ),
+    }
+}
+
+/// `POST /call_hello_world_tcp`: the same call made the naive way, over TCP with an HTTP client,
+/// exactly as the Flask handler did. With one worker this is the seed's deadlock; the server
+/// rescues it (a spare thread serves the request its own process sent) and logs the fix once.
+fn invoke_hello_tcp(me: &OnceLock<SocketAddr>) -> HttpResponse {
+    let Some(addr) = me.get() else {
+        return json(503, r#"{"error": "not bound yet"}"#.to_string());
+    };
+    let url = format!("http://127.0.0.1:{}/hello_world", addr.port());
+    match ureq::post(&url)
+        .timeout(Duration::from_secs(30))
+        .send_bytes(b"")
+    {
+        Ok(resp) | Err(ureq::Error::Status(_, resp)) => {
+            let status = resp.status();
+            let content_type = resp.content_type().to_string();
+            let mut body = Vec::new();
+            if let Err(e) = resp.into_reader().read_to_end(&mut body) {
+                return json(502, format!(r#"{{"error": "reading the answer: {e}"}}"#));
+            }
+            http::Response::builder()
+                .status(status)
+                .header("content-type", content_type)
+                .body(body)
+                .expect("a valid response")
+        }
+        Err(e) => json(
+            502,
             format!(r#"{{"error": "{}"}}"#, e.to_string().replace('"', "'")),
         ),
     }

@@ -41,6 +41,9 @@ fn bad_values_are_refused() {
     );
     refused(b().access_log_format("%(nope)s"), "access_log_format");
     refused(b().workers(0), "workers");
+    refused(b().max_spare(1025), "max_spare");
+    refused(b().max_depth(10_001), "max_depth");
+    refused(b().stuck_after(Duration::ZERO), "stuck_after");
     refused(Server::builder().bind("not an address"), "bind");
     // An address in use is an I/O error naming the address.
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

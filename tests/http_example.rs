@@ -93,6 +93,21 @@ fn hello_loopback_example_serves_the_three_routes() {
     let a = c.answer();
     assert_eq!(a.status, 404);
     assert_eq!(a.text(), r#"{"error": "Invalid or missing session_id"}"#);
+
+    // The naive self-call over TCP (ureq against its own port), with one worker: rescued at once.
+    for _ in 0..2 {
+        let start = Instant::now();
+        c.send(&post("/call_hello_world_tcp", ""));
+        let a = c.answer();
+        let took = start.elapsed();
+        assert_eq!(a.status, 201, "{}", a.text());
+        assert!(took < Duration::from_secs(1), "took {took:?}");
+        assert_eq!(
+            a.header("content-type").as_deref(),
+            Some("application/json")
+        );
+        assert!(a.text().starts_with(r#"{"session_id": ""#), "{}", a.text());
+    }
     drop(c);
 
     // Closing stdin stops it cleanly.
@@ -128,4 +143,19 @@ fn hello_loopback_example_serves_the_three_routes() {
         log.contains(r#""GET /get_hello_world HTTP/1.1" 404 "#),
         "access log: {log}"
     );
+    // The self-call's warn line, once for the two requests, with who waits and the fix.
+    let warned: Vec<&str> = log
+        .lines()
+        .filter(|l| l.starts_with("[WARN]") && l.contains("self-call over TCP"))
+        .collect();
+    assert_eq!(warned.len(), 1, "{log}");
+    let w = warned[0];
+    assert!(
+        w.contains("worker 0 (running `POST /call_hello_world_tcp HTTP/1.1`"),
+        "{w}"
+    );
+    assert!(w.contains("is waiting on `POST /hello_world`"), "{w}");
+    assert!(w.contains("would have deadlocked"), "{w}");
+    assert!(w.contains("`Loopback`"), "{w}");
+    assert!(w.contains("asynchronous"), "{w}");
 }

@@ -15,7 +15,7 @@ fn panic_is_500_and_the_next_request_works() {
     let s = Server::builder()
         .bind("127.0.0.1:0")
         // This test's clients live in this process: they are not self-calls to rescue.
-        .self_call_threads(0)
+        .max_spare(0)
         .workers(1)
         .serve(|req, _ctx| {
             if req.uri().path() == "/panic" {
@@ -48,7 +48,7 @@ fn deadline_is_504_and_capacity_is_restored() {
     let s = Server::builder()
         .bind("127.0.0.1:0")
         // This test's clients live in this process: they are not self-calls to rescue.
-        .self_call_threads(0)
+        .max_spare(0)
         .workers(1)
         .deadline(Duration::from_millis(300))
         .serve(move |req, ctx| {
@@ -83,7 +83,7 @@ fn full_queue_is_503_with_retry_after() {
     let s = Server::builder()
         .bind("127.0.0.1:0")
         // This test's clients live in this process: they are not self-calls to rescue.
-        .self_call_threads(0)
+        .max_spare(0)
         .workers(1)
         .queue_capacity(1)
         .serve(move |_req, _ctx| {

@@ -27,7 +27,7 @@ fn app(workers: usize) -> ServerHandle {
     Server::builder()
         .bind("127.0.0.1:0")
         // This test's clients live in this process: they are not self-calls to rescue.
-        .self_call_threads(0)
+        .max_spare(0)
         .workers(workers)
         .serve(
             move |req: HttpRequest, _ctx| match (req.method().as_str(), req.uri().path()) {

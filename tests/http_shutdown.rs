@@ -16,7 +16,7 @@ fn requests_under_way_are_finished() {
     let s = Server::builder()
         .bind("127.0.0.1:0")
         // This test's clients live in this process: they are not self-calls to rescue.
-        .self_call_threads(0)
+        .max_spare(0)
         .workers(2)
         .queue_capacity(64)
         .serve(move |req, _ctx| {
@@ -93,7 +93,7 @@ fn the_listen_backlog_is_served() {
         .collect();
     let s = Server::builder()
         .listener(listener)
-        .self_call_threads(0)
+        .max_spare(0)
         .workers(1)
         .serve(|req, _ctx| http::Response::new(req.uri().path().as_bytes().to_vec()))
         .unwrap();

@@ -534,7 +534,7 @@ impl Conn {
     /// Slow path only: the pool has no idle worker and the client is on a loopback address. Then
     /// look up (once per connection) whether the client is a socket of this process.
     fn is_self_call(&mut self, shared: &Shared) -> bool {
-        if shared.cfg.self_call_threads == 0 {
+        if shared.cfg.max_spare == 0 {
             return false;
         }
         let Some((peer, local)) = self.addrs else {

@@ -1,12 +1,64 @@
 //! [`Loopback`]: the server's own handler, called in-process through the Pool and its re-entrancy
 //! guard, with no socket and no parsing.
 
+use std::cell::Cell;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use http::HeaderValue;
+
 use super::{HttpRequest, HttpResponse, PeerAddr};
 use crate::{Error, Pool};
+
+/// The request header that carries how deep a request is in a chain of calls a service makes to
+/// itself: `X-Prefork-Depth: <n>`, a decimal number, absent meaning 0.
+///
+/// [`Loopback::send`] sets it on every request it sends, to one more than the depth of the request
+/// whose handler sends it. The server reads it on every request it receives (over TCP too), and
+/// answers a request deeper than [`max_depth`](super::ServerBuilder::max_depth) (default 32) with
+/// 508 Loop Detected ([`Error::LoopDetected`]) without running the handler. A handler that calls
+/// its own service with another HTTP client stops runaway recursion the same way by forwarding the
+/// header, plus one:
+///
+/// ```
+/// use prefork_pool::http::{request_depth, DEPTH_HEADER};
+///
+/// let incoming = http::Request::get("/").header(DEPTH_HEADER, "4").body(()).unwrap();
+/// let depth = request_depth(&incoming);
+/// assert_eq!(depth, 4);
+/// // ... ureq::get(url).set(DEPTH_HEADER, &(depth + 1).to_string()) ...
+/// assert_eq!(depth + 1, 5);
+/// ```
+pub const DEPTH_HEADER: &str = "x-prefork-depth";
+
+/// The depth a request carries in its [`DEPTH_HEADER`]: 0 when it has none (or one that is not a
+/// number).
+pub fn request_depth<B>(req: &http::Request<B>) -> u32 {
+    req.headers()
+        .get(DEPTH_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+thread_local! {
+    /// The depth of the request whose handler this thread is running, if any.
+    static DEPTH: Cell<Option<u32>> = const { Cell::new(None) };
+}
+
+/// Run `f` (a handler) with `depth` as this thread's current request depth, restored after (also
+/// when `f` unwinds).
+pub(crate) fn with_depth<R>(depth: u32, f: impl FnOnce() -> R) -> R {
+    struct Restore(Option<u32>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            DEPTH.with(|d| d.set(self.0));
+        }
+    }
+    let _restore = Restore(DEPTH.with(|d| d.replace(Some(depth))));
+    f()
+}
 
 /// Sends a request to the server's own handler, in-process.
 ///
@@ -22,6 +74,14 @@ use crate::{Error, Pool};
 /// A request sent this way carries this `Loopback` and a [`PeerAddr`] of `"loopback"` in its
 /// extensions (unless it already has them), is not parsed or limited, and is not written to the
 /// access log.
+///
+/// # Runaway recursion
+///
+/// `send` sets the [`DEPTH_HEADER`] (`X-Prefork-Depth`) of the request to one more than the depth
+/// of the request being handled on the calling thread (0 outside any handler; the request's own
+/// header if that is deeper). Past [`max_depth`](super::ServerBuilder::max_depth) (default 32) it
+/// fails at once with [`Error::LoopDetected`] (508), without running the handler: a route that
+/// calls itself without end is cut after `max_depth` nested calls instead of exhausting the stack.
 ///
 /// ```
 /// use prefork_pool::http::{Loopback, Server};
@@ -48,38 +108,51 @@ use crate::{Error, Pool};
 #[derive(Clone)]
 pub struct Loopback {
     pool: Pool<HttpRequest, HttpResponse>,
+    max_depth: u32,
 }
 
 impl fmt::Debug for Loopback {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Loopback")
             .field("pool", &self.pool.name())
+            .field("max_depth", &self.max_depth)
             .finish()
     }
 }
 
 impl Loopback {
-    pub(crate) fn new(pool: Pool<HttpRequest, HttpResponse>) -> Self {
-        Loopback { pool }
+    pub(crate) fn new(pool: Pool<HttpRequest, HttpResponse>, max_depth: u32) -> Self {
+        Loopback { pool, max_depth }
     }
 
-    fn prepare(&self, req: &mut HttpRequest) {
+    fn prepare(&self, req: &mut HttpRequest) -> Result<(), Error> {
+        let here = DEPTH.with(Cell::get).map_or(0, |d| d.saturating_add(1));
+        let depth = here.max(request_depth(req));
+        if depth > self.max_depth {
+            return Err(Error::LoopDetected {
+                depth,
+                max: self.max_depth,
+            });
+        }
+        req.headers_mut()
+            .insert(DEPTH_HEADER, HeaderValue::from(depth));
         if req.extensions().get::<Loopback>().is_none() {
             req.extensions_mut().insert(self.clone());
         }
         if req.extensions().get::<PeerAddr>().is_none() {
             req.extensions_mut().insert(PeerAddr(Arc::from("loopback")));
         }
+        Ok(())
     }
 
     /// Run the server's handler on `req` and return its answer, with the pool's default deadline
     /// (or, from inside a handler, the caller's remaining deadline).
     ///
     /// The errors are the Pool's: [`Error::Overloaded`], [`Error::DeadlineExceeded`],
-    /// [`Error::Panicked`], [`Error::ShuttingDown`], [`Error::LoopDetected`], ...; use
-    /// [`Error::http_status`] to relay them as HTTP.
+    /// [`Error::Panicked`], [`Error::ShuttingDown`], [`Error::LoopDetected`] (the chain is deeper
+    /// than `max_depth`, see above), ...; use [`Error::http_status`] to relay them as HTTP.
     pub fn send(&self, mut req: HttpRequest) -> Result<HttpResponse, Error> {
-        self.prepare(&mut req);
+        self.prepare(&mut req)?;
         self.pool.call(req)
     }
 
@@ -89,7 +162,7 @@ impl Loopback {
         mut req: HttpRequest,
         deadline: Duration,
     ) -> Result<HttpResponse, Error> {
-        self.prepare(&mut req);
+        self.prepare(&mut req)?;
         self.pool.call_with(req, deadline)
     }
 }

@@ -87,8 +87,24 @@
 //! is rescued too, on the slow path: when no worker is idle and the client is on a loopback
 //! address, the server looks the client's socket up among this process's own descriptors; a
 //! request this process sent itself runs at once on one of a few spare threads (see
-//! [`self_call_threads`](ServerBuilder::self_call_threads)), and the route is logged once with the
-//! fix: use the `Loopback`.
+//! [`max_spare`](ServerBuilder::max_spare); beyond them it is answered 503 at once), the route is
+//! logged once at `warn` with the fix (use the `Loopback`, or make the call asynchronous), and
+//! [`ServerHandle::self_calls`] counts them.
+//!
+//! # Runaway recursion: 508
+//!
+//! A route that calls itself without end is cut after [`max_depth`](ServerBuilder::max_depth)
+//! (default 32) nested calls with [`Error::LoopDetected`](crate::Error::LoopDetected), answered 508
+//! Loop Detected. The depth travels in the [`DEPTH_HEADER`] (`X-Prefork-Depth`): the [`Loopback`]
+//! sets it, and the server reads it on every request, including those that come over TCP.
+//!
+//! # What is stuck
+//!
+//! When every worker has been busy and no job has completed for
+//! [`stuck_after`](ServerBuilder::stuck_after) (default 1 s), one `warn` line per episode lists
+//! each busy worker, its request line and how long it has run (a [`StuckReport`]);
+//! [`ServerHandle::stuck_report`] gives the same on demand. This is the line a gunicorn user never
+//! gets before `WORKER TIMEOUT`.
 //!
 //! # What the server answers on its own
 //!
@@ -110,7 +126,8 @@
 //! | 503 + `Retry-After: 1` | the Pool's queue is full ([`Error::Overloaded`](crate::Error::Overloaded)), or it is shutting down | [`queue_capacity`](ServerBuilder::queue_capacity) |
 //! | 504 | the request's deadline passed ([`Error::DeadlineExceeded`](crate::Error::DeadlineExceeded)) | [`deadline`](ServerBuilder::deadline) |
 //! | 500 | the handler panicked (the message goes to the log, not to the client) | |
-//! | 508 | a chain of nested calls too deep ([`Error::LoopDetected`](crate::Error::LoopDetected)) | |
+//! | 508 | a chain of nested calls too deep ([`Error::LoopDetected`](crate::Error::LoopDetected)): the request's [`DEPTH_HEADER`] is past the maximum | [`max_depth`](ServerBuilder::max_depth) (32) |
+//! | 503 + `Retry-After: 1` | a request this process sent itself over TCP while every worker and every spare thread was busy | [`max_spare`](ServerBuilder::max_spare) (the worker count) |
 //!
 //! Pool errors are logged on target `prefork_pool::http` (500 at `error`, others at `warn`);
 //! protocol refusals at `debug`.
@@ -171,14 +188,17 @@ mod reactor;
 mod response;
 mod self_call;
 mod server;
+mod stuck;
 
 use std::sync::Arc;
 
 pub use access_log::{AccessLogFormat, ACCESS_TARGET, DEFAULT_ACCESS_LOG_FORMAT};
-pub use loopback::Loopback;
+pub use loopback::{request_depth, Loopback, DEPTH_HEADER};
 pub use parse::Limits;
 pub use response::error_response;
+pub use self_call::SelfCalls;
 pub use server::{ServeError, Server, ServerBuilder, ServerHandle};
+pub use stuck::{BusyWorker, StuckReport};
 
 /// The request type handlers get: an [`http::Request`] with its whole body.
 pub type HttpRequest = ::http::Request<Vec<u8>>;

@@ -8,7 +8,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,9 +20,11 @@ use mio::{Events, Interest, Poll, Token, Waker};
 
 use super::access_log::AccessLogFormat;
 use super::conn::{Conn, Env, Next, Reply, Stream};
+use super::loopback::request_depth;
 use super::parse::Limits;
-use super::response::DateCache;
-use super::self_call::Warned;
+use super::response::{error_response, DateCache};
+use super::self_call::{SelfCalls, Warned};
+use super::stuck::BusyWorker;
 use crate::Error;
 
 /// How often connection timers are checked.
@@ -51,6 +53,12 @@ pub(crate) trait Dispatch: Send + Sync + 'static {
     fn call_here(&self, req: Request<Vec<u8>>) -> Result<Response<Vec<u8>>, Error>;
     /// The pool's name, for logs.
     fn name(&self) -> &str;
+    /// The reactor's periodic timer (every [`TICK`] while there are connections): the stuck check.
+    fn tick(&self, _now: Instant) {}
+    /// The workers running a request now, for the self-call warning.
+    fn busy(&self, _now: Instant) -> Vec<BusyWorker> {
+        Vec::new()
+    }
 }
 
 /// The reactor's settings.
@@ -63,7 +71,9 @@ pub(crate) struct Config {
     pub write_timeout: Duration,
     pub access_log: Option<AccessLogFormat>,
     /// Spare threads for requests this process sent itself over TCP (0: off).
-    pub self_call_threads: usize,
+    pub max_spare: usize,
+    /// Deepest chain of calls a request may be in (its `X-Prefork-Depth`); deeper: 508.
+    pub max_depth: u32,
 }
 
 /// An answer, written by the thread that completed the request (or not entirely: `rest`).
@@ -88,6 +98,10 @@ pub(crate) struct Shared {
     sleeping: AtomicBool,
     /// Spare threads running self-calls now.
     spare: AtomicUsize,
+    /// Self-calls over TCP served on a spare thread.
+    self_served: AtomicU64,
+    /// Self-calls over TCP refused (503) because every spare thread was taken.
+    self_refused: AtomicU64,
     warned: Warned,
 }
 
@@ -97,8 +111,21 @@ impl Shared {
     }
 
     pub(crate) fn submit(self: &Arc<Self>, req: Request<Vec<u8>>, reply: Reply, self_call: bool) {
-        if self_call && self.reserve_spare() {
-            self.spare_thread(req, reply);
+        let depth = request_depth(&req);
+        if depth > self.cfg.max_depth {
+            let err = Error::LoopDetected {
+                depth,
+                max: self.cfg.max_depth,
+            };
+            super::conn::finish(self, reply, Err(err));
+            return;
+        }
+        if self_call {
+            if self.reserve_spare() {
+                self.spare_thread(req, reply);
+            } else {
+                self.refuse_self_call(req, reply);
+            }
             return;
         }
         let shared = self.clone();
@@ -110,40 +137,86 @@ impl Shared {
 
     /// Reserve one of the spare threads for a request this process sent itself over TCP.
     fn reserve_spare(&self) -> bool {
-        if self.spare.fetch_add(1, Ordering::SeqCst) >= self.cfg.self_call_threads {
+        if self.spare.fetch_add(1, Ordering::SeqCst) >= self.cfg.max_spare {
             self.spare.fetch_sub(1, Ordering::SeqCst);
             return false;
         }
         true
     }
 
-    /// Run the request on the spare thread reserved with `reserve_spare`.
-    fn spare_thread(self: &Arc<Self>, req: Request<Vec<u8>>, reply: Reply) {
+    /// The counts of self-calls served and refused.
+    pub(crate) fn self_calls(&self) -> SelfCalls {
+        SelfCalls {
+            served: self.self_served.load(Ordering::Relaxed),
+            refused: self.self_refused.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Every spare thread is taken: answer 503 at once rather than queue a request that waits for
+    /// a worker that waits for it.
+    fn refuse_self_call(&self, req: Request<Vec<u8>>, reply: Reply) {
+        self.self_refused.fetch_add(1, Ordering::Relaxed);
         let route = format!("{} {}", req.method(), req.uri().path());
-        if self.warned.first(&route) {
+        if self.warned.first(&format!("refused {route}")) {
             log::warn!(
                 target: "prefork_pool::http",
                 "`{route}` was requested over TCP by this process itself while every worker of pool \
-                 `{}` was busy (a handler calling its own server with an HTTP client); served on a \
-                 spare thread instead of waiting for a worker that waits for it. Fix: call the \
-                 handler through the `Loopback` in the request's extensions \
-                 (`req.extensions().get::<prefork_pool::http::Loopback>()`)",
-                self.dispatcher.name()
+                 `{}` and all {} spare thread(s) (`max_spare`) were busy: answered 503 at once \
+                 instead of waiting for a worker that waits for it. Fix: call the handler through \
+                 the `Loopback` in the request's extensions, or make the call asynchronous",
+                self.dispatcher.name(),
+                self.cfg.max_spare
             );
         }
+        let resp = error_response(
+            503,
+            "self-call refused: this server called itself over TCP while every worker and every \
+             spare thread was busy; call it through the Loopback instead",
+        );
+        super::conn::finish(self, reply, Ok(resp));
+    }
+
+    /// Run the request on the spare thread reserved with `reserve_spare`.
+    fn spare_thread(self: &Arc<Self>, req: Request<Vec<u8>>, reply: Reply) {
+        self.self_served.fetch_add(1, Ordering::Relaxed);
+        let route = format!("{} {}", req.method(), req.uri().path());
+        if self.warned.first(&route) {
+            let busy = self.dispatcher.busy(Instant::now());
+            let waiting = super::self_call::who_waits(&busy);
+            log::warn!(
+                target: "prefork_pool::http",
+                "self-call over TCP: {waiting} on `{route}`, which it sent to its own server (pool \
+                 `{}`) with an HTTP client while every worker was busy; it would have deadlocked \
+                 (the request waits in the queue for a worker that waits for it, until the \
+                 deadline). Served on a spare thread (`max_spare` = {}). Fix: call the handler \
+                 through the `Loopback` in the request's extensions \
+                 (`req.extensions().get::<prefork_pool::http::Loopback>()`), or make the call \
+                 asynchronous (do not wait for its answer in the handler)",
+                self.dispatcher.name(),
+                self.cfg.max_spare
+            );
+        }
+        // Kept here too, so that it can still be answered if the thread cannot be spawned.
+        let job = Arc::new(parking_lot::Mutex::new(Some((req, reply))));
+        let theirs = job.clone();
         let shared = self.clone();
         let spawned = std::thread::Builder::new()
             .name(format!("{}-selfcall", self.dispatcher.name()))
             .spawn(move || {
+                let Some((req, reply)) = theirs.lock().take() else {
+                    return;
+                };
                 let result = shared.dispatcher.call_here(req);
                 shared.spare.fetch_sub(1, Ordering::SeqCst);
                 super::conn::finish(&shared, reply, result);
             });
         if let Err(e) = spawned {
-            // The request went with the closure; nothing to answer it with but the log. The
-            // connection is closed when the client gives up.
             self.spare.fetch_sub(1, Ordering::SeqCst);
+            self.self_served.fetch_sub(1, Ordering::Relaxed);
             log::error!(target: "prefork_pool::http", "cannot spawn a spare thread: {e}");
+            if let Some((req, reply)) = job.lock().take() {
+                self.refuse_self_call(req, reply);
+            }
         }
     }
 
@@ -208,6 +281,7 @@ enum Command {
 pub(crate) struct ReactorHandle {
     cmd_tx: Sender<Command>,
     waker: Arc<Waker>,
+    shared: Arc<Shared>,
 }
 
 impl ReactorHandle {
@@ -217,6 +291,11 @@ impl ReactorHandle {
         if self.cmd_tx.send(Command::Shutdown(deadline)).is_ok() {
             let _ = self.waker.wake();
         }
+    }
+
+    /// Self-calls over TCP served and refused so far.
+    pub(crate) fn self_calls(&self) -> SelfCalls {
+        self.shared.self_calls()
     }
 }
 
@@ -261,8 +340,15 @@ impl Reactor {
             draining: AtomicBool::new(false),
             sleeping: AtomicBool::new(false),
             spare: AtomicUsize::new(0),
+            self_served: AtomicU64::new(0),
+            self_refused: AtomicU64::new(0),
             warned: Warned::default(),
         });
+        let handle = ReactorHandle {
+            cmd_tx,
+            waker,
+            shared: shared.clone(),
+        };
         Ok((
             Reactor {
                 poll,
@@ -279,7 +365,7 @@ impl Reactor {
                 drain_deadline: None,
                 last_sweep: Instant::now(),
             },
-            ReactorHandle { cmd_tx, waker },
+            handle,
         ))
     }
 
@@ -502,6 +588,7 @@ impl Reactor {
         }
         if now.duration_since(self.last_sweep) >= TICK {
             self.last_sweep = now;
+            self.shared.dispatcher.tick(now);
             for idx in 0..self.conns.len() {
                 let (mut env, conns) = self.env(now);
                 let Some(conn) = conns[idx].as_mut() else {
@@ -603,7 +690,8 @@ mod tests {
             keepalive_timeout: Duration::from_secs(5),
             write_timeout: Duration::from_secs(5),
             access_log: None,
-            self_call_threads: 0,
+            max_spare: 0,
+            max_depth: 32,
         };
         let (r, h) = Reactor::new(
             vec![Listener::Tcp(mio::net::TcpListener::from_std(l))],

@@ -6,16 +6,52 @@
 //! client is on a loopback address), the reactor looks the client's socket up among this process's
 //! own descriptors (Linux: `/proc/self/net/tcp{,6}` for the socket's inode, then `/proc/self/fd`),
 //! once per connection. A request found to come from this process is run at once on a spare
-//! thread (`Pool::call_here`), at most `self_call_threads` at a time; beyond, it queues as usual.
-//! The first such request of each route is logged at `warn` with the fix: use the `Loopback`.
+//! thread (`Pool::call_here`), at most `max_spare` at a time; beyond, it is answered 503 at once.
+//! The first such request of each route is logged at `warn`: which worker waits on which request,
+//! that it would have deadlocked, and the fix (the `Loopback`, or an asynchronous call).
 //!
 //! A load generator running in the same process as the server (a test, a bench) looks exactly like
-//! a self-call; set `self_call_threads(0)` there.
+//! a self-call; set `max_spare(0)` there.
 
 use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use parking_lot::Mutex;
+
+use super::stuck::BusyWorker;
+
+/// Requests this process sent to its own server over TCP while every worker was busy, from
+/// [`ServerHandle::self_calls`](super::ServerHandle::self_calls).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SelfCalls {
+    /// Served at once on a spare thread.
+    pub served: u64,
+    /// Answered 503 at once because all [`max_spare`](super::ServerBuilder::max_spare) spare
+    /// threads were taken.
+    pub refused: u64,
+}
+
+/// For the warning: the worker that waits on a self-call (with one busy worker, that one; with
+/// more, one of them).
+pub(crate) fn who_waits(busy: &[BusyWorker]) -> String {
+    let one = |b: &BusyWorker| {
+        format!(
+            "worker {} (running `{}` for {:.2}s)",
+            b.worker,
+            b.request_line,
+            b.running.as_secs_f64()
+        )
+    };
+    match busy {
+        [] => "a busy worker is waiting".to_string(),
+        [b] => format!("{} is waiting", one(b)),
+        many => format!(
+            "one of the busy workers ({}) is waiting",
+            many.iter().map(one).collect::<Vec<_>>().join(", ")
+        ),
+    }
+}
 
 /// Routes already logged as self-called.
 #[derive(Debug, Default)]

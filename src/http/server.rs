@@ -14,6 +14,8 @@ use super::access_log::{AccessLogFormat, DEFAULT_ACCESS_LOG_FORMAT};
 use super::loopback::Loopback;
 use super::parse::Limits;
 use super::reactor::{Config, Dispatch, Done, Listener, Reactor, ReactorHandle};
+use super::self_call::SelfCalls;
+use super::stuck::{Busy, BusyWorker, StuckReport};
 use super::{HttpRequest, HttpResponse};
 use crate::{BuildError, Context, Pool, Reentry, ShutdownReport, Stats};
 
@@ -48,7 +50,9 @@ impl Server {
     /// A builder with gunicorn's defaults: backlog 2048, request line 4094 bytes, 100 header
     /// fields of at most 8190 bytes; plus a 64 KiB head, a 10 MiB body, a 10 s head read timeout,
     /// a 30 s body read timeout (without progress), a 5 s keep-alive idle timeout, a 30 s write
-    /// timeout (without progress), gunicorn's default access log format, and the Pool's defaults.
+    /// timeout (without progress), gunicorn's default access log format, as many spare threads for
+    /// self-calls over TCP as workers (`max_spare`), a call depth of at most 32 (`max_depth`), a
+    /// stuck report after 1 s without progress (`stuck_after`), and the Pool's defaults.
     pub fn builder() -> ServerBuilder {
         ServerBuilder::new()
     }
@@ -107,7 +111,9 @@ pub struct ServerBuilder {
     keepalive_timeout: Duration,
     write_timeout: Duration,
     access_log: Option<String>,
-    self_call_threads: usize,
+    max_spare: Option<usize>,
+    max_depth: u32,
+    stuck_after: Duration,
     pool: crate::Builder<HttpRequest, HttpResponse>,
 }
 
@@ -122,6 +128,9 @@ impl fmt::Debug for ServerBuilder {
             .field("keepalive_timeout", &self.keepalive_timeout)
             .field("write_timeout", &self.write_timeout)
             .field("access_log", &self.access_log)
+            .field("max_spare", &self.max_spare)
+            .field("max_depth", &self.max_depth)
+            .field("stuck_after", &self.stuck_after)
             .finish_non_exhaustive()
     }
 }
@@ -149,7 +158,9 @@ impl ServerBuilder {
             keepalive_timeout: Duration::from_secs(5),
             write_timeout: Duration::from_secs(30),
             access_log: Some(DEFAULT_ACCESS_LOG_FORMAT.to_string()),
-            self_call_threads: 4,
+            max_spare: None,
+            max_depth: 32,
+            stuck_after: Duration::from_secs(1),
             pool: Pool::builder().name("http"),
         }
     }
@@ -277,16 +288,64 @@ impl ServerBuilder {
     }
 
     /// Spare threads for requests this process sends itself over TCP while every worker is busy
-    /// (default 4; 0..=1024; 0 turns the detection off). A handler that calls its own server with
-    /// an HTTP client instead of the [`Loopback`] would otherwise wait for a worker that waits for
-    /// it. Detection runs only when no worker is idle and the client is on a loopback address: the
-    /// client's socket is looked up among this process's descriptors (Linux `/proc`), once per
-    /// connection. The first such request of each route is logged at `warn` with the fix.
+    /// (default: the worker count; 0..=1024; 0 turns the detection off and such a request just
+    /// queues). A handler that calls its own server with an HTTP client instead of the
+    /// [`Loopback`] would otherwise wait for a worker that waits for it. Detection runs only when
+    /// no worker is idle and the client is on a loopback address: the client's socket is looked up
+    /// among this process's descriptors (Linux `/proc`), once per connection. Such a request runs
+    /// at once on a spare thread, at most `max_spare` at a time; beyond, it is answered 503 at
+    /// once, not left to hang. The first one of each route is logged at `warn` with the worker
+    /// that waits on it and the fix; [`ServerHandle::self_calls`] counts them.
     ///
     /// A load generator in the same process as the server (a test, a bench) looks like a
-    /// self-call: set 0 there, or its requests beyond the workers run on spare threads.
-    pub fn self_call_threads(mut self, n: usize) -> Self {
-        self.self_call_threads = n;
+    /// self-call: set 0 there, or its requests beyond the workers run on spare threads (or get
+    /// 503).
+    ///
+    /// ```
+    /// use prefork_pool::http::Server;
+    /// let err = Server::builder()
+    ///     .bind("127.0.0.1:0")
+    ///     .max_spare(5000)
+    ///     .serve(|_req, _ctx| http::Response::new(Vec::new()))
+    ///     .unwrap_err();
+    /// assert!(err.to_string().contains("max_spare"));
+    /// ```
+    pub fn max_spare(mut self, n: usize) -> Self {
+        self.max_spare = Some(n);
+        self
+    }
+
+    /// The deepest chain of nested calls a request may be in (default 32; 0..=10000). The depth
+    /// is the request's [`DEPTH_HEADER`](super::DEPTH_HEADER) (`X-Prefork-Depth`, absent: 0),
+    /// which [`Loopback::send`] sets to one more than the request it is called for. Deeper: the
+    /// request is answered 508 Loop Detected ([`Error::LoopDetected`](crate::Error::LoopDetected))
+    /// without running the handler, whether it came over TCP or through the [`Loopback`] (whose
+    /// `send` then returns the error).
+    ///
+    /// ```
+    /// use prefork_pool::http::{Server, DEPTH_HEADER};
+    ///
+    /// let server = Server::builder()
+    ///     .bind("127.0.0.1:0")
+    ///     .max_depth(3)
+    ///     .serve(|_req, _ctx| http::Response::new(Vec::new()))
+    ///     .unwrap();
+    /// let deep = http::Request::get("/").header(DEPTH_HEADER, "4").body(Vec::new()).unwrap();
+    /// let err = server.loopback().send(deep).unwrap_err();
+    /// assert_eq!(err.http_status(), 508);
+    /// server.shutdown(std::time::Duration::from_secs(5));
+    /// ```
+    pub fn max_depth(mut self, n: u32) -> Self {
+        self.max_depth = n;
+        self
+    }
+
+    /// How long every worker must have been busy, with no job completed, before the server logs
+    /// (once per such episode, at `warn`) what each busy worker is running and for how long: a
+    /// [`StuckReport`] (default 1 s; up to one day). Checked on the reactor's 100 ms timer, while
+    /// the server has connections. [`ServerHandle::stuck_report`] gives the same on demand.
+    pub fn stuck_after(mut self, d: Duration) -> Self {
+        self.stuck_after = d;
         self
     }
 
@@ -382,7 +441,11 @@ impl ServerBuilder {
         timeout("body_timeout", self.body_timeout)?;
         timeout("keepalive_timeout", self.keepalive_timeout)?;
         timeout("write_timeout", self.write_timeout)?;
-        range("self_call_threads", self.self_call_threads, 0, 1024)?;
+        if let Some(n) = self.max_spare {
+            range("max_spare", n, 0, 1024)?;
+        }
+        range("max_depth", self.max_depth, 0, 10_000)?;
+        timeout("stuck_after", self.stuck_after)?;
         #[cfg(unix)]
         let unix = self.unix.len() + self.std_unix.len();
         #[cfg(not(unix))]
@@ -424,7 +487,9 @@ impl ServerBuilder {
             keepalive_timeout: self.keepalive_timeout,
             write_timeout: self.write_timeout,
             access_log,
-            self_call_threads: self.self_call_threads,
+            // Set from the pool's worker count in `serve` when not given.
+            max_spare: self.max_spare.unwrap_or(0),
+            max_depth: self.max_depth,
         })
     }
 
@@ -436,7 +501,7 @@ impl ServerBuilder {
     where
         F: Fn(HttpRequest, &Context) -> HttpResponse + Send + Sync + 'static,
     {
-        let cfg = self.validate()?;
+        let mut cfg = self.validate()?;
         let backlog = self.backlog as i32;
         let mut listeners = Vec::new();
         let mut addrs = Vec::new();
@@ -480,15 +545,35 @@ impl ServerBuilder {
                 listeners.push(Listener::Unix(mio::net::UnixListener::from_std(l), None));
             }
         }
-        let pool = self.pool.build(handler)?;
+        let busy = Arc::new(Busy::new(self.stuck_after));
+        let table = busy.clone();
+        // Each request records, for the stuck report, what its worker runs, and sets the depth
+        // that the `Loopback` adds one to.
+        let pool = self.pool.build(move |req: HttpRequest, ctx: &Context| {
+            let depth = super::loopback::request_depth(&req).max(ctx.depth());
+            let _entered = table.enter(ctx, &req);
+            super::loopback::with_depth(depth, || handler(req, ctx))
+        })?;
+        let workers = pool.stats().workers;
+        busy.init(workers);
+        if self.max_spare.is_none() {
+            cfg.max_spare = workers.min(1024);
+        }
+        let max_depth = cfg.max_depth;
         let (reactor, reactor_handle) = Reactor::new(
             listeners,
             cfg,
-            Box::new(PoolDispatch { pool: pool.clone() }),
+            Box::new(PoolDispatch {
+                pool: pool.clone(),
+                max_depth,
+                busy: busy.clone(),
+            }),
         )
         .map_err(io_err("start the reactor"))?;
         let inner = Arc::new(Inner {
             pool: pool.clone(),
+            max_depth,
+            busy,
             reactor: reactor_handle,
             addrs,
             #[cfg(unix)]
@@ -552,12 +637,14 @@ fn bind_unix(
 /// Hands complete requests to the Pool, each with a [`Loopback`] in its extensions.
 struct PoolDispatch {
     pool: Pool<HttpRequest, HttpResponse>,
+    max_depth: u32,
+    busy: Arc<Busy>,
 }
 
 impl Dispatch for PoolDispatch {
     fn dispatch(&self, mut req: HttpRequest, done: Done) {
         req.extensions_mut()
-            .insert(Loopback::new(self.pool.clone()));
+            .insert(Loopback::new(self.pool.clone(), self.max_depth));
         self.pool.submit_then(req, None, done);
     }
     fn idle_workers(&self) -> usize {
@@ -565,11 +652,17 @@ impl Dispatch for PoolDispatch {
     }
     fn call_here(&self, mut req: HttpRequest) -> Result<HttpResponse, crate::Error> {
         req.extensions_mut()
-            .insert(Loopback::new(self.pool.clone()));
+            .insert(Loopback::new(self.pool.clone(), self.max_depth));
         self.pool.call_here(req, None)
     }
     fn name(&self) -> &str {
         self.pool.name()
+    }
+    fn tick(&self, now: Instant) {
+        self.busy.tick(&self.pool.stats(), now);
+    }
+    fn busy(&self, now: Instant) -> Vec<BusyWorker> {
+        self.busy.report(self.pool.name(), 0, now).busy
     }
 }
 
@@ -580,6 +673,8 @@ enum Stopped {
 
 struct Inner {
     pool: Pool<HttpRequest, HttpResponse>,
+    max_depth: u32,
+    busy: Arc<Busy>,
     reactor: ReactorHandle,
     addrs: Vec<SocketAddr>,
     #[cfg(unix)]
@@ -628,7 +723,37 @@ impl ServerHandle {
 
     /// A handle that sends requests to this server's handler in-process.
     pub fn loopback(&self) -> Loopback {
-        Loopback::new(self.inner.pool.clone())
+        Loopback::new(self.inner.pool.clone(), self.inner.max_depth)
+    }
+
+    /// Requests this process sent to its own server over TCP while every worker was busy: how many
+    /// were served on a spare thread and how many refused (503) because all
+    /// [`max_spare`](ServerBuilder::max_spare) spare threads were taken.
+    pub fn self_calls(&self) -> SelfCalls {
+        self.inner.reactor.self_calls()
+    }
+
+    /// What every busy worker is running now, and for how long; its `Display` is the line the
+    /// server logs when every worker has been busy with no job completed for
+    /// [`stuck_after`](ServerBuilder::stuck_after).
+    ///
+    /// ```
+    /// use prefork_pool::http::Server;
+    /// let server = Server::builder()
+    ///     .bind("127.0.0.1:0")
+    ///     .workers(2)
+    ///     .serve(|_req, _ctx| http::Response::new(Vec::new()))
+    ///     .unwrap();
+    /// let report = server.stuck_report();
+    /// assert!(report.busy.is_empty());
+    /// assert_eq!(report.to_string(), "pool `http`: 0 of 2 worker(s) busy");
+    /// server.shutdown(std::time::Duration::from_secs(5));
+    /// ```
+    pub fn stuck_report(&self) -> StuckReport {
+        let workers = self.inner.pool.stats().workers;
+        self.inner
+            .busy
+            .report(self.inner.pool.name(), workers, Instant::now())
     }
 
     /// Stop gracefully and wait: accept what is already in the listen backlog, then close the
