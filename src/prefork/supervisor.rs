@@ -527,6 +527,25 @@ impl Cause {
     }
 }
 
+impl Cause {
+    /// What exactly went wrong, for a timeout: `no heartbeat for 2.1 s (heartbeat_timeout 2.0 s)`.
+    fn detail(&self, cfg: &Config) -> String {
+        match self {
+            Cause::Heartbeat { silent } => format!(
+                "no heartbeat for {} (heartbeat_timeout {})",
+                secs(*silent),
+                secs(cfg.heartbeat_timeout)
+            ),
+            Cause::Deadline { line, late } => format!(
+                "request `{line}` still running {} past its deadline (request_grace {})",
+                secs(*late),
+                secs(cfg.request_grace)
+            ),
+            other => other.to_string(),
+        }
+    }
+}
+
 impl fmt::Display for Cause {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -1040,8 +1059,9 @@ where
                         "deadline"
                     };
                     format!(
-                        "{head} killed by the supervisor after a {kind} timeout ({}; {cause})",
-                        signals::name(sig)
+                        "{head} killed by the supervisor after a {kind} timeout ({}; {})",
+                        signals::name(sig),
+                        cause.detail(&self.cfg)
                     )
                 }
                 Some(cause) => format!(
@@ -1209,17 +1229,16 @@ where
                 None
             };
             if let Some(cause) = cause {
-                let limit = match cause {
-                    Cause::Deadline { .. } => {
-                        format!("request_grace {}", secs(self.cfg.request_grace))
-                    }
-                    _ => format!("heartbeat_timeout {}", secs(self.cfg.heartbeat_timeout)),
+                let kind = match cause {
+                    Cause::Deadline { .. } => "deadline",
+                    _ => "heartbeat",
                 };
                 log::error!(
-                    "worker {} (pid {}) timed out: {cause}, {limit}; sending SIGABRT (SIGKILL on the \
-                     next pass if it is still alive)",
+                    "worker {} (pid {}) {kind} timeout: {}; sending SIGABRT (SIGKILL on the next \
+                     pass if it is still alive)",
                     c.number,
-                    c.pid
+                    c.pid,
+                    cause.detail(&self.cfg)
                 );
                 self.children[i].abort_sent = Some(now);
                 self.send(i, libc::SIGABRT, cause);
@@ -1352,10 +1371,26 @@ where
         }
         let _ = io::stdout().flush();
         let _ = io::stderr().flush();
+        // Block every signal across the fork: until the child has replaced the master's handlers, a
+        // signal sent to it would run them and write to the master's self-pipe.
+        // SAFETY: `std::mem::zeroed` is a valid bit pattern for the plain C struct sigset_t, which
+        // sigfillset(3) then fills; sigprocmask(2) blocks every blockable signal and saves the old
+        // mask in a local.
+        let old_mask = unsafe {
+            let mut all: libc::sigset_t = std::mem::zeroed();
+            let mut old: libc::sigset_t = std::mem::zeroed();
+            libc::sigfillset(&mut all);
+            libc::sigprocmask(libc::SIG_BLOCK, &all, &mut old);
+            old
+        };
         // SAFETY: fork(2) from a single-threaded process (checked at start; the master starts no
         // thread), so the child gets every lock (allocator, stdio, log) in a consistent state. The
         // child branch never returns: `child_main` ends with _exit(2).
         let pid = unsafe { libc::fork() };
+        if pid != 0 {
+            // SAFETY: sigprocmask(2) restores the master's mask saved above (a valid local).
+            unsafe { libc::sigprocmask(libc::SIG_SETMASK, &old_mask, std::ptr::null_mut()) };
+        }
         if pid < 0 {
             let e = io::Error::last_os_error();
             log::error!(

@@ -211,13 +211,6 @@ fn prepare(setup: &ChildSetup) -> io::Result<UnixStream> {
     // SIGCHLD back to its default, so the worker's own subprocesses are reaped as usual.
     // SAFETY: signal(2) with SIG_DFL installs no handler; SIGCHLD is a valid signal.
     unsafe { libc::signal(libc::SIGCHLD, libc::SIG_DFL) };
-    // SAFETY: sigemptyset(3) initialises a local sigset_t, then sigprocmask(2) installs that empty
-    // mask for this (single-threaded) process: every signal is unblocked.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
-    }
 
     let (read, write) = UnixStream::pair()?;
     read.set_nonblocking(true)?;
@@ -235,6 +228,16 @@ fn prepare(setup: &ChildSetup) -> io::Result<UnixStream> {
         // SAFETY: the action runs in a signal handler and only calls _exit(2), which is
         // async-signal-safe. A fast stop, as gunicorn's workers do on SIGINT and SIGQUIT.
         unsafe { signal_hook::low_level::register(sig, || libc::_exit(0)) }?;
+    }
+    // The master blocked every signal around the fork, so that a signal sent to this child before
+    // the lines above could not run the master's handlers here. Unblock them all now: a pending one
+    // reaches the worker's handlers.
+    // SAFETY: sigemptyset(3) initialises a local sigset_t, then sigprocmask(2) installs that empty
+    // mask for this (single-threaded) process.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
     }
     Ok(read)
 }
