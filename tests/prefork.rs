@@ -260,11 +260,15 @@ impl Master {
     /// Kills the whole tree and checks nothing is left.
     fn cleanup(&mut self) -> Result<(), String> {
         // SAFETY: kill(2) of the process group the master created (its pid), with SIGKILL; the
-        // group holds only the master and its workers.
+        // group holds only the master, its workers, and after a SIGUSR2 the new master and its
+        // workers.
         unsafe { libc::kill(-self.pid, libc::SIGKILL) };
         self.wait_exit(Duration::from_secs(10))?;
         let end = Instant::now() + Duration::from_secs(10);
         loop {
+            // This process is a child subreaper: orphans of the tree are reparented to it. Reap them.
+            // SAFETY: waitpid(2) with WNOHANG and a null status pointer (allowed).
+            while unsafe { libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) } > 0 {}
             // SAFETY: kill(2) with signal 0 only checks whether a process of the group exists.
             let alive = unsafe { libc::kill(-self.pid, 0) } == 0;
             if !alive {
@@ -771,9 +775,107 @@ fn no_children_left() -> Result<(), String> {
     })
 }
 
+/// The environment variable that makes this binary a master: what a SIGUSR2 upgrade re-executes.
+const ROLE: &str = "PREFORK_TEST_ROLE";
+
+fn usr2_upgrade() -> Result<(), String> {
+    let mut m = start_master(
+        "usr2",
+        |_| std::env::set_var(ROLE, "usr2-master"),
+        |b, l| b.listener(l).workers(2),
+        |b| b.run(app),
+    );
+    let result = (|| {
+        m.wait_log("2 worker(s) ready", LONG)?;
+        let old_workers = m.wait_workers(LONG, "2 workers", |w| w.len() == 2)?;
+        let load = Load::start(m.addr, 4, "/sleep/20");
+        sleep_ms(400);
+        m.signal(libc::SIGUSR2);
+        let upgraded = (|| {
+            m.wait_log("as the new master (pid ", LONG)?;
+            let log = m.log_text();
+            let new_pid: i32 = log
+                .split("as the new master (pid ")
+                .nth(1)
+                .and_then(|r| r.split(')').next())
+                .and_then(|p| p.parse().ok())
+                .ok_or("no new master pid in the log")?;
+            let code = m.wait_exit(LONG)?;
+            ensure(code == 0, || format!("old master exit status {code}"))?;
+            let new_workers = wait_children(new_pid, 2)?;
+            ensure(new_workers.is_disjoint(&old_workers), || {
+                "the new master has the old workers".into()
+            })?;
+            Ok::<_, String>(new_pid)
+        })();
+        sleep_ms(500);
+        let out = load.finish();
+        let new_pid = upgraded?;
+        let failed: Vec<_> = out.iter().filter_map(|o| o.result.as_ref().err()).collect();
+        ensure(failed.is_empty(), || {
+            format!(
+                "{} failed requests during the upgrade: {failed:?}",
+                failed.len()
+            )
+        })?;
+        ensure(out.len() > 20, || {
+            format!("only {} requests ran", out.len())
+        })?;
+        let body = get(m.addr, "/")?;
+        ensure(
+            children_of(new_pid).contains(&body.parse().unwrap_or(0)),
+            || format!("answer from {body}, not a worker of the new master {new_pid}"),
+        )?;
+        m.wait_log("telling the old master", LONG)?;
+        // SAFETY: kill(2) of the new master, found in the log, in our tree.
+        unsafe { libc::kill(new_pid, libc::SIGTERM) };
+        let end = Instant::now() + LONG;
+        loop {
+            let mut status = 0;
+            // SAFETY: waitpid(2) on the new master: this process is a subreaper, so the orphaned new
+            // master is its child now. Status to a local.
+            let r = unsafe { libc::waitpid(new_pid, &mut status, libc::WNOHANG) };
+            if r == new_pid {
+                return ensure(
+                    libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+                    || format!("new master wait status {status:#x}"),
+                );
+            }
+            ensure(Instant::now() < end, || {
+                "the new master did not exit".into()
+            })?;
+            sleep_ms(50);
+        }
+    })();
+    finish(&mut m, result)
+}
+
+fn wait_children(pid: i32, n: usize) -> Result<BTreeSet<i32>, String> {
+    let end = Instant::now() + LONG;
+    loop {
+        let w = children_of(pid);
+        if w.len() == n {
+            return Ok(w);
+        }
+        ensure(Instant::now() < end, || {
+            format!("pid {pid} has children {w:?}, not {n}")
+        })?;
+        sleep_ms(50);
+    }
+}
+
 fn main() {
     log::set_logger(&LOGGER).expect("logger");
     log::set_max_level(log::LevelFilter::Info);
+    if std::env::var(ROLE).as_deref() == Ok("usr2-master") {
+        // Re-executed by a SIGUSR2 upgrade: be the new master, on the inherited listeners.
+        std::env::remove_var(ROLE);
+        std::process::exit(Supervisor::builder().workers(2).run(app));
+    }
+    // Orphans of the forked trees (a new master after SIGUSR2, workers of a killed master) are
+    // reparented to this process, so the test can reap them and check that none is left.
+    // SAFETY: prctl(2) PR_SET_CHILD_SUBREAPER only sets a process attribute.
+    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
     let filters: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| !a.starts_with('-'))
@@ -881,6 +983,7 @@ fn main() {
         ),
         ("notify_socket", Box::new(notify_socket)),
         ("systemd_listen_fds", Box::new(systemd_listen_fds)),
+        ("usr2_upgrade", Box::new(usr2_upgrade)),
     ];
     let (mut passed, mut failed) = (0, 0);
     for (name, scenario) in scenarios {

@@ -158,6 +158,7 @@ mod notify;
 mod rlimit;
 mod signals;
 mod supervisor;
+mod upgrade;
 mod worker;
 
 pub use heartbeat::Heartbeat;

@@ -50,6 +50,32 @@ pub(crate) fn send_byte(fd: RawFd, byte: u8) {
     };
 }
 
+/// Unblocks `signals` in this process (a mask is inherited across fork and exec: a master started
+/// by a parent that blocked them would never hear them).
+pub(crate) fn unblock(signals: &[c_int]) {
+    // SAFETY: sigemptyset(3)/sigaddset(3) fill a local sigset_t (zeroed is a valid start), then
+    // sigprocmask(2) SIG_UNBLOCK removes those signals from this single-threaded process's mask.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for &sig in signals {
+            libc::sigaddset(&mut set, sig);
+        }
+        libc::sigprocmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+    }
+}
+
+/// Unblocks every signal (the mask a fresh program expects).
+pub(crate) fn unblock_all() {
+    // SAFETY: sigemptyset(3) initialises a local sigset_t (zeroed is a valid start), then
+    // sigprocmask(2) installs that empty mask for this single-threaded process.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+    }
+}
+
 /// The master's self-pipe and its registered handlers.
 pub(crate) struct SignalPipe {
     ids: Vec<SigId>,
@@ -69,6 +95,7 @@ impl SignalPipe {
             read,
             write,
         };
+        unblock(MASTER_SIGNALS);
         for &sig in MASTER_SIGNALS {
             let byte = sig as u8;
             // SAFETY: signal_hook's `register` is unsafe because the action runs in a signal handler:

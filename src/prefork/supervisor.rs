@@ -15,6 +15,7 @@ use super::listeners::{self, Bind, Listener};
 use super::notify::notify_or_log;
 use super::rlimit;
 use super::signals::{self, SignalPipe};
+use super::upgrade::{self, Program};
 use super::worker::{child_main, ChildSetup, Worker};
 use crate::BuildError;
 
@@ -621,6 +622,9 @@ struct Master<A, W> {
     last_status: String,
     tick: Duration,
     seed: u64,
+    program: Option<Program>,
+    upgrade_pid: Option<pid_t>,
+    upgrade_from: Option<pid_t>,
 }
 
 fn describe_status(status: c_int) -> (Option<i32>, Option<i32>) {
@@ -635,6 +639,31 @@ fn describe_status(status: c_int) -> (Option<i32>, Option<i32>) {
 
 fn secs(d: Duration) -> String {
     format!("{:.1} s", d.as_secs_f64())
+}
+
+/// fork(2) with every signal blocked across it (restored in the parent; the child unblocks them once
+/// it has replaced the master's handlers: until then a signal sent to it would run the master's
+/// handlers and write to the master's self-pipe).
+fn fork_with_signals_blocked() -> pid_t {
+    // SAFETY: `std::mem::zeroed` is a valid bit pattern for the plain C struct sigset_t, which
+    // sigfillset(3) then fills; sigprocmask(2) blocks every blockable signal and saves the old mask
+    // in a local.
+    let old_mask = unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::sigprocmask(libc::SIG_BLOCK, &all, &mut old);
+        old
+    };
+    // SAFETY: fork(2) from a single-threaded process (checked when the master starts; it starts no
+    // thread), so the child gets every lock (allocator, stdio, log) in a consistent state. Callers
+    // make the child end with _exit(2) or exec.
+    let pid = unsafe { libc::fork() };
+    if pid != 0 {
+        // SAFETY: sigprocmask(2) restores the master's mask saved above (a valid local).
+        unsafe { libc::sigprocmask(libc::SIG_SETMASK, &old_mask, std::ptr::null_mut()) };
+    }
+    pid
 }
 
 /// How many threads this process has (Linux), to refuse forking from a multi-threaded master.
@@ -777,6 +806,11 @@ impl Supervisor {
                 last_status: String::new(),
                 tick,
                 seed: now_ms() ^ ((pid as u64) << 32),
+                program: Program::current()
+                    .map_err(|e| log::warn!("binary upgrade (SIGUSR2) unavailable: {e}"))
+                    .ok(),
+                upgrade_pid: None,
+                upgrade_from: upgrade::take_upgrade_from(),
             };
             let status = master.run();
             hooks = std::mem::take(&mut master.hooks);
@@ -839,7 +873,12 @@ where
                 Some(_) => {}
                 None => {
                     log::info!(
-                        "SIGTERM: graceful stop (workers finish their requests within {})",
+                        "SIGTERM{}: graceful stop (workers finish their requests within {})",
+                        if self.upgrade_pid.is_some() {
+                            " (the new master took over)"
+                        } else {
+                            ""
+                        },
                         secs(self.cfg.graceful_timeout)
                     );
                     self.begin_stop(false, EXIT_OK);
@@ -877,14 +916,54 @@ where
                     f();
                 }
             }
-            libc::SIGUSR2 => log::warn!(
-                "SIGUSR2 (binary upgrade) is not supported by this version: restart the service \
-                 instead (with systemd socket activation the listen socket stays open across the \
-                 restart)"
-            ),
+            libc::SIGUSR2 => self.upgrade(),
             libc::SIGWINCH => log::debug!("SIGWINCH ignored"),
             other => log::debug!("{} ignored", signals::name(other)),
         }
+    }
+
+    fn upgrade(&mut self) {
+        if let Some(pid) = self.upgrade_pid {
+            log::warn!("SIGUSR2 ignored: an upgrade is under way (new master pid {pid})");
+            return;
+        }
+        let Some(program) = self.program.clone() else {
+            log::error!(
+                "SIGUSR2 ignored: the path of this program is unknown, it cannot re-execute"
+            );
+            return;
+        };
+        let _ = io::stdout().flush();
+        let _ = io::stderr().flush();
+        let pid = fork_with_signals_blocked();
+        if pid < 0 {
+            log::error!(
+                "SIGUSR2: fork failed: {}; no upgrade (check `ulimit -u` and free memory)",
+                io::Error::last_os_error()
+            );
+            return;
+        }
+        if pid == 0 {
+            // The new master must not run the old master's handlers before exec (exec resets them).
+            self.signals.forget_in_child();
+            // The mask survives exec: the new master must start with every signal unblocked.
+            signals::unblock_all();
+            let err = upgrade::exec_new_master(&program, &self.listeners, self.pid);
+            let _ = writeln!(
+                io::stderr(),
+                "binary upgrade: cannot execute {}: {err}",
+                program.exe.display()
+            );
+            // SAFETY: _exit(2) ends this forked child at once, without running the master's
+            // destructors (which belong to the master).
+            unsafe { libc::_exit(EXIT_ERROR) };
+        }
+        log::info!(
+            "SIGUSR2: binary upgrade: started {} as the new master (pid {pid}) with the listeners; \
+             this master stops once the new one's workers are ready",
+            program.exe.display()
+        );
+        self.upgrade_pid = Some(pid);
     }
 
     fn reload(&mut self) {
@@ -953,10 +1032,13 @@ where
             status,
             killed: false,
         });
-        notify_or_log(&format!(
-            "STOPPING=1\nSTATUS=stopping {} worker(s)",
-            self.children.len()
-        ));
+        if self.upgrade_pid.is_none() {
+            // After an upgrade the new master is the service: no STOPPING=1 from the old one.
+            notify_or_log(&format!(
+                "STOPPING=1\nSTATUS=stopping {} worker(s)",
+                self.children.len()
+            ));
+        }
         for i in 0..self.children.len() {
             let c = &self.children[i];
             if c.sent.contains(&libc::SIGKILL) || (!fast && c.role == Role::Stopping) {
@@ -1024,6 +1106,22 @@ where
             let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
             if pid <= 0 {
                 break;
+            }
+            if self.upgrade_pid == Some(pid) {
+                self.upgrade_pid = None;
+                let (code, signal) = describe_status(status);
+                let how = match (code, signal) {
+                    (Some(c), _) => format!("exited with code {c}"),
+                    (None, Some(s)) => format!("was killed by {}", signals::name(s)),
+                    _ => format!("ended with wait status {status:#x}"),
+                };
+                if self.stop.is_none() {
+                    log::error!(
+                        "binary upgrade failed: the new master (pid {pid}) {how} before it took \
+                         over (see its errors above); this master keeps serving with the old binary"
+                    );
+                }
+                continue;
             }
             let Some(idx) = self.children.iter().position(|c| c.pid == pid) else {
                 log::debug!("reaped pid {pid}, not one of our workers");
@@ -1321,7 +1419,20 @@ where
                 ready,
                 if first { "" } else { " after the reload" }
             );
-            notify_or_log(&format!("READY=1\nSTATUS={ready} worker(s) ready"));
+            notify_or_log(&format!(
+                "READY=1\nMAINPID={}\nSTATUS={ready} worker(s) ready",
+                self.pid
+            ));
+            if let Some(old) = self.upgrade_from.take() {
+                log::info!(
+                    "binary upgrade: this master (pid {}) is ready; telling the old master (pid \
+                     {old}) to stop gracefully",
+                    self.pid
+                );
+                // SAFETY: kill(2) of our parent, checked at start to be the master that started this
+                // one (PREFORK_UPGRADE_FROM); SIGTERM asks it for a graceful stop.
+                unsafe { libc::kill(old, libc::SIGTERM) };
+            }
             self.last_status = format!("{ready}");
             if let Some(f) = self.hooks.when_ready.as_mut() {
                 f(&self.listeners);
@@ -1371,26 +1482,7 @@ where
         }
         let _ = io::stdout().flush();
         let _ = io::stderr().flush();
-        // Block every signal across the fork: until the child has replaced the master's handlers, a
-        // signal sent to it would run them and write to the master's self-pipe.
-        // SAFETY: `std::mem::zeroed` is a valid bit pattern for the plain C struct sigset_t, which
-        // sigfillset(3) then fills; sigprocmask(2) blocks every blockable signal and saves the old
-        // mask in a local.
-        let old_mask = unsafe {
-            let mut all: libc::sigset_t = std::mem::zeroed();
-            let mut old: libc::sigset_t = std::mem::zeroed();
-            libc::sigfillset(&mut all);
-            libc::sigprocmask(libc::SIG_BLOCK, &all, &mut old);
-            old
-        };
-        // SAFETY: fork(2) from a single-threaded process (checked at start; the master starts no
-        // thread), so the child gets every lock (allocator, stdio, log) in a consistent state. The
-        // child branch never returns: `child_main` ends with _exit(2).
-        let pid = unsafe { libc::fork() };
-        if pid != 0 {
-            // SAFETY: sigprocmask(2) restores the master's mask saved above (a valid local).
-            unsafe { libc::sigprocmask(libc::SIG_SETMASK, &old_mask, std::ptr::null_mut()) };
-        }
+        let pid = fork_with_signals_blocked();
         if pid < 0 {
             let e = io::Error::last_os_error();
             log::error!(

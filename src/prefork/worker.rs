@@ -232,13 +232,7 @@ fn prepare(setup: &ChildSetup) -> io::Result<UnixStream> {
     // The master blocked every signal around the fork, so that a signal sent to this child before
     // the lines above could not run the master's handlers here. Unblock them all now: a pending one
     // reaches the worker's handlers.
-    // SAFETY: sigemptyset(3) initialises a local sigset_t, then sigprocmask(2) installs that empty
-    // mask for this (single-threaded) process.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
-    }
+    super::signals::unblock_all();
     Ok(read)
 }
 
