@@ -775,6 +775,113 @@ fn no_children_left() -> Result<(), String> {
     })
 }
 
+fn second_term_is_fast(m: &mut Master) -> Result<(), String> {
+    m.wait_log("1 worker(s) ready", LONG)?;
+    let addr = m.addr;
+    let slow = std::thread::spawn(move || get(addr, "/sleep/20000"));
+    sleep_ms(300);
+    let started = Instant::now();
+    m.signal(libc::SIGTERM);
+    sleep_ms(300);
+    m.signal(libc::SIGTERM);
+    let code = m.wait_exit(LONG)?;
+    let took = started.elapsed();
+    let _ = slow.join();
+    ensure(code == 0, || format!("exit status {code}"))?;
+    ensure(took < Duration::from_secs(10), || {
+        format!("the second SIGTERM did not make it fast: {took:?}")
+    })?;
+    m.wait_log("second SIGTERM during a graceful stop: stopping fast", LONG)
+}
+
+fn graceful_timeout_kills(m: &mut Master) -> Result<(), String> {
+    m.wait_log("1 worker(s) ready", LONG)?;
+    let addr = m.addr;
+    let slow = std::thread::spawn(move || get(addr, "/sleep/20000"));
+    sleep_ms(300);
+    let started = Instant::now();
+    m.signal(libc::SIGTERM);
+    let code = m.wait_exit(LONG)?;
+    let took = started.elapsed();
+    let _ = slow.join();
+    ensure(code == 0, || format!("exit status {code}"))?;
+    ensure(took < Duration::from_secs(15), || {
+        format!("graceful_timeout 1 s, but the stop took {took:?}")
+    })?;
+    m.wait_log("after it was told to stop: sending SIGKILL", LONG)?;
+    m.wait_log(
+        "killed by SIGKILL sent by the supervisor after the graceful timeout",
+        LONG,
+    )
+}
+
+fn boot_timeout(m: &mut Master) -> Result<(), String> {
+    let code = m.wait_exit(LONG)?;
+    let log = m.log_text();
+    ensure(code == 3, || format!("exit status {code}, expected 3"))?;
+    ensure(
+        log.contains("is not ready") && log.contains("boot_timeout"),
+        || "no boot timeout error in the log".into(),
+    )?;
+    let boots = log.matches("booting worker").count();
+    ensure(boots == 1, || format!("{boots} boots: a respawn loop"))
+}
+
+fn unix_pidfile_usr1_preload() -> Result<(), String> {
+    let dir = std::env::temp_dir().join(format!("prefork-test-misc-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let sock = dir.join("app.sock");
+    let pidfile = dir.join("app.pid");
+    let (sock2, pidfile2) = (sock.clone(), pidfile.clone());
+    let mut m = start_master(
+        "misc",
+        |_| {},
+        move |b, l| {
+            b.listener(l)
+                .bind_unix(&sock2)
+                .pidfile(&pidfile2)
+                .preload(true)
+                .workers(2)
+                .on_reopen_logs(|| log::info!("reopen hook ran"))
+        },
+        |b| {
+            b.run(|| {
+                log::info!("app built in pid {}", std::process::id());
+                app()
+            })
+        },
+    );
+    let result = (|| {
+        m.wait_log("2 worker(s) ready", LONG)?;
+        let log = m.log_text();
+        let builds = log.matches("app built in pid").count();
+        ensure(builds == 1, || {
+            format!("preload: the app was built {builds} times")
+        })?;
+        ensure(log.contains(&format!("app built in pid {}", m.pid)), || {
+            "preload: the app was not built in the master".into()
+        })?;
+        ensure(log.contains("unix:"), || {
+            "the unix listener is not logged".into()
+        })?;
+        std::os::unix::net::UnixStream::connect(&sock)
+            .map_err(|e| format!("connect {}: {e}", sock.display()))?;
+        let written = std::fs::read_to_string(&pidfile).map_err(|e| e.to_string())?;
+        ensure(written.trim() == m.pid.to_string(), || {
+            format!("pidfile holds {written:?}, master is {}", m.pid)
+        })?;
+        get(m.addr, "/")?;
+        m.signal(libc::SIGUSR1);
+        m.wait_log("reopen hook ran", LONG)?;
+        m.signal(libc::SIGTERM);
+        let code = m.wait_exit(LONG)?;
+        ensure(code == 0, || format!("exit status {code}"))?;
+        ensure(!pidfile.exists(), || "the pidfile was left behind".into())
+    })();
+    let _ = std::fs::remove_dir_all(&dir);
+    finish(&mut m, result)
+}
+
 /// The environment variable that makes this binary a master: what a SIGUSR2 upgrade re-executes.
 const ROLE: &str = "PREFORK_TEST_ROLE";
 
@@ -984,6 +1091,48 @@ fn main() {
         ("notify_socket", Box::new(notify_socket)),
         ("systemd_listen_fds", Box::new(systemd_listen_fds)),
         ("usr2_upgrade", Box::new(usr2_upgrade)),
+        (
+            "second_term_is_fast",
+            Box::new(|| with_master("term2", |b| b.workers(1), second_term_is_fast)),
+        ),
+        (
+            "graceful_timeout_kills",
+            Box::new(|| {
+                with_master(
+                    "graceful",
+                    |b| b.workers(1).graceful_timeout(Duration::from_secs(1)),
+                    graceful_timeout_kills,
+                )
+            }),
+        ),
+        (
+            "boot_timeout",
+            Box::new(|| {
+                let mut m = start_master(
+                    "boot-timeout",
+                    |_| {},
+                    |b, l| {
+                        b.listener(l)
+                            .workers(1)
+                            .boot_timeout(Duration::from_secs(1))
+                    },
+                    |b| {
+                        b.run(|| {
+                            Ok::<_, String>(|_env: &mut WorkerEnv| loop {
+                                // Never calls ready().
+                                sleep_ms(100);
+                            })
+                        })
+                    },
+                );
+                let r = boot_timeout(&mut m);
+                finish(&mut m, r)
+            }),
+        ),
+        (
+            "unix_pidfile_usr1_preload",
+            Box::new(unix_pidfile_usr1_preload),
+        ),
     ];
     let (mut passed, mut failed) = (0, 0);
     for (name, scenario) in scenarios {

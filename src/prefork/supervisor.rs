@@ -765,6 +765,15 @@ impl Supervisor {
             } else {
                 None
             };
+            if let Some(n) = thread_count().filter(|&n| n > 1) {
+                fatal(&format!(
+                    "the preloaded app started {} thread(s): a fork copies only the calling thread, \
+                     so their locks would stay locked for ever in every worker. Start threads in \
+                     the worker (inside the Worker's `run`), or turn `preload` off",
+                    n - 1
+                ));
+                return EXIT_BOOT_ERROR;
+            }
             // SAFETY: getpid(2) has no arguments and cannot fail.
             let pid = unsafe { libc::getpid() };
             if let Some(path) = &self.cfg.pidfile {
@@ -999,7 +1008,13 @@ where
             );
         }
         c.sent.push(sig);
-        if c.cause.is_none() || !cause.is_planned() {
+        // A timeout kill stays the reason (a later SIGKILL only finishes it); otherwise the latest
+        // reason wins (a reload's SIGTERM, then the shutdown's, then the graceful timeout's SIGKILL).
+        let timed_out = matches!(
+            c.cause,
+            Some(Cause::Heartbeat { .. } | Cause::Deadline { .. } | Cause::BootTimeout)
+        );
+        if !timed_out {
             c.cause = Some(cause);
         }
     }
