@@ -28,8 +28,11 @@ impl log::Log for StderrLogger {
         true
     }
     fn log(&self, record: &log::Record) {
+        let ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() % 100_000);
         let line = format!(
-            "[{}] {} {}\n",
+            "{ms:05} [{}] {} {}\n",
             std::process::id(),
             record.level(),
             record.args()

@@ -851,8 +851,12 @@ where
             addrs.join(", "),
             self.target
         );
+        // The first pass starts the workers at once; then each pass waits for a signal, a worker's
+        // wake-up or the tick.
+        let mut wait = Duration::ZERO;
         loop {
-            let bytes = self.signals.wait(self.tick);
+            let bytes = self.signals.wait(wait);
+            wait = self.tick;
             for b in bytes {
                 if b != signals::WAKE {
                     self.on_signal(b as c_int);
