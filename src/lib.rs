@@ -1,12 +1,124 @@
 //! # prefork-pool
 //!
-//! (crate documentation: written with the Pool.)
+//! A supervised worker pool for servers: a [`Pool`] with a fixed worker count, a bounded queue,
+//! per-request deadlines enforced by a watchdog, panic isolation, worker recycling, and a
+//! re-entrancy guard, so that a handler calling back into its own service never waits for a worker
+//! that cannot come. Around it: an HTTP/1.1 front end (`http`) and a pre-fork process supervisor
+//! (`prefork`), the parts people run gunicorn for.
+//!
+//! ## Why
+//!
+//! A Flask handler on one gunicorn sync worker that POSTs to `http://localhost:5000/...` hangs:
+//! the only worker is busy waiting for itself, until `WORKER TIMEOUT` kills it and the log blames
+//! memory. More workers only move the cliff: N such requests at once hang N workers. This crate's
+//! pool runs such a nested call on the calling thread at once, answers every caller by its
+//! deadline, and says what happened.
+//!
+//! ## A pool
+//!
+//! A pool runs one handler, `Fn(Req, &Context) -> Resp`, on its workers. [`Pool::call`] blocks
+//! for the answer; every call gets exactly one answer, the handler's or an [`Error`].
+//!
+//! ```
+//! use prefork_pool::Pool;
+//!
+//! let pool = Pool::builder()
+//!     .workers(4)                       // default: WEB_CONCURRENCY, else the core count
+//!     .build(|n: u64, _ctx| n * n)
+//!     .unwrap();
+//! assert_eq!(pool.call(12).unwrap(), 144);
+//! ```
+//!
+//! Bad settings are refused by `build()` with the field and the allowed range:
+//!
+//! ```
+//! use prefork_pool::Pool;
+//! let err = Pool::builder().workers(0).build(|n: u64, _| n).unwrap_err();
+//! assert_eq!(err.to_string(), "invalid `workers` = 0: allowed 1..=4096");
+//! ```
+//!
+//! ## Deadlines and the watchdog
+//!
+//! Every job has a deadline: the pool's default (30 s, gunicorn's `timeout`), or its own with
+//! [`Pool::call_with`]. When it passes, the caller gets [`Error::DeadlineExceeded`] at once; a job
+//! still queued is never started; a running job's [`Context`] is cancelled, and its worker is
+//! retired and replaced, so the pool's capacity does not drop while the stuck handler runs on.
+//! (A thread cannot be killed: the retired one exits when its handler returns. Process mode is
+//! where a stuck handler is truly killed.)
+//!
+//! ```
+//! use prefork_pool::{Error, Pool};
+//! use std::time::{Duration, Instant};
+//!
+//! let pool = Pool::builder().workers(1).build(|ms: u64, ctx| {
+//!     let end = Instant::now() + Duration::from_millis(ms);
+//!     while Instant::now() < end && !ctx.is_cancelled() {
+//!         std::thread::sleep(Duration::from_millis(5));
+//!     }
+//!     ms
+//! }).unwrap();
+//! let err = pool.call_with(5_000, Duration::from_millis(50)).unwrap_err();
+//! assert!(matches!(err, Error::DeadlineExceeded { .. }));
+//! assert_eq!(pool.call(0).unwrap(), 0);      // capacity is back at once
+//! assert_eq!(pool.stats().timed_out, 1);
+//! ```
+//!
+//! ## Panics
+//!
+//! A panicking handler answers its caller with [`Error::Panicked`] and the panic message; the
+//! worker lives on.
+//!
+//! ## Calling your own pool
+//!
+//! A handler reaches its pool through [`Context::pool`]. A call from inside one of the pool's own
+//! handlers runs inline on the calling thread, with the earlier of the two deadlines (policy
+//! [`Reentry::Inline`], the default); [`Reentry::Reject`] refuses it instead, to find such calls.
+//!
+//! ```
+//! use prefork_pool::Pool;
+//!
+//! // One worker, and a handler that calls its own pool: with gunicorn this hangs.
+//! let pool = Pool::builder().workers(1).build(|n: u64, ctx| {
+//!     if n == 0 { return 1; }
+//!     let me = ctx.pool::<u64, u64>().unwrap();
+//!     n * me.call(n - 1).unwrap()
+//! }).unwrap();
+//! assert_eq!(pool.call(10).unwrap(), 3_628_800);
+//! ```
+//!
+//! ## Without blocking
+//!
+//! [`Pool::submit`] gives a [`Ticket`]; [`Pool::try_submit`] gives the request back when the
+//! queue is full ([`TrySubmitError::Full`]); [`Pool::submit_then`] calls a closure with the
+//! answer, which is what the HTTP reactor uses. A full queue is refused at once
+//! ([`Error::Overloaded`], HTTP 503), never a silent wait.
+//!
+//! ## Recycling, hooks, shutdown, stats
+//!
+//! `max_requests` (+ `max_requests_jitter`) replaces a worker after that many jobs, starting the
+//! replacement first. `on_worker_start` / `on_worker_exit` run on each worker thread.
+//! [`Pool::shutdown`] finishes queued and running jobs up to a timeout, then answers the rest
+//! with [`Error::ShuttingDown`]; [`Pool::shutdown_now`] answers everything at once. [`Pool::stats`]
+//! is a snapshot that renders as Prometheus text.
+//!
+//! ## Features
+//!
+//! - `http` (default): [`http`], the HTTP/1.1 front end.
+//! - `prefork` (default, unix): `prefork`, the pre-fork process supervisor.
+//!
+//! The core pool depends only on crossbeam-channel, parking_lot, thiserror and log:
+//! `default-features = false` builds just that.
 #![deny(missing_docs)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 mod error;
+mod pool;
 
 pub use error::{BuildError, Error, Stage, TrySubmitError};
+pub use pool::{
+    Builder, Context, Pool, Reentry, ShutdownReport, Stats, Ticket, MAX_DEADLINE, MAX_QUEUE,
+    MAX_WORKERS,
+};
 
 #[cfg(feature = "http")]
 pub mod http;

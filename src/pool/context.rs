@@ -1,0 +1,96 @@
+//! What a handler knows about the job it runs.
+
+use std::any::Any;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use super::job::JobView;
+use super::{Owner, Pool};
+
+/// The job a handler is running: its deadline, its cancellation, where it runs, and a handle to
+/// the pool itself (so a handler can call its own service with no global).
+///
+/// ```
+/// use prefork_pool::Pool;
+///
+/// let pool = Pool::builder().workers(1).build(|n: u64, ctx| {
+///     assert!(ctx.remaining() > std::time::Duration::ZERO);
+///     assert!(!ctx.is_cancelled());
+///     if n == 0 {
+///         return 0;
+///     }
+///     // The handler reaches its own pool through its Context; the nested call runs inline.
+///     let me = ctx.pool::<u64, u64>().unwrap();
+///     n + me.call(n - 1).unwrap()
+/// }).unwrap();
+/// assert_eq!(pool.call(4).unwrap(), 10);
+/// ```
+pub struct Context {
+    pub(crate) job: Arc<dyn JobView>,
+    pub(crate) worker: usize,
+    pub(crate) inline: bool,
+    pub(crate) pool: Arc<dyn Any + Send + Sync>,
+}
+
+impl Context {
+    /// When the caller stops waiting: the earlier of this job's deadline and, for a nested call,
+    /// its caller's.
+    pub fn deadline(&self) -> Instant {
+        self.job.core().deadline
+    }
+
+    /// How long until [`deadline`](Self::deadline); zero once it has passed.
+    pub fn remaining(&self) -> Duration {
+        self.deadline().saturating_duration_since(Instant::now())
+    }
+
+    /// True once nobody waits for this answer any more: the deadline passed, the pool was shut down,
+    /// or (for a nested call) the caller's job was cancelled. A long handler checks it and returns
+    /// early; its answer would be dropped anyway.
+    pub fn is_cancelled(&self) -> bool {
+        self.job.core().is_cancelled() || Instant::now() >= self.deadline()
+    }
+
+    /// The index (`0..workers`) of the worker running this job. For a nested call run inline on a
+    /// thread that is not one of this pool's workers (a worker of another pool calling this one),
+    /// `usize::MAX`.
+    pub fn worker(&self) -> usize {
+        self.worker
+    }
+
+    /// True when this job runs inline on its caller's thread (a nested call; see
+    /// [`Reentry`](crate::Reentry)).
+    pub fn is_inline(&self) -> bool {
+        self.inline
+    }
+
+    /// The job's id, unique within its pool, as in log lines and errors.
+    pub fn job_id(&self) -> u64 {
+        self.job.core().id
+    }
+
+    /// How deep this job is nested: 0 for a job submitted from outside any handler, one more for
+    /// each call made from inside a handler.
+    pub fn depth(&self) -> u32 {
+        self.job.core().depth
+    }
+
+    /// A handle to the pool running this job, if it is still alive and its types are `Req, Resp`.
+    /// Calls through it from this handler follow the pool's [`Reentry`](crate::Reentry) policy.
+    pub fn pool<Req: Send + 'static, Resp: Send + 'static>(&self) -> Option<Pool<Req, Resp>> {
+        let weak = self.pool.downcast_ref::<Weak<Owner<Req, Resp>>>()?;
+        weak.upgrade().map(|owner| Pool { owner })
+    }
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("job_id", &self.job_id())
+            .field("worker", &self.worker)
+            .field("depth", &self.depth())
+            .field("remaining", &self.remaining())
+            .field("cancelled", &self.is_cancelled())
+            .finish()
+    }
+}

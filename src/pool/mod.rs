@@ -1,0 +1,255 @@
+//! The supervised worker pool: [`Pool`], its [`Builder`], the [`Context`] a handler gets, the
+//! [`Ticket`] of a submitted job, the re-entrancy policy [`Reentry`], and [`Stats`].
+
+mod builder;
+mod context;
+mod guard;
+mod job;
+mod shared;
+mod stats;
+mod ticket;
+mod watchdog;
+
+use std::any::Any;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use builder::{Builder, MAX_DEADLINE, MAX_QUEUE, MAX_WORKERS};
+pub use context::Context;
+pub use guard::Reentry;
+pub use stats::{ShutdownReport, Stats};
+pub use ticket::Ticket;
+
+use crate::error::{Error, TrySubmitError};
+use builder::Config;
+use job::Waiter;
+use shared::{Handler, Shared};
+
+/// A fixed set of worker threads running one handler, with a bounded queue, per-job deadlines, a
+/// watchdog, and a re-entrancy guard.
+///
+/// `Pool` is a cheap handle (`Clone`); the pool shuts down gracefully when the last handle is
+/// dropped (waiting at most its default `deadline` for queued and running jobs).
+///
+/// Every call gets exactly one answer: the handler's, or an [`Error`] that says why not.
+///
+/// ```
+/// use prefork_pool::{Error, Pool};
+/// use std::time::Duration;
+///
+/// let pool = Pool::builder()
+///     .workers(2)
+///     .deadline(Duration::from_secs(1))
+///     .build(|name: String, _ctx| format!("hello, {name}"))
+///     .unwrap();
+/// assert_eq!(pool.call("world".into()).unwrap(), "hello, world");
+/// pool.shutdown(Duration::from_secs(5));
+/// assert!(matches!(pool.call("late".into()), Err(Error::ShuttingDown { .. })));
+/// ```
+pub struct Pool<Req: Send + 'static, Resp: Send + 'static> {
+    pub(crate) owner: Arc<Owner<Req, Resp>>,
+}
+
+/// The part whose drop shuts the pool down; workers hold `Shared`, never this.
+pub(crate) struct Owner<Req: Send + 'static, Resp: Send + 'static> {
+    shared: Arc<Shared<Req, Resp>>,
+}
+
+impl<Req: Send + 'static, Resp: Send + 'static> Drop for Owner<Req, Resp> {
+    fn drop(&mut self) {
+        let shared = self.shared.clone();
+        let timeout = shared.config.deadline;
+        if guard::inside(shared.id) {
+            // The last handle went away inside one of the pool's own handlers: waiting here would
+            // wait for this very thread, so shut down from a thread of its own.
+            let _ = std::thread::Builder::new()
+                .name(format!("{}-shutdown", shared.config.name))
+                .spawn(move || shared.shutdown(timeout, false));
+        } else {
+            shared.shutdown(timeout, false);
+        }
+    }
+}
+
+impl<Req: Send + 'static, Resp: Send + 'static> Clone for Pool<Req, Resp> {
+    fn clone(&self) -> Self {
+        Pool {
+            owner: self.owner.clone(),
+        }
+    }
+}
+
+impl<Req: Send + 'static, Resp: Send + 'static> std::fmt::Debug for Pool<Req, Resp> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool")
+            .field("name", &self.name())
+            .field("workers", &self.owner.shared.config.workers)
+            .finish()
+    }
+}
+
+impl<Req: Send + 'static, Resp: Send + 'static> Pool<Req, Resp> {
+    /// A [`Builder`] with the defaults (see its table).
+    pub fn builder() -> Builder<Req, Resp> {
+        Builder::new()
+    }
+
+    pub(crate) fn start(config: Config, handler: Handler<Req, Resp>) -> Self {
+        let owner = Arc::new_cyclic(|weak| {
+            let any: Arc<dyn Any + Send + Sync> = Arc::new(weak.clone());
+            Owner {
+                shared: Arc::new(Shared::new(config, handler, any)),
+            }
+        });
+        owner.shared.start();
+        Pool { owner }
+    }
+
+    fn shared(&self) -> &Arc<Shared<Req, Resp>> {
+        &self.owner.shared
+    }
+
+    /// Run `req` on a worker and wait for the answer, with the pool's default deadline.
+    ///
+    /// From inside one of this pool's handlers the call follows the [`Reentry`] policy: by default
+    /// it runs at once on the calling thread.
+    ///
+    /// # Errors
+    /// [`Error::Overloaded`] at once when the queue is full; [`Error::DeadlineExceeded`] at the
+    /// deadline; [`Error::Panicked`] if the handler panicked; [`Error::ShuttingDown`];
+    /// [`Error::Reentrant`] under [`Reentry::Reject`].
+    pub fn call(&self, req: Req) -> Result<Resp, Error> {
+        self.shared().call(req, None)
+    }
+
+    /// [`call`](Self::call) with a deadline of its own, from now. A nested call keeps the earlier
+    /// of this and its caller's deadline.
+    pub fn call_with(&self, req: Req, deadline: Duration) -> Result<Resp, Error> {
+        self.shared().call(req, Some(deadline))
+    }
+
+    /// Queue `req` and return at once with a [`Ticket`] for its answer. A job refused at once
+    /// (queue full, shutting down) gets a ticket that already holds the error.
+    pub fn submit(&self, req: Req) -> Ticket<Resp> {
+        match self.shared().submit(req, None, Waiter::Nobody) {
+            Ok(job) => Ticket::queued(job),
+            Err((err, _req, _)) => Ticket::refused(err),
+        }
+    }
+
+    /// Queue `req` if there is room; otherwise give it back at once.
+    ///
+    /// ```
+    /// use prefork_pool::{Pool, TrySubmitError};
+    /// use std::sync::mpsc;
+    ///
+    /// let (release, gate) = mpsc::channel::<()>();
+    /// let gate = std::sync::Mutex::new(gate);
+    /// let pool = Pool::builder().workers(1).queue_capacity(1).build(move |x: u32, _| {
+    ///     if x == 0 { gate.lock().unwrap().recv().ok(); }
+    ///     x
+    /// }).unwrap();
+    /// let busy = pool.submit(0);                        // occupies the only worker
+    /// while pool.stats().busy == 0 { std::thread::yield_now(); }
+    /// let queued = pool.try_submit(1).unwrap();         // fills the queue
+    /// match pool.try_submit(2) {
+    ///     Err(TrySubmitError::Full(req)) => assert_eq!(req, 2),
+    ///     other => panic!("{:?}", other.map(|_| ())),
+    /// }
+    /// release.send(()).unwrap();
+    /// assert_eq!(busy.wait().unwrap(), 0);
+    /// assert_eq!(queued.wait().unwrap(), 1);
+    /// ```
+    ///
+    /// # Errors
+    /// [`TrySubmitError::Full`] or [`TrySubmitError::ShuttingDown`], with the request.
+    pub fn try_submit(&self, req: Req) -> Result<Ticket<Resp>, TrySubmitError<Req>> {
+        match self.shared().submit(req, None, Waiter::Nobody) {
+            Ok(job) => Ok(Ticket::queued(job)),
+            Err((Error::Overloaded { .. }, req, _)) => Err(TrySubmitError::Full(req)),
+            Err((Error::ShuttingDown { .. }, req, _)) => Err(TrySubmitError::ShuttingDown(req)),
+            Err((err, _req, _)) => Ok(Ticket::refused(err)),
+        }
+    }
+
+    /// Queue `req` and have `done` called with its answer: the completion-callback form a reactor
+    /// uses. `deadline` overrides the pool's default.
+    ///
+    /// `done` is called exactly once: on a worker thread with the handler's answer, on the watchdog
+    /// thread with [`Error::DeadlineExceeded`], or on the calling thread *before `submit_then`
+    /// returns* when the job is refused at once ([`Error::Overloaded`], [`Error::ShuttingDown`]).
+    /// Keep it short: it runs on a worker.
+    ///
+    /// ```
+    /// use prefork_pool::Pool;
+    /// use std::sync::mpsc;
+    ///
+    /// let pool = Pool::builder().workers(1).build(|x: u32, _| x + 1).unwrap();
+    /// let (tx, rx) = mpsc::channel();
+    /// pool.submit_then(41, None, move |answer| tx.send(answer).unwrap());
+    /// assert_eq!(rx.recv().unwrap().unwrap(), 42);
+    /// ```
+    pub fn submit_then(
+        &self,
+        req: Req,
+        deadline: Option<Duration>,
+        done: impl FnOnce(Result<Resp, Error>) + Send + 'static,
+    ) {
+        let waiter = Waiter::Callback(Box::new(done));
+        if let Err((err, _req, Waiter::Callback(done))) =
+            self.shared().submit(req, deadline, waiter)
+        {
+            done(Err(err));
+        }
+    }
+
+    /// Run the handler for `req` on the calling thread, now: not queued, not on a worker. For a
+    /// caller that has a thread of its own to lend when waiting for a worker could deadlock (the
+    /// HTTP server serves a request that its own process sent over TCP this way). The job gets
+    /// `deadline` (or the pool's default), or its caller's earlier one when called from a handler;
+    /// the watchdog does not watch it, since the calling thread is not the pool's to retire; a
+    /// result that comes after the deadline is answered `DeadlineExceeded`. The handler's
+    /// [`Context::worker`] is `usize::MAX`.
+    ///
+    /// ```
+    /// use prefork_pool::Pool;
+    /// let pool = Pool::builder().workers(1).build(|x: u32, ctx| (x, ctx.worker())).unwrap();
+    /// assert_eq!(pool.call_here(7, None).unwrap(), (7, usize::MAX));
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Panicked`], [`Error::DeadlineExceeded`], or [`Error::ShuttingDown`] once the pool
+    /// has stopped.
+    pub fn call_here(&self, req: Req, deadline: Option<Duration>) -> Result<Resp, Error> {
+        self.shared().call_here(req, deadline)
+    }
+
+    /// Workers waiting for a job right now (a snapshot; it may change at once).
+    pub fn idle_workers(&self) -> usize {
+        self.shared().idle_workers()
+    }
+
+    /// A snapshot of the pool's state and counters.
+    pub fn stats(&self) -> Stats {
+        self.shared().stats()
+    }
+
+    /// The pool's name.
+    pub fn name(&self) -> &str {
+        self.shared().name()
+    }
+
+    /// Stop taking jobs ([`Error::ShuttingDown`] from now on), let the workers finish every queued
+    /// and running job for up to `graceful_timeout`, then answer whatever is left with
+    /// `ShuttingDown`, cancel it, and join the threads. Returns within `graceful_timeout` plus at
+    /// most a second. Calling it again (or dropping the pool afterwards) does nothing more.
+    pub fn shutdown(&self, graceful_timeout: Duration) -> ShutdownReport {
+        self.shared().shutdown(graceful_timeout, false)
+    }
+
+    /// Stop at once: every queued and running job is answered with [`Error::ShuttingDown`] now and
+    /// its context cancelled; then wait up to a second for the workers to exit.
+    pub fn shutdown_now(&self) -> ShutdownReport {
+        self.shared().shutdown(Duration::ZERO, true)
+    }
+}

@@ -1,0 +1,167 @@
+//! Counters kept by a running pool, and the [`Stats`] snapshot they give.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// The live counters of a pool (all relaxed atomics).
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub(crate) completed: AtomicU64,
+    pub(crate) failed: AtomicU64,
+    pub(crate) timed_out: AtomicU64,
+    pub(crate) panicked: AtomicU64,
+    pub(crate) overloaded: AtomicU64,
+    pub(crate) recycled: AtomicU64,
+    pub(crate) retired: AtomicU64,
+    pub(crate) retired_running: AtomicU64,
+    pub(crate) reentrant_inline: AtomicU64,
+    pub(crate) reentrant_rejected: AtomicU64,
+}
+
+impl Counters {
+    pub(crate) fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Relaxed);
+    }
+}
+
+/// A snapshot of a pool's state and counters, from [`Pool::stats`](crate::Pool::stats).
+///
+/// ```
+/// use prefork_pool::Pool;
+/// let pool = Pool::builder().name("demo").workers(2).build(|x: u8, _| x).unwrap();
+/// pool.call(1).unwrap();
+/// let stats = pool.stats();
+/// assert_eq!(stats.completed, 1);
+/// assert!(stats.to_prometheus("app").contains("app_pool_completed_total{pool=\"demo\"} 1"));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// The pool's name.
+    pub name: String,
+    /// The configured worker count (live capacity).
+    pub workers: usize,
+    /// Workers running a handler now (a worker whose job the watchdog answered but could not retire
+    /// is not counted).
+    pub busy: usize,
+    /// Workers waiting for a job now.
+    pub idle: usize,
+    /// Jobs waiting in the queue now.
+    pub queued: usize,
+    /// Jobs whose handler answered in time.
+    pub completed: u64,
+    /// Jobs answered with an error (any of the reasons below, or shutdown).
+    pub failed: u64,
+    /// Jobs that missed their deadline (queued or running).
+    pub timed_out: u64,
+    /// Jobs whose handler panicked.
+    pub panicked: u64,
+    /// Jobs refused because the queue was full.
+    pub overloaded: u64,
+    /// Workers replaced after `max_requests`.
+    pub recycled: u64,
+    /// Workers the watchdog retired because their handler ran past its deadline.
+    pub retired: u64,
+    /// Retired threads whose handler has not returned yet.
+    pub retired_running: u64,
+    /// Nested calls run inline by the re-entrancy guard.
+    pub reentrant_inline: u64,
+    /// Nested calls refused by `Reentry::Reject`.
+    pub reentrant_rejected: u64,
+}
+
+impl Stats {
+    /// The snapshot in the Prometheus text exposition format, each metric named
+    /// `{prefix}_pool_{metric}` with a `pool` label.
+    pub fn to_prometheus(&self, prefix: &str) -> String {
+        let gauges: [(&str, u64, &str); 5] = [
+            ("workers", self.workers as u64, "Configured worker count."),
+            (
+                "busy_workers",
+                self.busy as u64,
+                "Workers running a handler.",
+            ),
+            (
+                "idle_workers",
+                self.idle as u64,
+                "Workers waiting for a job.",
+            ),
+            (
+                "queued_jobs",
+                self.queued as u64,
+                "Jobs waiting for a worker.",
+            ),
+            (
+                "retired_running",
+                self.retired_running,
+                "Retired threads whose handler has not returned.",
+            ),
+        ];
+        let counters: [(&str, u64, &str); 9] = [
+            (
+                "completed_total",
+                self.completed,
+                "Jobs answered by their handler in time.",
+            ),
+            ("failed_total", self.failed, "Jobs answered with an error."),
+            (
+                "timed_out_total",
+                self.timed_out,
+                "Jobs that missed their deadline.",
+            ),
+            (
+                "panicked_total",
+                self.panicked,
+                "Jobs whose handler panicked.",
+            ),
+            (
+                "overloaded_total",
+                self.overloaded,
+                "Jobs refused on a full queue.",
+            ),
+            (
+                "recycled_total",
+                self.recycled,
+                "Workers replaced after max_requests.",
+            ),
+            (
+                "retired_total",
+                self.retired,
+                "Workers retired by the watchdog.",
+            ),
+            (
+                "reentrant_inline_total",
+                self.reentrant_inline,
+                "Nested calls run inline.",
+            ),
+            (
+                "reentrant_rejected_total",
+                self.reentrant_rejected,
+                "Nested calls refused.",
+            ),
+        ];
+        let mut out = String::new();
+        let label = self.name.replace('\\', "\\\\").replace('"', "\\\"");
+        for (kind, rows) in [("gauge", &gauges[..]), ("counter", &counters[..])] {
+            for (metric, value, help) in rows {
+                let full = format!("{prefix}_pool_{metric}");
+                let _ = writeln!(out, "# HELP {full} {help}");
+                let _ = writeln!(out, "# TYPE {full} {kind}");
+                let _ = writeln!(out, "{full}{{pool=\"{label}\"}} {value}");
+            }
+        }
+        out
+    }
+}
+
+/// What a shutdown did, from [`Pool::shutdown`](crate::Pool::shutdown).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ShutdownReport {
+    /// Jobs answered with `Error::ShuttingDown` because the graceful time ran out (or at once, for
+    /// `shutdown_now`).
+    pub answered_shutting_down: u64,
+    /// Threads that had not returned when the shutdown gave up waiting (stuck or retired handlers).
+    /// Their jobs were answered; the threads end when their handlers return.
+    pub threads_left_running: usize,
+}

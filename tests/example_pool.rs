@@ -1,0 +1,40 @@
+//! Runs `examples/pool.rs` and checks what it shows.
+
+#[path = "../examples/pool.rs"]
+mod example;
+
+use std::time::Duration;
+
+use prefork_pool::{Error, Stage};
+
+#[test]
+fn the_pool_example_shows_deadline_panic_reentry_and_stats() {
+    let s = example::run();
+    assert_eq!(s.added, 42);
+    assert!(
+        matches!(
+            s.deadline_error,
+            Error::DeadlineExceeded {
+                stage: Stage::Running,
+                ..
+            }
+        ),
+        "{:?}",
+        s.deadline_error
+    );
+    assert!(
+        s.waited_for_stuck < Duration::from_secs(2),
+        "{:?}",
+        s.waited_for_stuck
+    );
+    assert!(s.next_call_after_stuck < Duration::from_secs(1));
+    match &s.panic_error {
+        Error::Panicked { message, .. } => assert_eq!(message, "bug in the report handler"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(s.sum_to_100, 5050);
+    assert_eq!(s.stats.timed_out, 1);
+    assert_eq!(s.stats.retired, 1);
+    assert_eq!(s.stats.panicked, 1);
+    assert_eq!(s.stats.reentrant_inline, 100);
+}
