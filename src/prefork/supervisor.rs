@@ -985,7 +985,11 @@ where
              ready",
             self.target
         );
-        notify_or_log("RELOADING=1");
+        // systemd's Type=notify-reload wants the time of the reload with RELOADING=1.
+        notify_or_log(&format!(
+            "RELOADING=1\nMONOTONIC_USEC={}",
+            now_ms().saturating_mul(1000)
+        ));
         if let Some(f) = self.hooks.on_reload.as_mut() {
             f();
         }
