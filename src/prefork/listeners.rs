@@ -194,3 +194,41 @@ pub(crate) fn from_systemd() -> io::Result<Option<Vec<Listener>>> {
     }
     Ok(Some(out))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tcp_listeners_are_nonblocking_and_report_their_address() {
+        let l = bind_tcp("127.0.0.1:0".parse().unwrap(), 16).unwrap();
+        let addr = l.local_addr().unwrap();
+        assert_eq!(
+            l.accept().unwrap_err().kind(),
+            io::ErrorKind::WouldBlock,
+            "a listener must be non-blocking"
+        );
+        let listener = Listener::Tcp(l);
+        assert_eq!(listener.address(), addr.to_string());
+        assert!(listener.unix().is_none());
+        let _client = std::net::TcpStream::connect(addr).unwrap();
+    }
+
+    #[test]
+    fn a_stale_unix_socket_file_is_replaced_but_nothing_else_is() {
+        let dir = std::env::temp_dir().join(format!("prefork-listeners-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("s.sock");
+        drop(bind_unix(&path, 8).unwrap()); // leaves the socket file behind
+        let l = bind_unix(&path, 8).unwrap();
+        assert_eq!(
+            Listener::Unix(l).address(),
+            format!("unix:{}", path.display())
+        );
+        let file = dir.join("not-a-socket");
+        std::fs::write(&file, "keep me").unwrap();
+        assert!(bind_unix(&file, 8).is_err());
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "keep me");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -54,3 +54,39 @@ pub(crate) fn notify_or_log(state: &str) {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // One test, because NOTIFY_SOCKET is process-wide and libtest runs tests on threads.
+    #[test]
+    fn sends_to_a_path_and_to_an_abstract_socket_and_does_nothing_without_one() {
+        std::env::remove_var("NOTIFY_SOCKET");
+        assert!(!notify("READY=1").unwrap());
+
+        let dir = std::env::temp_dir().join(format!("prefork-notify-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("notify.sock");
+        let sock = UnixDatagram::bind(&path).unwrap();
+        std::env::set_var("NOTIFY_SOCKET", &path);
+        assert!(notify("READY=1\nSTATUS=2 worker(s) ready").unwrap());
+        let mut buf = [0u8; 128];
+        let n = sock.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"READY=1\nSTATUS=2 worker(s) ready");
+
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::linux::net::SocketAddrExt;
+            let name = format!("prefork-notify-unit-{}", std::process::id());
+            let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
+            let abs = UnixDatagram::bind_addr(&addr).unwrap();
+            std::env::set_var("NOTIFY_SOCKET", format!("@{name}"));
+            assert!(notify("STOPPING=1").unwrap());
+            let n = abs.recv(&mut buf).unwrap();
+            assert_eq!(&buf[..n], b"STOPPING=1");
+        }
+        std::env::remove_var("NOTIFY_SOCKET");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
