@@ -120,6 +120,102 @@ fn responder(env: &mut WorkerEnv) -> i32 {
     }
 }
 
+/// A worker that runs requests on a crate `Pool` with 1 thread and a 300 ms deadline: the pool's
+/// watchdog answers a stuck request at its deadline (504); the stuck thread keeps its
+/// `Heartbeat::track` guard, so the master kills the process once the deadline plus `request_grace`
+/// has passed.
+fn pool_worker(env: &mut WorkerEnv) -> i32 {
+    use prefork_pool::{Context, Pool};
+    let hb = env.heartbeat();
+    let pool = Pool::builder()
+        .workers(1)
+        .deadline(Duration::from_millis(300))
+        .build(move |line: String, ctx: &Context| {
+            let _running = hb.track(ctx.deadline(), &line);
+            if line.contains("/never") {
+                // A handler that ignores its cancelled Context and never returns.
+                loop {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+            format!("{}", std::process::id())
+        });
+    let Ok(pool) = pool else {
+        return 1;
+    };
+    env.ready();
+    loop {
+        let stopping = env.is_stopping();
+        if !stopping && env.wait_for_listeners(Duration::from_millis(200)).is_err() {
+            return 1;
+        }
+        while let Ok((mut conn, _)) = env.listeners()[0].tcp().unwrap().accept() {
+            let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+            let Some(line) = read_head(&mut conn) else {
+                continue;
+            };
+            let (status, body) = match pool.call(line) {
+                Ok(body) => (200, body),
+                Err(e) => (e.http_status(), e.to_string()),
+            };
+            let body = format!("{body}\n");
+            let _ = conn.write_all(
+                format!(
+                    "HTTP/1.1 {status} {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    if status == 200 { "OK" } else { "Error" },
+                    body.len()
+                )
+                .as_bytes(),
+            );
+        }
+        if stopping {
+            pool.shutdown(Duration::from_secs(1));
+            return 0;
+        }
+    }
+}
+
+fn pool_deadline_then_kill(m: &mut Master) -> Result<(), String> {
+    m.wait_log("1 worker(s) ready", LONG)?;
+    let first = get(m.addr, "/")?;
+    let started = Instant::now();
+    let mut conn = TcpStream::connect(m.addr).map_err(|e| e.to_string())?;
+    conn.set_read_timeout(Some(Duration::from_secs(20))).ok();
+    conn.write_all(b"GET /never HTTP/1.0\r\n\r\n")
+        .map_err(|e| e.to_string())?;
+    let mut resp = String::new();
+    conn.read_to_string(&mut resp).map_err(|e| e.to_string())?;
+    let took = started.elapsed();
+    ensure(resp.starts_with("HTTP/1.1 504"), || {
+        format!("the stuck request got {resp:?}, not 504 from the watchdog")
+    })?;
+    ensure(took < Duration::from_secs(5), || {
+        format!("the 504 took {took:?} (deadline 300 ms)")
+    })?;
+    m.wait_log("killed by the supervisor after a deadline timeout", LONG)?;
+    ensure(m.log_text().contains("GET /never HTTP/1.0"), || {
+        "the stuck request line is not in the log".into()
+    })?;
+    let end = Instant::now() + LONG;
+    let second = loop {
+        if let Ok(b) = get(m.addr, "/") {
+            if b != first {
+                break b;
+            }
+        }
+        ensure(Instant::now() < end, || {
+            "no answer from a new worker".into()
+        })?;
+        sleep_ms(100);
+    };
+    ensure(second != first, || {
+        "the stuck worker was not replaced".into()
+    })?;
+    m.signal(libc::SIGTERM);
+    let code = m.wait_exit(LONG)?;
+    ensure(code == 0, || format!("exit status {code}"))
+}
+
 fn app() -> Result<fn(&mut WorkerEnv) -> i32, String> {
     Ok(responder)
 }
@@ -1407,6 +1503,23 @@ fn main() {
         (
             "unix_pidfile_usr1_preload",
             Box::new(unix_pidfile_usr1_preload),
+        ),
+        (
+            "pool_deadline_then_kill",
+            Box::new(|| {
+                let mut m = start_master(
+                    "pool",
+                    |_| {},
+                    |b, l| {
+                        b.listener(l)
+                            .workers(1)
+                            .request_grace(Duration::from_secs(1))
+                    },
+                    |b| b.run(|| Ok::<_, String>(pool_worker)),
+                );
+                let r = pool_deadline_then_kill(&mut m);
+                finish(&mut m, r)
+            }),
         ),
         ("example_server", Box::new(example_server)),
         ("systemd_socket_activate", Box::new(systemd_socket_activate)),

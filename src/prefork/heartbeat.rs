@@ -254,8 +254,8 @@ impl Heartbeat {
     /// master's log if the worker has to be killed; cut to 120 bytes). A worker still running it more
     /// than the supervisor's `request_grace` after the deadline is killed and replaced.
     ///
-    /// A worker that runs requests on several threads reports the oldest one (call it again when
-    /// the oldest changes).
+    /// This is the one-request-at-a-time form. A worker that runs requests on several threads uses
+    /// [`track`](Self::track) instead, which reports the oldest of them.
     pub fn request_started(&self, deadline: Instant, request_line: &str) {
         self.slot.line_seq.fetch_add(1, Ordering::AcqRel);
         write_bytes(&self.slot.line, &self.slot.line_len, request_line);
@@ -277,10 +277,39 @@ impl Heartbeat {
         }
     }
 
+    /// Registers a running request (its deadline and request line) for as long as the returned
+    /// guard lives, from any thread: the slot always shows the request with the earliest deadline
+    /// among those running, so the master kills the process when one of them is stuck past its
+    /// deadline plus `request_grace`, even while other threads go on serving. Dropping the guard
+    /// counts one finished request (see [`request_finished`](Self::request_finished)).
+    ///
+    /// A handler thread that never returns keeps its guard, and so its deadline, for ever: that is
+    /// how a request the in-process watchdog could not recover gets its process replaced.
+    pub fn track(&self, deadline: Instant, request_line: &str) -> RequestGuard {
+        let id = NEXT_REQUEST.fetch_add(1, Ordering::Relaxed);
+        let mut running = RUNNING.lock().unwrap_or_else(|p| p.into_inner());
+        running.push((id, deadline, request_line.to_string()));
+        self.publish_oldest(&running);
+        RequestGuard {
+            heartbeat: *self,
+            id,
+        }
+    }
+
+    fn publish_oldest(&self, running: &[(u64, Instant, String)]) {
+        match running.iter().min_by_key(|(_, deadline, _)| *deadline) {
+            Some((_, deadline, line)) => self.request_started(*deadline, line),
+            None => self.slot.deadline_ms.store(0, Ordering::Release),
+        }
+    }
+
     /// Asks the master to replace this worker: it forks a replacement, waits until the replacement is
     /// ready, then sends this worker SIGTERM (a graceful stop). Keep serving until then.
     pub fn retire(&self) {
-        self.slot.set_flag(RETIRE);
+        let before = self.slot.flags.fetch_or(RETIRE, Ordering::AcqRel);
+        if before & RETIRE == 0 {
+            super::worker::wake_master();
+        }
     }
 
     /// Whether this worker asked to be replaced.
@@ -296,6 +325,33 @@ impl Heartbeat {
     /// How long ago the last beat was.
     pub fn since_last_beat(&self) -> Duration {
         Duration::from_millis(now_ms().saturating_sub(self.slot.beat_ms()))
+    }
+}
+
+/// The requests of this process that [`Heartbeat::track`] follows (one list per worker process: it
+/// is made after the fork, empty, and never shared with another process).
+static RUNNING: std::sync::Mutex<Vec<(u64, Instant, String)>> = std::sync::Mutex::new(Vec::new());
+static NEXT_REQUEST: AtomicU64 = AtomicU64::new(0);
+
+/// A running request registered with [`Heartbeat::track`]; dropping it ends the request.
+#[derive(Debug)]
+#[must_use = "the request counts as running only while the guard lives"]
+pub struct RequestGuard {
+    heartbeat: Heartbeat,
+    id: u64,
+}
+
+impl Drop for RequestGuard {
+    fn drop(&mut self) {
+        let mut running = RUNNING.lock().unwrap_or_else(|p| p.into_inner());
+        running.retain(|(id, _, _)| *id != self.id);
+        self.heartbeat.publish_oldest(&running);
+        drop(running);
+        let done = self.heartbeat.slot.requests.fetch_add(1, Ordering::AcqRel) + 1;
+        let max = self.heartbeat.slot.max_requests.load(Ordering::Relaxed);
+        if max != 0 && done >= max && !self.heartbeat.wants_retire() {
+            self.heartbeat.retire();
+        }
     }
 }
 
@@ -324,6 +380,20 @@ mod tests {
         assert!(!hb.wants_retire());
         hb.request_finished();
         assert!(hb.wants_retire());
+        let later = hb.track(
+            Instant::now() + Duration::from_secs(60),
+            "GET /later HTTP/1.1",
+        );
+        let sooner = hb.track(
+            Instant::now() + Duration::from_secs(5),
+            "GET /sooner HTTP/1.1",
+        );
+        assert_eq!(slot.request_line(), "GET /sooner HTTP/1.1");
+        drop(sooner);
+        assert_eq!(slot.request_line(), "GET /later HTTP/1.1");
+        drop(later);
+        assert_eq!(slot.deadline_ms(), 0);
+        assert_eq!(hb.requests(), 4);
         slot.set_note("boom");
         assert_eq!(slot.note(), "boom");
         drop(table);

@@ -40,8 +40,9 @@
 //! What a worker does is yours: a [`Worker`] (any `FnMut(&mut WorkerEnv) -> i32`), built after the
 //! fork by the `app` closure given to [`Supervisor::run`], or once before the fork with
 //! [`Builder::preload`]. It serves on [`WorkerEnv::listeners`], calls [`WorkerEnv::ready`] when it
-//! accepts, beats (waiting with [`WorkerEnv::wait_for_listeners`] does it), reports its oldest
-//! running request with [`Heartbeat::request_started`] / [`WorkerEnv::request_finished`], and returns
+//! accepts, beats (waiting with [`WorkerEnv::wait_for_listeners`] does it), reports its running
+//! requests with [`Heartbeat::track`] (or [`Heartbeat::request_started`] /
+//! [`WorkerEnv::request_finished`] for one at a time), and returns
 //! once [`WorkerEnv::is_stopping`] is true and its requests are done.
 //!
 //! | Signal to the master | Effect |
@@ -161,7 +162,7 @@ mod supervisor;
 mod upgrade;
 mod worker;
 
-pub use heartbeat::Heartbeat;
+pub use heartbeat::{Heartbeat, RequestGuard};
 pub use listeners::Listener;
 pub use supervisor::{
     Builder, StartError, Supervisor, WorkerExit, EXIT_BOOT_ERROR, EXIT_ERROR, EXIT_OK,

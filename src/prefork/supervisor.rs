@@ -791,6 +791,7 @@ impl Supervisor {
                 self.cfg.heartbeat_timeout / 4,
                 self.cfg.boot_timeout / 4,
                 self.cfg.graceful_timeout / 4,
+                (self.cfg.request_grace / 4).max(Duration::from_millis(20)),
             ]
             .into_iter()
             .min()

@@ -119,11 +119,7 @@ impl WorkerEnv {
     /// Counts one finished request (see [`Heartbeat::request_finished`]) and, when this reaches
     /// `max_requests`, asks the master for a replacement at once.
     pub fn request_finished(&self) {
-        let before = self.heartbeat.wants_retire();
         self.heartbeat.request_finished();
-        if !before && self.heartbeat.wants_retire() {
-            wake_master();
-        }
     }
 
     /// Waits at most `timeout` until a listener is readable or a stop is requested, beating before
