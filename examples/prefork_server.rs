@@ -1,7 +1,7 @@
 //! A pre-fork server: a template to copy.
 //!
 //! ```sh
-//! PORT=8000 WEB_CONCURRENCY=2 cargo run --example prefork_server
+//! PORT=8000 WEB_CONCURRENCY=2 THREADS=2 cargo run --example prefork_server
 //! curl -X POST localhost:8000/hello_world           # {"session_id":"…"}
 //! curl 'localhost:8000/get_hello_world?session_id=…'
 //! curl -X POST localhost:8000/call_hello_world      # calls /hello_world in-process
@@ -11,7 +11,9 @@
 //!
 //! It serves the seed app (a Flask app that stores sessions in a dict, and an endpoint that POSTs to
 //! its own `/hello_world`) with [`prefork_pool::prefork::Supervisor`]: one master process, no thread
-//! in it, and `WEB_CONCURRENCY` worker processes (default 2) accepting on the same socket.
+//! in it, and `WEB_CONCURRENCY` worker processes (default 2) accepting on the same socket, each
+//! running its requests on a [`prefork_pool::Pool`] of `THREADS` threads (default 2), started after
+//! the fork.
 //!
 //! Two things a template must get right, and gunicorn users learn the hard way:
 //!
@@ -22,15 +24,36 @@
 //!   with one single-threaded worker, a request to your own socket waits for the very worker that is
 //!   waiting for it (gunicorn's loopback deadlock).
 //!
+//! Under systemd, with socket activation (the listen socket stays open across restarts) and
+//! readiness notification (`READY=1` once the workers accept):
+//!
+//! ```ini
+//! # app.socket
+//! [Socket]
+//! ListenStream=127.0.0.1:8000
+//! Backlog=2048
+//!
+//! # app.service
+//! [Service]
+//! Type=notify
+//! ExecStart=/usr/local/bin/prefork_server
+//! ExecReload=/bin/kill -HUP $MAINPID
+//! KillMode=mixed
+//! TimeoutStopSec=40
+//! Environment=WEB_CONCURRENCY=4 THREADS=2
+//! ```
+//!
 //! The HTTP parsing below is deliberately tiny (HTTP/1.0-style: one request per connection, no
-//! chunked bodies); a real service runs the crate's `http::Server` in each worker.
+//! chunked bodies, the head read on the accepting thread); a real service runs the crate's
+//! `http::Server` in each worker.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use prefork_pool::prefork::{Supervisor, WorkerEnv};
+use prefork_pool::{Context, Pool};
 
 /// A logger to stderr with the process id: the master's and the workers' lines interleave.
 struct StderrLogger;
@@ -85,13 +108,14 @@ fn new_id() -> String {
 }
 
 struct Request {
+    line: String,
     method: String,
     path: String,
     query: String,
 }
 
 /// Reads one request head (and skips its body).
-fn read_request(conn: &mut TcpStream) -> Option<(Request, String)> {
+fn read_request(conn: &mut TcpStream) -> Option<Request> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 2048];
     let head_end = loop {
@@ -125,12 +149,12 @@ fn read_request(conn: &mut TcpStream) -> Option<(Request, String)> {
             Ok(n) => body_left -= n,
         }
     }
-    let req = Request {
+    Some(Request {
         method,
         path: path.to_string(),
         query: query.to_string(),
-    };
-    Some((req, line))
+        line,
+    })
 }
 
 /// The app: (status, JSON body).
@@ -160,6 +184,7 @@ fn handle(store: &Store, req: &Request) -> (u16, String) {
         ("POST", "/call_hello_world") => handle(
             store,
             &Request {
+                line: "POST /hello_world (in-process)".into(),
                 method: "POST".into(),
                 path: "/hello_world".into(),
                 query: String::new(),
@@ -175,22 +200,15 @@ fn reason(status: u16) -> &'static str {
         200 => "OK",
         201 => "Created",
         404 => "Not Found",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        508 => "Loop Detected",
         _ => "Internal Server Error",
     }
 }
 
-/// One connection: read, handle, answer, close.
-fn serve(env: &WorkerEnv, store: &Store, mut conn: TcpStream) {
-    let _ = conn.set_read_timeout(Some(Duration::from_secs(10)));
-    let _ = conn.set_write_timeout(Some(Duration::from_secs(10)));
-    let Some((req, line)) = read_request(&mut conn) else {
-        return;
-    };
-    // Tell the master which request is running and when it is due: if it is still running
-    // `request_grace` after that, the master kills this process and says which request it was.
-    env.heartbeat()
-        .request_started(Instant::now() + Duration::from_secs(30), &line);
-    let (status, body) = handle(store, &req);
+/// Writes one answer and closes the connection.
+fn answer(mut conn: TcpStream, status: u16, body: &str) {
     let resp = format!(
         "HTTP/1.1 {status} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
          connection: close\r\n\r\n{body}",
@@ -198,12 +216,30 @@ fn serve(env: &WorkerEnv, store: &Store, mut conn: TcpStream) {
         body.len()
     );
     let _ = conn.write_all(resp.as_bytes());
-    env.request_finished();
 }
 
-/// The worker loop: wait (which beats), accept until `WouldBlock`, serve; on SIGTERM drain the
-/// backlog and return 0.
-fn worker(env: &mut WorkerEnv, store: &Store) -> i32 {
+/// One worker process: a `Pool` of `threads` threads runs the handlers; this thread accepts, reads
+/// each request head and hands it to the pool. The pool answers by the deadline (504), refuses at
+/// once when full (503), and catches panics (500).
+fn worker(env: &mut WorkerEnv, store: &Store, threads: usize) -> i32 {
+    let heartbeat = env.heartbeat();
+    let handler_store = store.clone();
+    let pool = Pool::builder()
+        .workers(threads)
+        .deadline(Duration::from_secs(30))
+        .build(move |req: Request, ctx: &Context| {
+            // While this guard lives the master sees the request: if its thread is still stuck
+            // `request_grace` after the deadline, the master replaces the whole process.
+            let _running = heartbeat.track(ctx.deadline(), &req.line);
+            handle(&handler_store, &req)
+        });
+    let pool = match pool {
+        Ok(p) => p,
+        Err(e) => {
+            log::error!("cannot start the request pool: {e}");
+            return 1;
+        }
+    };
     env.ready();
     loop {
         let stopping = env.is_stopping();
@@ -217,11 +253,28 @@ fn worker(env: &mut WorkerEnv, store: &Store) -> i32 {
             let Some(listener) = env.listeners()[i].tcp() else {
                 continue;
             };
-            while let Ok((conn, _)) = listener.accept() {
-                serve(env, store, conn);
+            // Accept until WouldBlock: when stopping, this drains the listen backlog.
+            while let Ok((mut conn, _)) = listener.accept() {
+                let _ = conn.set_read_timeout(Some(Duration::from_secs(10)));
+                let _ = conn.set_write_timeout(Some(Duration::from_secs(10)));
+                // (A slow client holds this thread while its head arrives: the crate's
+                // `http::Server` reads with a reactor instead.)
+                let Some(req) = read_request(&mut conn) else {
+                    continue;
+                };
+                pool.submit_then(req, None, move |result| match result {
+                    Ok((status, body)) => answer(conn, status, &body),
+                    Err(e) => answer(
+                        conn,
+                        e.http_status(),
+                        &format!(r#"{{"error":"{}"}}"#, e.to_string().replace('"', "'")),
+                    ),
+                });
             }
         }
         if stopping {
+            // Finish what is queued and running, then leave.
+            pool.shutdown(Duration::from_secs(30));
             return 0;
         }
     }
@@ -235,6 +288,13 @@ fn main() {
     let workers: usize = match std::env::var("WEB_CONCURRENCY") {
         Ok(v) => v.parse().unwrap_or_else(|_| {
             eprintln!("WEB_CONCURRENCY={v:?} is not a number of worker processes");
+            std::process::exit(2)
+        }),
+        Err(_) => 2,
+    };
+    let threads: usize = match std::env::var("THREADS") {
+        Ok(v) => v.parse().unwrap_or_else(|_| {
+            eprintln!("THREADS={v:?} is not a number of threads per worker process");
             std::process::exit(2)
         }),
         Err(_) => 2,
@@ -271,7 +331,7 @@ fn main() {
         println!("listening on http://{}", l.address());
     }
     println!(
-        "master pid {}: {workers} worker processes. Signals: TERM graceful stop, INT/QUIT fast stop, \
+        "master pid {}: {workers} worker processes x {threads} threads. Signals: TERM graceful stop, INT/QUIT fast stop, \
          HUP reload workers, TTIN/TTOU one worker more/fewer, USR1 reopen logs",
         std::process::id()
     );
@@ -281,7 +341,7 @@ fn main() {
     // files, threads) here, never before `run`.
     let status = supervisor.run(|| {
         let store = store.clone();
-        Ok::<_, std::io::Error>(move |env: &mut WorkerEnv| worker(env, &store))
+        Ok::<_, std::io::Error>(move |env: &mut WorkerEnv| worker(env, &store, threads))
     });
     if Path::new(&store.dir).exists() && std::env::var_os("STORE_DIR").is_none() {
         let _ = std::fs::remove_dir_all(&store.dir);
