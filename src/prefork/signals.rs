@@ -35,19 +35,30 @@ pub(crate) const MASTER_SIGNALS: &[c_int] = &[
     libc::SIGCHLD,
 ];
 
+/// Never block; never raise SIGPIPE where the platform lets a send say so.
+#[cfg(any(
+    target_os = "linux",
+    target_os = "android",
+    target_os = "freebsd",
+    target_os = "netbsd",
+    target_os = "openbsd"
+))]
+const SEND_FLAGS: c_int = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
+#[cfg(not(any(
+    target_os = "linux",
+    target_os = "android",
+    target_os = "freebsd",
+    target_os = "netbsd",
+    target_os = "openbsd"
+)))]
+const SEND_FLAGS: c_int = libc::MSG_DONTWAIT;
+
 /// Sends one byte without blocking; errors are ignored (a full pipe already holds a wake-up).
 /// Async-signal-safe: one `send(2)`.
 pub(crate) fn send_byte(fd: RawFd, byte: u8) {
     // SAFETY: send(2) reads one byte from a valid local; `fd` is a socket this process keeps open
     // while the handler is registered. send(2) is async-signal-safe and MSG_DONTWAIT never blocks.
-    unsafe {
-        libc::send(
-            fd,
-            (&byte as *const u8).cast(),
-            1,
-            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-        )
-    };
+    unsafe { libc::send(fd, (&byte as *const u8).cast(), 1, SEND_FLAGS) };
 }
 
 /// Unblocks `signals` in this process (a mask is inherited across fork and exec: a master started
