@@ -1,1 +1,191 @@
-//! The HTTP/1.1 front end (feature `http`).
+//! The HTTP/1.1 front end (feature `http`): a [`Server`] whose single reactor thread owns every
+//! socket and whose [`Pool`](crate::Pool) runs your handler.
+//!
+//! ```text
+//!  clients ──► reactor thread (mio) ───────────────► Pool<HttpRequest, HttpResponse> ──► handler
+//!              accept · read · parse · limits ·        bounded queue · workers ·
+//!              keep-alive · timeouts · write · drain    deadlines · watchdog · re-entrancy guard
+//!                         ▲                                     │
+//!                         └──── answer (channel + mio::Waker) ◄─┘
+//! ```
+//!
+//! A worker only ever sees a complete request: the reactor reads and parses the head and the body
+//! itself, so a slow client costs a buffer, never a worker, and an idle keep-alive connection costs
+//! one file descriptor.
+//!
+//! # A server in ten lines
+//!
+//! ```
+//! use prefork_pool::http::Server;
+//! use std::io::{Read, Write};
+//! use std::time::Duration;
+//!
+//! let server = Server::builder()
+//!     .bind("127.0.0.1:0")               // port 0: any free port, see local_addrs()
+//!     .workers(2)                        // the Pool's worker threads
+//!     .deadline(Duration::from_secs(5))  // per request; past it the client gets 504
+//!     .serve(|req, _ctx| {
+//!         let body = format!("hello from {}\n", req.uri().path());
+//!         http::Response::builder()
+//!             .header("content-type", "text/plain")
+//!             .body(body.into_bytes())
+//!             .unwrap()
+//!     })
+//!     .unwrap();
+//!
+//! // Any HTTP client works; here, a raw socket.
+//! let mut s = std::net::TcpStream::connect(server.local_addrs()[0]).unwrap();
+//! s.write_all(b"GET /there HTTP/1.1\r\nHost: example\r\nConnection: close\r\n\r\n").unwrap();
+//! let mut answer = String::new();
+//! s.read_to_string(&mut answer).unwrap();
+//! assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"));
+//! assert!(answer.contains("content-length: 18\r\n"));
+//! assert!(answer.ends_with("hello from /there\n"));
+//!
+//! // Graceful: finishes what was read, then stops every thread.
+//! server.shutdown(Duration::from_secs(5));
+//! ```
+//!
+//! A program that only serves ends with [`ServerHandle::join`]; `examples/hello_loopback.rs` is a
+//! complete template (routes, JSON, a logger, stop on stdin EOF).
+//!
+//! # Calling yourself without deadlock: [`Loopback`]
+//!
+//! With gunicorn and one sync worker, a handler that makes an HTTP request to its own server hangs
+//! until the worker timeout: the only worker waits for a request that needs that worker. Every
+//! request here carries a [`Loopback`] in its extensions; `loopback.send(request)` runs the
+//! server's handler in-process through the Pool, and a call from inside a handler runs inline on
+//! the calling worker, with the caller's remaining deadline. No socket, no parsing, no second
+//! worker needed.
+//!
+//! ```
+//! use prefork_pool::http::{Loopback, Server};
+//!
+//! let server = Server::builder()
+//!     .bind("127.0.0.1:0")
+//!     .workers(1) // the case that deadlocks under gunicorn
+//!     .serve(|req, _ctx| match req.uri().path() {
+//!         "/call_hello_world" => {
+//!             let lb = req.extensions().get::<Loopback>().unwrap();
+//!             let inner = http::Request::post("/hello_world").body(Vec::new()).unwrap();
+//!             lb.send(inner).unwrap_or_else(|e| {
+//!                 prefork_pool::http::error_response(e.http_status(), &e.to_string())
+//!             })
+//!         }
+//!         _ => http::Response::builder().status(201).body(b"{}".to_vec()).unwrap(),
+//!     })
+//!     .unwrap();
+//! let r = server
+//!     .loopback()
+//!     .send(http::Request::post("/call_hello_world").body(Vec::new()).unwrap())
+//!     .unwrap();
+//! assert_eq!(r.status(), 201);
+//! server.shutdown(std::time::Duration::from_secs(5));
+//! ```
+//!
+//! A handler that calls its own server with an ordinary HTTP client (the seed's code, as written)
+//! is rescued too, on the slow path: when no worker is idle and the client is on a loopback
+//! address, the server looks the client's socket up among this process's own descriptors; a
+//! request this process sent itself runs at once on one of a few spare threads (see
+//! [`self_call_threads`](ServerBuilder::self_call_threads)), and the route is logged once with the
+//! fix: use the `Loopback`.
+//!
+//! # What the server answers on its own
+//!
+//! Each answer has a short `text/plain` body that says why. A protocol refusal (400, 408, 413,
+//! 414, 417, 431, 501, 505) closes the connection after a *lingering close*: the server shuts its
+//! side and reads what the client still sends for up to 2 s, so the client reads the answer
+//! instead of a reset. An answer for a Pool error (503, 504, 500, 508) keeps the connection.
+//!
+//! | Status | When | Setting (default) |
+//! |---|---|---|
+//! | 400 | malformed head; bare LF; obs-fold; missing or repeated `Host` in HTTP/1.1; `Content-Length` with `Transfer-Encoding`; differing `Content-Length`s; `Transfer-Encoding` not ending in `chunked`, or in an HTTP/1.0 request; bad chunk size or chunk framing | |
+//! | 408 | head not complete in time (slow-loris), or no body bytes for too long | [`head_timeout`](ServerBuilder::head_timeout) (10 s), [`body_timeout`](ServerBuilder::body_timeout) (30 s) |
+//! | 413 | body too large (at once when `Content-Length` says so, even with `Expect: 100-continue`) | [`limit_body_bytes`](ServerBuilder::limit_body_bytes) (10 MiB) |
+//! | 414 | request line too long | [`limit_request_line`](ServerBuilder::limit_request_line) (4094) |
+//! | 417 | an `Expect` other than `100-continue` | |
+//! | 431 | too many header fields, a field too long, the head too large, or chunked trailers over 8 KiB | [`limit_request_fields`](ServerBuilder::limit_request_fields) (100), [`limit_request_field_size`](ServerBuilder::limit_request_field_size) (8190), [`limit_head_bytes`](ServerBuilder::limit_head_bytes) (64 KiB) |
+//! | 501 | a transfer coding other than `chunked` (e.g. `gzip, chunked`) | |
+//! | 505 | an HTTP version other than 1.0 and 1.1 | |
+//! | 503 + `Retry-After: 1` | the Pool's queue is full ([`Error::Overloaded`](crate::Error::Overloaded)), or it is shutting down | [`queue_capacity`](ServerBuilder::queue_capacity) |
+//! | 504 | the request's deadline passed ([`Error::DeadlineExceeded`](crate::Error::DeadlineExceeded)) | [`deadline`](ServerBuilder::deadline) |
+//! | 500 | the handler panicked (the message goes to the log, not to the client) | |
+//! | 508 | a chain of nested calls too deep ([`Error::LoopDetected`](crate::Error::LoopDetected)) | |
+//!
+//! Pool errors are logged on target `prefork_pool::http` (500 at `error`, others at `warn`);
+//! protocol refusals at `debug`.
+//!
+//! # Connections
+//!
+//! - HTTP/1.1 connections are kept alive unless the request (or the handler's answer) says
+//!   `Connection: close`; HTTP/1.0 ones close unless the request asks for `keep-alive`. An idle
+//!   kept-alive connection is closed quietly after
+//!   [`keepalive_timeout`](ServerBuilder::keepalive_timeout) (5 s).
+//! - Pipelined requests are answered in order: the next request on a connection is parsed only
+//!   once the current one is answered.
+//! - `Expect: 100-continue` gets `100 Continue` when the head is parsed and the body has not
+//!   started to arrive.
+//! - Answers always carry `Date` (unless the handler set one) and a `Content-Length` computed from
+//!   the body; the handler's `Content-Length`, `Transfer-Encoding` and `Connection` headers are
+//!   replaced (a `HEAD` answer with an empty body keeps the handler's `Content-Length`). No
+//!   `Server` header is added.
+//! - The handler gets the request as received: its `Transfer-Encoding: chunked` header stays, and
+//!   the body is the decoded bytes (trailers are read and dropped). Its extensions hold a
+//!   [`Loopback`] and the client's [`PeerAddr`].
+//! - Timers are checked every 100 ms, so a timeout fires up to 100 ms late.
+//! - An accept error (EMFILE, ENFILE, ...) is logged at `warn` and accepting pauses for 100 ms;
+//!   per-connection errors (ECONNABORTED, EPROTO, ...) are skipped.
+//! - The thread that completes a request (the worker, or the watchdog for a 504) serialises the
+//!   answer and writes it straight to the socket when the socket takes it whole; what it cannot
+//!   write is handed to the reactor, which writes the rest when the socket is writable. The
+//!   reactor is woken only when it has something to do (a partial write, a connection to close,
+//!   pipelined input, a drain); otherwise it learns of the answer at its next wake-up. Nothing
+//!   else of the connection is written while a request is in flight, so answers never interleave.
+//!
+//! # Access log
+//!
+//! One line per answered request on the `log` target [`ACCESS_TARGET`] (`prefork_pool::access`),
+//! level `info`, in gunicorn's atom format ([`AccessLogFormat`]; default
+//! [`DEFAULT_ACCESS_LOG_FORMAT`]). Times are UTC; `%(u)s` is always `-`. Requests sent through
+//! [`Loopback`] are not logged. Turn it off with
+//! [`access_log(false)`](ServerBuilder::access_log).
+//!
+//! # Graceful shutdown
+//!
+//! [`ServerHandle::shutdown`] accepts every connection already in the listen backlog, then closes
+//! the listeners (a Unix socket file the server bound is removed). Idle kept-alive connections are
+//! closed; a connection that has not sent a byte yet gets up to 1 s to send its request (a client
+//! that sat in the backlog has normally sent it already); every request already read is finished
+//! and answered with `Connection: close` (requests already pipelined behind it are answered too).
+//! When no connection with a request under way is left, or at the graceful timeout, the reactor
+//! reads and drops what the remaining clients sent (so that closing is a FIN, not a reset that
+//! could lose an answer) and closes them; then the Pool is shut down with what is left of the
+//! timeout, and every thread ends (a spare thread serving a self-call ends as soon as its handler
+//! returns).
+
+mod access_log;
+mod conn;
+mod loopback;
+mod parse;
+mod reactor;
+mod response;
+mod self_call;
+mod server;
+
+use std::sync::Arc;
+
+pub use access_log::{AccessLogFormat, ACCESS_TARGET, DEFAULT_ACCESS_LOG_FORMAT};
+pub use loopback::Loopback;
+pub use parse::Limits;
+pub use response::error_response;
+pub use server::{ServeError, Server, ServerBuilder, ServerHandle};
+
+/// The request type handlers get: an [`http::Request`] with its whole body.
+pub type HttpRequest = ::http::Request<Vec<u8>>;
+/// The response type handlers return: an [`http::Response`] with its whole body.
+pub type HttpResponse = ::http::Response<Vec<u8>>;
+
+/// The client's address, in every request's extensions: the IP address for TCP, `"unix"` for a
+/// Unix socket, `"loopback"` for a request sent through [`Loopback`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerAddr(pub Arc<str>);

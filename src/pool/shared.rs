@@ -351,6 +351,16 @@ impl<Req: Send + 'static, Resp: Send + 'static> Shared<Req, Resp> {
         })
     }
 
+    /// The handler's answer if it came by the deadline; after it, `DeadlineExceeded` (the caller
+    /// may not have been answered by the watchdog yet: no answer ever comes after a deadline).
+    fn in_time(&self, core: &JobCore, result: Result<Resp, Error>) -> Result<Resp, Error> {
+        if Instant::now() > core.deadline {
+            Err(core.deadline_error(&self.config.name, Stage::Running))
+        } else {
+            result
+        }
+    }
+
     /// A nested call run at once on the calling thread.
     fn run_inline(
         &self,
@@ -363,28 +373,14 @@ impl<Req: Send + 'static, Resp: Send + 'static> Shared<Req, Resp> {
         self.log_reentry(worker);
         // A budget at least as long as the caller's whole budget ends after the caller's deadline
         // (the caller started earlier), so the nested call simply inherits it: no clock read.
-        let (core, inherited) = {
-            let pc = parent.core();
-            if budget >= pc.budget {
-                let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-                (Arc::new(JobCore::inherit(id, parent.clone())), true)
-            } else {
-                (Arc::new(self.new_core(budget, Some(parent))), false)
-            }
+        let core = if budget >= parent.core().budget {
+            let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+            Arc::new(JobCore::inherit(id, parent))
+        } else {
+            Arc::new(self.new_core(budget, Some(parent)))
         };
         let result = self.invoke(req, core.clone(), worker, true);
-        // Late? An inherited deadline is the caller's, whose expiry the watchdog marks by
-        // cancelling the caller's chain; an own, shorter deadline needs the clock.
-        let late = if inherited {
-            core.is_cancelled()
-        } else {
-            Instant::now() > core.deadline
-        };
-        let result = if late {
-            Err(core.deadline_error(&self.config.name, Stage::Running))
-        } else {
-            result
-        };
+        let result = self.in_time(&core, result);
         self.count(result.as_ref().err());
         result
     }
@@ -402,11 +398,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> Shared<Req, Resp> {
         };
         let core = Arc::new(self.new_core(budget.unwrap_or(self.config.deadline), parent));
         let result = self.invoke(req, core.clone(), usize::MAX, true);
-        let result = if Instant::now() > core.deadline {
-            Err(core.deadline_error(&self.config.name, Stage::Running))
-        } else {
-            result
-        };
+        let result = self.in_time(&core, result);
         self.count(result.as_ref().err());
         result
     }
@@ -532,6 +524,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> Shared<Req, Resp> {
             self.watchdog.started(deadline);
 
             let result = self.invoke(req, job.clone(), index, false);
+            let result = self.in_time(&job.core, result);
 
             let still_mine = {
                 let mut s = slot.state.lock();
@@ -819,11 +812,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolOps<Req, Resp> for Shared<Re
             return;
         };
         let result = self.invoke(req, job.clone(), worker, true);
-        let result = if Instant::now() > job.core.deadline {
-            Err(job.core.deadline_error(&self.config.name, Stage::Running))
-        } else {
-            result
-        };
+        let result = self.in_time(&job.core, result);
         self.answer(job, result);
     }
 

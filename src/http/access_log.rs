@@ -1,0 +1,282 @@
+//! The access log: gunicorn's atom format, parsed once when the server is built, one line per
+//! answered request through the `log` facade (target `prefork_pool::access`, level `info`).
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use http::header::{HeaderName, REFERER, USER_AGENT};
+use http::{HeaderMap, Method, Uri, Version};
+
+use crate::BuildError;
+
+/// The `log` target access lines are written to.
+pub const ACCESS_TARGET: &str = "prefork_pool::access";
+
+/// gunicorn's default `access_log_format`.
+pub const DEFAULT_ACCESS_LOG_FORMAT: &str =
+    r#"%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s""#;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Piece {
+    Lit(String),
+    Atom(u8),
+    ReqHeader(usize),
+    RespHeader(HeaderName),
+}
+
+/// A parsed access log format: gunicorn's atoms `%(h)s` (remote address), `%(l)s` (`-`), `%(u)s`
+/// (user: `-`, basic auth is not decoded), `%(t)s` (`[22/Nov/2026:14:35:00 +0000]`, always UTC),
+/// `%(r)s` (request line), `%(s)s` (status), `%(m)s` (method), `%(U)s` (path), `%(q)s` (query),
+/// `%(H)s` (protocol), `%(b)s` (body bytes, `-` for none), `%(B)s` (body bytes), `%(f)s` (referer),
+/// `%(a)s` (user agent), `%(T)s` (seconds), `%(D)s` (microseconds), `%(M)s` (milliseconds), `%(L)s`
+/// (decimal seconds), `%(p)s` (`<pid>`), `%({name}i)s` (a request header), `%({name}o)s` (a response
+/// header), and `%%`. Any other atom is refused when the server is built.
+///
+/// ```
+/// use prefork_pool::http::AccessLogFormat;
+/// assert!(AccessLogFormat::parse(r#"%(h)s "%(r)s" %(s)s %({x-request-id}i)s"#).is_ok());
+/// let err = AccessLogFormat::parse("%(z)s").unwrap_err();
+/// assert_eq!(err.field, "access_log_format");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessLogFormat {
+    pieces: Vec<Piece>,
+    /// Request headers the format needs, captured before the request goes to the handler.
+    req_headers: Vec<HeaderName>,
+}
+
+impl Default for AccessLogFormat {
+    fn default() -> Self {
+        AccessLogFormat::parse(DEFAULT_ACCESS_LOG_FORMAT).expect("the default format parses")
+    }
+}
+
+fn refuse(fmt: &str, why: &str) -> BuildError {
+    BuildError::new(
+        "access_log_format",
+        format!("{fmt:?}"),
+        format!(
+            "{why}; use gunicorn atoms %(h)s %(l)s %(u)s %(t)s %(r)s %(s)s %(m)s %(U)s %(q)s %(H)s \
+             %(b)s %(B)s %(f)s %(a)s %(T)s %(D)s %(M)s %(L)s %(p)s %({{header}}i)s %({{header}}o)s %%"
+        ),
+    )
+}
+
+impl AccessLogFormat {
+    /// Parse a gunicorn-style format. Refused with a [`BuildError`] naming `access_log_format`
+    /// when an atom is unknown or unterminated.
+    pub fn parse(fmt: &str) -> Result<Self, BuildError> {
+        let mut pieces = Vec::new();
+        let mut req_headers: Vec<HeaderName> = Vec::new();
+        let mut lit = String::new();
+        let mut rest = fmt;
+        while let Some(i) = rest.find('%') {
+            lit.push_str(&rest[..i]);
+            rest = &rest[i + 1..];
+            if let Some(r) = rest.strip_prefix('%') {
+                lit.push('%');
+                rest = r;
+                continue;
+            }
+            let Some(r) = rest.strip_prefix('(') else {
+                return Err(refuse(
+                    fmt,
+                    "a `%` must start an atom `%(x)s` or be doubled `%%`",
+                ));
+            };
+            let Some(close) = r.find(")s") else {
+                return Err(refuse(fmt, "unterminated atom (expected `)s`)"));
+            };
+            let atom = &r[..close];
+            rest = &r[close + 2..];
+            if !lit.is_empty() {
+                pieces.push(Piece::Lit(std::mem::take(&mut lit)));
+            }
+            if let Some(inner) = atom.strip_prefix('{') {
+                let (name, kind) = if let Some(n) = inner.strip_suffix("}i") {
+                    (n, 'i')
+                } else if let Some(n) = inner.strip_suffix("}o") {
+                    (n, 'o')
+                } else {
+                    return Err(refuse(fmt, &format!("unknown atom `{atom}`")));
+                };
+                let name = HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes())
+                    .map_err(|_| refuse(fmt, &format!("`{name}` is not a header name")))?;
+                if kind == 'i' {
+                    pieces.push(Piece::ReqHeader(index_of(&mut req_headers, name)));
+                } else {
+                    pieces.push(Piece::RespHeader(name));
+                }
+                continue;
+            }
+            match atom.as_bytes() {
+                [c] if b"hlutrsmUqHbBfaTDMLp".contains(c) => {
+                    if *c == b'f' {
+                        pieces.push(Piece::ReqHeader(index_of(&mut req_headers, REFERER)));
+                    } else if *c == b'a' {
+                        pieces.push(Piece::ReqHeader(index_of(&mut req_headers, USER_AGENT)));
+                    } else {
+                        pieces.push(Piece::Atom(*c));
+                    }
+                }
+                _ => return Err(refuse(fmt, &format!("unknown atom `{atom}`"))),
+            }
+        }
+        lit.push_str(rest);
+        if !lit.is_empty() {
+            pieces.push(Piece::Lit(lit));
+        }
+        Ok(AccessLogFormat {
+            pieces,
+            req_headers,
+        })
+    }
+
+    /// Capture what the log line will need from the request before it goes to the handler.
+    pub(crate) fn capture(
+        &self,
+        method: &Method,
+        uri: &Uri,
+        version: Version,
+        headers: &HeaderMap,
+    ) -> LogRequest {
+        LogRequest {
+            method: method.clone(),
+            uri: uri.clone(),
+            version,
+            headers: self
+                .req_headers
+                .iter()
+                .map(|n| {
+                    headers
+                        .get(n)
+                        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+                })
+                .collect(),
+        }
+    }
+
+    /// Render one line. (One argument per thing a line can show; a struct would only rename them.)
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn render(
+        &self,
+        peer: &str,
+        req: &LogRequest,
+        status: u16,
+        resp_headers: &HeaderMap,
+        body_bytes: usize,
+        took: Duration,
+        now_secs: u64,
+    ) -> String {
+        let mut s = String::with_capacity(128);
+        for p in &self.pieces {
+            match p {
+                Piece::Lit(l) => s.push_str(l),
+                Piece::ReqHeader(i) => s.push_str(req.headers[*i].as_deref().unwrap_or("-")),
+                Piece::RespHeader(n) => s.push_str(
+                    resp_headers
+                        .get(n)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("-"),
+                ),
+                Piece::Atom(c) => {
+                    let _ = match c {
+                        b'h' => write!(s, "{peer}"),
+                        b'l' | b'u' => write!(s, "-"),
+                        b't' => write!(s, "{}", super::response::log_date(now_secs)),
+                        b'r' => write!(
+                            s,
+                            "{} {} {:?}",
+                            req.method,
+                            req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"),
+                            req.version
+                        ),
+                        b's' => write!(s, "{status}"),
+                        b'm' => write!(s, "{}", req.method),
+                        b'U' => write!(s, "{}", req.uri.path()),
+                        b'q' => write!(s, "{}", req.uri.query().unwrap_or("")),
+                        b'H' => write!(s, "{:?}", req.version),
+                        b'b' if body_bytes == 0 => write!(s, "-"),
+                        b'b' | b'B' => write!(s, "{body_bytes}"),
+                        b'T' => write!(s, "{}", took.as_secs()),
+                        b'D' => write!(s, "{}", took.as_micros()),
+                        b'M' => write!(s, "{}", took.as_millis()),
+                        b'L' => write!(s, "{:.6}", took.as_secs_f64()),
+                        b'p' => write!(s, "<{}>", std::process::id()),
+                        _ => Ok(()),
+                    };
+                }
+            }
+        }
+        s
+    }
+}
+
+fn index_of(v: &mut Vec<HeaderName>, name: HeaderName) -> usize {
+    if let Some(i) = v.iter().position(|n| *n == name) {
+        i
+    } else {
+        v.push(name);
+        v.len() - 1
+    }
+}
+
+/// What a log line needs from a request that has gone to the handler.
+#[derive(Debug, Clone)]
+pub(crate) struct LogRequest {
+    method: Method,
+    uri: Uri,
+    version: Version,
+    headers: Vec<Option<String>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_format() {
+        let f = AccessLogFormat::default();
+        let mut h = HeaderMap::new();
+        h.insert(USER_AGENT, "curl/8".parse().unwrap());
+        let uri: Uri = "/a?b=1".parse().unwrap();
+        let req = f.capture(&Method::GET, &uri, Version::HTTP_11, &h);
+        let line = f.render(
+            "127.0.0.1",
+            &req,
+            200,
+            &HeaderMap::new(),
+            12,
+            Duration::from_micros(1500),
+            784_111_777,
+        );
+        assert_eq!(
+            line,
+            r#"127.0.0.1 - - [06/Nov/1994:08:49:37 +0000] "GET /a?b=1 HTTP/1.1" 200 12 "-" "curl/8""#
+        );
+    }
+
+    #[test]
+    fn all_atoms() {
+        let f = AccessLogFormat::parse("%(m)s|%(U)s|%(q)s|%(H)s|%(b)s|%(B)s|%(T)s|%(D)s|%(M)s|%(L)s|%({X-Id}i)s|%({x-out}o)s|%%").unwrap();
+        let mut h = HeaderMap::new();
+        h.insert("x-id", "7".parse().unwrap());
+        let mut o = HeaderMap::new();
+        o.insert("x-out", "z".parse().unwrap());
+        let uri: Uri = "/p?x=y".parse().unwrap();
+        let req = f.capture(&Method::POST, &uri, Version::HTTP_10, &h);
+        let line = f.render("h", &req, 201, &o, 0, Duration::from_millis(2500), 0);
+        assert_eq!(
+            line,
+            "POST|/p|x=y|HTTP/1.0|-|0|2|2500000|2500|2.500000|7|z|%"
+        );
+        assert!(f.render("h", &req, 201, &o, 0, Duration::ZERO, 0).len() > 10);
+        for bad in ["%(", "%(x)s", "%d", "%({a}x)s"] {
+            assert!(AccessLogFormat::parse(bad).is_err(), "{bad}");
+        }
+        assert!(AccessLogFormat::parse("%(p)s")
+            .unwrap()
+            .render("h", &req, 1, &o, 0, Duration::ZERO, 0)
+            .starts_with('<'));
+    }
+}

@@ -1,0 +1,652 @@
+//! One client connection: its buffers and its state machine (idle, reading a head, reading a body,
+//! waiting for the handler, writing, closing, lingering). The reactor owns every `Conn` and calls
+//! it when its socket is ready, when its answer comes back from the pool, and when a timer passes.
+//!
+//! Requests on one connection are handled one at a time: the next pipelined request is not parsed
+//! until the current one is answered, so answers always go out in order.
+
+use std::cell::RefCell;
+use std::io::{self, Read, Write};
+use std::net::Shutdown;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::{Method, Request, Response, Version};
+
+use super::access_log::LogRequest;
+use super::parse::{parse_head, BodyDecoder, Framing, Head, HeadScanner, HttpError};
+use super::reactor::{Completion, Shared};
+use super::response::{error_response, write_response, DateCache, WriteOpts};
+use crate::Error;
+
+/// How long a closing connection keeps reading (and discarding) what the client still sends, so
+/// that the client reads our last answer instead of a reset.
+const LINGER: Duration = Duration::from_secs(2);
+/// Read chunk size.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// A connected socket: TCP or Unix.
+#[derive(Debug)]
+pub(crate) enum Stream {
+    Tcp(mio::net::TcpStream),
+    Unix(mio::net::UnixStream),
+}
+
+impl Stream {
+    fn shutdown_write(&self) {
+        let _ = match self {
+            Stream::Tcp(s) => s.shutdown(Shutdown::Write),
+            Stream::Unix(s) => s.shutdown(Shutdown::Write),
+        };
+    }
+}
+
+impl Stream {
+    pub(crate) fn raw_fd(&self) -> RawFd {
+        match self {
+            Stream::Tcp(s) => s.as_raw_fd(),
+            Stream::Unix(s) => s.as_raw_fd(),
+        }
+    }
+}
+
+impl Read for &Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match *self {
+            Stream::Tcp(s) => (&*s).read(buf),
+            Stream::Unix(s) => (&*s).read(buf),
+        }
+    }
+}
+
+impl Write for &Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match *self {
+            Stream::Tcp(s) => (&*s).write(buf),
+            Stream::Unix(s) => (&*s).write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The socket, shared between the reactor and the worker that answers the request in flight
+/// (which writes its answer straight to the socket when the socket takes it whole).
+#[derive(Debug)]
+pub(crate) struct Link {
+    pub stream: Stream,
+    /// Set by the reactor when input (a pipelined request, or the client's EOF) arrived while a
+    /// request was in flight: the worker must then wake the reactor after answering.
+    pub pending: AtomicBool,
+}
+
+/// What the reactor should do with the connection after a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Next {
+    Keep,
+    Close,
+}
+
+/// Everything a connection needs from the reactor during one call.
+pub(crate) struct Env<'a> {
+    pub shared: &'a Arc<Shared>,
+    pub date: &'a mut DateCache,
+    pub draining: bool,
+    pub now: Instant,
+}
+
+#[derive(Debug)]
+enum State {
+    /// Between requests: nothing of the next request read yet.
+    Idle,
+    /// Part of a head read.
+    Head,
+    /// Head parsed, body being read.
+    Body {
+        head: Box<Head>,
+        decoder: BodyDecoder,
+        body: Vec<u8>,
+    },
+    /// The request is with the pool; its answer comes back as a [`Completion`].
+    InFlight,
+    /// An answer is being written; then back to `Idle`.
+    Writing,
+    /// A last answer is being written; then `Lingering`.
+    Closing,
+    /// Our side is shut down; reading and discarding until the client closes or `LINGER` passes.
+    Lingering,
+}
+
+/// What the answer needs to know about the request it answers; travels with the request to
+/// whichever thread completes it.
+#[derive(Debug)]
+pub(crate) struct Reply {
+    token: usize,
+    id: u64,
+    link: Arc<Link>,
+    peer: Arc<str>,
+    /// The worker may write to the socket (nothing of ours is waiting to be written before it).
+    direct: bool,
+    head_only: bool,
+    version: Version,
+    keep_alive: bool,
+    log: Option<LogRequest>,
+    started: Instant,
+}
+
+thread_local! {
+    static DATE: RefCell<DateCache> = RefCell::new(DateCache::new());
+}
+
+/// Complete a request: serialise the answer, log it, write it to the socket when the socket
+/// takes it (on whichever thread the Pool completes the job), and tell the reactor. The reactor
+/// is woken only when it has something to do: an answer not written whole, a connection to
+/// close, input that arrived meanwhile, a drain. Otherwise it learns of the answer at its next
+/// wake-up, at the latest the next timer tick.
+pub(crate) fn finish(shared: &Shared, r: Reply, result: Result<Response<Vec<u8>>, Error>) {
+    let resp = match result {
+        Ok(resp) => resp,
+        Err(e) => {
+            let status = e.http_status();
+            if status == 500 {
+                log::error!(target: "prefork_pool::http", "{e}");
+            } else {
+                log::warn!(target: "prefork_pool::http", "{e}");
+            }
+            error_response(status, short_reason(&e))
+        }
+    };
+    let draining = shared.draining.load(Ordering::SeqCst);
+    // While draining, the last answer on a connection says `Connection: close`; an answer with
+    // more (pipelined) input behind it keeps the connection so that input is answered too.
+    let keep_alive = r.keep_alive && (!draining || r.link.pending.load(Ordering::SeqCst));
+    let opts = WriteOpts {
+        head: r.head_only,
+        version: r.version,
+        keep_alive,
+    };
+    let mut out = Vec::with_capacity(160 + resp.body().len());
+    let (bytes, keep_alive) =
+        DATE.with(|d| write_response(&mut out, &resp, opts, d.borrow_mut().get()));
+    if let (Some(fmt), Some(req)) = (shared.cfg.access_log.as_ref(), r.log.as_ref()) {
+        if log::log_enabled!(target: super::ACCESS_TARGET, log::Level::Info) {
+            let line = fmt.render(
+                &r.peer,
+                req,
+                resp.status().as_u16(),
+                resp.headers(),
+                bytes,
+                r.started.elapsed(),
+                super::response::now_secs(),
+            );
+            log::info!(target: super::ACCESS_TARGET, "{line}");
+        }
+    }
+    drop(resp);
+    let mut written = 0;
+    let mut failed = false;
+    if r.direct {
+        while written < out.len() {
+            match (&r.link.stream).write(&out[written..]) {
+                Ok(0) => {
+                    failed = true;
+                    break;
+                }
+                Ok(n) => written += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    failed = true;
+                    break;
+                }
+            }
+        }
+    }
+    if written > 0 {
+        out.drain(..written);
+    }
+    let urgent = !out.is_empty() || !keep_alive || failed;
+    shared.complete(Completion {
+        token: r.token,
+        id: r.id,
+        rest: out,
+        keep_alive,
+        failed,
+    });
+    // After the completion is queued: if the reactor set `pending` after this load, it will
+    // find the completion when it drains the queue after its read.
+    if urgent || r.link.pending.load(Ordering::SeqCst) || shared.draining.load(Ordering::SeqCst) {
+        shared.wake();
+    }
+}
+
+/// One client connection.
+#[derive(Debug)]
+pub(crate) struct Conn {
+    pub id: u64,
+    token: usize,
+    pub link: Arc<Link>,
+    peer: Arc<str>,
+    buf: Vec<u8>,
+    scanner: HeadScanner,
+    state: State,
+    out: Vec<u8>,
+    out_pos: usize,
+    peer_eof: bool,
+    /// Reading stopped while a request was in flight (the buffer was full): read again after.
+    read_paused: bool,
+    /// For TCP: the client's address and ours.
+    addrs: Option<(SocketAddr, SocketAddr)>,
+    /// Whether the client is a socket of this process (looked up once, on the slow path).
+    self_call: Option<bool>,
+    requests: u64,
+    /// When the current phase times out (head, body, idle, write, linger); `None` while in flight.
+    pub deadline: Option<Instant>,
+}
+
+impl Conn {
+    pub(crate) fn new(
+        id: u64,
+        token: usize,
+        stream: Stream,
+        peer: Arc<str>,
+        addrs: Option<(SocketAddr, SocketAddr)>,
+        env: &Env<'_>,
+    ) -> Self {
+        Conn {
+            id,
+            token,
+            link: Arc::new(Link {
+                stream,
+                pending: AtomicBool::new(false),
+            }),
+            peer,
+            buf: Vec::new(),
+            scanner: HeadScanner::default(),
+            state: State::Idle,
+            out: Vec::new(),
+            out_pos: 0,
+            peer_eof: false,
+            read_paused: false,
+            addrs,
+            self_call: None,
+            requests: 0,
+            deadline: Some(env.now + env.shared.cfg.head_timeout),
+        }
+    }
+
+    /// Only lingering: nothing left to answer.
+    pub(crate) fn is_lingering(&self) -> bool {
+        matches!(self.state, State::Lingering)
+    }
+
+    /// A connection with no request under way, that can be closed at once when the server drains:
+    /// idle after at least one answered request.
+    pub(crate) fn is_idle_between_requests(&self) -> bool {
+        matches!(self.state, State::Idle) && self.buf.is_empty() && self.requests > 0
+    }
+
+    /// Read and drop what the client sent, so that closing sends a FIN rather than a reset.
+    pub(crate) fn discard_input(&mut self) {
+        let mut tmp = [0u8; READ_CHUNK];
+        for _ in 0..64 {
+            match (&self.link.stream).read(&mut tmp) {
+                Ok(n) if n > 0 => {}
+                _ => return,
+            }
+        }
+    }
+
+    /// Draining: a connection that has not sent a byte yet is closed by `until` at the latest.
+    pub(crate) fn limit_fresh_wait(&mut self, until: Instant) {
+        if matches!(self.state, State::Idle) && self.buf.is_empty() {
+            self.deadline = Some(self.deadline.map_or(until, |d| d.min(until)));
+        }
+    }
+
+    /// The socket is ready.
+    ///
+    /// `read_closed`: the poll said the client's side is shut, so reading goes on to the EOF
+    /// (otherwise a short read is taken to mean the socket is drained, saving a read that would
+    /// only say `WouldBlock`).
+    pub(crate) fn on_ready(
+        &mut self,
+        readable: bool,
+        read_closed: bool,
+        writable: bool,
+        env: &mut Env<'_>,
+    ) -> Next {
+        if writable && self.out_pos < self.out.len() && self.flush(env) == Next::Close {
+            return Next::Close;
+        }
+        if readable {
+            return self.read_and_advance(!read_closed, env);
+        }
+        Next::Keep
+    }
+
+    /// A timer check: close or answer 408 when the current phase's deadline has passed.
+    pub(crate) fn on_timer(&mut self, env: &mut Env<'_>) -> Next {
+        match self.deadline {
+            Some(d) if d <= env.now => {}
+            _ => return Next::Keep,
+        }
+        match self.state {
+            State::Idle => Next::Close,
+            State::Head => self.fail(
+                HttpError::new(408, "timed out reading the request head"),
+                env,
+            ),
+            State::Body { .. } => self.fail(
+                HttpError::new(408, "timed out reading the request body"),
+                env,
+            ),
+            State::InFlight => Next::Keep,
+            State::Writing | State::Closing | State::Lingering => Next::Close,
+        }
+    }
+
+    fn read_cap(&self, env: &Env<'_>) -> usize {
+        env.shared.cfg.limits.head_bytes + READ_CHUNK
+    }
+
+    fn read_and_advance(&mut self, short_read_drains: bool, env: &mut Env<'_>) -> Next {
+        let mut tmp = [0u8; READ_CHUNK];
+        loop {
+            if self.peer_eof {
+                break;
+            }
+            let busy = matches!(
+                self.state,
+                State::InFlight | State::Writing | State::Closing
+            );
+            if busy && self.buf.len() >= self.read_cap(env) {
+                // Pipelined input beyond what one head may take: leave it in the socket until the
+                // answer is out (we read again then).
+                self.read_paused = true;
+                break;
+            }
+            match (&self.link.stream).read(&mut tmp) {
+                Ok(0) => {
+                    self.peer_eof = true;
+                    self.link.pending.store(true, Ordering::SeqCst);
+                }
+                Ok(n) => {
+                    if !matches!(self.state, State::Lingering) {
+                        self.buf.extend_from_slice(&tmp[..n]);
+                        if busy {
+                            self.link.pending.store(true, Ordering::SeqCst);
+                        } else if self.advance(env) == Next::Close {
+                            return Next::Close;
+                        }
+                    }
+                    if short_read_drains && n < tmp.len() {
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return Next::Close,
+            }
+        }
+        self.after_input(env)
+    }
+
+    /// Parse what is buffered; close when the client has gone and nothing is left to answer.
+    fn after_input(&mut self, env: &mut Env<'_>) -> Next {
+        if self.advance(env) == Next::Close {
+            return Next::Close;
+        }
+        if self.peer_eof {
+            match self.state {
+                State::Idle | State::Head | State::Body { .. } | State::Lingering => {
+                    return Next::Close
+                }
+                State::InFlight | State::Writing | State::Closing => {}
+            }
+        }
+        Next::Keep
+    }
+
+    /// Parse what is buffered, as far as it goes.
+    fn advance(&mut self, env: &mut Env<'_>) -> Next {
+        loop {
+            match &mut self.state {
+                State::Idle | State::Head => {
+                    if env.draining
+                        && self.is_idle_between_requests()
+                        && self.out_pos >= self.out.len()
+                    {
+                        return Next::Close;
+                    }
+                    if self.buf.is_empty() {
+                        return Next::Keep;
+                    }
+                    let limits = env.shared.cfg.limits;
+                    match self.scanner.scan(&self.buf, &limits) {
+                        Err(e) => return self.fail(e, env),
+                        Ok(None) => {
+                            if matches!(self.state, State::Idle) && self.scanner.started() {
+                                self.state = State::Head;
+                                self.deadline = Some(env.now + env.shared.cfg.head_timeout);
+                            }
+                            return Next::Keep;
+                        }
+                        Ok(Some((a, b))) => {
+                            let head = match parse_head(&self.buf[a..b], &limits) {
+                                Ok(h) => h,
+                                Err(e) => return self.fail(e, env),
+                            };
+                            self.buf.drain(..b);
+                            self.scanner = HeadScanner::default();
+                            if head.framing == Framing::None {
+                                self.dispatch(head, Vec::new(), env);
+                                return Next::Keep;
+                            }
+                            if head.expect_continue && self.buf.is_empty() {
+                                self.out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+                                if self.flush(env) == Next::Close {
+                                    return Next::Close;
+                                }
+                            }
+                            let decoder = BodyDecoder::new(head.framing);
+                            let cap = match head.framing {
+                                Framing::Length(n) => n.min(1 << 20) as usize,
+                                _ => 0,
+                            };
+                            self.state = State::Body {
+                                head: Box::new(head),
+                                decoder,
+                                body: Vec::with_capacity(cap),
+                            };
+                            self.deadline = Some(env.now + env.shared.cfg.body_timeout);
+                        }
+                    }
+                }
+                State::Body { decoder, body, .. } => {
+                    let limits = env.shared.cfg.limits;
+                    match decoder.decode(&self.buf, body, &limits) {
+                        Err(e) => return self.fail(e, env),
+                        Ok((n, done)) => {
+                            self.buf.drain(..n);
+                            if n > 0 {
+                                self.deadline = Some(env.now + env.shared.cfg.body_timeout);
+                            }
+                            if !done {
+                                return Next::Keep;
+                            }
+                            let State::Body { head, body, .. } =
+                                std::mem::replace(&mut self.state, State::Idle)
+                            else {
+                                unreachable!("state checked above")
+                            };
+                            self.dispatch(*head, body, env);
+                            return Next::Keep;
+                        }
+                    }
+                }
+                _ => return Next::Keep,
+            }
+        }
+    }
+
+    fn dispatch(&mut self, head: Head, body: Vec<u8>, env: &mut Env<'_>) {
+        let shared = env.shared;
+        let log = shared
+            .cfg
+            .access_log
+            .as_ref()
+            .map(|f| f.capture(&head.method, &head.uri, head.version, &head.headers));
+        let direct = self.out_pos >= self.out.len();
+        self.link
+            .pending
+            .store(!self.buf.is_empty() || self.peer_eof, Ordering::SeqCst);
+        let reply = Reply {
+            token: self.token,
+            id: self.id,
+            link: self.link.clone(),
+            peer: self.peer.clone(),
+            direct,
+            head_only: head.method == Method::HEAD,
+            version: head.version,
+            keep_alive: head.keep_alive,
+            log,
+            started: env.now,
+        };
+        self.state = State::InFlight;
+        self.deadline = None;
+        self.requests += 1;
+        let mut req = Request::new(body);
+        *req.method_mut() = head.method;
+        *req.uri_mut() = head.uri;
+        *req.version_mut() = head.version;
+        *req.headers_mut() = head.headers;
+        req.extensions_mut()
+            .insert(super::PeerAddr(self.peer.clone()));
+        let self_call = self.is_self_call(shared);
+        shared.submit(req, reply, self_call);
+    }
+
+    /// Slow path only: the pool has no idle worker and the client is on a loopback address. Then
+    /// look up (once per connection) whether the client is a socket of this process.
+    fn is_self_call(&mut self, shared: &Shared) -> bool {
+        if shared.cfg.self_call_threads == 0 {
+            return false;
+        }
+        let Some((peer, local)) = self.addrs else {
+            return false;
+        };
+        if !peer.ip().is_loopback() || shared.idle_workers() > 0 {
+            return false;
+        }
+        *self
+            .self_call
+            .get_or_insert_with(|| super::self_call::is_own_socket(peer, local))
+    }
+
+    /// The answer to the request in flight, already written (or partly: `rest` is what is left).
+    pub(crate) fn complete(
+        &mut self,
+        rest: Vec<u8>,
+        keep_alive: bool,
+        failed: bool,
+        env: &mut Env<'_>,
+    ) -> Next {
+        if !matches!(self.state, State::InFlight) {
+            return Next::Keep;
+        }
+        if failed {
+            return Next::Close;
+        }
+        if self.out_pos >= self.out.len() {
+            self.out = rest;
+            self.out_pos = 0;
+        } else {
+            self.out.extend_from_slice(&rest);
+        }
+        self.state = if keep_alive {
+            State::Writing
+        } else {
+            State::Closing
+        };
+        self.deadline = Some(env.now + env.shared.cfg.write_timeout);
+        self.flush(env)
+    }
+
+    /// Answer `e` and close.
+    fn fail(&mut self, e: HttpError, env: &mut Env<'_>) -> Next {
+        log::debug!(target: "prefork_pool::http", "{}: {} {}", self.peer, e.status, e.reason);
+        let resp = error_response(e.status, &e.reason);
+        let opts = WriteOpts {
+            head: false,
+            version: Version::HTTP_11,
+            keep_alive: false,
+        };
+        write_response(&mut self.out, &resp, opts, env.date.get());
+        self.buf.clear();
+        self.state = State::Closing;
+        self.deadline = Some(env.now + env.shared.cfg.write_timeout);
+        self.flush(env)
+    }
+
+    fn flush(&mut self, env: &mut Env<'_>) -> Next {
+        while self.out_pos < self.out.len() {
+            match (&self.link.stream).write(&self.out[self.out_pos..]) {
+                Ok(0) => return Next::Close,
+                Ok(n) => {
+                    self.out_pos += n;
+                    if matches!(self.state, State::Writing | State::Closing) {
+                        self.deadline = Some(env.now + env.shared.cfg.write_timeout);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Next::Keep,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return Next::Close,
+            }
+        }
+        self.out.clear();
+        self.out_pos = 0;
+        match self.state {
+            State::Writing => {
+                self.state = State::Idle;
+                self.deadline = Some(env.now + env.shared.cfg.keepalive_timeout);
+                if env.draining && self.buf.is_empty() {
+                    return Next::Close;
+                }
+                // Resume: parse what was pipelined; read what waited in the socket if reading
+                // had stopped (otherwise everything that arrived was read already).
+                if std::mem::take(&mut self.read_paused) {
+                    self.read_and_advance(true, env)
+                } else {
+                    self.after_input(env)
+                }
+            }
+            State::Closing => {
+                self.link.stream.shutdown_write();
+                self.state = State::Lingering;
+                self.buf = Vec::new();
+                self.deadline = Some(env.now + LINGER);
+                self.read_and_advance(false, env)
+            }
+            _ => Next::Keep,
+        }
+    }
+}
+
+/// The short body the client gets for a pool error (the full message goes to the log).
+fn short_reason(e: &Error) -> &'static str {
+    match e {
+        Error::Overloaded { .. } => {
+            "overloaded: every worker is busy and the queue is full; retry later"
+        }
+        Error::DeadlineExceeded { .. } => "deadline exceeded: the handler did not answer in time",
+        Error::Panicked { .. } => "internal error: the handler panicked",
+        Error::ShuttingDown { .. } => "shutting down: retry on another server",
+        Error::Reentrant { .. } => "internal error: re-entrant call refused",
+        Error::LoopDetected { .. } => "loop detected: the handler keeps calling itself",
+    }
+}

@@ -1,0 +1,726 @@
+//! Incremental request parsing: the head (scanned as bytes arrive, parsed once with `httparse` when
+//! complete), body framing (Content-Length or chunked), the limits, and the refusal of request
+//! smuggling shapes.
+//!
+//! Nothing here touches a socket: the connection feeds bytes and gets back either "need more", a
+//! parsed head, or an [`HttpError`] that carries the status to answer before closing.
+
+use std::borrow::Cow;
+
+use http::header::{
+    HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, EXPECT, HOST, TRANSFER_ENCODING,
+};
+use http::{HeaderMap, Method, Uri, Version};
+
+/// The size limits a request must fit in. Defaults follow gunicorn's (`limit_request_line` 4094,
+/// `limit_request_fields` 100, `limit_request_field_size` 8190) plus a cap on the whole head
+/// (64 KiB) and on the body (10 MiB).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Longest request line, in bytes, not counting its CRLF. Longer: 414.
+    pub request_line: usize,
+    /// Most header fields in one request. More: 431.
+    pub fields: usize,
+    /// Longest header field line (`name: value`), in bytes, not counting its CRLF. Longer: 431.
+    pub field_size: usize,
+    /// Largest head (request line, fields, blank line) in bytes. Larger: 431.
+    pub head_bytes: usize,
+    /// Largest decoded body, in bytes. Larger: 413.
+    pub body_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            request_line: 4094,
+            fields: 100,
+            field_size: 8190,
+            head_bytes: 64 * 1024,
+            body_bytes: 10 * 1024 * 1024,
+        }
+    }
+}
+
+/// A request that cannot be served: the status to answer and a short reason for the body.
+/// The connection is closed after the answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct HttpError {
+    pub status: u16,
+    pub reason: Cow<'static, str>,
+}
+
+impl HttpError {
+    pub(crate) fn new(status: u16, reason: impl Into<Cow<'static, str>>) -> Self {
+        HttpError {
+            status,
+            reason: reason.into(),
+        }
+    }
+}
+
+fn bad(reason: &'static str) -> HttpError {
+    HttpError::new(400, reason)
+}
+
+/// Where the scan of an incomplete head stopped, so that each read costs only its new bytes.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct HeadScanner {
+    /// First byte of the request line (after leading blank lines).
+    start: usize,
+    /// Whether `start` is settled (leading CRLFs skipped).
+    started: bool,
+    /// Next byte to look at.
+    pos: usize,
+    /// First byte of the line being scanned.
+    line_start: usize,
+    /// Lines completed so far (the request line is line 0).
+    lines: usize,
+}
+
+impl HeadScanner {
+    /// Scan `buf` (which only ever grows between calls, until `reset`) for the end of the head.
+    /// Returns the range of the head (without leading blank lines) once complete.
+    pub(crate) fn scan(
+        &mut self,
+        buf: &[u8],
+        limits: &Limits,
+    ) -> Result<Option<(usize, usize)>, HttpError> {
+        if !self.started {
+            // RFC 9112 2.2: a server SHOULD ignore at least one empty line before the request line.
+            while buf.len() >= self.start + 2 && &buf[self.start..self.start + 2] == b"\r\n" {
+                self.start += 2;
+            }
+            if buf.len() == self.start || (buf.len() == self.start + 1 && buf[self.start] == b'\r')
+            {
+                if self.start > limits.head_bytes {
+                    return Err(HttpError::new(
+                        431,
+                        "too many blank lines before the request",
+                    ));
+                }
+                return Ok(None);
+            }
+            if buf[self.start] == b'\n' {
+                return Err(bad("bare LF: lines must end with CRLF"));
+            }
+            self.started = true;
+            self.pos = self.start;
+            self.line_start = self.start;
+        }
+        while self.pos < buf.len() {
+            let Some(off) = buf[self.pos..].iter().position(|&b| b == b'\n') else {
+                self.pos = buf.len();
+                break;
+            };
+            let i = self.pos + off;
+            if i == 0 || buf[i - 1] != b'\r' {
+                return Err(bad("bare LF: lines must end with CRLF"));
+            }
+            let len = i - 1 - self.line_start;
+            if self.lines == 0 {
+                if len > limits.request_line {
+                    return Err(request_line_too_long(limits));
+                }
+            } else if len == 0 {
+                let end = i + 1;
+                if end - self.start > limits.head_bytes {
+                    return Err(head_too_big(limits));
+                }
+                return Ok(Some((self.start, end)));
+            } else {
+                if self.lines > limits.fields {
+                    return Err(HttpError::new(
+                        431,
+                        format!("too many header fields (the limit is {})", limits.fields),
+                    ));
+                }
+                if len > limits.field_size {
+                    return Err(field_too_long(limits));
+                }
+                if matches!(buf[self.line_start], b' ' | b'\t') {
+                    return Err(bad("obsolete line folding in a header field"));
+                }
+            }
+            self.lines += 1;
+            self.pos = i + 1;
+            self.line_start = i + 1;
+        }
+        // Incomplete: check what we already know is too long.
+        let partial = buf.len() - self.line_start;
+        if self.lines == 0 && partial > limits.request_line + 1 {
+            return Err(request_line_too_long(limits));
+        }
+        if self.lines > 0 && partial > limits.field_size + 1 {
+            return Err(field_too_long(limits));
+        }
+        if self.lines > limits.fields + 1 {
+            return Err(HttpError::new(
+                431,
+                format!("too many header fields (the limit is {})", limits.fields),
+            ));
+        }
+        if buf.len() - self.start > limits.head_bytes {
+            return Err(head_too_big(limits));
+        }
+        Ok(None)
+    }
+
+    /// True once any byte of a request (not just blank lines) has been seen.
+    pub(crate) fn started(&self) -> bool {
+        self.started
+    }
+}
+
+fn request_line_too_long(limits: &Limits) -> HttpError {
+    HttpError::new(
+        414,
+        format!(
+            "request line too long (the limit is {} bytes)",
+            limits.request_line
+        ),
+    )
+}
+
+fn field_too_long(limits: &Limits) -> HttpError {
+    HttpError::new(
+        431,
+        format!(
+            "header field too long (the limit is {} bytes)",
+            limits.field_size
+        ),
+    )
+}
+
+fn head_too_big(limits: &Limits) -> HttpError {
+    HttpError::new(
+        431,
+        format!(
+            "request head too large (the limit is {} bytes)",
+            limits.head_bytes
+        ),
+    )
+}
+
+/// How the body of a request is framed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Framing {
+    /// No body.
+    None,
+    /// Exactly this many bytes.
+    Length(u64),
+    /// Chunked transfer coding.
+    Chunked,
+}
+
+/// A parsed request head.
+#[derive(Debug)]
+pub(crate) struct Head {
+    pub method: Method,
+    pub uri: Uri,
+    pub version: Version,
+    pub headers: HeaderMap,
+    pub framing: Framing,
+    /// The client asked for `100 Continue` before sending its body.
+    pub expect_continue: bool,
+    /// The connection may serve another request after this one.
+    pub keep_alive: bool,
+}
+
+/// Parse a complete head (`buf` is exactly the head, ending with the blank line).
+pub(crate) fn parse_head(buf: &[u8], limits: &Limits) -> Result<Head, HttpError> {
+    // One slot per line is enough (the scanner already enforced the field limit).
+    let lines = buf.iter().filter(|&&b| b == b'\n').count();
+    let mut headers = vec![httparse::EMPTY_HEADER; lines.clamp(1, limits.fields.max(1))];
+    let mut req = httparse::Request::new(&mut headers);
+    match req.parse(buf) {
+        Ok(httparse::Status::Complete(_)) => {}
+        Ok(httparse::Status::Partial) => return Err(bad("incomplete request head")),
+        Err(httparse::Error::Version) => {
+            let line = buf.split(|&b| b == b'\r').next().unwrap_or(b"");
+            let last = line.rsplit(|&b| b == b' ').next().unwrap_or(b"");
+            let looks_like_version = last.len() == 8
+                && last.starts_with(b"HTTP/")
+                && last[5].is_ascii_digit()
+                && last[6] == b'.'
+                && last[7].is_ascii_digit();
+            if looks_like_version {
+                return Err(HttpError::new(
+                    505,
+                    "unsupported HTTP version (HTTP/1.0 and HTTP/1.1 are served)",
+                ));
+            }
+            return Err(bad("malformed request line"));
+        }
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(HttpError::new(
+                431,
+                format!("too many header fields (the limit is {})", limits.fields),
+            ))
+        }
+        Err(e) => return Err(HttpError::new(400, format!("malformed request: {e}"))),
+    }
+    let method = Method::from_bytes(req.method.unwrap_or("").as_bytes())
+        .map_err(|_| bad("malformed method"))?;
+    let uri: Uri = req
+        .path
+        .unwrap_or("")
+        .parse()
+        .map_err(|_| bad("malformed request target"))?;
+    let version = match req.version {
+        Some(0) => Version::HTTP_10,
+        Some(1) => Version::HTTP_11,
+        _ => return Err(HttpError::new(505, "unsupported HTTP version")),
+    };
+    let mut map = HeaderMap::with_capacity(req.headers.len());
+    for h in req.headers.iter() {
+        let name =
+            HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| bad("malformed header name"))?;
+        let value = HeaderValue::from_bytes(h.value).map_err(|_| bad("malformed header value"))?;
+        map.append(name, value);
+    }
+    let hosts = map.get_all(HOST).iter().count();
+    if hosts > 1 {
+        return Err(bad("more than one Host header"));
+    }
+    if hosts == 0 && version == Version::HTTP_11 {
+        return Err(bad("missing Host header (required in HTTP/1.1)"));
+    }
+    let framing = framing(&map, version, limits)?;
+    let mut expect_continue = false;
+    if let Some(v) = map.get(EXPECT) {
+        if v.as_bytes().eq_ignore_ascii_case(b"100-continue") {
+            expect_continue = version == Version::HTTP_11;
+        } else {
+            return Err(HttpError::new(
+                417,
+                "unsupported Expect (only 100-continue is)",
+            ));
+        }
+    }
+    let (mut close, mut ka) = (false, false);
+    for v in map.get_all(CONNECTION) {
+        for token in v.as_bytes().split(|&b| b == b',') {
+            let t = token.trim_ascii();
+            if t.eq_ignore_ascii_case(b"close") {
+                close = true;
+            } else if t.eq_ignore_ascii_case(b"keep-alive") {
+                ka = true;
+            }
+        }
+    }
+    let keep_alive = !close && (version == Version::HTTP_11 || ka);
+    Ok(Head {
+        method,
+        uri,
+        version,
+        headers: map,
+        framing,
+        expect_continue,
+        keep_alive,
+    })
+}
+
+fn framing(map: &HeaderMap, version: Version, limits: &Limits) -> Result<Framing, HttpError> {
+    let has_te = map.contains_key(TRANSFER_ENCODING);
+    let has_cl = map.contains_key(CONTENT_LENGTH);
+    if has_te {
+        if has_cl {
+            return Err(bad(
+                "both Content-Length and Transfer-Encoding (request smuggling shape)",
+            ));
+        }
+        if version == Version::HTTP_10 {
+            return Err(bad("Transfer-Encoding in an HTTP/1.0 request"));
+        }
+        let mut codings = Vec::new();
+        for v in map.get_all(TRANSFER_ENCODING) {
+            for c in v.as_bytes().split(|&b| b == b',') {
+                codings.push(c.trim_ascii().to_ascii_lowercase());
+            }
+        }
+        if codings.last().map(|c| c.as_slice()) != Some(b"chunked") {
+            return Err(bad("Transfer-Encoding must end with chunked"));
+        }
+        if codings.len() > 1 {
+            if codings[..codings.len() - 1].iter().any(|c| c == b"chunked") {
+                return Err(bad("chunked applied more than once"));
+            }
+            return Err(HttpError::new(
+                501,
+                "transfer codings other than chunked are not supported",
+            ));
+        }
+        return Ok(Framing::Chunked);
+    }
+    if !has_cl {
+        return Ok(Framing::None);
+    }
+    let mut len: Option<u64> = None;
+    for v in map.get_all(CONTENT_LENGTH) {
+        for part in v.as_bytes().split(|&b| b == b',') {
+            let p = part.trim_ascii();
+            if p.is_empty() || p.len() > 19 || !p.iter().all(u8::is_ascii_digit) {
+                return Err(bad("malformed Content-Length"));
+            }
+            let n: u64 = std::str::from_utf8(p)
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(|| bad("malformed Content-Length"))?;
+            match len {
+                Some(prev) if prev != n => return Err(bad("differing Content-Length values")),
+                _ => len = Some(n),
+            }
+        }
+    }
+    let n = len.unwrap_or(0);
+    if n > limits.body_bytes {
+        return Err(body_too_large(limits));
+    }
+    Ok(if n == 0 {
+        Framing::None
+    } else {
+        Framing::Length(n)
+    })
+}
+
+fn body_too_large(limits: &Limits) -> HttpError {
+    HttpError::new(
+        413,
+        format!(
+            "request body too large (the limit is {} bytes)",
+            limits.body_bytes
+        ),
+    )
+}
+
+/// Longest chunk extension or trailer section accepted, in bytes.
+const MAX_CHUNK_META: usize = 8192;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Chunk {
+    Size { size: u64, digits: u8 },
+    Ext { size: u64, len: usize },
+    SizeLf { size: u64 },
+    Data(u64),
+    DataCr,
+    DataLf,
+    TrailerStart,
+    Trailer,
+    TrailerLf,
+    EndLf,
+    Done,
+}
+
+/// Decodes a body as its bytes arrive.
+#[derive(Debug, Clone)]
+pub(crate) enum BodyDecoder {
+    Length(u64),
+    Chunked { state: Chunk, trailer_bytes: usize },
+}
+
+impl BodyDecoder {
+    pub(crate) fn new(framing: Framing) -> Self {
+        match framing {
+            Framing::None => BodyDecoder::Length(0),
+            Framing::Length(n) => BodyDecoder::Length(n),
+            Framing::Chunked => BodyDecoder::Chunked {
+                state: Chunk::Size { size: 0, digits: 0 },
+                trailer_bytes: 0,
+            },
+        }
+    }
+
+    /// Decode from `input` into `out`. Returns how many bytes of `input` were used and whether the
+    /// body is complete. Bytes after the end of the body are left unused (the next request).
+    pub(crate) fn decode(
+        &mut self,
+        input: &[u8],
+        out: &mut Vec<u8>,
+        limits: &Limits,
+    ) -> Result<(usize, bool), HttpError> {
+        match self {
+            BodyDecoder::Length(rem) => {
+                let take = (*rem).min(input.len() as u64) as usize;
+                out.extend_from_slice(&input[..take]);
+                *rem -= take as u64;
+                Ok((take, *rem == 0))
+            }
+            BodyDecoder::Chunked {
+                state,
+                trailer_bytes,
+            } => {
+                let mut i = 0;
+                while i < input.len() {
+                    let b = input[i];
+                    *state = match *state {
+                        Chunk::Size { size, digits } => match b {
+                            b'0'..=b'9' | b'a'..=b'f' | b'A'..=b'F' => {
+                                if digits >= 15 {
+                                    return Err(bad("chunk size too long"));
+                                }
+                                let d = (b as char).to_digit(16).unwrap_or(0) as u64;
+                                Chunk::Size {
+                                    size: size * 16 + d,
+                                    digits: digits + 1,
+                                }
+                            }
+                            b';' if digits > 0 => Chunk::Ext { size, len: 0 },
+                            b'\r' if digits > 0 => Chunk::SizeLf { size },
+                            _ => return Err(bad("bad chunk size")),
+                        },
+                        Chunk::Ext { size, len } => match b {
+                            b'\r' => Chunk::SizeLf { size },
+                            b'\n' => return Err(bad("bare LF in a chunk extension")),
+                            _ if len >= MAX_CHUNK_META => {
+                                return Err(bad("chunk extension too long"))
+                            }
+                            _ => Chunk::Ext { size, len: len + 1 },
+                        },
+                        Chunk::SizeLf { size } => {
+                            if b != b'\n' {
+                                return Err(bad("bad chunk size line (CR without LF)"));
+                            }
+                            if size == 0 {
+                                Chunk::TrailerStart
+                            } else {
+                                if out.len() as u64 + size > limits.body_bytes {
+                                    return Err(body_too_large(limits));
+                                }
+                                Chunk::Data(size)
+                            }
+                        }
+                        Chunk::Data(rem) => {
+                            let take = rem.min((input.len() - i) as u64) as usize;
+                            out.extend_from_slice(&input[i..i + take]);
+                            i += take;
+                            let rem = rem - take as u64;
+                            *state = if rem == 0 {
+                                Chunk::DataCr
+                            } else {
+                                Chunk::Data(rem)
+                            };
+                            continue;
+                        }
+                        Chunk::DataCr => {
+                            if b != b'\r' {
+                                return Err(bad("chunk data longer than its size"));
+                            }
+                            Chunk::DataLf
+                        }
+                        Chunk::DataLf => {
+                            if b != b'\n' {
+                                return Err(bad("chunk data not followed by CRLF"));
+                            }
+                            Chunk::Size { size: 0, digits: 0 }
+                        }
+                        Chunk::TrailerStart => match b {
+                            b'\r' => Chunk::EndLf,
+                            b'\n' => return Err(bad("bare LF after the last chunk")),
+                            b' ' | b'\t' => return Err(bad("obsolete line folding in a trailer")),
+                            _ => {
+                                *trailer_bytes += 1;
+                                Chunk::Trailer
+                            }
+                        },
+                        Chunk::Trailer => {
+                            *trailer_bytes += 1;
+                            if *trailer_bytes > MAX_CHUNK_META {
+                                return Err(HttpError::new(431, "trailer section too large"));
+                            }
+                            match b {
+                                b'\r' => Chunk::TrailerLf,
+                                b'\n' => return Err(bad("bare LF in a trailer")),
+                                _ => Chunk::Trailer,
+                            }
+                        }
+                        Chunk::TrailerLf => {
+                            if b != b'\n' {
+                                return Err(bad("bare CR in a trailer"));
+                            }
+                            Chunk::TrailerStart
+                        }
+                        Chunk::EndLf => {
+                            if b != b'\n' {
+                                return Err(bad("bare CR after the last chunk"));
+                            }
+                            *state = Chunk::Done;
+                            return Ok((i + 1, true));
+                        }
+                        Chunk::Done => return Ok((i, true)),
+                    };
+                    i += 1;
+                }
+                Ok((i, *state == Chunk::Done))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head_of(raw: &[u8]) -> Result<Option<Head>, HttpError> {
+        let limits = Limits::default();
+        let mut s = HeadScanner::default();
+        match s.scan(raw, &limits)? {
+            Some((a, b)) => parse_head(&raw[a..b], &limits).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn status(raw: &[u8]) -> u16 {
+        match head_of(raw) {
+            Err(e) => e.status,
+            Ok(Some(_)) => 200,
+            Ok(None) => 0,
+        }
+    }
+
+    #[test]
+    fn simple_get() {
+        let h = head_of(b"GET /a?b=1 HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(h.method, Method::GET);
+        assert_eq!(h.uri.path(), "/a");
+        assert_eq!(h.uri.query(), Some("b=1"));
+        assert!(h.keep_alive);
+        assert_eq!(h.framing, Framing::None);
+    }
+
+    #[test]
+    fn byte_by_byte() {
+        let raw = b"\r\nPOST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc";
+        let limits = Limits::default();
+        let mut s = HeadScanner::default();
+        let mut found = None;
+        for n in 1..=raw.len() {
+            if let Some(r) = s.scan(&raw[..n], &limits).unwrap() {
+                found = Some(r);
+                break;
+            }
+        }
+        let (a, b) = found.unwrap();
+        assert_eq!(a, 2);
+        assert_eq!(&raw[b..], b"abc");
+        let h = parse_head(&raw[a..b], &limits).unwrap();
+        assert_eq!(h.framing, Framing::Length(3));
+    }
+
+    #[test]
+    fn limits_and_smuggling() {
+        let long = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(5000));
+        assert_eq!(status(long.as_bytes()), 414);
+        let long_partial = format!("GET /{}", "a".repeat(5000));
+        assert_eq!(status(long_partial.as_bytes()), 414);
+        let field = format!(
+            "GET / HTTP/1.1\r\nHost: x\r\nX: {}\r\n\r\n",
+            "a".repeat(9000)
+        );
+        assert_eq!(status(field.as_bytes()), 431);
+        let mut many = String::from("GET / HTTP/1.1\r\nHost: x\r\n");
+        for i in 0..120 {
+            many.push_str(&format!("X-{i}: y\r\n"));
+        }
+        many.push_str("\r\n");
+        assert_eq!(status(many.as_bytes()), 431);
+        assert_eq!(
+            status(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            400
+        );
+        assert_eq!(
+            status(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n"),
+            400
+        );
+        assert_eq!(
+            status(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\n"),
+            200
+        );
+        assert_eq!(
+            status(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: +3\r\n\r\n"),
+            400
+        );
+        assert_eq!(
+            status(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, gzip\r\n\r\n"),
+            400
+        );
+        assert_eq!(
+            status(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n"),
+            400
+        );
+        assert_eq!(status(b"GET / HTTP/1.1\nHost: x\r\n\r\n"), 400);
+        assert_eq!(
+            status(b"GET / HTTP/1.1\r\nHost: x\r\nX: a\r\n b\r\n\r\n"),
+            400
+        );
+        assert_eq!(status(b"GET / HTTP/1.1\r\n\r\n"), 400);
+        assert_eq!(status(b"GET / HTTP/1.0\r\n\r\n"), 200);
+        assert_eq!(status(b"GET / HTTP/2.0\r\n\r\n"), 505);
+        assert_eq!(
+            status(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999\r\n\r\n"),
+            413
+        );
+        assert_eq!(
+            status(b"GET / HTTP/1.1\r\nHost: x\r\nExpect: 200-ok\r\n\r\n"),
+            417
+        );
+    }
+
+    #[test]
+    fn connection_semantics() {
+        let h = head_of(b"GET / HTTP/1.0\r\n\r\n").unwrap().unwrap();
+        assert!(!h.keep_alive);
+        let h = head_of(b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert!(h.keep_alive);
+        let h = head_of(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert!(!h.keep_alive);
+    }
+
+    fn dechunk(raw: &[u8]) -> Result<(Vec<u8>, usize), HttpError> {
+        let limits = Limits::default();
+        let mut d = BodyDecoder::new(Framing::Chunked);
+        let mut out = Vec::new();
+        let mut used = 0;
+        // Feed one byte at a time to exercise every state boundary.
+        for i in 0..raw.len() {
+            let (n, done) = d.decode(&raw[i..i + 1], &mut out, &limits)?;
+            used += n;
+            if done {
+                return Ok((out, used));
+            }
+        }
+        Err(HttpError::new(0, "incomplete"))
+    }
+
+    #[test]
+    fn chunked() {
+        let (body, used) =
+            dechunk(b"5;ext=1\r\nhello\r\nA\r\n0123456789\r\n0\r\nX-T: y\r\n\r\nNEXT").unwrap();
+        assert_eq!(body, b"hello0123456789");
+        assert_eq!(
+            used,
+            b"5;ext=1\r\nhello\r\nA\r\n0123456789\r\n0\r\nX-T: y\r\n\r\n".len()
+        );
+        assert_eq!(dechunk(b"zz\r\n").unwrap_err().status, 400);
+        assert_eq!(dechunk(b"5\r\nhelloX\r\n").unwrap_err().status, 400);
+        assert_eq!(dechunk(b"5\nhello\r\n").unwrap_err().status, 400);
+        assert_eq!(dechunk(b"ffffffffffffffffff\r\n").unwrap_err().status, 400);
+        assert_eq!(dechunk(b"\r\n").unwrap_err().status, 400);
+        assert_eq!(dechunk(b"FFFFFFF\r\n").unwrap_err().status, 413);
+        // Whole input at once.
+        let limits = Limits::default();
+        let mut d = BodyDecoder::new(Framing::Chunked);
+        let mut out = Vec::new();
+        let (n, done) = d
+            .decode(b"3\r\nabc\r\n0\r\n\r\nGET", &mut out, &limits)
+            .unwrap();
+        assert!(done);
+        assert_eq!(n, 13);
+        assert_eq!(out, b"abc");
+    }
+}

@@ -1,0 +1,667 @@
+//! [`Server`]'s builder and the [`ServerHandle`] of a running server.
+
+use std::fmt;
+use std::io;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
+
+use super::access_log::{AccessLogFormat, DEFAULT_ACCESS_LOG_FORMAT};
+use super::loopback::Loopback;
+use super::parse::Limits;
+use super::reactor::{Config, Dispatch, Done, Listener, Reactor, ReactorHandle};
+use super::{HttpRequest, HttpResponse};
+use crate::{BuildError, Context, Pool, Reentry, ShutdownReport, Stats};
+
+/// Longest timeout accepted by the builder: one day.
+const MAX_TIMEOUT: Duration = Duration::from_secs(86_400);
+
+/// The HTTP/1.1 server. Start with [`Server::builder`].
+///
+/// ```
+/// use prefork_pool::http::Server;
+/// use std::io::{Read, Write};
+///
+/// let server = Server::builder()
+///     .bind("127.0.0.1:0")
+///     .workers(2)
+///     .serve(|_req, _ctx| http::Response::new(b"hello\n".to_vec()))
+///     .unwrap();
+/// let mut s = std::net::TcpStream::connect(server.local_addrs()[0]).unwrap();
+/// s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+/// let mut out = String::new();
+/// s.read_to_string(&mut out).unwrap();
+/// assert!(out.starts_with("HTTP/1.1 200 OK\r\n"));
+/// assert!(out.ends_with("\r\n\r\nhello\n"));
+/// server.shutdown(std::time::Duration::from_secs(5));
+/// ```
+#[derive(Debug)]
+pub struct Server {
+    _private: (),
+}
+
+impl Server {
+    /// A builder with gunicorn's defaults: backlog 2048, request line 4094 bytes, 100 header
+    /// fields of at most 8190 bytes; plus a 64 KiB head, a 10 MiB body, a 10 s head read timeout,
+    /// a 30 s body read timeout (without progress), a 5 s keep-alive idle timeout, a 30 s write
+    /// timeout (without progress), gunicorn's default access log format, and the Pool's defaults.
+    pub fn builder() -> ServerBuilder {
+        ServerBuilder::new()
+    }
+}
+
+/// Why [`ServerBuilder::serve`] could not start the server.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServeError {
+    /// A configuration value is out of range; the message names the field and the range.
+    #[error(transparent)]
+    Config(#[from] BuildError),
+    /// A socket could not be made, bound or adopted, or the reactor could not start.
+    #[error("cannot {what}: {source}")]
+    Io {
+        /// What was being done, e.g. `bind 127.0.0.1:80`.
+        what: String,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> ServeError {
+    let what = what.into();
+    move |source| ServeError::Io { what, source }
+}
+
+/// Configures and starts a [`Server`]: where to listen, limits, timeouts, the access log, and
+/// every [Pool](crate::Pool) option. Values are checked by [`serve`](ServerBuilder::serve), which
+/// refuses a bad one with a [`BuildError`] naming the field and its allowed range.
+///
+/// ```
+/// use prefork_pool::http::{Server, ServeError};
+/// let err = Server::builder()
+///     .bind("127.0.0.1:0")
+///     .backlog(0)
+///     .serve(|_req, _ctx| http::Response::new(Vec::new()))
+///     .unwrap_err();
+/// match err {
+///     ServeError::Config(e) => assert_eq!(e.field, "backlog"),
+///     other => panic!("{other}"),
+/// }
+/// ```
+pub struct ServerBuilder {
+    tcp: Vec<Result<Vec<SocketAddr>, String>>,
+    #[cfg(unix)]
+    unix: Vec<(PathBuf, u32)>,
+    std_tcp: Vec<std::net::TcpListener>,
+    #[cfg(unix)]
+    std_unix: Vec<std::os::unix::net::UnixListener>,
+    backlog: i64,
+    limits: Limits,
+    head_timeout: Duration,
+    body_timeout: Duration,
+    keepalive_timeout: Duration,
+    write_timeout: Duration,
+    access_log: Option<String>,
+    self_call_threads: usize,
+    pool: crate::Builder<HttpRequest, HttpResponse>,
+}
+
+impl fmt::Debug for ServerBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerBuilder")
+            .field("tcp", &self.tcp)
+            .field("backlog", &self.backlog)
+            .field("limits", &self.limits)
+            .field("head_timeout", &self.head_timeout)
+            .field("body_timeout", &self.body_timeout)
+            .field("keepalive_timeout", &self.keepalive_timeout)
+            .field("write_timeout", &self.write_timeout)
+            .field("access_log", &self.access_log)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for ServerBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ServerBuilder {
+    /// The defaults listed on [`Server::builder`].
+    pub fn new() -> Self {
+        ServerBuilder {
+            tcp: Vec::new(),
+            #[cfg(unix)]
+            unix: Vec::new(),
+            std_tcp: Vec::new(),
+            #[cfg(unix)]
+            std_unix: Vec::new(),
+            backlog: 2048,
+            limits: Limits::default(),
+            head_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            keepalive_timeout: Duration::from_secs(5),
+            write_timeout: Duration::from_secs(30),
+            access_log: Some(DEFAULT_ACCESS_LOG_FORMAT.to_string()),
+            self_call_threads: 4,
+            pool: Pool::builder().name("http"),
+        }
+    }
+
+    /// Listen on a TCP address (v4 or v6; port 0 picks a free port, see
+    /// [`ServerHandle::local_addrs`]). May be called more than once; a name that resolves to several
+    /// addresses binds them all. `SO_REUSEADDR` is set.
+    pub fn bind(mut self, addr: impl ToSocketAddrs) -> Self {
+        self.tcp.push(
+            addr.to_socket_addrs()
+                .map(|a| a.collect())
+                .map_err(|e| e.to_string()),
+        );
+        self
+    }
+
+    /// Listen on a Unix socket at `path` with permission bits `mode` (e.g. `0o660`). A stale
+    /// socket file at `path` is removed first; the file is removed when the server stops.
+    #[cfg(unix)]
+    pub fn bind_unix(mut self, path: impl Into<PathBuf>, mode: u32) -> Self {
+        self.unix.push((path.into(), mode));
+        self
+    }
+
+    /// Serve on an existing listener (an inherited descriptor, `LISTEN_FDS`, a test's socket). It
+    /// is made non-blocking; its backlog is whatever it was created with.
+    pub fn listener(mut self, l: std::net::TcpListener) -> Self {
+        self.std_tcp.push(l);
+        self
+    }
+
+    /// Serve on an existing Unix listener. Its file is left in place when the server stops.
+    #[cfg(unix)]
+    pub fn unix_listener(mut self, l: std::os::unix::net::UnixListener) -> Self {
+        self.std_unix.push(l);
+        self
+    }
+
+    /// The listen backlog for sockets the server binds (default 2048, as gunicorn; 1..=65535).
+    pub fn backlog(mut self, n: i64) -> Self {
+        self.backlog = n;
+        self
+    }
+
+    /// All size limits at once.
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Longest request line (default 4094; 16..=1 MiB). Longer: 414.
+    pub fn limit_request_line(mut self, n: usize) -> Self {
+        self.limits.request_line = n;
+        self
+    }
+
+    /// Most header fields (default 100; 1..=10000). More: 431.
+    pub fn limit_request_fields(mut self, n: usize) -> Self {
+        self.limits.fields = n;
+        self
+    }
+
+    /// Longest header field line (default 8190; 16..=1 MiB). Longer: 431.
+    pub fn limit_request_field_size(mut self, n: usize) -> Self {
+        self.limits.field_size = n;
+        self
+    }
+
+    /// Largest request head in bytes (default 64 KiB; 64..=64 MiB). Larger: 431.
+    pub fn limit_head_bytes(mut self, n: usize) -> Self {
+        self.limits.head_bytes = n;
+        self
+    }
+
+    /// Largest request body in bytes, after chunked decoding (default 10 MiB). Larger: 413, sent
+    /// before the body is read when `Content-Length` already says so.
+    pub fn limit_body_bytes(mut self, n: u64) -> Self {
+        self.limits.body_bytes = n;
+        self
+    }
+
+    /// Time allowed to receive a whole request head, from its first byte (or from the accept for a
+    /// new connection) (default 10 s; up to one day). Late: 408 and close. This is the slow-loris
+    /// guard: a client that trickles its head costs a buffer, never a worker.
+    pub fn head_timeout(mut self, d: Duration) -> Self {
+        self.head_timeout = d;
+        self
+    }
+
+    /// Time allowed between two reads of a request body (default 30 s). Late: 408 and close.
+    pub fn body_timeout(mut self, d: Duration) -> Self {
+        self.body_timeout = d;
+        self
+    }
+
+    /// How long a kept-alive connection may sit idle between requests (default 5 s; gunicorn's
+    /// `keepalive` is 2 s). Then it is closed quietly.
+    pub fn keepalive_timeout(mut self, d: Duration) -> Self {
+        self.keepalive_timeout = d;
+        self
+    }
+
+    /// How long an answer may wait for the client to take more of it (default 30 s). Then the
+    /// connection is closed.
+    pub fn write_timeout(mut self, d: Duration) -> Self {
+        self.write_timeout = d;
+        self
+    }
+
+    /// The access log format, in gunicorn's atoms (see [`AccessLogFormat`]); parsed by `serve`.
+    /// Lines go to the `log` target [`ACCESS_TARGET`](super::ACCESS_TARGET) at level `info`.
+    pub fn access_log_format(mut self, fmt: impl Into<String>) -> Self {
+        self.access_log = Some(fmt.into());
+        self
+    }
+
+    /// Turn the access log on (default, gunicorn's format unless one was set) or off.
+    pub fn access_log(mut self, on: bool) -> Self {
+        match (on, &self.access_log) {
+            (false, _) => self.access_log = None,
+            (true, None) => self.access_log = Some(DEFAULT_ACCESS_LOG_FORMAT.to_string()),
+            (true, Some(_)) => {}
+        }
+        self
+    }
+
+    /// Spare threads for requests this process sends itself over TCP while every worker is busy
+    /// (default 4; 0..=1024; 0 turns the detection off). A handler that calls its own server with
+    /// an HTTP client instead of the [`Loopback`] would otherwise wait for a worker that waits for
+    /// it. Detection runs only when no worker is idle and the client is on a loopback address: the
+    /// client's socket is looked up among this process's descriptors (Linux `/proc`), once per
+    /// connection. The first such request of each route is logged at `warn` with the fix.
+    ///
+    /// A load generator in the same process as the server (a test, a bench) looks like a
+    /// self-call: set 0 there, or its requests beyond the workers run on spare threads.
+    pub fn self_call_threads(mut self, n: usize) -> Self {
+        self.self_call_threads = n;
+        self
+    }
+
+    /// Pool option: worker threads (see [`Builder::workers`](crate::Builder::workers)).
+    pub fn workers(mut self, n: usize) -> Self {
+        self.pool = self.pool.workers(n);
+        self
+    }
+
+    /// Pool option: requests that may wait for a worker; beyond, 503 with `Retry-After`.
+    pub fn queue_capacity(mut self, n: usize) -> Self {
+        self.pool = self.pool.queue_capacity(n);
+        self
+    }
+
+    /// Pool option: each request's deadline, from the moment it is complete; beyond, 504.
+    pub fn deadline(mut self, d: Duration) -> Self {
+        self.pool = self.pool.deadline(d);
+        self
+    }
+
+    /// Pool option: recycle a worker after this many requests.
+    pub fn max_requests(mut self, n: u64) -> Self {
+        self.pool = self.pool.max_requests(n);
+        self
+    }
+
+    /// Pool option: random extra requests per worker before recycling.
+    pub fn max_requests_jitter(mut self, n: u64) -> Self {
+        self.pool = self.pool.max_requests_jitter(n);
+        self
+    }
+
+    /// Pool option: cap on retired (stuck) worker threads.
+    pub fn max_retired(mut self, n: usize) -> Self {
+        self.pool = self.pool.max_retired(n);
+        self
+    }
+
+    /// Pool option: the re-entrancy policy (default [`Reentry::Inline`]).
+    pub fn reentry(mut self, policy: Reentry) -> Self {
+        self.pool = self.pool.reentry(policy);
+        self
+    }
+
+    /// Pool option: the pool's name, in errors, logs and stats (default `"http"`).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.pool = self.pool.name(name);
+        self
+    }
+
+    /// Pool option: called on each worker thread when it starts (per-worker resources).
+    pub fn on_worker_start(mut self, hook: impl Fn(usize) + Send + Sync + 'static) -> Self {
+        self.pool = self.pool.on_worker_start(hook);
+        self
+    }
+
+    /// Pool option: called on each worker thread when it exits.
+    pub fn on_worker_exit(mut self, hook: impl Fn(usize) + Send + Sync + 'static) -> Self {
+        self.pool = self.pool.on_worker_exit(hook);
+        self
+    }
+
+    fn validate(&self) -> Result<Config, BuildError> {
+        fn range<T: PartialOrd + fmt::Display + Copy>(
+            field: &'static str,
+            v: T,
+            lo: T,
+            hi: T,
+        ) -> Result<(), BuildError> {
+            if v < lo || v > hi {
+                return Err(BuildError::new(field, v, format!("allowed: {lo}..={hi}")));
+            }
+            Ok(())
+        }
+        fn timeout(field: &'static str, d: Duration) -> Result<(), BuildError> {
+            if d.is_zero() || d > MAX_TIMEOUT {
+                return Err(BuildError::new(
+                    field,
+                    format!("{d:?}"),
+                    "allowed: more than zero, at most one day (86400 s)",
+                ));
+            }
+            Ok(())
+        }
+        range("backlog", self.backlog, 1, 65_535)?;
+        let l = &self.limits;
+        range("limit_request_line", l.request_line, 16, 1 << 20)?;
+        range("limit_request_fields", l.fields, 1, 10_000)?;
+        range("limit_request_field_size", l.field_size, 16, 1 << 20)?;
+        range("limit_head_bytes", l.head_bytes, 64, 64 << 20)?;
+        timeout("head_timeout", self.head_timeout)?;
+        timeout("body_timeout", self.body_timeout)?;
+        timeout("keepalive_timeout", self.keepalive_timeout)?;
+        timeout("write_timeout", self.write_timeout)?;
+        range("self_call_threads", self.self_call_threads, 0, 1024)?;
+        #[cfg(unix)]
+        let unix = self.unix.len() + self.std_unix.len();
+        #[cfg(not(unix))]
+        let unix = 0;
+        if self.tcp.is_empty() && self.std_tcp.is_empty() && unix == 0 {
+            return Err(BuildError::new(
+                "bind",
+                "nothing",
+                "at least one of bind, bind_unix, listener, unix_listener",
+            ));
+        }
+        for t in &self.tcp {
+            match t {
+                Err(e) => {
+                    return Err(BuildError::new(
+                        "bind",
+                        e,
+                        "an address such as 127.0.0.1:8000",
+                    ))
+                }
+                Ok(v) if v.is_empty() => {
+                    return Err(BuildError::new(
+                        "bind",
+                        "no address",
+                        "an address such as 127.0.0.1:8000",
+                    ))
+                }
+                Ok(_) => {}
+            }
+        }
+        let access_log = match &self.access_log {
+            Some(f) => Some(AccessLogFormat::parse(f)?),
+            None => None,
+        };
+        Ok(Config {
+            limits: self.limits,
+            head_timeout: self.head_timeout,
+            body_timeout: self.body_timeout,
+            keepalive_timeout: self.keepalive_timeout,
+            write_timeout: self.write_timeout,
+            access_log,
+            self_call_threads: self.self_call_threads,
+        })
+    }
+
+    /// Check the configuration, bind, start the Pool and the reactor thread, and serve `handler`.
+    ///
+    /// The handler gets each complete request (body read and decoded) with its [`Context`]; the
+    /// request's extensions hold a [`Loopback`] and the client's [`PeerAddr`](super::PeerAddr).
+    pub fn serve<F>(self, handler: F) -> Result<ServerHandle, ServeError>
+    where
+        F: Fn(HttpRequest, &Context) -> HttpResponse + Send + Sync + 'static,
+    {
+        let cfg = self.validate()?;
+        let backlog = self.backlog as i32;
+        let mut listeners = Vec::new();
+        let mut addrs = Vec::new();
+        #[cfg(unix)]
+        let mut paths = Vec::new();
+        for a in self.tcp.iter().flat_map(|r| r.iter().flatten()) {
+            let l = bind_tcp(*a, backlog).map_err(io_err(format!("bind {a}")))?;
+            addrs.push(l.local_addr().map_err(io_err("read a bound address"))?);
+            listeners.push(Listener::Tcp(mio::net::TcpListener::from_std(l)));
+        }
+        for l in self.std_tcp {
+            l.set_nonblocking(true)
+                .map_err(io_err("make an adopted listener non-blocking"))?;
+            addrs.push(
+                l.local_addr()
+                    .map_err(io_err("read an adopted listener's address"))?,
+            );
+            listeners.push(Listener::Tcp(mio::net::TcpListener::from_std(l)));
+        }
+        #[cfg(unix)]
+        {
+            for (path, mode) in &self.unix {
+                let l = bind_unix(path, *mode, backlog)
+                    .map_err(io_err(format!("bind unix socket {}", path.display())))?;
+                paths.push(path.clone());
+                listeners.push(Listener::Unix(
+                    mio::net::UnixListener::from_std(l),
+                    Some(path.clone()),
+                ));
+            }
+            for l in self.std_unix {
+                l.set_nonblocking(true)
+                    .map_err(io_err("make an adopted unix listener non-blocking"))?;
+                if let Some(p) = l
+                    .local_addr()
+                    .ok()
+                    .and_then(|a| a.as_pathname().map(PathBuf::from))
+                {
+                    paths.push(p);
+                }
+                listeners.push(Listener::Unix(mio::net::UnixListener::from_std(l), None));
+            }
+        }
+        let pool = self.pool.build(handler)?;
+        let (reactor, reactor_handle) = Reactor::new(
+            listeners,
+            cfg,
+            Box::new(PoolDispatch { pool: pool.clone() }),
+        )
+        .map_err(io_err("start the reactor"))?;
+        let inner = Arc::new(Inner {
+            pool: pool.clone(),
+            reactor: reactor_handle,
+            addrs,
+            #[cfg(unix)]
+            paths,
+            deadline: Mutex::new(None),
+            state: Mutex::new(Stopped::Running),
+            stopped: Condvar::new(),
+            thread: Mutex::new(None),
+        });
+        let inner2 = inner.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("{}-http", pool.name()))
+            .spawn(move || {
+                reactor.run();
+                let deadline = *inner2.deadline.lock();
+                let left = deadline.map_or(Duration::ZERO, |d| {
+                    d.saturating_duration_since(Instant::now())
+                });
+                let report = inner2.pool.shutdown(left);
+                *inner2.state.lock() = Stopped::Done(report);
+                inner2.stopped.notify_all();
+            })
+            .map_err(io_err("spawn the reactor thread"))?;
+        *inner.thread.lock() = Some(thread);
+        Ok(ServerHandle { inner })
+    }
+}
+
+fn bind_tcp(addr: SocketAddr, backlog: i32) -> io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    #[cfg(unix)]
+    s.set_reuse_address(true)?;
+    s.bind(&addr.into())?;
+    s.listen(backlog)?;
+    s.set_nonblocking(true)?;
+    Ok(s.into())
+}
+
+#[cfg(unix)]
+fn bind_unix(
+    path: &std::path::Path,
+    mode: u32,
+    backlog: i32,
+) -> io::Result<std::os::unix::net::UnixListener> {
+    use socket2::{Domain, SockAddr, Socket, Type};
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    if let Ok(m) = std::fs::symlink_metadata(path) {
+        if m.file_type().is_socket() {
+            std::fs::remove_file(path)?;
+        }
+    }
+    let s = Socket::new(Domain::UNIX, Type::STREAM, None)?;
+    s.bind(&SockAddr::unix(path)?)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    s.listen(backlog)?;
+    s.set_nonblocking(true)?;
+    Ok(s.into())
+}
+
+/// Hands complete requests to the Pool, each with a [`Loopback`] in its extensions.
+struct PoolDispatch {
+    pool: Pool<HttpRequest, HttpResponse>,
+}
+
+impl Dispatch for PoolDispatch {
+    fn dispatch(&self, mut req: HttpRequest, done: Done) {
+        req.extensions_mut()
+            .insert(Loopback::new(self.pool.clone()));
+        self.pool.submit_then(req, None, done);
+    }
+    fn idle_workers(&self) -> usize {
+        self.pool.idle_workers()
+    }
+    fn call_here(&self, mut req: HttpRequest) -> Result<HttpResponse, crate::Error> {
+        req.extensions_mut()
+            .insert(Loopback::new(self.pool.clone()));
+        self.pool.call_here(req, None)
+    }
+    fn name(&self) -> &str {
+        self.pool.name()
+    }
+}
+
+enum Stopped {
+    Running,
+    Done(ShutdownReport),
+}
+
+struct Inner {
+    pool: Pool<HttpRequest, HttpResponse>,
+    reactor: ReactorHandle,
+    addrs: Vec<SocketAddr>,
+    #[cfg(unix)]
+    paths: Vec<PathBuf>,
+    deadline: Mutex<Option<Instant>>,
+    state: Mutex<Stopped>,
+    stopped: Condvar,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// A running server. Cloning gives another handle to the same server.
+///
+/// Dropping the handles does not stop the server: call [`shutdown`](ServerHandle::shutdown), or
+/// [`join`](ServerHandle::join) to block until another thread does.
+#[derive(Clone)]
+pub struct ServerHandle {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for ServerHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerHandle")
+            .field("local_addrs", &self.inner.addrs)
+            .field("pool", &self.inner.pool.name())
+            .finish()
+    }
+}
+
+impl ServerHandle {
+    /// The TCP addresses the server listens on (with the real port when bound to port 0), in the
+    /// order they were given.
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.inner.addrs.clone()
+    }
+
+    /// The Unix socket paths the server listens on.
+    #[cfg(unix)]
+    pub fn unix_paths(&self) -> Vec<PathBuf> {
+        self.inner.paths.clone()
+    }
+
+    /// The Pool's statistics (workers, queue, done, failed, timed out, ...).
+    pub fn stats(&self) -> Stats {
+        self.inner.pool.stats()
+    }
+
+    /// A handle that sends requests to this server's handler in-process.
+    pub fn loopback(&self) -> Loopback {
+        Loopback::new(self.inner.pool.clone())
+    }
+
+    /// Stop gracefully and wait: accept what is already in the listen backlog, then close the
+    /// listeners; close idle keep-alive connections; finish every request already read, answering
+    /// with `Connection: close`; then stop the Pool and the reactor thread. What is still open at
+    /// `graceful_timeout` is closed. Returns the Pool's report. Calling it again (or from several
+    /// threads) waits for the same stop and returns the same report.
+    pub fn shutdown(&self, graceful_timeout: Duration) -> ShutdownReport {
+        {
+            let mut d = self.inner.deadline.lock();
+            if d.is_none() {
+                *d = Some(Instant::now() + graceful_timeout);
+            }
+            self.inner.reactor.shutdown(d.unwrap_or_else(Instant::now));
+        }
+        self.join()
+    }
+
+    /// Block until the server has stopped (after a [`shutdown`](ServerHandle::shutdown) from any
+    /// thread), with every thread it started ended. Returns the Pool's shutdown report.
+    pub fn join(&self) -> ShutdownReport {
+        let report = {
+            let mut st = self.inner.state.lock();
+            loop {
+                if let Stopped::Done(r) = &*st {
+                    break r.clone();
+                }
+                self.inner.stopped.wait(&mut st);
+            }
+        };
+        if let Some(t) = self.inner.thread.lock().take() {
+            let _ = t.join();
+        }
+        report
+    }
+}

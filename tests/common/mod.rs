@@ -1,0 +1,142 @@
+//! Raw-socket helpers shared by the `http_*` tests.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+/// Generous bound for anything a test waits on (2-core noisy machine).
+pub const WAIT: Duration = Duration::from_secs(20);
+
+/// One parsed answer.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub head: String,
+    pub body: Vec<u8>,
+}
+
+impl Answer {
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.head.lines().skip(1).find_map(|l| {
+            let (n, v) = l.split_once(':')?;
+            n.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| v.trim().to_string())
+        })
+    }
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+pub fn connect(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    s.set_write_timeout(Some(WAIT)).unwrap();
+    s
+}
+
+/// A reader that keeps leftover bytes between answers (pipelining).
+pub struct Client {
+    pub stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Client {
+    pub fn new(addr: SocketAddr) -> Self {
+        Client {
+            stream: connect(addr),
+            buf: Vec::new(),
+        }
+    }
+
+    pub fn send(&mut self, raw: &[u8]) {
+        self.stream.write_all(raw).expect("write");
+    }
+
+    fn fill(&mut self) -> usize {
+        let mut tmp = [0u8; 16384];
+        let n = self.stream.read(&mut tmp).expect("read (timed out?)");
+        self.buf.extend_from_slice(&tmp[..n]);
+        n
+    }
+
+    /// Read one answer (Content-Length framed; interim 1xx answers are returned too).
+    pub fn answer(&mut self) -> Answer {
+        loop {
+            if let Some(end) = find(&self.buf, b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&self.buf[..end]).into_owned();
+                let status: u16 = head
+                    .split(' ')
+                    .nth(1)
+                    .and_then(|s| s.parse().ok())
+                    .expect("status");
+                let mut a = Answer {
+                    status,
+                    head,
+                    body: Vec::new(),
+                };
+                let len: usize = a
+                    .header("content-length")
+                    .map(|v| v.parse().unwrap())
+                    .unwrap_or(0);
+                while self.buf.len() < end + 4 + len {
+                    assert!(self.fill() > 0, "closed in the middle of a body");
+                }
+                a.body = self.buf[end + 4..end + 4 + len].to_vec();
+                self.buf.drain(..end + 4 + len);
+                return a;
+            }
+            assert!(
+                self.fill() > 0,
+                "closed before an answer; got {:?}",
+                String::from_utf8_lossy(&self.buf)
+            );
+        }
+    }
+
+    /// The server closed the connection: read returns 0 (after any bytes left).
+    pub fn assert_closed(&mut self) {
+        assert!(
+            self.buf.is_empty(),
+            "unexpected bytes: {:?}",
+            String::from_utf8_lossy(&self.buf)
+        );
+        let mut tmp = [0u8; 1024];
+        let start = Instant::now();
+        match self.stream.read(&mut tmp) {
+            Ok(0) => {}
+            Ok(n) => panic!(
+                "unexpected bytes after the answer: {:?}",
+                String::from_utf8_lossy(&tmp[..n])
+            ),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+            Err(e) => panic!("connection not closed after {:?}: {e}", start.elapsed()),
+        }
+    }
+}
+
+pub fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Send `raw` on a new connection and read one answer.
+pub fn roundtrip(addr: SocketAddr, raw: &[u8]) -> (Answer, Client) {
+    let mut c = Client::new(addr);
+    c.send(raw);
+    let a = c.answer();
+    (a, c)
+}
+
+pub fn get(path: &str) -> Vec<u8> {
+    format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").into_bytes()
+}
+
+pub fn post(path: &str, body: &str) -> Vec<u8> {
+    format!(
+        "POST {path} HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}

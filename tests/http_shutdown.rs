@@ -1,0 +1,133 @@
+//! Graceful shutdown: requests already read are finished and answered with `Connection: close`,
+//! idle keep-alive connections are closed, the listen backlog is served, then every thread ends.
+#![cfg(feature = "http")]
+
+mod common;
+
+use common::*;
+use prefork_pool::http::Server;
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+#[test]
+fn requests_under_way_are_finished() {
+    let (entered_tx, entered_rx) = crossbeam_channel::unbounded::<()>();
+    let (go_tx, go_rx) = crossbeam_channel::unbounded::<()>();
+    let s = Server::builder()
+        .bind("127.0.0.1:0")
+        // This test's clients live in this process: they are not self-calls to rescue.
+        .self_call_threads(0)
+        .workers(2)
+        .queue_capacity(64)
+        .serve(move |req, _ctx| {
+            if req.uri().path() == "/gate" {
+                let _ = entered_tx.send(());
+                let _ = go_rx.recv_timeout(WAIT);
+            }
+            http::Response::new(req.uri().path().as_bytes().to_vec())
+        })
+        .unwrap();
+    let addr = s.local_addrs()[0];
+    // An idle keep-alive connection that has been served once.
+    let mut idle = Client::new(addr);
+    idle.send(&get("/first"));
+    assert_eq!(idle.answer().status, 200);
+    // Ten requests under way: two running, eight queued.
+    let mut busy: Vec<Client> = (0..10)
+        .map(|_| {
+            let mut c = Client::new(addr);
+            c.send(&get("/gate"));
+            c
+        })
+        .collect();
+    for _ in 0..2 {
+        entered_rx.recv_timeout(WAIT).unwrap();
+    }
+    let start = Instant::now();
+    while s.stats().queued < 8 {
+        assert!(
+            start.elapsed() < WAIT,
+            "requests never queued: {:?}",
+            s.stats()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let s2 = s.clone();
+    let stopper = std::thread::spawn(move || s2.shutdown(WAIT));
+    // The listener closes once the drain has begun.
+    let start = Instant::now();
+    while TcpStream::connect(addr).is_ok() {
+        assert!(start.elapsed() < WAIT, "the listener never closed");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    idle.assert_closed();
+    for _ in 0..10 {
+        go_tx.send(()).unwrap();
+    }
+    for c in busy.iter_mut() {
+        let a = c.answer();
+        assert_eq!(a.status, 200);
+        assert_eq!(a.text(), "/gate");
+        assert_eq!(a.header("connection").as_deref(), Some("close"));
+        c.assert_closed();
+    }
+    drop(busy);
+    let report = stopper.join().unwrap();
+    assert_eq!(report.answered_shutting_down, 0);
+    assert_eq!(report.threads_left_running, 0);
+    // join() returns at once on a stopped server.
+    s.join();
+}
+
+#[test]
+fn the_listen_backlog_is_served() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    // Five clients connect and send before the server even starts: they sit in the backlog.
+    let mut clients: Vec<Client> = (0..5)
+        .map(|i| {
+            let mut c = Client::new(addr);
+            c.send(&get(&format!("/b{i}")));
+            c
+        })
+        .collect();
+    let s = Server::builder()
+        .listener(listener)
+        .self_call_threads(0)
+        .workers(1)
+        .serve(|req, _ctx| http::Response::new(req.uri().path().as_bytes().to_vec()))
+        .unwrap();
+    let report = s.shutdown(WAIT);
+    assert_eq!(report.answered_shutting_down, 0);
+    for (i, c) in clients.iter_mut().enumerate() {
+        let a = c.answer();
+        assert_eq!(a.status, 200);
+        assert_eq!(a.text(), format!("/b{i}"));
+        // (An answer written before the drain began may still say keep-alive; either way the
+        // connection is closed once it is answered.)
+        c.assert_closed();
+    }
+    assert!(TcpStream::connect(addr).is_err());
+}
+
+#[test]
+fn a_connection_that_sends_nothing_does_not_hold_the_shutdown() {
+    let s = Server::builder()
+        .bind("127.0.0.1:0")
+        .head_timeout(Duration::from_secs(60))
+        .serve(|_req, _ctx| http::Response::new(Vec::new()))
+        .unwrap();
+    let mut silent = Client::new(s.local_addrs()[0]);
+    // Make sure the server has accepted it before the shutdown.
+    let mut probe = Client::new(s.local_addrs()[0]);
+    probe.send(&get("/"));
+    assert_eq!(probe.answer().status, 200);
+    let start = Instant::now();
+    s.shutdown(WAIT);
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "shutdown waited {:?} for a silent connection",
+        start.elapsed()
+    );
+    silent.assert_closed();
+}
