@@ -1253,6 +1253,78 @@ fn systemd_socket_activate() -> Result<(), String> {
     p.finish(result)
 }
 
+/// The crate's HTTP server in each worker process ([`Supervisor::serve_http`]): 2 processes serve;
+/// HUP under load fails no request; a handler stuck past its deadline gets 504 from the Pool's
+/// watchdog, then the master replaces its process; TERM exits 0.
+fn serve_http(m: &mut Master) -> Result<(), String> {
+    m.wait_log("2 worker(s) ready", LONG)?;
+    let old = m.wait_workers(LONG, "2 workers", |w| w.len() == 2)?;
+    let load = Load::start(m.addr, 4, "/sleep/50");
+    sleep_ms(800);
+    m.signal(libc::SIGHUP);
+    let new = m.wait_workers(LONG, "2 new workers", |w| {
+        w.len() == 2 && w.is_disjoint(&old)
+    });
+    sleep_ms(500);
+    let out = load.finish();
+    let new = new?;
+    let failed: Vec<_> = out.iter().filter_map(|o| o.result.as_ref().err()).collect();
+    ensure(failed.is_empty(), || {
+        format!(
+            "{} of {} requests failed: {failed:?}",
+            failed.len(),
+            out.len()
+        )
+    })?;
+    let served: BTreeSet<i32> = out
+        .iter()
+        .filter_map(|o| o.result.as_ref().ok()?.parse().ok())
+        .collect();
+    ensure(served.len() >= 3, || {
+        format!("answers came from {served:?}: not both old workers and a new one")
+    })?;
+
+    let started = Instant::now();
+    let mut conn = TcpStream::connect(m.addr).map_err(|e| e.to_string())?;
+    conn.set_read_timeout(Some(Duration::from_secs(20))).ok();
+    conn.write_all(b"GET /never HTTP/1.0\r\n\r\n")
+        .map_err(|e| e.to_string())?;
+    let mut resp = String::new();
+    conn.read_to_string(&mut resp).map_err(|e| e.to_string())?;
+    ensure(resp.starts_with("HTTP/1.1 504"), || {
+        format!("a stuck handler got {resp:?}, not 504 from the watchdog")
+    })?;
+    ensure(started.elapsed() < Duration::from_secs(5), || {
+        format!("the 504 took {:?}", started.elapsed())
+    })?;
+    m.wait_log("killed by the supervisor after a deadline timeout", LONG)?;
+    ensure(m.log_text().contains("GET /never HTTP/1.0"), || {
+        "the stuck request line is not in the log".into()
+    })?;
+    m.wait_workers(LONG, "2 workers, one replaced", |w| {
+        w.len() == 2 && w != &new
+    })?;
+    get(m.addr, "/")?;
+    m.signal(libc::SIGTERM);
+    let code = m.wait_exit(LONG)?;
+    ensure(code == 0, || format!("exit status {code}"))
+}
+
+fn http_handler(
+    req: prefork_pool::http::HttpRequest,
+    _ctx: &prefork_pool::Context,
+) -> prefork_pool::http::HttpResponse {
+    let path = req.uri().path();
+    if let Some(ms) = path.strip_prefix("/sleep/") {
+        std::thread::sleep(Duration::from_millis(ms.parse().unwrap_or(10)));
+    } else if path == "/never" {
+        loop {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    http::Response::new(format!("{}\n", std::process::id()).into_bytes())
+}
+
 /// The environment variable that makes this binary a master: what a SIGUSR2 upgrade re-executes.
 const ROLE: &str = "PREFORK_TEST_ROLE";
 
@@ -1518,6 +1590,33 @@ fn main() {
                     |b| b.run(|| Ok::<_, String>(pool_worker)),
                 );
                 let r = pool_deadline_then_kill(&mut m);
+                finish(&mut m, r)
+            }),
+        ),
+        (
+            "serve_http",
+            Box::new(|| {
+                let mut m = start_master(
+                    "http",
+                    |_| {},
+                    |b, l| {
+                        b.listener(l)
+                            .workers(2)
+                            .request_grace(Duration::from_millis(500))
+                    },
+                    |b| {
+                        b.serve_http(
+                            |s| {
+                                s.workers(2)
+                                    .deadline(Duration::from_millis(1000))
+                                    .access_log(false)
+                                    .self_call_threads(0)
+                            },
+                            || Ok::<_, String>(http_handler),
+                        )
+                    },
+                );
+                let r = serve_http(&mut m);
                 finish(&mut m, r)
             }),
         ),

@@ -303,6 +303,12 @@ impl Heartbeat {
         }
     }
 
+    /// Marks this worker's boot as failed with `message` (the master halts with it: a boot error).
+    pub(crate) fn fail_boot(&self, message: &str) {
+        self.slot.set_note(message);
+        self.slot.set_flag(BOOT_FAILED);
+    }
+
     /// Asks the master to replace this worker: it forks a replacement, waits until the replacement is
     /// ready, then sends this worker SIGTERM (a graceful stop). Keep serving until then.
     pub fn retire(&self) {

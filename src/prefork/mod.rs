@@ -37,7 +37,11 @@
 //!  └─ loop: wait ≤ 1 s · handle signals · reap · check heartbeats and deadlines · top up · notify
 //! ```
 //!
-//! What a worker does is yours: a [`Worker`] (any `FnMut(&mut WorkerEnv) -> i32`), built after the
+//! The usual worker is the crate's HTTP server: [`Supervisor::serve_http`] runs an
+//! [`http::Server`](crate::http::Server) in each worker process on the inherited listeners, with
+//! its Pool's threads, deadlines and watchdog, and reports every running request to the master.
+//!
+//! Or what a worker does is yours: a [`Worker`] (any `FnMut(&mut WorkerEnv) -> i32`), built after the
 //! fork by the `app` closure given to [`Supervisor::run`], or once before the fork with
 //! [`Builder::preload`]. It serves on [`WorkerEnv::listeners`], calls [`WorkerEnv::ready`] when it
 //! accepts, beats (waiting with [`WorkerEnv::wait_for_listeners`] does it), reports its running
@@ -98,10 +102,28 @@
 //! only, then SIGKILL to whatever is left after `TimeoutStopSec`, which should exceed
 //! `graceful_timeout`).
 //!
-//! # Example
+//! # Examples
 //!
-//! A worker that answers every connection with a fixed response (a real one runs an HTTP server;
-//! see `examples/prefork_server.rs` for a complete template):
+//! The HTTP server in 2 processes × 8 threads (`examples/prefork_server.rs` is a complete template):
+//!
+//! ```no_run
+//! use prefork_pool::prefork::Supervisor;
+//! use std::time::Duration;
+//!
+//! let status = Supervisor::builder()
+//!     .bind("127.0.0.1:8000")
+//!     .workers(2)
+//!     .serve_http(
+//!         |server| server.workers(8).deadline(Duration::from_secs(30)),
+//!         // Runs in each worker after the fork: open per-process resources here.
+//!         || Ok::<_, String>(|req: prefork_pool::http::HttpRequest, _ctx: &prefork_pool::Context| {
+//!             http::Response::new(format!("hello from {}\n", req.uri().path()).into_bytes())
+//!         }),
+//!     );
+//! std::process::exit(status);
+//! ```
+//!
+//! A worker of your own, that answers every connection with a fixed response:
 //!
 //! ```no_run
 //! use std::io::{Read, Write};
@@ -151,9 +173,12 @@
 //!   (see `ulimit -c`).
 //! - The heartbeat table has 1024 slots: at most 256 workers, and at most 1024 processes alive at
 //!   once (old and new during reloads).
-//! - The HTTP front end (`http::Server`) is not wired in yet: a worker is any [`Worker`].
+//! - With [`Supervisor::serve_http`], the heartbeat is written by each worker's main thread, not by
+//!   the HTTP server's reactor thread: a reactor stuck while the main thread runs is not detected
+//!   by the heartbeat (stuck handlers are, by their deadlines).
 
 mod heartbeat;
+mod http_worker;
 mod listeners;
 mod notify;
 mod rlimit;

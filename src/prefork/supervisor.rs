@@ -482,7 +482,7 @@ impl Builder {
 }
 
 /// Logs an error that stops the master; on stderr too when no logger is installed.
-fn fatal(msg: &str) {
+pub(crate) fn fatal(msg: &str) {
     log::error!("{msg}");
     if log::max_level() == log::LevelFilter::Off {
         let _ = writeln!(io::stderr(), "prefork: error: {msg}");
@@ -695,6 +695,11 @@ impl Supervisor {
         self.listeners
             .iter()
             .find_map(|l| l.tcp().and_then(|t| t.local_addr().ok()))
+    }
+
+    /// How long workers told to stop gracefully may take (see [`Builder::graceful_timeout`]).
+    pub fn graceful_timeout(&self) -> Duration {
+        self.cfg.graceful_timeout
     }
 
     /// The number of worker processes it starts with.
