@@ -1116,8 +1116,13 @@ fn http(addr: &str, method: &str, target: &str) -> Result<(u16, String), String>
 }
 
 fn json_field(body: &str, field: &str) -> Option<String> {
-    let start = body.find(&format!("\"{field}\":\""))? + field.len() + 4;
-    Some(body[start..].split('"').next()?.to_string())
+    let after = &body[body.find(&format!("\"{field}\""))? + field.len() + 2..];
+    let value = after
+        .trim_start()
+        .strip_prefix(':')?
+        .trim_start()
+        .strip_prefix('"')?;
+    Some(value.split('"').next()?.to_string())
 }
 
 /// The seed app over two processes: a session stored by one worker is seen by the other; the
