@@ -1,6 +1,11 @@
 //! Listening sockets: bound by the master before the first fork (so every worker accepts on the same
 //! socket and the kernel spreads the connections), or inherited from systemd socket activation.
 //!
+//! One socket shared by all workers, not one `SO_REUSEPORT` socket per worker: with a single accept
+//! queue, the connections waiting in the backlog of a worker that dies or drains are still there for
+//! the others (with `SO_REUSEPORT` each socket has its own queue, and a closed socket resets the
+//! connections waiting in it), and a new worker needs no new socket.
+//!
 //! Every listener is non-blocking (the flag belongs to the shared open file, so it is the same in
 //! every process): a worker waits for it to be readable, then accepts until `WouldBlock`.
 

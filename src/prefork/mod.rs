@@ -169,6 +169,8 @@
 //!   is back to its default. Worker code should watch [`WorkerEnv::is_stopping`] instead of handling
 //!   SIGTERM itself.
 //! - A fast stop ends a worker with `_exit(0)` from its signal handler: no destructor runs.
+//! - After [`Supervisor::run`] returns, the signals it handled stay caught by signal-hook's handler
+//!   with no action left (so they are ignored): exit the process with the status `run` returned.
 //! - The master kills a worker with SIGABRT first, whose default action may write a core dump
 //!   (see `ulimit -c`).
 //! - The heartbeat table has 1024 slots: at most 256 workers, and at most 1024 processes alive at
