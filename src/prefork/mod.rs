@@ -57,6 +57,7 @@
 //! | `HUP` | reload: new workers (the app rebuilt in each), and once they are ready the old ones stop gracefully |
 //! | `TTIN`, `TTOU` | one worker more, one fewer (never fewer than 1) |
 //! | `USR1` | reopen log files: runs the `on_reopen_logs` hook |
+//! | `USR2` | binary upgrade: re-executes the program with the listeners (`LISTEN_FDS`); once the new master's workers are ready, it sends this master SIGTERM |
 //! | `CHLD` | reap |
 //!
 //! Worker exits are logged with their cause: `exited with code 1 on its own`; `killed by the
@@ -160,10 +161,11 @@
 //! # Limitations
 //!
 //! - Unix only; `PR_SET_PDEATHSIG`, the thread-count check and abstract notify sockets are Linux
-//!   only (elsewhere a worker whose master was SIGKILLed lives on until it next checks).
-//! - SIGUSR2 (re-exec of a new binary with the listeners inherited) is not implemented yet: the
-//!   master logs that and goes on. With systemd socket activation, a restart keeps the listen socket
-//!   open, so connections wait in the backlog rather than being refused.
+//!   only. Elsewhere a worker whose master was SIGKILLed notices it on its next
+//!   [`WorkerEnv::wait_for_listeners`] (its parent changed) and stops gracefully.
+//! - SIGUSR2 re-executes the program from the path it was started with: a new build must be
+//!   installed at that path. The new master is a child of the old one until the old one exits; under
+//!   systemd it announces itself with `MAINPID=` (the unit needs `NotifyAccess=all`).
 //! - A worker's SIGTERM/SIGINT/SIGQUIT handlers are the supervisor's (through `signal-hook`); the
 //!   master's other signals (HUP, USR1, USR2, TTIN, TTOU, WINCH) are ignored in workers, and SIGCHLD
 //!   is back to its default. Worker code should watch [`WorkerEnv::is_stopping`] instead of handling

@@ -67,6 +67,7 @@ pub struct WorkerEnv {
     listeners: Vec<Listener>,
     heartbeat: Heartbeat,
     shutdown: UnixStream,
+    master_pid: libc::pid_t,
 }
 
 impl WorkerEnv {
@@ -123,7 +124,7 @@ impl WorkerEnv {
     }
 
     /// Waits at most `timeout` until a listener is readable or a stop is requested, beating before
-    /// and after. Returns the indexes (in [`listeners`](Self::listeners)) of the readable listeners;
+    /// and after, and stops the worker (as a SIGTERM would) if the master is gone. Returns the indexes (in [`listeners`](Self::listeners)) of the readable listeners;
     /// an empty list after a timeout or a stop request.
     pub fn wait_for_listeners(&mut self, timeout: Duration) -> io::Result<Vec<usize>> {
         self.heartbeat.beat();
@@ -145,6 +146,18 @@ impl WorkerEnv {
         // SAFETY: poll(2) on `fds.len()` valid pollfd entries of a live Vec.
         let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
         self.heartbeat.beat();
+        // SAFETY: getppid(2) has no arguments and cannot fail.
+        if unsafe { libc::getppid() } != self.master_pid && !self.is_stopping() {
+            // The master is gone (where PR_SET_PDEATHSIG does not exist): nobody will stop this
+            // worker, so it stops itself, gracefully.
+            log::warn!(
+                "worker {} (pid {}): the master (pid {}) is gone; stopping",
+                self.number,
+                std::process::id(),
+                self.master_pid
+            );
+            STOPPING.store(true, Ordering::Release);
+        }
         if n < 0 {
             let err = io::Error::last_os_error();
             if err.kind() == io::ErrorKind::Interrupted {
@@ -265,6 +278,7 @@ where
         listeners: setup.listeners,
         heartbeat: Heartbeat::new(slot),
         shutdown,
+        master_pid: setup.master_pid,
     };
     if catch_unwind(AssertUnwindSafe(|| post_fork(number))).is_err() {
         slot.set_note("the post_fork hook panicked");
