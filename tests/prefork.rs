@@ -1625,6 +1625,24 @@ fn main() {
                 finish(&mut m, r)
             }),
         ),
+        (
+            "serve_http_term_under_load",
+            Box::new(|| {
+                let mut m = start_master(
+                    "http-term",
+                    |_| {},
+                    |b, l| b.listener(l).workers(2),
+                    |b| {
+                        b.serve_http(
+                            |s| s.workers(2).access_log(false).self_call_threads(0),
+                            || Ok::<_, String>(http_handler),
+                        )
+                    },
+                );
+                let r = term_under_load(&mut m);
+                finish(&mut m, r)
+            }),
+        ),
         ("example_server", Box::new(example_server)),
         ("systemd_socket_activate", Box::new(systemd_socket_activate)),
     ];
