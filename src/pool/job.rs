@@ -118,14 +118,12 @@ pub(crate) struct Job<Req, Resp> {
 
 /// What a waiter needs from the pool behind a job: implemented by the pool's shared state.
 pub(crate) trait PoolOps<Req, Resp>: Send + Sync {
-    /// The pool's name, for errors.
-    fn name(&self) -> &str;
     /// Whether a handler waiting on a queued job should take it back: no worker is idle.
     fn should_steal(&self) -> bool;
     /// Run a job claimed (RUNNING) by the calling thread, here, and complete it.
     fn run_claimed_here(&self, job: &Arc<Job<Req, Resp>>);
-    /// Count an answer given outside the workers (a waiter expiring its queued job).
-    fn count(&self, err: Option<&Error>);
+    /// Answer a job, claimed DROPPED by the caller, whose deadline passed in the queue.
+    fn answer_expired(&self, job: &Job<Req, Resp>);
 }
 
 impl<Req: Send, Resp: Send> JobView for Job<Req, Resp> {
@@ -321,17 +319,14 @@ pub(crate) fn await_answer<Req: Send + 'static, Resp: Send + 'static>(
         }
         let deadline = job.core.deadline;
         if now >= deadline && job.claim(DROPPED) {
-            let name = ops.map_or("?", |o| o.name());
-            let err = job.core.deadline_error(name, crate::Stage::Queued);
-            if let Some(o) = ops {
-                o.count(Some(&err));
+            match ops {
+                Some(o) => o.answer_expired(job),
+                None => {
+                    // The pool is gone; its shutdown answered every job it could see.
+                    let err = job.core.deadline_error("?", crate::Stage::Queued);
+                    job.completion.complete(Err(err));
+                }
             }
-            log::debug!(
-                "pool `{name}`: job {} expired in the queue after {:?}; it was never started",
-                job.core.id,
-                job.core.budget
-            );
-            job.completion.complete(Err(err));
             continue;
         }
         let mut wake = until;

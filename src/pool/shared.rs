@@ -375,12 +375,14 @@ impl<Req: Send + 'static, Resp: Send + 'static> Shared<Req, Resp> {
         // (the caller started earlier), so the nested call simply inherits it: no clock read.
         let core = if budget >= parent.core().budget {
             let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-            Arc::new(JobCore::inherit(id, parent))
+            JobCore::inherit(id, parent)
         } else {
-            Arc::new(self.new_core(budget, Some(parent)))
+            self.new_core(budget, Some(parent))
         };
+        let core = spare_core::take(core);
         let result = self.invoke(req, core.clone(), worker, true);
         let result = self.in_time(&core, result);
+        spare_core::give_back(core);
         self.count(result.as_ref().err());
         result
     }
@@ -501,16 +503,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> Shared<Req, Resp> {
             }
             let started = Instant::now();
             if started >= job.core.deadline {
-                log::debug!(
-                    "pool `{}`: job {} expired in the queue after {:?}; it was never started",
-                    self.config.name,
-                    job.core.id,
-                    job.core.budget
-                );
-                self.answer(
-                    &job,
-                    Err(job.core.deadline_error(&self.config.name, Stage::Queued)),
-                );
+                self.answer_expired_in_queue(&job);
                 continue;
             }
             let req = job.take_req().expect("a claimed job holds its request");
@@ -655,19 +648,25 @@ impl<Req: Send + 'static, Resp: Send + 'static> Shared<Req, Resp> {
         }
     }
 
+    /// The watchdog found a queued job past its deadline.
     pub(crate) fn expire_queued(&self, job: &Job<Req, Resp>) {
         if job.claim(DROPPED) {
-            log::debug!(
-                "pool `{}`: job {} expired in the queue after {:?}; it was never started",
-                self.config.name,
-                job.core.id,
-                job.core.budget
-            );
-            self.answer(
-                job,
-                Err(job.core.deadline_error(&self.config.name, Stage::Queued)),
-            );
+            self.answer_expired_in_queue(job);
         }
+    }
+
+    /// Answer a job, claimed by the caller, whose deadline passed before it started.
+    pub(crate) fn answer_expired_in_queue(&self, job: &Job<Req, Resp>) {
+        log::debug!(
+            "pool `{}`: job {} expired in the queue after {:?}; it was never started",
+            self.config.name,
+            job.core.id,
+            job.core.budget
+        );
+        self.answer(
+            job,
+            Err(job.core.deadline_error(&self.config.name, Stage::Queued)),
+        );
     }
 
     pub(crate) fn queued_len(&self) -> usize {
@@ -793,10 +792,6 @@ impl<Req: Send + 'static, Resp: Send + 'static> Shared<Req, Resp> {
 }
 
 impl<Req: Send + 'static, Resp: Send + 'static> PoolOps<Req, Resp> for Shared<Req, Resp> {
-    fn name(&self) -> &str {
-        &self.config.name
-    }
-
     fn should_steal(&self) -> bool {
         self.idle_workers() == 0 || guard::inside(self.id)
     }
@@ -816,8 +811,8 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolOps<Req, Resp> for Shared<Re
         self.answer(job, result);
     }
 
-    fn count(&self, err: Option<&Error>) {
-        Shared::count(self, err);
+    fn answer_expired(&self, job: &Job<Req, Resp>) {
+        self.answer_expired_in_queue(job);
     }
 }
 
@@ -829,5 +824,40 @@ pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
         s.clone()
     } else {
         "<non-string panic payload>".to_owned()
+    }
+}
+
+/// One spare `Arc<JobCore>` per thread, so that a chain of inline calls allocates nothing: an
+/// inline call's core is shared only with its `Context` and the guard's chain, both gone when it
+/// returns, so the `Arc` is unique again and can be reused for the next inline call.
+mod spare_core {
+    use std::cell::Cell;
+    use std::sync::Arc;
+
+    use super::JobCore;
+
+    thread_local! {
+        static SPARE: Cell<Option<Arc<JobCore>>> = const { Cell::new(None) };
+    }
+
+    /// `core` in an `Arc`, reusing this thread's spare allocation when there is one.
+    pub(super) fn take(core: JobCore) -> Arc<JobCore> {
+        if let Some(mut spare) = SPARE.with(Cell::take) {
+            if let Some(slot) = Arc::get_mut(&mut spare) {
+                *slot = core;
+                return spare;
+            }
+        }
+        Arc::new(core)
+    }
+
+    /// Keep `core`'s allocation for the next inline call if nobody else holds it (a handler may
+    /// have kept a clone of its `Context`'s job through a nested `submit`).
+    pub(super) fn give_back(mut core: Arc<JobCore>) {
+        if let Some(slot) = Arc::get_mut(&mut core) {
+            // Do not keep the caller's job alive in the spare.
+            slot.parent = None;
+            SPARE.with(|s| s.set(Some(core)));
+        }
     }
 }
