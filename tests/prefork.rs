@@ -864,6 +864,17 @@ fn with_master(
     finish(&mut m, result)
 }
 
+fn with_master_run(
+    name: &str,
+    configure: impl FnOnce(Builder) -> Builder,
+    run: impl FnOnce(Builder) -> i32,
+    scenario: impl FnOnce(&mut Master) -> Result<(), String>,
+) -> Result<(), String> {
+    let mut m = start_master(name, |_| {}, |b, l| configure(b.listener(l)), run);
+    let result = scenario(&mut m);
+    finish(&mut m, result)
+}
+
 fn no_children_left() -> Result<(), String> {
     // SAFETY: waitpid(2) with WNOHANG, status to a local: reaps nothing we still track (every master
     // was reaped by its scenario) and tells whether any child remains.
@@ -1641,6 +1652,22 @@ fn main() {
                 );
                 let r = term_under_load(&mut m);
                 finish(&mut m, r)
+            }),
+        ),
+        (
+            "serve_http_max_requests",
+            Box::new(|| {
+                with_master_run(
+                    "http-recycle",
+                    |b| b.workers(1).max_requests(5, 0),
+                    |b| {
+                        b.serve_http(
+                            |s| s.workers(2).access_log(false).self_call_threads(0),
+                            || Ok::<_, String>(http_handler),
+                        )
+                    },
+                    max_requests_recycle,
+                )
             }),
         ),
         ("example_server", Box::new(example_server)),
