@@ -1,1 +1,199 @@
-//! The pre-fork process supervisor (feature `prefork`, unix).
+//! The pre-fork process supervisor (feature `prefork`, unix): the master process that gunicorn's
+//! arbiter is, without its failure modes.
+//!
+//! A [`Supervisor`] binds the listening sockets (or takes them from systemd), forks N worker
+//! processes that all accept on those sockets, and then watches them: it reaps every exit and says
+//! why it happened, replaces workers that die, kills workers that stop beating or sit on a request
+//! far past its deadline, restarts every worker on SIGHUP without refusing a connection, and stops
+//! on SIGTERM without dropping a request already sent.
+//!
+//! # Why signals and fork are hard
+//!
+//! - **`fork` copies one thread.** If another thread of the master held a lock (the allocator's, a
+//!   logger's, a pool's queue) at the moment of the fork, that lock stays held for ever in the child,
+//!   and the child hangs the first time it takes it (gunicorn #3529). So the master here **never has a
+//!   thread**: it is one loop, and [`Supervisor::run`] refuses to start in a multi-threaded process.
+//!   Threads belong in workers, started after the fork.
+//! - **A signal handler may do almost nothing.** It interrupts the program anywhere, possibly inside
+//!   `malloc` or while holding a lock, so it may only call async-signal-safe functions. The master's
+//!   handlers (registered through `signal-hook`) only write the signal's number, as one byte, into a
+//!   socket pair (the *self-pipe*); the loop reads the bytes and does the real work as ordinary code.
+//!   signal-hook's own iterator would read that pipe on a background thread: not here (see above).
+//! - **A child is reaped or it is a zombie.** On every SIGCHLD, and on every pass anyway, the master
+//!   calls `waitpid(-1, WNOHANG)` until there is nothing left to reap. It signals only pids it has
+//!   not reaped: a reaped pid can be reused by an unrelated process.
+//! - **A worker must not outlive its master.** Each worker sets `PR_SET_PDEATHSIG(SIGKILL)` right
+//!   after the fork (Linux), then checks that its parent is still the master (which may have died
+//!   before the call).
+//!
+//! # The model
+//!
+//! ```text
+//!  master (one thread)                       worker processes (N)
+//!  ├─ listeners (bound before the fork) ───► accept on the same sockets
+//!  ├─ heartbeat table (shared mmap) ◄──────── beat · ready · oldest request's deadline · retire wish
+//!  ├─ self-pipe ◄── signal handlers           SIGTERM: finish, exit 0 · SIGINT/SIGQUIT: exit now
+//!  │            ◄── workers' wake-ups
+//!  └─ loop: wait ≤ 1 s · handle signals · reap · check heartbeats and deadlines · top up · notify
+//! ```
+//!
+//! The usual worker is the crate's HTTP server: [`Supervisor::serve_http`] runs an
+//! [`http::Server`](crate::http::Server) in each worker process on the inherited listeners, with
+//! its Pool's threads, deadlines and watchdog, and reports every running request to the master.
+//!
+//! Or what a worker does is yours: a [`Worker`] (any `FnMut(&mut WorkerEnv) -> i32`), built after the
+//! fork by the `app` closure given to [`Supervisor::run`], or once before the fork with
+//! [`Builder::preload`]. It serves on [`WorkerEnv::listeners`], calls [`WorkerEnv::ready`] when it
+//! accepts, beats (waiting with [`WorkerEnv::wait_for_listeners`] does it), reports its running
+//! requests with [`Heartbeat::track`] (or [`Heartbeat::request_started`] /
+//! [`WorkerEnv::request_finished`] for one at a time), and returns
+//! once [`WorkerEnv::is_stopping`] is true and its requests are done.
+//!
+//! | Signal to the master | Effect |
+//! |---|---|
+//! | `TERM` | graceful stop: workers accept what is in the backlog, finish their requests within `graceful_timeout`, then SIGKILL; exit status 0 |
+//! | `INT`, `QUIT` | fast stop: workers exit at once (SIGKILL after 5 s at most) |
+//! | a second `TERM` or `INT` during a graceful stop | turns it into a fast one |
+//! | `HUP` | reload: new workers (the app rebuilt in each), and once they are ready the old ones stop gracefully |
+//! | `TTIN`, `TTOU` | one worker more, one fewer (never fewer than 1) |
+//! | `USR1` | reopen log files: runs the `on_reopen_logs` hook |
+//! | `USR2` | binary upgrade: re-executes the program with the listeners (`LISTEN_FDS`); once the new master's workers are ready, it sends this master SIGTERM |
+//! | `CHLD` | reap |
+//!
+//! Worker exits are logged with their cause: `exited with code 1 on its own`; `killed by the
+//! supervisor after a heartbeat timeout (SIGABRT; …)`; `killed by SIGKILL from outside the supervisor
+//! (often the kernel OOM killer: check dmesg)`, never gunicorn's "Perhaps out of memory?" after a kill
+//! of its own.
+//!
+//! **Restart intensity**, as an Erlang/OTP supervisor: more than N restarts of failed workers in T
+//! seconds (default 10 in 60 s) halts the master with exit status 1 and an error naming the last
+//! failure, instead of a crash loop. **Boot errors**: a worker that exits before it is ready, or is not
+//! ready within `boot_timeout`, halts the master at once with exit status 3 ([`EXIT_BOOT_ERROR`]).
+//!
+//! **Recycling**: with [`Builder::max_requests`], a worker that reached its count asks to retire; the
+//! master forks its replacement and tells the old one to stop only once the replacement is ready, so
+//! capacity never drops (gunicorn #2422, #3038).
+//!
+//! **systemd**: sockets passed by socket activation (`LISTEN_FDS`, `LISTEN_PID`, from fd 3) are used
+//! instead of the configured addresses, and the variables are unset. With `NOTIFY_SOCKET` set (an
+//! abstract `@name` works), the master sends `READY=1` once the workers are ready (gunicorn sends it
+//! before any worker exists), `RELOADING=1` then `READY=1` around a reload, `STOPPING=1`, and
+//! `STATUS=` with the number of ready workers. The soft `RLIMIT_NOFILE` is raised to the hard limit at
+//! start.
+//!
+//! ```ini
+//! # /etc/systemd/system/app.socket
+//! [Socket]
+//! ListenStream=0.0.0.0:8000
+//! Backlog=2048
+//! [Install]
+//! WantedBy=sockets.target
+//!
+//! # /etc/systemd/system/app.service
+//! [Service]
+//! Type=notify
+//! ExecStart=/usr/local/bin/app
+//! ExecReload=/bin/kill -HUP $MAINPID
+//! KillMode=mixed
+//! TimeoutStopSec=40
+//! Environment=WEB_CONCURRENCY=4
+//! ```
+//!
+//! `KillMode=mixed` lets the master stop its workers itself (systemd sends SIGTERM to the master
+//! only, then SIGKILL to whatever is left after `TimeoutStopSec`, which should exceed
+//! `graceful_timeout`).
+//!
+//! # Examples
+//!
+//! The HTTP server in 2 processes × 8 threads (`examples/prefork_server.rs` is a complete template):
+//!
+//! ```no_run
+//! use prefork_pool::prefork::Supervisor;
+//! use std::time::Duration;
+//!
+//! let status = Supervisor::builder()
+//!     .bind("127.0.0.1:8000")
+//!     .workers(2)
+//!     .serve_http(
+//!         |server| server.workers(8).deadline(Duration::from_secs(30)),
+//!         // Runs in each worker after the fork: open per-process resources here.
+//!         || Ok::<_, String>(|req: prefork_pool::http::HttpRequest, _ctx: &prefork_pool::Context| {
+//!             http::Response::new(format!("hello from {}\n", req.uri().path()).into_bytes())
+//!         }),
+//!     );
+//! std::process::exit(status);
+//! ```
+//!
+//! A worker of your own, that answers every connection with a fixed response:
+//!
+//! ```no_run
+//! use std::io::{Read, Write};
+//! use std::time::Duration;
+//! use prefork_pool::prefork::{Supervisor, WorkerEnv};
+//!
+//! let status = Supervisor::builder()
+//!     .bind("127.0.0.1:8000")
+//!     .workers(2)
+//!     .run(|| {
+//!         // Runs in each worker after the fork: open per-process resources here.
+//!         Ok::<_, std::io::Error>(|env: &mut WorkerEnv| {
+//!             env.ready();
+//!             while !env.is_stopping() {
+//!                 let Ok(readable) = env.wait_for_listeners(Duration::from_millis(500)) else {
+//!                     return 1;
+//!                 };
+//!                 for i in readable {
+//!                     let listener = env.listeners()[i].tcp().unwrap();
+//!                     while let Ok((mut conn, _)) = listener.accept() {
+//!                         let mut buf = [0u8; 4096];
+//!                         let _ = conn.read(&mut buf);
+//!                         let _ = conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\nhi\n");
+//!                         env.request_finished();
+//!                     }
+//!                 }
+//!             }
+//!             0
+//!         })
+//!     });
+//! std::process::exit(status);
+//! ```
+//!
+//! # Limitations
+//!
+//! - Unix only; `PR_SET_PDEATHSIG`, the thread-count check and abstract notify sockets are Linux
+//!   only. Elsewhere a worker whose master was SIGKILLed notices it on its next
+//!   [`WorkerEnv::wait_for_listeners`] (its parent changed) and stops gracefully.
+//! - SIGUSR2 re-executes the program from the path it was started with: a new build must be
+//!   installed at that path. The new master is a child of the old one until the old one exits; under
+//!   systemd it announces itself with `MAINPID=` (the unit needs `NotifyAccess=all`).
+//! - A worker's SIGTERM/SIGINT/SIGQUIT handlers are the supervisor's (through `signal-hook`); the
+//!   master's other signals (HUP, USR1, USR2, TTIN, TTOU, WINCH) are ignored in workers, and SIGCHLD
+//!   is back to its default. Worker code should watch [`WorkerEnv::is_stopping`] instead of handling
+//!   SIGTERM itself.
+//! - A fast stop ends a worker with `_exit(0)` from its signal handler: no destructor runs.
+//! - After [`Supervisor::run`] returns, the signals it handled stay caught by signal-hook's handler
+//!   with no action left (so they are ignored): exit the process with the status `run` returned.
+//! - The master kills a worker with SIGABRT first, whose default action may write a core dump
+//!   (see `ulimit -c`).
+//! - The heartbeat table has 1024 slots: at most 256 workers, and at most 1024 processes alive at
+//!   once (old and new during reloads).
+//! - With [`Supervisor::serve_http`], the heartbeat is written by each worker's main thread, not by
+//!   the HTTP server's reactor thread: a reactor stuck while the main thread runs is not detected
+//!   by the heartbeat (stuck handlers are, by their deadlines).
+
+mod heartbeat;
+mod http_worker;
+mod listeners;
+mod notify;
+mod rlimit;
+mod signals;
+mod supervisor;
+mod upgrade;
+mod worker;
+
+pub use heartbeat::{Heartbeat, RequestGuard};
+pub use listeners::Listener;
+pub use supervisor::{
+    Builder, StartError, Supervisor, WorkerExit, EXIT_BOOT_ERROR, EXIT_ERROR, EXIT_OK,
+};
+pub use worker::{Worker, WorkerEnv, EXIT_WORKER_BOOT_ERROR};

@@ -1,0 +1,149 @@
+//! Process mode with the crate's HTTP front end: each worker process runs an
+//! [`http::Server`](crate::http::Server) on the listeners it inherited.
+
+use std::fmt;
+use std::rc::Rc;
+use std::time::Duration;
+
+use super::supervisor::{Builder, Supervisor, EXIT_ERROR};
+use super::worker::{Worker, WorkerEnv, EXIT_WORKER_BOOT_ERROR};
+use super::Listener;
+use crate::http::{HttpRequest, HttpResponse, Server, ServerBuilder};
+use crate::Context;
+
+/// A configuration step for each worker's [`ServerBuilder`] (threads, deadline, limits, …).
+type Configure = Rc<dyn Fn(ServerBuilder) -> ServerBuilder>;
+
+/// The [`Worker`] that [`Supervisor::serve_http`] runs in each worker process.
+struct HttpWorker<H> {
+    configure: Configure,
+    handler: Option<H>,
+    graceful: Duration,
+}
+
+impl<H> Worker for HttpWorker<H>
+where
+    H: Fn(HttpRequest, &Context) -> HttpResponse + Send + Sync + 'static,
+{
+    fn run(&mut self, env: &mut WorkerEnv) -> i32 {
+        let mut builder = (self.configure)(Server::builder());
+        for listener in env.take_listeners() {
+            builder = match listener {
+                Listener::Tcp(l) => builder.listener(l),
+                Listener::Unix(l) => builder.unix_listener(l),
+            };
+        }
+        let Some(handler) = self.handler.take() else {
+            return 1;
+        };
+        let heartbeat = env.heartbeat();
+        let server = builder.serve(move |req: HttpRequest, ctx: &Context| {
+            // The master sees each running request: a handler thread still stuck `request_grace`
+            // after its deadline (which the Pool's watchdog answered with 504 but cannot stop)
+            // gets the whole process replaced.
+            let line = format!("{} {} {:?}", req.method(), req.uri(), req.version());
+            let _running = heartbeat.track(ctx.deadline(), &line);
+            handler(req, ctx)
+        });
+        let server = match server {
+            Ok(s) => s,
+            Err(e) => {
+                env.heartbeat()
+                    .fail_boot(&format!("the HTTP server could not start: {e}"));
+                log::error!(
+                    "worker {} (pid {}): the HTTP server could not start: {e}",
+                    env.number(),
+                    std::process::id()
+                );
+                return EXIT_WORKER_BOOT_ERROR;
+            }
+        };
+        env.ready();
+        while !env.is_stopping() {
+            // Waits on the stop request only (the server owns the listeners), beating.
+            if env.wait_for_listeners(Duration::from_millis(500)).is_err() {
+                std::thread::sleep(Duration::from_millis(500));
+            }
+        }
+        let report = server.shutdown(self.graceful);
+        log::debug!(
+            "worker {} (pid {}) stopped: {report:?}",
+            env.number(),
+            std::process::id()
+        );
+        0
+    }
+}
+
+impl Supervisor {
+    /// Runs an [`http::Server`](crate::http::Server) in each worker process, on the listeners the
+    /// master bound (or inherited from systemd): the whole stack, gunicorn's model without its
+    /// failure modes.
+    ///
+    /// - `configure` sets up each worker's [`ServerBuilder`]: the Pool's threads per process
+    ///   (`workers`), the request `deadline`, limits, timeouts, the access log. Its listeners are
+    ///   added by the supervisor; do not `bind` here.
+    /// - `app` builds the handler in each worker after the fork (or once before it with
+    ///   [`Builder::preload`]); an `Err` is a boot error.
+    ///
+    /// Each running request is tracked in the worker's heartbeat, so a handler that stays stuck past
+    /// its deadline plus `request_grace` (after the Pool's watchdog answered 504) gets its process
+    /// replaced. On SIGTERM each worker shuts its server down gracefully (the listen backlog is
+    /// served, in-flight requests finish) within 90% of the `graceful_timeout`. The heartbeat is
+    /// written by the worker's main thread, not by the server's reactor thread.
+    ///
+    /// ```no_run
+    /// use prefork_pool::prefork::Supervisor;
+    /// use std::time::Duration;
+    ///
+    /// let status = Supervisor::builder()
+    ///     .bind("127.0.0.1:8000")
+    ///     .workers(4)
+    ///     .build()
+    ///     .unwrap()
+    ///     .serve_http(
+    ///         |server| server.workers(8).deadline(Duration::from_secs(30)),
+    ///         || Ok::<_, String>(|_req, _ctx: &prefork_pool::Context| {
+    ///             http::Response::new(b"hello\n".to_vec())
+    ///         }),
+    ///     );
+    /// std::process::exit(status);
+    /// ```
+    pub fn serve_http<C, A, H, E>(self, configure: C, mut app: A) -> i32
+    where
+        C: Fn(ServerBuilder) -> ServerBuilder + 'static,
+        A: FnMut() -> Result<H, E>,
+        H: Fn(HttpRequest, &Context) -> HttpResponse + Send + Sync + 'static,
+        E: fmt::Display,
+    {
+        let configure: Configure = Rc::new(configure);
+        let graceful = self.graceful_timeout().mul_f64(0.9);
+        self.run(move || {
+            app().map(|handler| HttpWorker {
+                configure: configure.clone(),
+                handler: Some(handler),
+                graceful,
+            })
+        })
+    }
+}
+
+impl Builder {
+    /// [`build`](Builder::build), then [`Supervisor::serve_http`]; a start error is written to
+    /// stderr (and the log) and gives [`EXIT_ERROR`].
+    pub fn serve_http<C, A, H, E>(self, configure: C, app: A) -> i32
+    where
+        C: Fn(ServerBuilder) -> ServerBuilder + 'static,
+        A: FnMut() -> Result<H, E>,
+        H: Fn(HttpRequest, &Context) -> HttpResponse + Send + Sync + 'static,
+        E: fmt::Display,
+    {
+        match self.build() {
+            Ok(s) => s.serve_http(configure, app),
+            Err(e) => {
+                super::supervisor::fatal(&format!("cannot start: {e}"));
+                EXIT_ERROR
+            }
+        }
+    }
+}

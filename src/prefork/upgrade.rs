@@ -1,0 +1,102 @@
+//! Binary upgrade on SIGUSR2: the master forks, and the child re-executes the current binary with
+//! the listeners passed as systemd would (`LISTEN_FDS`, `LISTEN_PID`, from fd 3), so the new program
+//! serves on the very same sockets: no connection is refused during the upgrade. The new master
+//! finds `PREFORK_UPGRADE_FROM` in its environment, and once its own workers are ready it sends the
+//! old master SIGTERM: the old workers drain and the old master exits.
+
+use std::ffi::OsString;
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::Command;
+
+use super::listeners::{Listener, LISTEN_FDS_START};
+
+/// The variable that tells a new master which old master to stop once it is ready.
+pub(crate) const UPGRADE_FROM: &str = "PREFORK_UPGRADE_FROM";
+
+/// The program to re-execute: read at start, before a new build can replace the file.
+#[derive(Debug, Clone)]
+pub(crate) struct Program {
+    pub(crate) exe: PathBuf,
+    pub(crate) args: Vec<OsString>,
+}
+
+impl Program {
+    pub(crate) fn current() -> io::Result<Program> {
+        let mut args = std::env::args_os();
+        let argv0 = args.next();
+        // Prefer the path the program was started with (a new build at that path is what an upgrade
+        // wants); fall back to /proc/self/exe.
+        let exe = match argv0 {
+            Some(a) if PathBuf::from(&a).components().count() > 1 => {
+                std::fs::canonicalize(PathBuf::from(&a)).or_else(|_| std::env::current_exe())?
+            }
+            _ => std::env::current_exe()?,
+        };
+        Ok(Program {
+            exe,
+            args: args.collect(),
+        })
+    }
+}
+
+/// Reads and unsets `PREFORK_UPGRADE_FROM`: the old master's pid, if this process was started by a
+/// SIGUSR2 upgrade and that master is still its parent.
+pub(crate) fn take_upgrade_from() -> Option<libc::pid_t> {
+    let value = std::env::var(UPGRADE_FROM).ok()?;
+    // The master is single-threaded: changing the environment races with no reader.
+    std::env::remove_var(UPGRADE_FROM);
+    let old: libc::pid_t = value.trim().parse().ok()?;
+    // SAFETY: getppid(2) has no arguments and cannot fail.
+    let parent = unsafe { libc::getppid() };
+    if parent != old {
+        log::warn!(
+            "{UPGRADE_FROM}={old} but the parent process is {parent}: not stopping pid {old} (it is \
+             not the master that started this one)"
+        );
+        return None;
+    }
+    Some(old)
+}
+
+/// In the forked child of the old master: puts the listeners at fds 3, 4, … without close-on-exec,
+/// sets the socket-activation variables, and executes the program. Returns only on failure.
+pub(crate) fn exec_new_master(
+    program: &Program,
+    listeners: &[Listener],
+    old_master: libc::pid_t,
+) -> io::Error {
+    // First move every listener above the target range, so that placing one at 3 + i never
+    // overwrites another listener that happens to sit there.
+    let mut high = Vec::with_capacity(listeners.len());
+    for l in listeners {
+        // SAFETY: fcntl(2) F_DUPFD duplicates an open listener fd to the lowest free fd >= 100; the
+        // duplicate is only used by this child until exec.
+        let fd = unsafe { libc::fcntl(l.as_raw_fd(), libc::F_DUPFD, 100) };
+        if fd < 0 {
+            return io::Error::last_os_error();
+        }
+        high.push(fd);
+    }
+    for (i, fd) in high.iter().enumerate() {
+        let target = LISTEN_FDS_START + i as RawFd;
+        // SAFETY: dup2(2) of an fd we just duplicated onto 3 + i; whatever this child had at 3 + i is
+        // close-on-exec (Rust opens every fd so) and not needed before exec. The new fd does not have
+        // FD_CLOEXEC, so it survives the exec.
+        if unsafe { libc::dup2(*fd, target) } < 0 {
+            return io::Error::last_os_error();
+        }
+    }
+    // SAFETY: getpid(2) has no arguments and cannot fail; exec keeps the pid, so LISTEN_PID is the
+    // new program's pid.
+    let pid = unsafe { libc::getpid() };
+    Command::new(&program.exe)
+        .args(&program.args)
+        .env("LISTEN_FDS", listeners.len().to_string())
+        .env("LISTEN_PID", pid.to_string())
+        .env_remove("LISTEN_FDNAMES")
+        .env(UPGRADE_FROM, old_master.to_string())
+        .exec()
+}
