@@ -1626,7 +1626,7 @@ fn main() {
                                 s.workers(2)
                                     .deadline(Duration::from_millis(1000))
                                     .access_log(false)
-                                    .self_call_threads(0)
+                                    .max_spare(0)
                             },
                             || Ok::<_, String>(http_handler),
                         )
@@ -1645,7 +1645,7 @@ fn main() {
                     |b, l| b.listener(l).workers(2),
                     |b| {
                         b.serve_http(
-                            |s| s.workers(2).access_log(false).self_call_threads(0),
+                            |s| s.workers(2).access_log(false).max_spare(0),
                             || Ok::<_, String>(http_handler),
                         )
                     },
@@ -1662,7 +1662,7 @@ fn main() {
                     |b| b.workers(1).max_requests(5, 0),
                     |b| {
                         b.serve_http(
-                            |s| s.workers(2).access_log(false).self_call_threads(0),
+                            |s| s.workers(2).access_log(false).max_spare(0),
                             || Ok::<_, String>(http_handler),
                         )
                     },
