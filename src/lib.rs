@@ -101,6 +101,24 @@
 //! with [`Error::ShuttingDown`]; [`Pool::shutdown_now`] answers everything at once. [`Pool::stats`]
 //! is a snapshot that renders as Prometheus text.
 //!
+//! ## Over HTTP
+//!
+//! [`http::Server`] puts the pool behind an HTTP/1.1 front end: one reactor thread owns every
+//! socket, parses requests itself, and hands only complete requests to the pool, so a slow client
+//! costs a buffer, not a worker. Pool errors become answers (503 with `Retry-After`, 504, 500,
+//! 508). A handler calls its own service in-process through [`http::Loopback`]; a call it makes
+//! over real TCP to its own address while every worker is busy is detected and served on a spare
+//! thread, with a warning that names the fix. Start with `examples/hello_loopback.rs`, the
+//! seed's Flask app as a Rust template.
+//!
+//! ## Process mode
+//!
+//! `prefork::Supervisor` is the master process (unix): it binds or inherits the listeners, forks
+//! worker processes that each run an `http::Server` (`Supervisor::serve_http`), kills a worker
+//! whose request outlives its deadline (where a thread cannot be killed, a process can), respawns
+//! with a restart-intensity brake, and speaks gunicorn's signals and systemd's socket activation
+//! and `sd_notify`. See `examples/prefork_server.rs`.
+//!
 //! ## Features
 //!
 //! - `http` (default): [`http`], the HTTP/1.1 front end.
@@ -125,3 +143,8 @@ pub mod http;
 
 #[cfg(all(feature = "prefork", unix))]
 pub mod prefork;
+
+// The README's Rust examples are compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
