@@ -382,7 +382,8 @@ impl<Req: Send + 'static, Resp: Send + 'static> Shared<Req, Resp> {
         self.log_reentry(worker);
         // A budget at least as long as the caller's whole budget ends after the caller's deadline
         // (the caller started earlier), so the nested call simply inherits it: no clock read.
-        let core = if budget >= parent.core().budget {
+        let inherited = budget >= parent.core().budget;
+        let core = if inherited {
             let id = self.next_id.fetch_add(1, Ordering::Relaxed);
             JobCore::inherit(id, parent)
         } else {
@@ -390,7 +391,19 @@ impl<Req: Send + 'static, Resp: Send + 'static> Shared<Req, Resp> {
         };
         let core = spare_core::take(core);
         let result = self.invoke(req, core.clone(), worker, true);
-        let result = self.in_time(&core, result);
+        // An inherited deadline is the caller's: the caller's own job reads the clock before it
+        // answers (no answer ever leaves the pool after its deadline), and the watchdog cancels the
+        // caller's chain when it passes, so the flag is enough here. An own, shorter deadline
+        // needs the clock.
+        let result = if inherited {
+            if core.is_cancelled() {
+                Err(core.deadline_error(&self.config.name, Stage::Running))
+            } else {
+                result
+            }
+        } else {
+            self.in_time(&core, result)
+        };
         spare_core::give_back(core);
         self.count(result.as_ref().err());
         result
