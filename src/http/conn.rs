@@ -241,8 +241,9 @@ pub(crate) struct Conn {
     read_paused: bool,
     /// For TCP: the client's address and ours.
     addrs: Option<(SocketAddr, SocketAddr)>,
-    /// Whether the client is a socket of this process (looked up once, on the slow path).
-    self_call: Option<bool>,
+    /// Whether the client is a socket of this process or of a sibling worker process (looked up
+    /// once, on the slow path).
+    self_call: Option<Option<super::self_call::Caller>>,
     requests: u64,
     /// When the current phase times out (head, body, idle, write, linger); `None` while in flight.
     pub deadline: Option<Instant>,
@@ -527,25 +528,33 @@ impl Conn {
         *req.headers_mut() = head.headers;
         req.extensions_mut()
             .insert(super::PeerAddr(self.peer.clone()));
-        let self_call = self.is_self_call(shared);
-        shared.submit(req, reply, self_call);
+        let caller = self.self_caller(shared);
+        shared.submit(req, reply, caller);
     }
 
-    /// Slow path only: the pool has no idle worker and the client is on a loopback address. Then
-    /// look up (once per connection) whether the client is a socket of this process.
-    fn is_self_call(&mut self, shared: &Shared) -> bool {
+    /// Slow path only: the pool has no idle worker and the client is on this host (a loopback
+    /// address or our own address, or a Unix socket). Then look up (once per connection) whether
+    /// the client is a socket of this process, or of a sibling worker process.
+    fn self_caller(&mut self, shared: &Shared) -> Option<super::self_call::Caller> {
         if shared.cfg.max_spare == 0 {
-            return false;
+            return None;
         }
-        let Some((peer, local)) = self.addrs else {
-            return false;
+        let on_this_host = match (&self.link.stream, self.addrs) {
+            (Stream::Unix(_), _) => true,
+            (Stream::Tcp(_), Some((peer, local))) => {
+                peer.ip().is_loopback() || peer.ip() == local.ip()
+            }
+            (Stream::Tcp(_), None) => false,
         };
-        if !peer.ip().is_loopback() || shared.idle_workers() > 0 {
-            return false;
+        if !on_this_host || shared.idle_workers() > 0 {
+            return None;
         }
-        *self
-            .self_call
-            .get_or_insert_with(|| super::self_call::is_own_socket(peer, local))
+        let siblings = shared.cfg.siblings.as_ref();
+        let (link, addrs) = (&self.link, self.addrs);
+        *self.self_call.get_or_insert_with(|| match addrs {
+            Some((peer, local)) => super::self_call::tcp_caller(peer, local, siblings),
+            None => super::self_call::unix_caller(link.stream.raw_fd(), siblings),
+        })
     }
 
     /// The answer to the request in flight, already written (or partly: `rest` is what is left).

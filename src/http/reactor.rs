@@ -23,7 +23,7 @@ use super::conn::{Conn, Env, Next, Reply, Stream};
 use super::loopback::request_depth;
 use super::parse::Limits;
 use super::response::{error_response, DateCache};
-use super::self_call::{SelfCalls, Warned};
+use super::self_call::{Caller, SelfCalls, SiblingPids, Warned};
 use super::stuck::BusyWorker;
 use crate::Error;
 
@@ -72,6 +72,8 @@ pub(crate) struct Config {
     pub access_log: Option<AccessLogFormat>,
     /// Spare threads for requests this process sent itself over TCP (0: off).
     pub max_spare: usize,
+    /// The other processes whose requests count as self-calls (pre-fork sibling workers).
+    pub siblings: Option<SiblingPids>,
     /// Deepest chain of calls a request may be in (its `X-Prefork-Depth`); deeper: 508.
     pub max_depth: u32,
 }
@@ -110,7 +112,13 @@ impl Shared {
         self.dispatcher.idle_workers()
     }
 
-    pub(crate) fn submit(self: &Arc<Self>, req: Request<Vec<u8>>, reply: Reply, self_call: bool) {
+    /// Run `req`: on a spare thread if it is a self-call (`caller`), else through the pool.
+    pub(crate) fn submit(
+        self: &Arc<Self>,
+        req: Request<Vec<u8>>,
+        reply: Reply,
+        caller: Option<Caller>,
+    ) {
         let depth = request_depth(&req);
         if depth > self.cfg.max_depth {
             let err = Error::LoopDetected {
@@ -120,11 +128,11 @@ impl Shared {
             super::conn::finish(self, reply, Err(err));
             return;
         }
-        if self_call {
+        if let Some(caller) = caller {
             if self.reserve_spare() {
-                self.spare_thread(req, reply);
+                self.spare_thread(req, reply, caller);
             } else {
-                self.refuse_self_call(req, reply);
+                self.refuse_self_call(req, reply, caller);
             }
             return;
         }
@@ -154,16 +162,18 @@ impl Shared {
 
     /// Every spare thread is taken: answer 503 at once rather than queue a request that waits for
     /// a worker that waits for it.
-    fn refuse_self_call(&self, req: Request<Vec<u8>>, reply: Reply) {
+    fn refuse_self_call(&self, req: Request<Vec<u8>>, reply: Reply, caller: Caller) {
         self.self_refused.fetch_add(1, Ordering::Relaxed);
         let route = format!("{} {}", req.method(), req.uri().path());
         if self.warned.first(&format!("refused {route}")) {
             log::warn!(
                 target: "prefork_pool::http",
-                "`{route}` was requested over TCP by this process itself while every worker of pool \
-                 `{}` and all {} spare thread(s) (`max_spare`) were busy: answered 503 at once \
-                 instead of waiting for a worker that waits for it. Fix: call the handler through \
-                 the `Loopback` in the request's extensions, or make the call asynchronous",
+                "`{route}` was requested over {} by {} while every worker of pool `{}` and all {} \
+                 spare thread(s) (`max_spare`) were busy: answered 503 at once instead of waiting \
+                 for a worker that waits for it. Fix: call the handler through the `Loopback` in \
+                 the request's extensions, or make the call asynchronous",
+                caller.via,
+                caller.who(),
                 self.dispatcher.name(),
                 self.cfg.max_spare
             );
@@ -177,24 +187,41 @@ impl Shared {
     }
 
     /// Run the request on the spare thread reserved with `reserve_spare`.
-    fn spare_thread(self: &Arc<Self>, req: Request<Vec<u8>>, reply: Reply) {
+    fn spare_thread(self: &Arc<Self>, req: Request<Vec<u8>>, reply: Reply, caller: Caller) {
         self.self_served.fetch_add(1, Ordering::Relaxed);
         let route = format!("{} {}", req.method(), req.uri().path());
         if self.warned.first(&route) {
             let busy = self.dispatcher.busy(Instant::now());
             let waiting = super::self_call::who_waits(&busy);
-            log::warn!(
-                target: "prefork_pool::http",
-                "self-call over TCP: {waiting} on `{route}`, which it sent to its own server (pool \
-                 `{}`) with an HTTP client while every worker was busy; it would have deadlocked \
-                 (the request waits in the queue for a worker that waits for it, until the \
-                 deadline). Served on a spare thread (`max_spare` = {}). Fix: call the handler \
-                 through the `Loopback` in the request's extensions \
-                 (`req.extensions().get::<prefork_pool::http::Loopback>()`), or make the call \
-                 asynchronous (do not wait for its answer in the handler)",
-                self.dispatcher.name(),
-                self.cfg.max_spare
-            );
+            let fix = "Fix: call the handler through the `Loopback` in the request's extensions \
+                       (`req.extensions().get::<prefork_pool::http::Loopback>()`), or make the \
+                       call asynchronous (do not wait for its answer in the handler)";
+            match caller.sibling {
+                None => log::warn!(
+                    target: "prefork_pool::http",
+                    "self-call over {}: {waiting} on `{route}`, which it sent to its own server \
+                     (pool `{}`) with an HTTP client while every worker was busy; it would have \
+                     deadlocked (the request waits in the queue for a worker that waits for it, \
+                     until the deadline). Served on a spare thread (`max_spare` = {}). {fix}",
+                    caller.via,
+                    self.dispatcher.name(),
+                    self.cfg.max_spare
+                ),
+                Some(pid) => log::warn!(
+                    target: "prefork_pool::http",
+                    "self-call over {} from sibling worker pid {pid} (a worker process of the same \
+                     supervisor): a handler there is waiting on `{route}`, which it sent to its \
+                     own service with an HTTP client, and it reached this process (pid {}, pool \
+                     `{}`) while every worker here was busy (here: {waiting}); with the workers of \
+                     both processes waiting on each other's calls it would have deadlocked (each \
+                     request waits in a queue for a worker that waits for it, until the deadline). \
+                     Served on a spare thread (`max_spare` = {}). {fix}",
+                    caller.via,
+                    std::process::id(),
+                    self.dispatcher.name(),
+                    self.cfg.max_spare
+                ),
+            }
         }
         // Kept here too, so that it can still be answered if the thread cannot be spawned.
         let job = Arc::new(parking_lot::Mutex::new(Some((req, reply))));
@@ -215,7 +242,7 @@ impl Shared {
             self.self_served.fetch_sub(1, Ordering::Relaxed);
             log::error!(target: "prefork_pool::http", "cannot spawn a spare thread: {e}");
             if let Some((req, reply)) = job.lock().take() {
-                self.refuse_self_call(req, reply);
+                self.refuse_self_call(req, reply, caller);
             }
         }
     }
@@ -691,6 +718,7 @@ mod tests {
             write_timeout: Duration::from_secs(5),
             access_log: None,
             max_spare: 0,
+            siblings: None,
             max_depth: 32,
         };
         let (r, h) = Reactor::new(

@@ -1,20 +1,30 @@
-//! Requests that this process sent to itself over TCP: a handler that calls its own server with an
-//! ordinary HTTP client instead of [`Loopback`](super::Loopback).
+//! Requests that this process sent to itself over TCP or a Unix socket: a handler that calls its
+//! own server with an ordinary HTTP client instead of [`Loopback`](super::Loopback).
 //!
 //! Such a request would wait in the queue for a worker while every worker waits for it: the
 //! seed's deadlock, until the deadline. On the slow path only (the pool has no idle worker, the
-//! client is on a loopback address), the reactor looks the client's socket up among this process's
-//! own descriptors (Linux: `/proc/self/net/tcp{,6}` for the socket's inode, then `/proc/self/fd`),
-//! once per connection. A request found to come from this process is run at once on a spare
-//! thread (`Pool::call_here`), at most `max_spare` at a time; beyond, it is answered 503 at once.
-//! The first such request of each route is logged at `warn`: which worker waits on which request,
-//! that it would have deadlocked, and the fix (the `Loopback`, or an asynchronous call).
+//! client is on this host: a loopback address or our own local address, or a Unix socket), the
+//! reactor finds out which process holds the client's socket, once per connection. TCP (Linux):
+//! `/proc/self/net/tcp{,6}` gives the socket's inode, then `/proc/self/fd` is searched for it. Unix
+//! socket: the `SO_PEERCRED` pid. A request found to come from this process is run at once on a
+//! spare thread (`Pool::call_here`), at most `max_spare` at a time; beyond, it is answered 503 at
+//! once. The first such request of each route is logged at `warn`: which worker waits on which
+//! request, that it would have deadlocked, and the fix (the `Loopback`, or an asynchronous call).
+//!
+//! In process mode the same holds for a request from a sibling worker process (the other workers
+//! of the same supervisor, whose pids `ServerBuilder::sibling_pids` gives): with every thread of
+//! both processes calling the other's, each waits for the other. For TCP their `/proc/<pid>/fd`
+//! are searched too (same user, so readable; a directory that cannot be read counts as not a
+//! self-call).
 //!
 //! A load generator running in the same process as the server (a test, a bench) looks exactly like
 //! a self-call; set `max_spare(0)` there.
 
 use std::collections::HashSet;
+use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::fd::RawFd;
+use std::sync::Arc;
 
 use parking_lot::Mutex;
 
@@ -68,35 +78,156 @@ impl Warned {
     }
 }
 
-/// Is the TCP client at `peer` (connected to our `local`) a socket of this very process?
-pub(crate) fn is_own_socket(peer: SocketAddr, local: SocketAddr) -> bool {
+/// Where a request the slow path checked came from: this process, or a sibling worker process
+/// (the other workers of the same pre-fork supervisor, from
+/// [`ServerBuilder::sibling_pids`](super::ServerBuilder::sibling_pids)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Caller {
+    /// `None`: this process; `Some(pid)`: the sibling worker process `pid`.
+    pub sibling: Option<u32>,
+    /// The transport, for the log: `TCP` or `a Unix socket`.
+    pub via: &'static str,
+}
+
+impl Caller {
+    /// Who sent it, for the log.
+    pub(crate) fn who(&self) -> String {
+        match self.sibling {
+            None => "this process itself".to_string(),
+            Some(pid) => {
+                format!("sibling worker pid {pid} (a worker process of the same supervisor)")
+            }
+        }
+    }
+}
+
+/// The pids of the processes whose requests count as self-calls besides this one: the sibling
+/// worker processes of a pre-fork supervisor.
+#[derive(Clone)]
+pub(crate) struct SiblingPids(pub(crate) Arc<dyn Fn() -> Vec<u32> + Send + Sync>);
+
+impl fmt::Debug for SiblingPids {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SiblingPids(..)")
+    }
+}
+
+/// The sibling pids to search, without this process's own.
+fn sibling_pids(siblings: Option<&SiblingPids>) -> Vec<u32> {
+    let own = std::process::id();
+    let mut pids = siblings.map_or_else(Vec::new, |s| (s.0)());
+    pids.retain(|p| *p != own && *p != 0);
+    pids.sort_unstable();
+    pids.dedup();
+    pids
+}
+
+/// Which process holds the TCP client socket at `peer` (connected to our `local`): this one
+/// (`/proc/self/fd`), one of `siblings` (`/proc/<pid>/fd`; a directory that cannot be read counts
+/// as not holding it), or none of them.
+pub(crate) fn tcp_caller(
+    peer: SocketAddr,
+    local: SocketAddr,
+    siblings: Option<&SiblingPids>,
+) -> Option<Caller> {
+    let inode = socket_inode(peer, local)?;
+    let want = format!("socket:[{inode}]");
+    let caller = |sibling| {
+        Some(Caller {
+            sibling,
+            via: "TCP",
+        })
+    };
+    if holds_socket("/proc/self/fd", &want) {
+        return caller(None);
+    }
+    sibling_pids(siblings)
+        .into_iter()
+        .find(|pid| holds_socket(&format!("/proc/{pid}/fd"), &want))
+        .and_then(|pid| caller(Some(pid)))
+}
+
+/// The inode of the socket at `peer` connected to `local`, from this network namespace's socket
+/// table (`/proc/self/net/tcp{,6}` lists the sockets of every process in it).
+fn socket_inode(peer: SocketAddr, local: SocketAddr) -> Option<String> {
     let table = if peer.is_ipv4() {
         "/proc/self/net/tcp"
     } else {
         "/proc/self/net/tcp6"
     };
-    let Ok(text) = std::fs::read_to_string(table) else {
-        return false;
-    };
-    let Some(inode) = text.lines().skip(1).find_map(|line| {
+    let text = std::fs::read_to_string(table).ok()?;
+    text.lines().skip(1).find_map(|line| {
         let mut f = line.split_whitespace();
         let (_sl, l, r) = (f.next()?, f.next()?, f.next()?);
         if parse_addr(l)? != peer || parse_addr(r)? != local {
             return None;
         }
         f.nth(6).map(str::to_string)
-    }) else {
-        return false;
-    };
-    let want = format!("socket:[{inode}]");
-    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+    })
+}
+
+/// Whether one of the descriptors listed in `dir` (a `/proc/<pid>/fd`) is the socket `want`.
+fn holds_socket(dir: &str, want: &str) -> bool {
+    let Ok(dir) = std::fs::read_dir(dir) else {
         return false;
     };
     dir.flatten().any(|e| {
         std::fs::read_link(e.path())
-            .map(|t| t.as_os_str() == want.as_str())
+            .map(|t| t.as_os_str() == want)
             .unwrap_or(false)
     })
+}
+
+/// Which process connected the Unix socket `fd` (its `SO_PEERCRED` pid, taken at `connect`): this
+/// one, one of `siblings`, or none of them.
+pub(crate) fn unix_caller(fd: RawFd, siblings: Option<&SiblingPids>) -> Option<Caller> {
+    let pid = peer_pid(fd)?;
+    let caller = |sibling| {
+        Some(Caller {
+            sibling,
+            via: "a Unix socket",
+        })
+    };
+    if pid == std::process::id() {
+        return caller(None);
+    }
+    if sibling_pids(siblings).contains(&pid) {
+        return caller(Some(pid));
+    }
+    None
+}
+
+/// The pid of the process that connected the Unix socket `fd` (`SO_PEERCRED`).
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn peer_pid(fd: RawFd) -> Option<u32> {
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: getsockopt(2) SO_PEERCRED writes at most `len` bytes (the size of a `ucred`) into
+    // `cred`, a live local, and the new length into `len`; `fd` is a socket the caller owns (an
+    // invalid one only makes the call fail with EBADF/ENOTSOCK).
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    };
+    if r != 0 || len as usize != std::mem::size_of::<libc::ucred>() || cred.pid <= 0 {
+        return None;
+    }
+    Some(cred.pid as u32)
+}
+
+/// Not available here: no Unix peer is taken for a self-call.
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn peer_pid(_fd: RawFd) -> Option<u32> {
+    None
 }
 
 /// `0100007F:1F90` (IPv4) or 32 hex digits + port (IPv6), as the kernel prints them.
@@ -142,10 +273,41 @@ mod tests {
         let c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
         let (_s, peer) = l.accept().unwrap();
         assert_eq!(peer, c.local_addr().unwrap());
-        assert!(is_own_socket(peer, l.local_addr().unwrap()));
-        assert!(!is_own_socket(
-            "127.0.0.1:1".parse().unwrap(),
-            l.local_addr().unwrap()
-        ));
+        let own = Some(Caller {
+            sibling: None,
+            via: "TCP",
+        });
+        assert_eq!(tcp_caller(peer, l.local_addr().unwrap(), None), own);
+        assert_eq!(
+            tcp_caller(
+                "127.0.0.1:1".parse().unwrap(),
+                l.local_addr().unwrap(),
+                None
+            ),
+            None
+        );
+    }
+
+    #[test]
+    fn finds_the_pid_of_a_unix_peer() {
+        use std::os::fd::AsRawFd;
+        let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let own = Some(Caller {
+            sibling: None,
+            via: "a Unix socket",
+        });
+        assert_eq!(unix_caller(a.as_raw_fd(), None), own);
+        assert_eq!(unix_caller(b.as_raw_fd(), None), own);
+        // Not a socket: no caller.
+        let f = std::fs::File::open("/proc/self/stat").unwrap();
+        assert_eq!(unix_caller(f.as_raw_fd(), None), None);
+    }
+
+    #[test]
+    fn sibling_list_leaves_out_this_process() {
+        let own = std::process::id();
+        let s = SiblingPids(Arc::new(move || vec![own, 0, 7, 7, 5]));
+        assert_eq!(sibling_pids(Some(&s)), vec![5, 7]);
+        assert_eq!(sibling_pids(None), Vec::<u32>::new());
     }
 }

@@ -14,7 +14,7 @@ use super::access_log::{AccessLogFormat, DEFAULT_ACCESS_LOG_FORMAT};
 use super::loopback::Loopback;
 use super::parse::Limits;
 use super::reactor::{Config, Dispatch, Done, Listener, Reactor, ReactorHandle};
-use super::self_call::SelfCalls;
+use super::self_call::{SelfCalls, SiblingPids};
 use super::stuck::{Busy, BusyWorker, StuckReport};
 use super::{HttpRequest, HttpResponse};
 use crate::{BuildError, Context, Pool, Reentry, ShutdownReport, Stats};
@@ -112,6 +112,7 @@ pub struct ServerBuilder {
     write_timeout: Duration,
     access_log: Option<String>,
     max_spare: Option<usize>,
+    siblings: Option<SiblingPids>,
     max_depth: u32,
     stuck_after: Duration,
     pool: crate::Builder<HttpRequest, HttpResponse>,
@@ -129,6 +130,7 @@ impl fmt::Debug for ServerBuilder {
             .field("write_timeout", &self.write_timeout)
             .field("access_log", &self.access_log)
             .field("max_spare", &self.max_spare)
+            .field("sibling_pids", &self.siblings.is_some())
             .field("max_depth", &self.max_depth)
             .field("stuck_after", &self.stuck_after)
             .finish_non_exhaustive()
@@ -159,6 +161,7 @@ impl ServerBuilder {
             write_timeout: Duration::from_secs(30),
             access_log: Some(DEFAULT_ACCESS_LOG_FORMAT.to_string()),
             max_spare: None,
+            siblings: None,
             max_depth: 32,
             stuck_after: Duration::from_secs(1),
             pool: Pool::builder().name("http"),
@@ -287,15 +290,19 @@ impl ServerBuilder {
         self
     }
 
-    /// Spare threads for requests this process sends itself over TCP while every worker is busy
-    /// (default: the worker count; 0..=1024; 0 turns the detection off and such a request just
-    /// queues). A handler that calls its own server with an HTTP client instead of the
-    /// [`Loopback`] would otherwise wait for a worker that waits for it. Detection runs only when
-    /// no worker is idle and the client is on a loopback address: the client's socket is looked up
-    /// among this process's descriptors (Linux `/proc`), once per connection. Such a request runs
-    /// at once on a spare thread, at most `max_spare` at a time; beyond, it is answered 503 at
-    /// once, not left to hang. The first one of each route is logged at `warn` with the worker
-    /// that waits on it and the fix; [`ServerHandle::self_calls`] counts them.
+    /// Spare threads for requests this process sends itself over TCP or a Unix socket while every
+    /// worker is busy (default: the worker count; 0..=1024; 0 turns the detection off and such a
+    /// request just queues). A handler that calls its own server with an HTTP client instead of
+    /// the [`Loopback`] would otherwise wait for a worker that waits for it. Detection runs only
+    /// when no worker is idle and the client is on this host (a loopback address or the server's
+    /// own address, or a Unix socket), once per connection: a TCP client's socket is looked up
+    /// among this process's descriptors (Linux `/proc`), a Unix socket client is known by its
+    /// `SO_PEERCRED` pid. Requests from the processes that [`sibling_pids`](Self::sibling_pids)
+    /// names (in process mode, the other workers of the same supervisor) count as self-calls too.
+    /// Such a request runs at once on a spare thread, at most `max_spare` at a time; beyond, it is
+    /// answered 503 at once, not left to hang. The first one of each route is logged at `warn`
+    /// with the worker that waits on it (or the sibling pid that sent it) and the fix;
+    /// [`ServerHandle::self_calls`] counts them.
     ///
     /// A load generator in the same process as the server (a test, a bench) looks like a
     /// self-call: set 0 there, or its requests beyond the workers run on spare threads (or get
@@ -312,6 +319,33 @@ impl ServerBuilder {
     /// ```
     pub fn max_spare(mut self, n: usize) -> Self {
         self.max_spare = Some(n);
+        self
+    }
+
+    /// Other processes whose requests to this server are self-calls too (see
+    /// [`max_spare`](Self::max_spare)): `pids` returns their process ids (this process's own pid
+    /// in the list is ignored). It is asked only on the slow path (no idle worker, a client on
+    /// this host), at most once per connection. A TCP client's socket is then searched in
+    /// `/proc/<pid>/fd` of each of them (readable for processes of the same user; one that
+    /// cannot be read counts as not a self-call), a Unix socket client's `SO_PEERCRED` pid is
+    /// compared with them.
+    ///
+    /// In process mode, `prefork::Supervisor::serve_http` sets it to the other worker processes of
+    /// the same supervisor: with several processes on one listener, a handler's call to its own
+    /// service may land on a sibling process whose threads are all busy making such calls too,
+    /// and every process would wait for the others until the deadline.
+    ///
+    /// ```
+    /// use prefork_pool::http::Server;
+    /// let server = Server::builder()
+    ///     .bind("127.0.0.1:0")
+    ///     .sibling_pids(|| vec![]) // e.g. read from a shared table of worker processes
+    ///     .serve(|_req, _ctx| http::Response::new(Vec::new()))
+    ///     .unwrap();
+    /// server.shutdown(std::time::Duration::from_secs(5));
+    /// ```
+    pub fn sibling_pids(mut self, pids: impl Fn() -> Vec<u32> + Send + Sync + 'static) -> Self {
+        self.siblings = Some(SiblingPids(Arc::new(pids)));
         self
     }
 
@@ -489,6 +523,7 @@ impl ServerBuilder {
             access_log,
             // Set from the pool's worker count in `serve` when not given.
             max_spare: self.max_spare.unwrap_or(0),
+            siblings: self.siblings.clone(),
             max_depth: self.max_depth,
         })
     }
