@@ -1341,6 +1341,167 @@ fn http_handler(
     http::Response::new(format!("{}\n", std::process::id()).into_bytes())
 }
 
+// ---------------------------------------------------------------------------------------------
+// A handler that calls its own service over TCP, and lands on the sibling worker process.
+
+/// The server's address, set in the forked master (before its workers are forked).
+static SELF_ADDR: std::sync::OnceLock<SocketAddr> = std::sync::OnceLock::new();
+/// [`sibling_dir`] of the test process, set in the forked master.
+static SIBLING_DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// Where each worker process marks that it runs an `/outer` request (`busy-<pid>`) and that its
+/// inner call was answered (`done-<pid>`).
+fn sibling_dir() -> PathBuf {
+    std::env::temp_dir().join(format!("prefork-test-{}-sibling", std::process::id()))
+}
+
+/// The pids of the `{prefix}<pid>` files in `dir`.
+fn marked(dir: &std::path::Path, prefix: &str) -> BTreeSet<i32> {
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    name.strip_prefix(prefix)?.parse().ok()
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Waits (bounded) until `dir` holds `{prefix}<pid>` files of two processes.
+fn wait_marked(dir: &std::path::Path, prefix: &str, timeout: Duration) {
+    let end = Instant::now() + timeout;
+    while marked(dir, prefix).len() < 2 && Instant::now() < end {
+        sleep_ms(5);
+    }
+}
+
+/// In each of 2 worker processes of 1 thread. `/inner` answers the process's pid. `/outer` marks
+/// its process busy, waits (bounded) until the other process runs an `/outer` too, then calls
+/// `/inner` over TCP with ureq, on a fresh connection each time, until the answer comes from the
+/// sibling process (at most 20 calls: those that land on this process are its own self-calls),
+/// and holds its worker until both processes have their inner answer (bounded: 4 s). So an inner
+/// call that lands on the sibling finds its only worker busy with an `/outer` that waits for this
+/// one: without the sibling detection it waits in the sibling's queue until that bound, with it
+/// the sibling serves it at once on a spare thread.
+fn sibling_handler(
+    req: prefork_pool::http::HttpRequest,
+    _ctx: &prefork_pool::Context,
+) -> prefork_pool::http::HttpResponse {
+    let me = std::process::id().to_string();
+    if req.uri().path() != "/outer" {
+        return http::Response::new(me.into_bytes());
+    }
+    let dir = SIBLING_DIR.get().expect("directory set");
+    let _ = std::fs::write(dir.join(format!("busy-{me}")), b"");
+    wait_marked(dir, "busy-", Duration::from_secs(2));
+    let url = format!("http://{}/inner", SELF_ADDR.get().expect("address set"));
+    let mut inner = String::new();
+    for _ in 0..20 {
+        let answer = ureq::get(&url)
+            .set("Connection", "close")
+            .timeout(Duration::from_secs(20))
+            .call();
+        inner = match answer {
+            Ok(r) => r.into_string().unwrap_or_default(),
+            Err(e) => {
+                return http::Response::builder()
+                    .status(502)
+                    .body(format!("inner call: {e}").into_bytes())
+                    .unwrap()
+            }
+        };
+        if inner != me {
+            break;
+        }
+    }
+    let _ = std::fs::write(dir.join(format!("done-{me}")), b"");
+    wait_marked(dir, "done-", Duration::from_secs(4));
+    http::Response::new(format!("{me} {inner}").into_bytes())
+}
+
+/// 2 worker processes x 1 thread, [`sibling_handler`]: two concurrent `/outer` requests, one in
+/// each process, whose inner calls over TCP land on the other (busy) process: the sibling is
+/// recognised and the call served on a spare thread, well under the 5 s deadline (and the 4 s
+/// that an `/outer` holds its worker at most); the warn line names the sibling's pid.
+///
+/// The two processes accept from one listener, and the kernel tends to give every connection to
+/// the same one: to put the second `/outer` in the other process, the first one's process is
+/// stopped (SIGSTOP) until the other has accepted it.
+fn sibling_self_call(m: &mut Master) -> Result<(), String> {
+    m.wait_log("2 worker(s) ready", LONG)?;
+    let workers = m.wait_workers(LONG, "2 workers", |w| w.len() == 2)?;
+    let dir = sibling_dir();
+    let addr = m.addr;
+    let outer = move || {
+        std::thread::spawn(move || {
+            let started = Instant::now();
+            let r = get(addr, "/outer");
+            (r, started.elapsed())
+        })
+    };
+    let wait_busy = |n: usize| {
+        let end = Instant::now() + Duration::from_secs(5);
+        loop {
+            let busy = marked(&dir, "busy-");
+            if busy.len() >= n || Instant::now() >= end {
+                return busy;
+            }
+            sleep_ms(2);
+        }
+    };
+    let mut clients = vec![outer()];
+    let first = wait_busy(1);
+    let routed = match first.iter().next() {
+        Some(&p) => {
+            // SAFETY: kill(2) of a worker of our master (a grandchild, alive: it runs `/outer`).
+            unsafe { libc::kill(p, libc::SIGSTOP) };
+            clients.push(outer());
+            let both = wait_busy(2);
+            // SAFETY: as above; SIGCONT whatever happened.
+            unsafe { libc::kill(p, libc::SIGCONT) };
+            both
+        }
+        None => first,
+    };
+    let out: Vec<_> = clients
+        .into_iter()
+        .map(|c| c.join().expect("client thread"))
+        .collect();
+    ensure(routed.len() == 2, || {
+        format!("the two `/outer` requests did not run in both processes ({routed:?}): {out:?}")
+    })?;
+    let mut crossed = 0;
+    for (r, took) in &out {
+        let body = r
+            .as_ref()
+            .map_err(|e| format!("an /outer request failed: {e}"))?;
+        ensure(*took < Duration::from_secs(3), || {
+            format!("an /outer request took {took:?} (deadline 5 s): {body}")
+        })?;
+        let pids: Vec<i32> = body.split(' ').filter_map(|p| p.parse().ok()).collect();
+        ensure(
+            pids.len() == 2 && pids.iter().all(|p| workers.contains(p)),
+            || format!("{body:?}: not `outer-pid inner-pid` of the workers {workers:?}"),
+        )?;
+        crossed += usize::from(pids[0] != pids[1]);
+    }
+    ensure(crossed >= 1, || {
+        format!("no inner call landed on the sibling process: {out:?}")
+    })?;
+    let log = m.log_text();
+    ensure(log.contains("from sibling worker pid "), || {
+        "no warn line names the sibling worker".into()
+    })?;
+    ensure(log.contains("`GET /inner`"), || {
+        "the warn line does not name the route".into()
+    })?;
+    m.signal(libc::SIGTERM);
+    let code = m.wait_exit(LONG)?;
+    ensure(code == 0, || format!("exit status {code}"))
+}
+
 /// The environment variable that makes this binary a master: what a SIGUSR2 upgrade re-executes.
 const ROLE: &str = "PREFORK_TEST_ROLE";
 
@@ -1668,6 +1829,37 @@ fn main() {
                     },
                     max_requests_recycle,
                 )
+            }),
+        ),
+        (
+            "serve_http_sibling_self_call",
+            Box::new(|| {
+                let dir = sibling_dir();
+                let _ = std::fs::remove_dir_all(&dir);
+                std::fs::create_dir_all(&dir).expect("create the test's temp dir");
+                let sibling_dir_of_test = dir.clone();
+                let mut m = start_master(
+                    "http-sibling",
+                    |l| {
+                        let _ = SELF_ADDR.set(l.local_addr().expect("listener address"));
+                        let _ = SIBLING_DIR.set(sibling_dir_of_test);
+                    },
+                    |b, l| b.listener(l).workers(2),
+                    |b| {
+                        b.serve_http(
+                            |s| {
+                                s.workers(1)
+                                    .deadline(Duration::from_secs(5))
+                                    .access_log(false)
+                            },
+                            || Ok::<_, String>(sibling_handler),
+                        )
+                    },
+                );
+                let r = sibling_self_call(&mut m);
+                let r = finish(&mut m, r);
+                let _ = std::fs::remove_dir_all(&dir);
+                r
             }),
         ),
         ("example_server", Box::new(example_server)),

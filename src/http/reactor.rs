@@ -165,7 +165,11 @@ impl Shared {
     fn refuse_self_call(&self, req: Request<Vec<u8>>, reply: Reply, caller: Caller) {
         self.self_refused.fetch_add(1, Ordering::Relaxed);
         let route = format!("{} {}", req.method(), req.uri().path());
-        if self.warned.first(&format!("refused {route}")) {
+        let key = match caller.sibling {
+            None => format!("refused {route}"),
+            Some(_) => format!("refused {route} from a sibling"),
+        };
+        if self.warned.first(&key) {
             log::warn!(
                 target: "prefork_pool::http",
                 "`{route}` was requested over {} by {} while every worker of pool `{}` and all {} \
@@ -180,8 +184,8 @@ impl Shared {
         }
         let resp = error_response(
             503,
-            "self-call refused: this server called itself over TCP while every worker and every \
-             spare thread was busy; call it through the Loopback instead",
+            "self-call refused: this server (or a sibling worker process) called itself while \
+             every worker and every spare thread was busy; call it through the Loopback instead",
         );
         super::conn::finish(self, reply, Ok(resp));
     }
@@ -190,20 +194,25 @@ impl Shared {
     fn spare_thread(self: &Arc<Self>, req: Request<Vec<u8>>, reply: Reply, caller: Caller) {
         self.self_served.fetch_add(1, Ordering::Relaxed);
         let route = format!("{} {}", req.method(), req.uri().path());
-        if self.warned.first(&route) {
+        // Once per route, and once more if a sibling process calls it too (a different story).
+        let key = match caller.sibling {
+            None => route.clone(),
+            Some(_) => format!("{route} from a sibling"),
+        };
+        if self.warned.first(&key) {
             let busy = self.dispatcher.busy(Instant::now());
-            let waiting = super::self_call::who_waits(&busy);
             let fix = "Fix: call the handler through the `Loopback` in the request's extensions \
                        (`req.extensions().get::<prefork_pool::http::Loopback>()`), or make the \
                        call asynchronous (do not wait for its answer in the handler)";
             match caller.sibling {
                 None => log::warn!(
                     target: "prefork_pool::http",
-                    "self-call over {}: {waiting} on `{route}`, which it sent to its own server \
+                    "self-call over {}: {} on `{route}`, which it sent to its own server \
                      (pool `{}`) with an HTTP client while every worker was busy; it would have \
                      deadlocked (the request waits in the queue for a worker that waits for it, \
                      until the deadline). Served on a spare thread (`max_spare` = {}). {fix}",
                     caller.via,
+                    super::self_call::who_waits(&busy),
                     self.dispatcher.name(),
                     self.cfg.max_spare
                 ),
@@ -212,13 +221,14 @@ impl Shared {
                     "self-call over {} from sibling worker pid {pid} (a worker process of the same \
                      supervisor): a handler there is waiting on `{route}`, which it sent to its \
                      own service with an HTTP client, and it reached this process (pid {}, pool \
-                     `{}`) while every worker here was busy (here: {waiting}); with the workers of \
-                     both processes waiting on each other's calls it would have deadlocked (each \
+                     `{}`) while every worker here was busy ({}); with the workers of both \
+                     processes waiting on each other's calls it would have deadlocked (each \
                      request waits in a queue for a worker that waits for it, until the deadline). \
                      Served on a spare thread (`max_spare` = {}). {fix}",
                     caller.via,
                     std::process::id(),
                     self.dispatcher.name(),
+                    super::self_call::busy_here(&busy),
                     self.cfg.max_spare
                 ),
             }

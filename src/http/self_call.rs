@@ -63,6 +63,24 @@ pub(crate) fn who_waits(busy: &[BusyWorker]) -> String {
     }
 }
 
+/// For the warning about a sibling's call: what each busy worker here runs.
+pub(crate) fn busy_here(busy: &[BusyWorker]) -> String {
+    if busy.is_empty() {
+        return "every worker".to_string();
+    }
+    busy.iter()
+        .map(|b| {
+            format!(
+                "worker {} running `{}` for {:.2}s",
+                b.worker,
+                b.request_line,
+                b.running.as_secs_f64()
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Routes already logged as self-called.
 #[derive(Debug, Default)]
 pub(crate) struct Warned(Mutex<HashSet<String>>);

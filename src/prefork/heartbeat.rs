@@ -3,7 +3,9 @@
 //!
 //! A worker writes into its own slot (its heartbeat, its ready flag, the deadline and request line of
 //! its oldest running request, its request count and its wish to retire); the master only reads it,
-//! and resets a slot before it hands it to a new worker. Every field is an atomic, so the two
+//! and resets a slot before it hands it to a new worker. Each slot also holds its worker's pid
+//! (written by both sides at the fork, cleared by the master when it reaps the worker), which the
+//! workers read to know their siblings ([`Siblings`]). Every field is an atomic, so the two
 //! processes never need a lock: a lock in shared memory held by a process that dies would be held
 //! for ever.
 //!
@@ -30,6 +32,9 @@ const NOTE: usize = 512;
 pub(crate) struct Slot {
     flags: AtomicU32,
     line_seq: AtomicU32,
+    /// The worker's pid (0: no worker).
+    pid: AtomicU32,
+    _pad: AtomicU32,
     beat_ms: AtomicU64,
     deadline_ms: AtomicU64,
     requests: AtomicU64,
@@ -82,6 +87,7 @@ impl Slot {
     /// Empties the slot for a new worker (master, before the fork).
     pub(crate) fn reset(&self, max_requests: u64) {
         self.flags.store(0, Ordering::Relaxed);
+        self.pid.store(0, Ordering::Relaxed);
         self.line_seq.store(0, Ordering::Relaxed);
         self.beat_ms.store(now_ms(), Ordering::Relaxed);
         self.deadline_ms.store(0, Ordering::Relaxed);
@@ -89,6 +95,16 @@ impl Slot {
         self.max_requests.store(max_requests, Ordering::Relaxed);
         self.line_len.store(0, Ordering::Relaxed);
         self.note_len.store(0, Ordering::Release);
+    }
+
+    /// The pid of the worker in this slot (0: none).
+    pub(crate) fn pid(&self) -> u32 {
+        self.pid.load(Ordering::Acquire)
+    }
+
+    /// Records the pid of the worker in this slot (0: the slot is free).
+    pub(crate) fn set_pid(&self, pid: u32) {
+        self.pid.store(pid, Ordering::Release);
     }
 
     pub(crate) fn flags(&self) -> u32 {
@@ -178,6 +194,16 @@ impl Table {
         // mapped as long as `self` lives; every access goes through atomics, so sharing it with
         // other processes is sound.
         unsafe { &*self.ptr.as_ptr().add(index) }
+    }
+
+    /// Every slot as a `'static` slice, for the worker side (its [`Siblings`]).
+    ///
+    /// Only for a forked child, as [`leak_slot`](Self::leak_slot).
+    pub(crate) fn leak_all(&self) -> &'static [Slot] {
+        // SAFETY: the mapping holds `len` initialised slots (see `slot`); the `'static` lifetime
+        // holds because the caller is a forked worker, which never unmaps this region (it ends
+        // with `_exit`, never running the master's destructors).
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
     }
 
     /// The slot as a `'static` reference, for the worker side.
@@ -334,6 +360,43 @@ impl Heartbeat {
     }
 }
 
+/// A worker process's view of its siblings: the other worker processes of the same supervisor, as
+/// the heartbeat table lists them, from [`WorkerEnv::siblings`](super::WorkerEnv::siblings).
+///
+/// Cheap to copy and `Send + Sync`. [`Supervisor::serve_http`](super::Supervisor::serve_http)
+/// gives it to each worker's HTTP server
+/// ([`ServerBuilder::sibling_pids`](crate::http::ServerBuilder::sibling_pids)), so that a request
+/// a sibling sent to its own service while every thread here is busy is served as a self-call.
+#[derive(Clone, Copy)]
+pub struct Siblings {
+    slots: &'static [Slot],
+}
+
+impl std::fmt::Debug for Siblings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Siblings")
+            .field("pids", &self.pids())
+            .finish()
+    }
+}
+
+impl Siblings {
+    pub(crate) fn new(slots: &'static [Slot]) -> Siblings {
+        Siblings { slots }
+    }
+
+    /// The pids of the other worker processes of this supervisor alive now (booting, serving or
+    /// draining), without this process's own. A few atomic loads per slot of the table.
+    pub fn pids(&self) -> Vec<u32> {
+        let own = std::process::id();
+        self.slots
+            .iter()
+            .map(Slot::pid)
+            .filter(|p| *p != 0 && *p != own)
+            .collect()
+    }
+}
+
 /// The requests of this process that [`Heartbeat::track`] follows (one list per worker process: it
 /// is made after the fork, empty, and never shared with another process).
 static RUNNING: std::sync::Mutex<Vec<(u64, Instant, String)>> = std::sync::Mutex::new(Vec::new());
@@ -402,6 +465,13 @@ mod tests {
         assert_eq!(hb.requests(), 4);
         slot.set_note("boom");
         assert_eq!(slot.note(), "boom");
+        let siblings = Siblings::new(table.leak_all());
+        assert!(siblings.pids().is_empty());
+        table.slot(0).set_pid(std::process::id());
+        table.slot(2).set_pid(4242);
+        assert_eq!(siblings.pids(), vec![4242]);
+        table.slot(2).reset(0);
+        assert!(siblings.pids().is_empty());
         drop(table);
     }
 }

@@ -26,7 +26,10 @@ where
     H: Fn(HttpRequest, &Context) -> HttpResponse + Send + Sync + 'static,
 {
     fn run(&mut self, env: &mut WorkerEnv) -> i32 {
-        let mut builder = (self.configure)(Server::builder());
+        // A sibling's call to its own service may land here: served as a self-call when every
+        // thread here is busy (set first, so that `configure` may replace it).
+        let siblings = env.siblings();
+        let mut builder = (self.configure)(Server::builder().sibling_pids(move || siblings.pids()));
         for listener in env.take_listeners() {
             builder = match listener {
                 Listener::Tcp(l) => builder.listener(l),

@@ -191,7 +191,7 @@ mod supervisor;
 mod upgrade;
 mod worker;
 
-pub use heartbeat::{Heartbeat, RequestGuard};
+pub use heartbeat::{Heartbeat, RequestGuard, Siblings};
 pub use listeners::Listener;
 pub use supervisor::{
     Builder, StartError, Supervisor, WorkerExit, EXIT_BOOT_ERROR, EXIT_ERROR, EXIT_OK,

@@ -1164,6 +1164,8 @@ where
     fn on_exit(&mut self, child: Child, status: c_int) {
         let (code, signal) = describe_status(status);
         let slot = self.table.slot(child.slot);
+        // Reaped: the pid is no longer a sibling (and may be reused by any process).
+        slot.set_pid(0);
         let flags = slot.flags();
         let note = slot.note();
         let was_ready = child.ready || flags & READY != 0;
@@ -1528,6 +1530,7 @@ where
                 master_wake: self.signals.wake_fd(),
                 master_read: self.signals.read_fd(),
                 slot: self.table.leak_slot(slot),
+                slots: self.table.leak_all(),
                 listeners: std::mem::take(&mut self.listeners),
             };
             let mut post_fork = self.hooks.post_fork.take();
@@ -1546,6 +1549,8 @@ where
                 },
             );
         }
+        // The child writes it too; the siblings read it to recognise its self-calls.
+        self.table.slot(slot).set_pid(pid as u32);
         log::info!("booting worker {number} (pid {pid})");
         self.children.push(Child {
             pid,

@@ -15,7 +15,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::time::Duration;
 
-use super::heartbeat::{Heartbeat, Slot, BOOT_FAILED};
+use super::heartbeat::{Heartbeat, Siblings, Slot, BOOT_FAILED};
 use super::listeners::Listener;
 use super::signals::{send_byte, WAKE};
 
@@ -66,6 +66,7 @@ pub struct WorkerEnv {
     number: u64,
     listeners: Vec<Listener>,
     heartbeat: Heartbeat,
+    siblings: Siblings,
     shutdown: UnixStream,
     master_pid: libc::pid_t,
 }
@@ -92,6 +93,13 @@ impl WorkerEnv {
     /// This worker's heartbeat handle (`Copy`, `Send + Sync`: give it to your threads).
     pub fn heartbeat(&self) -> Heartbeat {
         self.heartbeat
+    }
+
+    /// The other worker processes of this supervisor (their pids, from the heartbeat table):
+    /// `Copy`, `Send + Sync`. [`Supervisor::serve_http`](super::Supervisor::serve_http) uses it so
+    /// that a sibling's call to its own service that lands here is served as a self-call.
+    pub fn siblings(&self) -> Siblings {
+        self.siblings
     }
 
     /// Tells the master this worker is serving (see [`Heartbeat::ready`]) and wakes it.
@@ -186,6 +194,8 @@ pub(crate) struct ChildSetup {
     pub(crate) master_wake: RawFd,
     pub(crate) master_read: RawFd,
     pub(crate) slot: &'static Slot,
+    /// The whole heartbeat table, for [`WorkerEnv::siblings`].
+    pub(crate) slots: &'static [Slot],
     pub(crate) listeners: Vec<Listener>,
 }
 
@@ -261,6 +271,8 @@ where
     W: Worker,
     B: FnOnce() -> Result<W, String>,
 {
+    // The master writes it too, after the fork; whichever comes first, siblings see it at once.
+    setup.slot.set_pid(std::process::id());
     let shutdown = match prepare(&setup) {
         Ok(s) => s,
         Err(e) => {
@@ -277,6 +289,7 @@ where
         number,
         listeners: setup.listeners,
         heartbeat: Heartbeat::new(slot),
+        siblings: Siblings::new(setup.slots),
         shutdown,
         master_pid: setup.master_pid,
     };
