@@ -446,3 +446,126 @@ fn over_tcp_the_depth_header_past_max_depth_gets_508() {
     );
     s.shutdown(WAIT);
 }
+
+/// A raw HTTP/1.1 request with `Connection: close` over the Unix socket at `path`: the whole
+/// answer as text.
+fn unix_roundtrip(path: &std::path::Path, method: &str, target: &str) -> String {
+    use std::io::{Read, Write};
+    let mut c = std::os::unix::net::UnixStream::connect(path).expect("connect the unix socket");
+    c.set_read_timeout(Some(WAIT)).unwrap();
+    c.set_write_timeout(Some(WAIT)).unwrap();
+    c.write_all(
+        format!("{method} {target} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            .as_bytes(),
+    )
+    .unwrap();
+    let mut out = String::new();
+    c.read_to_string(&mut out).unwrap();
+    out
+}
+
+#[test]
+fn a_self_call_over_a_unix_socket_is_served_at_once() {
+    logs();
+    let dir = std::env::temp_dir().join(format!("prefork-pool-selfcall-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("server.sock");
+    let p = path.clone();
+    let s = Server::builder()
+        .bind_unix(&path, 0o600)
+        .workers(1)
+        .deadline(Duration::from_secs(20))
+        .serve(move |req, _ctx| {
+            if req.uri().path() == "/unix/outer" {
+                // The naive call to its own server, over its Unix socket: its only worker is
+                // this one, busy here.
+                let answer = unix_roundtrip(&p, "GET", "/unix/inner");
+                http::Response::new(answer.into_bytes())
+            } else {
+                created("inner")
+            }
+        })
+        .unwrap();
+    let s = ready(s);
+    let start = Instant::now();
+    // From this thread while the worker is idle: the fast path, no detection.
+    let answer = unix_roundtrip(&path, "POST", "/unix/outer");
+    let took = start.elapsed();
+    assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
+    // The body is the inner answer, relayed whole.
+    let inner = answer.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    assert!(inner.starts_with("HTTP/1.1 201 "), "{answer}");
+    assert!(inner.ends_with("\r\n\r\ninner"), "{answer}");
+    // Without the rescue it takes the whole deadline (20 s).
+    assert!(
+        took < Duration::from_secs(2),
+        "took {took:?}: the self-call waited for the worker"
+    );
+    let sc = s.self_calls();
+    assert_eq!((sc.served, sc.refused), (1, 0));
+    let warned = lines_with(&["WARN", "`GET /unix/inner`"]);
+    assert_eq!(warned.len(), 1, "{warned:#?}");
+    assert!(
+        warned[0].contains("self-call over a Unix socket"),
+        "{}",
+        warned[0]
+    );
+    assert!(
+        warned[0].contains("worker 0 (running `POST /unix/outer HTTP/1.1`"),
+        "{}",
+        warned[0]
+    );
+    s.shutdown(WAIT);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_unix_socket_request_from_another_process_is_not_a_self_call() {
+    let dir = std::env::temp_dir().join(format!("prefork-pool-other-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("server.sock");
+    let (release, gate) = crossbeam_channel::bounded::<()>(1);
+    let s = Server::builder()
+        .bind_unix(&path, 0o600)
+        .workers(1)
+        .deadline(Duration::from_secs(20))
+        .serve(move |req, _ctx| {
+            if req.uri().path() == "/gate" {
+                let _ = gate.recv_timeout(WAIT);
+            }
+            http::Response::new(format!("answered {}", req.uri().path()).into_bytes())
+        })
+        .unwrap();
+    let s = ready(s);
+    // Occupy the only worker (it was idle: no detection on that path).
+    let p = path.clone();
+    let blocker = std::thread::spawn(move || unix_roundtrip(&p, "GET", "/gate"));
+    wait_until("the worker to be busy", || s.stats().busy == 1);
+    let curl = std::process::Command::new("curl")
+        .args([
+            "-s",
+            "--max-time",
+            "20",
+            "-w",
+            " %{http_code}",
+            "--unix-socket",
+        ])
+        .arg(&path)
+        .arg("http://x/other")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("curl (installed by .ci/run)");
+    // curl's request waits in the queue, not on a spare thread.
+    wait_until("curl's request to be queued", || s.stats().queued == 1);
+    assert_eq!(s.self_calls().served, 0);
+    release.send(()).unwrap();
+    assert!(blocker.join().unwrap().ends_with("answered /gate"));
+    let out = curl.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "answered /other 200");
+    assert_eq!(s.self_calls().served, 0);
+    s.shutdown(WAIT);
+    let _ = std::fs::remove_dir_all(&dir);
+}
