@@ -107,7 +107,8 @@
 //! socket, parses requests itself, and hands only complete requests to the pool, so a slow client
 //! costs a buffer, not a worker. Pool errors become answers (503 with `Retry-After`, 504, 500,
 //! 508). A handler calls its own service in-process through [`http::Loopback`]; a call it makes
-//! over real TCP to its own address while every worker is busy is detected and served on a spare
+//! over real TCP or a Unix socket to its own address while every worker is busy is detected
+//! (in process mode, also when it lands on a sibling worker process) and served on a spare
 //! thread, with a warning that names the fix. Start with `examples/hello_loopback.rs`, the
 //! seed's Flask app as a Rust template.
 //!

@@ -1,7 +1,8 @@
 //! A handler that calls its own server over real TCP with an ordinary HTTP client (ureq), the
 //! seed's bug as written: the request it sends is recognised as coming from this process and
 //! served on a spare thread (at most `max_spare`, beyond: 503 at once), logged once per route with
-//! the fix, and counted. Also: another process's request is not taken for a self-call; runaway
+//! the fix, and counted; the same over a Unix socket (known by its `SO_PEERCRED` pid). Also:
+//! another process's request (TCP or Unix socket) is not taken for a self-call; runaway
 //! recursion is cut with 508 (through the `Loopback` and over TCP with `X-Prefork-Depth`); the
 //! stuck report names what every busy worker runs.
 #![cfg(feature = "http")]

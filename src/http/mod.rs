@@ -84,12 +84,17 @@
 //! ```
 //!
 //! A handler that calls its own server with an ordinary HTTP client (the seed's code, as written)
-//! is rescued too, on the slow path: when no worker is idle and the client is on a loopback
-//! address, the server looks the client's socket up among this process's own descriptors; a
+//! is rescued too, on the slow path: when no worker is idle and the client is on this host (a
+//! loopback address or the server's own address, or a Unix socket), the server finds out which
+//! process the client is: over TCP it looks the client's socket up among this process's own
+//! descriptors (Linux `/proc`), over a Unix socket it takes the client's `SO_PEERCRED` pid. A
 //! request this process sent itself runs at once on one of a few spare threads (see
 //! [`max_spare`](ServerBuilder::max_spare); beyond them it is answered 503 at once), the route is
 //! logged once at `warn` with the fix (use the `Loopback`, or make the call asynchronous), and
-//! [`ServerHandle::self_calls`] counts them.
+//! [`ServerHandle::self_calls`] counts them. In process mode a request from a sibling worker
+//! process (see [`sibling_pids`](ServerBuilder::sibling_pids)) is treated the same way: several
+//! processes share the listener, so a call to its own service may land on a sibling whose
+//! workers are all busy with such calls too.
 //!
 //! # Runaway recursion: 508
 //!
@@ -127,7 +132,7 @@
 //! | 504 | the request's deadline passed ([`Error::DeadlineExceeded`](crate::Error::DeadlineExceeded)) | [`deadline`](ServerBuilder::deadline) |
 //! | 500 | the handler panicked (the message goes to the log, not to the client) | |
 //! | 508 | a chain of nested calls too deep ([`Error::LoopDetected`](crate::Error::LoopDetected)): the request's [`DEPTH_HEADER`] is past the maximum | [`max_depth`](ServerBuilder::max_depth) (32) |
-//! | 503 + `Retry-After: 1` | a request this process sent itself over TCP while every worker and every spare thread was busy | [`max_spare`](ServerBuilder::max_spare) (the worker count) |
+//! | 503 + `Retry-After: 1` | a request this process (or a sibling worker process) sent itself over TCP or a Unix socket while every worker and every spare thread was busy | [`max_spare`](ServerBuilder::max_spare) (the worker count) |
 //!
 //! Pool errors are logged on target `prefork_pool::http` (500 at `error`, others at `warn`);
 //! protocol refusals at `debug`.

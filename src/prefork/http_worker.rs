@@ -95,6 +95,15 @@ impl Supervisor {
     /// served, in-flight requests finish) within 90% of the `graceful_timeout`. The heartbeat is
     /// written by the worker's main thread, not by the server's reactor thread.
     ///
+    /// A handler that calls its own service over HTTP (instead of the
+    /// [`Loopback`](crate::http::Loopback)) may land on another worker process, whose threads may
+    /// all be busy with such calls too: each server is given the pids of its sibling workers
+    /// ([`WorkerEnv::siblings`](super::WorkerEnv::siblings), through
+    /// [`ServerBuilder::sibling_pids`]), so such a request is served at once on a spare thread
+    /// like a self-call (see [`ServerBuilder::max_spare`]), and logged once per route with the
+    /// sibling's pid. `configure` may replace that with its own `sibling_pids`, or turn it off
+    /// with `max_spare(0)`.
+    ///
     /// ```no_run
     /// use prefork_pool::prefork::Supervisor;
     /// use std::time::Duration;

@@ -180,6 +180,12 @@
 //! - With [`Supervisor::serve_http`], the heartbeat is written by each worker's main thread, not by
 //!   the HTTP server's reactor thread: a reactor stuck while the main thread runs is not detected
 //!   by the heartbeat (stuck handlers are, by their deadlines).
+//! - A sibling worker's call to its own service over TCP is recognised by reading the sibling's
+//!   `/proc/<pid>/fd` (Linux): workers that drop privileges to different users, or make
+//!   themselves non-dumpable (`PR_SET_DUMPABLE` 0), cannot read each other's, and such a call
+//!   queues as any other. Over a Unix socket the `SO_PEERCRED` pid is used, which names the
+//!   process that connected (a socket handed to another process keeps the first one's pid).
+//!   Calls from a worker's own subprocesses (`curl` run by a handler) are not recognised.
 
 mod heartbeat;
 mod http_worker;
