@@ -1427,6 +1427,26 @@ fn sibling_handler(
     http::Response::new(format!("{me} {inner} {attempts}").into_bytes())
 }
 
+/// Waits (bounded: 5 s) until every thread of `pid` is stopped (state `T` in `/proc`).
+fn wait_stopped(pid: i32) {
+    let stopped = || {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            return false;
+        };
+        tasks.flatten().all(|t| {
+            std::fs::read_to_string(t.path().join("stat")).is_ok_and(|stat| {
+                stat.rfind(')')
+                    .and_then(|i| stat[i + 1..].split_whitespace().next())
+                    .is_some_and(|state| state == "T" || state == "t")
+            })
+        })
+    };
+    let end = Instant::now() + Duration::from_secs(5);
+    while !stopped() && Instant::now() < end {
+        sleep_ms(1);
+    }
+}
+
 /// 2 worker processes x 1 thread, [`sibling_handler`]: two concurrent `/outer` requests, one in
 /// each process, whose inner calls over TCP land on the other (busy) process: the sibling is
 /// recognised and the call served on a spare thread, well under the 5 s deadline (and the 4 s
@@ -1463,6 +1483,9 @@ fn sibling_self_call(m: &mut Master) -> Result<(), String> {
         Some(&p) => {
             // SAFETY: kill(2) of a worker of our master (a grandchild, alive: it runs `/outer`).
             unsafe { libc::kill(p, libc::SIGSTOP) };
+            // The signal is asynchronous: until every thread is stopped, its reactor may still
+            // accept.
+            wait_stopped(p);
             clients.push(outer());
             let both = wait_busy(2);
             // SAFETY: as above; SIGCONT whatever happened.
