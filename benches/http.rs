@@ -150,11 +150,27 @@ struct Run {
     rps: f64,
     p50: Duration,
     p99: Duration,
+    /// CPU time the server spent per request: the process's CPU over the run less the client
+    /// threads' own. On two cores the clients starve both servers of CPU, so requests/s says more
+    /// about the machine than the server; CPU per request is the work each server does.
+    server_cpu_per_req: Duration,
+}
+
+/// CPU time (user + system) of this process (`RUSAGE_SELF`) or of the calling thread
+/// (`RUSAGE_THREAD`, Linux).
+fn cpu(who: libc::c_int) -> Duration {
+    // SAFETY: an all-zero rusage is a valid value for getrusage(2) to overwrite.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: getrusage(2) writes into the struct we own; `who` is RUSAGE_SELF or RUSAGE_THREAD.
+    unsafe { libc::getrusage(who, &mut ru) };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(ru.ru_utime) + tv(ru.ru_stime)
 }
 
 fn load(addr: SocketAddr, raw: &'static [u8], clients: usize, secs: f64) -> Run {
     let until = Instant::now() + Duration::from_secs_f64(secs);
     let start = Instant::now();
+    let cpu_start = cpu(libc::RUSAGE_SELF);
     let threads: Vec<_> = (0..clients)
         .map(|_| {
             std::thread::spawn(move || {
@@ -168,21 +184,26 @@ fn load(addr: SocketAddr, raw: &'static [u8], clients: usize, secs: f64) -> Run 
                     assert!(status == 200 || status == 201, "status {status}");
                     lat.push(t.elapsed());
                 }
-                lat
+                (lat, cpu(libc::RUSAGE_THREAD))
             })
         })
         .collect();
-    let mut all: Vec<Duration> = threads
-        .into_iter()
-        .flat_map(|t| t.join().unwrap())
-        .collect();
+    let mut all: Vec<Duration> = Vec::new();
+    let mut client_cpu = Duration::ZERO;
+    for t in threads {
+        let (lat, cpu) = t.join().unwrap();
+        all.extend(lat);
+        client_cpu += cpu;
+    }
     let took = start.elapsed().as_secs_f64();
+    let server_cpu = cpu(libc::RUSAGE_SELF).saturating_sub(cpu_start + client_cpu);
     all.sort();
     let pct = |p: f64| all[((all.len() as f64 * p) as usize).min(all.len() - 1)];
     Run {
         rps: all.len() as f64 / took,
         p50: pct(0.50),
         p99: pct(0.99),
+        server_cpu_per_req: server_cpu / all.len().max(1) as u32,
     }
 }
 
@@ -199,8 +220,8 @@ fn main() {
     );
     println!();
     println!(
-        "{:<22} {:<12} {:>12} {:>12} {:>12}",
-        "scenario", "server", "req/s", "p50", "p99"
+        "{:<22} {:<12} {:>12} {:>12} {:>12} {:>16}",
+        "scenario", "server", "req/s", "p50", "p99", "server CPU/req"
     );
     let scenarios: [(&str, &'static [u8]); 2] = [
         ("GET / (hello world)", b"GET / HTTP/1.1\r\nHost: b\r\n\r\n"),
@@ -225,23 +246,29 @@ fn main() {
         }
         for (server, r) in [("prefork-pool", &a), ("tiny_http", &b)] {
             println!(
-                "{:<22} {:<12} {:>12.0} {:>12} {:>12}",
+                "{:<22} {:<12} {:>12.0} {:>12} {:>12} {:>16}",
                 name,
                 server,
                 r.rps,
                 us(r.p50),
-                us(r.p99)
+                us(r.p99),
+                us(r.server_cpu_per_req)
             );
         }
         ratios.push((
             name,
             a.rps / b.rps,
             a.p99.as_secs_f64() / b.p99.as_secs_f64(),
+            b.server_cpu_per_req.as_secs_f64() / a.server_cpu_per_req.as_secs_f64(),
         ));
     }
     println!();
-    for (name, rps, p99) in &ratios {
-        println!("{name}: throughput ours/tiny_http = {rps:.2}x, p99 ours/tiny_http = {p99:.2}x (lower is better)");
+    for (name, rps, p99, cpu) in &ratios {
+        println!(
+            "{name}: throughput ours/tiny_http = {rps:.2}x, p99 ours/tiny_http = {p99:.2}x \
+             (lower is better), server CPU per request tiny_http/ours = {cpu:.2}x (higher: ours \
+             does less work)"
+        );
     }
 
     // Loopback against its TCP twin: the same POST /hello_world, one caller, sequential.
