@@ -48,3 +48,41 @@ fn a_thousand_panics_do_not_shrink_the_pool() {
     assert_eq!(a.wait().unwrap() + b.wait().unwrap(), 4);
     assert!(pool.stats().idle <= 2);
 }
+
+#[test]
+fn a_panicking_completion_callback_takes_down_neither_worker_nor_watchdog() {
+    use std::sync::mpsc;
+    use std::time::{Duration, Instant};
+    let pool = Pool::builder()
+        .name("pn3")
+        .workers(1)
+        .build(|ms: u64, ctx| {
+            let end = Instant::now() + Duration::from_millis(ms);
+            while Instant::now() < end && !ctx.is_cancelled() {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            ms
+        })
+        .unwrap();
+    // On the worker (an answer) and on the watchdog (a deadline): both callbacks panic.
+    pool.submit_then(0, None, |_| panic!("callback bug on the worker"));
+    pool.submit_then(5_000, Some(Duration::from_millis(50)), |_| {
+        panic!("callback bug on the watchdog")
+    });
+    // The worker and the watchdog are still there: a later job is answered, and a later stuck job
+    // is still answered at its deadline.
+    let (tx, rx) = mpsc::channel();
+    pool.submit_then(1, None, move |r| tx.send(r).unwrap());
+    assert_eq!(rx.recv_timeout(Duration::from_secs(5)).unwrap().unwrap(), 1);
+    let start = Instant::now();
+    assert!(matches!(
+        pool.call_with(5_000, Duration::from_millis(100)),
+        Err(Error::DeadlineExceeded { .. })
+    ));
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        start.elapsed()
+    );
+    pool.shutdown_now();
+}

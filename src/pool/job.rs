@@ -212,7 +212,16 @@ impl<Resp> Completion<Resp> {
             Waiter::Callback(cb) => {
                 self.done.store(true, Ordering::Release);
                 drop(outcome);
-                cb(result);
+                // The callback runs on a worker or on the watchdog: a panic in it must not take
+                // that thread down with it.
+                let run = std::panic::AssertUnwindSafe(move || cb(result));
+                if let Err(payload) = std::panic::catch_unwind(run) {
+                    log::error!(
+                        "a submit_then completion callback panicked: {}; the pool goes on. Fix \
+                         the callback (it runs on a pool thread and must not panic).",
+                        super::shared::panic_message(payload.as_ref())
+                    );
+                }
             }
             Waiter::Thread(t) => {
                 *outcome = Outcome::Ready(result);

@@ -178,7 +178,8 @@ impl<Req: Send + 'static, Resp: Send + 'static> Pool<Req, Resp> {
     /// `done` is called exactly once: on a worker thread with the handler's answer, on the watchdog
     /// thread with [`Error::DeadlineExceeded`], or on the calling thread *before `submit_then`
     /// returns* when the job is refused at once ([`Error::Overloaded`], [`Error::ShuttingDown`]).
-    /// Keep it short: it runs on a worker.
+    /// Keep it short: it runs on a worker. A panic in it is caught and logged; the pool thread
+    /// that ran it goes on.
     ///
     /// ```
     /// use prefork_pool::Pool;
