@@ -137,3 +137,42 @@ fn dropping_the_last_handle_shuts_the_pool_down() {
         || support::threads_named("sdd-") == 0
     ));
 }
+
+#[test]
+fn a_handler_that_shuts_its_own_pool_down_does_not_wait_for_itself() {
+    let (go, gate) = mpsc::channel::<()>();
+    let gate = parking_lot::Mutex::new(gate);
+    let pool = Pool::builder()
+        .name("sds")
+        .workers(1)
+        .deadline(Duration::from_secs(30))
+        .build(move |stop: bool, ctx| {
+            if stop {
+                // Shut down only once the other job is in the queue behind this one.
+                gate.lock().recv().unwrap();
+                let me = ctx.pool::<bool, bool>().unwrap();
+                let start = Instant::now();
+                me.shutdown(Duration::from_secs(30));
+                return start.elapsed() < Duration::from_secs(1);
+            }
+            true
+        })
+        .unwrap();
+    let stopper = pool.submit(true);
+    let queued = pool.submit(false);
+    go.send(()).unwrap();
+    assert!(
+        stopper.wait().unwrap(),
+        "shutdown from a handler returned at once"
+    );
+    // The shutdown is graceful: the job queued behind the stopper is still served.
+    assert!(queued.wait().unwrap());
+    assert!(support::eventually(Duration::from_secs(3), || matches!(
+        pool.call(false),
+        Err(Error::ShuttingDown { .. })
+    )));
+    assert!(support::eventually(
+        Duration::from_secs(3),
+        || support::threads_named("sds-") == 0
+    ));
+}

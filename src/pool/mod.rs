@@ -61,14 +61,24 @@ impl<Req: Send + 'static, Resp: Send + 'static> Drop for Owner<Req, Resp> {
         let timeout = shared.config.deadline;
         if guard::inside(shared.id) {
             // The last handle went away inside one of the pool's own handlers: waiting here would
-            // wait for this very thread, so shut down from a thread of its own.
-            let _ = std::thread::Builder::new()
-                .name(format!("{}-shutdown", shared.config.name))
-                .spawn(move || shared.shutdown(timeout, false));
+            // wait for this very thread.
+            spawn_shutdown(shared, timeout, false);
         } else {
             shared.shutdown(timeout, false);
         }
     }
+}
+
+/// Shut the pool down from a thread of its own (for a shutdown asked from inside a handler).
+fn spawn_shutdown<Req: Send + 'static, Resp: Send + 'static>(
+    shared: Arc<Shared<Req, Resp>>,
+    timeout: Duration,
+    now: bool,
+) {
+    let name = format!("{}-shutdown", shared.config.name);
+    let _ = std::thread::Builder::new()
+        .name(name)
+        .spawn(move || shared.shutdown(timeout, now));
 }
 
 impl<Req: Send + 'static, Resp: Send + 'static> Clone for Pool<Req, Resp> {
@@ -244,13 +254,26 @@ impl<Req: Send + 'static, Resp: Send + 'static> Pool<Req, Resp> {
     /// and running job for up to `graceful_timeout`, then answer whatever is left with
     /// `ShuttingDown`, cancel it, and join the threads. Returns within `graceful_timeout` plus at
     /// most a second. Calling it again (or dropping the pool afterwards) does nothing more.
+    ///
+    /// Called from inside one of this pool's own handlers, it cannot wait for the workers (the
+    /// caller is one): the shutdown then runs on a thread of its own and the report is empty.
     pub fn shutdown(&self, graceful_timeout: Duration) -> ShutdownReport {
-        self.shared().shutdown(graceful_timeout, false)
+        self.stop(graceful_timeout, false)
     }
 
     /// Stop at once: every queued and running job is answered with [`Error::ShuttingDown`] now and
     /// its context cancelled; then wait up to a second for the workers to exit.
+    /// From inside one of this pool's handlers, as [`shutdown`](Self::shutdown).
     pub fn shutdown_now(&self) -> ShutdownReport {
-        self.shared().shutdown(Duration::ZERO, true)
+        self.stop(Duration::ZERO, true)
+    }
+
+    fn stop(&self, graceful_timeout: Duration, now: bool) -> ShutdownReport {
+        let shared = self.shared().clone();
+        if guard::inside(shared.id) {
+            spawn_shutdown(shared, graceful_timeout, now);
+            return ShutdownReport::default();
+        }
+        shared.shutdown(graceful_timeout, now)
     }
 }
