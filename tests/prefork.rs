@@ -418,24 +418,9 @@ fn children_of(pid: i32) -> BTreeSet<i32> {
 // ---------------------------------------------------------------------------------------------
 // A client.
 
+/// `GET path` over HTTP/1.0: the body of a 200 answer, or what went wrong.
 fn get(addr: SocketAddr, path: &str) -> Result<String, String> {
-    let mut conn = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
-        .map_err(|e| format!("connect: {e}"))?;
-    conn.set_read_timeout(Some(Duration::from_secs(20))).ok();
-    conn.write_all(format!("GET {path} HTTP/1.0\r\nHost: test\r\n\r\n").as_bytes())
-        .map_err(|e| format!("write: {e}"))?;
-    let mut resp = String::new();
-    conn.read_to_string(&mut resp)
-        .map_err(|e| format!("read: {e}"))?;
-    if !resp.starts_with("HTTP/1.1 200 OK") {
-        return Err(format!("bad answer: {resp:?}"));
-    }
-    Ok(resp
-        .rsplit("\r\n\r\n")
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_string())
+    get_timed(addr, path).result
 }
 
 /// One request of a load run: when it was sent (after the write), and how it ended.
@@ -603,11 +588,17 @@ fn term_under_load(m: &mut Master) -> Result<(), String> {
     ensure(m.workers().is_empty(), || "workers left behind".into())
 }
 
-fn hup_reloads(m: &mut Master) -> Result<(), String> {
+/// Two workers serve `path` under a bounded load (4 clients); after `warm_ms`, SIGHUP: every worker
+/// pid must change and no request fail. Returns the new workers and every request's outcome.
+fn hup_under_load(
+    m: &mut Master,
+    path: &'static str,
+    warm_ms: u64,
+) -> Result<(BTreeSet<i32>, Vec<Outcome>), String> {
     m.wait_log("2 worker(s) ready", LONG)?;
     let old = m.wait_workers(LONG, "2 workers", |w| w.len() == 2)?;
-    let load = Load::start(m.addr, 4, "/sleep/20");
-    sleep_ms(400);
+    let load = Load::start(m.addr, 4, path);
+    sleep_ms(warm_ms);
     m.signal(libc::SIGHUP);
     let new = m.wait_workers(LONG, "2 new workers, no old one", |w| {
         w.len() == 2 && w.is_disjoint(&old)
@@ -617,9 +608,18 @@ fn hup_reloads(m: &mut Master) -> Result<(), String> {
     let new = new?;
     let failed: Vec<_> = out.iter().filter_map(|o| o.result.as_ref().err()).collect();
     ensure(failed.is_empty(), || {
-        format!("{} failed requests during HUP: {failed:?}", failed.len())
+        format!(
+            "{} of {} requests failed during HUP: {failed:?}",
+            failed.len(),
+            out.len()
+        )
     })?;
     ensure(new.is_disjoint(&old), || format!("old {old:?} new {new:?}"))?;
+    Ok((new, out))
+}
+
+fn hup_reloads(m: &mut Master) -> Result<(), String> {
+    hup_under_load(m, "/sleep/20", 400)?;
     m.wait_log("ready after the reload", LONG)?;
     m.signal(libc::SIGTERM);
     let code = m.wait_exit(LONG)?;
@@ -1273,25 +1273,7 @@ fn systemd_socket_activate() -> Result<(), String> {
 /// HUP under load fails no request; a handler stuck past its deadline gets 504 from the Pool's
 /// watchdog, then the master replaces its process; TERM exits 0.
 fn serve_http(m: &mut Master) -> Result<(), String> {
-    m.wait_log("2 worker(s) ready", LONG)?;
-    let old = m.wait_workers(LONG, "2 workers", |w| w.len() == 2)?;
-    let load = Load::start(m.addr, 4, "/sleep/50");
-    sleep_ms(800);
-    m.signal(libc::SIGHUP);
-    let new = m.wait_workers(LONG, "2 new workers", |w| {
-        w.len() == 2 && w.is_disjoint(&old)
-    });
-    sleep_ms(500);
-    let out = load.finish();
-    let new = new?;
-    let failed: Vec<_> = out.iter().filter_map(|o| o.result.as_ref().err()).collect();
-    ensure(failed.is_empty(), || {
-        format!(
-            "{} of {} requests failed: {failed:?}",
-            failed.len(),
-            out.len()
-        )
-    })?;
+    let (new, out) = hup_under_load(m, "/sleep/50", 800)?;
     let served: BTreeSet<i32> = out
         .iter()
         .filter_map(|o| o.result.as_ref().ok()?.parse().ok())
