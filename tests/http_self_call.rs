@@ -308,18 +308,7 @@ fn with_max_spare_zero_the_self_call_waits_for_the_deadline_and_the_stuck_report
 
 #[test]
 fn a_request_from_another_process_is_not_a_self_call_it_queues() {
-    let (release, gate) = crossbeam_channel::bounded::<()>(1);
-    let s = Server::builder()
-        .bind("127.0.0.1:0")
-        .workers(1)
-        .deadline(Duration::from_secs(20))
-        .serve(move |req, _ctx| {
-            if req.uri().path() == "/gate" {
-                let _ = gate.recv_timeout(WAIT);
-            }
-            http::Response::new(format!("answered {}", req.uri().path()).into_bytes())
-        })
-        .unwrap();
+    let (s, release) = gated_server(Server::builder().bind("127.0.0.1:0"));
     let s = ready(s);
     let addr = s.local_addrs()[0];
     // Occupy the only worker (the worker was idle: no detection on that path).
@@ -527,18 +516,7 @@ fn a_unix_socket_request_from_another_process_is_not_a_self_call() {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("server.sock");
-    let (release, gate) = crossbeam_channel::bounded::<()>(1);
-    let s = Server::builder()
-        .bind_unix(&path, 0o600)
-        .workers(1)
-        .deadline(Duration::from_secs(20))
-        .serve(move |req, _ctx| {
-            if req.uri().path() == "/gate" {
-                let _ = gate.recv_timeout(WAIT);
-            }
-            http::Response::new(format!("answered {}", req.uri().path()).into_bytes())
-        })
-        .unwrap();
+    let (s, release) = gated_server(Server::builder().bind_unix(&path, 0o600));
     let s = ready(s);
     // Occupy the only worker (it was idle: no detection on that path).
     let p = path.clone();
@@ -569,4 +547,23 @@ fn a_unix_socket_request_from_another_process_is_not_a_self_call() {
     assert_eq!(s.self_calls().served, 0);
     s.shutdown(WAIT);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// One worker whose handler, for `/gate`, holds the worker until the returned sender releases it
+/// (or `WAIT` passes); every other path answers `answered PATH`.
+fn gated_server(
+    builder: prefork_pool::http::ServerBuilder,
+) -> (ServerHandle, crossbeam_channel::Sender<()>) {
+    let (release, gate) = crossbeam_channel::bounded::<()>(1);
+    let s = builder
+        .workers(1)
+        .deadline(Duration::from_secs(20))
+        .serve(move |req, _ctx| {
+            if req.uri().path() == "/gate" {
+                let _ = gate.recv_timeout(WAIT);
+            }
+            http::Response::new(format!("answered {}", req.uri().path()).into_bytes())
+        })
+        .unwrap();
+    (s, release)
 }

@@ -140,3 +140,14 @@ pub fn post(path: &str, body: &str) -> Vec<u8> {
     )
     .into_bytes()
 }
+
+/// The seed's session routes answer 201 with a JSON body, and a self-call must not wait: within a
+/// second of being sent.
+pub fn assert_created_json_in_time(a: &Answer, took: std::time::Duration) {
+    assert_eq!(a.status, 201, "{}", a.text());
+    assert!(took < std::time::Duration::from_secs(1), "took {took:?}");
+    assert_eq!(
+        a.header("content-type").as_deref(),
+        Some("application/json")
+    );
+}
