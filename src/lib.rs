@@ -132,6 +132,7 @@
 
 mod error;
 mod pool;
+mod util;
 
 pub use error::{BuildError, Error, Stage, TrySubmitError};
 pub use pool::{

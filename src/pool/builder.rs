@@ -208,7 +208,8 @@ impl<Req: Send + 'static, Resp: Send + 'static> Builder<Req, Resp> {
         }
         let workers = match self.workers {
             Some(n) => n,
-            None => workers_from_env(std::env::var("WEB_CONCURRENCY").ok().as_deref())?,
+            None => crate::util::web_concurrency_env("workers", MAX_WORKERS)?
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
         };
         if !(1..=MAX_WORKERS).contains(&workers) {
             return Err(BuildError::new(
@@ -258,34 +259,5 @@ impl<Req: Send + 'static, Resp: Send + 'static> Builder<Req, Resp> {
             on_worker_start: self.on_worker_start,
             on_worker_exit: self.on_worker_exit,
         })
-    }
-}
-
-/// The default worker count: `WEB_CONCURRENCY` when it is set, else the available parallelism.
-pub(crate) fn workers_from_env(web_concurrency: Option<&str>) -> Result<usize, BuildError> {
-    match web_concurrency {
-        Some(v) => v.trim().parse::<usize>().map_err(|_| {
-            BuildError::new(
-                "WEB_CONCURRENCY",
-                format!("{v:?}"),
-                format!("a whole number of workers, 1..={MAX_WORKERS}"),
-            )
-        }),
-        None => Ok(std::thread::available_parallelism().map_or(1, |n| n.get())),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn web_concurrency_is_parsed_or_refused_by_name() {
-        assert_eq!(workers_from_env(Some("3")).unwrap(), 3);
-        assert_eq!(workers_from_env(Some(" 4 ")).unwrap(), 4);
-        let err = workers_from_env(Some("abc")).unwrap_err();
-        assert_eq!(err.field, "WEB_CONCURRENCY");
-        assert!(err.to_string().contains("\"abc\""), "{err}");
-        assert!(workers_from_env(None).unwrap() >= 1);
     }
 }

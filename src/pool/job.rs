@@ -219,7 +219,7 @@ impl<Resp> Completion<Resp> {
                     log::error!(
                         "a submit_then completion callback panicked: {}; the pool goes on. Fix \
                          the callback (it runs on a pool thread and must not panic).",
-                        super::shared::panic_message(payload.as_ref())
+                        crate::util::panic_message(payload.as_ref())
                     );
                 }
             }

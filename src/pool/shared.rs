@@ -356,7 +356,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> Shared<Req, Resp> {
         out.map_err(|payload| Error::Panicked {
             pool: self.config.name.clone(),
             job: id,
-            message: panic_message(payload.as_ref()),
+            message: crate::util::panic_message(payload.as_ref()),
         })
     }
 
@@ -515,7 +515,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> Shared<Req, Resp> {
                 "pool `{}`: the {which} hook panicked on worker {index}: {}; the worker goes on \
                  without it. Fix the hook (return errors from it instead of panicking).",
                 self.config.name,
-                panic_message(payload.as_ref())
+                crate::util::panic_message(payload.as_ref())
             );
         }
     }
@@ -850,17 +850,6 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolOps<Req, Resp> for Shared<Re
 
     fn answer_expired(&self, job: &Job<Req, Resp>) {
         self.answer_expired_in_queue(job);
-    }
-}
-
-/// The text of a panic payload.
-pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_owned()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "<non-string panic payload>".to_owned()
     }
 }
 

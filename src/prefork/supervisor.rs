@@ -139,14 +139,8 @@ impl fmt::Debug for Builder {
 }
 
 fn default_workers() -> Result<usize, BuildError> {
-    if let Ok(v) = std::env::var("WEB_CONCURRENCY") {
-        return v.trim().parse::<usize>().map_err(|_| {
-            BuildError::new(
-                "WEB_CONCURRENCY",
-                format!("{v:?}"),
-                format!("a whole number of worker processes in 1..={MAX_WORKERS}"),
-            )
-        });
+    if let Some(n) = crate::util::web_concurrency_env("worker processes", MAX_WORKERS)? {
+        return Ok(n);
     }
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     Ok((2 * cores + 1).min(MAX_WORKERS))

@@ -255,16 +255,6 @@ fn prepare(setup: &ChildSetup) -> io::Result<UnixStream> {
     Ok(read)
 }
 
-fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_string()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "<non-string panic payload>".to_string()
-    }
-}
-
 /// Runs a worker process to its end. Never returns.
 pub(crate) fn child_main<W, B>(setup: ChildSetup, post_fork: impl FnOnce(u64), build: B) -> !
 where
@@ -300,7 +290,10 @@ where
     }
     let built = match catch_unwind(AssertUnwindSafe(build)) {
         Ok(r) => r,
-        Err(p) => Err(format!("the app builder panicked: {}", panic_message(&*p))),
+        Err(p) => Err(format!(
+            "the app builder panicked: {}",
+            crate::util::panic_message(&*p)
+        )),
     };
     let mut worker = match built {
         Ok(w) => w,
@@ -317,7 +310,7 @@ where
     let code = match catch_unwind(AssertUnwindSafe(|| worker.run(&mut env))) {
         Ok(code) => code,
         Err(p) => {
-            let msg = format!("the worker panicked: {}", panic_message(&*p));
+            let msg = format!("the worker panicked: {}", crate::util::panic_message(&*p));
             slot.set_note(&msg);
             if !env.heartbeat.is_ready() {
                 slot.set_flag(BOOT_FAILED);
