@@ -6,6 +6,7 @@
 //! act on.
 
 use std::fmt;
+use std::ops::RangeInclusive;
 use std::time::Duration;
 
 /// Where a job was when its deadline passed.
@@ -204,5 +205,60 @@ impl BuildError {
             value: value.to_string(),
             allowed: allowed.into(),
         }
+    }
+
+    /// `value` if `range` holds it, else a refusal of `field` that says `allowed A..=B` (the
+    /// bounds as `Debug` prints them: numbers as numbers). The one range check every validator
+    /// uses.
+    pub(crate) fn check_range<T: PartialOrd + fmt::Debug>(
+        field: &'static str,
+        value: T,
+        range: RangeInclusive<T>,
+    ) -> Result<T, BuildError> {
+        let shown = format!("{:?}..={:?}", range.start(), range.end());
+        Self::check_range_shown(field, value, range, &shown)
+    }
+
+    /// [`check_range`](Self::check_range), with the range written as `shown` (for bounds whose
+    /// `Debug` text is not what a user writes, such as `24h` for a `Duration`).
+    pub(crate) fn check_range_shown<T: PartialOrd + fmt::Debug>(
+        field: &'static str,
+        value: T,
+        range: RangeInclusive<T>,
+        shown: &str,
+    ) -> Result<T, BuildError> {
+        if range.contains(&value) {
+            Ok(value)
+        } else {
+            Err(BuildError::new(
+                field,
+                format!("{value:?}"),
+                format!("allowed {shown}"),
+            ))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn check_range_passes_values_inside_and_names_field_and_range_outside() {
+        assert_eq!(BuildError::check_range("workers", 1usize, 1..=4096), Ok(1));
+        assert_eq!(
+            BuildError::check_range("workers", 4096usize, 1..=4096),
+            Ok(4096)
+        );
+        let e = BuildError::check_range("workers", 0usize, 1..=4096).unwrap_err();
+        assert_eq!(e.to_string(), "invalid `workers` = 0: allowed 1..=4096");
+        let e = BuildError::check_range("workers", 4097usize, 1..=4096).unwrap_err();
+        assert_eq!(e.field, "workers");
+        let d = Duration::from_millis(1)..=Duration::from_secs(86400);
+        let e = BuildError::check_range_shown("deadline", Duration::ZERO, d, "1ms..=24h");
+        assert_eq!(
+            e.unwrap_err().to_string(),
+            "invalid `deadline` = 0ns: allowed 1ms..=24h"
+        );
     }
 }

@@ -135,8 +135,10 @@ mod pool;
 mod util;
 
 pub use error::{BuildError, Error, Stage, TrySubmitError};
+#[allow(deprecated)]
+pub use pool::Builder;
 pub use pool::{
-    Builder, Context, Pool, Reentry, ShutdownReport, Stats, Ticket, MAX_DEADLINE, MAX_QUEUE,
+    Context, Pool, PoolBuilder, Reentry, ShutdownReport, Stats, Ticket, MAX_DEADLINE, MAX_QUEUE,
     MAX_WORKERS,
 };
 

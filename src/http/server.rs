@@ -115,7 +115,7 @@ pub struct ServerBuilder {
     siblings: Option<SiblingPids>,
     max_depth: u32,
     stuck_after: Duration,
-    pool: crate::Builder<HttpRequest, HttpResponse>,
+    pool: crate::PoolBuilder<HttpRequest, HttpResponse>,
 }
 
 impl fmt::Debug for ServerBuilder {
@@ -383,7 +383,7 @@ impl ServerBuilder {
         self
     }
 
-    /// Pool option: worker threads (see [`Builder::workers`](crate::Builder::workers)).
+    /// Pool option: worker threads (see [`PoolBuilder::workers`](crate::PoolBuilder::workers)).
     pub fn workers(mut self, n: usize) -> Self {
         self.pool = self.pool.workers(n);
         self

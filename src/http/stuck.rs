@@ -80,7 +80,7 @@ impl Busy {
         if ctx.is_inline() {
             return None;
         }
-        let slot = self.slots.get()?.get(ctx.worker())?;
+        let slot = self.slots.get()?.get(ctx.worker()?)?;
         let job = ctx.job_id();
         *slot.lock() = Some(Slot {
             job,

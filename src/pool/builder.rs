@@ -1,36 +1,12 @@
-//! [`Builder`]: every pool setting, checked once in `build()`.
+//! [`PoolBuilder`]: every pool setting, checked once in `build()`.
 
 use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::guard::Reentry;
+use super::config::{PoolConfig, Reentry, MAX_DEADLINE, MAX_QUEUE, MAX_WORKERS};
 use super::{Context, Pool};
 use crate::error::BuildError;
-
-pub(crate) type Hook = Arc<dyn Fn(usize) + Send + Sync>;
-
-/// The largest worker count `build()` accepts.
-pub const MAX_WORKERS: usize = 4096;
-/// The largest queue capacity `build()` accepts.
-pub const MAX_QUEUE: usize = 1 << 20;
-/// The longest default deadline `build()` accepts (one day).
-pub const MAX_DEADLINE: Duration = Duration::from_secs(24 * 3600);
-
-/// The checked settings of a pool.
-#[derive(Clone)]
-pub(crate) struct Config {
-    pub(crate) name: String,
-    pub(crate) workers: usize,
-    pub(crate) queue_capacity: usize,
-    pub(crate) deadline: Duration,
-    pub(crate) max_requests: u64,
-    pub(crate) max_requests_jitter: u64,
-    pub(crate) max_retired: usize,
-    pub(crate) reentry: Reentry,
-    pub(crate) on_worker_start: Option<Hook>,
-    pub(crate) on_worker_exit: Option<Hook>,
-}
 
 /// Settings for a [`Pool`]; `build(handler)` checks them all and starts the workers.
 ///
@@ -62,57 +38,37 @@ pub(crate) struct Config {
 ///     .unwrap();
 /// assert_eq!(pool.call(21).unwrap(), 42);
 /// ```
-pub struct Builder<Req, Resp> {
-    name: String,
+pub struct PoolBuilder<Req, Resp> {
+    /// The settings as given; `workers` and `max_retired` are filled in by `check()`.
+    config: PoolConfig,
     workers: Option<usize>,
-    queue_capacity: usize,
-    deadline: Duration,
-    max_requests: u64,
-    max_requests_jitter: u64,
     max_retired: Option<usize>,
-    reentry: Reentry,
-    on_worker_start: Option<Hook>,
-    on_worker_exit: Option<Hook>,
     _types: PhantomData<fn(Req) -> Resp>,
 }
 
-impl<Req, Resp> Clone for Builder<Req, Resp> {
+impl<Req, Resp> Clone for PoolBuilder<Req, Resp> {
     fn clone(&self) -> Self {
-        Builder {
-            name: self.name.clone(),
+        PoolBuilder {
+            config: self.config.clone(),
             workers: self.workers,
-            queue_capacity: self.queue_capacity,
-            deadline: self.deadline,
-            max_requests: self.max_requests,
-            max_requests_jitter: self.max_requests_jitter,
             max_retired: self.max_retired,
-            reentry: self.reentry,
-            on_worker_start: self.on_worker_start.clone(),
-            on_worker_exit: self.on_worker_exit.clone(),
             _types: PhantomData,
         }
     }
 }
 
-impl<Req, Resp> Default for Builder<Req, Resp> {
+impl<Req, Resp> Default for PoolBuilder<Req, Resp> {
     fn default() -> Self {
-        Builder {
-            name: "pool".to_owned(),
+        PoolBuilder {
+            config: PoolConfig::default(),
             workers: None,
-            queue_capacity: 1024,
-            deadline: Duration::from_secs(30),
-            max_requests: 0,
-            max_requests_jitter: 0,
             max_retired: None,
-            reentry: Reentry::Inline,
-            on_worker_start: None,
-            on_worker_exit: None,
             _types: PhantomData,
         }
     }
 }
 
-impl<Req: Send + 'static, Resp: Send + 'static> Builder<Req, Resp> {
+impl<Req: Send + 'static, Resp: Send + 'static> PoolBuilder<Req, Resp> {
     /// A builder with the defaults in the table above.
     pub fn new() -> Self {
         Self::default()
@@ -120,7 +76,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> Builder<Req, Resp> {
 
     /// The pool's name: in thread names (`NAME-worker-N`), log lines, errors and stats.
     pub fn name(mut self, name: impl Into<String>) -> Self {
-        self.name = name.into();
+        self.config.name = name.into();
         self
     }
 
@@ -134,26 +90,26 @@ impl<Req: Send + 'static, Resp: Send + 'static> Builder<Req, Resp> {
     /// How many jobs may wait for a worker. A job that finds the queue full is refused at once with
     /// [`Error::Overloaded`](crate::Error::Overloaded), never left to wait.
     pub fn queue_capacity(mut self, n: usize) -> Self {
-        self.queue_capacity = n;
+        self.config.queue_capacity = n;
         self
     }
 
     /// The default deadline of a job, from its submission; `call_with` and `submit_then` override it.
     pub fn deadline(mut self, d: Duration) -> Self {
-        self.deadline = d;
+        self.config.deadline = d;
         self
     }
 
     /// Replace a worker after it has run this many jobs (plus its jitter); 0 never does. The
     /// replacement starts before the old worker leaves, so no job waits for it.
     pub fn max_requests(mut self, n: u64) -> Self {
-        self.max_requests = n;
+        self.config.max_requests = n;
         self
     }
 
     /// Add a random 0..=`n` to each worker's `max_requests`, so workers do not all recycle at once.
     pub fn max_requests_jitter(mut self, n: u64) -> Self {
-        self.max_requests_jitter = n;
+        self.config.max_requests_jitter = n;
         self
     }
 
@@ -167,7 +123,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> Builder<Req, Resp> {
 
     /// What a call from inside one of the pool's own handlers does; see [`Reentry`].
     pub fn reentry(mut self, policy: Reentry) -> Self {
-        self.reentry = policy;
+        self.config.reentry = policy;
         self
     }
 
@@ -175,13 +131,13 @@ impl<Req: Send + 'static, Resp: Send + 'static> Builder<Req, Resp> {
     /// per-worker resources. `build()` returns once every worker has run it and waits for jobs. A
     /// hook that panics is logged at error and its worker serves on.
     pub fn on_worker_start(mut self, hook: impl Fn(usize) + Send + Sync + 'static) -> Self {
-        self.on_worker_start = Some(Arc::new(hook));
+        self.config.on_worker_start = Some(Arc::new(hook));
         self
     }
 
     /// Run on each worker thread as it exits (recycled, retired, or shut down), with its index.
     pub fn on_worker_exit(mut self, hook: impl Fn(usize) + Send + Sync + 'static) -> Self {
-        self.on_worker_exit = Some(Arc::new(hook));
+        self.config.on_worker_exit = Some(Arc::new(hook));
         self
     }
 
@@ -198,11 +154,12 @@ impl<Req: Send + 'static, Resp: Send + 'static> Builder<Req, Resp> {
         Ok(Pool::start(config, Box::new(handler)))
     }
 
-    pub(crate) fn check(self) -> Result<Config, BuildError> {
-        if self.name.is_empty() || self.name.chars().any(char::is_whitespace) {
+    pub(crate) fn check(self) -> Result<PoolConfig, BuildError> {
+        let mut config = self.config;
+        if config.name.is_empty() || config.name.chars().any(char::is_whitespace) {
             return Err(BuildError::new(
                 "name",
-                format!("{:?}", self.name),
+                format!("{:?}", config.name),
                 "a non-empty name without whitespace",
             ));
         }
@@ -211,53 +168,23 @@ impl<Req: Send + 'static, Resp: Send + 'static> Builder<Req, Resp> {
             None => crate::util::web_concurrency_env("workers", MAX_WORKERS)?
                 .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
         };
-        if !(1..=MAX_WORKERS).contains(&workers) {
-            return Err(BuildError::new(
-                "workers",
-                workers,
-                format!("allowed 1..={MAX_WORKERS}"),
-            ));
-        }
-        if !(1..=MAX_QUEUE).contains(&self.queue_capacity) {
-            return Err(BuildError::new(
-                "queue_capacity",
-                self.queue_capacity,
-                format!("allowed 1..={MAX_QUEUE}"),
-            ));
-        }
-        if self.deadline < Duration::from_millis(1) || self.deadline > MAX_DEADLINE {
-            return Err(BuildError::new(
-                "deadline",
-                format!("{:?}", self.deadline),
-                "allowed 1ms..=24h",
-            ));
-        }
-        if self.max_requests_jitter > 0 && self.max_requests == 0 {
+        config.workers = BuildError::check_range("workers", workers, 1..=MAX_WORKERS)?;
+        BuildError::check_range("queue_capacity", config.queue_capacity, 1..=MAX_QUEUE)?;
+        BuildError::check_range_shown(
+            "deadline",
+            config.deadline,
+            Duration::from_millis(1)..=MAX_DEADLINE,
+            "1ms..=24h",
+        )?;
+        if config.max_requests_jitter > 0 && config.max_requests == 0 {
             return Err(BuildError::new(
                 "max_requests_jitter",
-                self.max_requests_jitter,
+                config.max_requests_jitter,
                 "jitter needs max_requests > 0 (set max_requests, or leave the jitter at 0)",
             ));
         }
         let max_retired = self.max_retired.unwrap_or(workers);
-        if max_retired > MAX_WORKERS {
-            return Err(BuildError::new(
-                "max_retired",
-                max_retired,
-                format!("allowed 0..={MAX_WORKERS}"),
-            ));
-        }
-        Ok(Config {
-            name: self.name,
-            workers,
-            queue_capacity: self.queue_capacity,
-            deadline: self.deadline,
-            max_requests: self.max_requests,
-            max_requests_jitter: self.max_requests_jitter,
-            max_retired,
-            reentry: self.reentry,
-            on_worker_start: self.on_worker_start,
-            on_worker_exit: self.on_worker_exit,
-        })
+        config.max_retired = BuildError::check_range("max_retired", max_retired, 0..=MAX_WORKERS)?;
+        Ok(config)
     }
 }

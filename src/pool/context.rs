@@ -4,11 +4,13 @@ use std::any::Any;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
+use super::guard::NOT_A_WORKER;
 use super::job::JobView;
 use super::{Owner, Pool};
 
 /// The job a handler is running: its deadline, its cancellation, where it runs, and a handle to
-/// the pool itself (so a handler can call its own service with no global).
+/// the pool itself (so a handler can call its own pool with no global; see
+/// [`Reentry`](crate::Reentry) for what such a call does).
 ///
 /// ```
 /// use prefork_pool::Pool;
@@ -51,11 +53,19 @@ impl Context {
         self.job.core().is_cancelled() || Instant::now() >= self.deadline()
     }
 
-    /// The index (`0..workers`) of the worker running this job. For a nested call run inline on a
-    /// thread that is not one of this pool's workers (a worker of another pool calling this one),
-    /// `usize::MAX`.
-    pub fn worker(&self) -> usize {
-        self.worker
+    /// The index (`0..workers`) of the worker running this job; `None` when the job runs on a
+    /// thread that is not one of this pool's workers (a nested call run inline on a worker of
+    /// another pool, or a job run by [`Pool::call_here`]).
+    ///
+    /// ```
+    /// use prefork_pool::Pool;
+    ///
+    /// let pool = Pool::builder().workers(1).build(|_: (), ctx| ctx.worker()).unwrap();
+    /// assert_eq!(pool.call(()).unwrap(), Some(0));
+    /// assert_eq!(pool.call_here((), None).unwrap(), None);
+    /// ```
+    pub fn worker(&self) -> Option<usize> {
+        (self.worker != NOT_A_WORKER).then_some(self.worker)
     }
 
     /// True when this job runs inline on its caller's thread (a nested call; see
@@ -87,7 +97,7 @@ impl std::fmt::Debug for Context {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Context")
             .field("job_id", &self.job_id())
-            .field("worker", &self.worker)
+            .field("worker", &self.worker())
             .field("depth", &self.depth())
             .field("remaining", &self.remaining())
             .field("cancelled", &self.is_cancelled())

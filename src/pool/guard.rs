@@ -1,67 +1,17 @@
 //! The re-entrancy guard: a thread-local chain of the pools whose handlers this thread is running.
 //!
 //! A call into a pool looks here first. A call from inside one of the pool's own handlers never waits
-//! for a worker (it would be waiting for itself); see [`Reentry`].
+//! for a worker (it would be waiting for itself); see [`Reentry`](crate::Reentry).
 
 use std::cell::RefCell;
 use std::sync::Arc;
 
 use super::job::JobView;
 
-/// What a pool does with a call made from inside one of its own handlers.
-///
-/// # The deadlock this prevents
-///
-/// A pool of `N` workers whose handler calls the same pool: each running handler holds a worker
-/// while it waits for another. With one worker (gunicorn's default sync worker, the seed of this
-/// crate) the first such call hangs; with `N` workers, `N` such calls at once hang. Adding workers
-/// only moves the cliff. The same happens across pools: A's handler calls B while B's handler calls
-/// A, each pool full.
-///
-/// # `Inline` (the default)
-///
-/// The nested call runs on the calling thread, at once, never queued, with the earlier of its own
-/// and its caller's deadline, and a [`Context`](crate::Context) that reports its caller's
-/// cancellation. A call into a pool from a worker of *another* pool runs inline too when the target
-/// pool has no idle worker, so a cycle of pools cannot deadlock. This is what rayon's `install` does
-/// for a pool thread.
-///
-/// The cost: for the duration of the nested call the pool runs one more handler than it has
-/// workers, on the caller's thread and stack (each level of nesting adds the handler's stack
-/// frames). A handler that holds a lock across its nested call can still deadlock, as with rayon, if
-/// the nested handler takes the same lock: the guard removes the wait for a worker, not waits you
-/// write yourself.
-///
-/// # `Reject`
-///
-/// The nested call fails at once with [`Error::Reentrant`](crate::Error::Reentrant), naming the pool
-/// and the worker, and no handler runs for it. Choose it to find such calls in tests or staging and
-/// replace them with direct function calls.
-///
-/// ```
-/// use prefork_pool::{Error, Pool, Reentry};
-///
-/// let pool = Pool::builder()
-///     .workers(1)
-///     .reentry(Reentry::Reject)
-///     .build(|n: u32, ctx| -> Result<u32, Error> {
-///         if n == 0 {
-///             return Ok(0);
-///         }
-///         let me = ctx.pool::<u32, Result<u32, Error>>().expect("pool alive");
-///         me.call(n - 1)?
-///     })
-///     .unwrap();
-/// assert!(matches!(pool.call(1).unwrap(), Err(Error::Reentrant { .. })));
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Reentry {
-    /// Run the nested call on the calling thread, at once.
-    #[default]
-    Inline,
-    /// Refuse the nested call with `Error::Reentrant`.
-    Reject,
-}
+/// The worker index recorded for a handler run on a thread that is not one of the pool's workers
+/// (a worker of another pool, or a spare thread): [`Context::worker`](crate::Context::worker) says
+/// `None` for it.
+pub(crate) const NOT_A_WORKER: usize = usize::MAX;
 
 /// One handler this thread is running.
 pub(crate) struct Frame {
@@ -111,9 +61,9 @@ pub(crate) fn in_any() -> bool {
 }
 
 /// Pops its frame when dropped, so the chain stays right whatever the handler does.
-pub(crate) struct Entered(());
+pub(crate) struct GuardEntered(());
 
-impl Drop for Entered {
+impl Drop for GuardEntered {
     fn drop(&mut self) {
         CHAIN.with(|c| {
             c.borrow_mut().pop();
@@ -122,7 +72,7 @@ impl Drop for Entered {
 }
 
 /// Record that this thread now runs `job`'s handler for `pool`.
-pub(crate) fn enter(pool: usize, worker: usize, job: Arc<dyn JobView>) -> Entered {
+pub(crate) fn enter(pool: usize, worker: usize, job: Arc<dyn JobView>) -> GuardEntered {
     CHAIN.with(|c| c.borrow_mut().push(Frame { pool, worker, job }));
-    Entered(())
+    GuardEntered(())
 }

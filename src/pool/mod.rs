@@ -1,29 +1,46 @@
-//! The supervised worker pool: [`Pool`], its [`Builder`], the [`Context`] a handler gets, the
-//! [`Ticket`] of a submitted job, the re-entrancy policy [`Reentry`], and [`Stats`].
+//! The supervised worker pool: [`Pool`] (the handle users hold) and `Owner` (whose drop shuts it
+//! down), over the engine in the files below.
+//!
+//! Arrows run from the engine down to the leaves, never back:
+//! `mod` → `builder` → `config`; `mod` → `submit` / `worker` / `watchdog` / `shutdown` → `state`
+//! → `guard` / `context` / `job` → `completion`, `deadlines`, `stats` (leaves). `ticket` waits
+//! through `submit`.
 
 mod builder;
+mod completion;
+mod config;
 mod context;
+mod deadlines;
 mod guard;
 mod job;
-mod shared;
+mod shutdown;
+mod state;
 mod stats;
+mod submit;
 mod ticket;
 mod watchdog;
+mod worker;
 
 use std::any::Any;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use builder::{Builder, MAX_DEADLINE, MAX_QUEUE, MAX_WORKERS};
+pub use builder::PoolBuilder;
+pub use config::{Reentry, MAX_DEADLINE, MAX_QUEUE, MAX_WORKERS};
 pub use context::Context;
-pub use guard::Reentry;
-pub use stats::{ShutdownReport, Stats};
+pub use shutdown::ShutdownReport;
+pub use stats::Stats;
 pub use ticket::Ticket;
 
 use crate::error::{Error, TrySubmitError};
-use builder::Config;
-use job::Waiter;
-use shared::{Handler, Shared};
+use completion::Waiter;
+use config::PoolConfig;
+use shutdown::spawn_shutdown;
+use state::{Handler, PoolState};
+
+/// The old name of [`PoolBuilder`], kept for one release.
+#[deprecated(since = "0.1.1", note = "renamed to `PoolBuilder`")]
+pub type Builder<Req, Resp> = PoolBuilder<Req, Resp>;
 
 /// A fixed set of worker threads running one handler, with a bounded queue, per-job deadlines, a
 /// watchdog, and a re-entrancy guard.
@@ -50,35 +67,23 @@ pub struct Pool<Req: Send + 'static, Resp: Send + 'static> {
     pub(crate) owner: Arc<Owner<Req, Resp>>,
 }
 
-/// The part whose drop shuts the pool down; workers hold `Shared`, never this.
+/// The part whose drop shuts the pool down; workers hold `PoolState`, never this.
 pub(crate) struct Owner<Req: Send + 'static, Resp: Send + 'static> {
-    shared: Arc<Shared<Req, Resp>>,
+    state: Arc<PoolState<Req, Resp>>,
 }
 
 impl<Req: Send + 'static, Resp: Send + 'static> Drop for Owner<Req, Resp> {
     fn drop(&mut self) {
-        let shared = self.shared.clone();
-        let timeout = shared.config.deadline;
-        if guard::inside(shared.id) {
+        let state = self.state.clone();
+        let timeout = state.config.deadline;
+        if guard::inside(state.id) {
             // The last handle went away inside one of the pool's own handlers: waiting here would
             // wait for this very thread.
-            spawn_shutdown(shared, timeout, false);
+            spawn_shutdown(state, timeout, false);
         } else {
-            shared.shutdown(timeout, false);
+            state.shutdown(timeout, false);
         }
     }
-}
-
-/// Shut the pool down from a thread of its own (for a shutdown asked from inside a handler).
-fn spawn_shutdown<Req: Send + 'static, Resp: Send + 'static>(
-    shared: Arc<Shared<Req, Resp>>,
-    timeout: Duration,
-    now: bool,
-) {
-    let name = format!("{}-shutdown", shared.config.name);
-    let _ = std::thread::Builder::new()
-        .name(name)
-        .spawn(move || shared.shutdown(timeout, now));
 }
 
 impl<Req: Send + 'static, Resp: Send + 'static> Clone for Pool<Req, Resp> {
@@ -93,55 +98,58 @@ impl<Req: Send + 'static, Resp: Send + 'static> std::fmt::Debug for Pool<Req, Re
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Pool")
             .field("name", &self.name())
-            .field("workers", &self.owner.shared.config.workers)
+            .field("workers", &self.owner.state.config.workers)
             .finish()
     }
 }
 
 impl<Req: Send + 'static, Resp: Send + 'static> Pool<Req, Resp> {
-    /// A [`Builder`] with the defaults (see its table).
-    pub fn builder() -> Builder<Req, Resp> {
-        Builder::new()
+    /// A [`PoolBuilder`] with the defaults (see its table).
+    pub fn builder() -> PoolBuilder<Req, Resp> {
+        PoolBuilder::new()
     }
 
-    pub(crate) fn start(config: Config, handler: Handler<Req, Resp>) -> Self {
+    /// Start the watchdog and the workers; return once every worker waits for a job.
+    pub(crate) fn start(config: PoolConfig, handler: Handler<Req, Resp>) -> Self {
         let owner = Arc::new_cyclic(|weak| {
             let any: Arc<dyn Any + Send + Sync> = Arc::new(weak.clone());
             Owner {
-                shared: Arc::new(Shared::new(config, handler, any)),
+                state: Arc::new(PoolState::new(config, handler, any)),
             }
         });
-        owner.shared.start();
+        owner.state.start_watchdog();
+        owner.state.start_workers();
         Pool { owner }
     }
 
-    fn shared(&self) -> &Arc<Shared<Req, Resp>> {
-        &self.owner.shared
+    #[inline]
+    fn state(&self) -> &Arc<PoolState<Req, Resp>> {
+        &self.owner.state
     }
 
     /// Run `req` on a worker and wait for the answer, with the pool's default deadline.
     ///
-    /// From inside one of this pool's handlers the call follows the [`Reentry`] policy: by default
-    /// it runs at once on the calling thread.
+    /// From inside one of this pool's handlers (a handler that calls its own pool) the call
+    /// follows the [`Reentry`] policy: by default it runs at once on the calling thread.
     ///
     /// # Errors
     /// [`Error::Overloaded`] at once when the queue is full; [`Error::DeadlineExceeded`] at the
     /// deadline; [`Error::Panicked`] if the handler panicked; [`Error::ShuttingDown`];
     /// [`Error::Reentrant`] under [`Reentry::Reject`].
     pub fn call(&self, req: Req) -> Result<Resp, Error> {
-        self.shared().call(req, None)
+        self.state().call(req, None)
     }
 
     /// [`call`](Self::call) with a deadline of its own, from now. A nested call keeps the earlier
     /// of this and its caller's deadline.
     pub fn call_with(&self, req: Req, deadline: Duration) -> Result<Resp, Error> {
-        self.shared().call(req, Some(deadline))
+        self.state().call(req, Some(deadline))
     }
 
     /// Queue `req` and return at once with a [`Ticket`] for its answer. A job refused at once
     /// (queue full, shutting down) gets a ticket that already holds the error.
     pub fn submit(&self, req: Req) -> Ticket<Resp> {
-        match self.shared().submit(req, None, Waiter::Nobody) {
+        match self.state().submit(req, None, Waiter::Nobody) {
             Ok(job) => Ticket::queued(job),
             Err((err, _req, _)) => Ticket::refused(err),
         }
@@ -174,7 +182,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> Pool<Req, Resp> {
     /// # Errors
     /// [`TrySubmitError::Full`] or [`TrySubmitError::ShuttingDown`], with the request.
     pub fn try_submit(&self, req: Req) -> Result<Ticket<Resp>, TrySubmitError<Req>> {
-        match self.shared().submit(req, None, Waiter::Nobody) {
+        match self.state().submit(req, None, Waiter::Nobody) {
             Ok(job) => Ok(Ticket::queued(job)),
             Err((Error::Overloaded { .. }, req, _)) => Err(TrySubmitError::Full(req)),
             Err((Error::ShuttingDown { .. }, req, _)) => Err(TrySubmitError::ShuttingDown(req)),
@@ -207,8 +215,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> Pool<Req, Resp> {
         done: impl FnOnce(Result<Resp, Error>) + Send + 'static,
     ) {
         let waiter = Waiter::Callback(Box::new(done));
-        if let Err((err, _req, Waiter::Callback(done))) =
-            self.shared().submit(req, deadline, waiter)
+        if let Err((err, _req, Waiter::Callback(done))) = self.state().submit(req, deadline, waiter)
         {
             done(Err(err));
         }
@@ -216,38 +223,40 @@ impl<Req: Send + 'static, Resp: Send + 'static> Pool<Req, Resp> {
 
     /// Run the handler for `req` on the calling thread, now: not queued, not on a worker. For a
     /// caller that has a thread of its own to lend when waiting for a worker could deadlock (the
-    /// HTTP server serves a request that its own process sent over TCP this way). The job gets
+    /// HTTP server serves a request that its own process sent over TCP this way; see
+    /// [`Reentry`]). The job gets
     /// `deadline` (or the pool's default), or its caller's earlier one when called from a handler;
     /// the watchdog does not watch it, since the calling thread is not the pool's to retire; a
     /// result that comes after the deadline is answered `DeadlineExceeded`. The handler's
-    /// [`Context::worker`] is `usize::MAX`.
+    /// [`Context::worker`] is `None`.
     ///
     /// ```
     /// use prefork_pool::Pool;
     /// let pool = Pool::builder().workers(1).build(|x: u32, ctx| (x, ctx.worker())).unwrap();
-    /// assert_eq!(pool.call_here(7, None).unwrap(), (7, usize::MAX));
+    /// assert_eq!(pool.call_here(7, None).unwrap(), (7, None));
+    /// assert_eq!(pool.call(8).unwrap(), (8, Some(0)));
     /// ```
     ///
     /// # Errors
     /// [`Error::Panicked`], [`Error::DeadlineExceeded`], or [`Error::ShuttingDown`] once the pool
     /// has stopped.
     pub fn call_here(&self, req: Req, deadline: Option<Duration>) -> Result<Resp, Error> {
-        self.shared().call_here(req, deadline)
+        self.state().call_here(req, deadline)
     }
 
     /// Workers waiting for a job right now (a snapshot; it may change at once).
     pub fn idle_workers(&self) -> usize {
-        self.shared().idle_workers()
+        self.state().idle_workers()
     }
 
     /// A snapshot of the pool's state and counters.
     pub fn stats(&self) -> Stats {
-        self.shared().stats()
+        self.state().stats()
     }
 
     /// The pool's name.
     pub fn name(&self) -> &str {
-        self.shared().name()
+        self.state().name()
     }
 
     /// Stop taking jobs ([`Error::ShuttingDown`] from now on), let the workers finish every queued
@@ -269,11 +278,11 @@ impl<Req: Send + 'static, Resp: Send + 'static> Pool<Req, Resp> {
     }
 
     fn stop(&self, graceful_timeout: Duration, now: bool) -> ShutdownReport {
-        let shared = self.shared().clone();
-        if guard::inside(shared.id) {
-            spawn_shutdown(shared, graceful_timeout, now);
+        let state = self.state().clone();
+        if guard::inside(state.id) {
+            spawn_shutdown(state, graceful_timeout, now);
             return ShutdownReport::default();
         }
-        shared.shutdown(graceful_timeout, now)
+        state.shutdown(graceful_timeout, now)
     }
 }

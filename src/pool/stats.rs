@@ -153,15 +153,3 @@ impl Stats {
         out
     }
 }
-
-/// What a shutdown did, from [`Pool::shutdown`](crate::Pool::shutdown).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct ShutdownReport {
-    /// Jobs answered with `Error::ShuttingDown` because the graceful time ran out (or at once, for
-    /// `shutdown_now`).
-    pub answered_shutting_down: u64,
-    /// Threads that had not returned when the shutdown gave up waiting (stuck or retired handlers).
-    /// Their jobs were answered; the threads end when their handlers return.
-    pub threads_left_running: usize,
-}

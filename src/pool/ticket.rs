@@ -5,7 +5,8 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use super::job::{await_answer, Job};
+use super::job::Job;
+use super::submit::await_answer;
 use crate::error::Error;
 
 /// What a ticket needs from its job, whatever the request type.
@@ -22,10 +23,10 @@ impl<Req: Send + 'static, Resp: Send + 'static> TicketJob<Resp> for Job<Req, Res
         await_answer(&self, until, ops.as_deref())
     }
     fn try_take(&self) -> Option<Result<Resp, Error>> {
-        self.completion.try_take()
+        self.answer.try_take()
     }
     fn is_done(&self) -> bool {
-        self.completion.is_done()
+        self.answer.is_done()
     }
     fn id(&self) -> u64 {
         self.core.id
@@ -54,9 +55,8 @@ impl<Resp: Send> TicketJob<Resp> for Refused<Resp> {
 /// [`Pool::try_submit`](crate::Pool::try_submit). Exactly one answer comes through it: the
 /// handler's, or the error that ended the job.
 ///
-/// A `Ticket` waited on from inside a handler of the same pool (or of another pool, when this one
-/// has no idle worker) takes its job back and runs it on the waiting thread if no worker has started
-/// it, so `submit` + `wait` from a handler cannot deadlock (see [`Reentry`](crate::Reentry)).
+/// A `Ticket` waited on from inside a handler cannot deadlock waiting for a worker: see
+/// [`Reentry`](crate::Reentry).
 ///
 /// ```
 /// use prefork_pool::Pool;

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use prefork_pool::{BuildError, Pool};
 
-fn refused(b: prefork_pool::Builder<u8, u8>) -> BuildError {
+fn refused(b: prefork_pool::PoolBuilder<u8, u8>) -> BuildError {
     b.build(|x, _| x).unwrap_err()
 }
 
@@ -36,9 +36,31 @@ fn bad_values_name_the_field_and_the_range() {
     assert_eq!(e.field, "max_retired");
 }
 
+/// Runs [`web_concurrency_in_a_process_of_its_own`] in a child process of this test binary: the
+/// environment is the whole process's, and other tests here build pools with the default worker
+/// count, which reads `WEB_CONCURRENCY`.
 #[test]
 fn web_concurrency_sets_the_default_worker_count_or_is_refused() {
-    // This is the only test in this binary that touches the environment.
+    let name = "build::web_concurrency_in_a_process_of_its_own";
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([name, "--exact", "--ignored", "--test-threads=1"])
+        .env_remove("WEB_CONCURRENCY")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("1 passed"),
+        "the child ran no test: {stdout}\n{stderr}"
+    );
+}
+
+#[test]
+#[ignore = "touches the environment: run in a child process by \
+            web_concurrency_sets_the_default_worker_count_or_is_refused"]
+fn web_concurrency_in_a_process_of_its_own() {
+    // The only test in its process: nothing else reads the environment meanwhile.
     std::env::set_var("WEB_CONCURRENCY", "abc");
     let e = Pool::builder().build(|x: u8, _| x).unwrap_err();
     assert_eq!(e.field, "WEB_CONCURRENCY");

@@ -1,12 +1,11 @@
 //! Deadlines: the caller is answered at the deadline, the stuck worker is retired and replaced, and a
 //! job that expires in the queue never runs.
 
-mod support;
-
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
+use crate::pool_helpers;
 use prefork_pool::{Error, Pool, Stage};
 
 #[test]
@@ -77,7 +76,7 @@ fn context_of_an_expired_job_is_cancelled() {
         .expect("handler returned");
     assert!(saw_cancel, "the handler must see its Context cancelled");
     // Its retired thread exits once the handler returns.
-    assert!(support::eventually(Duration::from_secs(5), || pool
+    assert!(pool_helpers::eventually(Duration::from_secs(5), || pool
         .stats()
         .retired_running
         == 0));
@@ -97,7 +96,7 @@ fn a_job_that_expires_while_queued_never_runs() {
         })
         .unwrap();
     let blocker = pool.submit(600);
-    assert!(support::eventually(Duration::from_secs(5), || runs
+    assert!(pool_helpers::eventually(Duration::from_secs(5), || runs
         .load(Ordering::SeqCst)
         == 1));
 

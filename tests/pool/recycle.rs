@@ -37,7 +37,7 @@ fn ten_thousand_calls_on_recycling_workers_are_all_answered() {
     assert_eq!(stats.completed, 10_000);
     assert_eq!(stats.failed, 0);
     // Recycled workers keep their index: only 0 and 1 are ever seen.
-    assert_eq!(workers_seen, HashSet::from([0, 1]));
+    assert_eq!(workers_seen, HashSet::from([Some(0), Some(1)]));
     let report = pool.shutdown(std::time::Duration::from_secs(5));
     assert_eq!(report.threads_left_running, 0);
     // Each recycling started one replacement thread, and every thread that started has exited.

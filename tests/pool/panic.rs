@@ -30,7 +30,7 @@ fn a_thousand_panics_do_not_shrink_the_pool() {
         .workers(2)
         .build(|x: u32, ctx| {
             if x % 2 == 0 {
-                std::panic::panic_any(format!("boom {x} on {}", ctx.worker()));
+                std::panic::panic_any(format!("boom {x} on {:?}", ctx.worker()));
             }
             x
         })

@@ -1,15 +1,12 @@
 //! Runs `examples/pool.rs` and checks what it shows.
 
-#[path = "../examples/pool.rs"]
-mod example;
-
 use std::time::Duration;
 
 use prefork_pool::{Error, Stage};
 
 #[test]
 fn the_pool_example_shows_deadline_panic_reentry_and_stats() {
-    let s = example::run();
+    let s = crate::example_program::run();
     assert_eq!(s.added, 42);
     assert!(
         matches!(

@@ -1,5 +1,4 @@
-//! Helpers shared by the pool tests.
-#![allow(dead_code)]
+//! Helpers for the pool test suite: counting a pool's live threads, waiting for a condition.
 
 use std::time::{Duration, Instant};
 

@@ -1,10 +1,9 @@
 //! Shutdown answers every job exactly once and leaves no thread behind.
 
-mod support;
-
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use crate::pool_helpers;
 use prefork_pool::{Error, Pool};
 
 #[test]
@@ -20,8 +19,9 @@ fn graceful_shutdown_finishes_every_queued_job_and_joins_the_threads() {
         .unwrap();
     // A thread names itself as it starts, so wait for the names to show.
     assert!(
-        support::eventually(Duration::from_secs(2), || support::threads_named("sdg-")
-            == 3),
+        pool_helpers::eventually(Duration::from_secs(2), || pool_helpers::threads_named(
+            "sdg-"
+        ) == 3),
         "2 workers and the watchdog"
     );
     let tickets: Vec<_> = (0..20).map(|_| pool.submit(10)).collect();
@@ -32,9 +32,9 @@ fn graceful_shutdown_finishes_every_queued_job_and_joins_the_threads() {
         assert_eq!(t.wait().unwrap(), 10);
     }
     assert!(matches!(pool.call(1), Err(Error::ShuttingDown { .. })));
-    assert!(support::eventually(
+    assert!(pool_helpers::eventually(
         Duration::from_secs(2),
-        || support::threads_named("sdg-") == 0
+        || pool_helpers::threads_named("sdg-") == 0
     ));
 }
 
@@ -67,9 +67,9 @@ fn graceful_shutdown_answers_what_is_left_at_its_timeout() {
         assert!(matches!(t.wait(), Err(Error::ShuttingDown { .. })));
     }
     // The running handler saw its cancellation and returned: no thread is left.
-    assert!(support::eventually(
+    assert!(pool_helpers::eventually(
         Duration::from_secs(3),
-        || support::threads_named("sdt-") == 0
+        || pool_helpers::threads_named("sdt-") == 0
     ));
 }
 
@@ -105,9 +105,9 @@ fn shutdown_now_answers_every_job_at_once() {
             Some(Err(Error::ShuttingDown { .. }))
         ));
     }
-    assert!(support::eventually(
+    assert!(pool_helpers::eventually(
         Duration::from_secs(3),
-        || support::threads_named("sdn-") == 0
+        || pool_helpers::threads_named("sdn-") == 0
     ));
 }
 
@@ -118,23 +118,23 @@ fn dropping_the_last_handle_shuts_the_pool_down() {
         .workers(2)
         .build(|x: u8, _ctx| x)
         .unwrap();
-    assert!(support::eventually(
+    assert!(pool_helpers::eventually(
         Duration::from_secs(2),
-        || support::threads_named("sdd-") == 3
+        || pool_helpers::threads_named("sdd-") == 3
     ));
     let ticket = pool.submit(9);
     let clone = pool.clone();
     drop(pool);
     assert_eq!(
-        support::threads_named("sdd-"),
+        pool_helpers::threads_named("sdd-"),
         3,
         "a clone keeps the pool alive"
     );
     drop(clone);
     assert_eq!(ticket.wait().unwrap(), 9);
-    assert!(support::eventually(
+    assert!(pool_helpers::eventually(
         Duration::from_secs(2),
-        || support::threads_named("sdd-") == 0
+        || pool_helpers::threads_named("sdd-") == 0
     ));
 }
 
@@ -167,12 +167,12 @@ fn a_handler_that_shuts_its_own_pool_down_does_not_wait_for_itself() {
     );
     // The shutdown is graceful: the job queued behind the stopper is still served.
     assert!(queued.wait().unwrap());
-    assert!(support::eventually(Duration::from_secs(3), || matches!(
-        pool.call(false),
-        Err(Error::ShuttingDown { .. })
-    )));
-    assert!(support::eventually(
+    assert!(pool_helpers::eventually(
         Duration::from_secs(3),
-        || support::threads_named("sds-") == 0
+        || matches!(pool.call(false), Err(Error::ShuttingDown { .. }))
+    ));
+    assert!(pool_helpers::eventually(
+        Duration::from_secs(3),
+        || pool_helpers::threads_named("sds-") == 0
     ));
 }

@@ -1,0 +1,264 @@
+//! [`AnswerCell`]: the one-shot cell that carries a job's single answer to whoever waits for it (a
+//! parked caller, a ticket, or a completion callback). The first answer wins; a later one is
+//! dropped. A leaf, like rayon-core's `latch.rs`.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::{self, Thread};
+use std::time::Instant;
+
+use parking_lot::Mutex;
+
+use crate::error::Error;
+
+/// Who is told when the answer is there.
+pub(crate) enum Waiter<Resp> {
+    /// Nobody yet: a blocking caller will register itself, or take the answer when it looks.
+    Nobody,
+    /// A parked thread.
+    Thread(Thread),
+    /// A completion callback, called once with the answer.
+    Callback(Box<dyn FnOnce(Result<Resp, Error>) + Send>),
+}
+
+enum Outcome<Resp> {
+    Pending(Waiter<Resp>),
+    Ready(Result<Resp, Error>),
+    Taken,
+}
+
+/// A one-shot cell: the first `complete` wins, later ones are dropped; the answer is taken once.
+pub(crate) struct AnswerCell<Resp> {
+    done: AtomicBool,
+    outcome: Mutex<Outcome<Resp>>,
+}
+
+/// How many times a waiter looks at the cell before it parks. Spinning briefly saves the wake-up
+/// of a parked thread (a futex call each way) when the answer is a microsecond away.
+const SPIN_ROUNDS: u32 = 120;
+
+impl<Resp> AnswerCell<Resp> {
+    pub(crate) fn new(waiter: Waiter<Resp>) -> Self {
+        AnswerCell {
+            done: AtomicBool::new(false),
+            outcome: Mutex::new(Outcome::Pending(waiter)),
+        }
+    }
+
+    /// Deliver the answer. Returns false (and drops `result`) if the job was answered already.
+    ///
+    /// `first` runs with the answer once this call has won, before the waiter can see it (the
+    /// pool counts the answer there, so a caller that reads the stats after its answer finds it
+    /// counted).
+    pub(crate) fn complete(
+        &self,
+        result: Result<Resp, Error>,
+        first: impl FnOnce(&Result<Resp, Error>),
+    ) -> bool {
+        let mut outcome = self.outcome.lock();
+        let waiter = match std::mem::replace(&mut *outcome, Outcome::Taken) {
+            Outcome::Pending(w) => w,
+            other => {
+                *outcome = other;
+                return false;
+            }
+        };
+        first(&result);
+        match waiter {
+            Waiter::Callback(cb) => {
+                self.done.store(true, Ordering::Release);
+                drop(outcome);
+                // The callback runs on a worker or on the watchdog: a panic in it must not take
+                // that thread down with it.
+                let run = std::panic::AssertUnwindSafe(move || cb(result));
+                if let Err(payload) = std::panic::catch_unwind(run) {
+                    log::error!(
+                        "a submit_then completion callback panicked: {}; the pool goes on. Fix \
+                         the callback (it runs on a pool thread and must not panic).",
+                        crate::util::panic_message(payload.as_ref())
+                    );
+                }
+            }
+            Waiter::Thread(t) => {
+                *outcome = Outcome::Ready(result);
+                self.done.store(true, Ordering::Release);
+                drop(outcome);
+                t.unpark();
+            }
+            Waiter::Nobody => {
+                *outcome = Outcome::Ready(result);
+                self.done.store(true, Ordering::Release);
+            }
+        }
+        true
+    }
+
+    /// Take the waiter back from a job that was never queued (a refused submission).
+    pub(crate) fn take_waiter(&self) -> Waiter<Resp> {
+        let mut outcome = self.outcome.lock();
+        match std::mem::replace(&mut *outcome, Outcome::Taken) {
+            Outcome::Pending(w) => w,
+            other => {
+                *outcome = other;
+                Waiter::Nobody
+            }
+        }
+    }
+
+    pub(crate) fn is_done(&self) -> bool {
+        self.done.load(Ordering::Acquire)
+    }
+
+    /// Take the answer if it is there (once).
+    pub(crate) fn try_take(&self) -> Option<Result<Resp, Error>> {
+        if !self.is_done() {
+            return None;
+        }
+        let mut outcome = self.outcome.lock();
+        match std::mem::replace(&mut *outcome, Outcome::Taken) {
+            Outcome::Ready(r) => Some(r),
+            other => {
+                *outcome = other;
+                None
+            }
+        }
+    }
+
+    /// Wait for the answer until `until` (forever with `None`). Spins briefly, then parks.
+    pub(crate) fn wait_until(&self, until: Option<Instant>) -> Option<Result<Resp, Error>> {
+        for round in 0..SPIN_ROUNDS {
+            if self.is_done() {
+                return self.try_take();
+            }
+            if round < SPIN_ROUNDS / 2 {
+                std::hint::spin_loop();
+            } else {
+                thread::yield_now();
+            }
+        }
+        {
+            let mut outcome = self.outcome.lock();
+            match &mut *outcome {
+                Outcome::Pending(w) => *w = Waiter::Thread(thread::current()),
+                Outcome::Ready(_) => {
+                    drop(outcome);
+                    return self.try_take();
+                }
+                Outcome::Taken => return None,
+            }
+        }
+        loop {
+            if self.is_done() {
+                return self.try_take();
+            }
+            match until {
+                None => thread::park(),
+                Some(t) => {
+                    let now = Instant::now();
+                    if now >= t {
+                        return None;
+                    }
+                    thread::park_timeout(t - now);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::{mpsc, Arc};
+    use std::time::Duration;
+
+    fn shut(pool: &str) -> Error {
+        Error::ShuttingDown { pool: pool.into() }
+    }
+
+    #[test]
+    fn first_completion_wins_and_the_late_one_is_dropped() {
+        let cell = AnswerCell::new(Waiter::Nobody);
+        let counted = AtomicUsize::new(0);
+        let count = |_: &Result<u32, Error>| {
+            counted.fetch_add(1, Ordering::SeqCst);
+        };
+        assert!(!cell.is_done());
+        assert!(cell.complete(Ok(1), count));
+        assert!(
+            !cell.complete(Err(shut("late")), count),
+            "a late answer must lose"
+        );
+        assert!(!cell.complete(Ok(2), count));
+        assert_eq!(
+            counted.load(Ordering::SeqCst),
+            1,
+            "only the winner is counted"
+        );
+        assert!(cell.is_done());
+        assert_eq!(cell.try_take(), Some(Ok(1)));
+    }
+
+    #[test]
+    fn the_answer_is_taken_once() {
+        let cell = AnswerCell::new(Waiter::Nobody);
+        assert_eq!(cell.try_take(), None, "nothing to take before the answer");
+        cell.complete(Ok::<u32, Error>(7), |_| {});
+        assert_eq!(cell.try_take(), Some(Ok(7)));
+        assert_eq!(cell.try_take(), None);
+        assert_eq!(cell.wait_until(Some(Instant::now())), None);
+        assert!(cell.is_done(), "taken is still done");
+        assert!(
+            !cell.complete(Ok(8), |_| {}),
+            "a taken cell takes no new answer"
+        );
+    }
+
+    #[test]
+    fn a_callback_gets_the_first_answer_once() {
+        let (tx, rx) = mpsc::channel();
+        let cell = AnswerCell::new(Waiter::Callback(Box::new(move |r| tx.send(r).unwrap())));
+        assert!(cell.complete(Ok::<u32, Error>(3), |_| {}));
+        assert!(!cell.complete(Ok(4), |_| {}));
+        assert_eq!(rx.try_recv().unwrap(), Ok(3));
+        assert!(rx.try_recv().is_err(), "the callback runs once");
+        assert!(cell.is_done());
+    }
+
+    #[test]
+    fn a_refused_job_gives_its_waiter_back_once() {
+        let cell = AnswerCell::<u32>::new(Waiter::Callback(Box::new(|_| {})));
+        assert!(matches!(cell.take_waiter(), Waiter::Callback(_)));
+        assert!(matches!(cell.take_waiter(), Waiter::Nobody));
+        assert!(
+            !cell.complete(Ok(1), |_| {}),
+            "no answer after the waiter was taken"
+        );
+    }
+
+    #[test]
+    fn wait_times_out_without_an_answer_and_wakes_on_one() {
+        let cell = Arc::new(AnswerCell::<u32>::new(Waiter::Nobody));
+        let t0 = Instant::now();
+        assert_eq!(cell.wait_until(Some(t0 + Duration::from_millis(30))), None);
+        assert!(
+            t0.elapsed() >= Duration::from_millis(30),
+            "returned before its time"
+        );
+
+        let answerer = {
+            let cell = cell.clone();
+            thread::spawn(move || {
+                thread::sleep(Duration::from_millis(20));
+                cell.complete(Ok(9), |_| {})
+            })
+        };
+        let t1 = Instant::now();
+        let got = cell.wait_until(Some(t1 + Duration::from_secs(30)));
+        assert_eq!(got, Some(Ok(9)));
+        assert!(
+            t1.elapsed() < Duration::from_secs(20),
+            "a waiting thread is woken by the answer, not left to its timeout"
+        );
+        assert!(answerer.join().unwrap());
+    }
+}

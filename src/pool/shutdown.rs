@@ -1,0 +1,131 @@
+//! Stopping a pool: graceful (finish queued and running jobs up to a timeout) or at once, answering
+//! whatever is left with `ShuttingDown`, joining the threads, and the [`ShutdownReport`] that says
+//! what it did.
+
+use std::sync::atomic::{fence, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::job::ANSWERED_UNRUN;
+use super::state::{Msg, PoolState, DRAINING, SERVING, STOPPED};
+
+/// How long a shutdown waits, after answering everything, for workers to see their stop message.
+const EXIT_WAIT: Duration = Duration::from_secs(1);
+
+/// What a shutdown did, from [`Pool::shutdown`](crate::Pool::shutdown).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ShutdownReport {
+    /// Jobs answered with `Error::ShuttingDown` because the graceful time ran out (or at once, for
+    /// `shutdown_now`).
+    pub answered_shutting_down: u64,
+    /// Threads that had not returned when the shutdown gave up waiting (stuck or retired handlers).
+    /// Their jobs were answered; the threads end when their handlers return.
+    pub threads_left_running: usize,
+}
+
+/// Shut the pool down from a thread of its own (for a shutdown asked from inside a handler).
+pub(crate) fn spawn_shutdown<Req: Send + 'static, Resp: Send + 'static>(
+    state: Arc<PoolState<Req, Resp>>,
+    timeout: Duration,
+    now: bool,
+) {
+    let name = format!("{}-shutdown", state.config.name);
+    let _ = std::thread::Builder::new()
+        .name(name)
+        .spawn(move || state.shutdown(timeout, now));
+}
+
+impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
+    /// Answer every queued job, and every running one, with `ShuttingDown`; cancel the running ones.
+    fn answer_everything(&self) -> u64 {
+        let mut answered = 0;
+        while let Ok(msg) = self.rx.try_recv() {
+            if let Msg::Job(job) = msg {
+                if job.claim(ANSWERED_UNRUN) && self.answer(&job, Err(self.shutting_down())) {
+                    answered += 1;
+                }
+            }
+        }
+        for slot in self.slots.iter() {
+            let s = slot.state.lock();
+            if let Some(r) = &s.running {
+                r.job.core.cancel();
+                if self.answer(&r.job, Err(self.shutting_down())) {
+                    answered += 1;
+                }
+            }
+        }
+        answered
+    }
+
+    /// Wait until no thread owns a slot, or `until`; the number still live.
+    fn wait_live_workers(&self, until: Instant) -> usize {
+        let mut live = self.live_workers.lock();
+        while *live > 0 {
+            if self
+                .live_workers_cv
+                .wait_until(&mut live, until)
+                .timed_out()
+            {
+                break;
+            }
+        }
+        *live
+    }
+
+    pub(crate) fn shutdown(&self, graceful: Duration, now: bool) -> ShutdownReport {
+        let mut report = ShutdownReport::default();
+        if now {
+            // Escalate at once, even while another thread runs a graceful shutdown.
+            self.state.store(STOPPED, Ordering::SeqCst);
+            report.answered_shutting_down += self.answer_everything();
+        } else {
+            let _ =
+                self.state
+                    .compare_exchange(SERVING, DRAINING, Ordering::SeqCst, Ordering::SeqCst);
+        }
+        let mut done = self.shutdown_lock.lock();
+        if *done {
+            return report;
+        }
+        let end = Instant::now() + if now { Duration::ZERO } else { graceful };
+        // Queued jobs come before these stops, so graceful workers finish the queue first.
+        for _ in 0..self.config.workers {
+            if self.tx.send_deadline(Msg::Stop, end).is_err() {
+                break;
+            }
+        }
+        self.wait_live_workers(end);
+        self.state.store(STOPPED, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        report.answered_shutting_down += self.answer_everything();
+        for _ in 0..self.config.workers {
+            let _ = self.tx.try_send(Msg::Stop);
+        }
+        let left = self.wait_live_workers(Instant::now() + EXIT_WAIT);
+        self.stop_watchdog();
+        // Join every thread that has left the queue (the current owner of each slot, once no
+        // thread reads the queue) and any that is done; threads stuck in a handler (retired, or
+        // still running at the timeout) are left to end on their own.
+        for (index, gen, handle) in std::mem::take(&mut *self.threads.lock()) {
+            let current = self.slots[index].state.lock().gen == gen;
+            if handle.is_finished() || (left == 0 && current) {
+                let _ = handle.join();
+            }
+        }
+        report.threads_left_running =
+            left + self.counters.retired_running.load(Ordering::Relaxed) as usize;
+        if report.answered_shutting_down > 0 || report.threads_left_running > 0 {
+            log::warn!(
+                "pool `{}` shut down: {} jobs answered ShuttingDown, {} threads still running \
+                 (stuck handlers; they exit when their handler returns)",
+                self.config.name,
+                report.answered_shutting_down,
+                report.threads_left_running
+            );
+        }
+        *done = true;
+        report
+    }
+}

@@ -1,0 +1,270 @@
+//! [`PoolState`]: what every thread of one pool shares (queue, worker slots, deadline board,
+//! counters), and the few things all of them do with it: run the handler, deliver and count an
+//! answer, name an error. Submission, the worker loop, the watchdog and shutdown each add their part
+//! in their own file.
+
+use std::any::Any;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+use parking_lot::{Condvar, Mutex};
+
+use super::config::PoolConfig;
+use super::context::Context;
+use super::deadlines::{nanos_since, DeadlineBoard, SlotDeadline};
+use super::guard;
+use super::job::{Job, JobCore, JobView};
+use super::stats::{Counters, Stats};
+use crate::error::{Error, Stage};
+
+pub(crate) type Handler<Req, Resp> = Box<dyn Fn(Req, &Context) -> Resp + Send + Sync>;
+
+/// What the queue carries.
+pub(crate) enum Msg<Req, Resp> {
+    Job(Arc<Job<Req, Resp>>),
+    Stop,
+}
+
+/// The pool takes jobs.
+pub(crate) const SERVING: u8 = 0;
+/// A graceful shutdown runs: no new jobs, queued and running ones finish.
+pub(crate) const DRAINING: u8 = 1;
+/// Stopped: everything left is answered `ShuttingDown`.
+pub(crate) const STOPPED: u8 = 2;
+
+/// The longest budget a job can have; longer ones are clamped (no `Instant` overflow).
+const MAX_BUDGET: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// A job a worker is running, as the watchdog sees it.
+pub(crate) struct Running<Req, Resp> {
+    pub(crate) job: Arc<Job<Req, Resp>>,
+    pub(crate) started: Instant,
+    /// The watchdog answered it but could not retire the worker (at `max_retired`).
+    pub(crate) expired: bool,
+}
+
+pub(crate) struct SlotState<Req, Resp> {
+    /// Bumped each time the slot gets a new thread (recycled or retired); a thread whose
+    /// generation is old has been replaced and exits when its handler returns.
+    pub(crate) gen: u64,
+    pub(crate) running: Option<Running<Req, Resp>>,
+}
+
+/// One worker place: `workers` of them, each owned by exactly one queue-reading thread.
+pub(crate) struct WorkerSlot<Req, Resp> {
+    pub(crate) state: Mutex<SlotState<Req, Resp>>,
+    /// The running job's deadline on the watchdog's board.
+    pub(crate) deadline: SlotDeadline,
+}
+
+/// The state every thread of a pool shares.
+pub(crate) struct PoolState<Req, Resp> {
+    pub(crate) id: usize,
+    pub(crate) config: PoolConfig,
+    pub(crate) handler: Handler<Req, Resp>,
+    pub(crate) tx: Sender<Msg<Req, Resp>>,
+    pub(crate) rx: Receiver<Msg<Req, Resp>>,
+    pub(crate) state: AtomicU8,
+    pub(crate) next_id: AtomicU64,
+    pub(crate) idle: AtomicUsize,
+    pub(crate) slots: Box<[WorkerSlot<Req, Resp>]>,
+    pub(crate) counters: Counters,
+    /// The watchdog's deadlines (running and queued jobs).
+    pub(crate) board: DeadlineBoard<Job<Req, Resp>>,
+    pub(crate) watchdog_thread: Mutex<Option<JoinHandle<()>>>,
+    /// Worker threads, with the slot and generation each was started for.
+    pub(crate) threads: Mutex<Vec<(usize, u64, JoinHandle<()>)>>,
+    /// Threads that own a slot (read the queue).
+    pub(crate) live_workers: Mutex<usize>,
+    pub(crate) live_workers_cv: Condvar,
+    pub(crate) epoch: Instant,
+    /// A `Weak<Owner<Req, Resp>>`, handed to every [`Context`] so a handler can reach its pool.
+    pool_any: Arc<dyn Any + Send + Sync>,
+    pub(crate) logged_reentry: AtomicBool,
+    pub(crate) shutdown_lock: Mutex<bool>,
+}
+
+static NEXT_POOL_ID: AtomicUsize = AtomicUsize::new(1);
+
+impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
+    pub(crate) fn new(
+        config: PoolConfig,
+        handler: Handler<Req, Resp>,
+        pool_any: Arc<dyn Any + Send + Sync>,
+    ) -> Self {
+        let (tx, rx) = crossbeam_channel::bounded(config.queue_capacity);
+        let slots = (0..config.workers)
+            .map(|_| WorkerSlot {
+                state: Mutex::new(SlotState {
+                    gen: 0,
+                    running: None,
+                }),
+                deadline: SlotDeadline::new(),
+            })
+            .collect();
+        PoolState {
+            id: NEXT_POOL_ID.fetch_add(1, Ordering::Relaxed),
+            config,
+            handler,
+            tx,
+            rx,
+            state: AtomicU8::new(SERVING),
+            next_id: AtomicU64::new(1),
+            idle: AtomicUsize::new(0),
+            slots,
+            counters: Counters::default(),
+            board: DeadlineBoard::new(),
+            watchdog_thread: Mutex::new(None),
+            threads: Mutex::new(Vec::new()),
+            live_workers: Mutex::new(0),
+            live_workers_cv: Condvar::new(),
+            epoch: Instant::now(),
+            pool_any,
+            logged_reentry: AtomicBool::new(false),
+            shutdown_lock: Mutex::new(false),
+        }
+    }
+
+    pub(crate) fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    /// `t` on the deadline board's clock (nanoseconds since this pool's epoch).
+    #[inline]
+    pub(crate) fn nanos(&self, t: Instant) -> u64 {
+        nanos_since(self.epoch, t)
+    }
+
+    #[inline]
+    pub(crate) fn idle_workers(&self) -> usize {
+        self.idle.load(Ordering::SeqCst)
+    }
+
+    #[inline]
+    pub(crate) fn new_core(&self, budget: Duration, parent: Option<Arc<dyn JobView>>) -> JobCore {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        JobCore::new(id, budget.min(MAX_BUDGET), parent, Instant::now())
+    }
+
+    /// Count one answer: `None` is a handler's answer in time.
+    #[inline]
+    pub(crate) fn count(&self, err: Option<&Error>) {
+        let c = &self.counters;
+        let Some(e) = err else {
+            Counters::bump(&c.completed);
+            return;
+        };
+        Counters::bump(&c.failed);
+        match e {
+            Error::DeadlineExceeded { .. } => Counters::bump(&c.timed_out),
+            Error::Panicked { .. } => Counters::bump(&c.panicked),
+            Error::Overloaded { .. } => Counters::bump(&c.overloaded),
+            Error::Reentrant { .. } => Counters::bump(&c.reentrant_rejected),
+            _ => {}
+        }
+    }
+
+    /// Deliver `result` to `job`'s waiter and count it, unless the job was answered already.
+    #[inline]
+    pub(crate) fn answer(&self, job: &Job<Req, Resp>, result: Result<Resp, Error>) -> bool {
+        job.answer
+            .complete(result, |r| self.count(r.as_ref().err()))
+    }
+
+    pub(crate) fn overloaded(&self) -> Error {
+        Error::Overloaded {
+            pool: self.config.name.clone(),
+            capacity: self.config.queue_capacity,
+        }
+    }
+
+    pub(crate) fn shutting_down(&self) -> Error {
+        Error::ShuttingDown {
+            pool: self.config.name.clone(),
+        }
+    }
+
+    /// Run the handler on this thread for `job`, with the guard's chain entered and panics caught.
+    /// `worker` is the slot index, or [`guard::NOT_A_WORKER`].
+    #[inline]
+    pub(crate) fn invoke(
+        &self,
+        req: Req,
+        job: Arc<dyn JobView>,
+        worker: usize,
+        inline: bool,
+    ) -> Result<Resp, Error> {
+        let ctx = Context {
+            job: job.clone(),
+            worker,
+            inline,
+            pool: self.pool_any.clone(),
+        };
+        let id = job.core().id;
+        let entered = guard::enter(self.id, worker, job);
+        let out = catch_unwind(AssertUnwindSafe(|| (self.handler)(req, &ctx)));
+        drop(entered);
+        out.map_err(|payload| Error::Panicked {
+            pool: self.config.name.clone(),
+            job: id,
+            message: crate::util::panic_message(payload.as_ref()),
+        })
+    }
+
+    /// The handler's answer if it came by the deadline; after it, `DeadlineExceeded` (the caller
+    /// may not have been answered by the watchdog yet: no answer ever comes after a deadline).
+    #[inline]
+    pub(crate) fn in_time(
+        &self,
+        core: &JobCore,
+        result: Result<Resp, Error>,
+    ) -> Result<Resp, Error> {
+        if Instant::now() > core.deadline {
+            Err(core.deadline_error(&self.config.name, Stage::Running))
+        } else {
+            result
+        }
+    }
+
+    /// Answer a job, claimed by the caller, whose deadline passed before it started.
+    pub(crate) fn answer_expired_in_queue(&self, job: &Job<Req, Resp>) {
+        log::debug!(
+            "pool `{}`: job {} expired in the queue after {:?}; it was never started",
+            self.config.name,
+            job.core.id,
+            job.core.budget
+        );
+        self.answer(
+            job,
+            Err(job.core.deadline_error(&self.config.name, Stage::Queued)),
+        );
+    }
+
+    pub(crate) fn stats(&self) -> Stats {
+        let c = &self.counters;
+        let idle = self.idle_workers().min(self.config.workers);
+        let busy = self.slots.iter().filter(|s| s.deadline.is_busy()).count();
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        Stats {
+            name: self.config.name.clone(),
+            workers: self.config.workers,
+            busy,
+            idle,
+            queued: self.tx.len(),
+            completed: get(&c.completed),
+            failed: get(&c.failed),
+            timed_out: get(&c.timed_out),
+            panicked: get(&c.panicked),
+            overloaded: get(&c.overloaded),
+            recycled: get(&c.recycled),
+            retired: get(&c.retired),
+            retired_running: get(&c.retired_running),
+            reentrant_inline: get(&c.reentrant_inline),
+            reentrant_rejected: get(&c.reentrant_rejected),
+        }
+    }
+}

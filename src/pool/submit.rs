@@ -1,0 +1,343 @@
+//! Handing a job to the pool and getting its answer back: `call`, `submit`, `call_here`, nested
+//! calls run inline on the caller's thread, the enqueue itself, waiting for an answer, and taking a
+//! queued job back to run it on a waiting handler's thread.
+
+use std::sync::atomic::{fence, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::TrySendError;
+
+use super::completion::Waiter;
+use super::config::Reentry;
+use super::guard::{self, Position, NOT_A_WORKER};
+use super::job::{Job, JobCore, JobView, PoolOps, ANSWERED_UNRUN, QUEUED, RUNNING};
+use super::state::{Msg, PoolState, SERVING, STOPPED};
+use super::stats::Counters;
+use crate::error::{Error, Stage};
+
+/// A submission refused at once: the error, and the request and waiter given back.
+pub(crate) type Refusal<Req, Resp> = (Error, Req, Waiter<Resp>);
+
+impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
+    /// Put `job` in the queue. On refusal the job is still the caller's (nothing was queued).
+    fn enqueue(&self, job: &Arc<Job<Req, Resp>>) -> Result<(), Error> {
+        if self.state.load(Ordering::Acquire) != SERVING {
+            return Err(self.shutting_down());
+        }
+        match self.tx.try_send(Msg::Job(job.clone())) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => return Err(self.overloaded()),
+            Err(TrySendError::Disconnected(_)) => return Err(self.shutting_down()),
+        }
+        // A shutdown that drained the queue before our job arrived will not see it: answer it here.
+        // (Either the drain sees the job or this load sees STOPPED; both claim, one wins.)
+        fence(Ordering::SeqCst);
+        if self.state.load(Ordering::SeqCst) == STOPPED && job.claim(ANSWERED_UNRUN) {
+            self.answer(job, Err(self.shutting_down()));
+        }
+        Ok(())
+    }
+
+    /// Watch a queued job's deadline from the watchdog when it is likely to wait: only when no
+    /// worker is idle, so an idle pool pays nothing.
+    fn watch_queued(&self, job: &Arc<Job<Req, Resp>>) {
+        if self.idle_workers() == 0 {
+            let deadline = self.nanos(job.core.deadline);
+            self.board.watch_queued(deadline, job);
+        }
+    }
+
+    fn refuse_reentrant(&self, worker: usize) -> Error {
+        let err = Error::Reentrant {
+            pool: self.config.name.clone(),
+            worker,
+        };
+        self.count(Some(&err));
+        err
+    }
+
+    pub(crate) fn call(
+        self: &Arc<Self>,
+        req: Req,
+        budget: Option<Duration>,
+    ) -> Result<Resp, Error> {
+        let budget = budget.unwrap_or(self.config.deadline);
+        let parent = match guard::position(self.id) {
+            Position::Outside => None,
+            Position::InSame(parent, worker) => {
+                return match self.config.reentry {
+                    Reentry::Inline => self.run_inline(req, budget, parent, worker),
+                    Reentry::Reject => Err(self.refuse_reentrant(worker)),
+                };
+            }
+            Position::InOther(parent) => {
+                if self.idle_workers() == 0 {
+                    return self.run_inline(req, budget, parent, NOT_A_WORKER);
+                }
+                Some(parent)
+            }
+        };
+        let nested = parent.is_some();
+        let mut job = Job::new(self.new_core(budget, parent), req, Waiter::Nobody);
+        if nested {
+            job.pool = Some(self.ops_weak());
+        }
+        let job = Arc::new(job);
+        if let Err(e) = self.enqueue(&job) {
+            self.count(Some(&e));
+            return Err(e);
+        }
+        await_answer(&job, None, Some(&**self as &dyn PoolOps<Req, Resp>))
+            .expect("waiting without a time limit always ends with an answer")
+    }
+
+    fn ops_weak(self: &Arc<Self>) -> Weak<dyn PoolOps<Req, Resp>> {
+        let weak = Arc::downgrade(self);
+        weak as Weak<dyn PoolOps<Req, Resp>>
+    }
+
+    /// Queue a job whose answer goes to `waiter`; used by `submit`, `try_submit` and `submit_then`.
+    /// On refusal the request comes back with the error.
+    pub(crate) fn submit(
+        self: &Arc<Self>,
+        req: Req,
+        budget: Option<Duration>,
+        waiter: Waiter<Resp>,
+    ) -> Result<Arc<Job<Req, Resp>>, Refusal<Req, Resp>> {
+        let budget = budget.unwrap_or(self.config.deadline);
+        let parent = match guard::position(self.id) {
+            Position::Outside => None,
+            Position::InSame(parent, worker) => {
+                if self.config.reentry == Reentry::Reject {
+                    return Err((self.refuse_reentrant(worker), req, waiter));
+                }
+                Some(parent)
+            }
+            Position::InOther(parent) => Some(parent),
+        };
+        let mut job = Job::new(self.new_core(budget, parent), req, waiter);
+        job.pool = Some(self.ops_weak());
+        let job = Arc::new(job);
+        match self.enqueue(&job) {
+            Ok(()) => {
+                self.watch_queued(&job);
+                Ok(job)
+            }
+            Err(e) => {
+                if !matches!(e, Error::Reentrant { .. }) {
+                    self.count(Some(&e));
+                }
+                let req = job
+                    .take_req()
+                    .expect("a refused job still holds its request");
+                let waiter = job.answer.take_waiter();
+                Err((e, req, waiter))
+            }
+        }
+    }
+
+    /// A nested call run at once on the calling thread.
+    fn run_inline(
+        &self,
+        req: Req,
+        budget: Duration,
+        parent: Arc<dyn JobView>,
+        worker: usize,
+    ) -> Result<Resp, Error> {
+        Counters::bump(&self.counters.reentrant_inline);
+        self.log_reentry(worker);
+        // A budget at least as long as the caller's whole budget ends after the caller's deadline
+        // (the caller started earlier), so the nested call simply inherits it: no clock read.
+        let inherited = budget >= parent.core().budget;
+        let core = if inherited {
+            let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+            JobCore::inherit(id, parent)
+        } else {
+            self.new_core(budget, Some(parent))
+        };
+        let core = spare_core::take(core);
+        let result = self.invoke(req, core.clone(), worker, true);
+        // An inherited deadline is the caller's: the caller's own job reads the clock before it
+        // answers (no answer ever leaves the pool after its deadline), and the watchdog cancels the
+        // caller's chain when it passes, so the flag is enough here. An own, shorter deadline
+        // needs the clock.
+        let result = if inherited {
+            if core.is_cancelled() {
+                Err(core.deadline_error(&self.config.name, Stage::Running))
+            } else {
+                result
+            }
+        } else {
+            self.in_time(&core, result)
+        };
+        spare_core::give_back(core);
+        self.count(result.as_ref().err());
+        result
+    }
+
+    /// Run the handler on this thread, outside the queue and the workers (a spare thread).
+    pub(crate) fn call_here(&self, req: Req, budget: Option<Duration>) -> Result<Resp, Error> {
+        if self.state.load(Ordering::Acquire) == STOPPED {
+            let err = self.shutting_down();
+            self.count(Some(&err));
+            return Err(err);
+        }
+        let parent = match guard::position(self.id) {
+            Position::Outside => None,
+            Position::InSame(p, _) | Position::InOther(p) => Some(p),
+        };
+        let core = Arc::new(self.new_core(budget.unwrap_or(self.config.deadline), parent));
+        let result = self.invoke(req, core.clone(), NOT_A_WORKER, true);
+        let result = self.in_time(&core, result);
+        self.count(result.as_ref().err());
+        result
+    }
+
+    fn log_reentry(&self, worker: usize) {
+        let first = !self.logged_reentry.load(Ordering::Relaxed)
+            && !self.logged_reentry.swap(true, Ordering::Relaxed);
+        if !first && !log::log_enabled!(log::Level::Debug) {
+            return;
+        }
+        let who = if worker == NOT_A_WORKER {
+            "a worker of another pool".to_owned()
+        } else {
+            format!("worker {worker}")
+        };
+        if first {
+            log::info!(
+                "pool `{}`: {who} called back into the pool; the call runs inline on the caller's \
+                 thread instead of waiting for a worker that may be the caller itself (this would \
+                 deadlock a gunicorn sync worker). Later re-entrant calls are logged at debug.",
+                self.config.name
+            );
+        } else {
+            log::debug!(
+                "pool `{}`: re-entrant call from {who} runs inline",
+                self.config.name
+            );
+        }
+    }
+}
+
+impl<Req: Send + 'static, Resp: Send + 'static> PoolOps<Req, Resp> for PoolState<Req, Resp> {
+    fn should_steal(&self) -> bool {
+        self.idle_workers() == 0 || guard::inside(self.id)
+    }
+
+    fn run_claimed_here(&self, job: &Arc<Job<Req, Resp>>) {
+        Counters::bump(&self.counters.reentrant_inline);
+        let worker = match guard::position(self.id) {
+            Position::InSame(_, w) => w,
+            _ => NOT_A_WORKER,
+        };
+        self.log_reentry(worker);
+        let Some(req) = job.take_req() else {
+            return;
+        };
+        let result = self.invoke(req, job.clone(), worker, true);
+        let result = self.in_time(&job.core, result);
+        self.answer(job, result);
+    }
+
+    fn answer_expired(&self, job: &Job<Req, Resp>) {
+        self.answer_expired_in_queue(job);
+    }
+}
+
+/// How long a handler waiting on a nested job sleeps at first before it looks again whether it
+/// should take the job back; doubled up to [`NESTED_STEP_MAX`].
+const NESTED_STEP_MIN: Duration = Duration::from_millis(1);
+const NESTED_STEP_MAX: Duration = Duration::from_millis(50);
+
+/// Wait for `job`'s answer until `until` (forever with `None`; `None` back on timeout).
+///
+/// At the job's deadline a still-queued job is claimed and answered `DeadlineExceeded` (it never
+/// runs); a running one is answered by the watchdog. A waiter that is itself inside a handler takes
+/// the job back and runs it when it is still queued and no worker is idle (the re-entrancy guard's
+/// `submit` + `wait` path).
+pub(crate) fn await_answer<Req: Send + 'static, Resp: Send + 'static>(
+    job: &Arc<Job<Req, Resp>>,
+    until: Option<Instant>,
+    ops: Option<&dyn PoolOps<Req, Resp>>,
+) -> Option<Result<Resp, Error>> {
+    let nested = job.pool.is_some() && guard::in_any();
+    let mut step = NESTED_STEP_MIN;
+    loop {
+        if let Some(r) = job.answer.try_take() {
+            return Some(r);
+        }
+        let now = Instant::now();
+        if until.is_some_and(|u| now >= u) {
+            return None;
+        }
+        let deadline = job.core.deadline;
+        if now >= deadline && job.claim(ANSWERED_UNRUN) {
+            match ops {
+                Some(o) => o.answer_expired(job),
+                None => {
+                    // The pool is gone; its shutdown answered every job it could see.
+                    let err = job.core.deadline_error("?", Stage::Queued);
+                    job.answer.complete(Err(err), |_| {});
+                }
+            }
+            continue;
+        }
+        let mut wake = until;
+        if now < deadline {
+            wake = Some(wake.map_or(deadline, |w| w.min(deadline)));
+        }
+        if nested {
+            let next = now + step;
+            wake = Some(wake.map_or(next, |w| w.min(next)));
+            step = (step * 2).min(NESTED_STEP_MAX);
+        }
+        if let Some(r) = job.answer.wait_until(wake) {
+            return Some(r);
+        }
+        if nested && job.state.load(Ordering::Acquire) == QUEUED {
+            let pool = job.pool.as_ref().and_then(Weak::upgrade);
+            if let Some(p) = pool {
+                if p.should_steal() && job.claim(RUNNING) {
+                    p.run_claimed_here(job);
+                }
+            }
+        }
+    }
+}
+
+/// One spare `Arc<JobCore>` per thread, so that a chain of inline calls allocates nothing: an
+/// inline call's core is shared only with its `Context` and the guard's chain, both gone when it
+/// returns, so the `Arc` is unique again and can be reused for the next inline call.
+mod spare_core {
+    use std::cell::Cell;
+    use std::sync::Arc;
+
+    use super::JobCore;
+
+    thread_local! {
+        static SPARE: Cell<Option<Arc<JobCore>>> = const { Cell::new(None) };
+    }
+
+    /// `core` in an `Arc`, reusing this thread's spare allocation when there is one.
+    pub(super) fn take(core: JobCore) -> Arc<JobCore> {
+        if let Some(mut spare) = SPARE.with(Cell::take) {
+            if let Some(slot) = Arc::get_mut(&mut spare) {
+                *slot = core;
+                return spare;
+            }
+        }
+        Arc::new(core)
+    }
+
+    /// Keep `core`'s allocation for the next inline call if nobody else holds it (a handler may
+    /// have kept a clone of its `Context`'s job through a nested `submit`).
+    pub(super) fn give_back(mut core: Arc<JobCore>) {
+        if let Some(slot) = Arc::get_mut(&mut core) {
+            // Do not keep the caller's job alive in the spare.
+            slot.parent = None;
+            SPARE.with(|s| s.set(Some(core)));
+        }
+    }
+}

@@ -1,0 +1,207 @@
+//! The worker threads: starting them, the loop each runs (take a job, publish its deadline, run the
+//! handler, answer), recycling after `max_requests`, and the start and exit hooks.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use super::config::Hook;
+use super::job::RUNNING;
+use super::state::{Msg, PoolState, Running, SERVING, STOPPED};
+use super::stats::Counters;
+
+impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
+    /// Start one thread per slot; return once every worker has run its start hook and waits for a
+    /// job.
+    pub(crate) fn start_workers(self: &Arc<Self>) {
+        for index in 0..self.config.workers {
+            if !self.spawn_worker(index, 0) {
+                panic!(
+                    "prefork-pool: cannot start worker {index} of pool `{}` (thread limit reached?)",
+                    self.config.name
+                );
+            }
+        }
+        // Return once every worker has run its start hook and waits for a job, so that a pool
+        // is ready when `build` returns (its stats say idle, and callers that check for an idle
+        // worker see one).
+        let mut spins = 0u32;
+        while self.idle.load(Ordering::SeqCst) < self.config.workers {
+            spins += 1;
+            if spins < 200 {
+                thread::yield_now();
+            } else {
+                // A start hook that opens connections may take a while: do not burn a core.
+                thread::sleep(Duration::from_millis(1));
+            }
+        }
+    }
+
+    /// Start a thread that owns slot `index` with generation `gen`. False if the OS refused.
+    pub(crate) fn spawn_worker(self: &Arc<Self>, index: usize, gen: u64) -> bool {
+        *self.live_workers.lock() += 1;
+        let me = self.clone();
+        let spawned = thread::Builder::new()
+            .name(format!("{}-worker-{index}", self.config.name))
+            .spawn(move || me.worker_loop(index, gen));
+        match spawned {
+            Ok(handle) => {
+                let mut threads = self.threads.lock();
+                threads.retain(|(_, _, h)| !h.is_finished());
+                threads.push((index, gen, handle));
+                true
+            }
+            Err(e) => {
+                self.live_worker_left();
+                log::error!(
+                    "pool `{}`: cannot start a thread for worker {index}: {e}; the pool runs one \
+                     worker short. Raise the thread limit (ulimit -u) or lower `workers`.",
+                    self.config.name
+                );
+                false
+            }
+        }
+    }
+
+    /// A thread stopped owning a slot (it exited, or the watchdog retired it).
+    pub(crate) fn live_worker_left(&self) {
+        let mut live = self.live_workers.lock();
+        *live -= 1;
+        if *live == 0 {
+            self.live_workers_cv.notify_all();
+        }
+    }
+
+    fn recycle_budget(&self, index: usize) -> u64 {
+        let max = self.config.max_requests;
+        let jitter = self.config.max_requests_jitter;
+        if max == 0 || jitter == 0 {
+            return max;
+        }
+        // xorshift64*, seeded from the clock and the worker index: spread, not secret.
+        let mut x = (self.epoch.elapsed().as_nanos() as u64)
+            ^ (index as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            ^ self.next_id.load(Ordering::Relaxed);
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        max + x.wrapping_mul(0x2545_F491_4F6C_DD1D) % (jitter + 1)
+    }
+
+    /// Run a worker hook; a panic in it is logged and the worker goes on.
+    fn run_hook(&self, hook: Option<&Hook>, which: &str, index: usize) {
+        let Some(hook) = hook else {
+            return;
+        };
+        if let Err(payload) = catch_unwind(AssertUnwindSafe(|| hook(index))) {
+            log::error!(
+                "pool `{}`: the {which} hook panicked on worker {index}: {}; the worker goes on \
+                 without it. Fix the hook (return errors from it instead of panicking).",
+                self.config.name,
+                crate::util::panic_message(payload.as_ref())
+            );
+        }
+    }
+
+    fn worker_loop(self: Arc<Self>, index: usize, gen: u64) {
+        self.run_hook(
+            self.config.on_worker_start.as_ref(),
+            "on_worker_start",
+            index,
+        );
+        let budget = self.recycle_budget(index);
+        let slot = &self.slots[index];
+        let mut served = 0u64;
+        let retired = loop {
+            self.idle.fetch_add(1, Ordering::SeqCst);
+            let msg = self.rx.recv();
+            self.idle.fetch_sub(1, Ordering::SeqCst);
+            let job = match msg {
+                Ok(Msg::Job(job)) => job,
+                Ok(Msg::Stop) | Err(_) => break false,
+            };
+            if !job.claim(RUNNING) {
+                continue; // taken back by a waiting handler, or expired
+            }
+            let started = Instant::now();
+            if started >= job.core.deadline {
+                self.answer_expired_in_queue(&job);
+                continue;
+            }
+            let req = job.take_req().expect("a claimed job holds its request");
+            slot.state.lock().running = Some(Running {
+                job: job.clone(),
+                started,
+                expired: false,
+            });
+            let deadline = self.nanos(job.core.deadline);
+            slot.deadline.set(deadline);
+            self.board.watch(deadline);
+
+            let result = self.invoke(req, job.clone(), index, false);
+            let result = self.in_time(&job.core, result);
+
+            let still_mine = {
+                let mut s = slot.state.lock();
+                if s.gen == gen {
+                    s.running = None;
+                    slot.deadline.clear();
+                    true
+                } else {
+                    false
+                }
+            };
+            self.answer(&job, result);
+            if !still_mine {
+                break true;
+            }
+            served += 1;
+            if budget > 0 && served >= budget && self.state.load(Ordering::Acquire) == SERVING {
+                if self.recycle(index) {
+                    break false;
+                }
+                served = 0;
+            }
+            if self.state.load(Ordering::Acquire) == STOPPED {
+                break false;
+            }
+        };
+        // The exit hook runs before the thread counts itself out, so a shutdown that waited for
+        // the workers has seen every hook run.
+        self.run_hook(self.config.on_worker_exit.as_ref(), "on_worker_exit", index);
+        if retired {
+            self.counters
+                .retired_running
+                .fetch_sub(1, Ordering::Relaxed);
+            log::info!(
+                "pool `{}`: a retired thread of worker {index} returned from its handler and exits",
+                self.config.name
+            );
+        } else {
+            self.live_worker_left();
+        }
+    }
+
+    /// Hand slot `index` to a new thread, started before this one leaves. False if it could not
+    /// start (this thread then keeps serving).
+    fn recycle(self: &Arc<Self>, index: usize) -> bool {
+        let new_gen = {
+            let mut s = self.slots[index].state.lock();
+            s.gen += 1;
+            s.gen
+        };
+        if self.spawn_worker(index, new_gen) {
+            Counters::bump(&self.counters.recycled);
+            log::debug!(
+                "pool `{}`: worker {index} recycled after max_requests; its replacement is running",
+                self.config.name
+            );
+            true
+        } else {
+            self.slots[index].state.lock().gen -= 1;
+            false
+        }
+    }
+}
