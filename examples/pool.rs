@@ -2,12 +2,15 @@
 //!
 //! Run it with `cargo run --example pool`. It shows, in order:
 //! 1. an ordinary call;
-//! 2. a handler stuck far past its deadline: the caller is answered at the deadline, and the
-//!    stuck worker is retired and replaced, so the next call is served at once;
+//! 2. a handler stuck past its deadline (waiting for a reply that comes late): the caller is
+//!    answered at the deadline, and the stuck worker is retired and replaced, so the next call is
+//!    served at once;
 //! 3. a handler that panics: the caller gets the panic message, the worker lives on;
-//! 4. a handler calling its own pool (the loopback call that deadlocks one gunicorn sync worker);
+//! 4. a handler that calls its own pool (the call that deadlocks one gunicorn sync worker; see
+//!    `Reentry`);
 //! 5. the stats, as Prometheus text.
 
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use prefork_pool::{Error, Pool, Stats};
@@ -17,8 +20,9 @@ use prefork_pool::{Error, Pool, Stats};
 pub enum Job {
     /// Add two numbers.
     Add(i64, i64),
-    /// Sleep this long (a stuck database call, say). Checks its cancellation while it sleeps.
-    Sleep(Duration),
+    /// Wait for a reply that may come late (a stuck database call, say), then go on only if the
+    /// caller still waits.
+    Stuck(mpsc::Receiver<()>),
     /// Panic with this message (a bug in one handler).
     Crash(&'static str),
     /// Sum 1..=n by calling the pool itself for n-1.
@@ -42,14 +46,16 @@ pub struct Summary {
 fn handle(job: Job, ctx: &prefork_pool::Context) -> Result<i64, Error> {
     match job {
         Job::Add(a, b) => Ok(a + b),
-        Job::Sleep(d) => {
-            let end = Instant::now() + d;
-            // A long handler checks `is_cancelled` now and then: once the caller has been answered
-            // there is no point going on, and returning early frees the retired thread.
-            while Instant::now() < end && !ctx.is_cancelled() {
-                std::thread::sleep(Duration::from_millis(10));
+        Job::Stuck(reply) => {
+            // The stuck call: while it blocks, the watchdog answers the caller at the deadline,
+            // cancels this Context, and replaces this worker.
+            let _ = reply.recv_timeout(Duration::from_secs(10));
+            // A long handler checks `is_cancelled` between steps: once the caller has been
+            // answered there is no point going on, and returning early frees the retired thread.
+            if ctx.is_cancelled() {
+                return Ok(0);
             }
-            Ok(0)
+            Ok(1)
         }
         Job::Crash(msg) => panic!("{msg}"),
         Job::SumTo(n) if n <= 0 => Ok(0),
@@ -77,16 +83,16 @@ pub fn run() -> Summary {
         .expect("answered")
         .expect("added");
 
-    // 2. A handler that would run for 10 s, called with a deadline of its own: the caller is
-    //    answered at 200 ms, and the stuck worker is replaced.
+    // 2. A handler stuck on a reply that has not come, called with a deadline of its own: the
+    //    caller is answered at 200 ms, and the stuck worker is replaced.
+    let (reply, late_reply) = mpsc::channel();
     let start = Instant::now();
     let deadline_error = pool
-        .call_with(
-            Job::Sleep(Duration::from_secs(10)),
-            Duration::from_millis(200),
-        )
+        .call_with(Job::Stuck(late_reply), Duration::from_millis(200))
         .unwrap_err();
     let waited_for_stuck = start.elapsed();
+    // The reply comes late: the retired thread returns from its handler and exits.
+    drop(reply);
     let start = Instant::now();
     pool.call(Job::Add(1, 1))
         .expect("capacity is back")
