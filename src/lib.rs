@@ -70,9 +70,9 @@
 //!
 //! ## Calling your own pool
 //!
-//! A handler reaches its pool through [`Context::pool`]. A call from inside one of the pool's own
-//! handlers runs inline on the calling thread, with the earlier of the two deadlines (policy
-//! [`Reentry::Inline`], the default); [`Reentry::Reject`] refuses it instead, to find such calls.
+//! A handler reaches its pool through [`Context::pool`]. What a handler that calls its own pool
+//! gets, and why, is explained once, at [`Reentry`]: by default the call runs inline on the
+//! calling thread.
 //!
 //! ```
 //! use prefork_pool::Pool;
@@ -109,8 +109,8 @@
 //! 508). A handler calls its own service in-process through [`http::Loopback`]; a call it makes
 //! over real TCP or a Unix socket to its own address while every worker is busy is detected
 //! (in process mode, also when it lands on a sibling worker process) and served on a spare
-//! thread, with a warning that names the fix. Start with `examples/hello_loopback.rs`, the
-//! seed's Flask app as a Rust template.
+//! thread, with a warning that names the fix. Start with `examples/hello_loopback.rs`: a Flask
+//! app whose handler calls its own server, as a Rust template.
 //!
 //! ## Process mode
 //!

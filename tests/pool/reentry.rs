@@ -9,7 +9,7 @@ use prefork_pool::{Error, Pool, Reentry};
 
 type Answer = Result<u32, Error>;
 
-/// A pool whose handler, for `n > 0`, calls its own pool with `n - 1` (the seed's loopback call).
+/// A pool whose handler, for `n > 0`, calls its own pool with `n - 1` (a handler that calls its own pool).
 fn self_calling(workers: usize, policy: Reentry) -> Pool<u32, Answer> {
     Pool::builder()
         .workers(workers)
