@@ -1,12 +1,11 @@
 //! What a handler knows about the job it runs.
 
 use std::any::Any;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::guard::NOT_A_WORKER;
 use super::job::JobView;
-use super::{Owner, Pool};
 
 /// The job a handler is running: its deadline, its cancellation, where it runs, and a handle to
 /// the pool itself (so a handler can call its own pool with no global; see
@@ -31,6 +30,8 @@ pub struct Context {
     pub(crate) job: Arc<dyn JobView>,
     pub(crate) worker: usize,
     pub(crate) inline: bool,
+    /// A `Weak<Owner<Req, Resp>>`: [`Context::pool`] (in `mod.rs`, beside `Pool`) turns it back
+    /// into a handle.
     pub(crate) pool: Arc<dyn Any + Send + Sync>,
 }
 
@@ -55,7 +56,7 @@ impl Context {
 
     /// The index (`0..workers`) of the worker running this job; `None` when the job runs on a
     /// thread that is not one of this pool's workers (a nested call run inline on a worker of
-    /// another pool, or a job run by [`Pool::call_here`]).
+    /// another pool, or a job run by [`Pool::call_here`](crate::Pool::call_here)).
     ///
     /// ```
     /// use prefork_pool::Pool;
@@ -83,13 +84,6 @@ impl Context {
     /// each call made from inside a handler.
     pub fn depth(&self) -> u32 {
         self.job.core().depth
-    }
-
-    /// A handle to the pool running this job, if it is still alive and its types are `Req, Resp`.
-    /// Calls through it from this handler follow the pool's [`Reentry`](crate::Reentry) policy.
-    pub fn pool<Req: Send + 'static, Resp: Send + 'static>(&self) -> Option<Pool<Req, Resp>> {
-        let weak = self.pool.downcast_ref::<Weak<Owner<Req, Resp>>>()?;
-        weak.upgrade().map(|owner| Pool { owner })
     }
 }
 

@@ -1,10 +1,10 @@
 //! The supervised worker pool: [`Pool`] (the handle users hold) and `Owner` (whose drop shuts it
 //! down), over the engine in the files below.
 //!
-//! Arrows run from the engine down to the leaves, never back:
-//! `mod` → `builder` → `config`; `mod` → `submit` / `worker` / `watchdog` / `shutdown` → `state`
-//! → `guard` / `context` / `job` → `completion`, `deadlines`, `stats` (leaves). `ticket` waits
-//! through `submit`.
+//! Arrows run from the engine down to the leaves, never back: `mod` uses `builder`, `submit`,
+//! `worker`, `watchdog`, `shutdown` and `ticket`; those use `state` (the shared `PoolState`);
+//! `state` uses `context`, `guard` and `job`; `job` uses `completion`. `config`, `completion`,
+//! `deadlines` and `stats` are leaves.
 
 mod builder;
 mod completion;
@@ -22,7 +22,7 @@ mod watchdog;
 mod worker;
 
 use std::any::Any;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 pub use builder::PoolBuilder;
@@ -83,6 +83,15 @@ impl<Req: Send + 'static, Resp: Send + 'static> Drop for Owner<Req, Resp> {
         } else {
             state.shutdown(timeout, false);
         }
+    }
+}
+
+impl Context {
+    /// A handle to the pool running this job, if it is still alive and its types are `Req, Resp`.
+    /// Calls through it from this handler follow the pool's [`Reentry`](crate::Reentry) policy.
+    pub fn pool<Req: Send + 'static, Resp: Send + 'static>(&self) -> Option<Pool<Req, Resp>> {
+        let weak = self.pool.downcast_ref::<Weak<Owner<Req, Resp>>>()?;
+        weak.upgrade().map(|owner| Pool { owner })
     }
 }
 
