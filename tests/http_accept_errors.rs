@@ -39,7 +39,7 @@ fn set_soft_nofile(n: u64) -> u64 {
 fn emfile_is_survived_without_spinning() {
     let s = Server::builder()
         .bind("127.0.0.1:0")
-        .workers(1)
+        .pool(|p| p.workers(1))
         .serve(|_req, _ctx| http::Response::new(b"ok".to_vec()))
         .unwrap();
     let addr = s.local_addrs()[0];

@@ -40,7 +40,7 @@ fn bad_values_are_refused() {
         "keepalive_timeout",
     );
     refused(b().access_log_format("%(nope)s"), "access_log_format");
-    refused(b().workers(0), "workers");
+    refused(b().pool(|p| p.workers(0)), "workers");
     refused(b().max_spare(1025), "max_spare");
     refused(b().max_depth(10_001), "max_depth");
     refused(b().stuck_after(Duration::ZERO), "stuck_after");
@@ -153,16 +153,16 @@ fn ipv6_and_pool_options_are_forwarded() {
     let started = Arc::new(AtomicUsize::new(0));
     let exited = Arc::new(AtomicUsize::new(0));
     let (st, ex) = (started.clone(), exited.clone());
-    let b = Server::builder()
-        .bind("127.0.0.1:0")
-        .workers(3)
-        .name("web")
-        .on_worker_start(move |_| {
-            st.fetch_add(1, Ordering::SeqCst);
-        })
-        .on_worker_exit(move |_| {
-            ex.fetch_add(1, Ordering::SeqCst);
-        });
+    let b = Server::builder().bind("127.0.0.1:0").pool(|p| {
+        p.workers(3)
+            .name("web")
+            .on_worker_start(move |_| {
+                st.fetch_add(1, Ordering::SeqCst);
+            })
+            .on_worker_exit(move |_| {
+                ex.fetch_add(1, Ordering::SeqCst);
+            })
+    });
     // IPv6 loopback when the machine has it.
     let v6 = std::net::TcpListener::bind("[::1]:0").is_ok();
     let b = if v6 { b.bind("[::1]:0") } else { b };

@@ -42,7 +42,7 @@ fn thousands_of_idle_keep_alive_connections() {
     assert!(n >= 400, "open-file limit too low for this test: {soft}");
     let s = Server::builder()
         .bind("127.0.0.1:0")
-        .workers(1)
+        .pool(|p| p.workers(1))
         .keepalive_timeout(Duration::from_secs(120))
         .serve(|_req, _ctx| http::Response::new(b"ok".to_vec()))
         .unwrap();

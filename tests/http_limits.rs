@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 fn server() -> ServerHandle {
     Server::builder()
         .bind("127.0.0.1:0")
-        .workers(1)
+        .pool(|p| p.workers(1))
         .limit_head_bytes(16 * 1024)
         .limit_body_bytes(1000)
         .head_timeout(Duration::from_millis(800))

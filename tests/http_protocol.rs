@@ -12,7 +12,7 @@ use std::time::Duration;
 fn server() -> ServerHandle {
     Server::builder()
         .bind("127.0.0.1:0")
-        .workers(2)
+        .pool(|p| p.workers(2))
         .serve(|req, _ctx| {
             let mut body =
                 format!("{} {} {} ", req.method(), req.uri(), req.body().len()).into_bytes();

@@ -28,7 +28,7 @@ fn app(workers: usize) -> ServerHandle {
         .bind("127.0.0.1:0")
         // This test's clients live in this process: they are not self-calls to rescue.
         .max_spare(0)
-        .workers(workers)
+        .pool(|p| p.workers(workers))
         .serve(
             move |req: HttpRequest, _ctx| match (req.method().as_str(), req.uri().path()) {
                 ("POST", "/hello_world") => {

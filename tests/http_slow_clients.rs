@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 fn slow_loris_does_not_delay_a_normal_request() {
     let s = Server::builder()
         .bind("127.0.0.1:0")
-        .workers(1)
+        .pool(|p| p.workers(1))
         .head_timeout(Duration::from_secs(3))
         .serve(|_req, _ctx| http::Response::new(b"hi".to_vec()))
         .unwrap();

@@ -18,7 +18,7 @@ fn open_fds() -> usize {
 fn a_client_that_does_not_read_is_dropped_at_the_write_timeout() {
     let s = Server::builder()
         .bind("127.0.0.1:0")
-        .workers(1)
+        .pool(|p| p.workers(1))
         .write_timeout(Duration::from_millis(500))
         .serve(|req, _ctx| {
             let n = if req.uri().path() == "/big" {
