@@ -1,9 +1,6 @@
 //! Every limit, malformed shape and smuggling shape: the status, and that the connection closes.
-#![cfg(feature = "http")]
 
-mod common;
-
-use common::*;
+use crate::http_helpers::*;
 use prefork_pool::http::{Server, ServerHandle};
 use std::time::{Duration, Instant};
 

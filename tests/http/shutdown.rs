@@ -1,10 +1,7 @@
 //! Graceful shutdown: requests already read are finished and answered with `Connection: close`,
 //! idle keep-alive connections are closed, the listen backlog is served, then every thread ends.
-#![cfg(feature = "http")]
 
-mod common;
-
-use common::*;
+use crate::http_helpers::*;
 use prefork_pool::http::Server;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};

@@ -1,10 +1,7 @@
 //! HTTP/1.1 framing over raw sockets: a head split byte by byte, pipelining, chunked bodies,
 //! 100-continue, HTTP/1.0, HEAD, keep-alive.
-#![cfg(feature = "http")]
 
-mod common;
-
-use common::*;
+use crate::http_helpers::*;
 use prefork_pool::http::{PeerAddr, Server, ServerHandle};
 use std::time::Duration;
 

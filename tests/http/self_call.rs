@@ -5,58 +5,14 @@
 //! another process's request (TCP or Unix socket) is not taken for a self-call; runaway
 //! recursion is cut with 508 (through the `Loopback` and over TCP with `X-Prefork-Depth`); the
 //! stuck report names what every busy worker runs.
-#![cfg(feature = "http")]
 
-mod common;
-
-use common::*;
+use crate::http_helpers::*;
 use prefork_pool::http::{error_response, Loopback, Server, ServerHandle, DEPTH_HEADER};
 use prefork_pool::Error;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
-
-// ----- a capturing logger, installed once for this test binary -----
-
-struct Capture(Mutex<Vec<String>>);
-
-impl log::Log for Capture {
-    fn enabled(&self, m: &log::Metadata<'_>) -> bool {
-        m.level() <= log::Level::Warn
-    }
-    fn log(&self, r: &log::Record<'_>) {
-        if self.enabled(r.metadata()) {
-            self.0
-                .lock()
-                .unwrap()
-                .push(format!("{} {}: {}", r.level(), r.target(), r.args()));
-        }
-    }
-    fn flush(&self) {}
-}
-
-fn logs() -> &'static Capture {
-    static LOGGER: OnceLock<&'static Capture> = OnceLock::new();
-    LOGGER.get_or_init(|| {
-        let c: &'static Capture = Box::leak(Box::new(Capture(Mutex::new(Vec::new()))));
-        log::set_logger(c).expect("the only logger of this test binary");
-        log::set_max_level(log::LevelFilter::Warn);
-        c
-    })
-}
-
-/// Captured lines that contain every one of `parts`.
-fn lines_with(parts: &[&str]) -> Vec<String> {
-    logs()
-        .0
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|l| parts.iter().all(|p| l.contains(p)))
-        .cloned()
-        .collect()
-}
 
 /// Wait (bounded) until `cond` holds.
 fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {

@@ -1,10 +1,7 @@
 //! Pool errors become short plain-text answers: panic 500 (and the next request works), deadline
 //! 504 (and the capacity comes back), full queue 503 with Retry-After.
-#![cfg(feature = "http")]
 
-mod common;
-
-use common::*;
+use crate::http_helpers::*;
 use prefork_pool::http::Server;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

@@ -1,10 +1,7 @@
 //! 200 slow-loris connections (one header byte every 500 ms) cost buffers, not workers: a normal
 //! request on a one-worker server is answered at once meanwhile, and the slow heads time out with 408.
-#![cfg(feature = "http")]
 
-mod common;
-
-use common::*;
+use crate::http_helpers::*;
 use prefork_pool::http::Server;
 use std::io::Write;
 use std::time::{Duration, Instant};

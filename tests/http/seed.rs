@@ -1,11 +1,8 @@
 //! The seed scenario over real TCP: a handler that calls its own `/hello_world` (through the
 //! `Loopback` handle) answers at once with one worker, where gunicorn's sync worker hangs until its
 //! timeout; and eight such calls at once on two workers all answer.
-#![cfg(feature = "http")]
 
-mod common;
-
-use common::*;
+use crate::http_helpers::*;
 use parking_lot::Mutex;
 use prefork_pool::http::{HttpRequest, HttpResponse, Loopback, Server, ServerHandle};
 use std::collections::HashMap;
