@@ -33,8 +33,8 @@ pub(crate) fn with_depth<R>(depth: u32, f: impl FnOnce() -> R) -> R {
 
 /// Sends a request to the server's own handler, in-process.
 ///
-/// This is the fix for the seed's deadlock (a handler that POSTs to its own server with one
-/// worker): [`send`](Loopback::send) is `pool.call(req)`, and a call made from inside one of the
+/// This is the fix for a handler that calls its own server (with one worker, a handler that POSTs
+/// to its own server over HTTP deadlocks): [`send`](Loopback::send) is `pool.call(req)`, and a call made from inside one of the
 /// pool's handlers runs inline on the calling worker with the caller's (earlier) deadline, so it
 /// never waits for a free worker. Called from any other thread, it queues like any request.
 ///

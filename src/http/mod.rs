@@ -84,7 +84,7 @@
 //! server.shutdown(std::time::Duration::from_secs(5));
 //! ```
 //!
-//! A handler that calls its own server with an ordinary HTTP client (the seed's code, as written)
+//! A handler that calls its own server with an ordinary HTTP client (the code as people write it)
 //! is rescued too, on the slow path: when no worker is idle and the client is on this host (a
 //! loopback address or the server's own address, or a Unix socket), the server finds out which
 //! process the client is: over TCP it looks the client's socket up among this process's own

@@ -1,8 +1,9 @@
-//! Requests that this process sent to itself over TCP or a Unix socket: a handler that calls its
-//! own server with an ordinary HTTP client instead of [`Loopback`](super::Loopback).
+//! Self-calls: requests that this process (or a sibling worker process) sent to its own server
+//! over TCP or a Unix socket, from a handler that calls its own server with an ordinary HTTP
+//! client instead of [`Loopback`](super::Loopback); how they are detected, counted and logged.
 //!
-//! Such a request would wait in the queue for a worker while every worker waits for it: the
-//! seed's deadlock, until the deadline. On the slow path only (the pool has no idle worker, the
+//! Such a request would wait in the queue for a worker while every worker waits for it: a
+//! deadlock, until the deadline. On the slow path only (the pool has no idle worker, the
 //! client is on this host: a loopback address or our own local address, or a Unix socket), the
 //! reactor finds out which process holds the client's socket, once per connection. TCP (Linux):
 //! `/proc/self/net/tcp{,6}` gives the socket's inode, then `/proc/self/fd` is searched for it. Unix

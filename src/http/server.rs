@@ -55,7 +55,7 @@ impl Server {
     /// fields of at most 8190 bytes; plus a 64 KiB head, a 10 MiB body, a 10 s head read timeout,
     /// a 30 s body read timeout (without progress), a 5 s keep-alive idle timeout, a 30 s write
     /// timeout (without progress), gunicorn's default access log format, as many spare threads for
-    /// self-calls over TCP as workers (`max_spare`), a call depth of at most 32 (`max_depth`), a
+    /// self-calls (over TCP or a Unix socket) as workers (`max_spare`), a call depth of at most 32 (`max_depth`), a
     /// stuck report after 1 s without progress (`stuck_after`), and the Pool's defaults.
     pub fn builder() -> ServerBuilder {
         ServerBuilder::new()
@@ -86,7 +86,7 @@ fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> ServeError {
 }
 
 /// Configures and starts a [`Server`]: where to listen, limits, timeouts, the access log, and
-/// every [Pool](crate::Pool) option. Values are checked by [`serve`](ServerBuilder::serve), which
+/// every [Pool] option. Values are checked by [`serve`](ServerBuilder::serve), which
 /// refuses a bad one with a [`BuildError`] naming the field and its allowed range.
 ///
 /// ```
@@ -380,14 +380,14 @@ impl ServerBuilder {
 
     /// How long every worker must have been busy, with no job completed, before the server logs
     /// (once per such episode, at `warn`) what each busy worker is running and for how long: a
-    /// [`StuckReport`] (default 1 s; up to one day). Checked on the reactor's 100 ms timer, while
+    /// [`StuckReport`](super::StuckReport) (default 1 s; up to one day). Checked on the reactor's 100 ms timer, while
     /// the server has connections. [`ServerHandle::stuck_report`] gives the same on demand.
     pub fn stuck_after(mut self, d: Duration) -> Self {
         self.stuck_after = d;
         self
     }
 
-    /// Configure the [Pool](crate::Pool) that runs the handler: its worker threads, queue,
+    /// Configure the [Pool] that runs the handler: its worker threads, queue,
     /// deadline (past it the client gets 504), recycling, re-entrancy policy, name (default
     /// `"http"`) and hooks. `configure` gets the pool's builder as set so far and returns it; see
     /// [`Builder`](crate::Builder) for every option. Checked by [`serve`](Self::serve) like the
