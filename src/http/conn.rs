@@ -398,7 +398,7 @@ impl Conn {
     }
 
     /// The answer to the request in flight, already written (or partly: `rest` is what is left).
-    pub(crate) fn complete(
+    pub(crate) fn answered(
         &mut self,
         rest: Vec<u8>,
         keep_alive: bool,

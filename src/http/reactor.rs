@@ -203,7 +203,7 @@ impl Reactor {
             // Answers first: a connection whose answer a worker wrote is idle again before its
             // next request is read.
             while let Ok(c) = self.rx.try_recv() {
-                self.complete(c, now);
+                self.answered(c, now);
             }
             for ev in events.iter() {
                 let t = ev.token().0;
@@ -221,7 +221,7 @@ impl Reactor {
                 }
             }
             while let Ok(c) = self.rx.try_recv() {
-                self.complete(c, now);
+                self.answered(c, now);
             }
             while let Ok(cmd) = self.cmd_rx.try_recv() {
                 match cmd {
@@ -283,15 +283,15 @@ impl Reactor {
         }
     }
 
-    fn complete(&mut self, c: Answered, now: Instant) {
-        let Some(idx) = c.token.checked_sub(CONN_BASE) else {
+    fn answered(&mut self, a: Answered, now: Instant) {
+        let Some(idx) = a.token.checked_sub(CONN_BASE) else {
             return;
         };
         let (mut env, conns) = self.env(now);
         // When the connection is gone (or its slot reused), the answer has nowhere to go.
         if let Some(conn) = conns.get_mut(idx).and_then(|c| c.as_mut()) {
-            if conn.id == c.id
-                && conn.complete(c.rest, c.keep_alive, c.failed, &mut env) == Next::Close
+            if conn.id == a.id
+                && conn.answered(a.rest, a.keep_alive, a.failed, &mut env) == Next::Close
             {
                 self.close(idx);
             }

@@ -294,18 +294,14 @@ impl ServerBuilder {
         self
     }
 
-    /// Spare threads for requests this process sends itself over TCP or a Unix socket while every
-    /// worker is busy (default: the worker count; 0..=1024; 0 turns the detection off and such a
-    /// request just queues). A handler that calls its own server with an HTTP client instead of
-    /// the [`Loopback`] would otherwise wait for a worker that waits for it. Detection runs only
-    /// when no worker is idle and the client is on this host (a loopback address or the server's
-    /// own address, or a Unix socket), once per connection: a TCP client's socket is looked up
-    /// among this process's descriptors (Linux `/proc`), a Unix socket client is known by its
-    /// `SO_PEERCRED` pid. Requests from the processes that [`sibling_pids`](Self::sibling_pids)
-    /// names (in process mode, the other workers of the same supervisor) count as self-calls too.
-    /// Such a request runs at once on a spare thread, at most `max_spare` at a time; beyond, it is
-    /// answered 503 at once, not left to hang. The first one of each route is logged at `warn`
-    /// with the worker that waits on it (or the sibling pid that sent it) and the fix;
+    /// Spare threads for self-calls: requests that this process (or a sibling worker process, see
+    /// [`sibling_pids`](Self::sibling_pids)) sends to this server over TCP or a Unix socket while
+    /// every worker is busy, from a handler that calls its own server with an HTTP client instead
+    /// of the [`Loopback`] (default: the worker count; 0..=1024; 0 turns the detection off and
+    /// such a request just queues, waiting for a worker that waits for it). Such a request runs at
+    /// once on a spare thread, at most `max_spare` at a time; beyond, it is answered 503 at once.
+    /// How a self-call is detected (only when no worker is idle and the client is on this host)
+    /// and what is logged: the [module documentation](crate::http);
     /// [`ServerHandle::self_calls`] counts them.
     ///
     /// A load generator in the same process as the server (a test, a bench) looks like a
