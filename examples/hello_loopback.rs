@@ -56,8 +56,7 @@ fn main() {
 
     let server = Server::builder()
         .bind(("127.0.0.1", port))
-        .workers(workers)
-        .deadline(Duration::from_secs(30))
+        .pool(|p| p.workers(workers).deadline(Duration::from_secs(30)))
         .serve(move |req, _ctx| route(&cache, &me_in_handler, req))
         .unwrap_or_else(|e| {
             eprintln!("cannot start: {e}");

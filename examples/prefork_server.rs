@@ -227,7 +227,7 @@ fn main() {
 
     let status = supervisor.serve_http(
         // Each worker's server: its handler threads and the request deadline (504 past it).
-        move |server| server.workers(threads).deadline(Duration::from_secs(30)),
+        move |server| server.pool(|p| p.workers(threads).deadline(Duration::from_secs(30))),
         // Runs in each worker after the fork: open per-process resources (connections, files,
         // threads) here, never before the Supervisor runs.
         || {

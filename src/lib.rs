@@ -131,6 +131,8 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 mod error;
+#[cfg(all(feature = "http", unix))]
+mod net;
 mod pool;
 mod util;
 

@@ -1795,8 +1795,7 @@ fn main() {
                     |b| {
                         b.serve_http(
                             |s| {
-                                s.workers(2)
-                                    .deadline(Duration::from_millis(1000))
+                                s.pool(|p| p.workers(2).deadline(Duration::from_millis(1000)))
                                     .access_log(false)
                                     .max_spare(0)
                             },
@@ -1817,7 +1816,7 @@ fn main() {
                     |b, l| b.listener(l).workers(2),
                     |b| {
                         b.serve_http(
-                            |s| s.workers(2).access_log(false).max_spare(0),
+                            |s| s.pool(|p| p.workers(2)).access_log(false).max_spare(0),
                             || Ok::<_, String>(http_handler),
                         )
                     },
@@ -1834,7 +1833,7 @@ fn main() {
                     |b| b.workers(1).max_requests(5, 0),
                     |b| {
                         b.serve_http(
-                            |s| s.workers(2).access_log(false).max_spare(0),
+                            |s| s.pool(|p| p.workers(2)).access_log(false).max_spare(0),
                             || Ok::<_, String>(http_handler),
                         )
                     },
@@ -1861,9 +1860,8 @@ fn main() {
                             |s| {
                                 // Two spare threads: one for this process's own self-call, one
                                 // for the sibling's, which may arrive at the same time.
-                                s.workers(1)
+                                s.pool(|p| p.workers(1).deadline(Duration::from_secs(5)))
                                     .max_spare(2)
-                                    .deadline(Duration::from_secs(5))
                                     .access_log(false)
                             },
                             || Ok::<_, String>(sibling_handler),

@@ -183,7 +183,7 @@ impl AccessLogFormat {
                     let _ = match c {
                         b'h' => write!(s, "{peer}"),
                         b'l' | b'u' => write!(s, "-"),
-                        b't' => write!(s, "{}", super::response::log_date(now_secs)),
+                        b't' => write!(s, "{}", super::date::log_date(now_secs)),
                         b'r' => write!(
                             s,
                             "{} {} {:?}",

@@ -1,88 +1,32 @@
 //! One client connection: its buffers and its state machine (idle, reading a head, reading a body,
 //! waiting for the handler, writing, closing, lingering). The reactor owns every `Conn` and calls
-//! it when its socket is ready, when its answer comes back from the pool, and when a timer passes.
+//! it when its socket is ready, when its answer comes back from the pool, and when a timer passes;
+//! a complete request leaves through the hand-off (`handoff.rs`), never through the reactor.
 //!
 //! Requests on one connection are handled one at a time: the next pipelined request is not parsed
 //! until the current one is answered, so answers always go out in order.
 
-use std::cell::RefCell;
 use std::io::{self, Read, Write};
-use std::net::Shutdown;
-use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use http::{Method, Request, Response, Version};
+use http::{Method, Request, Version};
 
-use super::access_log::LogRequest;
-use super::parse::{parse_head, BodyDecoder, Framing, Head, HeadScanner, HttpError};
-use super::reactor::{Completion, Shared};
-use super::response::{error_response, write_response, DateCache, WriteOpts};
-use crate::Error;
+use super::date::DateCache;
+use super::decode::BodyDecoder;
+use super::handoff::{Handoff, Reply};
+use super::io::{Link, Stream, TcpAddrs};
+use super::parse::{parse_head, Framing, Head, HeadScanner, HttpError};
+use super::response::{refusal_response, write_response, WriteOpts};
+use super::self_call::{tcp_caller, unix_caller, Caller};
+use super::types::PeerAddr;
 
 /// How long a closing connection keeps reading (and discarding) what the client still sends, so
 /// that the client reads our last answer instead of a reset.
 const LINGER: Duration = Duration::from_secs(2);
 /// Read chunk size.
 const READ_CHUNK: usize = 16 * 1024;
-
-/// A connected socket: TCP or Unix.
-#[derive(Debug)]
-pub(crate) enum Stream {
-    Tcp(mio::net::TcpStream),
-    Unix(mio::net::UnixStream),
-}
-
-impl Stream {
-    fn shutdown_write(&self) {
-        let _ = match self {
-            Stream::Tcp(s) => s.shutdown(Shutdown::Write),
-            Stream::Unix(s) => s.shutdown(Shutdown::Write),
-        };
-    }
-}
-
-impl Stream {
-    pub(crate) fn raw_fd(&self) -> RawFd {
-        match self {
-            Stream::Tcp(s) => s.as_raw_fd(),
-            Stream::Unix(s) => s.as_raw_fd(),
-        }
-    }
-}
-
-impl Read for &Stream {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match *self {
-            Stream::Tcp(s) => (&*s).read(buf),
-            Stream::Unix(s) => (&*s).read(buf),
-        }
-    }
-}
-
-impl Write for &Stream {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match *self {
-            Stream::Tcp(s) => (&*s).write(buf),
-            Stream::Unix(s) => (&*s).write(buf),
-        }
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-/// The socket, shared between the reactor and the worker that answers the request in flight
-/// (which writes its answer straight to the socket when the socket takes it whole).
-#[derive(Debug)]
-pub(crate) struct Link {
-    pub stream: Stream,
-    /// Set by the reactor when input (a pipelined request, or the client's EOF) arrived while a
-    /// request was in flight: the worker must then wake the reactor after answering.
-    pub pending: AtomicBool,
-}
 
 /// What the reactor should do with the connection after a call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,7 +37,7 @@ pub(crate) enum Next {
 
 /// Everything a connection needs from the reactor during one call.
 pub(crate) struct Env<'a> {
-    pub shared: &'a Arc<Shared>,
+    pub handoff: &'a Arc<Handoff>,
     pub date: &'a mut DateCache,
     pub draining: bool,
     pub now: Instant,
@@ -111,7 +55,7 @@ enum State {
         decoder: BodyDecoder,
         body: Vec<u8>,
     },
-    /// The request is with the pool; its answer comes back as a [`Completion`].
+    /// The request is with the pool; its answer comes back as an `Answered` message.
     InFlight,
     /// An answer is being written; then back to `Idle`.
     Writing,
@@ -119,109 +63,6 @@ enum State {
     Closing,
     /// Our side is shut down; reading and discarding until the client closes or `LINGER` passes.
     Lingering,
-}
-
-/// What the answer needs to know about the request it answers; travels with the request to
-/// whichever thread completes it.
-#[derive(Debug)]
-pub(crate) struct Reply {
-    token: usize,
-    id: u64,
-    link: Arc<Link>,
-    peer: Arc<str>,
-    /// The worker may write to the socket (nothing of ours is waiting to be written before it).
-    direct: bool,
-    head_only: bool,
-    version: Version,
-    keep_alive: bool,
-    log: Option<LogRequest>,
-    started: Instant,
-}
-
-thread_local! {
-    static DATE: RefCell<DateCache> = RefCell::new(DateCache::new());
-}
-
-/// Complete a request: serialise the answer, log it, write it to the socket when the socket
-/// takes it (on whichever thread the Pool completes the job), and tell the reactor. The reactor
-/// is woken only when it has something to do: an answer not written whole, a connection to
-/// close, input that arrived meanwhile, a drain. Otherwise it learns of the answer at its next
-/// wake-up, at the latest the next timer tick.
-pub(crate) fn finish(shared: &Shared, r: Reply, result: Result<Response<Vec<u8>>, Error>) {
-    let resp = match result {
-        Ok(resp) => resp,
-        Err(e) => {
-            let status = e.http_status();
-            if status == 500 {
-                log::error!(target: "prefork_pool::http", "{e}");
-            } else {
-                log::warn!(target: "prefork_pool::http", "{e}");
-            }
-            error_response(status, short_reason(&e))
-        }
-    };
-    let draining = shared.draining.load(Ordering::SeqCst);
-    // While draining, the last answer on a connection says `Connection: close`; an answer with
-    // more (pipelined) input behind it keeps the connection so that input is answered too.
-    let keep_alive = r.keep_alive && (!draining || r.link.pending.load(Ordering::SeqCst));
-    let opts = WriteOpts {
-        head: r.head_only,
-        version: r.version,
-        keep_alive,
-    };
-    let mut out = Vec::with_capacity(160 + resp.body().len());
-    let (bytes, keep_alive) =
-        DATE.with(|d| write_response(&mut out, &resp, opts, d.borrow_mut().get()));
-    if let (Some(fmt), Some(req)) = (shared.cfg.access_log.as_ref(), r.log.as_ref()) {
-        if log::log_enabled!(target: super::ACCESS_TARGET, log::Level::Info) {
-            let line = fmt.render(
-                &r.peer,
-                req,
-                resp.status().as_u16(),
-                resp.headers(),
-                bytes,
-                r.started.elapsed(),
-                super::response::now_secs(),
-            );
-            log::info!(target: super::ACCESS_TARGET, "{line}");
-        }
-    }
-    drop(resp);
-    let mut written = 0;
-    let mut failed = false;
-    if r.direct {
-        while written < out.len() {
-            match (&r.link.stream).write(&out[written..]) {
-                Ok(0) => {
-                    failed = true;
-                    break;
-                }
-                Ok(n) => written += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => {
-                    failed = true;
-                    break;
-                }
-            }
-        }
-    }
-    if written > 0 {
-        out.drain(..written);
-    }
-    let urgent = !out.is_empty() || !keep_alive || failed;
-    shared.complete(Completion {
-        token: r.token,
-        id: r.id,
-        rest: out,
-        keep_alive,
-        failed,
-    });
-    // After the completion is queued: if the reactor set `pending` after this load, it will
-    // find the completion when it drains the queue after its read.
-    if urgent || r.link.pending.load(Ordering::SeqCst) || shared.draining.load(Ordering::SeqCst) {
-        shared.wake();
-    }
 }
 
 /// One client connection.
@@ -240,10 +81,10 @@ pub(crate) struct Conn {
     /// Reading stopped while a request was in flight (the buffer was full): read again after.
     read_paused: bool,
     /// For TCP: the client's address and ours.
-    addrs: Option<(SocketAddr, SocketAddr)>,
+    addrs: TcpAddrs,
     /// Whether the client is a socket of this process or of a sibling worker process (looked up
     /// once, on the slow path).
-    self_call: Option<Option<super::self_call::Caller>>,
+    self_call: Option<Option<Caller>>,
     requests: u64,
     /// When the current phase times out (head, body, idle, write, linger); `None` while in flight.
     pub deadline: Option<Instant>,
@@ -255,7 +96,7 @@ impl Conn {
         token: usize,
         stream: Stream,
         peer: Arc<str>,
-        addrs: Option<(SocketAddr, SocketAddr)>,
+        addrs: TcpAddrs,
         env: &Env<'_>,
     ) -> Self {
         Conn {
@@ -276,7 +117,7 @@ impl Conn {
             addrs,
             self_call: None,
             requests: 0,
-            deadline: Some(env.now + env.shared.cfg.head_timeout),
+            deadline: Some(env.now + env.handoff.cfg.head_timeout),
         }
     }
 
@@ -352,7 +193,7 @@ impl Conn {
     }
 
     fn read_cap(&self, env: &Env<'_>) -> usize {
-        env.shared.cfg.limits.head_bytes + READ_CHUNK
+        env.handoff.cfg.limits.head_bytes + READ_CHUNK
     }
 
     fn read_and_advance(&mut self, short_read_drains: bool, env: &mut Env<'_>) -> Next {
@@ -427,13 +268,13 @@ impl Conn {
                     if self.buf.is_empty() {
                         return Next::Keep;
                     }
-                    let limits = env.shared.cfg.limits;
+                    let limits = env.handoff.cfg.limits;
                     match self.scanner.scan(&self.buf, &limits) {
                         Err(e) => return self.fail(e, env),
                         Ok(None) => {
                             if matches!(self.state, State::Idle) && self.scanner.started() {
                                 self.state = State::Head;
-                                self.deadline = Some(env.now + env.shared.cfg.head_timeout);
+                                self.deadline = Some(env.now + env.handoff.cfg.head_timeout);
                             }
                             return Next::Keep;
                         }
@@ -464,18 +305,18 @@ impl Conn {
                                 decoder,
                                 body: Vec::with_capacity(cap),
                             };
-                            self.deadline = Some(env.now + env.shared.cfg.body_timeout);
+                            self.deadline = Some(env.now + env.handoff.cfg.body_timeout);
                         }
                     }
                 }
                 State::Body { decoder, body, .. } => {
-                    let limits = env.shared.cfg.limits;
+                    let limits = env.handoff.cfg.limits;
                     match decoder.decode(&self.buf, body, &limits) {
                         Err(e) => return self.fail(e, env),
                         Ok((n, done)) => {
                             self.buf.drain(..n);
                             if n > 0 {
-                                self.deadline = Some(env.now + env.shared.cfg.body_timeout);
+                                self.deadline = Some(env.now + env.handoff.cfg.body_timeout);
                             }
                             if !done {
                                 return Next::Keep;
@@ -496,8 +337,8 @@ impl Conn {
     }
 
     fn dispatch(&mut self, head: Head, body: Vec<u8>, env: &mut Env<'_>) {
-        let shared = env.shared;
-        let log = shared
+        let handoff = env.handoff;
+        let log = handoff
             .cfg
             .access_log
             .as_ref()
@@ -526,17 +367,16 @@ impl Conn {
         *req.uri_mut() = head.uri;
         *req.version_mut() = head.version;
         *req.headers_mut() = head.headers;
-        req.extensions_mut()
-            .insert(super::PeerAddr(self.peer.clone()));
-        let caller = self.self_caller(shared);
-        shared.submit(req, reply, caller);
+        req.extensions_mut().insert(PeerAddr(self.peer.clone()));
+        let caller = self.self_caller(handoff);
+        handoff.submit(req, reply, caller);
     }
 
     /// Slow path only: the pool has no idle worker and the client is on this host (a loopback
     /// address or our own address, or a Unix socket). Then look up (once per connection) whether
     /// the client is a socket of this process, or of a sibling worker process.
-    fn self_caller(&mut self, shared: &Shared) -> Option<super::self_call::Caller> {
-        if shared.cfg.max_spare == 0 {
+    fn self_caller(&mut self, handoff: &Handoff) -> Option<Caller> {
+        if handoff.cfg.max_spare == 0 {
             return None;
         }
         let on_this_host = match (&self.link.stream, self.addrs) {
@@ -546,19 +386,19 @@ impl Conn {
             }
             (Stream::Tcp(_), None) => false,
         };
-        if !on_this_host || shared.idle_workers() > 0 {
+        if !on_this_host || handoff.idle_workers() > 0 {
             return None;
         }
-        let siblings = shared.cfg.siblings.as_ref();
+        let siblings = handoff.cfg.siblings.as_ref();
         let (link, addrs) = (&self.link, self.addrs);
         *self.self_call.get_or_insert_with(|| match addrs {
-            Some((peer, local)) => super::self_call::tcp_caller(peer, local, siblings),
-            None => super::self_call::unix_caller(link.stream.raw_fd(), siblings),
+            Some((peer, local)) => tcp_caller(peer, local, siblings),
+            None => unix_caller(link.stream.raw_fd(), siblings),
         })
     }
 
     /// The answer to the request in flight, already written (or partly: `rest` is what is left).
-    pub(crate) fn complete(
+    pub(crate) fn answered(
         &mut self,
         rest: Vec<u8>,
         keep_alive: bool,
@@ -582,14 +422,14 @@ impl Conn {
         } else {
             State::Closing
         };
-        self.deadline = Some(env.now + env.shared.cfg.write_timeout);
+        self.deadline = Some(env.now + env.handoff.cfg.write_timeout);
         self.flush(env)
     }
 
     /// Answer `e` and close.
     fn fail(&mut self, e: HttpError, env: &mut Env<'_>) -> Next {
         log::debug!(target: "prefork_pool::http", "{}: {} {}", self.peer, e.status, e.reason);
-        let resp = error_response(e.status, &e.reason);
+        let resp = refusal_response(&e);
         let opts = WriteOpts {
             head: false,
             version: Version::HTTP_11,
@@ -598,7 +438,7 @@ impl Conn {
         write_response(&mut self.out, &resp, opts, env.date.get());
         self.buf.clear();
         self.state = State::Closing;
-        self.deadline = Some(env.now + env.shared.cfg.write_timeout);
+        self.deadline = Some(env.now + env.handoff.cfg.write_timeout);
         self.flush(env)
     }
 
@@ -609,7 +449,7 @@ impl Conn {
                 Ok(n) => {
                     self.out_pos += n;
                     if matches!(self.state, State::Writing | State::Closing) {
-                        self.deadline = Some(env.now + env.shared.cfg.write_timeout);
+                        self.deadline = Some(env.now + env.handoff.cfg.write_timeout);
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Next::Keep,
@@ -622,7 +462,7 @@ impl Conn {
         match self.state {
             State::Writing => {
                 self.state = State::Idle;
-                self.deadline = Some(env.now + env.shared.cfg.keepalive_timeout);
+                self.deadline = Some(env.now + env.handoff.cfg.keepalive_timeout);
                 if env.draining && self.buf.is_empty() {
                     return Next::Close;
                 }
@@ -643,19 +483,5 @@ impl Conn {
             }
             _ => Next::Keep,
         }
-    }
-}
-
-/// The short body the client gets for a pool error (the full message goes to the log).
-fn short_reason(e: &Error) -> &'static str {
-    match e {
-        Error::Overloaded { .. } => {
-            "overloaded: every worker is busy and the queue is full; retry later"
-        }
-        Error::DeadlineExceeded { .. } => "deadline exceeded: the handler did not answer in time",
-        Error::Panicked { .. } => "internal error: the handler panicked",
-        Error::ShuttingDown { .. } => "shutting down: retry on another server",
-        Error::Reentrant { .. } => "internal error: re-entrant call refused",
-        Error::LoopDetected { .. } => "loop detected: the handler keeps calling itself",
     }
 }

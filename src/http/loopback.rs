@@ -1,5 +1,6 @@
 //! [`Loopback`]: the server's own handler, called in-process through the Pool and its re-entrancy
-//! guard, with no socket and no parsing.
+//! guard, with no socket and no parsing; and the depth of the request a handler runs, which the
+//! `Loopback` adds one to.
 
 use std::cell::Cell;
 use std::fmt;
@@ -8,39 +9,9 @@ use std::time::Duration;
 
 use http::HeaderValue;
 
-use super::{HttpRequest, HttpResponse, PeerAddr};
+use super::handoff::{check_depth, request_depth, DEPTH_HEADER};
+use super::types::{HttpRequest, HttpResponse, PeerAddr};
 use crate::{Error, Pool};
-
-/// The request header that carries how deep a request is in a chain of calls a service makes to
-/// itself: `X-Prefork-Depth: <n>`, a decimal number, absent meaning 0.
-///
-/// [`Loopback::send`] sets it on every request it sends, to one more than the depth of the request
-/// whose handler sends it. The server reads it on every request it receives (over TCP too), and
-/// answers a request deeper than [`max_depth`](super::ServerBuilder::max_depth) (default 32) with
-/// 508 Loop Detected ([`Error::LoopDetected`]) without running the handler. A handler that calls
-/// its own service with another HTTP client stops runaway recursion the same way by forwarding the
-/// header, plus one:
-///
-/// ```
-/// use prefork_pool::http::{request_depth, DEPTH_HEADER};
-///
-/// let incoming = http::Request::get("/").header(DEPTH_HEADER, "4").body(()).unwrap();
-/// let depth = request_depth(&incoming);
-/// assert_eq!(depth, 4);
-/// // ... ureq::get(url).set(DEPTH_HEADER, &(depth + 1).to_string()) ...
-/// assert_eq!(depth + 1, 5);
-/// ```
-pub const DEPTH_HEADER: &str = "x-prefork-depth";
-
-/// The depth a request carries in its [`DEPTH_HEADER`]: 0 when it has none (or one that is not a
-/// number).
-pub fn request_depth<B>(req: &http::Request<B>) -> u32 {
-    req.headers()
-        .get(DEPTH_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0)
-}
 
 thread_local! {
     /// The depth of the request whose handler this thread is running, if any.
@@ -62,8 +33,8 @@ pub(crate) fn with_depth<R>(depth: u32, f: impl FnOnce() -> R) -> R {
 
 /// Sends a request to the server's own handler, in-process.
 ///
-/// This is the fix for the seed's deadlock (a handler that POSTs to its own server with one
-/// worker): [`send`](Loopback::send) is `pool.call(req)`, and a call made from inside one of the
+/// This is the fix for a handler that calls its own server (with one worker, a handler that POSTs
+/// to its own server over HTTP deadlocks): [`send`](Loopback::send) is `pool.call(req)`, and a call made from inside one of the
 /// pool's handlers runs inline on the calling worker with the caller's (earlier) deadline, so it
 /// never waits for a free worker. Called from any other thread, it queues like any request.
 ///
@@ -88,7 +59,7 @@ pub(crate) fn with_depth<R>(depth: u32, f: impl FnOnce() -> R) -> R {
 ///
 /// let server = Server::builder()
 ///     .bind("127.0.0.1:0")
-///     .workers(1)
+///     .pool(|p| p.workers(1))
 ///     .serve(|req, _ctx| {
 ///         if req.uri().path() == "/outer" {
 ///             // Calls back into this same server; with one worker this would deadlock over TCP.
@@ -109,6 +80,9 @@ pub(crate) fn with_depth<R>(depth: u32, f: impl FnOnce() -> R) -> R {
 pub struct Loopback {
     pool: Pool<HttpRequest, HttpResponse>,
     max_depth: u32,
+    /// The depth of the request this `Loopback` rides with (checked once, on its way in), which
+    /// the handler's calls add one to; 0 for a server handle's own.
+    depth: u32,
 }
 
 impl fmt::Debug for Loopback {
@@ -116,28 +90,42 @@ impl fmt::Debug for Loopback {
         f.debug_struct("Loopback")
             .field("pool", &self.pool.name())
             .field("max_depth", &self.max_depth)
+            .field("depth", &self.depth)
             .finish()
     }
 }
 
 impl Loopback {
-    pub(crate) fn new(pool: Pool<HttpRequest, HttpResponse>, max_depth: u32) -> Self {
-        Loopback { pool, max_depth }
+    /// The `Loopback` that rides with a request whose depth (already checked) is `depth`.
+    pub(crate) fn new(pool: Pool<HttpRequest, HttpResponse>, max_depth: u32, depth: u32) -> Self {
+        Loopback {
+            pool,
+            max_depth,
+            depth,
+        }
+    }
+
+    /// The depth of the request a handler runs: the one its `Loopback` carries (checked when the
+    /// request came in), or, for a request without one, its [`DEPTH_HEADER`].
+    pub(crate) fn depth_of(req: &HttpRequest) -> u32 {
+        match req.extensions().get::<Loopback>() {
+            Some(lb) => lb.depth,
+            None => request_depth(req),
+        }
     }
 
     fn prepare(&self, req: &mut HttpRequest) -> Result<(), Error> {
         let here = DEPTH.with(Cell::get).map_or(0, |d| d.saturating_add(1));
-        let depth = here.max(request_depth(req));
-        if depth > self.max_depth {
-            return Err(Error::LoopDetected {
-                depth,
-                max: self.max_depth,
-            });
-        }
+        let depth = check_depth(here.max(request_depth(req)), self.max_depth)?;
         req.headers_mut()
             .insert(DEPTH_HEADER, HeaderValue::from(depth));
-        if req.extensions().get::<Loopback>().is_none() {
-            req.extensions_mut().insert(self.clone());
+        match req.extensions_mut().get_mut::<Loopback>() {
+            Some(lb) => lb.depth = depth,
+            None => {
+                let mut lb = self.clone();
+                lb.depth = depth;
+                req.extensions_mut().insert(lb);
+            }
         }
         if req.extensions().get::<PeerAddr>().is_none() {
             req.extensions_mut().insert(PeerAddr(Arc::from("loopback")));

@@ -22,8 +22,9 @@
 //!
 //! let server = Server::builder()
 //!     .bind("127.0.0.1:0")               // port 0: any free port, see local_addrs()
-//!     .workers(2)                        // the Pool's worker threads
-//!     .deadline(Duration::from_secs(5))  // per request; past it the client gets 504
+//!     .pool(|p| p
+//!         .workers(2)                        // the Pool's worker threads
+//!         .deadline(Duration::from_secs(5))) // per request; past it the client gets 504
 //!     .serve(|req, _ctx| {
 //!         let body = format!("hello from {}\n", req.uri().path());
 //!         http::Response::builder()
@@ -63,7 +64,7 @@
 //!
 //! let server = Server::builder()
 //!     .bind("127.0.0.1:0")
-//!     .workers(1) // the case that deadlocks under gunicorn
+//!     .pool(|p| p.workers(1)) // the case that deadlocks under gunicorn
 //!     .serve(|req, _ctx| match req.uri().path() {
 //!         "/call_hello_world" => {
 //!             let lb = req.extensions().get::<Loopback>().unwrap();
@@ -83,7 +84,7 @@
 //! server.shutdown(std::time::Duration::from_secs(5));
 //! ```
 //!
-//! A handler that calls its own server with an ordinary HTTP client (the seed's code, as written)
+//! A handler that calls its own server with an ordinary HTTP client (the code as people write it)
 //! is rescued too, on the slow path: when no worker is idle and the client is on this host (a
 //! loopback address or the server's own address, or a Unix socket), the server finds out which
 //! process the client is: over TCP it looks the client's socket up among this process's own
@@ -128,8 +129,8 @@
 //! | 431 | too many header fields, a field too long, the head too large, or chunked trailers over 8 KiB | [`limit_request_fields`](ServerBuilder::limit_request_fields) (100), [`limit_request_field_size`](ServerBuilder::limit_request_field_size) (8190), [`limit_head_bytes`](ServerBuilder::limit_head_bytes) (64 KiB) |
 //! | 501 | a transfer coding other than `chunked` (e.g. `gzip, chunked`) | |
 //! | 505 | an HTTP version other than 1.0 and 1.1 | |
-//! | 503 + `Retry-After: 1` | the Pool's queue is full ([`Error::Overloaded`](crate::Error::Overloaded)), or it is shutting down | [`queue_capacity`](ServerBuilder::queue_capacity) |
-//! | 504 | the request's deadline passed ([`Error::DeadlineExceeded`](crate::Error::DeadlineExceeded)) | [`deadline`](ServerBuilder::deadline) |
+//! | 503 + `Retry-After: 1` | the Pool's queue is full ([`Error::Overloaded`](crate::Error::Overloaded)), or it is shutting down | [`queue_capacity`](crate::Builder::queue_capacity), through [`pool`](ServerBuilder::pool) |
+//! | 504 | the request's deadline passed ([`Error::DeadlineExceeded`](crate::Error::DeadlineExceeded)) | [`deadline`](crate::Builder::deadline), through [`pool`](ServerBuilder::pool) |
 //! | 500 | the handler panicked (the message goes to the log, not to the client) | |
 //! | 508 | a chain of nested calls too deep ([`Error::LoopDetected`](crate::Error::LoopDetected)): the request's [`DEPTH_HEADER`] is past the maximum | [`max_depth`](ServerBuilder::max_depth) (32) |
 //! | 503 + `Retry-After: 1` | a request this process (or a sibling worker process) sent itself over TCP or a Unix socket while every worker and every spare thread was busy | [`max_spare`](ServerBuilder::max_spare) (the worker count) |
@@ -187,6 +188,11 @@
 
 mod access_log;
 mod conn;
+mod date;
+mod decode;
+mod handle;
+mod handoff;
+mod io;
 mod loopback;
 mod parse;
 mod reactor;
@@ -194,23 +200,15 @@ mod response;
 mod self_call;
 mod server;
 mod stuck;
-
-use std::sync::Arc;
+mod types;
 
 pub use access_log::{AccessLogFormat, ACCESS_TARGET, DEFAULT_ACCESS_LOG_FORMAT};
-pub use loopback::{request_depth, Loopback, DEPTH_HEADER};
+pub use handle::ServerHandle;
+pub use handoff::{request_depth, DEPTH_HEADER};
+pub use loopback::Loopback;
 pub use parse::Limits;
 pub use response::error_response;
 pub use self_call::SelfCalls;
-pub use server::{ServeError, Server, ServerBuilder, ServerHandle};
+pub use server::{ServeError, Server, ServerBuilder};
 pub use stuck::{BusyWorker, StuckReport};
-
-/// The request type handlers get: an [`http::Request`] with its whole body.
-pub type HttpRequest = ::http::Request<Vec<u8>>;
-/// The response type handlers return: an [`http::Response`] with its whole body.
-pub type HttpResponse = ::http::Response<Vec<u8>>;
-
-/// The client's address, in every request's extensions: the IP address for TCP, `"unix"` for a
-/// Unix socket, `"loopback"` for a request sent through [`Loopback`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PeerAddr(pub Arc<str>);
+pub use types::{HttpRequest, HttpResponse, PeerAddr};

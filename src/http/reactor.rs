@@ -1,31 +1,27 @@
-//! The reactor: one thread, one `mio::Poll`, every socket. It accepts, reads and parses, hands each
-//! complete request to the pool with a completion callback, and writes the answers that come back
-//! through a channel (the callback wakes the poll with a `mio::Waker`).
+//! The reactor: one thread, one `mio::Poll` loop over every socket. It accepts, drives each
+//! connection's state machine (`conn.rs`) when its socket is ready, takes the `Answered` messages
+//! that the threads answering requests send back through the hand-off (`handoff.rs`, which wakes
+//! the poll with a `mio::Waker` when needed), checks timers, and drains on shutdown.
 //!
 //! Timers are checked by a sweep over the connections every [`TICK`] while there are connections,
 //! so a timeout fires up to 100 ms late; with no connection the reactor sleeps until an event.
 
 use std::io;
-use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
-use http::{Request, Response};
 use mio::event::Source;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 
-use super::access_log::AccessLogFormat;
-use super::conn::{Conn, Env, Next, Reply, Stream};
-use super::loopback::request_depth;
-use super::parse::Limits;
-use super::response::{error_response, DateCache};
-use super::self_call::{Caller, SelfCalls, SiblingPids, Warned};
-use super::stuck::BusyWorker;
-use crate::Error;
+use super::conn::{Conn, Env, Next};
+use super::date::DateCache;
+use super::handoff::{Answered, Dispatch, Handoff, ReactorConfig};
+use super::io::{Stream, TcpAddrs};
+use super::self_call::SelfCalls;
 
 /// How often connection timers are checked.
 pub(crate) const TICK: Duration = Duration::from_millis(100);
@@ -38,264 +34,33 @@ const WAKER: Token = Token(0);
 const LISTENER_BASE: usize = 1;
 const CONN_BASE: usize = 1 << 16;
 
-/// For a TCP connection: the client's address and ours.
-pub(crate) type TcpAddrs = Option<(SocketAddr, SocketAddr)>;
-
-/// The completion callback a dispatcher calls exactly once.
-pub(crate) type Done = Box<dyn FnOnce(Result<Response<Vec<u8>>, Error>) + Send>;
-
-/// Where complete requests go: the Pool (or, in unit tests, anything else).
-pub(crate) trait Dispatch: Send + Sync + 'static {
-    fn dispatch(&self, req: Request<Vec<u8>>, done: Done);
-    /// Workers waiting for a job now.
-    fn idle_workers(&self) -> usize;
-    /// Run the handler on the calling thread (a spare thread, for a self-call over TCP).
-    fn call_here(&self, req: Request<Vec<u8>>) -> Result<Response<Vec<u8>>, Error>;
-    /// The pool's name, for logs.
-    fn name(&self) -> &str;
-    /// The reactor's periodic timer (every [`TICK`] while there are connections): the stuck check.
-    fn tick(&self, _now: Instant) {}
-    /// The workers running a request now, for the self-call warning.
-    fn busy(&self, _now: Instant) -> Vec<BusyWorker> {
-        Vec::new()
-    }
-}
-
-/// The reactor's settings.
-#[derive(Debug, Clone)]
-pub(crate) struct Config {
-    pub limits: Limits,
-    pub head_timeout: Duration,
-    pub body_timeout: Duration,
-    pub keepalive_timeout: Duration,
-    pub write_timeout: Duration,
-    pub access_log: Option<AccessLogFormat>,
-    /// Spare threads for requests this process sent itself over TCP (0: off).
-    pub max_spare: usize,
-    /// The other processes whose requests count as self-calls (pre-fork sibling workers).
-    pub siblings: Option<SiblingPids>,
-    /// Deepest chain of calls a request may be in (its `X-Prefork-Depth`); deeper: 508.
-    pub max_depth: u32,
-}
-
-/// An answer, written by the thread that completed the request (or not entirely: `rest`).
-pub(crate) struct Completion {
-    pub token: usize,
-    pub id: u64,
-    pub rest: Vec<u8>,
-    pub keep_alive: bool,
-    /// Writing failed: the connection is gone.
-    pub failed: bool,
-}
-
-/// What connections share: the settings and the way to the pool.
-pub(crate) struct Shared {
-    pub cfg: Config,
-    dispatcher: Box<dyn Dispatch>,
-    tx: Sender<Completion>,
-    waker: Arc<Waker>,
-    /// The server is draining (graceful shutdown): answers say `Connection: close`.
-    pub draining: AtomicBool,
-    /// The reactor is (about to be) blocked in `poll`: a wake-up is needed to reach it.
-    sleeping: AtomicBool,
-    /// Spare threads running self-calls now.
-    spare: AtomicUsize,
-    /// Self-calls over TCP served on a spare thread.
-    self_served: AtomicU64,
-    /// Self-calls over TCP refused (503) because every spare thread was taken.
-    self_refused: AtomicU64,
-    warned: Warned,
-}
-
-impl Shared {
-    pub(crate) fn idle_workers(&self) -> usize {
-        self.dispatcher.idle_workers()
-    }
-
-    /// Run `req`: on a spare thread if it is a self-call (`caller`), else through the pool.
-    pub(crate) fn submit(
-        self: &Arc<Self>,
-        req: Request<Vec<u8>>,
-        reply: Reply,
-        caller: Option<Caller>,
-    ) {
-        let depth = request_depth(&req);
-        if depth > self.cfg.max_depth {
-            let err = Error::LoopDetected {
-                depth,
-                max: self.cfg.max_depth,
-            };
-            super::conn::finish(self, reply, Err(err));
-            return;
-        }
-        if let Some(caller) = caller {
-            if self.reserve_spare() {
-                self.spare_thread(req, reply, caller);
-            } else {
-                self.refuse_self_call(req, reply, caller);
-            }
-            return;
-        }
-        let shared = self.clone();
-        self.dispatcher.dispatch(
-            req,
-            Box::new(move |result| super::conn::finish(&shared, reply, result)),
-        );
-    }
-
-    /// Reserve one of the spare threads for a request this process sent itself over TCP.
-    fn reserve_spare(&self) -> bool {
-        if self.spare.fetch_add(1, Ordering::SeqCst) >= self.cfg.max_spare {
-            self.spare.fetch_sub(1, Ordering::SeqCst);
-            return false;
-        }
-        true
-    }
-
-    /// The counts of self-calls served and refused.
-    pub(crate) fn self_calls(&self) -> SelfCalls {
-        SelfCalls {
-            served: self.self_served.load(Ordering::Relaxed),
-            refused: self.self_refused.load(Ordering::Relaxed),
-        }
-    }
-
-    /// Every spare thread is taken: answer 503 at once rather than queue a request that waits for
-    /// a worker that waits for it.
-    fn refuse_self_call(&self, req: Request<Vec<u8>>, reply: Reply, caller: Caller) {
-        self.self_refused.fetch_add(1, Ordering::Relaxed);
-        let route = format!("{} {}", req.method(), req.uri().path());
-        let key = match caller.sibling {
-            None => format!("refused {route}"),
-            Some(_) => format!("refused {route} from a sibling"),
-        };
-        if self.warned.first(&key) {
-            log::warn!(
-                target: "prefork_pool::http",
-                "`{route}` was requested over {} by {} while every worker of pool `{}` and all {} \
-                 spare thread(s) (`max_spare`) were busy: answered 503 at once instead of waiting \
-                 for a worker that waits for it. Fix: call the handler through the `Loopback` in \
-                 the request's extensions, or make the call asynchronous",
-                caller.via,
-                caller.who(),
-                self.dispatcher.name(),
-                self.cfg.max_spare
-            );
-        }
-        let resp = error_response(
-            503,
-            "self-call refused: this server (or a sibling worker process) called itself while \
-             every worker and every spare thread was busy; call it through the Loopback instead",
-        );
-        super::conn::finish(self, reply, Ok(resp));
-    }
-
-    /// Run the request on the spare thread reserved with `reserve_spare`.
-    fn spare_thread(self: &Arc<Self>, req: Request<Vec<u8>>, reply: Reply, caller: Caller) {
-        self.self_served.fetch_add(1, Ordering::Relaxed);
-        let route = format!("{} {}", req.method(), req.uri().path());
-        // Once per route, and once more if a sibling process calls it too (a different story).
-        let key = match caller.sibling {
-            None => route.clone(),
-            Some(_) => format!("{route} from a sibling"),
-        };
-        if self.warned.first(&key) {
-            let busy = self.dispatcher.busy(Instant::now());
-            let fix = "Fix: call the handler through the `Loopback` in the request's extensions \
-                       (`req.extensions().get::<prefork_pool::http::Loopback>()`), or make the \
-                       call asynchronous (do not wait for its answer in the handler)";
-            match caller.sibling {
-                None => log::warn!(
-                    target: "prefork_pool::http",
-                    "self-call over {}: {} on `{route}`, which it sent to its own server \
-                     (pool `{}`) with an HTTP client while every worker was busy; it would have \
-                     deadlocked (the request waits in the queue for a worker that waits for it, \
-                     until the deadline). Served on a spare thread (`max_spare` = {}). {fix}",
-                    caller.via,
-                    super::self_call::who_waits(&busy),
-                    self.dispatcher.name(),
-                    self.cfg.max_spare
-                ),
-                Some(pid) => log::warn!(
-                    target: "prefork_pool::http",
-                    "self-call over {} from sibling worker pid {pid} (a worker process of the same \
-                     supervisor): a handler there is waiting on `{route}`, which it sent to its \
-                     own service with an HTTP client, and it reached this process (pid {}, pool \
-                     `{}`) while every worker here was busy ({}); with the workers of both \
-                     processes waiting on each other's calls it would have deadlocked (each \
-                     request waits in a queue for a worker that waits for it, until the deadline). \
-                     Served on a spare thread (`max_spare` = {}). {fix}",
-                    caller.via,
-                    std::process::id(),
-                    self.dispatcher.name(),
-                    super::self_call::busy_here(&busy),
-                    self.cfg.max_spare
-                ),
-            }
-        }
-        // Kept here too, so that it can still be answered if the thread cannot be spawned.
-        let job = Arc::new(parking_lot::Mutex::new(Some((req, reply))));
-        let theirs = job.clone();
-        let shared = self.clone();
-        let spawned = std::thread::Builder::new()
-            .name(format!("{}-selfcall", self.dispatcher.name()))
-            .spawn(move || {
-                let Some((req, reply)) = theirs.lock().take() else {
-                    return;
-                };
-                let result = shared.dispatcher.call_here(req);
-                shared.spare.fetch_sub(1, Ordering::SeqCst);
-                super::conn::finish(&shared, reply, result);
-            });
-        if let Err(e) = spawned {
-            self.spare.fetch_sub(1, Ordering::SeqCst);
-            self.self_served.fetch_sub(1, Ordering::Relaxed);
-            log::error!(target: "prefork_pool::http", "cannot spawn a spare thread: {e}");
-            if let Some((req, reply)) = job.lock().take() {
-                self.refuse_self_call(req, reply, caller);
-            }
-        }
-    }
-
-    pub(crate) fn complete(&self, c: Completion) {
-        let _ = self.tx.send(c);
-    }
-
-    /// Wake the reactor if it sleeps (one wake-up serves every completion queued before it runs).
-    pub(crate) fn wake(&self) {
-        if self.sleeping.swap(false, Ordering::SeqCst) {
-            let _ = self.waker.wake();
-        }
-    }
-}
-
-/// A listening socket.
+/// A listening socket, as the reactor accepts on it.
 #[derive(Debug)]
-pub(crate) enum Listener {
+pub(crate) enum Acceptor {
     Tcp(mio::net::TcpListener),
     /// With the path to remove when the server stops (only for sockets the server bound itself).
     #[cfg(unix)]
     Unix(mio::net::UnixListener, Option<PathBuf>),
 }
 
-impl Listener {
+impl Acceptor {
     fn source(&mut self) -> &mut dyn Source {
         match self {
-            Listener::Tcp(l) => l,
+            Acceptor::Tcp(l) => l,
             #[cfg(unix)]
-            Listener::Unix(l, _) => l,
+            Acceptor::Unix(l, _) => l,
         }
     }
 
     fn accept(&self) -> io::Result<(Stream, Arc<str>, TcpAddrs)> {
         match self {
-            Listener::Tcp(l) => l.accept().map(|(s, a)| {
+            Acceptor::Tcp(l) => l.accept().map(|(s, a)| {
                 let _ = s.set_nodelay(true);
                 let local = s.local_addr().ok().map(|local| (a, local));
                 (Stream::Tcp(s), Arc::from(a.ip().to_string()), local)
             }),
             #[cfg(unix)]
-            Listener::Unix(l, _) => l
+            Acceptor::Unix(l, _) => l
                 .accept()
                 .map(|(s, _)| (Stream::Unix(s), Arc::from("unix"), None)),
         }
@@ -303,7 +68,7 @@ impl Listener {
 
     fn close(self) {
         #[cfg(unix)]
-        if let Listener::Unix(_, Some(path)) = &self {
+        if let Acceptor::Unix(_, Some(path)) = &self {
             let _ = std::fs::remove_file(path);
         }
     }
@@ -318,7 +83,7 @@ enum Command {
 pub(crate) struct ReactorHandle {
     cmd_tx: Sender<Command>,
     waker: Arc<Waker>,
-    shared: Arc<Shared>,
+    handoff: Arc<Handoff>,
 }
 
 impl ReactorHandle {
@@ -330,22 +95,23 @@ impl ReactorHandle {
         }
     }
 
-    /// Self-calls over TCP served and refused so far.
+    /// Self-calls (over TCP or a Unix socket, from this process or a sibling) served and refused
+    /// so far.
     pub(crate) fn self_calls(&self) -> SelfCalls {
-        self.shared.self_calls()
+        self.handoff.self_calls()
     }
 }
 
 /// The reactor state, moved into its thread by [`Reactor::run`].
 pub(crate) struct Reactor {
     poll: Poll,
-    listeners: Vec<Option<Listener>>,
+    listeners: Vec<Option<Acceptor>>,
     conns: Vec<Option<Conn>>,
     free: Vec<usize>,
     live: usize,
     next_id: u64,
-    shared: Arc<Shared>,
-    rx: Receiver<Completion>,
+    handoff: Arc<Handoff>,
+    rx: Receiver<Answered>,
     cmd_rx: Receiver<Command>,
     date: DateCache,
     paused_until: Option<Instant>,
@@ -355,8 +121,8 @@ pub(crate) struct Reactor {
 
 impl Reactor {
     pub(crate) fn new(
-        listeners: Vec<Listener>,
-        cfg: Config,
+        listeners: Vec<Acceptor>,
+        cfg: ReactorConfig,
         dispatcher: Box<dyn Dispatch>,
     ) -> io::Result<(Reactor, ReactorHandle)> {
         let poll = Poll::new()?;
@@ -369,22 +135,11 @@ impl Reactor {
                 .register(l.source(), Token(LISTENER_BASE + i), Interest::READABLE)?;
             ls.push(Some(l));
         }
-        let shared = Arc::new(Shared {
-            cfg,
-            dispatcher,
-            tx,
-            waker: waker.clone(),
-            draining: AtomicBool::new(false),
-            sleeping: AtomicBool::new(false),
-            spare: AtomicUsize::new(0),
-            self_served: AtomicU64::new(0),
-            self_refused: AtomicU64::new(0),
-            warned: Warned::default(),
-        });
+        let handoff = Arc::new(Handoff::new(cfg, dispatcher, tx, waker.clone()));
         let handle = ReactorHandle {
             cmd_tx,
             waker,
-            shared: shared.clone(),
+            handoff: handoff.clone(),
         };
         Ok((
             Reactor {
@@ -394,7 +149,7 @@ impl Reactor {
                 free: Vec::new(),
                 live: 0,
                 next_id: 0,
-                shared,
+                handoff,
                 rx,
                 cmd_rx,
                 date: DateCache::new(),
@@ -431,12 +186,12 @@ impl Reactor {
                 }
             }
             let mut timeout = self.next_timeout(now);
-            self.shared.sleeping.store(true, Ordering::SeqCst);
+            self.handoff.sleeping.store(true, Ordering::SeqCst);
             if !self.rx.is_empty() {
                 timeout = Some(Duration::ZERO);
             }
             let polled = self.poll.poll(&mut events, timeout);
-            self.shared.sleeping.store(false, Ordering::SeqCst);
+            self.handoff.sleeping.store(false, Ordering::SeqCst);
             if let Err(e) = polled {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
@@ -448,7 +203,7 @@ impl Reactor {
             // Answers first: a connection whose answer a worker wrote is idle again before its
             // next request is read.
             while let Ok(c) = self.rx.try_recv() {
-                self.complete(c, now);
+                self.answered(c, now);
             }
             for ev in events.iter() {
                 let t = ev.token().0;
@@ -466,7 +221,7 @@ impl Reactor {
                 }
             }
             while let Ok(c) = self.rx.try_recv() {
-                self.complete(c, now);
+                self.answered(c, now);
             }
             while let Ok(cmd) = self.cmd_rx.try_recv() {
                 match cmd {
@@ -502,7 +257,7 @@ impl Reactor {
     fn env(&mut self, now: Instant) -> (Env<'_>, &mut Vec<Option<Conn>>) {
         (
             Env {
-                shared: &self.shared,
+                handoff: &self.handoff,
                 date: &mut self.date,
                 draining: self.drain_deadline.is_some(),
                 now,
@@ -528,15 +283,15 @@ impl Reactor {
         }
     }
 
-    fn complete(&mut self, c: Completion, now: Instant) {
-        let Some(idx) = c.token.checked_sub(CONN_BASE) else {
+    fn answered(&mut self, a: Answered, now: Instant) {
+        let Some(idx) = a.token.checked_sub(CONN_BASE) else {
             return;
         };
         let (mut env, conns) = self.env(now);
         // When the connection is gone (or its slot reused), the answer has nowhere to go.
         if let Some(conn) = conns.get_mut(idx).and_then(|c| c.as_mut()) {
-            if conn.id == c.id
-                && conn.complete(c.rest, c.keep_alive, c.failed, &mut env) == Next::Close
+            if conn.id == a.id
+                && conn.answered(a.rest, a.keep_alive, a.failed, &mut env) == Next::Close
             {
                 self.close(idx);
             }
@@ -625,7 +380,7 @@ impl Reactor {
         }
         if now.duration_since(self.last_sweep) >= TICK {
             self.last_sweep = now;
-            self.shared.dispatcher.tick(now);
+            self.handoff.tick(now);
             for idx in 0..self.conns.len() {
                 let (mut env, conns) = self.env(now);
                 let Some(conn) = conns[idx].as_mut() else {
@@ -650,7 +405,7 @@ impl Reactor {
         }
         self.paused_until = None;
         self.close_listeners();
-        self.shared.draining.store(true, Ordering::SeqCst);
+        self.handoff.draining.store(true, Ordering::SeqCst);
         self.drain_deadline = Some(deadline);
         for idx in 0..self.conns.len() {
             let Some(conn) = self.conns[idx].as_mut() else {
@@ -689,13 +444,17 @@ fn is_transient(e: &io::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::http::handoff::Done;
+    use crate::http::parse::Limits;
+    use crate::Error;
+    use http::{Request, Response};
     use std::io::{Read, Write};
     use std::net::TcpStream;
 
     /// Runs each request on its own thread: enough to drive the reactor without the Pool.
     struct Threads;
     impl Dispatch for Threads {
-        fn dispatch(&self, req: Request<Vec<u8>>, done: Done) {
+        fn dispatch(&self, req: Request<Vec<u8>>, _depth: u32, done: Done) {
             std::thread::spawn(move || {
                 let body = format!("{} {} {}", req.method(), req.uri(), req.body().len());
                 done(Ok(Response::new(body.into_bytes())))
@@ -704,7 +463,11 @@ mod tests {
         fn idle_workers(&self) -> usize {
             usize::MAX
         }
-        fn call_here(&self, _req: Request<Vec<u8>>) -> Result<Response<Vec<u8>>, Error> {
+        fn call_here(
+            &self,
+            _req: Request<Vec<u8>>,
+            _depth: u32,
+        ) -> Result<Response<Vec<u8>>, Error> {
             unreachable!("never without idle workers")
         }
         fn name(&self) -> &str {
@@ -720,7 +483,7 @@ mod tests {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.set_nonblocking(true).unwrap();
         let addr = l.local_addr().unwrap();
-        let cfg = Config {
+        let cfg = ReactorConfig {
             limits: Limits::default(),
             head_timeout: Duration::from_secs(5),
             body_timeout: Duration::from_secs(5),
@@ -732,7 +495,7 @@ mod tests {
             max_depth: 32,
         };
         let (r, h) = Reactor::new(
-            vec![Listener::Tcp(mio::net::TcpListener::from_std(l))],
+            vec![Acceptor::Tcp(mio::net::TcpListener::from_std(l))],
             cfg,
             Box::new(Threads),
         )

@@ -1,8 +1,9 @@
-//! Requests that this process sent to itself over TCP or a Unix socket: a handler that calls its
-//! own server with an ordinary HTTP client instead of [`Loopback`](super::Loopback).
+//! Self-calls: requests that this process (or a sibling worker process) sent to its own server
+//! over TCP or a Unix socket, from a handler that calls its own server with an ordinary HTTP
+//! client instead of [`Loopback`](super::Loopback); how they are detected, counted and logged.
 //!
-//! Such a request would wait in the queue for a worker while every worker waits for it: the
-//! seed's deadlock, until the deadline. On the slow path only (the pool has no idle worker, the
+//! Such a request would wait in the queue for a worker while every worker waits for it: a
+//! deadlock, until the deadline. On the slow path only (the pool has no idle worker, the
 //! client is on this host: a loopback address or our own local address, or a Unix socket), the
 //! reactor finds out which process holds the client's socket, once per connection. TCP (Linux):
 //! `/proc/self/net/tcp{,6}` gives the socket's inode, then `/proc/self/fd` is searched for it. Unix
@@ -30,7 +31,8 @@ use parking_lot::Mutex;
 
 use super::stuck::BusyWorker;
 
-/// Requests this process sent to its own server over TCP while every worker was busy, from
+/// Requests this process (or, in process mode, a sibling worker process) sent to its own server
+/// over TCP or a Unix socket while every worker was busy, from
 /// [`ServerHandle::self_calls`](super::ServerHandle::self_calls).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -44,7 +46,7 @@ pub struct SelfCalls {
 
 /// For the warning: the worker that waits on a self-call (with one busy worker, that one; with
 /// more, one of them).
-pub(crate) fn who_waits(busy: &[BusyWorker]) -> String {
+fn who_waits(busy: &[BusyWorker]) -> String {
     let one = |b: &BusyWorker| {
         format!(
             "worker {} (running `{}` for {:.2}s)",
@@ -64,7 +66,7 @@ pub(crate) fn who_waits(busy: &[BusyWorker]) -> String {
 }
 
 /// For the warning about a sibling's call: what each busy worker here runs.
-pub(crate) fn busy_here(busy: &[BusyWorker]) -> String {
+fn busy_here(busy: &[BusyWorker]) -> String {
     if busy.is_empty() {
         return "every worker".to_string();
     }
@@ -109,13 +111,94 @@ pub(crate) struct Caller {
 
 impl Caller {
     /// Who sent it, for the log.
-    pub(crate) fn who(&self) -> String {
+    fn who(&self) -> String {
         match self.sibling {
             None => "this process itself".to_string(),
             Some(pid) => {
                 format!("sibling worker pid {pid} (a worker process of the same supervisor)")
             }
         }
+    }
+}
+
+/// What to fix: a handler calls its own server with an HTTP client.
+const FIX: &str = "Fix: call the handler through the `Loopback` in the request's extensions \
+                   (`req.extensions().get::<prefork_pool::http::Loopback>()`), or make the \
+                   call asynchronous (do not wait for its answer in the handler)";
+
+/// The `warn` line for the first self-call of a route served on a spare thread: who waits on it,
+/// that it would have deadlocked, and the fix.
+pub(crate) struct SelfCallServed<'a> {
+    /// `METHOD /path`.
+    pub route: &'a str,
+    pub caller: Caller,
+    /// The pool's name.
+    pub pool: &'a str,
+    pub max_spare: usize,
+    /// The workers busy now.
+    pub busy: &'a [BusyWorker],
+}
+
+impl fmt::Display for SelfCallServed<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Self {
+            route,
+            caller,
+            pool,
+            max_spare,
+            busy,
+        } = self;
+        let via = caller.via;
+        match caller.sibling {
+            None => write!(
+                f,
+                "self-call over {via}: {} on `{route}`, which it sent to its own server \
+                 (pool `{pool}`) with an HTTP client while every worker was busy; it would have \
+                 deadlocked (the request waits in the queue for a worker that waits for it, \
+                 until the deadline). Served on a spare thread (`max_spare` = {max_spare}). {FIX}",
+                who_waits(busy),
+            ),
+            Some(pid) => write!(
+                f,
+                "self-call over {via} from sibling worker pid {pid} (a worker process of the same \
+                 supervisor): a handler there is waiting on `{route}`, which it sent to its \
+                 own service with an HTTP client, and it reached this process (pid {}, pool \
+                 `{pool}`) while every worker here was busy ({}); with the workers of both \
+                 processes waiting on each other's calls it would have deadlocked (each \
+                 request waits in a queue for a worker that waits for it, until the deadline). \
+                 Served on a spare thread (`max_spare` = {max_spare}). {FIX}",
+                std::process::id(),
+                busy_here(busy),
+            ),
+        }
+    }
+}
+
+/// The `warn` line for the first self-call of a route refused (503) because every spare thread was
+/// taken, with the fix.
+pub(crate) struct SelfCallRefused<'a> {
+    /// `METHOD /path`.
+    pub route: &'a str,
+    pub caller: Caller,
+    /// The pool's name.
+    pub pool: &'a str,
+    pub max_spare: usize,
+}
+
+impl fmt::Display for SelfCallRefused<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "`{}` was requested over {} by {} while every worker of pool `{}` and all {} \
+             spare thread(s) (`max_spare`) were busy: answered 503 at once instead of waiting \
+             for a worker that waits for it. Fix: call the handler through the `Loopback` in \
+             the request's extensions, or make the call asynchronous",
+            self.route,
+            self.caller.via,
+            self.caller.who(),
+            self.pool,
+            self.max_spare
+        )
     }
 }
 

@@ -1,23 +1,27 @@
-//! [`Server`]'s builder and the [`ServerHandle`] of a running server.
+//! [`Server`] and its builder: where to listen, limits, timeouts, the access log, the Pool behind it
+//! ([`ServerBuilder::pool`]); [`ServerBuilder::serve`] checks them, binds, and starts the reactor.
 
 use std::fmt;
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use parking_lot::{Condvar, Mutex};
-
 use super::access_log::{AccessLogFormat, DEFAULT_ACCESS_LOG_FORMAT};
-use super::loopback::Loopback;
+use super::handle::ServerHandle;
+use super::handoff::{Dispatch, Done, ReactorConfig};
+use super::loopback::{with_depth, Loopback};
 use super::parse::Limits;
-use super::reactor::{Config, Dispatch, Done, Listener, Reactor, ReactorHandle};
-use super::self_call::{SelfCalls, SiblingPids};
-use super::stuck::{Busy, BusyWorker, StuckReport};
-use super::{HttpRequest, HttpResponse};
-use crate::{BuildError, Context, Pool, Reentry, ShutdownReport, Stats};
+use super::reactor::{Acceptor, Reactor};
+use super::self_call::SiblingPids;
+use super::stuck::{Busy, BusyWorker};
+use super::types::{HttpRequest, HttpResponse};
+use crate::net::{bind_tcp, bind_unix};
+use crate::{BuildError, Context, Pool};
+
+/// The builder of the Pool behind a server.
+type PoolBuilder = crate::PoolBuilder<HttpRequest, HttpResponse>;
 
 /// Longest timeout accepted by the builder: one day.
 const MAX_TIMEOUT: Duration = Duration::from_secs(86_400);
@@ -30,7 +34,7 @@ const MAX_TIMEOUT: Duration = Duration::from_secs(86_400);
 ///
 /// let server = Server::builder()
 ///     .bind("127.0.0.1:0")
-///     .workers(2)
+///     .pool(|p| p.workers(2))
 ///     .serve(|_req, _ctx| http::Response::new(b"hello\n".to_vec()))
 ///     .unwrap();
 /// let mut s = std::net::TcpStream::connect(server.local_addrs()[0]).unwrap();
@@ -51,7 +55,7 @@ impl Server {
     /// fields of at most 8190 bytes; plus a 64 KiB head, a 10 MiB body, a 10 s head read timeout,
     /// a 30 s body read timeout (without progress), a 5 s keep-alive idle timeout, a 30 s write
     /// timeout (without progress), gunicorn's default access log format, as many spare threads for
-    /// self-calls over TCP as workers (`max_spare`), a call depth of at most 32 (`max_depth`), a
+    /// self-calls (over TCP or a Unix socket) as workers (`max_spare`), a call depth of at most 32 (`max_depth`), a
     /// stuck report after 1 s without progress (`stuck_after`), and the Pool's defaults.
     pub fn builder() -> ServerBuilder {
         ServerBuilder::new()
@@ -82,7 +86,7 @@ fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> ServeError {
 }
 
 /// Configures and starts a [`Server`]: where to listen, limits, timeouts, the access log, and
-/// every [Pool](crate::Pool) option. Values are checked by [`serve`](ServerBuilder::serve), which
+/// every [Pool] option. Values are checked by [`serve`](ServerBuilder::serve), which
 /// refuses a bad one with a [`BuildError`] naming the field and its allowed range.
 ///
 /// ```
@@ -115,7 +119,7 @@ pub struct ServerBuilder {
     siblings: Option<SiblingPids>,
     max_depth: u32,
     stuck_after: Duration,
-    pool: crate::PoolBuilder<HttpRequest, HttpResponse>,
+    pool: PoolBuilder,
 }
 
 impl fmt::Debug for ServerBuilder {
@@ -290,18 +294,14 @@ impl ServerBuilder {
         self
     }
 
-    /// Spare threads for requests this process sends itself over TCP or a Unix socket while every
-    /// worker is busy (default: the worker count; 0..=1024; 0 turns the detection off and such a
-    /// request just queues). A handler that calls its own server with an HTTP client instead of
-    /// the [`Loopback`] would otherwise wait for a worker that waits for it. Detection runs only
-    /// when no worker is idle and the client is on this host (a loopback address or the server's
-    /// own address, or a Unix socket), once per connection: a TCP client's socket is looked up
-    /// among this process's descriptors (Linux `/proc`), a Unix socket client is known by its
-    /// `SO_PEERCRED` pid. Requests from the processes that [`sibling_pids`](Self::sibling_pids)
-    /// names (in process mode, the other workers of the same supervisor) count as self-calls too.
-    /// Such a request runs at once on a spare thread, at most `max_spare` at a time; beyond, it is
-    /// answered 503 at once, not left to hang. The first one of each route is logged at `warn`
-    /// with the worker that waits on it (or the sibling pid that sent it) and the fix;
+    /// Spare threads for self-calls: requests that this process (or a sibling worker process, see
+    /// [`sibling_pids`](Self::sibling_pids)) sends to this server over TCP or a Unix socket while
+    /// every worker is busy, from a handler that calls its own server with an HTTP client instead
+    /// of the [`Loopback`] (default: the worker count; 0..=1024; 0 turns the detection off and
+    /// such a request just queues, waiting for a worker that waits for it). Such a request runs at
+    /// once on a spare thread, at most `max_spare` at a time; beyond, it is answered 503 at once.
+    /// How a self-call is detected (only when no worker is idle and the client is on this host)
+    /// and what is logged: the [module documentation](crate::http);
     /// [`ServerHandle::self_calls`] counts them.
     ///
     /// A load generator in the same process as the server (a test, a bench) looks like a
@@ -376,74 +376,38 @@ impl ServerBuilder {
 
     /// How long every worker must have been busy, with no job completed, before the server logs
     /// (once per such episode, at `warn`) what each busy worker is running and for how long: a
-    /// [`StuckReport`] (default 1 s; up to one day). Checked on the reactor's 100 ms timer, while
+    /// [`StuckReport`](super::StuckReport) (default 1 s; up to one day). Checked on the reactor's 100 ms timer, while
     /// the server has connections. [`ServerHandle::stuck_report`] gives the same on demand.
     pub fn stuck_after(mut self, d: Duration) -> Self {
         self.stuck_after = d;
         self
     }
 
-    /// Pool option: worker threads (see [`PoolBuilder::workers`](crate::PoolBuilder::workers)).
-    pub fn workers(mut self, n: usize) -> Self {
-        self.pool = self.pool.workers(n);
+    /// Configure the [Pool] that runs the handler: its worker threads, queue,
+    /// deadline (past it the client gets 504), recycling, re-entrancy policy, name (default
+    /// `"http"`) and hooks. `configure` gets the pool's builder as set so far and returns it; see
+    /// [`PoolBuilder`](crate::PoolBuilder) for every option. Checked by [`serve`](Self::serve) like the
+    /// server's own settings.
+    ///
+    /// ```
+    /// use prefork_pool::http::Server;
+    /// use std::time::Duration;
+    ///
+    /// let server = Server::builder()
+    ///     .bind("127.0.0.1:0")
+    ///     .pool(|p| p.workers(3).queue_capacity(16).deadline(Duration::from_secs(5)).name("web"))
+    ///     .serve(|_req, _ctx| http::Response::new(Vec::new()))
+    ///     .unwrap();
+    /// assert_eq!(server.stats().workers, 3);
+    /// assert_eq!(server.stats().name, "web");
+    /// server.shutdown(Duration::from_secs(5));
+    /// ```
+    pub fn pool(mut self, configure: impl FnOnce(PoolBuilder) -> PoolBuilder) -> Self {
+        self.pool = configure(self.pool);
         self
     }
 
-    /// Pool option: requests that may wait for a worker; beyond, 503 with `Retry-After`.
-    pub fn queue_capacity(mut self, n: usize) -> Self {
-        self.pool = self.pool.queue_capacity(n);
-        self
-    }
-
-    /// Pool option: each request's deadline, from the moment it is complete; beyond, 504.
-    pub fn deadline(mut self, d: Duration) -> Self {
-        self.pool = self.pool.deadline(d);
-        self
-    }
-
-    /// Pool option: recycle a worker after this many requests.
-    pub fn max_requests(mut self, n: u64) -> Self {
-        self.pool = self.pool.max_requests(n);
-        self
-    }
-
-    /// Pool option: random extra requests per worker before recycling.
-    pub fn max_requests_jitter(mut self, n: u64) -> Self {
-        self.pool = self.pool.max_requests_jitter(n);
-        self
-    }
-
-    /// Pool option: cap on retired (stuck) worker threads.
-    pub fn max_retired(mut self, n: usize) -> Self {
-        self.pool = self.pool.max_retired(n);
-        self
-    }
-
-    /// Pool option: the re-entrancy policy (default [`Reentry::Inline`]).
-    pub fn reentry(mut self, policy: Reentry) -> Self {
-        self.pool = self.pool.reentry(policy);
-        self
-    }
-
-    /// Pool option: the pool's name, in errors, logs and stats (default `"http"`).
-    pub fn name(mut self, name: impl Into<String>) -> Self {
-        self.pool = self.pool.name(name);
-        self
-    }
-
-    /// Pool option: called on each worker thread when it starts (per-worker resources).
-    pub fn on_worker_start(mut self, hook: impl Fn(usize) + Send + Sync + 'static) -> Self {
-        self.pool = self.pool.on_worker_start(hook);
-        self
-    }
-
-    /// Pool option: called on each worker thread when it exits.
-    pub fn on_worker_exit(mut self, hook: impl Fn(usize) + Send + Sync + 'static) -> Self {
-        self.pool = self.pool.on_worker_exit(hook);
-        self
-    }
-
-    fn validate(&self) -> Result<Config, BuildError> {
+    fn validate(&self) -> Result<ReactorConfig, BuildError> {
         fn range<T: PartialOrd + fmt::Display + Copy>(
             field: &'static str,
             v: T,
@@ -514,7 +478,7 @@ impl ServerBuilder {
             Some(f) => Some(AccessLogFormat::parse(f)?),
             None => None,
         };
-        Ok(Config {
+        Ok(ReactorConfig {
             limits: self.limits,
             head_timeout: self.head_timeout,
             body_timeout: self.body_timeout,
@@ -545,7 +509,7 @@ impl ServerBuilder {
         for a in self.tcp.iter().flat_map(|r| r.iter().flatten()) {
             let l = bind_tcp(*a, backlog).map_err(io_err(format!("bind {a}")))?;
             addrs.push(l.local_addr().map_err(io_err("read a bound address"))?);
-            listeners.push(Listener::Tcp(mio::net::TcpListener::from_std(l)));
+            listeners.push(Acceptor::Tcp(mio::net::TcpListener::from_std(l)));
         }
         for l in self.std_tcp {
             l.set_nonblocking(true)
@@ -554,15 +518,15 @@ impl ServerBuilder {
                 l.local_addr()
                     .map_err(io_err("read an adopted listener's address"))?,
             );
-            listeners.push(Listener::Tcp(mio::net::TcpListener::from_std(l)));
+            listeners.push(Acceptor::Tcp(mio::net::TcpListener::from_std(l)));
         }
         #[cfg(unix)]
         {
             for (path, mode) in &self.unix {
-                let l = bind_unix(path, *mode, backlog)
+                let l = bind_unix(path, backlog, Some(*mode))
                     .map_err(io_err(format!("bind unix socket {}", path.display())))?;
                 paths.push(path.clone());
-                listeners.push(Listener::Unix(
+                listeners.push(Acceptor::Unix(
                     mio::net::UnixListener::from_std(l),
                     Some(path.clone()),
                 ));
@@ -577,7 +541,7 @@ impl ServerBuilder {
                 {
                     paths.push(p);
                 }
-                listeners.push(Listener::Unix(mio::net::UnixListener::from_std(l), None));
+                listeners.push(Acceptor::Unix(mio::net::UnixListener::from_std(l), None));
             }
         }
         let busy = Arc::new(Busy::new(self.stuck_after));
@@ -585,9 +549,9 @@ impl ServerBuilder {
         // Each request records, for the stuck report, what its worker runs, and sets the depth
         // that the `Loopback` adds one to.
         let pool = self.pool.build(move |req: HttpRequest, ctx: &Context| {
-            let depth = super::loopback::request_depth(&req).max(ctx.depth());
+            let depth = Loopback::depth_of(&req).max(ctx.depth());
             let _entered = table.enter(ctx, &req);
-            super::loopback::with_depth(depth, || handler(req, ctx))
+            with_depth(depth, || handler(req, ctx))
         })?;
         let workers = pool.stats().workers;
         busy.init(workers);
@@ -605,68 +569,18 @@ impl ServerBuilder {
             }),
         )
         .map_err(io_err("start the reactor"))?;
-        let inner = Arc::new(Inner {
-            pool: pool.clone(),
+        ServerHandle::start(
+            reactor,
+            reactor_handle,
+            pool,
             max_depth,
             busy,
-            reactor: reactor_handle,
             addrs,
             #[cfg(unix)]
             paths,
-            deadline: Mutex::new(None),
-            state: Mutex::new(Stopped::Running),
-            stopped: Condvar::new(),
-            thread: Mutex::new(None),
-        });
-        let inner2 = inner.clone();
-        let thread = std::thread::Builder::new()
-            .name(format!("{}-http", pool.name()))
-            .spawn(move || {
-                reactor.run();
-                let deadline = *inner2.deadline.lock();
-                let left = deadline.map_or(Duration::ZERO, |d| {
-                    d.saturating_duration_since(Instant::now())
-                });
-                let report = inner2.pool.shutdown(left);
-                *inner2.state.lock() = Stopped::Done(report);
-                inner2.stopped.notify_all();
-            })
-            .map_err(io_err("spawn the reactor thread"))?;
-        *inner.thread.lock() = Some(thread);
-        Ok(ServerHandle { inner })
+        )
+        .map_err(io_err("spawn the reactor thread"))
     }
-}
-
-fn bind_tcp(addr: SocketAddr, backlog: i32) -> io::Result<std::net::TcpListener> {
-    use socket2::{Domain, Protocol, Socket, Type};
-    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    #[cfg(unix)]
-    s.set_reuse_address(true)?;
-    s.bind(&addr.into())?;
-    s.listen(backlog)?;
-    s.set_nonblocking(true)?;
-    Ok(s.into())
-}
-
-#[cfg(unix)]
-fn bind_unix(
-    path: &std::path::Path,
-    mode: u32,
-    backlog: i32,
-) -> io::Result<std::os::unix::net::UnixListener> {
-    use socket2::{Domain, SockAddr, Socket, Type};
-    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
-    if let Ok(m) = std::fs::symlink_metadata(path) {
-        if m.file_type().is_socket() {
-            std::fs::remove_file(path)?;
-        }
-    }
-    let s = Socket::new(Domain::UNIX, Type::STREAM, None)?;
-    s.bind(&SockAddr::unix(path)?)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
-    s.listen(backlog)?;
-    s.set_nonblocking(true)?;
-    Ok(s.into())
 }
 
 /// Hands complete requests to the Pool, each with a [`Loopback`] in its extensions.
@@ -677,17 +591,17 @@ struct PoolDispatch {
 }
 
 impl Dispatch for PoolDispatch {
-    fn dispatch(&self, mut req: HttpRequest, done: Done) {
+    fn dispatch(&self, mut req: HttpRequest, depth: u32, done: Done) {
         req.extensions_mut()
-            .insert(Loopback::new(self.pool.clone(), self.max_depth));
+            .insert(Loopback::new(self.pool.clone(), self.max_depth, depth));
         self.pool.submit_then(req, None, done);
     }
     fn idle_workers(&self) -> usize {
         self.pool.idle_workers()
     }
-    fn call_here(&self, mut req: HttpRequest) -> Result<HttpResponse, crate::Error> {
+    fn call_here(&self, mut req: HttpRequest, depth: u32) -> Result<HttpResponse, crate::Error> {
         req.extensions_mut()
-            .insert(Loopback::new(self.pool.clone(), self.max_depth));
+            .insert(Loopback::new(self.pool.clone(), self.max_depth, depth));
         self.pool.call_here(req, None)
     }
     fn name(&self) -> &str {
@@ -698,130 +612,5 @@ impl Dispatch for PoolDispatch {
     }
     fn busy(&self, now: Instant) -> Vec<BusyWorker> {
         self.busy.report(self.pool.name(), 0, now).busy
-    }
-}
-
-enum Stopped {
-    Running,
-    Done(ShutdownReport),
-}
-
-struct Inner {
-    pool: Pool<HttpRequest, HttpResponse>,
-    max_depth: u32,
-    busy: Arc<Busy>,
-    reactor: ReactorHandle,
-    addrs: Vec<SocketAddr>,
-    #[cfg(unix)]
-    paths: Vec<PathBuf>,
-    deadline: Mutex<Option<Instant>>,
-    state: Mutex<Stopped>,
-    stopped: Condvar,
-    thread: Mutex<Option<JoinHandle<()>>>,
-}
-
-/// A running server. Cloning gives another handle to the same server.
-///
-/// Dropping the handles does not stop the server: call [`shutdown`](ServerHandle::shutdown), or
-/// [`join`](ServerHandle::join) to block until another thread does.
-#[derive(Clone)]
-pub struct ServerHandle {
-    inner: Arc<Inner>,
-}
-
-impl fmt::Debug for ServerHandle {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ServerHandle")
-            .field("local_addrs", &self.inner.addrs)
-            .field("pool", &self.inner.pool.name())
-            .finish()
-    }
-}
-
-impl ServerHandle {
-    /// The TCP addresses the server listens on (with the real port when bound to port 0), in the
-    /// order they were given.
-    pub fn local_addrs(&self) -> Vec<SocketAddr> {
-        self.inner.addrs.clone()
-    }
-
-    /// The Unix socket paths the server listens on.
-    #[cfg(unix)]
-    pub fn unix_paths(&self) -> Vec<PathBuf> {
-        self.inner.paths.clone()
-    }
-
-    /// The Pool's statistics (workers, queue, done, failed, timed out, ...).
-    pub fn stats(&self) -> Stats {
-        self.inner.pool.stats()
-    }
-
-    /// A handle that sends requests to this server's handler in-process.
-    pub fn loopback(&self) -> Loopback {
-        Loopback::new(self.inner.pool.clone(), self.inner.max_depth)
-    }
-
-    /// Requests this process sent to its own server over TCP while every worker was busy: how many
-    /// were served on a spare thread and how many refused (503) because all
-    /// [`max_spare`](ServerBuilder::max_spare) spare threads were taken.
-    pub fn self_calls(&self) -> SelfCalls {
-        self.inner.reactor.self_calls()
-    }
-
-    /// What every busy worker is running now, and for how long; its `Display` is the line the
-    /// server logs when every worker has been busy with no job completed for
-    /// [`stuck_after`](ServerBuilder::stuck_after).
-    ///
-    /// ```
-    /// use prefork_pool::http::Server;
-    /// let server = Server::builder()
-    ///     .bind("127.0.0.1:0")
-    ///     .workers(2)
-    ///     .serve(|_req, _ctx| http::Response::new(Vec::new()))
-    ///     .unwrap();
-    /// let report = server.stuck_report();
-    /// assert!(report.busy.is_empty());
-    /// assert_eq!(report.to_string(), "pool `http`: 0 of 2 worker(s) busy");
-    /// server.shutdown(std::time::Duration::from_secs(5));
-    /// ```
-    pub fn stuck_report(&self) -> StuckReport {
-        let workers = self.inner.pool.stats().workers;
-        self.inner
-            .busy
-            .report(self.inner.pool.name(), workers, Instant::now())
-    }
-
-    /// Stop gracefully and wait: accept what is already in the listen backlog, then close the
-    /// listeners; close idle keep-alive connections; finish every request already read, answering
-    /// with `Connection: close`; then stop the Pool and the reactor thread. What is still open at
-    /// `graceful_timeout` is closed. Returns the Pool's report. Calling it again (or from several
-    /// threads) waits for the same stop and returns the same report.
-    pub fn shutdown(&self, graceful_timeout: Duration) -> ShutdownReport {
-        {
-            let mut d = self.inner.deadline.lock();
-            if d.is_none() {
-                *d = Some(Instant::now() + graceful_timeout);
-            }
-            self.inner.reactor.shutdown(d.unwrap_or_else(Instant::now));
-        }
-        self.join()
-    }
-
-    /// Block until the server has stopped (after a [`shutdown`](ServerHandle::shutdown) from any
-    /// thread), with every thread it started ended. Returns the Pool's shutdown report.
-    pub fn join(&self) -> ShutdownReport {
-        let report = {
-            let mut st = self.inner.state.lock();
-            loop {
-                if let Stopped::Done(r) = &*st {
-                    break r.clone();
-                }
-                self.inner.stopped.wait(&mut st);
-            }
-        };
-        if let Some(t) = self.inner.thread.lock().take() {
-            let _ = t.join();
-        }
-        report
     }
 }

@@ -1,9 +1,8 @@
 //! What every worker is doing, for the stuck report: a table, one slot per worker, of the request
 //! it runs and since when. The server's wrapper around the user's handler fills a slot before the
-//! handler runs and empties it after; the reactor's timer checks every [`TICK`](super::reactor::TICK)
-//! whether every worker has been busy with no job completed for `stuck_after`, and then logs one
-//! line per episode; [`ServerHandle::stuck_report`](super::ServerHandle::stuck_report) gives the
-//! same report on demand.
+//! handler runs and empties it after; the reactor's timer checks every 100 ms whether every worker
+//! has been busy with no job completed for `stuck_after`, and then logs one line per episode;
+//! [`ServerHandle::stuck_report`](super::ServerHandle::stuck_report) gives the same on demand.
 
 use std::fmt;
 use std::sync::OnceLock;
@@ -12,7 +11,7 @@ use std::time::{Duration, Instant};
 use http::{Method, Uri, Version};
 use parking_lot::Mutex;
 
-use super::HttpRequest;
+use super::types::HttpRequest;
 use crate::{Context, Stats};
 
 /// The request a worker runs.

@@ -114,7 +114,7 @@ impl Supervisor {
     ///     .build()
     ///     .unwrap()
     ///     .serve_http(
-    ///         |server| server.workers(8).deadline(Duration::from_secs(30)),
+    ///         |server| server.pool(|p| p.workers(8).deadline(Duration::from_secs(30))),
     ///         || Ok::<_, String>(|_req, _ctx: &prefork_pool::Context| {
     ///             http::Response::new(b"hello\n".to_vec())
     ///         }),

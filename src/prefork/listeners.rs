@@ -9,76 +9,19 @@
 //! Every listener is non-blocking (the flag belongs to the shared open file, so it is the same in
 //! every process): a worker waits for it to be readable, then accepts until `WouldBlock`.
 
-use std::fmt;
 use std::io;
 use std::net::{SocketAddr, TcpListener};
-use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::os::fd::{FromRawFd, RawFd};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 
-use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+use socket2::Socket;
+
+pub(crate) use crate::net::adopt;
+pub use crate::net::Listener;
 
 /// The first file descriptor systemd passes (`SD_LISTEN_FDS_START`).
 pub(crate) const LISTEN_FDS_START: RawFd = 3;
-
-/// One listening socket, shared by the master and every worker.
-#[derive(Debug)]
-pub enum Listener {
-    /// A TCP socket.
-    Tcp(TcpListener),
-    /// A Unix stream socket.
-    Unix(UnixListener),
-}
-
-impl Listener {
-    /// The TCP listener, if this is one.
-    pub fn tcp(&self) -> Option<&TcpListener> {
-        match self {
-            Listener::Tcp(l) => Some(l),
-            Listener::Unix(_) => None,
-        }
-    }
-
-    /// The Unix listener, if this is one.
-    pub fn unix(&self) -> Option<&UnixListener> {
-        match self {
-            Listener::Unix(l) => Some(l),
-            Listener::Tcp(_) => None,
-        }
-    }
-
-    /// The local address, as `127.0.0.1:8000` or `unix:/run/app.sock`.
-    pub fn address(&self) -> String {
-        match self {
-            Listener::Tcp(l) => l
-                .local_addr()
-                .map(|a| a.to_string())
-                .unwrap_or_else(|e| format!("tcp (unknown address: {e})")),
-            Listener::Unix(l) => match l.local_addr() {
-                Ok(a) => match a.as_pathname() {
-                    Some(p) => format!("unix:{}", p.display()),
-                    None => "unix:(unnamed)".to_string(),
-                },
-                Err(e) => format!("unix (unknown address: {e})"),
-            },
-        }
-    }
-}
-
-impl AsRawFd for Listener {
-    fn as_raw_fd(&self) -> RawFd {
-        match self {
-            Listener::Tcp(l) => l.as_raw_fd(),
-            Listener::Unix(l) => l.as_raw_fd(),
-        }
-    }
-}
-
-impl fmt::Display for Listener {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.address())
-    }
-}
 
 /// What to listen on, as given to the builder.
 #[derive(Debug)]
@@ -88,40 +31,15 @@ pub(crate) enum Bind {
     Ready(Listener),
 }
 
-/// Binds a TCP socket with `SO_REUSEADDR` (a restarted server can bind while old connections are in
-/// TIME_WAIT) and the given backlog.
+/// Binds a TCP socket for the workers to share (see [`crate::net::bind_tcp`]).
 pub(crate) fn bind_tcp(addr: SocketAddr, backlog: i32) -> io::Result<TcpListener> {
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    socket.set_reuse_address(true)?;
-    socket.bind(&addr.into())?;
-    socket.listen(backlog)?;
-    socket.set_nonblocking(true)?;
-    Ok(socket.into())
+    crate::net::bind_tcp(addr, backlog)
 }
 
-/// Binds a Unix stream socket at `path`, removing a stale socket file left by a previous run (only
-/// a socket, never another kind of file).
+/// Binds a Unix socket for the workers to share, with the permissions the process's umask gives
+/// (see [`crate::net::bind_unix`]).
 pub(crate) fn bind_unix(path: &Path, backlog: i32) -> io::Result<UnixListener> {
-    use std::os::unix::fs::FileTypeExt;
-    if let Ok(meta) = std::fs::symlink_metadata(path) {
-        if meta.file_type().is_socket() {
-            std::fs::remove_file(path)?;
-        }
-    }
-    let socket = Socket::new(Domain::UNIX, Type::STREAM, None)?;
-    socket.bind(&SockAddr::unix(path)?)?;
-    socket.listen(backlog)?;
-    socket.set_nonblocking(true)?;
-    Ok(socket.into())
-}
-
-/// Turns a bound listener given by the user into a non-blocking one.
-pub(crate) fn adopt(listener: Listener) -> io::Result<Listener> {
-    match &listener {
-        Listener::Tcp(l) => l.set_nonblocking(true)?,
-        Listener::Unix(l) => l.set_nonblocking(true)?,
-    }
-    Ok(listener)
+    crate::net::bind_unix(path, backlog, None)
 }
 
 /// Reads systemd's socket-activation variables: `Some(n)` when `LISTEN_PID` is this process and
@@ -198,42 +116,4 @@ pub(crate) fn from_systemd() -> io::Result<Option<Vec<Listener>>> {
         out.push(listener);
     }
     Ok(Some(out))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tcp_listeners_are_nonblocking_and_report_their_address() {
-        let l = bind_tcp("127.0.0.1:0".parse().unwrap(), 16).unwrap();
-        let addr = l.local_addr().unwrap();
-        assert_eq!(
-            l.accept().unwrap_err().kind(),
-            io::ErrorKind::WouldBlock,
-            "a listener must be non-blocking"
-        );
-        let listener = Listener::Tcp(l);
-        assert_eq!(listener.address(), addr.to_string());
-        assert!(listener.unix().is_none());
-        let _client = std::net::TcpStream::connect(addr).unwrap();
-    }
-
-    #[test]
-    fn a_stale_unix_socket_file_is_replaced_but_nothing_else_is() {
-        let dir = std::env::temp_dir().join(format!("prefork-listeners-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("s.sock");
-        drop(bind_unix(&path, 8).unwrap()); // leaves the socket file behind
-        let l = bind_unix(&path, 8).unwrap();
-        assert_eq!(
-            Listener::Unix(l).address(),
-            format!("unix:{}", path.display())
-        );
-        let file = dir.join("not-a-socket");
-        std::fs::write(&file, "keep me").unwrap();
-        assert!(bind_unix(&file, 8).is_err());
-        assert_eq!(std::fs::read_to_string(&file).unwrap(), "keep me");
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
 }

@@ -115,7 +115,7 @@
 //!     .bind("127.0.0.1:8000")
 //!     .workers(2)
 //!     .serve_http(
-//!         |server| server.workers(8).deadline(Duration::from_secs(30)),
+//!         |server| server.pool(|p| p.workers(8).deadline(Duration::from_secs(30))),
 //!         // Runs in each worker after the fork: open per-process resources here.
 //!         || Ok::<_, String>(|req: prefork_pool::http::HttpRequest, _ctx: &prefork_pool::Context| {
 //!             http::Response::new(format!("hello from {}\n", req.uri().path()).into_bytes())

@@ -72,8 +72,7 @@ fn ours_with(
     // beyond the workers would run on spare threads.
     let h = b
         .bind("127.0.0.1:0")
-        .workers(workers)
-        .queue_capacity(4096)
+        .pool(|p| p.workers(workers).queue_capacity(4096))
         .access_log(false)
         .serve(move |req: HttpRequest, _ctx| -> HttpResponse {
             let (status, body) = app.handle(req.method().as_str(), req.uri().path());
@@ -317,7 +316,7 @@ fn main() {
     // From inside a handler (the seed's case): the nested call runs inline on the worker.
     let inline = Server::builder()
         .bind("127.0.0.1:0")
-        .workers(workers)
+        .pool(|p| p.workers(workers))
         .access_log(false)
         .serve(move |req: HttpRequest, _ctx| -> HttpResponse {
             if req.uri().path() == "/outer" {

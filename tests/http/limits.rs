@@ -1,16 +1,13 @@
 //! Every limit, malformed shape and smuggling shape: the status, and that the connection closes.
-#![cfg(feature = "http")]
 
-mod common;
-
-use common::*;
+use crate::http_helpers::*;
 use prefork_pool::http::{Server, ServerHandle};
 use std::time::{Duration, Instant};
 
 fn server() -> ServerHandle {
     Server::builder()
         .bind("127.0.0.1:0")
-        .workers(1)
+        .pool(|p| p.workers(1))
         .limit_head_bytes(16 * 1024)
         .limit_body_bytes(1000)
         .head_timeout(Duration::from_millis(800))

@@ -1,10 +1,7 @@
 //! Graceful shutdown: requests already read are finished and answered with `Connection: close`,
 //! idle keep-alive connections are closed, the listen backlog is served, then every thread ends.
-#![cfg(feature = "http")]
 
-mod common;
-
-use common::*;
+use crate::http_helpers::*;
 use prefork_pool::http::Server;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
@@ -17,8 +14,7 @@ fn requests_under_way_are_finished() {
         .bind("127.0.0.1:0")
         // This test's clients live in this process: they are not self-calls to rescue.
         .max_spare(0)
-        .workers(2)
-        .queue_capacity(64)
+        .pool(|p| p.workers(2).queue_capacity(64))
         .serve(move |req, _ctx| {
             if req.uri().path() == "/gate" {
                 let _ = entered_tx.send(());
@@ -94,7 +90,7 @@ fn the_listen_backlog_is_served() {
     let s = Server::builder()
         .listener(listener)
         .max_spare(0)
-        .workers(1)
+        .pool(|p| p.workers(1))
         .serve(|req, _ctx| http::Response::new(req.uri().path().as_bytes().to_vec()))
         .unwrap();
     let report = s.shutdown(WAIT);

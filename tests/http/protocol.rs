@@ -1,10 +1,7 @@
 //! HTTP/1.1 framing over raw sockets: a head split byte by byte, pipelining, chunked bodies,
 //! 100-continue, HTTP/1.0, HEAD, keep-alive.
-#![cfg(feature = "http")]
 
-mod common;
-
-use common::*;
+use crate::http_helpers::*;
 use prefork_pool::http::{PeerAddr, Server, ServerHandle};
 use std::time::Duration;
 
@@ -12,7 +9,7 @@ use std::time::Duration;
 fn server() -> ServerHandle {
     Server::builder()
         .bind("127.0.0.1:0")
-        .workers(2)
+        .pool(|p| p.workers(2))
         .serve(|req, _ctx| {
             let mut body =
                 format!("{} {} {} ", req.method(), req.uri(), req.body().len()).into_bytes();

@@ -5,58 +5,14 @@
 //! another process's request (TCP or Unix socket) is not taken for a self-call; runaway
 //! recursion is cut with 508 (through the `Loopback` and over TCP with `X-Prefork-Depth`); the
 //! stuck report names what every busy worker runs.
-#![cfg(feature = "http")]
 
-mod common;
-
-use common::*;
+use crate::http_helpers::*;
 use prefork_pool::http::{error_response, Loopback, Server, ServerHandle, DEPTH_HEADER};
 use prefork_pool::Error;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
-
-// ----- a capturing logger, installed once for this test binary -----
-
-struct Capture(Mutex<Vec<String>>);
-
-impl log::Log for Capture {
-    fn enabled(&self, m: &log::Metadata<'_>) -> bool {
-        m.level() <= log::Level::Warn
-    }
-    fn log(&self, r: &log::Record<'_>) {
-        if self.enabled(r.metadata()) {
-            self.0
-                .lock()
-                .unwrap()
-                .push(format!("{} {}: {}", r.level(), r.target(), r.args()));
-        }
-    }
-    fn flush(&self) {}
-}
-
-fn logs() -> &'static Capture {
-    static LOGGER: OnceLock<&'static Capture> = OnceLock::new();
-    LOGGER.get_or_init(|| {
-        let c: &'static Capture = Box::leak(Box::new(Capture(Mutex::new(Vec::new()))));
-        log::set_logger(c).expect("the only logger of this test binary");
-        log::set_max_level(log::LevelFilter::Warn);
-        c
-    })
-}
-
-/// Captured lines that contain every one of `parts`.
-fn lines_with(parts: &[&str]) -> Vec<String> {
-    logs()
-        .0
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|l| parts.iter().all(|p| l.contains(p)))
-        .cloned()
-        .collect()
-}
 
 /// Wait (bounded) until `cond` holds.
 fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
@@ -132,7 +88,9 @@ fn self_calling_server(
 #[test]
 fn one_worker_self_call_is_served_at_once_counted_and_warned_once() {
     logs();
-    let s = self_calling_server("/one", |b| b.workers(1).deadline(Duration::from_secs(20)));
+    let s = self_calling_server("/one", |b| {
+        b.pool(|p| p.workers(1).deadline(Duration::from_secs(20)))
+    });
     for n in 1..=2u64 {
         let start = Instant::now();
         let (a, _c) = roundtrip(s.local_addrs()[0], &post("/one/outer", ""));
@@ -172,8 +130,7 @@ fn n_workers_n_concurrent_self_calls_are_all_answered() {
     let done = inner_done.clone();
     let s = Server::builder()
         .bind("127.0.0.1:0")
-        .workers(N)
-        .deadline(Duration::from_secs(20))
+        .pool(|p| p.workers(N).deadline(Duration::from_secs(20)))
         .serve(move |req, _ctx| {
             if req.uri().path() == "/many/outer" {
                 // Every worker holds an outer request before any calls itself.
@@ -225,9 +182,8 @@ fn past_max_spare_a_self_call_gets_503_at_once() {
     let c = cell.clone();
     let s = Server::builder()
         .bind("127.0.0.1:0")
-        .workers(1)
+        .pool(|p| p.workers(1).deadline(Duration::from_secs(20)))
         .max_spare(1)
-        .deadline(Duration::from_secs(20))
         .serve(move |req, _ctx| match req.uri().path() {
             "/cap/outer" => call_self_over_tcp(&c, "/cap/mid"),
             "/cap/mid" => call_self_over_tcp(&c, "/cap/leaf"),
@@ -254,11 +210,13 @@ fn past_max_spare_a_self_call_gets_503_at_once() {
 fn with_max_spare_zero_the_self_call_waits_for_the_deadline_and_the_stuck_report_says_why() {
     logs();
     let s = self_calling_server("/stuck", |b| {
-        b.name("stuckpool")
-            .workers(1)
-            .max_spare(0)
-            .deadline(Duration::from_secs(3))
-            .stuck_after(Duration::from_millis(300))
+        b.pool(|p| {
+            p.name("stuckpool")
+                .workers(1)
+                .deadline(Duration::from_secs(3))
+        })
+        .max_spare(0)
+        .stuck_after(Duration::from_millis(300))
     });
     let addr = s.local_addrs()[0];
     let start = Instant::now();
@@ -343,8 +301,7 @@ fn recursion_through_the_loopback_1000_deep_is_cut_at_depth_33_with_508() {
     let (d, r) = (deepest.clone(), refused.clone());
     let s = Server::builder()
         .bind("127.0.0.1:0")
-        .workers(1)
-        .deadline(Duration::from_secs(20))
+        .pool(|p| p.workers(1).deadline(Duration::from_secs(20)))
         .serve(move |req, ctx| {
             d.fetch_max(ctx.depth(), Ordering::SeqCst);
             let n: u32 = req
@@ -401,7 +358,7 @@ fn over_tcp_the_depth_header_past_max_depth_gets_508() {
     let r = ran.clone();
     let s = Server::builder()
         .bind("127.0.0.1:0")
-        .workers(1)
+        .pool(|p| p.workers(1))
         .serve(move |req, _ctx| {
             r.fetch_add(1, Ordering::SeqCst);
             if req.uri().path() == "/hdr/outer" {
@@ -464,8 +421,7 @@ fn a_self_call_over_a_unix_socket_is_served_at_once() {
     let p = path.clone();
     let s = Server::builder()
         .bind_unix(&path, 0o600)
-        .workers(1)
-        .deadline(Duration::from_secs(20))
+        .pool(|p| p.workers(1).deadline(Duration::from_secs(20)))
         .serve(move |req, _ctx| {
             if req.uri().path() == "/unix/outer" {
                 // The naive call to its own server, over its Unix socket: its only worker is
@@ -556,8 +512,7 @@ fn gated_server(
 ) -> (ServerHandle, crossbeam_channel::Sender<()>) {
     let (release, gate) = crossbeam_channel::bounded::<()>(1);
     let s = builder
-        .workers(1)
-        .deadline(Duration::from_secs(20))
+        .pool(|p| p.workers(1).deadline(Duration::from_secs(20)))
         .serve(move |req, _ctx| {
             if req.uri().path() == "/gate" {
                 let _ = gate.recv_timeout(WAIT);

@@ -1,10 +1,7 @@
 //! Pool errors become short plain-text answers: panic 500 (and the next request works), deadline
 //! 504 (and the capacity comes back), full queue 503 with Retry-After.
-#![cfg(feature = "http")]
 
-mod common;
-
-use common::*;
+use crate::http_helpers::*;
 use prefork_pool::http::Server;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -16,7 +13,7 @@ fn panic_is_500_and_the_next_request_works() {
         .bind("127.0.0.1:0")
         // This test's clients live in this process: they are not self-calls to rescue.
         .max_spare(0)
-        .workers(1)
+        .pool(|p| p.workers(1))
         .serve(|req, _ctx| {
             if req.uri().path() == "/panic" {
                 panic!("boom");
@@ -49,8 +46,7 @@ fn deadline_is_504_and_capacity_is_restored() {
         .bind("127.0.0.1:0")
         // This test's clients live in this process: they are not self-calls to rescue.
         .max_spare(0)
-        .workers(1)
-        .deadline(Duration::from_millis(300))
+        .pool(|p| p.workers(1).deadline(Duration::from_millis(300)))
         .serve(move |req, ctx| {
             if req.uri().path() == "/stuck" {
                 // Ignores cancellation until the test lets it go: a truly stuck handler.
@@ -84,8 +80,7 @@ fn full_queue_is_503_with_retry_after() {
         .bind("127.0.0.1:0")
         // This test's clients live in this process: they are not self-calls to rescue.
         .max_spare(0)
-        .workers(1)
-        .queue_capacity(1)
+        .pool(|p| p.workers(1).queue_capacity(1))
         .serve(move |_req, _ctx| {
             let _ = entered_tx.send(());
             let _ = go_rx.recv_timeout(WAIT);

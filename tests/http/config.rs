@@ -1,10 +1,7 @@
 //! Configuration: bad values are refused naming the field and the range; Unix sockets with a mode;
 //! several listeners; the access log in gunicorn's format.
-#![cfg(feature = "http")]
 
-mod common;
-
-use common::*;
+use crate::http_helpers::*;
 use prefork_pool::http::{ServeError, Server, ServerBuilder};
 use std::io::{Read, Write};
 use std::time::Duration;
@@ -40,7 +37,7 @@ fn bad_values_are_refused() {
         "keepalive_timeout",
     );
     refused(b().access_log_format("%(nope)s"), "access_log_format");
-    refused(b().workers(0), "workers");
+    refused(b().pool(|p| p.workers(0)), "workers");
     refused(b().max_spare(1025), "max_spare");
     refused(b().max_depth(10_001), "max_depth");
     refused(b().stuck_after(Duration::ZERO), "stuck_after");
@@ -96,28 +93,9 @@ fn unix_socket_and_several_listeners() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-mod capture {
-    use parking_lot::Mutex;
-    pub static LINES: Mutex<Vec<String>> = Mutex::new(Vec::new());
-    pub struct Capture;
-    impl log::Log for Capture {
-        fn enabled(&self, m: &log::Metadata<'_>) -> bool {
-            m.target() == prefork_pool::http::ACCESS_TARGET
-        }
-        fn log(&self, r: &log::Record<'_>) {
-            if self.enabled(r.metadata()) {
-                LINES.lock().push(r.args().to_string());
-            }
-        }
-        fn flush(&self) {}
-    }
-    pub static LOGGER: Capture = Capture;
-}
-
 #[test]
 fn access_log_lines() {
-    log::set_logger(&capture::LOGGER).unwrap();
-    log::set_max_level(log::LevelFilter::Info);
+    logs();
     let s = Server::builder()
         .bind("127.0.0.1:0")
         .access_log_format(r#"%(h)s "%(r)s" %(s)s %(b)s %(m)s %(U)s %(q)s %(H)s %({x-id}i)s %({x-out}o)s "%(a)s" %(D)s"#)
@@ -130,11 +108,9 @@ fn access_log_lines() {
     assert_eq!(a.status, 200);
     s.shutdown(WAIT);
     // Other tests in this binary log too: keep this server's line.
-    let lines: Vec<String> = capture::LINES
-        .lock()
-        .iter()
+    let lines: Vec<String> = access_lines()
+        .into_iter()
         .filter(|l| l.contains("/p?q=1"))
-        .cloned()
         .collect();
     assert_eq!(lines.len(), 1, "{lines:?}");
     let prefix = r#"127.0.0.1 "GET /p?q=1 HTTP/1.1" 200 4 GET /p q=1 HTTP/1.1 abc o1 "tester/1" "#;
@@ -153,16 +129,16 @@ fn ipv6_and_pool_options_are_forwarded() {
     let started = Arc::new(AtomicUsize::new(0));
     let exited = Arc::new(AtomicUsize::new(0));
     let (st, ex) = (started.clone(), exited.clone());
-    let b = Server::builder()
-        .bind("127.0.0.1:0")
-        .workers(3)
-        .name("web")
-        .on_worker_start(move |_| {
-            st.fetch_add(1, Ordering::SeqCst);
-        })
-        .on_worker_exit(move |_| {
-            ex.fetch_add(1, Ordering::SeqCst);
-        });
+    let b = Server::builder().bind("127.0.0.1:0").pool(|p| {
+        p.workers(3)
+            .name("web")
+            .on_worker_start(move |_| {
+                st.fetch_add(1, Ordering::SeqCst);
+            })
+            .on_worker_exit(move |_| {
+                ex.fetch_add(1, Ordering::SeqCst);
+            })
+    });
     // IPv6 loopback when the machine has it.
     let v6 = std::net::TcpListener::bind("[::1]:0").is_ok();
     let b = if v6 { b.bind("[::1]:0") } else { b };

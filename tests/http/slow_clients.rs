@@ -1,10 +1,7 @@
 //! 200 slow-loris connections (one header byte every 500 ms) cost buffers, not workers: a normal
 //! request on a one-worker server is answered at once meanwhile, and the slow heads time out with 408.
-#![cfg(feature = "http")]
 
-mod common;
-
-use common::*;
+use crate::http_helpers::*;
 use prefork_pool::http::Server;
 use std::io::Write;
 use std::time::{Duration, Instant};
@@ -13,7 +10,7 @@ use std::time::{Duration, Instant};
 fn slow_loris_does_not_delay_a_normal_request() {
     let s = Server::builder()
         .bind("127.0.0.1:0")
-        .workers(1)
+        .pool(|p| p.workers(1))
         .head_timeout(Duration::from_secs(3))
         .serve(|_req, _ctx| http::Response::new(b"hi".to_vec()))
         .unwrap();

@@ -1,8 +1,10 @@
-//! Raw-socket helpers shared by the `http_*` tests.
-#![allow(dead_code)]
+//! Helpers of the HTTP test suite (`tests/http/`): raw-socket clients, the one capturing logger of
+//! this test binary, and a way to run a test in a process of its own.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::process::Command;
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// Generous bound for anything a test waits on (2-core noisy machine).
@@ -149,5 +151,94 @@ pub fn assert_created_json_in_time(a: &Answer, took: std::time::Duration) {
     assert_eq!(
         a.header("content-type").as_deref(),
         Some("application/json")
+    );
+}
+
+// ----- the one capturing logger of this test binary -----
+
+/// What the logger keeps: warnings and errors (any target), and the access log's lines.
+pub struct Capture(Mutex<Vec<(log::Level, String, String)>>);
+
+impl log::Log for Capture {
+    fn enabled(&self, m: &log::Metadata<'_>) -> bool {
+        m.level() <= log::Level::Warn || m.target() == prefork_pool::http::ACCESS_TARGET
+    }
+    fn log(&self, r: &log::Record<'_>) {
+        if self.enabled(r.metadata()) {
+            self.0
+                .lock()
+                .unwrap()
+                .push((r.level(), r.target().to_string(), r.args().to_string()));
+        }
+    }
+    fn flush(&self) {}
+}
+
+/// Install the capturing logger (once for the whole binary: `log` takes one logger per process);
+/// every test that reads log lines calls it before it starts its server.
+pub fn logs() -> &'static Capture {
+    static LOGGER: OnceLock<&'static Capture> = OnceLock::new();
+    LOGGER.get_or_init(|| {
+        let c: &'static Capture = Box::leak(Box::new(Capture(Mutex::new(Vec::new()))));
+        log::set_logger(c).expect("the only logger of this test binary");
+        log::set_max_level(log::LevelFilter::Info);
+        c
+    })
+}
+
+/// Captured warnings and errors, as `LEVEL target: message`, that contain every one of `parts`.
+pub fn lines_with(parts: &[&str]) -> Vec<String> {
+    logs()
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(level, _, _)| *level <= log::Level::Warn)
+        .map(|(level, target, msg)| format!("{level} {target}: {msg}"))
+        .filter(|l| parts.iter().all(|p| l.contains(p)))
+        .collect()
+}
+
+/// Captured access log lines (every server of this binary logs to them).
+pub fn access_lines() -> Vec<String> {
+    logs()
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(_, target, _)| target == prefork_pool::http::ACCESS_TARGET)
+        .map(|(_, _, msg)| msg.clone())
+        .collect()
+}
+
+// ----- a test in a process of its own -----
+
+/// Set in the process [`alone`] starts: the name of the test to run there.
+const ALONE: &str = "PREFORK_POOL_HTTP_TEST_ALONE";
+
+/// Run `body` in a process of its own: this test binary again, with only this test selected. For
+/// the tests that change or count the process's file descriptors (its open-file limit, the
+/// entries of `/proc/self/fd`), which the other tests of this binary, running in the same process
+/// at the same time, would disturb. `module` is `module_path!()`, `test` the test function's name.
+pub fn alone(module: &str, test: &str, body: impl FnOnce()) {
+    let name = match module.split_once("::") {
+        Some((_crate, path)) => format!("{path}::{test}"),
+        None => test.to_string(),
+    };
+    if std::env::var(ALONE).as_deref() == Ok(name.as_str()) {
+        body();
+        return;
+    }
+    let out = Command::new(std::env::current_exe().expect("this test binary"))
+        .args([name.as_str(), "--exact", "--test-threads=1"])
+        .env(ALONE, &name)
+        .output()
+        .expect("run this test binary again");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("test result: ok. 1 passed"),
+        "`{name}` in a process of its own: {}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
     );
 }

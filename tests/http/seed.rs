@@ -1,11 +1,8 @@
 //! The seed scenario over real TCP: a handler that calls its own `/hello_world` (through the
 //! `Loopback` handle) answers at once with one worker, where gunicorn's sync worker hangs until its
 //! timeout; and eight such calls at once on two workers all answer.
-#![cfg(feature = "http")]
 
-mod common;
-
-use common::*;
+use crate::http_helpers::*;
 use parking_lot::Mutex;
 use prefork_pool::http::{HttpRequest, HttpResponse, Loopback, Server, ServerHandle};
 use std::collections::HashMap;
@@ -28,7 +25,7 @@ fn app(workers: usize) -> ServerHandle {
         .bind("127.0.0.1:0")
         // This test's clients live in this process: they are not self-calls to rescue.
         .max_spare(0)
-        .workers(workers)
+        .pool(|p| p.workers(workers))
         .serve(
             move |req: HttpRequest, _ctx| match (req.method().as_str(), req.uri().path()) {
                 ("POST", "/hello_world") => {

@@ -1,10 +1,7 @@
 //! Runs `examples/hello_loopback` (one worker, port 0) and exercises its three routes over TCP,
 //! then stops it by closing its stdin.
-#![cfg(feature = "http")]
 
-mod common;
-
-use common::*;
+use crate::http_helpers::*;
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -1,0 +1,188 @@
+//! [`ServerHandle`]: a running server: its addresses, stats, [`Loopback`], self-call counts, stuck
+//! report, and the graceful shutdown that waits for every thread it started.
+
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+#[cfg(unix)]
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
+
+use super::loopback::Loopback;
+use super::reactor::{Reactor, ReactorHandle};
+use super::self_call::SelfCalls;
+use super::stuck::{Busy, StuckReport};
+use super::types::{HttpRequest, HttpResponse};
+use crate::{Pool, ShutdownReport, Stats};
+
+enum Stopped {
+    Running,
+    Done(ShutdownReport),
+}
+
+struct Inner {
+    pool: Pool<HttpRequest, HttpResponse>,
+    max_depth: u32,
+    busy: Arc<Busy>,
+    reactor: ReactorHandle,
+    addrs: Vec<SocketAddr>,
+    #[cfg(unix)]
+    paths: Vec<PathBuf>,
+    deadline: Mutex<Option<Instant>>,
+    state: Mutex<Stopped>,
+    stopped: Condvar,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// A running server. Cloning gives another handle to the same server.
+///
+/// Dropping the handles does not stop the server: call [`shutdown`](Self::shutdown), or
+/// [`join`](Self::join) to block until another thread does.
+#[derive(Clone)]
+pub struct ServerHandle {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for ServerHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerHandle")
+            .field("local_addrs", &self.inner.addrs)
+            .field("pool", &self.inner.pool.name())
+            .finish()
+    }
+}
+
+impl ServerHandle {
+    /// Run `reactor` on its own thread; when its loop ends (drained or at the graceful deadline),
+    /// the thread shuts the Pool down with what is left of the timeout and reports.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn start(
+        reactor: Reactor,
+        reactor_handle: ReactorHandle,
+        pool: Pool<HttpRequest, HttpResponse>,
+        max_depth: u32,
+        busy: Arc<Busy>,
+        addrs: Vec<SocketAddr>,
+        #[cfg(unix)] paths: Vec<PathBuf>,
+    ) -> io::Result<ServerHandle> {
+        let inner = Arc::new(Inner {
+            pool: pool.clone(),
+            max_depth,
+            busy,
+            reactor: reactor_handle,
+            addrs,
+            #[cfg(unix)]
+            paths,
+            deadline: Mutex::new(None),
+            state: Mutex::new(Stopped::Running),
+            stopped: Condvar::new(),
+            thread: Mutex::new(None),
+        });
+        let inner2 = inner.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("{}-http", pool.name()))
+            .spawn(move || {
+                reactor.run();
+                let deadline = *inner2.deadline.lock();
+                let left = deadline.map_or(Duration::ZERO, |d| {
+                    d.saturating_duration_since(Instant::now())
+                });
+                let report = inner2.pool.shutdown(left);
+                *inner2.state.lock() = Stopped::Done(report);
+                inner2.stopped.notify_all();
+            })?;
+        *inner.thread.lock() = Some(thread);
+        Ok(ServerHandle { inner })
+    }
+
+    /// The TCP addresses the server listens on (with the real port when bound to port 0), in the
+    /// order they were given.
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.inner.addrs.clone()
+    }
+
+    /// The Unix socket paths the server listens on.
+    #[cfg(unix)]
+    pub fn unix_paths(&self) -> Vec<PathBuf> {
+        self.inner.paths.clone()
+    }
+
+    /// The Pool's statistics (workers, queue, done, failed, timed out, ...).
+    pub fn stats(&self) -> Stats {
+        self.inner.pool.stats()
+    }
+
+    /// A handle that sends requests to this server's handler in-process.
+    pub fn loopback(&self) -> Loopback {
+        Loopback::new(self.inner.pool.clone(), self.inner.max_depth, 0)
+    }
+
+    /// Requests this process (or a sibling worker process) sent to its own server over TCP or a
+    /// Unix socket while every worker was busy: how many were served on a spare thread and how
+    /// many refused (503) because all [`max_spare`](super::ServerBuilder::max_spare) spare threads
+    /// were taken.
+    pub fn self_calls(&self) -> SelfCalls {
+        self.inner.reactor.self_calls()
+    }
+
+    /// What every busy worker is running now, and for how long; its `Display` is the line the
+    /// server logs when every worker has been busy with no job completed for
+    /// [`stuck_after`](super::ServerBuilder::stuck_after).
+    ///
+    /// ```
+    /// use prefork_pool::http::Server;
+    /// let server = Server::builder()
+    ///     .bind("127.0.0.1:0")
+    ///     .pool(|p| p.workers(2))
+    ///     .serve(|_req, _ctx| http::Response::new(Vec::new()))
+    ///     .unwrap();
+    /// let report = server.stuck_report();
+    /// assert!(report.busy.is_empty());
+    /// assert_eq!(report.to_string(), "pool `http`: 0 of 2 worker(s) busy");
+    /// server.shutdown(std::time::Duration::from_secs(5));
+    /// ```
+    pub fn stuck_report(&self) -> StuckReport {
+        let workers = self.inner.pool.stats().workers;
+        self.inner
+            .busy
+            .report(self.inner.pool.name(), workers, Instant::now())
+    }
+
+    /// Stop gracefully and wait: accept what is already in the listen backlog, then close the
+    /// listeners; close idle keep-alive connections; finish every request already read, answering
+    /// with `Connection: close`; then stop the Pool and the reactor thread. What is still open at
+    /// `graceful_timeout` is closed. Returns the Pool's report. Calling it again (or from several
+    /// threads) waits for the same stop and returns the same report.
+    pub fn shutdown(&self, graceful_timeout: Duration) -> ShutdownReport {
+        {
+            let mut d = self.inner.deadline.lock();
+            if d.is_none() {
+                *d = Some(Instant::now() + graceful_timeout);
+            }
+            self.inner.reactor.shutdown(d.unwrap_or_else(Instant::now));
+        }
+        self.join()
+    }
+
+    /// Block until the server has stopped (after a [`shutdown`](Self::shutdown) from any
+    /// thread), with every thread it started ended. Returns the Pool's shutdown report.
+    pub fn join(&self) -> ShutdownReport {
+        let report = {
+            let mut st = self.inner.state.lock();
+            loop {
+                if let Stopped::Done(r) = &*st {
+                    break r.clone();
+                }
+                self.inner.stopped.wait(&mut st);
+            }
+        };
+        if let Some(t) = self.inner.thread.lock().take() {
+            let _ = t.join();
+        }
+        report
+    }
+}

@@ -1,0 +1,409 @@
+//! The hand-off between the reactor, the pool and the connection: a complete request goes out
+//! ([`Handoff::submit`]: the depth check, a spare thread for a self-call, else the [`Dispatch`]),
+//! and its answer comes back ([`finish`]: serialised, logged, written by the thread that completed
+//! it, and reported to the reactor as an [`Answered`] message). Both the reactor and the connection
+//! import this file; neither imports the other's internals.
+
+use std::cell::RefCell;
+use std::io::{self, Write};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Sender;
+use http::Version;
+use mio::Waker;
+
+use super::access_log::{AccessLogFormat, LogRequest, ACCESS_TARGET};
+use super::date::{now_secs, DateCache};
+use super::io::Link;
+use super::parse::Limits;
+use super::response::{pool_error_response, self_call_refused_response, write_response, WriteOpts};
+use super::self_call::{Caller, SelfCallRefused, SelfCallServed, SelfCalls, SiblingPids, Warned};
+use super::stuck::BusyWorker;
+use super::types::{HttpRequest, HttpResponse};
+use crate::Error;
+
+/// The request header that carries how deep a request is in a chain of calls a service makes to
+/// itself: `X-Prefork-Depth: <n>`, a decimal number, absent meaning 0.
+///
+/// [`Loopback::send`](super::Loopback::send) sets it on every request it sends, to one more than
+/// the depth of the request whose handler sends it. The server reads it on every request it
+/// receives (over TCP too), and answers a request deeper than
+/// [`max_depth`](super::ServerBuilder::max_depth) (default 32) with 508 Loop Detected
+/// ([`Error::LoopDetected`]) without running the handler. A handler that calls its own service
+/// with another HTTP client stops runaway recursion the same way by forwarding the header, plus
+/// one:
+///
+/// ```
+/// use prefork_pool::http::{request_depth, DEPTH_HEADER};
+///
+/// let incoming = http::Request::get("/").header(DEPTH_HEADER, "4").body(()).unwrap();
+/// let depth = request_depth(&incoming);
+/// assert_eq!(depth, 4);
+/// // ... ureq::get(url).set(DEPTH_HEADER, &(depth + 1).to_string()) ...
+/// assert_eq!(depth + 1, 5);
+/// ```
+pub const DEPTH_HEADER: &str = "x-prefork-depth";
+
+/// The depth a request carries in its [`DEPTH_HEADER`]: 0 when it has none (or one that is not a
+/// number).
+pub fn request_depth<B>(req: &http::Request<B>) -> u32 {
+    req.headers()
+        .get(DEPTH_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// The one depth rule, for a request from a client and for one sent through the `Loopback`: a
+/// request deeper than `max` is refused with [`Error::LoopDetected`] without running the handler.
+pub(crate) fn check_depth(depth: u32, max: u32) -> Result<u32, Error> {
+    if depth > max {
+        return Err(Error::LoopDetected { depth, max });
+    }
+    Ok(depth)
+}
+
+/// The completion callback a dispatcher calls exactly once.
+pub(crate) type Done = Box<dyn FnOnce(Result<HttpResponse, Error>) + Send>;
+
+/// Where complete requests go: the Pool (or, in unit tests, anything else).
+pub(crate) trait Dispatch: Send + Sync + 'static {
+    /// Run `req` (whose [`DEPTH_HEADER`] says `depth`, already checked) and call `done` with its
+    /// answer.
+    fn dispatch(&self, req: HttpRequest, depth: u32, done: Done);
+    /// Workers waiting for a job now.
+    fn idle_workers(&self) -> usize;
+    /// Run the handler on the calling thread (a spare thread, for a self-call).
+    fn call_here(&self, req: HttpRequest, depth: u32) -> Result<HttpResponse, Error>;
+    /// The pool's name, for logs.
+    fn name(&self) -> &str;
+    /// The reactor's periodic timer (every 100 ms while there are connections): the stuck check.
+    fn tick(&self, _now: Instant) {}
+    /// The workers running a request now, for the self-call warning.
+    fn busy(&self, _now: Instant) -> Vec<BusyWorker> {
+        Vec::new()
+    }
+}
+
+/// The reactor's settings, checked by the server's builder.
+#[derive(Debug, Clone)]
+pub(crate) struct ReactorConfig {
+    pub limits: Limits,
+    pub head_timeout: Duration,
+    pub body_timeout: Duration,
+    pub keepalive_timeout: Duration,
+    pub write_timeout: Duration,
+    pub access_log: Option<AccessLogFormat>,
+    /// Spare threads for requests this process (or a sibling worker process) sent itself over TCP
+    /// or a Unix socket (0: off).
+    pub max_spare: usize,
+    /// The other processes whose requests count as self-calls (pre-fork sibling workers).
+    pub siblings: Option<SiblingPids>,
+    /// Deepest chain of calls a request may be in (its `X-Prefork-Depth`); deeper: 508.
+    pub max_depth: u32,
+}
+
+/// The message that tells the reactor a request is answered: written by the thread that completed
+/// it (or not entirely: `rest` is what is left to write).
+pub(crate) struct Answered {
+    pub token: usize,
+    pub id: u64,
+    pub rest: Vec<u8>,
+    pub keep_alive: bool,
+    /// Writing failed: the connection is gone.
+    pub failed: bool,
+}
+
+/// What the answer needs to know about the request it answers; travels with the request to
+/// whichever thread completes it.
+#[derive(Debug)]
+pub(crate) struct Reply {
+    pub token: usize,
+    pub id: u64,
+    pub link: Arc<Link>,
+    pub peer: Arc<str>,
+    /// The worker may write to the socket (nothing of ours is waiting to be written before it).
+    pub direct: bool,
+    pub head_only: bool,
+    pub version: Version,
+    pub keep_alive: bool,
+    pub log: Option<LogRequest>,
+    pub started: Instant,
+}
+
+/// What the reactor, its connections and the threads that answer share: the settings and the way
+/// to the pool and back.
+pub(crate) struct Handoff {
+    pub cfg: ReactorConfig,
+    dispatcher: Box<dyn Dispatch>,
+    tx: Sender<Answered>,
+    waker: Arc<Waker>,
+    /// The server is draining (graceful shutdown): answers say `Connection: close`.
+    pub draining: AtomicBool,
+    /// The reactor is (about to be) blocked in `poll`: a wake-up is needed to reach it.
+    pub sleeping: AtomicBool,
+    /// Spare threads running self-calls now.
+    spare: AtomicUsize,
+    /// Self-calls served on a spare thread.
+    self_served: AtomicU64,
+    /// Self-calls refused (503) because every spare thread was taken.
+    self_refused: AtomicU64,
+    warned: Warned,
+}
+
+impl Handoff {
+    pub(crate) fn new(
+        cfg: ReactorConfig,
+        dispatcher: Box<dyn Dispatch>,
+        tx: Sender<Answered>,
+        waker: Arc<Waker>,
+    ) -> Self {
+        Handoff {
+            cfg,
+            dispatcher,
+            tx,
+            waker,
+            draining: AtomicBool::new(false),
+            sleeping: AtomicBool::new(false),
+            spare: AtomicUsize::new(0),
+            self_served: AtomicU64::new(0),
+            self_refused: AtomicU64::new(0),
+            warned: Warned::default(),
+        }
+    }
+
+    pub(crate) fn idle_workers(&self) -> usize {
+        self.dispatcher.idle_workers()
+    }
+
+    /// The reactor's periodic timer, passed on to the dispatcher.
+    pub(crate) fn tick(&self, now: Instant) {
+        self.dispatcher.tick(now);
+    }
+
+    /// Run `req`: refused (508) when it is too deep, on a spare thread if it is a self-call
+    /// (`caller`), else through the pool.
+    pub(crate) fn submit(self: &Arc<Self>, req: HttpRequest, reply: Reply, caller: Option<Caller>) {
+        let depth = match check_depth(request_depth(&req), self.cfg.max_depth) {
+            Ok(depth) => depth,
+            Err(err) => return finish(self, reply, Err(err)),
+        };
+        if let Some(caller) = caller {
+            if self.reserve_spare() {
+                self.spare_thread(req, depth, reply, caller);
+            } else {
+                self.refuse_self_call(req, reply, caller);
+            }
+            return;
+        }
+        let handoff = self.clone();
+        self.dispatcher.dispatch(
+            req,
+            depth,
+            Box::new(move |result| finish(&handoff, reply, result)),
+        );
+    }
+
+    /// Reserve one of the spare threads for a self-call.
+    fn reserve_spare(&self) -> bool {
+        if self.spare.fetch_add(1, Ordering::SeqCst) >= self.cfg.max_spare {
+            self.spare.fetch_sub(1, Ordering::SeqCst);
+            return false;
+        }
+        true
+    }
+
+    /// The counts of self-calls served and refused.
+    pub(crate) fn self_calls(&self) -> SelfCalls {
+        SelfCalls {
+            served: self.self_served.load(Ordering::Relaxed),
+            refused: self.self_refused.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Every spare thread is taken: answer 503 at once rather than queue a request that waits for
+    /// a worker that waits for it.
+    fn refuse_self_call(&self, req: HttpRequest, reply: Reply, caller: Caller) {
+        self.self_refused.fetch_add(1, Ordering::Relaxed);
+        let route = format!("{} {}", req.method(), req.uri().path());
+        let key = match caller.sibling {
+            None => format!("refused {route}"),
+            Some(_) => format!("refused {route} from a sibling"),
+        };
+        if self.warned.first(&key) {
+            let warning = SelfCallRefused {
+                route: &route,
+                caller,
+                pool: self.dispatcher.name(),
+                max_spare: self.cfg.max_spare,
+            };
+            log::warn!(target: "prefork_pool::http", "{warning}");
+        }
+        finish(self, reply, Ok(self_call_refused_response()));
+    }
+
+    /// Run the request on the spare thread reserved with `reserve_spare`.
+    fn spare_thread(self: &Arc<Self>, req: HttpRequest, depth: u32, reply: Reply, caller: Caller) {
+        self.self_served.fetch_add(1, Ordering::Relaxed);
+        let route = format!("{} {}", req.method(), req.uri().path());
+        // Once per route, and once more if a sibling process calls it too (a different story).
+        let key = match caller.sibling {
+            None => route.clone(),
+            Some(_) => format!("{route} from a sibling"),
+        };
+        if self.warned.first(&key) {
+            let busy = self.dispatcher.busy(Instant::now());
+            let warning = SelfCallServed {
+                route: &route,
+                caller,
+                pool: self.dispatcher.name(),
+                max_spare: self.cfg.max_spare,
+                busy: &busy,
+            };
+            log::warn!(target: "prefork_pool::http", "{warning}");
+        }
+        // Kept here too, so that it can still be answered if the thread cannot be spawned.
+        let job = Arc::new(parking_lot::Mutex::new(Some((req, reply))));
+        let theirs = job.clone();
+        let handoff = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("{}-selfcall", self.dispatcher.name()))
+            .spawn(move || {
+                let Some((req, reply)) = theirs.lock().take() else {
+                    return;
+                };
+                let result = handoff.dispatcher.call_here(req, depth);
+                handoff.spare.fetch_sub(1, Ordering::SeqCst);
+                finish(&handoff, reply, result);
+            });
+        if let Err(e) = spawned {
+            self.spare.fetch_sub(1, Ordering::SeqCst);
+            self.self_served.fetch_sub(1, Ordering::Relaxed);
+            log::error!(target: "prefork_pool::http", "cannot spawn a spare thread: {e}");
+            if let Some((req, reply)) = job.lock().take() {
+                self.refuse_self_call(req, reply, caller);
+            }
+        }
+    }
+
+    fn answered(&self, a: Answered) {
+        let _ = self.tx.send(a);
+    }
+
+    /// Wake the reactor if it sleeps (one wake-up serves every answer queued before it runs).
+    fn wake(&self) {
+        if self.sleeping.swap(false, Ordering::SeqCst) {
+            let _ = self.waker.wake();
+        }
+    }
+}
+
+thread_local! {
+    static DATE: RefCell<DateCache> = RefCell::new(DateCache::new());
+}
+
+/// Complete a request: serialise the answer, log it, write it to the socket when the socket
+/// takes it (on whichever thread the Pool completes the job), and tell the reactor. The reactor
+/// is woken only when it has something to do: an answer not written whole, a connection to
+/// close, input that arrived meanwhile, a drain. Otherwise it learns of the answer at its next
+/// wake-up, at the latest the next timer tick.
+pub(crate) fn finish(handoff: &Handoff, r: Reply, result: Result<HttpResponse, Error>) {
+    let resp = match result {
+        Ok(resp) => resp,
+        Err(e) => {
+            if e.http_status() == 500 {
+                log::error!(target: "prefork_pool::http", "{e}");
+            } else {
+                log::warn!(target: "prefork_pool::http", "{e}");
+            }
+            pool_error_response(&e)
+        }
+    };
+    let draining = handoff.draining.load(Ordering::SeqCst);
+    // While draining, the last answer on a connection says `Connection: close`; an answer with
+    // more (pipelined) input behind it keeps the connection so that input is answered too.
+    let keep_alive = r.keep_alive && (!draining || r.link.pending.load(Ordering::SeqCst));
+    let opts = WriteOpts {
+        head: r.head_only,
+        version: r.version,
+        keep_alive,
+    };
+    let mut out = Vec::with_capacity(160 + resp.body().len());
+    let (bytes, keep_alive) =
+        DATE.with(|d| write_response(&mut out, &resp, opts, d.borrow_mut().get()));
+    if let (Some(fmt), Some(req)) = (handoff.cfg.access_log.as_ref(), r.log.as_ref()) {
+        if log::log_enabled!(target: ACCESS_TARGET, log::Level::Info) {
+            let line = fmt.render(
+                &r.peer,
+                req,
+                resp.status().as_u16(),
+                resp.headers(),
+                bytes,
+                r.started.elapsed(),
+                now_secs(),
+            );
+            log::info!(target: ACCESS_TARGET, "{line}");
+        }
+    }
+    drop(resp);
+    let mut written = 0;
+    let mut failed = false;
+    if r.direct {
+        while written < out.len() {
+            match (&r.link.stream).write(&out[written..]) {
+                Ok(0) => {
+                    failed = true;
+                    break;
+                }
+                Ok(n) => written += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    failed = true;
+                    break;
+                }
+            }
+        }
+    }
+    if written > 0 {
+        out.drain(..written);
+    }
+    let urgent = !out.is_empty() || !keep_alive || failed;
+    handoff.answered(Answered {
+        token: r.token,
+        id: r.id,
+        rest: out,
+        keep_alive,
+        failed,
+    });
+    // After the answer is queued: if the reactor set `pending` after this load, it will find the
+    // answer when it drains the queue after its read.
+    if urgent || r.link.pending.load(Ordering::SeqCst) || handoff.draining.load(Ordering::SeqCst) {
+        handoff.wake();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_depth_is_read_from_the_header_and_checked_against_the_maximum() {
+        let req = |v: &str| {
+            http::Request::get("/")
+                .header(DEPTH_HEADER, v)
+                .body(())
+                .unwrap()
+        };
+        assert_eq!(request_depth(&req("7")), 7);
+        assert_eq!(request_depth(&req(" 3 ")), 3);
+        assert_eq!(request_depth(&req("x")), 0);
+        assert_eq!(request_depth(&http::Request::get("/").body(()).unwrap()), 0);
+        assert_eq!(check_depth(32, 32).unwrap(), 32);
+        let err = check_depth(33, 32).unwrap_err();
+        assert!(matches!(err, Error::LoopDetected { depth: 33, max: 32 }));
+        assert_eq!(err.http_status(), 508);
+    }
+}

@@ -1,0 +1,65 @@
+//! The connected socket a request came on: [`Stream`] (TCP or Unix) and the [`Link`] the reactor
+//! shares with the thread that answers the request in flight.
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr};
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::AtomicBool;
+
+/// For a TCP connection: the client's address and ours.
+pub(crate) type TcpAddrs = Option<(SocketAddr, SocketAddr)>;
+
+/// A connected socket: TCP or Unix.
+#[derive(Debug)]
+pub(crate) enum Stream {
+    Tcp(mio::net::TcpStream),
+    Unix(mio::net::UnixStream),
+}
+
+impl Stream {
+    /// Shut our side: the client reads EOF after what was written.
+    pub(crate) fn shutdown_write(&self) {
+        let _ = match self {
+            Stream::Tcp(s) => s.shutdown(Shutdown::Write),
+            Stream::Unix(s) => s.shutdown(Shutdown::Write),
+        };
+    }
+
+    pub(crate) fn raw_fd(&self) -> RawFd {
+        match self {
+            Stream::Tcp(s) => s.as_raw_fd(),
+            Stream::Unix(s) => s.as_raw_fd(),
+        }
+    }
+}
+
+impl Read for &Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match *self {
+            Stream::Tcp(s) => (&*s).read(buf),
+            Stream::Unix(s) => (&*s).read(buf),
+        }
+    }
+}
+
+impl Write for &Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match *self {
+            Stream::Tcp(s) => (&*s).write(buf),
+            Stream::Unix(s) => (&*s).write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The socket, shared between the reactor and the worker that answers the request in flight
+/// (which writes its answer straight to the socket when the socket takes it whole).
+#[derive(Debug)]
+pub(crate) struct Link {
+    pub stream: Stream,
+    /// Set by the reactor when input (a pipelined request, or the client's EOF) arrived while a
+    /// request was in flight: the worker must then wake the reactor after answering.
+    pub pending: AtomicBool,
+}

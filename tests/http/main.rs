@@ -1,0 +1,23 @@
+//! The HTTP front end's tests, one binary: a module per concern, the helpers in `http_helpers`.
+//!
+//! The tests of this binary run in one process, at the same time. The few that change or count
+//! the process's file descriptors (`accept_errors` lowers the open-file limit and fills every
+//! descriptor; `idle_connections` and `slow_reader` count `/proc/self/fd`) run their body in a
+//! process of their own ([`http_helpers::alone`]); the log is captured by one logger for the whole
+//! binary ([`http_helpers::logs`]).
+#![cfg(feature = "http")]
+
+mod http_helpers;
+
+mod accept_errors;
+mod config;
+mod example;
+mod idle_connections;
+mod limits;
+mod pool_errors;
+mod protocol;
+mod seed;
+mod self_call;
+mod shutdown;
+mod slow_clients;
+mod slow_reader;
