@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use prefork_pool::prefork::{Builder, Supervisor, WorkerEnv};
+use prefork_pool::prefork::{SupervisorBuilder, Supervisor, WorkerEnv};
 
 // ---------------------------------------------------------------------------------------------
 // A logger to stderr (the master's stderr is its log file).
@@ -239,8 +239,8 @@ fn log_path(name: &str) -> PathBuf {
 fn start_master(
     name: &str,
     setup: impl FnOnce(&TcpListener),
-    configure: impl FnOnce(Builder, TcpListener) -> Builder,
-    run: impl FnOnce(Builder) -> i32,
+    configure: impl FnOnce(SupervisorBuilder, TcpListener) -> SupervisorBuilder,
+    run: impl FnOnce(SupervisorBuilder) -> i32,
 ) -> Master {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
     let addr = listener.local_addr().unwrap();
@@ -276,7 +276,7 @@ fn start_master(
     }
 }
 
-fn simple_master(name: &str, configure: impl FnOnce(Builder) -> Builder) -> Master {
+fn simple_master(name: &str, configure: impl FnOnce(SupervisorBuilder) -> SupervisorBuilder) -> Master {
     start_master(
         name,
         |_| {},
@@ -856,7 +856,7 @@ fn finish(m: &mut Master, result: Result<(), String>) -> Result<(), String> {
 
 fn with_master(
     name: &str,
-    configure: impl FnOnce(Builder) -> Builder,
+    configure: impl FnOnce(SupervisorBuilder) -> SupervisorBuilder,
     scenario: impl FnOnce(&mut Master) -> Result<(), String>,
 ) -> Result<(), String> {
     let mut m = simple_master(name, configure);
@@ -866,8 +866,8 @@ fn with_master(
 
 fn with_master_run(
     name: &str,
-    configure: impl FnOnce(Builder) -> Builder,
-    run: impl FnOnce(Builder) -> i32,
+    configure: impl FnOnce(SupervisorBuilder) -> SupervisorBuilder,
+    run: impl FnOnce(SupervisorBuilder) -> i32,
     scenario: impl FnOnce(&mut Master) -> Result<(), String>,
 ) -> Result<(), String> {
     let mut m = start_master(name, |_| {}, |b, l| configure(b.listener(l)), run);
