@@ -49,6 +49,28 @@ pub enum StartError {
 }
 
 /// Configures a [`Supervisor`]. Made by [`Supervisor::builder`].
+///
+/// ```
+/// use std::time::Duration;
+/// use prefork_pool::prefork::{Supervisor, WorkerEnv};
+///
+/// // Validates the settings and builds the app once, without binding or forking.
+/// Supervisor::builder()
+///     .bind("127.0.0.1:0")
+///     .workers(4)
+///     .graceful_timeout(Duration::from_secs(20))
+///     .max_requests(10_000, 500)
+///     .check(|| Ok::<_, String>(|_env: &mut WorkerEnv| 0))
+///     .unwrap();
+///
+/// // A refused setting names the field and what it accepts.
+/// let err = Supervisor::builder()
+///     .bind("127.0.0.1:0")
+///     .workers(0)
+///     .check(|| Ok::<_, String>(|_env: &mut WorkerEnv| 0))
+///     .unwrap_err();
+/// assert!(err.to_string().contains("workers"));
+/// ```
 pub struct SupervisorBuilder {
     cfg: SupervisorConfig,
     workers: Option<usize>,

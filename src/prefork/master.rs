@@ -142,54 +142,18 @@ where
         }
     }
 
+    /// Dispatches one signal to its handler (during a stop, only TERM, INT and QUIT still act).
     fn on_signal(&mut self, sig: c_int) {
         match sig {
             libc::SIGCHLD => {}
-            libc::SIGTERM => match &self.stop {
-                Some(s) if !s.fast => {
-                    log::info!("second SIGTERM during a graceful stop: stopping fast");
-                    self.begin_stop(true, EXIT_OK);
-                }
-                Some(_) => {}
-                None => {
-                    log::info!(
-                        "SIGTERM{}: graceful stop (workers finish their requests within {})",
-                        if self.upgrade_pid.is_some() {
-                            " (the new master took over)"
-                        } else {
-                            ""
-                        },
-                        secs(self.cfg.graceful_timeout)
-                    );
-                    self.begin_stop(false, EXIT_OK);
-                }
-            },
-            libc::SIGINT | libc::SIGQUIT => {
-                if !self.stop.as_ref().is_some_and(|s| s.fast) {
-                    log::info!("{}: fast stop", signals::name(sig));
-                    self.begin_stop(true, EXIT_OK);
-                }
-            }
+            libc::SIGTERM => self.on_term(),
+            libc::SIGINT | libc::SIGQUIT => self.on_fast_stop(sig),
             _ if self.stop.is_some() => {
                 log::info!("{} ignored: the master is stopping", signals::name(sig));
             }
             libc::SIGHUP => self.reload(),
-            libc::SIGTTIN => {
-                if self.target >= MAX_WORKERS {
-                    log::warn!("SIGTTIN ignored: already {MAX_WORKERS} workers, the most allowed");
-                } else {
-                    self.target += 1;
-                    log::info!("SIGTTIN: {} workers now", self.target);
-                }
-            }
-            libc::SIGTTOU => {
-                if self.target <= 1 {
-                    log::info!("SIGTTOU ignored: 1 worker is the fewest");
-                } else {
-                    self.target -= 1;
-                    log::info!("SIGTTOU: {} workers now", self.target);
-                }
-            }
+            libc::SIGTTIN => self.on_ttin(),
+            libc::SIGTTOU => self.on_ttou(),
             libc::SIGUSR1 => {
                 log::info!("SIGUSR1: reopening log files");
                 if let Some(f) = self.hooks.on_reopen_logs.as_mut() {
@@ -202,6 +166,58 @@ where
         }
     }
 
+    /// SIGTERM: a graceful stop; a second one during a graceful stop makes it fast.
+    fn on_term(&mut self) {
+        match &self.stop {
+            Some(s) if !s.fast => {
+                log::info!("second SIGTERM during a graceful stop: stopping fast");
+                self.begin_stop(true, EXIT_OK);
+            }
+            Some(_) => {}
+            None => {
+                log::info!(
+                    "SIGTERM{}: graceful stop (workers finish their requests within {})",
+                    if self.upgrade_pid.is_some() {
+                        " (the new master took over)"
+                    } else {
+                        ""
+                    },
+                    secs(self.cfg.graceful_timeout)
+                );
+                self.begin_stop(false, EXIT_OK);
+            }
+        }
+    }
+
+    /// SIGINT, SIGQUIT: a fast stop.
+    fn on_fast_stop(&mut self, sig: c_int) {
+        if !self.stop.as_ref().is_some_and(|s| s.fast) {
+            log::info!("{}: fast stop", signals::name(sig));
+            self.begin_stop(true, EXIT_OK);
+        }
+    }
+
+    /// SIGTTIN: one worker more (at most `MAX_WORKERS`).
+    fn on_ttin(&mut self) {
+        if self.target >= MAX_WORKERS {
+            log::warn!("SIGTTIN ignored: already {MAX_WORKERS} workers, the most allowed");
+        } else {
+            self.target += 1;
+            log::info!("SIGTTIN: {} workers now", self.target);
+        }
+    }
+
+    /// SIGTTOU: one worker fewer (at least 1).
+    fn on_ttou(&mut self) {
+        if self.target <= 1 {
+            log::info!("SIGTTOU ignored: 1 worker is the fewest");
+        } else {
+            self.target -= 1;
+            log::info!("SIGTTOU: {} workers now", self.target);
+        }
+    }
+
+    /// SIGUSR2: binary upgrade.
     fn upgrade(&mut self) {
         if let Some(pid) = self.upgrade_pid {
             log::warn!("SIGUSR2 ignored: an upgrade is under way (new master pid {pid})");
@@ -232,6 +248,7 @@ where
         self.upgrade_pid = Some(pid);
     }
 
+    /// SIGHUP: new workers (the app rebuilt in each); the old ones stop once the new ones are ready.
     fn reload(&mut self) {
         log::info!(
             "SIGHUP: reloading: starting {} new worker(s); the old ones stop once the new ones are \
