@@ -103,3 +103,29 @@ impl SupervisorConfig {
         .max(Duration::from_millis(20))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_tick_is_a_quarter_of_the_shortest_timeout_from_20_ms_to_1_s() {
+        let cfg = SupervisorConfig::default();
+        assert_eq!(cfg.tick(), MAX_TICK);
+        let cfg = SupervisorConfig {
+            heartbeat_timeout: Duration::from_millis(1500),
+            ..SupervisorConfig::default()
+        };
+        assert_eq!(cfg.tick(), Duration::from_millis(375));
+        let cfg = SupervisorConfig {
+            graceful_timeout: Duration::from_millis(100),
+            ..SupervisorConfig::default()
+        };
+        assert_eq!(cfg.tick(), Duration::from_millis(25));
+        let cfg = SupervisorConfig {
+            request_grace: Duration::ZERO,
+            ..SupervisorConfig::default()
+        };
+        assert_eq!(cfg.tick(), Duration::from_millis(20));
+    }
+}

@@ -168,3 +168,16 @@ pub(crate) fn wake_master() {
         send_byte(fd, WAKE);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signals_are_named_and_unknown_numbers_say_so() {
+        assert_eq!(name(libc::SIGTERM), "SIGTERM");
+        assert_eq!(name(libc::SIGKILL), "SIGKILL");
+        assert_eq!(name(libc::SIGTTIN), "SIGTTIN");
+        assert_eq!(name(200), "signal 200");
+    }
+}
