@@ -29,7 +29,7 @@ const NOTE: usize = 512;
 
 /// One worker's slot. All-zero bytes are a valid, empty slot (what `mmap` gives).
 #[repr(C)]
-pub(crate) struct Slot {
+pub(crate) struct HeartbeatSlot {
     flags: AtomicU32,
     line_seq: AtomicU32,
     /// The worker's pid (0: no worker).
@@ -83,7 +83,7 @@ fn read_bytes(src: &[AtomicU8], len: &AtomicU32) -> String {
     String::from_utf8_lossy(&bytes).into_owned()
 }
 
-impl Slot {
+impl HeartbeatSlot {
     /// Empties the slot for a new worker (master, before the fork).
     pub(crate) fn reset(&self, max_requests: u64) {
         self.flags.store(0, Ordering::Relaxed);
@@ -155,15 +155,15 @@ impl Slot {
 }
 
 /// The shared mapping: `len` slots.
-pub(crate) struct Table {
-    ptr: NonNull<Slot>,
+pub(crate) struct HeartbeatTable {
+    ptr: NonNull<HeartbeatSlot>,
     len: usize,
 }
 
-impl Table {
+impl HeartbeatTable {
     /// Maps `len` zeroed slots, shared with every process forked after this call.
-    pub(crate) fn new(len: usize) -> io::Result<Table> {
-        let bytes = len * std::mem::size_of::<Slot>();
+    pub(crate) fn new(len: usize) -> io::Result<HeartbeatTable> {
+        let bytes = len * std::mem::size_of::<HeartbeatSlot>();
         // SAFETY: mmap(2) of a fresh anonymous shared region: no file, no fixed address, so it cannot
         // alias any existing Rust object. The result is checked against MAP_FAILED below.
         let ptr = unsafe {
@@ -179,18 +179,18 @@ impl Table {
         if ptr == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());
         }
-        let ptr = NonNull::new(ptr.cast::<Slot>()).ok_or_else(io::Error::last_os_error)?;
-        Ok(Table { ptr, len })
+        let ptr = NonNull::new(ptr.cast::<HeartbeatSlot>()).ok_or_else(io::Error::last_os_error)?;
+        Ok(HeartbeatTable { ptr, len })
     }
 
     pub(crate) fn len(&self) -> usize {
         self.len
     }
 
-    pub(crate) fn slot(&self, index: usize) -> &Slot {
+    pub(crate) fn slot(&self, index: usize) -> &HeartbeatSlot {
         assert!(index < self.len, "heartbeat slot {index} out of range");
         // SAFETY: `index < len`, the mapping holds `len` slots, is page aligned (so aligned for
-        // `Slot`), zero-filled by the kernel (all-zero is a valid `Slot`: only atomics), and stays
+        // `HeartbeatSlot`), zero-filled by the kernel (all-zero is a valid `HeartbeatSlot`: only atomics), and stays
         // mapped as long as `self` lives; every access goes through atomics, so sharing it with
         // other processes is sound.
         unsafe { &*self.ptr.as_ptr().add(index) }
@@ -199,7 +199,7 @@ impl Table {
     /// Every slot as a `'static` slice, for the worker side (its [`Siblings`]).
     ///
     /// Only for a forked child, as [`leak_slot`](Self::leak_slot).
-    pub(crate) fn leak_all(&self) -> &'static [Slot] {
+    pub(crate) fn leak_all(&self) -> &'static [HeartbeatSlot] {
         // SAFETY: the mapping holds `len` initialised slots (see `slot`); the `'static` lifetime
         // holds because the caller is a forked worker, which never unmaps this region (it ends
         // with `_exit`, never running the master's destructors).
@@ -208,9 +208,9 @@ impl Table {
 
     /// The slot as a `'static` reference, for the worker side.
     ///
-    /// Only for a forked child: the child never drops the master's `Table` (it ends with `_exit`), so
+    /// Only for a forked child: the child never drops the master's `HeartbeatTable` (it ends with `_exit`), so
     /// the mapping outlives every use in that process.
-    pub(crate) fn leak_slot(&self, index: usize) -> &'static Slot {
+    pub(crate) fn leak_slot(&self, index: usize) -> &'static HeartbeatSlot {
         assert!(index < self.len, "heartbeat slot {index} out of range");
         // SAFETY: as in `slot`; the `'static` lifetime holds because the caller is a forked worker,
         // which never unmaps this region (it never runs the master's destructors: it ends with
@@ -219,7 +219,7 @@ impl Table {
     }
 }
 
-impl Drop for Table {
+impl Drop for HeartbeatTable {
     fn drop(&mut self) {
         // SAFETY: munmap(2) of exactly the region `new` mapped; no reference into it outlives `self`
         // in this process (`slot` borrows `self`; `leak_slot` is only used in children, which never
@@ -227,7 +227,7 @@ impl Drop for Table {
         unsafe {
             libc::munmap(
                 self.ptr.as_ptr().cast(),
-                self.len * std::mem::size_of::<Slot>(),
+                self.len * std::mem::size_of::<HeartbeatSlot>(),
             )
         };
     }
@@ -239,7 +239,7 @@ impl Drop for Table {
 /// and to the threads that run requests (the deadlines). Every method is a few atomic stores.
 #[derive(Clone, Copy)]
 pub struct Heartbeat {
-    slot: &'static Slot,
+    slot: &'static HeartbeatSlot,
 }
 
 impl std::fmt::Debug for Heartbeat {
@@ -252,7 +252,7 @@ impl std::fmt::Debug for Heartbeat {
 }
 
 impl Heartbeat {
-    pub(crate) fn new(slot: &'static Slot) -> Heartbeat {
+    pub(crate) fn new(slot: &'static HeartbeatSlot) -> Heartbeat {
         Heartbeat { slot }
     }
 
@@ -340,7 +340,7 @@ impl Heartbeat {
     pub fn retire(&self) {
         let before = self.slot.flags.fetch_or(RETIRE, Ordering::AcqRel);
         if before & RETIRE == 0 {
-            super::worker::wake_master();
+            super::signals::wake_master();
         }
     }
 
@@ -369,7 +369,7 @@ impl Heartbeat {
 /// a sibling sent to its own service while every thread here is busy is served as a self-call.
 #[derive(Clone, Copy)]
 pub struct Siblings {
-    slots: &'static [Slot],
+    slots: &'static [HeartbeatSlot],
 }
 
 impl std::fmt::Debug for Siblings {
@@ -381,7 +381,7 @@ impl std::fmt::Debug for Siblings {
 }
 
 impl Siblings {
-    pub(crate) fn new(slots: &'static [Slot]) -> Siblings {
+    pub(crate) fn new(slots: &'static [HeartbeatSlot]) -> Siblings {
         Siblings { slots }
     }
 
@@ -391,7 +391,7 @@ impl Siblings {
         let own = std::process::id();
         self.slots
             .iter()
-            .map(Slot::pid)
+            .map(HeartbeatSlot::pid)
             .filter(|p| *p != 0 && *p != own)
             .collect()
     }
@@ -430,7 +430,7 @@ mod tests {
 
     #[test]
     fn slots_start_empty_and_keep_what_is_written() {
-        let table = Table::new(4).unwrap();
+        let table = HeartbeatTable::new(4).unwrap();
         let slot = table.slot(3);
         assert_eq!(slot.flags(), 0);
         slot.reset(2);

@@ -5,7 +5,10 @@ use std::fmt;
 use std::rc::Rc;
 use std::time::Duration;
 
-use super::supervisor::{Builder, Supervisor, EXIT_ERROR};
+use super::builder::SupervisorBuilder;
+use super::config::EXIT_ERROR;
+use super::report::fatal;
+use super::supervisor::Supervisor;
 use super::worker::{Worker, WorkerEnv, EXIT_WORKER_BOOT_ERROR};
 use super::Listener;
 use crate::http::{HttpRequest, HttpResponse, Server, ServerBuilder};
@@ -87,7 +90,7 @@ impl Supervisor {
     ///   (`workers`), the request `deadline`, limits, timeouts, the access log. Its listeners are
     ///   added by the supervisor; do not `bind` here.
     /// - `app` builds the handler in each worker after the fork (or once before it with
-    ///   [`Builder::preload`]); an `Err` is a boot error.
+    ///   [`SupervisorBuilder::preload`]); an `Err` is a boot error.
     ///
     /// Each running request is tracked in the worker's heartbeat, so a handler that stays stuck past
     /// its deadline plus `request_grace` (after the Pool's watchdog answered 504) gets its process
@@ -140,8 +143,8 @@ impl Supervisor {
     }
 }
 
-impl Builder {
-    /// [`build`](Builder::build), then [`Supervisor::serve_http`]; a start error is written to
+impl SupervisorBuilder {
+    /// [`build`](SupervisorBuilder::build), then [`Supervisor::serve_http`]; a start error is written to
     /// stderr (and the log) and gives [`EXIT_ERROR`].
     pub fn serve_http<C, A, H, E>(self, configure: C, app: A) -> i32
     where
@@ -153,7 +156,7 @@ impl Builder {
         match self.build() {
             Ok(s) => s.serve_http(configure, app),
             Err(e) => {
-                super::supervisor::fatal(&format!("cannot start: {e}"));
+                fatal(&format!("cannot start: {e}"));
                 EXIT_ERROR
             }
         }

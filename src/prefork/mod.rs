@@ -43,7 +43,7 @@
 //!
 //! Or what a worker does is yours: a [`Worker`] (any `FnMut(&mut WorkerEnv) -> i32`), built after the
 //! fork by the `app` closure given to [`Supervisor::run`], or once before the fork with
-//! [`Builder::preload`]. It serves on [`WorkerEnv::listeners`], calls [`WorkerEnv::ready`] when it
+//! [`SupervisorBuilder::preload`]. It serves on [`WorkerEnv::listeners`], calls [`WorkerEnv::ready`] when it
 //! accepts, beats (waiting with [`WorkerEnv::wait_for_listeners`] does it), reports its running
 //! requests with [`Heartbeat::track`] (or [`Heartbeat::request_started`] /
 //! [`WorkerEnv::request_finished`] for one at a time), and returns
@@ -70,7 +70,7 @@
 //! failure, instead of a crash loop. **Boot errors**: a worker that exits before it is ready, or is not
 //! ready within `boot_timeout`, halts the master at once with exit status 3 ([`EXIT_BOOT_ERROR`]).
 //!
-//! **Recycling**: with [`Builder::max_requests`], a worker that reached its count asks to retire; the
+//! **Recycling**: with [`SupervisorBuilder::max_requests`], a worker that reached its count asks to retire; the
 //! master forks its replacement and tells the old one to stop only once the replacement is ready, so
 //! capacity never drops (gunicorn #2422, #3038).
 //!
@@ -187,19 +187,31 @@
 //!   process that connected (a socket handed to another process keeps the first one's pid).
 //!   Calls from a worker's own subprocesses (`curl` run by a handler) are not recognised.
 
+mod builder;
+mod children;
+mod config;
+mod exit;
+mod fork;
 mod heartbeat;
 mod http_worker;
 mod listeners;
+mod master;
 mod notify;
+mod report;
 mod rlimit;
 mod signals;
 mod supervisor;
 mod upgrade;
 mod worker;
 
+pub use builder::{StartError, SupervisorBuilder};
+pub use config::{EXIT_BOOT_ERROR, EXIT_ERROR, EXIT_OK};
+pub use exit::WorkerExit;
 pub use heartbeat::{Heartbeat, RequestGuard, Siblings};
 pub use listeners::Listener;
-pub use supervisor::{
-    Builder, StartError, Supervisor, WorkerExit, EXIT_BOOT_ERROR, EXIT_ERROR, EXIT_OK,
-};
+pub use supervisor::Supervisor;
 pub use worker::{Worker, WorkerEnv, EXIT_WORKER_BOOT_ERROR};
+
+/// The supervisor's builder under its old name.
+#[deprecated(since = "0.1.0", note = "renamed `SupervisorBuilder`")]
+pub type Builder = SupervisorBuilder;

@@ -1,4 +1,4 @@
-//! Signals as bytes on a self-pipe, with no thread.
+//! Signals as bytes on a self-pipe, with no thread; and the wake fd a worker writes to.
 //!
 //! A signal handler may only call async-signal-safe functions, so the master's handlers do one thing:
 //! `send(2)` the signal's number, as one byte, into a non-blocking socket pair (the self-pipe). The
@@ -13,10 +13,13 @@
 use std::io::{self, Read};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::Duration;
 
 use libc::c_int;
 use signal_hook::SigId;
+
+use super::fork;
 
 /// The byte a worker sends to wake the master (no signal has number 0).
 pub(crate) const WAKE: u8 = 0;
@@ -61,32 +64,6 @@ pub(crate) fn send_byte(fd: RawFd, byte: u8) {
     unsafe { libc::send(fd, (&byte as *const u8).cast(), 1, SEND_FLAGS) };
 }
 
-/// Unblocks `signals` in this process (a mask is inherited across fork and exec: a master started
-/// by a parent that blocked them would never hear them).
-pub(crate) fn unblock(signals: &[c_int]) {
-    // SAFETY: sigemptyset(3)/sigaddset(3) fill a local sigset_t (zeroed is a valid start), then
-    // sigprocmask(2) SIG_UNBLOCK removes those signals from this single-threaded process's mask.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        for &sig in signals {
-            libc::sigaddset(&mut set, sig);
-        }
-        libc::sigprocmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
-    }
-}
-
-/// Unblocks every signal (the mask a fresh program expects).
-pub(crate) fn unblock_all() {
-    // SAFETY: sigemptyset(3) initialises a local sigset_t (zeroed is a valid start), then
-    // sigprocmask(2) installs that empty mask for this single-threaded process.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
-    }
-}
-
 /// The master's self-pipe and its registered handlers.
 pub(crate) struct SignalPipe {
     ids: Vec<SigId>,
@@ -106,7 +83,7 @@ impl SignalPipe {
             read,
             write,
         };
-        unblock(MASTER_SIGNALS);
+        fork::unblock(MASTER_SIGNALS);
         for &sig in MASTER_SIGNALS {
             let byte = sig as u8;
             // SAFETY: signal_hook's `register` is unsafe because the action runs in a signal handler:
@@ -171,31 +148,36 @@ impl Drop for SignalPipe {
     }
 }
 
-/// The signal's name, for logs.
+/// The signal's name, for logs: `SIGTERM`, or `signal 42` for a number with no name.
 pub(crate) fn name(sig: c_int) -> String {
-    let known = match sig {
-        libc::SIGHUP => "SIGHUP",
-        libc::SIGINT => "SIGINT",
-        libc::SIGQUIT => "SIGQUIT",
-        libc::SIGILL => "SIGILL",
-        libc::SIGTRAP => "SIGTRAP",
-        libc::SIGABRT => "SIGABRT",
-        libc::SIGBUS => "SIGBUS",
-        libc::SIGFPE => "SIGFPE",
-        libc::SIGKILL => "SIGKILL",
-        libc::SIGUSR1 => "SIGUSR1",
-        libc::SIGSEGV => "SIGSEGV",
-        libc::SIGUSR2 => "SIGUSR2",
-        libc::SIGPIPE => "SIGPIPE",
-        libc::SIGALRM => "SIGALRM",
-        libc::SIGTERM => "SIGTERM",
-        libc::SIGCHLD => "SIGCHLD",
-        libc::SIGTTIN => "SIGTTIN",
-        libc::SIGTTOU => "SIGTTOU",
-        libc::SIGWINCH => "SIGWINCH",
-        libc::SIGXCPU => "SIGXCPU",
-        libc::SIGSYS => "SIGSYS",
-        _ => return format!("signal {sig}"),
-    };
-    known.to_string()
+    signal_hook::low_level::signal_name(sig).map_or_else(|| format!("signal {sig}"), String::from)
+}
+
+/// The master's wake fd, in a worker process (-1: not a worker).
+static MASTER_WAKE_FD: AtomicI32 = AtomicI32::new(-1);
+
+/// In a fresh worker: remembers the master's wake fd for [`wake_master`].
+pub(crate) fn set_master_wake_fd(fd: RawFd) {
+    MASTER_WAKE_FD.store(fd, Ordering::Relaxed);
+}
+
+/// Wakes the master at once (it re-reads the heartbeat table), from a worker process.
+pub(crate) fn wake_master() {
+    let fd = MASTER_WAKE_FD.load(Ordering::Relaxed);
+    if fd >= 0 {
+        send_byte(fd, WAKE);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signals_are_named_and_unknown_numbers_say_so() {
+        assert_eq!(name(libc::SIGTERM), "SIGTERM");
+        assert_eq!(name(libc::SIGKILL), "SIGKILL");
+        assert_eq!(name(libc::SIGTTIN), "SIGTTIN");
+        assert_eq!(name(200), "signal 200");
+    }
 }

@@ -5,13 +5,19 @@
 //! old master SIGTERM: the old workers drain and the old master exits.
 
 use std::ffi::OsString;
-use std::io;
+use std::io::{self, Write};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::Command;
 
+use libc::{c_int, pid_t};
+
+use super::config::EXIT_ERROR;
+use super::exit::describe_status;
+use super::fork;
 use super::listeners::{Listener, LISTEN_FDS_START};
+use super::signals::{self, SignalPipe};
 
 /// The variable that tells a new master which old master to stop once it is ready.
 pub(crate) const UPGRADE_FROM: &str = "PREFORK_UPGRADE_FROM";
@@ -49,9 +55,8 @@ pub(crate) fn take_upgrade_from() -> Option<libc::pid_t> {
     // The master is single-threaded: changing the environment races with no reader.
     std::env::remove_var(UPGRADE_FROM);
     let old: libc::pid_t = value.trim().parse().ok()?;
-    // SAFETY: getppid(2) has no arguments and cannot fail.
-    let parent = unsafe { libc::getppid() };
-    if parent != old {
+    let parent = std::os::unix::process::parent_id();
+    if i64::from(parent) != i64::from(old) {
         log::warn!(
             "{UPGRADE_FROM}={old} but the parent process is {parent}: not stopping pid {old} (it is \
              not the master that started this one)"
@@ -89,9 +94,8 @@ pub(crate) fn exec_new_master(
             return io::Error::last_os_error();
         }
     }
-    // SAFETY: getpid(2) has no arguments and cannot fail; exec keeps the pid, so LISTEN_PID is the
-    // new program's pid.
-    let pid = unsafe { libc::getpid() };
+    // Exec keeps the pid, so LISTEN_PID is the new program's pid.
+    let pid = std::process::id();
     Command::new(&program.exe)
         .args(&program.args)
         .env("LISTEN_FDS", listeners.len().to_string())
@@ -99,4 +103,44 @@ pub(crate) fn exec_new_master(
         .env_remove("LISTEN_FDNAMES")
         .env(UPGRADE_FROM, old_master.to_string())
         .exec()
+}
+
+/// Forks the new master: the child drops the old master's handlers, unblocks every signal and
+/// executes the program with the listeners (it ends with `_exit` if it cannot). Returns the new
+/// master's pid, or the fork's error.
+pub(crate) fn start_new_master(
+    program: &Program,
+    listeners: &[Listener],
+    signals: &mut SignalPipe,
+    old_master: pid_t,
+) -> io::Result<pid_t> {
+    let _ = io::stdout().flush();
+    let _ = io::stderr().flush();
+    let pid = fork::fork_with_signals_blocked();
+    if pid < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if pid == 0 {
+        // The new master must not run the old master's handlers before exec (exec resets them).
+        signals.forget_in_child();
+        // The mask survives exec: the new master must start with every signal unblocked.
+        fork::unblock_all();
+        let err = exec_new_master(program, listeners, old_master);
+        let _ = writeln!(
+            io::stderr(),
+            "binary upgrade: cannot execute {}: {err}",
+            program.exe.display()
+        );
+        fork::exit_child(EXIT_ERROR);
+    }
+    Ok(pid)
+}
+
+/// How a new master that was reaped before it took over ended, for the log.
+pub(crate) fn how_it_ended(status: c_int) -> String {
+    match describe_status(status) {
+        (Some(c), _) => format!("exited with code {c}"),
+        (None, Some(s)) => format!("was killed by {}", signals::name(s)),
+        _ => format!("ended with wait status {status:#x}"),
+    }
 }

@@ -8,30 +8,22 @@
 //! the app (or takes the preloaded one), runs it, and ends with `_exit` and the worker's exit code,
 //! whatever happens: it never returns into the master's code, and never runs the master's destructors.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use super::heartbeat::{Heartbeat, Siblings, Slot, BOOT_FAILED};
+use super::fork::{self, exit_child};
+use super::heartbeat::{Heartbeat, HeartbeatSlot, Siblings};
 use super::listeners::Listener;
-use super::signals::{send_byte, WAKE};
+use super::signals::{self, send_byte};
 
 /// The exit code of a worker whose app could not be built (gunicorn's `WORKER_BOOT_ERROR`).
 pub const EXIT_WORKER_BOOT_ERROR: i32 = 3;
 
 static STOPPING: AtomicBool = AtomicBool::new(false);
-static MASTER_WAKE_FD: AtomicI32 = AtomicI32::new(-1);
-
-/// Wakes the master at once (it re-reads the heartbeat table), from a worker process.
-pub(crate) fn wake_master() {
-    let fd = MASTER_WAKE_FD.load(Ordering::Relaxed);
-    if fd >= 0 {
-        send_byte(fd, WAKE);
-    }
-}
 
 /// What a worker process runs, in the child, after the fork.
 ///
@@ -105,7 +97,7 @@ impl WorkerEnv {
     /// Tells the master this worker is serving (see [`Heartbeat::ready`]) and wakes it.
     pub fn ready(&self) {
         self.heartbeat.ready();
-        wake_master();
+        signals::wake_master();
     }
 
     /// Records a heartbeat now.
@@ -154,8 +146,7 @@ impl WorkerEnv {
         // SAFETY: poll(2) on `fds.len()` valid pollfd entries of a live Vec.
         let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
         self.heartbeat.beat();
-        // SAFETY: getppid(2) has no arguments and cannot fail.
-        if unsafe { libc::getppid() } != self.master_pid && !self.is_stopping() {
+        if std::os::unix::process::parent_id() != self.master_pid as u32 && !self.is_stopping() {
             // The master is gone (where PR_SET_PDEATHSIG does not exist): nobody will stop this
             // worker, so it stops itself, gracefully.
             log::warn!(
@@ -193,18 +184,10 @@ pub(crate) struct ChildSetup {
     pub(crate) master_pid: libc::pid_t,
     pub(crate) master_wake: RawFd,
     pub(crate) master_read: RawFd,
-    pub(crate) slot: &'static Slot,
+    pub(crate) slot: &'static HeartbeatSlot,
     /// The whole heartbeat table, for [`WorkerEnv::siblings`].
-    pub(crate) slots: &'static [Slot],
+    pub(crate) slots: &'static [HeartbeatSlot],
     pub(crate) listeners: Vec<Listener>,
-}
-
-fn exit_now(code: i32) -> ! {
-    let _ = io::stdout().flush();
-    let _ = io::stderr().flush();
-    // SAFETY: _exit(2) ends this process at once without running atexit handlers or the destructors of
-    // state copied from the master (which belongs to the master).
-    unsafe { libc::_exit(code) }
 }
 
 /// Sets up the child's process state. Errors end the child.
@@ -217,15 +200,14 @@ fn prepare(setup: &ChildSetup) -> io::Result<UnixStream> {
             return Err(io::Error::last_os_error());
         }
     }
-    // SAFETY: getppid(2) has no arguments and cannot fail.
-    if unsafe { libc::getppid() } != setup.master_pid {
+    if std::os::unix::process::parent_id() != setup.master_pid as u32 {
         // The master died before PR_SET_PDEATHSIG was set: nobody would ever stop this worker.
-        exit_now(1);
+        exit_child(1);
     }
     // SAFETY: close(2) of the master's self-pipe read end, an fd this process inherited and that no
     // object of the child owns (the master's copy of the pipe is never dropped in the child).
     unsafe { libc::close(setup.master_read) };
-    MASTER_WAKE_FD.store(setup.master_wake, Ordering::Relaxed);
+    signals::set_master_wake_fd(setup.master_wake);
 
     // SIGCHLD back to its default, so the worker's own subprocesses are reaped as usual.
     // SAFETY: signal(2) with SIG_DFL installs no handler; SIGCHLD is a valid signal.
@@ -244,14 +226,14 @@ fn prepare(setup: &ChildSetup) -> io::Result<UnixStream> {
     // async-signal-safe; `wfd` is never closed in this process.
     unsafe { signal_hook::low_level::register(libc::SIGTERM, term) }?;
     for sig in [libc::SIGINT, libc::SIGQUIT] {
-        // SAFETY: the action runs in a signal handler and only calls _exit(2), which is
-        // async-signal-safe. A fast stop, as gunicorn's workers do on SIGINT and SIGQUIT.
-        unsafe { signal_hook::low_level::register(sig, || libc::_exit(0)) }?;
+        // SAFETY: the action runs in a signal handler and only calls signal-hook's `exit`, _exit(2),
+        // which is async-signal-safe. A fast stop, as gunicorn's workers do on SIGINT and SIGQUIT.
+        unsafe { signal_hook::low_level::register(sig, || signal_hook::low_level::exit(0)) }?;
     }
     // The master blocked every signal around the fork, so that a signal sent to this child before
     // the lines above could not run the master's handlers here. Unblock them all now: a pending one
     // reaches the worker's handlers.
-    super::signals::unblock_all();
+    fork::unblock_all();
     Ok(read)
 }
 
@@ -267,10 +249,9 @@ where
         Ok(s) => s,
         Err(e) => {
             let msg = format!("worker setup failed after fork: {e}");
-            setup.slot.set_note(&msg);
-            setup.slot.set_flag(BOOT_FAILED);
+            Heartbeat::new(setup.slot).fail_boot(&msg);
             eprintln!("[{}] {msg}", std::process::id());
-            exit_now(EXIT_WORKER_BOOT_ERROR);
+            exit_child(EXIT_WORKER_BOOT_ERROR);
         }
     };
     let number = setup.number;
@@ -284,9 +265,8 @@ where
         master_pid: setup.master_pid,
     };
     if catch_unwind(AssertUnwindSafe(|| post_fork(number))).is_err() {
-        slot.set_note("the post_fork hook panicked");
-        slot.set_flag(BOOT_FAILED);
-        exit_now(EXIT_WORKER_BOOT_ERROR);
+        env.heartbeat.fail_boot("the post_fork hook panicked");
+        exit_child(EXIT_WORKER_BOOT_ERROR);
     }
     let built = match catch_unwind(AssertUnwindSafe(build)) {
         Ok(r) => r,
@@ -298,26 +278,26 @@ where
     let mut worker = match built {
         Ok(w) => w,
         Err(e) => {
-            slot.set_note(&e);
-            slot.set_flag(BOOT_FAILED);
+            env.heartbeat.fail_boot(&e);
             log::error!(
                 "worker {number} (pid {}) failed to boot: {e}",
                 std::process::id()
             );
-            exit_now(EXIT_WORKER_BOOT_ERROR);
+            exit_child(EXIT_WORKER_BOOT_ERROR);
         }
     };
     let code = match catch_unwind(AssertUnwindSafe(|| worker.run(&mut env))) {
         Ok(code) => code,
         Err(p) => {
             let msg = format!("the worker panicked: {}", crate::util::panic_message(&*p));
-            slot.set_note(&msg);
-            if !env.heartbeat.is_ready() {
-                slot.set_flag(BOOT_FAILED);
+            if env.heartbeat.is_ready() {
+                slot.set_note(&msg);
+            } else {
+                env.heartbeat.fail_boot(&msg);
             }
             1
         }
     };
     drop(worker);
-    exit_now(code)
+    exit_child(code)
 }

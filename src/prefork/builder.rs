@@ -1,0 +1,427 @@
+//! The supervisor's builder: every setting and hook, their validation, `check` (gunicorn's
+//! `--check-config`) and `build` (bind the listeners, or take systemd's).
+
+use std::fmt;
+use std::io;
+use std::net::{TcpListener, ToSocketAddrs};
+use std::os::unix::net::UnixListener;
+use std::path::Path;
+use std::time::Duration;
+
+use super::config::{Hooks, SupervisorConfig, EXIT_ERROR, MAX_WORKERS};
+use super::exit::WorkerExit;
+use super::listeners::{self, Bind, Listener};
+use super::report::fatal;
+use super::supervisor::Supervisor;
+use super::worker::Worker;
+use crate::BuildError;
+
+/// Why the supervisor could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// A configuration value was refused.
+    #[error(transparent)]
+    Config(#[from] BuildError),
+    /// A listener could not be bound.
+    #[error(
+        "cannot listen on {address}: {source}; stop the process that holds it (`ss -ltnp`), or \
+         choose another address"
+    )]
+    Bind {
+        /// The address that was asked for.
+        address: String,
+        /// The operating system's error.
+        source: io::Error,
+    },
+    /// The sockets passed by systemd (`LISTEN_FDS`) could not be used.
+    #[error("cannot use the sockets passed by systemd (LISTEN_FDS): {0}")]
+    Systemd(io::Error),
+    /// No listener was configured and none was inherited.
+    #[error(
+        "nothing to listen on: call `bind`, `bind_unix` or `listener` on the builder, or start the \
+         program through a systemd .socket unit (LISTEN_FDS)"
+    )]
+    NoListener,
+    /// The app could not be built ([`SupervisorBuilder::check`]).
+    #[error("the app failed to build: {0}; fix it before serving")]
+    App(String),
+}
+
+/// Configures a [`Supervisor`]. Made by [`Supervisor::builder`].
+///
+/// ```
+/// use std::time::Duration;
+/// use prefork_pool::prefork::{Supervisor, WorkerEnv};
+///
+/// // Validates the settings and builds the app once, without binding or forking.
+/// Supervisor::builder()
+///     .bind("127.0.0.1:0")
+///     .workers(4)
+///     .graceful_timeout(Duration::from_secs(20))
+///     .max_requests(10_000, 500)
+///     .check(|| Ok::<_, String>(|_env: &mut WorkerEnv| 0))
+///     .unwrap();
+///
+/// // A refused setting names the field and what it accepts.
+/// let err = Supervisor::builder()
+///     .bind("127.0.0.1:0")
+///     .workers(0)
+///     .check(|| Ok::<_, String>(|_env: &mut WorkerEnv| 0))
+///     .unwrap_err();
+/// assert!(err.to_string().contains("workers"));
+/// ```
+pub struct SupervisorBuilder {
+    cfg: SupervisorConfig,
+    workers: Option<usize>,
+    binds: Vec<Bind>,
+    bind_errors: Vec<StartError>,
+    hooks: Hooks,
+}
+
+impl fmt::Debug for SupervisorBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SupervisorBuilder")
+            .field("config", &self.cfg)
+            .field("binds", &self.binds)
+            .finish_non_exhaustive()
+    }
+}
+
+fn default_workers() -> Result<usize, BuildError> {
+    if let Some(n) = crate::util::web_concurrency_env("worker processes", MAX_WORKERS)? {
+        return Ok(n);
+    }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    Ok((2 * cores + 1).min(MAX_WORKERS))
+}
+
+impl SupervisorBuilder {
+    fn new() -> SupervisorBuilder {
+        SupervisorBuilder {
+            cfg: SupervisorConfig::default(),
+            workers: None,
+            binds: Vec::new(),
+            bind_errors: Vec::new(),
+            hooks: Hooks::default(),
+        }
+    }
+
+    /// Listens on a TCP address (`"127.0.0.1:8000"`, `"[::]:80"`; a name is resolved now, every
+    /// address it resolves to is bound). Port 0 picks a free port: read it from
+    /// [`Supervisor::listeners`] after [`build`](Self::build).
+    pub fn bind(mut self, addr: impl ToSocketAddrs + fmt::Display) -> Self {
+        match addr.to_socket_addrs() {
+            Ok(addrs) => self.binds.extend(addrs.map(Bind::Tcp)),
+            Err(source) => self.bind_errors.push(StartError::Bind {
+                address: addr.to_string(),
+                source,
+            }),
+        }
+        self
+    }
+
+    /// Listens on a Unix stream socket at `path` (a stale socket file there is removed first).
+    pub fn bind_unix(mut self, path: impl AsRef<Path>) -> Self {
+        self.binds.push(Bind::Unix(path.as_ref().to_path_buf()));
+        self
+    }
+
+    /// Serves on a TCP listener already bound by the caller.
+    pub fn listener(mut self, listener: TcpListener) -> Self {
+        self.binds.push(Bind::Ready(Listener::Tcp(listener)));
+        self
+    }
+
+    /// Serves on a Unix listener already bound by the caller.
+    pub fn unix_listener(mut self, listener: UnixListener) -> Self {
+        self.binds.push(Bind::Ready(Listener::Unix(listener)));
+        self
+    }
+
+    /// Whether to take the sockets systemd passes (`LISTEN_FDS`, when `LISTEN_PID` is this process)
+    /// instead of the configured ones. Default: true. The variables are unset either way.
+    pub fn systemd_sockets(mut self, yes: bool) -> Self {
+        self.cfg.systemd = yes;
+        self
+    }
+
+    /// The number of worker processes. Default: `WEB_CONCURRENCY`, else 2 × cores + 1.
+    pub fn workers(mut self, n: usize) -> Self {
+        self.workers = Some(n);
+        self
+    }
+
+    /// The listen backlog of the sockets this supervisor binds. Default: 2048 (as gunicorn).
+    pub fn backlog(mut self, n: i32) -> Self {
+        self.cfg.backlog = n;
+        self
+    }
+
+    /// A worker whose heartbeat stops for this long is killed (SIGABRT, then SIGKILL) and replaced.
+    /// Default: 30 s.
+    pub fn heartbeat_timeout(mut self, d: Duration) -> Self {
+        self.cfg.heartbeat_timeout = d;
+        self
+    }
+
+    /// A worker not ready this long after its fork is a boot error: the master halts with exit
+    /// status 3. Separate from the request and heartbeat timeouts (gunicorn #2196). Default: 60 s.
+    pub fn boot_timeout(mut self, d: Duration) -> Self {
+        self.cfg.boot_timeout = d;
+        self
+    }
+
+    /// How long a worker told to stop gracefully (SIGTERM, HUP, retirement, scale down) may take to
+    /// finish its requests before SIGKILL. Default: 30 s.
+    pub fn graceful_timeout(mut self, d: Duration) -> Self {
+        self.cfg.graceful_timeout = d;
+        self
+    }
+
+    /// A worker whose oldest request (as reported with
+    /// [`Heartbeat::request_started`](super::Heartbeat::request_started)) is still running this long
+    /// after its deadline is killed and replaced: the in-process watchdog could not recover it.
+    /// Default: 10 s.
+    pub fn request_grace(mut self, d: Duration) -> Self {
+        self.cfg.request_grace = d;
+        self
+    }
+
+    /// A worker asks for its replacement after this many requests (0: never, the default). Each
+    /// worker adds a random jitter in `0..=jitter`, so they do not all retire at once.
+    pub fn max_requests(mut self, n: u64, jitter: u64) -> Self {
+        self.cfg.max_requests = n;
+        self.cfg.max_requests_jitter = jitter;
+        self
+    }
+
+    /// Restart intensity, as an OTP supervisor's: more than `max` restarts of failed workers within
+    /// `period` halts the master with an error naming the last failure. Default: 10 in 60 s.
+    pub fn restart_intensity(mut self, max: u32, period: Duration) -> Self {
+        self.cfg.restart_max = max;
+        self.cfg.restart_period = period;
+        self
+    }
+
+    /// Writes the master's pid to `path` while it runs (removed at exit).
+    pub fn pidfile(mut self, path: impl AsRef<Path>) -> Self {
+        self.cfg.pidfile = Some(path.as_ref().to_path_buf());
+        self
+    }
+
+    /// Builds the app once in the master, before the first fork, instead of once in each worker.
+    /// Memory is shared copy-on-write and a boot error shows before any fork; but anything the app
+    /// opened (connections, threads!) is shared by every worker, and a reload (HUP) does not rebuild
+    /// it. Default: false.
+    pub fn preload(mut self, yes: bool) -> Self {
+        self.cfg.preload = yes;
+        self
+    }
+
+    /// Runs in the master before each fork, with the new worker's number.
+    pub fn pre_fork(mut self, f: impl FnMut(u64) + 'static) -> Self {
+        self.hooks.pre_fork = Some(Box::new(f));
+        self
+    }
+
+    /// Runs in each worker right after the fork, before its app is built.
+    pub fn post_fork(mut self, f: impl FnMut(u64) + 'static) -> Self {
+        self.hooks.post_fork = Some(Box::new(f));
+        self
+    }
+
+    /// Runs in the master once every worker of the first generation is ready (and after each
+    /// reload), with the listeners.
+    pub fn when_ready(mut self, f: impl FnMut(&[Listener]) + 'static) -> Self {
+        self.hooks.when_ready = Some(Box::new(f));
+        self
+    }
+
+    /// Runs in the master when it receives SIGHUP, before it starts the new workers.
+    pub fn on_reload(mut self, f: impl FnMut() + 'static) -> Self {
+        self.hooks.on_reload = Some(Box::new(f));
+        self
+    }
+
+    /// Runs in the master on SIGUSR1: reopen your log files here (after logrotate moved them).
+    pub fn on_reopen_logs(mut self, f: impl FnMut() + 'static) -> Self {
+        self.hooks.on_reopen_logs = Some(Box::new(f));
+        self
+    }
+
+    /// Runs in the master after each worker exit is reaped.
+    pub fn worker_exit(mut self, f: impl FnMut(&WorkerExit) + 'static) -> Self {
+        self.hooks.worker_exit = Some(Box::new(f));
+        self
+    }
+
+    /// Runs in the master just before [`Supervisor::run`] returns, with its exit status.
+    pub fn on_exit(mut self, f: impl FnMut(i32) + 'static) -> Self {
+        self.hooks.on_exit = Some(Box::new(f));
+        self
+    }
+
+    fn validate(&mut self) -> Result<(), BuildError> {
+        let workers = match self.workers {
+            Some(n) => n,
+            None => default_workers()?,
+        };
+        if workers == 0 || workers > MAX_WORKERS {
+            return Err(BuildError::new(
+                "workers",
+                workers,
+                format!("1..={MAX_WORKERS} worker processes"),
+            ));
+        }
+        self.cfg.workers = workers;
+        if !(1..=65_535).contains(&self.cfg.backlog) {
+            return Err(BuildError::new(
+                "backlog",
+                self.cfg.backlog,
+                "1..=65535 pending connections",
+            ));
+        }
+        let day = Duration::from_secs(86_400);
+        for (field, d) in [
+            ("heartbeat_timeout", self.cfg.heartbeat_timeout),
+            ("boot_timeout", self.cfg.boot_timeout),
+            ("graceful_timeout", self.cfg.graceful_timeout),
+            ("restart_intensity period", self.cfg.restart_period),
+        ] {
+            if d < Duration::from_millis(100) || d > day {
+                return Err(BuildError::new(
+                    field,
+                    format!("{d:?}"),
+                    "a duration from 100ms to 1 day",
+                ));
+            }
+        }
+        if self.cfg.request_grace > day {
+            return Err(BuildError::new(
+                "request_grace",
+                format!("{:?}", self.cfg.request_grace),
+                "a duration up to 1 day",
+            ));
+        }
+        if self.cfg.restart_max == 0 {
+            return Err(BuildError::new(
+                "restart_intensity max",
+                0,
+                "at least 1 restart (a supervisor that may never restart a worker halts at the first \
+                 crash)",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Validates the configuration and builds the app once in this process (then drops it),
+    /// without binding, forking or serving: gunicorn's `--check-config`.
+    pub fn check<A, W, E>(mut self, mut app: A) -> Result<(), StartError>
+    where
+        A: FnMut() -> Result<W, E>,
+        W: Worker,
+        E: fmt::Display,
+    {
+        self.validate()?;
+        if let Some(e) = self.bind_errors.pop() {
+            return Err(e);
+        }
+        match app() {
+            Ok(w) => {
+                drop(w);
+                Ok(())
+            }
+            Err(e) => Err(StartError::App(e.to_string())),
+        }
+    }
+
+    /// Validates the configuration and binds the listeners (or takes systemd's).
+    pub fn build(mut self) -> Result<Supervisor, StartError> {
+        self.validate()?;
+        if let Some(e) = self.bind_errors.pop() {
+            return Err(e);
+        }
+        let inherited = if self.cfg.systemd {
+            listeners::from_systemd().map_err(StartError::Systemd)?
+        } else {
+            None
+        };
+        let listeners = match inherited {
+            Some(l) if !l.is_empty() => {
+                log::info!(
+                    "using {} socket(s) passed by systemd (LISTEN_FDS); the configured addresses are \
+                     not bound",
+                    l.len()
+                );
+                l
+            }
+            _ => {
+                let mut out = Vec::new();
+                for bind in self.binds.drain(..) {
+                    let l = match bind {
+                        Bind::Tcp(addr) => listeners::bind_tcp(addr, self.cfg.backlog)
+                            .map(Listener::Tcp)
+                            .map_err(|source| StartError::Bind {
+                                address: addr.to_string(),
+                                source,
+                            })?,
+                        Bind::Unix(path) => listeners::bind_unix(&path, self.cfg.backlog)
+                            .map(Listener::Unix)
+                            .map_err(|source| StartError::Bind {
+                                address: format!("unix:{}", path.display()),
+                                source,
+                            })?,
+                        Bind::Ready(l) => {
+                            let address = l.address();
+                            listeners::adopt(l)
+                                .map_err(|source| StartError::Bind { address, source })?
+                        }
+                    };
+                    out.push(l);
+                }
+                out
+            }
+        };
+        if listeners.is_empty() {
+            return Err(StartError::NoListener);
+        }
+        Ok(Supervisor::new(self.cfg, listeners, self.hooks))
+    }
+
+    /// [`build`](Self::build), then [`Supervisor::run`]; a start error is written to stderr (and the
+    /// log) and gives [`EXIT_ERROR`].
+    pub fn run<A, W, E>(self, app: A) -> i32
+    where
+        A: FnMut() -> Result<W, E>,
+        W: Worker,
+        E: fmt::Display,
+    {
+        match self.build() {
+            Ok(s) => s.run(app),
+            Err(e) => {
+                fatal(&format!("cannot start: {e}"));
+                EXIT_ERROR
+            }
+        }
+    }
+}
+
+impl Supervisor {
+    /// Starts configuring a supervisor.
+    ///
+    /// ```
+    /// use prefork_pool::prefork::Supervisor;
+    ///
+    /// let supervisor = Supervisor::builder()
+    ///     .bind("127.0.0.1:0")
+    ///     .workers(2)
+    ///     .build()
+    ///     .unwrap();
+    /// assert_eq!(supervisor.workers(), 2);
+    /// assert!(supervisor.local_addr().is_some());
+    /// ```
+    pub fn builder() -> SupervisorBuilder {
+        SupervisorBuilder::new()
+    }
+}

@@ -1,0 +1,201 @@
+//! Process tests of `prefork::Supervisor`, in their own `harness = false` target: the supervisor
+//! forks, and a process that forks must not have other threads, so each scenario forks a child of this
+//! test process that runs the master (in its own process group, its stderr in a log file), and drives
+//! it from here with signals and 127.0.0.1 TCP. Every forked tree is killed at the end of its scenario,
+//! and the test checks that nothing of it is left.
+//!
+//! Run some scenarios: `cargo test --test prefork -- NAME` (each whose name contains NAME).
+
+mod failures;
+mod helpers;
+mod lifecycle;
+mod serve_http;
+mod systemd;
+mod workers;
+
+use std::time::{Duration, Instant};
+
+use prefork_pool::prefork::Supervisor;
+
+use helpers::{no_children_left, with_master, LOGGER, ROLE};
+
+/// One scenario: its name (to filter on) and what it runs; `Err` says what went wrong.
+struct Scenario {
+    name: &'static str,
+    run: fn() -> Result<(), String>,
+}
+
+const SCENARIOS: &[Scenario] = &[
+    Scenario {
+        name: "check_config",
+        run: lifecycle::check_config,
+    },
+    Scenario {
+        name: "two_workers_serve",
+        run: || with_master("serve", |b| b.workers(2), lifecycle::two_workers_serve),
+    },
+    Scenario {
+        name: "kill9_respawns",
+        run: || with_master("kill9", |b| b.workers(2), lifecycle::kill9_respawns),
+    },
+    Scenario {
+        name: "term_under_load",
+        run: || with_master("term", |b| b.workers(2), lifecycle::term_under_load),
+    },
+    Scenario {
+        name: "hup_reloads",
+        run: || with_master("hup", |b| b.workers(2), lifecycle::hup_reloads),
+    },
+    Scenario {
+        name: "ttin_ttou",
+        run: || with_master("ttin", |b| b.workers(2), lifecycle::ttin_ttou),
+    },
+    Scenario {
+        name: "boot_error",
+        run: failures::boot_error,
+    },
+    Scenario {
+        name: "restart_intensity",
+        run: failures::restart_intensity,
+    },
+    Scenario {
+        name: "heartbeat_kill",
+        run: || {
+            with_master(
+                "heartbeat",
+                |b| b.workers(2).heartbeat_timeout(Duration::from_millis(1500)),
+                failures::heartbeat_kill,
+            )
+        },
+    },
+    Scenario {
+        name: "deadline_kill",
+        run: || {
+            with_master(
+                "deadline",
+                |b| {
+                    b.workers(1)
+                        .heartbeat_timeout(Duration::from_secs(30))
+                        .request_grace(Duration::from_millis(500))
+                },
+                failures::deadline_kill,
+            )
+        },
+    },
+    Scenario {
+        name: "max_requests_recycle",
+        run: || {
+            with_master(
+                "recycle",
+                |b| b.workers(1).max_requests(5, 0),
+                failures::max_requests_recycle,
+            )
+        },
+    },
+    Scenario {
+        name: "notify_socket",
+        run: systemd::notify_socket,
+    },
+    Scenario {
+        name: "systemd_listen_fds",
+        run: systemd::systemd_listen_fds,
+    },
+    Scenario {
+        name: "usr2_upgrade",
+        run: lifecycle::usr2_upgrade,
+    },
+    Scenario {
+        name: "second_term_is_fast",
+        run: || with_master("term2", |b| b.workers(1), lifecycle::second_term_is_fast),
+    },
+    Scenario {
+        name: "graceful_timeout_kills",
+        run: || {
+            with_master(
+                "graceful",
+                |b| b.workers(1).graceful_timeout(Duration::from_secs(1)),
+                failures::graceful_timeout_kills,
+            )
+        },
+    },
+    Scenario {
+        name: "boot_timeout",
+        run: failures::boot_timeout,
+    },
+    Scenario {
+        name: "unix_pidfile_usr1_preload",
+        run: lifecycle::unix_pidfile_usr1_preload,
+    },
+    Scenario {
+        name: "pool_deadline_then_kill",
+        run: failures::pool_deadline_then_kill,
+    },
+    Scenario {
+        name: "serve_http",
+        run: serve_http::serve_http,
+    },
+    Scenario {
+        name: "serve_http_term_under_load",
+        run: serve_http::serve_http_term_under_load,
+    },
+    Scenario {
+        name: "serve_http_max_requests",
+        run: serve_http::serve_http_max_requests,
+    },
+    Scenario {
+        name: "serve_http_sibling_self_call",
+        run: serve_http::serve_http_sibling_self_call,
+    },
+    Scenario {
+        name: "example_server",
+        run: systemd::example_server,
+    },
+    Scenario {
+        name: "systemd_socket_activate",
+        run: systemd::systemd_socket_activate,
+    },
+];
+
+fn main() {
+    log::set_logger(&LOGGER).expect("logger");
+    log::set_max_level(log::LevelFilter::Info);
+    if std::env::var(ROLE).as_deref() == Ok("usr2-master") {
+        // Re-executed by a SIGUSR2 upgrade: be the new master, on the inherited listeners.
+        std::env::remove_var(ROLE);
+        std::process::exit(Supervisor::builder().workers(2).run(workers::app));
+    }
+    // Orphans of the forked trees (a new master after SIGUSR2, workers of a killed master) are
+    // reparented to this process, so the test can reap them and check that none is left.
+    // SAFETY: prctl(2) PR_SET_CHILD_SUBREAPER only sets a process attribute.
+    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    let filters: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let (mut passed, mut failed) = (0, 0);
+    for scenario in SCENARIOS {
+        let name = scenario.name;
+        if !filters.is_empty() && !filters.iter().any(|f| name.contains(f.as_str())) {
+            continue;
+        }
+        let started = Instant::now();
+        let result = (scenario.run)().and_then(|()| no_children_left());
+        match result {
+            Ok(()) => {
+                passed += 1;
+                println!(
+                    "test {name} ... ok ({:.1} s)",
+                    started.elapsed().as_secs_f64()
+                );
+            }
+            Err(e) => {
+                failed += 1;
+                println!("test {name} ... FAILED: {e}");
+            }
+        }
+    }
+    println!("{passed} passed, {failed} failed");
+    if failed > 0 {
+        std::process::exit(1);
+    }
+}

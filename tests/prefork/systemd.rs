@@ -1,0 +1,371 @@
+//! systemd: `NOTIFY_SOCKET`, sockets passed by socket activation (`LISTEN_FDS`), and
+//! `examples/prefork_server` run as a program, alone and under `systemd-socket-activate`.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixDatagram;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use crate::helpers::*;
+use crate::workers::app;
+
+pub fn notify_socket() -> Result<(), String> {
+    use std::os::linux::net::SocketAddrExt;
+    let name = format!("prefork-test-notify-{}", std::process::id());
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())
+        .map_err(|e| e.to_string())?;
+    let sock = UnixDatagram::bind_addr(&addr).map_err(|e| format!("bind {name}: {e}"))?;
+    sock.set_read_timeout(Some(Duration::from_secs(1))).ok();
+    let env_name = format!("@{name}");
+    let mut m = start_master(
+        "notify",
+        move |_| std::env::set_var("NOTIFY_SOCKET", &env_name),
+        |b, l| b.listener(l).workers(2),
+        |b| b.run(app),
+    );
+    let result = (|| {
+        let end = Instant::now() + LONG;
+        let mut got = Vec::new();
+        let mut buf = [0u8; 512];
+        while Instant::now() < end {
+            if let Ok(n) = sock.recv(&mut buf) {
+                let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+                got.push(msg.clone());
+                if msg.contains("READY=1") {
+                    let log = m.log_text();
+                    let ready = log.matches("ready in").count();
+                    ensure(ready >= 2, || {
+                        format!("READY=1 came when {ready} worker(s) were ready")
+                    })?;
+                    ensure(msg.contains("STATUS=2 worker(s) ready"), || {
+                        format!("no worker count in {msg:?}")
+                    })?;
+                    get(m.addr, "/")?;
+                    m.signal(libc::SIGTERM);
+                    let end = Instant::now() + LONG;
+                    while Instant::now() < end {
+                        if let Ok(n) = sock.recv(&mut buf) {
+                            if String::from_utf8_lossy(&buf[..n]).contains("STOPPING=1") {
+                                let code = m.wait_exit(LONG)?;
+                                return ensure(code == 0, || format!("exit status {code}"));
+                            }
+                        }
+                    }
+                    return Err("no STOPPING=1".into());
+                }
+            }
+        }
+        Err(format!("no READY=1; got {got:?}"))
+    })();
+    finish(&mut m, result)
+}
+
+pub fn systemd_listen_fds() -> Result<(), String> {
+    let mut m = start_master(
+        "listen-fds",
+        |l| {
+            // SAFETY: dup2(2) of the listener onto fd 3, as systemd passes it; fd 3 in this fresh
+            // child holds nothing else we use.
+            unsafe { libc::dup2(l.as_raw_fd(), 3) };
+            std::env::set_var("LISTEN_FDS", "1");
+            std::env::set_var("LISTEN_PID", std::process::id().to_string());
+        },
+        |b, l| {
+            if l.as_raw_fd() == 3 {
+                std::mem::forget(l); // fd 3 is now systemd's socket
+            } else {
+                drop(l);
+            }
+            b.workers(1)
+        },
+        |b| b.run(app),
+    );
+    let result = (|| {
+        m.wait_log("1 worker(s) ready", LONG)?;
+        get(m.addr, "/")?;
+        m.wait_log("passed by systemd (LISTEN_FDS)", LONG)?;
+        m.signal(libc::SIGTERM);
+        let code = m.wait_exit(LONG)?;
+        ensure(code == 0, || format!("exit status {code}"))
+    })();
+    finish(&mut m, result)
+}
+
+/// `examples/prefork_server`, built beside this test by `cargo test` (not by `cargo test --test`).
+pub fn example_binary() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let path = exe
+        .parent()?
+        .parent()?
+        .join("examples")
+        .join("prefork_server");
+    path.exists().then_some(path)
+}
+
+/// A program run in its own process group, its stdout read line by line on a thread, its stderr in
+/// a log file.
+pub struct Program {
+    pub child: std::process::Child,
+    pub lines: std::sync::mpsc::Receiver<String>,
+    pub reader: Option<std::thread::JoinHandle<()>>,
+    pub log: PathBuf,
+}
+
+impl Program {
+    pub fn start(name: &str, mut cmd: std::process::Command) -> Result<Program, String> {
+        use std::os::unix::process::CommandExt;
+        let log = log_path(name);
+        let file = std::fs::File::create(&log).map_err(|e| e.to_string())?;
+        let mut child = cmd
+            .process_group(0)
+            .stdout(std::process::Stdio::piped())
+            .stderr(file)
+            .spawn()
+            .map_err(|e| format!("cannot start {cmd:?}: {e}"))?;
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        let reader = std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                let _ = tx.send(line);
+            }
+        });
+        Ok(Program {
+            child,
+            lines,
+            reader: Some(reader),
+            log,
+        })
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn wait_line(&self, prefix: &str) -> Result<String, String> {
+        let end = Instant::now() + LONG;
+        while Instant::now() < end {
+            if let Ok(line) = self.lines.recv_timeout(Duration::from_millis(200)) {
+                if let Some(rest) = line.strip_prefix(prefix) {
+                    return Ok(rest.to_string());
+                }
+            }
+        }
+        Err(format!("no stdout line starting with {prefix:?}"))
+    }
+
+    pub fn wait_exit(&mut self) -> Result<i32, String> {
+        let end = Instant::now() + LONG;
+        while Instant::now() < end {
+            if let Some(status) = self.child.try_wait().map_err(|e| e.to_string())? {
+                return status
+                    .code()
+                    .ok_or_else(|| format!("ended by a signal: {status:?}"));
+            }
+            sleep_ms(50);
+        }
+        Err("the program did not exit".into())
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Kills the group, reaps everything, and checks that nothing is left.
+    pub fn finish(mut self, result: Result<(), String>) -> Result<(), String> {
+        if result.is_err() {
+            eprintln!(
+                "---- log ({}) ----\n{}",
+                self.log.display(),
+                self.log_text()
+            );
+        }
+        let pgid = self.pid();
+        // SAFETY: kill(2) of the process group this program leads (process_group(0)).
+        unsafe { libc::kill(-pgid, libc::SIGKILL) };
+        let _ = self.child.wait();
+        let end = Instant::now() + Duration::from_secs(10);
+        // SAFETY: waitpid(2) with WNOHANG and a null status pointer; kill(2) with signal 0 only
+        // checks whether a process of the group exists.
+        while unsafe { libc::kill(-pgid, 0) } == 0 && Instant::now() < end {
+            while unsafe { libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) } > 0 {}
+            sleep_ms(50);
+        }
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
+        if std::env::var_os("PREFORK_TEST_KEEP_LOGS").is_none() {
+            let _ = std::fs::remove_file(&self.log);
+        }
+        result
+    }
+}
+
+pub fn http(addr: &str, method: &str, target: &str) -> Result<(u16, String), String> {
+    let mut conn = TcpStream::connect(addr).map_err(|e| format!("connect {addr}: {e}"))?;
+    conn.set_read_timeout(Some(Duration::from_secs(20))).ok();
+    conn.write_all(
+        format!("{method} {target} HTTP/1.0\r\nHost: test\r\nContent-Length: 0\r\n\r\n").as_bytes(),
+    )
+    .map_err(|e| format!("write: {e}"))?;
+    let mut resp = String::new();
+    conn.read_to_string(&mut resp)
+        .map_err(|e| format!("read: {e}"))?;
+    let status = resp
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("bad answer {resp:?}"))?;
+    Ok((
+        status,
+        resp.rsplit("\r\n\r\n").next().unwrap_or("").to_string(),
+    ))
+}
+
+pub fn json_field(body: &str, field: &str) -> Option<String> {
+    let after = &body[body.find(&format!("\"{field}\""))? + field.len() + 2..];
+    let value = after
+        .trim_start()
+        .strip_prefix(':')?
+        .trim_start()
+        .strip_prefix('"')?;
+    Some(value.split('"').next()?.to_string())
+}
+
+/// The seed app over two processes: a session stored by one worker is seen by the other; the
+/// self-call works; TERM exits 0 and leaves no process.
+pub fn check_example_app(addr: &str) -> Result<(), String> {
+    let (status, body) = http(addr, "POST", "/hello_world")?;
+    ensure(status == 201, || {
+        format!("POST /hello_world: {status} {body}")
+    })?;
+    let id = json_field(&body, "session_id").ok_or(format!("no session_id in {body}"))?;
+    for _ in 0..6 {
+        let (status, body) = http(addr, "GET", &format!("/get_hello_world?session_id={id}"))?;
+        ensure(status == 200 && body.contains("Hello, World!"), || {
+            format!("GET /get_hello_world: {status} {body}")
+        })?;
+    }
+    let (status, body) = http(addr, "POST", "/call_hello_world")?;
+    ensure(status == 201, || {
+        format!("POST /call_hello_world: {status} {body}")
+    })
+}
+
+pub fn example_server() -> Result<(), String> {
+    let Some(exe) = example_binary() else {
+        println!("    (skipped: examples/prefork_server is not built; `cargo test` builds it)");
+        return Ok(());
+    };
+    let mut cmd = std::process::Command::new(exe);
+    cmd.env("PORT", "0").env("WEB_CONCURRENCY", "2");
+    let mut p = Program::start("example", cmd)?;
+    let result = (|| {
+        let addr = p.wait_line("listening on http://")?;
+        p.wait_line("master pid")?;
+        check_example_app(&addr)?;
+        let workers = wait_children(p.pid(), 2)?;
+        // SAFETY: kill(2) of our child, the example's master, not reaped yet.
+        unsafe { libc::kill(p.pid(), libc::SIGTERM) };
+        let code = p.wait_exit()?;
+        ensure(code == 0, || format!("exit status {code} after SIGTERM"))?;
+        for w in workers {
+            // SAFETY: kill(2) with signal 0 only checks whether the process exists.
+            let alive = unsafe { libc::kill(w, 0) } == 0;
+            ensure(!alive, || format!("worker {w} outlived the master"))?;
+        }
+        Ok(())
+    })();
+    p.finish(result)
+}
+
+/// The example under `systemd-socket-activate` (socket activation: LISTEN_FDS) with a
+/// NOTIFY_SOCKET that must get READY=1 once the workers are up.
+pub fn systemd_socket_activate() -> Result<(), String> {
+    use std::os::linux::net::SocketAddrExt;
+    let Some(exe) = example_binary() else {
+        println!("    (skipped: examples/prefork_server is not built; `cargo test` builds it)");
+        return Ok(());
+    };
+    let tool = [
+        "/usr/bin/systemd-socket-activate",
+        "/bin/systemd-socket-activate",
+    ]
+    .into_iter()
+    .find(|p| std::path::Path::new(p).exists());
+    let Some(tool) = tool else {
+        println!(
+            "    (skipped: systemd-socket-activate is not installed: apt-get install systemd)"
+        );
+        return Ok(());
+    };
+    let name = format!("prefork-test-sd-{}", std::process::id());
+    let notify = UnixDatagram::bind_addr(
+        &std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())
+            .map_err(|e| e.to_string())?,
+    )
+    .map_err(|e| e.to_string())?;
+    notify
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .ok();
+    // A free port: bind, read it, release it (a tiny race with other programs; 127.0.0.1 only).
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| e.to_string())?
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut cmd = std::process::Command::new(tool);
+    cmd.arg("-l")
+        .arg(&addr)
+        .arg("-E")
+        .arg("WEB_CONCURRENCY=2")
+        .arg("-E")
+        .arg(format!("NOTIFY_SOCKET=@{name}"))
+        .arg(exe);
+    let mut p = Program::start("socket-activate", cmd)?;
+    let result = (|| {
+        // systemd-socket-activate starts the program on the first connection.
+        let mut first = None;
+        let end = Instant::now() + LONG;
+        while first.is_none() {
+            match http(&addr, "GET", "/") {
+                Ok(r) => first = Some(r),
+                Err(e) => {
+                    ensure(Instant::now() < end, || format!("no answer on {addr}: {e}"))?;
+                    sleep_ms(100);
+                }
+            }
+        }
+        let mut buf = [0u8; 512];
+        let mut got = Vec::new();
+        let end = Instant::now() + LONG;
+        loop {
+            if let Ok(n) = notify.recv(&mut buf) {
+                let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+                if msg.contains("READY=1") {
+                    ensure(msg.contains("STATUS=2 worker(s) ready"), || {
+                        format!("READY=1 without the 2 workers: {msg:?}")
+                    })?;
+                    break;
+                }
+                got.push(msg);
+            }
+            ensure(Instant::now() < end, || format!("no READY=1; got {got:?}"))?;
+        }
+        let log = p.log_text();
+        ensure(log.contains("passed by systemd (LISTEN_FDS)"), || {
+            "the example did not take the systemd socket".into()
+        })?;
+        check_example_app(&addr)?;
+        // SAFETY: kill(2) of our child (systemd-socket-activate executed the example in place).
+        unsafe { libc::kill(p.pid(), libc::SIGTERM) };
+        let code = p.wait_exit()?;
+        ensure(code == 0, || format!("exit status {code} after SIGTERM"))
+    })();
+    p.finish(result)
+}
