@@ -12,10 +12,11 @@
 //! 2. [`socket_owner`]: whether that inode is held by this process or by one of a list of sibling
 //!    pids. A uid other than this process's effective uid means "not ours" without any scan (a
 //!    sibling is searched only when its effective uid, from `/proc/<pid>/status`, is the
-//!    socket's). Otherwise `/proc/self/fd` is listed and each descriptor the caller does not skip
-//!    is `fstat`ed (a socket's `st_ino` is its inode). The caller skips what it knows is not the
-//!    client: its listeners and accepted connections, so with thousands of idle connections only
-//!    the few other descriptors cost a system call. A sibling's `/proc/<pid>/fd` is searched in
+//!    socket's). Otherwise each descriptor number below the size of the descriptor table that
+//!    the caller does not skip is `fstat`ed (a socket's `st_ino` is its inode). The caller skips
+//!    what it knows is not the client: its listeners and accepted connections, so with thousands
+//!    of idle connections only the few other descriptors cost a system call (listing
+//!    `/proc/self/fd` would cost microseconds per open descriptor, skipped or not). A sibling's `/proc/<pid>/fd` is searched in
 //!    full (`readlink`, `socket:[inode]`); one that cannot be read does not hold it.
 //!
 //! [`SockDiag::owner`] does both. Outside Linux (and Android) the netlink socket cannot be opened
@@ -75,8 +76,10 @@ impl SockDiag {
 /// pid and 0 are ignored in the list).
 ///
 /// `skip(fd)` says that `fd` of this process cannot be the client (a listener, an accepted
-/// connection): it is not looked at. It is called at most once per descriptor, and never when
-/// the socket's uid is not this process's effective uid.
+/// connection): it is not looked at. It is called at most once per descriptor number, for every
+/// number below the size of the descriptor table (open or not), so it must be cheap (a bitmap or
+/// a hash set of the server's descriptors); it is never called when the socket's uid is not this
+/// process's effective uid.
 #[cfg(any(target_os = "linux", target_os = "android"))]
 pub(crate) fn socket_owner(
     sock: PeerSocket,
@@ -122,16 +125,62 @@ pub(crate) fn socket_owner(
     Owner::Unknown
 }
 
+/// How many descriptors [`self_holds`] `fstat`s by number before it lists `/proc/self/fd`
+/// instead (a table left large by a past burst, now mostly closed).
+#[cfg(any(target_os = "linux", target_os = "android"))]
+const PROBE_BUDGET: usize = 512;
+
 /// Whether one of this process's descriptors that `skip` lets through is the socket `inode`.
+///
+/// Listing `/proc/self/fd` costs a few microseconds per open descriptor (the kernel builds an
+/// entry for each), skipped or not; so the descriptors are probed by number, from 0 to the size
+/// of the descriptor table (`FDSize`), and only those not skipped cost a system call (`fstat`;
+/// EBADF for a free slot). Past [`PROBE_BUDGET`] probes, the rest is listed instead.
 #[cfg(any(target_os = "linux", target_os = "android"))]
 fn self_holds(inode: u64, mut skip: impl FnMut(RawFd) -> bool) -> std::io::Result<bool> {
+    let size = fd_table_size()?;
+    let mut probes = 0;
+    for fd in 0..size {
+        if skip(fd) {
+            continue;
+        }
+        probes += 1;
+        if probes > PROBE_BUDGET {
+            return listed_self_holds(inode, fd, skip);
+        }
+        if socket_inode(fd) == Some(inode) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// The size of this process's descriptor table (`FDSize` in `/proc/self/status`): every open
+/// descriptor is below it.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn fd_table_size() -> std::io::Result<RawFd> {
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("FDSize:"))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| std::io::ErrorKind::InvalidData.into())
+}
+
+/// [`self_holds`] for the descriptors from `from` on, by listing `/proc/self/fd`.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn listed_self_holds(
+    inode: u64,
+    from: RawFd,
+    mut skip: impl FnMut(RawFd) -> bool,
+) -> std::io::Result<bool> {
     for entry in std::fs::read_dir("/proc/self/fd")? {
         let Ok(entry) = entry else { continue };
         let name = entry.file_name();
         let Some(fd) = name.to_str().and_then(|n| n.parse::<RawFd>().ok()) else {
             continue;
         };
-        if !skip(fd) && socket_inode(fd) == Some(inode) {
+        if fd >= from && !skip(fd) && socket_inode(fd) == Some(inode) {
             return Ok(true);
         }
     }

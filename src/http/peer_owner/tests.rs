@@ -262,6 +262,7 @@ fn cost_with_idle_connections() {
         let addrs = |s: &TcpStream| (s.peer_addr().unwrap(), s.local_addr().unwrap());
         let (op, ol) = addrs(&other);
         let (mp, ml) = addrs(&mine);
+        let client = d.client_socket(op, ol).unwrap().unwrap().inode;
         let query = time(&mut || assert!(d.client_socket(op, ol).unwrap().is_some()));
         let not_ours = time(&mut || {
             assert_eq!(d.owner(op, ol, &[], |fd| ours.contains(&fd)), Owner::Other);
@@ -278,7 +279,7 @@ fn cost_with_idle_connections() {
         let former = time(&mut || {
             let table = std::fs::read_to_string("/proc/self/net/tcp").unwrap();
             assert!(table.lines().count() > idle);
-            let want = format!("socket:[{}]", inode_of(&other));
+            let want = format!("socket:[{client}]");
             let found = std::fs::read_dir("/proc/self/fd")
                 .unwrap()
                 .flatten()
