@@ -1,0 +1,47 @@
+//! Load-test server: prefork-pool's HTTP server in thread mode (`WORKERS` handler threads, default
+//! 2), the seed app on `127.0.0.1:$PORT`, no access log. Stops on SIGTERM or SIGINT, exit 0.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use prefork_pool::http::{HttpRequest, HttpResponse, Server, ServerHandle};
+use prefork_pool::Context;
+use prefork_pool_benches::{env_or, App, Reply, StopSignals};
+
+fn main() {
+    let stop = StopSignals::install();
+    let port: u16 = env_or("PORT", 8000);
+    let workers: usize = env_or("WORKERS", 2);
+    let app = Arc::new(App::new());
+    let server = start(port, workers, move |req, _ctx| {
+        let r = app.handle(req.method().as_str(), req.uri().path(), req.uri().query());
+        response(r)
+    });
+    stop.wait();
+    server.shutdown(Duration::from_secs(5));
+}
+
+/// The crate's API, in one place: build and start the server.
+fn start(
+    port: u16,
+    workers: usize,
+    handler: impl Fn(HttpRequest, &Context) -> HttpResponse + Send + Sync + 'static,
+) -> ServerHandle {
+    Server::builder()
+        .bind(("127.0.0.1", port))
+        .pool(|p| p.workers(workers))
+        .access_log(false)
+        .serve(handler)
+        .unwrap_or_else(|e| {
+            eprintln!("cannot start: {e}");
+            std::process::exit(1);
+        })
+}
+
+fn response(r: Reply) -> HttpResponse {
+    http::Response::builder()
+        .status(r.status)
+        .header("content-type", "application/json")
+        .body(r.body.into_bytes())
+        .expect("a valid response")
+}
