@@ -190,7 +190,9 @@ mod access_log;
 mod conn;
 mod date;
 mod decode;
+mod dispatch;
 mod handle;
+mod handler;
 mod handoff;
 mod io;
 mod loopback;
@@ -201,11 +203,14 @@ mod reactor;
 mod response;
 mod self_call;
 mod server;
+#[cfg(unix)]
+mod signals;
 mod stuck;
-mod types;
+pub mod types;
 
 pub use access_log::{AccessLogFormat, ACCESS_TARGET, DEFAULT_ACCESS_LOG_FORMAT};
 pub use handle::ServerHandle;
+pub use handler::{handler, Handler, IntoResponse, Json, ResponseBody};
 pub use handoff::{request_depth, DEPTH_HEADER};
 pub use loopback::Loopback;
 pub use parse::Limits;
