@@ -43,7 +43,9 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use prefork_pool::http::types::http::{self, StatusCode};
-use prefork_pool::http::{handler, HttpRequest, HttpResponse, IntoResponse, Json, Loopback, Server};
+use prefork_pool::http::{
+    handler, HttpRequest, HttpResponse, IntoResponse, Json, Loopback, Server,
+};
 use serde_json::json;
 
 /// The shared dictionary of the Flask app (`routes/shared.py`): session id -> stored JSON.

@@ -131,7 +131,11 @@ pub(crate) struct ErrorPage(Option<Arc<ErrorHook>>);
 
 impl fmt::Debug for ErrorPage {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(if self.0.is_some() { "hook" } else { "text/plain" })
+        f.write_str(if self.0.is_some() {
+            "hook"
+        } else {
+            "text/plain"
+        })
     }
 }
 

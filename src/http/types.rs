@@ -7,7 +7,7 @@
 //! ```
 //! use prefork_pool::http::types::http::{Response, StatusCode};
 //!
-//! let r = Response::builder().status(StatusCode::CREATED).body(Vec::new()).unwrap();
+//! let r = Response::builder().status(StatusCode::CREATED).body(Vec::<u8>::new()).unwrap();
 //! assert_eq!(r.status(), 201);
 //! ```
 //!

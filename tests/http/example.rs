@@ -125,7 +125,10 @@ fn hello_loopback_example_serves_the_three_routes() {
         if let Some(st) = child.0.try_wait().unwrap() {
             break st;
         }
-        assert!(start.elapsed() < WAIT, "the example did not stop on SIGTERM");
+        assert!(
+            start.elapsed() < WAIT,
+            "the example did not stop on SIGTERM"
+        );
         std::thread::sleep(Duration::from_millis(20));
     };
     assert_eq!(status.code(), Some(0), "{status:?}");

@@ -19,19 +19,21 @@ fn work(ctx: &prefork_pool::Context, d: Duration) {
 #[test]
 fn a_plain_closure_returns_anything_into_response_and_uses_the_question_mark() {
     // The closure is stored before it is served: `handler` makes that compile unannotated.
-    let app = handler(|req, _ctx| -> Result<Response<Vec<u8>>, prefork_pool::Error> {
-        match req.uri().path() {
-            "/text" => Ok("plain".into_response()),
-            "/json" => Ok((StatusCode::CREATED, Json(r#"{"a":1}"#)).into_response()),
-            "/relay" => {
-                let lb = req.extensions().get::<Loopback>().unwrap();
-                let inner = Request::get("/json").body(Vec::new()).unwrap();
-                // The inner call is deeper than max_depth (0) allows: `?` answers its 508.
-                Ok(lb.send(inner)?)
+    let app = handler(
+        |req, _ctx| -> Result<Response<Vec<u8>>, prefork_pool::Error> {
+            match req.uri().path() {
+                "/text" => Ok("plain".into_response()),
+                "/json" => Ok((StatusCode::CREATED, Json(r#"{"a":1}"#)).into_response()),
+                "/relay" => {
+                    let lb = req.extensions().get::<Loopback>().unwrap();
+                    let inner = Request::get("/json").body(Vec::new()).unwrap();
+                    // The inner call is deeper than max_depth (0) allows: `?` answers its 508.
+                    Ok(lb.send(inner)?)
+                }
+                _ => Ok(StatusCode::NOT_FOUND.into_response()),
             }
-            _ => Ok(StatusCode::NOT_FOUND.into_response()),
-        }
-    });
+        },
+    );
     let s = Server::builder()
         .bind("127.0.0.1:0")
         .max_spare(0)
@@ -139,7 +141,10 @@ fn deadline_for_gives_a_route_its_own_deadline_and_the_504_names_the_request() {
     // The warning says which request missed its deadline: method, path, client.
     let lines = lines_with(&["`GET /route-api/slow` from 127.0.0.1", "answered 504"]);
     assert_eq!(lines.len(), 1, "{lines:?}");
-    assert!(lines[0].starts_with("WARN prefork_pool::http:"), "{lines:?}");
+    assert!(
+        lines[0].starts_with("WARN prefork_pool::http:"),
+        "{lines:?}"
+    );
     assert!(lines[0].contains("deadline of 200ms"), "{lines:?}");
 }
 
