@@ -41,7 +41,8 @@ struct Inner {
 /// A running server. Cloning gives another handle to the same server.
 ///
 /// Dropping the handles does not stop the server: call [`shutdown`](Self::shutdown), or
-/// [`join`](Self::join) to block until another thread does.
+/// [`join`](Self::join) to block until another thread does, or (a program that only serves)
+/// [`serve_until_signal`](Self::serve_until_signal) to serve until SIGTERM or Ctrl-C.
 #[derive(Clone)]
 pub struct ServerHandle {
     inner: Arc<Inner>,

@@ -17,6 +17,21 @@ use crate::{Context, Error};
 /// closure stored in a variable first does: Rust then infers one lifetime for its `&Context`
 /// instead of any (the error reads "implementation of `Fn` is not general enough"). Wrap it in
 /// [`handler`] and it compiles as written.
+///
+/// ```
+/// use prefork_pool::http::{Handler, HttpResponse, IntoResponse, Server};
+/// use std::sync::Arc;
+///
+/// /// The application: its state, and a handler that uses it.
+/// fn app(greeting: Arc<str>) -> impl Handler<HttpResponse> {
+///     move |req, _ctx| format!("{greeting} {}\n", req.uri().path()).into_response()
+/// }
+///
+/// let server = Server::builder().bind("127.0.0.1:0").serve(app("hi".into())).unwrap();
+/// let r = server.loopback().send(http::Request::get("/you").body(Vec::new()).unwrap()).unwrap();
+/// assert_eq!(r.body(), b"hi /you\n");
+/// server.shutdown(std::time::Duration::from_secs(5));
+/// ```
 pub trait Handler<R: IntoResponse>: Fn(HttpRequest, &Context) -> R + Send + Sync + 'static {}
 
 impl<F, R> Handler<R> for F

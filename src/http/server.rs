@@ -62,7 +62,9 @@ impl Server {
     /// a 30 s body read timeout (without progress), a 5 s keep-alive idle timeout, a 30 s write
     /// timeout (without progress), gunicorn's default access log format, as many spare threads for
     /// self-calls (over TCP or a Unix socket) as workers (`max_spare`), a call depth of at most 32 (`max_depth`), a
-    /// stuck report after 1 s without progress (`stuck_after`), and the Pool's defaults.
+    /// stuck report after 1 s without progress (`stuck_after`), the server's own answers in
+    /// `text/plain` (no `error_response` hook), every request with the Pool's deadline (no
+    /// `deadline_for`), and the Pool's defaults.
     pub fn builder() -> ServerBuilder {
         ServerBuilder::new()
     }
