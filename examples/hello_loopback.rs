@@ -26,26 +26,34 @@
 //! and logs once, at `warn`, which worker waits on which request and the fix (use the `Loopback`,
 //! or make the call asynchronous).
 //!
+//! It runs as a service does: no terminal or stdin needed (`nohup`, `&`, systemd, Docker without
+//! `-i`); SIGTERM or Ctrl-C (SIGINT) stops it gracefully, answering every request already received
+//! (a second signal stops at once), and it exits 0.
+//!
 //! Environment: `PORT` (default 5000; 0 picks a free port), `WEB_CONCURRENCY` (workers, default 1),
-//! `EXIT_AFTER_SECS` (stop after that long). The server also stops, gracefully, when stdin closes
-//! (Ctrl-D). It prints `listening on http://ADDR` once it serves.
+//! `RUST_LOG` (default `info`: the access log and the server's warnings; the crate logs through
+//! `log`, so without a logger you see nothing). It prints `listening on http://ADDR` once it
+//! serves.
 
 use std::collections::HashMap;
 use std::io::Read;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use parking_lot::Mutex;
-use prefork_pool::http::{HttpRequest, HttpResponse, Loopback, Server};
+use prefork_pool::http::types::http::{self, StatusCode};
+use prefork_pool::http::{
+    handler, HttpRequest, HttpResponse, IntoResponse, Json, Loopback, Server,
+};
+use serde_json::json;
 
-/// The shared dictionary of the Flask app (`routes/shared.py`).
-type StateCache = Arc<Mutex<HashMap<String, String>>>;
+/// The shared dictionary of the Flask app (`routes/shared.py`): session id -> stored JSON.
+type StateCache = Arc<Mutex<HashMap<String, serde_json::Value>>>;
 
 fn main() {
-    log::set_logger(&LOGGER).expect("no other logger");
-    log::set_max_level(log::LevelFilter::Info);
+    // RUST_LOG=warn, RUST_LOG=prefork_pool::access=off, ...; default: info.
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
 
     let port: u16 = env_or("PORT", 5000);
     let workers: usize = env_or("WEB_CONCURRENCY", 1);
@@ -54,10 +62,12 @@ fn main() {
     let me: Arc<OnceLock<SocketAddr>> = Arc::default();
     let me_in_handler = me.clone();
 
+    // A plain closure: `handler` lets it be stored before it is served, with no annotation.
+    let app = handler(move |req, _ctx| route(&cache, &me_in_handler, req));
     let server = Server::builder()
         .bind(("127.0.0.1", port))
         .pool(|p| p.workers(workers).deadline(Duration::from_secs(30)))
-        .serve(move |req, _ctx| route(&cache, &me_in_handler, req))
+        .serve(app)
         .unwrap_or_else(|e| {
             eprintln!("cannot start: {e}");
             std::process::exit(1);
@@ -74,58 +84,64 @@ fn main() {
         "  curl -i -X POST http://{addr}/call_hello_world_tcp    # the naive way: rescued, logged"
     );
     println!(
-        "stop with Ctrl-D (stdin EOF){}",
-        match std::env::var("EXIT_AFTER_SECS") {
-            Ok(s) => format!(" or after {s} s"),
-            Err(_) => String::new(),
-        }
+        "stop with Ctrl-C or `kill -TERM {}` (graceful)",
+        std::process::id()
     );
 
-    // Stop on stdin EOF, or after EXIT_AFTER_SECS.
-    let (stop_tx, stop_rx) = crossbeam_channel::bounded::<&str>(2);
-    let tx = stop_tx.clone();
-    std::thread::spawn(move || {
-        let mut sink = [0u8; 256];
-        let mut stdin = std::io::stdin();
-        while matches!(stdin.read(&mut sink), Ok(n) if n > 0) {}
-        let _ = tx.send("stdin closed");
-    });
-    if let Ok(secs) = std::env::var("EXIT_AFTER_SECS") {
-        let secs: u64 = secs
-            .parse()
-            .expect("EXIT_AFTER_SECS is a number of seconds");
-        std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_secs(secs));
-            let _ = stop_tx.send("EXIT_AFTER_SECS passed");
-        });
+    match server.serve_until_signal(Duration::from_secs(10)) {
+        Ok(report) => println!("stopped ({report:?})"),
+        Err(e) => {
+            eprintln!("cannot wait for signals: {e}");
+            server.shutdown(Duration::from_secs(10));
+            std::process::exit(1);
+        }
     }
-    let why = stop_rx.recv().unwrap_or("stop");
-    println!("{why}: shutting down");
-    let report = server.shutdown(Duration::from_secs(10));
-    println!("stopped ({report:?})");
 }
 
+/// What a route fails with: a status and a message, answered as JSON `{"error": ...}`.
+struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> HttpResponse {
+        (self.0, Json(json!({ "error": self.1 }).to_string())).into_response()
+    }
+}
+
+impl From<prefork_pool::Error> for ApiError {
+    fn from(e: prefork_pool::Error) -> Self {
+        let status = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::BAD_GATEWAY);
+        ApiError(status, e.to_string())
+    }
+}
+
+type Answer = Result<HttpResponse, ApiError>;
+
 /// The blueprint: one function per route, as `routes/data.py`.
-fn route(cache: &StateCache, me: &OnceLock<SocketAddr>, req: HttpRequest) -> HttpResponse {
+fn route(cache: &StateCache, me: &OnceLock<SocketAddr>, req: HttpRequest) -> Answer {
     match (req.method().as_str(), req.uri().path()) {
-        ("POST", "/hello_world") => say_hello(cache),
+        ("POST", "/hello_world") => Ok(say_hello(cache)),
         ("GET", "/get_hello_world") => fetch_hello(cache, &req),
         ("POST", "/call_hello_world") => invoke_hello(&req),
         ("POST", "/call_hello_world_tcp") => invoke_hello_tcp(me),
-        _ => json(404, r#"{"error": "Not Found"}"#.to_string()),
+        _ => Err(ApiError(StatusCode::NOT_FOUND, "Not Found".into())),
     }
+}
+
+/// A JSON answer with `status`.
+fn json_answer(status: StatusCode, value: &serde_json::Value) -> HttpResponse {
+    (status, Json(value.to_string())).into_response()
 }
 
 /// `POST /hello_world`: store a payload under a new id, answer 201 with the id.
 fn say_hello(cache: &StateCache) -> HttpResponse {
-    let sid = uuid_like();
-    let payload = format!(r#"{{"message": "Hello, World!", "session_id": "{sid}"}}"#);
+    let sid = uuid::Uuid::new_v4().to_string();
+    let payload = json!({ "message": "Hello, World!", "session_id": sid });
     cache.lock().insert(sid.clone(), payload);
-    json(201, format!(r#"{{"session_id": "{sid}"}}"#))
+    json_answer(StatusCode::CREATED, &json!({ "session_id": sid }))
 }
 
 /// `GET /get_hello_world?session_id=...`: the stored payload, or 404.
-fn fetch_hello(cache: &StateCache, req: &HttpRequest) -> HttpResponse {
+fn fetch_hello(cache: &StateCache, req: &HttpRequest) -> Answer {
     let sid = req
         .uri()
         .query()
@@ -133,13 +149,13 @@ fn fetch_hello(cache: &StateCache, req: &HttpRequest) -> HttpResponse {
         .split('&')
         .find_map(|kv| kv.strip_prefix("session_id="))
         .unwrap_or("");
-    match cache.lock().get(sid) {
-        Some(payload) => json(200, payload.clone()),
-        None => json(
-            404,
-            r#"{"error": "Invalid or missing session_id"}"#.to_string(),
-        ),
-    }
+    let payload = cache.lock().get(sid).cloned().ok_or_else(|| {
+        ApiError(
+            StatusCode::NOT_FOUND,
+            "Invalid or missing session_id".into(),
+        )
+    })?;
+    Ok(json_answer(StatusCode::OK, &payload))
 }
 
 /// `POST /call_hello_world`: call our own `/hello_world` and relay status, headers and body.
@@ -147,7 +163,7 @@ fn fetch_hello(cache: &StateCache, req: &HttpRequest) -> HttpResponse {
 /// In Flask this was `requests.post('http://localhost:5000/hello_world')`: a TCP round trip that
 /// needs a second free worker. Here the request goes through the `Loopback` handle that every
 /// request carries: no socket, and no second worker needed.
-fn invoke_hello(req: &HttpRequest) -> HttpResponse {
+fn invoke_hello(req: &HttpRequest) -> Answer {
     let loopback = req
         .extensions()
         .get::<Loopback>()
@@ -155,23 +171,19 @@ fn invoke_hello(req: &HttpRequest) -> HttpResponse {
     let inner = http::Request::post("/hello_world")
         .body(Vec::new())
         .expect("a valid request");
-    match loopback.send(inner) {
-        Ok(resp) => resp, // status, headers and body relayed as they are
-        Err(e) => json(
-            e.http_status(),
-            format!(r#"{{"error": "{}"}}"#, e.to_string().replace('"', "'")),
-        ),
-    }
+    // Status, headers and body relayed as they are; a pool error becomes a JSON error.
+    Ok(loopback.send(inner)?)
 }
 
 /// `POST /call_hello_world_tcp`: the same call made the naive way, over TCP with an HTTP client,
 /// exactly as the Flask handler did. With one worker this is the seed's deadlock; the server
 /// rescues it (a spare thread serves the request its own process sent) and logs the fix once.
-fn invoke_hello_tcp(me: &OnceLock<SocketAddr>) -> HttpResponse {
-    let Some(addr) = me.get() else {
-        return json(503, r#"{"error": "not bound yet"}"#.to_string());
-    };
+fn invoke_hello_tcp(me: &OnceLock<SocketAddr>) -> Answer {
+    let addr = me
+        .get()
+        .ok_or_else(|| ApiError(StatusCode::SERVICE_UNAVAILABLE, "not bound yet".into()))?;
     let url = format!("http://127.0.0.1:{}/hello_world", addr.port());
+    let bad_gateway = |e: &dyn std::fmt::Display| ApiError(StatusCode::BAD_GATEWAY, e.to_string());
     match ureq::post(&url)
         .timeout(Duration::from_secs(30))
         .send_bytes(b"")
@@ -180,56 +192,17 @@ fn invoke_hello_tcp(me: &OnceLock<SocketAddr>) -> HttpResponse {
             let status = resp.status();
             let content_type = resp.content_type().to_string();
             let mut body = Vec::new();
-            if let Err(e) = resp.into_reader().read_to_end(&mut body) {
-                return json(502, format!(r#"{{"error": "reading the answer: {e}"}}"#));
-            }
-            http::Response::builder()
+            resp.into_reader()
+                .read_to_end(&mut body)
+                .map_err(|e| bad_gateway(&e))?;
+            Ok(http::Response::builder()
                 .status(status)
                 .header("content-type", content_type)
                 .body(body)
-                .expect("a valid response")
+                .expect("a valid response"))
         }
-        Err(e) => json(
-            502,
-            format!(r#"{{"error": "{}"}}"#, e.to_string().replace('"', "'")),
-        ),
+        Err(e) => Err(bad_gateway(&e)),
     }
-}
-
-fn json(status: u16, body: String) -> HttpResponse {
-    http::Response::builder()
-        .status(status)
-        .header("content-type", "application/json")
-        .body(body.into_bytes())
-        .expect("a valid response")
-}
-
-/// A random-looking version-4-shaped id, without a uuid or rand dependency: splitmix64 over the
-/// time, the process id and a counter. Good enough for an example, not for secrets.
-fn uuid_like() -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0);
-    let mut x =
-        nanos ^ (u64::from(std::process::id()) << 32) ^ COUNTER.fetch_add(1, Ordering::Relaxed);
-    let mut next = || {
-        x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = x;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    };
-    let (a, b) = (next(), next());
-    format!(
-        "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
-        a >> 32,
-        (a >> 16) & 0xffff,
-        a & 0x0fff,
-        (b >> 48) & 0x3fff | 0x8000,
-        b & 0xffff_ffff_ffff
-    )
 }
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
@@ -240,25 +213,4 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
         }),
         Err(_) => default,
     }
-}
-
-/// A tiny logger: access lines as they are, everything else with its level and target.
-struct Logger;
-static LOGGER: Logger = Logger;
-
-impl log::Log for Logger {
-    fn enabled(&self, m: &log::Metadata<'_>) -> bool {
-        m.level() <= log::Level::Info
-    }
-    fn log(&self, r: &log::Record<'_>) {
-        if !self.enabled(r.metadata()) {
-            return;
-        }
-        if r.target() == prefork_pool::http::ACCESS_TARGET {
-            eprintln!("{}", r.args());
-        } else {
-            eprintln!("[{}] {}: {}", r.level(), r.target(), r.args());
-        }
-    }
-    fn flush(&self) {}
 }

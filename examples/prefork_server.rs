@@ -45,12 +45,13 @@
 
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use prefork_pool::http::{HttpRequest, HttpResponse, Loopback};
+use prefork_pool::http::types::http::{self, StatusCode};
+use prefork_pool::http::{HttpRequest, HttpResponse, IntoResponse, Json, Loopback};
 use prefork_pool::prefork::Supervisor;
 use prefork_pool::Context;
+use serde_json::json;
 
 /// The session store every worker process sees: one file per session in a directory.
 #[derive(Clone)]
@@ -75,16 +76,43 @@ impl Store {
     }
 }
 
+/// What a route fails with: a status and a message, answered as JSON `{"error": ...}`.
+struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> HttpResponse {
+        (self.0, Json(json!({ "error": self.1 }).to_string())).into_response()
+    }
+}
+
+impl From<prefork_pool::Error> for ApiError {
+    fn from(e: prefork_pool::Error) -> Self {
+        let status = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::BAD_GATEWAY);
+        ApiError(status, e.to_string())
+    }
+}
+
+/// A JSON answer with `status`.
+fn json_answer(status: StatusCode, value: &serde_json::Value) -> HttpResponse {
+    (status, Json(value.to_string())).into_response()
+}
+
 /// The routes, as the seed's blueprint.
-fn route(store: &Store, req: HttpRequest) -> HttpResponse {
+fn route(store: &Store, req: HttpRequest) -> Result<HttpResponse, ApiError> {
     match (req.method().as_str(), req.uri().path()) {
         ("POST", "/hello_world") => {
-            let id = session_id();
-            let payload = format!(r#"{{"message": "Hello, World!", "session_id": "{id}"}}"#);
-            match store.put(&id, &payload) {
-                Ok(()) => json(201, format!(r#"{{"session_id": "{id}"}}"#)),
-                Err(e) => json(500, format!(r#"{{"error": "session store: {e}"}}"#)),
-            }
+            let id = uuid::Uuid::new_v4().to_string();
+            let payload = json!({ "message": "Hello, World!", "session_id": id });
+            store.put(&id, &payload.to_string()).map_err(|e| {
+                ApiError(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("session store: {e}"),
+                )
+            })?;
+            Ok(json_answer(
+                StatusCode::CREATED,
+                &json!({ "session_id": id }),
+            ))
         }
         ("GET", "/get_hello_world") => {
             let id = req
@@ -94,58 +122,34 @@ fn route(store: &Store, req: HttpRequest) -> HttpResponse {
                 .split('&')
                 .find_map(|kv| kv.strip_prefix("session_id="))
                 .unwrap_or("");
-            match store.get(id) {
-                Some(payload) => json(200, payload),
-                None => json(404, r#"{"error": "Invalid or missing session_id"}"#.into()),
-            }
+            let payload = store.get(id).ok_or_else(|| {
+                ApiError(
+                    StatusCode::NOT_FOUND,
+                    "Invalid or missing session_id".into(),
+                )
+            })?;
+            Ok((StatusCode::OK, Json(payload)).into_response())
         }
         ("POST", "/call_hello_world") => {
             // The seed did `requests.post('http://localhost:5000/hello_world')`. Through the
             // Loopback the inner request runs in this process, inline, with our deadline.
-            let Some(loopback) = req.extensions().get::<Loopback>() else {
-                return json(500, r#"{"error": "no Loopback in the request"}"#.into());
-            };
+            let loopback = req.extensions().get::<Loopback>().ok_or_else(|| {
+                ApiError(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "no Loopback in the request".into(),
+                )
+            })?;
             let inner = http::Request::post("/hello_world")
                 .body(Vec::new())
                 .expect("a valid request");
-            match loopback.send(inner) {
-                Ok(resp) => resp,
-                Err(e) => json(
-                    e.http_status(),
-                    format!(r#"{{"error": "{}"}}"#, e.to_string().replace('"', "'")),
-                ),
-            }
+            Ok(loopback.send(inner)?)
         }
-        ("GET", "/") => json(200, format!(r#"{{"worker_pid": {}}}"#, std::process::id())),
-        _ => json(404, r#"{"error": "Not Found"}"#.into()),
+        ("GET", "/") => Ok(json_answer(
+            StatusCode::OK,
+            &json!({ "worker_pid": std::process::id() }),
+        )),
+        _ => Err(ApiError(StatusCode::NOT_FOUND, "Not Found".into())),
     }
-}
-
-fn json(status: u16, body: String) -> HttpResponse {
-    http::Response::builder()
-        .status(status)
-        .header("content-type", "application/json")
-        .body(body.into_bytes())
-        .expect("a valid response")
-}
-
-/// A session id without a uuid or rand dependency (splitmix64 over time, pid and a counter): good
-/// enough for a demo, not for secrets.
-fn session_id() -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64);
-    let mut x =
-        nanos ^ (u64::from(std::process::id()) << 32) ^ COUNTER.fetch_add(1, Ordering::Relaxed);
-    let mut next = || {
-        x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = x;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    };
-    format!("{:016x}-{:016x}", next(), next())
 }
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
@@ -158,28 +162,20 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     }
 }
 
-/// A logger to stderr with the process id: the master's and the workers' lines interleave. It
-/// starts no thread (the master must have none when it forks).
-struct StderrLogger;
-
-impl log::Log for StderrLogger {
-    fn enabled(&self, m: &log::Metadata) -> bool {
-        m.level() <= log::Level::Info
-    }
-    fn log(&self, r: &log::Record) {
-        if self.enabled(r.metadata()) {
-            let line = format!("[{}] {:<5} {}\n", std::process::id(), r.level(), r.args());
-            let _ = std::io::stderr().write_all(line.as_bytes());
-        }
-    }
-    fn flush(&self) {}
-}
-
-static LOGGER: StderrLogger = StderrLogger;
-
 fn main() {
-    log::set_logger(&LOGGER).expect("a logger was already set");
-    log::set_max_level(log::LevelFilter::Info);
+    // RUST_LOG (default: info), each line with the process id: the master's and the workers'
+    // lines interleave. env_logger starts no thread (the master must have none when it forks).
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .format(|buf, r| {
+            writeln!(
+                buf,
+                "[{}] {:<5} {}",
+                std::process::id(),
+                r.level(),
+                r.args()
+            )
+        })
+        .init();
 
     let port: u16 = env_or("PORT", 8000);
     let workers: usize = env_or("WEB_CONCURRENCY", 2);
@@ -232,7 +228,9 @@ fn main() {
         // threads) here, never before the Supervisor runs.
         || {
             let store = store.clone();
-            Ok::<_, std::io::Error>(move |req: HttpRequest, _ctx: &Context| route(&store, req))
+            Ok::<_, std::io::Error>(move |req: HttpRequest, _ctx: &Context| {
+                route(&store, req).into_response()
+            })
         },
     );
     if std::env::var_os("STORE_DIR").is_none() {

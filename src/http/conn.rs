@@ -18,7 +18,7 @@ use super::decode::BodyDecoder;
 use super::handoff::{Handoff, Reply};
 use super::io::{Link, Stream, TcpAddrs};
 use super::parse::{parse_head, Framing, Head, HeadScanner, HttpError};
-use super::response::{refusal_response, write_response, WriteOpts};
+use super::response::{write_response, WriteOpts};
 use super::self_call::{tcp_caller, unix_caller, Caller};
 use super::types::PeerAddr;
 
@@ -429,7 +429,7 @@ impl Conn {
     /// Answer `e` and close.
     fn fail(&mut self, e: HttpError, env: &mut Env<'_>) -> Next {
         log::debug!(target: "prefork_pool::http", "{}: {} {}", self.peer, e.status, e.reason);
-        let resp = refusal_response(&e);
+        let resp = env.handoff.cfg.error_page.refusal(&e);
         let opts = WriteOpts {
             head: false,
             version: Version::HTTP_11,

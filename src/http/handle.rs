@@ -41,7 +41,8 @@ struct Inner {
 /// A running server. Cloning gives another handle to the same server.
 ///
 /// Dropping the handles does not stop the server: call [`shutdown`](Self::shutdown), or
-/// [`join`](Self::join) to block until another thread does.
+/// [`join`](Self::join) to block until another thread does, or (a program that only serves)
+/// [`serve_until_signal`](Self::serve_until_signal) to serve until SIGTERM or Ctrl-C.
 #[derive(Clone)]
 pub struct ServerHandle {
     inner: Arc<Inner>,
@@ -158,14 +159,26 @@ impl ServerHandle {
     /// `graceful_timeout` is closed. Returns the Pool's report. Calling it again (or from several
     /// threads) waits for the same stop and returns the same report.
     pub fn shutdown(&self, graceful_timeout: Duration) -> ShutdownReport {
-        {
-            let mut d = self.inner.deadline.lock();
-            if d.is_none() {
-                *d = Some(Instant::now() + graceful_timeout);
-            }
-            self.inner.reactor.shutdown(d.unwrap_or_else(Instant::now));
-        }
+        self.begin_shutdown(graceful_timeout);
         self.join()
+    }
+
+    /// Start the graceful shutdown of [`shutdown`](Self::shutdown) without waiting for it.
+    pub(crate) fn begin_shutdown(&self, graceful_timeout: Duration) {
+        let mut d = self.inner.deadline.lock();
+        if d.is_none() {
+            *d = Some(Instant::now() + graceful_timeout);
+        }
+        self.inner.reactor.shutdown(d.unwrap_or_else(Instant::now));
+    }
+
+    /// Stop at once: every request queued or running is answered 503 now (the Pool's
+    /// [`shutdown_now`](crate::Pool::shutdown_now)), then the server drains as in a shutdown.
+    /// Returns the Pool's report of what it answered.
+    pub(crate) fn stop_now(&self) -> ShutdownReport {
+        self.begin_shutdown(Duration::ZERO);
+        *self.inner.deadline.lock() = Some(Instant::now());
+        self.inner.pool.shutdown_now()
     }
 
     /// Block until the server has stopped (after a [`shutdown`](Self::shutdown) from any

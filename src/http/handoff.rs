@@ -18,7 +18,7 @@ use super::access_log::{AccessLogFormat, LogRequest, ACCESS_TARGET};
 use super::date::{now_secs, DateCache};
 use super::io::Link;
 use super::parse::Limits;
-use super::response::{pool_error_response, self_call_refused_response, write_response, WriteOpts};
+use super::response::{write_response, ErrorPage, WriteOpts};
 use super::self_call::{Caller, SelfCallRefused, SelfCallServed, SelfCalls, SiblingPids, Warned};
 use super::stuck::BusyWorker;
 use super::types::{HttpRequest, HttpResponse};
@@ -103,6 +103,8 @@ pub(crate) struct ReactorConfig {
     pub siblings: Option<SiblingPids>,
     /// Deepest chain of calls a request may be in (its `X-Prefork-Depth`); deeper: 508.
     pub max_depth: u32,
+    /// How the answers the server makes on its own are rendered (default: plain text).
+    pub error_page: ErrorPage,
 }
 
 /// The message that tells the reactor a request is answered: written by the thread that completed
@@ -241,7 +243,7 @@ impl Handoff {
             };
             log::warn!(target: "prefork_pool::http", "{warning}");
         }
-        finish(self, reply, Ok(self_call_refused_response()));
+        finish(self, reply, Ok(self.cfg.error_page.self_call_refused()));
     }
 
     /// Run the request on the spare thread reserved with `reserve_spare`.
@@ -318,7 +320,7 @@ pub(crate) fn finish(handoff: &Handoff, r: Reply, result: Result<HttpResponse, E
             } else {
                 log::warn!(target: "prefork_pool::http", "{e}");
             }
-            pool_error_response(&e)
+            handoff.cfg.error_page.pool_error(&e)
         }
     };
     let draining = handoff.draining.load(Ordering::SeqCst);

@@ -16,7 +16,8 @@
 //! # A server in ten lines
 //!
 //! ```
-//! use prefork_pool::http::Server;
+//! use prefork_pool::http::types::http::StatusCode;
+//! use prefork_pool::http::{Json, Server};
 //! use std::io::{Read, Write};
 //! use std::time::Duration;
 //!
@@ -25,12 +26,9 @@
 //!     .pool(|p| p
 //!         .workers(2)                        // the Pool's worker threads
 //!         .deadline(Duration::from_secs(5))) // per request; past it the client gets 504
-//!     .serve(|req, _ctx| {
-//!         let body = format!("hello from {}\n", req.uri().path());
-//!         http::Response::builder()
-//!             .header("content-type", "text/plain")
-//!             .body(body.into_bytes())
-//!             .unwrap()
+//!     .serve(|req, _ctx| match req.uri().path() {
+//!         "/" => Ok(Json(r#"{"hello":"world"}"#)),
+//!         other => Err((StatusCode::NOT_FOUND, format!("no page at {other}\n"))),
 //!     })
 //!     .unwrap();
 //!
@@ -39,16 +37,32 @@
 //! s.write_all(b"GET /there HTTP/1.1\r\nHost: example\r\nConnection: close\r\n\r\n").unwrap();
 //! let mut answer = String::new();
 //! s.read_to_string(&mut answer).unwrap();
-//! assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"));
-//! assert!(answer.contains("content-length: 18\r\n"));
-//! assert!(answer.ends_with("hello from /there\n"));
+//! assert!(answer.starts_with("HTTP/1.1 404 Not Found\r\n"));
+//! assert!(answer.contains("content-type: text/plain; charset=utf-8\r\n"));
+//! assert!(answer.ends_with("no page at /there\n"));
 //!
 //! // Graceful: finishes what was read, then stops every thread.
 //! server.shutdown(Duration::from_secs(5));
 //! ```
 //!
-//! A program that only serves ends with [`ServerHandle::join`]; `examples/hello_loopback.rs` is a
-//! complete template (routes, JSON, a logger, stop on stdin EOF).
+//! A program that serves ends with [`ServerHandle::serve_until_signal`]: it serves until SIGTERM
+//! or Ctrl-C, then drains (see [Running as a service](#running-as-a-service)).
+//! `examples/hello_loopback.rs` is a complete template (routes, JSON with serde_json, errors with
+//! `?`, a logger, stop on SIGTERM).
+//!
+//! The crate logs through the [`log`](https://docs.rs/log) facade: install a logger (e.g.
+//! `env_logger`) or you see nothing, not even the access log.
+//!
+//! # Handlers
+//!
+//! A handler is any `Fn(HttpRequest, &Context) -> R` ([`Handler`]) whose `R` is
+//! [`IntoResponse`]: an [`HttpResponse`], a `String` or `&'static str` (text), [`Json`],
+//! `(StatusCode, body)`, a [`StatusCode`](types::http::StatusCode), a [`crate::Error`], or a
+//! `Result` of two of them, so that a handler can use `?` on any error type that is
+//! `IntoResponse`. Requests and responses are the `http` crate's types, re-exported as
+//! [`types::http`] so that your `Cargo.toml` need not name it with the matching version. A
+//! closure written in the call to [`serve`](ServerBuilder::serve) needs no annotations; one stored
+//! in a variable first goes through [`handler`].
 //!
 //! # Calling yourself without deadlock: [`Loopback`]
 //!
@@ -114,7 +128,9 @@
 //!
 //! # What the server answers on its own
 //!
-//! Each answer has a short `text/plain` body that says why. A protocol refusal (400, 408, 413,
+//! Each answer has a short `text/plain` body that says why, or whatever the application's
+//! [`error_response`](ServerBuilder::error_response) hook renders (JSON for an API; the status
+//! stays, and a 503 keeps `Retry-After`). A protocol refusal (400, 408, 413,
 //! 414, 417, 431, 501, 505) closes the connection after a *lingering close*: the server shuts its
 //! side and reads what the client still sends for up to 2 s, so the client reads the answer
 //! instead of a reset. An answer for a Pool error (503, 504, 500, 508) keeps the connection.
@@ -130,13 +146,17 @@
 //! | 501 | a transfer coding other than `chunked` (e.g. `gzip, chunked`) | |
 //! | 505 | an HTTP version other than 1.0 and 1.1 | |
 //! | 503 + `Retry-After: 1` | the Pool's queue is full ([`Error::Overloaded`](crate::Error::Overloaded)), or it is shutting down | [`queue_capacity`](crate::Builder::queue_capacity), through [`pool`](ServerBuilder::pool) |
-//! | 504 | the request's deadline passed ([`Error::DeadlineExceeded`](crate::Error::DeadlineExceeded)) | [`deadline`](crate::Builder::deadline), through [`pool`](ServerBuilder::pool) |
+//! | 504 | the request's deadline passed ([`Error::DeadlineExceeded`](crate::Error::DeadlineExceeded)) | [`deadline`](crate::Builder::deadline), through [`pool`](ServerBuilder::pool) (30 s); per route, [`deadline_for`](ServerBuilder::deadline_for) (none) |
 //! | 500 | the handler panicked (the message goes to the log, not to the client) | |
 //! | 508 | a chain of nested calls too deep ([`Error::LoopDetected`](crate::Error::LoopDetected)): the request's [`DEPTH_HEADER`] is past the maximum | [`max_depth`](ServerBuilder::max_depth) (32) |
 //! | 503 + `Retry-After: 1` | a request this process (or a sibling worker process) sent itself over TCP or a Unix socket while every worker and every spare thread was busy | [`max_spare`](ServerBuilder::max_spare) (the worker count) |
 //!
-//! Pool errors are logged on target `prefork_pool::http` (500 at `error`, others at `warn`);
-//! protocol refusals at `debug`.
+//! Pool errors are logged on target `prefork_pool::http` (500 at `error`, others at `warn`), each
+//! with the request it answers: `` `GET /api/report` from 10.0.0.7: answered 504: pool `http`: job
+//! 42 missed its deadline of 2s ... ``, whose job number is the one in the Pool's own line (the
+//! worker retired, on target `prefork_pool::pool::watchdog`). Protocol refusals are logged at
+//! `debug`. An error a handler returns itself (`Err(prefork_pool::Error)`) is answered the same
+//! way and not logged: the access log shows its status.
 //!
 //! # Connections
 //!
@@ -185,12 +205,31 @@
 //! could lose an answer) and closes them; then the Pool is shut down with what is left of the
 //! timeout, and every thread ends (a spare thread serving a self-call ends as soon as its handler
 //! returns).
+//!
+//! # Running as a service
+//!
+//! [`ServerHandle::serve_until_signal`]`(graceful_timeout)` blocks until SIGTERM or SIGINT, then
+//! shuts down gracefully as above; a second signal stops at once (every request still queued or
+//! running is answered 503). It needs no terminal and no stdin, so the program runs the same under
+//! systemd, Docker, `nohup` or `&`, and `kill -TERM` loses no request already received:
+//!
+//! ```no_run
+//! # use prefork_pool::http::Server;
+//! # use std::time::Duration;
+//! let server = Server::builder().bind("0.0.0.0:8000").serve(|_req, _ctx| "hi\n").unwrap();
+//! let report = server.serve_until_signal(Duration::from_secs(30)).expect("signal handlers");
+//! log::info!("stopped: {report:?}"); // main returns: exit status 0
+//! ```
+//!
+//! In process mode (`prefork::Supervisor`) the supervisor handles the signals instead.
 
 mod access_log;
 mod conn;
 mod date;
 mod decode;
+mod dispatch;
 mod handle;
+mod handler;
 mod handoff;
 mod io;
 mod loopback;
@@ -201,11 +240,14 @@ mod reactor;
 mod response;
 mod self_call;
 mod server;
+#[cfg(unix)]
+mod signals;
 mod stuck;
-mod types;
+pub mod types;
 
 pub use access_log::{AccessLogFormat, ACCESS_TARGET, DEFAULT_ACCESS_LOG_FORMAT};
 pub use handle::ServerHandle;
+pub use handler::{handler, Handler, IntoResponse, Json, ResponseBody};
 pub use handoff::{request_depth, DEPTH_HEADER};
 pub use loopback::Loopback;
 pub use parse::Limits;

@@ -493,6 +493,7 @@ mod tests {
             max_spare: 0,
             siblings: None,
             max_depth: 32,
+            error_page: Default::default(),
         };
         let (r, h) = Reactor::new(
             vec![Acceptor::Tcp(mio::net::TcpListener::from_std(l))],

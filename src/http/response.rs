@@ -1,8 +1,11 @@
 //! Response serialisation (status line, the handler's headers, `Date`, `Content-Length`,
 //! `Connection`) and every answer the server gives on its own: the short plain-text bodies for a
-//! protocol refusal, a pool [`Error`], a refused self-call.
+//! protocol refusal, a pool [`Error`], a refused self-call, and the application's hook that
+//! renders them instead ([`ErrorPage`]).
 
+use std::fmt;
 use std::io::Write as _;
+use std::sync::Arc;
 
 use http::header::{
     CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, DATE, RETRY_AFTER, TRANSFER_ENCODING,
@@ -116,14 +119,66 @@ pub fn error_response(status: u16, why: &str) -> Response<Vec<u8>> {
     r
 }
 
-/// The answer for a pool error: its status ([`Error::http_status`]) and a short body that says why
-/// (the full message goes to the log, not to the client).
-pub(crate) fn pool_error_response(e: &Error) -> Response<Vec<u8>> {
-    error_response(e.http_status(), short_reason(e))
+/// The application's renderer of the answers the server makes on its own, set with
+/// [`ServerBuilder::error_response`](super::ServerBuilder::error_response).
+pub(crate) type ErrorHook = dyn Fn(StatusCode, &str) -> Response<Vec<u8>> + Send + Sync;
+
+/// How the server renders the answers it makes on its own: [`error_response`] (plain text), or the
+/// application's hook. Whatever the hook returns, the status stays the one the server chose, and a
+/// 503 gets `Retry-After: 1` unless the hook set one.
+#[derive(Clone, Default)]
+pub(crate) struct ErrorPage(Option<Arc<ErrorHook>>);
+
+impl fmt::Debug for ErrorPage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "hook"
+        } else {
+            "text/plain"
+        })
+    }
+}
+
+impl ErrorPage {
+    pub(crate) fn new(hook: Option<Arc<ErrorHook>>) -> Self {
+        ErrorPage(hook)
+    }
+
+    /// The answer with `status` that says `why`.
+    pub(crate) fn render(&self, status: u16, why: &str) -> Response<Vec<u8>> {
+        let Some(hook) = &self.0 else {
+            return error_response(status, why);
+        };
+        let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut r = hook(code, why);
+        *r.status_mut() = code;
+        if status == 503 && !r.headers().contains_key(RETRY_AFTER) {
+            r.headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        r
+    }
+
+    /// The answer for a pool error: its status ([`Error::http_status`]) and a short body that says
+    /// why (the full message goes to the log, not to the client).
+    pub(crate) fn pool_error(&self, e: &Error) -> Response<Vec<u8>> {
+        self.render(e.http_status(), short_reason(e))
+    }
+
+    /// The answer for a protocol refusal (the connection closes after it).
+    pub(crate) fn refusal(&self, e: &HttpError) -> Response<Vec<u8>> {
+        self.render(e.status, &e.reason)
+    }
+
+    /// The answer for a request this process (or a sibling worker process) sent itself while
+    /// every worker and every spare thread was busy.
+    pub(crate) fn self_call_refused(&self) -> Response<Vec<u8>> {
+        self.render(503, SELF_CALL_REFUSED)
+    }
 }
 
 /// The short body the client gets for a pool error.
-fn short_reason(e: &Error) -> &'static str {
+pub(crate) fn short_reason(e: &Error) -> &'static str {
     match e {
         Error::Overloaded { .. } => {
             "overloaded: every worker is busy and the queue is full; retry later"
@@ -136,20 +191,10 @@ fn short_reason(e: &Error) -> &'static str {
     }
 }
 
-/// The answer for a protocol refusal (the connection closes after it).
-pub(crate) fn refusal_response(e: &HttpError) -> Response<Vec<u8>> {
-    error_response(e.status, &e.reason)
-}
-
-/// The answer for a request this process (or a sibling worker process) sent itself while every
-/// worker and every spare thread was busy.
-pub(crate) fn self_call_refused_response() -> Response<Vec<u8>> {
-    error_response(
-        503,
-        "self-call refused: this server (or a sibling worker process) called itself while \
-         every worker and every spare thread was busy; call it through the Loopback instead",
-    )
-}
+/// The body of the answer to a refused self-call.
+const SELF_CALL_REFUSED: &str = "self-call refused: this server (or a sibling worker process) \
+    called itself while every worker and every spare thread was busy; call it through the \
+    Loopback instead";
 
 #[cfg(test)]
 mod tests {

@@ -1,21 +1,27 @@
 //! [`Server`] and its builder: where to listen, limits, timeouts, the access log, the Pool behind it
-//! ([`ServerBuilder::pool`]); [`ServerBuilder::serve`] checks them, binds, and starts the reactor.
+//! ([`ServerBuilder::pool`]), deadlines per route and the rendering of the server's own answers;
+//! [`ServerBuilder::serve`] checks them, binds, and starts the reactor.
 
 use std::fmt;
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use http::StatusCode;
 
 use super::access_log::{AccessLogFormat, DEFAULT_ACCESS_LOG_FORMAT};
+use super::dispatch::{DeadlineFor, PoolDispatch};
 use super::handle::ServerHandle;
-use super::handoff::{Dispatch, Done, ReactorConfig};
+use super::handler::{IntoResponse, ServerAnswer};
+use super::handoff::ReactorConfig;
 use super::loopback::{with_depth, Loopback};
 use super::parse::Limits;
 use super::reactor::{Acceptor, Reactor};
+use super::response::{ErrorHook, ErrorPage};
 use super::self_call::SiblingPids;
-use super::stuck::{Busy, BusyWorker};
+use super::stuck::Busy;
 use super::types::{HttpRequest, HttpResponse};
 use crate::net::{bind_tcp, bind_unix};
 use crate::{BuildError, Context, Pool};
@@ -56,7 +62,9 @@ impl Server {
     /// a 30 s body read timeout (without progress), a 5 s keep-alive idle timeout, a 30 s write
     /// timeout (without progress), gunicorn's default access log format, as many spare threads for
     /// self-calls (over TCP or a Unix socket) as workers (`max_spare`), a call depth of at most 32 (`max_depth`), a
-    /// stuck report after 1 s without progress (`stuck_after`), and the Pool's defaults.
+    /// stuck report after 1 s without progress (`stuck_after`), the server's own answers in
+    /// `text/plain` (no `error_response` hook), every request with the Pool's deadline (no
+    /// `deadline_for`), and the Pool's defaults.
     pub fn builder() -> ServerBuilder {
         ServerBuilder::new()
     }
@@ -119,6 +127,8 @@ pub struct ServerBuilder {
     siblings: Option<SiblingPids>,
     max_depth: u32,
     stuck_after: Duration,
+    error_hook: Option<Arc<ErrorHook>>,
+    deadline_for: Option<Arc<DeadlineFor>>,
     pool: PoolBuilder,
 }
 
@@ -137,6 +147,8 @@ impl fmt::Debug for ServerBuilder {
             .field("sibling_pids", &self.siblings.is_some())
             .field("max_depth", &self.max_depth)
             .field("stuck_after", &self.stuck_after)
+            .field("error_response", &self.error_hook.is_some())
+            .field("deadline_for", &self.deadline_for.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -168,6 +180,8 @@ impl ServerBuilder {
             siblings: None,
             max_depth: 32,
             stuck_after: Duration::from_secs(1),
+            error_hook: None,
+            deadline_for: None,
             pool: Pool::builder().name("http"),
         }
     }
@@ -383,6 +397,80 @@ impl ServerBuilder {
         self
     }
 
+    /// Render the answers the server makes on its own (400, 408, 413, 414, 417, 431, 501, 505 for
+    /// a request it refuses; 503, 504, 500, 508 for a Pool error; 503 for a refused self-call)
+    /// with `hook(status, reason)` instead of the default [`error_response`](super::error_response)
+    /// (`text/plain`, the reason and a newline). `reason` is the short text the default body
+    /// says. The answer keeps the server's status whatever the hook sets, and a 503 gets
+    /// `Retry-After: 1` unless the hook set one. A handler's own `Err(prefork_pool::Error)` (see
+    /// [`IntoResponse`]) is rendered by the hook too. Runs on the reactor thread for a refusal,
+    /// on the completing thread otherwise: keep it quick, and do not panic.
+    ///
+    /// ```
+    /// use prefork_pool::http::Server;
+    /// use prefork_pool::http::types::http::Response;
+    ///
+    /// let server = Server::builder()
+    ///     .bind("127.0.0.1:0")
+    ///     .max_depth(0)
+    ///     .error_response(|status, reason| {
+    ///         let body = format!(r#"{{"status":{},"error":"{}"}}"#, status.as_u16(), reason);
+    ///         Response::builder()
+    ///             .header("content-type", "application/json")
+    ///             .body(body.into_bytes())
+    ///             .unwrap()
+    ///     })
+    ///     .serve(|_req, _ctx| "never: every request is too deep")
+    ///     .unwrap();
+    /// let mut s = std::net::TcpStream::connect(server.local_addrs()[0]).unwrap();
+    /// use std::io::{Read, Write};
+    /// s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nX-Prefork-Depth: 1\r\nConnection: close\r\n\r\n").unwrap();
+    /// let mut out = String::new();
+    /// s.read_to_string(&mut out).unwrap();
+    /// assert!(out.starts_with("HTTP/1.1 508 Loop Detected\r\n"), "{out}");
+    /// assert!(out.contains("content-type: application/json\r\n"));
+    /// assert!(out.ends_with(r#"{"status":508,"error":"loop detected: the handler keeps calling itself"}"#));
+    /// server.shutdown(std::time::Duration::from_secs(5));
+    /// ```
+    pub fn error_response(
+        mut self,
+        hook: impl Fn(StatusCode, &str) -> HttpResponse + Send + Sync + 'static,
+    ) -> Self {
+        self.error_hook = Some(Arc::new(hook));
+        self
+    }
+
+    /// Choose the deadline of each request from the request (its method, path, headers), before
+    /// it is queued: `Some(d)` gives it `d` (past it the client gets 504; at most
+    /// [`MAX_DEADLINE`](crate::MAX_DEADLINE)), `None` the Pool's
+    /// [`deadline`](crate::PoolBuilder::deadline) (default 30 s). Default: none, every request
+    /// has the Pool's deadline. It runs on the reactor thread for every request: keep it quick (a
+    /// match on the path). A request sent through the [`Loopback`] from inside a handler keeps
+    /// the caller's remaining deadline instead.
+    ///
+    /// ```
+    /// use prefork_pool::http::Server;
+    /// use std::time::Duration;
+    ///
+    /// let server = Server::builder()
+    ///     .bind("127.0.0.1:0")
+    ///     .pool(|p| p.deadline(Duration::from_secs(2)))
+    ///     .deadline_for(|req| match req.uri().path() {
+    ///         p if p.starts_with("/export") => Some(Duration::from_secs(60)),
+    ///         _ => None, // /api and the rest: the pool's 2 s
+    ///     })
+    ///     .serve(|_req, _ctx| "ok")
+    ///     .unwrap();
+    /// server.shutdown(Duration::from_secs(5));
+    /// ```
+    pub fn deadline_for(
+        mut self,
+        choose: impl Fn(&HttpRequest) -> Option<Duration> + Send + Sync + 'static,
+    ) -> Self {
+        self.deadline_for = Some(Arc::new(choose));
+        self
+    }
+
     /// Configure the [Pool] that runs the handler: its worker threads, queue,
     /// deadline (past it the client gets 504), recycling, re-entrancy policy, name (default
     /// `"http"`) and hooks. `configure` gets the pool's builder as set so far and returns it; see
@@ -489,16 +577,21 @@ impl ServerBuilder {
             max_spare: self.max_spare.unwrap_or(0),
             siblings: self.siblings.clone(),
             max_depth: self.max_depth,
+            error_page: ErrorPage::new(self.error_hook.clone()),
         })
     }
 
     /// Check the configuration, bind, start the Pool and the reactor thread, and serve `handler`.
     ///
-    /// The handler gets each complete request (body read and decoded) with its [`Context`]; the
-    /// request's extensions hold a [`Loopback`] and the client's [`PeerAddr`](super::PeerAddr).
-    pub fn serve<F>(self, handler: F) -> Result<ServerHandle, ServeError>
+    /// The handler (a [`Handler`](super::Handler)) gets each complete request (body read and
+    /// decoded) with its [`Context`]; the request's extensions hold a [`Loopback`] and the
+    /// client's [`PeerAddr`](super::PeerAddr). It returns anything [`IntoResponse`]: an
+    /// [`HttpResponse`], a `String`, `(StatusCode, body)`, a `Result` whose error is
+    /// `IntoResponse` too (so `?` works), ...
+    pub fn serve<F, R>(self, handler: F) -> Result<ServerHandle, ServeError>
     where
-        F: Fn(HttpRequest, &Context) -> HttpResponse + Send + Sync + 'static,
+        F: Fn(HttpRequest, &Context) -> R + Send + Sync + 'static,
+        R: IntoResponse,
     {
         let mut cfg = self.validate()?;
         let backlog = self.backlog as i32;
@@ -546,12 +639,19 @@ impl ServerBuilder {
         }
         let busy = Arc::new(Busy::new(self.stuck_after));
         let table = busy.clone();
+        let page = cfg.error_page.clone();
+        let dispatch_page = cfg.error_page.clone();
         // Each request records, for the stuck report, what its worker runs, and sets the depth
-        // that the `Loopback` adds one to.
+        // that the `Loopback` adds one to. A `prefork_pool::Error` the handler returned is
+        // rendered like the server's own answers.
         let pool = self.pool.build(move |req: HttpRequest, ctx: &Context| {
             let depth = Loopback::depth_of(&req).max(ctx.depth());
             let _entered = table.enter(ctx, &req);
-            with_depth(depth, || handler(req, ctx))
+            let resp = with_depth(depth, || handler(req, ctx)).into_response();
+            match resp.extensions().get::<ServerAnswer>() {
+                Some(a) => page.render(a.status, a.reason),
+                None => resp,
+            }
         })?;
         let workers = pool.stats().workers;
         busy.init(workers);
@@ -566,6 +666,8 @@ impl ServerBuilder {
                 pool: pool.clone(),
                 max_depth,
                 busy: busy.clone(),
+                deadline_for: self.deadline_for,
+                error_page: dispatch_page,
             }),
         )
         .map_err(io_err("start the reactor"))?;
@@ -580,37 +682,5 @@ impl ServerBuilder {
             paths,
         )
         .map_err(io_err("spawn the reactor thread"))
-    }
-}
-
-/// Hands complete requests to the Pool, each with a [`Loopback`] in its extensions.
-struct PoolDispatch {
-    pool: Pool<HttpRequest, HttpResponse>,
-    max_depth: u32,
-    busy: Arc<Busy>,
-}
-
-impl Dispatch for PoolDispatch {
-    fn dispatch(&self, mut req: HttpRequest, depth: u32, done: Done) {
-        req.extensions_mut()
-            .insert(Loopback::new(self.pool.clone(), self.max_depth, depth));
-        self.pool.submit_then(req, None, done);
-    }
-    fn idle_workers(&self) -> usize {
-        self.pool.idle_workers()
-    }
-    fn call_here(&self, mut req: HttpRequest, depth: u32) -> Result<HttpResponse, crate::Error> {
-        req.extensions_mut()
-            .insert(Loopback::new(self.pool.clone(), self.max_depth, depth));
-        self.pool.call_here(req, None)
-    }
-    fn name(&self) -> &str {
-        self.pool.name()
-    }
-    fn tick(&self, now: Instant) {
-        self.busy.tick(&self.pool.stats(), now);
-    }
-    fn busy(&self, now: Instant) -> Vec<BusyWorker> {
-        self.busy.report(self.pool.name(), 0, now).busy
     }
 }

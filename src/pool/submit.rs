@@ -207,9 +207,9 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
         };
         if first {
             log::info!(
-                "pool `{}`: {who} called back into the pool; the call runs inline on the caller's \
-                 thread instead of waiting for a worker that may be the caller itself (this would \
-                 deadlock a gunicorn sync worker). Later re-entrant calls are logged at debug.",
+                "pool `{}`: {who} called its own pool (e.g. through the http Loopback): the call \
+                 runs inline on the calling thread, as designed, so it needs no free worker. \
+                 Further such calls are logged at debug.",
                 self.config.name
             );
         } else {

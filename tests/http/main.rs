@@ -12,6 +12,7 @@ mod http_helpers;
 mod accept_errors;
 mod config;
 mod example;
+mod handlers;
 mod idle_connections;
 mod limits;
 mod pool_errors;
