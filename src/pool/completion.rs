@@ -141,7 +141,10 @@ impl<Resp> AnswerCell<Resp> {
         let mut outcome = self.outcome.lock();
         match &mut *outcome {
             Outcome::Pending(w) => {
-                debug_assert!(!matches!(w, Waiter::Callback(_)), "a callback job is not polled");
+                debug_assert!(
+                    !matches!(w, Waiter::Callback(_)),
+                    "a callback job is not polled"
+                );
                 if !matches!(w, Waiter::Task(old) if old.will_wake(waker)) {
                     *w = Waiter::Task(waker.clone());
                 }
@@ -281,12 +284,23 @@ mod tests {
         let waker = Waker::from(wakes.clone());
         let cell = AnswerCell::<u32>::new(Waiter::Nobody);
         assert!(cell.poll_take(&waker).is_pending());
-        assert!(cell.poll_take(&waker).is_pending(), "a second poll re-registers");
+        assert!(
+            cell.poll_take(&waker).is_pending(),
+            "a second poll re-registers"
+        );
         assert_eq!(wakes.0.load(Ordering::SeqCst), 0, "no answer, no wake");
         assert!(cell.complete(Ok(5), |_| {}));
-        assert_eq!(wakes.0.load(Ordering::SeqCst), 1, "the answer wakes the task");
+        assert_eq!(
+            wakes.0.load(Ordering::SeqCst),
+            1,
+            "the answer wakes the task"
+        );
         assert!(!cell.complete(Ok(6), |_| {}));
-        assert_eq!(wakes.0.load(Ordering::SeqCst), 1, "a late answer wakes nobody");
+        assert_eq!(
+            wakes.0.load(Ordering::SeqCst),
+            1,
+            "a late answer wakes nobody"
+        );
         assert_eq!(cell.poll_take(&waker), Poll::Ready(Some(Ok(5))));
         assert_eq!(cell.poll_take(&waker), Poll::Ready(None), "taken once");
     }

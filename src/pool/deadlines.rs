@@ -371,9 +371,17 @@ mod tests {
         }
         let mut out = Expired::new();
         assert_eq!(board.scan(0, std::iter::empty(), &mut out), 1000);
-        assert_eq!(board.queued_entries(), PRUNE_SLACK, "not yet past the bound");
+        assert_eq!(
+            board.queued_entries(),
+            PRUNE_SLACK,
+            "not yet past the bound"
+        );
         board.watch_queued(2000, &started);
-        assert_eq!(board.queued_entries(), 0, "the push past the bound pruned them");
+        assert_eq!(
+            board.queued_entries(),
+            0,
+            "the push past the bound pruned them"
+        );
         let earliest = board.scan(0, std::iter::empty(), &mut out);
         assert_eq!(earliest, NO_DEADLINE, "every entry was pruned");
         assert!(out.is_empty());

@@ -75,10 +75,7 @@ fn poll_once<F: Future + Unpin>(fut: &mut F) -> Poll<F::Output> {
 
 #[test]
 fn awaited_tickets_get_their_answers() {
-    let pool = Pool::builder()
-        .workers(2)
-        .build(|x: u64, _| x * 2)
-        .unwrap();
+    let pool = Pool::builder().workers(2).build(|x: u64, _| x * 2).unwrap();
     assert_eq!(block_on(pool.submit(21)).unwrap(), 42);
     let total = block_on(async {
         let mut total = 0;
@@ -134,7 +131,10 @@ fn a_dropped_future_whose_job_had_not_started_is_never_run() {
     let g = gated(Duration::from_secs(30));
     let blocker = occupy(&g);
     let mut dropped = g.pool.submit(Job::Echo(1));
-    assert!(poll_once(&mut dropped).is_pending(), "queued behind the blocker");
+    assert!(
+        poll_once(&mut dropped).is_pending(),
+        "queued behind the blocker"
+    );
     drop(dropped);
     let never_polled = g.pool.submit(Job::Echo(2));
     drop(never_polled);
@@ -157,7 +157,10 @@ fn a_dropped_future_whose_job_had_not_started_is_never_run() {
     let stats = g.pool.stats();
     assert_eq!(stats.abandoned, 2, "{stats:?}");
     assert_eq!(stats.completed, 2, "{stats:?}");
-    assert_eq!(stats.failed, 0, "a given-back job is not a failure: {stats:?}");
+    assert_eq!(
+        stats.failed, 0,
+        "a given-back job is not a failure: {stats:?}"
+    );
 }
 
 #[test]
@@ -218,7 +221,10 @@ fn an_awaited_job_past_its_deadline_is_answered_deadline_exceeded() {
         "{:?}",
         answers[1]
     );
-    assert!(waited >= deadline, "answered before the deadline: {waited:?}");
+    assert!(
+        waited >= deadline,
+        "answered before the deadline: {waited:?}"
+    );
     assert!(
         waited < Duration::from_secs(5),
         "the watchdog answers at the deadline, not later: {waited:?}"
@@ -253,7 +259,10 @@ fn a_refused_job_is_ready_at_once() {
     }
     let queued = pool.submit(false);
     let (answer, seen) = block_on_counted(pool.submit(false));
-    assert!(matches!(answer, Err(Error::Overloaded { .. })), "{answer:?}");
+    assert!(
+        matches!(answer, Err(Error::Overloaded { .. })),
+        "{answer:?}"
+    );
     assert_eq!(seen.polls, 1, "ready on the first poll");
     release.send(()).unwrap();
     assert!(block_on(blocker).unwrap());

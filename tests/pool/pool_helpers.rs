@@ -123,5 +123,8 @@ pub fn join_all<F: Future + Unpin>(mut futs: Vec<F>) -> (Vec<F::Output>, usize) 
             std::thread::park();
         }
     }
-    (outs.into_iter().map(|o| o.expect("all ready")).collect(), polls)
+    (
+        outs.into_iter().map(|o| o.expect("all ready")).collect(),
+        polls,
+    )
 }
