@@ -268,3 +268,15 @@ fn a_refused_job_is_ready_at_once() {
     assert!(block_on(blocker).unwrap());
     assert!(!block_on(queued).unwrap());
 }
+
+#[test]
+fn a_ticket_can_be_spawned_on_a_multi_thread_executor() {
+    // tokio::spawn and friends need a `Send + 'static` future; `Unpin` lets it be polled by `&mut`.
+    fn spawnable<F: Future + Send + Unpin + 'static>(fut: F) -> F {
+        fut
+    }
+    let pool = Pool::builder().workers(1).build(|x: u8, _| x).unwrap();
+    let fut = spawnable(pool.submit(9));
+    let answer = std::thread::spawn(move || block_on(fut)).join().unwrap();
+    assert_eq!(answer.unwrap(), 9);
+}
