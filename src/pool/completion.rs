@@ -1,8 +1,9 @@
 //! [`AnswerCell`]: the one-shot cell that carries a job's single answer to whoever waits for it (a
-//! parked caller, a ticket, or a completion callback). The first answer wins; a later one is
+//! parked caller, a ticket, an async task, or a completion callback). The first answer wins; a later one is
 //! dropped. A leaf, like rayon-core's `latch.rs`.
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Poll, Waker};
 use std::thread::{self, Thread};
 use std::time::Instant;
 
@@ -16,6 +17,8 @@ pub(crate) enum Waiter<Resp> {
     Nobody,
     /// A parked thread.
     Thread(Thread),
+    /// An async task (a [`Ticket`](crate::Ticket) polled as a future): woken, never polled for.
+    Task(Waker),
     /// A completion callback, called once with the answer.
     Callback(Box<dyn FnOnce(Result<Resp, Error>) + Send>),
 }
@@ -84,6 +87,12 @@ impl<Resp> AnswerCell<Resp> {
                 drop(outcome);
                 t.unpark();
             }
+            Waiter::Task(waker) => {
+                *outcome = Outcome::Ready(result);
+                self.done.store(true, Ordering::Release);
+                drop(outcome);
+                waker.wake();
+            }
             Waiter::Nobody => {
                 *outcome = Outcome::Ready(result);
                 self.done.store(true, Ordering::Release);
@@ -120,6 +129,32 @@ impl<Resp> AnswerCell<Resp> {
                 *outcome = other;
                 None
             }
+        }
+    }
+
+    /// The answer if it is there (taken once: `Ready(None)` if it was taken already); otherwise
+    /// `waker` is registered, replacing an earlier waiter, and woken by the answer.
+    pub(crate) fn poll_take(&self, waker: &Waker) -> Poll<Option<Result<Resp, Error>>> {
+        if self.is_done() {
+            return Poll::Ready(self.try_take());
+        }
+        let mut outcome = self.outcome.lock();
+        match &mut *outcome {
+            Outcome::Pending(w) => {
+                debug_assert!(
+                    !matches!(w, Waiter::Callback(_)),
+                    "a callback job is not polled"
+                );
+                if !matches!(w, Waiter::Task(old) if old.will_wake(waker)) {
+                    *w = Waiter::Task(waker.clone());
+                }
+                Poll::Pending
+            }
+            Outcome::Ready(_) => match std::mem::replace(&mut *outcome, Outcome::Taken) {
+                Outcome::Ready(r) => Poll::Ready(Some(r)),
+                _ => unreachable!("matched Ready above"),
+            },
+            Outcome::Taken => Poll::Ready(None),
         }
     }
 
@@ -233,6 +268,41 @@ mod tests {
             !cell.complete(Ok(1), |_| {}),
             "no answer after the waiter was taken"
         );
+    }
+
+    struct CountWakes(AtomicUsize);
+
+    impl std::task::Wake for CountWakes {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn a_polled_cell_wakes_its_task_once_with_the_answer() {
+        let wakes = Arc::new(CountWakes(AtomicUsize::new(0)));
+        let waker = Waker::from(wakes.clone());
+        let cell = AnswerCell::<u32>::new(Waiter::Nobody);
+        assert!(cell.poll_take(&waker).is_pending());
+        assert!(
+            cell.poll_take(&waker).is_pending(),
+            "a second poll re-registers"
+        );
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 0, "no answer, no wake");
+        assert!(cell.complete(Ok(5), |_| {}));
+        assert_eq!(
+            wakes.0.load(Ordering::SeqCst),
+            1,
+            "the answer wakes the task"
+        );
+        assert!(!cell.complete(Ok(6), |_| {}));
+        assert_eq!(
+            wakes.0.load(Ordering::SeqCst),
+            1,
+            "a late answer wakes nobody"
+        );
+        assert_eq!(cell.poll_take(&waker), Poll::Ready(Some(Ok(5))));
+        assert_eq!(cell.poll_take(&waker), Poll::Ready(None), "taken once");
     }
 
     #[test]

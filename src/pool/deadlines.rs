@@ -97,6 +97,47 @@ impl<T> Expired<T> {
     }
 }
 
+/// What a queued entry points to, as the board needs to know it: whether it still waits in the
+/// queue (an entry of an item that started, or was answered, is dead weight), and a once-only mark
+/// so that an item is put on the board at most once.
+pub(crate) trait QueuedItem {
+    /// True while the item waits in the queue (nobody has claimed it yet).
+    fn still_queued(&self) -> bool;
+    /// Mark the item as watched; false if it was already.
+    fn mark_watched(&self) -> bool;
+}
+
+/// Dead entries tolerated above twice the live ones before a prune. Keeps a prune's cost (the
+/// whole heap) below two pushes' worth per push, so pruning is amortised O(1), whatever the rate.
+pub(crate) const PRUNE_SLACK: usize = 32;
+
+/// The heap of queued deadlines, and the size at which the next push or scan prunes it.
+struct QueuedHeap<T> {
+    heap: BinaryHeap<QueuedEntry<T>>,
+    /// Twice the live entries found by the last prune, plus [`PRUNE_SLACK`].
+    prune_at: usize,
+}
+
+impl<T: QueuedItem> QueuedHeap<T> {
+    /// Drop the entries of items that are gone or no longer queued, once the heap has grown past
+    /// `prune_at`. What stays is at most the jobs waiting in the queue, so the heap never holds
+    /// more than twice the jobs that were queued at the last prune plus [`PRUNE_SLACK`], whatever
+    /// the deadline and the request rate (before, it held one entry per job enqueued while no worker
+    /// was idle, for a whole deadline: rate × deadline allocations).
+    fn prune_if_due(&mut self) {
+        if self.heap.len() <= self.prune_at {
+            return;
+        }
+        self.heap
+            .retain(|e| e.item.upgrade().is_some_and(|i| i.still_queued()));
+        self.prune_at = 2 * self.heap.len() + PRUNE_SLACK;
+        // Give back the memory of a burst, too.
+        if self.heap.capacity() > 4 * self.prune_at {
+            self.heap.shrink_to(self.prune_at);
+        }
+    }
+}
+
 /// The board the watchdog sleeps on; `T` is what a queued entry points to (a job).
 pub(crate) struct DeadlineBoard<T> {
     /// True once the pool is shut down; also the lock the watchdog sleeps under.
@@ -105,17 +146,26 @@ pub(crate) struct DeadlineBoard<T> {
     /// The deadline the watchdog sleeps until; [`NO_DEADLINE`] while it scans or has nothing to
     /// wait for.
     next_wake: AtomicU64,
-    queued: Mutex<BinaryHeap<QueuedEntry<T>>>,
+    queued: Mutex<QueuedHeap<T>>,
 }
 
-impl<T> DeadlineBoard<T> {
+impl<T: QueuedItem> DeadlineBoard<T> {
     pub(crate) fn new() -> Self {
         DeadlineBoard {
             stop: Mutex::new(false),
             cv: Condvar::new(),
             next_wake: AtomicU64::new(NO_DEADLINE),
-            queued: Mutex::new(BinaryHeap::new()),
+            queued: Mutex::new(QueuedHeap {
+                heap: BinaryHeap::new(),
+                prune_at: PRUNE_SLACK,
+            }),
         }
+    }
+
+    /// How many queued-job entries the board holds now (each keeps its job's allocation).
+    #[cfg(test)]
+    pub(crate) fn queued_entries(&self) -> usize {
+        self.queued.lock().heap.len()
     }
 
     /// True when the watchdog must be woken to see `deadline`: it sleeps past it, or scans.
@@ -134,12 +184,20 @@ impl<T> DeadlineBoard<T> {
     }
 
     /// Watch a queued item's deadline (the item is held weakly: once it is gone, it is not woken
-    /// for).
+    /// for). An item already watched is not added twice. Entries of items that left the queue
+    /// are pruned here once they outnumber the live ones (see [`QueuedHeap`]).
     pub(crate) fn watch_queued(&self, deadline: u64, item: &Arc<T>) {
-        self.queued.lock().push(QueuedEntry {
-            deadline,
-            item: Arc::downgrade(item),
-        });
+        if !item.mark_watched() {
+            return;
+        }
+        {
+            let mut queued = self.queued.lock();
+            queued.heap.push(QueuedEntry {
+                deadline,
+                item: Arc::downgrade(item),
+            });
+            queued.prune_if_due();
+        }
         self.watch(deadline);
     }
 
@@ -151,14 +209,11 @@ impl<T> DeadlineBoard<T> {
 
     /// One look at the board at `now`: slots and queued items whose deadline is `<= now` go to
     /// `out` (queued items only while alive); returns the earliest deadline still ahead
-    /// ([`NO_DEADLINE`] if none). When the heap holds more than `prune_over` entries, entries whose
-    /// item is gone or no longer `still_queued` are dropped.
+    /// ([`NO_DEADLINE`] if none). Entries of items that left the queue are pruned when due.
     pub(crate) fn scan(
         &self,
         now: u64,
         slot_deadlines: impl Iterator<Item = u64>,
-        prune_over: usize,
-        still_queued: impl Fn(&T) -> bool,
         out: &mut Expired<T>,
     ) -> u64 {
         let mut earliest = NO_DEADLINE;
@@ -169,19 +224,15 @@ impl<T> DeadlineBoard<T> {
                 earliest = earliest.min(d);
             }
         }
-        let mut heap = self.queued.lock();
-        while heap.peek().is_some_and(|e| e.deadline <= now) {
-            let entry = heap.pop().expect("peeked");
+        let mut queued = self.queued.lock();
+        while queued.heap.peek().is_some_and(|e| e.deadline <= now) {
+            let entry = queued.heap.pop().expect("peeked");
             if let Some(item) = entry.item.upgrade() {
                 out.queued.push(item);
             }
         }
-        // Entries of jobs that already started are dead weight: prune them when they outnumber
-        // what the queue can hold.
-        if heap.len() > prune_over {
-            heap.retain(|e| e.item.upgrade().is_some_and(|i| still_queued(&i)));
-        }
-        if let Some(top) = heap.peek() {
+        queued.prune_if_due();
+        if let Some(top) = queued.heap.peek() {
             earliest = earliest.min(top.deadline);
         }
         earliest
@@ -193,8 +244,6 @@ impl<T> DeadlineBoard<T> {
         &self,
         epoch: Instant,
         slot_deadlines: impl Fn() -> I,
-        prune_over: usize,
-        still_queued: impl Fn(&T) -> bool,
         out: &mut Expired<T>,
     ) -> bool {
         let mut stop = self.stop.lock();
@@ -206,7 +255,7 @@ impl<T> DeadlineBoard<T> {
             // so no deadline published during the scan is missed.
             self.next_wake.store(NO_DEADLINE, Ordering::SeqCst);
             let now = nanos_since(epoch, Instant::now());
-            let earliest = self.scan(now, slot_deadlines(), prune_over, &still_queued, out);
+            let earliest = self.scan(now, slot_deadlines(), out);
             if !out.is_empty() {
                 return true;
             }
@@ -224,11 +273,47 @@ impl<T> DeadlineBoard<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::AtomicBool;
     use std::thread;
+
+    /// A test item: 0 stands for "started" (no longer queued); it may be watched any number of
+    /// times.
+    impl QueuedItem for u32 {
+        fn still_queued(&self) -> bool {
+            *self != 0
+        }
+        fn mark_watched(&self) -> bool {
+            true
+        }
+    }
+
+    /// An item as a job is: watched once, queued until it starts.
+    struct Once {
+        queued: AtomicBool,
+        watched: AtomicBool,
+    }
+
+    impl Once {
+        fn new() -> Arc<Once> {
+            Arc::new(Once {
+                queued: AtomicBool::new(true),
+                watched: AtomicBool::new(false),
+            })
+        }
+    }
+
+    impl QueuedItem for Once {
+        fn still_queued(&self) -> bool {
+            self.queued.load(Ordering::SeqCst)
+        }
+        fn mark_watched(&self) -> bool {
+            !self.watched.swap(true, Ordering::SeqCst)
+        }
+    }
 
     fn scan(board: &DeadlineBoard<u32>, now: u64, slots: &[u64]) -> (u64, Expired<u32>) {
         let mut out = Expired::new();
-        let earliest = board.scan(now, slots.iter().copied(), 1000, |_| true, &mut out);
+        let earliest = board.scan(now, slots.iter().copied(), &mut out);
         (earliest, out)
     }
 
@@ -280,14 +365,60 @@ mod tests {
     #[test]
     fn entries_no_longer_queued_are_pruned_past_the_bound() {
         let board = DeadlineBoard::new();
-        let started = Arc::new(1u32);
-        for d in 0..10 {
+        let started = Arc::new(0u32);
+        for d in 0..PRUNE_SLACK as u64 {
             board.watch_queued(1000 + d, &started);
         }
         let mut out = Expired::new();
-        let earliest = board.scan(0, std::iter::empty(), 5, |_| false, &mut out);
+        assert_eq!(board.scan(0, std::iter::empty(), &mut out), 1000);
+        assert_eq!(
+            board.queued_entries(),
+            PRUNE_SLACK,
+            "not yet past the bound"
+        );
+        board.watch_queued(2000, &started);
+        assert_eq!(
+            board.queued_entries(),
+            0,
+            "the push past the bound pruned them"
+        );
+        let earliest = board.scan(0, std::iter::empty(), &mut out);
         assert_eq!(earliest, NO_DEADLINE, "every entry was pruned");
         assert!(out.is_empty());
+    }
+
+    #[test]
+    fn the_heap_stays_bounded_by_the_live_entries_whatever_the_pushes() {
+        let board = DeadlineBoard::new();
+        // Ten items stay queued the whole time; a million pass through (queued, then started).
+        let live: Vec<_> = (0..10).map(|_| Once::new()).collect();
+        for (i, item) in live.iter().enumerate() {
+            board.watch_queued(1_000_000_000 + i as u64, item);
+        }
+        let mut most = 0;
+        for n in 0..1_000_000u64 {
+            let item = Once::new();
+            board.watch_queued(2_000_000_000 + n, &item);
+            // Kept alive (as a job is by the queue and the worker), but started.
+            item.queued.store(false, Ordering::SeqCst);
+            most = most.max(board.queued_entries());
+        }
+        assert!(
+            most <= 2 * (live.len() + 1) + PRUNE_SLACK + 1,
+            "the heap held {most} entries for 11 queued jobs"
+        );
+        assert!(board.queued.lock().heap.capacity() <= 4 * (2 * 11 + PRUNE_SLACK) + 64);
+    }
+
+    #[test]
+    fn an_item_is_watched_once() {
+        let board = DeadlineBoard::new();
+        let item = Once::new();
+        board.watch_queued(100, &item);
+        board.watch_queued(50, &item);
+        assert_eq!(board.queued_entries(), 1);
+        let mut out = Expired::new();
+        assert_eq!(board.scan(0, std::iter::empty(), &mut out), 100);
     }
 
     #[test]
@@ -305,13 +436,8 @@ mod tests {
             let (board, slots) = (board.clone(), slots.clone());
             thread::spawn(move || {
                 let mut out = Expired::new();
-                let woke = board.wait_expired(
-                    epoch,
-                    || slots.iter().map(SlotDeadline::get),
-                    64,
-                    |_| true,
-                    &mut out,
-                );
+                let woke =
+                    board.wait_expired(epoch, || slots.iter().map(SlotDeadline::get), &mut out);
                 (woke, out.slots, Instant::now())
             })
         };
@@ -345,7 +471,7 @@ mod tests {
             let board = board.clone();
             thread::spawn(move || {
                 let mut out = Expired::new();
-                board.wait_expired(epoch, std::iter::empty, 64, |_| true, &mut out)
+                board.wait_expired(epoch, std::iter::empty, &mut out)
             })
         };
         board.stop();

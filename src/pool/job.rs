@@ -115,10 +115,22 @@ pub(crate) struct Job<Req, Resp> {
     /// Set for jobs behind a [`crate::Ticket`], so that a waiting handler can take the job back and
     /// run it itself (see the re-entrancy guard).
     pub(crate) pool: Option<Weak<dyn PoolOps<Req, Resp>>>,
+    /// Set once the job's deadline is on the watchdog's board (it is put there at most once).
+    pub(crate) watched: AtomicBool,
+}
+
+/// What a [`crate::Ticket`] needs from the pool behind its job: implemented by the pool's
+/// `PoolState` (in `ticket.rs`).
+pub(crate) trait TicketOps<Req, Resp> {
+    /// An async caller waits for `job`: put its deadline on the watchdog's board (once) if it is
+    /// still queued and no worker is idle, so that the watchdog answers it at its deadline.
+    fn watch_waiting(&self, job: &Arc<Job<Req, Resp>>);
+    /// Count a job given back unrun because its ticket was dropped before it started.
+    fn count_abandoned(&self);
 }
 
 /// What a waiter needs from the pool behind a job: implemented by the pool's `PoolState`.
-pub(crate) trait PoolOps<Req, Resp>: Send + Sync {
+pub(crate) trait PoolOps<Req, Resp>: Send + Sync + TicketOps<Req, Resp> {
     /// Whether a handler waiting on a queued job should take it back: no worker is idle.
     fn should_steal(&self) -> bool;
     /// Run a job claimed (RUNNING) by the calling thread, here, and complete it.
@@ -141,6 +153,7 @@ impl<Req, Resp> Job<Req, Resp> {
             req: Mutex::new(Some(req)),
             answer: AnswerCell::new(waiter),
             pool: None,
+            watched: AtomicBool::new(false),
         }
     }
 

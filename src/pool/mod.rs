@@ -157,6 +157,10 @@ impl<Req: Send + 'static, Resp: Send + 'static> Pool<Req, Resp> {
 
     /// Queue `req` and return at once with a [`Ticket`] for its answer. A job refused at once
     /// (queue full, shutting down) gets a ticket that already holds the error.
+    ///
+    /// The ticket is a future too: from async code, `pool.submit(req).await` waits without
+    /// blocking a runtime thread (see [Async callers](Ticket#async-callers)). Dropping the ticket
+    /// before the job started gives the job back; [`Ticket::detach`] lets it run unwatched.
     pub fn submit(&self, req: Req) -> Ticket<Resp> {
         match self.state().submit(req, None, Waiter::Nobody) {
             Ok(job) => Ticket::queued(job),

@@ -265,6 +265,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
             retired_running: get(&c.retired_running),
             reentrant_inline: get(&c.reentrant_inline),
             reentrant_rejected: get(&c.reentrant_rejected),
+            abandoned: get(&c.abandoned),
         }
     }
 }

@@ -16,6 +16,7 @@ pub(crate) struct Counters {
     pub(crate) retired_running: AtomicU64,
     pub(crate) reentrant_inline: AtomicU64,
     pub(crate) reentrant_rejected: AtomicU64,
+    pub(crate) abandoned: AtomicU64,
 }
 
 impl Counters {
@@ -68,6 +69,9 @@ pub struct Stats {
     pub reentrant_inline: u64,
     /// Nested calls refused by `Reentry::Reject`.
     pub reentrant_rejected: u64,
+    /// Jobs given back unrun because their [`Ticket`](crate::Ticket) (or the future it is) was
+    /// dropped before they started: never run, never answered, counted in no other counter.
+    pub abandoned: u64,
 }
 
 impl Stats {
@@ -97,7 +101,7 @@ impl Stats {
                 "Retired threads whose handler has not returned.",
             ),
         ];
-        let counters: [(&str, u64, &str); 9] = [
+        let counters: [(&str, u64, &str); 10] = [
             (
                 "completed_total",
                 self.completed,
@@ -138,6 +142,11 @@ impl Stats {
                 "reentrant_rejected_total",
                 self.reentrant_rejected,
                 "Nested calls refused.",
+            ),
+            (
+                "abandoned_total",
+                self.abandoned,
+                "Jobs given back unrun: their ticket was dropped before they started.",
             ),
         ];
         let mut out = String::new();

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::Instant;
 
-use super::deadlines::{Expired, SlotDeadline};
+use super::deadlines::{Expired, QueuedItem, SlotDeadline};
 use super::job::{Job, ANSWERED_UNRUN, QUEUED};
 use super::state::PoolState;
 use super::stats::Counters;
@@ -36,16 +36,11 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
 
     fn watchdog_loop(self: Arc<Self>) {
         let mut expired = Expired::new();
-        let prune_over = 2 * self.config.queue_capacity + 64;
         let slot_deadlines = || self.slots.iter().map(|s| SlotDeadline::get(&s.deadline));
-        let still_queued = |job: &Job<Req, Resp>| job.state.load(Ordering::Acquire) == QUEUED;
-        while self.board.wait_expired(
-            self.epoch,
-            slot_deadlines,
-            prune_over,
-            still_queued,
-            &mut expired,
-        ) {
+        while self
+            .board
+            .wait_expired(self.epoch, slot_deadlines, &mut expired)
+        {
             for index in expired.slots.drain(..) {
                 self.expire_running(index);
             }
@@ -124,6 +119,97 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
     pub(crate) fn expire_queued(&self, job: &Job<Req, Resp>) {
         if job.claim(ANSWERED_UNRUN) {
             self.answer_expired_in_queue(job);
+        }
+    }
+}
+
+/// A job on the deadline board: watched once (by the submitter when no worker is idle, or by an
+/// async caller that waits), its entry dead weight once a thread claimed it.
+impl<Req, Resp> QueuedItem for Job<Req, Resp> {
+    fn still_queued(&self) -> bool {
+        self.state.load(Ordering::Acquire) == QUEUED
+    }
+
+    fn mark_watched(&self) -> bool {
+        !self.watched.swap(true, Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    use parking_lot::Mutex;
+
+    use crate::pool::deadlines::PRUNE_SLACK;
+    use crate::Pool;
+
+    /// Push `jobs` jobs through a 1-worker pool with `deadline`, each submitted while the worker
+    /// is busy (so each one goes on the watchdog's board), with `queued` jobs kept waiting in the
+    /// queue; then as many with the worker free. Returns the most entries the board held, and the
+    /// most jobs in flight (queued + running) at any time.
+    fn push_through(deadline: Duration, queued: usize, jobs: usize) -> (usize, usize) {
+        let (release, gate) = mpsc::channel::<()>();
+        let gate = Mutex::new(gate);
+        let pool = Pool::builder()
+            .workers(1)
+            .queue_capacity(queued + 2)
+            .deadline(deadline)
+            .build(move |x: usize, _| {
+                if x != usize::MAX {
+                    gate.lock().recv().expect("the test releases every job");
+                }
+                x
+            })
+            .unwrap();
+        let board = &pool.owner.state.board;
+        let mut tickets = VecDeque::new();
+        let (mut most_held, mut most_in_flight) = (0, 0);
+        // The worker takes the first job and blocks in it; `queued` more wait behind it.
+        tickets.push_back(pool.submit(0));
+        while pool.stats().busy == 0 {
+            std::thread::yield_now();
+        }
+        for i in 1..=queued {
+            tickets.push_back(pool.submit(i));
+        }
+        for i in 0..jobs {
+            // The worker is inside a handler: this job is watched.
+            tickets.push_back(pool.submit(queued + 1 + i));
+            most_in_flight = most_in_flight.max(tickets.len());
+            most_held = most_held.max(board.queued_entries());
+            release.send(()).unwrap();
+            let oldest = tickets.pop_front().unwrap();
+            assert!(oldest.wait().is_ok());
+        }
+        for _ in 0..tickets.len() {
+            release.send(()).unwrap();
+        }
+        for t in tickets.drain(..) {
+            assert!(t.wait().is_ok());
+        }
+        // The worker is free now: jobs pass through without waiting.
+        for _ in 0..jobs {
+            assert!(pool.submit(usize::MAX).wait().is_ok());
+            most_held = most_held.max(board.queued_entries());
+        }
+        (most_held, most_in_flight)
+    }
+
+    #[test]
+    fn the_board_holds_no_more_than_the_jobs_in_flight_whatever_the_deadline() {
+        for deadline in [Duration::from_secs(30), Duration::from_secs(300)] {
+            for queued in [0, 8] {
+                let (held, in_flight) = push_through(deadline, queued, 5_000);
+                assert!(
+                    held <= 2 * in_flight + PRUNE_SLACK,
+                    "deadline {deadline:?}: the watchdog held {held} queued-job entries with at \
+                     most {in_flight} jobs in flight (each entry keeps its job's allocation until \
+                     the deadline: memory that grows with rate × deadline)"
+                );
+            }
         }
     }
 }

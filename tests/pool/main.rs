@@ -1,5 +1,6 @@
 //! The pool's test suite, one binary: each module one part of the pool's contract.
 
+mod async_ticket;
 mod build;
 mod concurrency;
 mod deadline;

@@ -1,5 +1,6 @@
 //! Load-test server: prefork-pool's HTTP server in thread mode (`WORKERS` handler threads, default
-//! 2), the seed app on `127.0.0.1:$PORT`, no access log. Stops on SIGTERM or SIGINT, exit 0.
+//! 2), the seed app on `127.0.0.1:$PORT`, no access log, the pool's deadline `DEADLINE_SECS`
+//! (default 30). Stops on SIGTERM or SIGINT, exit 0.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,8 +13,9 @@ fn main() {
     let stop = StopSignals::install();
     let port: u16 = env_or("PORT", 8000);
     let workers: usize = env_or("WORKERS", 2);
+    let deadline = Duration::from_secs(env_or("DEADLINE_SECS", 30));
     let app = Arc::new(App::new());
-    let server = start(port, workers, move |req, _ctx| {
+    let server = start(port, workers, deadline, move |req, _ctx| {
         let r = app.handle(req.method().as_str(), req.uri().path(), req.uri().query());
         response(r)
     });
@@ -25,11 +27,12 @@ fn main() {
 fn start(
     port: u16,
     workers: usize,
+    deadline: Duration,
     handler: impl Fn(HttpRequest, &Context) -> HttpResponse + Send + Sync + 'static,
 ) -> ServerHandle {
     Server::builder()
         .bind(("127.0.0.1", port))
-        .pool(|p| p.workers(workers))
+        .pool(|p| p.workers(workers).deadline(deadline))
         .access_log(false)
         .serve(handler)
         .unwrap_or_else(|e| {
