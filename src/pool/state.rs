@@ -90,6 +90,12 @@ pub(crate) struct PoolState<Req, Resp> {
 
 static NEXT_POOL_ID: AtomicUsize = AtomicUsize::new(1);
 
+impl<Req, Resp> Drop for PoolState<Req, Resp> {
+    fn drop(&mut self) {
+        guard::forget_name(self.id);
+    }
+}
+
 impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
     pub(crate) fn new(
         config: PoolConfig,
@@ -106,8 +112,10 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
                 deadline: SlotDeadline::new(),
             })
             .collect();
+        let id = NEXT_POOL_ID.fetch_add(1, Ordering::Relaxed);
+        guard::register_name(id, &config.name);
         PoolState {
-            id: NEXT_POOL_ID.fetch_add(1, Ordering::Relaxed),
+            id,
             config,
             handler,
             tx,
@@ -147,7 +155,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
     #[inline]
     pub(crate) fn new_core(&self, budget: Duration, parent: Option<Arc<dyn JobView>>) -> JobCore {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        JobCore::new(id, budget.min(MAX_BUDGET), parent, Instant::now())
+        JobCore::new(id, self.id, budget.min(MAX_BUDGET), parent, Instant::now())
     }
 
     /// Count one answer: `None` is a handler's answer in time.
