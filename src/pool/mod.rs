@@ -139,7 +139,13 @@ impl<Req: Send + 'static, Resp: Send + 'static> Pool<Req, Resp> {
     /// Run `req` on a worker and wait for the answer, with the pool's default deadline.
     ///
     /// From inside one of this pool's handlers (a handler that calls its own pool) the call
-    /// follows the [`Reentry`] policy: by default it runs at once on the calling thread.
+    /// follows the [`Reentry`] policy: by default it runs at once on the calling thread. From a
+    /// handler of another pool it waits in this pool's queue like any call (the pool's `workers`
+    /// bound holds whoever calls); only a call that closes a cycle of pools back into this one
+    /// (this pool's handler waits, through other pools, for the caller) is handed to the waiting
+    /// worker of this pool, or refused under [`Reentry::Reject`]. A handler that holds a lock
+    /// across a nested call can still deadlock if the nested handler takes that lock. See
+    /// [`Reentry`].
     ///
     /// # Errors
     /// [`Error::Overloaded`] at once when the queue is full; [`Error::DeadlineExceeded`] at the

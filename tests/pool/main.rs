@@ -2,6 +2,7 @@
 
 mod build;
 mod concurrency;
+mod cross_pool;
 mod deadline;
 mod example;
 mod overload;
