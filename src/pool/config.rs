@@ -4,6 +4,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::per_worker::StateInit;
+
 /// A worker start or exit hook, called with the worker's index.
 pub(crate) type Hook = Arc<dyn Fn(usize) + Send + Sync>;
 
@@ -29,6 +31,8 @@ pub(crate) struct PoolConfig {
     pub(crate) reentry: Reentry,
     pub(crate) on_worker_start: Option<Hook>,
     pub(crate) on_worker_exit: Option<Hook>,
+    /// The per-worker state's init, for a pool built with `build_with_state`.
+    pub(crate) state: Option<Arc<dyn StateInit>>,
 }
 
 impl Default for PoolConfig {
@@ -44,6 +48,7 @@ impl Default for PoolConfig {
             reentry: Reentry::Inline,
             on_worker_start: None,
             on_worker_exit: None,
+            state: None,
         }
     }
 }

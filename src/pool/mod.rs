@@ -13,6 +13,7 @@ mod context;
 mod deadlines;
 mod guard;
 mod job;
+mod per_worker;
 mod shutdown;
 mod state;
 mod stats;
@@ -32,7 +33,7 @@ pub use shutdown::ShutdownReport;
 pub use stats::Stats;
 pub use ticket::Ticket;
 
-use crate::error::{Error, TrySubmitError};
+use crate::error::{BuildError, Error, TrySubmitError};
 use completion::Waiter;
 use config::PoolConfig;
 use shutdown::spawn_shutdown;
@@ -118,8 +119,12 @@ impl<Req: Send + 'static, Resp: Send + 'static> Pool<Req, Resp> {
         PoolBuilder::new()
     }
 
-    /// Start the watchdog and the workers; return once every worker waits for a job.
-    pub(crate) fn start(config: PoolConfig, handler: Handler<Req, Resp>) -> Self {
+    /// Start the watchdog and the workers; return once every worker waits for a job, or with the
+    /// error of a worker whose state's init failed (every thread stopped).
+    pub(crate) fn start(
+        config: PoolConfig,
+        handler: Handler<Req, Resp>,
+    ) -> Result<Self, BuildError> {
         let owner = Arc::new_cyclic(|weak| {
             let any: Arc<dyn Any + Send + Sync> = Arc::new(weak.clone());
             Owner {
@@ -127,8 +132,11 @@ impl<Req: Send + 'static, Resp: Send + 'static> Pool<Req, Resp> {
             }
         });
         owner.state.start_watchdog();
-        owner.state.start_workers();
-        Pool { owner }
+        if let Err(e) = owner.state.start_workers() {
+            owner.state.shutdown(Duration::ZERO, true);
+            return Err(e);
+        }
+        Ok(Pool { owner })
     }
 
     #[inline]
@@ -252,9 +260,12 @@ impl<Req: Send + 'static, Resp: Send + 'static> Pool<Req, Resp> {
     /// assert_eq!(pool.call(8).unwrap(), (8, Some(0)));
     /// ```
     ///
+    /// On a pool built with [`build_with_state`](PoolBuilder::build_with_state) it fails with
+    /// [`Error::Reentrant`] at once: the calling thread holds no per-worker state.
+    ///
     /// # Errors
     /// [`Error::Panicked`], [`Error::DeadlineExceeded`], or [`Error::ShuttingDown`] once the pool
-    /// has stopped.
+    /// has stopped; [`Error::Reentrant`] on a pool with per-worker state.
     pub fn call_here(&self, req: Req, deadline: Option<Duration>) -> Result<Resp, Error> {
         self.state().call_here(req, deadline)
     }

@@ -86,6 +86,10 @@ pub(crate) struct PoolState<Req, Resp> {
     pool_any: Arc<dyn Any + Send + Sync>,
     pub(crate) logged_reentry: AtomicBool,
     pub(crate) shutdown_lock: Mutex<bool>,
+    /// Set once `build` has returned: from then on a failing state init is retried, not reported.
+    pub(crate) started: AtomicBool,
+    /// The first worker whose state init failed during `build`, and why.
+    pub(crate) init_failed: Mutex<Option<(usize, String)>>,
 }
 
 static NEXT_POOL_ID: AtomicUsize = AtomicUsize::new(1);
@@ -134,6 +138,8 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
             pool_any,
             logged_reentry: AtomicBool::new(false),
             shutdown_lock: Mutex::new(false),
+            started: AtomicBool::new(false),
+            init_failed: Mutex::new(None),
         }
     }
 
@@ -273,6 +279,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
             retired_running: get(&c.retired_running),
             reentrant_inline: get(&c.reentrant_inline),
             reentrant_rejected: get(&c.reentrant_rejected),
+            workers_without_state: get(&c.without_state) as usize,
         }
     }
 }

@@ -49,6 +49,13 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
         }
     }
 
+    /// True when a call that would run on a thread already running this pool's handler is refused:
+    /// under [`Reentry::Reject`], and always for a pool with per-worker state (the state is lent to
+    /// the handler running on that thread; no second `&mut` to it exists).
+    fn refuses_reentry(&self) -> bool {
+        self.config.reentry == Reentry::Reject || self.config.state.is_some()
+    }
+
     fn refuse_reentrant(&self, worker: usize) -> Error {
         let err = Error::Reentrant {
             pool: self.config.name.clone(),
@@ -65,7 +72,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
         let Some(waiting) = JobCore::ancestor_in(parent, self.id) else {
             return Ok(None);
         };
-        if self.config.reentry == Reentry::Reject {
+        if self.refuses_reentry() {
             let mut ids = parent.core().pools_up_to(self.id);
             ids.reverse();
             ids.push(self.id);
@@ -89,9 +96,10 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
         let (parent, waiting) = match guard::position(self.id) {
             Position::Outside => (None, None),
             Position::InSame(parent, worker) => {
-                return match self.config.reentry {
-                    Reentry::Inline => self.run_inline(req, budget, parent, worker),
-                    Reentry::Reject => Err(self.refuse_reentrant(worker)),
+                return if self.refuses_reentry() {
+                    Err(self.refuse_reentrant(worker))
+                } else {
+                    self.run_inline(req, budget, parent, worker)
                 };
             }
             Position::InOther(parent) => {
@@ -135,7 +143,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
         let (parent, waiting) = match guard::position(self.id) {
             Position::Outside => (None, None),
             Position::InSame(parent, worker) => {
-                if self.config.reentry == Reentry::Reject {
+                if self.refuses_reentry() {
                     return Err((self.refuse_reentrant(worker), req, waiter));
                 }
                 (Some(parent), None)
@@ -214,6 +222,14 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
             let err = self.shutting_down();
             self.count(Some(&err));
             return Err(err);
+        }
+        if self.config.state.is_some() {
+            // The calling thread is none of the workers that own a state.
+            let worker = match guard::position(self.id) {
+                Position::InSame(_, w) => w,
+                _ => NOT_A_WORKER,
+            };
+            return Err(self.refuse_reentrant(worker));
         }
         let parent = match guard::position(self.id) {
             Position::Outside => None,
