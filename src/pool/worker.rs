@@ -9,10 +9,10 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use super::config::Hook;
-use crate::error::BuildError;
 use super::job::RUNNING;
 use super::state::{Msg, PoolState, Running, SERVING, STOPPED};
 use super::stats::Counters;
+use crate::error::BuildError;
 
 /// The first and the longest wait between two tries of a replacement worker's failing state init.
 const INIT_RETRY_MIN: Duration = Duration::from_millis(10);

@@ -11,6 +11,7 @@ mod pool_helpers;
 mod recycle;
 mod reentry;
 mod shutdown;
+mod worker_state;
 
 /// `examples/pool.rs`, run by the `example` tests.
 #[path = "../../examples/pool.rs"]
