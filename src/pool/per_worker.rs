@@ -24,9 +24,12 @@ pub(crate) trait StateInit: Send + Sync {
     fn drop_state(&self);
 }
 
+/// One build's state on this thread: its key, and the state (`None` while a handler has it out).
+type Entry = (usize, Option<Box<dyn Any>>);
+
 thread_local! {
-    /// This thread's states, by build key; `None` while a handler has it out.
-    static STATES: RefCell<Vec<(usize, Option<Box<dyn Any>>)>> = const { RefCell::new(Vec::new()) };
+    /// This thread's states, one per build whose worker this thread is.
+    static STATES: RefCell<Vec<Entry>> = const { RefCell::new(Vec::new()) };
 }
 
 static NEXT_KEY: AtomicUsize = AtomicUsize::new(1);
