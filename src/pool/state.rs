@@ -85,6 +85,7 @@ pub(crate) struct PoolState<Req, Resp> {
     /// A `Weak<Owner<Req, Resp>>`, handed to every [`Context`] so a handler can reach its pool.
     pool_any: Arc<dyn Any + Send + Sync>,
     pub(crate) logged_reentry: AtomicBool,
+    pub(crate) logged_cycle: AtomicBool,
     pub(crate) shutdown_lock: Mutex<bool>,
     /// Set once `build` has returned: from then on a failing state init is retried, not reported.
     pub(crate) started: AtomicBool,
@@ -137,6 +138,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
             epoch: Instant::now(),
             pool_any,
             logged_reentry: AtomicBool::new(false),
+            logged_cycle: AtomicBool::new(false),
             shutdown_lock: Mutex::new(false),
             started: AtomicBool::new(false),
             init_failed: Mutex::new(None),

@@ -66,7 +66,8 @@ pub struct Stats {
     pub retired: u64,
     /// Retired threads whose handler has not returned yet.
     pub retired_running: u64,
-    /// Nested calls run inline by the re-entrancy guard.
+    /// Nested calls run inline by the re-entrancy guard: same-pool calls run on the calling
+    /// worker, and calls around a cycle of pools run by this pool's worker that waits for them.
     pub reentrant_inline: u64,
     /// Nested calls refused by `Reentry::Reject` (or because a per-worker state is in use).
     pub reentrant_rejected: u64,

@@ -84,7 +84,34 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
             self.count(Some(&err));
             return Err(err);
         }
+        self.log_cycle(parent);
         Ok(Some(waiting))
+    }
+
+    fn log_cycle(&self, parent: &Arc<dyn JobView>) {
+        let first = !self.logged_cycle.load(Ordering::Relaxed)
+            && !self.logged_cycle.swap(true, Ordering::Relaxed);
+        if !first && !log::log_enabled!(log::Level::Debug) {
+            return;
+        }
+        let mut ids = parent.core().pools_up_to(self.id);
+        ids.reverse();
+        ids.push(self.id);
+        let cycle = guard::name_path(&ids);
+        if first {
+            log::info!(
+                "pool `{}`: a call closes a cycle of pools ({cycle}) while a worker of `{}` waits \
+                 for it; that worker runs it itself instead of waiting for a free one (which may \
+                 never come). Later cycles are logged at debug.",
+                self.config.name,
+                self.config.name
+            );
+        } else {
+            log::debug!(
+                "pool `{}`: cycle {cycle} handed to the waiting worker",
+                self.config.name
+            );
+        }
     }
 
     pub(crate) fn call(

@@ -391,3 +391,42 @@ fn reject_refuses_a_cycle_and_names_its_pools() {
     assert!(start.elapsed() < Duration::from_secs(5));
     assert_eq!(ring.pools[0].stats().reentrant_rejected, 1);
 }
+
+#[test]
+fn a_cycle_closed_by_a_submitted_ticket_is_answered_on_the_waiting_worker() {
+    type P = Pool<u32, String>;
+    let a_slot: Arc<parking_lot::Mutex<Option<P>>> = Arc::default();
+    let a_for_b = a_slot.clone();
+    let b: P = Pool::builder()
+        .name("tb")
+        .workers(1)
+        .deadline(Duration::from_secs(30))
+        .build(move |n: u32, _ctx| {
+            let a = a_for_b.lock().clone().expect("a is set");
+            a.submit(n).wait().unwrap()
+        })
+        .unwrap();
+    let b_for_a = b.clone();
+    let a: P = Pool::builder()
+        .name("ta")
+        .workers(1)
+        .deadline(Duration::from_secs(30))
+        .build(move |n: u32, _ctx| {
+            if n == 0 {
+                return std::thread::current().name().unwrap_or("").to_owned();
+            }
+            b_for_a.submit(0).wait().unwrap()
+        })
+        .unwrap();
+    *a_slot.lock() = Some(a.clone());
+    let start = Instant::now();
+    assert_eq!(a.call(1).unwrap(), "ta-worker-0");
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
+    a_slot.lock().take();
+    b.shutdown(Duration::from_secs(5));
+    a.shutdown(Duration::from_secs(5));
+}
