@@ -1,5 +1,6 @@
-//! A pool's checked settings ([`PoolConfig`]), its limits (`MAX_*`), worker hooks, and the
-//! [`Reentry`] policy for a handler that calls its own pool: the leaf every other pool file reads.
+//! A pool's checked settings ([`PoolConfig`]), its limits (`MAX_*`), worker hooks, the per-worker
+//! state's init, and the [`Reentry`] policy for a handler that calls its own pool (or another pool):
+//! what every other pool file reads.
 
 use std::sync::Arc;
 use std::time::Duration;

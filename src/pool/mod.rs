@@ -3,8 +3,9 @@
 //!
 //! Arrows run from the engine down to the leaves, never back: `mod` uses `builder`, `submit`,
 //! `worker`, `watchdog`, `shutdown` and `ticket`; those use `state` (the shared `PoolState`);
-//! `state` uses `context`, `guard` and `job`; `job` uses `completion`. `config`, `completion`,
-//! `deadlines` and `stats` are leaves.
+//! `state` uses `context`, `guard` and `job`; `job` uses `completion`; `config` uses `per_worker`
+//! (the per-worker state of `build_with_state`), which uses `context`. `completion`, `deadlines`
+//! and `stats` are leaves.
 
 mod builder;
 mod completion;
