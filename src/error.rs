@@ -93,16 +93,18 @@ pub enum Error {
         /// The pool's name.
         pool: String,
     },
-    /// A handler called back into its own pool and the pool's policy is
-    /// [`Reentry::Reject`](crate::Reentry::Reject).
+    /// A handler called back into its own pool (directly, or around a cycle of pools) and the
+    /// pool's policy is [`Reentry::Reject`](crate::Reentry::Reject).
     #[error(
         "pool `{pool}`: worker {worker} called back into its own pool (re-entrant call refused by \
          Reentry::Reject); call the code directly instead of through the pool, or use Reentry::Inline"
     )]
     Reentrant {
-        /// The pool's name.
+        /// The pool's name; for a cycle of pools, the cycle from the refusing pool back to it
+        /// (`a -> b -> a`: a's handler called b, whose handler called a).
         pool: String,
-        /// The index of the worker whose handler made the call.
+        /// The index of the worker whose handler made the call (in its own pool: for a cycle, a
+        /// worker of the pool before the last arrow).
         worker: usize,
     },
     /// A chain of nested calls went deeper than the configured maximum: a handler that calls its own

@@ -593,6 +593,77 @@ impl ServerBuilder {
         F: Fn(HttpRequest, &Context) -> R + Send + Sync + 'static,
         R: IntoResponse,
     {
+        self.serve_built(move |pool, table, page| {
+            pool.build(move |req: HttpRequest, ctx: &Context| {
+                around(&table, &page, req, ctx, |req| handler(req, ctx))
+            })
+        })
+    }
+
+    /// [`serve`](Self::serve) with per-worker state, as
+    /// [`PoolBuilder::build_with_state`](crate::PoolBuilder::build_with_state): each worker thread
+    /// of the server's pool runs `init(worker_index)` when it starts and lends what it returns to
+    /// `handler` as `&mut S` (a database connection per worker). An init error at start is a
+    /// [`ServeError`] naming the worker and the cause; a replacement's failing init is retried
+    /// and counted in the stats' `workers_without_state`; a retired (stuck) worker keeps its state
+    /// until its handler returns, so budget `workers + max_retired` states.
+    ///
+    /// The state is lent to one handler at a time: a request that would run on a thread without
+    /// one (a [`Loopback`] call from a handler, or a request this process sent itself over TCP
+    /// while every worker was busy, served on a spare thread) is answered 500 (`Error::Reentrant`);
+    /// call the code directly with the `&mut S` you hold instead.
+    ///
+    /// ```
+    /// use prefork_pool::http::Server;
+    /// use std::io::{Read, Write};
+    ///
+    /// let server = Server::builder()
+    ///     .bind("127.0.0.1:0")
+    ///     .pool(|p| p.workers(2))
+    ///     .serve_with_state(
+    ///         |worker| -> Result<u64, std::io::Error> { Ok(worker as u64 * 1000) },
+    ///         |served: &mut u64, _req, _ctx| {
+    ///             *served += 1;
+    ///             http::Response::new(format!("{served}").into_bytes())
+    ///         },
+    ///     )
+    ///     .unwrap();
+    /// let mut s = std::net::TcpStream::connect(server.local_addrs()[0]).unwrap();
+    /// s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    /// let mut out = String::new();
+    /// s.read_to_string(&mut out).unwrap();
+    /// assert!(out.starts_with("HTTP/1.1 200 OK\r\n"));
+    /// server.shutdown(std::time::Duration::from_secs(5));
+    /// ```
+    pub fn serve_with_state<S, E, I, F, R>(
+        self,
+        init: I,
+        handler: F,
+    ) -> Result<ServerHandle, ServeError>
+    where
+        S: 'static,
+        E: fmt::Display + 'static,
+        I: Fn(usize) -> Result<S, E> + Send + Sync + 'static,
+        F: Fn(&mut S, HttpRequest, &Context) -> R + Send + Sync + 'static,
+        R: IntoResponse,
+    {
+        self.serve_built(move |pool, table, page| {
+            pool.build_with_state(init, move |state: &mut S, req, ctx: &Context| {
+                around(&table, &page, req, ctx, |req| handler(state, req, ctx))
+            })
+        })
+    }
+
+    /// Bind, build the pool with `build` (given the pool builder and the stuck-report table), and
+    /// start the reactor.
+    fn serve_built(
+        self,
+        build: impl FnOnce(
+            PoolBuilder,
+            Arc<Busy>,
+            ErrorPage,
+        ) -> Result<Pool<HttpRequest, HttpResponse>, BuildError>,
+    ) -> Result<ServerHandle, ServeError> {
         let mut cfg = self.validate()?;
         let backlog = self.backlog as i32;
         let mut listeners = Vec::new();
@@ -638,21 +709,8 @@ impl ServerBuilder {
             }
         }
         let busy = Arc::new(Busy::new(self.stuck_after));
-        let table = busy.clone();
-        let page = cfg.error_page.clone();
         let dispatch_page = cfg.error_page.clone();
-        // Each request records, for the stuck report, what its worker runs, and sets the depth
-        // that the `Loopback` adds one to. A `prefork_pool::Error` the handler returned is
-        // rendered like the server's own answers.
-        let pool = self.pool.build(move |req: HttpRequest, ctx: &Context| {
-            let depth = Loopback::depth_of(&req).max(ctx.depth());
-            let _entered = table.enter(ctx, &req);
-            let resp = with_depth(depth, || handler(req, ctx)).into_response();
-            match resp.extensions().get::<ServerAnswer>() {
-                Some(a) => page.render(a.status, a.reason),
-                None => resp,
-            }
-        })?;
+        let pool = build(self.pool, busy.clone(), cfg.error_page.clone())?;
         let workers = pool.stats().workers;
         busy.init(workers);
         if self.max_spare.is_none() {
@@ -682,5 +740,24 @@ impl ServerBuilder {
             paths,
         )
         .map_err(io_err("spawn the reactor thread"))
+    }
+}
+
+/// Around each request's handler: record, for the stuck report, what its worker runs, set the
+/// depth that the `Loopback` adds one to, and render a `prefork_pool::Error` the handler returned
+/// like the server's own answers.
+fn around<R: IntoResponse>(
+    table: &Busy,
+    page: &ErrorPage,
+    req: HttpRequest,
+    ctx: &Context,
+    handler: impl FnOnce(HttpRequest) -> R,
+) -> HttpResponse {
+    let depth = Loopback::depth_of(&req).max(ctx.depth());
+    let _entered = table.enter(ctx, &req);
+    let resp = with_depth(depth, || handler(req)).into_response();
+    match resp.extensions().get::<ServerAnswer>() {
+        Some(a) => page.render(a.status, a.reason),
+        None => resp,
     }
 }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::config::{PoolConfig, Reentry, MAX_DEADLINE, MAX_QUEUE, MAX_WORKERS};
+use super::per_worker::{with_state, Init};
 use super::{Context, Pool};
 use crate::error::BuildError;
 
@@ -151,7 +152,79 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolBuilder<Req, Resp> {
         F: Fn(Req, &Context) -> Resp + Send + Sync + 'static,
     {
         let config = self.check()?;
-        Ok(Pool::start(config, Box::new(handler)))
+        Pool::start(config, Box::new(handler))
+    }
+
+    /// Start the pool with per-worker state: each worker thread runs `init(worker_index)` when it
+    /// starts and keeps what it returns (a database connection, a scratch buffer) for its life;
+    /// `handler` gets it as `&mut S` for every job that worker runs. `S` need not be `Send` or
+    /// `Sync`: it is made, used and dropped on its worker's thread.
+    ///
+    /// - `build_with_state` returns once every worker has its state. If an init fails (or panics)
+    ///   here, the build fails with a [`BuildError`] (field `init`) naming the worker and the cause,
+    ///   and every thread the pool started has stopped.
+    /// - A replacement worker (after `max_requests`, or for a worker the watchdog retired) runs its
+    ///   own init. If that fails, the error is logged and the init retried with backoff (10 ms
+    ///   doubling to 5 s); until it succeeds that worker takes no job, and
+    ///   [`Stats::workers_without_state`](crate::Stats::workers_without_state) counts it.
+    /// - The state is dropped on its thread when the worker exits, before the `on_worker_exit`
+    ///   hook (and after `on_worker_start`, which runs before `init`).
+    /// - A retired (stuck) thread keeps its state until its handler returns, while its replacement
+    ///   makes a new one: a resource budget (database connections) must allow
+    ///   `workers + max_retired` states at once.
+    /// - The state is lent to one handler at a time, so a call into this pool from a thread that
+    ///   already runs one of its handlers (a same-pool nested call, whatever the
+    ///   [`Reentry`] policy, a call that closes a cycle of pools back into it, or
+    ///   [`Pool::call_here`]) cannot get a state: it fails at once with
+    ///   [`Error::Reentrant`](crate::Error::Reentrant). Use the `&mut S` you hold instead. Calls
+    ///   from other pools' handlers wait for a worker as usual.
+    ///
+    /// ```
+    /// use prefork_pool::Pool;
+    ///
+    /// // Each worker owns a connection (here a Vec standing for one).
+    /// let db = Pool::builder()
+    ///     .name("db")
+    ///     .workers(2)
+    ///     .build_with_state(
+    ///         |worker| -> Result<Vec<String>, std::io::Error> { Ok(vec![format!("conn {worker}")]) },
+    ///         |conn: &mut Vec<String>, row: String, _ctx| {
+    ///             conn.push(row);
+    ///             conn.len()
+    ///         },
+    ///     )
+    ///     .unwrap();
+    /// assert_eq!(db.call("a".into()).unwrap(), 2);
+    ///
+    /// let err = Pool::builder()
+    ///     .workers(1)
+    ///     .build_with_state(|_| Err::<(), _>("no such database"), |_: &mut (), x: u32, _| x)
+    ///     .unwrap_err();
+    /// assert!(err.to_string().contains("worker 0") && err.to_string().contains("no such database"));
+    /// ```
+    ///
+    /// # Errors
+    /// A [`BuildError`] naming the first field out of range, or the worker whose init failed.
+    pub fn build_with_state<S, E, I, F>(
+        self,
+        init: I,
+        handler: F,
+    ) -> Result<Pool<Req, Resp>, BuildError>
+    where
+        S: 'static,
+        E: std::fmt::Display + 'static,
+        I: Fn(usize) -> Result<S, E> + Send + Sync + 'static,
+        F: Fn(&mut S, Req, &Context) -> Resp + Send + Sync + 'static,
+    {
+        let mut config = self.check()?;
+        let init = Init::new(init);
+        let key = init.key();
+        config.state = Some(Arc::new(init));
+        let name = config.name.clone();
+        Pool::start(
+            config,
+            Box::new(move |req, ctx| with_state(key, &name, &handler, req, ctx)),
+        )
     }
 
     pub(crate) fn check(self) -> Result<PoolConfig, BuildError> {

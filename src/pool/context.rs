@@ -55,8 +55,9 @@ impl Context {
     }
 
     /// The index (`0..workers`) of the worker running this job; `None` when the job runs on a
-    /// thread that is not one of this pool's workers (a nested call run inline on a worker of
-    /// another pool, or a job run by [`Pool::call_here`](crate::Pool::call_here)).
+    /// thread that is not one of this pool's workers (a job run by
+    /// [`Pool::call_here`](crate::Pool::call_here)). A nested call from another pool's handler runs
+    /// on one of this pool's workers, so it has an index.
     ///
     /// ```
     /// use prefork_pool::Pool;

@@ -1,10 +1,14 @@
 //! The re-entrancy guard: a thread-local chain of the pools whose handlers this thread is running.
 //!
 //! A call into a pool looks here first. A call from inside one of the pool's own handlers never waits
-//! for a worker (it would be waiting for itself); see [`Reentry`](crate::Reentry).
+//! for a worker (it would be waiting for itself); see [`Reentry`](crate::Reentry). The pools' names
+//! by id are kept here too, so that a cycle found up a job's chain of callers can be named.
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use super::job::JobView;
 
@@ -50,14 +54,14 @@ pub(crate) fn position(pool: usize) -> Position {
     })
 }
 
+/// The innermost job this thread runs and its worker index, if any.
+pub(crate) fn top() -> Option<(Arc<dyn JobView>, usize)> {
+    CHAIN.with(|c| c.borrow().last().map(|f| (f.job.clone(), f.worker)))
+}
+
 /// True when this thread runs a handler of `pool`.
 pub(crate) fn inside(pool: usize) -> bool {
     CHAIN.with(|c| c.borrow().iter().any(|f| f.pool == pool))
-}
-
-/// True when this thread runs any pool's handler.
-pub(crate) fn in_any() -> bool {
-    CHAIN.with(|c| !c.borrow().is_empty())
 }
 
 /// Pops its frame when dropped, so the chain stays right whatever the handler does.
@@ -75,4 +79,34 @@ impl Drop for GuardEntered {
 pub(crate) fn enter(pool: usize, worker: usize, job: Arc<dyn JobView>) -> GuardEntered {
     CHAIN.with(|c| c.borrow_mut().push(Frame { pool, worker, job }));
     GuardEntered(())
+}
+
+/// Every live pool's name by id (for naming a cycle of pools in an error).
+static NAMES: Mutex<Option<HashMap<usize, String>>> = Mutex::new(None);
+
+/// Remember `pool`'s name until [`forget_name`].
+pub(crate) fn register_name(pool: usize, name: &str) {
+    NAMES
+        .lock()
+        .get_or_insert_with(HashMap::new)
+        .insert(pool, name.to_owned());
+}
+
+/// Forget a pool that is gone.
+pub(crate) fn forget_name(pool: usize) {
+    if let Some(names) = NAMES.lock().as_mut() {
+        names.remove(&pool);
+    }
+}
+
+/// The pools `ids` by name, joined with arrows: `a -> b -> a`.
+pub(crate) fn name_path(ids: &[usize]) -> String {
+    let names = NAMES.lock();
+    let name = |id: &usize| {
+        names
+            .as_ref()
+            .and_then(|n| n.get(id).cloned())
+            .unwrap_or_else(|| format!("#{id}"))
+    };
+    ids.iter().map(name).collect::<Vec<_>>().join(" -> ")
 }

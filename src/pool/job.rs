@@ -1,9 +1,11 @@
-//! One job: its identity, deadline and cancellation (the non-generic [`JobCore`]), the request it
-//! carries, its state (queued, running, answered unrun), and the [`AnswerCell`] its one answer
-//! goes through.
+//! One job: its identity, pool, deadline and cancellation (the non-generic [`JobCore`]), the
+//! request it carries, its state (queued, running, answered unrun), the [`AnswerCell`] its one
+//! answer goes through, and its [`HelpBox`] (nested jobs of its own pool handed to the thread that
+//! runs it, to break a wait-for cycle of pools).
 
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Weak};
+use std::thread::{self, Thread};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -26,6 +28,8 @@ pub(crate) trait JobView: Send + Sync {
 /// The non-generic part of a job.
 pub(crate) struct JobCore {
     pub(crate) id: u64,
+    /// The id of the pool the job belongs to (the chain of `parent`s says which pools wait for it).
+    pub(crate) pool: usize,
     pub(crate) deadline: Instant,
     /// The deadline as a duration from submission, for messages.
     pub(crate) budget: Duration,
@@ -34,6 +38,9 @@ pub(crate) struct JobCore {
     pub(crate) parent: Option<Arc<dyn JobView>>,
     /// 0 for a top-level job, one more for each nested call.
     pub(crate) depth: u32,
+    /// Nested jobs of this job's pool, handed to the thread running this job while it waits (see
+    /// [`HelpBox`]).
+    pub(crate) help: HelpBox,
 }
 
 impl JobView for JobCore {
@@ -45,6 +52,7 @@ impl JobView for JobCore {
 impl JobCore {
     pub(crate) fn new(
         id: u64,
+        pool: usize,
         budget: Duration,
         parent: Option<Arc<dyn JobView>>,
         now: Instant,
@@ -57,19 +65,23 @@ impl JobCore {
         }
         JobCore {
             id,
+            pool,
             deadline,
             budget: deadline.saturating_duration_since(now),
             cancelled: AtomicBool::new(false),
             parent,
             depth,
+            help: HelpBox::new(),
         }
     }
 
     /// A nested job that keeps its caller's deadline.
-    pub(crate) fn inherit(id: u64, parent: Arc<dyn JobView>) -> JobCore {
+    pub(crate) fn inherit(id: u64, pool: usize, parent: Arc<dyn JobView>) -> JobCore {
         let pc = parent.core();
         JobCore {
             id,
+            pool,
+            help: HelpBox::new(),
             deadline: pc.deadline,
             budget: pc.budget,
             cancelled: AtomicBool::new(false),
@@ -92,6 +104,32 @@ impl JobCore {
         }
     }
 
+    /// The nearest job up this job's chain of callers (itself included) that belongs to `pool`:
+    /// the job whose thread waits, directly or through other pools, for this one.
+    pub(crate) fn ancestor_in(this: &Arc<dyn JobView>, pool: usize) -> Option<Arc<dyn JobView>> {
+        let mut job = this;
+        loop {
+            if job.core().pool == pool {
+                return Some(job.clone());
+            }
+            job = job.core().parent.as_ref()?;
+        }
+    }
+
+    /// The pool ids from this job up to (and with) the nearest one of `pool`, this job's first.
+    pub(crate) fn pools_up_to(&self, pool: usize) -> Vec<usize> {
+        let mut out = vec![self.pool];
+        let mut core = self;
+        while core.pool != pool {
+            match &core.parent {
+                Some(p) => core = p.core(),
+                None => break,
+            }
+            out.push(core.pool);
+        }
+        out
+    }
+
     pub(crate) fn cancel(&self) {
         self.cancelled.store(true, Ordering::Relaxed);
     }
@@ -103,6 +141,85 @@ impl JobCore {
             deadline: self.budget,
             stage,
         }
+    }
+}
+
+/// A nested job handed over to break a cycle, whatever its types: the thread that takes it from a
+/// [`HelpBox`] runs it if nobody has started it yet.
+pub(crate) trait Helpable: Send + Sync {
+    /// Claim the job and run it on this thread (which runs a handler of the job's pool); nothing if
+    /// a worker or another helper claimed it first.
+    fn help(self: Arc<Self>);
+}
+
+/// Nested jobs handed to the thread that runs a job, for "help while waiting": when B's handler
+/// calls A and a job of A up the caller chain waits (directly or through other pools) for B, the
+/// nested A job is queued as usual *and* put here; the A worker running that job looks here while
+/// it waits and runs it itself (rayon's `wait_until`), so a cycle of full pools cannot deadlock and
+/// A's handler still only ever runs on A's own threads.
+pub(crate) struct HelpBox {
+    /// True while `inner` holds jobs: a lock-free look for the waiter.
+    pending: AtomicBool,
+    inner: Mutex<HelpInner>,
+}
+
+struct HelpInner {
+    jobs: Vec<Arc<dyn Helpable>>,
+    /// The thread to wake when a job comes (set by the waiter before it parks).
+    waiter: Option<Thread>,
+}
+
+impl HelpBox {
+    pub(crate) const fn new() -> HelpBox {
+        HelpBox {
+            pending: AtomicBool::new(false),
+            inner: Mutex::new(HelpInner {
+                jobs: Vec::new(),
+                waiter: None,
+            }),
+        }
+    }
+
+    /// Hand `job` over and wake the thread waiting here, if one is.
+    pub(crate) fn hand(&self, job: Arc<dyn Helpable>) {
+        let waiter = {
+            let mut inner = self.inner.lock();
+            inner.jobs.push(job);
+            self.pending.store(true, Ordering::Release);
+            inner.waiter.clone()
+        };
+        if let Some(t) = waiter {
+            t.unpark();
+        }
+    }
+
+    /// From now on, wake this thread when a job is handed over.
+    pub(crate) fn register(&self) {
+        let mut inner = self.inner.lock();
+        if inner.waiter.is_none() {
+            inner.waiter = Some(thread::current());
+        }
+    }
+
+    /// True when jobs wait here.
+    pub(crate) fn has_pending(&self) -> bool {
+        self.pending.load(Ordering::Acquire)
+    }
+
+    /// Run every job handed over so far on this thread; true if there were any.
+    pub(crate) fn run_pending(&self) -> bool {
+        if !self.has_pending() {
+            return false;
+        }
+        let jobs = {
+            let mut inner = self.inner.lock();
+            self.pending.store(false, Ordering::Release);
+            std::mem::take(&mut inner.jobs)
+        };
+        for job in jobs {
+            job.help();
+        }
+        true
     }
 }
 
@@ -137,6 +254,17 @@ pub(crate) trait PoolOps<Req, Resp>: Send + Sync + TicketOps<Req, Resp> {
     fn run_claimed_here(&self, job: &Arc<Job<Req, Resp>>);
     /// Answer a job, claimed ANSWERED_UNRUN by the caller, whose deadline passed in the queue.
     fn answer_expired(&self, job: &Job<Req, Resp>);
+}
+
+impl<Req: Send + 'static, Resp: Send + 'static> Helpable for Job<Req, Resp> {
+    fn help(self: Arc<Self>) {
+        let Some(pool) = self.pool.as_ref().and_then(Weak::upgrade) else {
+            return;
+        };
+        if self.claim(RUNNING) {
+            pool.run_claimed_here(&self);
+        }
+    }
 }
 
 impl<Req: Send, Resp: Send> JobView for Job<Req, Resp> {

@@ -3,8 +3,9 @@
 //!
 //! Arrows run from the engine down to the leaves, never back: `mod` uses `builder`, `submit`,
 //! `worker`, `watchdog`, `shutdown` and `ticket`; those use `state` (the shared `PoolState`);
-//! `state` uses `context`, `guard` and `job`; `job` uses `completion`. `config`, `completion`,
-//! `deadlines` and `stats` are leaves.
+//! `state` uses `context`, `guard` and `job`; `job` uses `completion`; `config` uses `per_worker`
+//! (the per-worker state of `build_with_state`), which uses `context`. `completion`, `deadlines`
+//! and `stats` are leaves.
 
 mod builder;
 mod completion;
@@ -13,6 +14,7 @@ mod context;
 mod deadlines;
 mod guard;
 mod job;
+mod per_worker;
 mod shutdown;
 mod state;
 mod stats;
@@ -32,7 +34,7 @@ pub use shutdown::ShutdownReport;
 pub use stats::Stats;
 pub use ticket::Ticket;
 
-use crate::error::{Error, TrySubmitError};
+use crate::error::{BuildError, Error, TrySubmitError};
 use completion::Waiter;
 use config::PoolConfig;
 use shutdown::spawn_shutdown;
@@ -118,8 +120,12 @@ impl<Req: Send + 'static, Resp: Send + 'static> Pool<Req, Resp> {
         PoolBuilder::new()
     }
 
-    /// Start the watchdog and the workers; return once every worker waits for a job.
-    pub(crate) fn start(config: PoolConfig, handler: Handler<Req, Resp>) -> Self {
+    /// Start the watchdog and the workers; return once every worker waits for a job, or with the
+    /// error of a worker whose state's init failed (every thread stopped).
+    pub(crate) fn start(
+        config: PoolConfig,
+        handler: Handler<Req, Resp>,
+    ) -> Result<Self, BuildError> {
         let owner = Arc::new_cyclic(|weak| {
             let any: Arc<dyn Any + Send + Sync> = Arc::new(weak.clone());
             Owner {
@@ -127,8 +133,11 @@ impl<Req: Send + 'static, Resp: Send + 'static> Pool<Req, Resp> {
             }
         });
         owner.state.start_watchdog();
-        owner.state.start_workers();
-        Pool { owner }
+        if let Err(e) = owner.state.start_workers() {
+            owner.state.shutdown(Duration::ZERO, true);
+            return Err(e);
+        }
+        Ok(Pool { owner })
     }
 
     #[inline]
@@ -139,7 +148,13 @@ impl<Req: Send + 'static, Resp: Send + 'static> Pool<Req, Resp> {
     /// Run `req` on a worker and wait for the answer, with the pool's default deadline.
     ///
     /// From inside one of this pool's handlers (a handler that calls its own pool) the call
-    /// follows the [`Reentry`] policy: by default it runs at once on the calling thread.
+    /// follows the [`Reentry`] policy: by default it runs at once on the calling thread. From a
+    /// handler of another pool it waits in this pool's queue like any call (the pool's `workers`
+    /// bound holds whoever calls); only a call that closes a cycle of pools back into this one
+    /// (this pool's handler waits, through other pools, for the caller) is handed to the waiting
+    /// worker of this pool, or refused under [`Reentry::Reject`]. A handler that holds a lock
+    /// across a nested call can still deadlock if the nested handler takes that lock. See
+    /// [`Reentry`].
     ///
     /// # Errors
     /// [`Error::Overloaded`] at once when the queue is full; [`Error::DeadlineExceeded`] at the
@@ -250,9 +265,12 @@ impl<Req: Send + 'static, Resp: Send + 'static> Pool<Req, Resp> {
     /// assert_eq!(pool.call(8).unwrap(), (8, Some(0)));
     /// ```
     ///
+    /// On a pool built with [`build_with_state`](PoolBuilder::build_with_state) it fails with
+    /// [`Error::Reentrant`] at once: the calling thread holds no per-worker state.
+    ///
     /// # Errors
     /// [`Error::Panicked`], [`Error::DeadlineExceeded`], or [`Error::ShuttingDown`] once the pool
-    /// has stopped.
+    /// has stopped; [`Error::Reentrant`] on a pool with per-worker state.
     pub fn call_here(&self, req: Req, deadline: Option<Duration>) -> Result<Resp, Error> {
         self.state().call_here(req, deadline)
     }

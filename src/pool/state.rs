@@ -85,10 +85,21 @@ pub(crate) struct PoolState<Req, Resp> {
     /// A `Weak<Owner<Req, Resp>>`, handed to every [`Context`] so a handler can reach its pool.
     pool_any: Arc<dyn Any + Send + Sync>,
     pub(crate) logged_reentry: AtomicBool,
+    pub(crate) logged_cycle: AtomicBool,
     pub(crate) shutdown_lock: Mutex<bool>,
+    /// Set once `build` has returned: from then on a failing state init is retried, not reported.
+    pub(crate) started: AtomicBool,
+    /// The first worker whose state init failed during `build`, and why.
+    pub(crate) init_failed: Mutex<Option<(usize, String)>>,
 }
 
 static NEXT_POOL_ID: AtomicUsize = AtomicUsize::new(1);
+
+impl<Req, Resp> Drop for PoolState<Req, Resp> {
+    fn drop(&mut self) {
+        guard::forget_name(self.id);
+    }
+}
 
 impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
     pub(crate) fn new(
@@ -106,8 +117,10 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
                 deadline: SlotDeadline::new(),
             })
             .collect();
+        let id = NEXT_POOL_ID.fetch_add(1, Ordering::Relaxed);
+        guard::register_name(id, &config.name);
         PoolState {
-            id: NEXT_POOL_ID.fetch_add(1, Ordering::Relaxed),
+            id,
             config,
             handler,
             tx,
@@ -125,7 +138,10 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
             epoch: Instant::now(),
             pool_any,
             logged_reentry: AtomicBool::new(false),
+            logged_cycle: AtomicBool::new(false),
             shutdown_lock: Mutex::new(false),
+            started: AtomicBool::new(false),
+            init_failed: Mutex::new(None),
         }
     }
 
@@ -147,7 +163,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
     #[inline]
     pub(crate) fn new_core(&self, budget: Duration, parent: Option<Arc<dyn JobView>>) -> JobCore {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        JobCore::new(id, budget.min(MAX_BUDGET), parent, Instant::now())
+        JobCore::new(id, self.id, budget.min(MAX_BUDGET), parent, Instant::now())
     }
 
     /// Count one answer: `None` is a handler's answer in time.
@@ -266,6 +282,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
             reentrant_inline: get(&c.reentrant_inline),
             reentrant_rejected: get(&c.reentrant_rejected),
             abandoned: get(&c.abandoned),
+            workers_without_state: get(&c.without_state) as usize,
         }
     }
 }

@@ -17,6 +17,8 @@ pub(crate) struct Counters {
     pub(crate) reentrant_inline: AtomicU64,
     pub(crate) reentrant_rejected: AtomicU64,
     pub(crate) abandoned: AtomicU64,
+    /// Workers whose state's init failed and is being retried (a gauge).
+    pub(crate) without_state: AtomicU64,
 }
 
 impl Counters {
@@ -65,20 +67,24 @@ pub struct Stats {
     pub retired: u64,
     /// Retired threads whose handler has not returned yet.
     pub retired_running: u64,
-    /// Nested calls run inline by the re-entrancy guard.
+    /// Nested calls run inline by the re-entrancy guard: same-pool calls run on the calling
+    /// worker, and calls around a cycle of pools run by this pool's worker that waits for them.
     pub reentrant_inline: u64,
-    /// Nested calls refused by `Reentry::Reject`.
+    /// Nested calls refused by `Reentry::Reject` (or because a per-worker state is in use).
     pub reentrant_rejected: u64,
     /// Jobs given back unrun because their [`Ticket`](crate::Ticket) (or the future it is) was
     /// dropped before they started: never run, never answered, counted in no other counter.
     pub abandoned: u64,
+    /// Workers of a [`build_with_state`](crate::PoolBuilder::build_with_state) pool whose init
+    /// failed and is being retried: they take no job until it succeeds.
+    pub workers_without_state: usize,
 }
 
 impl Stats {
     /// The snapshot in the Prometheus text exposition format, each metric named
     /// `{prefix}_pool_{metric}` with a `pool` label.
     pub fn to_prometheus(&self, prefix: &str) -> String {
-        let gauges: [(&str, u64, &str); 5] = [
+        let gauges: [(&str, u64, &str); 6] = [
             ("workers", self.workers as u64, "Configured worker count."),
             (
                 "busy_workers",
@@ -99,6 +105,11 @@ impl Stats {
                 "retired_running",
                 self.retired_running,
                 "Retired threads whose handler has not returned.",
+            ),
+            (
+                "workers_without_state",
+                self.workers_without_state as u64,
+                "Workers whose per-worker state's init failed and is retried.",
             ),
         ];
         let counters: [(&str, u64, &str); 10] = [

@@ -1,6 +1,7 @@
 //! Handing a job to the pool and getting its answer back: `call`, `submit`, `call_here`, nested
-//! calls run inline on the caller's thread, the enqueue itself, waiting for an answer, and taking a
-//! queued job back to run it on a waiting handler's thread.
+//! calls of a pool's own handlers run inline on the caller's thread, calls from other pools queued
+//! (and handed to the waiting worker of a wait-for cycle), the enqueue itself, waiting for an
+//! answer, and taking a queued job back to run it on a waiting handler's thread.
 
 use std::sync::atomic::{fence, Ordering};
 use std::sync::{Arc, Weak};
@@ -48,6 +49,13 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
         }
     }
 
+    /// True when a call that would run on a thread already running this pool's handler is refused:
+    /// under [`Reentry::Reject`], and always for a pool with per-worker state (the state is lent to
+    /// the handler running on that thread; no second `&mut` to it exists).
+    fn refuses_reentry(&self) -> bool {
+        self.config.reentry == Reentry::Reject || self.config.state.is_some()
+    }
+
     fn refuse_reentrant(&self, worker: usize) -> Error {
         let err = Error::Reentrant {
             pool: self.config.name.clone(),
@@ -57,25 +65,75 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
         err
     }
 
+    /// For a call from another pool's handler (`parent` is the caller's job): the job of this
+    /// pool up the caller's chain that waits for it, directly or through other pools (a wait-for
+    /// cycle), if there is one; under [`Reentry::Reject`] such a cycle is refused.
+    fn cycle_through(&self, parent: &Arc<dyn JobView>) -> Result<Option<Arc<dyn JobView>>, Error> {
+        let Some(waiting) = JobCore::ancestor_in(parent, self.id) else {
+            return Ok(None);
+        };
+        if self.refuses_reentry() {
+            let mut ids = parent.core().pools_up_to(self.id);
+            ids.reverse();
+            ids.push(self.id);
+            let worker = guard::top().map_or(NOT_A_WORKER, |(_, w)| w);
+            let err = Error::Reentrant {
+                pool: guard::name_path(&ids),
+                worker,
+            };
+            self.count(Some(&err));
+            return Err(err);
+        }
+        self.log_cycle(parent);
+        Ok(Some(waiting))
+    }
+
+    fn log_cycle(&self, parent: &Arc<dyn JobView>) {
+        let first = !self.logged_cycle.load(Ordering::Relaxed)
+            && !self.logged_cycle.swap(true, Ordering::Relaxed);
+        if !first && !log::log_enabled!(log::Level::Debug) {
+            return;
+        }
+        let mut ids = parent.core().pools_up_to(self.id);
+        ids.reverse();
+        ids.push(self.id);
+        let cycle = guard::name_path(&ids);
+        if first {
+            log::info!(
+                "pool `{}`: a call closes a cycle of pools ({cycle}) while a worker of `{}` waits \
+                 for it; that worker runs it itself instead of waiting for a free one (which may \
+                 never come). Later cycles are logged at debug.",
+                self.config.name,
+                self.config.name
+            );
+        } else {
+            log::debug!(
+                "pool `{}`: cycle {cycle} handed to the waiting worker",
+                self.config.name
+            );
+        }
+    }
+
     pub(crate) fn call(
         self: &Arc<Self>,
         req: Req,
         budget: Option<Duration>,
     ) -> Result<Resp, Error> {
         let budget = budget.unwrap_or(self.config.deadline);
-        let parent = match guard::position(self.id) {
-            Position::Outside => None,
+        let (parent, waiting) = match guard::position(self.id) {
+            Position::Outside => (None, None),
             Position::InSame(parent, worker) => {
-                return match self.config.reentry {
-                    Reentry::Inline => self.run_inline(req, budget, parent, worker),
-                    Reentry::Reject => Err(self.refuse_reentrant(worker)),
+                return if self.refuses_reentry() {
+                    Err(self.refuse_reentrant(worker))
+                } else {
+                    self.run_inline(req, budget, parent, worker)
                 };
             }
             Position::InOther(parent) => {
-                if self.idle_workers() == 0 {
-                    return self.run_inline(req, budget, parent, NOT_A_WORKER);
-                }
-                Some(parent)
+                // Another pool's handler calls: it waits in the queue like any call (the bound
+                // holds), unless a job of this pool up its chain waits for it (a cycle).
+                let waiting = self.cycle_through(&parent)?;
+                (Some(parent), waiting)
             }
         };
         let nested = parent.is_some();
@@ -87,6 +145,9 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
         if let Err(e) = self.enqueue(&job) {
             self.count(Some(&e));
             return Err(e);
+        }
+        if let Some(w) = waiting {
+            w.core().help.hand(job.clone());
         }
         await_answer(&job, None, Some(&**self as &dyn PoolOps<Req, Resp>))
             .expect("waiting without a time limit always ends with an answer")
@@ -106,15 +167,18 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
         waiter: Waiter<Resp>,
     ) -> Result<Arc<Job<Req, Resp>>, Refusal<Req, Resp>> {
         let budget = budget.unwrap_or(self.config.deadline);
-        let parent = match guard::position(self.id) {
-            Position::Outside => None,
+        let (parent, waiting) = match guard::position(self.id) {
+            Position::Outside => (None, None),
             Position::InSame(parent, worker) => {
-                if self.config.reentry == Reentry::Reject {
+                if self.refuses_reentry() {
                     return Err((self.refuse_reentrant(worker), req, waiter));
                 }
-                Some(parent)
+                (Some(parent), None)
             }
-            Position::InOther(parent) => Some(parent),
+            Position::InOther(parent) => match self.cycle_through(&parent) {
+                Ok(waiting) => (Some(parent), waiting),
+                Err(e) => return Err((e, req, waiter)),
+            },
         };
         let mut job = Job::new(self.new_core(budget, parent), req, waiter);
         job.pool = Some(self.ops_weak());
@@ -122,6 +186,9 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
         match self.enqueue(&job) {
             Ok(()) => {
                 self.watch_queued(&job);
+                if let Some(w) = waiting {
+                    w.core().help.hand(job.clone());
+                }
                 Ok(job)
             }
             Err(e) => {
@@ -152,7 +219,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
         let inherited = budget >= parent.core().budget;
         let core = if inherited {
             let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-            JobCore::inherit(id, parent)
+            JobCore::inherit(id, self.id, parent)
         } else {
             self.new_core(budget, Some(parent))
         };
@@ -182,6 +249,14 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
             let err = self.shutting_down();
             self.count(Some(&err));
             return Err(err);
+        }
+        if self.config.state.is_some() {
+            // The calling thread is none of the workers that own a state.
+            let worker = match guard::position(self.id) {
+                Position::InSame(_, w) => w,
+                _ => NOT_A_WORKER,
+            };
+            return Err(self.refuse_reentrant(worker));
         }
         let parent = match guard::position(self.id) {
             Position::Outside => None,
@@ -223,7 +298,9 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
 
 impl<Req: Send + 'static, Resp: Send + 'static> PoolOps<Req, Resp> for PoolState<Req, Resp> {
     fn should_steal(&self) -> bool {
-        self.idle_workers() == 0 || guard::inside(self.id)
+        // Only a thread that already runs this pool's handler may run its jobs: a waiter of
+        // another pool waits for a worker (cycles are broken through the help box instead).
+        guard::inside(self.id)
     }
 
     fn run_claimed_here(&self, job: &Arc<Job<Req, Resp>>) {
@@ -246,23 +323,32 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolOps<Req, Resp> for PoolState
     }
 }
 
-/// How long a handler waiting on a nested job sleeps at first before it looks again whether it
-/// should take the job back; doubled up to [`NESTED_STEP_MAX`].
+/// How long a handler waiting on a nested job of its own pool sleeps at first before it looks
+/// again whether it should take the job back; doubled up to [`NESTED_STEP_MAX`].
 const NESTED_STEP_MIN: Duration = Duration::from_millis(1);
 const NESTED_STEP_MAX: Duration = Duration::from_millis(50);
 
 /// Wait for `job`'s answer until `until` (forever with `None`; `None` back on timeout).
 ///
 /// At the job's deadline a still-queued job is claimed and answered `DeadlineExceeded` (it never
-/// runs); a running one is answered by the watchdog. A waiter that is itself inside a handler takes
-/// the job back and runs it when it is still queued and no worker is idle (the re-entrancy guard's
-/// `submit` + `wait` path).
+/// runs); a running one is answered by the watchdog. A waiter that is itself inside a handler:
+/// - of the job's own pool takes the job back and runs it when it is still queued (the re-entrancy
+///   guard's `submit` + `wait` path);
+/// - of any pool runs, while it waits, the nested jobs of its own pool handed to it through its
+///   job's help box (a call around a cycle of pools back into its pool: "help while waiting").
 pub(crate) fn await_answer<Req: Send + 'static, Resp: Send + 'static>(
     job: &Arc<Job<Req, Resp>>,
     until: Option<Instant>,
     ops: Option<&dyn PoolOps<Req, Resp>>,
 ) -> Option<Result<Resp, Error>> {
-    let nested = job.pool.is_some() && guard::in_any();
+    // The caller's own job, whose help box this thread serves while it waits.
+    let mine = if job.pool.is_some() {
+        guard::top().map(|(j, _)| j)
+    } else {
+        None
+    };
+    let same_pool = mine.is_some() && guard::inside(job.core.pool);
+    let mut registered = false;
     let mut step = NESTED_STEP_MIN;
     loop {
         if let Some(r) = job.answer.try_take() {
@@ -288,15 +374,42 @@ pub(crate) fn await_answer<Req: Send + 'static, Resp: Send + 'static>(
         if now < deadline {
             wake = Some(wake.map_or(deadline, |w| w.min(deadline)));
         }
-        if nested {
+        if same_pool {
             let next = now + step;
             wake = Some(wake.map_or(next, |w| w.min(next)));
             step = (step * 2).min(NESTED_STEP_MAX);
         }
-        if let Some(r) = job.answer.wait_until(wake) {
-            return Some(r);
+        match &mine {
+            None => {
+                if let Some(r) = job.answer.wait_until(wake) {
+                    return Some(r);
+                }
+            }
+            Some(mine) => {
+                let help = &mine.core().help;
+                if help.run_pending() {
+                    continue;
+                }
+                if !registered {
+                    // Be woken by the answer (a wait that ends at once registers this thread as
+                    // the job's waiter) and by a job handed over.
+                    help.register();
+                    registered = true;
+                    if let Some(r) = job.answer.wait_until(Some(now)) {
+                        return Some(r);
+                    }
+                    continue;
+                }
+                if job.answer.is_done() || help.has_pending() {
+                    continue;
+                }
+                match wake {
+                    None => std::thread::park(),
+                    Some(w) => std::thread::park_timeout(w.saturating_duration_since(now)),
+                }
+            }
         }
-        if nested && job.state.load(Ordering::Acquire) == QUEUED {
+        if same_pool && job.state.load(Ordering::Acquire) == QUEUED {
             let pool = job.pool.as_ref().and_then(Weak::upgrade);
             if let Some(p) = pool {
                 if p.should_steal() && job.claim(RUNNING) {

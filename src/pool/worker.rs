@@ -1,5 +1,6 @@
 //! The worker threads: starting them, the loop each runs (take a job, publish its deadline, run the
-//! handler, answer), recycling after `max_requests`, and the start and exit hooks.
+//! handler, answer), recycling after `max_requests`, the start and exit hooks, and making each
+//! worker's per-worker state (retried with backoff when a replacement's init fails).
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
@@ -11,11 +12,16 @@ use super::config::Hook;
 use super::job::RUNNING;
 use super::state::{Msg, PoolState, Running, SERVING, STOPPED};
 use super::stats::Counters;
+use crate::error::BuildError;
+
+/// The first and the longest wait between two tries of a replacement worker's failing state init.
+const INIT_RETRY_MIN: Duration = Duration::from_millis(10);
+const INIT_RETRY_MAX: Duration = Duration::from_secs(5);
 
 impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
-    /// Start one thread per slot; return once every worker has run its start hook and waits for a
-    /// job.
-    pub(crate) fn start_workers(self: &Arc<Self>) {
+    /// Start one thread per slot; return once every worker has run its start hook (and made its
+    /// state) and waits for a job, or with the error of the first worker whose state init failed.
+    pub(crate) fn start_workers(self: &Arc<Self>) -> Result<(), BuildError> {
         for index in 0..self.config.workers {
             if !self.spawn_worker(index, 0) {
                 panic!(
@@ -29,6 +35,13 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
         // worker see one).
         let mut spins = 0u32;
         while self.idle.load(Ordering::SeqCst) < self.config.workers {
+            if let Some((index, cause)) = self.init_failed.lock().take() {
+                return Err(BuildError::new(
+                    "init",
+                    format!("worker {index}"),
+                    format!("the per-worker state's init failed on worker {index}: {cause}"),
+                ));
+            }
             spins += 1;
             if spins < 200 {
                 thread::yield_now();
@@ -37,6 +50,8 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
                 thread::sleep(Duration::from_millis(1));
             }
         }
+        self.started.store(true, Ordering::SeqCst);
+        Ok(())
     }
 
     /// Start a thread that owns slot `index` with generation `gen`. False if the OS refused.
@@ -105,16 +120,87 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
         }
     }
 
+    /// Make this worker's state (for a `build_with_state` pool). False when the worker must leave
+    /// without serving: its init failed during `build`, or the pool stopped while it retried.
+    fn make_state(&self, index: usize) -> bool {
+        let Some(init) = self.config.state.as_ref() else {
+            return true;
+        };
+        let mut wait = INIT_RETRY_MIN;
+        let mut lacking = false;
+        loop {
+            let cause = match init.init(index) {
+                Ok(()) => {
+                    if lacking {
+                        self.counters.without_state.fetch_sub(1, Ordering::Relaxed);
+                        log::info!(
+                            "pool `{}`: worker {index} made its state after all and serves again",
+                            self.config.name
+                        );
+                    }
+                    return true;
+                }
+                Err(cause) => cause,
+            };
+            if !self.started.load(Ordering::SeqCst) {
+                self.init_failed.lock().get_or_insert((index, cause));
+                return false;
+            }
+            if !lacking {
+                lacking = true;
+                Counters::bump(&self.counters.without_state);
+            }
+            log::error!(
+                "pool `{}`: worker {index} could not make its per-worker state: {cause}; it takes \
+                 no job until its init succeeds (retried in {wait:?}; Stats::workers_without_state \
+                 counts it). Check the resource its init opens.",
+                self.config.name
+            );
+            let until = Instant::now() + wait;
+            while Instant::now() < until {
+                if self.state.load(Ordering::Acquire) != SERVING {
+                    self.counters.without_state.fetch_sub(1, Ordering::Relaxed);
+                    return false;
+                }
+                thread::sleep(Duration::from_millis(10).min(wait));
+            }
+            wait = (wait * 2).min(INIT_RETRY_MAX);
+        }
+    }
+
     fn worker_loop(self: Arc<Self>, index: usize, gen: u64) {
         self.run_hook(
             self.config.on_worker_start.as_ref(),
             "on_worker_start",
             index,
         );
+        let retired = self.make_state(index) && self.serve_jobs(index, gen);
+        // The state goes before the exit hook, on this thread.
+        if let Some(init) = self.config.state.as_ref() {
+            init.drop_state();
+        }
+        // The exit hook runs before the thread counts itself out, so a shutdown that waited for
+        // the workers has seen every hook run.
+        self.run_hook(self.config.on_worker_exit.as_ref(), "on_worker_exit", index);
+        if retired {
+            self.counters
+                .retired_running
+                .fetch_sub(1, Ordering::Relaxed);
+            log::info!(
+                "pool `{}`: a retired thread of worker {index} returned from its handler and exits",
+                self.config.name
+            );
+        } else {
+            self.live_worker_left();
+        }
+    }
+
+    /// Take and run jobs until told to stop (false) or retired by the watchdog (true).
+    fn serve_jobs(self: &Arc<Self>, index: usize, gen: u64) -> bool {
         let budget = self.recycle_budget(index);
         let slot = &self.slots[index];
         let mut served = 0u64;
-        let retired = loop {
+        loop {
             self.idle.fetch_add(1, Ordering::SeqCst);
             let msg = self.rx.recv();
             self.idle.fetch_sub(1, Ordering::SeqCst);
@@ -167,20 +253,6 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
             if self.state.load(Ordering::Acquire) == STOPPED {
                 break false;
             }
-        };
-        // The exit hook runs before the thread counts itself out, so a shutdown that waited for
-        // the workers has seen every hook run.
-        self.run_hook(self.config.on_worker_exit.as_ref(), "on_worker_exit", index);
-        if retired {
-            self.counters
-                .retired_running
-                .fetch_sub(1, Ordering::Relaxed);
-            log::info!(
-                "pool `{}`: a retired thread of worker {index} returned from its handler and exits",
-                self.config.name
-            );
-        } else {
-            self.live_worker_left();
         }
     }
 

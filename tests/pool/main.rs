@@ -3,6 +3,7 @@
 mod async_ticket;
 mod build;
 mod concurrency;
+mod cross_pool;
 mod deadline;
 mod example;
 mod overload;
@@ -11,6 +12,7 @@ mod pool_helpers;
 mod recycle;
 mod reentry;
 mod shutdown;
+mod worker_state;
 
 /// `examples/pool.rs`, run by the `example` tests.
 #[path = "../../examples/pool.rs"]

@@ -5,6 +5,8 @@
 //! - `throughput_8x4/*`: 8 caller threads × 1000 calls each on 4 workers.
 //! - `reentrant/*`: a handler calling its own pool (run inline by the guard) against a plain
 //!   function call, and against the same call from outside (through the queue).
+//! - `cross_pool/*`: a worker of pool A calling an idle 1-worker pool B (queued, run on B's worker:
+//!   the bound holds), against the same call from a plain thread, run alternately in one process.
 //!
 //! Run: `cargo bench --bench pool`.
 
@@ -203,6 +205,39 @@ fn reentrant(c: &mut Criterion) {
     pool.shutdown(Duration::from_secs(5));
 }
 
+fn cross_pool(c: &mut Criterion) {
+    let mut g = c.benchmark_group("cross_pool");
+    let b_pool: Pool<u64, u64> = Pool::builder()
+        .name("b")
+        .workers(1)
+        .build(|x: u64, _| work(x))
+        .unwrap();
+    let target = b_pool.clone();
+    // A's handler makes `n` calls into B and reports how long they took.
+    let a_pool: Pool<u64, (u64, Duration)> = Pool::builder()
+        .name("a")
+        .workers(1)
+        .build(move |n: u64, _| {
+            let mut x = 0;
+            let start = Instant::now();
+            for _ in 0..n {
+                x = target.call(black_box(x)).unwrap();
+            }
+            (x, start.elapsed())
+        })
+        .unwrap();
+    g.bench_function("from_a_worker_of_another_pool", |b| {
+        b.iter_custom(|iters| a_pool.call(iters).unwrap().1)
+    });
+    g.bench_function("from_a_plain_thread", |b| {
+        let mut x = 0u64;
+        b.iter(|| x = b_pool.call(black_box(x)).unwrap())
+    });
+    g.finish();
+    a_pool.shutdown(Duration::from_secs(5));
+    b_pool.shutdown(Duration::from_secs(5));
+}
+
 fn config() -> Criterion {
     Criterion::default()
         .sample_size(30)
@@ -213,6 +248,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = round_trip, throughput, reentrant
+    targets = round_trip, throughput, reentrant, cross_pool
 }
 criterion_main!(benches);
