@@ -190,6 +190,8 @@ mod access_log;
 mod conn;
 mod date;
 mod decode;
+#[cfg(any(test, fuzzing))]
+mod fuzz;
 mod handle;
 mod handoff;
 mod io;
@@ -203,6 +205,14 @@ mod self_call;
 mod server;
 mod stuck;
 mod types;
+
+/// The fuzz target's entry point (`fuzz/fuzz_targets/head_and_body.rs`); built only with
+/// `cfg(fuzzing)`, not part of the API.
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub mod __fuzz {
+    pub use super::fuzz::head_and_body;
+}
 
 pub use access_log::{AccessLogFormat, ACCESS_TARGET, DEFAULT_ACCESS_LOG_FORMAT};
 pub use handle::ServerHandle;

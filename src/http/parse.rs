@@ -62,113 +62,224 @@ pub(crate) fn bad(reason: &'static str) -> HttpError {
     HttpError::new(400, reason)
 }
 
-/// Where the scan of an incomplete head stopped, so that each read costs only its new bytes.
+/// Where the scan of an incomplete head stands, so that each read costs only its new bytes and a
+/// malformed head is refused at its first bad byte, not when (or if) its blank line arrives.
+///
+/// The scan is a byte-at-a-time state machine over RFC 9112's grammar: `method SP target SP
+/// HTTP/d.d CRLF`, then `name ":" value CRLF` lines, then an empty line. The size limits are
+/// checked at the byte that passes them. Each byte is looked at once, whatever the reads' sizes,
+/// so the outcome never depends on how the input was split.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct HeadScanner {
     /// First byte of the request line (after leading blank lines).
     start: usize,
-    /// Whether `start` is settled (leading CRLFs skipped).
-    started: bool,
     /// Next byte to look at.
     pos: usize,
-    /// First byte of the line being scanned.
-    line_start: usize,
-    /// Lines completed so far (the request line is line 0).
-    lines: usize,
+    /// Bytes of the current line so far, without its CRLF.
+    line_len: usize,
+    /// Header fields started so far.
+    fields: usize,
+    at: At,
+}
+
+/// The scanner's place in the grammar.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum At {
+    /// Before the request line: empty lines are skipped (RFC 9112 2.2).
+    #[default]
+    Blank,
+    /// A CR before the request line: its LF must follow.
+    BlankLf,
+    Method,
+    TargetStart,
+    Target,
+    /// The `i`-th byte of `HTTP/`.
+    Version(u8),
+    Major,
+    Dot(u8),
+    Minor(u8),
+    /// The version is complete: the CR must follow.
+    LineCr,
+    /// A CR ended a line: its LF must follow.
+    LineLf,
+    /// The first byte of a field line, or the CR of the empty line.
+    FieldStart,
+    Name,
+    Value,
+    /// The CR of the empty line: its LF ends the head.
+    EndLf,
+}
+
+/// `tchar` (RFC 9110 5.6.2): what a method, a field name or a chunk extension name is made of.
+pub(crate) fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// A byte a field value may hold: HTAB, SP, visible ASCII, and obs-text (0x80-0xFF, kept as
+/// opaque data as RFC 9110 5.5 says). NUL, the other controls and DEL are refused.
+pub(crate) fn is_field_byte(b: u8) -> bool {
+    b == b'\t' || (b >= 0x20 && b != 0x7f)
 }
 
 impl HeadScanner {
-    /// Scan `buf` (which only ever grows between calls, until `reset`) for the end of the head.
-    /// Returns the range of the head (without leading blank lines) once complete.
+    /// Scan `buf` (which only ever grows between calls, until the scanner is replaced) for the end
+    /// of the head. Returns the range of the head (without leading blank lines) once complete.
     pub(crate) fn scan(
         &mut self,
         buf: &[u8],
         limits: &Limits,
     ) -> Result<Option<(usize, usize)>, HttpError> {
-        if !self.started {
-            // RFC 9112 2.2: a server SHOULD ignore at least one empty line before the request line.
-            while buf.len() >= self.start + 2 && &buf[self.start..self.start + 2] == b"\r\n" {
-                self.start += 2;
-            }
-            if buf.len() == self.start || (buf.len() == self.start + 1 && buf[self.start] == b'\r')
-            {
-                if self.start > limits.head_bytes {
-                    return Err(HttpError::new(
-                        431,
-                        "too many blank lines before the request",
-                    ));
-                }
-                return Ok(None);
-            }
-            if buf[self.start] == b'\n' {
-                return Err(bad("bare LF: lines must end with CRLF"));
-            }
-            self.started = true;
-            self.pos = self.start;
-            self.line_start = self.start;
-        }
         while self.pos < buf.len() {
-            let Some(off) = buf[self.pos..].iter().position(|&b| b == b'\n') else {
-                self.pos = buf.len();
-                break;
-            };
-            let i = self.pos + off;
-            if i == 0 || buf[i - 1] != b'\r' {
-                return Err(bad("bare LF: lines must end with CRLF"));
-            }
-            let len = i - 1 - self.line_start;
-            if self.lines == 0 {
-                if len > limits.request_line {
-                    return Err(request_line_too_long(limits));
-                }
-            } else if len == 0 {
-                let end = i + 1;
-                if end - self.start > limits.head_bytes {
-                    return Err(head_too_big(limits));
-                }
+            let b = buf[self.pos];
+            if let Some(end) = self.step(b, limits)? {
                 return Ok(Some((self.start, end)));
-            } else {
-                if self.lines > limits.fields {
-                    return Err(HttpError::new(
-                        431,
-                        format!("too many header fields (the limit is {})", limits.fields),
-                    ));
-                }
-                if len > limits.field_size {
-                    return Err(field_too_long(limits));
-                }
-                if matches!(buf[self.line_start], b' ' | b'\t') {
-                    return Err(bad("obsolete line folding in a header field"));
-                }
             }
-            self.lines += 1;
-            self.pos = i + 1;
-            self.line_start = i + 1;
+            self.pos += 1;
         }
-        // Incomplete: check what we already know is too long.
-        let partial = buf.len() - self.line_start;
-        if self.lines == 0 && partial > limits.request_line + 1 {
-            return Err(request_line_too_long(limits));
+        Ok(None)
+    }
+
+    /// Look at the byte at `self.pos`; the end of the head (one past this byte) when it ends it.
+    fn step(&mut self, b: u8, limits: &Limits) -> Result<Option<usize>, HttpError> {
+        if matches!(self.at, At::Blank | At::BlankLf) {
+            self.at = match (self.at, b) {
+                (At::Blank, b'\r') => At::BlankLf,
+                (At::BlankLf, b'\n') => At::Blank,
+                (At::BlankLf, _) => return Err(bad("bare CR: lines must end with CRLF")),
+                (_, b'\n') => return Err(bad("bare LF: lines must end with CRLF")),
+                (_, b' ' | b'\t') => return Err(bad("whitespace before the request line")),
+                (_, b) if is_tchar(b) => {
+                    self.start = self.pos;
+                    self.line_len = 1;
+                    At::Method
+                }
+                _ => return Err(bad("malformed method")),
+            };
+            if self.pos >= limits.head_bytes {
+                return Err(HttpError::new(
+                    431,
+                    "too many blank lines before the request",
+                ));
+            }
+            return Ok(None);
         }
-        if self.lines > 0 && partial > limits.field_size + 1 {
-            return Err(field_too_long(limits));
-        }
-        if self.lines > limits.fields + 1 {
-            return Err(HttpError::new(
-                431,
-                format!("too many header fields (the limit is {})", limits.fields),
-            ));
-        }
-        if buf.len() - self.start > limits.head_bytes {
+        if self.pos - self.start >= limits.head_bytes {
             return Err(head_too_big(limits));
         }
+        if b != b'\r' && b != b'\n' {
+            self.line_len += 1;
+            if !matches!(self.at, At::FieldStart | At::Name | At::Value) {
+                if self.line_len > limits.request_line {
+                    return Err(request_line_too_long(limits));
+                }
+            } else if self.line_len > limits.field_size {
+                return Err(field_too_long(limits));
+            }
+        }
+        self.at = match self.at {
+            At::Method => match b {
+                b' ' => At::TargetStart,
+                b if is_tchar(b) => At::Method,
+                b'\n' => return Err(bad("bare LF: lines must end with CRLF")),
+                _ => return Err(bad("malformed method")),
+            },
+            At::TargetStart | At::Target => match b {
+                0x21..=0x7e => At::Target,
+                b' ' if self.at == At::Target => At::Version(0),
+                b'\n' => return Err(bad("bare LF: lines must end with CRLF")),
+                0x80..=0xff => return Err(bad("a raw non-ASCII byte in the request target")),
+                _ => return Err(bad("malformed request line")),
+            },
+            At::Version(i) => {
+                if b != b"HTTP/"[i as usize] {
+                    return Err(bad("malformed request line"));
+                }
+                if i == 4 {
+                    At::Major
+                } else {
+                    At::Version(i + 1)
+                }
+            }
+            At::Major => match b {
+                b'0'..=b'9' => At::Dot(b - b'0'),
+                _ => return Err(bad("malformed request line")),
+            },
+            At::Dot(major) => match b {
+                b'.' => At::Minor(major),
+                _ => return Err(bad("malformed request line")),
+            },
+            At::Minor(major) => match (major, b) {
+                (1, b'0' | b'1') => At::LineCr,
+                (_, b'0'..=b'9') => return Err(unsupported_version()),
+                _ => return Err(bad("malformed request line")),
+            },
+            At::LineCr => match b {
+                b'\r' => At::LineLf,
+                b'\n' => return Err(bad("bare LF: lines must end with CRLF")),
+                _ => return Err(bad("malformed request line")),
+            },
+            At::LineLf => match b {
+                b'\n' => {
+                    self.line_len = 0;
+                    At::FieldStart
+                }
+                _ => return Err(bad("bare CR: lines must end with CRLF")),
+            },
+            At::FieldStart => match b {
+                b'\r' => At::EndLf,
+                b'\n' => return Err(bad("bare LF: lines must end with CRLF")),
+                b' ' | b'\t' if self.fields == 0 => {
+                    return Err(bad("whitespace before the first header field"))
+                }
+                b' ' | b'\t' => return Err(bad("obsolete line folding in a header field")),
+                b if is_tchar(b) => {
+                    self.fields += 1;
+                    if self.fields > limits.fields {
+                        return Err(too_many_fields(limits));
+                    }
+                    At::Name
+                }
+                _ => return Err(bad("malformed header name")),
+            },
+            At::Name => match b {
+                b':' => At::Value,
+                b if is_tchar(b) => At::Name,
+                b'\r' | b'\n' => return Err(bad("a header line without a colon")),
+                _ => return Err(bad("malformed header name")),
+            },
+            At::Value => match b {
+                b'\r' => At::LineLf,
+                b'\n' => return Err(bad("bare LF: lines must end with CRLF")),
+                b if is_field_byte(b) => At::Value,
+                _ => return Err(bad("a control character in a header value")),
+            },
+            At::EndLf => match b {
+                b'\n' => return Ok(Some(self.pos + 1)),
+                _ => return Err(bad("bare CR: lines must end with CRLF")),
+            },
+            At::Blank | At::BlankLf => unreachable!("handled above"),
+        };
         Ok(None)
     }
 
     /// True once any byte of a request (not just blank lines) has been seen.
     pub(crate) fn started(&self) -> bool {
-        self.started
+        !matches!(self.at, At::Blank | At::BlankLf)
     }
+}
+
+fn unsupported_version() -> HttpError {
+    HttpError::new(
+        505,
+        "unsupported HTTP version (HTTP/1.0 and HTTP/1.1 are served)",
+    )
+}
+
+fn too_many_fields(limits: &Limits) -> HttpError {
+    HttpError::new(
+        431,
+        format!("too many header fields (the limit is {})", limits.fields),
+    )
 }
 
 fn request_line_too_long(limits: &Limits) -> HttpError {
@@ -235,22 +346,8 @@ pub(crate) fn parse_head(buf: &[u8], limits: &Limits) -> Result<Head, HttpError>
     match req.parse(buf) {
         Ok(httparse::Status::Complete(_)) => {}
         Ok(httparse::Status::Partial) => return Err(bad("incomplete request head")),
-        Err(httparse::Error::Version) => {
-            let line = buf.split(|&b| b == b'\r').next().unwrap_or(b"");
-            let last = line.rsplit(|&b| b == b' ').next().unwrap_or(b"");
-            let looks_like_version = last.len() == 8
-                && last.starts_with(b"HTTP/")
-                && last[5].is_ascii_digit()
-                && last[6] == b'.'
-                && last[7].is_ascii_digit();
-            if looks_like_version {
-                return Err(HttpError::new(
-                    505,
-                    "unsupported HTTP version (HTTP/1.0 and HTTP/1.1 are served)",
-                ));
-            }
-            return Err(bad("malformed request line"));
-        }
+        // The scanner refused every other version already.
+        Err(httparse::Error::Version) => return Err(unsupported_version()),
         Err(httparse::Error::TooManyHeaders) => {
             return Err(HttpError::new(
                 431,
@@ -261,11 +358,7 @@ pub(crate) fn parse_head(buf: &[u8], limits: &Limits) -> Result<Head, HttpError>
     }
     let method = Method::from_bytes(req.method.unwrap_or("").as_bytes())
         .map_err(|_| bad("malformed method"))?;
-    let uri: Uri = req
-        .path
-        .unwrap_or("")
-        .parse()
-        .map_err(|_| bad("malformed request target"))?;
+    let uri = target(req.path.unwrap_or(""))?;
     let version = match req.version {
         Some(0) => Version::HTTP_10,
         Some(1) => Version::HTTP_11,
@@ -285,8 +378,17 @@ pub(crate) fn parse_head(buf: &[u8], limits: &Limits) -> Result<Head, HttpError>
     if hosts == 0 && version == Version::HTTP_11 {
         return Err(bad("missing Host header (required in HTTP/1.1)"));
     }
+    if let Some(host) = map.get(HOST) {
+        if host.as_bytes().contains(&b',') {
+            return Err(bad("more than one host in the Host header"));
+        }
+    }
     let framing = framing(&map, version, limits)?;
     let mut expect_continue = false;
+    let mut expects = map.get_all(EXPECT).iter();
+    if let (Some(_), Some(_)) = (expects.next(), expects.next()) {
+        return Err(bad("more than one Expect header"));
+    }
     if let Some(v) = map.get(EXPECT) {
         if v.as_bytes().eq_ignore_ascii_case(b"100-continue") {
             expect_continue = version == Version::HTTP_11;
@@ -318,6 +420,26 @@ pub(crate) fn parse_head(buf: &[u8], limits: &Limits) -> Result<Head, HttpError>
         expect_continue,
         keep_alive,
     })
+}
+
+/// The request target as a `Uri`. The scanner let through only visible ASCII; of that, `http::Uri`
+/// cannot hold `"`, `<`, `>` (and a backtick in the path), which llhttp and h11 accept: those reach
+/// the handler percent-encoded (`%22`, `%3C`, `%3E`, `%60`), which means the same to a URI reader.
+fn target(raw: &str) -> Result<Uri, HttpError> {
+    if let Ok(uri) = raw.parse() {
+        return Ok(uri);
+    }
+    let mut encoded = String::with_capacity(raw.len() + 8);
+    for c in raw.chars() {
+        match c {
+            '"' => encoded.push_str("%22"),
+            '<' => encoded.push_str("%3C"),
+            '>' => encoded.push_str("%3E"),
+            '`' => encoded.push_str("%60"),
+            c => encoded.push(c),
+        }
+    }
+    encoded.parse().map_err(|_| bad("malformed request target"))
 }
 
 fn framing(map: &HeaderMap, version: Version, limits: &Limits) -> Result<Framing, HttpError> {
@@ -359,7 +481,15 @@ fn framing(map: &HeaderMap, version: Version, limits: &Limits) -> Result<Framing
     for v in map.get_all(CONTENT_LENGTH) {
         for part in v.as_bytes().split(|&b| b == b',') {
             let p = part.trim_ascii();
-            if p.is_empty() || p.len() > 19 || !p.iter().all(u8::is_ascii_digit) {
+            if p.is_empty() || !p.iter().all(u8::is_ascii_digit) {
+                return Err(bad("malformed Content-Length"));
+            }
+            // Leading zeros are accepted (as llhttp does): the value is still exact.
+            let p = match p.iter().position(|&d| d != b'0') {
+                Some(i) => &p[i..],
+                None => b"0",
+            };
+            if p.len() > 19 {
                 return Err(bad("malformed Content-Length"));
             }
             let n: u64 = std::str::from_utf8(p)
