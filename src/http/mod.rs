@@ -199,6 +199,7 @@ mod loopback;
 mod parse;
 #[allow(dead_code)] // wired into self_call.rs by issue 13 part 4
 mod peer_owner;
+mod rate_limit;
 mod reactor;
 mod response;
 mod self_call;
