@@ -169,32 +169,36 @@ impl AccessLogFormat {
             match p {
                 Piece::Lit(l) => s.push_str(l),
                 Piece::ReqHeader(i) => match &req.headers[*i] {
-                    Some(v) => escape_into(&mut s, v.as_bytes()),
+                    Some(v) => {
+                        let _ = write!(s, "{}", Escaped(v.as_bytes()));
+                    }
                     None => s.push('-'),
                 },
                 Piece::RespHeader(n) => match resp_headers.get(n) {
-                    Some(v) => escape_into(&mut s, v.as_bytes()),
+                    Some(v) => {
+                        let _ = write!(s, "{}", Escaped(v.as_bytes()));
+                    }
                     None => s.push('-'),
                 },
                 Piece::Atom(c) => {
                     let _ = match c {
-                        b'h' => Ok(escape_into(&mut s, peer.as_bytes())),
+                        b'h' => write!(s, "{}", Escaped(peer.as_bytes())),
                         b'l' | b'u' => write!(s, "-"),
                         b't' => write!(s, "{}", super::date::log_date(now_secs)),
                         b'r' => {
-                            escape_into(&mut s, req.method.as_str().as_bytes());
-                            s.push(' ');
                             let target = req.uri.path_and_query().map_or("/", |p| p.as_str());
-                            escape_into(&mut s, target.as_bytes());
-                            write!(s, " {:?}", req.version)
+                            write!(
+                                s,
+                                "{} {} {:?}",
+                                Escaped(req.method.as_str().as_bytes()),
+                                Escaped(target.as_bytes()),
+                                req.version
+                            )
                         }
                         b's' => write!(s, "{status}"),
-                        b'm' => Ok(escape_into(&mut s, req.method.as_str().as_bytes())),
-                        b'U' => Ok(escape_into(&mut s, req.uri.path().as_bytes())),
-                        b'q' => Ok(escape_into(
-                            &mut s,
-                            req.uri.query().unwrap_or("").as_bytes(),
-                        )),
+                        b'm' => write!(s, "{}", Escaped(req.method.as_str().as_bytes())),
+                        b'U' => write!(s, "{}", Escaped(req.uri.path().as_bytes())),
+                        b'q' => write!(s, "{}", Escaped(req.uri.query().unwrap_or("").as_bytes())),
                         b'H' => write!(s, "{:?}", req.version),
                         b'b' if body_bytes == 0 => write!(s, "-"),
                         b'b' | b'B' => write!(s, "{body_bytes}"),
@@ -212,19 +216,31 @@ impl AccessLogFormat {
     }
 }
 
-/// Append `bytes` as nginx writes a field it did not make: printable ASCII as is, and `"`, `\`,
-/// control characters, DEL and every non-ASCII byte as `\xHH` (`"` is `\x22`). A client can then
+/// Bytes written as nginx writes a field it did not make: printable ASCII as is, and `"`, `\\`,
+/// control characters, DEL and every non-ASCII byte as `\\xHH` (`"` is `\\x22`). A client can then
 /// neither end a quoted field early nor start a new line: one request, one record.
-fn escape_into(s: &mut String, bytes: &[u8]) {
-    const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    for &b in bytes {
-        if (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\' {
-            s.push(b as char);
-        } else {
-            s.push_str("\\x");
-            s.push(HEX[(b >> 4) as usize] as char);
-            s.push(HEX[(b & 15) as usize] as char);
+struct Escaped<'a>(&'a [u8]);
+
+impl std::fmt::Display for Escaped<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        const HEX: &[u8; 16] = b"0123456789ABCDEF";
+        let mut rest = self.0;
+        while !rest.is_empty() {
+            let plain = rest
+                .iter()
+                .position(|&b| !(0x20..0x7f).contains(&b) || b == b'"' || b == b'\\')
+                .unwrap_or(rest.len());
+            // Printable ASCII: valid UTF-8.
+            f.write_str(std::str::from_utf8(&rest[..plain]).unwrap_or_default())?;
+            if let Some(&b) = rest.get(plain) {
+                let hex = [b'\\', b'x', HEX[(b >> 4) as usize], HEX[(b & 15) as usize]];
+                f.write_str(std::str::from_utf8(&hex).unwrap_or_default())?;
+                rest = &rest[plain + 1..];
+            } else {
+                rest = &[];
+            }
         }
+        Ok(())
     }
 }
 
@@ -286,8 +302,7 @@ mod tests {
             line,
             r#""GET /a\x22b\x5Cc?q=%22\x5C HTTP/1.1" "evil\x22 200 \x22x\x5Cy\x09z\x80\xFF" /a\x22b\x5Cc q=%22\x5C a\x22b"#
         );
-        let mut s = String::new();
-        escape_into(&mut s, b"\x00\r\n ~\x7f");
+        let s = Escaped(b"\x00\r\n ~\x7f").to_string();
         assert_eq!(s, r"\x00\x0D\x0A ~\x7F");
     }
 
