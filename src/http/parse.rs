@@ -130,13 +130,30 @@ impl HeadScanner {
         limits: &Limits,
     ) -> Result<Option<(usize, usize)>, HttpError> {
         while self.pos < buf.len() {
-            let b = buf[self.pos];
+            self.skip_plain_run(buf, limits);
+            let Some(&b) = buf.get(self.pos) else { break };
             if let Some(end) = self.step(b, limits)? {
                 return Ok(Some((self.start, end)));
             }
             self.pos += 1;
         }
         Ok(None)
+    }
+
+    /// The fast path: inside a target or a field value, skip the bytes that `step` would only
+    /// count, stopping before any byte that would pass a limit (`step` then refuses it).
+    fn skip_plain_run(&mut self, buf: &[u8], limits: &Limits) {
+        let (line_limit, plain): (usize, fn(u8) -> bool) = match self.at {
+            At::Target => (limits.request_line, |b| (0x21..=0x7e).contains(&b)),
+            At::Value => (limits.field_size, is_field_byte),
+            _ => return,
+        };
+        let room = (line_limit.saturating_sub(self.line_len))
+            .min(limits.head_bytes.saturating_sub(self.pos - self.start));
+        let rest = &buf[self.pos..buf.len().min(self.pos + room)];
+        let run = rest.iter().position(|&b| !plain(b)).unwrap_or(rest.len());
+        self.pos += run;
+        self.line_len += run;
     }
 
     /// Look at the byte at `self.pos`; the end of the head (one past this byte) when it ends it.
