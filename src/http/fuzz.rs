@@ -262,6 +262,39 @@ mod tests {
         }
     }
 
+    /// What the byte-by-byte scan costs beside `httparse`'s parse of the same head (run with
+    /// `cargo test --release --lib scan_cost -- --ignored --nocapture`).
+    #[test]
+    #[ignore = "a measurement, not a check"]
+    fn scan_cost() {
+        let head: &[u8] = b"GET /get_hello_world?session_id=x HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\
+            User-Agent: Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/120.0 Safari/537.36\r\n\
+            Accept: text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8\r\n\
+            Accept-Language: en-US,en;q=0.5\r\nAccept-Encoding: gzip, deflate\r\n\
+            Connection: keep-alive\r\nCookie: a=1; b=2; session=0123456789abcdef\r\n\r\n";
+        let limits = Limits::default();
+        let n = 100_000;
+        for _round in 0..5 {
+            let t = std::time::Instant::now();
+            for _ in 0..n {
+                let mut s = HeadScanner::default();
+                assert!(s
+                    .scan(std::hint::black_box(head), &limits)
+                    .unwrap()
+                    .is_some());
+            }
+            let scan = t.elapsed() / n;
+            let t = std::time::Instant::now();
+            for _ in 0..n {
+                let mut h = [httparse::EMPTY_HEADER; 16];
+                let mut r = httparse::Request::new(&mut h);
+                assert!(r.parse(std::hint::black_box(head)).unwrap().is_complete());
+            }
+            let httparse = t.elapsed() / n;
+            println!("{} bytes: scan {scan:?}, httparse {httparse:?}", head.len());
+        }
+    }
+
     /// Writes the corpus as the fuzz target's seeds: `cargo test --lib write_fuzz_seeds --
     /// --ignored` from the crate's root.
     #[test]

@@ -110,15 +110,77 @@ enum At {
     EndLf,
 }
 
+/// What each byte may be, one bit per use: the scanner looks bytes up instead of comparing.
+const TCHAR: u8 = 1;
+const FIELD: u8 = 2;
+const TARGET: u8 = 4;
+static CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        let tchar = c.is_ascii_alphanumeric()
+            || matches!(
+                c,
+                b'!' | b'#'
+                    | b'$'
+                    | b'%'
+                    | b'&'
+                    | b'\''
+                    | b'*'
+                    | b'+'
+                    | b'-'
+                    | b'.'
+                    | b'^'
+                    | b'_'
+                    | b'`'
+                    | b'|'
+                    | b'~'
+            );
+        let field = c == b'\t' || (c >= 0x20 && c != 0x7f);
+        let target = c >= 0x21 && c <= 0x7e;
+        let mut class = 0;
+        if tchar {
+            class |= TCHAR;
+        }
+        if field {
+            class |= FIELD;
+        }
+        if target {
+            class |= TARGET;
+        }
+        t[b] = class;
+        b += 1;
+    }
+    t
+};
+
+const LO: u64 = 0x0101_0101_0101_0101;
+const HI: u64 = 0x8080_8080_8080_8080;
+
+/// Whether a byte of `w` may be zero (never false when one is).
+#[inline]
+fn has_zero(w: u64) -> bool {
+    w.wrapping_sub(LO) & !w & HI != 0
+}
+
+/// Whether a byte of `w` may be below `n` (`n` <= 128; never false when one is).
+#[inline]
+fn has_less(w: u64, n: u8) -> bool {
+    w.wrapping_sub(LO * n as u64) & !w & HI != 0
+}
+
 /// `tchar` (RFC 9110 5.6.2): what a method, a field name or a chunk extension name is made of.
+#[inline]
 pub(crate) fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+    CLASS[b as usize] & TCHAR != 0
 }
 
 /// A byte a field value may hold: HTAB, SP, visible ASCII, and obs-text (0x80-0xFF, kept as
 /// opaque data as RFC 9110 5.5 says). NUL, the other controls and DEL are refused.
+#[inline]
 pub(crate) fn is_field_byte(b: u8) -> bool {
-    b == b'\t' || (b >= 0x20 && b != 0x7f)
+    CLASS[b as usize] & FIELD != 0
 }
 
 impl HeadScanner {
@@ -143,15 +205,34 @@ impl HeadScanner {
     /// The fast path: inside a target or a field value, skip the bytes that `step` would only
     /// count, stopping before any byte that would pass a limit (`step` then refuses it).
     fn skip_plain_run(&mut self, buf: &[u8], limits: &Limits) {
-        let (line_limit, plain): (usize, fn(u8) -> bool) = match self.at {
-            At::Target => (limits.request_line, |b| (0x21..=0x7e).contains(&b)),
-            At::Value => (limits.field_size, is_field_byte),
+        let (line_limit, class) = match self.at {
+            At::Target => (limits.request_line, TARGET),
+            At::Value => (limits.field_size, FIELD),
+            At::Name => (limits.field_size, TCHAR),
             _ => return,
         };
         let room = (line_limit.saturating_sub(self.line_len))
             .min(limits.head_bytes.saturating_sub(self.pos - self.start));
         let rest = &buf[self.pos..buf.len().min(self.pos + room)];
-        let run = rest.iter().position(|&b| !plain(b)).unwrap_or(rest.len());
+        // Eight bytes at a time while none of them can be a stop (a word test that may say
+        // "maybe" but never misses one), then byte by byte.
+        let mut run = 0;
+        while let Some(word) = rest.get(run..run + 8) {
+            let w = u64::from_le_bytes(word.try_into().unwrap_or_default());
+            let maybe_stop = match self.at {
+                At::Value => has_less(w, 0x20) || has_zero(w ^ (LO * 0x7f)),
+                At::Target => has_less(w, 0x21) || w & HI != 0 || has_zero(w ^ (LO * 0x7f)),
+                _ => true,
+            };
+            if maybe_stop {
+                break;
+            }
+            run += 8;
+        }
+        run += rest[run..]
+            .iter()
+            .position(|&b| CLASS[b as usize] & class == 0)
+            .unwrap_or(rest.len() - run);
         self.pos += run;
         self.line_len += run;
     }
