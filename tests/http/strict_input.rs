@@ -1,6 +1,6 @@
 //! Bad input over real sockets: a malformed head is refused at its first bad byte (not at the
 //! head timeout), the shapes strict parsers refuse get 400, the ones they accept are served, and
-//! what a client sends cannot forge access-log fields.
+//! what a client sends can neither forge access-log fields nor flood the log.
 
 use crate::http_helpers::*;
 use prefork_pool::http::{Server, ServerHandle};
@@ -126,4 +126,21 @@ fn client_bytes_cannot_forge_access_log_fields() {
         r#""GET /forge\x22\x5C\x22-\x22 HTTP/1.1" 200 2 "-" "ua\x22 404 0 \x22\x09next\xC3\xA9""#
     );
     assert_eq!(rest.matches('"').count(), 6, "{rest}");
+}
+
+#[test]
+fn a_client_sending_a_deep_depth_on_every_request_cannot_flood_the_log() {
+    logs();
+    let s = server();
+    let addr = s.local_addrs()[0];
+    let mut c = Client::new(addr);
+    for _ in 0..20 {
+        // From loopback the header counts: refused, with the connection kept.
+        c.send(b"GET / HTTP/1.1\r\nHost: t\r\nX-Prefork-Depth: 977\r\n\r\n");
+        assert_eq!(c.answer().status, 508);
+    }
+    s.shutdown(WAIT);
+    // One line per 10 s for the whole process (another test may have had it already).
+    let lines = lines_with(&["call chain is 977 deep"]);
+    assert!(lines.len() <= 1, "{lines:#?}");
 }
