@@ -4,7 +4,8 @@
 //! Nothing here touches a socket: the connection feeds what it has read and gets back how much was
 //! used and whether the body is complete, or an [`HttpError`] to answer before closing.
 
-use super::parse::{bad, body_too_large, is_field_byte, is_tchar, Framing, HttpError, Limits};
+use super::head_scan::{is_field_byte, is_tchar};
+use super::parse::{bad, body_too_large, Framing, HttpError, Limits};
 
 /// Longest chunk extension or trailer section accepted, in bytes.
 const MAX_CHUNK_META: usize = 8192;

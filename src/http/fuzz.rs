@@ -4,7 +4,8 @@
 //! both drive it; it is compiled only for them (`cfg(test)` or `cfg(fuzzing)`).
 
 use super::decode::BodyDecoder;
-use super::parse::{parse_head, Framing, HeadScanner, Limits};
+use super::head_scan::HeadScanner;
+use super::parse::{parse_head, Framing, Limits};
 
 /// What one request of an input came to.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -228,6 +228,7 @@ mod decode;
 mod fuzz;
 mod handle;
 mod handoff;
+mod head_scan;
 mod io;
 mod loopback;
 mod parse;
