@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use http::header::{HeaderName, REFERER, USER_AGENT};
+use http::header::{HeaderName, HeaderValue, REFERER, USER_AGENT};
 use http::{HeaderMap, Method, Uri, Version};
 
 use crate::BuildError;
@@ -147,11 +147,7 @@ impl AccessLogFormat {
             headers: self
                 .req_headers
                 .iter()
-                .map(|n| {
-                    headers
-                        .get(n)
-                        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-                })
+                .map(|n| headers.get(n).cloned())
                 .collect(),
         }
     }
@@ -172,29 +168,37 @@ impl AccessLogFormat {
         for p in &self.pieces {
             match p {
                 Piece::Lit(l) => s.push_str(l),
-                Piece::ReqHeader(i) => s.push_str(req.headers[*i].as_deref().unwrap_or("-")),
-                Piece::RespHeader(n) => s.push_str(
-                    resp_headers
-                        .get(n)
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or("-"),
-                ),
+                Piece::ReqHeader(i) => match &req.headers[*i] {
+                    Some(v) => {
+                        let _ = write!(s, "{}", Escaped(v.as_bytes()));
+                    }
+                    None => s.push('-'),
+                },
+                Piece::RespHeader(n) => match resp_headers.get(n) {
+                    Some(v) => {
+                        let _ = write!(s, "{}", Escaped(v.as_bytes()));
+                    }
+                    None => s.push('-'),
+                },
                 Piece::Atom(c) => {
                     let _ = match c {
-                        b'h' => write!(s, "{peer}"),
+                        b'h' => write!(s, "{}", Escaped(peer.as_bytes())),
                         b'l' | b'u' => write!(s, "-"),
                         b't' => write!(s, "{}", super::date::log_date(now_secs)),
-                        b'r' => write!(
-                            s,
-                            "{} {} {:?}",
-                            req.method,
-                            req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"),
-                            req.version
-                        ),
+                        b'r' => {
+                            let target = req.uri.path_and_query().map_or("/", |p| p.as_str());
+                            write!(
+                                s,
+                                "{} {} {:?}",
+                                Escaped(req.method.as_str().as_bytes()),
+                                Escaped(target.as_bytes()),
+                                req.version
+                            )
+                        }
                         b's' => write!(s, "{status}"),
-                        b'm' => write!(s, "{}", req.method),
-                        b'U' => write!(s, "{}", req.uri.path()),
-                        b'q' => write!(s, "{}", req.uri.query().unwrap_or("")),
+                        b'm' => write!(s, "{}", Escaped(req.method.as_str().as_bytes())),
+                        b'U' => write!(s, "{}", Escaped(req.uri.path().as_bytes())),
+                        b'q' => write!(s, "{}", Escaped(req.uri.query().unwrap_or("").as_bytes())),
                         b'H' => write!(s, "{:?}", req.version),
                         b'b' if body_bytes == 0 => write!(s, "-"),
                         b'b' | b'B' => write!(s, "{body_bytes}"),
@@ -209,6 +213,34 @@ impl AccessLogFormat {
             }
         }
         s
+    }
+}
+
+/// Bytes written as nginx writes a field it did not make: printable ASCII as is, and `"`, `\\`,
+/// control characters, DEL and every non-ASCII byte as `\\xHH` (`"` is `\\x22`). A client can then
+/// neither end a quoted field early nor start a new line: one request, one record.
+struct Escaped<'a>(&'a [u8]);
+
+impl std::fmt::Display for Escaped<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        const HEX: &[u8; 16] = b"0123456789ABCDEF";
+        let mut rest = self.0;
+        while !rest.is_empty() {
+            let plain = rest
+                .iter()
+                .position(|&b| !(0x20..0x7f).contains(&b) || b == b'"' || b == b'\\')
+                .unwrap_or(rest.len());
+            // Printable ASCII: valid UTF-8.
+            f.write_str(std::str::from_utf8(&rest[..plain]).unwrap_or_default())?;
+            if let Some(&b) = rest.get(plain) {
+                let hex = [b'\\', b'x', HEX[(b >> 4) as usize], HEX[(b & 15) as usize]];
+                f.write_str(std::str::from_utf8(&hex).unwrap_or_default())?;
+                rest = &rest[plain + 1..];
+            } else {
+                rest = &[];
+            }
+        }
+        Ok(())
     }
 }
 
@@ -227,7 +259,7 @@ pub(crate) struct LogRequest {
     method: Method,
     uri: Uri,
     version: Version,
-    headers: Vec<Option<String>>,
+    headers: Vec<Option<HeaderValue>>,
 }
 
 #[cfg(test)]
@@ -254,6 +286,24 @@ mod tests {
             line,
             r#"127.0.0.1 - - [06/Nov/1994:08:49:37 +0000] "GET /a?b=1 HTTP/1.1" 200 12 "-" "curl/8""#
         );
+    }
+
+    #[test]
+    fn client_bytes_are_escaped_so_they_cannot_forge_fields() {
+        let f = AccessLogFormat::parse(r#""%(r)s" "%(a)s" %(U)s %(q)s %({x-id}i)s"#).unwrap();
+        let mut h = HeaderMap::new();
+        let ua = b"evil\" 200 \"x\\y\tz\x80\xff";
+        h.insert(USER_AGENT, HeaderValue::from_bytes(ua).unwrap());
+        h.insert("x-id", HeaderValue::from_bytes(b"a\"b").unwrap());
+        let uri: Uri = "/a\"b\\c?q=%22\\".parse().unwrap();
+        let req = f.capture(&Method::GET, &uri, Version::HTTP_11, &h);
+        let line = f.render("h", &req, 200, &HeaderMap::new(), 0, Duration::ZERO, 0);
+        assert_eq!(
+            line,
+            r#""GET /a\x22b\x5Cc?q=%22\x5C HTTP/1.1" "evil\x22 200 \x22x\x5Cy\x09z\x80\xFF" /a\x22b\x5Cc q=%22\x5C a\x22b"#
+        );
+        let s = Escaped(b"\x00\r\n ~\x7f").to_string();
+        assert_eq!(s, r"\x00\x0D\x0A ~\x7F");
     }
 
     #[test]

@@ -15,9 +15,10 @@ use http::{Method, Request, Version};
 
 use super::date::DateCache;
 use super::decode::BodyDecoder;
-use super::handoff::{Handoff, Reply};
+use super::handoff::{depth_trusted, Handoff, Reply, DEPTH_HEADER};
+use super::head_scan::HeadScanner;
 use super::io::{Link, Stream, TcpAddrs};
-use super::parse::{parse_head, Framing, Head, HeadScanner, HttpError};
+use super::parse::{parse_head, Framing, Head, HttpError};
 use super::response::{write_response, WriteOpts};
 use super::self_call::{tcp_caller, unix_caller, Caller};
 use super::types::PeerAddr;
@@ -368,6 +369,10 @@ impl Conn {
         *req.version_mut() = head.version;
         *req.headers_mut() = head.headers;
         req.extensions_mut().insert(PeerAddr(self.peer.clone()));
+        let unix = matches!(self.link.stream, Stream::Unix(_));
+        if !depth_trusted(unix, self.addrs) {
+            req.headers_mut().remove(DEPTH_HEADER);
+        }
         let caller = self.self_caller(handoff);
         handoff.submit(req, reply, caller);
     }

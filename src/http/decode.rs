@@ -4,21 +4,42 @@
 //! Nothing here touches a socket: the connection feeds what it has read and gets back how much was
 //! used and whether the body is complete, or an [`HttpError`] to answer before closing.
 
+use super::head_scan::{is_field_byte, is_tchar};
 use super::parse::{bad, body_too_large, Framing, HttpError, Limits};
 
 /// Longest chunk extension or trailer section accepted, in bytes.
 const MAX_CHUNK_META: usize = 8192;
+/// Most hex digits in a chunk size, leading zeros included (at most 15 of them significant).
+const MAX_SIZE_DIGITS: u8 = 64;
 
+/// Where a chunk extension (`;name`, `;name=token`, `;name="quoted"`, RFC 9112 7.1.1) stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ext {
+    /// After `;`: a name must come.
+    Start,
+    Name,
+    /// Whitespace after a name.
+    AfterName,
+    /// After `=`: a value must come.
+    ValueStart,
+    Token,
+    Quoted,
+    /// After a backslash in a quoted value.
+    Escape,
+    /// After a value (and whitespace).
+    AfterValue,
+}
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Chunk {
     Size { size: u64, digits: u8 },
-    Ext { size: u64, len: usize },
+    Ext { size: u64, len: usize, at: Ext },
     SizeLf { size: u64 },
     Data(u64),
     DataCr,
     DataLf,
     TrailerStart,
-    Trailer,
+    TrailerName,
+    TrailerValue,
     TrailerLf,
     EndLf,
     Done,
@@ -68,7 +89,9 @@ impl BodyDecoder {
                     *state = match *state {
                         Chunk::Size { size, digits } => match b {
                             b'0'..=b'9' | b'a'..=b'f' | b'A'..=b'F' => {
-                                if digits >= 15 {
+                                // Leading zeros are accepted (as llhttp does); more than 15
+                                // significant digits, or a runaway line of zeros, is not.
+                                if size >= 1 << 56 || digits >= MAX_SIZE_DIGITS {
                                     return Err(bad("chunk size too long"));
                                 }
                                 let d = (b as char).to_digit(16).unwrap_or(0) as u64;
@@ -77,18 +100,27 @@ impl BodyDecoder {
                                     digits: digits + 1,
                                 }
                             }
-                            b';' if digits > 0 => Chunk::Ext { size, len: 0 },
+                            b';' if digits > 0 => Chunk::Ext {
+                                size,
+                                len: 0,
+                                at: Ext::Start,
+                            },
                             b'\r' if digits > 0 => Chunk::SizeLf { size },
                             _ => return Err(bad("bad chunk size")),
                         },
-                        Chunk::Ext { size, len } => match b {
-                            b'\r' => Chunk::SizeLf { size },
-                            b'\n' => return Err(bad("bare LF in a chunk extension")),
-                            _ if len >= MAX_CHUNK_META => {
-                                return Err(bad("chunk extension too long"))
+                        Chunk::Ext { size, len, at } => {
+                            if len >= MAX_CHUNK_META {
+                                return Err(bad("chunk extension too long"));
                             }
-                            _ => Chunk::Ext { size, len: len + 1 },
-                        },
+                            match ext_step(at, b)? {
+                                Some(at) => Chunk::Ext {
+                                    size,
+                                    len: len + 1,
+                                    at,
+                                },
+                                None => Chunk::SizeLf { size },
+                            }
+                        }
                         Chunk::SizeLf { size } => {
                             if b != b'\n' {
                                 return Err(bad("bad chunk size line (CR without LF)"));
@@ -130,20 +162,30 @@ impl BodyDecoder {
                             b'\r' => Chunk::EndLf,
                             b'\n' => return Err(bad("bare LF after the last chunk")),
                             b' ' | b'\t' => return Err(bad("obsolete line folding in a trailer")),
-                            _ => {
+                            b if is_tchar(b) => {
                                 *trailer_bytes += 1;
-                                Chunk::Trailer
+                                Chunk::TrailerName
                             }
+                            _ => return Err(bad("malformed trailer field name")),
                         },
-                        Chunk::Trailer => {
+                        Chunk::TrailerName | Chunk::TrailerValue => {
                             *trailer_bytes += 1;
                             if *trailer_bytes > MAX_CHUNK_META {
                                 return Err(HttpError::new(431, "trailer section too large"));
                             }
-                            match b {
-                                b'\r' => Chunk::TrailerLf,
-                                b'\n' => return Err(bad("bare LF in a trailer")),
-                                _ => Chunk::Trailer,
+                            match (*state, b) {
+                                (Chunk::TrailerName, b':') => Chunk::TrailerValue,
+                                (Chunk::TrailerName, b) if is_tchar(b) => Chunk::TrailerName,
+                                (Chunk::TrailerName, b'\r' | b'\n') => {
+                                    return Err(bad("a trailer line without a colon"))
+                                }
+                                (Chunk::TrailerName, _) => {
+                                    return Err(bad("malformed trailer field name"))
+                                }
+                                (_, b'\r') => Chunk::TrailerLf,
+                                (_, b'\n') => return Err(bad("bare LF in a trailer")),
+                                (_, b) if is_field_byte(b) => Chunk::TrailerValue,
+                                _ => return Err(bad("a control character in a trailer")),
                             }
                         }
                         Chunk::TrailerLf => {
@@ -167,6 +209,44 @@ impl BodyDecoder {
             }
         }
     }
+}
+
+/// One byte of a chunk extension: where the extension stands after it, or `None` when it is the
+/// CR that ends the chunk-size line. Refused: an empty extension (`2;`), an empty value (`a=`), an
+/// unterminated quoted value, NUL or other controls, bare LF.
+fn ext_step(at: Ext, b: u8) -> Result<Option<Ext>, HttpError> {
+    let ws = b == b' ' || b == b'\t';
+    Ok(Some(match at {
+        Ext::Quoted => match b {
+            b'"' => Ext::AfterValue,
+            b'\\' => Ext::Escape,
+            b'\r' | b'\n' => return Err(bad("unterminated quoted chunk extension")),
+            b if is_field_byte(b) => Ext::Quoted,
+            _ => return Err(bad("a control character in a chunk extension")),
+        },
+        Ext::Escape => match b {
+            b if is_field_byte(b) => Ext::Quoted,
+            b'\r' | b'\n' => return Err(bad("unterminated quoted chunk extension")),
+            _ => return Err(bad("a control character in a chunk extension")),
+        },
+        Ext::Start | Ext::ValueStart if ws => at,
+        Ext::Start if is_tchar(b) => Ext::Name,
+        Ext::Start => return Err(bad("empty chunk extension")),
+        Ext::ValueStart if b == b'"' => Ext::Quoted,
+        Ext::ValueStart if is_tchar(b) => Ext::Token,
+        Ext::ValueStart => return Err(bad("empty chunk extension value")),
+        Ext::Name if is_tchar(b) => Ext::Name,
+        Ext::Token if is_tchar(b) => Ext::Token,
+        Ext::Name | Ext::AfterName if b == b'=' => Ext::ValueStart,
+        Ext::Name | Ext::AfterName if ws => Ext::AfterName,
+        Ext::Token | Ext::AfterValue if ws => Ext::AfterValue,
+        Ext::Name | Ext::AfterName | Ext::Token | Ext::AfterValue => match b {
+            b';' => Ext::Start,
+            b'\r' => return Ok(None),
+            b'\n' => return Err(bad("bare LF in a chunk extension")),
+            _ => return Err(bad("malformed chunk extension")),
+        },
+    }))
 }
 
 #[cfg(test)]
@@ -258,6 +338,13 @@ mod tests {
             b"ffffffffffffffffff\r\n",
             b"41\r\n",
             b"20\r\n0123456789abcdef0123456789abcdef\r\n21\r\n",
+            b"2;\r\nab\r\n0\r\n\r\n",
+            b"2;a=\"b\r\nab\r\n0\r\n\r\n",
+            b"2;a\x00\r\nab\r\n0\r\n\r\n",
+            b"2;a = \"q\\\"\" ;b=c\r\nab\r\n0\r\n\r\n",
+            b"0\r\nNoColon\r\n\r\n",
+            b"0\r\nT: a\x00\r\n\r\n",
+            b"0000000000000000000002\r\nab\r\n0\r\n\r\n",
         ];
         for &input in cases {
             let whole = outcome(&[input], &limits);
@@ -291,5 +378,18 @@ mod tests {
         assert_eq!(outcome(&[cases[3]], &limits), Some(Err(400)));
         assert_eq!(outcome(&[cases[9]], &limits), Some(Err(413)));
         assert_eq!(outcome(&[cases[10]], &limits), Some(Err(413)));
+        for refused in &cases[11..14] {
+            assert_eq!(outcome(&[refused], &limits), Some(Err(400)));
+        }
+        assert_eq!(
+            outcome(&[cases[14]], &limits),
+            Some(Ok((b"ab".to_vec(), cases[14].len())))
+        );
+        assert_eq!(outcome(&[cases[15]], &limits), Some(Err(400)));
+        assert_eq!(outcome(&[cases[16]], &limits), Some(Err(400)));
+        assert_eq!(
+            outcome(&[cases[17]], &limits),
+            Some(Ok((b"ab".to_vec(), cases[17].len())))
+        );
     }
 }

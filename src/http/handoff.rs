@@ -6,6 +6,7 @@
 
 use std::cell::RefCell;
 use std::io::{self, Write};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,6 +19,7 @@ use super::access_log::{AccessLogFormat, LogRequest, ACCESS_TARGET};
 use super::date::{now_secs, DateCache};
 use super::io::Link;
 use super::parse::Limits;
+use super::rate_limit::{suppressed_note, RateLimit, WARN_INTERVAL};
 use super::response::{write_response, ErrorPage, WriteOpts};
 use super::self_call::{Caller, SelfCallRefused, SelfCallServed, SelfCalls, SiblingPids, Warned};
 use super::stuck::BusyWorker;
@@ -29,9 +31,13 @@ use crate::Error;
 ///
 /// [`Loopback::send`](super::Loopback::send) sets it on every request it sends, to one more than
 /// the depth of the request whose handler sends it. The server reads it on every request it
-/// receives (over TCP too), and answers a request deeper than
+/// receives from this host (over a Unix socket, or over TCP from a loopback address or the
+/// server's own address), and answers a request deeper than
 /// [`max_depth`](super::ServerBuilder::max_depth) (default 32) with 508 Loop Detected
-/// ([`Error::LoopDetected`]) without running the handler. A handler that calls its own service
+/// ([`Error::LoopDetected`]) without running the handler; the `warn` line for those is written
+/// at most once per 10 s, with the count of those not logged. From any other client the header
+/// is removed before the request is handled (the handler sees depth 0), so a remote client
+/// cannot have its requests refused with 508. A handler that calls its own service
 /// with another HTTP client stops runaway recursion the same way by forwarding the header, plus
 /// one:
 ///
@@ -55,6 +61,26 @@ pub fn request_depth<B>(req: &http::Request<B>) -> u32 {
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0)
 }
+
+/// Whether a request's [`DEPTH_HEADER`] is honoured: only from this host, i.e. a Unix socket
+/// peer (`tcp` is `None`), or a TCP peer on a loopback address or on our own local address
+/// (`tcp` is `(peer, local)`). From anyone else the header is removed before the request is
+/// handled, so a remote client cannot make its requests 508 (nor deepen a chain of calls).
+pub(crate) fn depth_trusted(unix: bool, tcp: Option<(SocketAddr, SocketAddr)>) -> bool {
+    if unix {
+        return true;
+    }
+    match tcp {
+        Some((peer, local)) => {
+            let ip = peer.ip().to_canonical();
+            ip.is_loopback() || ip == local.ip().to_canonical()
+        }
+        None => false,
+    }
+}
+
+/// The warning for requests refused for their client-sent depth: one line per interval.
+static DEPTH_WARNINGS: RateLimit = RateLimit::new(WARN_INTERVAL);
 
 /// The one depth rule, for a request from a client and for one sent through the `Loopback`: a
 /// request deeper than `max` is refused with [`Error::LoopDetected`] without running the handler.
@@ -190,7 +216,13 @@ impl Handoff {
     pub(crate) fn submit(self: &Arc<Self>, req: HttpRequest, reply: Reply, caller: Option<Caller>) {
         let depth = match check_depth(request_depth(&req), self.cfg.max_depth) {
             Ok(depth) => depth,
-            Err(err) => return finish(self, reply, Err(err)),
+            Err(err) => {
+                // A client can send this on every request: one line per interval.
+                if let Some(suppressed) = DEPTH_WARNINGS.allow(Instant::now()) {
+                    log::warn!(target: "prefork_pool::http", "{err}{}", suppressed_note(suppressed));
+                }
+                return finish(self, reply, Ok(self.cfg.error_page.pool_error(&err)));
+            }
         };
         if let Some(caller) = caller {
             if self.reserve_spare() {
@@ -407,5 +439,34 @@ mod tests {
         let err = check_depth(33, 32).unwrap_err();
         assert!(matches!(err, Error::LoopDetected { depth: 33, max: 32 }));
         assert_eq!(err.http_status(), 508);
+    }
+
+    #[test]
+    fn the_depth_is_honoured_only_from_this_host() {
+        let a = |s: &str| s.parse::<SocketAddr>().unwrap();
+        let ours = a("10.1.2.3:8000");
+        assert!(depth_trusted(true, None), "a Unix socket peer");
+        assert!(depth_trusted(false, Some((a("127.0.0.1:5000"), ours))));
+        assert!(depth_trusted(false, Some((a("127.9.9.9:5000"), ours))));
+        assert!(depth_trusted(false, Some((a("[::1]:5000"), ours))));
+        assert!(depth_trusted(
+            false,
+            Some((a("[::ffff:127.0.0.1]:5000"), ours))
+        ));
+        assert!(
+            depth_trusted(false, Some((a("10.1.2.3:5000"), ours))),
+            "our own address"
+        );
+        assert!(depth_trusted(
+            false,
+            Some((a("[::ffff:10.1.2.3]:5000"), a("[::ffff:10.1.2.3]:80")))
+        ));
+        assert!(!depth_trusted(false, Some((a("10.1.2.4:5000"), ours))));
+        assert!(!depth_trusted(false, Some((a("203.0.113.7:5000"), ours))));
+        assert!(!depth_trusted(
+            false,
+            Some((a("[2001:db8::1]:5000"), a("[2001:db8::2]:80")))
+        ));
+        assert!(!depth_trusted(false, None), "TCP without addresses");
     }
 }

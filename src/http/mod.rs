@@ -116,7 +116,10 @@
 //! A route that calls itself without end is cut after [`max_depth`](ServerBuilder::max_depth)
 //! (default 32) nested calls with [`Error::LoopDetected`](crate::Error::LoopDetected), answered 508
 //! Loop Detected. The depth travels in the [`DEPTH_HEADER`] (`X-Prefork-Depth`): the [`Loopback`]
-//! sets it, and the server reads it on every request, including those that come over TCP.
+//! sets it, and the server reads it on every request from this host, including those that come
+//! over TCP (from a loopback address or the server's own address) or a Unix socket. From any
+//! other client the header is removed before the request is handled, so a remote client cannot
+//! make its requests 508.
 //!
 //! # What is stuck
 //!
@@ -137,18 +140,18 @@
 //!
 //! | Status | When | Setting (default) |
 //! |---|---|---|
-//! | 400 | malformed head; bare LF; obs-fold; missing or repeated `Host` in HTTP/1.1; `Content-Length` with `Transfer-Encoding`; differing `Content-Length`s; `Transfer-Encoding` not ending in `chunked`, or in an HTTP/1.0 request; bad chunk size or chunk framing | |
+//! | 400 | malformed head, refused at its first bad byte (see below); missing `Host` in HTTP/1.1, two `Host` headers, or one naming two hosts (`Host: a, b`); two `Expect` headers; `Content-Length` with `Transfer-Encoding`; differing `Content-Length`s; `Transfer-Encoding` not ending in `chunked`, or in an HTTP/1.0 request; bad chunk size or chunk framing; an empty chunk extension (`2;`), one with an empty value, an unterminated quoted value or a control byte (NUL...); a trailer line without a colon or with a control byte | |
 //! | 408 | head not complete in time (slow-loris), or no body bytes for too long | [`head_timeout`](ServerBuilder::head_timeout) (10 s), [`body_timeout`](ServerBuilder::body_timeout) (30 s) |
 //! | 413 | body too large (at once when `Content-Length` says so, even with `Expect: 100-continue`) | [`limit_body_bytes`](ServerBuilder::limit_body_bytes) (10 MiB) |
 //! | 414 | request line too long | [`limit_request_line`](ServerBuilder::limit_request_line) (4094) |
 //! | 417 | an `Expect` other than `100-continue` | |
 //! | 431 | too many header fields, a field too long, the head too large, or chunked trailers over 8 KiB | [`limit_request_fields`](ServerBuilder::limit_request_fields) (100), [`limit_request_field_size`](ServerBuilder::limit_request_field_size) (8190), [`limit_head_bytes`](ServerBuilder::limit_head_bytes) (64 KiB) |
 //! | 501 | a transfer coding other than `chunked` (e.g. `gzip, chunked`) | |
-//! | 505 | an HTTP version other than 1.0 and 1.1 | |
+//! | 505 | an HTTP version other than 1.0 and 1.1 (`HTTP/2.0`, `HTTP/5.6`), at its last digit; a version not of the form `HTTP/d.d` is a malformed head (400) | |
 //! | 503 + `Retry-After: 1` | the Pool's queue is full ([`Error::Overloaded`](crate::Error::Overloaded)), or it is shutting down | [`queue_capacity`](crate::Builder::queue_capacity), through [`pool`](ServerBuilder::pool) |
 //! | 504 | the request's deadline passed ([`Error::DeadlineExceeded`](crate::Error::DeadlineExceeded)) | [`deadline`](crate::Builder::deadline), through [`pool`](ServerBuilder::pool) (30 s); per route, [`deadline_for`](ServerBuilder::deadline_for) (none) |
 //! | 500 | the handler panicked (the message goes to the log, not to the client) | |
-//! | 508 | a chain of nested calls too deep ([`Error::LoopDetected`](crate::Error::LoopDetected)): the request's [`DEPTH_HEADER`] is past the maximum | [`max_depth`](ServerBuilder::max_depth) (32) |
+//! | 508 | a chain of nested calls too deep ([`Error::LoopDetected`](crate::Error::LoopDetected)): the request's [`DEPTH_HEADER`] (honoured from this host only) is past the maximum | [`max_depth`](ServerBuilder::max_depth) (32) |
 //! | 503 + `Retry-After: 1` | a request this process (or a sibling worker process) sent itself over TCP or a Unix socket while every worker and every spare thread was busy | [`max_spare`](ServerBuilder::max_spare) (the worker count) |
 //!
 //! Pool errors are logged on target `prefork_pool::http` (500 at `error`, others at `warn`), each
@@ -157,6 +160,34 @@
 //! worker retired, on target `prefork_pool::pool::watchdog`). Protocol refusals are logged at
 //! `debug`. An error a handler returns itself (`Err(prefork_pool::Error)`) is answered the same
 //! way and not logged: the access log shows its status.
+//! The 508 for a client-sent [`DEPTH_HEADER`] is logged at most once per 10 s, with the count of
+//! those not logged since.
+//!
+//! ## Strict parsing, as llhttp's strict mode and h11
+//!
+//! The head is checked byte by byte as it arrives, so a malformed head is answered 400 (or 505)
+//! and closed at the first byte that makes it so, without waiting for a blank line or the head
+//! timeout: a bare CR or bare LF anywhere in the head; whitespace before the request line or
+//! before the first header field (and obs-fold); anything but single spaces between the method,
+//! the target and `HTTP/d.d`; a method or field name that is not a token; a raw control or
+//! non-ASCII byte in the request target; a field line without a colon; NUL, another control
+//! byte or DEL in a field value. The size limits are checked at the byte that passes them too.
+//!
+//! Choices, where the strict parsers and the RFCs leave room:
+//! - **obs-text in field values** (bytes 0x80-0xFF) is accepted, as RFC 9110 5.5 allows it as
+//!   opaque data and llhttp and h11 accept it: the handler gets the bytes
+//!   (`HeaderValue::as_bytes`; `to_str` fails on them), and the access log writes them escaped.
+//!   It is refused in field names and in the request target.
+//! - **`"`, `<`, `>` and a backquote in the request target** are accepted (llhttp and h11 accept
+//!   every visible ASCII byte there). `http::Uri` cannot hold some of them, so a target it
+//!   refuses raw reaches the handler with those four percent-encoded (`%22`, `%3C`, `%3E`,
+//!   `%60`), which means the same to anything that decodes the URI; one it accepts (e.g.
+//!   `/a"b`) reaches the handler unchanged.
+//! - **Zero-padded numbers** (`Content-Length: 007`, chunk size `0003`) are accepted, as llhttp
+//!   does: the value still parses exactly, so no two readers can disagree on where the body ends
+//!   (the smuggling risk is nil). At most 19 significant decimal digits for `Content-Length` and
+//!   15 hex digits for a chunk size (64 digits in all); more is 400 (a `Content-Length` over the
+//!   body limit is 413).
 //!
 //! # Connections
 //!
@@ -177,7 +208,8 @@
 //!   [`Loopback`] and the client's [`PeerAddr`].
 //! - Timers are checked every 100 ms, so a timeout fires up to 100 ms late.
 //! - An accept error (EMFILE, ENFILE, ...) is logged at `warn` and accepting pauses for 100 ms;
-//!   per-connection errors (ECONNABORTED, EPROTO, ...) are skipped.
+//!   the warning is written at most once per 10 s, with the count of those not written since.
+//!   Per-connection errors (ECONNABORTED, EPROTO, ...) are skipped.
 //! - The thread that completes a request (the worker, or the watchdog for a 504) serialises the
 //!   answer and writes it straight to the socket when the socket takes it whole; what it cannot
 //!   write is handed to the reactor, which writes the rest when the socket is writable. The
@@ -189,7 +221,10 @@
 //!
 //! One line per answered request on the `log` target [`ACCESS_TARGET`] (`prefork_pool::access`),
 //! level `info`, in gunicorn's atom format ([`AccessLogFormat`]; default
-//! [`DEFAULT_ACCESS_LOG_FORMAT`]). Times are UTC; `%(u)s` is always `-`. Requests sent through
+//! [`DEFAULT_ACCESS_LOG_FORMAT`]). Times are UTC; `%(u)s` is always `-`. What the client sent
+//! (request line, path, query, method, request headers) and response headers are written as
+//! nginx writes them: `"`, `\`, control bytes and non-ASCII bytes as `\xHH` (`"` is `\x22`), so a
+//! client cannot end a quoted field early or start a new record. Requests sent through
 //! [`Loopback`] are not logged. Turn it off with
 //! [`access_log(false)`](ServerBuilder::access_log).
 //!
@@ -228,14 +263,18 @@ mod conn;
 mod date;
 mod decode;
 mod dispatch;
+#[cfg(any(test, fuzzing))]
+mod fuzz;
 mod handle;
 mod handler;
 mod handoff;
+mod head_scan;
 mod io;
 mod loopback;
 mod parse;
 #[allow(dead_code)] // wired into self_call.rs by issue 13 part 4
 mod peer_owner;
+mod rate_limit;
 mod reactor;
 mod response;
 mod self_call;
@@ -244,6 +283,14 @@ mod server;
 mod signals;
 mod stuck;
 pub mod types;
+
+/// The fuzz target's entry point (`fuzz/fuzz_targets/head_and_body.rs`); built only with
+/// `cfg(fuzzing)`, not part of the API.
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub mod __fuzz {
+    pub use super::fuzz::head_and_body;
+}
 
 pub use access_log::{AccessLogFormat, ACCESS_TARGET, DEFAULT_ACCESS_LOG_FORMAT};
 pub use handle::ServerHandle;

@@ -21,6 +21,7 @@ use super::conn::{Conn, Env, Next};
 use super::date::DateCache;
 use super::handoff::{Answered, Dispatch, Handoff, ReactorConfig};
 use super::io::{Stream, TcpAddrs};
+use super::rate_limit::{suppressed_note, RateLimit, WARN_INTERVAL};
 use super::self_call::SelfCalls;
 
 /// How often connection timers are checked.
@@ -33,6 +34,10 @@ pub(crate) const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 const WAKER: Token = Token(0);
 const LISTENER_BASE: usize = 1;
 const CONN_BASE: usize = 1 << 16;
+
+/// The accept-failure warning: one line per interval (for the whole process), however often
+/// accepting fails.
+static ACCEPT_WARNINGS: RateLimit = RateLimit::new(WARN_INTERVAL);
 
 /// A listening socket, as the reactor accepts on it.
 #[derive(Debug)]
@@ -311,10 +316,13 @@ impl Reactor {
                     log::debug!(target: "prefork_pool::http", "accept: {e} (skipped)");
                 }
                 Err(e) => {
-                    log::warn!(
-                        target: "prefork_pool::http",
-                        "accept failed: {e}; pausing accepts for {ACCEPT_BACKOFF:?} (raise the open-file limit if this is EMFILE)"
-                    );
+                    if let Some(suppressed) = ACCEPT_WARNINGS.allow(now) {
+                        log::warn!(
+                            target: "prefork_pool::http",
+                            "accept failed: {e}; pausing accepts for {ACCEPT_BACKOFF:?} (raise the open-file limit if this is EMFILE){}",
+                            suppressed_note(suppressed)
+                        );
+                    }
                     self.pause_accepts(now);
                     return;
                 }

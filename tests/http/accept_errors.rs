@@ -1,6 +1,6 @@
-//! Running out of descriptors (EMFILE) while accepting is logged and survived with a short
-//! backoff: no panic, no spin at 100% CPU, and the waiting client is served once descriptors
-//! come back.
+//! Running out of descriptors (EMFILE) while accepting is logged (once per 10 s, however often
+//! it fails) and survived with a short backoff: no panic, no spin at 100% CPU, and the waiting
+//! client is served once descriptors come back.
 
 use crate::http_helpers::*;
 use prefork_pool::http::Server;
@@ -39,6 +39,7 @@ fn emfile_is_survived_without_spinning() {
         module_path!(),
         "emfile_is_survived_without_spinning",
         || {
+            logs();
             let s = Server::builder()
                 .bind("127.0.0.1:0")
                 .pool(|p| p.workers(1))
@@ -74,6 +75,9 @@ fn emfile_is_survived_without_spinning() {
             let (a, _c) = roundtrip(addr, &get("/after"));
             assert_eq!(a.status, 200);
             s.shutdown(WAIT);
+            // Accepting failed every 100 ms for 600 ms: one warning (at most one per 10 s).
+            let warned = lines_with(&["accept failed"]);
+            assert_eq!(warned.len(), 1, "{warned:#?}");
         },
     );
 }

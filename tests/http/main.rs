@@ -22,3 +22,4 @@ mod self_call;
 mod shutdown;
 mod slow_clients;
 mod slow_reader;
+mod strict_input;

@@ -1,0 +1,441 @@
+//! The scan of a request head as its bytes arrive: a byte-at-a-time check of RFC 9112's grammar
+//! that finds where the head ends, refuses a malformed head at its first bad byte (not when, or
+//! if, its blank line arrives), and checks the size limits at the byte that passes them. The
+//! complete head is then parsed by `parse.rs`.
+
+use super::parse::{
+    bad, field_too_long, head_too_big, request_line_too_long, too_many_fields, unsupported_version,
+    HttpError, Limits,
+};
+
+/// Where the scan of an incomplete head stands, so that each read costs only its new bytes and a
+/// malformed head is refused at its first bad byte, not when (or if) its blank line arrives.
+///
+/// The scan is a byte-at-a-time state machine over RFC 9112's grammar: `method SP target SP
+/// HTTP/d.d CRLF`, then `name ":" value CRLF` lines, then an empty line. The size limits are
+/// checked at the byte that passes them. Each byte is looked at once, whatever the reads' sizes,
+/// so the outcome never depends on how the input was split.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct HeadScanner {
+    /// First byte of the request line (after leading blank lines).
+    start: usize,
+    /// Next byte to look at.
+    pos: usize,
+    /// Bytes of the current line so far, without its CRLF.
+    line_len: usize,
+    /// Header fields started so far.
+    fields: usize,
+    at: At,
+}
+
+/// The scanner's place in the grammar.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum At {
+    /// Before the request line: empty lines are skipped (RFC 9112 2.2).
+    #[default]
+    Blank,
+    /// A CR before the request line: its LF must follow.
+    BlankLf,
+    Method,
+    TargetStart,
+    Target,
+    /// The `i`-th byte of `HTTP/`.
+    Version(u8),
+    Major,
+    Dot(u8),
+    Minor(u8),
+    /// The version is complete: the CR must follow.
+    LineCr,
+    /// A CR ended a line: its LF must follow.
+    LineLf,
+    /// The first byte of a field line, or the CR of the empty line.
+    FieldStart,
+    Name,
+    Value,
+    /// The CR of the empty line: its LF ends the head.
+    EndLf,
+}
+
+/// What each byte may be, one bit per use: the scanner looks bytes up instead of comparing.
+const TCHAR: u8 = 1;
+const FIELD: u8 = 2;
+const TARGET: u8 = 4;
+static CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        let tchar = c.is_ascii_alphanumeric()
+            || matches!(
+                c,
+                b'!' | b'#'
+                    | b'$'
+                    | b'%'
+                    | b'&'
+                    | b'\''
+                    | b'*'
+                    | b'+'
+                    | b'-'
+                    | b'.'
+                    | b'^'
+                    | b'_'
+                    | b'`'
+                    | b'|'
+                    | b'~'
+            );
+        let field = c == b'\t' || (c >= 0x20 && c != 0x7f);
+        let target = c >= 0x21 && c <= 0x7e;
+        let mut class = 0;
+        if tchar {
+            class |= TCHAR;
+        }
+        if field {
+            class |= FIELD;
+        }
+        if target {
+            class |= TARGET;
+        }
+        t[b] = class;
+        b += 1;
+    }
+    t
+};
+
+const LO: u64 = 0x0101_0101_0101_0101;
+const HI: u64 = 0x8080_8080_8080_8080;
+
+/// Whether a byte of `w` may be zero (never false when one is).
+#[inline]
+fn has_zero(w: u64) -> bool {
+    w.wrapping_sub(LO) & !w & HI != 0
+}
+
+/// Whether a byte of `w` may be below `n` (`n` <= 128; never false when one is).
+#[inline]
+fn has_less(w: u64, n: u8) -> bool {
+    w.wrapping_sub(LO * n as u64) & !w & HI != 0
+}
+
+/// `tchar` (RFC 9110 5.6.2): what a method, a field name or a chunk extension name is made of.
+#[inline]
+pub(crate) fn is_tchar(b: u8) -> bool {
+    CLASS[b as usize] & TCHAR != 0
+}
+
+/// A byte a field value may hold: HTAB, SP, visible ASCII, and obs-text (0x80-0xFF, kept as
+/// opaque data as RFC 9110 5.5 says). NUL, the other controls and DEL are refused.
+#[inline]
+pub(crate) fn is_field_byte(b: u8) -> bool {
+    CLASS[b as usize] & FIELD != 0
+}
+
+impl HeadScanner {
+    /// Scan `buf` (which only ever grows between calls, until the scanner is replaced) for the end
+    /// of the head. Returns the range of the head (without leading blank lines) once complete.
+    pub(crate) fn scan(
+        &mut self,
+        buf: &[u8],
+        limits: &Limits,
+    ) -> Result<Option<(usize, usize)>, HttpError> {
+        while self.pos < buf.len() {
+            self.skip_plain_run(buf, limits);
+            let Some(&b) = buf.get(self.pos) else { break };
+            if let Some(end) = self.step(b, limits)? {
+                return Ok(Some((self.start, end)));
+            }
+            self.pos += 1;
+        }
+        Ok(None)
+    }
+
+    /// The fast path: inside a target or a field value, skip the bytes that `step` would only
+    /// count, stopping before any byte that would pass a limit (`step` then refuses it).
+    fn skip_plain_run(&mut self, buf: &[u8], limits: &Limits) {
+        let (line_limit, class) = match self.at {
+            At::Target => (limits.request_line, TARGET),
+            At::Value => (limits.field_size, FIELD),
+            At::Name => (limits.field_size, TCHAR),
+            _ => return,
+        };
+        let room = (line_limit.saturating_sub(self.line_len))
+            .min(limits.head_bytes.saturating_sub(self.pos - self.start));
+        let rest = &buf[self.pos..buf.len().min(self.pos + room)];
+        // Eight bytes at a time while none of them can be a stop (a word test that may say
+        // "maybe" but never misses one), then byte by byte.
+        let mut run = 0;
+        while let Some(word) = rest.get(run..run + 8) {
+            let w = u64::from_le_bytes(word.try_into().unwrap_or_default());
+            let maybe_stop = match self.at {
+                At::Value => has_less(w, 0x20) || has_zero(w ^ (LO * 0x7f)),
+                At::Target => has_less(w, 0x21) || w & HI != 0 || has_zero(w ^ (LO * 0x7f)),
+                _ => true,
+            };
+            if maybe_stop {
+                break;
+            }
+            run += 8;
+        }
+        run += rest[run..]
+            .iter()
+            .position(|&b| CLASS[b as usize] & class == 0)
+            .unwrap_or(rest.len() - run);
+        self.pos += run;
+        self.line_len += run;
+    }
+
+    /// Look at the byte at `self.pos`; the end of the head (one past this byte) when it ends it.
+    fn step(&mut self, b: u8, limits: &Limits) -> Result<Option<usize>, HttpError> {
+        if matches!(self.at, At::Blank | At::BlankLf) {
+            self.at = match (self.at, b) {
+                (At::Blank, b'\r') => At::BlankLf,
+                (At::BlankLf, b'\n') => At::Blank,
+                (At::BlankLf, _) => return Err(bad("bare CR: lines must end with CRLF")),
+                (_, b'\n') => return Err(bad("bare LF: lines must end with CRLF")),
+                (_, b' ' | b'\t') => return Err(bad("whitespace before the request line")),
+                (_, b) if is_tchar(b) => {
+                    self.start = self.pos;
+                    self.line_len = 1;
+                    At::Method
+                }
+                _ => return Err(bad("malformed method")),
+            };
+            if self.pos >= limits.head_bytes {
+                return Err(HttpError::new(
+                    431,
+                    "too many blank lines before the request",
+                ));
+            }
+            return Ok(None);
+        }
+        if self.pos - self.start >= limits.head_bytes {
+            return Err(head_too_big(limits));
+        }
+        if b != b'\r' && b != b'\n' {
+            self.line_len += 1;
+            if !matches!(self.at, At::FieldStart | At::Name | At::Value) {
+                if self.line_len > limits.request_line {
+                    return Err(request_line_too_long(limits));
+                }
+            } else if self.line_len > limits.field_size {
+                return Err(field_too_long(limits));
+            }
+        }
+        self.at = match self.at {
+            At::Method => match b {
+                b' ' => At::TargetStart,
+                b if is_tchar(b) => At::Method,
+                b'\n' => return Err(bad("bare LF: lines must end with CRLF")),
+                _ => return Err(bad("malformed method")),
+            },
+            At::TargetStart | At::Target => match b {
+                0x21..=0x7e => At::Target,
+                b' ' if self.at == At::Target => At::Version(0),
+                b'\n' => return Err(bad("bare LF: lines must end with CRLF")),
+                0x80..=0xff => return Err(bad("a raw non-ASCII byte in the request target")),
+                _ => return Err(bad("malformed request line")),
+            },
+            At::Version(i) => {
+                if b != b"HTTP/"[i as usize] {
+                    return Err(bad("malformed request line"));
+                }
+                if i == 4 {
+                    At::Major
+                } else {
+                    At::Version(i + 1)
+                }
+            }
+            At::Major => match b {
+                b'0'..=b'9' => At::Dot(b - b'0'),
+                _ => return Err(bad("malformed request line")),
+            },
+            At::Dot(major) => match b {
+                b'.' => At::Minor(major),
+                _ => return Err(bad("malformed request line")),
+            },
+            At::Minor(major) => match (major, b) {
+                (1, b'0' | b'1') => At::LineCr,
+                (_, b'0'..=b'9') => return Err(unsupported_version()),
+                _ => return Err(bad("malformed request line")),
+            },
+            At::LineCr => match b {
+                b'\r' => At::LineLf,
+                b'\n' => return Err(bad("bare LF: lines must end with CRLF")),
+                _ => return Err(bad("malformed request line")),
+            },
+            At::LineLf => match b {
+                b'\n' => {
+                    self.line_len = 0;
+                    At::FieldStart
+                }
+                _ => return Err(bad("bare CR: lines must end with CRLF")),
+            },
+            At::FieldStart => match b {
+                b'\r' => At::EndLf,
+                b'\n' => return Err(bad("bare LF: lines must end with CRLF")),
+                b' ' | b'\t' if self.fields == 0 => {
+                    return Err(bad("whitespace before the first header field"))
+                }
+                b' ' | b'\t' => return Err(bad("obsolete line folding in a header field")),
+                b if is_tchar(b) => {
+                    self.fields += 1;
+                    if self.fields > limits.fields {
+                        return Err(too_many_fields(limits));
+                    }
+                    At::Name
+                }
+                _ => return Err(bad("malformed header name")),
+            },
+            At::Name => match b {
+                b':' => At::Value,
+                b if is_tchar(b) => At::Name,
+                b'\r' | b'\n' => return Err(bad("a header line without a colon")),
+                _ => return Err(bad("malformed header name")),
+            },
+            At::Value => match b {
+                b'\r' => At::LineLf,
+                b'\n' => return Err(bad("bare LF: lines must end with CRLF")),
+                b if is_field_byte(b) => At::Value,
+                _ => return Err(bad("a control character in a header value")),
+            },
+            At::EndLf => match b {
+                b'\n' => return Ok(Some(self.pos + 1)),
+                _ => return Err(bad("bare CR: lines must end with CRLF")),
+            },
+            At::Blank | At::BlankLf => unreachable!("handled above"),
+        };
+        Ok(None)
+    }
+
+    /// True once any byte of a request (not just blank lines) has been seen.
+    pub(crate) fn started(&self) -> bool {
+        !matches!(self.at, At::Blank | At::BlankLf)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::parse::{parse_head, Framing, Head};
+    use http::Method;
+
+    fn head_of(raw: &[u8]) -> Result<Option<Head>, HttpError> {
+        let limits = Limits::default();
+        let mut s = HeadScanner::default();
+        match s.scan(raw, &limits)? {
+            Some((a, b)) => parse_head(&raw[a..b], &limits).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn status(raw: &[u8]) -> u16 {
+        match head_of(raw) {
+            Err(e) => e.status,
+            Ok(Some(_)) => 200,
+            Ok(None) => 0,
+        }
+    }
+
+    #[test]
+    fn simple_get() {
+        let h = head_of(b"GET /a?b=1 HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(h.method, Method::GET);
+        assert_eq!(h.uri.path(), "/a");
+        assert_eq!(h.uri.query(), Some("b=1"));
+        assert!(h.keep_alive);
+        assert_eq!(h.framing, Framing::None);
+    }
+
+    #[test]
+    fn byte_by_byte() {
+        let raw = b"\r\nPOST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc";
+        let limits = Limits::default();
+        let mut s = HeadScanner::default();
+        let mut found = None;
+        for n in 1..=raw.len() {
+            if let Some(r) = s.scan(&raw[..n], &limits).unwrap() {
+                found = Some(r);
+                break;
+            }
+        }
+        let (a, b) = found.unwrap();
+        assert_eq!(a, 2);
+        assert_eq!(&raw[b..], b"abc");
+        let h = parse_head(&raw[a..b], &limits).unwrap();
+        assert_eq!(h.framing, Framing::Length(3));
+    }
+
+    #[test]
+    fn limits_and_smuggling() {
+        let long = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(5000));
+        assert_eq!(status(long.as_bytes()), 414);
+        let long_partial = format!("GET /{}", "a".repeat(5000));
+        assert_eq!(status(long_partial.as_bytes()), 414);
+        let field = format!(
+            "GET / HTTP/1.1\r\nHost: x\r\nX: {}\r\n\r\n",
+            "a".repeat(9000)
+        );
+        assert_eq!(status(field.as_bytes()), 431);
+        let mut many = String::from("GET / HTTP/1.1\r\nHost: x\r\n");
+        for i in 0..120 {
+            many.push_str(&format!("X-{i}: y\r\n"));
+        }
+        many.push_str("\r\n");
+        assert_eq!(status(many.as_bytes()), 431);
+        assert_eq!(
+            status(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            400
+        );
+        assert_eq!(
+            status(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n"),
+            400
+        );
+        assert_eq!(
+            status(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\n"),
+            200
+        );
+        assert_eq!(
+            status(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: +3\r\n\r\n"),
+            400
+        );
+        assert_eq!(
+            status(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, gzip\r\n\r\n"),
+            400
+        );
+        assert_eq!(
+            status(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n"),
+            400
+        );
+        assert_eq!(status(b"GET / HTTP/1.1\nHost: x\r\n\r\n"), 400);
+        assert_eq!(
+            status(b"GET / HTTP/1.1\r\nHost: x\r\nX: a\r\n b\r\n\r\n"),
+            400
+        );
+        assert_eq!(status(b"GET / HTTP/1.1\r\n\r\n"), 400);
+        assert_eq!(status(b"GET / HTTP/1.0\r\n\r\n"), 200);
+        assert_eq!(status(b"GET / HTTP/2.0\r\n\r\n"), 505);
+        assert_eq!(
+            status(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999\r\n\r\n"),
+            413
+        );
+        assert_eq!(
+            status(b"GET / HTTP/1.1\r\nHost: x\r\nExpect: 200-ok\r\n\r\n"),
+            417
+        );
+    }
+
+    #[test]
+    fn connection_semantics() {
+        let h = head_of(b"GET / HTTP/1.0\r\n\r\n").unwrap().unwrap();
+        assert!(!h.keep_alive);
+        let h = head_of(b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert!(h.keep_alive);
+        let h = head_of(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert!(!h.keep_alive);
+    }
+}
