@@ -7,6 +7,7 @@
 //! until the current one is answered, so answers always go out in order.
 
 use std::io::{self, Read, Write};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,7 +20,8 @@ use super::handoff::{Handoff, Reply};
 use super::io::{Link, Stream, TcpAddrs};
 use super::parse::{parse_head, Framing, Head, HeadScanner, HttpError};
 use super::response::{refusal_response, write_response, WriteOpts};
-use super::self_call::{tcp_caller, unix_caller, Caller};
+use super::owner_lookup::CallerCell;
+use super::self_call::{unix_caller, Caller};
 use super::types::PeerAddr;
 
 /// How long a closing connection keeps reading (and discarding) what the client still sends, so
@@ -83,8 +85,8 @@ pub(crate) struct Conn {
     /// For TCP: the client's address and ours.
     addrs: TcpAddrs,
     /// Whether the client is a socket of this process or of a sibling worker process (looked up
-    /// once, on the slow path).
-    self_call: Option<Option<Caller>>,
+    /// once, on the slow path; set by the lookup thread before the request goes on).
+    self_call: Option<CallerCell>,
     requests: u64,
     /// When the current phase times out (head, body, idle, write, linger); `None` while in flight.
     pub deadline: Option<Instant>,
@@ -368,16 +370,25 @@ impl Conn {
         *req.version_mut() = head.version;
         *req.headers_mut() = head.headers;
         req.extensions_mut().insert(PeerAddr(self.peer.clone()));
-        let caller = self.self_caller(handoff);
-        handoff.submit(req, reply, caller);
+        match self.self_caller(handoff) {
+            Ok(caller) => handoff.submit(req, reply, caller),
+            Err((addrs, cell)) => handoff.submit_after_lookup(req, reply, addrs, cell),
+        }
     }
 
     /// Slow path only: the pool has no idle worker and the client is on this host (a loopback
-    /// address or our own address, or a Unix socket). Then look up (once per connection) whether
-    /// the client is a socket of this process, or of a sibling worker process.
-    fn self_caller(&mut self, handoff: &Handoff) -> Option<Caller> {
+    /// address or our own address, or a Unix socket). Then find out (once per connection) whether
+    /// the client is a socket of this process, or of a sibling worker process: `Ok` when known
+    /// here (not the slow path, the answer kept from an earlier request, a Unix socket's
+    /// `SO_PEERCRED`), `Err` with the TCP addresses and the cell for the answer when the lookup
+    /// thread must find out.
+    #[allow(clippy::type_complexity)]
+    fn self_caller(
+        &mut self,
+        handoff: &Handoff,
+    ) -> Result<Option<Caller>, ((SocketAddr, SocketAddr), CallerCell)> {
         if handoff.cfg.max_spare == 0 {
-            return None;
+            return Ok(None);
         }
         let on_this_host = match (&self.link.stream, self.addrs) {
             (Stream::Unix(_), _) => true,
@@ -387,14 +398,21 @@ impl Conn {
             (Stream::Tcp(_), None) => false,
         };
         if !on_this_host || handoff.idle_workers() > 0 {
-            return None;
+            return Ok(None);
         }
-        let siblings = handoff.cfg.siblings.as_ref();
-        let (link, addrs) = (&self.link, self.addrs);
-        *self.self_call.get_or_insert_with(|| match addrs {
-            Some((peer, local)) => tcp_caller(peer, local, siblings),
-            None => unix_caller(link.stream.raw_fd(), siblings),
-        })
+        let cell = self.self_call.get_or_insert_with(CallerCell::default);
+        if let Some(known) = cell.get() {
+            return Ok(*known);
+        }
+        match self.addrs {
+            Some(addrs) => Err((addrs, cell.clone())),
+            None => {
+                handoff.lookup.count();
+                let caller = unix_caller(self.link.stream.raw_fd(), handoff.cfg.siblings.as_ref());
+                let _ = cell.set(caller);
+                Ok(caller)
+            }
+        }
     }
 
     /// The answer to the request in flight, already written (or partly: `rest` is what is left).

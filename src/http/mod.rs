@@ -194,6 +194,7 @@ mod handle;
 mod handoff;
 mod io;
 mod loopback;
+mod owner_lookup;
 mod parse;
 #[allow(dead_code)] // wired into self_call.rs by issue 13 part 4
 mod peer_owner;
@@ -208,6 +209,8 @@ pub use access_log::{AccessLogFormat, ACCESS_TARGET, DEFAULT_ACCESS_LOG_FORMAT};
 pub use handle::ServerHandle;
 pub use handoff::{request_depth, DEPTH_HEADER};
 pub use loopback::Loopback;
+#[doc(hidden)]
+pub use owner_lookup::{hold_lookups, LookupHold};
 pub use parse::Limits;
 pub use response::error_response;
 pub use self_call::SelfCalls;
