@@ -18,9 +18,9 @@ use super::date::DateCache;
 use super::decode::BodyDecoder;
 use super::handoff::{Handoff, Reply};
 use super::io::{Link, Stream, TcpAddrs};
+use super::owner_lookup::CallerCell;
 use super::parse::{parse_head, Framing, Head, HeadScanner, HttpError};
 use super::response::{refusal_response, write_response, WriteOpts};
-use super::owner_lookup::CallerCell;
 use super::self_call::{unix_caller, Caller};
 use super::types::PeerAddr;
 

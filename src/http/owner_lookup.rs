@@ -18,7 +18,7 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, Sender};
 use parking_lot::{Condvar, Mutex};
 
-use super::peer_owner::{Owner, OwnedFds, SockDiag};
+use super::peer_owner::{OwnedFds, Owner, SockDiag};
 use super::self_call::{sibling_pids, tcp_caller, Caller, SiblingPids};
 
 /// Where a connection's answer is kept once looked up: set once (by the lookup thread, before the

@@ -13,11 +13,9 @@ struct Reaped(Option<Child>);
 
 impl Reaped {
     fn spawn(cmd: &mut Command, what: &str) -> Self {
-        Reaped(Some(
-            cmd.stdout(Stdio::piped())
-                .spawn()
-                .unwrap_or_else(|e| panic!("{what} (installed by .ci/run): {e}")),
-        ))
+        Reaped(Some(cmd.stdout(Stdio::piped()).spawn().unwrap_or_else(
+            |e| panic!("{what} (installed by .ci/run): {e}"),
+        )))
     }
     fn running(&mut self) -> bool {
         let child = self.0.as_mut().expect("not waited yet");

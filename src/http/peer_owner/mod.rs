@@ -156,7 +156,11 @@ pub(crate) const FREE_RUN: usize = 64;
 /// call (`fstat`; EBADF for a free slot). Past [`PROBE_BUDGET`] probes, the rest is listed
 /// instead.
 #[cfg(any(target_os = "linux", target_os = "android"))]
-fn self_holds(inode: u64, top: RawFd, mut skip: impl FnMut(RawFd) -> bool) -> std::io::Result<bool> {
+fn self_holds(
+    inode: u64,
+    top: RawFd,
+    mut skip: impl FnMut(RawFd) -> bool,
+) -> std::io::Result<bool> {
     let mut probes = 0;
     let mut free_run = 0;
     let mut fd: RawFd = 0;

@@ -51,8 +51,8 @@ impl OwnedFds {
         let Some((c, w, mask)) = Self::slot(fd) else {
             return;
         };
-        let words = self.chunks[c]
-            .get_or_init(|| (0..CHUNK_WORDS).map(|_| AtomicU64::new(0)).collect());
+        let words =
+            self.chunks[c].get_or_init(|| (0..CHUNK_WORDS).map(|_| AtomicU64::new(0)).collect());
         words[w].fetch_or(mask, Ordering::SeqCst);
         self.high.fetch_max(fd, Ordering::SeqCst);
     }

@@ -219,7 +219,10 @@ fn another_uid_is_not_ours_without_a_scan() {
     assert_eq!(asked, 0, "this process's descriptors were searched");
     // A sibling under that uid is searched.
     let pid = child.0.id();
-    assert_eq!(socket_owner(sock, &[pid], 0, |_| false), Owner::Sibling(pid));
+    assert_eq!(
+        socket_owner(sock, &[pid], 0, |_| false),
+        Owner::Sibling(pid)
+    );
 }
 
 /// The cost of one lookup with `idle` idle connections from another process, their accepted
@@ -265,7 +268,10 @@ fn cost_with_idle_connections() {
         let client = d.client_socket(op, ol).unwrap().unwrap().inode;
         let query = time(&mut || assert!(d.client_socket(op, ol).unwrap().is_some()));
         let not_ours = time(&mut || {
-            assert_eq!(d.owner(op, ol, &[], 0, |fd| ours.contains(&fd)), Owner::Other);
+            assert_eq!(
+                d.owner(op, ol, &[], 0, |fd| ours.contains(&fd)),
+                Owner::Other
+            );
         });
         let self_call = time(&mut || {
             assert_eq!(
