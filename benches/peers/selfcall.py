@@ -111,6 +111,8 @@ def run(a, bin_, spare, idle, port):
 def main():
     if len(sys.argv) > 1 and sys.argv[1] == HOLD:
         return hold(int(sys.argv[2]), int(sys.argv[3]))
+    # A SIGTERM ends the run through the `finally` blocks, which end the server and the holder.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--secs", type=int, default=5)
