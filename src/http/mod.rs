@@ -87,8 +87,10 @@
 //! A handler that calls its own server with an ordinary HTTP client (the code as people write it)
 //! is rescued too, on the slow path: when no worker is idle and the client is on this host (a
 //! loopback address or the server's own address, or a Unix socket), the server finds out which
-//! process the client is: over TCP it looks the client's socket up among this process's own
-//! descriptors (Linux `/proc`), over a Unix socket it takes the client's `SO_PEERCRED` pid. A
+//! process the client is, once per connection: over TCP, on a lookup thread of its own (never on
+//! the thread that serves the other connections), it asks the kernel for the client's socket by
+//! the connection's addresses (Linux `sock_diag`) and looks it up among this process's own
+//! descriptors; over a Unix socket it takes the client's `SO_PEERCRED` pid. A
 //! request this process sent itself runs at once on one of a few spare threads (see
 //! [`max_spare`](ServerBuilder::max_spare); beyond them it is answered 503 at once), the route is
 //! logged once at `warn` with the fix (use the `Loopback`, or make the call asynchronous), and
