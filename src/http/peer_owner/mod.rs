@@ -12,9 +12,10 @@
 //! 2. [`socket_owner`]: whether that inode is held by this process or by one of a list of sibling
 //!    pids. A uid other than this process's effective uid means "not ours" without any scan (a
 //!    sibling is searched only when its effective uid, from `/proc/<pid>/status`, is the
-//!    socket's). Otherwise each descriptor number the caller does not skip is `fstat`ed (a
-//!    socket's `st_ino` is its inode), from 0 up to a bound the caller gives (its highest
-//!    descriptor) and on until [`FREE_RUN`] numbers in a row are free. The caller skips what it
+//!    socket's). Otherwise the descriptor numbers the caller does not skip are examined, from 0
+//!    up to a bound the caller gives (its highest descriptor) and on until [`FREE_RUN`] numbers
+//!    in a row are free: one `poll` per 64 numbers tells the free ones, and each open one is
+//!    `fstat`ed (a socket's `st_ino` is its inode). The caller skips what it
 //!    knows is not the client: its listeners and accepted connections ([`OwnedFds`]), so with
 //!    thousands of idle connections only the few other descriptors cost a system call (listing
 //!    `/proc/self/fd` would cost microseconds per open descriptor, skipped or not, and reading
@@ -140,50 +141,102 @@ pub(crate) fn socket_owner(
     Owner::Unknown
 }
 
-/// How many descriptors [`self_holds`] `fstat`s by number before it lists `/proc/self/fd`
-/// instead (a table left with many free slots by a past burst).
+/// How many descriptor numbers [`self_holds`] examines (skipped ones not counted) before it
+/// lists `/proc/self/fd` instead (a table left with many free slots by a past burst).
 #[cfg(any(target_os = "linux", target_os = "android"))]
-const PROBE_BUDGET: usize = 512;
+const PROBE_BUDGET: usize = 4096;
 
 /// How many free descriptor numbers in a row, past the caller's bound, end the search.
 pub(crate) const FREE_RUN: usize = 64;
 
+/// Descriptor numbers examined per `poll` call.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+const BLOCK: usize = 64;
+
 /// Whether one of this process's descriptors that `skip` lets through is the socket `inode`.
 ///
 /// Listing `/proc/self/fd` costs a few microseconds per open descriptor (the kernel builds an
-/// entry for each), skipped or not; so the descriptors are probed by number, from 0 to `top`
-/// and on until [`FREE_RUN`] free numbers in a row, and only those not skipped cost a system
-/// call (`fstat`; EBADF for a free slot). Past [`PROBE_BUDGET`] probes, the rest is listed
-/// instead.
+/// entry for each), skipped or not; so the descriptors are examined by number, from 0 to `top`
+/// and on until [`FREE_RUN`] free numbers in a row. Those not skipped are asked about
+/// [`BLOCK`] at a time with one `poll` (timeout 0, no events: `POLLNVAL` marks a free number),
+/// and only the open ones cost an `fstat` each. Past [`PROBE_BUDGET`] numbers examined, the rest
+/// is listed instead.
 #[cfg(any(target_os = "linux", target_os = "android"))]
 fn self_holds(
     inode: u64,
     top: RawFd,
     mut skip: impl FnMut(RawFd) -> bool,
 ) -> std::io::Result<bool> {
-    let mut probes = 0;
+    let mut examined = 0;
     let mut free_run = 0;
-    let mut fd: RawFd = 0;
-    while fd <= top || free_run < FREE_RUN {
-        if skip(fd) {
-            free_run = 0;
-        } else {
-            probes += 1;
-            if probes > PROBE_BUDGET {
-                return listed_self_holds(inode, fd, skip);
-            }
-            match probe(fd) {
-                Probe::Free => free_run += 1,
-                Probe::Socket(ino) if ino == inode => return Ok(true),
-                Probe::Socket(_) | Probe::Other => free_run = 0,
+    let mut base: RawFd = 0;
+    loop {
+        if examined >= PROBE_BUDGET {
+            return listed_self_holds(inode, base, skip);
+        }
+        let end = base.saturating_add(BLOCK as RawFd);
+        let mut batch = [libc::pollfd {
+            fd: -1,
+            events: 0,
+            revents: 0,
+        }; BLOCK];
+        let mut n = 0;
+        let mut skipped = 0u64;
+        for (i, fd) in (base..end).enumerate() {
+            if skip(fd) {
+                skipped |= 1 << i;
+            } else {
+                batch[n].fd = fd;
+                n += 1;
             }
         }
-        fd = match fd.checked_add(1) {
-            Some(next) => next,
-            None => break,
-        };
+        examined += n;
+        poll_now(&mut batch[..n])?;
+        let mut polled = batch[..n].iter();
+        for (i, fd) in (base..end).enumerate() {
+            if fd > top && free_run >= FREE_RUN {
+                return Ok(false);
+            }
+            if skipped & (1 << i) != 0 {
+                free_run = 0;
+                continue;
+            }
+            let p = polled.next().expect("one entry per number not skipped");
+            if p.revents & libc::POLLNVAL != 0 {
+                free_run += 1;
+                continue;
+            }
+            free_run = 0;
+            if socket_inode(fd) == Some(inode) {
+                return Ok(true);
+            }
+        }
+        if end == RawFd::MAX {
+            return Ok(false);
+        }
+        base = end;
     }
-    Ok(false)
+}
+
+/// `poll` the entries with a zero timeout: each one's `revents` says whether its descriptor is
+/// open (`POLLNVAL`: it is not).
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn poll_now(fds: &mut [libc::pollfd]) -> std::io::Result<()> {
+    if fds.is_empty() {
+        return Ok(());
+    }
+    loop {
+        // SAFETY: poll(2) reads and writes `fds.len()` `pollfd`s of the live slice `fds`; a
+        // timeout of 0 never blocks; a descriptor that is not open is only marked POLLNVAL.
+        let r = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 0) };
+        if r >= 0 {
+            return Ok(());
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
 }
 
 /// [`self_holds`] for the descriptors from `from` on, by listing `/proc/self/fd`.
@@ -204,38 +257,6 @@ fn listed_self_holds(
         }
     }
     Ok(false)
-}
-
-/// What a descriptor number is now.
-#[cfg(any(target_os = "linux", target_os = "android"))]
-enum Probe {
-    /// Not open.
-    Free,
-    /// A socket, with its inode.
-    Socket(u64),
-    /// Another kind of file.
-    Other,
-}
-
-/// What `fd` is now: free, a socket (its inode), or another file.
-#[cfg(any(target_os = "linux", target_os = "android"))]
-fn probe(fd: RawFd) -> Probe {
-    // SAFETY: an all-zero `stat` is a valid value of this plain C struct (integers only).
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: fstat(2) writes one `stat` into `st`, a live local; an fd that is not open only
-    // makes the call fail with EBADF.
-    if unsafe { libc::fstat(fd, &mut st) } != 0 {
-        return if std::io::Error::last_os_error().raw_os_error() == Some(libc::EBADF) {
-            Probe::Free
-        } else {
-            Probe::Other
-        };
-    }
-    if st.st_mode & libc::S_IFMT == libc::S_IFSOCK {
-        Probe::Socket(st.st_ino as u64)
-    } else {
-        Probe::Other
-    }
 }
 
 /// The inode of `fd` when it is a socket (a closed descriptor, or another kind of file: `None`).

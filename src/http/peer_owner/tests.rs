@@ -273,6 +273,14 @@ fn cost_with_idle_connections() {
                 Owner::Other
             );
         });
+        let owned = OwnedFds::default();
+        ours.iter().for_each(|fd| owned.insert(*fd));
+        let bitmap = time(&mut || {
+            assert_eq!(
+                d.owner(op, ol, &[], owned.highest(), |fd| owned.contains(fd)),
+                Owner::Other
+            );
+        });
         let self_call = time(&mut || {
             assert_eq!(
                 d.owner(mp, ml, &[], 0, |fd| ours.contains(&fd)),
@@ -295,7 +303,8 @@ fn cost_with_idle_connections() {
             assert!(!found);
         });
         println!(
-            "{idle} idle connections: sock_diag query {query:?}; owner, not ours {not_ours:?}; \
+            "{idle} idle connections: sock_diag query {query:?}; owner, not ours {not_ours:?} \
+             (skipping by the reactor's bitmap: {bitmap:?}); \
              owner, self-call {self_call:?}; owner, nothing skipped {no_skip:?}; \
              former path {former:?}"
         );
