@@ -37,6 +37,16 @@ pub(crate) enum Next {
     Close,
 }
 
+/// What the slow path knows about a request's client.
+enum Client {
+    /// Known here: not the slow path, the answer kept from an earlier request on the connection,
+    /// or a Unix socket's `SO_PEERCRED`. `Some`: a self-call.
+    Known(Option<Caller>),
+    /// A TCP client (its address, ours) the lookup thread must look up; the answer goes into
+    /// the cell.
+    LookUp((SocketAddr, SocketAddr), CallerCell),
+}
+
 /// Everything a connection needs from the reactor during one call.
 pub(crate) struct Env<'a> {
     pub handoff: &'a Arc<Handoff>,
@@ -371,24 +381,17 @@ impl Conn {
         *req.headers_mut() = head.headers;
         req.extensions_mut().insert(PeerAddr(self.peer.clone()));
         match self.self_caller(handoff) {
-            Ok(caller) => handoff.submit(req, reply, caller),
-            Err((addrs, cell)) => handoff.submit_after_lookup(req, reply, addrs, cell),
+            Client::Known(caller) => handoff.submit(req, reply, caller),
+            Client::LookUp(addrs, cell) => handoff.submit_after_lookup(req, reply, addrs, cell),
         }
     }
 
     /// Slow path only: the pool has no idle worker and the client is on this host (a loopback
     /// address or our own address, or a Unix socket). Then find out (once per connection) whether
-    /// the client is a socket of this process, or of a sibling worker process: `Ok` when known
-    /// here (not the slow path, the answer kept from an earlier request, a Unix socket's
-    /// `SO_PEERCRED`), `Err` with the TCP addresses and the cell for the answer when the lookup
-    /// thread must find out.
-    #[allow(clippy::type_complexity)]
-    fn self_caller(
-        &mut self,
-        handoff: &Handoff,
-    ) -> Result<Option<Caller>, ((SocketAddr, SocketAddr), CallerCell)> {
+    /// the client is a socket of this process, or of a sibling worker process.
+    fn self_caller(&mut self, handoff: &Handoff) -> Client {
         if handoff.cfg.max_spare == 0 {
-            return Ok(None);
+            return Client::Known(None);
         }
         let on_this_host = match (&self.link.stream, self.addrs) {
             (Stream::Unix(_), _) => true,
@@ -398,19 +401,19 @@ impl Conn {
             (Stream::Tcp(_), None) => false,
         };
         if !on_this_host || handoff.idle_workers() > 0 {
-            return Ok(None);
+            return Client::Known(None);
         }
         let cell = self.self_call.get_or_insert_with(CallerCell::default);
         if let Some(known) = cell.get() {
-            return Ok(*known);
+            return Client::Known(*known);
         }
         match self.addrs {
-            Some(addrs) => Err((addrs, cell.clone())),
+            Some(addrs) => Client::LookUp(addrs, cell.clone()),
             None => {
                 handoff.lookup.count();
                 let caller = unix_caller(self.link.stream.raw_fd(), handoff.cfg.siblings.as_ref());
                 let _ = cell.set(caller);
-                Ok(caller)
+                Client::Known(caller)
             }
         }
     }
