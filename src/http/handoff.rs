@@ -165,6 +165,7 @@ impl Handoff {
         tx: Sender<Answered>,
         waker: Arc<Waker>,
     ) -> Self {
+        let lookup = OwnerLookup::new(cfg.max_spare > 0);
         Handoff {
             cfg,
             dispatcher,
@@ -176,7 +177,7 @@ impl Handoff {
             self_served: AtomicU64::new(0),
             self_refused: AtomicU64::new(0),
             warned: Warned::default(),
-            lookup: OwnerLookup::default(),
+            lookup,
         }
     }
 

@@ -3,7 +3,8 @@
 //! thread or to the pool) from here.
 //!
 //! One thread per server, started at the first lookup and gone when the server is: it keeps a
-//! `sock_diag` netlink socket and asks the kernel for the one client socket by the connection's
+//! `sock_diag` netlink socket (opened with the server, so the server's descriptors do not change
+//! at its first lookup) and asks the kernel for the one client socket by the connection's
 //! 4-tuple ([`SockDiag::owner`]), then searches this process's descriptors, skipping those the
 //! reactor owns ([`OwnedFds`]): a cost that does not grow with the number of sockets on the host
 //! or of idle connections. Only when that cannot tell ([`Owner::Unknown`]: not Linux, netlink
@@ -41,12 +42,28 @@ struct Job {
 #[derive(Debug, Default)]
 pub(crate) struct OwnerLookup {
     tx: OnceLock<Option<Sender<Job>>>,
+    /// The netlink socket, opened with the server (so that the server's descriptors do not
+    /// change later, at its first lookup), until the thread takes it.
+    diag: Mutex<Option<SockDiag>>,
     /// The reactor's listeners and connections: skipped by the search.
     pub owned: Arc<OwnedFds>,
     lookups: Arc<AtomicU64>,
 }
 
 impl OwnerLookup {
+    /// For a server that looks up (`enabled`: `max_spare` > 0): the netlink socket is opened now.
+    pub(crate) fn new(enabled: bool) -> Self {
+        let diag = if enabled {
+            SockDiag::open(SockDiag::DEFAULT_TIMEOUT).ok()
+        } else {
+            None
+        };
+        OwnerLookup {
+            diag: Mutex::new(diag),
+            ..OwnerLookup::default()
+        }
+    }
+
     /// Lookups made (TCP, on the lookup thread, and Unix, on the reactor: [`count`](Self::count)).
     pub(crate) fn lookups(&self) -> u64 {
         self.lookups.load(Ordering::Relaxed)
@@ -94,9 +111,10 @@ impl OwnerLookup {
         let (tx, rx) = crossbeam_channel::unbounded::<Job>();
         let owned = self.owned.clone();
         let lookups = self.lookups.clone();
+        let diag = self.diag.lock().take();
         let spawned = std::thread::Builder::new()
             .name("http-selfcall-lookup".to_string())
-            .spawn(move || serve(rx, owned, lookups));
+            .spawn(move || serve(rx, diag, owned, lookups));
         match spawned {
             Ok(_) => Some(tx),
             Err(e) => {
@@ -110,9 +128,10 @@ impl OwnerLookup {
     }
 }
 
-/// The thread: one job at a time, until the server (which holds the sender) is gone.
-fn serve(rx: Receiver<Job>, owned: Arc<OwnedFds>, lookups: Arc<AtomicU64>) {
-    let mut diag = None;
+/// The thread: one job at a time, until the server (which holds the sender) is gone. `diag`: the
+/// netlink socket opened with the server (`None`: it could not be; it is tried again once).
+fn serve(rx: Receiver<Job>, diag: Option<SockDiag>, owned: Arc<OwnedFds>, lookups: Arc<AtomicU64>) {
+    let mut diag = diag.map(Some);
     while let Ok(job) = rx.recv() {
         Searcher {
             diag: &mut diag,
