@@ -7,6 +7,7 @@
 //! until the current one is answered, so answers always go out in order.
 
 use std::io::{self, Read, Write};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,9 +19,10 @@ use super::decode::BodyDecoder;
 use super::handoff::{depth_trusted, Handoff, Reply, DEPTH_HEADER};
 use super::head_scan::HeadScanner;
 use super::io::{Link, Stream, TcpAddrs};
+use super::owner_lookup::CallerCell;
 use super::parse::{parse_head, Framing, Head, HttpError};
 use super::response::{write_response, WriteOpts};
-use super::self_call::{tcp_caller, unix_caller, Caller};
+use super::self_call::{unix_caller, Caller};
 use super::types::PeerAddr;
 
 /// How long a closing connection keeps reading (and discarding) what the client still sends, so
@@ -34,6 +36,16 @@ const READ_CHUNK: usize = 16 * 1024;
 pub(crate) enum Next {
     Keep,
     Close,
+}
+
+/// What the slow path knows about a request's client.
+enum Client {
+    /// Known here: not the slow path, the answer kept from an earlier request on the connection,
+    /// or a Unix socket's `SO_PEERCRED`. `Some`: a self-call.
+    Known(Option<Caller>),
+    /// A TCP client (its address, ours) the lookup thread must look up; the answer goes into
+    /// the cell.
+    LookUp((SocketAddr, SocketAddr), CallerCell),
 }
 
 /// Everything a connection needs from the reactor during one call.
@@ -84,8 +96,8 @@ pub(crate) struct Conn {
     /// For TCP: the client's address and ours.
     addrs: TcpAddrs,
     /// Whether the client is a socket of this process or of a sibling worker process (looked up
-    /// once, on the slow path).
-    self_call: Option<Option<Caller>>,
+    /// once, on the slow path; set by the lookup thread before the request goes on).
+    self_call: Option<CallerCell>,
     requests: u64,
     /// When the current phase times out (head, body, idle, write, linger); `None` while in flight.
     pub deadline: Option<Instant>,
@@ -373,16 +385,18 @@ impl Conn {
         if !depth_trusted(unix, self.addrs) {
             req.headers_mut().remove(DEPTH_HEADER);
         }
-        let caller = self.self_caller(handoff);
-        handoff.submit(req, reply, caller);
+        match self.self_caller(handoff) {
+            Client::Known(caller) => handoff.submit(req, reply, caller),
+            Client::LookUp(addrs, cell) => handoff.submit_after_lookup(req, reply, addrs, cell),
+        }
     }
 
     /// Slow path only: the pool has no idle worker and the client is on this host (a loopback
-    /// address or our own address, or a Unix socket). Then look up (once per connection) whether
+    /// address or our own address, or a Unix socket). Then find out (once per connection) whether
     /// the client is a socket of this process, or of a sibling worker process.
-    fn self_caller(&mut self, handoff: &Handoff) -> Option<Caller> {
+    fn self_caller(&mut self, handoff: &Handoff) -> Client {
         if handoff.cfg.max_spare == 0 {
-            return None;
+            return Client::Known(None);
         }
         let on_this_host = match (&self.link.stream, self.addrs) {
             (Stream::Unix(_), _) => true,
@@ -392,14 +406,21 @@ impl Conn {
             (Stream::Tcp(_), None) => false,
         };
         if !on_this_host || handoff.idle_workers() > 0 {
-            return None;
+            return Client::Known(None);
         }
-        let siblings = handoff.cfg.siblings.as_ref();
-        let (link, addrs) = (&self.link, self.addrs);
-        *self.self_call.get_or_insert_with(|| match addrs {
-            Some((peer, local)) => tcp_caller(peer, local, siblings),
-            None => unix_caller(link.stream.raw_fd(), siblings),
-        })
+        let cell = self.self_call.get_or_insert_with(CallerCell::default);
+        if let Some(known) = cell.get() {
+            return Client::Known(*known);
+        }
+        match self.addrs {
+            Some(addrs) => Client::LookUp(addrs, cell.clone()),
+            None => {
+                handoff.lookup.count();
+                let caller = unix_caller(self.link.stream.raw_fd(), handoff.cfg.siblings.as_ref());
+                let _ = cell.set(caller);
+                Client::Known(caller)
+            }
+        }
     }
 
     /// The answer to the request in flight, already written (or partly: `rest` is what is left).

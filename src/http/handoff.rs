@@ -1,5 +1,6 @@
 //! The hand-off between the reactor, the pool and the connection: a complete request goes out
-//! ([`Handoff::submit`]: the depth check, a spare thread for a self-call, else the [`Dispatch`]),
+//! ([`Handoff::submit`]: the depth check, a spare thread for a self-call, else the [`Dispatch`];
+//! or first through the self-call lookup thread, [`Handoff::submit_after_lookup`]),
 //! and its answer comes back ([`finish`]: serialised, logged, written by the thread that completed
 //! it, and reported to the reactor as an [`Answered`] message). Both the reactor and the connection
 //! import this file; neither imports the other's internals.
@@ -18,6 +19,7 @@ use mio::Waker;
 use super::access_log::{AccessLogFormat, LogRequest, ACCESS_TARGET};
 use super::date::{now_secs, DateCache};
 use super::io::Link;
+use super::owner_lookup::{CallerCell, OwnerLookup};
 use super::parse::Limits;
 use super::rate_limit::{suppressed_note, RateLimit, WARN_INTERVAL};
 use super::response::{write_response, ErrorPage, WriteOpts};
@@ -179,6 +181,8 @@ pub(crate) struct Handoff {
     /// Self-calls refused (503) because every spare thread was taken.
     self_refused: AtomicU64,
     warned: Warned,
+    /// The self-call lookup thread, and the descriptors the reactor owns (which it skips).
+    pub lookup: OwnerLookup,
 }
 
 impl Handoff {
@@ -188,6 +192,7 @@ impl Handoff {
         tx: Sender<Answered>,
         waker: Arc<Waker>,
     ) -> Self {
+        let lookup = OwnerLookup::new(cfg.max_spare > 0);
         Handoff {
             cfg,
             dispatcher,
@@ -199,6 +204,7 @@ impl Handoff {
             self_served: AtomicU64::new(0),
             self_refused: AtomicU64::new(0),
             warned: Warned::default(),
+            lookup,
         }
     }
 
@@ -240,6 +246,30 @@ impl Handoff {
         );
     }
 
+    /// [`submit`](Self::submit) once the lookup thread has found out whether the TCP client at
+    /// `peer` (connected to our `local`) is this process or a sibling: the answer is kept in
+    /// `cell` for the connection's next requests, then the request goes on from the lookup
+    /// thread. The reactor does not wait for it; the connection's next request is not read
+    /// until this one is answered, so answers stay in order.
+    pub(crate) fn submit_after_lookup(
+        self: &Arc<Self>,
+        req: HttpRequest,
+        reply: Reply,
+        (peer, local): (SocketAddr, SocketAddr),
+        cell: CallerCell,
+    ) {
+        let handoff = self.clone();
+        self.lookup.look_up(
+            peer,
+            local,
+            self.cfg.siblings.clone(),
+            Box::new(move |caller| {
+                let _ = cell.set(caller);
+                handoff.submit(req, reply, caller);
+            }),
+        );
+    }
+
     /// Reserve one of the spare threads for a self-call.
     fn reserve_spare(&self) -> bool {
         if self.spare.fetch_add(1, Ordering::SeqCst) >= self.cfg.max_spare {
@@ -254,6 +284,7 @@ impl Handoff {
         SelfCalls {
             served: self.self_served.load(Ordering::Relaxed),
             refused: self.self_refused.load(Ordering::Relaxed),
+            lookups: self.lookup.lookups(),
         }
     }
 

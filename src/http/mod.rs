@@ -101,8 +101,10 @@
 //! A handler that calls its own server with an ordinary HTTP client (the code as people write it)
 //! is rescued too, on the slow path: when no worker is idle and the client is on this host (a
 //! loopback address or the server's own address, or a Unix socket), the server finds out which
-//! process the client is: over TCP it looks the client's socket up among this process's own
-//! descriptors (Linux `/proc`), over a Unix socket it takes the client's `SO_PEERCRED` pid. A
+//! process the client is, once per connection: over TCP, on a lookup thread of its own (never on
+//! the thread that serves the other connections), it asks the kernel for the client's socket by
+//! the connection's addresses (Linux `sock_diag`) and looks it up among this process's own
+//! descriptors; over a Unix socket it takes the client's `SO_PEERCRED` pid. A
 //! request this process sent itself runs at once on one of a few spare threads (see
 //! [`max_spare`](ServerBuilder::max_spare); beyond them it is answered 503 at once), the route is
 //! logged once at `warn` with the fix (use the `Loopback`, or make the call asynchronous), and
@@ -271,6 +273,7 @@ mod handoff;
 mod head_scan;
 mod io;
 mod loopback;
+mod owner_lookup;
 mod parse;
 #[allow(dead_code)] // wired into self_call.rs by issue 13 part 4
 mod peer_owner;
@@ -297,6 +300,8 @@ pub use handle::ServerHandle;
 pub use handler::{handler, Handler, IntoResponse, Json, ResponseBody};
 pub use handoff::{request_depth, DEPTH_HEADER};
 pub use loopback::Loopback;
+#[doc(hidden)]
+pub use owner_lookup::{hold_lookups, LookupHold};
 pub use parse::Limits;
 pub use response::error_response;
 pub use self_call::SelfCalls;

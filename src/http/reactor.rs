@@ -71,6 +71,15 @@ impl Acceptor {
         }
     }
 
+    fn raw_fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        match self {
+            Acceptor::Tcp(l) => l.as_raw_fd(),
+            #[cfg(unix)]
+            Acceptor::Unix(l, _) => l.as_raw_fd(),
+        }
+    }
+
     fn close(self) {
         #[cfg(unix)]
         if let Acceptor::Unix(_, Some(path)) = &self {
@@ -141,6 +150,9 @@ impl Reactor {
             ls.push(Some(l));
         }
         let handoff = Arc::new(Handoff::new(cfg, dispatcher, tx, waker.clone()));
+        for l in ls.iter().flatten() {
+            handoff.lookup.owned.insert(l.raw_fd());
+        }
         let handle = ReactorHandle {
             cmd_tx,
             waker,
@@ -346,6 +358,8 @@ impl Reactor {
         }
         let id = self.next_id;
         self.next_id += 1;
+        // The self-call search skips it (removed in `close`, before the connection is let go).
+        self.handoff.lookup.owned.insert(stream.raw_fd());
         let (env, conns) = self.env(now);
         conns[idx] = Some(Conn::new(id, CONN_BASE + idx, stream, peer, addrs, &env));
         self.live += 1;
@@ -355,6 +369,7 @@ impl Reactor {
     fn close(&mut self, idx: usize) {
         if let Some(conn) = self.conns.get_mut(idx).and_then(|c| c.take()) {
             let fd = conn.link.stream.raw_fd();
+            self.handoff.lookup.owned.remove(fd);
             let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
             self.free.push(idx);
             self.live -= 1;
@@ -432,6 +447,7 @@ impl Reactor {
     fn close_listeners(&mut self) {
         for l in self.listeners.iter_mut() {
             if let Some(mut l) = l.take() {
+                self.handoff.lookup.owned.remove(l.raw_fd());
                 let _ = self.poll.registry().deregister(l.source());
                 l.close();
             }

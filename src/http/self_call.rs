@@ -5,9 +5,13 @@
 //! Such a request would wait in the queue for a worker while every worker waits for it: a
 //! deadlock, until the deadline. On the slow path only (the pool has no idle worker, the
 //! client is on this host: a loopback address or our own local address, or a Unix socket), the
-//! reactor finds out which process holds the client's socket, once per connection. TCP (Linux):
-//! `/proc/self/net/tcp{,6}` gives the socket's inode, then `/proc/self/fd` is searched for it. Unix
-//! socket: the `SO_PEERCRED` pid. A request found to come from this process is run at once on a
+//! server finds out which process holds the client's socket, once per connection (the answer is
+//! kept for the connection's next requests). TCP: on the lookup thread (`owner_lookup.rs`), never
+//! on the reactor, an exact `sock_diag` query gives the socket's inode and uid, and this process's
+//! descriptors other than the server's own are searched for it (`peer_owner/`); only where that
+//! cannot tell (not Linux, netlink refused), `/proc/self/net/tcp{,6}` gives the inode and
+//! `/proc/self/fd` is searched ([`tcp_caller`]). Unix socket: the `SO_PEERCRED` pid, on the
+//! reactor (one system call). A request found to come from this process is run at once on a
 //! spare thread (`Pool::call_here`), at most `max_spare` at a time; beyond, it is answered 503 at
 //! once. The first such request of each route is logged at `warn`: which worker waits on which
 //! request, that it would have deadlocked, and the fix (the `Loopback`, or an asynchronous call).
@@ -42,6 +46,9 @@ pub struct SelfCalls {
     /// Answered 503 at once because all [`max_spare`](super::ServerBuilder::max_spare) spare
     /// threads were taken.
     pub refused: u64,
+    /// Connections whose client was looked up to tell whether it is this process: on the slow
+    /// path only (no idle worker, a client on this host), at most once per connection.
+    pub lookups: u64,
 }
 
 /// For the warning: the worker that waits on a self-call (with one busy worker, that one; with
@@ -214,7 +221,7 @@ impl fmt::Debug for SiblingPids {
 }
 
 /// The sibling pids to search, without this process's own.
-fn sibling_pids(siblings: Option<&SiblingPids>) -> Vec<u32> {
+pub(crate) fn sibling_pids(siblings: Option<&SiblingPids>) -> Vec<u32> {
     let own = std::process::id();
     let mut pids = siblings.map_or_else(Vec::new, |s| (s.0)());
     pids.retain(|p| *p != own && *p != 0);

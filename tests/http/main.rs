@@ -19,6 +19,7 @@ mod pool_errors;
 mod protocol;
 mod seed;
 mod self_call;
+mod self_call_lookup;
 mod shutdown;
 mod slow_clients;
 mod slow_reader;

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// Wait (bounded) until `cond` holds.
-fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
     let start = Instant::now();
     while !cond() {
         assert!(start.elapsed() < WAIT, "timed out waiting for {what}");
@@ -27,7 +27,7 @@ fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
 
 /// Wait until every worker has started and waits for a job: until then a request from this test
 /// process finds no idle worker and is (rightly) taken for a self-call.
-fn ready(s: ServerHandle) -> ServerHandle {
+pub fn ready(s: ServerHandle) -> ServerHandle {
     wait_until("the workers to start", || {
         let st = s.stats();
         st.idle == st.workers
@@ -507,7 +507,7 @@ fn a_unix_socket_request_from_another_process_is_not_a_self_call() {
 
 /// One worker whose handler, for `/gate`, holds the worker until the returned sender releases it
 /// (or `WAIT` passes); every other path answers `answered PATH`.
-fn gated_server(
+pub fn gated_server(
     builder: prefork_pool::http::ServerBuilder,
 ) -> (ServerHandle, crossbeam_channel::Sender<()>) {
     let (release, gate) = crossbeam_channel::bounded::<()>(1);

@@ -56,7 +56,7 @@ fn assert_finds_client(l: &TcpListener, c: &TcpStream, s: &TcpStream) {
     assert_eq!(server_end.inode, inode_of(s));
     let ours: HashSet<RawFd> = [l.as_raw_fd(), s.as_raw_fd()].into();
     assert_eq!(
-        d.owner(peer, local, &[], |fd| ours.contains(&fd)),
+        d.owner(peer, local, &[], 0, |fd| ours.contains(&fd)),
         Owner::ThisProcess
     );
 }
@@ -96,7 +96,7 @@ fn a_connection_that_does_not_exist_is_not_found() {
     let mut d = diag();
     let nowhere: SocketAddr = "127.0.0.1:1".parse().unwrap();
     assert_eq!(d.client_socket(nowhere, local).unwrap(), None);
-    assert_eq!(d.owner(nowhere, local, &[], |_| false), Owner::Other);
+    assert_eq!(d.owner(nowhere, local, &[], 0, |_| false), Owner::Other);
     // The kernel's lookup falls back to a listener on the source address: not a client.
     assert_eq!(
         d.client_socket(l.local_addr().unwrap(), nowhere).unwrap(),
@@ -115,7 +115,7 @@ fn skipped_descriptors_are_not_looked_at() {
     let (peer, local) = (s.peer_addr().unwrap(), s.local_addr().unwrap());
     let skipped: HashSet<RawFd> = [l.as_raw_fd(), s.as_raw_fd(), c.as_raw_fd()].into();
     let mut asked = Vec::new();
-    let owner = diag().owner(peer, local, &[], |fd| {
+    let owner = diag().owner(peer, local, &[], 0, |fd| {
         asked.push(fd);
         skipped.contains(&fd)
     });
@@ -178,12 +178,12 @@ fn a_connection_from_another_process_is_not_ours_unless_it_is_a_sibling() {
     let mut d = diag();
     let ours: HashSet<RawFd> = [l.as_raw_fd(), s.as_raw_fd()].into();
     assert_eq!(
-        d.owner(peer, local, &[], |fd| ours.contains(&fd)),
+        d.owner(peer, local, &[], 0, |fd| ours.contains(&fd)),
         Owner::Other
     );
     let pid = child.0.id();
     assert_eq!(
-        d.owner(peer, local, &[std::process::id(), 0, pid], |fd| ours
+        d.owner(peer, local, &[std::process::id(), 0, pid], 0, |fd| ours
             .contains(&fd)),
         Owner::Sibling(pid)
     );
@@ -210,7 +210,7 @@ fn another_uid_is_not_ours_without_a_scan() {
     assert_eq!(sock.uid, nobody);
     let mut asked = 0;
     assert_eq!(
-        socket_owner(sock, &[], |_| {
+        socket_owner(sock, &[], 0, |_| {
             asked += 1;
             false
         }),
@@ -219,7 +219,10 @@ fn another_uid_is_not_ours_without_a_scan() {
     assert_eq!(asked, 0, "this process's descriptors were searched");
     // A sibling under that uid is searched.
     let pid = child.0.id();
-    assert_eq!(socket_owner(sock, &[pid], |_| false), Owner::Sibling(pid));
+    assert_eq!(
+        socket_owner(sock, &[pid], 0, |_| false),
+        Owner::Sibling(pid)
+    );
 }
 
 /// The cost of one lookup with `idle` idle connections from another process, their accepted
@@ -265,16 +268,27 @@ fn cost_with_idle_connections() {
         let client = d.client_socket(op, ol).unwrap().unwrap().inode;
         let query = time(&mut || assert!(d.client_socket(op, ol).unwrap().is_some()));
         let not_ours = time(&mut || {
-            assert_eq!(d.owner(op, ol, &[], |fd| ours.contains(&fd)), Owner::Other);
+            assert_eq!(
+                d.owner(op, ol, &[], 0, |fd| ours.contains(&fd)),
+                Owner::Other
+            );
+        });
+        let owned = OwnedFds::default();
+        ours.iter().for_each(|fd| owned.insert(*fd));
+        let bitmap = time(&mut || {
+            assert_eq!(
+                d.owner(op, ol, &[], owned.highest(), |fd| owned.contains(fd)),
+                Owner::Other
+            );
         });
         let self_call = time(&mut || {
             assert_eq!(
-                d.owner(mp, ml, &[], |fd| ours.contains(&fd)),
+                d.owner(mp, ml, &[], 0, |fd| ours.contains(&fd)),
                 Owner::ThisProcess
             );
         });
         let no_skip = time(&mut || {
-            assert_eq!(d.owner(op, ol, &[], |_| false), Owner::Other);
+            assert_eq!(d.owner(op, ol, &[], 0, |_| false), Owner::Other);
         });
         let former = time(&mut || {
             let table = std::fs::read_to_string("/proc/self/net/tcp").unwrap();
@@ -289,7 +303,8 @@ fn cost_with_idle_connections() {
             assert!(!found);
         });
         println!(
-            "{idle} idle connections: sock_diag query {query:?}; owner, not ours {not_ours:?}; \
+            "{idle} idle connections: sock_diag query {query:?}; owner, not ours {not_ours:?} \
+             (skipping by the reactor's bitmap: {bitmap:?}); \
              owner, self-call {self_call:?}; owner, nothing skipped {no_skip:?}; \
              former path {former:?}"
         );
