@@ -204,6 +204,8 @@ mod server;
 mod stuck;
 mod types;
 
+#[cfg(feature = "prefork")]
+pub(crate) use reactor::AcceptGate;
 pub use access_log::{AccessLogFormat, ACCESS_TARGET, DEFAULT_ACCESS_LOG_FORMAT};
 pub use handle::ServerHandle;
 pub use handoff::{request_depth, DEPTH_HEADER};

@@ -13,7 +13,7 @@ use super::handle::ServerHandle;
 use super::handoff::{Dispatch, Done, ReactorConfig};
 use super::loopback::{with_depth, Loopback};
 use super::parse::Limits;
-use super::reactor::{Acceptor, Reactor};
+use super::reactor::{AcceptGate, Acceptor, Reactor};
 use super::self_call::SiblingPids;
 use super::stuck::{Busy, BusyWorker};
 use super::types::{HttpRequest, HttpResponse};
@@ -120,6 +120,7 @@ pub struct ServerBuilder {
     max_depth: u32,
     stuck_after: Duration,
     pool: PoolBuilder,
+    accept_gate: Option<Arc<dyn AcceptGate>>,
 }
 
 impl fmt::Debug for ServerBuilder {
@@ -169,6 +170,7 @@ impl ServerBuilder {
             max_depth: 32,
             stuck_after: Duration::from_secs(1),
             pool: Pool::builder().name("http"),
+            accept_gate: None,
         }
     }
 
@@ -407,6 +409,14 @@ impl ServerBuilder {
         self
     }
 
+    /// Process mode: accept only when `gate` says so (the pre-fork supervisor's balance between
+    /// its worker processes; see [`AcceptGate`]).
+    #[cfg_attr(not(feature = "prefork"), allow(dead_code))]
+    pub(crate) fn accept_gate(mut self, gate: Arc<dyn AcceptGate>) -> Self {
+        self.accept_gate = Some(gate);
+        self
+    }
+
     fn validate(&self) -> Result<ReactorConfig, BuildError> {
         fn range<T: PartialOrd + fmt::Display + Copy>(
             field: &'static str,
@@ -569,6 +579,7 @@ impl ServerBuilder {
             }),
         )
         .map_err(io_err("start the reactor"))?;
+        let reactor = reactor.with_accept_gate(self.accept_gate);
         ServerHandle::start(
             reactor,
             reactor_handle,

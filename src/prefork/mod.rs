@@ -187,6 +187,7 @@
 //!   process that connected (a socket handed to another process keeps the first one's pid).
 //!   Calls from a worker's own subprocesses (`curl` run by a handler) are not recognised.
 
+mod balance;
 mod builder;
 mod children;
 mod config;
