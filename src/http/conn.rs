@@ -42,6 +42,8 @@ pub(crate) struct Env<'a> {
     pub draining: bool,
     /// While draining: how long a connection between requests may wait for its next one.
     pub drain_grace: Duration,
+    /// The most requests a connection is kept alive for (process mode), else no limit.
+    pub keepalive_requests: Option<u64>,
     pub now: Instant,
 }
 
@@ -362,7 +364,12 @@ impl Conn {
             direct,
             head_only: head.method == Method::HEAD,
             version: head.version,
-            keep_alive: head.keep_alive,
+            // Process mode caps the requests per connection, so that a client reconnects now and
+            // then, to whichever worker process the accept balance picks.
+            keep_alive: head.keep_alive
+                && env
+                    .keepalive_requests
+                    .map_or(true, |cap| self.requests + 1 < cap),
             log,
             started: env.now,
         };

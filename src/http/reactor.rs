@@ -39,7 +39,7 @@ pub(crate) const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 const ACCEPT_BATCH: usize = 16;
 /// With an [`AcceptGate`] that said no: how often the reactor asks it again (a sibling's load
 /// changes without waking this process).
-const GATE_RECHECK: Duration = Duration::from_millis(10);
+const GATE_RECHECK: Duration = Duration::from_millis(5);
 
 /// In process mode, whether this process takes new connections now. The worker processes share
 /// one listen socket; each asks its gate before every `accept` (and on every loop pass), and
@@ -48,11 +48,18 @@ const GATE_RECHECK: Duration = Duration::from_millis(10);
 /// idle handler thread (see `prefork/balance.rs`). Without a gate (thread mode, one process) the
 /// reactor accepts everything that is queued.
 pub(crate) trait AcceptGate: Send + Sync {
-    /// With `conns` connections open in this process: publishes that number to the siblings and
-    /// says whether to accept one more now.
+    /// With `conns` connections open in this process: publishes that number to the siblings (one
+    /// more when it says yes: the connection about to be accepted) and says whether to accept one
+    /// more now.
     fn may_accept(&self, conns: usize) -> bool;
     /// This process accepts no more connections (it drains): the siblings stop counting it.
     fn closed(&self);
+    /// The most requests one connection is kept alive for (the last answer says
+    /// `Connection: close`), so that clients reconnect now and then and the gate can move load
+    /// from one process to another. `None`: no limit.
+    fn keepalive_requests(&self) -> Option<u64> {
+        None
+    }
 }
 
 const WAKER: Token = Token(0);
@@ -376,6 +383,7 @@ impl Reactor {
                 date: &mut self.date,
                 draining: self.drain_deadline.is_some(),
                 drain_grace: DRAIN_GRACE,
+                keepalive_requests: self.gate.as_ref().and_then(|g| g.keepalive_requests()),
                 now,
             },
             &mut self.conns,

@@ -5,24 +5,36 @@
 //! happens to be waiting in `epoll_wait` takes what is queued: with keep-alive clients, one process
 //! held 51 of 80 connections (request shares 16/44/26/15 % over 4 processes), and a process whose
 //! handler threads were all busy went on accepting while a sibling idled. So each process
-//! publishes, in its heartbeat slot (shared memory), its open connections (the reactor, on every
-//! pass) and its running requests (the handler threads, as each request starts and ends), and
-//! accepts only while
+//! publishes in its heartbeat slot (shared memory) its open connections (the reactor, on every
+//! pass, and one more just before each accept) and its running and finished requests (the handler
+//! threads), and each reads its siblings' slots before it accepts:
 //!
-//! - it has an idle handler thread, or no sibling has one (then someone must take the connection);
-//! - and it has no more open connections than the least loaded of those siblings (the ones with an
-//!   idle thread, when it has one itself).
+//! - **Load-aware.** A process that cannot take a request now (every handler thread busy, and none
+//!   finished a request since the table was read ≥ 100 ms before: they are stuck in long requests)
+//!   accepts nothing while a sibling can; the connection stays in the shared queue for that one.
+//! - **Balanced.** Among the processes that can, the one with the lowest *expected rate* after one
+//!   more connection takes it: its requests per second per connection (measured over the last
+//!   reads) × (its connections + 1). Equal processes get equal connections (a burst of new
+//!   connections is dealt out one by one); a process that gets less CPU (on a busy machine,
+//!   scheduling is not fair between processes) serves fewer requests per connection and so gets
+//!   more connections, until the request rates meet. Without measurements yet, the fewest
+//!   connections.
+//! - **Movable.** A keep-alive connection carries at most [`KEEPALIVE_REQUESTS`] requests (then
+//!   `Connection: close`), so clients reconnect now and then, and load moves to where the gate
+//!   sends it; without that, connections opened at one moment stay where they landed.
 //!
-//! The least loaded process always passes, so a connection is never left without a taker. While
-//! its gate says no, a process does not poll the listener at all (no wake-up, no thundering herd)
-//! and asks again every 10 ms; while it says yes, it polls the listener level-triggered and
-//! takes at most a small batch per wake-up, asking before each `accept`.
+//! The lowest score always passes (and those within 10 % of it), so a connection is never left
+//! without a taker. While its gate
+//! says no, a process does not poll the listener (no wake-up, no thundering herd) and asks again
+//! every 5 ms; while it says yes, it polls the listener level-triggered and takes at most a small
+//! batch per wake-up, asking before each `accept`.
 //!
 //! Weighed and not taken:
 //! - `EPOLLEXCLUSIVE` alone wakes the first waiting process in the listener's wait queue: when
-//!   they all idle, that is the same process every time, so it does not balance a keep-alive
-//!   burst; and with the gate, a woken process that says no would leave the connection until the
-//!   next one arrives (only an arrival wakes an exclusive waiter).
+//!   they all idle, that is the same process every time, so it does not balance a burst of
+//!   keep-alive connections; and with a gate, a woken process that says no would leave the
+//!   connection until the next arrival (only an arrival wakes an exclusive waiter).
+//! - A bounded accept batch alone: it spreads a burst a little, but is blind to load.
 //! - `SO_REUSEPORT`, one socket per worker: the kernel hashes each connection to a socket, blind to
 //!   load (16 connections over 4 sockets are rarely 4 each), and a socket's queue dies with its
 //!   process, so every reload or recycling would reset the connections waiting in it.
@@ -35,36 +47,81 @@ use std::time::{Duration, Instant};
 use super::heartbeat::{HeartbeatSlot, NOT_ACCEPTING};
 use crate::http::AcceptGate;
 
-/// How often the list of live slots is read again (a new sibling is seen within this).
+/// How often the table is read for the live slots and their request rates.
 const RESCAN: Duration = Duration::from_millis(100);
+/// The most requests a connection is kept alive for in process mode (nginx's
+/// `keepalive_requests`; Apache's `MaxKeepAliveRequests` is 100): then the client reconnects, to
+/// the process the gate picks. About one reconnect per 100 requests, so that load moves between
+/// processes within a second or so.
+pub(crate) const KEEPALIVE_REQUESTS: u64 = 100;
+/// A process whose score is within this factor of the lowest takes connections too: so that
+/// usually more than one process polls the listener, and a new connection does not wait for a
+/// process that has just stopped polling it to ask its gate again.
+const SLACK: f64 = 1.1;
 
 /// One worker process's load, as its slot shows it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 struct Load {
     conns: u32,
     idle: u32,
+    /// Whether it finished a request since the table was read before (≥ 100 ms ago).
+    finishing: bool,
+    /// Requests per second per connection, recently (`None`: not measured yet).
+    per_conn: Option<f64>,
+}
+
+impl Load {
+    /// Whether it can take a request now: an idle thread, or busy threads that finish requests
+    /// (under load every thread is busy most of the time; a process whose threads are all stuck
+    /// in long requests finishes none).
+    fn available(&self) -> bool {
+        self.idle > 0 || self.finishing
+    }
 }
 
 /// Whether a process with load `me` takes a connection now, given its accepting siblings' loads.
 fn takes(me: Load, siblings: &[Load]) -> bool {
-    let sibling_idle = siblings.iter().any(|s| s.idle > 0);
-    if me.idle == 0 && sibling_idle {
+    if !me.available() && siblings.iter().any(Load::available) {
         return false;
     }
-    siblings
+    let rivals: Vec<&Load> = siblings
         .iter()
-        .filter(|s| me.idle == 0 || s.idle > 0)
-        .map(|s| s.conns)
-        .min()
-        .map_or(true, |least| me.conns <= least)
+        .filter(|s| !me.available() || s.available())
+        .collect();
+    // A process not measured yet is taken to be as fast as the mean of the others.
+    let known: Vec<f64> = rivals
+        .iter()
+        .copied()
+        .chain(std::iter::once(&me))
+        .filter_map(|l| l.per_conn)
+        .collect();
+    let mean = if known.is_empty() {
+        1.0
+    } else {
+        known.iter().sum::<f64>() / known.len() as f64
+    };
+    let score = |l: &Load| l.per_conn.unwrap_or(mean) * f64::from(l.conns + 1);
+    let least = rivals.iter().map(|s| score(s)).fold(f64::INFINITY, f64::min);
+    score(&me) <= least * SLACK
+}
+
+/// A slot as last read, for its rate.
+#[derive(Debug, Clone, Copy)]
+struct Seen {
+    index: usize,
+    pid: u32,
+    requests: u64,
+    conns: u32,
+    per_conn: Option<f64>,
+    finishing: bool,
 }
 
 /// The gate of one worker process, over the shared heartbeat table.
 pub(crate) struct SlotGate {
     own: &'static HeartbeatSlot,
     slots: &'static [HeartbeatSlot],
-    /// When the table was last scanned, and the indices of the slots that had a worker then.
-    live: Mutex<(Instant, Vec<usize>)>,
+    /// When the table was last read, and the live slots then.
+    seen: Mutex<(Instant, Vec<Seen>)>,
 }
 
 impl SlotGate {
@@ -72,47 +129,102 @@ impl SlotGate {
         SlotGate {
             own,
             slots,
-            live: Mutex::new((Instant::now() - RESCAN, Vec::new())),
+            seen: Mutex::new((Instant::now(), Vec::new())),
         }
     }
 
-    fn load(slot: &HeartbeatSlot) -> Load {
-        Load {
-            conns: slot.conns(),
-            idle: slot.threads().saturating_sub(slot.running()),
-        }
+    /// Reads the live slots again, and their requests per connection per second since the last
+    /// read (smoothed).
+    fn rescan(&self, last: Instant, seen: &[Seen], now: Instant) -> Vec<Seen> {
+        let dt = now.duration_since(last).as_secs_f64().max(1e-3);
+        (0..self.slots.len())
+            .filter_map(|index| {
+                let slot = &self.slots[index];
+                let pid = slot.pid();
+                if pid == 0 {
+                    return None;
+                }
+                let requests = slot.requests();
+                let conns = match slot.conns() {
+                    NOT_ACCEPTING => 0,
+                    n => n,
+                };
+                let before = seen.iter().find(|s| s.index == index && s.pid == pid);
+                let (per_conn, finishing) = match before {
+                    Some(s) => {
+                        let done = requests.saturating_sub(s.requests);
+                        let mean_conns = f64::from(s.conns + conns) / 2.0;
+                        let sample = (mean_conns >= 1.0).then(|| done as f64 / dt / mean_conns);
+                        let per_conn = match (s.per_conn, sample) {
+                            (Some(old), Some(new)) => Some(0.5 * old + 0.5 * new),
+                            (old, new) => new.or(old),
+                        };
+                        (per_conn, done > 0)
+                    }
+                    None => (None, false),
+                };
+                Some(Seen {
+                    index,
+                    pid,
+                    requests,
+                    conns,
+                    per_conn,
+                    finishing,
+                })
+            })
+            .collect()
     }
 }
 
 impl AcceptGate for SlotGate {
     fn may_accept(&self, conns: usize) -> bool {
-        let conns = conns.min(NOT_ACCEPTING as usize - 1) as u32;
+        let conns = conns.min(NOT_ACCEPTING as usize - 2) as u32;
         self.own.set_conns(conns);
-        let me = Load {
-            conns,
-            idle: Self::load(self.own).idle,
-        };
-        let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
-        if now.duration_since(live.0) >= RESCAN {
-            live.0 = now;
-            live.1 = (0..self.slots.len())
-                .filter(|&i| self.slots[i].pid() != 0)
-                .collect();
+        if now.duration_since(seen.0) >= RESCAN || seen.1.is_empty() {
+            let fresh = self.rescan(seen.0, &seen.1, now);
+            *seen = (now, fresh);
         }
         let own: *const HeartbeatSlot = self.own;
-        let siblings: Vec<Load> = live
-            .1
-            .iter()
-            .map(|&i| &self.slots[i])
-            .filter(|s| !std::ptr::eq(*s, own) && s.pid() != 0 && s.conns() != NOT_ACCEPTING)
-            .map(Self::load)
-            .collect();
-        takes(me, &siblings)
+        let idle = |slot: &HeartbeatSlot| slot.threads().saturating_sub(slot.running());
+        let mut me = Load {
+            conns,
+            idle: idle(self.own),
+            finishing: false,
+            per_conn: None,
+        };
+        let mut siblings = Vec::with_capacity(seen.1.len());
+        for s in &seen.1 {
+            let slot = &self.slots[s.index];
+            if std::ptr::eq(slot, own) {
+                me.finishing = s.finishing;
+                me.per_conn = s.per_conn;
+            } else if slot.pid() == s.pid && slot.conns() != NOT_ACCEPTING {
+                siblings.push(Load {
+                    conns: slot.conns(),
+                    idle: idle(slot),
+                    finishing: s.finishing,
+                    per_conn: s.per_conn,
+                });
+            }
+        }
+        drop(seen);
+        let yes = takes(me, &siblings);
+        if yes {
+            // Claimed before the accept, so that a sibling deciding now counts this connection
+            // (otherwise both would take one at a tie, and the counts drift apart).
+            self.own.set_conns(conns + 1);
+        }
+        yes
     }
 
     fn closed(&self) {
         self.own.set_conns(NOT_ACCEPTING);
+    }
+
+    fn keepalive_requests(&self) -> Option<u64> {
+        Some(KEEPALIVE_REQUESTS)
     }
 }
 
@@ -120,33 +232,19 @@ impl AcceptGate for SlotGate {
 mod tests {
     use super::*;
 
-    fn l(conns: u32, idle: u32) -> Load {
-        Load { conns, idle }
+    /// Load with `conns` connections, `idle` idle threads, `per_conn` requests/s per connection
+    /// (0: not measured; finishing requests when measured).
+    fn l(conns: u32, idle: u32, per_conn: f64) -> Load {
+        Load {
+            conns,
+            idle,
+            finishing: per_conn > 0.0,
+            per_conn: (per_conn > 0.0).then_some(per_conn),
+        }
     }
 
-    #[test]
-    fn the_least_loaded_process_with_an_idle_thread_takes_the_connection() {
-        // Alone: always.
-        assert!(takes(l(50, 0), &[]));
-        // Fewest connections (ties included) among the idle ones.
-        assert!(takes(l(3, 1), &[l(3, 1), l(4, 2)]));
-        assert!(!takes(l(4, 1), &[l(3, 1), l(4, 2)]));
-        // A sibling with more connections but no idle thread does not count.
-        assert!(takes(l(5, 1), &[l(1, 0), l(5, 1)]));
-    }
-
-    #[test]
-    fn a_saturated_process_leaves_connections_to_a_sibling_with_an_idle_thread() {
-        assert!(!takes(l(0, 0), &[l(9, 1)]));
-        // Every process saturated: the least connected one still accepts (they queue there).
-        assert!(takes(l(2, 0), &[l(2, 0), l(3, 0)]));
-        assert!(!takes(l(3, 0), &[l(2, 0)]));
-    }
-
-    #[test]
-    fn someone_always_takes_a_connection() {
-        let loads = [l(4, 0), l(2, 1), l(2, 3), l(7, 0)];
-        let takers = (0..loads.len())
+    fn takers(loads: &[Load]) -> Vec<usize> {
+        (0..loads.len())
             .filter(|&i| {
                 let others: Vec<Load> = (0..loads.len())
                     .filter(|&j| j != i)
@@ -154,7 +252,51 @@ mod tests {
                     .collect();
                 takes(loads[i], &others)
             })
-            .count();
-        assert_eq!(takers, 2);
+            .collect()
+    }
+
+    #[test]
+    fn without_measurements_the_fewest_connections_take_the_next_one() {
+        assert!(takes(l(50, 0, 0.0), &[]));
+        assert!(takes(l(3, 1, 0.0), &[l(3, 1, 0.0), l(4, 2, 0.0)]));
+        assert!(!takes(l(4, 1, 0.0), &[l(3, 1, 0.0), l(4, 2, 0.0)]));
+    }
+
+    #[test]
+    fn a_slower_process_gets_more_connections_until_the_rates_meet() {
+        // 1000 vs 1500 requests/s per connection, 8 connections each: the slower takes the next
+        // ones, up to 14 (within 10 %: 14 × 1000 ≤ 1.1 × 9 × 1500 < 15 × 1000).
+        let fast = l(8, 1, 1500.0);
+        assert!(takes(l(8, 1, 1000.0), &[fast]));
+        assert!(!takes(fast, &[l(8, 1, 1000.0)]));
+        assert!(takes(l(13, 1, 1000.0), &[fast]));
+        assert!(!takes(l(14, 1, 1000.0), &[fast]));
+        // A process not measured yet counts as the mean of the others.
+        assert!(takes(l(7, 1, 0.0), &[l(8, 1, 1000.0), l(8, 1, 1000.0)]));
+        assert!(!takes(l(9, 1, 0.0), &[l(8, 1, 1000.0), l(8, 1, 1000.0)]));
+    }
+
+    #[test]
+    fn a_process_that_cannot_take_a_request_leaves_connections_to_one_that_can() {
+        // Its only thread busy and no request finished: a sibling with an idle thread, or one
+        // that finishes requests, takes the connection, whatever their connections.
+        assert!(!takes(l(0, 0, 0.0), &[l(9, 1, 0.0)]));
+        assert!(!takes(l(0, 0, 0.0), &[l(9, 0, 1000.0)]));
+        assert!(takes(l(9, 1, 1000.0), &[l(0, 0, 0.0)]));
+        // Every process stuck: the fewest connections still accept (they queue there).
+        assert!(takes(l(2, 0, 0.0), &[l(2, 0, 0.0), l(3, 0, 0.0)]));
+        assert!(!takes(l(3, 0, 0.0), &[l(2, 0, 0.0)]));
+    }
+
+    #[test]
+    fn someone_always_takes_a_connection() {
+        assert_eq!(
+            takers(&[l(4, 0, 0.0), l(2, 1, 0.0), l(2, 3, 0.0), l(7, 0, 0.0)]),
+            vec![1, 2]
+        );
+        assert_eq!(
+            takers(&[l(4, 0, 900.0), l(2, 0, 0.0), l(6, 1, 700.0), l(6, 1, 900.0)]),
+            vec![0, 2]
+        );
     }
 }

@@ -6,12 +6,15 @@
 //!
 //! Run some scenarios: `cargo test --test prefork -- NAME` (each whose name contains NAME).
 
+mod balance;
 mod failures;
 mod helpers;
+mod keepalive;
 mod lifecycle;
 mod serve_http;
 mod systemd;
 mod workers;
+mod wrk;
 
 use std::time::{Duration, Instant};
 
@@ -153,6 +156,30 @@ const SCENARIOS: &[Scenario] = &[
     Scenario {
         name: "systemd_socket_activate",
         run: systemd::systemd_socket_activate,
+    },
+    Scenario {
+        name: "balance_shares",
+        run: balance::balance,
+    },
+    Scenario {
+        name: "balance_load_aware",
+        run: balance::load_aware,
+    },
+    Scenario {
+        name: "keepalive_hup",
+        run: keepalive::hup,
+    },
+    Scenario {
+        name: "keepalive_ttou",
+        run: keepalive::ttou,
+    },
+    Scenario {
+        name: "keepalive_term",
+        run: keepalive::term,
+    },
+    Scenario {
+        name: "keepalive_max_requests",
+        run: keepalive::max_requests,
     },
 ];
 
