@@ -349,6 +349,7 @@ impl SupervisorBuilder {
         };
         let listeners = match inherited {
             Some(l) if !l.is_empty() => {
+                self.cfg.socket_activated = true;
                 log::info!(
                     "using {} socket(s) passed by systemd (LISTEN_FDS); the configured addresses are \
                      not bound",

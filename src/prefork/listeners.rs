@@ -117,3 +117,67 @@ pub(crate) fn from_systemd() -> io::Result<Option<Vec<Listener>>> {
     }
     Ok(Some(out))
 }
+
+/// A stop (not a reload, not an upgrade): from now on the kernel drops new connection attempts on
+/// `listeners` (a socket filter that drops every packet: the client sees no answer to its SYN,
+/// retries, and is refused once the socket is closed), while the connections already queued stay
+/// for the draining workers to accept. Without it, a client that reconnects while the workers
+/// drain (after a `Connection: close` answer) is queued on a socket nobody accepts on any more,
+/// and reset when the master closes it: its request fails although it was sent to a server that
+/// was still listening.
+///
+/// Not for sockets systemd passed: systemd keeps them, and what is queued there waits for the next
+/// start. See [`accept_new_connections`] to undo it.
+pub(crate) fn refuse_new_connections(listeners: &[Listener]) {
+    use std::os::fd::AsRawFd;
+    let mut drop_all = [libc::sock_filter {
+        code: (libc::BPF_RET | libc::BPF_K) as u16,
+        jt: 0,
+        jf: 0,
+        k: 0,
+    }];
+    let prog = libc::sock_fprog {
+        len: 1,
+        filter: drop_all.as_mut_ptr(),
+    };
+    for l in listeners {
+        // SAFETY: setsockopt(2) SO_ATTACH_FILTER on a listener we own, with a valid one-instruction
+        // classic BPF program (`ret #0`: drop) that the kernel copies before returning.
+        let r = unsafe {
+            libc::setsockopt(
+                l.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_ATTACH_FILTER,
+                (&prog as *const libc::sock_fprog).cast(),
+                std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+            )
+        };
+        if r != 0 {
+            log::debug!(
+                "cannot stop new connections on {}: {}",
+                l.address(),
+                io::Error::last_os_error()
+            );
+        }
+    }
+}
+
+/// Undoes [`refuse_new_connections`] (the master is done: the sockets may be used again by the
+/// caller).
+pub(crate) fn accept_new_connections(listeners: &[Listener]) {
+    use std::os::fd::AsRawFd;
+    for l in listeners {
+        let zero: libc::c_int = 0;
+        // SAFETY: setsockopt(2) SO_DETACH_FILTER on a listener we own, with an int argument (the
+        // kernel ignores its value); fails harmlessly (ENOENT) when no filter is attached.
+        unsafe {
+            libc::setsockopt(
+                l.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_DETACH_FILTER,
+                (&zero as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+    }
+}

@@ -16,7 +16,7 @@ use super::config::{
 use super::exit::{Cause, Ending, RestartIntensity};
 use super::fork;
 use super::heartbeat::{now_ms, HeartbeatTable, BOOT_FAILED, READY, RETIRE};
-use super::listeners::Listener;
+use super::listeners::{accept_new_connections, refuse_new_connections, Listener};
 use super::notify::notify_or_log;
 use super::report::{fatal, secs, BootError, BootTimeout, IntensityExceeded, Unkillable};
 use super::signals::{self, SignalPipe};
@@ -278,6 +278,10 @@ where
         } else {
             self.cfg.graceful_timeout
         };
+        if self.stop.is_none() && self.upgrade_pid.is_none() && !self.cfg.socket_activated {
+            // Connections queued now are served by the draining workers; new ones are refused.
+            refuse_new_connections(&self.listeners);
+        }
         let until = Instant::now() + window;
         let until = match &self.stop {
             Some(s) => s.until.min(until),
@@ -324,6 +328,7 @@ where
     fn check_stop(&mut self) -> Option<i32> {
         let stop = self.stop.as_mut()?;
         if self.children.is_empty() {
+            accept_new_connections(&self.listeners);
             let status = stop.status;
             log::info!("master (pid {}) exiting with status {status}", self.pid);
             return Some(status);
