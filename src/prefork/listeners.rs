@@ -27,7 +27,8 @@ pub(crate) const LISTEN_FDS_START: RawFd = 3;
 #[derive(Debug)]
 pub(crate) enum Bind {
     Tcp(SocketAddr),
-    Unix(PathBuf),
+    /// With the socket file's permission bits.
+    Unix(PathBuf, u32),
     Ready(Listener),
 }
 
@@ -36,10 +37,10 @@ pub(crate) fn bind_tcp(addr: SocketAddr, backlog: i32) -> io::Result<TcpListener
     crate::net::bind_tcp(addr, backlog)
 }
 
-/// Binds a Unix socket for the workers to share, with the permissions the process's umask gives
-/// (see [`crate::net::bind_unix`]).
-pub(crate) fn bind_unix(path: &Path, backlog: i32) -> io::Result<UnixListener> {
-    crate::net::bind_unix(path, backlog, None)
+/// Binds a Unix socket for the workers to share, with permission bits `mode` (else what the
+/// process's umask gives; see [`crate::net::bind_unix`]).
+pub(crate) fn bind_unix(path: &Path, backlog: i32, mode: Option<u32>) -> io::Result<UnixListener> {
+    crate::net::bind_unix(path, backlog, mode)
 }
 
 /// Reads systemd's socket-activation variables: `Some(n)` when `LISTEN_PID` is this process and

@@ -87,7 +87,7 @@ pub fn ttou() -> Result<(), String> {
 pub fn max_requests() -> Result<(), String> {
     under_load(
         "keepalive-recycle",
-        |b| b.max_requests(1500, 0),
+        |b| b.max_requests(1500).max_requests_jitter(200),
         |m| m.wait_log("retires after", LONG),
     )
     .map(|_| ())

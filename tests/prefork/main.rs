@@ -90,7 +90,7 @@ const SCENARIOS: &[Scenario] = &[
         run: || {
             with_master(
                 "recycle",
-                |b| b.workers(1).max_requests(5, 0),
+                |b| b.workers(1).max_requests(5),
                 failures::max_requests_recycle,
             )
         },
