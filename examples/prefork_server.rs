@@ -5,6 +5,7 @@
 //! curl -X POST localhost:8000/hello_world           # {"session_id": "…"}
 //! curl 'localhost:8000/get_hello_world?session_id=…'
 //! curl -X POST localhost:8000/call_hello_world      # calls /hello_world in-process
+//! curl -X POST localhost:8000/call_hello_world_tcp  # the naive call over TCP (may land on the sibling)
 //! kill -HUP <master pid>                            # new workers, then the old ones drain
 //! kill -TERM <master pid>                           # graceful stop, exit status 0
 //! ```
@@ -23,6 +24,12 @@
 //! - **Calling yourself.** `/call_hello_world` sends its inner request through the `Loopback`
 //!   handle every request carries: in-process, no socket, no second worker needed. A request to
 //!   your own socket would wait for a free worker, and with every worker busy, for ever.
+//!   `/call_hello_world_tcp` makes that naive call anyway, as the seed's Flask handler did
+//!   (`requests.post('http://localhost:5000/hello_world')`, here with ureq), so the whole seed app
+//!   runs the same in both modes: the inner request goes through the shared socket and may land
+//!   on this process or on the sibling; when every thread of the process it lands on is busy with
+//!   such calls, the server sees that the client is itself or a sibling worker, serves it at once
+//!   on a spare thread and logs once, at `warn`, which route to fix.
 //!
 //! Under systemd, with socket activation (the listen socket stays open across restarts) and
 //! readiness notification (`READY=1` once the workers accept):
@@ -43,7 +50,8 @@
 //! Environment=WEB_CONCURRENCY=4 THREADS=2
 //! ```
 
-use std::io::Write;
+use std::io::{Read, Write};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -75,8 +83,9 @@ impl Store {
     }
 }
 
-/// The routes, as the seed's blueprint.
-fn route(store: &Store, req: HttpRequest) -> HttpResponse {
+/// The routes, as the seed's blueprint. `me` is the server's TCP address (for the naive
+/// self-call).
+fn route(store: &Store, me: Option<SocketAddr>, req: HttpRequest) -> HttpResponse {
     match (req.method().as_str(), req.uri().path()) {
         ("POST", "/hello_world") => {
             let id = session_id();
@@ -116,8 +125,40 @@ fn route(store: &Store, req: HttpRequest) -> HttpResponse {
                 ),
             }
         }
+        ("POST", "/call_hello_world_tcp") => call_hello_world_tcp(me),
         ("GET", "/") => json(200, format!(r#"{{"worker_pid": {}}}"#, std::process::id())),
         _ => json(404, r#"{"error": "Not Found"}"#.into()),
+    }
+}
+
+/// `POST /call_hello_world_tcp`: the seed's naive call to its own `/hello_world`, over TCP with an
+/// HTTP client; relays status, content type and body (the same session ids and answers).
+fn call_hello_world_tcp(me: Option<SocketAddr>) -> HttpResponse {
+    let Some(addr) = me else {
+        return json(503, r#"{"error": "no TCP listener to call"}"#.into());
+    };
+    let url = format!("http://127.0.0.1:{}/hello_world", addr.port());
+    match ureq::post(&url)
+        .timeout(Duration::from_secs(30))
+        .send_bytes(b"")
+    {
+        Ok(resp) | Err(ureq::Error::Status(_, resp)) => {
+            let status = resp.status();
+            let content_type = resp.content_type().to_string();
+            let mut body = Vec::new();
+            if let Err(e) = resp.into_reader().read_to_end(&mut body) {
+                return json(502, format!(r#"{{"error": "reading the answer: {e}"}}"#));
+            }
+            http::Response::builder()
+                .status(status)
+                .header("content-type", content_type)
+                .body(body)
+                .expect("a valid response")
+        }
+        Err(e) => json(
+            502,
+            format!(r#"{{"error": "{}"}}"#, e.to_string().replace('"', "'")),
+        ),
     }
 }
 
@@ -217,6 +258,7 @@ fn main() {
     for l in supervisor.listeners() {
         println!("listening on http://{}", l.address());
     }
+    let me = supervisor.local_addr();
     println!(
         "master pid {}: {workers} worker process(es) x {threads} thread(s). Signals: TERM graceful \
          stop, INT/QUIT fast stop, HUP reload the workers, TTIN/TTOU one worker more/fewer, USR1 \
@@ -232,7 +274,9 @@ fn main() {
         // threads) here, never before the Supervisor runs.
         || {
             let store = store.clone();
-            Ok::<_, std::io::Error>(move |req: HttpRequest, _ctx: &Context| route(&store, req))
+            Ok::<_, std::io::Error>(move |req: HttpRequest, _ctx: &Context| {
+                route(&store, me, req)
+            })
         },
     );
     if std::env::var_os("STORE_DIR").is_none() {

@@ -254,7 +254,21 @@ pub fn check_example_app(addr: &str) -> Result<(), String> {
     let (status, body) = http(addr, "POST", "/call_hello_world")?;
     ensure(status == 201, || {
         format!("POST /call_hello_world: {status} {body}")
-    })
+    })?;
+    // The naive self-call over TCP (it may land on the sibling process): the same answer, and
+    // its session is seen by every worker.
+    for _ in 0..4 {
+        let (status, body) = http(addr, "POST", "/call_hello_world_tcp")?;
+        ensure(status == 201, || {
+            format!("POST /call_hello_world_tcp: {status} {body}")
+        })?;
+        let id = json_field(&body, "session_id").ok_or(format!("no session_id in {body}"))?;
+        let (status, body) = http(addr, "GET", &format!("/get_hello_world?session_id={id}"))?;
+        ensure(status == 200 && body.contains("Hello, World!"), || {
+            format!("GET /get_hello_world after the TCP call: {status} {body}")
+        })?;
+    }
+    Ok(())
 }
 
 pub fn example_server() -> Result<(), String> {
