@@ -13,7 +13,10 @@
 //! It serves the seed app (a Flask app that stores sessions in a dict, and an endpoint that POSTs to
 //! its own `/hello_world`) with [`prefork_pool::prefork::Supervisor`]: one master process with no
 //! thread in it, and `WEB_CONCURRENCY` worker processes (default 2), each running the crate's
-//! `http::Server` with `THREADS` handler threads (default 2) on the socket the master bound.
+//! `http::Server` with `THREADS` handler threads (default 2) on the socket the master bound
+//! (`WEB_CONCURRENCY` counts processes only; each server's threads are its own setting). In a
+//! container, run it under an init that reaps (`docker run --init`): after a SIGUSR2 upgrade the
+//! new master is re-parented to PID 1.
 //! `PORT` defaults to 8000; `PORT=0` picks a free port, printed as `listening on http://ADDR`.
 //!
 //! Two things a template must get right, and gunicorn users learn the hard way:
@@ -47,6 +50,7 @@
 //! ExecReload=/bin/kill -HUP $MAINPID
 //! KillMode=mixed
 //! TimeoutStopSec=40
+//! WatchdogSec=10
 //! Environment=WEB_CONCURRENCY=4 THREADS=2
 //! ```
 
@@ -274,9 +278,7 @@ fn main() {
         // threads) here, never before the Supervisor runs.
         || {
             let store = store.clone();
-            Ok::<_, std::io::Error>(move |req: HttpRequest, _ctx: &Context| {
-                route(&store, me, req)
-            })
+            Ok::<_, std::io::Error>(move |req: HttpRequest, _ctx: &Context| route(&store, me, req))
         },
     );
     if std::env::var_os("STORE_DIR").is_none() {

@@ -204,13 +204,13 @@ mod server;
 mod stuck;
 mod types;
 
-#[cfg(feature = "prefork")]
-pub(crate) use reactor::AcceptGate;
 pub use access_log::{AccessLogFormat, ACCESS_TARGET, DEFAULT_ACCESS_LOG_FORMAT};
 pub use handle::ServerHandle;
 pub use handoff::{request_depth, DEPTH_HEADER};
 pub use loopback::Loopback;
 pub use parse::Limits;
+#[cfg(feature = "prefork")]
+pub(crate) use reactor::AcceptGate;
 pub use response::error_response;
 pub use self_call::SelfCalls;
 pub use server::{ServeError, Server, ServerBuilder};

@@ -172,21 +172,21 @@ impl Reactor {
             handoff: handoff.clone(),
         };
         let mut reactor = Reactor {
-                poll,
-                listeners: ls,
-                conns: Vec::new(),
-                free: Vec::new(),
-                live: 0,
-                next_id: 0,
-                handoff,
-                rx,
-                cmd_rx,
-                date: DateCache::new(),
-                paused_until: None,
-                drain_deadline: None,
-                last_sweep: Instant::now(),
-                gate: None,
-                gated_off: false,
+            poll,
+            listeners: ls,
+            conns: Vec::new(),
+            free: Vec::new(),
+            live: 0,
+            next_id: 0,
+            handoff,
+            rx,
+            cmd_rx,
+            date: DateCache::new(),
+            paused_until: None,
+            drain_deadline: None,
+            last_sweep: Instant::now(),
+            gate: None,
+            gated_off: false,
         };
         for i in 0..reactor.listeners.len() {
             reactor.register_listener(i)?;
@@ -235,14 +235,7 @@ impl Reactor {
         // listener's open fd and a valid event struct on the stack; mio reads the token back from
         // `u64` as for its own registrations, and `deregister_listener` removes it the same way as
         // any fd (EPOLL_CTL_DEL).
-        let r = unsafe {
-            libc::epoll_ctl(
-                self.poll.as_raw_fd(),
-                libc::EPOLL_CTL_ADD,
-                fd,
-                &mut ev,
-            )
-        };
+        let r = unsafe { libc::epoll_ctl(self.poll.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev) };
         if r < 0 {
             return Err(io::Error::last_os_error());
         }

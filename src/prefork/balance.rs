@@ -101,7 +101,10 @@ fn takes(me: Load, siblings: &[Load]) -> bool {
         known.iter().sum::<f64>() / known.len() as f64
     };
     let score = |l: &Load| l.per_conn.unwrap_or(mean) * f64::from(l.conns + 1);
-    let least = rivals.iter().map(|s| score(s)).fold(f64::INFINITY, f64::min);
+    let least = rivals
+        .iter()
+        .map(|s| score(s))
+        .fold(f64::INFINITY, f64::min);
     score(&me) <= least * SLACK
 }
 

@@ -401,12 +401,14 @@ impl SupervisorBuilder {
                                 address: addr.to_string(),
                                 source,
                             })?,
-                        Bind::Unix(path, mode) => listeners::bind_unix(&path, self.cfg.backlog, Some(mode))
-                            .map(Listener::Unix)
-                            .map_err(|source| StartError::Bind {
-                                address: format!("unix:{}", path.display()),
-                                source,
-                            })?,
+                        Bind::Unix(path, mode) => {
+                            listeners::bind_unix(&path, self.cfg.backlog, Some(mode))
+                                .map(Listener::Unix)
+                                .map_err(|source| StartError::Bind {
+                                    address: format!("unix:{}", path.display()),
+                                    source,
+                                })?
+                        }
                         Bind::Ready(l) => {
                             let address = l.address();
                             listeners::adopt(l)

@@ -356,7 +356,9 @@ impl Heartbeat {
         let mut running = RUNNING.lock().unwrap_or_else(|p| p.into_inner());
         running.push((id, deadline, request_line.to_string()));
         self.publish_oldest(&running);
-        self.slot.running.store(running.len() as u32, Ordering::Release);
+        self.slot
+            .running
+            .store(running.len() as u32, Ordering::Release);
         RequestGuard {
             heartbeat: *self,
             id,

@@ -20,6 +20,16 @@ use socket2::Socket;
 pub(crate) use crate::net::adopt;
 pub use crate::net::Listener;
 
+/// The names systemd gave the sockets it passed (`LISTEN_FDNAMES`), in their order.
+static LISTEN_NAMES: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+
+/// The names systemd gave the sockets it passed (`LISTEN_FDNAMES`: the `FileDescriptorName=` of
+/// each, or the socket unit's name), in the order of the listeners; empty when the listeners were
+/// not passed by systemd. Read by the master before the first fork, so every worker sees them.
+pub(crate) fn listen_fd_names() -> &'static [String] {
+    LISTEN_NAMES.get().map_or(&[], Vec::as_slice)
+}
+
 /// The first file descriptor systemd passes (`SD_LISTEN_FDS_START`).
 pub(crate) const LISTEN_FDS_START: RawFd = 3;
 
@@ -49,6 +59,7 @@ pub(crate) fn bind_unix(path: &Path, backlog: i32, mode: Option<u32>) -> io::Res
 fn take_listen_fds_env() -> io::Result<Option<usize>> {
     let pid = std::env::var("LISTEN_PID").ok();
     let fds = std::env::var("LISTEN_FDS").ok();
+    let names = std::env::var("LISTEN_FDNAMES").ok();
     if pid.is_none() && fds.is_none() {
         return Ok(None);
     }
@@ -73,6 +84,9 @@ fn take_listen_fds_env() -> io::Result<Option<usize>> {
             format!("LISTEN_FDS={fds} is not a number of file descriptors"),
         )
     })?;
+    if let Some(names) = names {
+        let _ = LISTEN_NAMES.set(names.split(':').map(str::to_string).collect());
+    }
     Ok(Some(n))
 }
 

@@ -17,7 +17,7 @@ use super::exit::{Cause, Ending, RestartIntensity};
 use super::fork;
 use super::heartbeat::{now_ms, HeartbeatTable, BOOT_FAILED, READY, RETIRE};
 use super::listeners::{accept_new_connections, refuse_new_connections, Listener};
-use super::notify::notify_or_log;
+use super::notify::{notify_or_log, Watchdog};
 use super::report::{fatal, secs, BootError, BootTimeout, IntensityExceeded, Unkillable};
 use super::signals::{self, SignalPipe};
 use super::upgrade::{self, Program};
@@ -55,6 +55,7 @@ pub(crate) struct Master<A, W> {
     program: Option<Program>,
     upgrade_pid: Option<pid_t>,
     upgrade_from: Option<pid_t>,
+    watchdog: Option<Watchdog>,
 }
 
 impl<A, W> Master<A, W> {
@@ -93,6 +94,7 @@ impl<A, W> Master<A, W> {
                 .map_err(|e| log::warn!("binary upgrade (SIGUSR2) unavailable: {e}"))
                 .ok(),
             upgrade_pid: None,
+            watchdog: None,
             upgrade_from: upgrade::take_upgrade_from(),
         }
     }
@@ -121,9 +123,17 @@ where
         // The first pass starts the workers at once; then each pass waits for a signal, a worker's
         // wake-up or the tick.
         let mut wait = Duration::ZERO;
+        self.watchdog = Watchdog::from_env(self.upgrade_from.map(|p| p as u32));
+        let tick = self
+            .watchdog
+            .as_ref()
+            .map_or(self.tick, |w| self.tick.min(w.every()));
         loop {
             let bytes = self.signals.wait(wait);
-            wait = self.tick;
+            wait = tick;
+            if let Some(w) = self.watchdog.as_mut() {
+                w.pet(Instant::now());
+            }
             for b in bytes {
                 if b != signals::WAKE {
                     self.on_signal(b as c_int);

@@ -107,7 +107,10 @@ fn no_request_is_lost_when_the_server_shuts_down_under_keep_alive_load() {
     let mut answers = 0;
     for c in clients {
         let (n, failures) = c.join().unwrap();
-        assert!(failures.is_empty(), "requests lost in the shutdown: {failures:?}");
+        assert!(
+            failures.is_empty(),
+            "requests lost in the shutdown: {failures:?}"
+        );
         answers += n;
     }
     assert!(answers >= 2_000, "{answers} answers");

@@ -13,7 +13,9 @@ const LOAD: Duration = Duration::from_secs(4);
 /// Runs wrk for `LOAD` on a 2-process server; `during` acts on the master once the load runs.
 fn under_load(
     name: &str,
-    configure: impl FnOnce(prefork_pool::prefork::SupervisorBuilder) -> prefork_pool::prefork::SupervisorBuilder,
+    configure: impl FnOnce(
+        prefork_pool::prefork::SupervisorBuilder,
+    ) -> prefork_pool::prefork::SupervisorBuilder,
     during: impl FnOnce(&mut Master) -> Result<(), String>,
 ) -> Result<WrkRun, String> {
     let mut m = http_master(name, 2, 2, configure);
@@ -54,7 +56,10 @@ pub fn hup() -> Result<(), String> {
         },
     )?;
     ensure(run.shares.len() >= 3, || {
-        format!("answers came from {:?}: not old and new workers", run.shares)
+        format!(
+            "answers came from {:?}: not old and new workers",
+            run.shares
+        )
     })
 }
 
@@ -73,7 +78,9 @@ pub fn ttou() -> Result<(), String> {
                 .lines()
                 .any(|l| l.contains("worker 3 (pid") && l.contains("ready in"))
             {
-                ensure(std::time::Instant::now() < end, || "worker 3 never ready".into())?;
+                ensure(std::time::Instant::now() < end, || {
+                    "worker 3 never ready".into()
+                })?;
                 sleep_ms(20);
             }
             m.signal(libc::SIGTTOU);
@@ -209,9 +216,15 @@ pub fn term() -> Result<(), String> {
             runs.iter().map(|r| r.refused).sum::<u64>()
         );
         ensure(failed.is_empty(), || {
-            format!("{} request(s) failed: {:?}", failed.len(), &failed[..failed.len().min(5)])
+            format!(
+                "{} request(s) failed: {:?}",
+                failed.len(),
+                &failed[..failed.len().min(5)]
+            )
         })?;
-        ensure(answered > 100, || format!("only {answered} requests answered"))?;
+        ensure(answered > 100, || {
+            format!("only {answered} requests answered")
+        })?;
         let code = code?;
         ensure(code == 0, || format!("exit status {code}"))
     })();

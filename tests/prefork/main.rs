@@ -158,6 +158,10 @@ const SCENARIOS: &[Scenario] = &[
         run: systemd::systemd_socket_activate,
     },
     Scenario {
+        name: "systemd_watchdog",
+        run: systemd::watchdog,
+    },
+    Scenario {
         name: "balance_shares",
         run: balance::balance,
     },

@@ -95,10 +95,8 @@ impl Wrk {
         duration: Duration,
         path: &str,
     ) -> Result<Wrk, String> {
-        let script = std::env::temp_dir().join(format!(
-            "prefork-test-{}-shares.lua",
-            std::process::id()
-        ));
+        let script =
+            std::env::temp_dir().join(format!("prefork-test-{}-shares.lua", std::process::id()));
         std::fs::write(&script, SCRIPT).map_err(|e| format!("write the wrk script: {e}"))?;
         let child = Command::new("wrk")
             .arg(format!("-t{threads}"))
