@@ -5,6 +5,7 @@
 //! curl -X POST localhost:8000/hello_world           # {"session_id": "…"}
 //! curl 'localhost:8000/get_hello_world?session_id=…'
 //! curl -X POST localhost:8000/call_hello_world      # calls /hello_world in-process
+//! curl -X POST localhost:8000/call_hello_world_tcp  # the naive call over TCP (may land on the sibling)
 //! kill -HUP <master pid>                            # new workers, then the old ones drain
 //! kill -TERM <master pid>                           # graceful stop, exit status 0
 //! ```
@@ -12,7 +13,10 @@
 //! It serves the seed app (a Flask app that stores sessions in a dict, and an endpoint that POSTs to
 //! its own `/hello_world`) with [`prefork_pool::prefork::Supervisor`]: one master process with no
 //! thread in it, and `WEB_CONCURRENCY` worker processes (default 2), each running the crate's
-//! `http::Server` with `THREADS` handler threads (default 2) on the socket the master bound.
+//! `http::Server` with `THREADS` handler threads (default 2) on the socket the master bound
+//! (`WEB_CONCURRENCY` counts processes only; each server's threads are its own setting). In a
+//! container, run it under an init that reaps (`docker run --init`): after a SIGUSR2 upgrade the
+//! new master is re-parented to PID 1.
 //! `PORT` defaults to 8000; `PORT=0` picks a free port, printed as `listening on http://ADDR`.
 //!
 //! Two things a template must get right, and gunicorn users learn the hard way:
@@ -23,6 +27,12 @@
 //! - **Calling yourself.** `/call_hello_world` sends its inner request through the `Loopback`
 //!   handle every request carries: in-process, no socket, no second worker needed. A request to
 //!   your own socket would wait for a free worker, and with every worker busy, for ever.
+//!   `/call_hello_world_tcp` makes that naive call anyway, as the seed's Flask handler did
+//!   (`requests.post('http://localhost:5000/hello_world')`, here with ureq), so the whole seed app
+//!   runs the same in both modes: the inner request goes through the shared socket and may land
+//!   on this process or on the sibling; when every thread of the process it lands on is busy with
+//!   such calls, the server sees that the client is itself or a sibling worker, serves it at once
+//!   on a spare thread and logs once, at `warn`, which route to fix.
 //!
 //! Under systemd, with socket activation (the listen socket stays open across restarts) and
 //! readiness notification (`READY=1` once the workers accept):
@@ -40,10 +50,12 @@
 //! ExecReload=/bin/kill -HUP $MAINPID
 //! KillMode=mixed
 //! TimeoutStopSec=40
+//! WatchdogSec=10
 //! Environment=WEB_CONCURRENCY=4 THREADS=2
 //! ```
 
-use std::io::Write;
+use std::io::{Read, Write};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -97,8 +109,13 @@ fn json_answer(status: StatusCode, value: &serde_json::Value) -> HttpResponse {
     (status, Json(value.to_string())).into_response()
 }
 
-/// The routes, as the seed's blueprint.
-fn route(store: &Store, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+/// The routes, as the seed's blueprint. `me` is the server's TCP address (for the naive
+/// self-call).
+fn route(
+    store: &Store,
+    me: Option<SocketAddr>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
     match (req.method().as_str(), req.uri().path()) {
         ("POST", "/hello_world") => {
             let id = uuid::Uuid::new_v4().to_string();
@@ -144,11 +161,44 @@ fn route(store: &Store, req: HttpRequest) -> Result<HttpResponse, ApiError> {
                 .expect("a valid request");
             Ok(loopback.send(inner)?)
         }
+        ("POST", "/call_hello_world_tcp") => call_hello_world_tcp(me),
         ("GET", "/") => Ok(json_answer(
             StatusCode::OK,
             &json!({ "worker_pid": std::process::id() }),
         )),
         _ => Err(ApiError(StatusCode::NOT_FOUND, "Not Found".into())),
+    }
+}
+
+/// `POST /call_hello_world_tcp`: the seed's naive call to its own `/hello_world`, over TCP with an
+/// HTTP client (it may land on this process or on a sibling); relays status, content type and
+/// body (the same session ids and answers as `/hello_world`).
+fn call_hello_world_tcp(me: Option<SocketAddr>) -> Result<HttpResponse, ApiError> {
+    let Some(addr) = me else {
+        return Err(ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no TCP listener to call".into(),
+        ));
+    };
+    let url = format!("http://127.0.0.1:{}/hello_world", addr.port());
+    match ureq::post(&url)
+        .timeout(Duration::from_secs(30))
+        .send_bytes(b"")
+    {
+        Ok(resp) | Err(ureq::Error::Status(_, resp)) => {
+            let status = resp.status();
+            let content_type = resp.content_type().to_string();
+            let mut body = Vec::new();
+            resp.into_reader().read_to_end(&mut body).map_err(|e| {
+                ApiError(StatusCode::BAD_GATEWAY, format!("reading the answer: {e}"))
+            })?;
+            Ok(http::Response::builder()
+                .status(status)
+                .header("content-type", content_type)
+                .body(body)
+                .expect("a valid response"))
+        }
+        Err(e) => Err(ApiError(StatusCode::BAD_GATEWAY, e.to_string())),
     }
 }
 
@@ -213,6 +263,7 @@ fn main() {
     for l in supervisor.listeners() {
         println!("listening on http://{}", l.address());
     }
+    let me = supervisor.local_addr();
     println!(
         "master pid {}: {workers} worker process(es) x {threads} thread(s). Signals: TERM graceful \
          stop, INT/QUIT fast stop, HUP reload the workers, TTIN/TTOU one worker more/fewer, USR1 \
@@ -229,7 +280,7 @@ fn main() {
         || {
             let store = store.clone();
             Ok::<_, std::io::Error>(move |req: HttpRequest, _ctx: &Context| {
-                route(&store, req).into_response()
+                route(&store, me, req).into_response()
             })
         },
     );

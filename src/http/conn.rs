@@ -53,6 +53,10 @@ pub(crate) struct Env<'a> {
     pub handoff: &'a Arc<Handoff>,
     pub date: &'a mut DateCache,
     pub draining: bool,
+    /// While draining: how long a connection between requests may wait for its next one.
+    pub drain_grace: Duration,
+    /// The most requests a connection is kept alive for (process mode), else no limit.
+    pub keepalive_requests: Option<u64>,
     pub now: Instant,
 }
 
@@ -139,12 +143,6 @@ impl Conn {
         matches!(self.state, State::Lingering)
     }
 
-    /// A connection with no request under way, that can be closed at once when the server drains:
-    /// idle after at least one answered request.
-    pub(crate) fn is_idle_between_requests(&self) -> bool {
-        matches!(self.state, State::Idle) && self.buf.is_empty() && self.requests > 0
-    }
-
     /// Read and drop what the client sent, so that closing sends a FIN rather than a reset.
     pub(crate) fn discard_input(&mut self) {
         let mut tmp = [0u8; READ_CHUNK];
@@ -156,11 +154,26 @@ impl Conn {
         }
     }
 
-    /// Draining: a connection that has not sent a byte yet is closed by `until` at the latest.
-    pub(crate) fn limit_fresh_wait(&mut self, until: Instant) {
+    /// Draining: a connection with no request under way (a new one that has sent nothing yet, or a
+    /// kept-alive one between two requests) waits for its next request until `until` at the
+    /// latest, then gets a lingering close. It is not closed at once: the client may have sent its
+    /// next request already, and would read a reset instead of an answer. A request that comes in
+    /// time is answered with `Connection: close`.
+    pub(crate) fn limit_idle_wait(&mut self, until: Instant) {
         if matches!(self.state, State::Idle) && self.buf.is_empty() {
             self.deadline = Some(self.deadline.map_or(until, |d| d.min(until)));
         }
+    }
+
+    /// Closes a connection between two requests the way that loses no request: our side is shut
+    /// (the client reads an end of file, not a reset), then what the client still sends is read
+    /// and dropped until it closes too or `LINGER` passes.
+    fn close_lingering(&mut self, env: &mut Env<'_>) -> Next {
+        self.link.stream.shutdown_write();
+        self.state = State::Lingering;
+        self.buf = Vec::new();
+        self.deadline = Some(env.now + LINGER);
+        self.read_and_advance(false, env)
     }
 
     /// The socket is ready.
@@ -191,7 +204,9 @@ impl Conn {
             _ => return Next::Keep,
         }
         match self.state {
-            State::Idle => Next::Close,
+            // The keep-alive (or drain) wait is over: a lingering close, so that a request the
+            // client sent just now meets an end of file, never a reset.
+            State::Idle => self.close_lingering(env),
             State::Head => self.fail(
                 HttpError::new(408, "timed out reading the request head"),
                 env,
@@ -272,12 +287,6 @@ impl Conn {
         loop {
             match &mut self.state {
                 State::Idle | State::Head => {
-                    if env.draining
-                        && self.is_idle_between_requests()
-                        && self.out_pos >= self.out.len()
-                    {
-                        return Next::Close;
-                    }
                     if self.buf.is_empty() {
                         return Next::Keep;
                     }
@@ -368,7 +377,12 @@ impl Conn {
             direct,
             head_only: head.method == Method::HEAD,
             version: head.version,
-            keep_alive: head.keep_alive,
+            // Process mode caps the requests per connection, so that a client reconnects now and
+            // then, to whichever worker process the accept balance picks.
+            keep_alive: head.keep_alive
+                && env
+                    .keepalive_requests
+                    .map_or(true, |cap| self.requests + 1 < cap),
             log,
             started: env.now,
         };
@@ -489,8 +503,11 @@ impl Conn {
             State::Writing => {
                 self.state = State::Idle;
                 self.deadline = Some(env.now + env.handoff.cfg.keepalive_timeout);
-                if env.draining && self.buf.is_empty() {
-                    return Next::Close;
+                if env.draining {
+                    // An answer written before the drain began may have said keep-alive: the
+                    // client's next request (perhaps on the wire already) is answered with
+                    // `Connection: close` if it comes within the drain grace.
+                    self.limit_idle_wait(env.now + env.drain_grace);
                 }
                 // Resume: parse what was pipelined; read what waited in the socket if reading
                 // had stopped (otherwise everything that arrived was read already).

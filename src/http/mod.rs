@@ -303,6 +303,8 @@ pub use loopback::Loopback;
 #[doc(hidden)]
 pub use owner_lookup::{hold_lookups, LookupHold};
 pub use parse::Limits;
+#[cfg(feature = "prefork")]
+pub(crate) use reactor::AcceptGate;
 pub use response::error_response;
 pub use self_call::SelfCalls;
 pub use server::{ServeError, Server, ServerBuilder};

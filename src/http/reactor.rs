@@ -7,13 +7,13 @@
 //! so a timeout fires up to 100 ms late; with no connection the reactor sleeps until an event.
 
 use std::io;
+use std::os::fd::{AsRawFd, RawFd};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
-use mio::event::Source;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 
@@ -26,10 +26,42 @@ use super::self_call::SelfCalls;
 
 /// How often connection timers are checked.
 pub(crate) const TICK: Duration = Duration::from_millis(100);
-/// During a drain, how long a connection that has sent nothing yet may wait for its request.
+/// During a drain (graceful shutdown, a worker process's reload or stop), how long a connection
+/// with no request under way may wait for its next request: a new connection that has sent
+/// nothing yet, or a kept-alive one between two requests (from the drain's start, or from the
+/// last answer written). A request that comes in time is answered with `Connection: close`; then
+/// (or when the grace is over) the connection gets a lingering close: our side shut, the client's
+/// input read and dropped, so a request already on the wire meets an end of file, never a reset.
 pub(crate) const DRAIN_GRACE: Duration = Duration::from_secs(1);
 /// How long accepting pauses after an accept error such as EMFILE.
 pub(crate) const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// With an [`AcceptGate`]: the most connections taken per wake-up (the listener is level-triggered
+/// then, so the rest wake this process, or a sibling, again).
+const ACCEPT_BATCH: usize = 16;
+/// With an [`AcceptGate`] that said no: how often the reactor asks it again (a sibling's load
+/// changes without waking this process).
+const GATE_RECHECK: Duration = Duration::from_millis(5);
+
+/// In process mode, whether this process takes new connections now. The worker processes share
+/// one listen socket; each asks its gate before every `accept` (and on every loop pass), and
+/// stops polling the listener while the gate says no, leaving the connections to its siblings.
+/// The pre-fork supervisor's gate balances open connections between the processes that have an
+/// idle handler thread (see `prefork/balance.rs`). Without a gate (thread mode, one process) the
+/// reactor accepts everything that is queued.
+pub(crate) trait AcceptGate: Send + Sync {
+    /// With `conns` connections open in this process: publishes that number to the siblings (one
+    /// more when it says yes: the connection about to be accepted) and says whether to accept one
+    /// more now.
+    fn may_accept(&self, conns: usize) -> bool;
+    /// This process accepts no more connections (it drains): the siblings stop counting it.
+    fn closed(&self);
+    /// The most requests one connection is kept alive for (the last answer says
+    /// `Connection: close`), so that clients reconnect now and then and the gate can move load
+    /// from one process to another. `None`: no limit.
+    fn keepalive_requests(&self) -> Option<u64> {
+        None
+    }
+}
 
 const WAKER: Token = Token(0);
 const LISTENER_BASE: usize = 1;
@@ -49,11 +81,11 @@ pub(crate) enum Acceptor {
 }
 
 impl Acceptor {
-    fn source(&mut self) -> &mut dyn Source {
+    fn raw_fd(&self) -> RawFd {
         match self {
-            Acceptor::Tcp(l) => l,
+            Acceptor::Tcp(l) => l.as_raw_fd(),
             #[cfg(unix)]
-            Acceptor::Unix(l, _) => l,
+            Acceptor::Unix(l, _) => l.as_raw_fd(),
         }
     }
 
@@ -68,15 +100,6 @@ impl Acceptor {
             Acceptor::Unix(l, _) => l
                 .accept()
                 .map(|(s, _)| (Stream::Unix(s), Arc::from("unix"), None)),
-        }
-    }
-
-    fn raw_fd(&self) -> std::os::fd::RawFd {
-        use std::os::fd::AsRawFd;
-        match self {
-            Acceptor::Tcp(l) => l.as_raw_fd(),
-            #[cfg(unix)]
-            Acceptor::Unix(l, _) => l.as_raw_fd(),
         }
     }
 
@@ -131,6 +154,9 @@ pub(crate) struct Reactor {
     paused_until: Option<Instant>,
     drain_deadline: Option<Instant>,
     last_sweep: Instant,
+    gate: Option<Arc<dyn AcceptGate>>,
+    /// The gate said no: the listeners are not polled until it says yes.
+    gated_off: bool,
 }
 
 impl Reactor {
@@ -143,12 +169,7 @@ impl Reactor {
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let (tx, rx) = crossbeam_channel::unbounded();
         let (cmd_tx, cmd_rx) = crossbeam_channel::unbounded();
-        let mut ls = Vec::with_capacity(listeners.len());
-        for (i, mut l) in listeners.into_iter().enumerate() {
-            poll.registry()
-                .register(l.source(), Token(LISTENER_BASE + i), Interest::READABLE)?;
-            ls.push(Some(l));
-        }
+        let ls: Vec<Option<Acceptor>> = listeners.into_iter().map(Some).collect();
         let handoff = Arc::new(Handoff::new(cfg, dispatcher, tx, waker.clone()));
         for l in ls.iter().flatten() {
             handoff.lookup.owned.insert(l.raw_fd());
@@ -158,24 +179,105 @@ impl Reactor {
             waker,
             handoff: handoff.clone(),
         };
-        Ok((
-            Reactor {
-                poll,
-                listeners: ls,
-                conns: Vec::new(),
-                free: Vec::new(),
-                live: 0,
-                next_id: 0,
-                handoff,
-                rx,
-                cmd_rx,
-                date: DateCache::new(),
-                paused_until: None,
-                drain_deadline: None,
-                last_sweep: Instant::now(),
-            },
-            handle,
-        ))
+        let mut reactor = Reactor {
+            poll,
+            listeners: ls,
+            conns: Vec::new(),
+            free: Vec::new(),
+            live: 0,
+            next_id: 0,
+            handoff,
+            rx,
+            cmd_rx,
+            date: DateCache::new(),
+            paused_until: None,
+            drain_deadline: None,
+            last_sweep: Instant::now(),
+            gate: None,
+            gated_off: false,
+        };
+        for i in 0..reactor.listeners.len() {
+            reactor.register_listener(i)?;
+        }
+        Ok((reactor, handle))
+    }
+
+    /// Accepts only when `gate` says so (process mode), a bounded batch per wake-up, with the
+    /// listeners polled level-triggered. Called before [`run`](Self::run).
+    pub(crate) fn with_accept_gate(mut self, gate: Option<Arc<dyn AcceptGate>>) -> Self {
+        if gate.is_some() {
+            for i in 0..self.listeners.len() {
+                self.deregister_listener(i);
+            }
+            self.gate = gate;
+            for i in 0..self.listeners.len() {
+                if let Err(e) = self.register_listener(i) {
+                    log::error!(target: "prefork_pool::http", "cannot poll a listener: {e}");
+                }
+            }
+        }
+        self
+    }
+
+    /// Polls listener `i`: edge-triggered through mio without a gate (the reactor accepts until
+    /// `WouldBlock`); level-triggered with a gate, so that connections this process leaves in the
+    /// queue (a bounded batch, or the gate said no) wake it, or a sibling, again.
+    fn register_listener(&mut self, i: usize) -> io::Result<()> {
+        let Some(Some(l)) = self.listeners.get(i) else {
+            return Ok(());
+        };
+        let fd = l.raw_fd();
+        let token = Token(LISTENER_BASE + i);
+        if self.gate.is_none() {
+            return self
+                .poll
+                .registry()
+                .register(&mut SourceFd(&fd), token, Interest::READABLE);
+        }
+        // mio registers every source edge-triggered and has no flag for level-triggered.
+        let mut ev = libc::epoll_event {
+            events: libc::EPOLLIN as u32,
+            u64: token.0 as u64,
+        };
+        // SAFETY: epoll_ctl(2) ADD on mio's own epoll fd (alive as long as `self.poll`) with the
+        // listener's open fd and a valid event struct on the stack; mio reads the token back from
+        // `u64` as for its own registrations, and `deregister_listener` removes it the same way as
+        // any fd (EPOLL_CTL_DEL).
+        let r = unsafe { libc::epoll_ctl(self.poll.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev) };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    fn deregister_listener(&mut self, i: usize) {
+        if let Some(Some(l)) = self.listeners.get(i) {
+            let _ = self.poll.registry().deregister(&mut SourceFd(&l.raw_fd()));
+        }
+    }
+
+    /// Asks the gate (if any) whether to accept now, and polls or stops polling the listeners
+    /// accordingly. Every loop pass: it also publishes this process's connection count.
+    fn check_gate(&mut self) {
+        let Some(gate) = self.gate.clone() else {
+            return;
+        };
+        if self.drain_deadline.is_some() || self.paused_until.is_some() {
+            return;
+        }
+        let open = gate.may_accept(self.live);
+        if open == self.gated_off {
+            self.gated_off = !open;
+            for i in 0..self.listeners.len() {
+                if open {
+                    if let Err(e) = self.register_listener(i) {
+                        log::error!(target: "prefork_pool::http", "cannot poll a listener: {e}");
+                    }
+                } else {
+                    self.deregister_listener(i);
+                }
+            }
+        }
     }
 
     /// The loop. Returns when a drain has finished (or its deadline passed), or on a poll failure.
@@ -227,7 +329,7 @@ impl Reactor {
                 if ev.token() == WAKER {
                     continue;
                 } else if t < CONN_BASE {
-                    if self.paused_until.is_none() {
+                    if self.paused_until.is_none() && !self.gated_off {
                         self.accept(t - LISTENER_BASE, now);
                     }
                 } else {
@@ -246,6 +348,7 @@ impl Reactor {
                 }
             }
             self.timers(now);
+            self.check_gate();
         }
         for idx in 0..self.conns.len() {
             if let Some(c) = self.conns[idx].as_mut() {
@@ -268,6 +371,9 @@ impl Reactor {
         if let Some(d) = self.drain_deadline {
             consider(d);
         }
+        if self.gated_off {
+            consider(now + GATE_RECHECK);
+        }
         t.map(|t| t.saturating_duration_since(now))
     }
 
@@ -277,6 +383,8 @@ impl Reactor {
                 handoff: &self.handoff,
                 date: &mut self.date,
                 draining: self.drain_deadline.is_some(),
+                drain_grace: DRAIN_GRACE,
+                keepalive_requests: self.gate.as_ref().and_then(|g| g.keepalive_requests()),
                 now,
             },
             &mut self.conns,
@@ -316,13 +424,31 @@ impl Reactor {
     }
 
     fn accept(&mut self, li: usize, now: Instant) {
+        let mut taken = 0;
         loop {
+            if let Some(gate) = &self.gate {
+                if self.drain_deadline.is_none() {
+                    if taken >= ACCEPT_BATCH {
+                        return;
+                    }
+                    if !gate.may_accept(self.live) {
+                        self.gated_off = true;
+                        for i in 0..self.listeners.len() {
+                            self.deregister_listener(i);
+                        }
+                        return;
+                    }
+                }
+            }
             let res = match self.listeners.get(li) {
                 Some(Some(l)) => l.accept(),
                 _ => return,
             };
             match res {
-                Ok((stream, peer, addrs)) => self.add_conn(stream, peer, addrs, now),
+                Ok((stream, peer, addrs)) => {
+                    taken += 1;
+                    self.add_conn(stream, peer, addrs, now);
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if is_transient(&e) => {
                     log::debug!(target: "prefork_pool::http", "accept: {e} (skipped)");
@@ -377,26 +503,23 @@ impl Reactor {
     }
 
     fn pause_accepts(&mut self, now: Instant) {
-        for l in self.listeners.iter_mut().flatten() {
-            let _ = self.poll.registry().deregister(l.source());
+        if !self.gated_off {
+            for i in 0..self.listeners.len() {
+                self.deregister_listener(i);
+            }
         }
+        self.gated_off = false;
         self.paused_until = Some(now + ACCEPT_BACKOFF);
     }
 
     fn timers(&mut self, now: Instant) {
         if self.paused_until.is_some_and(|p| now >= p) {
             self.paused_until = None;
-            for (i, l) in self.listeners.iter_mut().enumerate() {
-                if let Some(l) = l {
-                    let _ = self.poll.registry().register(
-                        l.source(),
-                        Token(LISTENER_BASE + i),
-                        Interest::READABLE,
-                    );
-                }
+            for i in 0..self.listeners.len() {
+                let _ = self.register_listener(i);
             }
             for i in 0..self.listeners.len() {
-                if self.paused_until.is_none() {
+                if self.paused_until.is_none() && !self.gated_off {
                     self.accept(i, now);
                 }
             }
@@ -421,7 +544,12 @@ impl Reactor {
         if self.drain_deadline.is_some() {
             return;
         }
-        // Serve what is already in the listen backlog, then stop listening.
+        // Serve what is already in the listen backlog (whatever the gate says: in process mode,
+        // the siblings may be draining too), then stop listening.
+        if let Some(gate) = &self.gate {
+            gate.closed();
+        }
+        self.drain_deadline = Some(deadline);
         self.paused_until = None;
         for i in 0..self.listeners.len() {
             self.accept(i, now);
@@ -429,29 +557,25 @@ impl Reactor {
         self.paused_until = None;
         self.close_listeners();
         self.handoff.draining.store(true, Ordering::SeqCst);
-        self.drain_deadline = Some(deadline);
-        for idx in 0..self.conns.len() {
-            let Some(conn) = self.conns[idx].as_mut() else {
-                continue;
-            };
-            if conn.is_idle_between_requests() {
-                self.close(idx);
-            } else {
-                // A connection that has not sent a byte yet gets a short grace, not a whole head
-                // timeout: a client in the backlog has normally sent its request already.
-                conn.limit_fresh_wait(now + DRAIN_GRACE);
-            }
+        // A connection with no request under way is not closed at once (its client may be
+        // sending the next request now): it gets a short grace (`DRAIN_GRACE`), not a whole
+        // keep-alive or head timeout; its next request is answered with `Connection: close`.
+        for conn in self.conns.iter_mut().flatten() {
+            conn.limit_idle_wait(now + DRAIN_GRACE);
         }
     }
 
     fn close_listeners(&mut self) {
-        for l in self.listeners.iter_mut() {
-            if let Some(mut l) = l.take() {
+        for i in 0..self.listeners.len() {
+            if !self.gated_off {
+                self.deregister_listener(i);
+            }
+            if let Some(l) = self.listeners[i].take() {
                 self.handoff.lookup.owned.remove(l.raw_fd());
-                let _ = self.poll.registry().deregister(l.source());
                 l.close();
             }
         }
+        self.gated_off = false;
     }
 }
 

@@ -18,7 +18,7 @@ use super::handler::{IntoResponse, ServerAnswer};
 use super::handoff::ReactorConfig;
 use super::loopback::{with_depth, Loopback};
 use super::parse::Limits;
-use super::reactor::{Acceptor, Reactor};
+use super::reactor::{AcceptGate, Acceptor, Reactor};
 use super::response::{ErrorHook, ErrorPage};
 use super::self_call::SiblingPids;
 use super::stuck::Busy;
@@ -130,6 +130,7 @@ pub struct ServerBuilder {
     error_hook: Option<Arc<ErrorHook>>,
     deadline_for: Option<Arc<DeadlineFor>>,
     pool: PoolBuilder,
+    accept_gate: Option<Arc<dyn AcceptGate>>,
 }
 
 impl fmt::Debug for ServerBuilder {
@@ -183,6 +184,7 @@ impl ServerBuilder {
             error_hook: None,
             deadline_for: None,
             pool: Pool::builder().name("http"),
+            accept_gate: None,
         }
     }
 
@@ -495,6 +497,14 @@ impl ServerBuilder {
         self
     }
 
+    /// Process mode: accept only when `gate` says so (the pre-fork supervisor's balance between
+    /// its worker processes; see [`AcceptGate`]).
+    #[cfg_attr(not(feature = "prefork"), allow(dead_code))]
+    pub(crate) fn accept_gate(mut self, gate: Arc<dyn AcceptGate>) -> Self {
+        self.accept_gate = Some(gate);
+        self
+    }
+
     fn validate(&self) -> Result<ReactorConfig, BuildError> {
         fn range<T: PartialOrd + fmt::Display + Copy>(
             field: &'static str,
@@ -729,6 +739,7 @@ impl ServerBuilder {
             }),
         )
         .map_err(io_err("start the reactor"))?;
+        let reactor = reactor.with_accept_gate(self.accept_gate);
         ServerHandle::start(
             reactor,
             reactor_handle,

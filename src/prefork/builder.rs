@@ -50,6 +50,20 @@ pub enum StartError {
 
 /// Configures a [`Supervisor`]. Made by [`Supervisor::builder`].
 ///
+/// Every setting here belongs to the **process layer**: the master and its worker processes.
+/// What runs inside each worker process has its own settings, in the same words: with
+/// [`Supervisor::serve_http`], the `configure` step sets the worker's
+/// [`ServerBuilder`](crate::http::ServerBuilder) (HTTP layer: listeners' backlog and Unix mode,
+/// timeouts, limits) and its [`PoolBuilder`](crate::PoolBuilder) (thread layer: `workers` =
+/// threads per process, `max_requests` + `max_requests_jitter` per thread, `deadline`).
+///
+/// | setting | here (processes) | in each worker's server / pool (threads) |
+/// |---|---|---|
+/// | `workers(n)` | worker processes; default `WEB_CONCURRENCY`, else 2 × cores + 1 | `pool(\|p\| p.workers(n))`: threads per process, never `WEB_CONCURRENCY` under the supervisor |
+/// | `max_requests(n)` + `max_requests_jitter(j)` | a process is replaced after n (+ 0..=j) requests | a thread is replaced after n (+ 0..=j) jobs |
+/// | `backlog(n: i64)` | sockets the master binds | sockets the server binds (thread mode) |
+/// | `bind_unix(path, mode)` | a Unix socket the master binds, with mode | the same, in thread mode |
+///
 /// ```
 /// use std::time::Duration;
 /// use prefork_pool::prefork::{Supervisor, WorkerEnv};
@@ -59,7 +73,8 @@ pub enum StartError {
 ///     .bind("127.0.0.1:0")
 ///     .workers(4)
 ///     .graceful_timeout(Duration::from_secs(20))
-///     .max_requests(10_000, 500)
+///     .max_requests(10_000)
+///     .max_requests_jitter(500)
 ///     .check(|| Ok::<_, String>(|_env: &mut WorkerEnv| 0))
 ///     .unwrap();
 ///
@@ -74,6 +89,7 @@ pub enum StartError {
 pub struct SupervisorBuilder {
     cfg: SupervisorConfig,
     workers: Option<usize>,
+    backlog: i64,
     binds: Vec<Bind>,
     bind_errors: Vec<StartError>,
     hooks: Hooks,
@@ -101,6 +117,7 @@ impl SupervisorBuilder {
         SupervisorBuilder {
             cfg: SupervisorConfig::default(),
             workers: None,
+            backlog: 2048,
             binds: Vec::new(),
             bind_errors: Vec::new(),
             hooks: Hooks::default(),
@@ -121,9 +138,13 @@ impl SupervisorBuilder {
         self
     }
 
-    /// Listens on a Unix stream socket at `path` (a stale socket file there is removed first).
-    pub fn bind_unix(mut self, path: impl AsRef<Path>) -> Self {
-        self.binds.push(Bind::Unix(path.as_ref().to_path_buf()));
+    /// Listens on a Unix stream socket at `path` with permission bits `mode` (e.g. `0o660`), as
+    /// [`ServerBuilder::bind_unix`](crate::http::ServerBuilder::bind_unix) does in thread mode (a
+    /// stale socket file there is removed first). Process layer: the master binds it before the
+    /// first fork.
+    pub fn bind_unix(mut self, path: impl AsRef<Path>, mode: u32) -> Self {
+        self.binds
+            .push(Bind::Unix(path.as_ref().to_path_buf(), mode));
         self
     }
 
@@ -146,15 +167,19 @@ impl SupervisorBuilder {
         self
     }
 
-    /// The number of worker processes. Default: `WEB_CONCURRENCY`, else 2 × cores + 1.
+    /// The number of worker processes (process layer). Default: `WEB_CONCURRENCY`, else
+    /// 2 × cores + 1. The threads in each process are the pool's `workers`, set in
+    /// [`serve_http`](Supervisor::serve_http)'s `configure`, which never read `WEB_CONCURRENCY`.
     pub fn workers(mut self, n: usize) -> Self {
         self.workers = Some(n);
         self
     }
 
-    /// The listen backlog of the sockets this supervisor binds. Default: 2048 (as gunicorn).
-    pub fn backlog(mut self, n: i32) -> Self {
-        self.cfg.backlog = n;
+    /// The listen backlog of the sockets this supervisor binds (process layer; the same setting
+    /// as [`ServerBuilder::backlog`](crate::http::ServerBuilder::backlog)). Default: 2048 (as
+    /// gunicorn); 1..=65535.
+    pub fn backlog(mut self, n: i64) -> Self {
+        self.backlog = n;
         self
     }
 
@@ -188,11 +213,19 @@ impl SupervisorBuilder {
         self
     }
 
-    /// A worker asks for its replacement after this many requests (0: never, the default). Each
-    /// worker adds a random jitter in `0..=jitter`, so they do not all retire at once.
-    pub fn max_requests(mut self, n: u64, jitter: u64) -> Self {
+    /// A worker process asks for its replacement after this many requests (0: never, the
+    /// default). Process layer; the pool's
+    /// [`max_requests`](crate::PoolBuilder::max_requests) is the same for one thread.
+    pub fn max_requests(mut self, n: u64) -> Self {
         self.cfg.max_requests = n;
-        self.cfg.max_requests_jitter = jitter;
+        self
+    }
+
+    /// Each worker process adds a random `0..=n` to its `max_requests`, so they do not all retire
+    /// at once (default 0). Process layer, as the pool's
+    /// [`max_requests_jitter`](crate::PoolBuilder::max_requests_jitter) is for threads.
+    pub fn max_requests_jitter(mut self, n: u64) -> Self {
+        self.cfg.max_requests_jitter = n;
         self
     }
 
@@ -275,13 +308,14 @@ impl SupervisorBuilder {
             ));
         }
         self.cfg.workers = workers;
-        if !(1..=65_535).contains(&self.cfg.backlog) {
+        if !(1..=65_535).contains(&self.backlog) {
             return Err(BuildError::new(
                 "backlog",
-                self.cfg.backlog,
+                self.backlog,
                 "1..=65535 pending connections",
             ));
         }
+        self.cfg.backlog = self.backlog as i32;
         let day = Duration::from_secs(86_400);
         for (field, d) in [
             ("heartbeat_timeout", self.cfg.heartbeat_timeout),
@@ -349,6 +383,7 @@ impl SupervisorBuilder {
         };
         let listeners = match inherited {
             Some(l) if !l.is_empty() => {
+                self.cfg.socket_activated = true;
                 log::info!(
                     "using {} socket(s) passed by systemd (LISTEN_FDS); the configured addresses are \
                      not bound",
@@ -366,12 +401,14 @@ impl SupervisorBuilder {
                                 address: addr.to_string(),
                                 source,
                             })?,
-                        Bind::Unix(path) => listeners::bind_unix(&path, self.cfg.backlog)
-                            .map(Listener::Unix)
-                            .map_err(|source| StartError::Bind {
-                                address: format!("unix:{}", path.display()),
-                                source,
-                            })?,
+                        Bind::Unix(path, mode) => {
+                            listeners::bind_unix(&path, self.cfg.backlog, Some(mode))
+                                .map(Listener::Unix)
+                                .map_err(|source| StartError::Bind {
+                                    address: format!("unix:{}", path.display()),
+                                    source,
+                                })?
+                        }
                         Bind::Ready(l) => {
                             let address = l.address();
                             listeners::adopt(l)

@@ -57,6 +57,8 @@ pub(crate) struct SupervisorConfig {
     pub(crate) pidfile: Option<PathBuf>,
     pub(crate) preload: bool,
     pub(crate) systemd: bool,
+    /// The listeners came from systemd (`LISTEN_FDS`): systemd keeps them after the master.
+    pub(crate) socket_activated: bool,
 }
 
 impl Default for SupervisorConfig {
@@ -75,6 +77,7 @@ impl Default for SupervisorConfig {
             pidfile: None,
             preload: false,
             systemd: true,
+            socket_activated: false,
         }
     }
 }

@@ -23,6 +23,8 @@ pub(crate) const READY: u32 = 1;
 pub(crate) const RETIRE: u32 = 2;
 /// The worker's app could not be built; the note holds the error.
 pub(crate) const BOOT_FAILED: u32 = 4;
+/// The `conns` of a worker that does not accept connections (booting, draining, not HTTP).
+pub(crate) const NOT_ACCEPTING: u32 = u32::MAX;
 
 const LINE: usize = 120;
 const NOTE: usize = 512;
@@ -34,7 +36,12 @@ pub(crate) struct HeartbeatSlot {
     line_seq: AtomicU32,
     /// The worker's pid (0: no worker).
     pid: AtomicU32,
-    _pad: AtomicU32,
+    /// Requests running now (registered with `Heartbeat::track`).
+    running: AtomicU32,
+    /// Connections open in the worker's HTTP server; `NOT_ACCEPTING` while it does not accept.
+    conns: AtomicU32,
+    /// Handler threads of the worker's HTTP server (0: none, or not an HTTP worker).
+    threads: AtomicU32,
     beat_ms: AtomicU64,
     deadline_ms: AtomicU64,
     requests: AtomicU64,
@@ -92,9 +99,37 @@ impl HeartbeatSlot {
         self.beat_ms.store(now_ms(), Ordering::Relaxed);
         self.deadline_ms.store(0, Ordering::Relaxed);
         self.requests.store(0, Ordering::Relaxed);
+        self.running.store(0, Ordering::Relaxed);
+        self.conns.store(NOT_ACCEPTING, Ordering::Relaxed);
+        self.threads.store(0, Ordering::Relaxed);
         self.max_requests.store(max_requests, Ordering::Relaxed);
         self.line_len.store(0, Ordering::Relaxed);
         self.note_len.store(0, Ordering::Release);
+    }
+
+    /// Requests running now in this worker.
+    pub(crate) fn running(&self) -> u32 {
+        self.running.load(Ordering::Acquire)
+    }
+
+    /// Connections open in this worker's HTTP server, or [`NOT_ACCEPTING`].
+    pub(crate) fn conns(&self) -> u32 {
+        self.conns.load(Ordering::Acquire)
+    }
+
+    /// Publishes this worker's open connections ([`NOT_ACCEPTING`]: it takes no more).
+    pub(crate) fn set_conns(&self, n: u32) {
+        self.conns.store(n, Ordering::Release);
+    }
+
+    /// Handler threads of this worker's HTTP server.
+    pub(crate) fn threads(&self) -> u32 {
+        self.threads.load(Ordering::Acquire)
+    }
+
+    /// Publishes the number of handler threads of this worker's HTTP server.
+    pub(crate) fn set_threads(&self, n: u32) {
+        self.threads.store(n, Ordering::Release);
     }
 
     /// The pid of the worker in this slot (0: none).
@@ -256,6 +291,11 @@ impl Heartbeat {
         Heartbeat { slot }
     }
 
+    /// The slot, shared with the master and the siblings.
+    pub(crate) fn slot(&self) -> &'static HeartbeatSlot {
+        self.slot
+    }
+
     /// Records that the worker is alive now. Call it from your event loop at least once per
     /// `heartbeat_timeout` (a loop that waits with [`WorkerEnv::wait_for_listeners`](super::WorkerEnv::wait_for_listeners)
     /// does it for you). A worker that stops beating for `heartbeat_timeout` is killed and replaced.
@@ -316,6 +356,9 @@ impl Heartbeat {
         let mut running = RUNNING.lock().unwrap_or_else(|p| p.into_inner());
         running.push((id, deadline, request_line.to_string()));
         self.publish_oldest(&running);
+        self.slot
+            .running
+            .store(running.len() as u32, Ordering::Release);
         RequestGuard {
             heartbeat: *self,
             id,
@@ -385,6 +428,11 @@ impl Siblings {
         Siblings { slots }
     }
 
+    /// Every slot of the table (this process's own included).
+    pub(crate) fn slots(&self) -> &'static [HeartbeatSlot] {
+        self.slots
+    }
+
     /// The pids of the other worker processes of this supervisor alive now (booting, serving or
     /// draining), without this process's own. A few atomic loads per slot of the table.
     pub fn pids(&self) -> Vec<u32> {
@@ -415,6 +463,10 @@ impl Drop for RequestGuard {
         let mut running = RUNNING.lock().unwrap_or_else(|p| p.into_inner());
         running.retain(|(id, _, _)| *id != self.id);
         self.heartbeat.publish_oldest(&running);
+        self.heartbeat
+            .slot
+            .running
+            .store(running.len() as u32, Ordering::Release);
         drop(running);
         let done = self.heartbeat.slot.requests.fetch_add(1, Ordering::AcqRel) + 1;
         let max = self.heartbeat.slot.max_requests.load(Ordering::Relaxed);

@@ -3,8 +3,10 @@
 
 use std::fmt;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
+use super::balance::SlotGate;
 use super::builder::SupervisorBuilder;
 use super::config::EXIT_ERROR;
 use super::report::fatal;
@@ -32,7 +34,14 @@ where
         // A sibling's call to its own service may land here: served as a self-call when every
         // thread here is busy (set first, so that `configure` may replace it).
         let siblings = env.siblings();
-        let mut builder = (self.configure)(Server::builder().sibling_pids(move || siblings.pids()));
+        let heartbeat = env.heartbeat();
+        // Threads per process: their own setting (`configure`'s `pool(|p| p.workers(n))`), never
+        // `WEB_CONCURRENCY`, which counts the processes here.
+        let base = Server::builder()
+            .pool(|p| p.workers(default_threads()))
+            .sibling_pids(move || siblings.pids())
+            .accept_gate(Arc::new(SlotGate::new(heartbeat.slot(), siblings.slots())));
+        let mut builder = (self.configure)(base);
         for listener in env.take_listeners() {
             builder = match listener {
                 Listener::Tcp(l) => builder.listener(l),
@@ -42,7 +51,6 @@ where
         let Some(handler) = self.handler.take() else {
             return 1;
         };
-        let heartbeat = env.heartbeat();
         let server = builder.serve(move |req: HttpRequest, ctx: &Context| {
             // The master sees each running request: a handler thread still stuck `request_grace`
             // after its deadline (which the Pool's watchdog answered with 504 but cannot stop)
@@ -64,6 +72,10 @@ where
                 return EXIT_WORKER_BOOT_ERROR;
             }
         };
+        // The siblings' accept gates count this process's idle threads from here.
+        heartbeat
+            .slot()
+            .set_threads(u32::try_from(server.stats().workers).unwrap_or(u32::MAX));
         env.ready();
         while !env.is_stopping() {
             // Waits on the stop request only (the server owns the listeners), beating.
@@ -81,14 +93,27 @@ where
     }
 }
 
+/// The handler threads of each worker process's server when `configure` does not set them: the
+/// machine's available parallelism (the Pool's own default, without `WEB_CONCURRENCY`, which the
+/// supervisor reads as the number of processes).
+fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
 impl Supervisor {
     /// Runs an [`http::Server`](crate::http::Server) in each worker process, on the listeners the
     /// master bound (or inherited from systemd): the whole stack, gunicorn's model without its
     /// failure modes.
     ///
     /// - `configure` sets up each worker's [`ServerBuilder`]: the Pool's threads per process
-    ///   (`workers`), the request `deadline`, limits, timeouts, the access log. Its listeners are
-    ///   added by the supervisor; do not `bind` here.
+    ///   (`pool(|p| p.workers(n))`; default: the available parallelism, never `WEB_CONCURRENCY`,
+    ///   which counts processes under the supervisor), the request `deadline`, limits, timeouts,
+    ///   the access log. Its listeners are added by the supervisor; do not `bind` here.
+    ///
+    /// The worker processes share each listen socket, and accept in balance: a process takes a
+    /// connection only while it has no more open connections than the least loaded sibling with an
+    /// idle handler thread, and none at all while its own threads are all busy and a sibling has
+    /// one idle (see the module `balance.rs` for what was measured and why).
     /// - `app` builds the handler in each worker after the fork (or once before it with
     ///   [`SupervisorBuilder::preload`]); an `Err` is a boot error.
     ///

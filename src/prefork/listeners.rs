@@ -20,6 +20,16 @@ use socket2::Socket;
 pub(crate) use crate::net::adopt;
 pub use crate::net::Listener;
 
+/// The names systemd gave the sockets it passed (`LISTEN_FDNAMES`), in their order.
+static LISTEN_NAMES: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+
+/// The names systemd gave the sockets it passed (`LISTEN_FDNAMES`: the `FileDescriptorName=` of
+/// each, or the socket unit's name), in the order of the listeners; empty when the listeners were
+/// not passed by systemd. Read by the master before the first fork, so every worker sees them.
+pub(crate) fn listen_fd_names() -> &'static [String] {
+    LISTEN_NAMES.get().map_or(&[], Vec::as_slice)
+}
+
 /// The first file descriptor systemd passes (`SD_LISTEN_FDS_START`).
 pub(crate) const LISTEN_FDS_START: RawFd = 3;
 
@@ -27,7 +37,8 @@ pub(crate) const LISTEN_FDS_START: RawFd = 3;
 #[derive(Debug)]
 pub(crate) enum Bind {
     Tcp(SocketAddr),
-    Unix(PathBuf),
+    /// With the socket file's permission bits.
+    Unix(PathBuf, u32),
     Ready(Listener),
 }
 
@@ -36,10 +47,10 @@ pub(crate) fn bind_tcp(addr: SocketAddr, backlog: i32) -> io::Result<TcpListener
     crate::net::bind_tcp(addr, backlog)
 }
 
-/// Binds a Unix socket for the workers to share, with the permissions the process's umask gives
-/// (see [`crate::net::bind_unix`]).
-pub(crate) fn bind_unix(path: &Path, backlog: i32) -> io::Result<UnixListener> {
-    crate::net::bind_unix(path, backlog, None)
+/// Binds a Unix socket for the workers to share, with permission bits `mode` (else what the
+/// process's umask gives; see [`crate::net::bind_unix`]).
+pub(crate) fn bind_unix(path: &Path, backlog: i32, mode: Option<u32>) -> io::Result<UnixListener> {
+    crate::net::bind_unix(path, backlog, mode)
 }
 
 /// Reads systemd's socket-activation variables: `Some(n)` when `LISTEN_PID` is this process and
@@ -48,6 +59,7 @@ pub(crate) fn bind_unix(path: &Path, backlog: i32) -> io::Result<UnixListener> {
 fn take_listen_fds_env() -> io::Result<Option<usize>> {
     let pid = std::env::var("LISTEN_PID").ok();
     let fds = std::env::var("LISTEN_FDS").ok();
+    let names = std::env::var("LISTEN_FDNAMES").ok();
     if pid.is_none() && fds.is_none() {
         return Ok(None);
     }
@@ -72,6 +84,9 @@ fn take_listen_fds_env() -> io::Result<Option<usize>> {
             format!("LISTEN_FDS={fds} is not a number of file descriptors"),
         )
     })?;
+    if let Some(names) = names {
+        let _ = LISTEN_NAMES.set(names.split(':').map(str::to_string).collect());
+    }
     Ok(Some(n))
 }
 
@@ -116,4 +131,68 @@ pub(crate) fn from_systemd() -> io::Result<Option<Vec<Listener>>> {
         out.push(listener);
     }
     Ok(Some(out))
+}
+
+/// A stop (not a reload, not an upgrade): from now on the kernel drops new connection attempts on
+/// `listeners` (a socket filter that drops every packet: the client sees no answer to its SYN,
+/// retries, and is refused once the socket is closed), while the connections already queued stay
+/// for the draining workers to accept. Without it, a client that reconnects while the workers
+/// drain (after a `Connection: close` answer) is queued on a socket nobody accepts on any more,
+/// and reset when the master closes it: its request fails although it was sent to a server that
+/// was still listening.
+///
+/// Not for sockets systemd passed: systemd keeps them, and what is queued there waits for the next
+/// start. See [`accept_new_connections`] to undo it.
+pub(crate) fn refuse_new_connections(listeners: &[Listener]) {
+    use std::os::fd::AsRawFd;
+    let mut drop_all = [libc::sock_filter {
+        code: (libc::BPF_RET | libc::BPF_K) as u16,
+        jt: 0,
+        jf: 0,
+        k: 0,
+    }];
+    let prog = libc::sock_fprog {
+        len: 1,
+        filter: drop_all.as_mut_ptr(),
+    };
+    for l in listeners {
+        // SAFETY: setsockopt(2) SO_ATTACH_FILTER on a listener we own, with a valid one-instruction
+        // classic BPF program (`ret #0`: drop) that the kernel copies before returning.
+        let r = unsafe {
+            libc::setsockopt(
+                l.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_ATTACH_FILTER,
+                (&prog as *const libc::sock_fprog).cast(),
+                std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+            )
+        };
+        if r != 0 {
+            log::debug!(
+                "cannot stop new connections on {}: {}",
+                l.address(),
+                io::Error::last_os_error()
+            );
+        }
+    }
+}
+
+/// Undoes [`refuse_new_connections`] (the master is done: the sockets may be used again by the
+/// caller).
+pub(crate) fn accept_new_connections(listeners: &[Listener]) {
+    use std::os::fd::AsRawFd;
+    for l in listeners {
+        let zero: libc::c_int = 0;
+        // SAFETY: setsockopt(2) SO_DETACH_FILTER on a listener we own, with an int argument (the
+        // kernel ignores its value); fails harmlessly (ENOENT) when no filter is attached.
+        unsafe {
+            libc::setsockopt(
+                l.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_DETACH_FILTER,
+                (&zero as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+    }
 }

@@ -16,8 +16,8 @@ use super::config::{
 use super::exit::{Cause, Ending, RestartIntensity};
 use super::fork;
 use super::heartbeat::{now_ms, HeartbeatTable, BOOT_FAILED, READY, RETIRE};
-use super::listeners::Listener;
-use super::notify::notify_or_log;
+use super::listeners::{accept_new_connections, refuse_new_connections, Listener};
+use super::notify::{notify_or_log, Watchdog};
 use super::report::{fatal, secs, BootError, BootTimeout, IntensityExceeded, Unkillable};
 use super::signals::{self, SignalPipe};
 use super::upgrade::{self, Program};
@@ -55,6 +55,7 @@ pub(crate) struct Master<A, W> {
     program: Option<Program>,
     upgrade_pid: Option<pid_t>,
     upgrade_from: Option<pid_t>,
+    watchdog: Option<Watchdog>,
 }
 
 impl<A, W> Master<A, W> {
@@ -93,6 +94,7 @@ impl<A, W> Master<A, W> {
                 .map_err(|e| log::warn!("binary upgrade (SIGUSR2) unavailable: {e}"))
                 .ok(),
             upgrade_pid: None,
+            watchdog: None,
             upgrade_from: upgrade::take_upgrade_from(),
         }
     }
@@ -121,9 +123,17 @@ where
         // The first pass starts the workers at once; then each pass waits for a signal, a worker's
         // wake-up or the tick.
         let mut wait = Duration::ZERO;
+        self.watchdog = Watchdog::from_env(self.upgrade_from.map(|p| p as u32));
+        let tick = self
+            .watchdog
+            .as_ref()
+            .map_or(self.tick, |w| self.tick.min(w.every()));
         loop {
             let bytes = self.signals.wait(wait);
-            wait = self.tick;
+            wait = tick;
+            if let Some(w) = self.watchdog.as_mut() {
+                w.pet(Instant::now());
+            }
             for b in bytes {
                 if b != signals::WAKE {
                     self.on_signal(b as c_int);
@@ -278,6 +288,10 @@ where
         } else {
             self.cfg.graceful_timeout
         };
+        if self.stop.is_none() && self.upgrade_pid.is_none() && !self.cfg.socket_activated {
+            // Connections queued now are served by the draining workers; new ones are refused.
+            refuse_new_connections(&self.listeners);
+        }
         let until = Instant::now() + window;
         let until = match &self.stop {
             Some(s) => s.until.min(until),
@@ -324,6 +338,7 @@ where
     fn check_stop(&mut self) -> Option<i32> {
         let stop = self.stop.as_mut()?;
         if self.children.is_empty() {
+            accept_new_connections(&self.listeners);
             let status = stop.status;
             log::info!("master (pid {}) exiting with status {status}", self.pid);
             return Some(status);

@@ -96,12 +96,35 @@
 //! ExecReload=/bin/kill -HUP $MAINPID
 //! KillMode=mixed
 //! TimeoutStopSec=40
+//! # The master sends WATCHDOG=1 every WatchdogSec/2 while its loop runs; a hung master is
+//! # killed (SIGABRT) and restarted.
+//! WatchdogSec=10
+//! Restart=on-failure
+//! # Processes (WEB_CONCURRENCY) here; threads per process are the pool's own setting.
 //! Environment=WEB_CONCURRENCY=4
 //! ```
 //!
 //! `KillMode=mixed` lets the master stop its workers itself (systemd sends SIGTERM to the master
 //! only, then SIGKILL to whatever is left after `TimeoutStopSec`, which should exceed
-//! `graceful_timeout`).
+//! `graceful_timeout`). With `WatchdogSec=`, systemd sets `WATCHDOG_USEC` and `WATCHDOG_PID`; the
+//! master sends `WATCHDOG=1` at half that interval (only when `WATCHDOG_PID` is unset or its own,
+//! or the master it replaced by a binary upgrade). The names of the sockets systemd passes
+//! (`LISTEN_FDNAMES`, from `FileDescriptorName=`) are
+//! [`Supervisor::listener_names`] and [`WorkerEnv::listener_names`], in the order of the
+//! listeners.
+//!
+//! On a stop (SIGTERM, SIGINT, SIGQUIT) the master first makes the listen sockets it owns refuse
+//! new connections (a socket filter drops new SYNs), so that the workers drain what is queued and
+//! no client is queued on a socket nobody will accept on; sockets passed by systemd are left
+//! alone (systemd keeps them, and their queue waits for the next start).
+//!
+//! **Containers.** After SIGUSR2 (binary upgrade) the new master is the child of the old one; when
+//! the old master exits, the new one is re-parented to PID 1. In a container PID 1 is often your
+//! program's master itself, or a shell: then nothing reaps the old master's zombie and, after an
+//! upgrade, the new master has no parent that reaps it either. Run the container with an init
+//! that reaps and forwards signals: `docker run --init` (tini), `tini` or `dumb-init` as the
+//! entrypoint, or `shareProcessNamespace` in Kubernetes. Under systemd, the unit's main process
+//! moves to the new master (`MAINPID=` with its `READY=1`), as above.
 //!
 //! # Examples
 //!
@@ -187,6 +210,7 @@
 //!   process that connected (a socket handed to another process keeps the first one's pid).
 //!   Calls from a worker's own subprocesses (`curl` run by a handler) are not recognised.
 
+mod balance;
 mod builder;
 mod children;
 mod config;

@@ -4,9 +4,73 @@
 //! does), `RELOADING=1` and `READY=1` around a reload, `STOPPING=1` when it stops, and `STATUS=` with
 //! the worker count. A name starting with `@` is a Linux abstract socket. Without `NOTIFY_SOCKET`
 //! (not under systemd) every call does nothing.
+//!
+//! With `WatchdogSec=` in the unit, systemd sets `WATCHDOG_USEC` (and `WATCHDOG_PID`): the master
+//! loop sends `WATCHDOG=1` every half of that interval while it runs ([`Watchdog`]), so a master
+//! that hangs is killed and restarted by systemd.
 
 use std::io;
 use std::os::unix::net::UnixDatagram;
+use std::time::{Duration, Instant};
+
+/// systemd's watchdog for the master: when `WATCHDOG=1` is due.
+#[derive(Debug)]
+pub(crate) struct Watchdog {
+    every: Duration,
+    last: Option<Instant>,
+}
+
+impl Watchdog {
+    /// From `WATCHDOG_USEC` and `WATCHDOG_PID` (unset, this process, or `upgraded_from`: the
+    /// master this one replaced by a binary upgrade, whose environment it inherited). `None`
+    /// without a watchdog.
+    pub(crate) fn from_env(upgraded_from: Option<u32>) -> Option<Watchdog> {
+        let usec = std::env::var("WATCHDOG_USEC").ok();
+        let pid = std::env::var("WATCHDOG_PID").ok();
+        let every = watchdog_interval(
+            usec.as_deref(),
+            pid.as_deref(),
+            std::process::id(),
+            upgraded_from,
+        )?;
+        log::info!("systemd watchdog: WATCHDOG=1 every {every:?}");
+        Some(Watchdog { every, last: None })
+    }
+
+    /// How often `WATCHDOG=1` is sent: the master loop waits at most this long.
+    pub(crate) fn every(&self) -> Duration {
+        self.every
+    }
+
+    /// Sends `WATCHDOG=1` if it is due.
+    pub(crate) fn pet(&mut self, now: Instant) {
+        let due = self
+            .last
+            .map_or(true, |last| now.duration_since(last) >= self.every);
+        if due {
+            self.last = Some(now);
+            notify_or_log("WATCHDOG=1");
+        }
+    }
+}
+
+/// Half of `WATCHDOG_USEC` (as `sd_watchdog_enabled(3)` advises), when it is a positive number of
+/// microseconds and `WATCHDOG_PID` is unset or names `own` (or `upgraded_from`).
+pub(crate) fn watchdog_interval(
+    usec: Option<&str>,
+    pid: Option<&str>,
+    own: u32,
+    upgraded_from: Option<u32>,
+) -> Option<Duration> {
+    let usec: u64 = usec?.trim().parse().ok().filter(|u| *u > 0)?;
+    if let Some(pid) = pid {
+        let pid: u32 = pid.trim().parse().ok()?;
+        if pid != own && Some(pid) != upgraded_from {
+            return None;
+        }
+    }
+    Some(Duration::from_micros(usec / 2))
+}
 
 /// Sends `state` (lines such as `READY=1\nSTATUS=2 workers`) to `NOTIFY_SOCKET`, if set.
 /// Returns whether a message was sent.
@@ -58,6 +122,23 @@ pub(crate) fn notify_or_log(state: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_watchdog_interval_is_half_of_watchdog_usec_for_this_process_only() {
+        let half = Some(Duration::from_millis(1500));
+        assert_eq!(watchdog_interval(Some("3000000"), None, 7, None), half);
+        assert_eq!(watchdog_interval(Some("3000000"), Some("7"), 7, None), half);
+        // After a binary upgrade the variables name the old master.
+        assert_eq!(
+            watchdog_interval(Some("3000000"), Some("5"), 7, Some(5)),
+            half
+        );
+        assert_eq!(watchdog_interval(Some("3000000"), Some("8"), 7, None), None);
+        assert_eq!(watchdog_interval(None, None, 7, None), None);
+        assert_eq!(watchdog_interval(Some("0"), None, 7, None), None);
+        assert_eq!(watchdog_interval(Some("soon"), None, 7, None), None);
+        assert_eq!(watchdog_interval(Some("3000000"), Some("x"), 7, None), None);
+    }
 
     // One test, because NOTIFY_SOCKET is process-wide and libtest runs tests on threads.
     #[test]

@@ -76,6 +76,13 @@ impl Supervisor {
         &self.listeners
     }
 
+    /// The names systemd gave the [`listeners`](Self::listeners) (`LISTEN_FDNAMES`), in their
+    /// order; empty when they were not passed by systemd (see
+    /// [`WorkerEnv::listener_names`](super::WorkerEnv::listener_names)).
+    pub fn listener_names(&self) -> &'static [String] {
+        super::listeners::listen_fd_names()
+    }
+
     /// The address of the first TCP listener (the port the system chose for port 0, for example).
     pub fn local_addr(&self) -> Option<SocketAddr> {
         self.listeners

@@ -77,6 +77,15 @@ impl WorkerEnv {
         &self.listeners
     }
 
+    /// The names systemd gave the listeners (`LISTEN_FDNAMES`: each socket's
+    /// `FileDescriptorName=`, by default the socket unit's name), in the order of
+    /// [`listeners`](Self::listeners); empty when they were not passed by systemd socket
+    /// activation. With several sockets (say, a public one and an admin one), this tells which is
+    /// which.
+    pub fn listener_names(&self) -> &'static [String] {
+        super::listeners::listen_fd_names()
+    }
+
     /// Takes the listeners out of the environment (for a server that wants to own them).
     pub fn take_listeners(&mut self) -> Vec<Listener> {
         std::mem::take(&mut self.listeners)

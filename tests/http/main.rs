@@ -11,6 +11,7 @@ mod http_helpers;
 
 mod accept_errors;
 mod config;
+mod drain_keepalive;
 mod example;
 mod handlers;
 mod idle_connections;

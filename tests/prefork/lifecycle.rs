@@ -200,7 +200,7 @@ pub fn unix_pidfile_usr1_preload() -> Result<(), String> {
         |_| {},
         move |b, l| {
             b.listener(l)
-                .bind_unix(&sock2)
+                .bind_unix(&sock2, 0o660)
                 .pidfile(&pidfile2)
                 .preload(true)
                 .workers(2)

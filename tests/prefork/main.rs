@@ -6,12 +6,15 @@
 //!
 //! Run some scenarios: `cargo test --test prefork -- NAME` (each whose name contains NAME).
 
+mod balance;
 mod failures;
 mod helpers;
+mod keepalive;
 mod lifecycle;
 mod serve_http;
 mod systemd;
 mod workers;
+mod wrk;
 
 use std::time::{Duration, Instant};
 
@@ -87,7 +90,7 @@ const SCENARIOS: &[Scenario] = &[
         run: || {
             with_master(
                 "recycle",
-                |b| b.workers(1).max_requests(5, 0),
+                |b| b.workers(1).max_requests(5),
                 failures::max_requests_recycle,
             )
         },
@@ -153,6 +156,34 @@ const SCENARIOS: &[Scenario] = &[
     Scenario {
         name: "systemd_socket_activate",
         run: systemd::systemd_socket_activate,
+    },
+    Scenario {
+        name: "systemd_watchdog",
+        run: systemd::watchdog,
+    },
+    Scenario {
+        name: "balance_shares",
+        run: balance::balance,
+    },
+    Scenario {
+        name: "balance_load_aware",
+        run: balance::load_aware,
+    },
+    Scenario {
+        name: "keepalive_hup",
+        run: keepalive::hup,
+    },
+    Scenario {
+        name: "keepalive_ttou",
+        run: keepalive::ttou,
+    },
+    Scenario {
+        name: "keepalive_term",
+        run: keepalive::term,
+    },
+    Scenario {
+        name: "keepalive_max_requests",
+        run: keepalive::max_requests,
     },
 ];
 

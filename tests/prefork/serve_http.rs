@@ -299,7 +299,7 @@ pub fn serve_http_term_under_load() -> Result<(), String> {
 pub fn serve_http_max_requests() -> Result<(), String> {
     with_master_run(
         "http-recycle",
-        |b| b.workers(1).max_requests(5, 0),
+        |b| b.workers(1).max_requests(5),
         |b| {
             b.serve_http(
                 |s| s.pool(|p| p.workers(2)).access_log(false).max_spare(0),

@@ -62,6 +62,53 @@ pub fn notify_socket() -> Result<(), String> {
     finish(&mut m, result)
 }
 
+/// `WatchdogSec=`: with `WATCHDOG_USEC` (here 0.3 s) the master sends `WATCHDOG=1` every half of
+/// it to `NOTIFY_SOCKET` while it runs.
+pub fn watchdog() -> Result<(), String> {
+    use std::os::linux::net::SocketAddrExt;
+    let name = format!("prefork-test-watchdog-{}", std::process::id());
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())
+        .map_err(|e| e.to_string())?;
+    let sock = UnixDatagram::bind_addr(&addr).map_err(|e| format!("bind {name}: {e}"))?;
+    sock.set_read_timeout(Some(Duration::from_secs(1))).ok();
+    let env_name = format!("@{name}");
+    let mut m = start_master(
+        "watchdog",
+        move |_| {
+            std::env::set_var("NOTIFY_SOCKET", &env_name);
+            std::env::set_var("WATCHDOG_USEC", "300000");
+            std::env::remove_var("WATCHDOG_PID");
+        },
+        |b, l| b.listener(l).workers(1),
+        |b| b.run(app),
+    );
+    let result = (|| {
+        let end = Instant::now() + LONG;
+        let mut pets = Vec::new();
+        let mut buf = [0u8; 512];
+        while pets.len() < 6 {
+            ensure(Instant::now() < end, || {
+                format!("{} WATCHDOG=1 within {LONG:?}", pets.len())
+            })?;
+            if let Ok(n) = sock.recv(&mut buf) {
+                if String::from_utf8_lossy(&buf[..n]).contains("WATCHDOG=1") {
+                    pets.push(Instant::now());
+                }
+            }
+        }
+        // Every half of 0.3 s: 5 intervals take about 0.75 s (generous bounds: a busy machine).
+        let took = pets[5] - pets[0];
+        ensure(
+            took >= Duration::from_millis(500) && took < Duration::from_secs(5),
+            || format!("6 WATCHDOG=1 came over {took:?}, not about 0.75 s"),
+        )?;
+        m.signal(libc::SIGTERM);
+        let code = m.wait_exit(LONG)?;
+        ensure(code == 0, || format!("exit status {code}"))
+    })();
+    finish(&mut m, result)
+}
+
 pub fn systemd_listen_fds() -> Result<(), String> {
     let mut m = start_master(
         "listen-fds",
@@ -70,6 +117,7 @@ pub fn systemd_listen_fds() -> Result<(), String> {
             // child holds nothing else we use.
             unsafe { libc::dup2(l.as_raw_fd(), 3) };
             std::env::set_var("LISTEN_FDS", "1");
+            std::env::set_var("LISTEN_FDNAMES", "web");
             std::env::set_var("LISTEN_PID", std::process::id().to_string());
         },
         |b, l| {
@@ -80,12 +128,22 @@ pub fn systemd_listen_fds() -> Result<(), String> {
             }
             b.workers(1)
         },
-        |b| b.run(app),
+        |b| match b.build() {
+            Ok(s) => {
+                log::info!("listener names {:?}", s.listener_names());
+                s.run(app)
+            }
+            Err(e) => {
+                log::error!("{e}");
+                1
+            }
+        },
     );
     let result = (|| {
         m.wait_log("1 worker(s) ready", LONG)?;
         get(m.addr, "/")?;
         m.wait_log("passed by systemd (LISTEN_FDS)", LONG)?;
+        m.wait_log("listener names [\"web\"]", LONG)?;
         m.signal(libc::SIGTERM);
         let code = m.wait_exit(LONG)?;
         ensure(code == 0, || format!("exit status {code}"))
@@ -254,7 +312,21 @@ pub fn check_example_app(addr: &str) -> Result<(), String> {
     let (status, body) = http(addr, "POST", "/call_hello_world")?;
     ensure(status == 201, || {
         format!("POST /call_hello_world: {status} {body}")
-    })
+    })?;
+    // The naive self-call over TCP (it may land on the sibling process): the same answer, and
+    // its session is seen by every worker.
+    for _ in 0..4 {
+        let (status, body) = http(addr, "POST", "/call_hello_world_tcp")?;
+        ensure(status == 201, || {
+            format!("POST /call_hello_world_tcp: {status} {body}")
+        })?;
+        let id = json_field(&body, "session_id").ok_or(format!("no session_id in {body}"))?;
+        let (status, body) = http(addr, "GET", &format!("/get_hello_world?session_id={id}"))?;
+        ensure(status == 200 && body.contains("Hello, World!"), || {
+            format!("GET /get_hello_world after the TCP call: {status} {body}")
+        })?;
+    }
+    Ok(())
 }
 
 pub fn example_server() -> Result<(), String> {

@@ -1,0 +1,322 @@
+//! Balanced, load-aware accept between the worker processes of [`Supervisor::serve_http`]: the
+//! [`AcceptGate`] each worker's HTTP server asks before it accepts a connection.
+//!
+//! Every worker process accepts on the same listen socket. Left to the kernel, the process that
+//! happens to be waiting in `epoll_wait` takes what is queued: with keep-alive clients, one process
+//! held 51 of 80 connections (request shares 16/44/26/15 % over 4 processes), and a process whose
+//! handler threads were all busy went on accepting while a sibling idled. So each process
+//! publishes in its heartbeat slot (shared memory) its open connections (the reactor, on every
+//! pass, and one more just before each accept) and its running and finished requests (the handler
+//! threads), and each reads its siblings' slots before it accepts:
+//!
+//! - **Load-aware.** A process that cannot take a request now (every handler thread busy, and none
+//!   finished a request since the table was read ≥ 100 ms before: they are stuck in long requests)
+//!   accepts nothing while a sibling can; the connection stays in the shared queue for that one.
+//! - **Balanced.** Among the processes that can, the one with the lowest *expected rate* after one
+//!   more connection takes it: its requests per second per connection (measured over the last
+//!   reads) × (its connections + 1). Equal processes get equal connections (a burst of new
+//!   connections is dealt out one by one); a process that gets less CPU (on a busy machine,
+//!   scheduling is not fair between processes) serves fewer requests per connection and so gets
+//!   more connections, until the request rates meet. Without measurements yet, the fewest
+//!   connections.
+//!   The rates move connections only within a band above the fewest (a quarter of the mean, at
+//!   least 1): when every process is saturated, more connections do not buy a process more CPU,
+//!   and with a few connections per process one more is a large share.
+//! - **Movable.** A keep-alive connection carries at most [`KEEPALIVE_REQUESTS`] requests (then
+//!   `Connection: close`), so clients reconnect now and then, and load moves to where the gate
+//!   sends it; without that, connections opened at one moment stay where they landed.
+//!
+//! The lowest score always passes (and those within 10 % of it), so a connection is never left
+//! without a taker. While its gate
+//! says no, a process does not poll the listener (no wake-up, no thundering herd) and asks again
+//! every 5 ms; while it says yes, it polls the listener level-triggered and takes at most a small
+//! batch per wake-up, asking before each `accept`.
+//!
+//! Weighed and not taken:
+//! - `EPOLLEXCLUSIVE` alone wakes the first waiting process in the listener's wait queue: when
+//!   they all idle, that is the same process every time, so it does not balance a burst of
+//!   keep-alive connections; and with a gate, a woken process that says no would leave the
+//!   connection until the next arrival (only an arrival wakes an exclusive waiter).
+//! - A bounded accept batch alone: it spreads a burst a little, but is blind to load.
+//! - `SO_REUSEPORT`, one socket per worker: the kernel hashes each connection to a socket, blind to
+//!   load (16 connections over 4 sockets are rarely 4 each), and a socket's queue dies with its
+//!   process, so every reload or recycling would reset the connections waiting in it.
+//!
+//! [`Supervisor::serve_http`]: super::Supervisor::serve_http
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use super::heartbeat::{HeartbeatSlot, NOT_ACCEPTING};
+use crate::http::AcceptGate;
+
+/// How often the table is read for the live slots and their request rates.
+const RESCAN: Duration = Duration::from_millis(100);
+/// The most requests a connection is kept alive for in process mode (nginx's
+/// `keepalive_requests`, 1000 by default): then the client reconnects, to the process the gate
+/// picks. At 100 (Apache's `MaxKeepAliveRequests`) load moved faster, but the reconnects cost the
+/// process that took them enough CPU to make the shares swing (measured: busiest / least up to
+/// 1.5 at 64 connections over 2 processes, against 1.02–1.06 at 1000).
+pub(crate) const KEEPALIVE_REQUESTS: u64 = 1000;
+/// A process whose score is within this factor of the lowest takes connections too: so that
+/// usually more than one process polls the listener, and a new connection does not wait for a
+/// process that has just stopped polling it to ask its gate again.
+const SLACK: f64 = 1.1;
+
+/// One worker process's load, as its slot shows it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Load {
+    conns: u32,
+    idle: u32,
+    /// Whether it finished a request since the table was read before (≥ 100 ms ago).
+    finishing: bool,
+    /// Requests per second per connection, recently (`None`: not measured yet).
+    per_conn: Option<f64>,
+}
+
+impl Load {
+    /// Whether it can take a request now: an idle thread, or busy threads that finish requests
+    /// (under load every thread is busy most of the time; a process whose threads are all stuck
+    /// in long requests finishes none).
+    fn available(&self) -> bool {
+        self.idle > 0 || self.finishing
+    }
+}
+
+/// Whether a process with load `me` takes a connection now, given its accepting siblings' loads.
+fn takes(me: Load, siblings: &[Load]) -> bool {
+    if !me.available() && siblings.iter().any(Load::available) {
+        return false;
+    }
+    let rivals: Vec<&Load> = siblings
+        .iter()
+        .filter(|s| !me.available() || s.available())
+        .collect();
+    // A process not measured yet is taken to be as fast as the mean of the others.
+    let known: Vec<f64> = rivals
+        .iter()
+        .copied()
+        .chain(std::iter::once(&me))
+        .filter_map(|l| l.per_conn)
+        .collect();
+    let mean = if known.is_empty() {
+        1.0
+    } else {
+        known.iter().sum::<f64>() / known.len() as f64
+    };
+    let score = |l: &Load| l.per_conn.unwrap_or(mean) * f64::from(l.conns + 1);
+    // The rates move connections only within a band above the fewest (a quarter of the mean,
+    // at least 1): with few connections per process, one more is a large share.
+    let fewest = rivals.iter().map(|s| s.conns).fold(me.conns, u32::min);
+    let total: u32 = rivals.iter().map(|s| s.conns).sum::<u32>() + me.conns;
+    let band = (total / (rivals.len() as u32 + 1) / 4).max(1);
+    let in_band = |l: &Load| l.conns <= fewest + band;
+    if !in_band(&me) {
+        return false;
+    }
+    let least = rivals
+        .iter()
+        .filter(|s| in_band(s))
+        .map(|s| score(s))
+        .fold(f64::INFINITY, f64::min);
+    score(&me) <= least * SLACK
+}
+
+/// A slot as last read, for its rate.
+#[derive(Debug, Clone, Copy)]
+struct Seen {
+    index: usize,
+    pid: u32,
+    requests: u64,
+    conns: u32,
+    per_conn: Option<f64>,
+    finishing: bool,
+}
+
+/// The gate of one worker process, over the shared heartbeat table.
+pub(crate) struct SlotGate {
+    own: &'static HeartbeatSlot,
+    slots: &'static [HeartbeatSlot],
+    /// When the table was last read, and the live slots then.
+    seen: Mutex<(Instant, Vec<Seen>)>,
+}
+
+impl SlotGate {
+    pub(crate) fn new(own: &'static HeartbeatSlot, slots: &'static [HeartbeatSlot]) -> SlotGate {
+        SlotGate {
+            own,
+            slots,
+            seen: Mutex::new((Instant::now(), Vec::new())),
+        }
+    }
+
+    /// Reads the live slots again, and their requests per connection per second since the last
+    /// read (smoothed).
+    fn rescan(&self, last: Instant, seen: &[Seen], now: Instant) -> Vec<Seen> {
+        let dt = now.duration_since(last).as_secs_f64().max(1e-3);
+        (0..self.slots.len())
+            .filter_map(|index| {
+                let slot = &self.slots[index];
+                let pid = slot.pid();
+                if pid == 0 {
+                    return None;
+                }
+                let requests = slot.requests();
+                let conns = match slot.conns() {
+                    NOT_ACCEPTING => 0,
+                    n => n,
+                };
+                let before = seen.iter().find(|s| s.index == index && s.pid == pid);
+                let (per_conn, finishing) = match before {
+                    Some(s) => {
+                        let done = requests.saturating_sub(s.requests);
+                        let mean_conns = f64::from(s.conns + conns) / 2.0;
+                        let sample = (mean_conns >= 1.0).then(|| done as f64 / dt / mean_conns);
+                        let per_conn = match (s.per_conn, sample) {
+                            (Some(old), Some(new)) => Some(0.5 * old + 0.5 * new),
+                            (old, new) => new.or(old),
+                        };
+                        (per_conn, done > 0)
+                    }
+                    None => (None, false),
+                };
+                Some(Seen {
+                    index,
+                    pid,
+                    requests,
+                    conns,
+                    per_conn,
+                    finishing,
+                })
+            })
+            .collect()
+    }
+}
+
+impl AcceptGate for SlotGate {
+    fn may_accept(&self, conns: usize) -> bool {
+        let conns = conns.min(NOT_ACCEPTING as usize - 2) as u32;
+        self.own.set_conns(conns);
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        if now.duration_since(seen.0) >= RESCAN || seen.1.is_empty() {
+            let fresh = self.rescan(seen.0, &seen.1, now);
+            *seen = (now, fresh);
+        }
+        let own: *const HeartbeatSlot = self.own;
+        let idle = |slot: &HeartbeatSlot| slot.threads().saturating_sub(slot.running());
+        let mut me = Load {
+            conns,
+            idle: idle(self.own),
+            finishing: false,
+            per_conn: None,
+        };
+        let mut siblings = Vec::with_capacity(seen.1.len());
+        for s in &seen.1 {
+            let slot = &self.slots[s.index];
+            if std::ptr::eq(slot, own) {
+                me.finishing = s.finishing;
+                me.per_conn = s.per_conn;
+            } else if slot.pid() == s.pid && slot.conns() != NOT_ACCEPTING {
+                siblings.push(Load {
+                    conns: slot.conns(),
+                    idle: idle(slot),
+                    finishing: s.finishing,
+                    per_conn: s.per_conn,
+                });
+            }
+        }
+        drop(seen);
+        let yes = takes(me, &siblings);
+        if yes {
+            // Claimed before the accept, so that a sibling deciding now counts this connection
+            // (otherwise both would take one at a tie, and the counts drift apart).
+            self.own.set_conns(conns + 1);
+        }
+        yes
+    }
+
+    fn closed(&self) {
+        self.own.set_conns(NOT_ACCEPTING);
+    }
+
+    fn keepalive_requests(&self) -> Option<u64> {
+        Some(KEEPALIVE_REQUESTS)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Load with `conns` connections, `idle` idle threads, `per_conn` requests/s per connection
+    /// (0: not measured; finishing requests when measured).
+    fn l(conns: u32, idle: u32, per_conn: f64) -> Load {
+        Load {
+            conns,
+            idle,
+            finishing: per_conn > 0.0,
+            per_conn: (per_conn > 0.0).then_some(per_conn),
+        }
+    }
+
+    fn takers(loads: &[Load]) -> Vec<usize> {
+        (0..loads.len())
+            .filter(|&i| {
+                let others: Vec<Load> = (0..loads.len())
+                    .filter(|&j| j != i)
+                    .map(|j| loads[j])
+                    .collect();
+                takes(loads[i], &others)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn without_measurements_the_fewest_connections_take_the_next_one() {
+        assert!(takes(l(50, 0, 0.0), &[]));
+        assert!(takes(l(3, 1, 0.0), &[l(3, 1, 0.0), l(4, 2, 0.0)]));
+        assert!(!takes(l(4, 1, 0.0), &[l(3, 1, 0.0), l(4, 2, 0.0)]));
+    }
+
+    #[test]
+    fn a_slower_process_gets_more_connections_until_the_rates_meet() {
+        // 1000 vs 1500 requests/s per connection, 16 connections each: the slower takes the
+        // next ones, up to 20 (the band: a quarter of the mean above the fewest).
+        let fast = l(16, 1, 1500.0);
+        assert!(takes(l(16, 1, 1000.0), &[fast]));
+        assert!(!takes(fast, &[l(16, 1, 1000.0)]));
+        assert!(takes(l(19, 1, 1000.0), &[fast]));
+        assert!(!takes(l(21, 1, 1000.0), &[fast]));
+        // Within 10 % of the lowest rate and in the band, both take.
+        assert!(takes(l(8, 1, 1000.0), &[l(8, 1, 1050.0)]));
+        assert!(takes(l(8, 1, 1050.0), &[l(8, 1, 1000.0)]));
+        // A process not measured yet counts as the mean of the others.
+        assert!(takes(l(7, 1, 0.0), &[l(8, 1, 1000.0), l(8, 1, 1000.0)]));
+        assert!(!takes(l(9, 1, 0.0), &[l(8, 1, 1000.0), l(8, 1, 1000.0)]));
+    }
+
+    #[test]
+    fn a_process_that_cannot_take_a_request_leaves_connections_to_one_that_can() {
+        // Its only thread busy and no request finished: a sibling with an idle thread, or one
+        // that finishes requests, takes the connection, whatever their connections.
+        assert!(!takes(l(0, 0, 0.0), &[l(9, 1, 0.0)]));
+        assert!(!takes(l(0, 0, 0.0), &[l(9, 0, 1000.0)]));
+        assert!(takes(l(9, 1, 1000.0), &[l(0, 0, 0.0)]));
+        // Every process stuck: the fewest connections still accept (they queue there).
+        assert!(takes(l(2, 0, 0.0), &[l(2, 0, 0.0), l(3, 0, 0.0)]));
+        assert!(!takes(l(3, 0, 0.0), &[l(2, 0, 0.0)]));
+    }
+
+    #[test]
+    fn someone_always_takes_a_connection() {
+        assert_eq!(
+            takers(&[l(4, 0, 0.0), l(2, 1, 0.0), l(2, 3, 0.0), l(7, 0, 0.0)]),
+            vec![1, 2]
+        );
+        assert_eq!(
+            takers(&[l(4, 0, 900.0), l(2, 0, 0.0), l(5, 1, 700.0), l(6, 1, 900.0)]),
+            vec![0, 2]
+        );
+    }
+}
