@@ -57,7 +57,18 @@ fn thousands_of_idle_keep_alive_connections() {
             assert_eq!(a.status, 200);
             drop(c);
             let before = open_fds();
-            let mut idle: Vec<Client> = (0..n).map(|_| Client::new(addr)).collect();
+            // Opened in batches, each ended by a request on its last connection: the accept queue
+            // is FIFO, so that answer means the whole batch was accepted. (Opened all at once on a
+            // loaded machine, they overflow the listen backlog and the kernel resets some, which
+            // says nothing about the server.)
+            let mut idle: Vec<Client> = Vec::with_capacity(n);
+            while idle.len() < n {
+                let batch = 250.min(n - idle.len());
+                idle.extend((0..batch).map(|_| Client::new(addr)));
+                let last = idle.last_mut().unwrap();
+                last.send(&get("/batch"));
+                assert_eq!(last.answer().status, 200);
+            }
             // Every tenth has served a request and now idles between requests.
             for c in idle.iter_mut().step_by(10) {
                 c.send(&get("/once"));
@@ -69,7 +80,7 @@ fn thousands_of_idle_keep_alive_connections() {
                 let start = Instant::now();
                 c.send(&get("/busy"));
                 assert_eq!(c.answer().status, 200);
-                assert!(start.elapsed() < Duration::from_secs(1));
+                assert!(start.elapsed() < Duration::from_secs(3), "{:?}", start.elapsed());
             }
             let last = idle.last_mut().unwrap();
             last.send(&get("/late"));
