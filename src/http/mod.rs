@@ -219,6 +219,17 @@
 //!   pipelined input, a drain); otherwise it learns of the answer at its next wake-up. Nothing
 //!   else of the connection is written while a request is in flight, so answers never interleave.
 //!
+//! # Behind a proxy
+//!
+//! [`PeerAddr`] (and the access log's `%(h)s`) is the client a proxy in front names, when the
+//! server believes it: the source of a PROXY protocol header on a server built with
+//! [`proxy_protocol(true)`](ServerBuilder::proxy_protocol), then what `X-Forwarded-For` (else
+//! RFC 7239 `Forwarded`) says when the peer is a trusted proxy
+//! ([`forwarded_allow_ips`](ServerBuilder::forwarded_allow_ips), default `127.0.0.1` and
+//! `::1`). From other peers those headers are ignored and left as they came. [`SocketPeer`] is
+//! always the socket's peer; the self-call detection and the depth rule go by it (and a depth
+//! header is dropped too when a proxy names a client that is not on this host).
+//!
 //! # Access log
 //!
 //! One line per answered request on the `log` target [`ACCESS_TARGET`] (`prefork_pool::access`),
@@ -265,6 +276,7 @@ mod conn;
 mod date;
 mod decode;
 mod dispatch;
+mod forwarded;
 #[cfg(any(test, fuzzing))]
 mod fuzz;
 mod handle;
@@ -277,6 +289,7 @@ mod owner_lookup;
 mod parse;
 #[allow(dead_code)] // wired into self_call.rs by issue 13 part 4
 mod peer_owner;
+mod proxy_protocol;
 mod rate_limit;
 mod reactor;
 mod response;
@@ -309,4 +322,4 @@ pub use response::error_response;
 pub use self_call::SelfCalls;
 pub use server::{ServeError, Server, ServerBuilder};
 pub use stuck::{BusyWorker, StuckReport};
-pub use types::{HttpRequest, HttpResponse, PeerAddr};
+pub use types::{ForwardedProto, HttpRequest, HttpResponse, PeerAddr, SocketPeer};
