@@ -10,6 +10,7 @@
 mod http_helpers;
 
 mod accept_errors;
+mod behind_proxy;
 mod config;
 mod drain_keepalive;
 mod example;
