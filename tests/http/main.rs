@@ -17,6 +17,7 @@ mod example;
 mod handlers;
 mod idle_connections;
 mod limits;
+mod nginx;
 mod pool_errors;
 mod protocol;
 mod seed;
