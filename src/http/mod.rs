@@ -222,14 +222,30 @@
 //! # Behind a proxy
 //!
 //! [`PeerAddr`] (and the access log's `%(h)s`) is the client a proxy in front names, when the
-//! server believes it: the source of a PROXY protocol header on a server built with
-//! [`proxy_protocol(true)`](ServerBuilder::proxy_protocol), then what `X-Forwarded-For` (else
-//! RFC 7239 `Forwarded`) says when the peer is a trusted proxy
-//! ([`forwarded_allow_ips`](ServerBuilder::forwarded_allow_ips), default `127.0.0.1` and
-//! `::1`). From other peers those headers are ignored and left as they came. [`SocketPeer`] is
-//! always the socket's peer; the self-call detection and the depth rule go by it (and a depth
-//! header is dropped too when a proxy names a client that is not on this host).
+//! server believes it; [`SocketPeer`] is always the socket's peer.
 //!
+//! - PROXY protocol ([`proxy_protocol(true)`](ServerBuilder::proxy_protocol), all listeners):
+//!   the header (HAProxy's v1 text, at most 107 bytes, `TCP4`/`TCP6`/`UNKNOWN`; or v2 binary,
+//!   `PROXY` over TCP/IPv4 or IPv6, or `LOCAL`, TLVs skipped) is read before the first head, as
+//!   it arrives; its source address is the client (`UNKNOWN`, `LOCAL` and address-less headers
+//!   keep the socket's peer). Missing, malformed or late (the head timeout): closed, no answer.
+//! - Forwarding headers ([`forwarded_allow_ips`](ServerBuilder::forwarded_allow_ips), default
+//!   `127.0.0.1` and `::1`): from a trusted peer (the PROXY source if any, else the socket's
+//!   peer; a Unix socket peer unless the list is empty) `X-Forwarded-For` is read, else the
+//!   `for=` of `Forwarded`; the list is walked from the right past trusted proxies, and the first
+//!   untrusted address is the client (all trusted: the left-most). An entry that is not an
+//!   address ends the walk (the client is then the last trusted hop passed, or the peer).
+//!   `X-Forwarded-Proto`'s last value (else that element's `proto=`), `http` or `https`, becomes a
+//!   [`ForwardedProto`]. From any other peer the headers are ignored. They are left in the
+//!   request either way (as gunicorn does): read the extensions, not the headers. Your proxy must
+//!   write the header read here (nginx: `proxy_set_header X-Forwarded-For
+//!   $proxy_add_x_forwarded_for;`); a proxy that writes only `Forwarded` must drop a client's
+//!   `X-Forwarded-For`, which is read first.
+//! - The server's own decisions go by the socket: the self-call detection looks up the socket's
+//!   peer (a local proxy's socket is not ours, so a request it forwards is never a self-call),
+//!   and `X-Prefork-Depth` is honoured only from this host's sockets, and, when a proxy names the
+//!   client, only if that client is on this host too.
+
 //! # Access log
 //!
 //! One line per answered request on the `log` target [`ACCESS_TARGET`] (`prefork_pool::access`),

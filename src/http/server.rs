@@ -484,33 +484,18 @@ impl ServerBuilder {
         self
     }
 
-    /// The proxies whose `X-Forwarded-For`, `X-Forwarded-Proto` and `Forwarded` (RFC 7239) headers
-    /// are believed, as gunicorn's `forwarded_allow_ips`: IP addresses and CIDR blocks
-    /// (`"10.0.0.0/8"`, `"fd00::/8"`; an item may be a comma-separated list), or `"*"` for every
-    /// peer. Default: `127.0.0.1` and `::1`, as gunicorn (a proxy on the same host); a peer on a
-    /// Unix socket is trusted too unless the list is empty; an empty list believes no one.
-    ///
-    /// From a trusted peer, the client is read from `X-Forwarded-For` (else `Forwarded`'s `for=`),
-    /// walking from the right past trusted proxies: the right-most untrusted address, which the
-    /// nearest trusted proxy wrote. It becomes the request's [`PeerAddr`](super::PeerAddr) and
-    /// the access log's `%(h)s`; `X-Forwarded-Proto` (else `proto=`) becomes a
-    /// [`ForwardedProto`](super::ForwardedProto). From any other peer the headers are ignored.
-    /// The headers are left in the request either way (as gunicorn): read the extensions, not the
-    /// headers. The socket's own peer stays in [`SocketPeer`](super::SocketPeer), and the
-    /// server's own decisions (self-call detection, whether `X-Prefork-Depth` is honoured) go by
-    /// the socket. Your proxy must write the header read here: with nginx,
-    /// `proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;` (a proxy that writes only
-    /// `Forwarded` must drop a client's `X-Forwarded-For`, which is read first).
+    /// The proxies whose `X-Forwarded-For`, `X-Forwarded-Proto` and RFC 7239 `Forwarded` headers
+    /// are believed (gunicorn's `forwarded_allow_ips`): IP addresses, CIDR blocks
+    /// (`"10.0.0.0/8"`; an item may be a comma-separated list) or `"*"`. Default `127.0.0.1` and
+    /// `::1`, as gunicorn; a Unix socket peer is trusted unless the list is empty. From a trusted
+    /// peer, the right-most untrusted address of `X-Forwarded-For` (else `Forwarded`) becomes the
+    /// [`PeerAddr`](super::PeerAddr) and `%(h)s`, the proto a
+    /// [`ForwardedProto`](super::ForwardedProto); from others the headers are ignored. They are
+    /// left in the request either way. The rules: [Behind a proxy](super#behind-a-proxy).
     ///
     /// ```
     /// use prefork_pool::http::Server;
-    /// let server = Server::builder()
-    ///     .bind("127.0.0.1:0")
-    ///     .forwarded_allow_ips(["127.0.0.1", "10.0.0.0/8"])
-    ///     .serve(|_req, _ctx| "ok")
-    ///     .unwrap();
-    /// server.shutdown(std::time::Duration::from_secs(5));
-    /// let err = Server::builder().bind("127.0.0.1:0").forwarded_allow_ips(["nginx"])
+    /// let err = Server::builder().bind("127.0.0.1:0").forwarded_allow_ips(["10.0.0.0/8", "nginx"])
     ///     .serve(|_req, _ctx| "ok").unwrap_err();
     /// assert!(err.to_string().contains("forwarded_allow_ips"));
     /// ```
@@ -519,13 +504,11 @@ impl ServerBuilder {
         self
     }
 
-    /// Every connection, on every listener of this server, starts with a PROXY protocol header
-    /// (HAProxy's version 1 or 2; default off): its source address becomes the request's
-    /// [`PeerAddr`](super::PeerAddr) and `%(h)s` (`LOCAL`, `UNKNOWN` and address-less headers
-    /// keep the socket's peer), and it is the peer that
-    /// [`forwarded_allow_ips`](Self::forwarded_allow_ips) checks. A connection whose header is
-    /// missing, malformed, or not complete within the [`head_timeout`](Self::head_timeout) is
-    /// closed without an HTTP answer. Turn it on only where every client is the proxy.
+    /// Every connection, on every listener, starts with a PROXY protocol header (v1 or v2;
+    /// default off): its source becomes the [`PeerAddr`](super::PeerAddr), `%(h)s`, and the peer
+    /// that [`forwarded_allow_ips`](Self::forwarded_allow_ips) checks. A header missing,
+    /// malformed or not complete within the [`head_timeout`](Self::head_timeout) closes the
+    /// connection without an answer. See [Behind a proxy](super#behind-a-proxy).
     pub fn proxy_protocol(mut self, on: bool) -> Self {
         self.proxy_protocol = on;
         self

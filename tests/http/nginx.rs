@@ -213,14 +213,14 @@ fn behind_nginx_the_handler_and_the_log_see_the_client_both_upstream_modes() {
         );
     }
     // A client's own X-Forwarded-For is kept by nginx, left of the address nginx adds: not taken.
-    let (_, body) = through(&nginx, "/ka/forged", "X-Forwarded-For: 6.6.6.6\r\n");
+    let (_, body) = through(&nginx, "/ka/spoofed-xff", "X-Forwarded-For: 6.6.6.6\r\n");
     assert!(
         body.starts_with(&format!(
             "peer={CLIENT_IP} socket=127.0.0.1 xff=6.6.6.6, {CLIENT_IP} "
         )),
         "{body}"
     );
-    for path in ["/ka/0", "/direct/2", "/ka/forged"] {
+    for path in ["/ka/0", "/direct/2", "/ka/spoofed-xff"] {
         let line = format!("nginx-test {CLIENT_IP} {path}");
         assert!(access_lines().contains(&line), "no line {line:?}");
     }
