@@ -16,9 +16,13 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use http::header::{HeaderName, FORWARDED};
 use http::HeaderMap;
 
 use crate::BuildError;
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 
 /// gunicorn's default `forwarded_allow_ips`: the loopback addresses.
 pub(crate) const DEFAULT_FORWARDED_ALLOW_IPS: &[&str] = &["127.0.0.1", "::1"];
@@ -148,13 +152,13 @@ pub(crate) struct Forwarded {
 impl Forwarded {
     /// Reads the headers of a request from a trusted peer (the caller checks the peer).
     pub(crate) fn from_headers(headers: &HeaderMap, trusted: &TrustedProxies) -> Forwarded {
-        let xff = joined(headers, "x-forwarded-for");
+        let xff = joined(headers, X_FORWARDED_FOR);
         let mut out = Forwarded::default();
         let mut element_proto = None;
         if let Some(xff) = xff {
             let nodes: Vec<&str> = xff.split(',').map(str::trim).collect();
             out.client = walk(&nodes, trusted).map(|(ip, _)| ip);
-        } else if let Some(fwd) = joined(headers, "forwarded") {
+        } else if let Some(fwd) = joined(headers, FORWARDED) {
             let elements = parse_forwarded(&fwd);
             let nodes: Vec<&str> = elements
                 .iter()
@@ -165,7 +169,7 @@ impl Forwarded {
                 element_proto = elements[i].1.as_deref().and_then(scheme);
             }
         }
-        out.proto = match joined(headers, "x-forwarded-proto") {
+        out.proto = match joined(headers, X_FORWARDED_PROTO) {
             Some(p) => p.rsplit(',').next().and_then(|p| scheme(p.trim())),
             None => element_proto,
         };
@@ -187,9 +191,9 @@ pub(crate) fn believe(
         None => !trusted.is_empty(),
     };
     let any = || {
-        headers.contains_key("x-forwarded-for")
-            || headers.contains_key("forwarded")
-            || headers.contains_key("x-forwarded-proto")
+        headers.contains_key(X_FORWARDED_FOR)
+            || headers.contains_key(FORWARDED)
+            || headers.contains_key(X_FORWARDED_PROTO)
     };
     if !trusts || !any() {
         return Forwarded::default();
@@ -209,7 +213,7 @@ fn scheme(p: &str) -> Option<&'static str> {
 }
 
 /// Every value of a header, joined with commas (one list, as RFC 9110 reads repeated fields).
-fn joined(headers: &HeaderMap, name: &str) -> Option<String> {
+fn joined(headers: &HeaderMap, name: HeaderName) -> Option<String> {
     let mut values = headers.get_all(name).iter().filter_map(|v| v.to_str().ok());
     let mut s = values.next()?.to_string();
     for v in values {
