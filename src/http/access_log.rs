@@ -24,7 +24,8 @@ enum Piece {
     RespHeader(HeaderName),
 }
 
-/// A parsed access log format: gunicorn's atoms `%(h)s` (remote address), `%(l)s` (`-`), `%(u)s`
+/// A parsed access log format: gunicorn's atoms `%(h)s` (remote address: the client a trusted
+/// proxy names, see [`PeerAddr`](super::PeerAddr)), `%(l)s` (`-`), `%(u)s`
 /// (user: `-`, basic auth is not decoded), `%(t)s` (`[22/Nov/2026:14:35:00 +0000]`, always UTC),
 /// `%(r)s` (request line), `%(s)s` (status), `%(m)s` (method), `%(U)s` (path), `%(q)s` (query),
 /// `%(H)s` (protocol), `%(b)s` (body bytes, `-` for none), `%(B)s` (body bytes), `%(f)s` (referer),

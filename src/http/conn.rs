@@ -7,7 +7,7 @@
 //! until the current one is answered, so answers always go out in order.
 
 use std::io::{self, Read, Write};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,14 +16,16 @@ use http::{Method, Request, Version};
 
 use super::date::DateCache;
 use super::decode::BodyDecoder;
+use super::forwarded::believe;
 use super::handoff::{depth_trusted, Handoff, Reply, DEPTH_HEADER};
 use super::head_scan::HeadScanner;
 use super::io::{Link, Stream, TcpAddrs};
 use super::owner_lookup::CallerCell;
 use super::parse::{parse_head, Framing, Head, HttpError};
+use super::proxy_protocol;
 use super::response::{write_response, WriteOpts};
 use super::self_call::{unix_caller, Caller};
-use super::types::PeerAddr;
+use super::types::{ForwardedProto, PeerAddr, SocketPeer};
 
 /// How long a closing connection keeps reading (and discarding) what the client still sends, so
 /// that the client reads our last answer instead of a reset.
@@ -62,6 +64,8 @@ pub(crate) struct Env<'a> {
 
 #[derive(Debug)]
 enum State {
+    /// A listener with the PROXY protocol: its header not read yet.
+    Proxy,
     /// Between requests: nothing of the next request read yet.
     Idle,
     /// Part of a head read.
@@ -88,7 +92,14 @@ pub(crate) struct Conn {
     pub id: u64,
     token: usize,
     pub link: Arc<Link>,
+    /// The socket's peer.
     peer: Arc<str>,
+    /// The client as the connection says: the PROXY header's source if it named one, else the
+    /// socket's peer (`client_ip` is `None` for a Unix socket).
+    client: Arc<str>,
+    client_ip: Option<IpAddr>,
+    /// A PROXY header named the client.
+    proxied: bool,
     buf: Vec<u8>,
     scanner: HeadScanner,
     state: State,
@@ -123,10 +134,17 @@ impl Conn {
                 stream,
                 pending: AtomicBool::new(false),
             }),
+            client: peer.clone(),
+            client_ip: addrs.map(|(p, _)| p.ip().to_canonical()),
+            proxied: false,
             peer,
             buf: Vec::new(),
             scanner: HeadScanner::default(),
-            state: State::Idle,
+            state: if env.handoff.cfg.proxy.proxy_protocol {
+                State::Proxy
+            } else {
+                State::Idle
+            },
             out: Vec::new(),
             out_pos: 0,
             peer_eof: false,
@@ -160,7 +178,7 @@ impl Conn {
     /// next request already, and would read a reset instead of an answer. A request that comes in
     /// time is answered with `Connection: close`.
     pub(crate) fn limit_idle_wait(&mut self, until: Instant) {
-        if matches!(self.state, State::Idle) && self.buf.is_empty() {
+        if matches!(self.state, State::Idle | State::Proxy) && self.buf.is_empty() {
             self.deadline = Some(self.deadline.map_or(until, |d| d.min(until)));
         }
     }
@@ -204,6 +222,8 @@ impl Conn {
             _ => return Next::Keep,
         }
         match self.state {
+            // No PROXY header in time: closed without an answer (the peer is no HTTP client).
+            State::Proxy => Next::Close,
             // The keep-alive (or drain) wait is over: a lingering close, so that a request the
             // client sent just now meets an end of file, never a reset.
             State::Idle => self.close_lingering(env),
@@ -273,9 +293,11 @@ impl Conn {
         }
         if self.peer_eof {
             match self.state {
-                State::Idle | State::Head | State::Body { .. } | State::Lingering => {
-                    return Next::Close
-                }
+                State::Proxy
+                | State::Idle
+                | State::Head
+                | State::Body { .. }
+                | State::Lingering => return Next::Close,
                 State::InFlight | State::Writing | State::Closing => {}
             }
         }
@@ -286,6 +308,24 @@ impl Conn {
     fn advance(&mut self, env: &mut Env<'_>) -> Next {
         loop {
             match &mut self.state {
+                State::Proxy => match proxy_protocol::parse(&self.buf) {
+                    Ok(None) => return Next::Keep,
+                    Ok(Some((len, client))) => {
+                        self.buf.drain(..len);
+                        if let Some(client) = client {
+                            let ip = client.ip().to_canonical();
+                            self.client = Arc::from(ip.to_string());
+                            self.client_ip = Some(ip);
+                            self.proxied = true;
+                        }
+                        // The head timeout still runs from the accept.
+                        self.state = State::Idle;
+                    }
+                    Err(e) => {
+                        log::debug!(target: "prefork_pool::http", "{}: {}; closed", self.peer, e.0);
+                        return Next::Close;
+                    }
+                },
                 State::Idle | State::Head => {
                     if self.buf.is_empty() {
                         return Next::Keep;
@@ -365,6 +405,12 @@ impl Conn {
             .access_log
             .as_ref()
             .map(|f| f.capture(&head.method, &head.uri, head.version, &head.headers));
+        // What a trusted proxy says about the client: for the handler and the log only.
+        let fwd = believe(&handoff.cfg.proxy, self.client_ip, &head.headers);
+        let client = match fwd.client {
+            Some(ip) => Arc::from(ip.to_string()),
+            None => self.client.clone(),
+        };
         let direct = self.out_pos >= self.out.len();
         self.link
             .pending
@@ -373,7 +419,7 @@ impl Conn {
             token: self.token,
             id: self.id,
             link: self.link.clone(),
-            peer: self.peer.clone(),
+            peer: client.clone(),
             direct,
             head_only: head.method == Method::HEAD,
             version: head.version,
@@ -394,9 +440,20 @@ impl Conn {
         *req.uri_mut() = head.uri;
         *req.version_mut() = head.version;
         *req.headers_mut() = head.headers;
-        req.extensions_mut().insert(PeerAddr(self.peer.clone()));
+        req.extensions_mut().insert(PeerAddr(client));
+        req.extensions_mut().insert(SocketPeer(self.peer.clone()));
+        if let Some(proto) = fwd.proto {
+            req.extensions_mut()
+                .insert(ForwardedProto(Arc::from(proto)));
+        }
+        // The depth is honoured from this host's sockets only; and when a proxy names the client,
+        // only if that client is on this host too (a remote client behind a local proxy cannot
+        // have its requests refused with 508).
         let unix = matches!(self.link.stream, Stream::Unix(_));
-        if !depth_trusted(unix, self.addrs) {
+        let named = fwd.client.or(self.client_ip.filter(|_| self.proxied));
+        let local = self.addrs.map(|(_, l)| l.ip().to_canonical());
+        let named_here = named.map_or(true, |ip| ip.is_loopback() || Some(ip) == local);
+        if !depth_trusted(unix, self.addrs) || !named_here {
             req.headers_mut().remove(DEPTH_HEADER);
         }
         match self.self_caller(handoff) {
@@ -406,7 +463,9 @@ impl Conn {
     }
 
     /// Slow path only: the pool has no idle worker and the client is on this host (a loopback
-    /// address or our own address, or a Unix socket). Then find out (once per connection) whether
+    /// address or our own address, or a Unix socket). Always the socket's peer, never the client
+    /// a proxy names: a request a local proxy forwards is looked up as the proxy's socket, which
+    /// no process of ours owns, so it is not a self-call. Then find out (once per connection) whether
     /// the client is a socket of this process, or of a sibling worker process.
     fn self_caller(&mut self, handoff: &Handoff) -> Client {
         if handoff.cfg.max_spare == 0 {

@@ -18,6 +18,7 @@ use mio::Waker;
 
 use super::access_log::{AccessLogFormat, LogRequest, ACCESS_TARGET};
 use super::date::{now_secs, DateCache};
+use super::forwarded::ProxySettings;
 use super::io::Link;
 use super::owner_lookup::{CallerCell, OwnerLookup};
 use super::parse::Limits;
@@ -133,6 +134,8 @@ pub(crate) struct ReactorConfig {
     pub max_depth: u32,
     /// How the answers the server makes on its own are rendered (default: plain text).
     pub error_page: ErrorPage,
+    /// Trusted proxies and the PROXY protocol.
+    pub proxy: ProxySettings,
 }
 
 /// The message that tells the reactor a request is answered: written by the thread that completed

@@ -219,6 +219,33 @@
 //!   pipelined input, a drain); otherwise it learns of the answer at its next wake-up. Nothing
 //!   else of the connection is written while a request is in flight, so answers never interleave.
 //!
+//! # Behind a proxy
+//!
+//! [`PeerAddr`] (and the access log's `%(h)s`) is the client a proxy in front names, when the
+//! server believes it; [`SocketPeer`] is always the socket's peer.
+//!
+//! - PROXY protocol ([`proxy_protocol(true)`](ServerBuilder::proxy_protocol), all listeners):
+//!   the header (HAProxy's v1 text, at most 107 bytes, `TCP4`/`TCP6`/`UNKNOWN`; or v2 binary,
+//!   `PROXY` over TCP/IPv4 or IPv6, or `LOCAL`, TLVs skipped) is read before the first head, as
+//!   it arrives; its source address is the client (`UNKNOWN`, `LOCAL` and address-less headers
+//!   keep the socket's peer). Missing, malformed or late (the head timeout): closed, no answer.
+//! - Forwarding headers ([`forwarded_allow_ips`](ServerBuilder::forwarded_allow_ips), default
+//!   `127.0.0.1` and `::1`): from a trusted peer (the PROXY source if any, else the socket's
+//!   peer; a Unix socket peer unless the list is empty) `X-Forwarded-For` is read, else the
+//!   `for=` of `Forwarded`; the list is walked from the right past trusted proxies, and the first
+//!   untrusted address is the client (all trusted: the left-most). An entry that is not an
+//!   address ends the walk (the client is then the last trusted hop passed, or the peer).
+//!   `X-Forwarded-Proto`'s last value (else that element's `proto=`), `http` or `https`, becomes a
+//!   [`ForwardedProto`]. From any other peer the headers are ignored. They are left in the
+//!   request either way (as gunicorn does): read the extensions, not the headers. Your proxy must
+//!   write the header read here (nginx: `proxy_set_header X-Forwarded-For
+//!   $proxy_add_x_forwarded_for;`); a proxy that writes only `Forwarded` must drop a client's
+//!   `X-Forwarded-For`, which is read first.
+//! - The server's own decisions go by the socket: the self-call detection looks up the socket's
+//!   peer (a local proxy's socket is not ours, so a request it forwards is never a self-call),
+//!   and `X-Prefork-Depth` is honoured only from this host's sockets, and, when a proxy names the
+//!   client, only if that client is on this host too.
+
 //! # Access log
 //!
 //! One line per answered request on the `log` target [`ACCESS_TARGET`] (`prefork_pool::access`),
@@ -265,6 +292,7 @@ mod conn;
 mod date;
 mod decode;
 mod dispatch;
+mod forwarded;
 #[cfg(any(test, fuzzing))]
 mod fuzz;
 mod handle;
@@ -277,6 +305,7 @@ mod owner_lookup;
 mod parse;
 #[allow(dead_code)] // wired into self_call.rs by issue 13 part 4
 mod peer_owner;
+mod proxy_protocol;
 mod rate_limit;
 mod reactor;
 mod response;
@@ -309,4 +338,4 @@ pub use response::error_response;
 pub use self_call::SelfCalls;
 pub use server::{ServeError, Server, ServerBuilder};
 pub use stuck::{BusyWorker, StuckReport};
-pub use types::{HttpRequest, HttpResponse, PeerAddr};
+pub use types::{ForwardedProto, HttpRequest, HttpResponse, PeerAddr, SocketPeer};

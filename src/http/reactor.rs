@@ -642,6 +642,7 @@ mod tests {
             siblings: None,
             max_depth: 32,
             error_page: Default::default(),
+            proxy: Default::default(),
         };
         let (r, h) = Reactor::new(
             vec![Acceptor::Tcp(mio::net::TcpListener::from_std(l))],

@@ -13,6 +13,7 @@ use http::StatusCode;
 
 use super::access_log::{AccessLogFormat, DEFAULT_ACCESS_LOG_FORMAT};
 use super::dispatch::{DeadlineFor, PoolDispatch};
+use super::forwarded::{ProxySettings, TrustedProxies, DEFAULT_FORWARDED_ALLOW_IPS};
 use super::handle::ServerHandle;
 use super::handler::{IntoResponse, ServerAnswer};
 use super::handoff::ReactorConfig;
@@ -64,7 +65,8 @@ impl Server {
     /// self-calls (over TCP or a Unix socket) as workers (`max_spare`), a call depth of at most 32 (`max_depth`), a
     /// stuck report after 1 s without progress (`stuck_after`), the server's own answers in
     /// `text/plain` (no `error_response` hook), every request with the Pool's deadline (no
-    /// `deadline_for`), and the Pool's defaults.
+    /// `deadline_for`), forwarding headers believed from `127.0.0.1` and `::1`
+    /// (`forwarded_allow_ips`), no PROXY protocol, and the Pool's defaults.
     pub fn builder() -> ServerBuilder {
         ServerBuilder::new()
     }
@@ -129,6 +131,8 @@ pub struct ServerBuilder {
     stuck_after: Duration,
     error_hook: Option<Arc<ErrorHook>>,
     deadline_for: Option<Arc<DeadlineFor>>,
+    forwarded_allow_ips: Vec<String>,
+    proxy_protocol: bool,
     pool: PoolBuilder,
     accept_gate: Option<Arc<dyn AcceptGate>>,
 }
@@ -150,6 +154,8 @@ impl fmt::Debug for ServerBuilder {
             .field("stuck_after", &self.stuck_after)
             .field("error_response", &self.error_hook.is_some())
             .field("deadline_for", &self.deadline_for.is_some())
+            .field("forwarded_allow_ips", &self.forwarded_allow_ips)
+            .field("proxy_protocol", &self.proxy_protocol)
             .finish_non_exhaustive()
     }
 }
@@ -183,6 +189,11 @@ impl ServerBuilder {
             stuck_after: Duration::from_secs(1),
             error_hook: None,
             deadline_for: None,
+            forwarded_allow_ips: DEFAULT_FORWARDED_ALLOW_IPS
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            proxy_protocol: false,
             pool: Pool::builder().name("http"),
             accept_gate: None,
         }
@@ -473,6 +484,36 @@ impl ServerBuilder {
         self
     }
 
+    /// The proxies whose `X-Forwarded-For`, `X-Forwarded-Proto` and RFC 7239 `Forwarded` headers
+    /// are believed (gunicorn's `forwarded_allow_ips`): IP addresses, CIDR blocks
+    /// (`"10.0.0.0/8"`; an item may be a comma-separated list) or `"*"`. Default `127.0.0.1` and
+    /// `::1`, as gunicorn; a Unix socket peer is trusted unless the list is empty. From a trusted
+    /// peer, the right-most untrusted address of `X-Forwarded-For` (else `Forwarded`) becomes the
+    /// [`PeerAddr`](super::PeerAddr) and `%(h)s`, the proto a
+    /// [`ForwardedProto`](super::ForwardedProto); from others the headers are ignored. They are
+    /// left in the request either way. The rules: [Behind a proxy](super#behind-a-proxy).
+    ///
+    /// ```
+    /// use prefork_pool::http::Server;
+    /// let err = Server::builder().bind("127.0.0.1:0").forwarded_allow_ips(["10.0.0.0/8", "nginx"])
+    ///     .serve(|_req, _ctx| "ok").unwrap_err();
+    /// assert!(err.to_string().contains("forwarded_allow_ips"));
+    /// ```
+    pub fn forwarded_allow_ips<S: AsRef<str>>(mut self, ips: impl IntoIterator<Item = S>) -> Self {
+        self.forwarded_allow_ips = ips.into_iter().map(|s| s.as_ref().to_string()).collect();
+        self
+    }
+
+    /// Every connection, on every listener, starts with a PROXY protocol header (v1 or v2;
+    /// default off): its source becomes the [`PeerAddr`](super::PeerAddr), `%(h)s`, and the peer
+    /// that [`forwarded_allow_ips`](Self::forwarded_allow_ips) checks. A header missing,
+    /// malformed or not complete within the [`head_timeout`](Self::head_timeout) closes the
+    /// connection without an answer. See [Behind a proxy](super#behind-a-proxy).
+    pub fn proxy_protocol(mut self, on: bool) -> Self {
+        self.proxy_protocol = on;
+        self
+    }
+
     /// Configure the [Pool] that runs the handler: its worker threads, queue,
     /// deadline (past it the client gets 504), recycling, re-entrancy policy, name (default
     /// `"http"`) and hooks. `configure` gets the pool's builder as set so far and returns it; see
@@ -588,6 +629,10 @@ impl ServerBuilder {
             siblings: self.siblings.clone(),
             max_depth: self.max_depth,
             error_page: ErrorPage::new(self.error_hook.clone()),
+            proxy: ProxySettings {
+                trusted: TrustedProxies::parse(&self.forwarded_allow_ips)?,
+                proxy_protocol: self.proxy_protocol,
+            },
         })
     }
 

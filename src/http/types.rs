@@ -1,5 +1,6 @@
-//! The types a handler sees: [`HttpRequest`], [`HttpResponse`], the client's [`PeerAddr`], and the
-//! [`http`] crate itself, re-exported.
+//! The types a handler sees: [`HttpRequest`], [`HttpResponse`], the client's [`PeerAddr`] (with
+//! the [`SocketPeer`] and [`ForwardedProto`] behind a proxy), and the [`http`] crate itself,
+//! re-exported.
 //!
 //! Requests and responses are the [`http`] crate's types. It is re-exported here so that an
 //! application need not depend on it itself with the matching major version:
@@ -28,5 +29,51 @@ pub type HttpResponse = ::http::Response<Vec<u8>>;
 
 /// The client's address, in every request's extensions: the IP address for TCP, `"unix"` for a
 /// Unix socket, `"loopback"` for a request sent through [`Loopback`](super::Loopback).
+///
+/// Behind a proxy it is the client the proxy names, when the server believes it: the source
+/// address of a PROXY protocol header (see
+/// [`ServerBuilder::proxy_protocol`](super::ServerBuilder::proxy_protocol)), or the client that a
+/// trusted proxy's `X-Forwarded-For` or `Forwarded` header names (see
+/// [`ServerBuilder::forwarded_allow_ips`](super::ServerBuilder::forwarded_allow_ips)). The
+/// access log's `%(h)s` shows the same address. The socket's own peer is the [`SocketPeer`].
+///
+/// ```
+/// use prefork_pool::http::{PeerAddr, SocketPeer};
+///
+/// fn client(req: &prefork_pool::http::HttpRequest) -> String {
+///     let peer = req.extensions().get::<PeerAddr>().map_or("?", |p| &*p.0);
+///     match req.extensions().get::<SocketPeer>() {
+///         Some(via) if &*via.0 != peer => format!("{peer} via {}", via.0),
+///         _ => peer.to_string(),
+///     }
+/// }
+/// let mut req = http::Request::new(Vec::new());
+/// req.extensions_mut().insert(PeerAddr("203.0.113.7".into()));
+/// req.extensions_mut().insert(SocketPeer("127.0.0.1".into()));
+/// assert_eq!(client(&req), "203.0.113.7 via 127.0.0.1");
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerAddr(pub Arc<str>);
+
+/// The address of the socket's other end, in the extensions of every request that came over a
+/// socket: the IP address for TCP, `"unix"` for a Unix socket. It differs from the [`PeerAddr`]
+/// when a proxy in front named the client (PROXY protocol, or trusted forwarding headers); the
+/// server's own decisions (whether a request is a call of this process to itself, whether its
+/// `X-Prefork-Depth` is honoured) are made on the socket, never on what a proxy says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SocketPeer(pub Arc<str>);
+
+/// The scheme the client used, `"http"` or `"https"`, in a request's extensions when a trusted
+/// proxy said it (`X-Forwarded-Proto`, or `proto=` in `Forwarded`); absent otherwise (the
+/// server itself speaks plain HTTP).
+///
+/// ```
+/// use prefork_pool::http::{ForwardedProto, HttpRequest};
+///
+/// fn is_https(req: &HttpRequest) -> bool {
+///     req.extensions().get::<ForwardedProto>().is_some_and(|p| &*p.0 == "https")
+/// }
+/// assert!(!is_https(&http::Request::new(Vec::new())));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForwardedProto(pub Arc<str>);

@@ -10,12 +10,14 @@
 mod http_helpers;
 
 mod accept_errors;
+mod behind_proxy;
 mod config;
 mod drain_keepalive;
 mod example;
 mod handlers;
 mod idle_connections;
 mod limits;
+mod nginx;
 mod pool_errors;
 mod protocol;
 mod seed;

@@ -1,0 +1,281 @@
+//! A real nginx in front of the server (the Debian package `nginx` or `nginx-light`; skipped with
+//! a message when it is not installed): started here on a free loopback port with its whole
+//! configuration, pid, logs and temp paths in a temp dir, proxying both with a kept-alive
+//! upstream (`/ka/`) and with a connection per request (`/direct/`, nginx's default). The client
+//! connects from 127.0.0.2, so the address nginx adds to `X-Forwarded-For` is not the socket
+//! peer's (127.0.0.1, nginx itself).
+
+use crate::http_helpers::*;
+use prefork_pool::http::{PeerAddr, Server, ServerHandle, SocketPeer};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Where the client connects from: a loopback address that no trusted proxy has.
+const CLIENT_IP: &str = "127.0.0.2";
+
+fn nginx_binary() -> Option<PathBuf> {
+    let fixed = PathBuf::from("/usr/sbin/nginx");
+    if fixed.is_file() {
+        return Some(fixed);
+    }
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|d| d.join("nginx"))
+        .find(|p| p.is_file())
+}
+
+/// A running nginx, killed and reaped (and its directory removed) when dropped.
+struct Nginx {
+    child: Child,
+    addr: SocketAddr,
+    dir: PathBuf,
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn config(dir: &Path, port: u16, upstream: SocketAddr) -> String {
+    let d = dir.display();
+    format!(
+        r#"daemon off;
+master_process off;
+worker_processes 1;
+pid {d}/nginx.pid;
+error_log {d}/error.log warn;
+events {{ worker_connections 64; }}
+http {{
+    access_log off;
+    client_body_temp_path {d}/client_body;
+    proxy_temp_path {d}/proxy;
+    fastcgi_temp_path {d}/fastcgi;
+    uwsgi_temp_path {d}/uwsgi;
+    scgi_temp_path {d}/scgi;
+    upstream ours {{
+        server {upstream};
+        keepalive 8;
+    }}
+    server {{
+        listen 127.0.0.1:{port};
+        location /ka/ {{
+            proxy_pass http://ours;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto $scheme;
+        }}
+        location /direct/ {{
+            proxy_pass http://{upstream};
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+        }}
+    }}
+}}
+"#
+    )
+}
+
+/// Starts nginx in front of `upstream`; `None` (with a message) when nginx is not installed.
+fn start_nginx(upstream: SocketAddr) -> Option<Nginx> {
+    let Some(bin) = nginx_binary() else {
+        eprintln!(
+            "SKIPPED: nginx is not installed (CI installs the Debian package nginx or nginx-light)"
+        );
+        return None;
+    };
+    static N: AtomicUsize = AtomicUsize::new(0);
+    // The free port is found by binding port 0 and letting it go: another process may take it
+    // meanwhile, so a start that fails is retried on a new port.
+    for attempt in 0..5 {
+        let dir = std::env::temp_dir().join(format!(
+            "prefork-pool-nginx-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        std::fs::write(dir.join("nginx.conf"), config(&dir, port, upstream)).unwrap();
+        let child = Command::new(&bin)
+            .arg("-p")
+            .arg(&dir)
+            .arg("-c")
+            .arg(dir.join("nginx.conf"))
+            .arg("-e")
+            .arg(dir.join("error.log"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start nginx");
+        let mut nginx = Nginx {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            dir,
+        };
+        let started = Instant::now();
+        while started.elapsed() < WAIT {
+            if TcpStream::connect(nginx.addr).is_ok() {
+                return Some(nginx);
+            }
+            if let Ok(Some(status)) = nginx.child.try_wait() {
+                let log = std::fs::read_to_string(nginx.dir.join("error.log")).unwrap_or_default();
+                eprintln!("nginx exited ({status}) on attempt {attempt}: {log}");
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    panic!("nginx did not start");
+}
+
+/// One request through nginx from `CLIENT_IP`, `Connection: close`: status and body.
+fn through(nginx: &Nginx, path: &str, extra: &str) -> (u16, String) {
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    let from: SocketAddr = format!("{CLIENT_IP}:0").parse().unwrap();
+    sock.bind(&from.into()).unwrap();
+    sock.connect(&nginx.addr.into()).unwrap();
+    let mut s: TcpStream = sock.into();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n{extra}\r\n"
+    )
+    .unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).unwrap();
+    let end = find(&out, b"\r\n\r\n").expect("an answer from nginx");
+    let head = String::from_utf8_lossy(&out[..end]).into_owned();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (
+        status,
+        String::from_utf8_lossy(&out[end + 4..]).into_owned(),
+    )
+}
+
+/// Answers `peer=<PeerAddr> socket=<SocketPeer> xff=<header> <version> conn=<Connection>`.
+fn echo_server() -> ServerHandle {
+    logs();
+    Server::builder()
+        .bind("127.0.0.1:0")
+        .max_spare(0)
+        .access_log_format("nginx-test %(h)s %(U)s")
+        .pool(|p| p.workers(2))
+        .serve(|req, _ctx| {
+            let h = |n: &str| {
+                req.headers()
+                    .get(n)
+                    .map_or("-".to_string(), |v| v.to_str().unwrap().to_string())
+            };
+            format!(
+                "peer={} socket={} xff={} {:?} conn={}",
+                req.extensions().get::<PeerAddr>().unwrap().0,
+                req.extensions().get::<SocketPeer>().unwrap().0,
+                h("x-forwarded-for"),
+                req.version(),
+                h("connection"),
+            )
+        })
+        .unwrap()
+}
+
+#[test]
+fn behind_nginx_the_handler_and_the_log_see_the_client_both_upstream_modes() {
+    let server = echo_server();
+    let Some(nginx) = start_nginx(server.local_addrs()[0]) else {
+        server.shutdown(WAIT);
+        return;
+    };
+    for i in 0..3 {
+        // Kept-alive upstream: HTTP/1.1 without `Connection`, the connection reused by nginx.
+        let (status, body) = through(&nginx, &format!("/ka/{i}"), "");
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(
+            body,
+            format!("peer={CLIENT_IP} socket=127.0.0.1 xff={CLIENT_IP} HTTP/1.1 conn=-")
+        );
+        // nginx's default: HTTP/1.0 and `Connection: close`, a connection per request.
+        let (status, body) = through(&nginx, &format!("/direct/{i}"), "");
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(
+            body,
+            format!("peer={CLIENT_IP} socket=127.0.0.1 xff={CLIENT_IP} HTTP/1.0 conn=close")
+        );
+    }
+    // A client's own X-Forwarded-For is kept by nginx, left of the address nginx adds: not taken.
+    let (_, body) = through(&nginx, "/ka/spoofed-xff", "X-Forwarded-For: 6.6.6.6\r\n");
+    assert!(
+        body.starts_with(&format!(
+            "peer={CLIENT_IP} socket=127.0.0.1 xff=6.6.6.6, {CLIENT_IP} "
+        )),
+        "{body}"
+    );
+    for path in ["/ka/0", "/direct/2", "/ka/spoofed-xff"] {
+        let line = format!("nginx-test {CLIENT_IP} {path}");
+        assert!(access_lines().contains(&line), "no line {line:?}");
+    }
+    drop(nginx);
+    server.shutdown(WAIT);
+}
+
+#[test]
+fn a_request_forwarded_by_a_local_nginx_is_not_a_self_call() {
+    // One worker, spare threads on: a request from this process to itself while the worker is
+    // busy would run at once on a spare thread. nginx's socket is not ours: it must wait.
+    let (entered_tx, entered_rx) = mpsc::channel::<()>();
+    let (release_tx, release_rx) = mpsc::channel::<()>();
+    let entered_tx = Mutex::new(entered_tx);
+    let release_rx = Mutex::new(release_rx);
+    let server = Server::builder()
+        .bind("127.0.0.1:0")
+        .max_spare(2)
+        .pool(|p| p.workers(1))
+        .serve(move |req, _ctx| {
+            if req.uri().path().ends_with("/block") {
+                entered_tx.lock().unwrap().send(()).unwrap();
+                let _ = release_rx.lock().unwrap().recv_timeout(WAIT);
+            }
+            let thread = std::thread::current().name().unwrap_or("-").to_string();
+            let peer = req.extensions().get::<PeerAddr>().unwrap().0.clone();
+            format!("thread={thread} peer={peer}")
+        })
+        .unwrap();
+    let Some(nginx) = start_nginx(server.local_addrs()[0]) else {
+        server.shutdown(WAIT);
+        return;
+    };
+    std::thread::scope(|scope| {
+        let a = scope.spawn(|| through(&nginx, "/direct/block", ""));
+        entered_rx
+            .recv_timeout(WAIT)
+            .expect("the first request runs");
+        let before = server.self_calls().lookups;
+        let b = scope.spawn(|| through(&nginx, "/ka/who", ""));
+        // The second request met a busy pool: its client (nginx) was looked up.
+        let started = Instant::now();
+        while server.self_calls().lookups == before {
+            assert!(started.elapsed() < WAIT, "no lookup");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        release_tx.send(()).unwrap();
+        let (status, body) = b.join().unwrap();
+        assert_eq!(status, 200, "{body}");
+        assert!(!body.contains("selfcall"), "run as a self-call: {body}");
+        assert!(body.ends_with(&format!("peer={CLIENT_IP}")), "{body}");
+        assert_eq!(a.join().unwrap().0, 200);
+    });
+    let calls = server.self_calls();
+    assert_eq!((calls.served, calls.refused), (0, 0), "{calls:?}");
+    drop(nginx);
+    server.shutdown(WAIT);
+}
