@@ -19,6 +19,7 @@ use super::decode::BodyDecoder;
 use super::handoff::{depth_trusted, Handoff, Reply, DEPTH_HEADER};
 use super::head_scan::HeadScanner;
 use super::io::{Link, Stream, TcpAddrs};
+use super::metrics::method_index;
 use super::owner_lookup::CallerCell;
 use super::parse::{parse_head, Framing, Head, HttpError};
 use super::response::{write_response, WriteOpts};
@@ -246,6 +247,7 @@ impl Conn {
                     self.link.pending.store(true, Ordering::SeqCst);
                 }
                 Ok(n) => {
+                    env.handoff.metrics.read(n);
                     if !matches!(self.state, State::Lingering) {
                         self.buf.extend_from_slice(&tmp[..n]);
                         if busy {
@@ -313,6 +315,7 @@ impl Conn {
                             }
                             if head.expect_continue && self.buf.is_empty() {
                                 self.out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+                                env.handoff.metrics.wrote(25);
                                 if self.flush(env) == Next::Close {
                                     return Next::Close;
                                 }
@@ -385,7 +388,9 @@ impl Conn {
                     .map_or(true, |cap| self.requests + 1 < cap),
             log,
             started: env.now,
+            method: method_index(&head.method),
         };
+        handoff.metrics.started();
         self.state = State::InFlight;
         self.deadline = None;
         self.requests += 1;
@@ -475,7 +480,11 @@ impl Conn {
             version: Version::HTTP_11,
             keep_alive: false,
         };
+        let before = self.out.len();
         write_response(&mut self.out, &resp, opts, env.date.get());
+        let metrics = &env.handoff.metrics;
+        metrics.own_answer(e.status);
+        metrics.wrote(self.out.len() - before);
         self.buf.clear();
         self.state = State::Closing;
         self.deadline = Some(env.now + env.handoff.cfg.write_timeout);

@@ -19,9 +19,11 @@ use mio::Waker;
 use super::access_log::{AccessLogFormat, LogRequest, ACCESS_TARGET};
 use super::date::{now_secs, DateCache};
 use super::io::Link;
+use super::metrics::{HttpCounters, ServerMetrics};
 use super::owner_lookup::{CallerCell, OwnerLookup};
 use super::parse::Limits;
 use super::rate_limit::{suppressed_note, RateLimit, WARN_INTERVAL};
+use super::response::OwnAnswer;
 use super::response::{write_response, ErrorPage, WriteOpts};
 use super::self_call::{Caller, SelfCallRefused, SelfCallServed, SelfCalls, SiblingPids, Warned};
 use super::stuck::BusyWorker;
@@ -161,6 +163,8 @@ pub(crate) struct Reply {
     pub keep_alive: bool,
     pub log: Option<LogRequest>,
     pub started: Instant,
+    /// The request's method, as an index into [`METHODS`](super::metrics::METHODS).
+    pub method: u8,
 }
 
 /// What the reactor, its connections and the threads that answer share: the settings and the way
@@ -183,6 +187,8 @@ pub(crate) struct Handoff {
     warned: Warned,
     /// The self-call lookup thread, and the descriptors the reactor owns (which it skips).
     pub lookup: OwnerLookup,
+    /// The server's HTTP counters.
+    pub metrics: HttpCounters,
 }
 
 impl Handoff {
@@ -205,6 +211,7 @@ impl Handoff {
             self_refused: AtomicU64::new(0),
             warned: Warned::default(),
             lookup,
+            metrics: HttpCounters::default(),
         }
     }
 
@@ -277,6 +284,14 @@ impl Handoff {
             return false;
         }
         true
+    }
+
+    /// The server's HTTP metrics now.
+    pub(crate) fn metrics(&self) -> ServerMetrics {
+        self.metrics.snapshot(
+            self.self_served.load(Ordering::Relaxed),
+            self.self_refused.load(Ordering::Relaxed),
+        )
     }
 
     /// The counts of self-calls served and refused.
@@ -412,6 +427,13 @@ pub(crate) fn finish(handoff: &Handoff, r: Reply, result: Result<HttpResponse, E
             log::info!(target: ACCESS_TARGET, "{line}");
         }
     }
+    if resp.extensions().get::<OwnAnswer>().is_some() {
+        handoff.metrics.own_answer(resp.status().as_u16());
+    }
+    let status = resp.status().as_u16();
+    handoff
+        .metrics
+        .answered(r.method, status, out.len(), r.started.elapsed());
     drop(resp);
     let mut written = 0;
     let mut failed = false;

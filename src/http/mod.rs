@@ -273,6 +273,7 @@ mod handoff;
 mod head_scan;
 mod io;
 mod loopback;
+mod metrics;
 mod owner_lookup;
 mod parse;
 #[allow(dead_code)] // wired into self_call.rs by issue 13 part 4
@@ -300,6 +301,7 @@ pub use handle::ServerHandle;
 pub use handler::{handler, Handler, IntoResponse, Json, ResponseBody};
 pub use handoff::{request_depth, DEPTH_HEADER};
 pub use loopback::Loopback;
+pub use metrics::{ServerMetrics, DURATION_BUCKETS, METHODS, OWN_STATUSES};
 #[doc(hidden)]
 pub use owner_lookup::{hold_lookups, LookupHold};
 pub use parse::Limits;

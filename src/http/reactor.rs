@@ -21,6 +21,7 @@ use super::conn::{Conn, Env, Next};
 use super::date::DateCache;
 use super::handoff::{Answered, Dispatch, Handoff, ReactorConfig};
 use super::io::{Stream, TcpAddrs};
+use super::metrics::ServerMetrics;
 use super::rate_limit::{suppressed_note, RateLimit, WARN_INTERVAL};
 use super::self_call::SelfCalls;
 
@@ -136,6 +137,11 @@ impl ReactorHandle {
     /// so far.
     pub(crate) fn self_calls(&self) -> SelfCalls {
         self.handoff.self_calls()
+    }
+
+    /// The server's HTTP metrics now.
+    pub(crate) fn metrics(&self) -> ServerMetrics {
+        self.handoff.metrics()
     }
 }
 
@@ -451,9 +457,11 @@ impl Reactor {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if is_transient(&e) => {
+                    self.handoff.metrics.accept_error();
                     log::debug!(target: "prefork_pool::http", "accept: {e} (skipped)");
                 }
                 Err(e) => {
+                    self.handoff.metrics.accept_error();
                     if let Some(suppressed) = ACCEPT_WARNINGS.allow(now) {
                         log::warn!(
                             target: "prefork_pool::http",
@@ -489,6 +497,7 @@ impl Reactor {
         let (env, conns) = self.env(now);
         conns[idx] = Some(Conn::new(id, CONN_BASE + idx, stream, peer, addrs, &env));
         self.live += 1;
+        self.handoff.metrics.opened();
         self.conn_event(idx, true, false, false, now);
     }
 
@@ -499,6 +508,7 @@ impl Reactor {
             let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
             self.free.push(idx);
             self.live -= 1;
+            self.handoff.metrics.closed();
         }
     }
 

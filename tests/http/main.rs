@@ -16,6 +16,7 @@ mod example;
 mod handlers;
 mod idle_connections;
 mod limits;
+mod metrics;
 mod pool_errors;
 mod protocol;
 mod seed;
