@@ -16,7 +16,7 @@ use http::{Method, Request, Version};
 
 use super::date::DateCache;
 use super::decode::BodyDecoder;
-use super::handoff::{depth_trusted, Handoff, Reply, DEPTH_HEADER};
+use super::handoff::{depth_trusted, finish, Handoff, Reply, DEPTH_HEADER};
 use super::head_scan::HeadScanner;
 use super::io::{Link, Stream, TcpAddrs};
 use super::metrics::method_index;
@@ -403,6 +403,9 @@ impl Conn {
         let unix = matches!(self.link.stream, Stream::Unix(_));
         if !depth_trusted(unix, self.addrs) {
             req.headers_mut().remove(DEPTH_HEADER);
+        }
+        if let Some(resp) = handoff.health_answer(&req) {
+            return finish(handoff, reply, Ok(resp));
         }
         match self.self_caller(handoff) {
             Client::Known(caller) => handoff.submit(req, reply, caller),

@@ -18,6 +18,7 @@ use mio::Waker;
 
 use super::access_log::{AccessLogFormat, LogRequest, ACCESS_TARGET};
 use super::date::{now_secs, DateCache};
+use super::health::{HealthRoutes, HealthView};
 use super::io::Link;
 use super::metrics::{HttpCounters, ServerMetrics};
 use super::owner_lookup::{CallerCell, OwnerLookup};
@@ -115,6 +116,15 @@ pub(crate) trait Dispatch: Send + Sync + 'static {
     fn busy(&self, _now: Instant) -> Vec<BusyWorker> {
         Vec::new()
     }
+    /// For readiness: why the workers are not all up, if they are not.
+    fn not_ready(&self) -> Option<String> {
+        None
+    }
+    /// For liveness: the stuck report, when every worker has been busy with no job completed
+    /// for `after`.
+    fn stuck(&self, _after: Duration, _now: Instant) -> Option<String> {
+        None
+    }
 }
 
 /// The reactor's settings, checked by the server's builder.
@@ -135,6 +145,8 @@ pub(crate) struct ReactorConfig {
     pub max_depth: u32,
     /// How the answers the server makes on its own are rendered (default: plain text).
     pub error_page: ErrorPage,
+    /// The health routes, if asked for.
+    pub health: Option<HealthRoutes>,
 }
 
 /// The message that tells the reactor a request is answered: written by the thread that completed
@@ -176,6 +188,8 @@ pub(crate) struct Handoff {
     waker: Arc<Waker>,
     /// The server is draining (graceful shutdown): answers say `Connection: close`.
     pub draining: AtomicBool,
+    /// A graceful stop was asked for (readiness says 503), perhaps before `draining`.
+    pub stopping: AtomicBool,
     /// The reactor is (about to be) blocked in `poll`: a wake-up is needed to reach it.
     pub sleeping: AtomicBool,
     /// Spare threads running self-calls now.
@@ -205,6 +219,7 @@ impl Handoff {
             tx,
             waker,
             draining: AtomicBool::new(false),
+            stopping: AtomicBool::new(false),
             sleeping: AtomicBool::new(false),
             spare: AtomicUsize::new(0),
             self_served: AtomicU64::new(0),
@@ -284,6 +299,12 @@ impl Handoff {
             return false;
         }
         true
+    }
+
+    /// The answer to `req` if it is one of the health routes (answered here, without a worker).
+    pub(crate) fn health_answer(&self, req: &HttpRequest) -> Option<HttpResponse> {
+        let routes = self.cfg.health.as_ref()?;
+        routes.answer(req, self.stopping.load(Ordering::SeqCst), self)
     }
 
     /// The server's HTTP metrics now.
@@ -377,6 +398,15 @@ impl Handoff {
         if self.sleeping.swap(false, Ordering::SeqCst) {
             let _ = self.waker.wake();
         }
+    }
+}
+
+impl HealthView for Handoff {
+    fn not_ready(&self) -> Option<String> {
+        self.dispatcher.not_ready()
+    }
+    fn stuck(&self, after: Duration, now: Instant) -> Option<String> {
+        self.dispatcher.stuck(after, now)
     }
 }
 

@@ -271,6 +271,7 @@ mod handle;
 mod handler;
 mod handoff;
 mod head_scan;
+mod health;
 mod io;
 mod loopback;
 mod metrics;

@@ -128,6 +128,8 @@ impl ReactorHandle {
     /// Start draining: accept the backlog, close the listeners, finish the requests under way, and
     /// end the loop when no connection is left or at `deadline`.
     pub(crate) fn shutdown(&self, deadline: Instant) {
+        // Readiness says 503 from this moment (before the listeners close).
+        self.handoff.stopping.store(true, Ordering::SeqCst);
         if self.cmd_tx.send(Command::Shutdown(deadline)).is_ok() {
             let _ = self.waker.wake();
         }
@@ -163,6 +165,8 @@ pub(crate) struct Reactor {
     gate: Option<Arc<dyn AcceptGate>>,
     /// The gate said no: the listeners are not polled until it says yes.
     gated_off: bool,
+    /// A graceful stop waits for the health routes' drain delay: when to drain, and the deadline.
+    drain_at: Option<(Instant, Instant)>,
 }
 
 impl Reactor {
@@ -201,6 +205,7 @@ impl Reactor {
             last_sweep: Instant::now(),
             gate: None,
             gated_off: false,
+            drain_at: None,
         };
         for i in 0..reactor.listeners.len() {
             reactor.register_listener(i)?;
@@ -350,7 +355,7 @@ impl Reactor {
             }
             while let Ok(cmd) = self.cmd_rx.try_recv() {
                 match cmd {
-                    Command::Shutdown(deadline) => self.begin_drain(deadline, now),
+                    Command::Shutdown(deadline) => self.shutdown_command(deadline, now),
                 }
             }
             self.timers(now);
@@ -376,6 +381,9 @@ impl Reactor {
         }
         if let Some(d) = self.drain_deadline {
             consider(d);
+        }
+        if let Some((at, _)) = self.drain_at {
+            consider(at);
         }
         if self.gated_off {
             consider(now + GATE_RECHECK);
@@ -523,6 +531,11 @@ impl Reactor {
     }
 
     fn timers(&mut self, now: Instant) {
+        if let Some((at, deadline)) = self.drain_at {
+            if now >= at {
+                self.begin_drain(deadline, now);
+            }
+        }
         if self.paused_until.is_some_and(|p| now >= p) {
             self.paused_until = None;
             for i in 0..self.listeners.len() {
@@ -550,7 +563,26 @@ impl Reactor {
         }
     }
 
+    /// A graceful stop: drain now, or after the health routes' drain delay (listeners open,
+    /// readiness at 503), within the graceful `deadline`.
+    fn shutdown_command(&mut self, deadline: Instant, now: Instant) {
+        let delay = self
+            .handoff
+            .cfg
+            .health
+            .as_ref()
+            .map_or(Duration::ZERO, |h| h.drain_delay);
+        if delay.is_zero() || self.drain_deadline.is_some() {
+            return self.begin_drain(deadline, now);
+        }
+        let at = (now + delay).min(deadline);
+        if self.drain_at.is_none_or(|(a, _)| at < a) {
+            self.drain_at = Some((at, deadline));
+        }
+    }
+
     fn begin_drain(&mut self, deadline: Instant, now: Instant) {
+        self.drain_at = None;
         if self.drain_deadline.is_some() {
             return;
         }
@@ -652,6 +684,7 @@ mod tests {
             siblings: None,
             max_depth: 32,
             error_page: Default::default(),
+            health: None,
         };
         let (r, h) = Reactor::new(
             vec![Acceptor::Tcp(mio::net::TcpListener::from_std(l))],

@@ -16,6 +16,7 @@ use super::dispatch::{DeadlineFor, PoolDispatch};
 use super::handle::ServerHandle;
 use super::handler::{IntoResponse, ServerAnswer};
 use super::handoff::ReactorConfig;
+use super::health::HealthSettings;
 use super::loopback::{with_depth, Loopback};
 use super::parse::Limits;
 use super::reactor::{AcceptGate, Acceptor, Reactor};
@@ -131,6 +132,7 @@ pub struct ServerBuilder {
     deadline_for: Option<Arc<DeadlineFor>>,
     pool: PoolBuilder,
     accept_gate: Option<Arc<dyn AcceptGate>>,
+    pub(super) health: HealthSettings,
 }
 
 impl fmt::Debug for ServerBuilder {
@@ -185,6 +187,7 @@ impl ServerBuilder {
             deadline_for: None,
             pool: Pool::builder().name("http"),
             accept_gate: None,
+            health: HealthSettings::default(),
         }
     }
 
@@ -588,6 +591,7 @@ impl ServerBuilder {
             siblings: self.siblings.clone(),
             max_depth: self.max_depth,
             error_page: ErrorPage::new(self.error_hook.clone()),
+            health: self.health.check()?,
         })
     }
 

@@ -14,6 +14,7 @@ mod config;
 mod drain_keepalive;
 mod example;
 mod handlers;
+mod health;
 mod idle_connections;
 mod limits;
 mod metrics;
