@@ -1,13 +1,13 @@
 //! Health routes for orchestrators, answered by the server itself without a worker (so they
 //! answer while every worker is busy): readiness (200 once the workers are up and until the first
 //! moment of a graceful stop) and liveness (200 unless the server is stuck), set with
-//! [`ServerBuilder::health_routes`].
+//! [`ServerBuilder::health_routes`](super::ServerBuilder::health_routes) (in
+//! `server_health.rs`).
 
 use std::time::{Duration, Instant};
 
 use http::{HeaderValue, Response};
 
-use super::server::ServerBuilder;
 use super::types::{HttpRequest, HttpResponse};
 use crate::BuildError;
 
@@ -81,9 +81,9 @@ fn text(status: u16, body: String) -> HttpResponse {
 /// The health settings of a [`ServerBuilder`] before they are checked.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct HealthSettings {
-    routes: Option<(String, String)>,
-    live_after: Option<Duration>,
-    drain_delay: Duration,
+    pub routes: Option<(String, String)>,
+    pub live_after: Option<Duration>,
+    pub drain_delay: Duration,
 }
 
 impl HealthSettings {
@@ -129,58 +129,6 @@ impl HealthSettings {
             live_after,
             drain_delay: self.drain_delay,
         }))
-    }
-}
-
-impl ServerBuilder {
-    /// Answer `ready` (readiness) and `live` (liveness) on the server's own, without a worker: they
-    /// answer while every worker is busy, and the handler never sees them. Off by default.
-    ///
-    /// - readiness: 200 `ready` once the workers are up (none waiting for its per-worker state);
-    ///   503 while they are not, and from the first moment of a graceful stop
-    ///   ([`shutdown`](super::ServerHandle::shutdown), SIGTERM), so that a load balancer stops
-    ///   sending before the listeners close (see [`drain_delay`](Self::drain_delay));
-    /// - liveness: 200 `alive` unless every worker has been busy with no request completed for
-    ///   [`live_after`](Self::live_after) (the [stuck report](super::StuckReport)'s condition),
-    ///   then 503 with that report as its body.
-    ///
-    /// ```
-    /// use prefork_pool::http::Server;
-    /// use std::io::{Read, Write};
-    ///
-    /// let server = Server::builder()
-    ///     .bind("127.0.0.1:0")
-    ///     .health_routes("/readyz", "/livez")
-    ///     .serve(|_req, _ctx| "app")
-    ///     .unwrap();
-    /// let mut s = std::net::TcpStream::connect(server.local_addrs()[0]).unwrap();
-    /// s.write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
-    /// let mut out = String::new();
-    /// s.read_to_string(&mut out).unwrap();
-    /// assert!(out.starts_with("HTTP/1.1 200 OK\r\n") && out.ends_with("ready\n"));
-    /// server.shutdown(std::time::Duration::from_secs(5));
-    /// ```
-    pub fn health_routes(mut self, ready: impl Into<String>, live: impl Into<String>) -> Self {
-        self.health.routes = Some((ready.into(), live.into()));
-        self
-    }
-
-    /// How long every worker may be busy with no request completed before liveness answers 503
-    /// (default 10 s; more than zero, at most one day). Make it longer than your slowest
-    /// legitimate request: a liveness failure gets the process restarted.
-    pub fn live_after(mut self, d: Duration) -> Self {
-        self.health.live_after = Some(d);
-        self
-    }
-
-    /// How long a graceful stop keeps the listeners open, answering readiness with 503 and
-    /// serving requests as usual, before it drains (default zero; at most one hour; taken from
-    /// the graceful timeout). Behind a load balancer that polls readiness (Kubernetes), set it
-    /// to about the probe's `periodSeconds × failureThreshold`, so that no new connection arrives
-    /// after the listeners close.
-    pub fn drain_delay(mut self, d: Duration) -> Self {
-        self.health.drain_delay = d;
-        self
     }
 }
 

@@ -284,6 +284,7 @@ mod reactor;
 mod response;
 mod self_call;
 mod server;
+mod server_health;
 #[cfg(unix)]
 mod signals;
 mod stuck;

@@ -576,7 +576,7 @@ impl Reactor {
             return self.begin_drain(deadline, now);
         }
         let at = (now + delay).min(deadline);
-        if self.drain_at.is_none_or(|(a, _)| at < a) {
+        if !matches!(self.drain_at, Some((a, _)) if a <= at) {
             self.drain_at = Some((at, deadline));
         }
     }
