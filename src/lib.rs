@@ -131,12 +131,14 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 mod error;
+mod metrics;
 #[cfg(all(feature = "http", unix))]
 mod net;
 mod pool;
 mod util;
 
 pub use error::{BuildError, Error, Stage, TrySubmitError};
+pub use metrics::{Metrics, MetricsBuilder, MetricsPage};
 #[allow(deprecated)]
 pub use pool::Builder;
 pub use pool::{

@@ -17,9 +17,10 @@ use http::{Method, Request, Version};
 use super::date::DateCache;
 use super::decode::BodyDecoder;
 use super::forwarded::believe;
-use super::handoff::{depth_trusted, Handoff, Reply, DEPTH_HEADER};
+use super::handoff::{depth_trusted, finish, Handoff, Reply, DEPTH_HEADER};
 use super::head_scan::HeadScanner;
 use super::io::{Link, Stream, TcpAddrs};
+use super::metrics::method_index;
 use super::owner_lookup::CallerCell;
 use super::parse::{parse_head, Framing, Head, HttpError};
 use super::proxy_protocol;
@@ -266,6 +267,7 @@ impl Conn {
                     self.link.pending.store(true, Ordering::SeqCst);
                 }
                 Ok(n) => {
+                    env.handoff.metrics.read(n);
                     if !matches!(self.state, State::Lingering) {
                         self.buf.extend_from_slice(&tmp[..n]);
                         if busy {
@@ -353,6 +355,7 @@ impl Conn {
                             }
                             if head.expect_continue && self.buf.is_empty() {
                                 self.out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+                                env.handoff.metrics.wrote(25);
                                 if self.flush(env) == Next::Close {
                                     return Next::Close;
                                 }
@@ -431,7 +434,9 @@ impl Conn {
                     .map_or(true, |cap| self.requests + 1 < cap),
             log,
             started: env.now,
+            method: method_index(&head.method),
         };
+        handoff.metrics.started();
         self.state = State::InFlight;
         self.deadline = None;
         self.requests += 1;
@@ -455,6 +460,9 @@ impl Conn {
         let named_here = named.map_or(true, |ip| ip.is_loopback() || Some(ip) == local);
         if !depth_trusted(unix, self.addrs) || !named_here {
             req.headers_mut().remove(DEPTH_HEADER);
+        }
+        if let Some(resp) = handoff.health_answer(&req) {
+            return finish(handoff, reply, Ok(resp));
         }
         match self.self_caller(handoff) {
             Client::Known(caller) => handoff.submit(req, reply, caller),
@@ -534,7 +542,11 @@ impl Conn {
             version: Version::HTTP_11,
             keep_alive: false,
         };
+        let before = self.out.len();
         write_response(&mut self.out, &resp, opts, env.date.get());
+        let metrics = &env.handoff.metrics;
+        metrics.own_answer(e.status);
+        metrics.wrote(self.out.len() - before);
         self.buf.clear();
         self.state = State::Closing;
         self.deadline = Some(env.now + env.handoff.cfg.write_timeout);

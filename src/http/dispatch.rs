@@ -64,6 +64,23 @@ impl Dispatch for PoolDispatch {
     fn busy(&self, now: Instant) -> Vec<BusyWorker> {
         self.busy.report(self.pool.name(), 0, now).busy
     }
+    fn not_ready(&self) -> Option<String> {
+        let s = self.pool.stats();
+        (s.workers_without_state > 0).then(|| {
+            format!(
+                "{} of {} worker(s) of pool `{}` still without their state",
+                s.workers_without_state, s.workers, s.name
+            )
+        })
+    }
+    fn stuck(&self, after: Duration, now: Instant) -> Option<String> {
+        let workers = self.pool.stats().workers;
+        let report = self.busy.report(self.pool.name(), workers, now);
+        report
+            .no_progress_for
+            .is_some_and(|d| d >= after)
+            .then(|| report.to_string())
+    }
 }
 
 /// What the log says of a request the Pool answered with an error.

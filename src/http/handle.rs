@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex};
 
 use super::loopback::Loopback;
+use super::metrics::ServerMetrics;
 use super::reactor::{Reactor, ReactorHandle};
 use super::self_call::SelfCalls;
 use super::stuck::{Busy, StuckReport};
@@ -128,6 +129,13 @@ impl ServerHandle {
     /// were taken.
     pub fn self_calls(&self) -> SelfCalls {
         self.inner.reactor.self_calls()
+    }
+
+    /// The server's HTTP metrics now: requests by method and status class, the answers it made
+    /// on its own, a duration histogram, connections, bytes (see [`ServerMetrics`]). Render them
+    /// with [`MetricsPage::server`](crate::MetricsPage::server).
+    pub fn metrics(&self) -> ServerMetrics {
+        self.inner.reactor.metrics()
     }
 
     /// What every busy worker is running now, and for how long; its `Display` is the line the

@@ -19,10 +19,13 @@ use mio::Waker;
 use super::access_log::{AccessLogFormat, LogRequest, ACCESS_TARGET};
 use super::date::{now_secs, DateCache};
 use super::forwarded::ProxySettings;
+use super::health::{HealthRoutes, HealthView};
 use super::io::Link;
+use super::metrics::{HttpCounters, ServerMetrics};
 use super::owner_lookup::{CallerCell, OwnerLookup};
 use super::parse::Limits;
 use super::rate_limit::{suppressed_note, RateLimit, WARN_INTERVAL};
+use super::response::OwnAnswer;
 use super::response::{write_response, ErrorPage, WriteOpts};
 use super::self_call::{Caller, SelfCallRefused, SelfCallServed, SelfCalls, SiblingPids, Warned};
 use super::stuck::BusyWorker;
@@ -114,6 +117,15 @@ pub(crate) trait Dispatch: Send + Sync + 'static {
     fn busy(&self, _now: Instant) -> Vec<BusyWorker> {
         Vec::new()
     }
+    /// For readiness: why the workers are not all up, if they are not.
+    fn not_ready(&self) -> Option<String> {
+        None
+    }
+    /// For liveness: the stuck report, when every worker has been busy with no job completed
+    /// for `after`.
+    fn stuck(&self, _after: Duration, _now: Instant) -> Option<String> {
+        None
+    }
 }
 
 /// The reactor's settings, checked by the server's builder.
@@ -136,6 +148,8 @@ pub(crate) struct ReactorConfig {
     pub error_page: ErrorPage,
     /// Trusted proxies and the PROXY protocol.
     pub proxy: ProxySettings,
+    /// The health routes, if asked for.
+    pub health: Option<HealthRoutes>,
 }
 
 /// The message that tells the reactor a request is answered: written by the thread that completed
@@ -164,6 +178,8 @@ pub(crate) struct Reply {
     pub keep_alive: bool,
     pub log: Option<LogRequest>,
     pub started: Instant,
+    /// The request's method, as an index into [`METHODS`](super::metrics::METHODS).
+    pub method: u8,
 }
 
 /// What the reactor, its connections and the threads that answer share: the settings and the way
@@ -175,6 +191,8 @@ pub(crate) struct Handoff {
     waker: Arc<Waker>,
     /// The server is draining (graceful shutdown): answers say `Connection: close`.
     pub draining: AtomicBool,
+    /// A graceful stop was asked for (readiness says 503), perhaps before `draining`.
+    pub stopping: AtomicBool,
     /// The reactor is (about to be) blocked in `poll`: a wake-up is needed to reach it.
     pub sleeping: AtomicBool,
     /// Spare threads running self-calls now.
@@ -186,6 +204,8 @@ pub(crate) struct Handoff {
     warned: Warned,
     /// The self-call lookup thread, and the descriptors the reactor owns (which it skips).
     pub lookup: OwnerLookup,
+    /// The server's HTTP counters.
+    pub metrics: HttpCounters,
 }
 
 impl Handoff {
@@ -202,12 +222,14 @@ impl Handoff {
             tx,
             waker,
             draining: AtomicBool::new(false),
+            stopping: AtomicBool::new(false),
             sleeping: AtomicBool::new(false),
             spare: AtomicUsize::new(0),
             self_served: AtomicU64::new(0),
             self_refused: AtomicU64::new(0),
             warned: Warned::default(),
             lookup,
+            metrics: HttpCounters::default(),
         }
     }
 
@@ -280,6 +302,20 @@ impl Handoff {
             return false;
         }
         true
+    }
+
+    /// The answer to `req` if it is one of the health routes (answered here, without a worker).
+    pub(crate) fn health_answer(&self, req: &HttpRequest) -> Option<HttpResponse> {
+        let routes = self.cfg.health.as_ref()?;
+        routes.answer(req, self.stopping.load(Ordering::SeqCst), self)
+    }
+
+    /// The server's HTTP metrics now.
+    pub(crate) fn metrics(&self) -> ServerMetrics {
+        self.metrics.snapshot(
+            self.self_served.load(Ordering::Relaxed),
+            self.self_refused.load(Ordering::Relaxed),
+        )
     }
 
     /// The counts of self-calls served and refused.
@@ -368,6 +404,15 @@ impl Handoff {
     }
 }
 
+impl HealthView for Handoff {
+    fn not_ready(&self) -> Option<String> {
+        self.dispatcher.not_ready()
+    }
+    fn stuck(&self, after: Duration, now: Instant) -> Option<String> {
+        self.dispatcher.stuck(after, now)
+    }
+}
+
 thread_local! {
     static DATE: RefCell<DateCache> = RefCell::new(DateCache::new());
 }
@@ -415,6 +460,13 @@ pub(crate) fn finish(handoff: &Handoff, r: Reply, result: Result<HttpResponse, E
             log::info!(target: ACCESS_TARGET, "{line}");
         }
     }
+    if resp.extensions().get::<OwnAnswer>().is_some() {
+        handoff.metrics.own_answer(resp.status().as_u16());
+    }
+    let status = resp.status().as_u16();
+    handoff
+        .metrics
+        .answered(r.method, status, out.len(), r.started.elapsed());
     drop(resp);
     let mut written = 0;
     let mut failed = false;

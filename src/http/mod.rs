@@ -299,8 +299,10 @@ mod handle;
 mod handler;
 mod handoff;
 mod head_scan;
+mod health;
 mod io;
 mod loopback;
+mod metrics;
 mod owner_lookup;
 mod parse;
 #[allow(dead_code)] // wired into self_call.rs by issue 13 part 4
@@ -311,6 +313,7 @@ mod reactor;
 mod response;
 mod self_call;
 mod server;
+mod server_health;
 #[cfg(unix)]
 mod signals;
 mod stuck;
@@ -329,6 +332,7 @@ pub use handle::ServerHandle;
 pub use handler::{handler, Handler, IntoResponse, Json, ResponseBody};
 pub use handoff::{request_depth, DEPTH_HEADER};
 pub use loopback::Loopback;
+pub use metrics::{ServerMetrics, DURATION_BUCKETS, METHODS, OWN_STATUSES};
 #[doc(hidden)]
 pub use owner_lookup::{hold_lookups, LookupHold};
 pub use parse::Limits;

@@ -21,6 +21,7 @@ use super::conn::{Conn, Env, Next};
 use super::date::DateCache;
 use super::handoff::{Answered, Dispatch, Handoff, ReactorConfig};
 use super::io::{Stream, TcpAddrs};
+use super::metrics::ServerMetrics;
 use super::rate_limit::{suppressed_note, RateLimit, WARN_INTERVAL};
 use super::self_call::SelfCalls;
 
@@ -127,6 +128,8 @@ impl ReactorHandle {
     /// Start draining: accept the backlog, close the listeners, finish the requests under way, and
     /// end the loop when no connection is left or at `deadline`.
     pub(crate) fn shutdown(&self, deadline: Instant) {
+        // Readiness says 503 from this moment (before the listeners close).
+        self.handoff.stopping.store(true, Ordering::SeqCst);
         if self.cmd_tx.send(Command::Shutdown(deadline)).is_ok() {
             let _ = self.waker.wake();
         }
@@ -136,6 +139,11 @@ impl ReactorHandle {
     /// so far.
     pub(crate) fn self_calls(&self) -> SelfCalls {
         self.handoff.self_calls()
+    }
+
+    /// The server's HTTP metrics now.
+    pub(crate) fn metrics(&self) -> ServerMetrics {
+        self.handoff.metrics()
     }
 }
 
@@ -157,6 +165,8 @@ pub(crate) struct Reactor {
     gate: Option<Arc<dyn AcceptGate>>,
     /// The gate said no: the listeners are not polled until it says yes.
     gated_off: bool,
+    /// A graceful stop waits for the health routes' drain delay: when to drain, and the deadline.
+    drain_at: Option<(Instant, Instant)>,
 }
 
 impl Reactor {
@@ -195,6 +205,7 @@ impl Reactor {
             last_sweep: Instant::now(),
             gate: None,
             gated_off: false,
+            drain_at: None,
         };
         for i in 0..reactor.listeners.len() {
             reactor.register_listener(i)?;
@@ -344,7 +355,7 @@ impl Reactor {
             }
             while let Ok(cmd) = self.cmd_rx.try_recv() {
                 match cmd {
-                    Command::Shutdown(deadline) => self.begin_drain(deadline, now),
+                    Command::Shutdown(deadline) => self.shutdown_command(deadline, now),
                 }
             }
             self.timers(now);
@@ -370,6 +381,9 @@ impl Reactor {
         }
         if let Some(d) = self.drain_deadline {
             consider(d);
+        }
+        if let Some((at, _)) = self.drain_at {
+            consider(at);
         }
         if self.gated_off {
             consider(now + GATE_RECHECK);
@@ -451,9 +465,11 @@ impl Reactor {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if is_transient(&e) => {
+                    self.handoff.metrics.accept_error();
                     log::debug!(target: "prefork_pool::http", "accept: {e} (skipped)");
                 }
                 Err(e) => {
+                    self.handoff.metrics.accept_error();
                     if let Some(suppressed) = ACCEPT_WARNINGS.allow(now) {
                         log::warn!(
                             target: "prefork_pool::http",
@@ -489,6 +505,7 @@ impl Reactor {
         let (env, conns) = self.env(now);
         conns[idx] = Some(Conn::new(id, CONN_BASE + idx, stream, peer, addrs, &env));
         self.live += 1;
+        self.handoff.metrics.opened();
         self.conn_event(idx, true, false, false, now);
     }
 
@@ -499,6 +516,7 @@ impl Reactor {
             let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
             self.free.push(idx);
             self.live -= 1;
+            self.handoff.metrics.closed();
         }
     }
 
@@ -513,6 +531,11 @@ impl Reactor {
     }
 
     fn timers(&mut self, now: Instant) {
+        if let Some((at, deadline)) = self.drain_at {
+            if now >= at {
+                self.begin_drain(deadline, now);
+            }
+        }
         if self.paused_until.is_some_and(|p| now >= p) {
             self.paused_until = None;
             for i in 0..self.listeners.len() {
@@ -540,7 +563,26 @@ impl Reactor {
         }
     }
 
+    /// A graceful stop: drain now, or after the health routes' drain delay (listeners open,
+    /// readiness at 503), within the graceful `deadline`.
+    fn shutdown_command(&mut self, deadline: Instant, now: Instant) {
+        let delay = self
+            .handoff
+            .cfg
+            .health
+            .as_ref()
+            .map_or(Duration::ZERO, |h| h.drain_delay);
+        if delay.is_zero() || self.drain_deadline.is_some() {
+            return self.begin_drain(deadline, now);
+        }
+        let at = (now + delay).min(deadline);
+        if !matches!(self.drain_at, Some((a, _)) if a <= at) {
+            self.drain_at = Some((at, deadline));
+        }
+    }
+
     fn begin_drain(&mut self, deadline: Instant, now: Instant) {
+        self.drain_at = None;
         if self.drain_deadline.is_some() {
             return;
         }
@@ -643,6 +685,7 @@ mod tests {
             max_depth: 32,
             error_page: Default::default(),
             proxy: Default::default(),
+            health: None,
         };
         let (r, h) = Reactor::new(
             vec![Acceptor::Tcp(mio::net::TcpListener::from_std(l))],

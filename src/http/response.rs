@@ -144,8 +144,14 @@ impl ErrorPage {
         ErrorPage(hook)
     }
 
-    /// The answer with `status` that says `why`.
+    /// The answer with `status` that says `why`, marked as the server's own ([`OwnAnswer`]).
     pub(crate) fn render(&self, status: u16, why: &str) -> Response<Vec<u8>> {
+        let mut r = self.render_unmarked(status, why);
+        r.extensions_mut().insert(OwnAnswer);
+        r
+    }
+
+    fn render_unmarked(&self, status: u16, why: &str) -> Response<Vec<u8>> {
         let Some(hook) = &self.0 else {
             return error_response(status, why);
         };
@@ -176,6 +182,10 @@ impl ErrorPage {
         self.render(503, SELF_CALL_REFUSED)
     }
 }
+
+/// Marks an answer the server made on its own, for its metrics.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct OwnAnswer;
 
 /// The short body the client gets for a pool error.
 pub(crate) fn short_reason(e: &Error) -> &'static str {

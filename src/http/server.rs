@@ -17,6 +17,7 @@ use super::forwarded::{ProxySettings, TrustedProxies, DEFAULT_FORWARDED_ALLOW_IP
 use super::handle::ServerHandle;
 use super::handler::{IntoResponse, ServerAnswer};
 use super::handoff::ReactorConfig;
+use super::health::HealthSettings;
 use super::loopback::{with_depth, Loopback};
 use super::parse::Limits;
 use super::reactor::{AcceptGate, Acceptor, Reactor};
@@ -135,6 +136,7 @@ pub struct ServerBuilder {
     proxy_protocol: bool,
     pool: PoolBuilder,
     accept_gate: Option<Arc<dyn AcceptGate>>,
+    pub(super) health: HealthSettings,
 }
 
 impl fmt::Debug for ServerBuilder {
@@ -196,6 +198,7 @@ impl ServerBuilder {
             proxy_protocol: false,
             pool: Pool::builder().name("http"),
             accept_gate: None,
+            health: HealthSettings::default(),
         }
     }
 
@@ -633,6 +636,7 @@ impl ServerBuilder {
                 trusted: TrustedProxies::parse(&self.forwarded_allow_ips)?,
                 proxy_protocol: self.proxy_protocol,
             },
+            health: self.health.check()?,
         })
     }
 

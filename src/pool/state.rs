@@ -184,6 +184,16 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
         }
     }
 
+    /// Count one answer to a nested call run inline: its success is an inline completion, not a
+    /// completed request (the request that made it completes on its own).
+    #[inline]
+    pub(crate) fn count_inline(&self, err: Option<&Error>) {
+        match err {
+            None => Counters::bump(&self.counters.inline_completed),
+            Some(_) => self.count(err),
+        }
+    }
+
     /// Deliver `result` to `job`'s waiter and count it, unless the job was answered already.
     #[inline]
     pub(crate) fn answer(&self, job: &Job<Req, Resp>, result: Result<Resp, Error>) -> bool {
@@ -272,6 +282,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
             idle,
             queued: self.tx.len(),
             completed: get(&c.completed),
+            inline_completed: get(&c.inline_completed),
             failed: get(&c.failed),
             timed_out: get(&c.timed_out),
             panicked: get(&c.panicked),

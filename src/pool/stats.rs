@@ -1,12 +1,12 @@
 //! Counters kept by a running pool, and the [`Stats`] snapshot they give.
 
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 /// The live counters of a pool (all relaxed atomics).
 #[derive(Default)]
 pub(crate) struct Counters {
     pub(crate) completed: AtomicU64,
+    pub(crate) inline_completed: AtomicU64,
     pub(crate) failed: AtomicU64,
     pub(crate) timed_out: AtomicU64,
     pub(crate) panicked: AtomicU64,
@@ -51,8 +51,11 @@ pub struct Stats {
     pub idle: usize,
     /// Jobs waiting in the queue now.
     pub queued: usize,
-    /// Jobs whose handler answered in time.
+    /// Jobs whose handler answered in time (requests: nested calls run inline are counted in
+    /// `inline_completed` instead).
     pub completed: u64,
+    /// Nested calls run inline (see `reentrant_inline`) whose handler answered in time.
+    pub inline_completed: u64,
     /// Jobs answered with an error (any of the reasons below, or shutdown).
     pub failed: u64,
     /// Jobs that missed their deadline (queued or running).
@@ -83,93 +86,110 @@ pub struct Stats {
 impl Stats {
     /// The snapshot in the Prometheus text exposition format, each metric named
     /// `{prefix}_pool_{metric}` with a `pool` label.
+    ///
+    /// Kept for compatibility: it shows one pool and does not check `prefix`. A page with several
+    /// pools and servers, each family once and the prefix checked, comes from
+    /// [`Metrics`](crate::Metrics).
     pub fn to_prometheus(&self, prefix: &str) -> String {
-        let gauges: [(&str, u64, &str); 6] = [
-            ("workers", self.workers as u64, "Configured worker count."),
+        let mut page = crate::metrics::MetricsPage::unchecked(prefix);
+        page.pool(self);
+        page.finish()
+    }
+
+    /// The gauges: (name after the prefix, value, help).
+    pub(crate) fn gauges(&self) -> [(&'static str, u64, &'static str); 6] {
+        [
             (
-                "busy_workers",
+                "pool_workers",
+                self.workers as u64,
+                "Configured worker count.",
+            ),
+            (
+                "pool_busy_workers",
                 self.busy as u64,
                 "Workers running a handler.",
             ),
             (
-                "idle_workers",
+                "pool_idle_workers",
                 self.idle as u64,
                 "Workers waiting for a job.",
             ),
             (
-                "queued_jobs",
+                "pool_queued_jobs",
                 self.queued as u64,
                 "Jobs waiting for a worker.",
             ),
             (
-                "retired_running",
+                "pool_retired_running",
                 self.retired_running,
                 "Retired threads whose handler has not returned.",
             ),
             (
-                "workers_without_state",
+                "pool_workers_without_state",
                 self.workers_without_state as u64,
                 "Workers whose per-worker state's init failed and is retried.",
             ),
-        ];
-        let counters: [(&str, u64, &str); 10] = [
+        ]
+    }
+
+    /// The counters: (name after the prefix, value, help).
+    pub(crate) fn counters(&self) -> [(&'static str, u64, &'static str); 11] {
+        [
             (
-                "completed_total",
+                "pool_completed_total",
                 self.completed,
-                "Jobs answered by their handler in time.",
+                "Jobs answered by their handler in time (nested inline calls not included).",
             ),
-            ("failed_total", self.failed, "Jobs answered with an error."),
             (
-                "timed_out_total",
+                "pool_inline_completed_total",
+                self.inline_completed,
+                "Nested calls run inline whose handler answered in time.",
+            ),
+            (
+                "pool_failed_total",
+                self.failed,
+                "Jobs answered with an error.",
+            ),
+            (
+                "pool_timed_out_total",
                 self.timed_out,
                 "Jobs that missed their deadline.",
             ),
             (
-                "panicked_total",
+                "pool_panicked_total",
                 self.panicked,
                 "Jobs whose handler panicked.",
             ),
             (
-                "overloaded_total",
+                "pool_overloaded_total",
                 self.overloaded,
                 "Jobs refused on a full queue.",
             ),
             (
-                "recycled_total",
+                "pool_recycled_total",
                 self.recycled,
                 "Workers replaced after max_requests.",
             ),
             (
-                "retired_total",
+                "pool_retired_total",
                 self.retired,
                 "Workers retired by the watchdog.",
             ),
             (
-                "reentrant_inline_total",
+                "pool_reentrant_inline_total",
                 self.reentrant_inline,
                 "Nested calls run inline.",
             ),
             (
-                "reentrant_rejected_total",
+                "pool_reentrant_rejected_total",
                 self.reentrant_rejected,
                 "Nested calls refused.",
             ),
             (
-                "abandoned_total",
+                "pool_abandoned_total",
                 self.abandoned,
                 "Jobs given back unrun: their ticket was dropped before they started.",
             ),
-        ];
-        let mut out = String::new();
-        let label = self.name.replace('\\', "\\\\").replace('"', "\\\"");
-        for (kind, rows) in [("gauge", &gauges[..]), ("counter", &counters[..])] {
-            for (metric, value, help) in rows {
-                let full = format!("{prefix}_pool_{metric}");
-                let _ = writeln!(out, "# HELP {full} {help}");
-                let _ = writeln!(out, "# TYPE {full} {kind}");
-                let _ = writeln!(out, "{full}{{pool=\"{label}\"}} {value}");
-            }
-        }
-        out
+        ]
     }
 }

@@ -239,7 +239,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
             self.in_time(&core, result)
         };
         spare_core::give_back(core);
-        self.count(result.as_ref().err());
+        self.count_inline(result.as_ref().err());
         result
     }
 
@@ -315,7 +315,8 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolOps<Req, Resp> for PoolState
         };
         let result = self.invoke(req, job.clone(), worker, true);
         let result = self.in_time(&job.core, result);
-        self.answer(job, result);
+        job.answer
+            .complete(result, |r| self.count_inline(r.as_ref().err()));
     }
 
     fn answer_expired(&self, job: &Job<Req, Resp>) {

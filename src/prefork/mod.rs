@@ -126,6 +126,41 @@
 //! entrypoint, or `shareProcessNamespace` in Kubernetes. Under systemd, the unit's main process
 //! moves to the new master (`MAINPID=` with its `READY=1`), as above.
 //!
+//! **Kubernetes.** Turn on the server's own health routes on each worker's `ServerBuilder`
+//! (`.health_routes("/readyz", "/livez")`, in the `configure` of
+//! [`Supervisor::serve_http`], or on a thread-mode server): they answer without a
+//! worker, so a saturated pool still answers its probes. Readiness says 503 until the workers
+//! are up and from the first moment of a graceful stop; liveness says 503 only when every worker
+//! has been busy with no request completed for `live_after` (the stuck report, which is the
+//! body). Probe settings that match:
+//!
+//! ```text
+//! spec:
+//!   terminationGracePeriodSeconds: 40   # > drain_delay + graceful_timeout (+ a margin)
+//!   containers:
+//!   - name: app
+//!     startupProbe:                     # a slow boot (per-worker state, caches) is not killed:
+//!       httpGet: { path: /livez, port: 8000 }
+//!       periodSeconds: 2                # up to 2 s × 60 = 2 min to come up; liveness waits
+//!       failureThreshold: 60
+//!     readinessProbe:                   # out of the Service as soon as it says 503
+//!       httpGet: { path: /readyz, port: 8000 }
+//!       periodSeconds: 2
+//!       failureThreshold: 1
+//!     livenessProbe:                    # restart only a stuck server: timeoutSeconds and
+//!       httpGet: { path: /livez, port: 8000 }   # live_after well above the slowest request
+//!       periodSeconds: 10
+//!       timeoutSeconds: 5
+//!       failureThreshold: 3
+//! ```
+//!
+//! On a pod's deletion Kubernetes sends SIGTERM while the endpoints are being removed: a thread-mode
+//! server with `.drain_delay(d)` keeps accepting (readiness 503) for `d` before it closes its
+//! listeners, so set `d` to about the readiness `periodSeconds × failureThreshold` plus the
+//! endpoint propagation (a few seconds), and `terminationGracePeriodSeconds` above `d` plus the
+//! graceful timeout. Under the supervisor the master stops new connections at once on a stop
+//! (above), so there use a `preStop` sleep of the same length instead.
+//!
 //! # Examples
 //!
 //! The HTTP server in 2 processes × 8 threads (`examples/prefork_server.rs` is a complete template):

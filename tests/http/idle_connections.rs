@@ -80,7 +80,11 @@ fn thousands_of_idle_keep_alive_connections() {
                 let start = Instant::now();
                 c.send(&get("/busy"));
                 assert_eq!(c.answer().status, 200);
-                assert!(start.elapsed() < Duration::from_secs(3), "{:?}", start.elapsed());
+                assert!(
+                    start.elapsed() < Duration::from_secs(3),
+                    "{:?}",
+                    start.elapsed()
+                );
             }
             let last = idle.last_mut().unwrap();
             last.send(&get("/late"));

@@ -45,6 +45,10 @@ fn recursion_sixty_four_deep_through_the_same_pool() {
     let pool = self_calling(1, Reentry::Inline);
     assert_eq!(pool.call(64).unwrap().unwrap(), 64);
     assert_eq!(pool.stats().reentrant_inline, 64);
+    // One request completed; its 64 nested calls are inline completions, not requests.
+    let stats = pool.stats();
+    assert_eq!(stats.completed, 1, "{stats:?}");
+    assert_eq!(stats.inline_completed, 64, "{stats:?}");
 }
 
 #[test]
