@@ -365,7 +365,17 @@ impl Conn {
             .access_log
             .as_ref()
             .map(|f| f.capture(&head.method, &head.uri, head.version, &head.headers));
-        let direct = self.out_pos >= self.out.len();
+        // What is left to write of a `100 Continue` goes with the request: the thread that
+        // answers writes it first, so only one thread writes to the socket at a time.
+        let prefix = if self.out_pos < self.out.len() {
+            let rest = self.out.split_off(self.out_pos);
+            self.out.clear();
+            self.out_pos = 0;
+            rest
+        } else {
+            Vec::new()
+        };
+        let direct = true;
         self.link
             .pending
             .store(!self.buf.is_empty() || self.peer_eof, Ordering::SeqCst);
@@ -375,6 +385,7 @@ impl Conn {
             link: self.link.clone(),
             peer: self.peer.clone(),
             direct,
+            prefix,
             head_only: head.method == Method::HEAD,
             version: head.version,
             // Process mode caps the requests per connection, so that a client reconnects now and

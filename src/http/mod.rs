@@ -261,6 +261,7 @@
 //! In process mode (`prefork::Supervisor`) the supervisor handles the signals instead.
 
 mod access_log;
+mod body;
 mod conn;
 mod date;
 mod decode;
@@ -284,6 +285,7 @@ mod self_call;
 mod server;
 #[cfg(unix)]
 mod signals;
+mod stream;
 mod stuck;
 pub mod types;
 
@@ -296,6 +298,7 @@ pub mod __fuzz {
 }
 
 pub use access_log::{AccessLogFormat, ACCESS_TARGET, DEFAULT_ACCESS_LOG_FORMAT};
+pub use body::Body;
 pub use handle::ServerHandle;
 pub use handler::{handler, Handler, IntoResponse, Json, ResponseBody};
 pub use handoff::{request_depth, DEPTH_HEADER};
@@ -308,5 +311,6 @@ pub(crate) use reactor::AcceptGate;
 pub use response::error_response;
 pub use self_call::SelfCalls;
 pub use server::{ServeError, Server, ServerBuilder};
+pub use stream::StreamStats;
 pub use stuck::{BusyWorker, StuckReport};
 pub use types::{HttpRequest, HttpResponse, PeerAddr};

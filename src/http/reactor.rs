@@ -23,6 +23,7 @@ use super::handoff::{Answered, Dispatch, Handoff, ReactorConfig};
 use super::io::{Stream, TcpAddrs};
 use super::rate_limit::{suppressed_note, RateLimit, WARN_INTERVAL};
 use super::self_call::SelfCalls;
+use super::stream::StreamStats;
 
 /// How often connection timers are checked.
 pub(crate) const TICK: Duration = Duration::from_millis(100);
@@ -136,6 +137,11 @@ impl ReactorHandle {
     /// so far.
     pub(crate) fn self_calls(&self) -> SelfCalls {
         self.handoff.self_calls()
+    }
+
+    /// Streamed answers completed and cut so far.
+    pub(crate) fn streams(&self) -> StreamStats {
+        self.handoff.streams.snapshot()
     }
 }
 
@@ -350,6 +356,8 @@ impl Reactor {
             self.timers(now);
             self.check_gate();
         }
+        // Streamed answers still being written end at their next chunk.
+        self.handoff.stopped.store(true, Ordering::SeqCst);
         for idx in 0..self.conns.len() {
             if let Some(c) = self.conns[idx].as_mut() {
                 c.discard_input();
