@@ -24,4 +24,5 @@ mod self_call_lookup;
 mod shutdown;
 mod slow_clients;
 mod slow_reader;
+mod streaming;
 mod strict_input;
