@@ -25,7 +25,11 @@ type Chunks = Box<dyn Iterator<Item = io::Result<Vec<u8>>> + Send>;
 /// Where a streamed body's bytes come from.
 enum Source {
     /// Chunks; `rest` is what a `Read` caller has not taken yet of the last one.
-    Chunks { it: Chunks, rest: Vec<u8>, pos: usize },
+    Chunks {
+        it: Chunks,
+        rest: Vec<u8>,
+        pos: usize,
+    },
     Reader(Box<dyn Read + Send>),
 }
 

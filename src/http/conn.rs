@@ -23,6 +23,7 @@ use super::owner_lookup::CallerCell;
 use super::parse::{parse_head, Framing, Head, HttpError};
 use super::response::{write_response, WriteOpts};
 use super::self_call::{unix_caller, Caller};
+use super::spool::{RequestBody, Spool};
 use super::types::PeerAddr;
 
 /// How long a closing connection keeps reading (and discarding) what the client still sends, so
@@ -30,6 +31,21 @@ use super::types::PeerAddr;
 const LINGER: Duration = Duration::from_secs(2);
 /// Read chunk size.
 const READ_CHUNK: usize = 16 * 1024;
+
+/// A body past `above` bytes goes to a temporary file: what `body` holds is moved there (once it
+/// is in a file, after every read).
+fn spool_out(spool: &mut Option<Spool>, body: &mut Vec<u8>, above: u64) -> std::io::Result<()> {
+    if spool.is_none() {
+        if body.len() as u64 <= above {
+            return Ok(());
+        }
+        *spool = Some(Spool::create()?);
+    }
+    match spool {
+        Some(s) if !body.is_empty() => s.take_from(body),
+        _ => Ok(()),
+    }
+}
 
 /// What the reactor should do with the connection after a call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,6 +87,8 @@ enum State {
         head: Box<Head>,
         decoder: BodyDecoder,
         body: Vec<u8>,
+        /// The body so far, past `spool_above` bytes: in a temporary file.
+        spool: Option<Spool>,
     },
     /// The request is with the pool; its answer comes back as an `Answered` message.
     InFlight,
@@ -308,7 +326,7 @@ impl Conn {
                             self.buf.drain(..b);
                             self.scanner = HeadScanner::default();
                             if head.framing == Framing::None {
-                                self.dispatch(head, Vec::new(), env);
+                                self.dispatch(head, Vec::new(), None, env);
                                 return Next::Keep;
                             }
                             if head.expect_continue && self.buf.is_empty() {
@@ -326,29 +344,56 @@ impl Conn {
                                 head: Box::new(head),
                                 decoder,
                                 body: Vec::with_capacity(cap),
+                                spool: None,
                             };
                             self.deadline = Some(env.now + env.handoff.cfg.body_timeout);
                         }
                     }
                 }
-                State::Body { decoder, body, .. } => {
+                State::Body {
+                    decoder,
+                    body,
+                    spool,
+                    ..
+                } => {
                     let limits = env.handoff.cfg.limits;
                     match decoder.decode(&self.buf, body, &limits) {
                         Err(e) => return self.fail(e, env),
                         Ok((n, done)) => {
                             self.buf.drain(..n);
+                            if let Err(e) = spool_out(spool, body, env.handoff.cfg.spool_above) {
+                                log::error!(
+                                    target: "prefork_pool::http",
+                                    "cannot write a request body to a temporary file in {}: {e}",
+                                    std::env::temp_dir().display()
+                                );
+                                let e = HttpError::new(500, "cannot store the request body");
+                                return self.fail(e, env);
+                            }
                             if n > 0 {
                                 self.deadline = Some(env.now + env.handoff.cfg.body_timeout);
                             }
                             if !done {
                                 return Next::Keep;
                             }
-                            let State::Body { head, body, .. } =
-                                std::mem::replace(&mut self.state, State::Idle)
+                            let State::Body {
+                                head, body, spool, ..
+                            } = std::mem::replace(&mut self.state, State::Idle)
                             else {
                                 unreachable!("state checked above")
                             };
-                            self.dispatch(*head, body, env);
+                            let spooled = match spool.map(Spool::finish).transpose() {
+                                Ok(s) => s,
+                                Err(e) => {
+                                    log::error!(
+                                        target: "prefork_pool::http",
+                                        "cannot read back a spooled request body: {e}"
+                                    );
+                                    let e = HttpError::new(500, "cannot store the request body");
+                                    return self.fail(e, env);
+                                }
+                            };
+                            self.dispatch(*head, body, spooled, env);
                             return Next::Keep;
                         }
                     }
@@ -358,7 +403,13 @@ impl Conn {
         }
     }
 
-    fn dispatch(&mut self, head: Head, body: Vec<u8>, env: &mut Env<'_>) {
+    fn dispatch(
+        &mut self,
+        head: Head,
+        body: Vec<u8>,
+        spooled: Option<RequestBody>,
+        env: &mut Env<'_>,
+    ) {
         let handoff = env.handoff;
         let log = handoff
             .cfg
@@ -406,6 +457,9 @@ impl Conn {
         *req.version_mut() = head.version;
         *req.headers_mut() = head.headers;
         req.extensions_mut().insert(PeerAddr(self.peer.clone()));
+        if let Some(spooled) = spooled {
+            req.extensions_mut().insert(spooled);
+        }
         let unix = matches!(self.link.stream, Stream::Unix(_));
         if !depth_trusted(unix, self.addrs) {
             req.headers_mut().remove(DEPTH_HEADER);

@@ -125,6 +125,8 @@ pub(crate) struct ReactorConfig {
     pub body_timeout: Duration,
     pub keepalive_timeout: Duration,
     pub write_timeout: Duration,
+    /// A request body larger than this is kept in a temporary file ([`RequestBody`](super::RequestBody)).
+    pub spool_above: u64,
     pub access_log: Option<AccessLogFormat>,
     /// Spare threads for requests this process (or a sibling worker process) sent itself over TCP
     /// or a Unix socket (0: off).

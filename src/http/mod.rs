@@ -285,6 +285,7 @@ mod self_call;
 mod server;
 #[cfg(unix)]
 mod signals;
+mod spool;
 mod stream;
 mod stuck;
 pub mod types;
@@ -311,6 +312,7 @@ pub(crate) use reactor::AcceptGate;
 pub use response::error_response;
 pub use self_call::SelfCalls;
 pub use server::{ServeError, Server, ServerBuilder};
+pub use spool::RequestBody;
 pub use stream::StreamStats;
 pub use stuck::{BusyWorker, StuckReport};
 pub use types::{HttpRequest, HttpResponse, PeerAddr};

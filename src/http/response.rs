@@ -352,9 +352,18 @@ mod tests {
         };
         let v11 = Version::HTTP_11;
         let v10 = Version::HTTP_10;
-        assert_eq!(StreamFraming::choose(StatusCode::OK, v11, None), StreamFraming::Chunked);
-        assert_eq!(StreamFraming::choose(StatusCode::OK, v10, None), StreamFraming::UntilClose);
-        assert_eq!(StreamFraming::choose(StatusCode::OK, v10, Some(3)), StreamFraming::Length(3));
+        assert_eq!(
+            StreamFraming::choose(StatusCode::OK, v11, None),
+            StreamFraming::Chunked
+        );
+        assert_eq!(
+            StreamFraming::choose(StatusCode::OK, v10, None),
+            StreamFraming::UntilClose
+        );
+        assert_eq!(
+            StreamFraming::choose(StatusCode::OK, v10, Some(3)),
+            StreamFraming::Length(3)
+        );
         assert_eq!(
             StreamFraming::choose(StatusCode::NO_CONTENT, v11, Some(3)),
             StreamFraming::NoBody

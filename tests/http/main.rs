@@ -26,3 +26,4 @@ mod slow_clients;
 mod slow_reader;
 mod streaming;
 mod strict_input;
+mod uploads;

@@ -74,7 +74,10 @@ fn dechunk(r: &mut impl BufRead, mut each: impl FnMut(&[u8])) -> u64 {
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         let mut line = String::new();
-        assert!(r.read_line(&mut line).unwrap() > 0, "closed in a chunk size");
+        assert!(
+            r.read_line(&mut line).unwrap() > 0,
+            "closed in a chunk size"
+        );
         let size = u64::from_str_radix(line.trim_end_matches("\r\n"), 16)
             .unwrap_or_else(|_| panic!("bad chunk size line {line:?}"));
         let mut left = size;
@@ -227,19 +230,27 @@ fn a_file_is_sent_with_its_length_and_head_gets_the_headers_only() {
     // HEAD: the same headers, no body; the next answer on the connection comes right after.
     let mut r = BufReader::new(connect(addr));
     r.get_mut()
-        .write_all(b"HEAD /file HTTP/1.1\r\nHost: t\r\n\r\nHEAD /chunks HTTP/1.1\r\nHost: t\r\n\r\n")
+        .write_all(
+            b"HEAD /file HTTP/1.1\r\nHost: t\r\n\r\nHEAD /chunks HTTP/1.1\r\nHost: t\r\n\r\n",
+        )
         .unwrap();
     let head = read_head(&mut r);
     assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
     assert_eq!(header(&head, "content-length"), Some(len.to_string()));
     let head = read_head(&mut r);
     assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
-    assert_eq!(header(&head, "transfer-encoding").as_deref(), Some("chunked"));
+    assert_eq!(
+        header(&head, "transfer-encoding").as_deref(),
+        Some("chunked")
+    );
     r.get_mut()
         .write_all(b"GET /chunks HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
         .unwrap();
     let head = read_head(&mut r);
-    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "the HEAD answers carried no body: {head}");
+    assert!(
+        head.starts_with("HTTP/1.1 200 OK\r\n"),
+        "the HEAD answers carried no body: {head}"
+    );
     let mut body = Vec::new();
     dechunk(&mut r, |p| body.extend_from_slice(p));
     assert_eq!(body, b"alpha,beta,gamma");
@@ -400,7 +411,11 @@ fn server_sent_events_reach_20_clients_at_once_and_a_gone_client_is_noticed() {
         }
     }
     // 20 clients x 5 events 100 ms apart: at once, not one after another (that would be 8 s).
-    assert!(start.elapsed() < Duration::from_secs(5), "{:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
     // The clients are gone (their sockets closed with the threads): every stream notices at its
     // next event, its iterator is dropped and its worker freed.
     wait_until("every stream noticed its client went away", || {
@@ -409,7 +424,9 @@ fn server_sent_events_reach_20_clients_at_once_and_a_gone_client_is_noticed() {
     wait_until("every gone client counted", || {
         s.streams().client_gone == CLIENTS as u64
     });
-    wait_until("every worker is idle again", || s.stats().idle == CLIENTS + 2);
+    wait_until("every worker is idle again", || {
+        s.stats().idle == CLIENTS + 2
+    });
     s.shutdown(WAIT);
 }
 
@@ -417,7 +434,10 @@ fn server_sent_events_reach_20_clients_at_once_and_a_gone_client_is_noticed() {
 fn dechunk_until(r: &mut impl BufRead, mut more: impl FnMut(&[u8]) -> bool) {
     loop {
         let mut line = String::new();
-        assert!(r.read_line(&mut line).unwrap() > 0, "closed in a chunk size");
+        assert!(
+            r.read_line(&mut line).unwrap() > 0,
+            "closed in a chunk size"
+        );
         let size = usize::from_str_radix(line.trim_end_matches("\r\n"), 16).unwrap();
         let mut data = vec![0u8; size + 2];
         r.read_exact(&mut data).unwrap();
