@@ -645,6 +645,7 @@ mod tests {
             body_timeout: Duration::from_secs(5),
             keepalive_timeout: Duration::from_secs(5),
             write_timeout: Duration::from_secs(5),
+            spool_above: 1 << 20,
             access_log: None,
             max_spare: 0,
             siblings: None,
