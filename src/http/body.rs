@@ -4,8 +4,7 @@
 //! A handler returns `http::Response<Body>` (or a bare [`Body`], or `(StatusCode, Body)`); it
 //! becomes an [`HttpResponse`] with the `Body` in its extensions, so the pool's response type,
 //! the [`Loopback`](super::Loopback) and tests keep `Response<Vec<u8>>`. The worker that ran the
-//! handler then writes the body to the socket chunk by chunk (see the module docs of
-//! [`http`](super), "Streaming").
+//! handler then writes the body to the socket chunk by chunk (`stream.rs`).
 
 use std::fmt;
 use std::fs::File;

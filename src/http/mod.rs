@@ -230,6 +230,24 @@
 //! [`Loopback`] are not logged. Turn it off with
 //! [`access_log(false)`](ServerBuilder::access_log).
 //!
+//! # Streaming
+//!
+//! A handler may return `http::Response<`[`Body`]`>` (or a bare [`Body`], or `(StatusCode, Body)`):
+//! an iterator of chunks ([`Body::stream`]), a `Read` ([`Body::reader`]) or a file
+//! ([`Body::file`], sent with its `Content-Length`). It is sent chunked on HTTP/1.1 and
+//! close-delimited on HTTP/1.0, by the worker that ran the handler, chunk by chunk: the worker
+//! waits while the client does not take more, at most
+//! [`write_timeout`](ServerBuilder::write_timeout) each time, then the connection is closed and
+//! the stream counted in [`ServerHandle::streams`]. `HEAD` gets the headers only. **Each open
+//! stream holds a worker thread until it ends**, so Server-Sent Events to N clients need at least
+//! N workers (`.pool(|p| p.workers(N + spare))`); the pool's deadline stops applying once the
+//! handler has returned.
+//!
+//! A request body larger than [`spool_body_above`](ServerBuilder::spool_body_above) (1 MiB) is
+//! written to an unlinked temporary file as it arrives; the handler reads it from the
+//! [`RequestBody`] in the request's extensions (the `Vec<u8>` body is then empty).
+//! [`limit_body_bytes`](ServerBuilder::limit_body_bytes) (10 MiB) still applies.
+//!
 //! # Graceful shutdown
 //!
 //! [`ServerHandle::shutdown`] accepts every connection already in the listen backlog, then closes
