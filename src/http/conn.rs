@@ -26,6 +26,7 @@ use super::parse::{parse_head, Framing, Head, HttpError};
 use super::proxy_protocol;
 use super::response::{write_response, WriteOpts};
 use super::self_call::{unix_caller, Caller};
+use super::spool::{RequestBody, Spool};
 use super::types::{ForwardedProto, PeerAddr, SocketPeer};
 
 /// How long a closing connection keeps reading (and discarding) what the client still sends, so
@@ -33,6 +34,21 @@ use super::types::{ForwardedProto, PeerAddr, SocketPeer};
 const LINGER: Duration = Duration::from_secs(2);
 /// Read chunk size.
 const READ_CHUNK: usize = 16 * 1024;
+
+/// A body past `above` bytes goes to a temporary file: what `body` holds is moved there (once it
+/// is in a file, after every read).
+fn spool_out(spool: &mut Option<Spool>, body: &mut Vec<u8>, above: u64) -> std::io::Result<()> {
+    if spool.is_none() {
+        if body.len() as u64 <= above {
+            return Ok(());
+        }
+        *spool = Some(Spool::create()?);
+    }
+    match spool {
+        Some(s) if !body.is_empty() => s.take_from(body),
+        _ => Ok(()),
+    }
+}
 
 /// What the reactor should do with the connection after a call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,6 +92,8 @@ enum State {
         head: Box<Head>,
         decoder: BodyDecoder,
         body: Vec<u8>,
+        /// The body so far, past `spool_above` bytes: in a temporary file.
+        spool: Option<Spool>,
     },
     /// The request is with the pool; its answer comes back as an `Answered` message.
     InFlight,
@@ -350,7 +368,7 @@ impl Conn {
                             self.buf.drain(..b);
                             self.scanner = HeadScanner::default();
                             if head.framing == Framing::None {
-                                self.dispatch(head, Vec::new(), env);
+                                self.dispatch(head, Vec::new(), None, env);
                                 return Next::Keep;
                             }
                             if head.expect_continue && self.buf.is_empty() {
@@ -369,29 +387,56 @@ impl Conn {
                                 head: Box::new(head),
                                 decoder,
                                 body: Vec::with_capacity(cap),
+                                spool: None,
                             };
                             self.deadline = Some(env.now + env.handoff.cfg.body_timeout);
                         }
                     }
                 }
-                State::Body { decoder, body, .. } => {
+                State::Body {
+                    decoder,
+                    body,
+                    spool,
+                    ..
+                } => {
                     let limits = env.handoff.cfg.limits;
                     match decoder.decode(&self.buf, body, &limits) {
                         Err(e) => return self.fail(e, env),
                         Ok((n, done)) => {
                             self.buf.drain(..n);
+                            if let Err(e) = spool_out(spool, body, env.handoff.cfg.spool_above) {
+                                log::error!(
+                                    target: "prefork_pool::http",
+                                    "cannot write a request body to a temporary file in {}: {e}",
+                                    std::env::temp_dir().display()
+                                );
+                                let e = HttpError::new(500, "cannot store the request body");
+                                return self.fail(e, env);
+                            }
                             if n > 0 {
                                 self.deadline = Some(env.now + env.handoff.cfg.body_timeout);
                             }
                             if !done {
                                 return Next::Keep;
                             }
-                            let State::Body { head, body, .. } =
-                                std::mem::replace(&mut self.state, State::Idle)
+                            let State::Body {
+                                head, body, spool, ..
+                            } = std::mem::replace(&mut self.state, State::Idle)
                             else {
                                 unreachable!("state checked above")
                             };
-                            self.dispatch(*head, body, env);
+                            let spooled = match spool.map(Spool::finish).transpose() {
+                                Ok(s) => s,
+                                Err(e) => {
+                                    log::error!(
+                                        target: "prefork_pool::http",
+                                        "cannot read back a spooled request body: {e}"
+                                    );
+                                    let e = HttpError::new(500, "cannot store the request body");
+                                    return self.fail(e, env);
+                                }
+                            };
+                            self.dispatch(*head, body, spooled, env);
                             return Next::Keep;
                         }
                     }
@@ -401,7 +446,13 @@ impl Conn {
         }
     }
 
-    fn dispatch(&mut self, head: Head, body: Vec<u8>, env: &mut Env<'_>) {
+    fn dispatch(
+        &mut self,
+        head: Head,
+        body: Vec<u8>,
+        spooled: Option<RequestBody>,
+        env: &mut Env<'_>,
+    ) {
         let handoff = env.handoff;
         let log = handoff
             .cfg
@@ -414,7 +465,17 @@ impl Conn {
             Some(ip) => Arc::from(ip.to_string()),
             None => self.client.clone(),
         };
-        let direct = self.out_pos >= self.out.len();
+        // What is left to write of a `100 Continue` goes with the request: the thread that
+        // answers writes it first, so only one thread writes to the socket at a time.
+        let prefix = if self.out_pos < self.out.len() {
+            let rest = self.out.split_off(self.out_pos);
+            self.out.clear();
+            self.out_pos = 0;
+            rest
+        } else {
+            Vec::new()
+        };
+        let direct = true;
         self.link
             .pending
             .store(!self.buf.is_empty() || self.peer_eof, Ordering::SeqCst);
@@ -424,6 +485,7 @@ impl Conn {
             link: self.link.clone(),
             peer: client.clone(),
             direct,
+            prefix,
             head_only: head.method == Method::HEAD,
             version: head.version,
             // Process mode caps the requests per connection, so that a client reconnects now and
@@ -450,6 +512,9 @@ impl Conn {
         if let Some(proto) = fwd.proto {
             req.extensions_mut()
                 .insert(ForwardedProto(Arc::from(proto)));
+        }
+        if let Some(spooled) = spooled {
+            req.extensions_mut().insert(spooled);
         }
         // The depth is honoured from this host's sockets only; and when a proxy names the client,
         // only if that client is on this host too (a remote client behind a local proxy cannot

@@ -49,7 +49,12 @@ pub(crate) enum Chunk {
 #[derive(Debug, Clone)]
 pub(crate) enum BodyDecoder {
     Length(u64),
-    Chunked { state: Chunk, trailer_bytes: usize },
+    /// `total`: the data bytes decoded so far (the body may have been spooled out of `out`).
+    Chunked {
+        state: Chunk,
+        trailer_bytes: usize,
+        total: u64,
+    },
 }
 
 impl BodyDecoder {
@@ -60,6 +65,7 @@ impl BodyDecoder {
             Framing::Chunked => BodyDecoder::Chunked {
                 state: Chunk::Size { size: 0, digits: 0 },
                 trailer_bytes: 0,
+                total: 0,
             },
         }
     }
@@ -82,6 +88,7 @@ impl BodyDecoder {
             BodyDecoder::Chunked {
                 state,
                 trailer_bytes,
+                total,
             } => {
                 let mut i = 0;
                 while i < input.len() {
@@ -128,9 +135,10 @@ impl BodyDecoder {
                             if size == 0 {
                                 Chunk::TrailerStart
                             } else {
-                                if out.len() as u64 + size > limits.body_bytes {
+                                if *total + size > limits.body_bytes {
                                     return Err(body_too_large(limits));
                                 }
+                                *total += size;
                                 Chunk::Data(size)
                             }
                         }

@@ -16,6 +16,7 @@ use super::loopback::Loopback;
 use super::metrics::ServerMetrics;
 use super::reactor::{Reactor, ReactorHandle};
 use super::self_call::SelfCalls;
+use super::stream::StreamStats;
 use super::stuck::{Busy, StuckReport};
 use super::types::{HttpRequest, HttpResponse};
 use crate::{Pool, ShutdownReport, Stats};
@@ -136,6 +137,28 @@ impl ServerHandle {
     /// with [`MetricsPage::server`](crate::MetricsPage::server).
     pub fn metrics(&self) -> ServerMetrics {
         self.inner.reactor.metrics()
+    }
+
+    /// Streamed answers ([`Body`](super::Body)) so far: sent to their end, and cut because the
+    /// client took nothing for [`write_timeout`](super::ServerBuilder::write_timeout), went away,
+    /// or the body failed. A cut stream is also logged (`warn`, at most one line per 10 s).
+    ///
+    /// ```
+    /// use prefork_pool::http::{Body, Server};
+    /// use std::io::{Read, Write};
+    ///
+    /// let server = Server::builder()
+    ///     .bind("127.0.0.1:0")
+    ///     .serve(|_req, _ctx| Body::stream([Ok(b"x".to_vec())]))
+    ///     .unwrap();
+    /// let mut s = std::net::TcpStream::connect(server.local_addrs()[0]).unwrap();
+    /// s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    /// s.read_to_end(&mut Vec::new()).unwrap();
+    /// assert_eq!(server.streams().completed, 1);
+    /// server.shutdown(std::time::Duration::from_secs(5));
+    /// ```
+    pub fn streams(&self) -> StreamStats {
+        self.inner.reactor.streams()
     }
 
     /// What every busy worker is running now, and for how long; its `Display` is the line the

@@ -17,6 +17,7 @@ use http::Version;
 use mio::Waker;
 
 use super::access_log::{AccessLogFormat, LogRequest, ACCESS_TARGET};
+use super::body::Body;
 use super::date::{now_secs, DateCache};
 use super::forwarded::ProxySettings;
 use super::health::{HealthRoutes, HealthView};
@@ -26,8 +27,9 @@ use super::owner_lookup::{CallerCell, OwnerLookup};
 use super::parse::Limits;
 use super::rate_limit::{suppressed_note, RateLimit, WARN_INTERVAL};
 use super::response::OwnAnswer;
-use super::response::{write_response, ErrorPage, WriteOpts};
+use super::response::{write_response, write_stream_head, ErrorPage, StreamFraming, WriteOpts};
 use super::self_call::{Caller, SelfCallRefused, SelfCallServed, SelfCalls, SiblingPids, Warned};
+use super::stream::{self, StreamCounters};
 use super::stuck::BusyWorker;
 use super::types::{HttpRequest, HttpResponse};
 use crate::Error;
@@ -136,6 +138,8 @@ pub(crate) struct ReactorConfig {
     pub body_timeout: Duration,
     pub keepalive_timeout: Duration,
     pub write_timeout: Duration,
+    /// A request body larger than this is kept in a temporary file ([`RequestBody`](super::RequestBody)).
+    pub spool_above: u64,
     pub access_log: Option<AccessLogFormat>,
     /// Spare threads for requests this process (or a sibling worker process) sent itself over TCP
     /// or a Unix socket (0: off).
@@ -173,6 +177,9 @@ pub(crate) struct Reply {
     pub peer: Arc<str>,
     /// The worker may write to the socket (nothing of ours is waiting to be written before it).
     pub direct: bool,
+    /// What the reactor had not written yet of its own when the request left (the rest of a
+    /// `100 Continue`): written by the worker before its answer.
+    pub prefix: Vec<u8>,
     pub head_only: bool,
     pub version: Version,
     pub keep_alive: bool,
@@ -206,6 +213,10 @@ pub(crate) struct Handoff {
     pub lookup: OwnerLookup,
     /// The server's HTTP counters.
     pub metrics: HttpCounters,
+    /// Streamed answers: completed, cut.
+    pub streams: StreamCounters,
+    /// The reactor has stopped: a streamed answer ends at its next chunk.
+    pub stopped: AtomicBool,
 }
 
 impl Handoff {
@@ -230,6 +241,8 @@ impl Handoff {
             warned: Warned::default(),
             lookup,
             metrics: HttpCounters::default(),
+            streams: StreamCounters::default(),
+            stopped: AtomicBool::new(false),
         }
     }
 
@@ -423,7 +436,7 @@ thread_local! {
 /// close, input that arrived meanwhile, a drain. Otherwise it learns of the answer at its next
 /// wake-up, at the latest the next timer tick.
 pub(crate) fn finish(handoff: &Handoff, r: Reply, result: Result<HttpResponse, Error>) {
-    let resp = match result {
+    let mut resp = match result {
         Ok(resp) => resp,
         Err(e) => {
             if e.http_status() == 500 {
@@ -443,30 +456,17 @@ pub(crate) fn finish(handoff: &Handoff, r: Reply, result: Result<HttpResponse, E
         version: r.version,
         keep_alive,
     };
+    if let Some(body) = Body::take(&mut resp) {
+        return finish_streamed(handoff, r, resp, body, opts);
+    }
     let mut out = Vec::with_capacity(160 + resp.body().len());
+    if !r.prefix.is_empty() {
+        out.extend_from_slice(&r.prefix);
+    }
     let (bytes, keep_alive) =
         DATE.with(|d| write_response(&mut out, &resp, opts, d.borrow_mut().get()));
-    if let (Some(fmt), Some(req)) = (handoff.cfg.access_log.as_ref(), r.log.as_ref()) {
-        if log::log_enabled!(target: ACCESS_TARGET, log::Level::Info) {
-            let line = fmt.render(
-                &r.peer,
-                req,
-                resp.status().as_u16(),
-                resp.headers(),
-                bytes,
-                r.started.elapsed(),
-                now_secs(),
-            );
-            log::info!(target: ACCESS_TARGET, "{line}");
-        }
-    }
-    if resp.extensions().get::<OwnAnswer>().is_some() {
-        handoff.metrics.own_answer(resp.status().as_u16());
-    }
-    let status = resp.status().as_u16();
-    handoff
-        .metrics
-        .answered(r.method, status, out.len(), r.started.elapsed());
+    log_access(handoff, &r, &resp, bytes);
+    count_answer(handoff, &r, &resp, out.len());
     drop(resp);
     let mut written = 0;
     let mut failed = false;
@@ -490,6 +490,90 @@ pub(crate) fn finish(handoff: &Handoff, r: Reply, result: Result<HttpResponse, E
     if written > 0 {
         out.drain(..written);
     }
+    report(handoff, r, out, keep_alive, failed);
+}
+
+/// The access log line for the answer, with `bytes` of body sent.
+fn log_access(handoff: &Handoff, r: &Reply, resp: &HttpResponse, bytes: usize) {
+    if let (Some(fmt), Some(req)) = (handoff.cfg.access_log.as_ref(), r.log.as_ref()) {
+        if log::log_enabled!(target: ACCESS_TARGET, log::Level::Info) {
+            let line = fmt.render(
+                &r.peer,
+                req,
+                resp.status().as_u16(),
+                resp.headers(),
+                bytes,
+                r.started.elapsed(),
+                now_secs(),
+            );
+            log::info!(target: ACCESS_TARGET, "{line}");
+        }
+    }
+}
+
+/// Count an answer in the server's HTTP metrics (`bytes_out`: what was written for it).
+fn count_answer(handoff: &Handoff, r: &Reply, resp: &HttpResponse, bytes_out: usize) {
+    let status = resp.status().as_u16();
+    if resp.extensions().get::<OwnAnswer>().is_some() {
+        handoff.metrics.own_answer(status);
+    }
+    handoff
+        .metrics
+        .answered(r.method, status, bytes_out, r.started.elapsed());
+}
+
+/// The cut streams' warning: one line per interval.
+static STREAM_WARNINGS: RateLimit = RateLimit::new(WARN_INTERVAL);
+
+/// Complete a request whose answer is a streamed [`Body`]: the head and the body are written by
+/// this thread (the worker that ran the handler), chunk by chunk, waiting while the socket is
+/// full; the connection stays in flight for the reactor until then. A stream cut short closes the
+/// connection.
+fn finish_streamed(handoff: &Handoff, r: Reply, resp: HttpResponse, body: Body, opts: WriteOpts) {
+    let declared = body.length().or_else(|| {
+        resp.headers()
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+    });
+    let framing = StreamFraming::choose(resp.status(), opts.version, declared);
+    let mut head = Vec::with_capacity(r.prefix.len() + 256);
+    head.extend_from_slice(&r.prefix);
+    let keep_alive =
+        DATE.with(|d| write_stream_head(&mut head, &resp, opts, d.borrow_mut().get(), framing));
+    let outcome = stream::send(
+        &r.link,
+        head,
+        body,
+        framing,
+        opts.head,
+        handoff.cfg.write_timeout,
+        &handoff.stopped,
+    );
+    handoff.streams.count(&outcome);
+    let (bytes, failed) = match &outcome {
+        Ok(n) => (*n, false),
+        Err(e) => {
+            if let Some(suppressed) = STREAM_WARNINGS.allow(Instant::now()) {
+                log::warn!(
+                    target: "prefork_pool::http",
+                    "a streamed answer to {} was cut: {e}{}",
+                    r.peer,
+                    suppressed_note(suppressed)
+                );
+            }
+            (0, true)
+        }
+    };
+    log_access(handoff, &r, &resp, bytes as usize);
+    count_answer(handoff, &r, &resp, bytes as usize);
+    drop(resp);
+    report(handoff, r, Vec::new(), keep_alive, failed);
+}
+
+/// Tell the reactor the request is answered (`rest`: what is left to write), waking it when it
+/// has something to do.
+fn report(handoff: &Handoff, r: Reply, out: Vec<u8>, keep_alive: bool, failed: bool) {
     let urgent = !out.is_empty() || !keep_alive || failed;
     handoff.answered(Answered {
         token: r.token,

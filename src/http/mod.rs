@@ -257,6 +257,24 @@
 //! [`Loopback`] are not logged. Turn it off with
 //! [`access_log(false)`](ServerBuilder::access_log).
 //!
+//! # Streaming
+//!
+//! A handler may return `http::Response<`[`Body`]`>` (or a bare [`Body`], or `(StatusCode, Body)`):
+//! an iterator of chunks ([`Body::stream`]), a `Read` ([`Body::reader`]) or a file
+//! ([`Body::file`], sent with its `Content-Length`). It is sent chunked on HTTP/1.1 and
+//! close-delimited on HTTP/1.0, by the worker that ran the handler, chunk by chunk: the worker
+//! waits while the client does not take more, at most
+//! [`write_timeout`](ServerBuilder::write_timeout) each time, then the connection is closed and
+//! the stream counted in [`ServerHandle::streams`]. `HEAD` gets the headers only. **Each open
+//! stream holds a worker thread until it ends**, so Server-Sent Events to N clients need at least
+//! N workers (`.pool(|p| p.workers(N + spare))`); the pool's deadline stops applying once the
+//! handler has returned.
+//!
+//! A request body larger than [`spool_body_above`](ServerBuilder::spool_body_above) (1 MiB) is
+//! written to an unlinked temporary file as it arrives; the handler reads it from the
+//! [`RequestBody`] in the request's extensions (the `Vec<u8>` body is then empty).
+//! [`limit_body_bytes`](ServerBuilder::limit_body_bytes) (10 MiB) still applies.
+//!
 //! # Graceful shutdown
 //!
 //! [`ServerHandle::shutdown`] accepts every connection already in the listen backlog, then closes
@@ -288,6 +306,7 @@
 //! In process mode (`prefork::Supervisor`) the supervisor handles the signals instead.
 
 mod access_log;
+mod body;
 mod conn;
 mod date;
 mod decode;
@@ -316,6 +335,8 @@ mod server;
 mod server_health;
 #[cfg(unix)]
 mod signals;
+mod spool;
+mod stream;
 mod stuck;
 pub mod types;
 
@@ -328,6 +349,7 @@ pub mod __fuzz {
 }
 
 pub use access_log::{AccessLogFormat, ACCESS_TARGET, DEFAULT_ACCESS_LOG_FORMAT};
+pub use body::Body;
 pub use handle::ServerHandle;
 pub use handler::{handler, Handler, IntoResponse, Json, ResponseBody};
 pub use handoff::{request_depth, DEPTH_HEADER};
@@ -341,5 +363,7 @@ pub(crate) use reactor::AcceptGate;
 pub use response::error_response;
 pub use self_call::SelfCalls;
 pub use server::{ServeError, Server, ServerBuilder};
+pub use spool::RequestBody;
+pub use stream::StreamStats;
 pub use stuck::{BusyWorker, StuckReport};
 pub use types::{ForwardedProto, HttpRequest, HttpResponse, PeerAddr, SocketPeer};

@@ -24,6 +24,7 @@ use super::io::{Stream, TcpAddrs};
 use super::metrics::ServerMetrics;
 use super::rate_limit::{suppressed_note, RateLimit, WARN_INTERVAL};
 use super::self_call::SelfCalls;
+use super::stream::StreamStats;
 
 /// How often connection timers are checked.
 pub(crate) const TICK: Duration = Duration::from_millis(100);
@@ -144,6 +145,11 @@ impl ReactorHandle {
     /// The server's HTTP metrics now.
     pub(crate) fn metrics(&self) -> ServerMetrics {
         self.handoff.metrics()
+    }
+
+    /// Streamed answers completed and cut so far.
+    pub(crate) fn streams(&self) -> StreamStats {
+        self.handoff.streams.snapshot()
     }
 }
 
@@ -361,6 +367,8 @@ impl Reactor {
             self.timers(now);
             self.check_gate();
         }
+        // Streamed answers still being written end at their next chunk.
+        self.handoff.stopped.store(true, Ordering::SeqCst);
         for idx in 0..self.conns.len() {
             if let Some(c) = self.conns[idx].as_mut() {
                 c.discard_input();
@@ -679,6 +687,7 @@ mod tests {
             body_timeout: Duration::from_secs(5),
             keepalive_timeout: Duration::from_secs(5),
             write_timeout: Duration::from_secs(5),
+            spool_above: 1 << 20,
             access_log: None,
             max_spare: 0,
             siblings: None,

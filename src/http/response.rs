@@ -1,5 +1,5 @@
 //! Response serialisation (status line, the handler's headers, `Date`, `Content-Length`,
-//! `Connection`) and every answer the server gives on its own: the short plain-text bodies for a
+//! `Connection`; the head of a streamed answer, chunked or close-delimited) and every answer the server gives on its own: the short plain-text bodies for a
 //! protocol refusal, a pool [`Error`], a refused self-call, and the application's hook that
 //! renders them instead ([`ErrorPage`]).
 
@@ -91,6 +91,94 @@ pub(crate) fn write_response(
         written = body.len();
     }
     (written, keep_alive)
+}
+
+/// How a streamed body is delimited on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StreamFraming {
+    /// No body at all (1xx, 204, 304): the stream is dropped unread.
+    NoBody,
+    /// `Content-Length: n`, then exactly `n` bytes.
+    Length(u64),
+    /// `Transfer-Encoding: chunked` (HTTP/1.1).
+    Chunked,
+    /// Neither: the body ends when the connection closes (HTTP/1.0, length unknown).
+    UntilClose,
+}
+
+impl StreamFraming {
+    /// The framing for a streamed answer with `status` to a request of `version`, given the
+    /// body's length if known.
+    pub(crate) fn choose(status: StatusCode, version: Version, len: Option<u64>) -> Self {
+        if status.is_informational()
+            || status == StatusCode::NO_CONTENT
+            || status == StatusCode::NOT_MODIFIED
+        {
+            StreamFraming::NoBody
+        } else if let Some(n) = len {
+            StreamFraming::Length(n)
+        } else if version == Version::HTTP_11 {
+            StreamFraming::Chunked
+        } else {
+            StreamFraming::UntilClose
+        }
+    }
+}
+
+/// Serialise the head of a streamed answer into `out`: as [`write_response`], but framed by
+/// `framing` (the handler's `Content-Length` and `Transfer-Encoding` replaced). A close-delimited
+/// body closes the connection after it, unless the request was `HEAD` (no body follows). Returns
+/// whether the connection stays open.
+pub(crate) fn write_stream_head(
+    out: &mut Vec<u8>,
+    resp: &Response<Vec<u8>>,
+    opts: WriteOpts,
+    date: &[u8],
+    framing: StreamFraming,
+) -> bool {
+    let status = resp.status();
+    let mut keep_alive = opts.keep_alive && (opts.head || framing != StreamFraming::UntilClose);
+    for v in resp.headers().get_all(CONNECTION) {
+        if v.as_bytes()
+            .split(|&b| b == b',')
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
+        {
+            keep_alive = false;
+        }
+    }
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().unwrap_or("Unknown").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in resp.headers() {
+        if name == CONNECTION || name == TRANSFER_ENCODING || name == CONTENT_LENGTH {
+            continue;
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    if !resp.headers().contains_key(DATE) {
+        out.extend_from_slice(b"date: ");
+        out.extend_from_slice(date);
+        out.extend_from_slice(b"\r\n");
+    }
+    match framing {
+        StreamFraming::Length(n) => {
+            let _ = write!(out, "content-length: {n}\r\n");
+        }
+        StreamFraming::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        StreamFraming::NoBody | StreamFraming::UntilClose => {}
+    }
+    if !keep_alive {
+        out.extend_from_slice(b"connection: close\r\n");
+    } else if opts.version == Version::HTTP_10 {
+        out.extend_from_slice(b"connection: keep-alive\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    keep_alive
 }
 
 /// A short plain-text answer that says why: `"{why}\n"`, `Content-Type: text/plain`. A 503 gets
@@ -255,5 +343,62 @@ mod tests {
         *nc.status_mut() = StatusCode::NO_CONTENT;
         let (s, _, _) = render(&nc, opts);
         assert_eq!(s, "HTTP/1.1 204 No Content\r\ndate: D\r\n\r\n");
+    }
+
+    #[test]
+    fn a_streamed_head_says_how_the_body_is_framed() {
+        let mut r = Response::new(Vec::new());
+        r.headers_mut()
+            .insert(CONTENT_LENGTH, HeaderValue::from_static("5"));
+        let opts = |head, version| WriteOpts {
+            head,
+            version,
+            keep_alive: true,
+        };
+        let head = |o, f| {
+            let mut out = Vec::new();
+            let ka = write_stream_head(&mut out, &r, o, b"D", f);
+            (String::from_utf8(out).unwrap(), ka)
+        };
+        let v11 = Version::HTTP_11;
+        let v10 = Version::HTTP_10;
+        assert_eq!(
+            StreamFraming::choose(StatusCode::OK, v11, None),
+            StreamFraming::Chunked
+        );
+        assert_eq!(
+            StreamFraming::choose(StatusCode::OK, v10, None),
+            StreamFraming::UntilClose
+        );
+        assert_eq!(
+            StreamFraming::choose(StatusCode::OK, v10, Some(3)),
+            StreamFraming::Length(3)
+        );
+        assert_eq!(
+            StreamFraming::choose(StatusCode::NO_CONTENT, v11, Some(3)),
+            StreamFraming::NoBody
+        );
+        assert_eq!(
+            head(opts(false, v11), StreamFraming::Chunked),
+            (
+                "HTTP/1.1 200 OK\r\ndate: D\r\ntransfer-encoding: chunked\r\n\r\n".into(),
+                true
+            )
+        );
+        assert_eq!(
+            head(opts(false, v10), StreamFraming::UntilClose),
+            (
+                "HTTP/1.1 200 OK\r\ndate: D\r\nconnection: close\r\n\r\n".into(),
+                false
+            )
+        );
+        assert!(
+            head(opts(true, v10), StreamFraming::UntilClose).1,
+            "HEAD: no body follows, the connection stays"
+        );
+        assert_eq!(
+            head(opts(false, v11), StreamFraming::Length(9)).0,
+            "HTTP/1.1 200 OK\r\ndate: D\r\ncontent-length: 9\r\n\r\n"
+        );
     }
 }

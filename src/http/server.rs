@@ -125,6 +125,7 @@ pub struct ServerBuilder {
     body_timeout: Duration,
     keepalive_timeout: Duration,
     write_timeout: Duration,
+    spool_above: u64,
     access_log: Option<String>,
     max_spare: Option<usize>,
     siblings: Option<SiblingPids>,
@@ -149,6 +150,7 @@ impl fmt::Debug for ServerBuilder {
             .field("body_timeout", &self.body_timeout)
             .field("keepalive_timeout", &self.keepalive_timeout)
             .field("write_timeout", &self.write_timeout)
+            .field("spool_body_above", &self.spool_above)
             .field("access_log", &self.access_log)
             .field("max_spare", &self.max_spare)
             .field("sibling_pids", &self.siblings.is_some())
@@ -184,6 +186,7 @@ impl ServerBuilder {
             body_timeout: Duration::from_secs(30),
             keepalive_timeout: Duration::from_secs(5),
             write_timeout: Duration::from_secs(30),
+            spool_above: 1 << 20,
             access_log: Some(DEFAULT_ACCESS_LOG_FORMAT.to_string()),
             max_spare: None,
             siblings: None,
@@ -304,6 +307,16 @@ impl ServerBuilder {
     /// connection is closed.
     pub fn write_timeout(mut self, d: Duration) -> Self {
         self.write_timeout = d;
+        self
+    }
+
+    /// A request body larger than this many bytes (default 1 MiB) is written to a temporary file
+    /// as it arrives instead of being held in memory; the handler gets it as a
+    /// [`RequestBody`](super::RequestBody) in the request's extensions (`Read`), with the
+    /// request's `Vec<u8>` body empty. [`limit_body_bytes`](Self::limit_body_bytes) still caps
+    /// it (raise that for large uploads). `u64::MAX`: never.
+    pub fn spool_body_above(mut self, bytes: u64) -> Self {
+        self.spool_above = bytes;
         self
     }
 
@@ -626,6 +639,7 @@ impl ServerBuilder {
             body_timeout: self.body_timeout,
             keepalive_timeout: self.keepalive_timeout,
             write_timeout: self.write_timeout,
+            spool_above: self.spool_above,
             access_log,
             // Set from the pool's worker count in `serve` when not given.
             max_spare: self.max_spare.unwrap_or(0),

@@ -28,4 +28,6 @@ mod self_call_lookup;
 mod shutdown;
 mod slow_clients;
 mod slow_reader;
+mod streaming;
 mod strict_input;
+mod uploads;
