@@ -331,6 +331,7 @@ mod rate_limit;
 mod reactor;
 mod response;
 mod self_call;
+mod serve;
 mod server;
 mod server_health;
 #[cfg(unix)]

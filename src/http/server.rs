@@ -11,28 +11,19 @@ use std::time::Duration;
 
 use http::StatusCode;
 
-use super::access_log::{AccessLogFormat, DEFAULT_ACCESS_LOG_FORMAT};
-use super::dispatch::{DeadlineFor, PoolDispatch};
-use super::forwarded::{ProxySettings, TrustedProxies, DEFAULT_FORWARDED_ALLOW_IPS};
-use super::handle::ServerHandle;
-use super::handler::{IntoResponse, ServerAnswer};
-use super::handoff::ReactorConfig;
+use super::access_log::DEFAULT_ACCESS_LOG_FORMAT;
+use super::dispatch::DeadlineFor;
+use super::forwarded::DEFAULT_FORWARDED_ALLOW_IPS;
 use super::health::HealthSettings;
-use super::loopback::{with_depth, Loopback};
 use super::parse::Limits;
-use super::reactor::{AcceptGate, Acceptor, Reactor};
-use super::response::{ErrorHook, ErrorPage};
+use super::reactor::AcceptGate;
+use super::response::ErrorHook;
 use super::self_call::SiblingPids;
-use super::stuck::Busy;
 use super::types::{HttpRequest, HttpResponse};
-use crate::net::{bind_tcp, bind_unix};
-use crate::{BuildError, Context, Pool};
+use crate::{BuildError, Pool};
 
 /// The builder of the Pool behind a server.
-type PoolBuilder = crate::PoolBuilder<HttpRequest, HttpResponse>;
-
-/// Longest timeout accepted by the builder: one day.
-const MAX_TIMEOUT: Duration = Duration::from_secs(86_400);
+pub(super) type PoolBuilder = crate::PoolBuilder<HttpRequest, HttpResponse>;
 
 /// The HTTP/1.1 server. Start with [`Server::builder`].
 ///
@@ -91,7 +82,7 @@ pub enum ServeError {
     },
 }
 
-fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> ServeError {
+pub(super) fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> ServeError {
     let what = what.into();
     move |source| ServeError::Io { what, source }
 }
@@ -113,30 +104,30 @@ fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> ServeError {
 /// }
 /// ```
 pub struct ServerBuilder {
-    tcp: Vec<Result<Vec<SocketAddr>, String>>,
+    pub(super) tcp: Vec<Result<Vec<SocketAddr>, String>>,
     #[cfg(unix)]
-    unix: Vec<(PathBuf, u32)>,
-    std_tcp: Vec<std::net::TcpListener>,
+    pub(super) unix: Vec<(PathBuf, u32)>,
+    pub(super) std_tcp: Vec<std::net::TcpListener>,
     #[cfg(unix)]
-    std_unix: Vec<std::os::unix::net::UnixListener>,
-    backlog: i64,
-    limits: Limits,
-    head_timeout: Duration,
-    body_timeout: Duration,
-    keepalive_timeout: Duration,
-    write_timeout: Duration,
-    spool_above: u64,
-    access_log: Option<String>,
-    max_spare: Option<usize>,
-    siblings: Option<SiblingPids>,
-    max_depth: u32,
-    stuck_after: Duration,
-    error_hook: Option<Arc<ErrorHook>>,
-    deadline_for: Option<Arc<DeadlineFor>>,
-    forwarded_allow_ips: Vec<String>,
-    proxy_protocol: bool,
-    pool: PoolBuilder,
-    accept_gate: Option<Arc<dyn AcceptGate>>,
+    pub(super) std_unix: Vec<std::os::unix::net::UnixListener>,
+    pub(super) backlog: i64,
+    pub(super) limits: Limits,
+    pub(super) head_timeout: Duration,
+    pub(super) body_timeout: Duration,
+    pub(super) keepalive_timeout: Duration,
+    pub(super) write_timeout: Duration,
+    pub(super) spool_above: u64,
+    pub(super) access_log: Option<String>,
+    pub(super) max_spare: Option<usize>,
+    pub(super) siblings: Option<SiblingPids>,
+    pub(super) max_depth: u32,
+    pub(super) stuck_after: Duration,
+    pub(super) error_hook: Option<Arc<ErrorHook>>,
+    pub(super) deadline_for: Option<Arc<DeadlineFor>>,
+    pub(super) forwarded_allow_ips: Vec<String>,
+    pub(super) proxy_protocol: bool,
+    pub(super) pool: PoolBuilder,
+    pub(super) accept_gate: Option<Arc<dyn AcceptGate>>,
     pub(super) health: HealthSettings,
 }
 
@@ -206,7 +197,7 @@ impl ServerBuilder {
     }
 
     /// Listen on a TCP address (v4 or v6; port 0 picks a free port, see
-    /// [`ServerHandle::local_addrs`]). May be called more than once; a name that resolves to several
+    /// [`ServerHandle::local_addrs`](super::ServerHandle::local_addrs)). May be called more than once; a name that resolves to several
     /// addresses binds them all. `SO_REUSEADDR` is set.
     pub fn bind(mut self, addr: impl ToSocketAddrs) -> Self {
         self.tcp.push(
@@ -320,7 +311,7 @@ impl ServerBuilder {
         self
     }
 
-    /// The access log format, in gunicorn's atoms (see [`AccessLogFormat`]); parsed by `serve`.
+    /// The access log format, in gunicorn's atoms (see [`AccessLogFormat`](super::AccessLogFormat)); parsed by `serve`.
     /// Lines go to the `log` target [`ACCESS_TARGET`](super::ACCESS_TARGET) at level `info`.
     pub fn access_log_format(mut self, fmt: impl Into<String>) -> Self {
         self.access_log = Some(fmt.into());
@@ -340,12 +331,12 @@ impl ServerBuilder {
     /// Spare threads for self-calls: requests that this process (or a sibling worker process, see
     /// [`sibling_pids`](Self::sibling_pids)) sends to this server over TCP or a Unix socket while
     /// every worker is busy, from a handler that calls its own server with an HTTP client instead
-    /// of the [`Loopback`] (default: the worker count; 0..=1024; 0 turns the detection off and
+    /// of the [`Loopback`](super::Loopback) (default: the worker count; 0..=1024; 0 turns the detection off and
     /// such a request just queues, waiting for a worker that waits for it). Such a request runs at
     /// once on a spare thread, at most `max_spare` at a time; beyond, it is answered 503 at once.
     /// How a self-call is detected (only when no worker is idle and the client is on this host)
     /// and what is logged: the [module documentation](crate::http);
-    /// [`ServerHandle::self_calls`] counts them.
+    /// [`ServerHandle::self_calls`](super::ServerHandle::self_calls) counts them.
     ///
     /// A load generator in the same process as the server (a test, a bench) looks like a
     /// self-call: set 0 there, or its requests beyond the workers run on spare threads (or get
@@ -394,9 +385,9 @@ impl ServerBuilder {
 
     /// The deepest chain of nested calls a request may be in (default 32; 0..=10000). The depth
     /// is the request's [`DEPTH_HEADER`](super::DEPTH_HEADER) (`X-Prefork-Depth`, absent: 0),
-    /// which [`Loopback::send`] sets to one more than the request it is called for. Deeper: the
+    /// which [`Loopback::send`](super::Loopback::send) sets to one more than the request it is called for. Deeper: the
     /// request is answered 508 Loop Detected ([`Error::LoopDetected`](crate::Error::LoopDetected))
-    /// without running the handler, whether it came over TCP or through the [`Loopback`] (whose
+    /// without running the handler, whether it came over TCP or through the [`Loopback`](super::Loopback) (whose
     /// `send` then returns the error).
     ///
     /// ```
@@ -420,7 +411,7 @@ impl ServerBuilder {
     /// How long every worker must have been busy, with no job completed, before the server logs
     /// (once per such episode, at `warn`) what each busy worker is running and for how long: a
     /// [`StuckReport`](super::StuckReport) (default 1 s; up to one day). Checked on the reactor's 100 ms timer, while
-    /// the server has connections. [`ServerHandle::stuck_report`] gives the same on demand.
+    /// the server has connections. [`ServerHandle::stuck_report`](super::ServerHandle::stuck_report) gives the same on demand.
     pub fn stuck_after(mut self, d: Duration) -> Self {
         self.stuck_after = d;
         self
@@ -432,7 +423,7 @@ impl ServerBuilder {
     /// (`text/plain`, the reason and a newline). `reason` is the short text the default body
     /// says. The answer keeps the server's status whatever the hook sets, and a 503 gets
     /// `Retry-After: 1` unless the hook set one. A handler's own `Err(prefork_pool::Error)` (see
-    /// [`IntoResponse`]) is rendered by the hook too. Runs on the reactor thread for a refusal,
+    /// [`IntoResponse`](super::IntoResponse)) is rendered by the hook too. Runs on the reactor thread for a refusal,
     /// on the completing thread otherwise: keep it quick, and do not panic.
     ///
     /// ```
@@ -474,7 +465,7 @@ impl ServerBuilder {
     /// [`MAX_DEADLINE`](crate::MAX_DEADLINE)), `None` the Pool's
     /// [`deadline`](crate::PoolBuilder::deadline) (default 30 s). Default: none, every request
     /// has the Pool's deadline. It runs on the reactor thread for every request: keep it quick (a
-    /// match on the path). A request sent through the [`Loopback`] from inside a handler keeps
+    /// match on the path). A request sent through the [`Loopback`](super::Loopback) from inside a handler keeps
     /// the caller's remaining deadline instead.
     ///
     /// ```
@@ -560,278 +551,5 @@ impl ServerBuilder {
     pub(crate) fn accept_gate(mut self, gate: Arc<dyn AcceptGate>) -> Self {
         self.accept_gate = Some(gate);
         self
-    }
-
-    fn validate(&self) -> Result<ReactorConfig, BuildError> {
-        fn range<T: PartialOrd + fmt::Display + Copy>(
-            field: &'static str,
-            v: T,
-            lo: T,
-            hi: T,
-        ) -> Result<(), BuildError> {
-            if v < lo || v > hi {
-                return Err(BuildError::new(field, v, format!("allowed: {lo}..={hi}")));
-            }
-            Ok(())
-        }
-        fn timeout(field: &'static str, d: Duration) -> Result<(), BuildError> {
-            if d.is_zero() || d > MAX_TIMEOUT {
-                return Err(BuildError::new(
-                    field,
-                    format!("{d:?}"),
-                    "allowed: more than zero, at most one day (86400 s)",
-                ));
-            }
-            Ok(())
-        }
-        range("backlog", self.backlog, 1, 65_535)?;
-        let l = &self.limits;
-        range("limit_request_line", l.request_line, 16, 1 << 20)?;
-        range("limit_request_fields", l.fields, 1, 10_000)?;
-        range("limit_request_field_size", l.field_size, 16, 1 << 20)?;
-        range("limit_head_bytes", l.head_bytes, 64, 64 << 20)?;
-        timeout("head_timeout", self.head_timeout)?;
-        timeout("body_timeout", self.body_timeout)?;
-        timeout("keepalive_timeout", self.keepalive_timeout)?;
-        timeout("write_timeout", self.write_timeout)?;
-        if let Some(n) = self.max_spare {
-            range("max_spare", n, 0, 1024)?;
-        }
-        range("max_depth", self.max_depth, 0, 10_000)?;
-        timeout("stuck_after", self.stuck_after)?;
-        #[cfg(unix)]
-        let unix = self.unix.len() + self.std_unix.len();
-        #[cfg(not(unix))]
-        let unix = 0;
-        if self.tcp.is_empty() && self.std_tcp.is_empty() && unix == 0 {
-            return Err(BuildError::new(
-                "bind",
-                "nothing",
-                "at least one of bind, bind_unix, listener, unix_listener",
-            ));
-        }
-        for t in &self.tcp {
-            match t {
-                Err(e) => {
-                    return Err(BuildError::new(
-                        "bind",
-                        e,
-                        "an address such as 127.0.0.1:8000",
-                    ))
-                }
-                Ok(v) if v.is_empty() => {
-                    return Err(BuildError::new(
-                        "bind",
-                        "no address",
-                        "an address such as 127.0.0.1:8000",
-                    ))
-                }
-                Ok(_) => {}
-            }
-        }
-        let access_log = match &self.access_log {
-            Some(f) => Some(AccessLogFormat::parse(f)?),
-            None => None,
-        };
-        Ok(ReactorConfig {
-            limits: self.limits,
-            head_timeout: self.head_timeout,
-            body_timeout: self.body_timeout,
-            keepalive_timeout: self.keepalive_timeout,
-            write_timeout: self.write_timeout,
-            spool_above: self.spool_above,
-            access_log,
-            // Set from the pool's worker count in `serve` when not given.
-            max_spare: self.max_spare.unwrap_or(0),
-            siblings: self.siblings.clone(),
-            max_depth: self.max_depth,
-            error_page: ErrorPage::new(self.error_hook.clone()),
-            proxy: ProxySettings {
-                trusted: TrustedProxies::parse(&self.forwarded_allow_ips)?,
-                proxy_protocol: self.proxy_protocol,
-            },
-            health: self.health.check()?,
-        })
-    }
-
-    /// Check the configuration, bind, start the Pool and the reactor thread, and serve `handler`.
-    ///
-    /// The handler (a [`Handler`](super::Handler)) gets each complete request (body read and
-    /// decoded) with its [`Context`]; the request's extensions hold a [`Loopback`] and the
-    /// client's [`PeerAddr`](super::PeerAddr). It returns anything [`IntoResponse`]: an
-    /// [`HttpResponse`], a `String`, `(StatusCode, body)`, a `Result` whose error is
-    /// `IntoResponse` too (so `?` works), ...
-    pub fn serve<F, R>(self, handler: F) -> Result<ServerHandle, ServeError>
-    where
-        F: Fn(HttpRequest, &Context) -> R + Send + Sync + 'static,
-        R: IntoResponse,
-    {
-        self.serve_built(move |pool, table, page| {
-            pool.build(move |req: HttpRequest, ctx: &Context| {
-                around(&table, &page, req, ctx, |req| handler(req, ctx))
-            })
-        })
-    }
-
-    /// [`serve`](Self::serve) with per-worker state, as
-    /// [`PoolBuilder::build_with_state`](crate::PoolBuilder::build_with_state): each worker thread
-    /// of the server's pool runs `init(worker_index)` when it starts and lends what it returns to
-    /// `handler` as `&mut S` (a database connection per worker). An init error at start is a
-    /// [`ServeError`] naming the worker and the cause; a replacement's failing init is retried
-    /// and counted in the stats' `workers_without_state`; a retired (stuck) worker keeps its state
-    /// until its handler returns, so budget `workers + max_retired` states.
-    ///
-    /// The state is lent to one handler at a time: a request that would run on a thread without
-    /// one (a [`Loopback`] call from a handler, or a request this process sent itself over TCP
-    /// while every worker was busy, served on a spare thread) is answered 500 (`Error::Reentrant`);
-    /// call the code directly with the `&mut S` you hold instead.
-    ///
-    /// ```
-    /// use prefork_pool::http::Server;
-    /// use std::io::{Read, Write};
-    ///
-    /// let server = Server::builder()
-    ///     .bind("127.0.0.1:0")
-    ///     .pool(|p| p.workers(2))
-    ///     .serve_with_state(
-    ///         |worker| -> Result<u64, std::io::Error> { Ok(worker as u64 * 1000) },
-    ///         |served: &mut u64, _req, _ctx| {
-    ///             *served += 1;
-    ///             http::Response::new(format!("{served}").into_bytes())
-    ///         },
-    ///     )
-    ///     .unwrap();
-    /// let mut s = std::net::TcpStream::connect(server.local_addrs()[0]).unwrap();
-    /// s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
-    /// let mut out = String::new();
-    /// s.read_to_string(&mut out).unwrap();
-    /// assert!(out.starts_with("HTTP/1.1 200 OK\r\n"));
-    /// server.shutdown(std::time::Duration::from_secs(5));
-    /// ```
-    pub fn serve_with_state<S, E, I, F, R>(
-        self,
-        init: I,
-        handler: F,
-    ) -> Result<ServerHandle, ServeError>
-    where
-        S: 'static,
-        E: fmt::Display + 'static,
-        I: Fn(usize) -> Result<S, E> + Send + Sync + 'static,
-        F: Fn(&mut S, HttpRequest, &Context) -> R + Send + Sync + 'static,
-        R: IntoResponse,
-    {
-        self.serve_built(move |pool, table, page| {
-            pool.build_with_state(init, move |state: &mut S, req, ctx: &Context| {
-                around(&table, &page, req, ctx, |req| handler(state, req, ctx))
-            })
-        })
-    }
-
-    /// Bind, build the pool with `build` (given the pool builder and the stuck-report table), and
-    /// start the reactor.
-    fn serve_built(
-        self,
-        build: impl FnOnce(
-            PoolBuilder,
-            Arc<Busy>,
-            ErrorPage,
-        ) -> Result<Pool<HttpRequest, HttpResponse>, BuildError>,
-    ) -> Result<ServerHandle, ServeError> {
-        let mut cfg = self.validate()?;
-        let backlog = self.backlog as i32;
-        let mut listeners = Vec::new();
-        let mut addrs = Vec::new();
-        #[cfg(unix)]
-        let mut paths = Vec::new();
-        for a in self.tcp.iter().flat_map(|r| r.iter().flatten()) {
-            let l = bind_tcp(*a, backlog).map_err(io_err(format!("bind {a}")))?;
-            addrs.push(l.local_addr().map_err(io_err("read a bound address"))?);
-            listeners.push(Acceptor::Tcp(mio::net::TcpListener::from_std(l)));
-        }
-        for l in self.std_tcp {
-            l.set_nonblocking(true)
-                .map_err(io_err("make an adopted listener non-blocking"))?;
-            addrs.push(
-                l.local_addr()
-                    .map_err(io_err("read an adopted listener's address"))?,
-            );
-            listeners.push(Acceptor::Tcp(mio::net::TcpListener::from_std(l)));
-        }
-        #[cfg(unix)]
-        {
-            for (path, mode) in &self.unix {
-                let l = bind_unix(path, backlog, Some(*mode))
-                    .map_err(io_err(format!("bind unix socket {}", path.display())))?;
-                paths.push(path.clone());
-                listeners.push(Acceptor::Unix(
-                    mio::net::UnixListener::from_std(l),
-                    Some(path.clone()),
-                ));
-            }
-            for l in self.std_unix {
-                l.set_nonblocking(true)
-                    .map_err(io_err("make an adopted unix listener non-blocking"))?;
-                if let Some(p) = l
-                    .local_addr()
-                    .ok()
-                    .and_then(|a| a.as_pathname().map(PathBuf::from))
-                {
-                    paths.push(p);
-                }
-                listeners.push(Acceptor::Unix(mio::net::UnixListener::from_std(l), None));
-            }
-        }
-        let busy = Arc::new(Busy::new(self.stuck_after));
-        let dispatch_page = cfg.error_page.clone();
-        let pool = build(self.pool, busy.clone(), cfg.error_page.clone())?;
-        let workers = pool.stats().workers;
-        busy.init(workers);
-        if self.max_spare.is_none() {
-            cfg.max_spare = workers.min(1024);
-        }
-        let max_depth = cfg.max_depth;
-        let (reactor, reactor_handle) = Reactor::new(
-            listeners,
-            cfg,
-            Box::new(PoolDispatch {
-                pool: pool.clone(),
-                max_depth,
-                busy: busy.clone(),
-                deadline_for: self.deadline_for,
-                error_page: dispatch_page,
-            }),
-        )
-        .map_err(io_err("start the reactor"))?;
-        let reactor = reactor.with_accept_gate(self.accept_gate);
-        ServerHandle::start(
-            reactor,
-            reactor_handle,
-            pool,
-            max_depth,
-            busy,
-            addrs,
-            #[cfg(unix)]
-            paths,
-        )
-        .map_err(io_err("spawn the reactor thread"))
-    }
-}
-
-/// Around each request's handler: record, for the stuck report, what its worker runs, set the
-/// depth that the `Loopback` adds one to, and render a `prefork_pool::Error` the handler returned
-/// like the server's own answers.
-fn around<R: IntoResponse>(
-    table: &Busy,
-    page: &ErrorPage,
-    req: HttpRequest,
-    ctx: &Context,
-    handler: impl FnOnce(HttpRequest) -> R,
-) -> HttpResponse {
-    let depth = Loopback::depth_of(&req).max(ctx.depth());
-    let _entered = table.enter(ctx, &req);
-    let resp = with_depth(depth, || handler(req)).into_response();
-    match resp.extensions().get::<ServerAnswer>() {
-        Some(a) => page.render(a.status, a.reason),
-        None => resp,
     }
 }

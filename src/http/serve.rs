@@ -1,0 +1,301 @@
+//! Starting a server: [`ServerBuilder::serve`] (and [`serve_with_state`](ServerBuilder::serve_with_state))
+//! check the settings, bind the listeners, build the Pool around the handler and start the reactor
+//! thread.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::access_log::AccessLogFormat;
+use super::dispatch::PoolDispatch;
+use super::forwarded::{ProxySettings, TrustedProxies};
+use super::handle::ServerHandle;
+use super::handler::{IntoResponse, ServerAnswer};
+use super::handoff::ReactorConfig;
+use super::loopback::{with_depth, Loopback};
+use super::reactor::{Acceptor, Reactor};
+use super::response::ErrorPage;
+use super::server::{io_err, PoolBuilder, ServeError, ServerBuilder};
+use super::stuck::Busy;
+use super::types::{HttpRequest, HttpResponse};
+use crate::net::{bind_tcp, bind_unix};
+use crate::{BuildError, Context, Pool};
+
+/// Longest timeout accepted by the builder: one day.
+const MAX_TIMEOUT: Duration = Duration::from_secs(86_400);
+
+impl ServerBuilder {
+    fn validate(&self) -> Result<ReactorConfig, BuildError> {
+        fn range<T: PartialOrd + fmt::Display + Copy>(
+            field: &'static str,
+            v: T,
+            lo: T,
+            hi: T,
+        ) -> Result<(), BuildError> {
+            if v < lo || v > hi {
+                return Err(BuildError::new(field, v, format!("allowed: {lo}..={hi}")));
+            }
+            Ok(())
+        }
+        fn timeout(field: &'static str, d: Duration) -> Result<(), BuildError> {
+            if d.is_zero() || d > MAX_TIMEOUT {
+                return Err(BuildError::new(
+                    field,
+                    format!("{d:?}"),
+                    "allowed: more than zero, at most one day (86400 s)",
+                ));
+            }
+            Ok(())
+        }
+        range("backlog", self.backlog, 1, 65_535)?;
+        let l = &self.limits;
+        range("limit_request_line", l.request_line, 16, 1 << 20)?;
+        range("limit_request_fields", l.fields, 1, 10_000)?;
+        range("limit_request_field_size", l.field_size, 16, 1 << 20)?;
+        range("limit_head_bytes", l.head_bytes, 64, 64 << 20)?;
+        timeout("head_timeout", self.head_timeout)?;
+        timeout("body_timeout", self.body_timeout)?;
+        timeout("keepalive_timeout", self.keepalive_timeout)?;
+        timeout("write_timeout", self.write_timeout)?;
+        if let Some(n) = self.max_spare {
+            range("max_spare", n, 0, 1024)?;
+        }
+        range("max_depth", self.max_depth, 0, 10_000)?;
+        timeout("stuck_after", self.stuck_after)?;
+        #[cfg(unix)]
+        let unix = self.unix.len() + self.std_unix.len();
+        #[cfg(not(unix))]
+        let unix = 0;
+        if self.tcp.is_empty() && self.std_tcp.is_empty() && unix == 0 {
+            return Err(BuildError::new(
+                "bind",
+                "nothing",
+                "at least one of bind, bind_unix, listener, unix_listener",
+            ));
+        }
+        for t in &self.tcp {
+            match t {
+                Err(e) => {
+                    return Err(BuildError::new(
+                        "bind",
+                        e,
+                        "an address such as 127.0.0.1:8000",
+                    ))
+                }
+                Ok(v) if v.is_empty() => {
+                    return Err(BuildError::new(
+                        "bind",
+                        "no address",
+                        "an address such as 127.0.0.1:8000",
+                    ))
+                }
+                Ok(_) => {}
+            }
+        }
+        let access_log = match &self.access_log {
+            Some(f) => Some(AccessLogFormat::parse(f)?),
+            None => None,
+        };
+        Ok(ReactorConfig {
+            limits: self.limits,
+            head_timeout: self.head_timeout,
+            body_timeout: self.body_timeout,
+            keepalive_timeout: self.keepalive_timeout,
+            write_timeout: self.write_timeout,
+            spool_above: self.spool_above,
+            access_log,
+            // Set from the pool's worker count in `serve` when not given.
+            max_spare: self.max_spare.unwrap_or(0),
+            siblings: self.siblings.clone(),
+            max_depth: self.max_depth,
+            error_page: ErrorPage::new(self.error_hook.clone()),
+            proxy: ProxySettings {
+                trusted: TrustedProxies::parse(&self.forwarded_allow_ips)?,
+                proxy_protocol: self.proxy_protocol,
+            },
+            health: self.health.check()?,
+        })
+    }
+
+    /// Check the configuration, bind, start the Pool and the reactor thread, and serve `handler`.
+    ///
+    /// The handler (a [`Handler`](super::Handler)) gets each complete request (body read and
+    /// decoded) with its [`Context`]; the request's extensions hold a [`Loopback`] and the
+    /// client's [`PeerAddr`](super::PeerAddr). It returns anything [`IntoResponse`]: an
+    /// [`HttpResponse`], a `String`, `(StatusCode, body)`, a `Result` whose error is
+    /// `IntoResponse` too (so `?` works), ...
+    pub fn serve<F, R>(self, handler: F) -> Result<ServerHandle, ServeError>
+    where
+        F: Fn(HttpRequest, &Context) -> R + Send + Sync + 'static,
+        R: IntoResponse,
+    {
+        self.serve_built(move |pool, table, page| {
+            pool.build(move |req: HttpRequest, ctx: &Context| {
+                around(&table, &page, req, ctx, |req| handler(req, ctx))
+            })
+        })
+    }
+
+    /// [`serve`](Self::serve) with per-worker state, as
+    /// [`PoolBuilder::build_with_state`](crate::PoolBuilder::build_with_state): each worker thread
+    /// of the server's pool runs `init(worker_index)` when it starts and lends what it returns to
+    /// `handler` as `&mut S` (a database connection per worker). An init error at start is a
+    /// [`ServeError`] naming the worker and the cause; a replacement's failing init is retried
+    /// and counted in the stats' `workers_without_state`; a retired (stuck) worker keeps its state
+    /// until its handler returns, so budget `workers + max_retired` states.
+    ///
+    /// The state is lent to one handler at a time: a request that would run on a thread without
+    /// one (a [`Loopback`] call from a handler, or a request this process sent itself over TCP
+    /// while every worker was busy, served on a spare thread) is answered 500 (`Error::Reentrant`);
+    /// call the code directly with the `&mut S` you hold instead.
+    ///
+    /// ```
+    /// use prefork_pool::http::Server;
+    /// use std::io::{Read, Write};
+    ///
+    /// let server = Server::builder()
+    ///     .bind("127.0.0.1:0")
+    ///     .pool(|p| p.workers(2))
+    ///     .serve_with_state(
+    ///         |worker| -> Result<u64, std::io::Error> { Ok(worker as u64 * 1000) },
+    ///         |served: &mut u64, _req, _ctx| {
+    ///             *served += 1;
+    ///             http::Response::new(format!("{served}").into_bytes())
+    ///         },
+    ///     )
+    ///     .unwrap();
+    /// let mut s = std::net::TcpStream::connect(server.local_addrs()[0]).unwrap();
+    /// s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    /// let mut out = String::new();
+    /// s.read_to_string(&mut out).unwrap();
+    /// assert!(out.starts_with("HTTP/1.1 200 OK\r\n"));
+    /// server.shutdown(std::time::Duration::from_secs(5));
+    /// ```
+    pub fn serve_with_state<S, E, I, F, R>(
+        self,
+        init: I,
+        handler: F,
+    ) -> Result<ServerHandle, ServeError>
+    where
+        S: 'static,
+        E: fmt::Display + 'static,
+        I: Fn(usize) -> Result<S, E> + Send + Sync + 'static,
+        F: Fn(&mut S, HttpRequest, &Context) -> R + Send + Sync + 'static,
+        R: IntoResponse,
+    {
+        self.serve_built(move |pool, table, page| {
+            pool.build_with_state(init, move |state: &mut S, req, ctx: &Context| {
+                around(&table, &page, req, ctx, |req| handler(state, req, ctx))
+            })
+        })
+    }
+
+    /// Bind, build the pool with `build` (given the pool builder and the stuck-report table), and
+    /// start the reactor.
+    fn serve_built(
+        self,
+        build: impl FnOnce(
+            PoolBuilder,
+            Arc<Busy>,
+            ErrorPage,
+        ) -> Result<Pool<HttpRequest, HttpResponse>, BuildError>,
+    ) -> Result<ServerHandle, ServeError> {
+        let mut cfg = self.validate()?;
+        let backlog = self.backlog as i32;
+        let mut listeners = Vec::new();
+        let mut addrs = Vec::new();
+        #[cfg(unix)]
+        let mut paths = Vec::new();
+        for a in self.tcp.iter().flat_map(|r| r.iter().flatten()) {
+            let l = bind_tcp(*a, backlog).map_err(io_err(format!("bind {a}")))?;
+            addrs.push(l.local_addr().map_err(io_err("read a bound address"))?);
+            listeners.push(Acceptor::Tcp(mio::net::TcpListener::from_std(l)));
+        }
+        for l in self.std_tcp {
+            l.set_nonblocking(true)
+                .map_err(io_err("make an adopted listener non-blocking"))?;
+            addrs.push(
+                l.local_addr()
+                    .map_err(io_err("read an adopted listener's address"))?,
+            );
+            listeners.push(Acceptor::Tcp(mio::net::TcpListener::from_std(l)));
+        }
+        #[cfg(unix)]
+        {
+            for (path, mode) in &self.unix {
+                let l = bind_unix(path, backlog, Some(*mode))
+                    .map_err(io_err(format!("bind unix socket {}", path.display())))?;
+                paths.push(path.clone());
+                listeners.push(Acceptor::Unix(
+                    mio::net::UnixListener::from_std(l),
+                    Some(path.clone()),
+                ));
+            }
+            for l in self.std_unix {
+                l.set_nonblocking(true)
+                    .map_err(io_err("make an adopted unix listener non-blocking"))?;
+                if let Some(p) = l
+                    .local_addr()
+                    .ok()
+                    .and_then(|a| a.as_pathname().map(PathBuf::from))
+                {
+                    paths.push(p);
+                }
+                listeners.push(Acceptor::Unix(mio::net::UnixListener::from_std(l), None));
+            }
+        }
+        let busy = Arc::new(Busy::new(self.stuck_after));
+        let dispatch_page = cfg.error_page.clone();
+        let pool = build(self.pool, busy.clone(), cfg.error_page.clone())?;
+        let workers = pool.stats().workers;
+        busy.init(workers);
+        if self.max_spare.is_none() {
+            cfg.max_spare = workers.min(1024);
+        }
+        let max_depth = cfg.max_depth;
+        let (reactor, reactor_handle) = Reactor::new(
+            listeners,
+            cfg,
+            Box::new(PoolDispatch {
+                pool: pool.clone(),
+                max_depth,
+                busy: busy.clone(),
+                deadline_for: self.deadline_for,
+                error_page: dispatch_page,
+            }),
+        )
+        .map_err(io_err("start the reactor"))?;
+        let reactor = reactor.with_accept_gate(self.accept_gate);
+        ServerHandle::start(
+            reactor,
+            reactor_handle,
+            pool,
+            max_depth,
+            busy,
+            addrs,
+            #[cfg(unix)]
+            paths,
+        )
+        .map_err(io_err("spawn the reactor thread"))
+    }
+}
+
+/// Around each request's handler: record, for the stuck report, what its worker runs, set the
+/// depth that the `Loopback` adds one to, and render a `prefork_pool::Error` the handler returned
+/// like the server's own answers.
+fn around<R: IntoResponse>(
+    table: &Busy,
+    page: &ErrorPage,
+    req: HttpRequest,
+    ctx: &Context,
+    handler: impl FnOnce(HttpRequest) -> R,
+) -> HttpResponse {
+    let depth = Loopback::depth_of(&req).max(ctx.depth());
+    let _entered = table.enter(ctx, &req);
+    let resp = with_depth(depth, || handler(req)).into_response();
+    match resp.extensions().get::<ServerAnswer>() {
+        Some(a) => page.render(a.status, a.reason),
+        None => resp,
+    }
+}
