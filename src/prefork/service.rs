@@ -149,7 +149,9 @@ struct Tracked<S> {
 }
 
 fn own_answer<B>(status: StatusCode, text: &'static str) -> Answer<B> {
-    let mut resp = Response::new(Either::Right(Full::new(Bytes::from_static(text.as_bytes()))));
+    let mut resp = Response::new(Either::Right(Full::new(Bytes::from_static(
+        text.as_bytes(),
+    ))));
     *resp.status_mut() = status;
     resp.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
@@ -415,7 +417,9 @@ where
             let _runtime = rt.enter();
             for listener in env.take_listeners() {
                 let listener = match listener {
-                    Listener::Tcp(l) => tokio::net::TcpListener::from_std(l).map(AsyncListener::Tcp),
+                    Listener::Tcp(l) => {
+                        tokio::net::TcpListener::from_std(l).map(AsyncListener::Tcp)
+                    }
                     Listener::Unix(l) => {
                         tokio::net::UnixListener::from_std(l).map(AsyncListener::Unix)
                     }
@@ -447,7 +451,10 @@ where
                 if shared.conns.load(Ordering::Acquire) == 0 {
                     return true;
                 }
-                if tokio::time::timeout_at(deadline.into(), idle).await.is_err() {
+                if tokio::time::timeout_at(deadline.into(), idle)
+                    .await
+                    .is_err()
+                {
                     return false;
                 }
             }
@@ -461,7 +468,11 @@ where
             );
         }
         rt.shutdown_timeout(Duration::from_millis(100));
-        log::debug!("worker {} (pid {}) stopped", env.number(), std::process::id());
+        log::debug!(
+            "worker {} (pid {}) stopped",
+            env.number(),
+            std::process::id()
+        );
         0
     }
 }

@@ -83,9 +83,11 @@ pub fn error_answer(e: Error) -> Response {
             "busy: every worker is busy and the queue is full; retry later\n",
         )
             .into_response(),
-        Error::DeadlineExceeded { .. } => {
-            (StatusCode::GATEWAY_TIMEOUT, "the call missed its deadline\n").into_response()
-        }
+        Error::DeadlineExceeded { .. } => (
+            StatusCode::GATEWAY_TIMEOUT,
+            "the call missed its deadline\n",
+        )
+            .into_response(),
         Error::ShuttingDown { .. } => (
             StatusCode::SERVICE_UNAVAILABLE,
             [(header::RETRY_AFTER, "1")],
@@ -142,17 +144,14 @@ fn main() {
     env_logger::init();
     let addr = std::env::var("BIND").unwrap_or_else(|_| "127.0.0.1:8000".to_owned());
     let cfg = Config::default();
-    let status = Supervisor::builder()
-        .bind(addr)
-        .workers(2)
-        .serve_service(
-            // The runtime's threads only wait: 2 per process is plenty.
-            ServiceConfig::new()
-                .threads(2)
-                .deadline(cfg.deadline + Duration::from_secs(1)),
-            // In each worker process after the fork: its own pool (threads start here, never in
-            // the master).
-            move || pool(&cfg).map(router).map_err(|e| e.to_string()),
-        );
+    let status = Supervisor::builder().bind(addr).workers(2).serve_service(
+        // The runtime's threads only wait: 2 per process is plenty.
+        ServiceConfig::new()
+            .threads(2)
+            .deadline(cfg.deadline + Duration::from_secs(1)),
+        // In each worker process after the fork: its own pool (threads start here, never in
+        // the master).
+        move || pool(&cfg).map(router).map_err(|e| e.to_string()),
+    );
     std::process::exit(status);
 }

@@ -73,14 +73,20 @@ async fn saturated_pool_answers_503_and_504_and_never_blocks_the_runtime() {
         match status {
             200 => ok += 1,
             503 => {
-                assert!(text.contains("retry-after: 1"), "a 503 without Retry-After: {text}");
+                assert!(
+                    text.contains("retry-after: 1"),
+                    "a 503 without Retry-After: {text}"
+                );
                 busy += 1;
             }
             other => panic!("/work answered {other}: {text}"),
         }
     }
     assert_eq!(ok + busy, CONCURRENT, "every request is answered");
-    assert!(busy > 0, "no 503 with {CONCURRENT} calls on {WORKERS} workers + {QUEUE} queued");
+    assert!(
+        busy > 0,
+        "no 503 with {CONCURRENT} calls on {WORKERS} workers + {QUEUE} queued"
+    );
     assert!(ok >= WORKERS + QUEUE, "only {ok} calls served");
     assert!(!pings.is_empty(), "the pool was never seen saturated");
     let slowest = pings.iter().max().unwrap();

@@ -72,8 +72,10 @@ fn request(addr: SocketAddr, path: &str) -> Result<(u16, String), String> {
     let mut conn = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))
         .map_err(|e| format!("connect: {e}"))?;
     conn.set_read_timeout(Some(Duration::from_secs(20))).ok();
-    conn.write_all(format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes())
-        .map_err(|e| format!("write: {e}"))?;
+    conn.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .map_err(|e| format!("write: {e}"))?;
     let mut resp = String::new();
     conn.read_to_string(&mut resp)
         .map_err(|e| format!("read: {e}"))?;
@@ -100,7 +102,9 @@ pub fn hup_under_load() -> Result<(), String> {
         let asked = Instant::now();
         let (status, _) = request(m.addr, "/slow")?;
         let took = asked.elapsed();
-        ensure(status == 504, || format!("`/slow` answered {status}, not 504"))?;
+        ensure(status == 504, || {
+            format!("`/slow` answered {status}, not 504")
+        })?;
         ensure(took < Duration::from_secs(4), || {
             format!("the 504 took {took:?} (deadline 1 s)")
         })?;
