@@ -41,6 +41,10 @@
 //! [`http::Server`](crate::http::Server) in each worker process on the inherited listeners, with
 //! its Pool's threads, deadlines and watchdog, and reports every running request to the master.
 //!
+//! An async app (an axum `Router`, any `tower::Service`) runs under the supervisor with
+//! `Supervisor::serve_service` (feature `tower`): a tokio runtime per worker process, hyper's
+//! HTTP/1.1, each request tracked in the heartbeat with its deadline, graceful stop and reload.
+//!
 //! Or what a worker does is yours: a [`Worker`] (any `FnMut(&mut WorkerEnv) -> i32`), built after the
 //! fork by the `app` closure given to [`Supervisor::run`], or once before the fork with
 //! [`SupervisorBuilder::preload`]. It serves on [`WorkerEnv::listeners`], calls [`WorkerEnv::ready`] when it
@@ -258,6 +262,8 @@ mod master;
 mod notify;
 mod report;
 mod rlimit;
+#[cfg(feature = "tower")]
+mod service;
 mod signals;
 mod supervisor;
 mod upgrade;
@@ -268,6 +274,8 @@ pub use config::{EXIT_BOOT_ERROR, EXIT_ERROR, EXIT_OK};
 pub use exit::WorkerExit;
 pub use heartbeat::{Heartbeat, RequestGuard, Siblings};
 pub use listeners::Listener;
+#[cfg(feature = "tower")]
+pub use service::{BoxError, ServiceConfig};
 pub use supervisor::Supervisor;
 pub use worker::{Worker, WorkerEnv, EXIT_WORKER_BOOT_ERROR};
 

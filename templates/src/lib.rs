@@ -5,4 +5,8 @@
 //!   owning its own SQLite connection (`PoolBuilder::build_with_state`), with per-route deadlines,
 //!   a `Loopback` internal call, and the db pool's stats on `/metrics`.
 //!   `cargo run -p prefork-pool-templates --example sqlite_api`
+//! - `examples/axum_bulkhead.rs`: an axum app whose blocking calls go through a `Pool`
+//!   (`pool.submit(req).await`), its 503/504 mapped to HTTP answers, served from 2 processes by
+//!   `Supervisor::serve_service`.
+//!   `cargo run -p prefork-pool-templates --example axum_bulkhead`
 #![deny(missing_docs)]

@@ -12,6 +12,8 @@ mod helpers;
 mod keepalive;
 mod lifecycle;
 mod serve_http;
+#[cfg(feature = "tower")]
+mod service;
 mod systemd;
 mod workers;
 mod wrk;
@@ -184,6 +186,16 @@ const SCENARIOS: &[Scenario] = &[
     Scenario {
         name: "keepalive_max_requests",
         run: keepalive::max_requests,
+    },
+    #[cfg(feature = "tower")]
+    Scenario {
+        name: "service_hup_under_load",
+        run: service::hup_under_load,
+    },
+    #[cfg(feature = "tower")]
+    Scenario {
+        name: "service_deadline_kill",
+        run: service::deadline_kill,
     },
 ];
 

@@ -1,0 +1,157 @@
+//! `axum_bulkhead`: an axum app whose blocking calls go through a `prefork_pool::Pool`, the template
+//! for an async service in front of a blocking resource (a database driver, a C library, a disk).
+//!
+//! - The runtime's threads never block: a blocking call is `pool.submit(req).await` (the Pool's
+//!   `Ticket` is a future), so `/ping` stays fast while every pool worker is busy.
+//! - The pool is the bulkhead: at most `workers` blocking calls run at once, at most
+//!   `queue_capacity` wait; beyond that the call is refused at once. Its errors are HTTP answers:
+//!   a full queue is 503 with `Retry-After`, a missed deadline 504, a stopping pool 503.
+//! - Under the pre-fork supervisor (`Supervisor::serve_service`, feature `tower`): each worker
+//!   process runs the router on its own tokio runtime with its own pool, built after the fork;
+//!   SIGHUP reloads with no failed request, a request stuck past its deadline gets its process
+//!   replaced.
+//!
+//! Routes: `GET /ping` (async, no pool); `GET /work?ms=N` (a blocking call of N ms on the pool;
+//! answers the worker's index); `GET /slow` (a blocking call longer than the pool's deadline: 504).
+//!
+//! Run it: `cargo run -p prefork-pool-templates --example axum_bulkhead` (2 processes on
+//! 127.0.0.1:8000), then `curl -i 127.0.0.1:8000/work?ms=50`. `tests/axum_bulkhead.rs` drives the
+//! router under concurrent load.
+
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use prefork_pool::{Context, Error, Pool};
+
+/// A blocking call: work for `ms` milliseconds.
+pub struct Work {
+    /// How long the call blocks.
+    pub ms: u64,
+}
+
+/// The pool's sizes and deadline.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Blocking calls that run at once.
+    pub workers: usize,
+    /// Blocking calls that may wait for a worker; more are refused (503).
+    pub queue_capacity: usize,
+    /// How long a call may take, queued and running (then 504).
+    pub deadline: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            workers: 4,
+            queue_capacity: 16,
+            deadline: Duration::from_secs(2),
+        }
+    }
+}
+
+/// The blocking side: sleeps in small steps (as a driver would block), and gives up once the
+/// caller was answered at the deadline (`Context::is_cancelled`), so its worker comes back.
+fn blocking_work(work: Work, ctx: &Context) -> usize {
+    let end = std::time::Instant::now() + Duration::from_millis(work.ms);
+    while std::time::Instant::now() < end && !ctx.is_cancelled() {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    ctx.worker().unwrap_or(usize::MAX)
+}
+
+/// The pool the app's blocking calls go through.
+pub fn pool(cfg: &Config) -> Result<Pool<Work, usize>, prefork_pool::BuildError> {
+    Pool::builder()
+        .name("blocking")
+        .workers(cfg.workers)
+        .queue_capacity(cfg.queue_capacity)
+        .deadline(cfg.deadline)
+        .build(blocking_work)
+}
+
+/// A pool error as an HTTP answer.
+pub fn error_answer(e: Error) -> Response {
+    match e {
+        Error::Overloaded { .. } => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, "1")],
+            "busy: every worker is busy and the queue is full; retry later\n",
+        )
+            .into_response(),
+        Error::DeadlineExceeded { .. } => (
+            StatusCode::GATEWAY_TIMEOUT,
+            "the call missed its deadline\n",
+        )
+            .into_response(),
+        Error::ShuttingDown { .. } => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, "1")],
+            "shutting down\n",
+        )
+            .into_response(),
+        other => {
+            log::error!("blocking call failed: {other}");
+            (StatusCode::INTERNAL_SERVER_ERROR, "internal error\n").into_response()
+        }
+    }
+}
+
+/// `ms=N` from the query string (10 when absent or not a number).
+fn ms_of(uri: &Uri) -> u64 {
+    uri.query()
+        .into_iter()
+        .flat_map(|q| q.split('&'))
+        .find_map(|kv| kv.strip_prefix("ms="))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10)
+}
+
+async fn work(State(pool): State<Pool<Work, usize>>, uri: Uri) -> Response {
+    // Waits without blocking a runtime thread; dropping this future (the client went away)
+    // gives a call that has not started back to the pool.
+    match pool.submit(Work { ms: ms_of(&uri) }).await {
+        Ok(worker) => format!("done by worker {worker}\n").into_response(),
+        Err(e) => error_answer(e),
+    }
+}
+
+async fn slow(State(pool): State<Pool<Work, usize>>) -> Response {
+    let ms = 60_000;
+    match pool.submit(Work { ms }).await {
+        Ok(worker) => format!("done by worker {worker}\n").into_response(),
+        Err(e) => error_answer(e),
+    }
+}
+
+/// The app: `/ping`, `/work?ms=N`, `/slow`, over `pool`.
+pub fn router(pool: Pool<Work, usize>) -> Router {
+    Router::new()
+        .route("/ping", get(|| async { "pong\n" }))
+        .route("/work", get(work))
+        .route("/slow", get(slow))
+        .with_state(pool)
+}
+
+#[allow(dead_code)]
+fn main() {
+    use prefork_pool::prefork::{ServiceConfig, Supervisor};
+
+    env_logger::init();
+    let addr = std::env::var("BIND").unwrap_or_else(|_| "127.0.0.1:8000".to_owned());
+    let cfg = Config::default();
+    let status = Supervisor::builder().bind(addr).workers(2).serve_service(
+        // The runtime's threads only wait: 2 per process is plenty.
+        ServiceConfig::new()
+            .threads(2)
+            .deadline(cfg.deadline + Duration::from_secs(1)),
+        // In each worker process after the fork: its own pool (threads start here, never in
+        // the master).
+        move || pool(&cfg).map(router).map_err(|e| e.to_string()),
+    );
+    std::process::exit(status);
+}
