@@ -334,4 +334,32 @@ mod tests {
             vec![0]
         );
     }
+
+    #[test]
+    fn idle_processes_with_different_rates_agree_on_a_taker() {
+        // Two idle processes without connections (after a reload, or between bursts), whatever
+        // rates they published: every gate reads the same numbers, so one of them takes the
+        // next connection (when each measured the other's rate itself, both could say no).
+        let table = Box::leak(Box::new(super::super::heartbeat::HeartbeatTable::new(2).unwrap()));
+        let slots = table.leak_all();
+        for (a, b) in [(Some(1000.0), Some(1500.0)), (Some(900.0), None), (None, None)] {
+            for (i, rate) in [a, b].into_iter().enumerate() {
+                slots[i].reset(0);
+                slots[i].set_pid(100 + i as u32);
+                slots[i].set_threads(1);
+                slots[i].set_conns(0);
+                slots[i].set_rate(rate);
+            }
+            let gates = [SlotGate::new(&slots[0], slots), SlotGate::new(&slots[1], slots)];
+            // The faster (or unmeasured) one first: it leaves the connection to the slower one
+            // only if that one takes it.
+            let yes = [gates[1].may_accept(0), gates[0].may_accept(0)];
+            assert!(yes.contains(&true), "{a:?} / {b:?}: nobody takes");
+            assert_eq!(yes[0], b.unwrap_or(1.0) <= a.unwrap_or(1.0) * SLACK);
+            // The one that said yes claimed the connection: the other takes the next one.
+            let taker = if yes[0] { 1 } else { 0 };
+            assert_eq!(slots[taker].conns(), 1);
+            assert!(gates[1 - taker].may_accept(0), "{a:?} / {b:?}");
+        }
+    }
 }
