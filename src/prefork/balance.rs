@@ -340,9 +340,15 @@ mod tests {
         // Two idle processes without connections (after a reload, or between bursts), whatever
         // rates they published: every gate reads the same numbers, so one of them takes the
         // next connection (when each measured the other's rate itself, both could say no).
-        let table = Box::leak(Box::new(super::super::heartbeat::HeartbeatTable::new(2).unwrap()));
+        let table = Box::leak(Box::new(
+            super::super::heartbeat::HeartbeatTable::new(2).unwrap(),
+        ));
         let slots = table.leak_all();
-        for (a, b) in [(Some(1000.0), Some(1500.0)), (Some(900.0), None), (None, None)] {
+        for (a, b) in [
+            (Some(1000.0), Some(1500.0)),
+            (Some(900.0), None),
+            (None, None),
+        ] {
             for (i, rate) in [a, b].into_iter().enumerate() {
                 slots[i].reset(0);
                 slots[i].set_pid(100 + i as u32);
@@ -350,7 +356,10 @@ mod tests {
                 slots[i].set_conns(0);
                 slots[i].set_rate(rate);
             }
-            let gates = [SlotGate::new(&slots[0], slots), SlotGate::new(&slots[1], slots)];
+            let gates = [
+                SlotGate::new(&slots[0], slots),
+                SlotGate::new(&slots[1], slots),
+            ];
             // The faster (or unmeasured) one first: it leaves the connection to the slower one
             // only if that one takes it.
             let yes = [gates[1].may_accept(0), gates[0].may_accept(0)];
