@@ -43,6 +43,10 @@ const ACCEPT_BATCH: usize = 16;
 /// With an [`AcceptGate`] that said no: how often the reactor asks it again (a sibling's load
 /// changes without waking this process).
 const GATE_RECHECK: Duration = Duration::from_millis(5);
+/// With an [`AcceptGate`] that says no: how long connections may wait in a TCP listener's queue
+/// before this process takes one anyway. The gates agree on a taker, but that process may not
+/// accept (stopped, or its reactor stalled): a connection is delayed, never stranded.
+const QUEUE_STALL: Duration = Duration::from_millis(250);
 
 /// In process mode, whether this process takes new connections now. The worker processes share
 /// one listen socket; each asks its gate before every `accept` (and on every loop pass), and
@@ -103,6 +107,28 @@ impl Acceptor {
                 .accept()
                 .map(|(s, _)| (Stream::Unix(s), Arc::from("unix"), None)),
         }
+    }
+
+    /// Whether connections wait in this TCP listener's accept queue (`false` for a Unix socket).
+    fn queued(&self) -> bool {
+        let Acceptor::Tcp(l) = self else {
+            return false;
+        };
+        // SAFETY: an all-zero `tcp_info` is valid (plain integers).
+        let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+        let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+        // SAFETY: getsockopt(2) TCP_INFO on the listener's open fd, writing at most `len` bytes
+        // into `info` on the stack. For a listening socket, `tcpi_unacked` is its accept queue.
+        let r = unsafe {
+            libc::getsockopt(
+                l.as_raw_fd(),
+                libc::IPPROTO_TCP,
+                libc::TCP_INFO,
+                (&mut info as *mut libc::tcp_info).cast(),
+                &mut len,
+            )
+        };
+        r == 0 && info.tcpi_unacked > 0
     }
 
     fn close(self) {
@@ -173,6 +199,8 @@ pub(crate) struct Reactor {
     gated_off: bool,
     /// A graceful stop waits for the health routes' drain delay: when to drain, and the deadline.
     drain_at: Option<(Instant, Instant)>,
+    /// Since when the gate said no while connections waited in a listener's queue.
+    queued_since: Option<Instant>,
 }
 
 impl Reactor {
@@ -212,6 +240,7 @@ impl Reactor {
             gate: None,
             gated_off: false,
             drain_at: None,
+            queued_since: None,
         };
         for i in 0..reactor.listeners.len() {
             reactor.register_listener(i)?;
@@ -283,6 +312,7 @@ impl Reactor {
             return;
         }
         let open = gate.may_accept(self.live);
+        self.take_stalled(open);
         if open == self.gated_off {
             self.gated_off = !open;
             for i in 0..self.listeners.len() {
@@ -295,6 +325,30 @@ impl Reactor {
                 }
             }
         }
+    }
+
+    /// While the gate says no: takes one connection from each listener whose queue has not been
+    /// empty for [`QUEUE_STALL`] (the process the gates pick does not accept).
+    fn take_stalled(&mut self, open: bool) {
+        let stalled = !open && self.listeners.iter().flatten().any(Acceptor::queued);
+        let now = Instant::now();
+        let since = match (stalled, self.queued_since) {
+            (false, _) => None,
+            (true, None) => Some(now),
+            (true, Some(t)) if now.duration_since(t) < QUEUE_STALL => Some(t),
+            (true, Some(_)) => {
+                for l in self.listeners.iter().flatten().filter(|l| l.queued()) {
+                    if let Ok((stream, peer, addrs)) = l.accept() {
+                        log::debug!(target: "prefork_pool::http", "accepted a connection that waited {QUEUE_STALL:?} for a sibling");
+                        self.add_conn(stream, peer, addrs, now);
+                        // One per pass: the others wait for the next pass.
+                        break;
+                    }
+                }
+                None
+            }
+        };
+        self.queued_since = since;
     }
 
     /// The loop. Returns when a drain has finished (or its deadline passed), or on a poll failure.

@@ -25,6 +25,8 @@ pub(crate) const RETIRE: u32 = 2;
 pub(crate) const BOOT_FAILED: u32 = 4;
 /// The `conns` of a worker that does not accept connections (booting, draining, not HTTP).
 pub(crate) const NOT_ACCEPTING: u32 = u32::MAX;
+/// The `rate` of a worker that has not measured it yet (not the bits of any finite `f64`).
+const NO_RATE: u64 = u64::MAX;
 
 const LINE: usize = 120;
 const NOTE: usize = 512;
@@ -46,6 +48,9 @@ pub(crate) struct HeartbeatSlot {
     deadline_ms: AtomicU64,
     requests: AtomicU64,
     max_requests: AtomicU64,
+    /// The worker's requests per second per open connection, as it measured them itself (`f64`
+    /// bits; [`NO_RATE`]: not measured yet). One value that every sibling's accept gate reads.
+    rate: AtomicU64,
     line_len: AtomicU32,
     note_len: AtomicU32,
     line: [AtomicU8; LINE],
@@ -103,6 +108,7 @@ impl HeartbeatSlot {
         self.conns.store(NOT_ACCEPTING, Ordering::Relaxed);
         self.threads.store(0, Ordering::Relaxed);
         self.max_requests.store(max_requests, Ordering::Relaxed);
+        self.rate.store(NO_RATE, Ordering::Relaxed);
         self.line_len.store(0, Ordering::Relaxed);
         self.note_len.store(0, Ordering::Release);
     }
@@ -158,6 +164,20 @@ impl HeartbeatSlot {
     /// The deadline of the worker's oldest running request (0: none).
     pub(crate) fn deadline_ms(&self) -> u64 {
         self.deadline_ms.load(Ordering::Acquire)
+    }
+
+    /// The worker's own measure of its requests per second per connection (`None`: not yet).
+    pub(crate) fn rate(&self) -> Option<f64> {
+        match self.rate.load(Ordering::Acquire) {
+            NO_RATE => None,
+            bits => Some(f64::from_bits(bits)).filter(|r| r.is_finite()),
+        }
+    }
+
+    /// Publishes this worker's requests per second per connection.
+    pub(crate) fn set_rate(&self, rate: Option<f64>) {
+        let bits = rate.filter(|r| r.is_finite()).map_or(NO_RATE, f64::to_bits);
+        self.rate.store(bits, Ordering::Release);
     }
 
     pub(crate) fn requests(&self) -> u64 {

@@ -4,7 +4,8 @@
 //! it from here with signals and 127.0.0.1 TCP. Every forked tree is killed at the end of its scenario,
 //! and the test checks that nothing of it is left.
 //!
-//! Run some scenarios: `cargo test --test prefork -- NAME` (each whose name contains NAME).
+//! Run some scenarios: `cargo test --test prefork -- NAME` (each whose name contains NAME; with
+//! `--exact`, the one named NAME).
 
 mod balance;
 mod failures;
@@ -215,10 +216,18 @@ fn main() {
         .skip(1)
         .filter(|a| !a.starts_with('-'))
         .collect();
+    let exact = std::env::args().any(|a| a == "--exact");
     let (mut passed, mut failed) = (0, 0);
     for scenario in SCENARIOS {
         let name = scenario.name;
-        if !filters.is_empty() && !filters.iter().any(|f| name.contains(f.as_str())) {
+        let matches = |f: &String| {
+            if exact {
+                name == f.as_str()
+            } else {
+                name.contains(f.as_str())
+            }
+        };
+        if !filters.is_empty() && !filters.iter().any(matches) {
             continue;
         }
         let started = Instant::now();
