@@ -16,7 +16,7 @@ use parking_lot::{Condvar, Mutex};
 
 /// How many times an idle worker looks at the queue (with a spin hint in between) before it
 /// sleeps.
-const SPINS: u32 = 4;
+const SPINS: u32 = 64;
 
 /// The sleeping side of the queue.
 #[derive(Default)]
