@@ -6,6 +6,7 @@
 //! Requests on one connection are handled one at a time: the next pipelined request is not parsed
 //! until the current one is answered, so answers always go out in order.
 
+use std::cell::RefCell;
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -48,6 +49,11 @@ fn spool_out(spool: &mut Option<Spool>, body: &mut Vec<u8>, above: u64) -> std::
         Some(s) if !body.is_empty() => s.take_from(body),
         _ => Ok(()),
     }
+}
+
+thread_local! {
+    /// The reactor thread's read buffer, allocated (and zeroed) once rather than per read.
+    static SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0u8; READ_CHUNK].into_boxed_slice());
 }
 
 /// What the reactor should do with the connection after a call.
@@ -264,7 +270,6 @@ impl Conn {
     }
 
     fn read_and_advance(&mut self, short_read_drains: bool, env: &mut Env<'_>) -> Next {
-        let mut tmp = [0u8; READ_CHUNK];
         loop {
             if self.peer_eof {
                 break;
@@ -279,22 +284,32 @@ impl Conn {
                 self.read_paused = true;
                 break;
             }
-            match (&self.link.stream).read(&mut tmp) {
+            let lingering = matches!(self.state, State::Lingering);
+            // Read into the thread's scratch buffer and append to `buf`: the borrow ends before
+            // `advance`, which may come back here (a refusal's lingering close).
+            let read = SCRATCH.with(|s| {
+                let mut s = s.borrow_mut();
+                let r = (&self.link.stream).read(&mut s[..]);
+                if let (Ok(n), false) = (&r, lingering) {
+                    self.buf.extend_from_slice(&s[..*n]);
+                }
+                r
+            });
+            match read {
                 Ok(0) => {
                     self.peer_eof = true;
                     self.link.pending.store(true, Ordering::SeqCst);
                 }
                 Ok(n) => {
                     env.handoff.metrics.read(n);
-                    if !matches!(self.state, State::Lingering) {
-                        self.buf.extend_from_slice(&tmp[..n]);
+                    if !lingering {
                         if busy {
                             self.link.pending.store(true, Ordering::SeqCst);
                         } else if self.advance(env) == Next::Close {
                             return Next::Close;
                         }
                     }
-                    if short_read_drains && n < tmp.len() {
+                    if short_read_drains && n < READ_CHUNK {
                         break;
                     }
                 }

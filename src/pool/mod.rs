@@ -13,6 +13,7 @@ mod config;
 mod context;
 mod deadlines;
 mod guard;
+mod idle_wait;
 mod job;
 mod per_worker;
 mod shutdown;

@@ -95,13 +95,16 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
             if self.tx.send_deadline(Msg::Stop, end).is_err() {
                 break;
             }
+            self.idle_wait.wake_one();
         }
         self.wait_live_workers(end);
         self.state.store(STOPPED, Ordering::SeqCst);
         fence(Ordering::SeqCst);
         report.answered_shutting_down += self.answer_everything();
         for _ in 0..self.config.workers {
-            let _ = self.tx.try_send(Msg::Stop);
+            if self.tx.try_send(Msg::Stop).is_ok() {
+                self.idle_wait.wake_one();
+            }
         }
         let left = self.wait_live_workers(Instant::now() + EXIT_WAIT);
         self.stop_watchdog();

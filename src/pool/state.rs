@@ -17,6 +17,7 @@ use super::config::PoolConfig;
 use super::context::Context;
 use super::deadlines::{nanos_since, DeadlineBoard, SlotDeadline};
 use super::guard;
+use super::idle_wait::IdleWait;
 use super::job::{Job, JobCore, JobView};
 use super::stats::{Counters, Stats};
 use crate::error::{Error, Stage};
@@ -68,6 +69,8 @@ pub(crate) struct PoolState<Req, Resp> {
     pub(crate) handler: Handler<Req, Resp>,
     pub(crate) tx: Sender<Msg<Req, Resp>>,
     pub(crate) rx: Receiver<Msg<Req, Resp>>,
+    /// Where idle workers sleep; rung after every message put in the queue.
+    pub(crate) idle_wait: IdleWait,
     pub(crate) state: AtomicU8,
     pub(crate) next_id: AtomicU64,
     pub(crate) idle: AtomicUsize,
@@ -125,6 +128,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
             handler,
             tx,
             rx,
+            idle_wait: IdleWait::default(),
             state: AtomicU8::new(SERVING),
             next_id: AtomicU64::new(1),
             idle: AtomicUsize::new(0),

@@ -27,7 +27,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
             return Err(self.shutting_down());
         }
         match self.tx.try_send(Msg::Job(job.clone())) {
-            Ok(()) => {}
+            Ok(()) => self.idle_wait.wake_one(),
             Err(TrySendError::Full(_)) => return Err(self.overloaded()),
             Err(TrySendError::Disconnected(_)) => return Err(self.shutting_down()),
         }

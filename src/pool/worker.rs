@@ -202,7 +202,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
         let mut served = 0u64;
         loop {
             self.idle.fetch_add(1, Ordering::SeqCst);
-            let msg = self.rx.recv();
+            let msg = self.idle_wait.recv(&self.rx);
             self.idle.fetch_sub(1, Ordering::SeqCst);
             let job = match msg {
                 Ok(Msg::Job(job)) => job,
