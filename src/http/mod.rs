@@ -305,6 +305,7 @@
 //!
 //! In process mode (`prefork::Supervisor`) the supervisor handles the signals instead.
 
+mod acceptor;
 mod access_log;
 mod body;
 mod conn;
@@ -349,6 +350,8 @@ pub mod __fuzz {
     pub use super::fuzz::head_and_body;
 }
 
+#[cfg(feature = "prefork")]
+pub(crate) use acceptor::AcceptGate;
 pub use access_log::{AccessLogFormat, ACCESS_TARGET, DEFAULT_ACCESS_LOG_FORMAT};
 pub use body::Body;
 pub use handle::ServerHandle;
@@ -359,8 +362,6 @@ pub use metrics::{ServerMetrics, DURATION_BUCKETS, METHODS, OWN_STATUSES};
 #[doc(hidden)]
 pub use owner_lookup::{hold_lookups, LookupHold};
 pub use parse::Limits;
-#[cfg(feature = "prefork")]
-pub(crate) use reactor::AcceptGate;
 pub use response::error_response;
 pub use self_call::SelfCalls;
 pub use server::{ServeError, Server, ServerBuilder};

@@ -7,8 +7,7 @@
 //! so a timeout fires up to 100 ms late; with no connection the reactor sleeps until an event.
 
 use std::io;
-use std::os::fd::{AsRawFd, RawFd};
-use std::path::PathBuf;
+use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,6 +16,9 @@ use crossbeam_channel::{Receiver, Sender};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 
+use super::acceptor::{
+    is_transient, AcceptGate, Acceptor, ACCEPT_BATCH, GATE_RECHECK, QUEUE_STALL,
+};
 use super::conn::{Conn, Env, Next};
 use super::date::DateCache;
 use super::handoff::{Answered, Dispatch, Handoff, ReactorConfig};
@@ -37,38 +39,6 @@ pub(crate) const TICK: Duration = Duration::from_millis(100);
 pub(crate) const DRAIN_GRACE: Duration = Duration::from_secs(1);
 /// How long accepting pauses after an accept error such as EMFILE.
 pub(crate) const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
-/// With an [`AcceptGate`]: the most connections taken per wake-up (the listener is level-triggered
-/// then, so the rest wake this process, or a sibling, again).
-const ACCEPT_BATCH: usize = 16;
-/// With an [`AcceptGate`] that said no: how often the reactor asks it again (a sibling's load
-/// changes without waking this process).
-const GATE_RECHECK: Duration = Duration::from_millis(5);
-/// With an [`AcceptGate`] that says no: how long connections may wait in a TCP listener's queue
-/// before this process takes one anyway. The gates agree on a taker, but that process may not
-/// accept (stopped, or its reactor stalled): a connection is delayed, never stranded.
-const QUEUE_STALL: Duration = Duration::from_millis(250);
-
-/// In process mode, whether this process takes new connections now. The worker processes share
-/// one listen socket; each asks its gate before every `accept` (and on every loop pass), and
-/// stops polling the listener while the gate says no, leaving the connections to its siblings.
-/// The pre-fork supervisor's gate balances open connections between the processes that have an
-/// idle handler thread (see `prefork/balance.rs`). Without a gate (thread mode, one process) the
-/// reactor accepts everything that is queued.
-pub(crate) trait AcceptGate: Send + Sync {
-    /// With `conns` connections open in this process: publishes that number to the siblings (one
-    /// more when it says yes: the connection about to be accepted) and says whether to accept one
-    /// more now.
-    fn may_accept(&self, conns: usize) -> bool;
-    /// This process accepts no more connections (it drains): the siblings stop counting it.
-    fn closed(&self);
-    /// The most requests one connection is kept alive for (the last answer says
-    /// `Connection: close`), so that clients reconnect now and then and the gate can move load
-    /// from one process to another. `None`: no limit.
-    fn keepalive_requests(&self) -> Option<u64> {
-        None
-    }
-}
-
 const WAKER: Token = Token(0);
 const LISTENER_BASE: usize = 1;
 const CONN_BASE: usize = 1 << 16;
@@ -76,68 +46,6 @@ const CONN_BASE: usize = 1 << 16;
 /// The accept-failure warning: one line per interval (for the whole process), however often
 /// accepting fails.
 static ACCEPT_WARNINGS: RateLimit = RateLimit::new(WARN_INTERVAL);
-
-/// A listening socket, as the reactor accepts on it.
-#[derive(Debug)]
-pub(crate) enum Acceptor {
-    Tcp(mio::net::TcpListener),
-    /// With the path to remove when the server stops (only for sockets the server bound itself).
-    #[cfg(unix)]
-    Unix(mio::net::UnixListener, Option<PathBuf>),
-}
-
-impl Acceptor {
-    fn raw_fd(&self) -> RawFd {
-        match self {
-            Acceptor::Tcp(l) => l.as_raw_fd(),
-            #[cfg(unix)]
-            Acceptor::Unix(l, _) => l.as_raw_fd(),
-        }
-    }
-
-    fn accept(&self) -> io::Result<(Stream, Arc<str>, TcpAddrs)> {
-        match self {
-            Acceptor::Tcp(l) => l.accept().map(|(s, a)| {
-                let _ = s.set_nodelay(true);
-                let local = s.local_addr().ok().map(|local| (a, local));
-                (Stream::Tcp(s), Arc::from(a.ip().to_string()), local)
-            }),
-            #[cfg(unix)]
-            Acceptor::Unix(l, _) => l
-                .accept()
-                .map(|(s, _)| (Stream::Unix(s), Arc::from("unix"), None)),
-        }
-    }
-
-    /// Whether connections wait in this TCP listener's accept queue (`false` for a Unix socket).
-    fn queued(&self) -> bool {
-        let Acceptor::Tcp(l) = self else {
-            return false;
-        };
-        // SAFETY: an all-zero `tcp_info` is valid (plain integers).
-        let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
-        let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
-        // SAFETY: getsockopt(2) TCP_INFO on the listener's open fd, writing at most `len` bytes
-        // into `info` on the stack. For a listening socket, `tcpi_unacked` is its accept queue.
-        let r = unsafe {
-            libc::getsockopt(
-                l.as_raw_fd(),
-                libc::IPPROTO_TCP,
-                libc::TCP_INFO,
-                (&mut info as *mut libc::tcp_info).cast(),
-                &mut len,
-            )
-        };
-        r == 0 && info.tcpi_unacked > 0
-    }
-
-    fn close(self) {
-        #[cfg(unix)]
-        if let Acceptor::Unix(_, Some(path)) = &self {
-            let _ = std::fs::remove_file(path);
-        }
-    }
-}
 
 enum Command {
     Shutdown(Instant),
@@ -681,16 +589,6 @@ impl Reactor {
         }
         self.gated_off = false;
     }
-}
-
-/// Accept errors that concern one connection only: skip it and accept the next.
-fn is_transient(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::Interrupted
-            | io::ErrorKind::ConnectionAborted
-            | io::ErrorKind::ConnectionReset
-    ) || matches!(e.raw_os_error(), Some(libc::EPROTO) | Some(libc::EPERM))
 }
 
 #[cfg(test)]

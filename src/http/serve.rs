@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::acceptor::Acceptor;
 use super::access_log::AccessLogFormat;
 use super::dispatch::PoolDispatch;
 use super::forwarded::{ProxySettings, TrustedProxies};
@@ -14,7 +15,7 @@ use super::handle::ServerHandle;
 use super::handler::{IntoResponse, ServerAnswer};
 use super::handoff::ReactorConfig;
 use super::loopback::{with_depth, Loopback};
-use super::reactor::{Acceptor, Reactor};
+use super::reactor::Reactor;
 use super::response::ErrorPage;
 use super::server::{io_err, PoolBuilder, ServeError, ServerBuilder};
 use super::stuck::Busy;

@@ -11,12 +11,12 @@ use std::time::Duration;
 
 use http::StatusCode;
 
+use super::acceptor::AcceptGate;
 use super::access_log::DEFAULT_ACCESS_LOG_FORMAT;
 use super::dispatch::DeadlineFor;
 use super::forwarded::DEFAULT_FORWARDED_ALLOW_IPS;
 use super::health::HealthSettings;
 use super::parse::Limits;
-use super::reactor::AcceptGate;
 use super::response::ErrorHook;
 use super::self_call::SiblingPids;
 use super::types::{HttpRequest, HttpResponse};
