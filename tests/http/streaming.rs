@@ -366,8 +366,8 @@ fn stops_reading() {
 }
 
 #[test]
-fn server_sent_events_reach_20_clients_at_once_and_a_gone_client_is_noticed() {
-    const CLIENTS: usize = 20;
+fn server_sent_events_reach_100_clients_at_once_and_a_gone_client_is_noticed() {
+    const CLIENTS: usize = 100;
     let alive = Arc::new(AtomicUsize::new(0));
     let theirs = alive.clone();
     let s = Server::builder()
@@ -410,9 +410,9 @@ fn server_sent_events_reach_20_clients_at_once_and_a_gone_client_is_noticed() {
             assert_eq!(e, &format!("id: {}\ndata: event {}\n\n", i + 1, i + 1));
         }
     }
-    // 20 clients x 5 events 100 ms apart: at once, not one after another (that would be 8 s).
+    // 100 clients x 5 events 100 ms apart: at once, not one after another (that would be 50 s).
     assert!(
-        start.elapsed() < Duration::from_secs(5),
+        start.elapsed() < Duration::from_secs(10),
         "{:?}",
         start.elapsed()
     );
