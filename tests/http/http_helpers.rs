@@ -233,7 +233,12 @@ pub fn alone(module: &str, test: &str, body: impl FnOnce()) {
         return;
     }
     let out = Command::new(std::env::current_exe().expect("this test binary"))
-        .args([name.as_str(), "--exact", "--test-threads=1"])
+        .args([
+            name.as_str(),
+            "--exact",
+            "--include-ignored",
+            "--test-threads=1",
+        ])
         .env(ALONE, &name)
         .output()
         .expect("run this test binary again");

@@ -24,9 +24,14 @@ fn rss() -> u64 {
 /// A server that checks the generated body it gets byte by byte: answers `spooled <len>` or
 /// `inline <len>`, or 400 at the first wrong byte.
 fn checking_server() -> ServerHandle {
+    checking_server_up_to(128 << 20)
+}
+
+/// [`checking_server`] with a body limit of `limit` bytes.
+fn checking_server_up_to(limit: u64) -> ServerHandle {
     Server::builder()
         .bind("127.0.0.1:0")
-        .limit_body_bytes(128 << 20)
+        .limit_body_bytes(limit)
         .body_timeout(Duration::from_secs(60))
         .serve(|mut req, _ctx| {
             let (how, mut body): (&str, Box<dyn Read>) =
@@ -118,6 +123,29 @@ fn a_64_mib_upload_is_spooled_and_read_back_intact_in_bounded_memory() {
                 (200, format!("spooled {}", 32u64 << 20))
             );
             assert!(growth <= 16 << 20, "chunked: RSS grew by {growth} bytes");
+            s.shutdown(WAIT);
+        },
+    );
+}
+
+/// The figure: a 1 GiB upload in bounded memory. Minutes in a debug build, so run on
+/// demand: `cargo test --release --all-features --test http -- --ignored a_1_gib`.
+#[test]
+#[ignore]
+fn a_1_gib_upload_is_spooled_and_read_back_intact_in_bounded_memory() {
+    alone(
+        module_path!(),
+        "a_1_gib_upload_is_spooled_and_read_back_intact_in_bounded_memory",
+        || {
+            let s = checking_server_up_to(2 << 30);
+            let _ = upload(&s, 1000, false); // warm up
+            let (a, growth) = upload(&s, 1 << 30, false);
+            assert_eq!(
+                (a.status, a.text()),
+                (200, format!("spooled {}", 1u64 << 30))
+            );
+            eprintln!("RSS growth for a 1 GiB upload: {} KiB", growth >> 10);
+            assert!(growth <= 16 << 20, "RSS grew by {growth} bytes");
             s.shutdown(WAIT);
         },
     );
