@@ -39,20 +39,7 @@ pub(crate) fn write_response(
     date: &[u8],
 ) -> (usize, bool) {
     let status = resp.status();
-    let mut keep_alive = opts.keep_alive;
-    for v in resp.headers().get_all(CONNECTION) {
-        if v.as_bytes()
-            .split(|&b| b == b',')
-            .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
-        {
-            keep_alive = false;
-        }
-    }
-    out.extend_from_slice(b"HTTP/1.1 ");
-    out.extend_from_slice(status.as_str().as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(status.canonical_reason().unwrap_or("Unknown").as_bytes());
-    out.extend_from_slice(b"\r\n");
+    let keep_alive = status_line(out, resp, opts.keep_alive);
     let body = resp.body();
     let no_body = status.is_informational()
         || status == StatusCode::NO_CONTENT
@@ -136,21 +123,11 @@ pub(crate) fn write_stream_head(
     date: &[u8],
     framing: StreamFraming,
 ) -> bool {
-    let status = resp.status();
-    let mut keep_alive = opts.keep_alive && (opts.head || framing != StreamFraming::UntilClose);
-    for v in resp.headers().get_all(CONNECTION) {
-        if v.as_bytes()
-            .split(|&b| b == b',')
-            .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
-        {
-            keep_alive = false;
-        }
-    }
-    out.extend_from_slice(b"HTTP/1.1 ");
-    out.extend_from_slice(status.as_str().as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(status.canonical_reason().unwrap_or("Unknown").as_bytes());
-    out.extend_from_slice(b"\r\n");
+    let keep_alive = status_line(
+        out,
+        resp,
+        opts.keep_alive && (opts.head || framing != StreamFraming::UntilClose),
+    );
     for (name, value) in resp.headers() {
         if name == CONNECTION || name == TRANSFER_ENCODING || name == CONTENT_LENGTH {
             continue;
@@ -293,6 +270,23 @@ pub(crate) fn short_reason(e: &Error) -> &'static str {
 const SELF_CALL_REFUSED: &str = "self-call refused: this server (or a sibling worker process) \
     called itself while every worker and every spare thread was busy; call it through the \
     Loopback instead";
+
+/// Writes the status line of `resp`; returns `keep_alive` unless the handler's own `Connection`
+/// header says `close`.
+fn status_line<B>(out: &mut Vec<u8>, resp: &Response<B>, keep_alive: bool) -> bool {
+    let status = resp.status();
+    let close = resp.headers().get_all(CONNECTION).iter().any(|v| {
+        v.as_bytes()
+            .split(|&b| b == b',')
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
+    });
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().unwrap_or("Unknown").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    keep_alive && !close
+}
 
 #[cfg(test)]
 mod tests {

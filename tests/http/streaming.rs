@@ -35,17 +35,6 @@ impl Read for Pattern {
     }
 }
 
-/// This process's resident memory, in bytes.
-fn rss() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS");
-    kb * 1024
-}
-
 /// Reads the head of an answer (up to the blank line) from `r`: its text.
 fn read_head(r: &mut impl BufRead) -> String {
     let mut head = String::new();

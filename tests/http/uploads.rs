@@ -11,16 +11,6 @@ fn byte(i: u64) -> u8 {
     ((i >> 9) ^ i.wrapping_mul(7)) as u8
 }
 
-fn rss() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS");
-    kb * 1024
-}
-
 /// A server that checks the generated body it gets byte by byte: answers `spooled <len>` or
 /// `inline <len>`, or 400 at the first wrong byte.
 fn checking_server() -> ServerHandle {
