@@ -6,6 +6,7 @@
 //! curl 'localhost:8000/get_hello_world?session_id=…'
 //! curl -X POST localhost:8000/call_hello_world      # calls /hello_world in-process
 //! curl -X POST localhost:8000/call_hello_world_tcp  # the naive call over TCP (may land on the sibling)
+//! curl localhost:8000/metrics                       # Prometheus text: the whole server, any worker
 //! kill -HUP <master pid>                            # new workers, then the old ones drain
 //! kill -TERM <master pid>                           # graceful stop, exit status 0
 //! ```
@@ -162,6 +163,23 @@ fn route(
             Ok(loopback.send(inner)?)
         }
         ("POST", "/call_hello_world_tcp") => call_hello_world_tcp(me),
+        ("GET", "/metrics") => {
+            // The whole server, whichever worker process answers: every worker counts in the
+            // memory it shares with the master (and the counts of replaced workers are kept).
+            let metrics = prefork_pool::prefork::server_metrics().unwrap_or_else(|| {
+                unreachable!("the handler runs in a worker process under the supervisor")
+            });
+            let page = prefork_pool::Metrics::builder()
+                .build()
+                .expect("the default prefix is valid")
+                .page()
+                .server("web", &metrics)
+                .finish();
+            Ok(http::Response::builder()
+                .header("content-type", "text/plain; version=0.0.4")
+                .body(page.into_bytes())
+                .expect("a valid response"))
+        }
         ("GET", "/") => Ok(json_answer(
             StatusCode::OK,
             &json!({ "worker_pid": std::process::id() }),

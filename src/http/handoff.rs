@@ -22,7 +22,7 @@ use super::date::{now_secs, DateCache};
 use super::forwarded::ProxySettings;
 use super::health::{HealthRoutes, HealthView};
 use super::io::Link;
-use super::metrics::{HttpCounters, ServerMetrics};
+use super::metrics::{CounterStore, HttpCounters, ServerMetrics};
 use super::owner_lookup::{CallerCell, OwnerLookup};
 use super::parse::Limits;
 use super::rate_limit::{suppressed_note, RateLimit, WARN_INTERVAL};
@@ -154,6 +154,9 @@ pub(crate) struct ReactorConfig {
     pub proxy: ProxySettings,
     /// The health routes, if asked for.
     pub health: Option<HealthRoutes>,
+    /// Count the HTTP metrics here instead of in the server's own counters (process mode: a
+    /// block of the memory shared with the master).
+    pub shared_counters: Option<&'static HttpCounters>,
 }
 
 /// The message that tells the reactor a request is answered: written by the thread that completed
@@ -212,7 +215,7 @@ pub(crate) struct Handoff {
     /// The self-call lookup thread, and the descriptors the reactor owns (which it skips).
     pub lookup: OwnerLookup,
     /// The server's HTTP counters.
-    pub metrics: HttpCounters,
+    pub metrics: CounterStore,
     /// Streamed answers: completed, cut.
     pub streams: StreamCounters,
     /// The reactor has stopped: a streamed answer ends at its next chunk.
@@ -227,6 +230,10 @@ impl Handoff {
         waker: Arc<Waker>,
     ) -> Self {
         let lookup = OwnerLookup::new(cfg.max_spare > 0);
+        let metrics = match cfg.shared_counters {
+            Some(shared) => CounterStore::Shared(shared),
+            None => CounterStore::Own(HttpCounters::default()),
+        };
         Handoff {
             cfg,
             dispatcher,
@@ -240,7 +247,7 @@ impl Handoff {
             self_refused: AtomicU64::new(0),
             warned: Warned::default(),
             lookup,
-            metrics: HttpCounters::default(),
+            metrics,
             streams: StreamCounters::default(),
             stopped: AtomicBool::new(false),
         }

@@ -41,7 +41,8 @@ pub(crate) fn method_index(m: &Method) -> u8 {
     }
 }
 
-/// The live counters (all relaxed atomics; only the gauges ever go down).
+/// The live counters (all relaxed atomics; only the gauges ever go down). All-zero bytes are a
+/// valid, empty block: it may live in memory shared by processes (the pre-fork heartbeat table).
 #[derive(Debug, Default)]
 pub(crate) struct HttpCounters {
     requests: [[AtomicU64; 5]; 8],
@@ -57,7 +58,76 @@ pub(crate) struct HttpCounters {
     bytes_out: AtomicU64,
 }
 
+/// Where a server counts: its own counters, or a block outside it (process mode: in the memory
+/// shared with the pre-fork master, so that any worker process can show the whole server).
+///
+/// One per server, inside its shared hand-off: the own counters stay inline (no pointer to follow
+/// on the hot path), however large beside the shared variant.
+#[derive(Debug)]
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum CounterStore {
+    Own(HttpCounters),
+    Shared(&'static HttpCounters),
+}
+
+impl std::ops::Deref for CounterStore {
+    type Target = HttpCounters;
+
+    #[inline]
+    fn deref(&self) -> &HttpCounters {
+        match self {
+            CounterStore::Own(c) => c,
+            CounterStore::Shared(c) => c,
+        }
+    }
+}
+
 impl HttpCounters {
+    /// Every counter (not the gauges) with its counterpart in `other`, for folding and summing.
+    fn counters_with<'a>(
+        &'a self,
+        other: &'a HttpCounters,
+    ) -> impl Iterator<Item = (&'a AtomicU64, &'a AtomicU64)> {
+        let flat = |c: &'a HttpCounters| {
+            c.requests
+                .iter()
+                .flatten()
+                .chain(&c.own)
+                .chain(&c.buckets)
+                .chain([
+                    &c.own_other,
+                    &c.duration_micros,
+                    &c.accepted,
+                    &c.accept_errors,
+                    &c.bytes_in,
+                    &c.bytes_out,
+                ])
+        };
+        flat(self).zip(flat(other))
+    }
+
+    /// Adds this block's counters into `into` and zeroes this block (gauges too). Only for a block
+    /// nobody writes any more (a reaped worker's).
+    #[cfg_attr(not(feature = "prefork"), allow(dead_code))]
+    pub(crate) fn fold_into(&self, into: &HttpCounters) {
+        for (mine, total) in self.counters_with(into) {
+            total.fetch_add(mine.swap(0, Relaxed), Relaxed);
+        }
+        self.in_flight.store(0, Relaxed);
+        self.open.store(0, Relaxed);
+    }
+
+    /// Adds `other`'s counters and gauges to this block (a private sum for a snapshot).
+    #[cfg_attr(not(feature = "prefork"), allow(dead_code))]
+    pub(crate) fn add(&self, other: &HttpCounters) {
+        for (mine, theirs) in self.counters_with(other) {
+            mine.fetch_add(theirs.load(Relaxed), Relaxed);
+        }
+        self.in_flight
+            .fetch_add(other.in_flight.load(Relaxed), Relaxed);
+        self.open.fetch_add(other.open.load(Relaxed), Relaxed);
+    }
+
     /// A request was handed on (to the pool, a spare thread or the server's own routes).
     #[inline]
     pub(crate) fn started(&self) {

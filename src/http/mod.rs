@@ -358,6 +358,8 @@ pub use handle::ServerHandle;
 pub use handler::{handler, Handler, IntoResponse, Json, ResponseBody};
 pub use handoff::{request_depth, DEPTH_HEADER};
 pub use loopback::Loopback;
+#[cfg(feature = "prefork")]
+pub(crate) use metrics::HttpCounters;
 pub use metrics::{ServerMetrics, DURATION_BUCKETS, METHODS, OWN_STATUSES};
 #[doc(hidden)]
 pub use owner_lookup::{hold_lookups, LookupHold};

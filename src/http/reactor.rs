@@ -647,6 +647,7 @@ mod tests {
             error_page: Default::default(),
             proxy: Default::default(),
             health: None,
+            shared_counters: None,
         };
         let (r, h) = Reactor::new(
             vec![Acceptor::Tcp(mio::net::TcpListener::from_std(l))],

@@ -116,6 +116,7 @@ impl ServerBuilder {
                 proxy_protocol: self.proxy_protocol,
             },
             health: self.health.check()?,
+            shared_counters: self.shared_counters,
         })
     }
 

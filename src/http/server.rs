@@ -16,6 +16,7 @@ use super::access_log::DEFAULT_ACCESS_LOG_FORMAT;
 use super::dispatch::DeadlineFor;
 use super::forwarded::DEFAULT_FORWARDED_ALLOW_IPS;
 use super::health::HealthSettings;
+use super::metrics::HttpCounters;
 use super::parse::Limits;
 use super::response::ErrorHook;
 use super::self_call::SiblingPids;
@@ -129,6 +130,7 @@ pub struct ServerBuilder {
     pub(super) pool: PoolBuilder,
     pub(super) accept_gate: Option<Arc<dyn AcceptGate>>,
     pub(super) health: HealthSettings,
+    pub(super) shared_counters: Option<&'static HttpCounters>,
 }
 
 impl fmt::Debug for ServerBuilder {
@@ -193,6 +195,7 @@ impl ServerBuilder {
             pool: Pool::builder().name("http"),
             accept_gate: None,
             health: HealthSettings::default(),
+            shared_counters: None,
         }
     }
 
@@ -550,6 +553,14 @@ impl ServerBuilder {
     #[cfg_attr(not(feature = "prefork"), allow(dead_code))]
     pub(crate) fn accept_gate(mut self, gate: Arc<dyn AcceptGate>) -> Self {
         self.accept_gate = Some(gate);
+        self
+    }
+
+    /// Process mode: count the HTTP metrics in `counters` (a block in the memory the worker
+    /// processes share with their master) instead of the server's own.
+    #[cfg_attr(not(feature = "prefork"), allow(dead_code))]
+    pub(crate) fn shared_counters(mut self, counters: &'static HttpCounters) -> Self {
+        self.shared_counters = Some(counters);
         self
     }
 }

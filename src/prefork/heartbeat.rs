@@ -17,6 +17,8 @@ use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::http::HttpCounters;
+
 /// The worker called [`Heartbeat::ready`].
 pub(crate) const READY: u32 = 1;
 /// The worker asks to be replaced (it reached `max_requests`, or called [`Heartbeat::retire`]).
@@ -55,7 +57,28 @@ pub(crate) struct HeartbeatSlot {
     note_len: AtomicU32,
     line: [AtomicU8; LINE],
     note: [AtomicU8; NOTE],
+    /// The HTTP counters of the worker's server (process mode), folded into the table's retired
+    /// totals by the master when it reaps the worker.
+    metrics: HttpCounters,
 }
+
+/// The head of the mapping, before the slots: the HTTP counters of every worker reaped so far,
+/// and the sequence number that lets readers sum them with the slots consistently.
+#[derive(Debug)]
+#[repr(C)]
+pub(crate) struct TableHead {
+    /// Odd while the master folds a reaped worker's counters in (a seqlock; only the master
+    /// writes).
+    pub(crate) seq: AtomicU64,
+    /// The counters of every reaped worker.
+    pub(crate) retired: HttpCounters,
+}
+
+/// The bytes before the first slot: the head, padded to a slot's alignment.
+const HEAD_BYTES: usize = {
+    let align = std::mem::align_of::<HeartbeatSlot>();
+    std::mem::size_of::<TableHead>().div_ceil(align) * align
+};
 
 /// Milliseconds of `CLOCK_MONOTONIC` (shared by every process of the machine).
 pub(crate) fn now_ms() -> u64 {
@@ -96,6 +119,11 @@ fn read_bytes(src: &[AtomicU8], len: &AtomicU32) -> String {
 }
 
 impl HeartbeatSlot {
+    /// The HTTP counters of this slot's worker.
+    pub(crate) fn metrics(&self) -> &HttpCounters {
+        &self.metrics
+    }
+
     /// Empties the slot for a new worker (master, before the fork).
     pub(crate) fn reset(&self, max_requests: u64) {
         self.flags.store(0, Ordering::Relaxed);
@@ -209,8 +237,9 @@ impl HeartbeatSlot {
     }
 }
 
-/// The shared mapping: `len` slots.
+/// The shared mapping: a [`TableHead`], then `len` slots.
 pub(crate) struct HeartbeatTable {
+    base: NonNull<u8>,
     ptr: NonNull<HeartbeatSlot>,
     len: usize,
 }
@@ -218,7 +247,7 @@ pub(crate) struct HeartbeatTable {
 impl HeartbeatTable {
     /// Maps `len` zeroed slots, shared with every process forked after this call.
     pub(crate) fn new(len: usize) -> io::Result<HeartbeatTable> {
-        let bytes = len * std::mem::size_of::<HeartbeatSlot>();
+        let bytes = Self::bytes(len);
         // SAFETY: mmap(2) of a fresh anonymous shared region: no file, no fixed address, so it cannot
         // alias any existing Rust object. The result is checked against MAP_FAILED below.
         let ptr = unsafe {
@@ -234,8 +263,30 @@ impl HeartbeatTable {
         if ptr == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());
         }
-        let ptr = NonNull::new(ptr.cast::<HeartbeatSlot>()).ok_or_else(io::Error::last_os_error)?;
-        Ok(HeartbeatTable { ptr, len })
+        let base = NonNull::new(ptr.cast::<u8>()).ok_or_else(io::Error::last_os_error)?;
+        // SAFETY: the mapping is `HEAD_BYTES` plus `len` slots long, so the first slot is inside it;
+        // `HEAD_BYTES` is a multiple of a slot's alignment and the mapping is page aligned.
+        let ptr = unsafe { NonNull::new_unchecked(ptr.cast::<u8>().add(HEAD_BYTES).cast()) };
+        Ok(HeartbeatTable { base, ptr, len })
+    }
+
+    fn bytes(len: usize) -> usize {
+        HEAD_BYTES + len * std::mem::size_of::<HeartbeatSlot>()
+    }
+
+    /// The head of the mapping.
+    pub(crate) fn head(&self) -> &TableHead {
+        self.leak_head()
+    }
+
+    /// The head of the mapping as a `'static` reference, for the worker side (only for a forked
+    /// child, as [`leak_slot`](Self::leak_slot)).
+    pub(crate) fn leak_head(&self) -> &'static TableHead {
+        // SAFETY: the mapping starts with a `TableHead` (page aligned, zero-filled by the kernel:
+        // all-zero is a valid `TableHead`, only atomics); every access is atomic. The `'static`
+        // lifetime holds in a forked worker, which never unmaps the region (it ends with `_exit`);
+        // in the master, `head` ties the borrow to `self`.
+        unsafe { &*self.base.as_ptr().cast::<TableHead>() }
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -279,12 +330,7 @@ impl Drop for HeartbeatTable {
         // SAFETY: munmap(2) of exactly the region `new` mapped; no reference into it outlives `self`
         // in this process (`slot` borrows `self`; `leak_slot` is only used in children, which never
         // drop the table).
-        unsafe {
-            libc::munmap(
-                self.ptr.as_ptr().cast(),
-                self.len * std::mem::size_of::<HeartbeatSlot>(),
-            )
-        };
+        unsafe { libc::munmap(self.base.as_ptr().cast(), Self::bytes(self.len)) };
     }
 }
 

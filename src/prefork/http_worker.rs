@@ -40,7 +40,10 @@ where
         let base = Server::builder()
             .pool(|p| p.workers(default_threads()))
             .sibling_pids(move || siblings.pids())
-            .accept_gate(Arc::new(SlotGate::new(heartbeat.slot(), siblings.slots())));
+            .accept_gate(Arc::new(SlotGate::new(heartbeat.slot(), siblings.slots())))
+            // Counted in the shared table, so that any worker can show the whole server
+            // (`prefork::server_metrics`).
+            .shared_counters(heartbeat.slot().metrics());
         let mut builder = (self.configure)(base);
         for listener in env.take_listeners() {
             builder = match listener {

@@ -19,6 +19,7 @@ use super::heartbeat::{now_ms, HeartbeatTable, BOOT_FAILED, READY, RETIRE};
 use super::listeners::{accept_new_connections, refuse_new_connections, Listener};
 use super::notify::{notify_or_log, Watchdog};
 use super::report::{fatal, secs, BootError, BootTimeout, IntensityExceeded, Unkillable};
+use super::shared_metrics;
 use super::signals::{self, SignalPipe};
 use super::upgrade::{self, Program};
 use super::worker::{child_main, ChildSetup, Worker};
@@ -402,6 +403,9 @@ where
     /// error or when failures exceed the restart intensity.
     fn on_exit(&mut self, child: Child, status: c_int) {
         let slot = self.table.slot(child.slot);
+        // Reaped, so nobody writes its counters any more: they join the retired totals before the
+        // slot can be given to a new worker.
+        shared_metrics::retire(self.table.head(), slot);
         // Reaped: the pid is no longer a sibling (and may be reused by any process).
         slot.set_pid(0);
         let flags = slot.flags();
@@ -701,6 +705,7 @@ where
                 master_read: self.signals.read_fd(),
                 slot: self.table.leak_slot(slot),
                 slots: self.table.leak_all(),
+                head: self.table.leak_head(),
                 listeners: std::mem::take(&mut self.listeners),
             };
             let mut post_fork = self.hooks.post_fork.take();

@@ -264,6 +264,7 @@ mod report;
 mod rlimit;
 #[cfg(feature = "tower")]
 mod service;
+mod shared_metrics;
 mod signals;
 mod supervisor;
 mod upgrade;
@@ -276,6 +277,7 @@ pub use heartbeat::{Heartbeat, RequestGuard, Siblings};
 pub use listeners::Listener;
 #[cfg(feature = "tower")]
 pub use service::{BoxError, ServiceConfig};
+pub use shared_metrics::server_metrics;
 pub use supervisor::Supervisor;
 pub use worker::{Worker, WorkerEnv, EXIT_WORKER_BOOT_ERROR};
 

@@ -16,9 +16,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use super::fork::{self, exit_child};
-use super::heartbeat::{Heartbeat, HeartbeatSlot, Siblings};
+use super::heartbeat::{Heartbeat, HeartbeatSlot, Siblings, TableHead};
 use super::listeners::Listener;
+use super::shared_metrics;
 use super::signals::{self, send_byte};
+use crate::http::ServerMetrics;
 
 /// The exit code of a worker whose app could not be built (gunicorn's `WORKER_BOOT_ERROR`).
 pub const EXIT_WORKER_BOOT_ERROR: i32 = 3;
@@ -59,6 +61,7 @@ pub struct WorkerEnv {
     listeners: Vec<Listener>,
     heartbeat: Heartbeat,
     siblings: Siblings,
+    head: &'static TableHead,
     shutdown: UnixStream,
     master_pid: libc::pid_t,
 }
@@ -101,6 +104,13 @@ impl WorkerEnv {
     /// that a sibling's call to its own service that lands here is served as a self-call.
     pub fn siblings(&self) -> Siblings {
         self.siblings
+    }
+
+    /// The HTTP metrics of the whole server: every worker process's, live or gone (see
+    /// [`server_metrics`](super::server_metrics)); add them to a page with
+    /// [`MetricsPage::server`](crate::MetricsPage::server).
+    pub fn server_metrics(&self) -> ServerMetrics {
+        shared_metrics::sum(self.head, self.siblings.slots())
     }
 
     /// Tells the master this worker is serving (see [`Heartbeat::ready`]) and wakes it.
@@ -196,6 +206,8 @@ pub(crate) struct ChildSetup {
     pub(crate) slot: &'static HeartbeatSlot,
     /// The whole heartbeat table, for [`WorkerEnv::siblings`].
     pub(crate) slots: &'static [HeartbeatSlot],
+    /// The head of the table: the retired HTTP counters, for [`WorkerEnv::server_metrics`].
+    pub(crate) head: &'static TableHead,
     pub(crate) listeners: Vec<Listener>,
 }
 
@@ -254,6 +266,7 @@ where
 {
     // The master writes it too, after the fork; whichever comes first, siblings see it at once.
     setup.slot.set_pid(std::process::id());
+    shared_metrics::install(setup.head, setup.slots);
     let shutdown = match prepare(&setup) {
         Ok(s) => s,
         Err(e) => {
@@ -270,6 +283,7 @@ where
         listeners: setup.listeners,
         heartbeat: Heartbeat::new(slot),
         siblings: Siblings::new(setup.slots),
+        head: setup.head,
         shutdown,
         master_pid: setup.master_pid,
     };

@@ -15,6 +15,7 @@ mod lifecycle;
 mod serve_http;
 #[cfg(feature = "tower")]
 mod service;
+mod shared_metrics;
 mod systemd;
 mod workers;
 mod wrk;
@@ -151,6 +152,10 @@ const SCENARIOS: &[Scenario] = &[
     Scenario {
         name: "serve_http_sibling_self_call",
         run: serve_http::serve_http_sibling_self_call,
+    },
+    Scenario {
+        name: "serve_http_shared_metrics",
+        run: shared_metrics::serve_http_shared_metrics,
     },
     Scenario {
         name: "example_server",

@@ -326,6 +326,16 @@ pub fn check_example_app(addr: &str) -> Result<(), String> {
             format!("GET /get_hello_world after the TCP call: {status} {body}")
         })?;
     }
+    // `/metrics` shows the whole server, whichever worker answers: the 10 GETs above.
+    let (status, body) = http(addr, "GET", "/metrics")?;
+    let sample = "prefork_http_requests_total{server=\"web\",method=\"GET\",class=\"2xx\"} ";
+    let gets: u64 = body
+        .lines()
+        .find_map(|l| l.strip_prefix(sample)?.parse().ok())
+        .unwrap_or(0);
+    ensure(status == 200 && gets >= 10, || {
+        format!("GET /metrics: {status}, {gets} GETs answered 2xx (10 sent): {body}")
+    })?;
     Ok(())
 }
 
