@@ -45,23 +45,7 @@ pub(crate) fn write_response(
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED;
     let keep_handler_cl = (opts.head && body.is_empty()) || status == StatusCode::NOT_MODIFIED;
-    for (name, value) in resp.headers() {
-        if name == CONNECTION
-            || name == TRANSFER_ENCODING
-            || (name == CONTENT_LENGTH && !keep_handler_cl)
-        {
-            continue;
-        }
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
-    if !resp.headers().contains_key(DATE) {
-        out.extend_from_slice(b"date: ");
-        out.extend_from_slice(date);
-        out.extend_from_slice(b"\r\n");
-    }
+    handler_headers(out, resp, keep_handler_cl, date);
     let handler_cl = keep_handler_cl && resp.headers().contains_key(CONTENT_LENGTH);
     if !no_body && !handler_cl {
         let _ = write!(out, "content-length: {}\r\n", body.len());
@@ -128,20 +112,7 @@ pub(crate) fn write_stream_head(
         resp,
         opts.keep_alive && (opts.head || framing != StreamFraming::UntilClose),
     );
-    for (name, value) in resp.headers() {
-        if name == CONNECTION || name == TRANSFER_ENCODING || name == CONTENT_LENGTH {
-            continue;
-        }
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
-    if !resp.headers().contains_key(DATE) {
-        out.extend_from_slice(b"date: ");
-        out.extend_from_slice(date);
-        out.extend_from_slice(b"\r\n");
-    }
+    handler_headers(out, resp, false, date);
     match framing {
         StreamFraming::Length(n) => {
             let _ = write!(out, "content-length: {n}\r\n");
@@ -270,6 +241,25 @@ pub(crate) fn short_reason(e: &Error) -> &'static str {
 const SELF_CALL_REFUSED: &str = "self-call refused: this server (or a sibling worker process) \
     called itself while every worker and every spare thread was busy; call it through the \
     Loopback instead";
+
+/// Writes the handler's headers but the framing ones the server sets itself (`Connection`,
+/// `Transfer-Encoding`, and `Content-Length` unless `keep_cl`), then `Date` if the handler set none.
+fn handler_headers<B>(out: &mut Vec<u8>, resp: &Response<B>, keep_cl: bool, date: &[u8]) {
+    for (name, value) in resp.headers() {
+        if name == CONNECTION || name == TRANSFER_ENCODING || (name == CONTENT_LENGTH && !keep_cl) {
+            continue;
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    if !resp.headers().contains_key(DATE) {
+        out.extend_from_slice(b"date: ");
+        out.extend_from_slice(date);
+        out.extend_from_slice(b"\r\n");
+    }
+}
 
 /// Writes the status line of `resp`; returns `keep_alive` unless the handler's own `Connection`
 /// header says `close`.
