@@ -15,10 +15,10 @@ use std::time::{Duration, Instant};
 
 use http::{Method, Request, Version};
 
-use super::date::DateCache;
 use super::decode::BodyDecoder;
 use super::forwarded::believe;
-use super::handoff::{depth_trusted, finish, Handoff, Reply, DEPTH_HEADER};
+use super::epoll;
+use super::handoff::{depth_trusted, finish, with_date, Deliver, Handoff, Reply, DEPTH_HEADER};
 use super::head_scan::HeadScanner;
 use super::io::{Link, Stream, TcpAddrs};
 use super::metrics::method_index;
@@ -73,10 +73,19 @@ enum Client {
     LookUp((SocketAddr, SocketAddr), CallerCell),
 }
 
-/// Everything a connection needs from the reactor during one call.
+/// During a drain (graceful shutdown, a worker process's reload or stop), how long a connection
+/// with no request under way may wait for its next request: a new connection that has sent
+/// nothing yet, or a kept-alive one between two requests (from the drain's start, or from the
+/// last answer written). A request that comes in time is answered with `Connection: close`; then
+/// (or when the grace is over) the connection gets a lingering close: our side shut, the client's
+/// input read and dropped, so a request already on the wire meets an end of file, never a reset.
+pub(crate) const DRAIN_GRACE: Duration = Duration::from_secs(1);
+
+/// Everything a connection needs from the thread that drives it during one call.
 pub(crate) struct Env<'a> {
     pub handoff: &'a Arc<Handoff>,
-    pub date: &'a mut DateCache,
+    /// Where the answer to a request of this connection goes back to.
+    pub back: &'a Arc<dyn Deliver>,
     pub draining: bool,
     /// While draining: how long a connection between requests may wait for its next one.
     pub drain_grace: Duration,
@@ -114,8 +123,6 @@ enum State {
 /// One client connection.
 #[derive(Debug)]
 pub(crate) struct Conn {
-    pub id: u64,
-    token: usize,
     pub link: Arc<Link>,
     /// The socket's peer.
     peer: Arc<str>,
@@ -145,16 +152,13 @@ pub(crate) struct Conn {
 
 impl Conn {
     pub(crate) fn new(
-        id: u64,
-        token: usize,
         stream: Stream,
         peer: Arc<str>,
         addrs: TcpAddrs,
-        env: &Env<'_>,
+        handoff: &Handoff,
+        now: Instant,
     ) -> Self {
         Conn {
-            id,
-            token,
             link: Arc::new(Link {
                 stream,
                 pending: AtomicBool::new(false),
@@ -165,7 +169,7 @@ impl Conn {
             peer,
             buf: Vec::new(),
             scanner: HeadScanner::default(),
-            state: if env.handoff.cfg.proxy.proxy_protocol {
+            state: if handoff.cfg.proxy.proxy_protocol {
                 State::Proxy
             } else {
                 State::Idle
@@ -177,7 +181,19 @@ impl Conn {
             addrs,
             self_call: None,
             requests: 0,
-            deadline: Some(env.now + env.handoff.cfg.head_timeout),
+            deadline: Some(now + handoff.cfg.head_timeout),
+        }
+    }
+
+    /// What the connection waits for now: input, or room to write; `None` while its request is
+    /// in flight (the thread that answers it decides).
+    pub(crate) fn interest(&self) -> Option<u32> {
+        if matches!(self.state, State::InFlight) {
+            None
+        } else if self.out_pos < self.out.len() {
+            Some(epoll::OUT)
+        } else {
+            Some(epoll::IN)
         }
     }
 
@@ -495,8 +511,7 @@ impl Conn {
             .pending
             .store(!self.buf.is_empty() || self.peer_eof, Ordering::SeqCst);
         let reply = Reply {
-            token: self.token,
-            id: self.id,
+            back: env.back.clone(),
             link: self.link.clone(),
             peer: client.clone(),
             direct,
@@ -623,7 +638,7 @@ impl Conn {
             keep_alive: false,
         };
         let before = self.out.len();
-        write_response(&mut self.out, &resp, opts, env.date.get());
+        with_date(|date| write_response(&mut self.out, &resp, opts, date));
         let metrics = &env.handoff.metrics;
         metrics.own_answer(e.status);
         metrics.wrote(self.out.len() - before);

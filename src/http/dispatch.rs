@@ -50,6 +50,10 @@ impl Dispatch for PoolDispatch {
     fn idle_workers(&self) -> usize {
         self.pool.idle_workers()
     }
+    fn attach_sleeper(&self, sleeper: Option<Arc<dyn crate::pool::Sleeper>>) -> bool {
+        self.pool.set_sleeper(sleeper);
+        true
+    }
     fn call_here(&self, mut req: HttpRequest, depth: u32) -> Result<HttpResponse, Error> {
         let (deadline, label) = self.prepare(&mut req, depth);
         let result = self.pool.call_here(req, deadline);

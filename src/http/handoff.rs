@@ -2,8 +2,9 @@
 //! ([`Handoff::submit`]: the depth check, a spare thread for a self-call, else the [`Dispatch`];
 //! or first through the self-call lookup thread, [`Handoff::submit_after_lookup`]),
 //! and its answer comes back ([`finish`]: serialised, logged, written by the thread that completed
-//! it, and reported to the reactor as an [`Answered`] message). Both the reactor and the connection
-//! import this file; neither imports the other's internals.
+//! it, and delivered to the connection as an [`Answered`] through the [`Deliver`] the request
+//! carries: the connection lane's cell). The reactor, the lane and the connection import this
+//! file; it imports none of them.
 
 use std::cell::RefCell;
 use std::io::{self, Write};
@@ -12,7 +13,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::Sender;
 use http::Version;
 use mio::Waker;
 
@@ -113,6 +113,11 @@ pub(crate) trait Dispatch: Send + Sync + 'static {
     fn call_here(&self, req: HttpRequest, depth: u32) -> Result<HttpResponse, Error>;
     /// The pool's name, for logs.
     fn name(&self) -> &str;
+    /// Have the idle workers wait in `sleeper` (see [`Handoff::attach_sleeper`]); false when
+    /// there are no workers to wait there.
+    fn attach_sleeper(&self, _sleeper: Option<Arc<dyn crate::pool::Sleeper>>) -> bool {
+        false
+    }
     /// The reactor's periodic timer (every 100 ms while there are connections): the stuck check.
     fn tick(&self, _now: Instant) {}
     /// The workers running a request now, for the self-call warning.
@@ -159,23 +164,29 @@ pub(crate) struct ReactorConfig {
     pub shared_counters: Option<&'static HttpCounters>,
 }
 
-/// The message that tells the reactor a request is answered: written by the thread that completed
+/// What tells the connection its request is answered: written by the thread that completed
 /// it (or not entirely: `rest` is what is left to write).
+#[derive(Debug)]
 pub(crate) struct Answered {
-    pub token: usize,
-    pub id: u64,
     pub rest: Vec<u8>,
     pub keep_alive: bool,
     /// Writing failed: the connection is gone.
     pub failed: bool,
 }
 
+/// Where a request's answer goes back to: its connection.
+pub(crate) trait Deliver: Send + Sync + std::fmt::Debug {
+    /// The request is answered (its answer written, or `rest` of it left to write): the
+    /// connection goes on from here, on this thread if no other holds it.
+    fn deliver(self: Arc<Self>, handoff: &Arc<Handoff>, answer: Answered);
+}
+
 /// What the answer needs to know about the request it answers; travels with the request to
 /// whichever thread completes it.
 #[derive(Debug)]
 pub(crate) struct Reply {
-    pub token: usize,
-    pub id: u64,
+    /// The connection, for the answer.
+    pub back: Arc<dyn Deliver>,
     pub link: Arc<Link>,
     pub peer: Arc<str>,
     /// The worker may write to the socket (nothing of ours is waiting to be written before it).
@@ -197,7 +208,6 @@ pub(crate) struct Reply {
 pub(crate) struct Handoff {
     pub cfg: ReactorConfig,
     dispatcher: Box<dyn Dispatch>,
-    tx: Sender<Answered>,
     waker: Arc<Waker>,
     /// The server is draining (graceful shutdown): answers say `Connection: close`.
     pub draining: AtomicBool,
@@ -226,7 +236,6 @@ impl Handoff {
     pub(crate) fn new(
         cfg: ReactorConfig,
         dispatcher: Box<dyn Dispatch>,
-        tx: Sender<Answered>,
         waker: Arc<Waker>,
     ) -> Self {
         let lookup = OwnerLookup::new(cfg.max_spare > 0);
@@ -237,7 +246,6 @@ impl Handoff {
         Handoff {
             cfg,
             dispatcher,
-            tx,
             waker,
             draining: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
@@ -349,7 +357,7 @@ impl Handoff {
 
     /// Every spare thread is taken: answer 503 at once rather than queue a request that waits for
     /// a worker that waits for it.
-    fn refuse_self_call(&self, req: HttpRequest, reply: Reply, caller: Caller) {
+    fn refuse_self_call(self: &Arc<Self>, req: HttpRequest, reply: Reply, caller: Caller) {
         self.self_refused.fetch_add(1, Ordering::Relaxed);
         let route = format!("{} {}", req.method(), req.uri().path());
         let key = match caller.sibling {
@@ -412,12 +420,14 @@ impl Handoff {
         }
     }
 
-    fn answered(&self, a: Answered) {
-        let _ = self.tx.send(a);
+    /// Have the pool's idle workers wait on the connection lane (`None`: no more). False when the
+    /// dispatcher has no workers to lend.
+    pub(crate) fn attach_sleeper(&self, sleeper: Option<Arc<dyn crate::pool::Sleeper>>) -> bool {
+        self.dispatcher.attach_sleeper(sleeper)
     }
 
-    /// Wake the reactor if it sleeps (one wake-up serves every answer queued before it runs).
-    fn wake(&self) {
+    /// Wake the reactor if it sleeps.
+    pub(crate) fn wake_reactor(&self) {
         if self.sleeping.swap(false, Ordering::SeqCst) {
             let _ = self.waker.wake();
         }
@@ -437,12 +447,15 @@ thread_local! {
     static DATE: RefCell<DateCache> = RefCell::new(DateCache::new());
 }
 
+/// `f` given the `Date` header's value for now (this thread's cache of it).
+pub(crate) fn with_date<R>(f: impl FnOnce(&[u8]) -> R) -> R {
+    DATE.with(|d| f(d.borrow_mut().get()))
+}
+
 /// Complete a request: serialise the answer, log it, write it to the socket when the socket
-/// takes it (on whichever thread the Pool completes the job), and tell the reactor. The reactor
-/// is woken only when it has something to do: an answer not written whole, a connection to
-/// close, input that arrived meanwhile, a drain. Otherwise it learns of the answer at its next
-/// wake-up, at the latest the next timer tick.
-pub(crate) fn finish(handoff: &Handoff, r: Reply, result: Result<HttpResponse, Error>) {
+/// takes it (on whichever thread the Pool completes the job), and hand the connection on
+/// ([`Deliver`]): armed for its next request, or for writing the rest, or closed.
+pub(crate) fn finish(handoff: &Arc<Handoff>, r: Reply, result: Result<HttpResponse, Error>) {
     let mut resp = match result {
         Ok(resp) => resp,
         Err(e) => {
@@ -536,7 +549,7 @@ static STREAM_WARNINGS: RateLimit = RateLimit::new(WARN_INTERVAL);
 /// this thread (the worker that ran the handler), chunk by chunk, waiting while the socket is
 /// full; the connection stays in flight for the reactor until then. A stream cut short closes the
 /// connection.
-fn finish_streamed(handoff: &Handoff, r: Reply, resp: HttpResponse, body: Body, opts: WriteOpts) {
+fn finish_streamed(handoff: &Arc<Handoff>, r: Reply, resp: HttpResponse, body: Body, opts: WriteOpts) {
     let declared = body.length().or_else(|| {
         resp.headers()
             .get(http::header::CONTENT_LENGTH)
@@ -578,22 +591,16 @@ fn finish_streamed(handoff: &Handoff, r: Reply, resp: HttpResponse, body: Body, 
     report(handoff, r, Vec::new(), keep_alive, failed);
 }
 
-/// Tell the reactor the request is answered (`rest`: what is left to write), waking it when it
-/// has something to do.
-fn report(handoff: &Handoff, r: Reply, out: Vec<u8>, keep_alive: bool, failed: bool) {
-    let urgent = !out.is_empty() || !keep_alive || failed;
-    handoff.answered(Answered {
-        token: r.token,
-        id: r.id,
-        rest: out,
-        keep_alive,
-        failed,
-    });
-    // After the answer is queued: if the reactor set `pending` after this load, it will find the
-    // answer when it drains the queue after its read.
-    if urgent || r.link.pending.load(Ordering::SeqCst) || handoff.draining.load(Ordering::SeqCst) {
-        handoff.wake();
-    }
+/// Tell the connection the request is answered (`rest`: what is left to write).
+fn report(handoff: &Arc<Handoff>, r: Reply, out: Vec<u8>, keep_alive: bool, failed: bool) {
+    r.back.deliver(
+        handoff,
+        Answered {
+            rest: out,
+            keep_alive,
+            failed,
+        },
+    );
 }
 
 #[cfg(test)]

@@ -312,6 +312,7 @@ mod conn;
 mod date;
 mod decode;
 mod dispatch;
+mod epoll;
 mod forwarded;
 #[cfg(any(test, fuzzing))]
 mod fuzz;
@@ -321,6 +322,7 @@ mod handoff;
 mod head_scan;
 mod health;
 mod io;
+mod lane;
 mod loopback;
 mod metrics;
 mod owner_lookup;

@@ -1,7 +1,7 @@
-//! The reactor: one thread, one `mio::Poll` loop over every socket. It accepts, drives each
-//! connection's state machine (`conn.rs`) when its socket is ready, takes the `Answered` messages
-//! that the threads answering requests send back through the hand-off (`handoff.rs`, which wakes
-//! the poll with a `mio::Waker` when needed), checks timers, and drains on shutdown.
+//! The reactor: one thread, one `mio::Poll` loop over the listeners. It accepts, puts each new
+//! connection in the connection lane (`lane.rs`, where the pool's idle workers read and run its
+//! requests), takes the lane's events itself when no worker does (the lane's rescue), checks
+//! timers, and drains on shutdown.
 //!
 //! Timers are checked by a sweep over the connections every [`TICK`] while there are connections,
 //! so a timeout fires up to 100 ms late; with no connection the reactor sleeps until an event.
@@ -19,10 +19,10 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use super::acceptor::{
     is_transient, AcceptGate, Acceptor, ACCEPT_BATCH, GATE_RECHECK, QUEUE_STALL,
 };
-use super::conn::{Conn, Env, Next};
-use super::date::DateCache;
-use super::handoff::{Answered, Dispatch, Handoff, ReactorConfig};
+use super::conn::{Conn, Next, DRAIN_GRACE};
+use super::handoff::{Dispatch, Handoff, ReactorConfig};
 use super::io::{Stream, TcpAddrs};
+use super::lane::{Lane, LaneSleeper, RESCUE_EVERY, RESCUE_IDLE};
 use super::metrics::ServerMetrics;
 use super::rate_limit::{suppressed_note, RateLimit, WARN_INTERVAL};
 use super::self_call::SelfCalls;
@@ -30,18 +30,12 @@ use super::stream::StreamStats;
 
 /// How often connection timers are checked.
 pub(crate) const TICK: Duration = Duration::from_millis(100);
-/// During a drain (graceful shutdown, a worker process's reload or stop), how long a connection
-/// with no request under way may wait for its next request: a new connection that has sent
-/// nothing yet, or a kept-alive one between two requests (from the drain's start, or from the
-/// last answer written). A request that comes in time is answered with `Connection: close`; then
-/// (or when the grace is over) the connection gets a lingering close: our side shut, the client's
-/// input read and dropped, so a request already on the wire meets an end of file, never a reset.
-pub(crate) const DRAIN_GRACE: Duration = Duration::from_secs(1);
 /// How long accepting pauses after an accept error such as EMFILE.
 pub(crate) const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 const WAKER: Token = Token(0);
 const LISTENER_BASE: usize = 1;
-const CONN_BASE: usize = 1 << 16;
+/// The lane's epoll set, polled here while no worker waits on it.
+const LANE: Token = Token(1 << 16);
 
 /// The accept-failure warning: one line per interval (for the whole process), however often
 /// accepting fails.
@@ -91,17 +85,17 @@ impl ReactorHandle {
 pub(crate) struct Reactor {
     poll: Poll,
     listeners: Vec<Option<Acceptor>>,
-    conns: Vec<Option<Conn>>,
-    free: Vec<usize>,
-    live: usize,
-    next_id: u64,
+    lane: Arc<Lane>,
     handoff: Arc<Handoff>,
-    rx: Receiver<Answered>,
     cmd_rx: Receiver<Command>,
-    date: DateCache,
     paused_until: Option<Instant>,
     drain_deadline: Option<Instant>,
     last_sweep: Instant,
+    /// The last look at the lane (see `Lane::rescue`), the workers' event count then, and
+    /// whether a worker waited there.
+    last_rescue: Instant,
+    lane_seen: u64,
+    lane_idle: bool,
     gate: Option<Arc<dyn AcceptGate>>,
     /// The gate said no: the listeners are not polled until it says yes.
     gated_off: bool,
@@ -119,32 +113,42 @@ impl Reactor {
     ) -> io::Result<(Reactor, ReactorHandle)> {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-        let (tx, rx) = crossbeam_channel::unbounded();
         let (cmd_tx, cmd_rx) = crossbeam_channel::unbounded();
         let ls: Vec<Option<Acceptor>> = listeners.into_iter().map(Some).collect();
-        let handoff = Arc::new(Handoff::new(cfg, dispatcher, tx, waker.clone()));
+        let handoff = Arc::new(Handoff::new(cfg, dispatcher, waker.clone()));
         for l in ls.iter().flatten() {
             handoff.lookup.owned.insert(l.raw_fd());
+        }
+        let lane = Lane::new()?;
+        let sleeper = LaneSleeper {
+            lane: lane.clone(),
+            handoff: Arc::downgrade(&handoff),
+        };
+        if handoff.attach_sleeper(Some(Arc::new(sleeper))) {
+            lane.set_attached(true);
+        } else {
+            // No workers to wait on the lane: the reactor polls it.
+            poll.registry()
+                .register(&mut SourceFd(&lane.raw_fd()), LANE, Interest::READABLE)?;
         }
         let handle = ReactorHandle {
             cmd_tx,
             waker,
             handoff: handoff.clone(),
         };
+        let now = Instant::now();
         let mut reactor = Reactor {
             poll,
             listeners: ls,
-            conns: Vec::new(),
-            free: Vec::new(),
-            live: 0,
-            next_id: 0,
+            lane,
             handoff,
-            rx,
             cmd_rx,
-            date: DateCache::new(),
             paused_until: None,
             drain_deadline: None,
-            last_sweep: Instant::now(),
+            last_sweep: now,
+            last_rescue: now,
+            lane_seen: 0,
+            lane_idle: true,
             gate: None,
             gated_off: false,
             drain_at: None,
@@ -163,6 +167,8 @@ impl Reactor {
             for i in 0..self.listeners.len() {
                 self.deregister_listener(i);
             }
+            *self.lane.keepalive_requests.lock() =
+                gate.as_ref().and_then(|g| g.keepalive_requests());
             self.gate = gate;
             for i in 0..self.listeners.len() {
                 if let Err(e) = self.register_listener(i) {
@@ -219,7 +225,7 @@ impl Reactor {
         if self.drain_deadline.is_some() || self.paused_until.is_some() {
             return;
         }
-        let open = gate.may_accept(self.live);
+        let open = gate.may_accept(self.lane.live());
         self.take_stalled(open);
         if open == self.gated_off {
             self.gated_off = !open;
@@ -267,12 +273,7 @@ impl Reactor {
             if let Some(d) = self.drain_deadline {
                 // Lingering connections are not waited for: their input is drained below before
                 // they close, so the close is a FIN, not a reset that could lose the answer.
-                let active = self
-                    .conns
-                    .iter()
-                    .flatten()
-                    .filter(|c| !c.is_lingering())
-                    .count();
+                let active = self.lane.cells().iter().filter(|c| c.active()).count();
                 if active == 0 || now >= d {
                     if active > 0 {
                         log::warn!(
@@ -283,11 +284,8 @@ impl Reactor {
                     break;
                 }
             }
-            let mut timeout = self.next_timeout(now);
+            let timeout = self.next_timeout(now);
             self.handoff.sleeping.store(true, Ordering::SeqCst);
-            if !self.rx.is_empty() {
-                timeout = Some(Duration::ZERO);
-            }
             let polled = self.poll.poll(&mut events, timeout);
             self.handoff.sleeping.store(false, Ordering::SeqCst);
             if let Err(e) = polled {
@@ -298,53 +296,69 @@ impl Reactor {
                 break;
             }
             let now = Instant::now();
-            // Answers first: a connection whose answer a worker wrote is idle again before its
-            // next request is read.
-            while let Ok(c) = self.rx.try_recv() {
-                self.answered(c, now);
-            }
             for ev in events.iter() {
-                let t = ev.token().0;
-                if ev.token() == WAKER {
+                let t = ev.token();
+                if t == WAKER {
                     continue;
-                } else if t < CONN_BASE {
-                    if self.paused_until.is_none() && !self.gated_off {
-                        self.accept(t - LISTENER_BASE, now);
-                    }
-                } else {
-                    let read_closed = ev.is_read_closed() || ev.is_error();
-                    let readable = ev.is_readable() || read_closed;
-                    let writable = ev.is_writable() || ev.is_write_closed();
-                    self.conn_event(t - CONN_BASE, readable, read_closed, writable, now);
+                } else if t == LANE {
+                    self.lane.drain_events(&self.handoff, now);
+                } else if self.paused_until.is_none() && !self.gated_off {
+                    self.accept(t.0 - LISTENER_BASE, now);
                 }
-            }
-            while let Ok(c) = self.rx.try_recv() {
-                self.answered(c, now);
             }
             while let Ok(cmd) = self.cmd_rx.try_recv() {
                 match cmd {
                     Command::Shutdown(deadline) => self.shutdown_command(deadline, now),
                 }
             }
+            self.rescue(now);
             self.timers(now);
             self.check_gate();
         }
-        // Streamed answers still being written end at their next chunk.
+        // Streamed answers still being written end at their next chunk; the workers stop
+        // waiting on the lane.
         self.handoff.stopped.store(true, Ordering::SeqCst);
-        for idx in 0..self.conns.len() {
-            if let Some(c) = self.conns[idx].as_mut() {
-                c.discard_input();
-            }
-            self.close(idx);
+        if self.lane.attached() {
+            self.handoff.attach_sleeper(None);
+        }
+        self.lane.release();
+        for cell in self.lane.cells() {
+            cell.shut(&self.handoff);
         }
         self.close_listeners();
+    }
+
+    /// The lane's rescue (see `Lane::rescue`): every [`RESCUE_EVERY`] while no worker waited on
+    /// the lane at the last look, else every [`RESCUE_IDLE`].
+    fn rescue(&mut self, now: Instant) {
+        if !self.lane.attached() || self.lane.live() == 0 {
+            return;
+        }
+        if now.duration_since(self.last_rescue) < self.rescue_every() {
+            return;
+        }
+        self.last_rescue = now;
+        let (seen, idle) = self.lane.rescue(&self.handoff, self.lane_seen, now);
+        self.lane_seen = seen;
+        self.lane_idle = idle;
+    }
+
+    fn rescue_every(&self) -> Duration {
+        if self.lane_idle {
+            RESCUE_IDLE
+        } else {
+            RESCUE_EVERY
+        }
     }
 
     fn next_timeout(&self, now: Instant) -> Option<Duration> {
         let mut t: Option<Instant> = None;
         let mut consider = |i: Instant| t = Some(t.map_or(i, |t| t.min(i)));
-        if self.live > 0 {
+        if self.lane.live() > 0 {
             consider(self.last_sweep + TICK);
+            if self.lane.attached() {
+                consider(self.last_rescue + self.rescue_every());
+            }
         }
         if let Some(p) = self.paused_until {
             consider(p);
@@ -361,52 +375,6 @@ impl Reactor {
         t.map(|t| t.saturating_duration_since(now))
     }
 
-    fn env(&mut self, now: Instant) -> (Env<'_>, &mut Vec<Option<Conn>>) {
-        (
-            Env {
-                handoff: &self.handoff,
-                date: &mut self.date,
-                draining: self.drain_deadline.is_some(),
-                drain_grace: DRAIN_GRACE,
-                keepalive_requests: self.gate.as_ref().and_then(|g| g.keepalive_requests()),
-                now,
-            },
-            &mut self.conns,
-        )
-    }
-
-    fn conn_event(
-        &mut self,
-        idx: usize,
-        readable: bool,
-        read_closed: bool,
-        writable: bool,
-        now: Instant,
-    ) {
-        let (mut env, conns) = self.env(now);
-        let Some(conn) = conns.get_mut(idx).and_then(|c| c.as_mut()) else {
-            return;
-        };
-        if conn.on_ready(readable, read_closed, writable, &mut env) == Next::Close {
-            self.close(idx);
-        }
-    }
-
-    fn answered(&mut self, a: Answered, now: Instant) {
-        let Some(idx) = a.token.checked_sub(CONN_BASE) else {
-            return;
-        };
-        let (mut env, conns) = self.env(now);
-        // When the connection is gone (or its slot reused), the answer has nowhere to go.
-        if let Some(conn) = conns.get_mut(idx).and_then(|c| c.as_mut()) {
-            if conn.id == a.id
-                && conn.answered(a.rest, a.keep_alive, a.failed, &mut env) == Next::Close
-            {
-                self.close(idx);
-            }
-        }
-    }
-
     fn accept(&mut self, li: usize, now: Instant) {
         let mut taken = 0;
         loop {
@@ -415,7 +383,7 @@ impl Reactor {
                     if taken >= ACCEPT_BATCH {
                         return;
                     }
-                    if !gate.may_accept(self.live) {
+                    if !gate.may_accept(self.lane.live()) {
                         self.gated_off = true;
                         for i in 0..self.listeners.len() {
                             self.deregister_listener(i);
@@ -455,38 +423,14 @@ impl Reactor {
     }
 
     fn add_conn(&mut self, stream: Stream, peer: Arc<str>, addrs: TcpAddrs, now: Instant) {
-        let idx = self.free.pop().unwrap_or_else(|| {
-            self.conns.push(None);
-            self.conns.len() - 1
-        });
-        if let Err(e) = self.poll.registry().register(
-            &mut SourceFd(&stream.raw_fd()),
-            Token(CONN_BASE + idx),
-            Interest::READABLE | Interest::WRITABLE,
-        ) {
-            log::warn!(target: "prefork_pool::http", "cannot register a connection: {e}");
-            self.free.push(idx);
-            return;
-        }
-        let id = self.next_id;
-        self.next_id += 1;
-        // The self-call search skips it (removed in `close`, before the connection is let go).
-        self.handoff.lookup.owned.insert(stream.raw_fd());
-        let (env, conns) = self.env(now);
-        conns[idx] = Some(Conn::new(id, CONN_BASE + idx, stream, peer, addrs, &env));
-        self.live += 1;
-        self.handoff.metrics.opened();
-        self.conn_event(idx, true, false, false, now);
-    }
-
-    fn close(&mut self, idx: usize) {
-        if let Some(conn) = self.conns.get_mut(idx).and_then(|c| c.take()) {
-            let fd = conn.link.stream.raw_fd();
+        let fd = stream.raw_fd();
+        // The self-call search skips it (removed when the lane closes it).
+        self.handoff.lookup.owned.insert(fd);
+        let conn = Conn::new(stream, peer, addrs, &self.handoff, now);
+        if self.lane.insert(fd, conn).is_some() {
+            self.handoff.metrics.opened();
+        } else {
             self.handoff.lookup.owned.remove(fd);
-            let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
-            self.free.push(idx);
-            self.live -= 1;
-            self.handoff.metrics.closed();
         }
     }
 
@@ -520,14 +464,9 @@ impl Reactor {
         if now.duration_since(self.last_sweep) >= TICK {
             self.last_sweep = now;
             self.handoff.tick(now);
-            for idx in 0..self.conns.len() {
-                let (mut env, conns) = self.env(now);
-                let Some(conn) = conns[idx].as_mut() else {
-                    continue;
-                };
-                if conn.deadline.is_some_and(|d| d <= now) && conn.on_timer(&mut env) == Next::Close
-                {
-                    self.close(idx);
+            for cell in self.lane.cells() {
+                if cell.due(now) {
+                    cell.with(&self.handoff, now, false, |conn, env| conn.on_timer(env));
                 }
             }
         }
@@ -572,8 +511,11 @@ impl Reactor {
         // A connection with no request under way is not closed at once (its client may be
         // sending the next request now): it gets a short grace (`DRAIN_GRACE`), not a whole
         // keep-alive or head timeout; its next request is answered with `Connection: close`.
-        for conn in self.conns.iter_mut().flatten() {
-            conn.limit_idle_wait(now + DRAIN_GRACE);
+        for cell in self.lane.cells() {
+            cell.with(&self.handoff, now, true, |conn, _| {
+                conn.limit_idle_wait(now + DRAIN_GRACE);
+                Next::Keep
+            });
         }
     }
 

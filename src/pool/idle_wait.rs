@@ -1,6 +1,9 @@
 //! [`IdleWait`]: how an idle worker waits for the queue. It looks a few times (a spin of a
 //! microsecond or so, no `sched_yield`), then sleeps on a condition variable until whoever puts a
-//! message in the queue wakes one sleeper.
+//! message in the queue wakes one sleeper; or, when the pool's owner installed a [`Sleeper`] (the
+//! HTTP server does), sleeps there: the server's idle workers wait on its connections, and the
+//! worker that reads a request runs it ([`resting_worker`]: a job submitted from a resting
+//! worker's own thread is lent to that worker instead of queued, so no other thread is woken).
 //!
 //! crossbeam-channel's blocking `recv` backs off with `sched_yield` calls before it parks; with
 //! more runnable threads than cores (a CPU-bound neighbour, or the reactor and the workers on two
@@ -9,10 +12,53 @@
 //! sleeps here is woken at once by the enqueuer (a futex wake), and a sleeper gets the wake-up
 //! priority the scheduler gives to threads that slept.
 
+use std::cell::Cell;
 use std::sync::atomic::{fence, AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use crossbeam_channel::{Receiver, TryRecvError};
-use parking_lot::{Condvar, Mutex};
+use parking_lot::{Condvar, Mutex, MutexGuard};
+
+/// Where an idle worker waits instead of the pool's condition variable, installed by the pool's
+/// owner ([`Pool::set_sleeper`](super::Pool::set_sleeper)). The HTTP server's sleeper waits on
+/// the connections: a worker that finds a complete request there submits it from its own thread,
+/// and that job comes back to it (see [`resting_worker`]).
+pub(crate) trait Sleeper: Send + Sync {
+    /// Block the calling idle worker until [`wake`](Self::wake) is called, or until it has done
+    /// some of the owner's work (which may have lent it a job), or a while has passed. Spurious
+    /// returns are fine: the worker looks at the queue and comes back.
+    fn sleep(&self);
+    /// Wake one worker blocked in [`sleep`](Self::sleep) (a message was queued).
+    fn wake(&self);
+}
+
+thread_local! {
+    /// While a worker thread rests in [`IdleWait::recv`]: its pool's id and its slot index.
+    static RESTING: Cell<(usize, usize)> = const { Cell::new((0, 0)) };
+}
+
+/// The slot index of the worker of pool `pool` resting on this thread (inside its sleeper), if
+/// this thread is one: a job it submits to its own pool is lent to it, not queued.
+pub(crate) fn resting_worker(pool: usize) -> Option<usize> {
+    let (id, index) = RESTING.with(Cell::get);
+    (id == pool && pool != 0).then_some(index)
+}
+
+/// Marks this thread as worker `index` of pool `pool` resting, until dropped.
+struct Resting;
+
+impl Resting {
+    fn enter(pool: usize, index: usize) -> Self {
+        RESTING.with(|r| r.set((pool, index)));
+        Resting
+    }
+}
+
+impl Drop for Resting {
+    fn drop(&mut self) {
+        RESTING.with(|r| r.set((0, 0)));
+    }
+}
 
 /// How many times an idle worker looks at the queue (with a spin hint in between) before it
 /// sleeps.
@@ -25,11 +71,19 @@ pub(crate) struct IdleWait {
     sleepers: AtomicUsize,
     lock: Mutex<()>,
     cv: Condvar,
+    sleeper: Mutex<Option<Arc<dyn Sleeper>>>,
 }
 
 impl IdleWait {
     /// The next message, or `Err` when the queue is disconnected. Blocks until there is one.
-    pub(crate) fn recv<T>(&self, rx: &Receiver<T>) -> Result<T, TryRecvError> {
+    /// `lent` is asked first after each sleep: the job this worker lent itself while it rested
+    /// as worker `index` of pool `pool` (see [`resting_worker`]).
+    pub(crate) fn recv<T>(
+        &self,
+        rx: &Receiver<T>,
+        (pool, index): (usize, usize),
+        lent: impl Fn() -> Option<T>,
+    ) -> Result<T, TryRecvError> {
         for _ in 0..SPINS {
             match rx.try_recv() {
                 Err(TryRecvError::Empty) => std::hint::spin_loop(),
@@ -49,19 +103,48 @@ impl IdleWait {
                     return other;
                 }
             }
-            self.cv.wait(&mut guard);
+            let sleeper = self.sleeper.lock().clone();
+            match sleeper {
+                None => self.cv.wait(&mut guard),
+                Some(s) => MutexGuard::unlocked(&mut guard, || {
+                    let _resting = Resting::enter(pool, index);
+                    s.sleep()
+                }),
+            }
             self.sleepers.fetch_sub(1, Ordering::SeqCst);
+            if let Some(job) = lent() {
+                return Ok(job);
+            }
             match rx.try_recv() {
                 Err(TryRecvError::Empty) => {}
-                other => return other,
+                other => {
+                    // Wakes can merge (two messages, one wake-up): pass the rest on.
+                    if !rx.is_empty() {
+                        drop(guard);
+                        self.wake_one();
+                    }
+                    return other;
+                }
             }
         }
+    }
+
+    /// Sleep in `sleeper` from now on (`None`: on the condition variable again). A worker asleep
+    /// on the condition variable is woken to move; the previous sleeper's owner must release the
+    /// workers blocked in it.
+    pub(crate) fn set_sleeper(&self, sleeper: Option<Arc<dyn Sleeper>>) {
+        *self.sleeper.lock() = sleeper;
+        let _guard = self.lock.lock();
+        self.cv.notify_all();
     }
 
     /// After a message was put in the queue: wake one sleeping worker, if any.
     pub(crate) fn wake_one(&self) {
         fence(Ordering::SeqCst);
         if self.sleepers.load(Ordering::SeqCst) > 0 {
+            if let Some(s) = self.sleeper.lock().clone() {
+                return s.wake();
+            }
             // Taking the lock orders this wake after a sleeper's look at the queue: a worker
             // that looked and found it empty is waiting on the condvar by the time we hold it.
             let _guard = self.lock.lock();
@@ -84,7 +167,7 @@ mod tests {
             let wait = wait.clone();
             std::thread::spawn(move || {
                 let mut got = Vec::new();
-                while let Ok(v) = wait.recv(&rx) {
+                while let Ok(v) = wait.recv(&rx, (0, 0), || None) {
                     got.push(v);
                 }
                 got

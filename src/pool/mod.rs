@@ -35,6 +35,8 @@ pub use shutdown::ShutdownReport;
 pub use stats::Stats;
 pub use ticket::Ticket;
 
+pub(crate) use idle_wait::Sleeper;
+
 use crate::error::{BuildError, Error, TrySubmitError};
 use completion::Waiter;
 use config::PoolConfig;
@@ -274,6 +276,12 @@ impl<Req: Send + 'static, Resp: Send + 'static> Pool<Req, Resp> {
     /// has stopped; [`Error::Reentrant`] on a pool with per-worker state.
     pub fn call_here(&self, req: Req, deadline: Option<Duration>) -> Result<Resp, Error> {
         self.state().call_here(req, deadline)
+    }
+
+    /// Have the idle workers wait in `sleeper` instead of on the pool's own condition variable
+    /// (`None`: back to it). The HTTP server's idle workers wait on its connections this way.
+    pub(crate) fn set_sleeper(&self, sleeper: Option<Arc<dyn Sleeper>>) {
+        self.state().idle_wait.set_sleeper(sleeper);
     }
 
     /// Workers waiting for a job right now (a snapshot; it may change at once).

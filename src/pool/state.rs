@@ -60,6 +60,9 @@ pub(crate) struct WorkerSlot<Req, Resp> {
     pub(crate) state: Mutex<SlotState<Req, Resp>>,
     /// The running job's deadline on the watchdog's board.
     pub(crate) deadline: SlotDeadline,
+    /// A job this slot's worker submitted while it rested in the pool's sleeper: it runs it next
+    /// (see `idle_wait::resting_worker`).
+    pub(crate) lent: Mutex<Option<Arc<Job<Req, Resp>>>>,
 }
 
 /// The state every thread of a pool shares.
@@ -118,6 +121,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
                     running: None,
                 }),
                 deadline: SlotDeadline::new(),
+                lent: Mutex::new(None),
             })
             .collect();
         let id = NEXT_POOL_ID.fetch_add(1, Ordering::Relaxed);

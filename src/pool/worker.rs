@@ -202,7 +202,9 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
         let mut served = 0u64;
         loop {
             self.idle.fetch_add(1, Ordering::SeqCst);
-            let msg = self.idle_wait.recv(&self.rx);
+            let msg = self.idle_wait.recv(&self.rx, (self.id, index), || {
+                slot.lent.lock().take().map(Msg::Job)
+            });
             self.idle.fetch_sub(1, Ordering::SeqCst);
             let job = match msg {
                 Ok(Msg::Job(job)) => job,
