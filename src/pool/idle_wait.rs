@@ -17,7 +17,7 @@ use std::sync::atomic::{fence, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use crossbeam_channel::{Receiver, TryRecvError};
-use parking_lot::{Condvar, Mutex, MutexGuard};
+use parking_lot::{Condvar, Mutex, RwLock};
 
 /// Where an idle worker waits instead of the pool's condition variable, installed by the pool's
 /// owner ([`Pool::set_sleeper`](super::Pool::set_sleeper)). The HTTP server's sleeper waits on
@@ -71,7 +71,7 @@ pub(crate) struct IdleWait {
     sleepers: AtomicUsize,
     lock: Mutex<()>,
     cv: Condvar,
-    sleeper: Mutex<Option<Arc<dyn Sleeper>>>,
+    sleeper: RwLock<Option<Arc<dyn Sleeper>>>,
 }
 
 impl IdleWait {
@@ -90,37 +90,51 @@ impl IdleWait {
                 other => return other,
             }
         }
-        let mut guard = self.lock.lock();
         loop {
-            self.sleepers.fetch_add(1, Ordering::SeqCst);
-            // Pairs with the fence in `wake_one`: either the enqueuer sees this sleeper, or this
-            // look sees its message.
-            fence(Ordering::SeqCst);
-            match rx.try_recv() {
-                Err(TryRecvError::Empty) => {}
-                other => {
-                    self.sleepers.fetch_sub(1, Ordering::SeqCst);
-                    return other;
+            // Bound first: a guard in an `if let` scrutinee would live through the `else` too.
+            let sleeper = self.sleeper.read().clone();
+            if let Some(s) = sleeper {
+                self.sleepers.fetch_add(1, Ordering::SeqCst);
+                // Pairs with the fence in `wake_one`: either the enqueuer sees this sleeper, or
+                // this look sees its message.
+                fence(Ordering::SeqCst);
+                match rx.try_recv() {
+                    Err(TryRecvError::Empty) => {}
+                    other => {
+                        self.sleepers.fetch_sub(1, Ordering::SeqCst);
+                        return other;
+                    }
                 }
-            }
-            let sleeper = self.sleeper.lock().clone();
-            match sleeper {
-                None => self.cv.wait(&mut guard),
-                Some(s) => MutexGuard::unlocked(&mut guard, || {
+                {
                     let _resting = Resting::enter(pool, index);
-                    s.sleep()
-                }),
-            }
-            self.sleepers.fetch_sub(1, Ordering::SeqCst);
-            if let Some(job) = lent() {
-                return Ok(job);
+                    s.sleep();
+                }
+                self.sleepers.fetch_sub(1, Ordering::SeqCst);
+                if let Some(job) = lent() {
+                    return Ok(job);
+                }
+            } else {
+                let mut guard = self.lock.lock();
+                self.sleepers.fetch_add(1, Ordering::SeqCst);
+                fence(Ordering::SeqCst);
+                match rx.try_recv() {
+                    Err(TryRecvError::Empty) => {}
+                    other => {
+                        self.sleepers.fetch_sub(1, Ordering::SeqCst);
+                        return other;
+                    }
+                }
+                // A sleeper installed since the look above notified before this lock was taken.
+                if self.sleeper.read().is_none() {
+                    self.cv.wait(&mut guard);
+                }
+                self.sleepers.fetch_sub(1, Ordering::SeqCst);
             }
             match rx.try_recv() {
                 Err(TryRecvError::Empty) => {}
                 other => {
-                    // Wakes can merge (two messages, one wake-up): pass the rest on.
+                    // Wake-ups can merge (two messages, one wake-up): pass the rest on.
                     if !rx.is_empty() {
-                        drop(guard);
                         self.wake_one();
                     }
                     return other;
@@ -133,7 +147,7 @@ impl IdleWait {
     /// on the condition variable is woken to move; the previous sleeper's owner must release the
     /// workers blocked in it.
     pub(crate) fn set_sleeper(&self, sleeper: Option<Arc<dyn Sleeper>>) {
-        *self.sleeper.lock() = sleeper;
+        *self.sleeper.write() = sleeper;
         let _guard = self.lock.lock();
         self.cv.notify_all();
     }
@@ -142,7 +156,7 @@ impl IdleWait {
     pub(crate) fn wake_one(&self) {
         fence(Ordering::SeqCst);
         if self.sleepers.load(Ordering::SeqCst) > 0 {
-            if let Some(s) = self.sleeper.lock().clone() {
+            if let Some(s) = self.sleeper.read().as_ref() {
                 return s.wake();
             }
             // Taking the lock orders this wake after a sleeper's look at the queue: a worker
