@@ -1,5 +1,5 @@
 //! Request heads, parsed once complete (the scan as bytes arrive, which finds the end and refuses
-//! a malformed head at its first bad byte, is in `head_scan.rs`): `httparse`, the request target,
+//! a malformed head at its first bad byte, is in `head_scan.rs`): its parts cut out, the request target,
 //! `Host` and `Expect`, the body's framing (Content-Length or chunked) and the refusal of request
 //! smuggling shapes; the size limits and the errors. Bodies are decoded in `decode.rs`.
 //!
@@ -133,58 +133,91 @@ pub(crate) struct Head {
 }
 
 /// Parse a complete head (`buf` is exactly the head, ending with the blank line).
+///
+/// `buf` is a head the scanner (`head_scan.rs`) accepted, so its grammar is already checked byte
+/// by byte: this is the one pass that cuts it into its parts (the request line's three, each
+/// field line's name and value, trimmed of the whitespace around it) and builds the request from
+/// them, with the checks of what the parts mean (`Host`, `Expect`, framing). The parts are still
+/// validated by the `http` types they become, so a head that did not come through the scanner is
+/// refused with a 400 rather than misread.
 pub(crate) fn parse_head(buf: &[u8], limits: &Limits) -> Result<Head, HttpError> {
-    // One slot per line is enough (the scanner already enforced the field limit).
-    let lines = buf.iter().filter(|&&b| b == b'\n').count();
-    let mut headers = vec![httparse::EMPTY_HEADER; lines.clamp(1, limits.fields.max(1))];
-    let mut req = httparse::Request::new(&mut headers);
-    match req.parse(buf) {
-        Ok(httparse::Status::Complete(_)) => {}
-        Ok(httparse::Status::Partial) => return Err(bad("incomplete request head")),
-        // The scanner refused every other version already.
-        Err(httparse::Error::Version) => return Err(unsupported_version()),
-        Err(httparse::Error::TooManyHeaders) => {
-            return Err(HttpError::new(
-                431,
-                format!("too many header fields (the limit is {})", limits.fields),
-            ))
-        }
-        Err(e) => return Err(HttpError::new(400, format!("malformed request: {e}"))),
-    }
-    let method = Method::from_bytes(req.method.unwrap_or("").as_bytes())
-        .map_err(|_| bad("malformed method"))?;
-    let uri = target(req.path.unwrap_or(""))?;
-    let version = match req.version {
-        Some(0) => Version::HTTP_10,
-        Some(1) => Version::HTTP_11,
-        _ => return Err(HttpError::new(505, "unsupported HTTP version")),
+    let mut lines = Lines { buf, pos: 0 };
+    let request_line = lines.next()?;
+    let mut parts = request_line.splitn(3, |&b| b == b' ');
+    let (Some(method), Some(raw_target), Some(version)) = (parts.next(), parts.next(), parts.next())
+    else {
+        return Err(bad("malformed request line"));
     };
-    let mut map = HeaderMap::with_capacity(req.headers.len());
-    for h in req.headers.iter() {
+    let version = match version {
+        b"HTTP/1.1" => Version::HTTP_11,
+        b"HTTP/1.0" => Version::HTTP_10,
+        [b'H', b'T', b'T', b'P', b'/', d1, b'.', d2] if d1.is_ascii_digit() && d2.is_ascii_digit() => {
+            return Err(unsupported_version())
+        }
+        _ => return Err(bad("malformed request line")),
+    };
+    let method = Method::from_bytes(method).map_err(|_| bad("malformed method"))?;
+    if raw_target.is_empty() {
+        return Err(bad("malformed request target"));
+    }
+    let uri = target(raw_target)?;
+    // One slot per line is enough (the scanner already enforced the field limit).
+    let mut map = HeaderMap::with_capacity(count_lf(lines.rest()).saturating_sub(1));
+    // What the checks below need, noted as the fields go by (no lookups when they are absent).
+    let (mut hosts, mut host_comma, mut expects) = (0usize, false, 0usize);
+    let (mut has_te, mut has_cl, mut has_connection) = (false, false, false);
+    loop {
+        let line = lines.next()?;
+        if line.is_empty() {
+            break;
+        }
+        if map.len() >= limits.fields {
+            return Err(too_many_fields(limits));
+        }
+        let colon = line
+            .iter()
+            .position(|&b| b == b':')
+            .ok_or_else(|| bad("a header line without a colon"))?;
         let name =
-            HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| bad("malformed header name"))?;
-        let value = HeaderValue::from_bytes(h.value).map_err(|_| bad("malformed header value"))?;
+            HeaderName::from_bytes(&line[..colon]).map_err(|_| bad("malformed header name"))?;
+        let value = trim_ows(&line[colon + 1..]);
+        let value = HeaderValue::from_bytes(value).map_err(|_| bad("malformed header value"))?;
+        if name == HOST {
+            hosts += 1;
+            host_comma |= value.as_bytes().contains(&b',');
+        } else if name == CONTENT_LENGTH {
+            has_cl = true;
+        } else if name == TRANSFER_ENCODING {
+            has_te = true;
+        } else if name == EXPECT {
+            expects += 1;
+        } else if name == CONNECTION {
+            has_connection = true;
+        }
         map.append(name, value);
     }
-    let hosts = map.get_all(HOST).iter().count();
+    if !lines.rest().is_empty() {
+        return Err(bad("bytes after the end of the head"));
+    }
     if hosts > 1 {
         return Err(bad("more than one Host header"));
     }
     if hosts == 0 && version == Version::HTTP_11 {
         return Err(bad("missing Host header (required in HTTP/1.1)"));
     }
-    if let Some(host) = map.get(HOST) {
-        if host.as_bytes().contains(&b',') {
-            return Err(bad("more than one host in the Host header"));
-        }
+    if host_comma {
+        return Err(bad("more than one host in the Host header"));
     }
-    let framing = framing(&map, version, limits)?;
+    let framing = if has_te || has_cl {
+        framing(&map, has_te, has_cl, version, limits)?
+    } else {
+        Framing::None
+    };
     let mut expect_continue = false;
-    let mut expects = map.get_all(EXPECT).iter();
-    if let (Some(_), Some(_)) = (expects.next(), expects.next()) {
+    if expects > 1 {
         return Err(bad("more than one Expect header"));
     }
-    if let Some(v) = map.get(EXPECT) {
+    if let Some(v) = map.get(EXPECT).filter(|_| expects == 1) {
         if v.as_bytes().eq_ignore_ascii_case(b"100-continue") {
             expect_continue = version == Version::HTTP_11;
         } else {
@@ -195,13 +228,15 @@ pub(crate) fn parse_head(buf: &[u8], limits: &Limits) -> Result<Head, HttpError>
         }
     }
     let (mut close, mut ka) = (false, false);
-    for v in map.get_all(CONNECTION) {
-        for token in v.as_bytes().split(|&b| b == b',') {
-            let t = token.trim_ascii();
-            if t.eq_ignore_ascii_case(b"close") {
-                close = true;
-            } else if t.eq_ignore_ascii_case(b"keep-alive") {
-                ka = true;
+    if has_connection {
+        for v in map.get_all(CONNECTION) {
+            for token in v.as_bytes().split(|&b| b == b',') {
+                let t = token.trim_ascii();
+                if t.eq_ignore_ascii_case(b"close") {
+                    close = true;
+                } else if t.eq_ignore_ascii_case(b"keep-alive") {
+                    ka = true;
+                }
             }
         }
     }
@@ -217,29 +252,91 @@ pub(crate) fn parse_head(buf: &[u8], limits: &Limits) -> Result<Head, HttpError>
     })
 }
 
+/// The CRLF-ended lines of a head, without their CRLF.
+struct Lines<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Lines<'a> {
+    /// The next line; an error if the head ends without its CRLF (or has a bare CR or LF).
+    fn next(&mut self) -> Result<&'a [u8], HttpError> {
+        let rest = self.rest();
+        let Some(lf) = find_lf(rest) else {
+            return Err(bad("incomplete request head"));
+        };
+        let line = match rest[..lf].split_last() {
+            Some((b'\r', line)) => line,
+            _ => return Err(bad("malformed request: lines must end with CRLF")),
+        };
+        self.pos += lf + 1;
+        Ok(line)
+    }
+
+    fn rest(&self) -> &'a [u8] {
+        self.buf.get(self.pos..).unwrap_or_default()
+    }
+}
+
+const LO: u64 = 0x0101_0101_0101_0101;
+const HI: u64 = 0x8080_8080_8080_8080;
+const LF: u64 = LO * b'\n' as u64;
+
+/// Where the first LF of `s` is: eight bytes at a time, then byte by byte.
+fn find_lf(s: &[u8]) -> Option<usize> {
+    let mut i = 0;
+    while let Some(word) = s.get(i..i + 8) {
+        let w = u64::from_le_bytes(word.try_into().unwrap_or_default()) ^ LF;
+        if w.wrapping_sub(LO) & !w & HI != 0 {
+            break;
+        }
+        i += 8;
+    }
+    s[i..].iter().position(|&b| b == b'\n').map(|p| i + p)
+}
+
+/// How many LFs `s` holds.
+fn count_lf(s: &[u8]) -> usize {
+    s.iter().filter(|&&b| b == b'\n').count()
+}
+
+/// `s` without the optional whitespace (SP, HTAB) around a field value.
+fn trim_ows(s: &[u8]) -> &[u8] {
+    let ows = |b: &u8| *b == b' ' || *b == b'\t';
+    let a = s.iter().position(|b| !ows(b)).unwrap_or(s.len());
+    let b = s.iter().rposition(|b| !ows(b)).map_or(a, |p| p + 1);
+    &s[a..b]
+}
+
 /// The request target as a `Uri`. The scanner let through only visible ASCII; of that, `http::Uri`
 /// cannot hold `"`, `<`, `>` (and a backtick in the path), which llhttp and h11 accept: those reach
 /// the handler percent-encoded (`%22`, `%3C`, `%3E`, `%60`), which means the same to a URI reader.
-fn target(raw: &str) -> Result<Uri, HttpError> {
-    if let Ok(uri) = raw.parse() {
+fn target(raw: &[u8]) -> Result<Uri, HttpError> {
+    if let Ok(uri) = Uri::try_from(raw) {
         return Ok(uri);
     }
-    let mut encoded = String::with_capacity(raw.len() + 8);
-    for c in raw.chars() {
+    let mut encoded = Vec::with_capacity(raw.len() + 8);
+    for &c in raw {
         match c {
-            '"' => encoded.push_str("%22"),
-            '<' => encoded.push_str("%3C"),
-            '>' => encoded.push_str("%3E"),
-            '`' => encoded.push_str("%60"),
+            b'"' => encoded.extend_from_slice(b"%22"),
+            b'<' => encoded.extend_from_slice(b"%3C"),
+            b'>' => encoded.extend_from_slice(b"%3E"),
+            b'`' => encoded.extend_from_slice(b"%60"),
             c => encoded.push(c),
         }
     }
-    encoded.parse().map_err(|_| bad("malformed request target"))
+    Uri::try_from(encoded).map_err(|_| bad("malformed request target"))
 }
 
-fn framing(map: &HeaderMap, version: Version, limits: &Limits) -> Result<Framing, HttpError> {
-    let has_te = map.contains_key(TRANSFER_ENCODING);
-    let has_cl = map.contains_key(CONTENT_LENGTH);
+/// The body's framing, from the `Transfer-Encoding` and `Content-Length` fields `map` holds
+/// (`has_te`, `has_cl`: whether it holds any).
+fn framing(
+    map: &HeaderMap,
+    has_te: bool,
+    has_cl: bool,
+    version: Version,
+    limits: &Limits,
+) -> Result<Framing, HttpError> {
     if has_te {
         if has_cl {
             return Err(bad(
