@@ -143,8 +143,18 @@ pub(crate) struct Head {
 pub(crate) fn parse_head(buf: &[u8], limits: &Limits) -> Result<Head, HttpError> {
     let mut lines = Lines { buf, pos: 0 };
     let request_line = lines.next()?;
-    let mut parts = request_line.splitn(3, |&b| b == b' ');
-    let (Some(method), Some(raw_target), Some(version)) = (parts.next(), parts.next(), parts.next())
+    // `method SP target SP HTTP/d.d`: the method up to the first space, the version in the last
+    // eight bytes, the target between (the scanner let no space into it; `Uri` refuses one).
+    let sp = request_line
+        .iter()
+        .position(|&b| b == b' ')
+        .ok_or_else(|| bad("malformed request line"))?;
+    let (method, rest) = (&request_line[..sp], &request_line[sp + 1..]);
+    let Some((raw_target, version)) = rest
+        .len()
+        .checked_sub(9)
+        .filter(|&t| t > 0 && rest[t] == b' ')
+        .map(|t| (&rest[..t], &rest[t + 1..]))
     else {
         return Err(bad("malformed request line"));
     };
@@ -157,31 +167,56 @@ pub(crate) fn parse_head(buf: &[u8], limits: &Limits) -> Result<Head, HttpError>
         _ => return Err(bad("malformed request line")),
     };
     let method = Method::from_bytes(method).map_err(|_| bad("malformed method"))?;
-    if raw_target.is_empty() {
-        return Err(bad("malformed request target"));
-    }
     let uri = target(raw_target)?;
-    // One slot per line is enough (the scanner already enforced the field limit).
-    let mut map = HeaderMap::with_capacity(count_lf(lines.rest()).saturating_sub(1));
-    // What the checks below need, noted as the fields go by (no lookups when they are absent).
-    let (mut hosts, mut host_comma, mut expects) = (0usize, false, 0usize);
-    let (mut has_te, mut has_cl, mut has_connection) = (false, false, false);
+    // The field lines cut into name and value (offsets in `buf`), so that the map is made once
+    // with room for all of them; up to `INLINE` fields without an allocation.
+    const INLINE: usize = 24;
+    let mut inline = [Field::default(); INLINE];
+    let mut spilled: Vec<Field> = Vec::new();
+    let mut count = 0;
     loop {
+        let at = lines.pos;
         let line = lines.next()?;
         if line.is_empty() {
             break;
         }
-        if map.len() >= limits.fields {
+        if count >= limits.fields {
             return Err(too_many_fields(limits));
         }
         let colon = line
             .iter()
             .position(|&b| b == b':')
             .ok_or_else(|| bad("a header line without a colon"))?;
-        let name =
-            HeaderName::from_bytes(&line[..colon]).map_err(|_| bad("malformed header name"))?;
-        let value = trim_ows(&line[colon + 1..]);
-        let value = HeaderValue::from_bytes(value).map_err(|_| bad("malformed header value"))?;
+        let (a, b) = trim_ows(&line[colon + 1..]);
+        let field = Field {
+            name: (at, at + colon),
+            value: (at + colon + 1 + a, at + colon + 1 + b),
+        };
+        match inline.get_mut(count) {
+            Some(slot) => *slot = field,
+            None => {
+                if spilled.is_empty() {
+                    spilled.extend_from_slice(&inline);
+                }
+                spilled.push(field);
+            }
+        }
+        count += 1;
+    }
+    let fields = if count <= INLINE {
+        &inline[..count]
+    } else {
+        &spilled[..]
+    };
+    let mut map = HeaderMap::with_capacity(count);
+    // What the checks below need, noted as the fields go by (no lookups when they are absent).
+    let (mut hosts, mut host_comma, mut expects) = (0usize, false, 0usize);
+    let (mut has_te, mut has_cl, mut has_connection) = (false, false, false);
+    for f in fields {
+        let name = HeaderName::from_bytes(&buf[f.name.0..f.name.1])
+            .map_err(|_| bad("malformed header name"))?;
+        let value = HeaderValue::from_bytes(&buf[f.value.0..f.value.1])
+            .map_err(|_| bad("malformed header value"))?;
         if name == HOST {
             hosts += 1;
             host_comma |= value.as_bytes().contains(&b',');
@@ -217,7 +252,7 @@ pub(crate) fn parse_head(buf: &[u8], limits: &Limits) -> Result<Head, HttpError>
     if expects > 1 {
         return Err(bad("more than one Expect header"));
     }
-    if let Some(v) = map.get(EXPECT).filter(|_| expects == 1) {
+    if let Some(v) = (expects == 1).then(|| map.get(EXPECT)).flatten() {
         if v.as_bytes().eq_ignore_ascii_case(b"100-continue") {
             expect_continue = version == Version::HTTP_11;
         } else {
@@ -295,17 +330,19 @@ fn find_lf(s: &[u8]) -> Option<usize> {
     s[i..].iter().position(|&b| b == b'\n').map(|p| i + p)
 }
 
-/// How many LFs `s` holds.
-fn count_lf(s: &[u8]) -> usize {
-    s.iter().filter(|&&b| b == b'\n').count()
+/// Where a field line's name and value are in the head (value without the whitespace around it).
+#[derive(Debug, Clone, Copy, Default)]
+struct Field {
+    name: (usize, usize),
+    value: (usize, usize),
 }
 
-/// `s` without the optional whitespace (SP, HTAB) around a field value.
-fn trim_ows(s: &[u8]) -> &[u8] {
+/// The range of `s` without the optional whitespace (SP, HTAB) around a field value.
+fn trim_ows(s: &[u8]) -> (usize, usize) {
     let ows = |b: &u8| *b == b' ' || *b == b'\t';
     let a = s.iter().position(|b| !ows(b)).unwrap_or(s.len());
     let b = s.iter().rposition(|b| !ows(b)).map_or(a, |p| p + 1);
-    &s[a..b]
+    (a, b)
 }
 
 /// The request target as a `Uri`. The scanner let through only visible ASCII; of that, `http::Uri`
