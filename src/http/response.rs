@@ -307,6 +307,10 @@ fn content_length(out: &mut Vec<u8>, n: u64) {
 
 /// Writes the status line of an answer with `status`.
 fn status_line(out: &mut Vec<u8>, status: StatusCode) {
+    if status == StatusCode::OK {
+        out.extend_from_slice(b"HTTP/1.1 200 OK\r\n");
+        return;
+    }
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(status.as_str().as_bytes());
     out.push(b' ');
