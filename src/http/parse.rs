@@ -451,3 +451,82 @@ pub(crate) fn body_too_large(limits: &Limits) -> HttpError {
         ),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::head_scan::HeadScanner;
+
+    fn parse(raw: &[u8]) -> Result<Head, HttpError> {
+        parse_head(raw, &Limits::default())
+    }
+
+    #[test]
+    fn the_parts_of_a_scanned_head() {
+        let raw: &[u8] = b"POST /a/b?c=d HTTP/1.1\r\nHost: example.com\r\nX-Empty:\r\n\
+            X-Pad: \t one  two \t\r\nX-Obs: caf\xc3\xa9\r\nContent-Length: 003\r\n\
+            Connection: keep-alive, Close\r\nX-Pad: second\r\n\r\n";
+        let (a, b) = HeadScanner::default()
+            .scan(raw, &Limits::default())
+            .unwrap()
+            .unwrap();
+        let h = parse(&raw[a..b]).unwrap();
+        assert_eq!(h.method, Method::POST);
+        assert_eq!(h.uri.path(), "/a/b");
+        assert_eq!(h.uri.query(), Some("c=d"));
+        assert_eq!(h.version, Version::HTTP_11);
+        assert_eq!(h.headers["host"], "example.com");
+        assert_eq!(h.headers["x-empty"], "");
+        let pads: Vec<_> = h.headers.get_all("x-pad").iter().collect();
+        assert_eq!(pads, ["one  two", "second"], "trimmed, in order");
+        assert_eq!(h.headers["x-obs"].as_bytes(), "café".as_bytes(), "obs-text kept as is");
+        assert_eq!(h.headers.len(), 7);
+        assert_eq!(h.framing, Framing::Length(3));
+        assert!(!h.keep_alive, "a close token anywhere in Connection");
+        assert!(!h.expect_continue);
+    }
+
+    #[test]
+    fn many_fields_and_the_field_limit() {
+        let mut raw = String::from("GET / HTTP/1.1\r\nHost: x\r\n");
+        for i in 0..59 {
+            raw.push_str(&format!("X-{i}: {i}\r\n"));
+        }
+        raw.push_str("\r\n");
+        let h = parse(raw.as_bytes()).unwrap();
+        assert_eq!(h.headers.len(), 60);
+        assert_eq!(h.headers["x-58"], "58");
+        let limits = Limits {
+            fields: 59,
+            ..Limits::default()
+        };
+        assert_eq!(parse_head(raw.as_bytes(), &limits).unwrap_err().status, 431);
+    }
+
+    /// A head that did not come through the scanner is refused, not misread: the parts are still
+    /// checked by the types they become.
+    #[test]
+    fn an_unscanned_malformed_head_is_refused() {
+        for raw in [
+            &b"GET / HTTP/1.1\r\nHost: x\r\n"[..],
+            b"GET / HTTP/1.1\nHost: x\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: x\ny\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\rb\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHo st: x\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost x\r\n\r\n",
+            b"GET /a b HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"GET  HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"GE(T / HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"GET / HTTP/1.1 \r\nHost: x\r\n\r\n",
+            b"GET / http/1.1\r\nHost: x\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: x\r\n\r\nextra",
+        ] {
+            let e = parse(raw).unwrap_err();
+            assert_eq!(e.status, 400, "{:?}: {e:?}", String::from_utf8_lossy(raw));
+        }
+        assert_eq!(
+            parse(b"GET / HTTP/3.0\r\nHost: x\r\n\r\n").unwrap_err().status,
+            505
+        );
+    }
+}
