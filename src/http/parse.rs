@@ -8,6 +8,7 @@
 
 use std::borrow::Cow;
 
+use bytes::Bytes;
 use http::header::{
     HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, EXPECT, HOST, TRANSFER_ENCODING,
 };
@@ -167,7 +168,10 @@ pub(crate) fn parse_head(buf: &[u8], limits: &Limits) -> Result<Head, HttpError>
         _ => return Err(bad("malformed request line")),
     };
     let method = Method::from_bytes(method).map_err(|_| bad("malformed method"))?;
-    let uri = target(raw_target)?;
+    // One copy of the head, which the target and the field values share (one allocation for all
+    // of them, rather than one each); it lives as long as any of them does.
+    let shared = Bytes::copy_from_slice(buf);
+    let uri = target(shared.slice(sp + 1..sp + 1 + raw_target.len()), raw_target)?;
     // The field lines cut into name and value (offsets in `buf`), so that the map is made once
     // with room for all of them; up to `INLINE` fields without an allocation.
     const INLINE: usize = 24;
@@ -215,7 +219,7 @@ pub(crate) fn parse_head(buf: &[u8], limits: &Limits) -> Result<Head, HttpError>
     for f in fields {
         let name = HeaderName::from_bytes(&buf[f.name.0..f.name.1])
             .map_err(|_| bad("malformed header name"))?;
-        let value = HeaderValue::from_bytes(&buf[f.value.0..f.value.1])
+        let value = HeaderValue::from_maybe_shared(shared.slice(f.value.0..f.value.1))
             .map_err(|_| bad("malformed header value"))?;
         if name == HOST {
             hosts += 1;
@@ -348,8 +352,8 @@ fn trim_ows(s: &[u8]) -> (usize, usize) {
 /// The request target as a `Uri`. The scanner let through only visible ASCII; of that, `http::Uri`
 /// cannot hold `"`, `<`, `>` (and a backtick in the path), which llhttp and h11 accept: those reach
 /// the handler percent-encoded (`%22`, `%3C`, `%3E`, `%60`), which means the same to a URI reader.
-fn target(raw: &[u8]) -> Result<Uri, HttpError> {
-    if let Ok(uri) = Uri::try_from(raw) {
+fn target(shared: Bytes, raw: &[u8]) -> Result<Uri, HttpError> {
+    if let Ok(uri) = Uri::from_maybe_shared(shared) {
         return Ok(uri);
     }
     let mut encoded = Vec::with_capacity(raw.len() + 8);
