@@ -162,7 +162,9 @@ pub(crate) fn parse_head(buf: &[u8], limits: &Limits) -> Result<Head, HttpError>
     let version = match version {
         b"HTTP/1.1" => Version::HTTP_11,
         b"HTTP/1.0" => Version::HTTP_10,
-        [b'H', b'T', b'T', b'P', b'/', d1, b'.', d2] if d1.is_ascii_digit() && d2.is_ascii_digit() => {
+        [b'H', b'T', b'T', b'P', b'/', d1, b'.', d2]
+            if d1.is_ascii_digit() && d2.is_ascii_digit() =>
+        {
             return Err(unsupported_version())
         }
         _ => return Err(bad("malformed request line")),
@@ -483,7 +485,11 @@ mod tests {
         assert_eq!(h.headers["x-empty"], "");
         let pads: Vec<_> = h.headers.get_all("x-pad").iter().collect();
         assert_eq!(pads, ["one  two", "second"], "trimmed, in order");
-        assert_eq!(h.headers["x-obs"].as_bytes(), "café".as_bytes(), "obs-text kept as is");
+        assert_eq!(
+            h.headers["x-obs"].as_bytes(),
+            "café".as_bytes(),
+            "obs-text kept as is"
+        );
         assert_eq!(h.headers.len(), 7);
         assert_eq!(h.framing, Framing::Length(3));
         assert!(!h.keep_alive, "a close token anywhere in Connection");
@@ -529,7 +535,9 @@ mod tests {
             assert_eq!(e.status, 400, "{:?}: {e:?}", String::from_utf8_lossy(raw));
         }
         assert_eq!(
-            parse(b"GET / HTTP/3.0\r\nHost: x\r\n\r\n").unwrap_err().status,
+            parse(b"GET / HTTP/3.0\r\nHost: x\r\n\r\n")
+                .unwrap_err()
+                .status,
             505
         );
     }
