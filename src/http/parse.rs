@@ -459,6 +459,10 @@ pub(crate) fn body_too_large(limits: &Limits) -> HttpError {
 }
 
 #[cfg(test)]
+#[path = "parse_reference.rs"]
+mod reference;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::http::head_scan::HeadScanner;
@@ -540,5 +544,120 @@ mod tests {
                 .status,
             505
         );
+    }
+
+    /// On every head the scanner accepts, the one-pass parse comes to what the httparse-based
+    /// parse it replaced came to: the same request, or the same refusal.
+    #[test]
+    fn agrees_with_the_httparse_parse_it_replaced() {
+        const METHODS: &[&str] = &["GET", "POST", "HEAD", "PUT", "M-SEARCH", "G!T", "CONNECT"];
+        const TARGETS: &[&str] = &[
+            "/",
+            "/a/b?c=d",
+            "*",
+            "http://h:8/p?q",
+            "h:443",
+            "/a\"b",
+            "/q?x=<y>&z=`v`{|}^\\",
+            "/%41%zz",
+            "//x",
+            "/a#f",
+            "?",
+            "/é",
+        ];
+        const NAMES: &[&str] = &[
+            "Host",
+            "host",
+            "Content-Length",
+            "Transfer-Encoding",
+            "Expect",
+            "Connection",
+            "X-A",
+            "Cookie",
+            "x-prefork-depth",
+            "Sec-Fetch-Mode",
+            "A!#$%&'*+-.^_`|~",
+        ];
+        const VALUES: &[&str] = &[
+            "",
+            " ",
+            "x",
+            " x ",
+            "\tx\t",
+            "a, b",
+            "3",
+            "03",
+            " 3 , 3",
+            "3,4",
+            "+3",
+            "0",
+            "99999999999",
+            "chunked",
+            "gzip, chunked",
+            "chunked, chunked",
+            "CHUNKED",
+            "gzip",
+            "100-continue",
+            "100-Continue",
+            "200-ok",
+            "close",
+            "keep-alive",
+            "Keep-Alive, close",
+            "caf\u{e9}",
+            "a\tb  c",
+            "=\"q\"",
+        ];
+        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = |n: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % n as u64) as usize
+        };
+        let limits = Limits::default();
+        let mut checked = 0;
+        for _ in 0..20_000 {
+            let mut raw = format!(
+                "{} {} HTTP/1.{}\r\n",
+                METHODS[next(METHODS.len())],
+                TARGETS[next(TARGETS.len())],
+                next(2)
+            );
+            for _ in 0..next(7) {
+                raw.push_str(NAMES[next(NAMES.len())]);
+                raw.push(':');
+                raw.push_str(VALUES[next(VALUES.len())]);
+                raw.push_str("\r\n");
+            }
+            raw.push_str("\r\n");
+            let raw = raw.as_bytes();
+            let Ok(Some((a, b))) = HeadScanner::default().scan(raw, &limits) else {
+                continue;
+            };
+            checked += 1;
+            let head = &raw[a..b];
+            let shown = String::from_utf8_lossy(head);
+            match (
+                parse_head(head, &limits),
+                reference::parse_head(head, &limits),
+            ) {
+                (Ok(new), Ok(old)) => {
+                    assert_eq!(new.method, old.method, "{shown}");
+                    assert_eq!(new.uri, old.uri, "{shown}");
+                    assert_eq!(new.version, old.version, "{shown}");
+                    assert_eq!(new.headers, old.headers, "{shown}");
+                    let order = |h: &HeaderMap| -> Vec<_> {
+                        h.iter().map(|(n, v)| (n.clone(), v.clone())).collect()
+                    };
+                    assert_eq!(order(&new.headers), order(&old.headers), "{shown}");
+                    assert_eq!(new.framing, old.framing, "{shown}");
+                    assert_eq!(new.expect_continue, old.expect_continue, "{shown}");
+                    assert_eq!(new.keep_alive, old.keep_alive, "{shown}");
+                }
+                (Err(new), Err(old)) => assert_eq!(new, old, "{shown}"),
+                (new, old) => panic!("{shown}: {new:?} but before {old:?}"),
+            }
+        }
+        assert!(checked > 5_000, "only {checked} heads were scanned whole");
     }
 }
