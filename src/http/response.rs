@@ -370,6 +370,44 @@ mod tests {
     }
 
     #[test]
+    fn the_handlers_own_length_date_and_close() {
+        let mut r = Response::new(Vec::new());
+        r.headers_mut()
+            .insert(CONTENT_LENGTH, HeaderValue::from_static("42"));
+        r.headers_mut()
+            .insert(DATE, HeaderValue::from_static("Mine"));
+        r.headers_mut()
+            .append(CONNECTION, HeaderValue::from_static("keep-alive"));
+        r.headers_mut()
+            .append(CONNECTION, HeaderValue::from_static("x, Close"));
+        let head = WriteOpts {
+            head: true,
+            version: Version::HTTP_11,
+            keep_alive: true,
+        };
+        let (s, n, ka) = render(&r, head);
+        assert_eq!(
+            s,
+            "HTTP/1.1 200 OK\r\ncontent-length: 42\r\ndate: Mine\r\nconnection: close\r\n\r\n"
+        );
+        assert_eq!((n, ka), (0, false));
+        *r.status_mut() = StatusCode::NOT_MODIFIED;
+        r.headers_mut().remove(CONNECTION);
+        let (s, _, ka) = render(
+            &r,
+            WriteOpts {
+                head: false,
+                ..head
+            },
+        );
+        assert_eq!(
+            s,
+            "HTTP/1.1 304 Not Modified\r\ncontent-length: 42\r\ndate: Mine\r\n\r\n"
+        );
+        assert!(ka);
+    }
+
+    #[test]
     fn content_length_is_written_in_decimal() {
         for n in [0, 7, 10, 1234, 1 << 20, u64::MAX] {
             let mut out = Vec::new();
