@@ -137,9 +137,25 @@ impl HeadScanner {
         buf: &[u8],
         limits: &Limits,
     ) -> Result<Option<(usize, usize)>, HttpError> {
+        self.scan_with::<true>(buf, limits)
+    }
+
+    /// [`scan`](Self::scan), with the fast paths (`FAST`) or a byte at a time only: the tests
+    /// check that both come to the same outcome at every limit.
+    fn scan_with<const FAST: bool>(
+        &mut self,
+        buf: &[u8],
+        limits: &Limits,
+    ) -> Result<Option<(usize, usize)>, HttpError> {
         while self.pos < buf.len() {
-            self.skip_plain_run(buf, limits);
-            self.skip_line_end(buf, limits);
+            if FAST {
+                loop {
+                    self.skip_plain_run(buf, limits);
+                    if !self.skip_transition(buf, limits) {
+                        break;
+                    }
+                }
+            }
             let Some(&b) = buf.get(self.pos) else { break };
             if let Some(end) = self.step(b, limits)? {
                 return Ok(Some((self.start, end)));
@@ -185,26 +201,50 @@ impl HeadScanner {
         self.line_len += run;
     }
 
-    /// The other fast path: the common ends of lines, whole, where `step` would take them a byte
-    /// at a time to the same place (the start of the next field line): ` HTTP/1.1` or ` HTTP/1.0`
-    /// and its CRLF after the target, a CRLF after a field value. Taken only when none of their
-    /// bytes passes a limit, so that a refusal is still made by `step` at the byte that passes it.
-    fn skip_line_end(&mut self, buf: &[u8], limits: &Limits) {
-        let (len, counted) = match self.at {
+    /// The other fast path: the common moves from one part of a line to the next, whole, where
+    /// `step` would take them a byte at a time to the same place: the space after the method (and
+    /// the target's first byte), the space after the target, ` HTTP/1.1` or ` HTTP/1.0` and its
+    /// CRLF, a field name's first byte and its colon, the CRLF after a field value. Taken only
+    /// when none of their bytes passes a limit, so that a refusal is still made by `step` at the
+    /// byte that passes it. Returns whether it moved.
+    fn skip_transition(&mut self, buf: &[u8], limits: &Limits) -> bool {
+        let next = |n: usize| buf.get(self.pos + n).copied().unwrap_or(0);
+        // How many bytes, how many of them count towards the line's length, the line's limit,
+        // and the state after them.
+        let (len, counted, line_limit, to) = match self.at {
+            At::Method if next(0) == b' ' && CLASS[next(1) as usize] & TARGET != 0 => {
+                (2, 2, limits.request_line, At::Target)
+            }
+            At::Target if next(0) == b' ' => (1, 1, limits.request_line, At::Version(0)),
             At::Version(0) => match buf.get(self.pos..self.pos + 10) {
-                Some(b"HTTP/1.1\r\n" | b"HTTP/1.0\r\n") => (10, 8),
-                _ => return,
+                Some(b"HTTP/1.1\r\n" | b"HTTP/1.0\r\n") => {
+                    (10, 8, limits.request_line, At::FieldStart)
+                }
+                _ => return false,
             },
-            At::Value if buf.get(self.pos..self.pos + 2) == Some(b"\r\n") => (2, 0),
-            _ => return,
+            At::FieldStart if is_tchar(next(0)) && self.fields < limits.fields => {
+                (1, 1, limits.field_size, At::Name)
+            }
+            At::Name if next(0) == b':' => (1, 1, limits.field_size, At::Value),
+            At::Value if next(0) == b'\r' && next(1) == b'\n' => {
+                (2, 0, limits.field_size, At::FieldStart)
+            }
+            _ => return false,
         };
-        if (counted == 0 || self.line_len + counted <= limits.request_line)
-            && self.pos + len - 1 - self.start < limits.head_bytes
+        if self.line_len + counted > line_limit
+            || self.pos + len - 1 - self.start >= limits.head_bytes
         {
-            self.pos += len;
-            self.line_len = 0;
-            self.at = At::FieldStart;
+            return false;
         }
+        self.pos += len;
+        self.line_len += counted;
+        if to == At::FieldStart {
+            self.line_len = 0;
+        } else if to == At::Name {
+            self.fields += 1;
+        }
+        self.at = to;
+        true
     }
 
     /// Look at the byte at `self.pos`; the end of the head (one past this byte) when it ends it.
@@ -449,45 +489,66 @@ mod tests {
         );
     }
 
-    /// The fast paths (whole runs, whole line ends) come to what the byte-at-a-time path does,
-    /// limits included: a head fed one byte per read takes only the slow path.
+    /// The fast paths (whole runs, whole moves from one part of a line to the next) come to what
+    /// the byte-at-a-time path does, limits included, whole or fed a byte per read.
     #[test]
     fn fast_paths_agree_with_byte_at_a_time_at_every_limit() {
-        let heads: [&[u8]; 6] = [
+        let heads: [&[u8]; 14] = [
             b"GET /get_hello_world?session_id=x HTTP/1.1\r\nHost: x\r\n\r\n",
             b"\r\nPOST /a HTTP/1.0\r\nHost: x\r\nContent-Length: 3\r\nX-Long: abcdefghijklmnop \r\n\r\n",
             b"GET / HTTP/1.1\r\nHost: x\r\nX: a\rb\r\n\r\n",
             b"GET / HTTP/1.2\r\nHost: x\r\n\r\n",
             b"GET / HTTP/1.1\r\r\n",
             b"GET / HTTP/1.1\r\nHost: x\r\n\n",
+            b"GET  / HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"GET \xc3\xa9 HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"GET /a  HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"M-SEARCH * HTTP/1.1\r\nA:\r\nB: 1\r\nC:caf\xc3\xa9\r\nD : 2\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: x\r\n X: y\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: x\r\nX\r\n\r\n",
+            b"GET / HTTP/1.1\r\nA: 1\r\nB: 2\r\nC: 3\r\nD: 4\r\nE: 5\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: x\r\nX: \x01\r\n\r\n",
         ];
-        let whole = |raw: &[u8], limits: &Limits| HeadScanner::default().scan(raw, limits);
-        let by_byte = |raw: &[u8], limits: &Limits| {
+        // The outcome, and the length of the input when it came: a refusal must come at the
+        // same byte either way.
+        fn by_byte<const FAST: bool>(
+            raw: &[u8],
+            limits: &Limits,
+        ) -> (usize, Result<Option<(usize, usize)>, HttpError>) {
             let mut s = HeadScanner::default();
             for n in 1..=raw.len() {
-                match s.scan(&raw[..n], limits) {
+                match s.scan_with::<FAST>(&raw[..n], limits) {
                     Ok(None) => {}
-                    other => return other,
+                    other => return (n, other),
                 }
             }
-            Ok(None)
+            (raw.len(), Ok(None))
+        }
+        let whole = |raw: &[u8], limits: &Limits, fast: bool| {
+            let mut s = HeadScanner::default();
+            if fast {
+                s.scan(raw, limits)
+            } else {
+                s.scan_with::<false>(raw, limits)
+            }
         };
         for raw in heads {
-            for request_line in 1..48 {
-                for field_size in [1, 3, 8, 12, 20, 40] {
-                    for head_bytes in (1..raw.len() + 2).step_by(3) {
+            for request_line in (1..48).chain([4094]) {
+                for (field_size, fields) in [(1, 100), (3, 2), (8, 3), (12, 100), (20, 4), (40, 1)]
+                {
+                    for head_bytes in 1..raw.len() + 2 {
                         let limits = Limits {
                             request_line,
                             field_size,
+                            fields,
                             head_bytes,
                             ..Limits::default()
                         };
-                        assert_eq!(
-                            whole(raw, &limits),
-                            by_byte(raw, &limits),
-                            "{:?} with {limits:?}",
-                            String::from_utf8_lossy(raw)
-                        );
+                        let shown = String::from_utf8_lossy(raw);
+                        let want = whole(raw, &limits, false);
+                        assert_eq!(whole(raw, &limits, true), want, "{shown:?} with {limits:?}");
+                        let want = by_byte::<false>(raw, &limits);
+                        assert_eq!(by_byte::<true>(raw, &limits), want, "{shown:?} {limits:?}");
                     }
                 }
             }
