@@ -4,7 +4,6 @@
 //! renders them instead ([`ErrorPage`]).
 
 use std::fmt;
-use std::io::Write as _;
 use std::sync::Arc;
 
 use http::header::{
@@ -39,16 +38,17 @@ pub(crate) fn write_response(
     date: &[u8],
 ) -> (usize, bool) {
     let status = resp.status();
-    let keep_alive = status_line(out, resp, opts.keep_alive);
+    status_line(out, status);
     let body = resp.body();
     let no_body = status.is_informational()
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED;
     let keep_handler_cl = (opts.head && body.is_empty()) || status == StatusCode::NOT_MODIFIED;
-    handler_headers(out, resp, keep_handler_cl, date);
-    let handler_cl = keep_handler_cl && resp.headers().contains_key(CONTENT_LENGTH);
+    let seen = handler_headers(out, resp, keep_handler_cl, date);
+    let keep_alive = opts.keep_alive && !seen.close;
+    let handler_cl = keep_handler_cl && seen.content_length;
     if !no_body && !handler_cl {
-        let _ = write!(out, "content-length: {}\r\n", body.len());
+        content_length(out, body.len() as u64);
     }
     if !keep_alive {
         out.extend_from_slice(b"connection: close\r\n");
@@ -107,16 +107,12 @@ pub(crate) fn write_stream_head(
     date: &[u8],
     framing: StreamFraming,
 ) -> bool {
-    let keep_alive = status_line(
-        out,
-        resp,
-        opts.keep_alive && (opts.head || framing != StreamFraming::UntilClose),
-    );
-    handler_headers(out, resp, false, date);
+    status_line(out, resp.status());
+    let seen = handler_headers(out, resp, false, date);
+    let keep_alive =
+        opts.keep_alive && (opts.head || framing != StreamFraming::UntilClose) && !seen.close;
     match framing {
-        StreamFraming::Length(n) => {
-            let _ = write!(out, "content-length: {n}\r\n");
-        }
+        StreamFraming::Length(n) => content_length(out, n),
         StreamFraming::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
         StreamFraming::NoBody | StreamFraming::UntilClose => {}
     }
@@ -242,40 +238,84 @@ const SELF_CALL_REFUSED: &str = "self-call refused: this server (or a sibling wo
     called itself while every worker and every spare thread was busy; call it through the \
     Loopback instead";
 
+/// What [`handler_headers`] saw of the handler's headers on its way through them (one pass, no
+/// lookups).
+struct Seen {
+    /// A `Connection` header says `close`.
+    close: bool,
+    /// The handler set a `Content-Length`.
+    content_length: bool,
+}
+
 /// Writes the handler's headers but the framing ones the server sets itself (`Connection`,
 /// `Transfer-Encoding`, and `Content-Length` unless `keep_cl`), then `Date` if the handler set none.
-fn handler_headers<B>(out: &mut Vec<u8>, resp: &Response<B>, keep_cl: bool, date: &[u8]) {
+fn handler_headers<B>(out: &mut Vec<u8>, resp: &Response<B>, keep_cl: bool, date: &[u8]) -> Seen {
+    let mut seen = Seen {
+        close: false,
+        content_length: false,
+    };
+    let mut has_date = false;
     for (name, value) in resp.headers() {
-        if name == CONNECTION || name == TRANSFER_ENCODING || (name == CONTENT_LENGTH && !keep_cl) {
+        if name == CONNECTION {
+            seen.close |= value
+                .as_bytes()
+                .split(|&b| b == b',')
+                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"));
             continue;
         }
+        if name == TRANSFER_ENCODING {
+            continue;
+        }
+        if name == CONTENT_LENGTH {
+            seen.content_length = true;
+            if !keep_cl {
+                continue;
+            }
+        }
+        has_date |= name == DATE;
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
-    if !resp.headers().contains_key(DATE) {
+    if !has_date {
         out.extend_from_slice(b"date: ");
         out.extend_from_slice(date);
         out.extend_from_slice(b"\r\n");
     }
+    seen
 }
 
-/// Writes the status line of `resp`; returns `keep_alive` unless the handler's own `Connection`
-/// header says `close`.
-fn status_line<B>(out: &mut Vec<u8>, resp: &Response<B>, keep_alive: bool) -> bool {
-    let status = resp.status();
-    let close = resp.headers().get_all(CONNECTION).iter().any(|v| {
-        v.as_bytes()
-            .split(|&b| b == b',')
-            .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
-    });
+/// Writes `content-length: n` and its CRLF (without the formatting machinery: it is on every
+/// answer).
+fn content_length(out: &mut Vec<u8>, n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    let mut n = n;
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(b"content-length: ");
+    out.extend_from_slice(&digits[i..]);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Writes the status line of an answer with `status`.
+fn status_line(out: &mut Vec<u8>, status: StatusCode) {
+    if status == StatusCode::OK {
+        out.extend_from_slice(b"HTTP/1.1 200 OK\r\n");
+        return;
+    }
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(status.as_str().as_bytes());
     out.push(b' ');
     out.extend_from_slice(status.canonical_reason().unwrap_or("Unknown").as_bytes());
     out.extend_from_slice(b"\r\n");
-    keep_alive && !close
 }
 
 #[cfg(test)]
@@ -327,6 +367,53 @@ mod tests {
         *nc.status_mut() = StatusCode::NO_CONTENT;
         let (s, _, _) = render(&nc, opts);
         assert_eq!(s, "HTTP/1.1 204 No Content\r\ndate: D\r\n\r\n");
+    }
+
+    #[test]
+    fn the_handlers_own_length_date_and_close() {
+        let mut r = Response::new(Vec::new());
+        r.headers_mut()
+            .insert(CONTENT_LENGTH, HeaderValue::from_static("42"));
+        r.headers_mut()
+            .insert(DATE, HeaderValue::from_static("Mine"));
+        r.headers_mut()
+            .append(CONNECTION, HeaderValue::from_static("keep-alive"));
+        r.headers_mut()
+            .append(CONNECTION, HeaderValue::from_static("x, Close"));
+        let head = WriteOpts {
+            head: true,
+            version: Version::HTTP_11,
+            keep_alive: true,
+        };
+        let (s, n, ka) = render(&r, head);
+        assert_eq!(
+            s,
+            "HTTP/1.1 200 OK\r\ncontent-length: 42\r\ndate: Mine\r\nconnection: close\r\n\r\n"
+        );
+        assert_eq!((n, ka), (0, false));
+        *r.status_mut() = StatusCode::NOT_MODIFIED;
+        r.headers_mut().remove(CONNECTION);
+        let (s, _, ka) = render(
+            &r,
+            WriteOpts {
+                head: false,
+                ..head
+            },
+        );
+        assert_eq!(
+            s,
+            "HTTP/1.1 304 Not Modified\r\ncontent-length: 42\r\ndate: Mine\r\n\r\n"
+        );
+        assert!(ka);
+    }
+
+    #[test]
+    fn content_length_is_written_in_decimal() {
+        for n in [0, 7, 10, 1234, 1 << 20, u64::MAX] {
+            let mut out = Vec::new();
+            content_length(&mut out, n);
+            assert_eq!(out, format!("content-length: {n}\r\n").into_bytes());
+        }
     }
 
     #[test]

@@ -1,0 +1,188 @@
+//! The parse of a request head that `parse.rs` replaced (`httparse`, then lookups in the built
+//! map), kept for the tests only: the reference the one-pass parse must agree with on every head
+//! the scanner accepts.
+
+use http::header::{
+    HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, EXPECT, HOST, TRANSFER_ENCODING,
+};
+use http::{HeaderMap, Method, Uri, Version};
+
+use crate::http::parse::{
+    bad, body_too_large, unsupported_version, Framing, Head, HttpError, Limits,
+};
+
+/// Parse a complete head (`buf` is exactly the head, ending with the blank line).
+pub(super) fn parse_head(buf: &[u8], limits: &Limits) -> Result<Head, HttpError> {
+    // One slot per line is enough (the scanner already enforced the field limit).
+    let lines = buf.iter().filter(|&&b| b == b'\n').count();
+    let mut headers = vec![httparse::EMPTY_HEADER; lines.clamp(1, limits.fields.max(1))];
+    let mut req = httparse::Request::new(&mut headers);
+    match req.parse(buf) {
+        Ok(httparse::Status::Complete(_)) => {}
+        Ok(httparse::Status::Partial) => return Err(bad("incomplete request head")),
+        // The scanner refused every other version already.
+        Err(httparse::Error::Version) => return Err(unsupported_version()),
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(HttpError::new(
+                431,
+                format!("too many header fields (the limit is {})", limits.fields),
+            ))
+        }
+        Err(e) => return Err(HttpError::new(400, format!("malformed request: {e}"))),
+    }
+    let method = Method::from_bytes(req.method.unwrap_or("").as_bytes())
+        .map_err(|_| bad("malformed method"))?;
+    let uri = ref_target(req.path.unwrap_or(""))?;
+    let version = match req.version {
+        Some(0) => Version::HTTP_10,
+        Some(1) => Version::HTTP_11,
+        _ => return Err(HttpError::new(505, "unsupported HTTP version")),
+    };
+    let mut map = HeaderMap::with_capacity(req.headers.len());
+    for h in req.headers.iter() {
+        let name =
+            HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| bad("malformed header name"))?;
+        let value = HeaderValue::from_bytes(h.value).map_err(|_| bad("malformed header value"))?;
+        map.append(name, value);
+    }
+    let hosts = map.get_all(HOST).iter().count();
+    if hosts > 1 {
+        return Err(bad("more than one Host header"));
+    }
+    if hosts == 0 && version == Version::HTTP_11 {
+        return Err(bad("missing Host header (required in HTTP/1.1)"));
+    }
+    if let Some(host) = map.get(HOST) {
+        if host.as_bytes().contains(&b',') {
+            return Err(bad("more than one host in the Host header"));
+        }
+    }
+    let framing = ref_framing(&map, version, limits)?;
+    let mut expect_continue = false;
+    let mut expects = map.get_all(EXPECT).iter();
+    if let (Some(_), Some(_)) = (expects.next(), expects.next()) {
+        return Err(bad("more than one Expect header"));
+    }
+    if let Some(v) = map.get(EXPECT) {
+        if v.as_bytes().eq_ignore_ascii_case(b"100-continue") {
+            expect_continue = version == Version::HTTP_11;
+        } else {
+            return Err(HttpError::new(
+                417,
+                "unsupported Expect (only 100-continue is)",
+            ));
+        }
+    }
+    let (mut close, mut ka) = (false, false);
+    for v in map.get_all(CONNECTION) {
+        for token in v.as_bytes().split(|&b| b == b',') {
+            let t = token.trim_ascii();
+            if t.eq_ignore_ascii_case(b"close") {
+                close = true;
+            } else if t.eq_ignore_ascii_case(b"keep-alive") {
+                ka = true;
+            }
+        }
+    }
+    let keep_alive = !close && (version == Version::HTTP_11 || ka);
+    Ok(Head {
+        method,
+        uri,
+        version,
+        headers: map,
+        framing,
+        expect_continue,
+        keep_alive,
+    })
+}
+
+/// The request target as a `Uri`. The scanner let through only visible ASCII; of that, `http::Uri`
+/// cannot hold `"`, `<`, `>` (and a backtick in the path), which llhttp and h11 accept: those reach
+/// the handler percent-encoded (`%22`, `%3C`, `%3E`, `%60`), which means the same to a URI reader.
+fn ref_target(raw: &str) -> Result<Uri, HttpError> {
+    if let Ok(uri) = raw.parse() {
+        return Ok(uri);
+    }
+    let mut encoded = String::with_capacity(raw.len() + 8);
+    for c in raw.chars() {
+        match c {
+            '"' => encoded.push_str("%22"),
+            '<' => encoded.push_str("%3C"),
+            '>' => encoded.push_str("%3E"),
+            '`' => encoded.push_str("%60"),
+            c => encoded.push(c),
+        }
+    }
+    encoded.parse().map_err(|_| bad("malformed request target"))
+}
+
+fn ref_framing(map: &HeaderMap, version: Version, limits: &Limits) -> Result<Framing, HttpError> {
+    let has_te = map.contains_key(TRANSFER_ENCODING);
+    let has_cl = map.contains_key(CONTENT_LENGTH);
+    if has_te {
+        if has_cl {
+            return Err(bad(
+                "both Content-Length and Transfer-Encoding (request smuggling shape)",
+            ));
+        }
+        if version == Version::HTTP_10 {
+            return Err(bad("Transfer-Encoding in an HTTP/1.0 request"));
+        }
+        let mut codings = Vec::new();
+        for v in map.get_all(TRANSFER_ENCODING) {
+            for c in v.as_bytes().split(|&b| b == b',') {
+                codings.push(c.trim_ascii().to_ascii_lowercase());
+            }
+        }
+        if codings.last().map(|c| c.as_slice()) != Some(b"chunked") {
+            return Err(bad("Transfer-Encoding must end with chunked"));
+        }
+        if codings.len() > 1 {
+            if codings[..codings.len() - 1].iter().any(|c| c == b"chunked") {
+                return Err(bad("chunked applied more than once"));
+            }
+            return Err(HttpError::new(
+                501,
+                "transfer codings other than chunked are not supported",
+            ));
+        }
+        return Ok(Framing::Chunked);
+    }
+    if !has_cl {
+        return Ok(Framing::None);
+    }
+    let mut len: Option<u64> = None;
+    for v in map.get_all(CONTENT_LENGTH) {
+        for part in v.as_bytes().split(|&b| b == b',') {
+            let p = part.trim_ascii();
+            if p.is_empty() || !p.iter().all(u8::is_ascii_digit) {
+                return Err(bad("malformed Content-Length"));
+            }
+            // Leading zeros are accepted (as llhttp does): the value is still exact.
+            let p = match p.iter().position(|&d| d != b'0') {
+                Some(i) => &p[i..],
+                None => b"0",
+            };
+            if p.len() > 19 {
+                return Err(bad("malformed Content-Length"));
+            }
+            let n: u64 = std::str::from_utf8(p)
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(|| bad("malformed Content-Length"))?;
+            match len {
+                Some(prev) if prev != n => return Err(bad("differing Content-Length values")),
+                _ => len = Some(n),
+            }
+        }
+    }
+    let n = len.unwrap_or(0);
+    if n > limits.body_bytes {
+        return Err(body_too_large(limits));
+    }
+    Ok(if n == 0 {
+        Framing::None
+    } else {
+        Framing::Length(n)
+    })
+}
