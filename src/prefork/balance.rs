@@ -66,6 +66,14 @@ const RESCAN: Duration = Duration::from_millis(100);
 /// process that took them enough CPU to make the shares swing (measured: busiest / least up to
 /// 1.5 at 64 connections over 2 processes, against 1.02–1.06 at 1000).
 pub(crate) const KEEPALIVE_REQUESTS: u64 = 1000;
+/// How long, at the process's current request rate per connection, a connection is kept alive
+/// at most: slow connections (a handler that waits on a database) would otherwise carry their
+/// 1000 requests for minutes, and a connection the gate dealt to the wrong process (two gates
+/// deciding at once in a burst of connects) would stay there. Never fewer than
+/// [`KEEPALIVE_MIN_REQUESTS`] requests.
+const KEEPALIVE_SECONDS: f64 = 2.0;
+/// The fewest requests a connection is kept alive for (Apache's `MaxKeepAliveRequests`).
+const KEEPALIVE_MIN_REQUESTS: u64 = 100;
 /// A process whose score is within this factor of the lowest takes connections too: so that
 /// usually more than one process polls the listener, and a new connection does not wait for a
 /// process that has just stopped polling it to ask its gate again.
@@ -132,6 +140,14 @@ fn takes(me: Load, siblings: &[Load]) -> bool {
         .map(|s| score(s))
         .fold(f64::INFINITY, f64::min);
     score(&me) <= least * SLACK
+}
+
+/// The requests a connection is kept alive for, given the process's requests per second per
+/// connection (`None`: not measured yet).
+fn keepalive_cap(per_conn: Option<f64>) -> u64 {
+    per_conn
+        .map_or(KEEPALIVE_REQUESTS, |r| (r * KEEPALIVE_SECONDS) as u64)
+        .clamp(KEEPALIVE_MIN_REQUESTS, KEEPALIVE_REQUESTS)
 }
 
 /// A slot as last read, for its rate.
@@ -253,7 +269,7 @@ impl AcceptGate for SlotGate {
     }
 
     fn keepalive_requests(&self) -> Option<u64> {
-        Some(KEEPALIVE_REQUESTS)
+        Some(keepalive_cap(self.own.rate()))
     }
 }
 
@@ -333,6 +349,15 @@ mod tests {
             takers(&[l(4, 0, 900.0), l(2, 0, 0.0), l(5, 1, 700.0), l(6, 1, 900.0)]),
             vec![0]
         );
+    }
+
+    #[test]
+    fn a_connection_is_kept_alive_for_about_two_seconds_of_requests() {
+        assert_eq!(keepalive_cap(None), 1000);
+        assert_eq!(keepalive_cap(Some(50.0)), 100);
+        assert_eq!(keepalive_cap(Some(200.0)), 400);
+        assert_eq!(keepalive_cap(Some(5000.0)), 1000);
+        assert_eq!(keepalive_cap(Some(1.0)), 100);
     }
 
     #[test]
