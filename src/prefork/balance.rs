@@ -25,9 +25,13 @@
 //!   bottleneck, request shares follow connection shares, so a wider band let the noise of the
 //!   rates skew the shares (measured: a quarter of the mean gave 13 of 64 connections to one of 4
 //!   processes, 19.7 % of the requests against 27.1 %).
-//! - **Movable.** A keep-alive connection carries at most [`KEEPALIVE_REQUESTS`] requests (then
+//! - **Movable.** A keep-alive connection carries at most about 2 s of requests at the process's
+//!   current rate per connection, between 100 and [`KEEPALIVE_REQUESTS`] (then
 //!   `Connection: close`), so clients reconnect now and then, and load moves to where the gate
-//!   sends it; without that, connections opened at one moment stay where they landed.
+//!   sends it; without that, connections opened at one moment stay where they landed (in a burst
+//!   of connects two gates can decide at once, and 16 connections over 4 processes ended 3/4/4/5,
+//!   shares 1.66 apart, for as long as the clients kept them: with 20 ms requests, 1000 requests
+//!   are 20 s).
 //!
 //! The lowest score always passes (and those within 10 % of it), so a connection is never left
 //! without a taker. That holds only if every process computes the same scores: so each process
@@ -39,6 +43,21 @@
 //! says no, a process does not poll the listener (no wake-up, no thundering herd) and asks again
 //! every 5 ms; while it says yes, it polls the listener level-triggered and takes at most a small
 //! batch per wake-up, asking before each `accept`.
+//!
+//! **At CPU saturation** (measured, 2-core VM shared with other helpers' builds, load 3–12;
+//! `prefork_server` release, 4 processes × 1 thread, `wrk -t2 -c64`): connections are even
+//! (15.5–16.4 per process on average), requests per CPU tick are equal within 1.1, but the CPU time
+//! the kernel gives each process is not: up to 1.3–1.8× between them over 10 s, and the same process
+//! stays ahead second after second. Every handler thread is runnable 75–85 % of the time and runs
+//! 8–11 % (`/proc/<pid>/task/*/schedstat`): more connections cannot buy a starved process CPU time,
+//! and fewer connections slow a favoured one only once it runs out of queued requests. So the
+//! request shares there follow the kernel's split (busiest / least 1.07–1.84 in 9 runs; gunicorn 27
+//! sync, which closes every connection after one request and leaves CPU idle at a tenth of the
+//! rate, 1.03–1.14). Tried: weighing the gate by CPU time (no lever, as above); pinning 2 processes
+//! per core (1.07, 1.21: the split moves to the cores' other load); pacing, where a process
+//! ahead of the slowest by more than 5–20 % sleeps a fraction of each reactor pass: it held 1.08–1.12,
+//! but cost 25–40 % of the requests per second on this machine, because the CPU it gave up went to
+//! the other programs rather than to the starved sibling, so it is not done.
 //!
 //! Weighed and not taken:
 //! - `EPOLLEXCLUSIVE` alone wakes the first waiting process in the listener's wait queue: when
@@ -62,10 +81,19 @@ use crate::http::AcceptGate;
 const RESCAN: Duration = Duration::from_millis(100);
 /// The most requests a connection is kept alive for in process mode (nginx's
 /// `keepalive_requests`, 1000 by default): then the client reconnects, to the process the gate
-/// picks. At 100 (Apache's `MaxKeepAliveRequests`) load moved faster, but the reconnects cost the
-/// process that took them enough CPU to make the shares swing (measured: busiest / least up to
-/// 1.5 at 64 connections over 2 processes, against 1.02–1.06 at 1000).
+/// picks. At 100 for every connection (Apache's `MaxKeepAliveRequests`) load moved faster, but
+/// on fast requests the reconnects cost the process that took them enough CPU to make the shares
+/// swing (measured: busiest / least up to 1.5 at 64 connections over 2 processes, against
+/// 1.02–1.06 at 1000); so fewer only for slow connections ([`KEEPALIVE_SECONDS`]).
 pub(crate) const KEEPALIVE_REQUESTS: u64 = 1000;
+/// How long, at the process's current request rate per connection, a connection is kept alive
+/// at most: slow connections (a handler that waits on a database) would otherwise carry their
+/// 1000 requests for minutes, and a connection the gate dealt to the wrong process (two gates
+/// deciding at once in a burst of connects) would stay there. Never fewer than
+/// [`KEEPALIVE_MIN_REQUESTS`] requests.
+const KEEPALIVE_SECONDS: f64 = 2.0;
+/// The fewest requests a connection is kept alive for (Apache's `MaxKeepAliveRequests`).
+const KEEPALIVE_MIN_REQUESTS: u64 = 100;
 /// A process whose score is within this factor of the lowest takes connections too: so that
 /// usually more than one process polls the listener, and a new connection does not wait for a
 /// process that has just stopped polling it to ask its gate again.
@@ -132,6 +160,14 @@ fn takes(me: Load, siblings: &[Load]) -> bool {
         .map(|s| score(s))
         .fold(f64::INFINITY, f64::min);
     score(&me) <= least * SLACK
+}
+
+/// The requests a connection is kept alive for, given the process's requests per second per
+/// connection (`None`: not measured yet).
+fn keepalive_cap(per_conn: Option<f64>) -> u64 {
+    per_conn
+        .map_or(KEEPALIVE_REQUESTS, |r| (r * KEEPALIVE_SECONDS) as u64)
+        .clamp(KEEPALIVE_MIN_REQUESTS, KEEPALIVE_REQUESTS)
 }
 
 /// A slot as last read, for its rate.
@@ -253,7 +289,7 @@ impl AcceptGate for SlotGate {
     }
 
     fn keepalive_requests(&self) -> Option<u64> {
-        Some(KEEPALIVE_REQUESTS)
+        Some(keepalive_cap(self.own.rate()))
     }
 }
 
@@ -333,6 +369,15 @@ mod tests {
             takers(&[l(4, 0, 900.0), l(2, 0, 0.0), l(5, 1, 700.0), l(6, 1, 900.0)]),
             vec![0]
         );
+    }
+
+    #[test]
+    fn a_connection_is_kept_alive_for_about_two_seconds_of_requests() {
+        assert_eq!(keepalive_cap(None), 1000);
+        assert_eq!(keepalive_cap(Some(50.0)), 100);
+        assert_eq!(keepalive_cap(Some(200.0)), 400);
+        assert_eq!(keepalive_cap(Some(5000.0)), 1000);
+        assert_eq!(keepalive_cap(Some(1.0)), 100);
     }
 
     #[test]

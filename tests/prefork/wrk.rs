@@ -116,6 +116,15 @@ impl Wrk {
         Ok(Wrk { child, script })
     }
 
+    /// Whether wrk has ended.
+    pub fn done(&self) -> bool {
+        // Without `&mut` (no `try_wait`): its state, until `finish` reaps it (a zombie has ended).
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
+        stat.rsplit_once(')')
+            .map_or(true, |(_, rest)| rest.trim_start().starts_with('Z'))
+    }
+
     /// Waits for the run to end; what it reported.
     pub fn finish(self) -> Result<WrkRun, String> {
         let out = self
