@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 use http::{Method, Request, Version};
 
 use super::decode::BodyDecoder;
-use super::forwarded::believe;
 use super::epoll;
+use super::forwarded::believe;
 use super::handoff::{depth_trusted, finish, with_date, Deliver, Handoff, Reply, DEPTH_HEADER};
 use super::head_scan::HeadScanner;
 use super::io::{Link, Stream, TcpAddrs};

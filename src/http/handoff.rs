@@ -549,7 +549,13 @@ static STREAM_WARNINGS: RateLimit = RateLimit::new(WARN_INTERVAL);
 /// this thread (the worker that ran the handler), chunk by chunk, waiting while the socket is
 /// full; the connection stays in flight for the reactor until then. A stream cut short closes the
 /// connection.
-fn finish_streamed(handoff: &Arc<Handoff>, r: Reply, resp: HttpResponse, body: Body, opts: WriteOpts) {
+fn finish_streamed(
+    handoff: &Arc<Handoff>,
+    r: Reply,
+    resp: HttpResponse,
+    body: Body,
+    opts: WriteOpts,
+) {
     let declared = body.length().or_else(|| {
         resp.headers()
             .get(http::header::CONTENT_LENGTH)

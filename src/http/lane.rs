@@ -297,9 +297,10 @@ impl ConnCell {
 
     /// The connection's timer is due (without waiting for the cell).
     pub(crate) fn due(&self, now: Instant) -> bool {
-        self.conn
-            .try_lock()
-            .is_some_and(|g| g.as_ref().is_some_and(|c| c.deadline.is_some_and(|d| d <= now)))
+        self.conn.try_lock().is_some_and(|g| {
+            g.as_ref()
+                .is_some_and(|c| c.deadline.is_some_and(|d| d <= now))
+        })
     }
 }
 

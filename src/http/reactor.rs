@@ -427,10 +427,11 @@ impl Reactor {
         // The self-call search skips it (removed when the lane closes it).
         self.handoff.lookup.owned.insert(fd);
         let conn = Conn::new(stream, peer, addrs, &self.handoff, now);
-        if self.lane.insert(fd, conn).is_some() {
-            self.handoff.metrics.opened();
-        } else {
+        // Counted first: a worker may answer and close it before `insert` returns.
+        self.handoff.metrics.opened();
+        if self.lane.insert(fd, conn).is_none() {
             self.handoff.lookup.owned.remove(fd);
+            self.handoff.metrics.closed();
         }
     }
 
