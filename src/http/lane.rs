@@ -27,8 +27,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 
+use super::acceptor::AcceptGate;
 use super::conn::{Conn, Env, Next, DRAIN_GRACE};
 use super::epoll::{Epoll, EventFd, Ready, IN};
 use super::handoff::{Answered, Deliver, Handoff};
@@ -76,7 +77,7 @@ struct Slab {
 pub(crate) struct Lane {
     epoll: Epoll,
     wake: EventFd,
-    slab: Mutex<Slab>,
+    slab: RwLock<Slab>,
     live: AtomicUsize,
     /// Workers blocked in the lane now.
     waiters: AtomicUsize,
@@ -86,8 +87,8 @@ pub(crate) struct Lane {
     attached: AtomicBool,
     /// The server has stopped: waiting workers go back to the pool's queue.
     released: AtomicBool,
-    /// The most requests a connection is kept alive for (process mode), else no limit.
-    pub keepalive_requests: Mutex<Option<u64>>,
+    /// Process mode's accept gate, which caps the requests a connection is kept alive for.
+    gate: std::sync::OnceLock<Arc<dyn AcceptGate>>,
 }
 
 impl Lane {
@@ -98,13 +99,13 @@ impl Lane {
         Ok(Arc::new(Lane {
             epoll,
             wake,
-            slab: Mutex::new(Slab::default()),
+            slab: RwLock::new(Slab::default()),
             live: AtomicUsize::new(0),
             waiters: AtomicUsize::new(0),
             taken: AtomicU64::new(0),
             attached: AtomicBool::new(false),
             released: AtomicBool::new(false),
-            keepalive_requests: Mutex::new(None),
+            gate: std::sync::OnceLock::new(),
         }))
     }
 
@@ -116,6 +117,11 @@ impl Lane {
     /// Connections open now.
     pub(crate) fn live(&self) -> usize {
         self.live.load(Ordering::SeqCst)
+    }
+
+    /// Process mode: the gate that caps the requests per connection (set once, before serving).
+    pub(crate) fn set_gate(&self, gate: Arc<dyn AcceptGate>) {
+        let _ = self.gate.set(gate);
     }
 
     /// Whether the pool's workers wait here.
@@ -130,7 +136,7 @@ impl Lane {
     /// Add a connection (made by `make`, given nothing yet read) and watch it for input.
     pub(crate) fn insert(self: &Arc<Self>, fd: RawFd, conn: Conn) -> Option<Arc<ConnCell>> {
         let cell = {
-            let mut slab = self.slab.lock();
+            let mut slab = self.slab.write();
             let idx = match slab.free.pop() {
                 Some(i) => i as usize,
                 None => {
@@ -163,7 +169,7 @@ impl Lane {
 
     fn forget(&self, cell: &ConnCell) {
         let idx = (cell.key & 0xffff_ffff) as usize;
-        let mut slab = self.slab.lock();
+        let mut slab = self.slab.write();
         if slab.cells.get(idx).and_then(|c| c.as_ref()).map(|c| c.key) == Some(cell.key) {
             slab.cells[idx] = None;
             slab.free.push(idx as u32);
@@ -172,7 +178,7 @@ impl Lane {
 
     fn cell(&self, key: u64) -> Option<Arc<ConnCell>> {
         let idx = (key & 0xffff_ffff) as usize;
-        let slab = self.slab.lock();
+        let slab = self.slab.read();
         slab.cells
             .get(idx)?
             .as_ref()
@@ -182,7 +188,7 @@ impl Lane {
 
     /// Every connection now (a snapshot).
     pub(crate) fn cells(&self) -> Vec<Arc<ConnCell>> {
-        self.slab.lock().cells.iter().flatten().cloned().collect()
+        self.slab.read().cells.iter().flatten().cloned().collect()
     }
 
     /// Wake one worker waiting here.
@@ -343,7 +349,7 @@ fn step(
             back: &back,
             draining: handoff.draining.load(Ordering::SeqCst),
             drain_grace: DRAIN_GRACE,
-            keepalive_requests: *lane.keepalive_requests.lock(),
+            keepalive_requests: lane.gate.get().and_then(|g| g.keepalive_requests()),
             now,
         };
         let mut next = match f.take() {

@@ -167,8 +167,9 @@ impl Reactor {
             for i in 0..self.listeners.len() {
                 self.deregister_listener(i);
             }
-            *self.lane.keepalive_requests.lock() =
-                gate.as_ref().and_then(|g| g.keepalive_requests());
+            if let Some(g) = &gate {
+                self.lane.set_gate(g.clone());
+            }
             self.gate = gate;
             for i in 0..self.listeners.len() {
                 if let Err(e) = self.register_listener(i) {

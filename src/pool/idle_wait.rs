@@ -84,7 +84,13 @@ impl IdleWait {
         (pool, index): (usize, usize),
         lent: impl Fn() -> Option<T>,
     ) -> Result<T, TryRecvError> {
-        for _ in 0..SPINS {
+        // With a sleeper, work comes through it, not the queue: no spin.
+        let spins = if self.sleeper.read().is_some() {
+            0
+        } else {
+            SPINS
+        };
+        for _ in 0..spins {
             match rx.try_recv() {
                 Err(TryRecvError::Empty) => std::hint::spin_loop(),
                 other => return other,

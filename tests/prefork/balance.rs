@@ -158,7 +158,9 @@ fn sample_connections(load: &Wrk, addr: SocketAddr, pids: &[i32]) -> Vec<u64> {
 /// time already. So this asserts the server's part on every run, up to 3 runs: the process that
 /// served least held at least its share of the connections ÷ 1.3 (the gate did not starve it)
 /// and every process did the same work per CPU tick (within 1.3); and the request shares meet
-/// the 1.3 bound in one of the runs, or followed the CPU split in all of them (reported).
+/// the 1.3 bound in one of the runs. Since the connection lane (a request runs on the worker
+/// thread that reads it, the reactor thread stays asleep) the kernel's split has been even
+/// enough: measured 1.01–1.36 at 2 and 4 processes, -c16 and -c64.
 fn balance_cpu() -> Result<(), String> {
     for procs in [2, 4] {
         let mut m = http_master("balance-cpu", procs, 1, |b| b);
@@ -231,11 +233,10 @@ fn measure_cpu_bound(addr: SocketAddr, pids: &[i32], conns: usize) -> Result<(),
         }
         println!("  (attempt {attempt}: the shares followed the kernel's uneven CPU split; again)");
     }
-    println!(
-        "  balance: {procs} processes x 1 thread at -c{conns}: the request shares followed the \
-         CPU time the kernel gave each process in 3 runs (connections even, the same work per tick)"
-    );
-    Ok(())
+    Err(format!(
+        "{procs} processes x 1 thread at -c{conns}: busiest / least request share over 1.3 in 3 \
+         runs (with the connections even and the same work per CPU tick: the kernel's CPU split)"
+    ))
 }
 
 /// User + system CPU time of process `pid` (every thread), in clock ticks.
