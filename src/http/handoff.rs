@@ -340,10 +340,7 @@ impl Handoff {
 
     /// The server's HTTP metrics now.
     pub(crate) fn metrics(&self) -> ServerMetrics {
-        self.metrics.snapshot(
-            self.self_served.load(Ordering::Relaxed),
-            self.self_refused.load(Ordering::Relaxed),
-        )
+        self.metrics.snapshot()
     }
 
     /// The counts of self-calls served and refused.
@@ -359,6 +356,7 @@ impl Handoff {
     /// a worker that waits for it.
     fn refuse_self_call(self: &Arc<Self>, req: HttpRequest, reply: Reply, caller: Caller) {
         self.self_refused.fetch_add(1, Ordering::Relaxed);
+        self.metrics.self_call(false);
         let route = format!("{} {}", req.method(), req.uri().path());
         let key = match caller.sibling {
             None => format!("refused {route}"),
@@ -379,6 +377,7 @@ impl Handoff {
     /// Run the request on the spare thread reserved with `reserve_spare`.
     fn spare_thread(self: &Arc<Self>, req: HttpRequest, depth: u32, reply: Reply, caller: Caller) {
         self.self_served.fetch_add(1, Ordering::Relaxed);
+        self.metrics.self_call(true);
         let route = format!("{} {}", req.method(), req.uri().path());
         // Once per route, and once more if a sibling process calls it too (a different story).
         let key = match caller.sibling {
@@ -413,6 +412,7 @@ impl Handoff {
         if let Err(e) = spawned {
             self.spare.fetch_sub(1, Ordering::SeqCst);
             self.self_served.fetch_sub(1, Ordering::Relaxed);
+            self.metrics.self_call_not_served();
             log::error!(target: "prefork_pool::http", "cannot spawn a spare thread: {e}");
             if let Some((req, reply)) = job.lock().take() {
                 self.refuse_self_call(req, reply, caller);

@@ -56,6 +56,8 @@ pub(crate) struct HttpCounters {
     accept_errors: AtomicU64,
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
+    self_served: AtomicU64,
+    self_refused: AtomicU64,
 }
 
 /// Where a server counts: its own counters, or a block outside it (process mode: in the memory
@@ -101,6 +103,8 @@ impl HttpCounters {
                     &c.accept_errors,
                     &c.bytes_in,
                     &c.bytes_out,
+                    &c.self_served,
+                    &c.self_refused,
                 ])
         };
         flat(self).zip(flat(other))
@@ -187,8 +191,21 @@ impl HttpCounters {
         self.accept_errors.fetch_add(1, Relaxed);
     }
 
-    /// The snapshot, with the self-call counts kept by the hand-off.
-    pub(crate) fn snapshot(&self, self_served: u64, self_refused: u64) -> ServerMetrics {
+    /// A self-call was served on a spare thread (`served`), or refused (503).
+    pub(crate) fn self_call(&self, served: bool) {
+        match served {
+            true => self.self_served.fetch_add(1, Relaxed),
+            false => self.self_refused.fetch_add(1, Relaxed),
+        };
+    }
+
+    /// A self-call counted served could not be (no spare thread started): counted refused.
+    pub(crate) fn self_call_not_served(&self) {
+        self.self_served.fetch_sub(1, Relaxed);
+    }
+
+    /// The snapshot.
+    pub(crate) fn snapshot(&self) -> ServerMetrics {
         let get = |a: &AtomicU64| a.load(Relaxed);
         let mut buckets = [0u64; 13];
         let mut cumulative = 0;
@@ -206,8 +223,8 @@ impl HttpCounters {
             open_connections: get(&self.open),
             accepted_connections: get(&self.accepted),
             accept_errors: get(&self.accept_errors),
-            self_calls_served: self_served,
-            self_calls_refused: self_refused,
+            self_calls_served: get(&self.self_served),
+            self_calls_refused: get(&self.self_refused),
             bytes_in: get(&self.bytes_in),
             bytes_out: get(&self.bytes_out),
         }
@@ -402,7 +419,7 @@ mod tests {
             c.started();
             c.answered(0, 200, 10, Duration::from_millis(ms));
         }
-        let m = c.snapshot(0, 0);
+        let m = c.snapshot();
         assert_eq!(m.duration_buckets[0], 2, "0 ms and 1 ms are <= 1 ms");
         assert_eq!(m.duration_buckets[2], 3, "3 ms is <= 5 ms");
         assert_eq!(m.duration_buckets[11], 3, "20 s is above 10 s");
@@ -410,5 +427,29 @@ mod tests {
         assert_eq!(m.in_flight, 0);
         assert_eq!(m.requests_with("GET", 2), 4);
         assert_eq!(m.bytes_out, 40);
+    }
+
+    /// Process mode sums the workers' blocks and folds a reaped worker's into retired totals:
+    /// the self-call counts go with the rest (they were kept outside the block before, and the
+    /// whole server's page said 0).
+    #[test]
+    fn self_calls_are_counted_in_the_block_and_fold_and_sum_with_it() {
+        let worker = HttpCounters::default();
+        worker.self_call(true);
+        worker.self_call(true);
+        worker.self_call(false);
+        let retired = HttpCounters::default();
+        worker.fold_into(&retired);
+        assert_eq!(
+            worker.snapshot().self_calls_served,
+            0,
+            "the reaped block is zeroed"
+        );
+        worker.self_call(true);
+        let total = HttpCounters::default();
+        total.add(&retired);
+        total.add(&worker);
+        let m = total.snapshot();
+        assert_eq!((m.self_calls_served, m.self_calls_refused), (3, 1));
     }
 }

@@ -50,7 +50,7 @@ pub(crate) fn sum(head: &TableHead, slots: &[HeartbeatSlot]) -> ServerMetrics {
             break;
         }
     }
-    total.snapshot(0, 0)
+    total.snapshot()
 }
 
 /// The HTTP metrics of the whole server in process mode (under
@@ -98,7 +98,7 @@ mod tests {
         assert_eq!(m.accepted_connections, 1);
         assert_eq!(m.open_connections, 0, "a reaped worker holds no connection");
         assert_eq!(m.bytes_out, 50);
-        assert_eq!(table.slot(1).metrics().snapshot(0, 0).requests_total(), 0);
+        assert_eq!(table.slot(1).metrics().snapshot().requests_total(), 0);
         count(1, 1);
         assert_eq!(sum(table.head(), table.leak_all()).requests_total(), 6);
     }
