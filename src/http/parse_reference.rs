@@ -7,9 +7,7 @@ use http::header::{
 };
 use http::{HeaderMap, Method, Uri, Version};
 
-use crate::http::parse::{
-    bad, body_too_large, unsupported_version, Framing, Head, HttpError, Limits,
-};
+use crate::http::parse::{bad, unsupported_version, Framing, Head, HttpError, Limits};
 
 /// Parse a complete head (`buf` is exactly the head, ending with the blank line).
 pub(super) fn parse_head(buf: &[u8], limits: &Limits) -> Result<Head, HttpError> {
@@ -117,72 +115,9 @@ fn ref_target(raw: &str) -> Result<Uri, HttpError> {
 }
 
 fn ref_framing(map: &HeaderMap, version: Version, limits: &Limits) -> Result<Framing, HttpError> {
+    // The framing rules themselves are not what this reference checks (they read the map, which
+    // both parsers fill): the one implementation serves both.
     let has_te = map.contains_key(TRANSFER_ENCODING);
     let has_cl = map.contains_key(CONTENT_LENGTH);
-    if has_te {
-        if has_cl {
-            return Err(bad(
-                "both Content-Length and Transfer-Encoding (request smuggling shape)",
-            ));
-        }
-        if version == Version::HTTP_10 {
-            return Err(bad("Transfer-Encoding in an HTTP/1.0 request"));
-        }
-        let mut codings = Vec::new();
-        for v in map.get_all(TRANSFER_ENCODING) {
-            for c in v.as_bytes().split(|&b| b == b',') {
-                codings.push(c.trim_ascii().to_ascii_lowercase());
-            }
-        }
-        if codings.last().map(|c| c.as_slice()) != Some(b"chunked") {
-            return Err(bad("Transfer-Encoding must end with chunked"));
-        }
-        if codings.len() > 1 {
-            if codings[..codings.len() - 1].iter().any(|c| c == b"chunked") {
-                return Err(bad("chunked applied more than once"));
-            }
-            return Err(HttpError::new(
-                501,
-                "transfer codings other than chunked are not supported",
-            ));
-        }
-        return Ok(Framing::Chunked);
-    }
-    if !has_cl {
-        return Ok(Framing::None);
-    }
-    let mut len: Option<u64> = None;
-    for v in map.get_all(CONTENT_LENGTH) {
-        for part in v.as_bytes().split(|&b| b == b',') {
-            let p = part.trim_ascii();
-            if p.is_empty() || !p.iter().all(u8::is_ascii_digit) {
-                return Err(bad("malformed Content-Length"));
-            }
-            // Leading zeros are accepted (as llhttp does): the value is still exact.
-            let p = match p.iter().position(|&d| d != b'0') {
-                Some(i) => &p[i..],
-                None => b"0",
-            };
-            if p.len() > 19 {
-                return Err(bad("malformed Content-Length"));
-            }
-            let n: u64 = std::str::from_utf8(p)
-                .ok()
-                .and_then(|s| s.parse().ok())
-                .ok_or_else(|| bad("malformed Content-Length"))?;
-            match len {
-                Some(prev) if prev != n => return Err(bad("differing Content-Length values")),
-                _ => len = Some(n),
-            }
-        }
-    }
-    let n = len.unwrap_or(0);
-    if n > limits.body_bytes {
-        return Err(body_too_large(limits));
-    }
-    Ok(if n == 0 {
-        Framing::None
-    } else {
-        Framing::Length(n)
-    })
+    super::framing(map, has_te, has_cl, version, limits)
 }

@@ -100,16 +100,8 @@ impl IdleWait {
             // Bound first: a guard in an `if let` scrutinee would live through the `else` too.
             let sleeper = self.sleeper.read().clone();
             if let Some(s) = sleeper {
-                self.sleepers.fetch_add(1, Ordering::SeqCst);
-                // Pairs with the fence in `wake_one`: either the enqueuer sees this sleeper, or
-                // this look sees its message.
-                fence(Ordering::SeqCst);
-                match rx.try_recv() {
-                    Err(TryRecvError::Empty) => {}
-                    other => {
-                        self.sleepers.fetch_sub(1, Ordering::SeqCst);
-                        return other;
-                    }
+                if let Some(msg) = self.announce(rx) {
+                    return msg;
                 }
                 {
                     let _resting = Resting::enter(pool, index);
@@ -121,14 +113,8 @@ impl IdleWait {
                 }
             } else {
                 let mut guard = self.lock.lock();
-                self.sleepers.fetch_add(1, Ordering::SeqCst);
-                fence(Ordering::SeqCst);
-                match rx.try_recv() {
-                    Err(TryRecvError::Empty) => {}
-                    other => {
-                        self.sleepers.fetch_sub(1, Ordering::SeqCst);
-                        return other;
-                    }
+                if let Some(msg) = self.announce(rx) {
+                    return msg;
                 }
                 // A sleeper installed since the look above notified before this lock was taken.
                 if self.sleeper.read().is_none() {
@@ -145,6 +131,22 @@ impl IdleWait {
                     }
                     return other;
                 }
+            }
+        }
+    }
+
+    /// Count this worker as a sleeper, then look at the queue once more: a message (or the
+    /// disconnect) found now is returned with the count undone.
+    fn announce<T>(&self, rx: &Receiver<T>) -> Option<Result<T, TryRecvError>> {
+        self.sleepers.fetch_add(1, Ordering::SeqCst);
+        // Pairs with the fence in `wake_one`: either the enqueuer sees this sleeper, or this
+        // look sees its message.
+        fence(Ordering::SeqCst);
+        match rx.try_recv() {
+            Err(TryRecvError::Empty) => None,
+            other => {
+                self.sleepers.fetch_sub(1, Ordering::SeqCst);
+                Some(other)
             }
         }
     }
