@@ -34,6 +34,28 @@ pub(crate) fn retire(head: &TableHead, slot: &HeartbeatSlot) {
     head.seq.store(seq.wrapping_add(2), Ordering::Release);
 }
 
+/// The sum of the retired totals and every slot, read consistently with the master's folds.
+pub(crate) fn sum(head: &TableHead, slots: &[HeartbeatSlot]) -> ServerMetrics {
+    let mut total = HttpCounters::default();
+    for _ in 0..100 {
+        let before = head.seq.load(Ordering::Acquire);
+        if before % 2 == 1 {
+            std::thread::yield_now();
+            continue;
+        }
+        total = HttpCounters::default();
+        total.add(&head.retired);
+        for slot in slots {
+            total.add(slot.metrics());
+        }
+        fence(Ordering::Acquire);
+        if head.seq.load(Ordering::Relaxed) == before {
+            break;
+        }
+    }
+    total.snapshot(0, 0)
+}
+
 /// `read()`, retried while the master folds a reaped worker's counts (at most 100 times).
 fn consistent<T>(head: &TableHead, mut read: impl FnMut() -> T) -> T {
     let mut value = None;
@@ -52,18 +74,6 @@ fn consistent<T>(head: &TableHead, mut read: impl FnMut() -> T) -> T {
     value.unwrap_or_else(read)
 }
 
-/// The sum of the retired totals and every slot, read consistently with the master's folds.
-pub(crate) fn sum(head: &TableHead, slots: &[HeartbeatSlot]) -> ServerMetrics {
-    consistent(head, || {
-        let total = HttpCounters::default();
-        total.add(&head.retired);
-        for slot in slots {
-            total.add(slot.metrics());
-        }
-        total.snapshot(0, 0)
-    })
-}
-
 /// Each slot that holds a worker now, with that worker's counts, read consistently with the
 /// master's folds.
 pub(crate) fn per_worker(head: &TableHead, slots: &[HeartbeatSlot]) -> Vec<WorkerMetrics> {
@@ -74,13 +84,13 @@ pub(crate) fn per_worker(head: &TableHead, slots: &[HeartbeatSlot]) -> Vec<Worke
             .filter_map(|(worker, slot)| {
                 let pid = slot.pid();
                 (pid != 0).then(|| {
-                    let m = slot.metrics().snapshot(0, 0);
+                    let (requests, in_flight, open_connections) = slot.metrics().per_process();
                     WorkerMetrics {
                         worker,
                         pid,
-                        requests: m.requests_total(),
-                        in_flight: m.in_flight,
-                        open_connections: m.open_connections,
+                        requests,
+                        in_flight,
+                        open_connections,
                     }
                 })
             })
