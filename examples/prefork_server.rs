@@ -166,14 +166,17 @@ fn route(
         ("GET", "/metrics") => {
             // The whole server, whichever worker process answers: every worker counts in the
             // memory it shares with the master (and the counts of replaced workers are kept).
-            let metrics = prefork_pool::prefork::server_metrics().unwrap_or_else(|| {
-                unreachable!("the handler runs in a worker process under the supervisor")
-            });
+            // Beside the totals, each worker process's gauges and request count, labelled
+            // `worker="<slot>"`.
+            let in_worker = "the handler runs in a worker process under the supervisor";
+            let metrics = prefork_pool::prefork::server_metrics().expect(in_worker);
+            let workers = prefork_pool::prefork::worker_metrics().expect(in_worker);
             let page = prefork_pool::Metrics::builder()
                 .build()
                 .expect("the default prefix is valid")
                 .page()
                 .server("web", &metrics)
+                .workers("web", &workers)
                 .finish();
             Ok(http::Response::builder()
                 .header("content-type", "text/plain; version=0.0.4")

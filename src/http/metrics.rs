@@ -132,6 +132,18 @@ impl HttpCounters {
         self.open.fetch_add(other.open.load(Relaxed), Relaxed);
     }
 
+    /// Requests answered, requests in flight and connections open: one worker process's share,
+    /// for process mode's per-worker series.
+    #[cfg_attr(not(feature = "prefork"), allow(dead_code))]
+    pub(crate) fn per_process(&self) -> (u64, u64, u64) {
+        let requests = self.requests.iter().flatten().map(|a| a.load(Relaxed));
+        (
+            requests.sum(),
+            self.in_flight.load(Relaxed),
+            self.open.load(Relaxed),
+        )
+    }
+
     /// A request was handed on (to the pool, a spare thread or the server's own routes).
     #[inline]
     pub(crate) fn started(&self) {

@@ -277,7 +277,7 @@ pub use heartbeat::{Heartbeat, RequestGuard, Siblings};
 pub use listeners::Listener;
 #[cfg(feature = "tower")]
 pub use service::{BoxError, ServiceConfig};
-pub use shared_metrics::server_metrics;
+pub use shared_metrics::{server_metrics, worker_metrics, WorkerMetrics};
 pub use supervisor::Supervisor;
 pub use worker::{Worker, WorkerEnv, EXIT_WORKER_BOOT_ERROR};
 

@@ -113,6 +113,13 @@ impl WorkerEnv {
         shared_metrics::sum(self.head, self.siblings.slots())
     }
 
+    /// Each live worker process's gauges and request count (see
+    /// [`worker_metrics`](super::worker_metrics)); add them to a page with
+    /// [`MetricsPage::workers`](crate::MetricsPage::workers).
+    pub fn worker_metrics(&self) -> Vec<shared_metrics::WorkerMetrics> {
+        shared_metrics::per_worker(self.head, self.siblings.slots())
+    }
+
     /// Tells the master this worker is serving (see [`Heartbeat::ready`]) and wakes it.
     pub fn ready(&self) {
         self.heartbeat.ready();

@@ -110,6 +110,15 @@ fn the_server_own_overload_answer_is_counted_by_status() {
 
 /// Parse `text` with `prometheus_client`'s parser; the family names it found, in order.
 fn parse_with_prometheus_client(text: &str) -> Vec<String> {
+    parsed_lines(text)
+        .iter()
+        .map(|l| l.split(' ').next().unwrap().to_string())
+        .collect()
+}
+
+/// Parse `text` with `prometheus_client`'s parser: for each family it found, in order, its name,
+/// type and number of samples.
+fn parsed_lines(text: &str) -> Vec<String> {
     let script = "import sys\n\
         from prometheus_client.parser import text_string_to_metric_families\n\
         for f in text_string_to_metric_families(sys.stdin.read()):\n\
@@ -136,7 +145,7 @@ fn parse_with_prometheus_client(text: &str) -> Vec<String> {
     String::from_utf8(out.stdout)
         .unwrap()
         .lines()
-        .map(|l| l.split(' ').next().unwrap().to_string())
+        .map(str::to_string)
         .collect()
 }
 
@@ -167,8 +176,51 @@ fn two_pools_and_a_server_make_one_page_a_real_parser_accepts() {
         .pool(&cache.stats())
         .pool(&server.stats())
         .server("http", &server.metrics());
+    // Process mode's per-worker detail (`prefork::worker_metrics()` in a worker process).
+    #[cfg(feature = "prefork")]
+    {
+        let workers: Vec<_> = (0..2)
+            .map(|i| {
+                let mut w = prefork_pool::prefork::WorkerMetrics::default();
+                w.worker = i;
+                w.pid = 1000 + i as u32;
+                w.requests = 10 + i as u64;
+                w.in_flight = 1;
+                w.open_connections = 2;
+                w
+            })
+            .collect();
+        page.workers("http", &workers);
+    }
     let text = page.finish();
-    let families = parse_with_prometheus_client(&text);
+    let parsed = parsed_lines(&text);
+    let families: Vec<String> = parsed
+        .iter()
+        .map(|l| l.split(' ').next().unwrap().to_string())
+        .collect();
+    #[cfg(feature = "prefork")]
+    {
+        for (f, samples) in [
+            ("app_http_worker_requests counter", 2),
+            ("app_http_worker_requests_in_flight gauge", 2),
+            ("app_http_worker_open_connections gauge", 2),
+            ("app_http_worker_pid gauge", 2),
+        ] {
+            let line = format!("{f} {samples}");
+            assert!(
+                parsed.contains(&line),
+                "the parser did not find {line:?}: {parsed:?}"
+            );
+        }
+        assert!(
+            text.contains("app_http_worker_requests_total{server=\"http\",worker=\"1\"} 11\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("app_http_worker_pid{server=\"http\",worker=\"0\"} 1000\n"),
+            "{text}"
+        );
+    }
     let mut unique = families.clone();
     unique.sort();
     unique.dedup();

@@ -2,6 +2,7 @@
 //! listener shows every worker process's requests, whichever process answers, and the counts of a
 //! worker killed and replaced are kept.
 
+use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 
@@ -23,16 +24,22 @@ fn metrics_handler(
         .unwrap()
         .page()
         .server("web", &m)
+        .workers(
+            "web",
+            &prefork_pool::prefork::worker_metrics().expect("in a worker process"),
+        )
         .finish();
     http::Response::new(format!("{page}# pid {}\n", std::process::id()).into_bytes())
 }
 
 /// What a scrape shows: the request total (the sum of the `http_requests_total` samples), the
-/// open connections, and the pid that answered.
+/// open connections, the pid that answered, and the pid of each worker slot
+/// (`http_worker_pid{worker="<slot>"}`).
 struct Scrape {
     total: u64,
     open: u64,
     pid: i32,
+    slots: std::collections::BTreeMap<String, i32>,
 }
 
 fn scrape(m: &Master) -> Result<Scrape, String> {
@@ -41,6 +48,7 @@ fn scrape(m: &Master) -> Result<Scrape, String> {
 
 fn parse(page: &str) -> Result<Scrape, String> {
     let (mut total, mut open, mut pid) = (0, 0, 0);
+    let mut slots = std::collections::BTreeMap::new();
     let value = |line: &str| {
         line.rsplit(' ')
             .next()
@@ -53,12 +61,24 @@ fn parse(page: &str) -> Result<Scrape, String> {
             total += value(line)?;
         } else if line.starts_with("prefork_http_open_connections{") {
             open += value(line)?;
+        } else if let Some(rest) = line.strip_prefix("prefork_http_worker_pid{") {
+            let slot = rest
+                .split("worker=\"")
+                .nth(1)
+                .and_then(|r| r.split('"').next())
+                .ok_or(format!("no worker label in {line:?}"))?;
+            slots.insert(slot.to_string(), value(line)? as i32);
         } else if let Some(p) = line.strip_prefix("# pid ") {
             pid = p.parse().map_err(|e| format!("pid line {line:?}: {e}"))?;
         }
     }
     ensure(pid != 0, || format!("no pid line in {page:?}"))?;
-    Ok(Scrape { total, open, pid })
+    Ok(Scrape {
+        total,
+        open,
+        pid,
+        slots,
+    })
 }
 
 /// A scrape over a connection that stays open (HTTP/1.1 keep-alive).
@@ -109,13 +129,19 @@ fn check_shared_metrics(m: &mut Master) -> Result<(), String> {
     // A process that holds a connection open (and has counted at least the scrape on it): kill
     // it, the master folds its counts into the retired totals, drops its gauges, starts another.
     let mut held = TcpStream::connect(m.addr).map_err(|e| e.to_string())?;
-    let Scrape { total, pid, .. } = scrape_keep_alive(&mut held)?;
+    let Scrape {
+        total, pid, slots, ..
+    } = scrape_keep_alive(&mut held)?;
     ensure(total >= last, || {
         format!("a scrape (pid {pid}) counts {total} requests, the one before {last}")
     })?;
     sent += 1;
     let last_pid = pid;
     let before = m.workers();
+    ensure(
+        slots.values().copied().collect::<BTreeSet<_>>() == before,
+        || format!("the worker slots on the page are {slots:?}, the master's workers {before:?}"),
+    )?;
     ensure(before.contains(&last_pid), || {
         format!("pid {last_pid} answered, not one of the workers {before:?}")
     })?;
@@ -124,7 +150,29 @@ fn check_shared_metrics(m: &mut Master) -> Result<(), String> {
     m.wait_workers(LONG, "2 workers, the killed one replaced", |w| {
         w.len() == 2 && !w.contains(&last_pid)
     })?;
-    let Scrape { total, open, pid } = scrape(m)?;
+    let after = m.workers();
+    // The replacement takes the killed worker's slot: the same `worker` labels, its pid instead
+    // (scraped again while the master has not written the new pid into the slot yet: a moment
+    // after the fork).
+    let shows_after = |s: &Scrape| {
+        s.slots.keys().eq(slots.keys())
+            && s.slots.values().copied().collect::<BTreeSet<_>>() == after
+    };
+    let end = std::time::Instant::now() + LONG;
+    let mut now = scrape(m)?;
+    while !shows_after(&now) && std::time::Instant::now() < end {
+        now = scrape(m)?;
+    }
+    ensure(shows_after(&now), || {
+        format!(
+            "after pid {last_pid} was killed the worker slots are {:?} (before: {slots:?}), the \
+             master's workers {after:?}",
+            now.slots
+        )
+    })?;
+    let Scrape {
+        total, open, pid, ..
+    } = now;
     ensure(open <= 1, || {
         format!("pid {pid} shows {open} open connections: the killed worker's are still counted")
     })?;

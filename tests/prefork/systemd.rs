@@ -1,6 +1,7 @@
 //! systemd: `NOTIFY_SOCKET`, sockets passed by socket activation (`LISTEN_FDS`), and
 //! `examples/prefork_server` run as a program, alone and under `systemd-socket-activate`.
 
+use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
@@ -296,8 +297,9 @@ pub fn json_field(body: &str, field: &str) -> Option<String> {
 }
 
 /// The seed app over two processes: a session stored by one worker is seen by the other; the
-/// self-call works; TERM exits 0 and leaves no process.
-pub fn check_example_app(addr: &str) -> Result<(), String> {
+/// self-call works; `/metrics` shows the whole server and each of the two worker processes. The
+/// worker pids the page shows.
+pub fn check_example_app(addr: &str) -> Result<BTreeSet<i32>, String> {
     let (status, body) = http(addr, "POST", "/hello_world")?;
     ensure(status == 201, || {
         format!("POST /hello_world: {status} {body}")
@@ -336,7 +338,54 @@ pub fn check_example_app(addr: &str) -> Result<(), String> {
     ensure(status == 200 && gets >= 10, || {
         format!("GET /metrics: {status}, {gets} GETs answered 2xx (10 sent): {body}")
     })?;
-    Ok(())
+    check_worker_series(&body)
+}
+
+/// The per-process detail of the example's page: each `http_worker_` family once, with a sample
+/// for `worker="0"` and `worker="1"`; the workers' request counts add up to the server's total
+/// (no worker was replaced); the worker pids it shows.
+fn check_worker_series(page: &str) -> Result<BTreeSet<i32>, String> {
+    let value = |line: &str| line.rsplit(' ').next().unwrap_or("").parse::<u64>().ok();
+    let sum = |prefix: &str| -> u64 {
+        page.lines()
+            .filter(|l| l.starts_with(prefix))
+            .filter_map(value)
+            .sum()
+    };
+    for family in [
+        "prefork_http_worker_requests_total",
+        "prefork_http_worker_requests_in_flight",
+        "prefork_http_worker_open_connections",
+        "prefork_http_worker_pid",
+    ] {
+        let kind = page.matches(&format!("# TYPE {family} ")).count();
+        ensure(kind == 1, || {
+            format!("{kind} TYPE lines for {family}: {page}")
+        })?;
+        for w in 0..2 {
+            let sample = format!("{family}{{server=\"web\",worker=\"{w}\"}} ");
+            ensure(page.contains(&sample), || {
+                format!("no {sample:?} on the page: {page}")
+            })?;
+        }
+    }
+    let total = sum("prefork_http_requests_total{");
+    let per_worker = sum("prefork_http_worker_requests_total{");
+    ensure(total == per_worker && total > 0, || {
+        format!("the workers' requests add up to {per_worker}, the server's to {total}: {page}")
+    })?;
+    ensure(sum("prefork_http_worker_requests_in_flight{") >= 1, || {
+        format!("the scrape itself is not in flight in any worker: {page}")
+    })?;
+    let pids: BTreeSet<i32> = page
+        .lines()
+        .filter(|l| l.starts_with("prefork_http_worker_pid{"))
+        .filter_map(|l| value(l).map(|p| p as i32))
+        .collect();
+    ensure(pids.len() == 2 && !pids.contains(&0), || {
+        format!("the worker pids on the page are {pids:?}: {page}")
+    })?;
+    Ok(pids)
 }
 
 pub fn example_server() -> Result<(), String> {
@@ -350,8 +399,11 @@ pub fn example_server() -> Result<(), String> {
     let result = (|| {
         let addr = p.wait_line("listening on http://")?;
         p.wait_line("master pid")?;
-        check_example_app(&addr)?;
+        let shown = check_example_app(&addr)?;
         let workers = wait_children(p.pid(), 2)?;
+        ensure(shown == workers, || {
+            format!("/metrics shows workers {shown:?}, the master's are {workers:?}")
+        })?;
         // SAFETY: kill(2) of our child, the example's master, not reaped yet.
         unsafe { libc::kill(p.pid(), libc::SIGTERM) };
         let code = p.wait_exit()?;
