@@ -212,4 +212,69 @@ mod tests {
         }
         assert_eq!(worker.join().unwrap(), (0..200).collect::<Vec<_>>());
     }
+
+    /// What the HTTP server's connection lane relies on: a job that an idle worker submits from
+    /// its sleeper (it read a request there) is lent to that worker, which runs it next on the
+    /// same thread; nothing is queued and no other worker is woken.
+    #[test]
+    fn a_job_submitted_from_a_resting_workers_sleeper_runs_on_that_worker_without_a_wake() {
+        use crate::pool::Pool;
+        use std::sync::atomic::AtomicUsize;
+        use std::sync::mpsc;
+        use std::thread::ThreadId;
+
+        type Answer = Result<ThreadId, crate::Error>;
+        #[derive(Default)]
+        struct SubmitOnce {
+            pool: Mutex<Option<Pool<(), ThreadId>>>,
+            slept_on: Mutex<Option<ThreadId>>,
+            answer: Mutex<Option<mpsc::Receiver<Answer>>>,
+            wakes: AtomicUsize,
+        }
+        impl Sleeper for SubmitOnce {
+            fn sleep(&self) {
+                match self.pool.lock().take() {
+                    Some(pool) => {
+                        *self.slept_on.lock() = Some(std::thread::current().id());
+                        let (tx, rx) = mpsc::channel();
+                        pool.submit_then((), None, move |r| tx.send(r).unwrap());
+                        *self.answer.lock() = Some(rx);
+                    }
+                    None => std::thread::sleep(Duration::from_millis(1)),
+                }
+            }
+            fn wake(&self) {
+                self.wakes.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+
+        let pool = Pool::builder()
+            .workers(2)
+            .build(|(), _ctx| std::thread::current().id())
+            .unwrap();
+        let sleeper = Arc::new(SubmitOnce::default());
+        *sleeper.pool.lock() = Some(pool.clone());
+        pool.set_sleeper(Some(sleeper.clone()));
+        let rx = loop {
+            if let Some(rx) = sleeper.answer.lock().take() {
+                break rx;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        };
+        let ran_on = rx.recv_timeout(Duration::from_secs(10)).unwrap().unwrap();
+        assert_eq!(
+            Some(ran_on),
+            *sleeper.slept_on.lock(),
+            "run by the worker that submitted it"
+        );
+        assert_eq!(
+            sleeper.wakes.load(Ordering::SeqCst),
+            0,
+            "no other worker was woken"
+        );
+        // A job from outside still goes through the queue to a worker resting in the sleeper.
+        assert_eq!(pool.call(()).map(|_| ()), Ok(()));
+        pool.set_sleeper(None);
+        pool.shutdown(Duration::from_secs(5));
+    }
 }
