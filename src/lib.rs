@@ -103,9 +103,10 @@
 //!
 //! ## Over HTTP
 //!
-//! [`http::Server`] puts the pool behind an HTTP/1.1 front end: one reactor thread owns every
-//! socket, parses requests itself, and hands only complete requests to the pool, so a slow client
-//! costs a buffer, not a worker. Pool errors become answers (503 with `Retry-After`, 504, 500,
+//! [`http::Server`] puts the pool behind an HTTP/1.1 front end: idle workers wait on the
+//! connections, the one that reads a complete request runs it (no hand-off between threads), and
+//! a partial request goes back to waiting, so a slow client costs a buffer, not a worker; a
+//! reactor thread accepts, keeps the timers, and reads for the workers when all of them are busy. Pool errors become answers (503 with `Retry-After`, 504, 500,
 //! 508). A handler calls its own service in-process through [`http::Loopback`]; a call it makes
 //! over real TCP or a Unix socket to its own address while every worker is busy is detected
 //! (in process mode, also when it lands on a sibling worker process) and served on a spare

@@ -426,8 +426,9 @@ impl ServerBuilder {
     /// (`text/plain`, the reason and a newline). `reason` is the short text the default body
     /// says. The answer keeps the server's status whatever the hook sets, and a 503 gets
     /// `Retry-After: 1` unless the hook set one. A handler's own `Err(prefork_pool::Error)` (see
-    /// [`IntoResponse`](super::IntoResponse)) is rendered by the hook too. Runs on the reactor thread for a refusal,
-    /// on the completing thread otherwise: keep it quick, and do not panic.
+    /// [`IntoResponse`](super::IntoResponse)) is rendered by the hook too. Runs on the thread that read the request for a
+    /// refusal (an idle worker, or the reactor), on the completing thread otherwise: keep it quick,
+    /// and do not panic.
     ///
     /// ```
     /// use prefork_pool::http::Server;
@@ -467,8 +468,8 @@ impl ServerBuilder {
     /// it is queued: `Some(d)` gives it `d` (past it the client gets 504; at most
     /// [`MAX_DEADLINE`](crate::MAX_DEADLINE)), `None` the Pool's
     /// [`deadline`](crate::PoolBuilder::deadline) (default 30 s). Default: none, every request
-    /// has the Pool's deadline. It runs on the reactor thread for every request: keep it quick (a
-    /// match on the path). A request sent through the [`Loopback`](super::Loopback) from inside a handler keeps
+    /// has the Pool's deadline. It runs for every request on the thread that read it (an idle
+    /// worker, or the reactor when every worker is busy): keep it quick (a match on the path). A request sent through the [`Loopback`](super::Loopback) from inside a handler keeps
     /// the caller's remaining deadline instead.
     ///
     /// ```
