@@ -268,20 +268,11 @@ pub(crate) fn parse_head(buf: &[u8], limits: &Limits) -> Result<Head, HttpError>
             ));
         }
     }
-    let (mut close, mut ka) = (false, false);
-    if has_connection {
-        for v in map.get_all(CONNECTION) {
-            for token in v.as_bytes().split(|&b| b == b',') {
-                let t = token.trim_ascii();
-                if t.eq_ignore_ascii_case(b"close") {
-                    close = true;
-                } else if t.eq_ignore_ascii_case(b"keep-alive") {
-                    ka = true;
-                }
-            }
-        }
-    }
-    let keep_alive = !close && (version == Version::HTTP_11 || ka);
+    let keep_alive = if has_connection {
+        keep_alive(&map, version)
+    } else {
+        version == Version::HTTP_11
+    };
     Ok(Head {
         method,
         uri,
@@ -369,6 +360,23 @@ fn target(shared: Bytes, raw: &[u8]) -> Result<Uri, HttpError> {
         }
     }
     Uri::try_from(encoded).map_err(|_| bad("malformed request target"))
+}
+
+/// Whether the connection stays open after this request: HTTP/1.1 unless a `Connection` token
+/// says `close`, HTTP/1.0 only when one says `keep-alive`.
+fn keep_alive(map: &HeaderMap, version: Version) -> bool {
+    let (mut close, mut ka) = (false, false);
+    for v in map.get_all(CONNECTION) {
+        for token in v.as_bytes().split(|&b| b == b',') {
+            let t = token.trim_ascii();
+            if t.eq_ignore_ascii_case(b"close") {
+                close = true;
+            } else if t.eq_ignore_ascii_case(b"keep-alive") {
+                ka = true;
+            }
+        }
+    }
+    !close && (version == Version::HTTP_11 || ka)
 }
 
 /// The body's framing, from the `Transfer-Encoding` and `Content-Length` fields `map` holds

@@ -2,9 +2,7 @@
 //! map), kept for the tests only: the reference the one-pass parse must agree with on every head
 //! the scanner accepts.
 
-use http::header::{
-    HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, EXPECT, HOST, TRANSFER_ENCODING,
-};
+use http::header::{HeaderName, HeaderValue, CONTENT_LENGTH, EXPECT, HOST, TRANSFER_ENCODING};
 use http::{HeaderMap, Method, Uri, Version};
 
 use crate::http::parse::{bad, unsupported_version, Framing, Head, HttpError, Limits};
@@ -71,18 +69,7 @@ pub(super) fn parse_head(buf: &[u8], limits: &Limits) -> Result<Head, HttpError>
             ));
         }
     }
-    let (mut close, mut ka) = (false, false);
-    for v in map.get_all(CONNECTION) {
-        for token in v.as_bytes().split(|&b| b == b',') {
-            let t = token.trim_ascii();
-            if t.eq_ignore_ascii_case(b"close") {
-                close = true;
-            } else if t.eq_ignore_ascii_case(b"keep-alive") {
-                ka = true;
-            }
-        }
-    }
-    let keep_alive = !close && (version == Version::HTTP_11 || ka);
+    let keep_alive = super::keep_alive(&map, version);
     Ok(Head {
         method,
         uri,
