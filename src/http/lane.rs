@@ -133,7 +133,7 @@ impl Lane {
         self.attached.store(on, Ordering::SeqCst);
     }
 
-    /// Add a connection (made by `make`, given nothing yet read) and watch it for input.
+    /// Add a connection (nothing of it read yet) and watch it for input.
     pub(crate) fn insert(self: &Arc<Self>, fd: RawFd, conn: Conn) -> Option<Arc<ConnCell>> {
         let cell = {
             let mut slab = self.slab.write();
@@ -212,7 +212,7 @@ impl Lane {
             return;
         };
         cell.armed.store(0, Ordering::SeqCst);
-        step(handoff, &cell, now, true, |conn, env| {
+        cell.with(handoff, now, true, |conn, env| {
             conn.on_ready(ev.readable, ev.read_closed, ev.writable, env)
         });
     }
@@ -278,10 +278,63 @@ impl ConnCell {
         self: &Arc<Self>,
         handoff: &Arc<Handoff>,
         now: Instant,
-        wait: bool,
+        mut wait: bool,
         f: impl FnOnce(&mut Conn, &mut Env<'_>) -> Next,
     ) {
-        step(handoff, self, now, wait, f)
+        let Some(lane) = self.lane.upgrade() else {
+            return;
+        };
+        let mut f = Some(f);
+        loop {
+            let mut guard = if wait {
+                self.conn.lock()
+            } else {
+                match self.conn.try_lock() {
+                    Some(g) => g,
+                    None => return,
+                }
+            };
+            wait = false;
+            let Some(conn) = guard.as_mut() else {
+                return;
+            };
+            let back: Arc<dyn Deliver> = self.clone();
+            let mut env = Env {
+                handoff,
+                back: &back,
+                draining: handoff.draining.load(Ordering::SeqCst),
+                drain_grace: DRAIN_GRACE,
+                keepalive_requests: lane.gate.get().and_then(|g| g.keepalive_requests()),
+                now,
+            };
+            let mut next = match f.take() {
+                Some(f) => f(conn, &mut env),
+                None => Next::Keep,
+            };
+            while next == Next::Keep {
+                let Some(a) = self.mail.lock().take() else {
+                    break;
+                };
+                next = conn.answered(a.rest, a.keep_alive, a.failed, &mut env);
+            }
+            if next == Next::Close {
+                let conn = guard.take().expect("checked above");
+                drop(guard);
+                lane.close(handoff, self, conn);
+                return;
+            }
+            let want = conn.interest().map_or(0, u64::from);
+            if want != 0 && self.armed.swap(want, Ordering::SeqCst) != want {
+                if let Err(e) = lane.epoll.arm(self.fd, want as u32, self.key) {
+                    log::debug!(target: "prefork_pool::http", "cannot re-arm a connection: {e}");
+                }
+            }
+            drop(guard);
+            if self.mail.lock().is_none() {
+                return;
+            }
+            // An answer came while we held the cell: go round (unless another thread took it).
+        }
     }
 
     /// Close the connection now (the server stops): what the client sent is read and dropped.
@@ -313,72 +366,7 @@ impl ConnCell {
 impl Deliver for ConnCell {
     fn deliver(self: Arc<Self>, handoff: &Arc<Handoff>, answer: Answered) {
         *self.mail.lock() = Some(answer);
-        step(handoff, &self, Instant::now(), false, |_, _| Next::Keep);
-    }
-}
-
-/// See [`ConnCell::with`].
-fn step(
-    handoff: &Arc<Handoff>,
-    cell: &Arc<ConnCell>,
-    now: Instant,
-    wait: bool,
-    f: impl FnOnce(&mut Conn, &mut Env<'_>) -> Next,
-) {
-    let Some(lane) = cell.lane.upgrade() else {
-        return;
-    };
-    let mut f = Some(f);
-    let mut wait = wait;
-    loop {
-        let mut guard = if wait {
-            cell.conn.lock()
-        } else {
-            match cell.conn.try_lock() {
-                Some(g) => g,
-                None => return,
-            }
-        };
-        wait = false;
-        let Some(conn) = guard.as_mut() else {
-            return;
-        };
-        let back: Arc<dyn Deliver> = cell.clone();
-        let mut env = Env {
-            handoff,
-            back: &back,
-            draining: handoff.draining.load(Ordering::SeqCst),
-            drain_grace: DRAIN_GRACE,
-            keepalive_requests: lane.gate.get().and_then(|g| g.keepalive_requests()),
-            now,
-        };
-        let mut next = match f.take() {
-            Some(f) => f(conn, &mut env),
-            None => Next::Keep,
-        };
-        while next == Next::Keep {
-            let Some(a) = cell.mail.lock().take() else {
-                break;
-            };
-            next = conn.answered(a.rest, a.keep_alive, a.failed, &mut env);
-        }
-        if next == Next::Close {
-            let conn = guard.take().expect("checked above");
-            drop(guard);
-            lane.close(handoff, cell, conn);
-            return;
-        }
-        let want = conn.interest().map_or(0, u64::from);
-        if want != 0 && cell.armed.swap(want, Ordering::SeqCst) != want {
-            if let Err(e) = lane.epoll.arm(cell.fd, want as u32, cell.key) {
-                log::debug!(target: "prefork_pool::http", "cannot re-arm a connection: {e}");
-            }
-        }
-        drop(guard);
-        if cell.mail.lock().is_none() {
-            return;
-        }
-        // An answer came while we held the cell: go round (unless another thread took it).
+        self.with(handoff, Instant::now(), false, |_, _| Next::Keep);
     }
 }
 

@@ -228,7 +228,7 @@ mod tests {
         struct SubmitOnce {
             pool: Mutex<Option<Pool<(), ThreadId>>>,
             slept_on: Mutex<Option<ThreadId>>,
-            answer: Mutex<Option<mpsc::Receiver<Answer>>>,
+            answer: Mutex<Option<mpsc::Sender<mpsc::Receiver<Answer>>>>,
             wakes: AtomicUsize,
         }
         impl Sleeper for SubmitOnce {
@@ -238,7 +238,9 @@ mod tests {
                         *self.slept_on.lock() = Some(std::thread::current().id());
                         let (tx, rx) = mpsc::channel();
                         pool.submit_then((), None, move |r| tx.send(r).unwrap());
-                        *self.answer.lock() = Some(rx);
+                        if let Some(to_test) = self.answer.lock().take() {
+                            to_test.send(rx).unwrap();
+                        }
                     }
                     None => std::thread::sleep(Duration::from_millis(1)),
                 }
@@ -254,13 +256,10 @@ mod tests {
             .unwrap();
         let sleeper = Arc::new(SubmitOnce::default());
         *sleeper.pool.lock() = Some(pool.clone());
+        let (to_test, from_sleeper) = mpsc::channel();
+        *sleeper.answer.lock() = Some(to_test);
         pool.set_sleeper(Some(sleeper.clone()));
-        let rx = loop {
-            if let Some(rx) = sleeper.answer.lock().take() {
-                break rx;
-            }
-            std::thread::sleep(Duration::from_millis(1));
-        };
+        let rx = from_sleeper.recv_timeout(Duration::from_secs(10)).unwrap();
         let ran_on = rx.recv_timeout(Duration::from_secs(10)).unwrap().unwrap();
         assert_eq!(
             Some(ran_on),
