@@ -35,6 +35,9 @@ pub(crate) trait AcceptGate: Send + Sync {
     fn may_accept(&self, conns: usize) -> bool;
     /// This process accepts no more connections (it drains): the siblings stop counting it.
     fn closed(&self);
+    /// A connection closed, `conns` are left open: published at once (connections close on the
+    /// worker threads, while the reactor that asks [`may_accept`](Self::may_accept) may sleep).
+    fn conn_closed(&self, _conns: usize) {}
     /// The most requests one connection is kept alive for (the last answer says
     /// `Connection: close`), so that clients reconnect now and then and the gate can move load
     /// from one process to another. `None`: no limit.

@@ -158,12 +158,14 @@ impl Lane {
             slab.cells[idx] = Some(cell.clone());
             cell
         };
+        // Counted before it is watched: a worker may read, answer and close it at once.
+        self.live.fetch_add(1, Ordering::SeqCst);
         if let Err(e) = self.epoll.add_oneshot(fd, IN, cell.key) {
             log::warn!(target: "prefork_pool::http", "cannot watch a connection: {e}");
+            self.live.fetch_sub(1, Ordering::SeqCst);
             self.forget(&cell);
             return None;
         }
-        self.live.fetch_add(1, Ordering::SeqCst);
         Some(cell)
     }
 
@@ -261,7 +263,10 @@ impl Lane {
         handoff.lookup.owned.remove(fd);
         drop(conn);
         self.forget(cell);
-        self.live.fetch_sub(1, Ordering::SeqCst);
+        let left = self.live.fetch_sub(1, Ordering::SeqCst) - 1;
+        if let Some(gate) = self.gate.get() {
+            gate.conn_closed(left);
+        }
         handoff.metrics.closed();
         if handoff.draining.load(Ordering::SeqCst) {
             handoff.wake_reactor();

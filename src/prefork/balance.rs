@@ -288,6 +288,11 @@ impl AcceptGate for SlotGate {
         self.own.set_conns(NOT_ACCEPTING);
     }
 
+    fn conn_closed(&self, conns: usize) {
+        self.own
+            .update_conns(conns.min(NOT_ACCEPTING as usize - 2) as u32);
+    }
+
     fn keepalive_requests(&self) -> Option<u64> {
         Some(keepalive_cap(self.own.rate()))
     }

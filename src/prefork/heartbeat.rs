@@ -156,6 +156,16 @@ impl HeartbeatSlot {
         self.conns.store(n, Ordering::Release);
     }
 
+    /// Publishes `n` open connections, unless the worker no longer accepts (`NOT_ACCEPTING`
+    /// stays: a connection closing during a drain does not make the process a taker again).
+    pub(crate) fn update_conns(&self, n: u32) {
+        let _ = self
+            .conns
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| {
+                (c != NOT_ACCEPTING).then_some(n)
+            });
+    }
+
     /// Handler threads of this worker's HTTP server.
     pub(crate) fn threads(&self) -> u32 {
         self.threads.load(Ordering::Acquire)
@@ -545,6 +555,18 @@ impl Drop for RequestGuard {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_closed_connection_is_published_at_once_but_not_over_a_drain() {
+        let table = HeartbeatTable::new(1).unwrap();
+        let slot = table.slot(0);
+        slot.set_conns(5);
+        slot.update_conns(4);
+        assert_eq!(slot.conns(), 4);
+        slot.set_conns(NOT_ACCEPTING);
+        slot.update_conns(3);
+        assert_eq!(slot.conns(), NOT_ACCEPTING, "a draining worker stays out of the count");
+    }
 
     #[test]
     fn slots_start_empty_and_keep_what_is_written() {
