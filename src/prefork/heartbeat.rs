@@ -565,7 +565,11 @@ mod tests {
         assert_eq!(slot.conns(), 4);
         slot.set_conns(NOT_ACCEPTING);
         slot.update_conns(3);
-        assert_eq!(slot.conns(), NOT_ACCEPTING, "a draining worker stays out of the count");
+        assert_eq!(
+            slot.conns(),
+            NOT_ACCEPTING,
+            "a draining worker stays out of the count"
+        );
     }
 
     #[test]
