@@ -14,8 +14,8 @@ use super::io::{Stream, TcpAddrs};
 /// With an [`AcceptGate`]: the most connections taken per wake-up (the listener is level-triggered
 /// then, so the rest wake this process, or a sibling, again).
 pub(super) const ACCEPT_BATCH: usize = 16;
-/// With an [`AcceptGate`] that said no: how often the reactor asks it again (a sibling's load
-/// changes without waking this process).
+/// With an [`AcceptGate`] that said no: how often the reactor asks it again, for the changes its
+/// wake fd does not signal (or without one).
 pub(super) const GATE_RECHECK: Duration = Duration::from_millis(5);
 /// With an [`AcceptGate`] that says no: how long connections may wait in a TCP listener's queue
 /// before this process takes one anyway. The gates agree on a taker, but that process may not
@@ -42,6 +42,13 @@ pub(crate) trait AcceptGate: Send + Sync {
     /// `Connection: close`), so that clients reconnect now and then and the gate can move load
     /// from one process to another. `None`: no limit.
     fn keepalive_requests(&self) -> Option<u64> {
+        None
+    }
+    /// An fd the reactor polls (edge-triggered) for as long as it serves: it becomes readable
+    /// when a sibling's change may let this process accept, and the reactor then asks the gate
+    /// again at once. The reactor never reads it. `None`: the reactor asks again every
+    /// [`GATE_RECHECK`] only.
+    fn wake_fd(&self) -> Option<RawFd> {
         None
     }
 }

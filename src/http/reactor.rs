@@ -36,6 +36,8 @@ const WAKER: Token = Token(0);
 const LISTENER_BASE: usize = 1;
 /// The lane's epoll set, polled here while no worker waits on it.
 const LANE: Token = Token(1 << 16);
+/// The accept gate's wake fd (process mode): a sibling's change may let this process accept.
+const GATE_WAKE: Token = Token((1 << 16) + 1);
 
 /// The accept-failure warning: one line per interval (for the whole process), however often
 /// accepting fails.
@@ -169,6 +171,16 @@ impl Reactor {
             }
             if let Some(g) = &gate {
                 self.lane.set_gate(g.clone());
+                if let Some(fd) = g.wake_fd() {
+                    // Edge-triggered (mio's only mode): each ping is one event, never read.
+                    if let Err(e) = self.poll.registry().register(
+                        &mut SourceFd(&fd),
+                        GATE_WAKE,
+                        Interest::READABLE,
+                    ) {
+                        log::warn!(target: "prefork_pool::http", "cannot poll the accept gate's wake-up ({e}); the gate is asked again every {GATE_RECHECK:?} instead");
+                    }
+                }
             }
             self.gate = gate;
             for i in 0..self.listeners.len() {
@@ -299,7 +311,8 @@ impl Reactor {
             let now = Instant::now();
             for ev in events.iter() {
                 let t = ev.token();
-                if t == WAKER {
+                if t == WAKER || t == GATE_WAKE {
+                    // The gate is asked again at the end of the pass.
                     continue;
                 } else if t == LANE {
                     self.lane.drain_events(&self.handoff, now);

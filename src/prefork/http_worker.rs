@@ -13,7 +13,7 @@ use super::report::fatal;
 use super::supervisor::Supervisor;
 use super::worker::{Worker, WorkerEnv, EXIT_WORKER_BOOT_ERROR};
 use super::Listener;
-use crate::http::{HttpRequest, HttpResponse, Server, ServerBuilder};
+use crate::http::{HttpRequest, HttpResponse, Server, ServerBuilder, StuckPolicy};
 use crate::Context;
 
 /// A configuration step for each worker's [`ServerBuilder`] (threads, deadline, limits, …).
@@ -39,8 +39,16 @@ where
         // `WEB_CONCURRENCY`, which counts the processes here.
         let base = Server::builder()
             .pool(|p| p.workers(default_threads()))
-            .sibling_pids(move || siblings.pids())
-            .accept_gate(Arc::new(SlotGate::new(heartbeat.slot(), siblings.slots())))
+            // Only the siblings that are busy in every thread (see `Siblings::saturated_pids`).
+            .sibling_pids(move || siblings.saturated_pids())
+            // The master replaces a worker whose request runs past its deadline plus
+            // `request_grace`: liveness tells the rest.
+            .when_stuck(StuckPolicy::FailLiveness)
+            .accept_gate(Arc::new(SlotGate::new(
+                heartbeat.slot(),
+                siblings.slots(),
+                env.gate_ping(),
+            )))
             // Counted in the shared table, so that any worker can show the whole server
             // (`prefork::server_metrics`).
             .shared_counters(heartbeat.slot().metrics());

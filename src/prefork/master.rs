@@ -707,6 +707,7 @@ where
                 slots: self.table.leak_all(),
                 head: self.table.leak_head(),
                 listeners: std::mem::take(&mut self.listeners),
+                gate_ping: self.table.gate_ping(),
             };
             let mut post_fork = self.hooks.post_fork.take();
             let preloaded = self.preloaded.take();

@@ -8,6 +8,7 @@
 //! the app (or takes the preloaded one), runs it, and ends with `_exit` and the worker's exit code,
 //! whatever happens: it never returns into the master's code, and never runs the master's destructors.
 
+use std::fs::File;
 use std::io::{self, Read};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
@@ -64,9 +65,16 @@ pub struct WorkerEnv {
     head: &'static TableHead,
     shutdown: UnixStream,
     master_pid: libc::pid_t,
+    gate_ping: Option<File>,
 }
 
 impl WorkerEnv {
+    /// A handle on the heartbeat table's gate ping, for this worker's accept gate (`None` if the
+    /// system gave none).
+    pub(crate) fn gate_ping(&self) -> Option<File> {
+        self.gate_ping.as_ref().and_then(|f| f.try_clone().ok())
+    }
+
     /// This worker's number: 1 for the first worker the master started, then 2, 3, … (a replacement
     /// gets a new number, as gunicorn's worker age).
     pub fn number(&self) -> u64 {
@@ -216,6 +224,8 @@ pub(crate) struct ChildSetup {
     /// The head of the table: the retired HTTP counters, for [`WorkerEnv::server_metrics`].
     pub(crate) head: &'static TableHead,
     pub(crate) listeners: Vec<Listener>,
+    /// The table's gate ping (see `HeartbeatTable::gate_ping`), for the HTTP server's accept gate.
+    pub(crate) gate_ping: Option<File>,
 }
 
 /// Sets up the child's process state. Errors end the child.
@@ -293,6 +303,7 @@ where
         head: setup.head,
         shutdown,
         master_pid: setup.master_pid,
+        gate_ping: setup.gate_ping,
     };
     if catch_unwind(AssertUnwindSafe(|| post_fork(number))).is_err() {
         env.heartbeat.fail_boot("the post_fork hook panicked");

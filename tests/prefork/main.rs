@@ -8,6 +8,7 @@
 //! `--exact`, the one named NAME).
 
 mod balance;
+mod connect_per_request;
 mod failures;
 mod helpers;
 mod keepalive;
@@ -176,6 +177,14 @@ const SCENARIOS: &[Scenario] = &[
     Scenario {
         name: "balance_load_aware",
         run: balance::load_aware,
+    },
+    Scenario {
+        name: "balance_connect_per_request",
+        run: connect_per_request::connect_per_request,
+    },
+    Scenario {
+        name: "balance_behind_nginx",
+        run: connect_per_request::behind_nginx,
     },
     Scenario {
         name: "keepalive_hup",

@@ -95,9 +95,28 @@ impl Wrk {
         duration: Duration,
         path: &str,
     ) -> Result<Wrk, String> {
+        Wrk::start_with(addr, threads, conns, duration, path, false)
+    }
+
+    /// As [`start`](Self::start); with `close`, every request says `Connection: close`, so
+    /// that each one opens a connection of its own (as nginx's default upstream does).
+    pub fn start_with(
+        addr: SocketAddr,
+        threads: usize,
+        conns: usize,
+        duration: Duration,
+        path: &str,
+        close: bool,
+    ) -> Result<Wrk, String> {
         let script =
             std::env::temp_dir().join(format!("prefork-test-{}-shares.lua", std::process::id()));
-        std::fs::write(&script, SCRIPT).map_err(|e| format!("write the wrk script: {e}"))?;
+        let header = if close {
+            "wrk.headers[\"Connection\"] = \"close\"\n"
+        } else {
+            ""
+        };
+        std::fs::write(&script, format!("{header}{SCRIPT}"))
+            .map_err(|e| format!("write the wrk script: {e}"))?;
         let child = Command::new("wrk")
             .arg(format!("-t{threads}"))
             .arg(format!("-c{conns}"))
