@@ -78,6 +78,11 @@ impl Dispatch for PoolDispatch {
         })
     }
     fn stuck(&self, after: Duration, now: Instant) -> Option<String> {
+        if let Some(report) = self.busy.spent() {
+            return Some(format!(
+                "the budget of stuck threads (max_retired) is spent: {report}"
+            ));
+        }
         let workers = self.pool.stats().workers;
         let report = self.busy.report(self.pool.name(), workers, now);
         report

@@ -6,7 +6,7 @@ use std::io;
 use std::net::SocketAddr;
 #[cfg(unix)]
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -17,7 +17,7 @@ use super::metrics::ServerMetrics;
 use super::reactor::{Reactor, ReactorHandle};
 use super::self_call::SelfCalls;
 use super::stream::StreamStats;
-use super::stuck::{Busy, StuckReport};
+use super::stuck::{Busy, StuckPolicy, StuckReport, EXIT_STUCK};
 use super::types::{HttpRequest, HttpResponse};
 use crate::{Pool, ShutdownReport, Stats};
 
@@ -210,6 +210,70 @@ impl ServerHandle {
         self.begin_shutdown(Duration::ZERO);
         *self.inner.deadline.lock() = Some(Instant::now());
         self.inner.pool.shutdown_now()
+    }
+
+    /// Has the pool's watchdog call [`budget_spent`](Self::budget_spent) (see
+    /// [`ServerBuilder::when_stuck`](super::ServerBuilder::when_stuck)).
+    pub(crate) fn watch_stuck_budget(&self, policy: StuckPolicy) {
+        let weak: Weak<Inner> = Arc::downgrade(&self.inner);
+        self.inner.pool.on_budget_spent(move || {
+            if let Some(inner) = weak.upgrade() {
+                ServerHandle { inner }.budget_spent(policy);
+            }
+        });
+    }
+
+    /// The budget of stuck threads is spent (on the watchdog's thread): the first time, log the
+    /// stuck report, fail liveness, and with [`StuckPolicy::Exit`] stop at once and exit.
+    fn budget_spent(&self, policy: StuckPolicy) {
+        let report = self.stuck_report().busy_lines();
+        if !self.inner.busy.spend(report.clone()) {
+            return;
+        }
+        match policy {
+            StuckPolicy::FailLiveness => log::error!(
+                target: "prefork_pool::http",
+                "handlers ran past their deadline and never returned, and the budget of stuck \
+                 threads (max_retired) is spent: {report}. Liveness fails from now on, so that \
+                 the process gets restarted; meanwhile it serves with the workers left. Fix the \
+                 handlers of these routes (they ignore Context::is_cancelled), or raise \
+                 max_retired."
+            ),
+            StuckPolicy::Exit => {
+                log::error!(
+                    target: "prefork_pool::http",
+                    "handlers ran past their deadline and never returned, and the budget of \
+                     stuck threads (max_retired) is spent: {report}. Answering every request \
+                     queued or running 503 and exiting with status {EXIT_STUCK}, so that the \
+                     service manager restarts the process. Fix the handlers of these routes \
+                     (they ignore Context::is_cancelled), or raise max_retired; \
+                     ServerBuilder::when_stuck(StuckPolicy::FailLiveness) keeps the process up \
+                     with liveness failing instead."
+                );
+                let me = self.clone();
+                let spawned = std::thread::Builder::new()
+                    .name("http-stuck-exit".into())
+                    .spawn(move || {
+                        // Queued requests are answered 503 first, then the reactor drains for
+                        // up to a second to write the answers; the stuck threads are not
+                        // waited for.
+                        me.inner.pool.shutdown_now();
+                        me.begin_shutdown(Duration::from_secs(1));
+                        let (done, wait) = crossbeam_channel::bounded(1);
+                        let _ = std::thread::Builder::new()
+                            .name("http-stuck-join".into())
+                            .spawn(move || {
+                                me.join();
+                                let _ = done.send(());
+                            });
+                        let _ = wait.recv_timeout(Duration::from_secs(5));
+                        std::process::exit(EXIT_STUCK);
+                    });
+                if spawned.is_err() {
+                    std::process::exit(EXIT_STUCK);
+                }
+            }
+        }
     }
 
     /// Block until the server has stopped (after a [`shutdown`](Self::shutdown) from any

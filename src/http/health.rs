@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use http::{HeaderValue, Response};
 
+use super::stuck::StuckPolicy;
 use super::types::{HttpRequest, HttpResponse};
 use crate::BuildError;
 
@@ -84,6 +85,7 @@ pub(crate) struct HealthSettings {
     pub routes: Option<(String, String)>,
     pub live_after: Option<Duration>,
     pub drain_delay: Duration,
+    pub when_stuck: StuckPolicy,
 }
 
 impl HealthSettings {

@@ -386,5 +386,5 @@ pub use self_call::SelfCalls;
 pub use server::{ServeError, Server, ServerBuilder};
 pub use spool::RequestBody;
 pub use stream::StreamStats;
-pub use stuck::{BusyWorker, StuckReport};
+pub use stuck::{BusyWorker, StuckPolicy, StuckReport, EXIT_STUCK};
 pub use types::{ForwardedProto, HttpRequest, HttpResponse, PeerAddr, SocketPeer};

@@ -269,7 +269,7 @@ impl ServerBuilder {
         )
         .map_err(io_err("start the reactor"))?;
         let reactor = reactor.with_accept_gate(self.accept_gate);
-        ServerHandle::start(
+        let handle = ServerHandle::start(
             reactor,
             reactor_handle,
             pool,
@@ -279,7 +279,9 @@ impl ServerBuilder {
             #[cfg(unix)]
             paths,
         )
-        .map_err(io_err("spawn the reactor thread"))
+        .map_err(io_err("spawn the reactor thread"))?;
+        handle.watch_stuck_budget(self.health.when_stuck);
+        Ok(handle)
     }
 }
 

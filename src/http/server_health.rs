@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use super::server::ServerBuilder;
+use super::stuck::StuckPolicy;
 
 impl ServerBuilder {
     /// Answer `ready` (readiness) and `live` (liveness) on the server's own, without a worker: they
@@ -54,6 +55,40 @@ impl ServerBuilder {
     /// after the listeners close.
     pub fn drain_delay(mut self, d: Duration) -> Self {
         self.health.drain_delay = d;
+        self
+    }
+
+    /// What the server does when its budget of stuck threads is spent: a handler ran past its
+    /// deadline while [`max_retired`](crate::PoolBuilder::max_retired) threads retired earlier
+    /// (answered 504, but still inside handlers that never returned) are still running, so its
+    /// worker cannot be replaced. From then on the server would answer fewer and fewer requests,
+    /// until every one waits for its deadline and gets 504 while the process looks alive.
+    ///
+    /// - [`StuckPolicy::Exit`] (the default in thread mode): log the stuck report (which routes
+    ///   hang) at `error`, fail liveness, answer every queued or running request 503, and exit
+    ///   the process with [`EXIT_STUCK`](super::EXIT_STUCK) (70), so that its service manager
+    ///   (systemd's `Restart=on-failure`, Docker's restart policy, Kubernetes) starts it again.
+    /// - [`StuckPolicy::FailLiveness`]: log the same, and answer the liveness route 503 with the
+    ///   report from then on (see [`health_routes`](Self::health_routes)), serving meanwhile with
+    ///   the workers left; for an orchestrator that restarts on a failed liveness probe. The
+    ///   default in process mode, where the master replaces a worker whose request runs past its
+    ///   deadline plus `request_grace` anyway.
+    ///
+    /// ```no_run
+    /// use prefork_pool::http::{Server, StuckPolicy};
+    /// use std::time::Duration;
+    ///
+    /// let server = Server::builder()
+    ///     .bind("127.0.0.1:8000")
+    ///     .pool(|p| p.workers(4).deadline(Duration::from_secs(5)).max_retired(8))
+    ///     .health_routes("/readyz", "/livez")
+    ///     .when_stuck(StuckPolicy::FailLiveness)
+    ///     .serve(|_req, _ctx| "hello\n")
+    ///     .unwrap();
+    /// server.serve_until_signal(Duration::from_secs(30)).unwrap();
+    /// ```
+    pub fn when_stuck(mut self, policy: StuckPolicy) -> Self {
+        self.health.when_stuck = policy;
         self
     }
 }

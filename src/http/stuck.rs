@@ -38,7 +38,27 @@ pub(crate) struct Busy {
     slots: OnceLock<Box<[Mutex<Option<Slot>>]>>,
     stuck_after: Duration,
     episode: Mutex<Option<Episode>>,
+    /// The stuck report when the budget of stuck threads was spent (see
+    /// [`StuckPolicy`]): from then on liveness fails with it.
+    spent: OnceLock<String>,
 }
+
+/// What a server does when its budget of stuck threads is spent (see
+/// [`ServerBuilder::when_stuck`](super::ServerBuilder::when_stuck)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum StuckPolicy {
+    /// Log the stuck report, answer every queued or running request 503, and exit the process
+    /// with [`EXIT_STUCK`], for its service manager to restart it.
+    #[default]
+    Exit,
+    /// Log the stuck report and fail liveness from then on; serve with the workers left.
+    FailLiveness,
+}
+
+/// The exit status of a server that stopped because its budget of stuck threads was spent
+/// ([`StuckPolicy::Exit`]): 70, `EX_SOFTWARE` of `sysexits.h`.
+pub const EXIT_STUCK: i32 = 70;
 
 /// Empties its worker's slot when the handler returns (or unwinds).
 pub(crate) struct Entered<'a> {
@@ -62,7 +82,19 @@ impl Busy {
             slots: OnceLock::new(),
             stuck_after,
             episode: Mutex::new(None),
+            spent: OnceLock::new(),
         }
+    }
+
+    /// Records that the budget of stuck threads is spent, with the stuck report of that moment;
+    /// `false` if it was already.
+    pub(crate) fn spend(&self, report: String) -> bool {
+        self.spent.set(report).is_ok()
+    }
+
+    /// The stuck report of the moment the budget of stuck threads was spent, if it was.
+    pub(crate) fn spent(&self) -> Option<&str> {
+        self.spent.get().map(String::as_str)
     }
 
     /// Size the table: one slot per worker.
@@ -190,6 +222,29 @@ pub struct StuckReport {
     pub busy: Vec<BusyWorker>,
 }
 
+impl StuckReport {
+    /// The busy workers as the log says them: `worker 0 running `GET /x HTTP/1.1` for 1.02s; …`.
+    pub(crate) fn busy_lines(&self) -> String {
+        let lines: Vec<String> = self
+            .busy
+            .iter()
+            .map(|b| {
+                format!(
+                    "worker {} running `{}` for {:.2}s",
+                    b.worker,
+                    b.request_line,
+                    b.running.as_secs_f64()
+                )
+            })
+            .collect();
+        if lines.is_empty() {
+            "no worker busy now".to_string()
+        } else {
+            lines.join("; ")
+        }
+    }
+}
+
 impl fmt::Display for StuckReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.no_progress_for {
@@ -209,15 +264,8 @@ impl fmt::Display for StuckReport {
                 self.workers
             )?,
         }
-        for (i, b) in self.busy.iter().enumerate() {
-            let sep = if i == 0 { ": " } else { "; " };
-            write!(
-                f,
-                "{sep}worker {} running `{}` for {:.2}s",
-                b.worker,
-                b.request_line,
-                b.running.as_secs_f64()
-            )?;
+        if !self.busy.is_empty() {
+            write!(f, ": {}", self.busy_lines())?;
         }
         Ok(())
     }

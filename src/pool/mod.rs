@@ -278,6 +278,12 @@ impl<Req: Send + 'static, Resp: Send + 'static> Pool<Req, Resp> {
         self.state().call_here(req, deadline)
     }
 
+    /// Sets what the watchdog calls when a job runs past its deadline and its worker cannot be
+    /// retired (the `max_retired` budget is spent). Once; later calls are ignored.
+    pub(crate) fn on_budget_spent(&self, hook: impl Fn() + Send + Sync + 'static) {
+        let _ = self.owner.state.on_budget_spent.set(Box::new(hook));
+    }
+
     /// Have the idle workers wait in `sleeper` instead of on the pool's own condition variable
     /// (`None`: back to it). The HTTP server's idle workers wait on its connections this way.
     pub(crate) fn set_sleeper(&self, sleeper: Option<Arc<dyn Sleeper>>) {

@@ -97,6 +97,10 @@ pub(crate) struct PoolState<Req, Resp> {
     pub(crate) started: AtomicBool,
     /// The first worker whose state init failed during `build`, and why.
     pub(crate) init_failed: Mutex<Option<(usize, String)>>,
+    /// Called (on the watchdog's thread) each time a job runs past its deadline with the budget
+    /// of retired threads (`max_retired`) spent, so that its worker is not replaced: the HTTP
+    /// server's stuck policy.
+    pub(crate) on_budget_spent: std::sync::OnceLock<Box<dyn Fn() + Send + Sync>>,
 }
 
 static NEXT_POOL_ID: AtomicUsize = AtomicUsize::new(1);
@@ -150,6 +154,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
             shutdown_lock: Mutex::new(false),
             started: AtomicBool::new(false),
             init_failed: Mutex::new(None),
+            on_budget_spent: std::sync::OnceLock::new(),
         }
     }
 

@@ -102,16 +102,22 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
                     }
                 );
             }
-            None => log::error!(
-                "pool `{}`: job {} on worker {index} ran {ran:?}, past its deadline of {:?}; the \
-                 caller got DeadlineExceeded, but {} retired threads are still running \
-                 (max_retired), so worker {index} is not replaced and the pool runs one short \
-                 until the handler returns. Find the handler that ignores Context::is_cancelled.",
-                self.config.name,
-                job.core.id,
-                job.core.budget,
-                self.config.max_retired
-            ),
+            None => {
+                log::error!(
+                    "pool `{}`: job {} on worker {index} ran {ran:?}, past its deadline of {:?}; \
+                     the caller got DeadlineExceeded, but {} retired threads are still running \
+                     (max_retired), so worker {index} is not replaced and the pool runs one \
+                     short until the handler returns. Find the handler that ignores \
+                     Context::is_cancelled.",
+                    self.config.name,
+                    job.core.id,
+                    job.core.budget,
+                    self.config.max_retired
+                );
+                if let Some(hook) = self.on_budget_spent.get() {
+                    hook();
+                }
+            }
         }
     }
 

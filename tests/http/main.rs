@@ -30,4 +30,5 @@ mod slow_clients;
 mod slow_reader;
 mod streaming;
 mod strict_input;
+mod stuck_budget;
 mod uploads;
