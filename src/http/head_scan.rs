@@ -2,11 +2,18 @@
 //! that finds where the head ends, refuses a malformed head at its first bad byte (not when, or
 //! if, its blank line arrives), and checks the size limits at the byte that passes them. The
 //! complete head is then parsed by `parse.rs`.
+//!
+//! Beyond the bytes, the scan checks what can be refused before the end of the head: the request
+//! target's form against the method (RFC 9112 3.2: origin-form `/...`, absolute-form
+//! `scheme://...`, the asterisk-form `*` for OPTIONS only, the authority-form `host:port` for
+//! CONNECT only, and CONNECT in no other form), and the `Host` and `Content-Length` fields, whose
+//! values are scanned by `value_scan.rs` (a second one of either is refused at its colon).
 
 use super::parse::{
     bad, field_too_long, head_too_big, request_line_too_long, too_many_fields, unsupported_version,
     HttpError, Limits,
 };
+use super::value_scan::{HostIn, HostScan, LengthScan};
 
 /// Where the scan of an incomplete head stands, so that each read costs only its new bytes and a
 /// malformed head is refused at its first bad byte, not when (or if) its blank line arrives.
@@ -25,8 +32,28 @@ pub(crate) struct HeadScanner {
     line_len: usize,
     /// Header fields started so far.
     fields: usize,
+    /// The method, as far as the target's form depends on it.
+    method: MethodIs,
+    /// The fields of which a second one is refused (`HOST`, `CONTENT_LENGTH`) seen so far.
+    seen: u8,
     at: At,
 }
+
+/// The methods that decide the request target's form (RFC 9112 3.2).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum MethodIs {
+    /// Origin-form or absolute-form.
+    #[default]
+    Other,
+    /// Also the asterisk-form.
+    Options,
+    /// The authority-form only.
+    Connect,
+}
+
+/// Bits of [`HeadScanner::seen`].
+const HOST: u8 = 1;
+const CONTENT_LENGTH: u8 = 2;
 
 /// The scanner's place in the grammar.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -38,7 +65,16 @@ enum At {
     BlankLf,
     Method,
     TargetStart,
+    /// In an origin-form target, or an absolute-form one after its `://`.
     Target,
+    /// In the scheme of an absolute-form target.
+    Scheme,
+    /// The `i`-th `/` of the `//` after a scheme's colon.
+    SchemeSlash(u8),
+    /// After OPTIONS' `*`: the space must follow.
+    Asterisk,
+    /// In CONNECT's `host:port`.
+    Authority(HostScan),
     /// The `i`-th byte of `HTTP/`.
     Version(u8),
     Major,
@@ -52,6 +88,10 @@ enum At {
     FieldStart,
     Name,
     Value,
+    /// In a `Host` field's value.
+    HostValue(HostScan),
+    /// In a `Content-Length` field's value.
+    LengthValue(LengthScan),
     /// The CR of the empty line: its LF ends the head.
     EndLf,
 }
@@ -153,7 +193,7 @@ impl HeadScanner {
                 self.skip_line_end(buf, limits);
             }
             let Some(&b) = buf.get(self.pos) else { break };
-            if let Some(end) = self.step(b, limits)? {
+            if let Some(end) = self.step(b, buf, limits)? {
                 return Ok(Some((self.start, end)));
             }
             self.pos += 1;
@@ -223,8 +263,9 @@ impl HeadScanner {
         false
     }
 
-    /// Look at the byte at `self.pos`; the end of the head (one past this byte) when it ends it.
-    fn step(&mut self, b: u8, limits: &Limits) -> Result<Option<usize>, HttpError> {
+    /// Look at the byte `b` at `self.pos` of `buf`; the end of the head (one past this byte) when
+    /// it ends it.
+    fn step(&mut self, b: u8, buf: &[u8], limits: &Limits) -> Result<Option<usize>, HttpError> {
         if matches!(self.at, At::Blank | At::BlankLf) {
             self.at = match (self.at, b) {
                 (At::Blank, b'\r') => At::BlankLf,
@@ -252,7 +293,10 @@ impl HeadScanner {
         }
         if b != b'\r' && b != b'\n' {
             self.line_len += 1;
-            if !matches!(self.at, At::FieldStart | At::Name | At::Value) {
+            if !matches!(
+                self.at,
+                At::FieldStart | At::Name | At::Value | At::HostValue(_) | At::LengthValue(_)
+            ) {
                 if self.line_len > limits.request_line {
                     return Err(request_line_too_long(limits));
                 }
@@ -262,17 +306,68 @@ impl HeadScanner {
         }
         self.at = match self.at {
             At::Method => match b {
-                b' ' => At::TargetStart,
+                b' ' => {
+                    self.method = match &buf[self.start..self.pos] {
+                        b"OPTIONS" => MethodIs::Options,
+                        b"CONNECT" => MethodIs::Connect,
+                        _ => MethodIs::Other,
+                    };
+                    At::TargetStart
+                }
                 b if is_tchar(b) => At::Method,
                 b'\n' => return Err(bad("bare LF: lines must end with CRLF")),
                 _ => return Err(bad("malformed method")),
             },
-            At::TargetStart | At::Target => match b {
-                0x21..=0x7e => At::Target,
-                b' ' if self.at == At::Target => At::Version(0),
+            At::TargetStart => match b {
+                0x21..=0x7e => self.target_start(b, buf)?,
                 b'\n' => return Err(bad("bare LF: lines must end with CRLF")),
                 0x80..=0xff => return Err(bad("a raw non-ASCII byte in the request target")),
                 _ => return Err(bad("malformed request line")),
+            },
+            At::Target => match b {
+                0x21..=0x7e => At::Target,
+                b' ' => At::Version(0),
+                b'\n' => return Err(bad("bare LF: lines must end with CRLF")),
+                0x80..=0xff => return Err(bad("a raw non-ASCII byte in the request target")),
+                _ => return Err(bad("malformed request line")),
+            },
+            At::Scheme => match b {
+                b':' => At::SchemeSlash(0),
+                b if b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.') => At::Scheme,
+                _ => {
+                    return Err(bad(
+                        "malformed request target: not a path (/...) nor an absolute URI \
+                         (scheme://...)",
+                    ))
+                }
+            },
+            At::SchemeSlash(i) => match b {
+                b'/' if i == 0 => At::SchemeSlash(1),
+                b'/' => At::Target,
+                _ => {
+                    return Err(bad(
+                        "malformed request target: an absolute URI is scheme://authority/path",
+                    ))
+                }
+            },
+            At::Asterisk => match b {
+                b' ' => At::Version(0),
+                _ => {
+                    return Err(bad(
+                        "malformed request target: the asterisk-form is * alone",
+                    ))
+                }
+            },
+            At::Authority(mut host) => match b {
+                b' ' => {
+                    host.end()?;
+                    At::Version(0)
+                }
+                b'\n' => return Err(bad("bare LF: lines must end with CRLF")),
+                _ => {
+                    host.step(buf, self.pos)?;
+                    At::Authority(host)
+                }
             },
             At::Version(i) => {
                 if b != b"HTTP/"[i as usize] {
@@ -326,7 +421,7 @@ impl HeadScanner {
                 _ => return Err(bad("malformed header name")),
             },
             At::Name => match b {
-                b':' => At::Value,
+                b':' => self.value_start(buf)?,
                 b if is_tchar(b) => At::Name,
                 b'\r' | b'\n' => return Err(bad("a header line without a colon")),
                 _ => return Err(bad("malformed header name")),
@@ -337,6 +432,28 @@ impl HeadScanner {
                 b if is_field_byte(b) => At::Value,
                 _ => return Err(bad("a control character in a header value")),
             },
+            At::HostValue(mut host) => match b {
+                b'\r' => {
+                    host.end()?;
+                    At::LineLf
+                }
+                b'\n' => return Err(bad("bare LF: lines must end with CRLF")),
+                _ => {
+                    host.step(buf, self.pos)?;
+                    At::HostValue(host)
+                }
+            },
+            At::LengthValue(mut length) => match b {
+                b'\r' => {
+                    length.end(limits)?;
+                    At::LineLf
+                }
+                b'\n' => return Err(bad("bare LF: lines must end with CRLF")),
+                _ => {
+                    length.step(b)?;
+                    At::LengthValue(length)
+                }
+            },
             At::EndLf => match b {
                 b'\n' => return Ok(Some(self.pos + 1)),
                 _ => return Err(bad("bare CR: lines must end with CRLF")),
@@ -344,6 +461,59 @@ impl HeadScanner {
             At::Blank | At::BlankLf => unreachable!("handled above"),
         };
         Ok(None)
+    }
+
+    /// The first byte `b` (visible ASCII) of the request target: its form, which the method
+    /// decides (RFC 9112 3.2).
+    fn target_start(&mut self, b: u8, buf: &[u8]) -> Result<At, HttpError> {
+        Ok(match (self.method, b) {
+            (MethodIs::Connect, b'/' | b'*') => {
+                return Err(bad(
+                    "CONNECT takes an authority-form target (host:port), not a path",
+                ))
+            }
+            (MethodIs::Connect, _) => {
+                let mut host = HostScan::new(HostIn::Target);
+                host.step(buf, self.pos)?;
+                At::Authority(host)
+            }
+            (_, b'/') => At::Target,
+            (MethodIs::Options, b'*') => At::Asterisk,
+            (_, b'*') => return Err(bad("the asterisk-form target (*) is for OPTIONS only")),
+            (_, b) if b.is_ascii_alphabetic() => At::Scheme,
+            _ => {
+                return Err(bad(
+                    "malformed request target: not a path (/...) nor an absolute URI \
+                     (scheme://...)",
+                ))
+            }
+        })
+    }
+
+    /// The colon after a field name: where its value is scanned (the name is the current line's
+    /// bytes before the colon). A second `Host` or `Content-Length` is refused here.
+    fn value_start(&mut self, buf: &[u8]) -> Result<At, HttpError> {
+        let name = &buf[self.pos + 1 - self.line_len..self.pos];
+        let (bit, at, twice) = if name.eq_ignore_ascii_case(b"host") {
+            (
+                HOST,
+                At::HostValue(HostScan::new(HostIn::Field)),
+                "more than one Host header",
+            )
+        } else if name.eq_ignore_ascii_case(b"content-length") {
+            (
+                CONTENT_LENGTH,
+                At::LengthValue(LengthScan::default()),
+                "more than one Content-Length header",
+            )
+        } else {
+            return Ok(At::Value);
+        };
+        if self.seen & bit != 0 {
+            return Err(bad(twice));
+        }
+        self.seen |= bit;
+        Ok(at)
     }
 
     /// True once any byte of a request (not just blank lines) has been seen.

@@ -80,8 +80,15 @@ fn limits_and_smuggling() {
     );
     assert_eq!(
         status(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\n"),
-        200
+        400,
+        "a second Content-Length, even with the same value"
     );
+    assert_eq!(status(b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n"), 400);
+    assert_eq!(status(b"GET abc HTTP/1.1\r\nHost: x\r\n\r\n"), 400);
+    assert_eq!(status(b"GET * HTTP/1.1\r\nHost: x\r\n\r\n"), 400);
+    assert_eq!(status(b"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n"), 200);
+    assert_eq!(status(b"CONNECT / HTTP/1.1\r\nHost: x\r\n\r\n"), 400);
+    assert_eq!(status(b"CONNECT x:1 HTTP/1.1\r\nHost: x:1\r\n\r\n"), 501);
     assert_eq!(
         status(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: +3\r\n\r\n"),
         400
@@ -115,7 +122,7 @@ fn limits_and_smuggling() {
 /// The fast paths (whole runs, whole line ends) come to what the byte-at-a-time path does, limits included, whole or fed a byte per read.
 #[test]
 fn fast_paths_agree_with_byte_at_a_time_at_every_limit() {
-    let heads: [&[u8]; 14] = [
+    let heads: [&[u8]; 16] = [
         b"GET /get_hello_world?session_id=x HTTP/1.1\r\nHost: x\r\n\r\n",
         b"\r\nPOST /a HTTP/1.0\r\nHost: x\r\nContent-Length: 3\r\nX-Long: abcdefghijklmnop \r\n\r\n",
         b"GET / HTTP/1.1\r\nHost: x\r\nX: a\rb\r\n\r\n",
@@ -125,7 +132,9 @@ fn fast_paths_agree_with_byte_at_a_time_at_every_limit() {
         b"GET  / HTTP/1.1\r\nHost: x\r\n\r\n",
         b"GET \xc3\xa9 HTTP/1.1\r\nHost: x\r\n\r\n",
         b"GET /a  HTTP/1.1\r\nHost: x\r\n\r\n",
-        b"M-SEARCH * HTTP/1.1\r\nA:\r\nB: 1\r\nC:caf\xc3\xa9\r\nD : 2\r\n\r\n",
+        b"OPTIONS * HTTP/1.1\r\nA:\r\nB: 1\r\nC:caf\xc3\xa9\r\nD : 2\r\n\r\n",
+        b"M-SEARCH http://h/ HTTP/1.1\r\nHost: [::1]:80 \r\nContent-Length: 012\r\n\r\n",
+        b"CONNECT h:1 HTTP/1.1\r\nHost: h:1\r\nContent-Length: 1\r\ncontent-length: 1\r\n\r\n",
         b"GET / HTTP/1.1\r\nHost: x\r\n X: y\r\n\r\n",
         b"GET / HTTP/1.1\r\nHost: x\r\nX\r\n\r\n",
         b"GET / HTTP/1.1\r\nA: 1\r\nB: 2\r\nC: 3\r\nD: 4\r\nE: 5\r\n\r\n",
