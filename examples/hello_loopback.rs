@@ -10,7 +10,8 @@
 //! - `POST /hello_world` stores `{"message": "Hello, World!", "session_id": <id>}` and answers
 //!   201 `{"session_id": <id>}`;
 //! - `GET /get_hello_world?session_id=<id>` answers 200 with the stored JSON, or 404
-//!   `{"error": "Invalid or missing session_id"}`;
+//!   `{"error": "Invalid or missing session_id"}` (no id), or 404 `{"error": "Unknown or expired
+//!   session_id ..."}` (an id it does not hold: never made, or dropped, see below);
 //! - `POST /call_hello_world` calls its own `/hello_world` and relays the answer;
 //! - `POST /call_hello_world_tcp` makes the same call the naive way, as the Flask handler did
 //!   (`requests.post('http://localhost:5000/hello_world')`): with an HTTP client (ureq) against
@@ -30,12 +31,23 @@
 //! `-i`); SIGTERM or Ctrl-C (SIGINT) stops it gracefully, answering every request already received
 //! (a second signal stops at once), and it exits 0.
 //!
+//! **What a client can make it store is bounded.** The seed keeps every session for ever: about
+//! 915 bytes each, so a client that POSTs in a loop grows it by gigabytes a minute until the
+//! process is killed. Here the store keeps at most `MAX_SESSIONS` (default 10,000: about 10 MB);
+//! past that, each new session drops the least recently used one (a GET counts as a use), whose
+//! id is then answered 404 "Unknown or expired session_id". The first drop is logged once, at
+//! `warn`. Dropping rather than refusing is the choice here: a store that answered 507 once full
+//! would let one client lock every new user out until a restart, where dropping keeps the service
+//! working and keeps the sessions in use. The cost is that a flood of new sessions pushes idle
+//! ones out; in a real service, also expire sessions after a time, limit how many a client may
+//! create, and keep them in a shared store (Redis, a database) rather than in one process.
+//!
 //! Environment: `PORT` (default 5000; 0 picks a free port), `WEB_CONCURRENCY` (workers, default 1),
-//! `RUST_LOG` (default `info`: the access log and the server's warnings; the crate logs through
-//! `log`, so without a logger you see nothing). It prints `listening on http://ADDR` once it
-//! serves.
+//! `MAX_SESSIONS` (sessions kept, at least 1, default 10,000), `RUST_LOG` (default `info`: the
+//! access log and the server's warnings; the crate logs through `log`, so without a logger you see
+//! nothing). It prints `listening on http://ADDR` once it serves.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
@@ -48,8 +60,69 @@ use prefork_pool::http::{
 };
 use serde_json::json;
 
-/// The shared dictionary of the Flask app (`routes/shared.py`): session id -> stored JSON.
-type StateCache = Arc<Mutex<HashMap<String, serde_json::Value>>>;
+/// The shared dictionary of the Flask app (`routes/shared.py`), bounded: session id -> stored JSON.
+type StateCache = Arc<Mutex<Sessions>>;
+
+/// The sessions kept unless `MAX_SESSIONS` says otherwise: about 10 MB of them.
+const DEFAULT_MAX_SESSIONS: usize = 10_000;
+
+/// At most `max` sessions; past that, storing one drops the least recently used (LRU).
+///
+/// Two maps: the sessions by id, each with the tick of its last use, and the ids by that tick,
+/// oldest first, so that the one to drop is the first entry. Every operation is O(log n).
+struct Sessions {
+    max: usize,
+    by_id: HashMap<String, (u64, serde_json::Value)>,
+    by_use: BTreeMap<u64, String>,
+    /// Bumped at each use: an order, not a time.
+    tick: u64,
+    /// Whether a session was dropped yet (the first drop is logged).
+    dropped_one: bool,
+}
+
+impl Sessions {
+    fn new(max: usize) -> Self {
+        Sessions {
+            max,
+            by_id: HashMap::new(),
+            by_use: BTreeMap::new(),
+            tick: 0,
+            dropped_one: false,
+        }
+    }
+
+    /// Store `payload` under a new `id`, first dropping the least recently used session if the
+    /// store is full.
+    fn insert(&mut self, id: String, payload: serde_json::Value) {
+        while self.by_id.len() >= self.max {
+            let Some((_, oldest)) = self.by_use.pop_first() else {
+                break;
+            };
+            self.by_id.remove(&oldest);
+            if !self.dropped_one {
+                self.dropped_one = true;
+                log::warn!(
+                    "session store full (MAX_SESSIONS={}): each new session now drops the least \
+                     recently used one, whose id then gets 404 (logged once)",
+                    self.max
+                );
+            }
+        }
+        self.tick += 1;
+        self.by_use.insert(self.tick, id.clone());
+        self.by_id.insert(id, (self.tick, payload));
+    }
+
+    /// The payload stored under `id`; this counts as a use.
+    fn get(&mut self, id: &str) -> Option<&serde_json::Value> {
+        let (used, payload) = self.by_id.get_mut(id)?;
+        self.tick += 1;
+        let id = self.by_use.remove(used).expect("each session has its tick");
+        self.by_use.insert(self.tick, id);
+        *used = self.tick;
+        Some(payload)
+    }
+}
 
 fn main() {
     // RUST_LOG=warn, RUST_LOG=prefork_pool::access=off, ...; default: info.
@@ -57,7 +130,12 @@ fn main() {
 
     let port: u16 = env_or("PORT", 5000);
     let workers: usize = env_or("WEB_CONCURRENCY", 1);
-    let cache: StateCache = Arc::default();
+    let max_sessions: usize = env_or("MAX_SESSIONS", DEFAULT_MAX_SESSIONS);
+    if max_sessions == 0 {
+        eprintln!("MAX_SESSIONS=0 would keep no session: it is at least 1");
+        std::process::exit(2);
+    }
+    let cache: StateCache = Arc::new(Mutex::new(Sessions::new(max_sessions)));
     // The bound address, for the naive self-call (known once the server is bound).
     let me: Arc<OnceLock<SocketAddr>> = Arc::default();
     let me_in_handler = me.clone();
@@ -140,7 +218,8 @@ fn say_hello(cache: &StateCache) -> HttpResponse {
     json_answer(StatusCode::CREATED, &json!({ "session_id": sid }))
 }
 
-/// `GET /get_hello_world?session_id=...`: the stored payload, or 404.
+/// `GET /get_hello_world?session_id=...`: the stored payload, or 404 (saying whether the id was
+/// missing, or is one the store does not hold: never made, or dropped to make room).
 fn fetch_hello(cache: &StateCache, req: &HttpRequest) -> Answer {
     let sid = req
         .uri()
@@ -149,12 +228,24 @@ fn fetch_hello(cache: &StateCache, req: &HttpRequest) -> Answer {
         .split('&')
         .find_map(|kv| kv.strip_prefix("session_id="))
         .unwrap_or("");
-    let payload = cache.lock().get(sid).cloned().ok_or_else(|| {
-        ApiError(
+    if sid.is_empty() {
+        return Err(ApiError(
             StatusCode::NOT_FOUND,
             "Invalid or missing session_id".into(),
-        )
-    })?;
+        ));
+    }
+    let mut sessions = cache.lock();
+    let Some(payload) = sessions.get(sid).cloned() else {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!(
+                "Unknown or expired session_id: at most {} sessions are kept (MAX_SESSIONS), \
+                 the least recently used dropped first; POST /hello_world for a new one",
+                sessions.max
+            ),
+        ));
+    };
+    drop(sessions);
     Ok(json_answer(StatusCode::OK, &payload))
 }
 

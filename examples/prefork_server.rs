@@ -19,12 +19,25 @@
 //! container, run it under an init that reaps (`docker run --init`): after a SIGUSR2 upgrade the
 //! new master is re-parented to PID 1.
 //! `PORT` defaults to 8000; `PORT=0` picks a free port, printed as `listening on http://ADDR`.
+//! `STORE_DIR` is the session directory (default: a new one under the temporary directory, removed
+//! at exit); `MAX_SESSIONS` the sessions it keeps (at least 1, default 10,000).
 //!
-//! Two things a template must get right, and gunicorn users learn the hard way:
+//! Three things a template must get right, and gunicorn users learn the hard way:
 //!
 //! - **Per-process memory.** The seed keeps its sessions in a dict: with two processes, a GET can land
 //!   in the worker that did not store the id (it happens on gunicorn too). Here the store is a
 //!   directory of small files that every worker sees (use a database or Redis in production).
+//! - **A bound on what a client can make it store.** The seed keeps every session for ever: a
+//!   client that POSTs in a loop fills the disk. Here the directory holds about `MAX_SESSIONS`
+//!   files (default 10,000, about 40 MB of disk blocks): once a new session takes it past that,
+//!   the least recently used tenth (by modification time; a GET touches the file) is deleted, and
+//!   a GET of a deleted id answers 404 "Unknown or expired session_id". A tenth at a time, so that
+//!   the scan of every file's time is made once per `MAX_SESSIONS / 10` new sessions, not for
+//!   each (each new session only counts the files); two processes trimming at once may leave a
+//!   few files fewer. The first trim is logged once per
+//!   worker, at `warn`. Dropping rather than refusing new sessions (507) is the choice: a full
+//!   store that refused would lock every new user out until someone cleans it; a real service
+//!   would also expire sessions after a time and limit how many one client may create.
 //! - **Calling yourself.** `/call_hello_world` sends its inner request through the `Loopback`
 //!   handle every request carries: in-process, no socket, no second worker needed. A request to
 //!   your own socket would wait for a free worker, and with every worker busy, for ever.
@@ -58,7 +71,9 @@
 use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use prefork_pool::http::types::http::{self, StatusCode};
 use prefork_pool::http::{HttpRequest, HttpResponse, IntoResponse, Json, Loopback};
@@ -66,18 +81,28 @@ use prefork_pool::prefork::Supervisor;
 use prefork_pool::Context;
 use serde_json::json;
 
-/// The session store every worker process sees: one file per session in a directory.
+/// The session store every worker process sees: one file per session in a directory, at most
+/// about `max` of them (see the module's comment).
 #[derive(Clone)]
 struct Store {
     dir: PathBuf,
+    max: usize,
+    /// Whether this process has trimmed the store yet (the first trim is logged).
+    trimmed: Arc<AtomicBool>,
 }
 
 impl Store {
     fn put(&self, id: &str, json: &str) -> std::io::Result<()> {
-        // Write then rename: a reader in another process never sees half a file.
+        // Write then rename: a reader in another process never sees half a file. Its time is set
+        // here, to the nanosecond: the file system's own may be coarser, and tie two sessions.
         let tmp = self.dir.join(format!("{id}.tmp"));
         std::fs::write(&tmp, json)?;
-        std::fs::rename(tmp, self.dir.join(id))
+        std::fs::File::options()
+            .write(true)
+            .open(&tmp)?
+            .set_modified(SystemTime::now())?;
+        std::fs::rename(tmp, self.dir.join(id))?;
+        self.trim()
     }
 
     fn get(&self, id: &str) -> Option<String> {
@@ -85,7 +110,44 @@ impl Store {
         if id.is_empty() || !id.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-') {
             return None;
         }
-        std::fs::read_to_string(self.dir.join(id)).ok()
+        let mut file = std::fs::File::options()
+            .read(true)
+            .write(true)
+            .open(self.dir.join(id))
+            .ok()?;
+        let mut json = String::new();
+        file.read_to_string(&mut json).ok()?;
+        // A use: the session is now the most recently used (a failure only makes it look older).
+        let _ = file.set_modified(SystemTime::now());
+        Some(json)
+    }
+
+    /// Past `max` sessions, delete the least recently used, down to nine tenths of `max`.
+    fn trim(&self) -> std::io::Result<()> {
+        let sessions = |dir: std::fs::ReadDir| {
+            dir.filter_map(Result::ok)
+                .filter(|e| !e.file_name().to_string_lossy().ends_with(".tmp"))
+        };
+        if sessions(std::fs::read_dir(&self.dir)?).count() <= self.max {
+            return Ok(());
+        }
+        let mut by_use: Vec<(SystemTime, PathBuf)> = sessions(std::fs::read_dir(&self.dir)?)
+            .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+            .collect();
+        by_use.sort();
+        let keep = self.max - self.max / 10;
+        for (_, path) in &by_use[..by_use.len().saturating_sub(keep)] {
+            // Another process may have deleted it first.
+            let _ = std::fs::remove_file(path);
+        }
+        if !self.trimmed.swap(true, Ordering::Relaxed) {
+            log::warn!(
+                "session store full (MAX_SESSIONS={}): the least recently used sessions are \
+                 deleted, a tenth at a time, and their ids get 404 (logged once per worker)",
+                self.max
+            );
+        }
+        Ok(())
     }
 }
 
@@ -140,10 +202,21 @@ fn route(
                 .split('&')
                 .find_map(|kv| kv.strip_prefix("session_id="))
                 .unwrap_or("");
+            if id.is_empty() {
+                return Err(ApiError(
+                    StatusCode::NOT_FOUND,
+                    "Invalid or missing session_id".into(),
+                ));
+            }
             let payload = store.get(id).ok_or_else(|| {
                 ApiError(
                     StatusCode::NOT_FOUND,
-                    "Invalid or missing session_id".into(),
+                    format!(
+                        "Unknown or expired session_id: about {} sessions are kept \
+                         (MAX_SESSIONS), the least recently used deleted first; POST \
+                         /hello_world for a new one",
+                        store.max
+                    ),
                 )
             })?;
             Ok((StatusCode::OK, Json(payload)).into_response())
@@ -251,11 +324,18 @@ fn main() {
     let port: u16 = env_or("PORT", 8000);
     let workers: usize = env_or("WEB_CONCURRENCY", 2);
     let threads: usize = env_or("THREADS", 2);
+    let max: usize = env_or("MAX_SESSIONS", 10_000);
+    if max == 0 {
+        eprintln!("MAX_SESSIONS=0 would keep no session: it is at least 1");
+        std::process::exit(2);
+    }
     let store = Store {
         dir: std::env::var_os("STORE_DIR").map_or_else(
             || std::env::temp_dir().join(format!("prefork-server-{}", std::process::id())),
             PathBuf::from,
         ),
+        max,
+        trimmed: Arc::default(),
     };
     if let Err(e) = std::fs::create_dir_all(&store.dir) {
         eprintln!(

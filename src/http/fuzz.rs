@@ -164,6 +164,28 @@ pub(crate) const CORPUS: &[(&[u8], Want)] = &[
     (b"GET / HTTP/1.1\r\n:", Want::RefusedAtLastByte(400)),
     (b"GET / HTTP/1.1\r\nX: a\x00", Want::RefusedAtLastByte(400)),
     (b"GET / HTTP/1.1\r\nX: a\x7f", Want::RefusedAtLastByte(400)),
+    // The target's form must fit the method; a Host is host[:port]; one Content-Length value.
+    (b"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n", Want::Served(1)),
+    (b"GET http://h:8/p?q HTTP/1.1\r\nHost: h:8\r\n\r\n", Want::Served(1)),
+    (b"GET / HTTP/1.1\r\nHost: [::1]:8080 \r\n\r\n", Want::Served(1)),
+    (b"GET / HTTP/1.1\r\nHost:\r\n\r\n", Want::Served(1)),
+    (b"CONNECT h:443 HTTP/1.1\r\nHost: h:443\r\n\r\n", Want::Refused(501)),
+    (b"GET abc ", Want::RefusedAtLastByte(400)),
+    (b"GET h:4", Want::RefusedAtLastByte(400)),
+    (b"GET *", Want::RefusedAtLastByte(400)),
+    (b"PRI *", Want::RefusedAtLastByte(400)),
+    (b"OPTIONS *x", Want::RefusedAtLastByte(400)),
+    (b"CONNECT /", Want::RefusedAtLastByte(400)),
+    (b"CONNECT h ", Want::RefusedAtLastByte(400)),
+    (b"GET / HTTP/1.1\r\nHost: a b", Want::RefusedAtLastByte(400)),
+    (b"GET / HTTP/1.1\r\nHost: a,", Want::RefusedAtLastByte(400)),
+    (b"GET / HTTP/1.1\r\nHost: [::g]", Want::RefusedAtLastByte(400)),
+    (b"GET / HTTP/1.1\r\nhost: x\r\nHOST:", Want::RefusedAtLastByte(400)),
+    (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\ncontent-length:", Want::RefusedAtLastByte(400)),
+    (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 12345678901234567890", Want::RefusedAtLastByte(400)),
+    (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3,", Want::RefusedAtLastByte(400)),
+    (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: \r", Want::RefusedAtLastByte(400)),
+    (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999\r", Want::RefusedAtLastByte(413)),
 ];
 
 #[cfg(test)]

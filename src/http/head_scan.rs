@@ -2,11 +2,18 @@
 //! that finds where the head ends, refuses a malformed head at its first bad byte (not when, or
 //! if, its blank line arrives), and checks the size limits at the byte that passes them. The
 //! complete head is then parsed by `parse.rs`.
+//!
+//! Beyond the bytes, the scan checks what can be refused before the end of the head: the request
+//! target's form against the method (RFC 9112 3.2: origin-form `/...`, absolute-form
+//! `scheme://...`, the asterisk-form `*` for OPTIONS only, the authority-form `host:port` for
+//! CONNECT only, and CONNECT in no other form), and the `Host` and `Content-Length` fields, whose
+//! values are scanned by `value_scan.rs` (a second one of either is refused at its colon).
 
 use super::parse::{
     bad, field_too_long, head_too_big, request_line_too_long, too_many_fields, unsupported_version,
     HttpError, Limits,
 };
+use super::value_scan::{HostIn, HostScan, LengthScan};
 
 /// Where the scan of an incomplete head stands, so that each read costs only its new bytes and a
 /// malformed head is refused at its first bad byte, not when (or if) its blank line arrives.
@@ -25,8 +32,28 @@ pub(crate) struct HeadScanner {
     line_len: usize,
     /// Header fields started so far.
     fields: usize,
+    /// The method, as far as the target's form depends on it.
+    method: MethodIs,
+    /// The fields of which a second one is refused (`HOST`, `CONTENT_LENGTH`) seen so far.
+    seen: u8,
     at: At,
 }
+
+/// The methods that decide the request target's form (RFC 9112 3.2).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum MethodIs {
+    /// Origin-form or absolute-form.
+    #[default]
+    Other,
+    /// Also the asterisk-form.
+    Options,
+    /// The authority-form only.
+    Connect,
+}
+
+/// Bits of [`HeadScanner::seen`].
+const HOST: u8 = 1;
+const CONTENT_LENGTH: u8 = 2;
 
 /// The scanner's place in the grammar.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -38,7 +65,16 @@ enum At {
     BlankLf,
     Method,
     TargetStart,
+    /// In an origin-form target, or an absolute-form one after its `://`.
     Target,
+    /// In the scheme of an absolute-form target.
+    Scheme,
+    /// The `i`-th `/` of the `//` after a scheme's colon.
+    SchemeSlash(u8),
+    /// After OPTIONS' `*`: the space must follow.
+    Asterisk,
+    /// In CONNECT's `host:port`.
+    Authority(HostScan),
     /// The `i`-th byte of `HTTP/`.
     Version(u8),
     Major,
@@ -52,6 +88,10 @@ enum At {
     FieldStart,
     Name,
     Value,
+    /// In a `Host` field's value.
+    HostValue(HostScan),
+    /// In a `Content-Length` field's value.
+    LengthValue(LengthScan),
     /// The CR of the empty line: its LF ends the head.
     EndLf,
 }
@@ -153,7 +193,7 @@ impl HeadScanner {
                 self.skip_line_end(buf, limits);
             }
             let Some(&b) = buf.get(self.pos) else { break };
-            if let Some(end) = self.step(b, limits)? {
+            if let Some(end) = self.step(b, buf, limits)? {
                 return Ok(Some((self.start, end)));
             }
             self.pos += 1;
@@ -223,8 +263,9 @@ impl HeadScanner {
         false
     }
 
-    /// Look at the byte at `self.pos`; the end of the head (one past this byte) when it ends it.
-    fn step(&mut self, b: u8, limits: &Limits) -> Result<Option<usize>, HttpError> {
+    /// Look at the byte `b` at `self.pos` of `buf`; the end of the head (one past this byte) when
+    /// it ends it.
+    fn step(&mut self, b: u8, buf: &[u8], limits: &Limits) -> Result<Option<usize>, HttpError> {
         if matches!(self.at, At::Blank | At::BlankLf) {
             self.at = match (self.at, b) {
                 (At::Blank, b'\r') => At::BlankLf,
@@ -252,7 +293,10 @@ impl HeadScanner {
         }
         if b != b'\r' && b != b'\n' {
             self.line_len += 1;
-            if !matches!(self.at, At::FieldStart | At::Name | At::Value) {
+            if !matches!(
+                self.at,
+                At::FieldStart | At::Name | At::Value | At::HostValue(_) | At::LengthValue(_)
+            ) {
                 if self.line_len > limits.request_line {
                     return Err(request_line_too_long(limits));
                 }
@@ -262,17 +306,68 @@ impl HeadScanner {
         }
         self.at = match self.at {
             At::Method => match b {
-                b' ' => At::TargetStart,
+                b' ' => {
+                    self.method = match &buf[self.start..self.pos] {
+                        b"OPTIONS" => MethodIs::Options,
+                        b"CONNECT" => MethodIs::Connect,
+                        _ => MethodIs::Other,
+                    };
+                    At::TargetStart
+                }
                 b if is_tchar(b) => At::Method,
                 b'\n' => return Err(bad("bare LF: lines must end with CRLF")),
                 _ => return Err(bad("malformed method")),
             },
-            At::TargetStart | At::Target => match b {
-                0x21..=0x7e => At::Target,
-                b' ' if self.at == At::Target => At::Version(0),
+            At::TargetStart => match b {
+                0x21..=0x7e => self.target_start(b, buf)?,
                 b'\n' => return Err(bad("bare LF: lines must end with CRLF")),
                 0x80..=0xff => return Err(bad("a raw non-ASCII byte in the request target")),
                 _ => return Err(bad("malformed request line")),
+            },
+            At::Target => match b {
+                0x21..=0x7e => At::Target,
+                b' ' => At::Version(0),
+                b'\n' => return Err(bad("bare LF: lines must end with CRLF")),
+                0x80..=0xff => return Err(bad("a raw non-ASCII byte in the request target")),
+                _ => return Err(bad("malformed request line")),
+            },
+            At::Scheme => match b {
+                b':' => At::SchemeSlash(0),
+                b if b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.') => At::Scheme,
+                _ => {
+                    return Err(bad(
+                        "malformed request target: not a path (/...) nor an absolute URI \
+                         (scheme://...)",
+                    ))
+                }
+            },
+            At::SchemeSlash(i) => match b {
+                b'/' if i == 0 => At::SchemeSlash(1),
+                b'/' => At::Target,
+                _ => {
+                    return Err(bad(
+                        "malformed request target: an absolute URI is scheme://authority/path",
+                    ))
+                }
+            },
+            At::Asterisk => match b {
+                b' ' => At::Version(0),
+                _ => {
+                    return Err(bad(
+                        "malformed request target: the asterisk-form is * alone",
+                    ))
+                }
+            },
+            At::Authority(mut host) => match b {
+                b' ' => {
+                    host.end()?;
+                    At::Version(0)
+                }
+                b'\n' => return Err(bad("bare LF: lines must end with CRLF")),
+                _ => {
+                    host.step(buf, self.pos)?;
+                    At::Authority(host)
+                }
             },
             At::Version(i) => {
                 if b != b"HTTP/"[i as usize] {
@@ -326,7 +421,7 @@ impl HeadScanner {
                 _ => return Err(bad("malformed header name")),
             },
             At::Name => match b {
-                b':' => At::Value,
+                b':' => self.value_start(buf)?,
                 b if is_tchar(b) => At::Name,
                 b'\r' | b'\n' => return Err(bad("a header line without a colon")),
                 _ => return Err(bad("malformed header name")),
@@ -337,6 +432,28 @@ impl HeadScanner {
                 b if is_field_byte(b) => At::Value,
                 _ => return Err(bad("a control character in a header value")),
             },
+            At::HostValue(mut host) => match b {
+                b'\r' => {
+                    host.end()?;
+                    At::LineLf
+                }
+                b'\n' => return Err(bad("bare LF: lines must end with CRLF")),
+                _ => {
+                    host.step(buf, self.pos)?;
+                    At::HostValue(host)
+                }
+            },
+            At::LengthValue(mut length) => match b {
+                b'\r' => {
+                    length.end(limits)?;
+                    At::LineLf
+                }
+                b'\n' => return Err(bad("bare LF: lines must end with CRLF")),
+                _ => {
+                    length.step(b)?;
+                    At::LengthValue(length)
+                }
+            },
             At::EndLf => match b {
                 b'\n' => return Ok(Some(self.pos + 1)),
                 _ => return Err(bad("bare CR: lines must end with CRLF")),
@@ -346,6 +463,59 @@ impl HeadScanner {
         Ok(None)
     }
 
+    /// The first byte `b` (visible ASCII) of the request target: its form, which the method
+    /// decides (RFC 9112 3.2).
+    fn target_start(&mut self, b: u8, buf: &[u8]) -> Result<At, HttpError> {
+        Ok(match (self.method, b) {
+            (MethodIs::Connect, b'/' | b'*') => {
+                return Err(bad(
+                    "CONNECT takes an authority-form target (host:port), not a path",
+                ))
+            }
+            (MethodIs::Connect, _) => {
+                let mut host = HostScan::new(HostIn::Target);
+                host.step(buf, self.pos)?;
+                At::Authority(host)
+            }
+            (_, b'/') => At::Target,
+            (MethodIs::Options, b'*') => At::Asterisk,
+            (_, b'*') => return Err(bad("the asterisk-form target (*) is for OPTIONS only")),
+            (_, b) if b.is_ascii_alphabetic() => At::Scheme,
+            _ => {
+                return Err(bad(
+                    "malformed request target: not a path (/...) nor an absolute URI \
+                     (scheme://...)",
+                ))
+            }
+        })
+    }
+
+    /// The colon after a field name: where its value is scanned (the name is the current line's
+    /// bytes before the colon). A second `Host` or `Content-Length` is refused here.
+    fn value_start(&mut self, buf: &[u8]) -> Result<At, HttpError> {
+        let name = &buf[self.pos + 1 - self.line_len..self.pos];
+        let (bit, at, twice) = if name.eq_ignore_ascii_case(b"host") {
+            (
+                HOST,
+                At::HostValue(HostScan::new(HostIn::Field)),
+                "more than one Host header",
+            )
+        } else if name.eq_ignore_ascii_case(b"content-length") {
+            (
+                CONTENT_LENGTH,
+                At::LengthValue(LengthScan::default()),
+                "more than one Content-Length header",
+            )
+        } else {
+            return Ok(At::Value);
+        };
+        if self.seen & bit != 0 {
+            return Err(bad(twice));
+        }
+        self.seen |= bit;
+        Ok(at)
+    }
+
     /// True once any byte of a request (not just blank lines) has been seen.
     pub(crate) fn started(&self) -> bool {
         !matches!(self.at, At::Blank | At::BlankLf)
@@ -353,198 +523,5 @@ impl HeadScanner {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::http::parse::{parse_head, Framing, Head};
-    use http::Method;
-
-    fn head_of(raw: &[u8]) -> Result<Option<Head>, HttpError> {
-        let limits = Limits::default();
-        let mut s = HeadScanner::default();
-        match s.scan(raw, &limits)? {
-            Some((a, b)) => parse_head(&raw[a..b], &limits).map(Some),
-            None => Ok(None),
-        }
-    }
-
-    fn status(raw: &[u8]) -> u16 {
-        match head_of(raw) {
-            Err(e) => e.status,
-            Ok(Some(_)) => 200,
-            Ok(None) => 0,
-        }
-    }
-
-    #[test]
-    fn simple_get() {
-        let h = head_of(b"GET /a?b=1 HTTP/1.1\r\nHost: x\r\n\r\n")
-            .unwrap()
-            .unwrap();
-        assert_eq!(h.method, Method::GET);
-        assert_eq!(h.uri.path(), "/a");
-        assert_eq!(h.uri.query(), Some("b=1"));
-        assert!(h.keep_alive);
-        assert_eq!(h.framing, Framing::None);
-    }
-
-    #[test]
-    fn byte_by_byte() {
-        let raw = b"\r\nPOST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc";
-        let limits = Limits::default();
-        let mut s = HeadScanner::default();
-        let mut found = None;
-        for n in 1..=raw.len() {
-            if let Some(r) = s.scan(&raw[..n], &limits).unwrap() {
-                found = Some(r);
-                break;
-            }
-        }
-        let (a, b) = found.unwrap();
-        assert_eq!(a, 2);
-        assert_eq!(&raw[b..], b"abc");
-        let h = parse_head(&raw[a..b], &limits).unwrap();
-        assert_eq!(h.framing, Framing::Length(3));
-    }
-
-    #[test]
-    fn limits_and_smuggling() {
-        let long = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(5000));
-        assert_eq!(status(long.as_bytes()), 414);
-        let long_partial = format!("GET /{}", "a".repeat(5000));
-        assert_eq!(status(long_partial.as_bytes()), 414);
-        let field = format!(
-            "GET / HTTP/1.1\r\nHost: x\r\nX: {}\r\n\r\n",
-            "a".repeat(9000)
-        );
-        assert_eq!(status(field.as_bytes()), 431);
-        let mut many = String::from("GET / HTTP/1.1\r\nHost: x\r\n");
-        for i in 0..120 {
-            many.push_str(&format!("X-{i}: y\r\n"));
-        }
-        many.push_str("\r\n");
-        assert_eq!(status(many.as_bytes()), 431);
-        assert_eq!(
-            status(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"),
-            400
-        );
-        assert_eq!(
-            status(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n"),
-            400
-        );
-        assert_eq!(
-            status(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\n"),
-            200
-        );
-        assert_eq!(
-            status(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: +3\r\n\r\n"),
-            400
-        );
-        assert_eq!(
-            status(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, gzip\r\n\r\n"),
-            400
-        );
-        assert_eq!(
-            status(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n"),
-            400
-        );
-        assert_eq!(status(b"GET / HTTP/1.1\nHost: x\r\n\r\n"), 400);
-        assert_eq!(
-            status(b"GET / HTTP/1.1\r\nHost: x\r\nX: a\r\n b\r\n\r\n"),
-            400
-        );
-        assert_eq!(status(b"GET / HTTP/1.1\r\n\r\n"), 400);
-        assert_eq!(status(b"GET / HTTP/1.0\r\n\r\n"), 200);
-        assert_eq!(status(b"GET / HTTP/2.0\r\n\r\n"), 505);
-        assert_eq!(
-            status(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999\r\n\r\n"),
-            413
-        );
-        assert_eq!(
-            status(b"GET / HTTP/1.1\r\nHost: x\r\nExpect: 200-ok\r\n\r\n"),
-            417
-        );
-    }
-
-    /// The fast paths (whole runs, whole line ends) come to what the byte-at-a-time path does, limits included, whole or fed a byte per read.
-    #[test]
-    fn fast_paths_agree_with_byte_at_a_time_at_every_limit() {
-        let heads: [&[u8]; 14] = [
-            b"GET /get_hello_world?session_id=x HTTP/1.1\r\nHost: x\r\n\r\n",
-            b"\r\nPOST /a HTTP/1.0\r\nHost: x\r\nContent-Length: 3\r\nX-Long: abcdefghijklmnop \r\n\r\n",
-            b"GET / HTTP/1.1\r\nHost: x\r\nX: a\rb\r\n\r\n",
-            b"GET / HTTP/1.2\r\nHost: x\r\n\r\n",
-            b"GET / HTTP/1.1\r\r\n",
-            b"GET / HTTP/1.1\r\nHost: x\r\n\n",
-            b"GET  / HTTP/1.1\r\nHost: x\r\n\r\n",
-            b"GET \xc3\xa9 HTTP/1.1\r\nHost: x\r\n\r\n",
-            b"GET /a  HTTP/1.1\r\nHost: x\r\n\r\n",
-            b"M-SEARCH * HTTP/1.1\r\nA:\r\nB: 1\r\nC:caf\xc3\xa9\r\nD : 2\r\n\r\n",
-            b"GET / HTTP/1.1\r\nHost: x\r\n X: y\r\n\r\n",
-            b"GET / HTTP/1.1\r\nHost: x\r\nX\r\n\r\n",
-            b"GET / HTTP/1.1\r\nA: 1\r\nB: 2\r\nC: 3\r\nD: 4\r\nE: 5\r\n\r\n",
-            b"GET / HTTP/1.1\r\nHost: x\r\nX: \x01\r\n\r\n",
-        ];
-        // The outcome, and the length of the input when it came: a refusal must come at the
-        // same byte either way.
-        fn by_byte<const FAST: bool>(
-            raw: &[u8],
-            limits: &Limits,
-        ) -> (usize, Result<Option<(usize, usize)>, HttpError>) {
-            let mut s = HeadScanner::default();
-            for n in 1..=raw.len() {
-                match s.scan_with::<FAST>(&raw[..n], limits) {
-                    Ok(None) => {}
-                    other => return (n, other),
-                }
-            }
-            (raw.len(), Ok(None))
-        }
-        let whole = |raw: &[u8], limits: &Limits, fast: bool| {
-            let mut s = HeadScanner::default();
-            if fast {
-                s.scan(raw, limits)
-            } else {
-                s.scan_with::<false>(raw, limits)
-            }
-        };
-        for raw in heads {
-            for request_line in (1..48).chain([4094]) {
-                for (field_size, fields) in [(1, 100), (3, 2), (8, 3), (12, 100), (20, 4), (40, 1)]
-                {
-                    for head_bytes in 1..raw.len() + 2 {
-                        let limits = Limits {
-                            request_line,
-                            field_size,
-                            fields,
-                            head_bytes,
-                            ..Limits::default()
-                        };
-                        let shown = String::from_utf8_lossy(raw);
-                        // Whole, and cut anywhere (a refusal must not wait for more bytes).
-                        for end in 1..=raw.len() {
-                            let want = whole(&raw[..end], &limits, false);
-                            let got = whole(&raw[..end], &limits, true);
-                            assert_eq!(got, want, "{shown:?} to {end} with {limits:?}");
-                        }
-                        let want = by_byte::<false>(raw, &limits);
-                        assert_eq!(by_byte::<true>(raw, &limits), want, "{shown:?} {limits:?}");
-                    }
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn connection_semantics() {
-        let h = head_of(b"GET / HTTP/1.0\r\n\r\n").unwrap().unwrap();
-        assert!(!h.keep_alive);
-        let h = head_of(b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n")
-            .unwrap()
-            .unwrap();
-        assert!(h.keep_alive);
-        let h = head_of(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            .unwrap()
-            .unwrap();
-        assert!(!h.keep_alive);
-    }
-}
+#[path = "head_scan_tests.rs"]
+mod tests;

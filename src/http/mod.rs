@@ -155,13 +155,13 @@
 //!
 //! | Status | When | Setting (default) |
 //! |---|---|---|
-//! | 400 | malformed head, refused at its first bad byte (see below); missing `Host` in HTTP/1.1, two `Host` headers, or one naming two hosts (`Host: a, b`); two `Expect` headers; `Content-Length` with `Transfer-Encoding`; differing `Content-Length`s; `Transfer-Encoding` not ending in `chunked`, or in an HTTP/1.0 request; bad chunk size or chunk framing; an empty chunk extension (`2;`), one with an empty value, an unterminated quoted value or a control byte (NUL...); a trailer line without a colon or with a control byte | |
+//! | 400 | malformed head, refused at its first bad byte (see below); a request target in a form its method cannot have (`GET abc`, `GET *`, `CONNECT /`); missing `Host` in HTTP/1.1, two `Host` headers, one naming two hosts (`Host: a, b`) or one that is not `host[:port]` (`Host: a b`); two `Expect` headers; `Content-Length` with `Transfer-Encoding`; two `Content-Length` fields or a list in one, even of equal values; `Transfer-Encoding` not ending in `chunked`, or in an HTTP/1.0 request; bad chunk size or chunk framing; an empty chunk extension (`2;`), one with an empty value, an unterminated quoted value or a control byte (NUL...); a trailer line without a colon or with a control byte | |
 //! | 408 | head not complete in time (slow-loris), or no body bytes for too long | [`head_timeout`](ServerBuilder::head_timeout) (10 s), [`body_timeout`](ServerBuilder::body_timeout) (30 s) |
 //! | 413 | body too large (at once when `Content-Length` says so, even with `Expect: 100-continue`) | [`limit_body_bytes`](ServerBuilder::limit_body_bytes) (10 MiB) |
 //! | 414 | request line too long | [`limit_request_line`](ServerBuilder::limit_request_line) (4094) |
 //! | 417 | an `Expect` other than `100-continue` | |
 //! | 431 | too many header fields, a field too long, the head too large, or chunked trailers over 8 KiB | [`limit_request_fields`](ServerBuilder::limit_request_fields) (100), [`limit_request_field_size`](ServerBuilder::limit_request_field_size) (8190), [`limit_head_bytes`](ServerBuilder::limit_head_bytes) (64 KiB) |
-//! | 501 | a transfer coding other than `chunked` (e.g. `gzip, chunked`) | |
+//! | 501 | a transfer coding other than `chunked` (e.g. `gzip, chunked`); a `CONNECT` (the server is not a proxy: it cannot open a tunnel) | |
 //! | 505 | an HTTP version other than 1.0 and 1.1 (`HTTP/2.0`, `HTTP/5.6`), at its last digit; a version not of the form `HTTP/d.d` is a malformed head (400) | |
 //! | 503 + `Retry-After: 1` | the Pool's queue is full ([`Error::Overloaded`](crate::Error::Overloaded)), or it is shutting down | [`queue_capacity`](crate::Builder::queue_capacity), through [`pool`](ServerBuilder::pool) |
 //! | 504 | the request's deadline passed ([`Error::DeadlineExceeded`](crate::Error::DeadlineExceeded)) | [`deadline`](crate::Builder::deadline), through [`pool`](ServerBuilder::pool) (30 s); per route, [`deadline_for`](ServerBuilder::deadline_for) (none) |
@@ -188,7 +188,24 @@
 //! non-ASCII byte in the request target; a field line without a colon; NUL, another control
 //! byte or DEL in a field value. The size limits are checked at the byte that passes them too.
 //!
+//! So is what can be told before the end of the head, at the byte that tells it: a request
+//! target in a form its method cannot have (RFC 9112 3.2: a path `/...` or an absolute URI
+//! `scheme://...`; `*` for `OPTIONS` only; `host:port`, and only that, for `CONNECT`); a `Host`
+//! value that is not `host[:port]`; a second `Host` or `Content-Length` field (at its colon); a
+//! `Content-Length` that is not one decimal number of at most 19 significant digits. A
+//! `Content-Length` over the body limit is 413 at the end of its line.
+//!
 //! Choices, where the strict parsers and the RFCs leave room:
+//! - **`Host`** is `uri-host [ ":" port ]` (RFC 9110 7.2): a name (letters, digits, `-._~`, the
+//!   sub-delims but the comma, `%XX`), an IPv4 address or a bracketed IPv6 literal, with an
+//!   optional port of digits and whitespace around. An empty `Host` is accepted (RFC 9112 3.2:
+//!   what a client with no authority sends); a port with no host is not. With an absolute-form
+//!   target the `Host` is still checked, though the target's authority is the one that counts.
+//! - **`CONNECT`** with a proper `host:port` is answered 501 by the server itself and the
+//!   connection closed: the server is not a proxy, and a handler's 2xx would tell the client a
+//!   tunnel was open (it used to reach the handler).
+//! - **Two `Content-Length` fields**, or a list in one (`3, 3`), are 400 even when the values
+//!   agree, as in llhttp's strict mode (RFC 9110 8.6 allows either).
 //! - **obs-text in field values** (bytes 0x80-0xFF) is accepted, as RFC 9110 5.5 allows it as
 //!   opaque data and llhttp and h11 accept it: the handler gets the bytes
 //!   (`HeaderValue::as_bytes`; `to_str` fails on them), and the access log writes them escaped.
@@ -358,6 +375,7 @@ mod spool;
 mod stream;
 mod stuck;
 pub mod types;
+mod value_scan;
 
 /// The fuzz target's entry point (`fuzz/fuzz_targets/head_and_body.rs`); built only with
 /// `cfg(fuzzing)`, not part of the API.

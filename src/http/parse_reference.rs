@@ -5,7 +5,9 @@
 use http::header::{HeaderName, HeaderValue, CONTENT_LENGTH, EXPECT, HOST, TRANSFER_ENCODING};
 use http::{HeaderMap, Method, Uri, Version};
 
-use crate::http::parse::{bad, unsupported_version, Framing, Head, HttpError, Limits};
+use crate::http::parse::{
+    bad, connect_not_served, unsupported_version, Framing, Head, HttpError, Limits,
+};
 
 /// Parse a complete head (`buf` is exactly the head, ending with the blank line).
 pub(super) fn parse_head(buf: &[u8], limits: &Limits) -> Result<Head, HttpError> {
@@ -28,6 +30,10 @@ pub(super) fn parse_head(buf: &[u8], limits: &Limits) -> Result<Head, HttpError>
     }
     let method = Method::from_bytes(req.method.unwrap_or("").as_bytes())
         .map_err(|_| bad("malformed method"))?;
+    // Added with the scanner's check of the target's form: what the parse answers a CONNECT.
+    if method == Method::CONNECT {
+        return Err(connect_not_served());
+    }
     let uri = ref_target(req.path.unwrap_or(""))?;
     let version = match req.version {
         Some(0) => Version::HTTP_10,

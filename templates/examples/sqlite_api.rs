@@ -12,15 +12,24 @@
 //!   `Loopback`: in-process, no socket, no second worker needed.
 //! - `GET /metrics`: the db pool's stats (workers, busy, queued, timeouts, ...) and the most db
 //!   handlers seen running at once, in the Prometheus text format.
+//! - What a client can make it store is bounded: at most `max_notes` notes (`MAX_NOTES`, default
+//!   10,000), each from a request body of at most 16 KiB ([`MAX_NOTE_BODY`]; larger is 413 from
+//!   the server, before the body is read), so the database holds at most about 160 MB of notes.
+//!   Past `max_notes`, `POST /notes` is refused with 507 and a body that says why, and the first
+//!   refusal is logged at `warn`. Refusing, not dropping old notes to make room, is the choice:
+//!   notes are what users wrote, and deleting them to make room for anyone's new ones would lose
+//!   data silently; a full store is the operator's to act on (raise `MAX_NOTES`, archive, or add
+//!   per-user quotas, which a real service with accounts would have).
 //!
-//! Routes: `POST /notes` `{"author": "...", "text": "..."}` → 201 `{"id": n}`; `GET /notes/{id}`;
-//! `GET /authors/{author}/notes`; `GET /notes/{id}/summary`; `GET /metrics`.
+//! Routes: `POST /notes` `{"author": "...", "text": "..."}` → 201 `{"id": n}` (507 when full);
+//! `GET /notes/{id}`; `GET /authors/{author}/notes`; `GET /notes/{id}/summary`; `GET /metrics`.
 //!
 //! Run it: `cargo run -p prefork-pool-templates --example sqlite_api` (then the `curl` lines it
-//! prints). `tests/sqlite_api.rs` drives it with concurrent clients.
+//! prints); `BIND` (default `127.0.0.1:8000`) is where it listens, `MAX_NOTES` how many notes it
+//! keeps. `tests/sqlite_api.rs` drives it with concurrent clients, and fills a small store.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,12 +40,14 @@ use serde_json::{json, Value};
 
 /// What a handler asks the db pool.
 pub enum DbReq {
-    /// Add a note; answered with its id.
+    /// Add a note unless `max` notes are stored already; answered with its id, or `Full`.
     Insert {
         /// Who wrote it.
         author: String,
         /// The note.
         text: String,
+        /// The most notes the store may hold.
+        max: u64,
     },
     /// One note by id.
     Get(i64),
@@ -59,6 +70,8 @@ pub struct Note {
 pub enum DbResp {
     /// The new note's id.
     Inserted(i64),
+    /// Not inserted: the store holds its maximum of notes already.
+    Full,
     /// The note, if there is one with that id.
     Note(Option<Note>),
     /// Notes.
@@ -95,7 +108,16 @@ pub struct Config {
     /// Spare threads for requests this process sends itself over TCP (`None`: the server's
     /// default). A test whose clients live in this process sets 0.
     pub max_spare: Option<usize>,
+    /// The most notes the database holds; past that, `POST /notes` is 507 (see the module's
+    /// comment).
+    pub max_notes: u64,
 }
+
+/// The largest `POST /notes` body, in bytes: with `max_notes`, what bounds the database's size.
+pub const MAX_NOTE_BODY: u64 = 16 * 1024;
+
+/// The notes kept unless `MAX_NOTES` says otherwise.
+pub const DEFAULT_MAX_NOTES: u64 = 10_000;
 
 /// The running service.
 pub struct App {
@@ -143,10 +165,20 @@ fn run_db(conn: &mut Connection, req: DbReq) -> rusqlite::Result<DbResp> {
         })
     };
     match req {
-        DbReq::Insert { author, text } => {
-            conn.prepare_cached("INSERT INTO notes (author, text) VALUES (?1, ?2)")?
-                .execute(params![author, text])?;
-            Ok(DbResp::Inserted(conn.last_insert_rowid()))
+        DbReq::Insert { author, text, max } => {
+            // The count and the insert in one statement: one write transaction, so that two db
+            // workers inserting at once cannot both take the last place.
+            let inserted = conn
+                .prepare_cached(
+                    "INSERT INTO notes (author, text) SELECT ?1, ?2 \
+                     WHERE (SELECT count(*) FROM notes) < ?3",
+                )?
+                .execute(params![author, text, max])?;
+            Ok(if inserted == 0 {
+                DbResp::Full
+            } else {
+                DbResp::Inserted(conn.last_insert_rowid())
+            })
         }
         DbReq::Get(id) => conn
             .prepare_cached("SELECT id, author, text FROM notes WHERE id = ?1")?
@@ -194,9 +226,12 @@ pub fn start(cfg: &Config) -> Result<App, Box<dyn std::error::Error>> {
     let routes = Routes {
         db: db.clone(),
         in_flight: in_flight.clone(),
+        max_notes: cfg.max_notes,
+        full_logged: AtomicBool::new(false),
     };
     let mut server = Server::builder()
         .bind(cfg.addr.as_str())
+        .limit_body_bytes(MAX_NOTE_BODY)
         .pool(|p| p.name("web").workers(cfg.web_workers));
     if let Some(n) = cfg.max_spare {
         server = server.max_spare(n);
@@ -213,6 +248,9 @@ pub fn start(cfg: &Config) -> Result<App, Box<dyn std::error::Error>> {
 struct Routes {
     db: Pool<DbReq, DbAnswer>,
     in_flight: Arc<InFlight>,
+    max_notes: u64,
+    /// Whether a 507 was logged yet (the first one is).
+    full_logged: AtomicBool,
 }
 
 /// How long each kind of db call may take, queue included.
@@ -254,9 +292,25 @@ impl Routes {
         let insert = DbReq::Insert {
             author: author.to_owned(),
             text: text.to_owned(),
+            max: self.max_notes,
         };
         match self.db(insert, WRITE_DEADLINE) {
             Ok(DbResp::Inserted(id)) => reply(201, json!({ "id": id })),
+            Ok(DbResp::Full) => {
+                if !self.full_logged.swap(true, Ordering::Relaxed) {
+                    log::warn!(
+                        "the note store is full (MAX_NOTES={}): new notes are refused with 507 \
+                         (logged once)",
+                        self.max_notes
+                    );
+                }
+                let why = format!(
+                    "the note store is full: it holds at most {} notes (MAX_NOTES), and this one \
+                     was not stored; try again once the operator has made room",
+                    self.max_notes
+                );
+                reply(507, json!({ "error": why }))
+            }
             Ok(_) => reply(500, json!({"error": "unexpected db answer"})),
             Err((status, body)) => reply(status, body),
         }
@@ -354,6 +408,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         db_workers: 2,
         db_path: dir.join("notes.db"),
         max_spare: None,
+        max_notes: match std::env::var("MAX_NOTES") {
+            Ok(v) => v
+                .parse()
+                .map_err(|_| format!("MAX_NOTES={v:?} is not a number"))?,
+            Err(_) => DEFAULT_MAX_NOTES,
+        },
     };
     let app = start(&cfg)?;
     let addr = app.server.local_addrs()[0];

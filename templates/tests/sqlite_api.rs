@@ -52,6 +52,7 @@ fn concurrent_clients_read_back_every_note_and_the_db_bound_holds() {
         db_path: dir.join("notes.db"),
         // The clients live in this process: they are not self-calls to rescue.
         max_spare: Some(0),
+        max_notes: app::DEFAULT_MAX_NOTES,
     };
     let running = app::start(&cfg).expect("the app starts");
     let addr = running.server.local_addrs()[0];
@@ -142,6 +143,55 @@ fn concurrent_clients_read_back_every_note_and_the_db_bound_holds() {
         "no db call ran off the db workers"
     );
 
+    running.shutdown();
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// With `max_notes: 3`, the fourth note is refused with 507 and a body that says why, and not
+/// stored; the three are still served; a body over `MAX_NOTE_BODY` is 413 and not stored either.
+#[test]
+fn what_a_client_can_store_is_bounded() {
+    let dir = std::env::temp_dir().join(format!("sqlite_api-bound-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = app::Config {
+        addr: "127.0.0.1:0".to_owned(),
+        web_workers: 2,
+        db_workers: 2,
+        db_path: dir.join("notes.db"),
+        max_spare: Some(0),
+        max_notes: 3,
+    };
+    let running = app::start(&cfg).expect("the app starts");
+    let addr = running.server.local_addrs()[0];
+    let note = |text: &str| json!({ "author": "ann", "text": text }).to_string();
+    let big = "x".repeat(app::MAX_NOTE_BODY as usize);
+    let (status, answer) = request(addr, "POST", "/notes", &note(&big));
+    assert_eq!(status, 413, "{answer}");
+    for i in 1..=3 {
+        let (status, answer) = request(addr, "POST", "/notes", &note(&format!("note {i}")));
+        assert_eq!(status, 201, "{answer}");
+    }
+    for _ in 0..2 {
+        let (status, answer) = request(addr, "POST", "/notes", &note("one too many"));
+        assert_eq!(status, 507, "{answer}");
+        let error = json_of(&answer)["error"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        assert!(
+            error.contains("full") && error.contains("MAX_NOTES"),
+            "{error}"
+        );
+    }
+    let (status, answer) = request(addr, "GET", "/authors/ann/notes", "");
+    assert_eq!(status, 200, "{answer}");
+    let texts: Vec<String> = json_of(&answer)["notes"]
+        .as_array()
+        .expect("notes")
+        .iter()
+        .map(|n| n["text"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(texts, ["note 1", "note 2", "note 3"]);
     running.shutdown();
     std::fs::remove_dir_all(&dir).ok();
 }

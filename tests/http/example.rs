@@ -1,12 +1,13 @@
 //! Runs `examples/hello_loopback` (one worker, port 0) as a service runs (stdin from /dev/null)
 //! and exercises its three routes over TCP, then stops it with SIGTERM: it answers the request
-//! sent just before the signal and exits 0.
+//! sent just before the signal and exits 0. And with a small `MAX_SESSIONS`, shows that what a
+//! client can make it store stays bounded.
 
 use crate::http_helpers::*;
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// The example binary `cargo test` built next to this test (target/<profile>/examples/), or one
@@ -46,13 +47,16 @@ fn session_id(body: &str) -> String {
         .to_string()
 }
 
-#[test]
-fn hello_loopback_example_serves_the_three_routes() {
+/// Start the example (one worker, port 0, the default log level, and `env`): the running child,
+/// its stdout after the first line, and the address that line names.
+fn start(env: &[(&str, &str)]) -> (Running, BufReader<ChildStdout>, SocketAddr) {
     let mut child = Running(
         Command::new(example_binary())
             .env("PORT", "0")
             .env("WEB_CONCURRENCY", "1")
             .env_remove("RUST_LOG")
+            .env_remove("MAX_SESSIONS")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -69,6 +73,12 @@ fn hello_loopback_example_serves_the_three_routes() {
         .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
         .parse()
         .unwrap();
+    (child, out, addr)
+}
+
+#[test]
+fn hello_loopback_example_serves_the_three_routes() {
+    let (mut child, mut out, addr) = start(&[]);
 
     let mut c = Client::new(addr);
     // The self-call, with one worker: answered at once.
@@ -180,4 +190,72 @@ fn hello_loopback_example_serves_the_three_routes() {
     assert!(w.contains("would have deadlocked"), "{w}");
     assert!(w.contains("`Loopback`"), "{w}");
     assert!(w.contains("asynchronous"), "{w}");
+}
+
+/// `POST /hello_world` on `c`: the new session's id.
+fn new_session(c: &mut Client) -> String {
+    c.send(&post("/hello_world", ""));
+    let a = c.answer();
+    assert_eq!(a.status, 201, "{}", a.text());
+    session_id(&a.text())
+}
+
+/// `GET /get_hello_world?session_id=<sid>` on `c`.
+fn fetch(c: &mut Client, sid: &str) -> Answer {
+    c.send(&get(&format!("/get_hello_world?session_id={sid}")));
+    c.answer()
+}
+
+/// With `MAX_SESSIONS=3` the example keeps at most three sessions: each new one past that drops
+/// the least recently used (a GET counts as a use), whose id is then answered 404 "expired"; a
+/// flood of new sessions leaves only the newest three; the first drop is logged once, at `warn`.
+#[test]
+fn hello_loopback_example_keeps_at_most_max_sessions() {
+    let (mut child, _out, addr) = start(&[("MAX_SESSIONS", "3")]);
+    let mut c = Client::new(addr);
+    let (a, b, c3) = (
+        new_session(&mut c),
+        new_session(&mut c),
+        new_session(&mut c),
+    );
+    // `a` is used: `b` is now the least recently used, and the fourth session drops it.
+    assert_eq!(fetch(&mut c, &a).status, 200);
+    let d = new_session(&mut c);
+    let dropped = fetch(&mut c, &b);
+    assert_eq!(dropped.status, 404, "{}", dropped.text());
+    let body: serde_json::Value = serde_json::from_str(&dropped.text()).unwrap();
+    let error = body["error"].as_str().unwrap_or_default();
+    assert!(error.contains("expired"), "{error}");
+    assert!(error.contains("MAX_SESSIONS"), "{error}");
+    for sid in [&a, &c3, &d] {
+        let got = fetch(&mut c, sid);
+        assert_eq!(got.status, 200, "{sid}: {}", got.text());
+        let stored: serde_json::Value = serde_json::from_str(&got.text()).unwrap();
+        assert_eq!(stored["session_id"], sid.as_str());
+    }
+    // A flood: of all the sessions made, only the newest three answer.
+    let flood: Vec<String> = (0..20).map(|_| new_session(&mut c)).collect();
+    let kept: Vec<&String> = [&a, &b, &c3, &d]
+        .into_iter()
+        .chain(&flood)
+        .filter(|sid| fetch(&mut c, sid).status == 200)
+        .collect();
+    assert_eq!(kept, flood[17..].iter().collect::<Vec<_>>());
+
+    let _ = child.0.kill();
+    let _ = child.0.wait();
+    let mut log = String::new();
+    child
+        .0
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut log)
+        .unwrap();
+    let full: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("session store full"))
+        .collect();
+    assert_eq!(full.len(), 1, "{log}");
+    assert!(full[0].starts_with("[WARN"), "{}", full[0]);
 }

@@ -144,3 +144,105 @@ fn a_client_sending_a_deep_depth_on_every_request_cannot_flood_the_log() {
     let lines = lines_with(&["call chain is 977 deep"]);
     assert!(lines.len() <= 1, "{lines:#?}");
 }
+
+/// A request target in a form its method cannot have, a `Host` that is not `host[:port]`, and a
+/// `Content-Length` that overflows or comes twice: 400 and a closed connection, answered at the
+/// offending line while the client has not sent the blank line (nor anything after that line);
+/// and the same heads sent whole get the same.
+#[test]
+fn bad_targets_hosts_and_content_lengths_are_refused_at_their_line() {
+    let s = server();
+    let addr = s.local_addrs()[0];
+    // Each head up to its offending line, and what would complete it.
+    let cases: &[(&[u8], &[u8])] = &[
+        (b"GET / HTTP/1.1\r\nHost: a b\r\n", b"\r\n"),
+        (b"GET / HTTP/1.1\r\nHost: a/b\r\n", b"\r\n"),
+        (b"GET / HTTP/1.1\r\nHost: :80\r\n", b"\r\n"),
+        (b"GET abc HTTP/1.1\r\n", b"Host: x\r\n\r\n"),
+        (b"GET * HTTP/1.1\r\n", b"Host: x\r\n\r\n"),
+        (b"PRI * HTTP/1.1\r\n", b"Host: x\r\n\r\n"),
+        (b"CONNECT / HTTP/1.1\r\n", b"Host: x\r\n\r\n"),
+        (b"CONNECT h HTTP/1.1\r\n", b"Host: h\r\n\r\n"),
+        (
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999999999999999\r\n",
+            b"\r\nb",
+        ),
+        (
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 1\r\n",
+            b"\r\nb",
+        ),
+        (
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n",
+            b"\r\nb",
+        ),
+        (
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1, 1\r\n",
+            b"\r\nb",
+        ),
+    ];
+    for &(line, rest) in cases {
+        let shown = String::from_utf8_lossy(line);
+        let mut c = Client::new(addr);
+        // The server's head timeout is 30 s: an answer within 5 s is not the timeout's.
+        c.stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let started = Instant::now();
+        c.send(line);
+        let a = c.answer();
+        let took = started.elapsed();
+        assert_eq!(a.status, 400, "{shown:?}: {}", a.text());
+        assert!(
+            took < Duration::from_secs(2),
+            "{shown:?} answered after {took:?}"
+        );
+        c.assert_closed();
+        // Whole: the same answer, then the connection closes.
+        let whole = [line, rest].concat();
+        let (a, mut c) = roundtrip(addr, &whole);
+        assert_eq!(a.status, 400, "{shown:?} whole: {}", a.text());
+        c.assert_closed();
+    }
+    s.shutdown(WAIT);
+}
+
+/// What the strict checks of the target and `Host` must not refuse: `OPTIONS *`, absolute-form,
+/// the `Host` forms real clients send (name, IPv4, IPv6 literal, with or without a port, empty in
+/// HTTP/1.1 when there is no authority); and CONNECT with a proper `host:port`, which the server
+/// answers itself with 501 (it is not a proxy) and closes.
+#[test]
+fn the_target_forms_and_hosts_clients_send_are_served() {
+    let s = server();
+    let addr = s.local_addrs()[0];
+    let served: &[(&[u8], &str)] = &[
+        (b"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n", "OPTIONS * "),
+        (
+            b"GET http://example.com:8080/p?q=1 HTTP/1.1\r\nHost: example.com:8080\r\n\r\n",
+            "GET http://example.com:8080/p?q=1 ",
+        ),
+        (b"GET / HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n", "GET / "),
+        (b"GET / HTTP/1.1\r\nHost: [::1]:8080 \r\n\r\n", "GET / "),
+        (
+            b"GET / HTTP/1.1\r\nHost: xn--caf-dma.example\r\n\r\n",
+            "GET / ",
+        ),
+        (b"GET / HTTP/1.1\r\nHost:\r\n\r\n", "GET / "),
+        (
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length:  007 \r\n\r\n1234567",
+            "POST / 1234567",
+        ),
+    ];
+    for &(raw, want) in served {
+        let (a, _c) = roundtrip(addr, raw);
+        let shown = String::from_utf8_lossy(raw);
+        assert_eq!((a.status, a.text()), (200, want.to_string()), "{shown:?}");
+    }
+    let (a, mut c) = roundtrip(
+        addr,
+        b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n",
+    );
+    assert_eq!(a.status, 501, "{}", a.text());
+    assert!(a.text().contains("not a proxy"), "{}", a.text());
+    c.assert_closed();
+    s.shutdown(WAIT);
+}

@@ -163,6 +163,10 @@ const SCENARIOS: &[Scenario] = &[
         run: systemd::example_server,
     },
     Scenario {
+        name: "example_server_bounds_its_sessions",
+        run: systemd::example_server_bounds_its_sessions,
+    },
+    Scenario {
         name: "systemd_socket_activate",
         run: systemd::systemd_socket_activate,
     },

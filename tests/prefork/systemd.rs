@@ -418,6 +418,69 @@ pub fn example_server() -> Result<(), String> {
     p.finish(result)
 }
 
+/// The example with `MAX_SESSIONS=3` on two worker processes: a new session past three deletes
+/// the least recently used (a GET counts as a use), whose id then gets 404 "expired", whichever
+/// process answers; after a flood of new sessions only the newest three answer, and the store's
+/// directory holds no more than three files.
+pub fn example_server_bounds_its_sessions() -> Result<(), String> {
+    let Some(exe) = example_binary() else {
+        println!("    (skipped: examples/prefork_server is not built; `cargo test` builds it)");
+        return Ok(());
+    };
+    let dir = std::env::temp_dir().join(format!("prefork-test-sessions-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut cmd = std::process::Command::new(exe);
+    cmd.env("PORT", "0")
+        .env("WEB_CONCURRENCY", "2")
+        .env("MAX_SESSIONS", "3")
+        .env("STORE_DIR", &dir);
+    let p = Program::start("example-sessions", cmd)?;
+    let result = (|| {
+        let addr = p.wait_line("listening on http://")?;
+        p.wait_line("master pid")?;
+        let new_session = || -> Result<String, String> {
+            let (status, body) = http(&addr, "POST", "/hello_world")?;
+            ensure(status == 201, || {
+                format!("POST /hello_world: {status} {body}")
+            })?;
+            json_field(&body, "session_id").ok_or(format!("no session_id in {body}"))
+        };
+        let fetch = |id: &str| http(&addr, "GET", &format!("/get_hello_world?session_id={id}"));
+        let (a, b, c) = (new_session()?, new_session()?, new_session()?);
+        // `a` is used: `b` is now the least recently used, and the fourth session drops it.
+        let (status, body) = fetch(&a)?;
+        ensure(status == 200, || format!("GET {a}: {status} {body}"))?;
+        let d = new_session()?;
+        let (status, body) = fetch(&b)?;
+        ensure(status == 404 && body.contains("expired"), || {
+            format!("GET {b}, dropped: {status} {body}")
+        })?;
+        for id in [&a, &c, &d] {
+            let (status, body) = fetch(id)?;
+            ensure(status == 200, || format!("GET {id}: {status} {body}"))?;
+        }
+        let flood = (0..20)
+            .map(|_| new_session())
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut kept = Vec::new();
+        for id in [&a, &b, &c, &d].into_iter().chain(&flood) {
+            if fetch(id)?.0 == 200 {
+                kept.push(id);
+            }
+        }
+        ensure(kept == flood[17..].iter().collect::<Vec<_>>(), || {
+            format!(
+                "after the flood, these answer: {kept:?}; the newest: {:?}",
+                &flood[17..]
+            )
+        })?;
+        let files = std::fs::read_dir(&dir).map_err(|e| e.to_string())?.count();
+        ensure(files <= 3, || format!("{files} files in {}", dir.display()))
+    })();
+    let _ = std::fs::remove_dir_all(&dir);
+    p.finish(result)
+}
+
 /// The example under `systemd-socket-activate` (socket activation: LISTEN_FDS) with a
 /// NOTIFY_SOCKET that must get READY=1 once the workers are up.
 pub fn systemd_socket_activate() -> Result<(), String> {
