@@ -65,7 +65,7 @@ pub const NGINX: Tool = Tool {
     name: "nginx",
     program: "nginx",
     check: &[],
-    install: "apt-get install nginx-light (or nginx)",
+    install: "apt-get install nginx-light, or nginx",
 };
 
 pub const SYSTEMD_SOCKET_ACTIVATE: Tool = Tool {

@@ -151,7 +151,7 @@ fn spawn_client(port: u16, n: usize, uid: Option<u32>) -> Option<Client> {
         // One that `uid` can run: not pyenv's, say, under root's home (mode 700).
         Some(_) => {
             let Some(p) = tools::candidates("python3").find(|p| others_can_run(p)) else {
-                let what = "python3 that another user can run";
+                let what = "python3 runnable by another user";
                 tools::skip(what, "apt-get install python3").unwrap_or_else(|e| panic!("{e}"));
                 return None;
             };
