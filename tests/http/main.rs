@@ -4,10 +4,14 @@
 //! the process's file descriptors (`accept_errors` lowers the open-file limit and fills every
 //! descriptor; `idle_connections` and `slow_reader` count `/proc/self/fd`) run their body in a
 //! process of their own ([`http_helpers::alone`]); the log is captured by one logger for the whole
-//! binary ([`http_helpers::logs`]).
+//! binary ([`http_helpers::logs`]). A test that runs an external program (curl, python3, nginx)
+//! finds it with [`tools`], and is skipped when it is not installed (unless PREFORK_REQUIRE_TOOLS
+//! is set).
 #![cfg(feature = "http")]
 
 mod http_helpers;
+#[path = "../support/tools.rs"]
+mod tools;
 
 mod accept_errors;
 mod behind_proxy;

@@ -1,11 +1,12 @@
-//! A real nginx in front of the server (the Debian package `nginx` or `nginx-light`; skipped with
-//! a message when it is not installed): started here on a free loopback port with its whole
+//! A real nginx in front of the server (the Debian package `nginx` or `nginx-light`, found by
+//! `tools`; skipped when it is not installed): started here on a free loopback port with its whole
 //! configuration, pid, logs and temp paths in a temp dir, proxying both with a kept-alive
 //! upstream (`/ka/`) and with a connection per request (`/direct/`, nginx's default). The client
 //! connects from 127.0.0.2, so the address nginx adds to `X-Forwarded-For` is not the socket
 //! peer's (127.0.0.1, nginx itself).
 
 use crate::http_helpers::*;
+use crate::tools;
 use prefork_pool::http::{PeerAddr, Server, ServerHandle, SocketPeer};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -17,16 +18,6 @@ use std::time::{Duration, Instant};
 
 /// Where the client connects from: a loopback address that no trusted proxy has.
 const CLIENT_IP: &str = "127.0.0.2";
-
-fn nginx_binary() -> Option<PathBuf> {
-    let fixed = PathBuf::from("/usr/sbin/nginx");
-    if fixed.is_file() {
-        return Some(fixed);
-    }
-    std::env::split_paths(&std::env::var_os("PATH")?)
-        .map(|d| d.join("nginx"))
-        .find(|p| p.is_file())
-}
 
 /// A running nginx, killed and reaped (and its directory removed) when dropped.
 struct Nginx {
@@ -82,14 +73,8 @@ http {{
     )
 }
 
-/// Starts nginx in front of `upstream`; `None` (with a message) when nginx is not installed.
-fn start_nginx(upstream: SocketAddr) -> Option<Nginx> {
-    let Some(bin) = nginx_binary() else {
-        eprintln!(
-            "SKIPPED: nginx is not installed (CI installs the Debian package nginx or nginx-light)"
-        );
-        return None;
-    };
+/// Starts nginx (the program `bin`) in front of `upstream`.
+fn start_nginx(bin: &Path, upstream: SocketAddr) -> Nginx {
     static N: AtomicUsize = AtomicUsize::new(0);
     // The free port is found by binding port 0 and letting it go: another process may take it
     // meanwhile, so a start that fails is retried on a new port.
@@ -106,7 +91,7 @@ fn start_nginx(upstream: SocketAddr) -> Option<Nginx> {
             .unwrap()
             .port();
         std::fs::write(dir.join("nginx.conf"), config(&dir, port, upstream)).unwrap();
-        let child = Command::new(&bin)
+        let child = Command::new(bin)
             .arg("-p")
             .arg(&dir)
             .arg("-c")
@@ -126,7 +111,7 @@ fn start_nginx(upstream: SocketAddr) -> Option<Nginx> {
         let started = Instant::now();
         while started.elapsed() < WAIT {
             if TcpStream::connect(nginx.addr).is_ok() {
-                return Some(nginx);
+                return nginx;
             }
             if let Ok(Some(status)) = nginx.child.try_wait() {
                 let log = std::fs::read_to_string(nginx.dir.join("error.log")).unwrap_or_default();
@@ -191,11 +176,11 @@ fn echo_server() -> ServerHandle {
 
 #[test]
 fn behind_nginx_the_handler_and_the_log_see_the_client_both_upstream_modes() {
-    let server = echo_server();
-    let Some(nginx) = start_nginx(server.local_addrs()[0]) else {
-        server.shutdown(WAIT);
+    let Some(bin) = tools::require(&tools::NGINX) else {
         return;
     };
+    let server = echo_server();
+    let nginx = start_nginx(&bin, server.local_addrs()[0]);
     for i in 0..3 {
         // Kept-alive upstream: HTTP/1.1 without `Connection`, the connection reused by nginx.
         let (status, body) = through(&nginx, &format!("/ka/{i}"), "");
@@ -230,6 +215,9 @@ fn behind_nginx_the_handler_and_the_log_see_the_client_both_upstream_modes() {
 
 #[test]
 fn a_request_forwarded_by_a_local_nginx_is_not_a_self_call() {
+    let Some(bin) = tools::require(&tools::NGINX) else {
+        return;
+    };
     // One worker, spare threads on: a request from this process to itself while the worker is
     // busy would run at once on a spare thread. nginx's socket is not ours: it must wait.
     let (entered_tx, entered_rx) = mpsc::channel::<()>();
@@ -250,10 +238,7 @@ fn a_request_forwarded_by_a_local_nginx_is_not_a_self_call() {
             format!("thread={thread} peer={peer}")
         })
         .unwrap();
-    let Some(nginx) = start_nginx(server.local_addrs()[0]) else {
-        server.shutdown(WAIT);
-        return;
-    };
+    let nginx = start_nginx(&bin, server.local_addrs()[0]);
     std::thread::scope(|scope| {
         let a = scope.spawn(|| through(&nginx, "/direct/block", ""));
         entered_rx

@@ -7,6 +7,7 @@
 //! stuck report names what every busy worker runs.
 
 use crate::http_helpers::*;
+use crate::tools;
 use prefork_pool::http::{error_response, Loopback, Server, ServerHandle, DEPTH_HEADER};
 use prefork_pool::Error;
 use std::net::SocketAddr;
@@ -266,6 +267,9 @@ fn with_max_spare_zero_the_self_call_waits_for_the_deadline_and_the_stuck_report
 
 #[test]
 fn a_request_from_another_process_is_not_a_self_call_it_queues() {
+    let Some(curl) = tools::require(&tools::CURL) else {
+        return;
+    };
     let (s, release) = gated_server(Server::builder().bind("127.0.0.1:0"));
     let s = ready(s);
     let addr = s.local_addrs()[0];
@@ -274,12 +278,12 @@ fn a_request_from_another_process_is_not_a_self_call_it_queues() {
     blocker.send(&get("/gate"));
     wait_until("the worker to be busy", || s.stats().busy == 1);
 
-    let curl = std::process::Command::new("curl")
+    let curl = std::process::Command::new(curl)
         .args(["-s", "--max-time", "20", "-w", " %{http_code}"])
         .arg(format!("http://{addr}/other"))
         .stdout(std::process::Stdio::piped())
         .spawn()
-        .expect("curl (installed by .ci/run)");
+        .expect("start curl");
     // curl's request waits in the queue, not on a spare thread.
     wait_until("curl's request to be queued", || s.stats().queued == 1);
     assert_eq!(s.self_calls().served, 0);
@@ -468,6 +472,9 @@ fn a_self_call_over_a_unix_socket_is_served_at_once() {
 
 #[test]
 fn a_unix_socket_request_from_another_process_is_not_a_self_call() {
+    let Some(curl) = tools::require(&tools::CURL) else {
+        return;
+    };
     let dir = std::env::temp_dir().join(format!("prefork-pool-other-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
@@ -478,7 +485,7 @@ fn a_unix_socket_request_from_another_process_is_not_a_self_call() {
     let p = path.clone();
     let blocker = std::thread::spawn(move || unix_roundtrip(&p, "GET", "/gate"));
     wait_until("the worker to be busy", || s.stats().busy == 1);
-    let curl = std::process::Command::new("curl")
+    let curl = std::process::Command::new(curl)
         .args([
             "-s",
             "--max-time",
@@ -491,7 +498,7 @@ fn a_unix_socket_request_from_another_process_is_not_a_self_call() {
         .arg("http://x/other")
         .stdout(std::process::Stdio::piped())
         .spawn()
-        .expect("curl (installed by .ci/run)");
+        .expect("start curl");
     // curl's request waits in the queue, not on a spare thread.
     wait_until("curl's request to be queued", || s.stats().queued == 1);
     assert_eq!(s.self_calls().served, 0);

@@ -5,7 +5,9 @@
 
 use crate::http_helpers::*;
 use crate::self_call::{gated_server, ready, wait_until};
+use crate::tools;
 use prefork_pool::http::{hold_lookups, Server};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
 /// A child process, killed and reaped if the test ends before it does.
@@ -13,9 +15,11 @@ struct Reaped(Option<Child>);
 
 impl Reaped {
     fn spawn(cmd: &mut Command, what: &str) -> Self {
-        Reaped(Some(cmd.stdout(Stdio::piped()).spawn().unwrap_or_else(
-            |e| panic!("{what} (installed by .ci/run): {e}"),
-        )))
+        Reaped(Some(
+            cmd.stdout(Stdio::piped())
+                .spawn()
+                .unwrap_or_else(|e| panic!("start {what}: {e}")),
+        ))
     }
     fn running(&mut self) -> bool {
         let child = self.0.as_mut().expect("not waited yet");
@@ -36,9 +40,9 @@ impl Drop for Reaped {
 }
 
 /// `curl` GET of `path`, printing the body and the status.
-fn curl(addr: std::net::SocketAddr, path: &str) -> Reaped {
+fn curl(curl: &Path, addr: std::net::SocketAddr, path: &str) -> Reaped {
     Reaped::spawn(
-        Command::new("curl")
+        Command::new(curl)
             .args(["-s", "--max-time", "20", "-w", " %{http_code}"])
             .arg(format!("http://{addr}{path}")),
         "curl",
@@ -47,6 +51,10 @@ fn curl(addr: std::net::SocketAddr, path: &str) -> Reaped {
 
 #[test]
 fn while_a_lookup_waits_the_reactor_accepts_and_answers_and_another_process_is_not_a_self_call() {
+    // Looked for here, not in the process of its own (whose output is not shown).
+    let Some(curl_bin) = tools::require(&tools::CURL) else {
+        return;
+    };
     // The hold stops every lookup of this process: alone, so no other test's lookup waits.
     alone(
         module_path!(),
@@ -63,7 +71,7 @@ fn while_a_lookup_waits_the_reactor_accepts_and_answers_and_another_process_is_n
 
             // Another process's request while every worker is busy: looked up, and the lookup
             // is held.
-            let mut other = curl(addr, "/other");
+            let mut other = curl(&curl_bin, addr, "/other");
             wait_until("curl's lookup to start", || hold.waiting() == 1);
 
             // The reactor is not in that lookup: it reads the gate's release, a new connection
@@ -109,6 +117,12 @@ print(" ".join(statuses), "same" if same else "reconnected")
 
 #[test]
 fn a_kept_alive_client_of_another_process_is_looked_up_once_for_20_requests() {
+    let (Some(curl_bin), Some(python)) = (
+        tools::require(&tools::CURL),
+        tools::require(&tools::PYTHON3),
+    ) else {
+        return;
+    };
     // One worker, one queue slot: with both taken, every request is answered 503 at once, each
     // after the slow path's check.
     let (s, release) = gated_server(
@@ -121,12 +135,12 @@ fn a_kept_alive_client_of_another_process_is_looked_up_once_for_20_requests() {
     let mut blocker = Client::new(addr);
     blocker.send(&get("/gate"));
     wait_until("the worker to be busy", || s.stats().busy == 1);
-    let fill = curl(addr, "/fill");
+    let fill = curl(&curl_bin, addr, "/fill");
     wait_until("curl's request to be queued", || s.stats().queued == 1);
     assert_eq!(s.self_calls().lookups, 1);
 
     let py = Reaped::spawn(
-        Command::new("python3")
+        Command::new(python)
             .args(["-c", KEEP_ALIVE_CLIENT])
             .arg(addr.port().to_string()),
         "python3",

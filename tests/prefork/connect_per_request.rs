@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use crate::balance::http_master;
 use crate::helpers::*;
+use crate::tools;
 use crate::wrk::Wrk;
 
 /// 2 × 1 must serve at least this share of what 1 × 2 serves (the benchmark's bound is 0.9; a
@@ -150,6 +151,9 @@ fn compare(
 
 /// `Connection: close` from wrk, and a burst of 1000 connections, straight to the server.
 pub fn connect_per_request() -> Result<(), String> {
+    if tools::tool_or_skip(&tools::WRK)?.is_none() {
+        return Ok(());
+    }
     raise_nofile();
     compare("Connection: close", None)
 }
@@ -157,23 +161,11 @@ pub fn connect_per_request() -> Result<(), String> {
 /// The same load through a real nginx whose `proxy_pass` opens a connection per request (its
 /// default). Skipped with a message when nginx is not installed.
 pub fn behind_nginx() -> Result<(), String> {
-    if nginx_binary().is_none() {
-        println!(
-            "  SKIPPED: nginx is not installed (Debian: apt-get install nginx-light; CI installs it)"
-        );
+    if tools::tool_or_skip(&tools::WRK)?.is_none() || tools::tool_or_skip(&tools::NGINX)?.is_none()
+    {
         return Ok(());
     }
     compare("behind nginx's default proxy_pass", Some(&start_nginx))
-}
-
-fn nginx_binary() -> Option<PathBuf> {
-    let fixed = PathBuf::from("/usr/sbin/nginx");
-    if fixed.is_file() {
-        return Some(fixed);
-    }
-    std::env::split_paths(&std::env::var_os("PATH")?)
-        .map(|d| d.join("nginx"))
-        .find(|p| p.is_file())
 }
 
 /// A running nginx, killed and reaped (and its directory removed) when dropped.
@@ -222,7 +214,7 @@ http {{
 
 /// Starts nginx in front of `upstream` on a free loopback port, and waits until it answers.
 fn start_nginx(upstream: SocketAddr) -> Result<Nginx, String> {
-    let bin = nginx_binary().ok_or("nginx is not installed")?;
+    let bin = tools::installed(&tools::NGINX).ok_or("nginx is not installed")?;
     let mut last = String::new();
     // The free port is found by binding port 0 and letting it go: another process may take it
     // meanwhile, so a start that fails is retried on a new port.

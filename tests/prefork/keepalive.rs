@@ -6,18 +6,23 @@ use std::time::Duration;
 
 use crate::balance::http_master;
 use crate::helpers::*;
+use crate::tools;
 use crate::wrk::{Wrk, WrkRun};
 
 const LOAD: Duration = Duration::from_secs(4);
 
 /// Runs wrk for `LOAD` on a 2-process server; `during` acts on the master once the load runs.
+/// `None`: wrk is not installed (skipped).
 fn under_load(
     name: &str,
     configure: impl FnOnce(
         prefork_pool::prefork::SupervisorBuilder,
     ) -> prefork_pool::prefork::SupervisorBuilder,
     during: impl FnOnce(&mut Master) -> Result<(), String>,
-) -> Result<WrkRun, String> {
+) -> Result<Option<WrkRun>, String> {
+    if tools::tool_or_skip(&tools::WRK)?.is_none() {
+        return Ok(None);
+    }
     let mut m = http_master(name, 2, 2, configure);
     let result = (|| {
         m.wait_log("2 worker(s) ready", LONG)?;
@@ -42,19 +47,22 @@ fn under_load(
         Ok(run)
     })();
     finish(&mut m, result.as_ref().map(|_| ()).map_err(Clone::clone))?;
-    result
+    result.map(Some)
 }
 
 /// SIGHUP under keep-alive load: no failed request; answers came from old and new workers.
 pub fn hup() -> Result<(), String> {
-    let run = under_load(
+    let Some(run) = under_load(
         "keepalive-hup",
         |b| b,
         |m| {
             m.signal(libc::SIGHUP);
             m.wait_log("ready after the reload", LONG)
         },
-    )?;
+    )?
+    else {
+        return Ok(());
+    };
     ensure(run.shares.len() >= 3, || {
         format!(
             "answers came from {:?}: not old and new workers",

@@ -6,6 +6,10 @@
 //!
 //! Run some scenarios: `cargo test --test prefork -- NAME` (each whose name contains NAME; with
 //! `--exact`, the one named NAME).
+//!
+//! A scenario that runs an external program (wrk, systemd-socket-activate) finds it with
+//! [`tools`]; without it, the scenario is skipped (a `SKIPPED:` line), unless
+//! PREFORK_REQUIRE_TOOLS is set, which makes it fail.
 
 mod balance;
 mod connect_per_request;
@@ -18,6 +22,8 @@ mod serve_http;
 mod service;
 mod shared_metrics;
 mod systemd;
+#[path = "../support/tools.rs"]
+mod tools;
 mod workers;
 mod wrk;
 
@@ -235,7 +241,7 @@ fn main() {
         .filter(|a| !a.starts_with('-'))
         .collect();
     let exact = std::env::args().any(|a| a == "--exact");
-    let (mut passed, mut failed) = (0, 0);
+    let (mut passed, mut failed, mut skipped) = (0, 0, 0);
     for scenario in SCENARIOS {
         let name = scenario.name;
         let matches = |f: &String| {
@@ -249,8 +255,13 @@ fn main() {
             continue;
         }
         let started = Instant::now();
+        let skips = tools::skips();
         let result = (scenario.run)().and_then(|()| no_children_left());
         match result {
+            Ok(()) if tools::skips() > skips => {
+                skipped += 1;
+                println!("test {name} ... skipped");
+            }
             Ok(()) => {
                 passed += 1;
                 println!(
@@ -264,7 +275,7 @@ fn main() {
             }
         }
     }
-    println!("{passed} passed, {failed} failed");
+    println!("{passed} passed, {failed} failed, {skipped} skipped");
     if failed > 0 {
         std::process::exit(1);
     }

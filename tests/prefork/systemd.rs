@@ -489,16 +489,7 @@ pub fn systemd_socket_activate() -> Result<(), String> {
         println!("    (skipped: examples/prefork_server is not built; `cargo test` builds it)");
         return Ok(());
     };
-    let tool = [
-        "/usr/bin/systemd-socket-activate",
-        "/bin/systemd-socket-activate",
-    ]
-    .into_iter()
-    .find(|p| std::path::Path::new(p).exists());
-    let Some(tool) = tool else {
-        println!(
-            "    (skipped: systemd-socket-activate is not installed: apt-get install systemd)"
-        );
+    let Some(tool) = crate::tools::tool_or_skip(&crate::tools::SYSTEMD_SOCKET_ACTIVATE)? else {
         return Ok(());
     };
     let name = format!("prefork-test-sd-{}", std::process::id());

@@ -1,11 +1,13 @@
 //! Load from `wrk` (a separate program, so the test process forks no thread into a master): its
 //! request shares per worker process (each answer's body starts with the worker's pid) and its
-//! error counts. CI needs the Debian package `wrk`.
+//! error counts. A scenario that runs it first checks it is installed (`tools::WRK`).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
+
+use crate::tools;
 
 /// Counts answers by the pid at the start of their body, in each wrk thread, and prints the
 /// totals as `SHARES pid=count ...` at the end.
@@ -117,7 +119,9 @@ impl Wrk {
         };
         std::fs::write(&script, format!("{header}{SCRIPT}"))
             .map_err(|e| format!("write the wrk script: {e}"))?;
-        let child = Command::new("wrk")
+        let program = tools::find(tools::WRK.program)
+            .ok_or_else(|| format!("wrk is not installed ({})", tools::WRK.install))?;
+        let child = Command::new(program)
             .arg(format!("-t{threads}"))
             .arg(format!("-c{conns}"))
             .arg(format!("-d{}s", duration.as_secs().max(1)))
@@ -129,9 +133,7 @@ impl Wrk {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .map_err(|e| {
-                format!("cannot run wrk ({e}): install it (Debian: apt-get install wrk)")
-            })?;
+            .map_err(|e| format!("cannot run wrk: {e}"))?;
         Ok(Wrk { child, script })
     }
 

@@ -9,6 +9,10 @@ use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 
+/// Finds python3, or skips (see the file's docs): shared with the test binaries.
+#[path = "../../../tests/support/tools.rs"]
+mod tools;
+
 fn diag() -> SockDiag {
     SockDiag::open(SockDiag::DEFAULT_TIMEOUT).expect("NETLINK_SOCK_DIAG socket")
 }
@@ -136,15 +140,24 @@ impl Drop for Client {
 }
 
 /// Starts a python3 child that opens `n` connections to 127.0.0.1:`port` and holds them
-/// until its stdin closes; returns once they are all made (`None`: no python3 here).
+/// until its stdin closes; returns once they are all made (`None`: no python3 here, skipped).
 fn spawn_client(port: u16, n: usize, uid: Option<u32>) -> Option<Client> {
     const SCRIPT: &str = "import socket,sys\n\
         s=[socket.create_connection(('127.0.0.1',int(sys.argv[1]))) for _ in range(int(sys.argv[2]))]\n\
         print('connected',flush=True)\n\
         sys.stdin.read()\n";
-    let python = ["/usr/bin/python3", "python3"]
-        .into_iter()
-        .find(|p| !p.starts_with('/') || std::path::Path::new(p).exists())?;
+    let python = match uid {
+        None => tools::require(&tools::PYTHON3)?,
+        // One that `uid` can run: not pyenv's, say, under root's home (mode 700).
+        Some(_) => {
+            let Some(p) = tools::candidates("python3").find(|p| others_can_run(p)) else {
+                let what = "python3 runnable by another user";
+                tools::skip(what, "apt-get install python3").unwrap_or_else(|e| panic!("{e}"));
+                return None;
+            };
+            p
+        }
+    };
     let mut cmd = Command::new(python);
     cmd.args(["-c", SCRIPT, &port.to_string(), &n.to_string()])
         .current_dir("/")
@@ -153,18 +166,23 @@ fn spawn_client(port: u16, n: usize, uid: Option<u32>) -> Option<Client> {
     if let Some(uid) = uid {
         cmd.uid(uid).gid(uid);
     }
-    let mut child = match cmd.spawn() {
-        Ok(c) => Client(c),
-        Err(e) => {
-            eprintln!("skipped: cannot start python3: {e}");
-            return None;
-        }
-    };
+    let mut child = Client(cmd.spawn().expect("start python3"));
     let mut line = String::new();
     let out = child.0.stdout.take().unwrap();
     BufReader::new(out).read_line(&mut line).unwrap();
     assert_eq!(line.trim(), "connected", "the python3 client failed");
     Some(child)
+}
+
+/// Whether any user can run `p`: the file and every directory above it (links resolved) are
+/// executable by others.
+fn others_can_run(p: &std::path::Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(real) = p.canonicalize() else {
+        return false;
+    };
+    real.ancestors()
+        .all(|a| std::fs::metadata(a).is_ok_and(|m| m.permissions().mode() & 0o001 != 0))
 }
 
 #[test]
