@@ -9,7 +9,7 @@
 use std::cell::RefCell;
 use std::io::{self, Write};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -28,7 +28,8 @@ use super::parse::Limits;
 use super::rate_limit::{suppressed_note, RateLimit, WARN_INTERVAL};
 use super::response::OwnAnswer;
 use super::response::{write_response, write_stream_head, ErrorPage, StreamFraming, WriteOpts};
-use super::self_call::{Caller, SelfCallRefused, SelfCallServed, SelfCalls, SiblingPids, Warned};
+use super::self_call::{Caller, SiblingPids};
+use super::spare::Spares;
 use super::stream::{self, StreamCounters};
 use super::stuck::BusyWorker;
 use super::types::{HttpRequest, HttpResponse};
@@ -207,7 +208,7 @@ pub(crate) struct Reply {
 /// to the pool and back.
 pub(crate) struct Handoff {
     pub cfg: ReactorConfig,
-    dispatcher: Box<dyn Dispatch>,
+    pub(super) dispatcher: Box<dyn Dispatch>,
     waker: Arc<Waker>,
     /// The server is draining (graceful shutdown): answers say `Connection: close`.
     pub draining: AtomicBool,
@@ -215,13 +216,8 @@ pub(crate) struct Handoff {
     pub stopping: AtomicBool,
     /// The reactor is (about to be) blocked in `poll`: a wake-up is needed to reach it.
     pub sleeping: AtomicBool,
-    /// Spare threads running self-calls now.
-    spare: AtomicUsize,
-    /// Self-calls served on a spare thread.
-    self_served: AtomicU64,
-    /// Self-calls refused (503) because every spare thread was taken.
-    self_refused: AtomicU64,
-    warned: Warned,
+    /// The spare threads of self-calls (see `spare.rs`).
+    pub spares: Spares,
     /// The self-call lookup thread, and the descriptors the reactor owns (which it skips).
     pub lookup: OwnerLookup,
     /// The server's HTTP counters.
@@ -250,10 +246,7 @@ impl Handoff {
             draining: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
             sleeping: AtomicBool::new(false),
-            spare: AtomicUsize::new(0),
-            self_served: AtomicU64::new(0),
-            self_refused: AtomicU64::new(0),
-            warned: Warned::default(),
+            spares: Spares::default(),
             lookup,
             metrics,
             streams: StreamCounters::default(),
@@ -266,8 +259,9 @@ impl Handoff {
     }
 
     /// The reactor's periodic timer, passed on to the dispatcher.
-    pub(crate) fn tick(&self, now: Instant) {
+    pub(crate) fn tick(self: &Arc<Self>, now: Instant) {
         self.dispatcher.tick(now);
+        self.expire_waiting_self_calls(now);
     }
 
     /// Run `req`: refused (508) when it is too deep, on a spare thread if it is a self-call
@@ -284,12 +278,7 @@ impl Handoff {
             }
         };
         if let Some(caller) = caller {
-            if self.reserve_spare() {
-                self.spare_thread(req, depth, reply, caller);
-            } else {
-                self.refuse_self_call(req, reply, caller);
-            }
-            return;
+            return self.self_call(req, depth, reply, caller);
         }
         let handoff = self.clone();
         self.dispatcher.dispatch(
@@ -323,15 +312,6 @@ impl Handoff {
         );
     }
 
-    /// Reserve one of the spare threads for a self-call.
-    fn reserve_spare(&self) -> bool {
-        if self.spare.fetch_add(1, Ordering::SeqCst) >= self.cfg.max_spare {
-            self.spare.fetch_sub(1, Ordering::SeqCst);
-            return false;
-        }
-        true
-    }
-
     /// The answer to `req` if it is one of the health routes (answered here, without a worker).
     pub(crate) fn health_answer(&self, req: &HttpRequest) -> Option<HttpResponse> {
         let routes = self.cfg.health.as_ref()?;
@@ -341,83 +321,6 @@ impl Handoff {
     /// The server's HTTP metrics now.
     pub(crate) fn metrics(&self) -> ServerMetrics {
         self.metrics.snapshot()
-    }
-
-    /// The counts of self-calls served and refused.
-    pub(crate) fn self_calls(&self) -> SelfCalls {
-        SelfCalls {
-            served: self.self_served.load(Ordering::Relaxed),
-            refused: self.self_refused.load(Ordering::Relaxed),
-            lookups: self.lookup.lookups(),
-        }
-    }
-
-    /// Every spare thread is taken: answer 503 at once rather than queue a request that waits for
-    /// a worker that waits for it.
-    fn refuse_self_call(self: &Arc<Self>, req: HttpRequest, reply: Reply, caller: Caller) {
-        self.self_refused.fetch_add(1, Ordering::Relaxed);
-        self.metrics.self_call(false);
-        let route = format!("{} {}", req.method(), req.uri().path());
-        let key = match caller.sibling {
-            None => format!("refused {route}"),
-            Some(_) => format!("refused {route} from a sibling"),
-        };
-        if self.warned.first(&key) {
-            let warning = SelfCallRefused {
-                route: &route,
-                caller,
-                pool: self.dispatcher.name(),
-                max_spare: self.cfg.max_spare,
-            };
-            log::warn!(target: "prefork_pool::http", "{warning}");
-        }
-        finish(self, reply, Ok(self.cfg.error_page.self_call_refused()));
-    }
-
-    /// Run the request on the spare thread reserved with `reserve_spare`.
-    fn spare_thread(self: &Arc<Self>, req: HttpRequest, depth: u32, reply: Reply, caller: Caller) {
-        self.self_served.fetch_add(1, Ordering::Relaxed);
-        self.metrics.self_call(true);
-        let route = format!("{} {}", req.method(), req.uri().path());
-        // Once per route, and once more if a sibling process calls it too (a different story).
-        let key = match caller.sibling {
-            None => route.clone(),
-            Some(_) => format!("{route} from a sibling"),
-        };
-        if self.warned.first(&key) {
-            let busy = self.dispatcher.busy(Instant::now());
-            let warning = SelfCallServed {
-                route: &route,
-                caller,
-                pool: self.dispatcher.name(),
-                max_spare: self.cfg.max_spare,
-                busy: &busy,
-            };
-            log::warn!(target: "prefork_pool::http", "{warning}");
-        }
-        // Kept here too, so that it can still be answered if the thread cannot be spawned.
-        let job = Arc::new(parking_lot::Mutex::new(Some((req, reply))));
-        let theirs = job.clone();
-        let handoff = self.clone();
-        let spawned = std::thread::Builder::new()
-            .name(format!("{}-selfcall", self.dispatcher.name()))
-            .spawn(move || {
-                let Some((req, reply)) = theirs.lock().take() else {
-                    return;
-                };
-                let result = handoff.dispatcher.call_here(req, depth);
-                handoff.spare.fetch_sub(1, Ordering::SeqCst);
-                finish(&handoff, reply, result);
-            });
-        if let Err(e) = spawned {
-            self.spare.fetch_sub(1, Ordering::SeqCst);
-            self.self_served.fetch_sub(1, Ordering::Relaxed);
-            self.metrics.self_call_not_served();
-            log::error!(target: "prefork_pool::http", "cannot spawn a spare thread: {e}");
-            if let Some((req, reply)) = job.lock().take() {
-                self.refuse_self_call(req, reply, caller);
-            }
-        }
     }
 
     /// Have the pool's idle workers wait on the connection lane (`None`: no more). False when the

@@ -119,7 +119,7 @@
 //! the connection's addresses (Linux `sock_diag`) and looks it up among this process's own
 //! descriptors; over a Unix socket it takes the client's `SO_PEERCRED` pid. A
 //! request this process sent itself runs at once on one of a few spare threads (see
-//! [`max_spare`](ServerBuilder::max_spare); beyond them it is answered 503 at once), the route is
+//! [`max_spare`](ServerBuilder::max_spare); beyond them it waits up to a second for one, then is answered 503), the route is
 //! logged once at `warn` with the fix (use the `Loopback`, or make the call asynchronous), and
 //! [`ServerHandle::self_calls`] counts them. In process mode a request from a sibling worker
 //! process (see [`sibling_pids`](ServerBuilder::sibling_pids)) is treated the same way: several
@@ -371,6 +371,7 @@ mod server;
 mod server_health;
 #[cfg(unix)]
 mod signals;
+mod spare;
 mod spool;
 mod stream;
 mod stuck;

@@ -332,6 +332,9 @@ impl Reactor {
         // Streamed answers still being written end at their next chunk; the workers stop
         // waiting on the lane.
         self.handoff.stopped.store(true, Ordering::SeqCst);
+        // Self-calls still waiting for a spare thread are answered 503 now.
+        self.handoff
+            .expire_waiting_self_calls(Instant::now() + Duration::from_secs(86_400));
         if self.lane.attached() {
             self.handoff.attach_sleeper(None);
         }

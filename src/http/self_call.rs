@@ -43,8 +43,8 @@ use super::stuck::BusyWorker;
 pub struct SelfCalls {
     /// Served at once on a spare thread.
     pub served: u64,
-    /// Answered 503 at once because all [`max_spare`](super::ServerBuilder::max_spare) spare
-    /// threads were taken.
+    /// Answered 503 because all [`max_spare`](super::ServerBuilder::max_spare) spare
+    /// threads were taken, and none was free within a second.
     pub refused: u64,
     /// Connections whose client was looked up to tell whether it is this process: on the slow
     /// path only (no idle worker, a client on this host), at most once per connection.
@@ -197,14 +197,16 @@ impl fmt::Display for SelfCallRefused<'_> {
         write!(
             f,
             "`{}` was requested over {} by {} while every worker of pool `{}` and all {} \
-             spare thread(s) (`max_spare`) were busy: answered 503 at once instead of waiting \
-             for a worker that waits for it. Fix: call the handler through the `Loopback` in \
-             the request's extensions, or make the call asynchronous",
+             spare thread(s) (`max_spare`) were busy, and none was free within {:?}: answered \
+             503 instead of waiting for a worker that waits for it (a chain of calls to the \
+             service deeper than `max_spare`, or a runaway recursion). Fix: call the handler \
+             through the `Loopback` in the request's extensions, or make the call asynchronous",
             self.route,
             self.caller.via,
             self.caller.who(),
             self.pool,
-            self.max_spare
+            self.max_spare,
+            super::spare::SPARE_WAIT
         )
     }
 }

@@ -336,7 +336,9 @@ impl ServerBuilder {
     /// every worker is busy, from a handler that calls its own server with an HTTP client instead
     /// of the [`Loopback`](super::Loopback) (default: the worker count; 0..=1024; 0 turns the detection off and
     /// such a request just queues, waiting for a worker that waits for it). Such a request runs at
-    /// once on a spare thread, at most `max_spare` at a time; beyond, it is answered 503 at once.
+    /// once on a spare thread, at most `max_spare` at a time; beyond, it waits up to a second for
+    /// a spare thread to finish (two honest calls that meet on one process), then is answered
+    /// 503 (a chain of calls deeper than `max_spare`, or a runaway recursion).
     /// How a self-call is detected (only when no worker is idle and the client is on this host)
     /// and what is logged: the [module documentation](crate::http);
     /// [`ServerHandle::self_calls`](super::ServerHandle::self_calls) counts them.

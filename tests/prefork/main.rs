@@ -17,6 +17,7 @@ mod failures;
 mod helpers;
 mod keepalive;
 mod lifecycle;
+mod naive_self_calls;
 mod serve_http;
 #[cfg(feature = "tower")]
 mod service;
@@ -159,6 +160,10 @@ const SCENARIOS: &[Scenario] = &[
     Scenario {
         name: "serve_http_sibling_self_call",
         run: serve_http::serve_http_sibling_self_call,
+    },
+    Scenario {
+        name: "serve_http_naive_self_calls",
+        run: naive_self_calls::naive_self_calls,
     },
     Scenario {
         name: "serve_http_shared_metrics",
