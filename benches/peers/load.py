@@ -25,10 +25,14 @@ ap.add_argument("--conns", default="4,32", help="comma-separated wrk connection 
 ap.add_argument("--threads", type=int, default=1, help="wrk threads")
 ap.add_argument("--path", default="/get_hello_world?session_id=x")
 ap.add_argument("--post", action="store_true", help="POST a small JSON body instead of GET")
+ap.add_argument("--close", action="store_true",
+                help="Connection: close on every request (a connection per request, as nginx's "
+                     "default upstream)")
 ap.add_argument("--baseline", default="hyper", help="server the ratios are taken against")
 ap.add_argument("servers", nargs="+", help="NAME=PORT=CMD")
 a = ap.parse_args()
 TICK = os.sysconf("SC_CLK_TCK")
+CLOSE_LUA = 'wrk.headers["Connection"] = "close"\n'
 POST_LUA = 'wrk.method = "POST"\nwrk.body = "{}"\nwrk.headers["Content-Type"] = "application/json"\n'
 
 
@@ -106,9 +110,9 @@ except (OSError, AttributeError):
 procs, servers = [], []
 lua = None
 try:
-    if a.post:
+    if a.post or a.close:
         lua = tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False)
-        lua.write(POST_LUA)
+        lua.write((POST_LUA if a.post else "") + (CLOSE_LUA if a.close else ""))
         lua.close()
     for spec in a.servers:
         name, port, cmd = spec.split("=", 2)
