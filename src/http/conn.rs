@@ -25,7 +25,7 @@ use super::metrics::method_index;
 use super::owner_lookup::CallerCell;
 use super::parse::{parse_head, Framing, Head, HttpError};
 use super::proxy_protocol;
-use super::response::{write_response, WriteOpts};
+use super::response::{write_response, WriteOpts, SHUTTING_DOWN};
 use super::self_call::{unix_caller, Caller};
 use super::spool::{RequestBody, Spool};
 use super::types::{ForwardedProto, PeerAddr, SocketPeer};
@@ -222,6 +222,23 @@ impl Conn {
         if matches!(self.state, State::Idle | State::Proxy) && self.buf.is_empty() {
             self.deadline = Some(self.deadline.map_or(until, |d| d.min(until)));
         }
+    }
+
+    /// Whether a request is arriving now: its head or its body partly read.
+    pub(crate) fn receiving(&self) -> bool {
+        matches!(self.state, State::Head | State::Body { .. })
+    }
+
+    /// The stop's deadline has come (its graceful timeout, or a stop at once): a request still
+    /// arriving is answered 503 (`Retry-After: 1`) and the connection gets a lingering close, so
+    /// that its client reads why instead of an end of file. Anything else is left as it is: a
+    /// request in flight is answered by the Pool (503 if it is not done by then), an answer being
+    /// written goes on until the reactor closes the connection.
+    pub(crate) fn on_stop(&mut self, env: &mut Env<'_>) -> Next {
+        if !self.receiving() {
+            return Next::Keep;
+        }
+        self.fail(HttpError::new(503, SHUTTING_DOWN), env)
     }
 
     /// Closes a connection between two requests the way that loses no request: our side is shut

@@ -203,12 +203,14 @@ impl ServerHandle {
         self.inner.reactor.shutdown(d.unwrap_or_else(Instant::now));
     }
 
-    /// Stop at once: every request queued or running is answered 503 now (the Pool's
-    /// [`shutdown_now`](crate::Pool::shutdown_now)), then the server drains as in a shutdown.
-    /// Returns the Pool's report of what it answered.
+    /// Stop at once, even during a graceful stop: every request queued or running is answered
+    /// 503 now (the Pool's [`shutdown_now`](crate::Pool::shutdown_now)), and so is every request
+    /// still arriving (a half-sent upload); the listeners close, the other connections close, and
+    /// the reactor thread ends without waiting for the graceful timeout. Returns the Pool's report
+    /// of what it answered.
     pub(crate) fn stop_now(&self) -> ShutdownReport {
-        self.begin_shutdown(Duration::ZERO);
         *self.inner.deadline.lock() = Some(Instant::now());
+        self.inner.reactor.stop_now();
         self.inner.pool.shutdown_now()
     }
 

@@ -301,13 +301,17 @@
 //! stop waiting on the lane and the reactor reads and drops what the remaining clients sent (so that closing is a FIN, not a reset that
 //! could lose an answer) and closes them; then the Pool is shut down with what is left of the
 //! timeout, and every thread ends (a spare thread serving a self-call ends as soon as its handler
-//! returns).
+//! returns). Nothing already received is closed without an answer: at the graceful timeout a
+//! request still arriving (a stalled upload) is answered 503 with `Retry-After: 1` (logged at
+//! `warn` with the count), and a request still running is answered 503 by the Pool. A stalled
+//! upload whose [`body_timeout`](ServerBuilder::body_timeout) comes first gets its 408 then.
 //!
 //! # Running as a service
 //!
 //! [`ServerHandle::serve_until_signal`]`(graceful_timeout)` blocks until SIGTERM or SIGINT, then
-//! shuts down gracefully as above; a second signal stops at once (every request still queued or
-//! running is answered 503). It needs no terminal and no stdin, so the program runs the same under
+//! shuts down gracefully as above; a second signal stops at once, without waiting for the graceful
+//! timeout: every request still queued, running or arriving (a half-sent upload) is answered 503,
+//! and the listen backlog is left to the kernel. It needs no terminal and no stdin, so the program runs the same under
 //! systemd, Docker, `nohup` or `&`, and `kill -TERM` loses no request already received:
 //!
 //! ```no_run

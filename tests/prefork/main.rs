@@ -146,6 +146,10 @@ const SCENARIOS: &[Scenario] = &[
         run: serve_http::serve_http_term_under_load,
     },
     Scenario {
+        name: "serve_http_term_stalled_upload",
+        run: serve_http::serve_http_term_stalled_upload,
+    },
+    Scenario {
         name: "serve_http_max_requests",
         run: serve_http::serve_http_max_requests,
     },
