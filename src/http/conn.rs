@@ -74,11 +74,14 @@ enum Client {
 }
 
 /// During a drain (graceful shutdown, a worker process's reload or stop), how long a connection
-/// with no request under way may wait for its next request: a new connection that has sent
-/// nothing yet, or a kept-alive one between two requests (from the drain's start, or from the
-/// last answer written). A request that comes in time is answered with `Connection: close`; then
-/// (or when the grace is over) the connection gets a lingering close: our side shut, the client's
-/// input read and dropped, so a request already on the wire meets an end of file, never a reset.
+/// with no request under way may wait for its next request, counted from when it became idle:
+/// its accept (a new connection that has sent nothing yet) or its last answer (a kept-alive one
+/// between two requests). So a connection idle for longer than this when the drain starts is
+/// closed at its start, and one accepted or answered a moment ago (whose client may be writing
+/// its next request now) has the rest of it. A request that comes in time is answered with
+/// `Connection: close`; then (or when the grace is over) the connection gets a lingering close:
+/// our side shut, the client's input read and dropped, so a request already on the wire meets an
+/// end of file, never a reset.
 pub(crate) const DRAIN_GRACE: Duration = Duration::from_secs(1);
 
 /// Everything a connection needs from the thread that drives it during one call.
@@ -146,6 +149,9 @@ pub(crate) struct Conn {
     /// once, on the slow path; set by the lookup thread before the request goes on).
     self_call: Option<CallerCell>,
     requests: u64,
+    /// Since when no request is under way: the accept, or the last answer written (see
+    /// [`DRAIN_GRACE`]).
+    idle_since: Instant,
     /// When the current phase times out (head, body, idle, write, linger); `None` while in flight.
     pub deadline: Option<Instant>,
 }
@@ -181,6 +187,7 @@ impl Conn {
             addrs,
             self_call: None,
             requests: 0,
+            idle_since: now,
             deadline: Some(now + handoff.cfg.head_timeout),
         }
     }
@@ -214,14 +221,18 @@ impl Conn {
     }
 
     /// Draining: a connection with no request under way (a new one that has sent nothing yet, or a
-    /// kept-alive one between two requests) waits for its next request until `until` at the
-    /// latest, then gets a lingering close. It is not closed at once: the client may have sent its
-    /// next request already, and would read a reset instead of an answer. A request that comes in
-    /// time is answered with `Connection: close`.
-    pub(crate) fn limit_idle_wait(&mut self, until: Instant) {
-        if matches!(self.state, State::Idle | State::Proxy) && self.buf.is_empty() {
-            self.deadline = Some(self.deadline.map_or(until, |d| d.min(until)));
+    /// kept-alive one between two requests) waits for its next request until [`DRAIN_GRACE`]
+    /// after it became idle at the latest, then gets a lingering close: at once if it has been
+    /// idle that long already. One that became idle a moment ago is not closed at once: its
+    /// client may be sending its next request now, and would read an end of file instead of an
+    /// answer. A request that comes in time is answered with `Connection: close`.
+    pub(crate) fn drain_idle(&mut self, env: &mut Env<'_>) -> Next {
+        if !matches!(self.state, State::Idle | State::Proxy) || !self.buf.is_empty() {
+            return Next::Keep;
         }
+        let until = self.idle_since + env.drain_grace;
+        self.deadline = Some(self.deadline.map_or(until, |d| d.min(until)));
+        self.on_timer(env)
     }
 
     /// Whether a request is arriving now: its head or its body partly read.
@@ -685,12 +696,14 @@ impl Conn {
         match self.state {
             State::Writing => {
                 self.state = State::Idle;
+                self.idle_since = env.now;
                 self.deadline = Some(env.now + env.handoff.cfg.keepalive_timeout);
                 if env.draining {
                     // An answer written before the drain began may have said keep-alive: the
                     // client's next request (perhaps on the wire already) is answered with
                     // `Connection: close` if it comes within the drain grace.
-                    self.limit_idle_wait(env.now + env.drain_grace);
+                    let until = env.now + env.drain_grace;
+                    self.deadline = self.deadline.map(|d| d.min(until));
                 }
                 // Resume: parse what was pipelined; read what waited in the socket if reading
                 // had stopped (otherwise everything that arrived was read already).

@@ -184,10 +184,13 @@ impl ServerHandle {
             .report(self.inner.pool.name(), workers, Instant::now())
     }
 
-    /// Stop gracefully and wait: accept what is already in the listen backlog, then close the
-    /// listeners; close idle keep-alive connections; finish every request already read, answering
-    /// with `Connection: close`; then stop the Pool and the reactor thread. What is still open at
-    /// `graceful_timeout` is closed. Returns the Pool's report. Calling it again (or from several
+    /// Stop gracefully and wait: accept what is already in the listen backlog; close idle
+    /// keep-alive connections (one answered less than a second ago has the rest of that second
+    /// for its next request), then the listeners; finish every request already read, answering
+    /// with `Connection: close`; then stop the Pool and the reactor thread. At `graceful_timeout`,
+    /// a request still arriving (a stalled upload) or still running is answered 503, and what is
+    /// left open is closed (see [Graceful shutdown](super#graceful-shutdown)). It returns as soon
+    /// as nothing is left. Returns the Pool's report. Calling it again (or from several
     /// threads) waits for the same stop and returns the same report.
     pub fn shutdown(&self, graceful_timeout: Duration) -> ShutdownReport {
         self.begin_shutdown(graceful_timeout);

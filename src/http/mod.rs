@@ -293,10 +293,13 @@
 //! # Graceful shutdown
 //!
 //! [`ServerHandle::shutdown`] accepts every connection already in the listen backlog, then closes
-//! the listeners (a Unix socket file the server bound is removed). Idle kept-alive connections are
-//! closed; a connection that has not sent a byte yet gets up to 1 s to send its request (a client
-//! that sat in the backlog has normally sent it already); every request already read is finished
-//! and answered with `Connection: close` (requests already pipelined behind it are answered too).
+//! the listeners (a Unix socket file the server bound is removed). A connection with no request
+//! under way is closed first, before the listeners (a lingering close: its client reads an end of
+//! file, never a reset), unless it was accepted or last answered less than 1 s before: its client
+//! may be writing its next request at that moment, so it has the rest of that second, and a
+//! request that comes in time is answered (a client that sat in the backlog has normally sent its
+//! request already). Every request already read is finished and answered with
+//! `Connection: close` (requests already pipelined behind it are answered too).
 //! When no connection with a request under way is left, or at the graceful timeout, the workers
 //! stop waiting on the lane and the reactor reads and drops what the remaining clients sent (so that closing is a FIN, not a reset that
 //! could lose an answer) and closes them; then the Pool is shut down with what is left of the

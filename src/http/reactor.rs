@@ -19,7 +19,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use super::acceptor::{
     is_transient, AcceptGate, Acceptor, ACCEPT_BATCH, GATE_RECHECK, QUEUE_STALL,
 };
-use super::conn::{Conn, Next, DRAIN_GRACE};
+use super::conn::Conn;
 use super::handoff::{Dispatch, Handoff, ReactorConfig};
 use super::io::{Stream, TcpAddrs};
 use super::lane::{Lane, LaneSleeper, RESCUE_EVERY, RESCUE_IDLE};
@@ -531,17 +531,15 @@ impl Reactor {
             }
         }
         self.paused_until = None;
-        self.close_listeners();
         self.handoff.draining.store(true, Ordering::SeqCst);
-        // A connection with no request under way is not closed at once (its client may be
-        // sending the next request now): it gets a short grace (`DRAIN_GRACE`), not a whole
-        // keep-alive or head timeout; its next request is answered with `Connection: close`.
+        // A connection with no request under way is closed now, before the listeners (a
+        // lingering close), unless it was accepted or answered less than `DRAIN_GRACE` ago: its
+        // client may be sending the next request now, so it has the rest of that grace, not a
+        // whole keep-alive or head timeout; its next request is answered with `Connection: close`.
         for cell in self.lane.cells() {
-            cell.with(&self.handoff, now, true, |conn, _| {
-                conn.limit_idle_wait(now + DRAIN_GRACE);
-                Next::Keep
-            });
+            cell.with(&self.handoff, now, true, |conn, env| conn.drain_idle(env));
         }
+        self.close_listeners();
     }
 
     /// The drain's deadline has come (its graceful timeout, or a stop at once) with `active`

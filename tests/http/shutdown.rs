@@ -212,3 +212,51 @@ fn a_second_signal_stops_at_once_and_answers_a_half_sent_upload() {
         },
     );
 }
+
+#[test]
+fn an_idle_connection_is_closed_at_the_start_of_the_drain() {
+    let (entered_tx, entered_rx) = crossbeam_channel::unbounded::<()>();
+    let (go_tx, go_rx) = crossbeam_channel::unbounded::<()>();
+    let s = Server::builder()
+        .bind("127.0.0.1:0")
+        .max_spare(0)
+        .pool(|p| p.workers(2))
+        .keepalive_timeout(Duration::from_secs(60))
+        .serve(move |req, _ctx| {
+            if req.uri().path() == "/hold" {
+                let _ = entered_tx.send(());
+                let _ = go_rx.recv_timeout(WAIT);
+            }
+            http::Response::new(b"ok".to_vec())
+        })
+        .unwrap();
+    let addr = s.local_addrs()[0];
+    let mut idle = Client::new(addr);
+    idle.send(&get("/"));
+    assert_eq!(idle.answer().status, 200);
+    // Idle for longer than the drain's grace for a connection answered a moment ago (1 s).
+    std::thread::sleep(Duration::from_millis(1500));
+    // A request under way holds the drain open meanwhile.
+    let mut busy = Client::new(addr);
+    busy.send(&get("/hold"));
+    entered_rx.recv_timeout(WAIT).unwrap();
+    let s2 = s.clone();
+    let stopper = std::thread::spawn(move || s2.shutdown(WAIT));
+    let start = Instant::now();
+    while TcpStream::connect(addr).is_ok() {
+        assert!(start.elapsed() < WAIT, "the listener never closed");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // The idle connection was closed before the listener: its end of file is on its way (the
+    // drain's grace would have sent it a second after the drain's start).
+    idle.stream
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    idle.assert_closed();
+    go_tx.send(()).unwrap();
+    let a = busy.answer();
+    assert_eq!(a.status, 200);
+    assert_eq!(a.header("connection").as_deref(), Some("close"));
+    busy.assert_closed();
+    assert_eq!(stopper.join().unwrap().threads_left_running, 0);
+}
