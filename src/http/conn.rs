@@ -51,6 +51,38 @@ fn spool_out(spool: &mut Option<Spool>, body: &mut Vec<u8>, above: u64) -> std::
     }
 }
 
+/// How a request body keeps to the rate floor
+/// ([`min_body_rate`](super::ServerBuilder::min_body_rate)): when the wait for it began (the end
+/// of its head) and how many bytes of it (chunk framing included) have come since.
+#[derive(Debug, Clone, Copy)]
+struct BodyPace {
+    started: Instant,
+    received: u64,
+}
+
+impl BodyPace {
+    /// When the body must be complete at the latest: `body_timeout` after it started, plus one
+    /// second per `rate` bytes received; `None` without a floor (`rate` 0, or beyond any
+    /// `Instant`).
+    fn floor(&self, body_timeout: Duration, rate: u64) -> Option<Instant> {
+        if rate == 0 {
+            return None;
+        }
+        let nanos = u128::from(self.received) * 1_000_000_000 / u128::from(rate);
+        let earned = Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX));
+        self.started
+            .checked_add(body_timeout.saturating_add(earned))
+    }
+
+    /// The body's next deadline: `body_timeout` from `now` (the wait for its next bytes), or the
+    /// floor's, whichever is first.
+    fn deadline(&self, now: Instant, body_timeout: Duration, rate: u64) -> Instant {
+        let next_read = now + body_timeout;
+        self.floor(body_timeout, rate)
+            .map_or(next_read, |f| f.min(next_read))
+    }
+}
+
 thread_local! {
     /// The reactor thread's read buffer, allocated (and zeroed) once rather than per read.
     static SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0u8; READ_CHUNK].into_boxed_slice());
@@ -112,6 +144,8 @@ enum State {
         body: Vec<u8>,
         /// The body so far, past `spool_above` bytes: in a temporary file.
         spool: Option<Spool>,
+        /// Its progress, for the rate floor ([`BodyPace`]).
+        pace: BodyPace,
     },
     /// The request is with the pool; its answer comes back as an `Answered` message.
     InFlight,
@@ -300,10 +334,18 @@ impl Conn {
                 HttpError::new(408, "timed out reading the request head"),
                 env,
             ),
-            State::Body { .. } => self.fail(
-                HttpError::new(408, "timed out reading the request body"),
-                env,
-            ),
+            State::Body { pace, .. } => {
+                let cfg = &env.handoff.cfg;
+                let slow = pace
+                    .floor(cfg.body_timeout, cfg.min_body_rate)
+                    .is_some_and(|f| f <= env.now);
+                let reason = if slow {
+                    "request body too slow: it arrived below the server's minimum rate"
+                } else {
+                    "timed out reading the request body"
+                };
+                self.fail(HttpError::new(408, reason), env)
+            }
             State::InFlight => Next::Keep,
             State::Writing | State::Closing | State::Lingering => Next::Close,
         }
@@ -442,13 +484,20 @@ impl Conn {
                                 Framing::Length(n) => n.min(1 << 20) as usize,
                                 _ => 0,
                             };
+                            let pace = BodyPace {
+                                started: env.now,
+                                received: 0,
+                            };
+                            let cfg = &env.handoff.cfg;
+                            self.deadline =
+                                Some(pace.deadline(env.now, cfg.body_timeout, cfg.min_body_rate));
                             self.state = State::Body {
                                 head: Box::new(head),
                                 decoder,
                                 body: Vec::with_capacity(cap),
                                 spool: None,
+                                pace,
                             };
-                            self.deadline = Some(env.now + env.handoff.cfg.body_timeout);
                         }
                     }
                 }
@@ -456,6 +505,7 @@ impl Conn {
                     decoder,
                     body,
                     spool,
+                    pace,
                     ..
                 } => {
                     let limits = env.handoff.cfg.limits;
@@ -473,7 +523,13 @@ impl Conn {
                                 return self.fail(e, env);
                             }
                             if n > 0 {
-                                self.deadline = Some(env.now + env.handoff.cfg.body_timeout);
+                                pace.received += n as u64;
+                                let cfg = &env.handoff.cfg;
+                                self.deadline = Some(pace.deadline(
+                                    env.now,
+                                    cfg.body_timeout,
+                                    cfg.min_body_rate,
+                                ));
                             }
                             if !done {
                                 return Next::Keep;

@@ -156,7 +156,7 @@
 //! | Status | When | Setting (default) |
 //! |---|---|---|
 //! | 400 | malformed head, refused at its first bad byte (see below); missing `Host` in HTTP/1.1, two `Host` headers, or one naming two hosts (`Host: a, b`); two `Expect` headers; `Content-Length` with `Transfer-Encoding`; differing `Content-Length`s; `Transfer-Encoding` not ending in `chunked`, or in an HTTP/1.0 request; bad chunk size or chunk framing; an empty chunk extension (`2;`), one with an empty value, an unterminated quoted value or a control byte (NUL...); a trailer line without a colon or with a control byte | |
-//! | 408 | head not complete in time (slow-loris), or no body bytes for too long | [`head_timeout`](ServerBuilder::head_timeout) (10 s), [`body_timeout`](ServerBuilder::body_timeout) (30 s) |
+//! | 408 | head not complete in time (slow-loris), no body bytes for too long, or a body slower than the rate floor (a slow upload: `body_timeout` after its head plus 1 s per `min_body_rate` bytes received) | [`head_timeout`](ServerBuilder::head_timeout) (10 s), [`body_timeout`](ServerBuilder::body_timeout) (30 s), [`min_body_rate`](ServerBuilder::min_body_rate) (500 B/s) |
 //! | 413 | body too large (at once when `Content-Length` says so, even with `Expect: 100-continue`) | [`limit_body_bytes`](ServerBuilder::limit_body_bytes) (10 MiB) |
 //! | 414 | request line too long | [`limit_request_line`](ServerBuilder::limit_request_line) (4094) |
 //! | 417 | an `Expect` other than `100-continue` | |

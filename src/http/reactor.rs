@@ -568,8 +568,8 @@ impl Reactor {
                 "graceful shutdown timed out with {active} connection(s) still open: \
                  {receiving} still sending a request answered 503, {running} with a request \
                  running or an answer being written closed (running requests are answered 503); \
-                 raise the graceful timeout if requests need longer, or lower body_timeout so \
-                 that stalled uploads end before it"
+                 raise the graceful timeout if requests need longer, or lower body_timeout or \
+                 raise min_body_rate so that stalled uploads end before it"
             );
         }
     }
@@ -634,6 +634,7 @@ mod tests {
             limits: Limits::default(),
             head_timeout: Duration::from_secs(5),
             body_timeout: Duration::from_secs(5),
+            min_body_rate: 0,
             keepalive_timeout: Duration::from_secs(5),
             write_timeout: Duration::from_secs(5),
             spool_above: 1 << 20,
