@@ -15,11 +15,11 @@ use std::time::{Duration, Instant};
 
 use http::{Method, Request, Version};
 
-use super::decode::BodyDecoder;
 use super::epoll;
 use super::forwarded::believe;
 use super::handoff::{depth_trusted, finish, with_date, Deliver, Handoff, Reply, DEPTH_HEADER};
 use super::head_scan::HeadScanner;
+use super::incoming::Incoming;
 use super::io::{Link, Stream, TcpAddrs};
 use super::metrics::method_index;
 use super::owner_lookup::CallerCell;
@@ -27,7 +27,7 @@ use super::parse::{parse_head, Framing, Head, HttpError};
 use super::proxy_protocol;
 use super::response::{write_response, WriteOpts, SHUTTING_DOWN};
 use super::self_call::{unix_caller, Caller};
-use super::spool::{RequestBody, Spool};
+use super::spool::RequestBody;
 use super::types::{ForwardedProto, PeerAddr, SocketPeer};
 
 /// How long a closing connection keeps reading (and discarding) what the client still sends, so
@@ -35,53 +35,6 @@ use super::types::{ForwardedProto, PeerAddr, SocketPeer};
 const LINGER: Duration = Duration::from_secs(2);
 /// Read chunk size.
 const READ_CHUNK: usize = 16 * 1024;
-
-/// A body past `above` bytes goes to a temporary file: what `body` holds is moved there (once it
-/// is in a file, after every read).
-fn spool_out(spool: &mut Option<Spool>, body: &mut Vec<u8>, above: u64) -> std::io::Result<()> {
-    if spool.is_none() {
-        if body.len() as u64 <= above {
-            return Ok(());
-        }
-        *spool = Some(Spool::create()?);
-    }
-    match spool {
-        Some(s) if !body.is_empty() => s.take_from(body),
-        _ => Ok(()),
-    }
-}
-
-/// How a request body keeps to the rate floor
-/// ([`min_body_rate`](super::ServerBuilder::min_body_rate)): when the wait for it began (the end
-/// of its head) and how many bytes of it (chunk framing included) have come since.
-#[derive(Debug, Clone, Copy)]
-struct BodyPace {
-    started: Instant,
-    received: u64,
-}
-
-impl BodyPace {
-    /// When the body must be complete at the latest: `body_timeout` after it started, plus one
-    /// second per `rate` bytes received; `None` without a floor (`rate` 0, or beyond any
-    /// `Instant`).
-    fn floor(&self, body_timeout: Duration, rate: u64) -> Option<Instant> {
-        if rate == 0 {
-            return None;
-        }
-        let nanos = u128::from(self.received) * 1_000_000_000 / u128::from(rate);
-        let earned = Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX));
-        self.started
-            .checked_add(body_timeout.saturating_add(earned))
-    }
-
-    /// The body's next deadline: `body_timeout` from `now` (the wait for its next bytes), or the
-    /// floor's, whichever is first.
-    fn deadline(&self, now: Instant, body_timeout: Duration, rate: u64) -> Instant {
-        let next_read = now + body_timeout;
-        self.floor(body_timeout, rate)
-            .map_or(next_read, |f| f.min(next_read))
-    }
-}
 
 thread_local! {
     /// The reactor thread's read buffer, allocated (and zeroed) once rather than per read.
@@ -138,15 +91,7 @@ enum State {
     /// Part of a head read.
     Head,
     /// Head parsed, body being read.
-    Body {
-        head: Box<Head>,
-        decoder: BodyDecoder,
-        body: Vec<u8>,
-        /// The body so far, past `spool_above` bytes: in a temporary file.
-        spool: Option<Spool>,
-        /// Its progress, for the rate floor ([`BodyPace`]).
-        pace: BodyPace,
-    },
+    Body(Box<Incoming>),
     /// The request is with the pool; its answer comes back as an `Answered` message.
     InFlight,
     /// An answer is being written; then back to `Idle`.
@@ -271,7 +216,7 @@ impl Conn {
 
     /// Whether a request is arriving now: its head or its body partly read.
     pub(crate) fn receiving(&self) -> bool {
-        matches!(self.state, State::Head | State::Body { .. })
+        matches!(self.state, State::Head | State::Body(_))
     }
 
     /// The stop's deadline has come (its graceful timeout, or a stop at once): a request still
@@ -334,16 +279,8 @@ impl Conn {
                 HttpError::new(408, "timed out reading the request head"),
                 env,
             ),
-            State::Body { pace, .. } => {
-                let cfg = &env.handoff.cfg;
-                let slow = pace
-                    .floor(cfg.body_timeout, cfg.min_body_rate)
-                    .is_some_and(|f| f <= env.now);
-                let reason = if slow {
-                    "request body too slow: it arrived below the server's minimum rate"
-                } else {
-                    "timed out reading the request body"
-                };
+            State::Body(ref incoming) => {
+                let reason = incoming.late_reason(&env.handoff.cfg, env.now);
                 self.fail(HttpError::new(408, reason), env)
             }
             State::InFlight => Next::Keep,
@@ -414,11 +351,9 @@ impl Conn {
         }
         if self.peer_eof {
             match self.state {
-                State::Proxy
-                | State::Idle
-                | State::Head
-                | State::Body { .. }
-                | State::Lingering => return Next::Close,
+                State::Proxy | State::Idle | State::Head | State::Body(_) | State::Lingering => {
+                    return Next::Close
+                }
                 State::InFlight | State::Writing | State::Closing => {}
             }
         }
@@ -479,82 +414,31 @@ impl Conn {
                                     return Next::Close;
                                 }
                             }
-                            let decoder = BodyDecoder::new(head.framing);
-                            let cap = match head.framing {
-                                Framing::Length(n) => n.min(1 << 20) as usize,
-                                _ => 0,
-                            };
-                            let pace = BodyPace {
-                                started: env.now,
-                                received: 0,
-                            };
-                            let cfg = &env.handoff.cfg;
-                            self.deadline =
-                                Some(pace.deadline(env.now, cfg.body_timeout, cfg.min_body_rate));
-                            self.state = State::Body {
-                                head: Box::new(head),
-                                decoder,
-                                body: Vec::with_capacity(cap),
-                                spool: None,
-                                pace,
-                            };
+                            let incoming = Incoming::new(head, env.now);
+                            self.deadline = Some(incoming.deadline(&env.handoff.cfg));
+                            self.state = State::Body(incoming);
                         }
                     }
                 }
-                State::Body {
-                    decoder,
-                    body,
-                    spool,
-                    pace,
-                    ..
-                } => {
-                    let limits = env.handoff.cfg.limits;
-                    match decoder.decode(&self.buf, body, &limits) {
+                State::Body(incoming) => {
+                    let cfg = &env.handoff.cfg;
+                    match incoming.take(&mut self.buf, cfg, env.now) {
                         Err(e) => return self.fail(e, env),
-                        Ok((n, done)) => {
-                            self.buf.drain(..n);
-                            if let Err(e) = spool_out(spool, body, env.handoff.cfg.spool_above) {
-                                log::error!(
-                                    target: "prefork_pool::http",
-                                    "cannot write a request body to a temporary file in {}: {e}",
-                                    std::env::temp_dir().display()
-                                );
-                                let e = HttpError::new(500, "cannot store the request body");
-                                return self.fail(e, env);
-                            }
-                            if n > 0 {
-                                pace.received += n as u64;
-                                let cfg = &env.handoff.cfg;
-                                self.deadline = Some(pace.deadline(
-                                    env.now,
-                                    cfg.body_timeout,
-                                    cfg.min_body_rate,
-                                ));
-                            }
-                            if !done {
-                                return Next::Keep;
-                            }
-                            let State::Body {
-                                head, body, spool, ..
-                            } = std::mem::replace(&mut self.state, State::Idle)
-                            else {
-                                unreachable!("state checked above")
-                            };
-                            let spooled = match spool.map(Spool::finish).transpose() {
-                                Ok(s) => s,
-                                Err(e) => {
-                                    log::error!(
-                                        target: "prefork_pool::http",
-                                        "cannot read back a spooled request body: {e}"
-                                    );
-                                    let e = HttpError::new(500, "cannot store the request body");
-                                    return self.fail(e, env);
-                                }
-                            };
-                            self.dispatch(*head, body, spooled, env);
+                        Ok(false) => {
+                            self.deadline = Some(incoming.deadline(cfg));
                             return Next::Keep;
                         }
+                        Ok(true) => {}
                     }
+                    let State::Body(incoming) = std::mem::replace(&mut self.state, State::Idle)
+                    else {
+                        unreachable!("state checked above")
+                    };
+                    match incoming.finish() {
+                        Ok((head, body, spooled)) => self.dispatch(head, body, spooled, env),
+                        Err(e) => return self.fail(e, env),
+                    }
+                    return Next::Keep;
                 }
                 _ => return Next::Keep,
             }

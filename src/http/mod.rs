@@ -343,6 +343,7 @@ mod handler;
 mod handoff;
 mod head_scan;
 mod health;
+mod incoming;
 mod io;
 mod lane;
 mod loopback;
