@@ -293,9 +293,9 @@
 //! # Graceful shutdown
 //!
 //! [`ServerHandle::shutdown`] accepts every connection already in the listen backlog, then closes
-//! the listeners (a Unix socket file the server bound is removed). A connection with no request
-//! under way is closed first, before the listeners (a lingering close: its client reads an end of
-//! file, never a reset), unless it was accepted or last answered less than 1 s before: its client
+//! the listeners (a Unix socket file the server bound is removed). At once, a connection with no
+//! request under way is closed (a lingering close: its client reads an end of file, never a
+//! reset), unless it was accepted or last answered less than 1 s before: its client
 //! may be writing its next request at that moment, so it has the rest of that second, and a
 //! request that comes in time is answered (a client that sat in the backlog has normally sent its
 //! request already). Every request already read is finished and answered with

@@ -531,15 +531,17 @@ impl Reactor {
             }
         }
         self.paused_until = None;
+        // At once after the backlog: a connection that comes in between is reset by the kernel
+        // when the listener closes, after its client may have sent its request.
+        self.close_listeners();
         self.handoff.draining.store(true, Ordering::SeqCst);
-        // A connection with no request under way is closed now, before the listeners (a
-        // lingering close), unless it was accepted or answered less than `DRAIN_GRACE` ago: its
-        // client may be sending the next request now, so it has the rest of that grace, not a
-        // whole keep-alive or head timeout; its next request is answered with `Connection: close`.
+        // A connection with no request under way is closed now (a lingering close), unless it
+        // was accepted or answered less than `DRAIN_GRACE` ago: its client may be sending the
+        // next request now, so it has the rest of that grace, not a whole keep-alive or head
+        // timeout; its next request is answered with `Connection: close`.
         for cell in self.lane.cells() {
             cell.with(&self.handoff, now, true, |conn, env| conn.drain_idle(env));
         }
-        self.close_listeners();
     }
 
     /// The drain's deadline has come (its graceful timeout, or a stop at once) with `active`

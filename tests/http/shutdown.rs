@@ -247,8 +247,8 @@ fn an_idle_connection_is_closed_at_the_start_of_the_drain() {
         assert!(start.elapsed() < WAIT, "the listener never closed");
         std::thread::sleep(Duration::from_millis(5));
     }
-    // The idle connection was closed before the listener: its end of file is on its way (the
-    // drain's grace would have sent it a second after the drain's start).
+    // The idle connection is closed right after the listener: its end of file is due at once
+    // (not a second later, at the end of a grace counted from the drain's start).
     idle.stream
         .set_read_timeout(Some(Duration::from_millis(500)))
         .unwrap();
