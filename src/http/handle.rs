@@ -184,9 +184,9 @@ impl ServerHandle {
             .report(self.inner.pool.name(), workers, Instant::now())
     }
 
-    /// Stop gracefully and wait: accept what is already in the listen backlog; close idle
-    /// keep-alive connections (one answered less than a second ago has the rest of that second
-    /// for its next request), then the listeners; finish every request already read, answering
+    /// Stop gracefully and wait: accept what is already in the listen backlog, then close the
+    /// listeners and the idle keep-alive connections (one answered less than a second ago has the
+    /// rest of that second for its next request); finish every request already read, answering
     /// with `Connection: close`; then stop the Pool and the reactor thread. At `graceful_timeout`,
     /// a request still arriving (a stalled upload) or still running is answered 503, and what is
     /// left open is closed (see [Graceful shutdown](super#graceful-shutdown)). It returns as soon

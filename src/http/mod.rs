@@ -293,12 +293,12 @@
 //! # Graceful shutdown
 //!
 //! [`ServerHandle::shutdown`] accepts every connection already in the listen backlog, then closes
-//! the listeners (a Unix socket file the server bound is removed). At once, a connection with no
-//! request under way is closed (a lingering close: its client reads an end of file, never a
-//! reset), unless it was accepted or last answered less than 1 s before: its client
-//! may be writing its next request at that moment, so it has the rest of that second, and a
-//! request that comes in time is answered (a client that sat in the backlog has normally sent its
-//! request already). Every request already read is finished and answered with
+//! the listeners (a Unix socket file the server bound is removed). Right then, a connection with
+//! no request under way is closed (a lingering close: its client reads an end of file, never a
+//! reset), unless it was accepted or last answered less than 1 s before: its client may be
+//! writing its next request at that moment, so it has the rest of that second, and a request that
+//! comes in time is answered (a client that sat in the backlog has normally sent its request
+//! already). Every request already read is finished and answered with
 //! `Connection: close` (requests already pipelined behind it are answered too).
 //! When no connection with a request under way is left, or at the graceful timeout, the workers
 //! stop waiting on the lane and the reactor reads and drops what the remaining clients sent (so that closing is a FIN, not a reset that
@@ -307,7 +307,8 @@
 //! returns). Nothing already received is closed without an answer: at the graceful timeout a
 //! request still arriving (a stalled upload) is answered 503 with `Retry-After: 1` (logged at
 //! `warn` with the count), and a request still running is answered 503 by the Pool. A stalled
-//! upload whose [`body_timeout`](ServerBuilder::body_timeout) comes first gets its 408 then.
+//! upload whose [`body_timeout`](ServerBuilder::body_timeout) or
+//! [`min_body_rate`](ServerBuilder::min_body_rate) deadline comes first gets its 408 then.
 //!
 //! # Running as a service
 //!

@@ -525,8 +525,8 @@ impl Reactor {
         }
         self.drain_deadline = Some(deadline);
         self.paused_until = None;
-        for i in 0..self.listeners.len() {
-            if !self.at_once {
+        if !self.at_once {
+            for i in 0..self.listeners.len() {
                 self.accept(i, now);
             }
         }
