@@ -15,19 +15,19 @@ use std::time::{Duration, Instant};
 
 use http::{Method, Request, Version};
 
-use super::decode::BodyDecoder;
 use super::epoll;
 use super::forwarded::believe;
 use super::handoff::{depth_trusted, finish, with_date, Deliver, Handoff, Reply, DEPTH_HEADER};
 use super::head_scan::HeadScanner;
+use super::incoming::Incoming;
 use super::io::{Link, Stream, TcpAddrs};
 use super::metrics::method_index;
 use super::owner_lookup::CallerCell;
 use super::parse::{parse_head, Framing, Head, HttpError};
 use super::proxy_protocol;
-use super::response::{write_response, WriteOpts};
+use super::response::{write_response, WriteOpts, SHUTTING_DOWN};
 use super::self_call::{unix_caller, Caller};
-use super::spool::{RequestBody, Spool};
+use super::spool::RequestBody;
 use super::types::{ForwardedProto, PeerAddr, SocketPeer};
 
 /// How long a closing connection keeps reading (and discarding) what the client still sends, so
@@ -35,21 +35,6 @@ use super::types::{ForwardedProto, PeerAddr, SocketPeer};
 const LINGER: Duration = Duration::from_secs(2);
 /// Read chunk size.
 const READ_CHUNK: usize = 16 * 1024;
-
-/// A body past `above` bytes goes to a temporary file: what `body` holds is moved there (once it
-/// is in a file, after every read).
-fn spool_out(spool: &mut Option<Spool>, body: &mut Vec<u8>, above: u64) -> std::io::Result<()> {
-    if spool.is_none() {
-        if body.len() as u64 <= above {
-            return Ok(());
-        }
-        *spool = Some(Spool::create()?);
-    }
-    match spool {
-        Some(s) if !body.is_empty() => s.take_from(body),
-        _ => Ok(()),
-    }
-}
 
 thread_local! {
     /// The reactor thread's read buffer, allocated (and zeroed) once rather than per read.
@@ -74,11 +59,14 @@ enum Client {
 }
 
 /// During a drain (graceful shutdown, a worker process's reload or stop), how long a connection
-/// with no request under way may wait for its next request: a new connection that has sent
-/// nothing yet, or a kept-alive one between two requests (from the drain's start, or from the
-/// last answer written). A request that comes in time is answered with `Connection: close`; then
-/// (or when the grace is over) the connection gets a lingering close: our side shut, the client's
-/// input read and dropped, so a request already on the wire meets an end of file, never a reset.
+/// with no request under way may wait for its next request, counted from when it became idle:
+/// its accept (a new connection that has sent nothing yet) or its last answer (a kept-alive one
+/// between two requests). So a connection idle for longer than this when the drain starts is
+/// closed at its start, and one accepted or answered a moment ago (whose client may be writing
+/// its next request now) has the rest of it. A request that comes in time is answered with
+/// `Connection: close`; then (or when the grace is over) the connection gets a lingering close:
+/// our side shut, the client's input read and dropped, so a request already on the wire meets an
+/// end of file, never a reset.
 pub(crate) const DRAIN_GRACE: Duration = Duration::from_secs(1);
 
 /// Everything a connection needs from the thread that drives it during one call.
@@ -103,13 +91,7 @@ enum State {
     /// Part of a head read.
     Head,
     /// Head parsed, body being read.
-    Body {
-        head: Box<Head>,
-        decoder: BodyDecoder,
-        body: Vec<u8>,
-        /// The body so far, past `spool_above` bytes: in a temporary file.
-        spool: Option<Spool>,
-    },
+    Body(Box<Incoming>),
     /// The request is with the pool; its answer comes back as an `Answered` message.
     InFlight,
     /// An answer is being written; then back to `Idle`.
@@ -146,6 +128,9 @@ pub(crate) struct Conn {
     /// once, on the slow path; set by the lookup thread before the request goes on).
     self_call: Option<CallerCell>,
     requests: u64,
+    /// Since when no request is under way: the accept, or the last answer written (see
+    /// [`DRAIN_GRACE`]).
+    idle_since: Instant,
     /// When the current phase times out (head, body, idle, write, linger); `None` while in flight.
     pub deadline: Option<Instant>,
 }
@@ -181,6 +166,7 @@ impl Conn {
             addrs,
             self_call: None,
             requests: 0,
+            idle_since: now,
             deadline: Some(now + handoff.cfg.head_timeout),
         }
     }
@@ -214,14 +200,35 @@ impl Conn {
     }
 
     /// Draining: a connection with no request under way (a new one that has sent nothing yet, or a
-    /// kept-alive one between two requests) waits for its next request until `until` at the
-    /// latest, then gets a lingering close. It is not closed at once: the client may have sent its
-    /// next request already, and would read a reset instead of an answer. A request that comes in
-    /// time is answered with `Connection: close`.
-    pub(crate) fn limit_idle_wait(&mut self, until: Instant) {
-        if matches!(self.state, State::Idle | State::Proxy) && self.buf.is_empty() {
-            self.deadline = Some(self.deadline.map_or(until, |d| d.min(until)));
+    /// kept-alive one between two requests) waits for its next request until [`DRAIN_GRACE`]
+    /// after it became idle at the latest, then gets a lingering close: at once if it has been
+    /// idle that long already. One that became idle a moment ago is not closed at once: its
+    /// client may be sending its next request now, and would read an end of file instead of an
+    /// answer. A request that comes in time is answered with `Connection: close`.
+    pub(crate) fn drain_idle(&mut self, env: &mut Env<'_>) -> Next {
+        if !matches!(self.state, State::Idle | State::Proxy) || !self.buf.is_empty() {
+            return Next::Keep;
         }
+        let until = self.idle_since + env.drain_grace;
+        self.deadline = Some(self.deadline.map_or(until, |d| d.min(until)));
+        self.on_timer(env)
+    }
+
+    /// Whether a request is arriving now: its head or its body partly read.
+    pub(crate) fn receiving(&self) -> bool {
+        matches!(self.state, State::Head | State::Body(_))
+    }
+
+    /// The stop's deadline has come (its graceful timeout, or a stop at once): a request still
+    /// arriving is answered 503 (`Retry-After: 1`) and the connection gets a lingering close, so
+    /// that its client reads why instead of an end of file. Anything else is left as it is: a
+    /// request in flight is answered by the Pool (503 if it is not done by then), an answer being
+    /// written goes on until the reactor closes the connection.
+    pub(crate) fn on_stop(&mut self, env: &mut Env<'_>) -> Next {
+        if !self.receiving() {
+            return Next::Keep;
+        }
+        self.fail(HttpError::new(503, SHUTTING_DOWN), env)
     }
 
     /// Closes a connection between two requests the way that loses no request: our side is shut
@@ -272,10 +279,10 @@ impl Conn {
                 HttpError::new(408, "timed out reading the request head"),
                 env,
             ),
-            State::Body { .. } => self.fail(
-                HttpError::new(408, "timed out reading the request body"),
-                env,
-            ),
+            State::Body(ref incoming) => {
+                let reason = incoming.late_reason(&env.handoff.cfg, env.now);
+                self.fail(HttpError::new(408, reason), env)
+            }
             State::InFlight => Next::Keep,
             State::Writing | State::Closing | State::Lingering => Next::Close,
         }
@@ -344,11 +351,9 @@ impl Conn {
         }
         if self.peer_eof {
             match self.state {
-                State::Proxy
-                | State::Idle
-                | State::Head
-                | State::Body { .. }
-                | State::Lingering => return Next::Close,
+                State::Proxy | State::Idle | State::Head | State::Body(_) | State::Lingering => {
+                    return Next::Close
+                }
                 State::InFlight | State::Writing | State::Closing => {}
             }
         }
@@ -409,68 +414,31 @@ impl Conn {
                                     return Next::Close;
                                 }
                             }
-                            let decoder = BodyDecoder::new(head.framing);
-                            let cap = match head.framing {
-                                Framing::Length(n) => n.min(1 << 20) as usize,
-                                _ => 0,
-                            };
-                            self.state = State::Body {
-                                head: Box::new(head),
-                                decoder,
-                                body: Vec::with_capacity(cap),
-                                spool: None,
-                            };
-                            self.deadline = Some(env.now + env.handoff.cfg.body_timeout);
+                            let incoming = Incoming::new(head, env.now);
+                            self.deadline = Some(incoming.deadline(&env.handoff.cfg));
+                            self.state = State::Body(incoming);
                         }
                     }
                 }
-                State::Body {
-                    decoder,
-                    body,
-                    spool,
-                    ..
-                } => {
-                    let limits = env.handoff.cfg.limits;
-                    match decoder.decode(&self.buf, body, &limits) {
+                State::Body(incoming) => {
+                    let cfg = &env.handoff.cfg;
+                    match incoming.take(&mut self.buf, cfg, env.now) {
                         Err(e) => return self.fail(e, env),
-                        Ok((n, done)) => {
-                            self.buf.drain(..n);
-                            if let Err(e) = spool_out(spool, body, env.handoff.cfg.spool_above) {
-                                log::error!(
-                                    target: "prefork_pool::http",
-                                    "cannot write a request body to a temporary file in {}: {e}",
-                                    std::env::temp_dir().display()
-                                );
-                                let e = HttpError::new(500, "cannot store the request body");
-                                return self.fail(e, env);
-                            }
-                            if n > 0 {
-                                self.deadline = Some(env.now + env.handoff.cfg.body_timeout);
-                            }
-                            if !done {
-                                return Next::Keep;
-                            }
-                            let State::Body {
-                                head, body, spool, ..
-                            } = std::mem::replace(&mut self.state, State::Idle)
-                            else {
-                                unreachable!("state checked above")
-                            };
-                            let spooled = match spool.map(Spool::finish).transpose() {
-                                Ok(s) => s,
-                                Err(e) => {
-                                    log::error!(
-                                        target: "prefork_pool::http",
-                                        "cannot read back a spooled request body: {e}"
-                                    );
-                                    let e = HttpError::new(500, "cannot store the request body");
-                                    return self.fail(e, env);
-                                }
-                            };
-                            self.dispatch(*head, body, spooled, env);
+                        Ok(false) => {
+                            self.deadline = Some(incoming.deadline(cfg));
                             return Next::Keep;
                         }
+                        Ok(true) => {}
                     }
+                    let State::Body(incoming) = std::mem::replace(&mut self.state, State::Idle)
+                    else {
+                        unreachable!("state checked above")
+                    };
+                    match incoming.finish() {
+                        Ok((head, body, spooled)) => self.dispatch(head, body, spooled, env),
+                        Err(e) => return self.fail(e, env),
+                    }
+                    return Next::Keep;
                 }
                 _ => return Next::Keep,
             }
@@ -668,12 +636,14 @@ impl Conn {
         match self.state {
             State::Writing => {
                 self.state = State::Idle;
+                self.idle_since = env.now;
                 self.deadline = Some(env.now + env.handoff.cfg.keepalive_timeout);
                 if env.draining {
                     // An answer written before the drain began may have said keep-alive: the
                     // client's next request (perhaps on the wire already) is answered with
                     // `Connection: close` if it comes within the drain grace.
-                    self.limit_idle_wait(env.now + env.drain_grace);
+                    let until = env.now + env.drain_grace;
+                    self.deadline = self.deadline.map(|d| d.min(until));
                 }
                 // Resume: parse what was pipelined; read what waited in the socket if reading
                 // had stopped (otherwise everything that arrived was read already).

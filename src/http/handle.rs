@@ -185,9 +185,12 @@ impl ServerHandle {
     }
 
     /// Stop gracefully and wait: accept what is already in the listen backlog, then close the
-    /// listeners; close idle keep-alive connections; finish every request already read, answering
-    /// with `Connection: close`; then stop the Pool and the reactor thread. What is still open at
-    /// `graceful_timeout` is closed. Returns the Pool's report. Calling it again (or from several
+    /// listeners and the idle keep-alive connections (one answered less than a second ago has the
+    /// rest of that second for its next request); finish every request already read, answering
+    /// with `Connection: close`; then stop the Pool and the reactor thread. At `graceful_timeout`,
+    /// a request still arriving (a stalled upload) or still running is answered 503, and what is
+    /// left open is closed (see [Graceful shutdown](super#graceful-shutdown)). It returns as soon
+    /// as nothing is left. Returns the Pool's report. Calling it again (or from several
     /// threads) waits for the same stop and returns the same report.
     pub fn shutdown(&self, graceful_timeout: Duration) -> ShutdownReport {
         self.begin_shutdown(graceful_timeout);
@@ -203,12 +206,14 @@ impl ServerHandle {
         self.inner.reactor.shutdown(d.unwrap_or_else(Instant::now));
     }
 
-    /// Stop at once: every request queued or running is answered 503 now (the Pool's
-    /// [`shutdown_now`](crate::Pool::shutdown_now)), then the server drains as in a shutdown.
-    /// Returns the Pool's report of what it answered.
+    /// Stop at once, even during a graceful stop: every request queued or running is answered
+    /// 503 now (the Pool's [`shutdown_now`](crate::Pool::shutdown_now)), and so is every request
+    /// still arriving (a half-sent upload); the listeners close, the other connections close, and
+    /// the reactor thread ends without waiting for the graceful timeout. Returns the Pool's report
+    /// of what it answered.
     pub(crate) fn stop_now(&self) -> ShutdownReport {
-        self.begin_shutdown(Duration::ZERO);
         *self.inner.deadline.lock() = Some(Instant::now());
+        self.inner.reactor.stop_now();
         self.inner.pool.shutdown_now()
     }
 

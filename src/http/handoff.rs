@@ -142,6 +142,8 @@ pub(crate) struct ReactorConfig {
     pub limits: Limits,
     pub head_timeout: Duration,
     pub body_timeout: Duration,
+    /// The slowest a request body may arrive, in bytes per second (0: no floor).
+    pub min_body_rate: u64,
     pub keepalive_timeout: Duration,
     pub write_timeout: Duration,
     /// A request body larger than this is kept in a temporary file ([`RequestBody`](super::RequestBody)).

@@ -156,7 +156,7 @@
 //! | Status | When | Setting (default) |
 //! |---|---|---|
 //! | 400 | malformed head, refused at its first bad byte (see below); a request target in a form its method cannot have (`GET abc`, `GET *`, `CONNECT /`); missing `Host` in HTTP/1.1, two `Host` headers, one naming two hosts (`Host: a, b`) or one that is not `host[:port]` (`Host: a b`); two `Expect` headers; `Content-Length` with `Transfer-Encoding`; two `Content-Length` fields or a list in one, even of equal values; `Transfer-Encoding` not ending in `chunked`, or in an HTTP/1.0 request; bad chunk size or chunk framing; an empty chunk extension (`2;`), one with an empty value, an unterminated quoted value or a control byte (NUL...); a trailer line without a colon or with a control byte | |
-//! | 408 | head not complete in time (slow-loris), or no body bytes for too long | [`head_timeout`](ServerBuilder::head_timeout) (10 s), [`body_timeout`](ServerBuilder::body_timeout) (30 s) |
+//! | 408 | head not complete in time (slow-loris), no body bytes for too long, or a body slower than the rate floor (a slow upload: `body_timeout` after its head plus 1 s per `min_body_rate` bytes received) | [`head_timeout`](ServerBuilder::head_timeout) (10 s), [`body_timeout`](ServerBuilder::body_timeout) (30 s), [`min_body_rate`](ServerBuilder::min_body_rate) (500 B/s) |
 //! | 413 | body too large (at once when `Content-Length` says so, even with `Expect: 100-continue`) | [`limit_body_bytes`](ServerBuilder::limit_body_bytes) (10 MiB) |
 //! | 414 | request line too long | [`limit_request_line`](ServerBuilder::limit_request_line) (4094) |
 //! | 417 | an `Expect` other than `100-continue` | |
@@ -310,21 +310,29 @@
 //! # Graceful shutdown
 //!
 //! [`ServerHandle::shutdown`] accepts every connection already in the listen backlog, then closes
-//! the listeners (a Unix socket file the server bound is removed). Idle kept-alive connections are
-//! closed; a connection that has not sent a byte yet gets up to 1 s to send its request (a client
-//! that sat in the backlog has normally sent it already); every request already read is finished
-//! and answered with `Connection: close` (requests already pipelined behind it are answered too).
+//! the listeners (a Unix socket file the server bound is removed). Right then, a connection with
+//! no request under way is closed (a lingering close: its client reads an end of file, never a
+//! reset), unless it was accepted or last answered less than 1 s before: its client may be
+//! writing its next request at that moment, so it has the rest of that second, and a request that
+//! comes in time is answered (a client that sat in the backlog has normally sent its request
+//! already). Every request already read is finished and answered with
+//! `Connection: close` (requests already pipelined behind it are answered too).
 //! When no connection with a request under way is left, or at the graceful timeout, the workers
 //! stop waiting on the lane and the reactor reads and drops what the remaining clients sent (so that closing is a FIN, not a reset that
 //! could lose an answer) and closes them; then the Pool is shut down with what is left of the
 //! timeout, and every thread ends (a spare thread serving a self-call ends as soon as its handler
-//! returns).
+//! returns). Nothing already received is closed without an answer: at the graceful timeout a
+//! request still arriving (a stalled upload) is answered 503 with `Retry-After: 1` (logged at
+//! `warn` with the count), and a request still running is answered 503 by the Pool. A stalled
+//! upload whose [`body_timeout`](ServerBuilder::body_timeout) or
+//! [`min_body_rate`](ServerBuilder::min_body_rate) deadline comes first gets its 408 then.
 //!
 //! # Running as a service
 //!
 //! [`ServerHandle::serve_until_signal`]`(graceful_timeout)` blocks until SIGTERM or SIGINT, then
-//! shuts down gracefully as above; a second signal stops at once (every request still queued or
-//! running is answered 503). It needs no terminal and no stdin, so the program runs the same under
+//! shuts down gracefully as above; a second signal stops at once, without waiting for the graceful
+//! timeout: every request still queued, running or arriving (a half-sent upload) is answered 503,
+//! and the listen backlog is left to the kernel. It needs no terminal and no stdin, so the program runs the same under
 //! systemd, Docker, `nohup` or `&`, and `kill -TERM` loses no request already received:
 //!
 //! ```no_run
@@ -353,6 +361,7 @@ mod handler;
 mod handoff;
 mod head_scan;
 mod health;
+mod incoming;
 mod io;
 mod lane;
 mod loopback;

@@ -19,7 +19,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use super::acceptor::{
     is_transient, AcceptGate, Acceptor, ACCEPT_BATCH, GATE_RECHECK, QUEUE_STALL,
 };
-use super::conn::{Conn, Next, DRAIN_GRACE};
+use super::conn::Conn;
 use super::handoff::{Dispatch, Handoff, ReactorConfig};
 use super::io::{Stream, TcpAddrs};
 use super::lane::{Lane, LaneSleeper, RESCUE_EVERY, RESCUE_IDLE};
@@ -44,7 +44,10 @@ const GATE_WAKE: Token = Token((1 << 16) + 1);
 static ACCEPT_WARNINGS: RateLimit = RateLimit::new(WARN_INTERVAL);
 
 enum Command {
+    /// A graceful stop, ending by the deadline at the latest.
     Shutdown(Instant),
+    /// A stop at once (see [`ReactorHandle::stop_now`]).
+    StopNow,
 }
 
 /// Talks to a running reactor from other threads.
@@ -62,6 +65,17 @@ impl ReactorHandle {
         // Readiness says 503 from this moment (before the listeners close).
         self.handoff.stopping.store(true, Ordering::SeqCst);
         if self.cmd_tx.send(Command::Shutdown(deadline)).is_ok() {
+            let _ = self.waker.wake();
+        }
+    }
+
+    /// Stop at once, whether a graceful stop is under way or not: the listen backlog is left to
+    /// the kernel (it resets those connections when the listeners close), every request still
+    /// arriving is answered 503 ([`Conn::on_stop`]), and the loop ends on its next pass; requests
+    /// in flight are the Pool's to answer (its `shutdown_now`).
+    pub(crate) fn stop_now(&self) {
+        self.handoff.stopping.store(true, Ordering::SeqCst);
+        if self.cmd_tx.send(Command::StopNow).is_ok() {
             let _ = self.waker.wake();
         }
     }
@@ -105,6 +119,8 @@ pub(crate) struct Reactor {
     drain_at: Option<(Instant, Instant)>,
     /// Since when the gate said no while connections waited in a listener's queue.
     queued_since: Option<Instant>,
+    /// The stop is at once ([`ReactorHandle::stop_now`]), not graceful.
+    at_once: bool,
 }
 
 impl Reactor {
@@ -155,6 +171,7 @@ impl Reactor {
             gated_off: false,
             drain_at: None,
             queued_since: None,
+            at_once: false,
         };
         for i in 0..reactor.listeners.len() {
             reactor.register_listener(i)?;
@@ -289,10 +306,7 @@ impl Reactor {
                 let active = self.lane.cells().iter().filter(|c| c.active()).count();
                 if active == 0 || now >= d {
                     if active > 0 {
-                        log::warn!(
-                            target: "prefork_pool::http",
-                            "graceful shutdown timed out with {active} connection(s) still open; closing them"
-                        );
+                        self.cut_drain_short(active, now);
                     }
                     break;
                 }
@@ -323,6 +337,10 @@ impl Reactor {
             while let Ok(cmd) = self.cmd_rx.try_recv() {
                 match cmd {
                     Command::Shutdown(deadline) => self.shutdown_command(deadline, now),
+                    Command::StopNow => {
+                        self.at_once = true;
+                        self.begin_drain(now, now);
+                    }
                 }
             }
             self.rescue(now);
@@ -508,32 +526,69 @@ impl Reactor {
         }
     }
 
+    /// Starts the drain, to end by `deadline` at the latest; a drain under way keeps the earlier
+    /// of its deadline and this one (a stop at once after a graceful one).
     fn begin_drain(&mut self, deadline: Instant, now: Instant) {
         self.drain_at = None;
-        if self.drain_deadline.is_some() {
+        if let Some(d) = self.drain_deadline {
+            self.drain_deadline = Some(d.min(deadline));
             return;
         }
         // Serve what is already in the listen backlog (whatever the gate says: in process mode,
-        // the siblings may be draining too), then stop listening.
+        // the siblings may be draining too), then stop listening. Not when stopping at once.
         if let Some(gate) = &self.gate {
             gate.closed();
         }
         self.drain_deadline = Some(deadline);
         self.paused_until = None;
-        for i in 0..self.listeners.len() {
-            self.accept(i, now);
+        if !self.at_once {
+            for i in 0..self.listeners.len() {
+                self.accept(i, now);
+            }
         }
         self.paused_until = None;
+        // At once after the backlog: a connection that comes in between is reset by the kernel
+        // when the listener closes, after its client may have sent its request.
         self.close_listeners();
         self.handoff.draining.store(true, Ordering::SeqCst);
-        // A connection with no request under way is not closed at once (its client may be
-        // sending the next request now): it gets a short grace (`DRAIN_GRACE`), not a whole
-        // keep-alive or head timeout; its next request is answered with `Connection: close`.
+        // A connection with no request under way is closed now (a lingering close), unless it
+        // was accepted or answered less than `DRAIN_GRACE` ago: its client may be sending the
+        // next request now, so it has the rest of that grace, not a whole keep-alive or head
+        // timeout; its next request is answered with `Connection: close`.
         for cell in self.lane.cells() {
-            cell.with(&self.handoff, now, true, |conn, _| {
-                conn.limit_idle_wait(now + DRAIN_GRACE);
-                Next::Keep
+            cell.with(&self.handoff, now, true, |conn, env| conn.drain_idle(env));
+        }
+    }
+
+    /// The drain's deadline has come (its graceful timeout, or a stop at once) with `active`
+    /// connections under way: each one still receiving its request is answered 503 now
+    /// ([`Conn::on_stop`]), never closed without an answer; requests in flight are answered by
+    /// the Pool's shutdown that follows (503 unless done by then).
+    fn cut_drain_short(&mut self, active: usize, now: Instant) {
+        let mut receiving = 0;
+        for cell in self.lane.cells() {
+            cell.with(&self.handoff, now, true, |conn, env| {
+                receiving += usize::from(conn.receiving());
+                conn.on_stop(env)
             });
+        }
+        let running = active.saturating_sub(receiving);
+        if self.at_once {
+            log::info!(
+                target: "prefork_pool::http",
+                "stopping at once: {receiving} connection(s) still sending a request answered 503; \
+                 {running} with a request running or an answer being written closed (running \
+                 requests are answered 503)"
+            );
+        } else {
+            log::warn!(
+                target: "prefork_pool::http",
+                "graceful shutdown timed out with {active} connection(s) still open: \
+                 {receiving} still sending a request answered 503, {running} with a request \
+                 running or an answer being written closed (running requests are answered 503); \
+                 raise the graceful timeout if requests need longer, or lower body_timeout or \
+                 raise min_body_rate so that stalled uploads end before it"
+            );
         }
     }
 
@@ -597,6 +652,7 @@ mod tests {
             limits: Limits::default(),
             head_timeout: Duration::from_secs(5),
             body_timeout: Duration::from_secs(5),
+            min_body_rate: 0,
             keepalive_timeout: Duration::from_secs(5),
             write_timeout: Duration::from_secs(5),
             spool_above: 1 << 20,

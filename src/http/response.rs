@@ -227,11 +227,15 @@ pub(crate) fn short_reason(e: &Error) -> &'static str {
         }
         Error::DeadlineExceeded { .. } => "deadline exceeded: the handler did not answer in time",
         Error::Panicked { .. } => "internal error: the handler panicked",
-        Error::ShuttingDown { .. } => "shutting down: retry on another server",
+        Error::ShuttingDown { .. } => SHUTTING_DOWN,
         Error::Reentrant { .. } => "internal error: re-entrant call refused",
         Error::LoopDetected { .. } => "loop detected: the handler keeps calling itself",
     }
 }
+
+/// The reason of every 503 a stopping server answers: a request the Pool had not finished, or one
+/// still arriving when the stop's deadline came.
+pub(crate) const SHUTTING_DOWN: &str = "shutting down: retry on another server";
 
 /// The body of the answer to a refused self-call.
 const SELF_CALL_REFUSED: &str = "self-call refused: this server (or a sibling worker process) \

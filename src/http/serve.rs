@@ -17,7 +17,7 @@ use super::handoff::ReactorConfig;
 use super::loopback::{with_depth, Loopback};
 use super::reactor::Reactor;
 use super::response::ErrorPage;
-use super::server::{io_err, PoolBuilder, ServeError, ServerBuilder};
+use super::server::{io_err, PoolBuilder, ServeError, ServerBuilder, MAX_MIN_BODY_RATE};
 use super::stuck::Busy;
 use super::types::{HttpRequest, HttpResponse};
 use crate::net::{bind_tcp, bind_unix};
@@ -57,6 +57,7 @@ impl ServerBuilder {
         range("limit_head_bytes", l.head_bytes, 64, 64 << 20)?;
         timeout("head_timeout", self.head_timeout)?;
         timeout("body_timeout", self.body_timeout)?;
+        range("min_body_rate", self.min_body_rate, 0, MAX_MIN_BODY_RATE)?;
         timeout("keepalive_timeout", self.keepalive_timeout)?;
         timeout("write_timeout", self.write_timeout)?;
         if let Some(n) = self.max_spare {
@@ -102,6 +103,7 @@ impl ServerBuilder {
             limits: self.limits,
             head_timeout: self.head_timeout,
             body_timeout: self.body_timeout,
+            min_body_rate: self.min_body_rate,
             keepalive_timeout: self.keepalive_timeout,
             write_timeout: self.write_timeout,
             spool_above: self.spool_above,

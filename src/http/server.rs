@@ -26,6 +26,11 @@ use crate::{BuildError, Pool};
 /// The builder of the Pool behind a server.
 pub(super) type PoolBuilder = crate::PoolBuilder<HttpRequest, HttpResponse>;
 
+/// [`ServerBuilder::min_body_rate`]'s default, in bytes per second.
+const DEFAULT_MIN_BODY_RATE: u64 = 500;
+/// [`ServerBuilder::min_body_rate`]'s largest value: 1 GiB/s.
+pub(super) const MAX_MIN_BODY_RATE: u64 = 1 << 30;
+
 /// The HTTP/1.1 server. Start with [`Server::builder`].
 ///
 /// ```
@@ -53,7 +58,8 @@ pub struct Server {
 impl Server {
     /// A builder with gunicorn's defaults: backlog 2048, request line 4094 bytes, 100 header
     /// fields of at most 8190 bytes; plus a 64 KiB head, a 10 MiB body, a 10 s head read timeout,
-    /// a 30 s body read timeout (without progress), a 5 s keep-alive idle timeout, a 30 s write
+    /// a 30 s body read timeout (without progress), a body rate floor of 500 B/s after that
+    /// (`min_body_rate`), a 5 s keep-alive idle timeout, a 30 s write
     /// timeout (without progress), gunicorn's default access log format, as many spare threads for
     /// self-calls (over TCP or a Unix socket) as workers (`max_spare`), a call depth of at most 32 (`max_depth`), a
     /// stuck report after 1 s without progress (`stuck_after`), the server's own answers in
@@ -115,6 +121,7 @@ pub struct ServerBuilder {
     pub(super) limits: Limits,
     pub(super) head_timeout: Duration,
     pub(super) body_timeout: Duration,
+    pub(super) min_body_rate: u64,
     pub(super) keepalive_timeout: Duration,
     pub(super) write_timeout: Duration,
     pub(super) spool_above: u64,
@@ -141,6 +148,7 @@ impl fmt::Debug for ServerBuilder {
             .field("limits", &self.limits)
             .field("head_timeout", &self.head_timeout)
             .field("body_timeout", &self.body_timeout)
+            .field("min_body_rate", &self.min_body_rate)
             .field("keepalive_timeout", &self.keepalive_timeout)
             .field("write_timeout", &self.write_timeout)
             .field("spool_body_above", &self.spool_above)
@@ -177,6 +185,7 @@ impl ServerBuilder {
             limits: Limits::default(),
             head_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(30),
+            min_body_rate: DEFAULT_MIN_BODY_RATE,
             keepalive_timeout: Duration::from_secs(5),
             write_timeout: Duration::from_secs(30),
             spool_above: 1 << 20,
@@ -284,9 +293,39 @@ impl ServerBuilder {
         self
     }
 
-    /// Time allowed between two reads of a request body (default 30 s). Late: 408 and close.
+    /// Time allowed between two reads of a request body (default 30 s; up to one day). Late: 408
+    /// and close. It is also the head start of [`min_body_rate`](Self::min_body_rate).
     pub fn body_timeout(mut self, d: Duration) -> Self {
         self.body_timeout = d;
+        self
+    }
+
+    /// The slowest a request body may arrive, in bytes per second (default 500, Apache
+    /// `mod_reqtimeout`'s `MinRate`; 0..=1 GiB/s, 0: no floor). A body must be complete within
+    /// [`body_timeout`](Self::body_timeout) of the end of its head, plus one second for every
+    /// `min_body_rate` bytes received so far (chunk framing included): a total deadline that
+    /// grows with the body's progress, as `mod_reqtimeout`'s. Late: 408 and close, logged at
+    /// `debug` like the other refusals. `body_timeout` still limits each wait between two reads.
+    ///
+    /// This is the slow-upload guard: a client that sends a byte every few seconds never trips a
+    /// timeout between reads (nginx's `client_body_timeout`; gunicorn has none), and would hold its
+    /// connection, its buffer and, in a drain, the whole shutdown for as long as it likes. With
+    /// the defaults such a client gets its 408 about 30 s after its head; an upload that averages
+    /// more than 500 B/s is never cut, however large (a 10 MiB body at 600 B/s takes 4.9 h).
+    /// Lower it (or 0) for clients on links slower than that; raise it to free connections from
+    /// slow uploads sooner.
+    ///
+    /// ```
+    /// use prefork_pool::http::Server;
+    /// let err = Server::builder()
+    ///     .bind("127.0.0.1:0")
+    ///     .min_body_rate(2 << 30)
+    ///     .serve(|_req, _ctx| "ok")
+    ///     .unwrap_err();
+    /// assert!(err.to_string().contains("min_body_rate"));
+    /// ```
+    pub fn min_body_rate(mut self, bytes_per_second: u64) -> Self {
+        self.min_body_rate = bytes_per_second;
         self
     }
 

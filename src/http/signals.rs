@@ -23,7 +23,8 @@ impl ServerHandle {
     /// Serve until SIGTERM or SIGINT (Ctrl-C), then stop gracefully as
     /// [`shutdown`](Self::shutdown)`(graceful_timeout)` does: every request already received is
     /// answered, within `graceful_timeout`. A second SIGTERM or SIGINT during the drain stops at
-    /// once: every request still queued or running is answered 503 now. Returns the Pool's
+    /// once, without waiting for the graceful timeout: every request still queued, running or
+    /// arriving (a half-sent upload) is answered 503 now. Returns the Pool's
     /// shutdown report (what it had to answer 503, threads left running), or the error of
     /// installing the signal handlers. It also returns when the server is stopped another way
     /// (a [`shutdown`](Self::shutdown) from another thread).
@@ -74,7 +75,8 @@ impl ServerHandle {
             } else if fast.is_none() {
                 log::info!(
                     target: "prefork_pool::http",
-                    "{} again: stopping at once; requests still queued or running are answered 503",
+                    "{} again: stopping at once; requests still queued, running or arriving are \
+                     answered 503",
                     name(sig)
                 );
                 fast = Some(self.stop_now());

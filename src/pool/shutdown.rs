@@ -38,13 +38,25 @@ pub(crate) fn spawn_shutdown<Req: Send + 'static, Resp: Send + 'static>(
 
 impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
     /// Answer every queued job, and every running one, with `ShuttingDown`; cancel the running ones.
+    /// Stop messages found in the queue go back into it: they belong to a shutdown that runs on
+    /// another thread (a `shutdown_now` during a graceful one), whose idle workers still need them
+    /// to leave; without them it would wait for its timeout.
     fn answer_everything(&self) -> u64 {
         let mut answered = 0;
+        let mut stops = 0;
         while let Ok(msg) = self.rx.try_recv() {
-            if let Msg::Job(job) = msg {
-                if job.claim(ANSWERED_UNRUN) && self.answer(&job, Err(self.shutting_down())) {
-                    answered += 1;
+            match msg {
+                Msg::Job(job) => {
+                    if job.claim(ANSWERED_UNRUN) && self.answer(&job, Err(self.shutting_down())) {
+                        answered += 1;
+                    }
                 }
+                Msg::Stop => stops += 1,
+            }
+        }
+        for _ in 0..stops {
+            if self.tx.try_send(Msg::Stop).is_ok() {
+                self.idle_wait.wake_one();
             }
         }
         for slot in self.slots.iter() {
@@ -130,5 +142,76 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
         }
         *done = true;
         report
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::pool::{Pool, Sleeper};
+    use crate::Error;
+    use crossbeam_channel::{Receiver, Sender};
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    /// Holds the idle workers (telling the test each time one rests here) until the test lets
+    /// them go; then they look at the queue every millisecond. Its wake-ups wake nobody.
+    struct Held(Sender<()>, Receiver<()>);
+    impl Sleeper for Held {
+        fn sleep(&self) {
+            let _ = self.0.send(());
+            let _ = self.1.recv_timeout(Duration::from_secs(30));
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        fn wake(&self) {}
+    }
+
+    fn until(what: &str, cond: impl Fn() -> bool) {
+        let end = Instant::now() + Duration::from_secs(20);
+        while !cond() {
+            assert!(Instant::now() < end, "never: {what}");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// A `shutdown_now` while a graceful shutdown waits for its idle workers (a second SIGTERM
+    /// during a server's drain) leaves the graceful one's stop message in the queue: the worker
+    /// takes it and leaves at once, instead of at the graceful timeout.
+    #[test]
+    fn shutdown_now_during_a_graceful_shutdown_leaves_its_stop_messages() {
+        let pool = Pool::builder().workers(1).build(|(), _ctx| ()).unwrap();
+        let (release, held) = crossbeam_channel::unbounded();
+        let (resting, rests) = crossbeam_channel::unbounded();
+        pool.set_sleeper(Some(Arc::new(Held(resting, held))));
+        // Moved from the condition variable to the sleeper, the worker rests there.
+        rests.recv_timeout(Duration::from_secs(20)).unwrap();
+        let queued = pool.submit(());
+        let graceful = {
+            let pool = pool.clone();
+            std::thread::spawn(move || {
+                let start = Instant::now();
+                (pool.shutdown(Duration::from_secs(30)), start.elapsed())
+            })
+        };
+        until("the job and the stop message are queued", || {
+            pool.stats().queued == 2
+        });
+        let now = {
+            let pool = pool.clone();
+            std::thread::spawn(move || pool.shutdown_now())
+        };
+        assert!(matches!(queued.wait(), Err(Error::ShuttingDown { .. })));
+        // The stop message, taken with the job, is queued again.
+        until("the stop message is back in the queue", || {
+            pool.stats().queued == 1
+        });
+        drop(release);
+        drop(rests);
+        let (report, took) = graceful.join().unwrap();
+        now.join().unwrap();
+        assert_eq!(report.threads_left_running, 0, "{report:?}");
+        assert!(
+            took < Duration::from_secs(10),
+            "the worker left after {took:?}"
+        );
     }
 }

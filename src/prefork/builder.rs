@@ -192,6 +192,10 @@ impl SupervisorBuilder {
 
     /// A worker not ready this long after its fork is a boot error: the master halts with exit
     /// status 3. Separate from the request and heartbeat timeouts (gunicorn #2196). Default: 60 s.
+    ///
+    /// It bounds a binary upgrade (SIGUSR2) too: a new master that has not taken over this long
+    /// after the signal (its workers all ready, this master told to stop) is killed and the
+    /// upgrade abandoned, with an `error` line that says why; this master keeps serving.
     pub fn boot_timeout(mut self, d: Duration) -> Self {
         self.cfg.boot_timeout = d;
         self

@@ -21,7 +21,7 @@ use super::notify::{notify_or_log, Watchdog};
 use super::report::{fatal, secs, BootError, BootTimeout, IntensityExceeded, Unkillable};
 use super::shared_metrics;
 use super::signals::{self, SignalPipe};
-use super::upgrade::{self, Program};
+use super::upgrade::{self, Upgrade};
 use super::worker::{child_main, ChildSetup, Worker};
 
 /// A stop under way.
@@ -53,8 +53,7 @@ pub(crate) struct Master<A, W> {
     last_status: String,
     tick: Duration,
     seed: u64,
-    program: Option<Program>,
-    upgrade_pid: Option<pid_t>,
+    upgrade: Upgrade,
     upgrade_from: Option<pid_t>,
     watchdog: Option<Watchdog>,
 }
@@ -91,10 +90,7 @@ impl<A, W> Master<A, W> {
             reloading: false,
             last_status: String::new(),
             seed: now_ms() ^ ((pid as u64) << 32),
-            program: Program::current()
-                .map_err(|e| log::warn!("binary upgrade (SIGUSR2) unavailable: {e}"))
-                .ok(),
-            upgrade_pid: None,
+            upgrade: Upgrade::new(),
             watchdog: None,
             upgrade_from: upgrade::take_upgrade_from(),
         }
@@ -145,6 +141,7 @@ where
                 return status;
             }
             if self.stop.is_none() {
+                self.upgrade.check(self.cfg.boot_timeout, Instant::now());
                 self.watch();
             }
             if self.stop.is_none() {
@@ -171,7 +168,12 @@ where
                     f();
                 }
             }
-            libc::SIGUSR2 => self.upgrade(),
+            libc::SIGUSR2 => self.upgrade.start(
+                &self.listeners,
+                &mut self.signals,
+                self.pid,
+                self.cfg.boot_timeout,
+            ),
             libc::SIGWINCH => log::debug!("SIGWINCH ignored"),
             other => log::debug!("{} ignored", signals::name(other)),
         }
@@ -188,7 +190,7 @@ where
             None => {
                 log::info!(
                     "SIGTERM{}: graceful stop (workers finish their requests within {})",
-                    if self.upgrade_pid.is_some() {
+                    if self.upgrade.under_way().is_some() {
                         " (the new master took over)"
                     } else {
                         ""
@@ -228,37 +230,6 @@ where
         }
     }
 
-    /// SIGUSR2: binary upgrade.
-    fn upgrade(&mut self) {
-        if let Some(pid) = self.upgrade_pid {
-            log::warn!("SIGUSR2 ignored: an upgrade is under way (new master pid {pid})");
-            return;
-        }
-        let Some(program) = self.program.clone() else {
-            log::error!(
-                "SIGUSR2 ignored: the path of this program is unknown, it cannot re-execute"
-            );
-            return;
-        };
-        let pid =
-            match upgrade::start_new_master(&program, &self.listeners, &mut self.signals, self.pid)
-            {
-                Ok(pid) => pid,
-                Err(e) => {
-                    log::error!(
-                        "SIGUSR2: fork failed: {e}; no upgrade (check `ulimit -u` and free memory)"
-                    );
-                    return;
-                }
-            };
-        log::info!(
-            "SIGUSR2: binary upgrade: started {} as the new master (pid {pid}) with the listeners; \
-             this master stops once the new one's workers are ready",
-            program.exe.display()
-        );
-        self.upgrade_pid = Some(pid);
-    }
-
     /// SIGHUP: new workers (the app rebuilt in each); the old ones stop once the new ones are ready.
     fn reload(&mut self) {
         log::info!(
@@ -289,7 +260,8 @@ where
         } else {
             self.cfg.graceful_timeout
         };
-        if self.stop.is_none() && self.upgrade_pid.is_none() && !self.cfg.socket_activated {
+        let upgrading = self.upgrade.under_way().is_some();
+        if self.stop.is_none() && !upgrading && !self.cfg.socket_activated {
             // Connections queued now are served by the draining workers; new ones are refused.
             refuse_new_connections(&self.listeners);
         }
@@ -308,7 +280,7 @@ where
             status,
             killed: false,
         });
-        if self.upgrade_pid.is_none() {
+        if !upgrading {
             // After an upgrade the new master is the service: no STOPPING=1 from the old one.
             notify_or_log(&format!(
                 "STOPPING=1\nSTATUS=stopping {} worker(s)",
@@ -379,15 +351,7 @@ where
             if pid <= 0 {
                 break;
             }
-            if self.upgrade_pid == Some(pid) {
-                self.upgrade_pid = None;
-                let how = upgrade::how_it_ended(status);
-                if self.stop.is_none() {
-                    log::error!(
-                        "binary upgrade failed: the new master (pid {pid}) {how} before it took \
-                         over (see its errors above); this master keeps serving with the old binary"
-                    );
-                }
+            if self.upgrade.reaped(pid, status, self.stop.is_some()) {
                 continue;
             }
             let Some(idx) = self.children.iter().position(|c| c.pid == pid) else {

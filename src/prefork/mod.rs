@@ -61,7 +61,7 @@
 //! | `HUP` | reload: new workers (the app rebuilt in each), and once they are ready the old ones stop gracefully |
 //! | `TTIN`, `TTOU` | one worker more, one fewer (never fewer than 1) |
 //! | `USR1` | reopen log files: runs the `on_reopen_logs` hook |
-//! | `USR2` | binary upgrade: re-executes the program with the listeners (`LISTEN_FDS`); once the new master's workers are ready, it sends this master SIGTERM |
+//! | `USR2` | binary upgrade: re-executes the program with the listeners (`LISTEN_FDS`); once the new master's workers are ready, it sends this master SIGTERM. A new master that has not done so within `boot_timeout` is killed (SIGKILL) and the upgrade abandoned, logged with why: this master keeps serving |
 //! | `CHLD` | reap |
 //!
 //! Worker exits are logged with their cause: `exited with code 1 on its own`; `killed by the

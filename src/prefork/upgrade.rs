@@ -3,6 +3,11 @@
 //! serves on the very same sockets: no connection is refused during the upgrade. The new master
 //! finds `PREFORK_UPGRADE_FROM` in its environment, and once its own workers are ready it sends the
 //! old master SIGTERM: the old workers drain and the old master exits.
+//!
+//! An upgrade keeps its word too ([`Upgrade`]): a new master that has not taken over within
+//! `boot_timeout` of the SIGUSR2 (a new build that hangs before it serves, or whose workers never
+//! become ready) is killed and the upgrade abandoned, logged with why; the old master keeps
+//! serving, and no process is left holding the listeners without serving them.
 
 use std::ffi::OsString;
 use std::io::{self, Write};
@@ -10,6 +15,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 use libc::{c_int, pid_t};
 
@@ -17,6 +23,7 @@ use super::config::EXIT_ERROR;
 use super::exit::describe_status;
 use super::fork;
 use super::listeners::{Listener, LISTEN_FDS_START};
+use super::report::secs;
 use super::signals::{self, SignalPipe};
 
 /// The variable that tells a new master which old master to stop once it is ready.
@@ -142,5 +149,149 @@ pub(crate) fn how_it_ended(status: c_int) -> String {
         (Some(c), _) => format!("exited with code {c}"),
         (None, Some(s)) => format!("was killed by {}", signals::name(s)),
         _ => format!("ended with wait status {status:#x}"),
+    }
+}
+
+/// The new master an upgrade started, until it is reaped.
+#[derive(Debug)]
+struct NewMaster {
+    pid: pid_t,
+    started: Instant,
+    /// Killed for not taking over within `boot_timeout`: only its reaping is left.
+    abandoned: bool,
+}
+
+/// The old master's side of binary upgrades: the program to re-execute, and the new master it
+/// started, while one is under way.
+#[derive(Debug)]
+pub(crate) struct Upgrade {
+    program: Option<Program>,
+    new_master: Option<NewMaster>,
+}
+
+impl Upgrade {
+    /// Reads the program's path and arguments now (a new build may replace the file later).
+    pub(crate) fn new() -> Upgrade {
+        Upgrade {
+            program: Program::current()
+                .map_err(|e| {
+                    log::warn!(
+                        "binary upgrade (SIGUSR2) unavailable: the path of this program cannot be \
+                         read ({e}); start it by an absolute path to allow it"
+                    )
+                })
+                .ok(),
+            new_master: None,
+        }
+    }
+
+    /// The new master's pid while an upgrade is under way (started, neither reaped nor
+    /// abandoned): the listeners are its too.
+    pub(crate) fn under_way(&self) -> Option<pid_t> {
+        self.new_master
+            .as_ref()
+            .filter(|n| !n.abandoned)
+            .map(|n| n.pid)
+    }
+
+    /// SIGUSR2: starts the new master with `listeners`, unless an upgrade is under way. It has
+    /// `boot_timeout` to take over (see [`check`](Self::check)).
+    pub(crate) fn start(
+        &mut self,
+        listeners: &[Listener],
+        signals: &mut SignalPipe,
+        old_master: pid_t,
+        boot_timeout: Duration,
+    ) {
+        if let Some(n) = &self.new_master {
+            let why = if n.abandoned {
+                "the abandoned new master is not reaped yet; send it again in a moment"
+            } else {
+                "an upgrade is under way"
+            };
+            log::warn!("SIGUSR2 ignored: {why} (new master pid {})", n.pid);
+            return;
+        }
+        let Some(program) = self.program.as_ref() else {
+            log::error!(
+                "SIGUSR2 ignored: the path of this program is unknown, it cannot re-execute \
+                 (start it by an absolute path to allow upgrades)"
+            );
+            return;
+        };
+        let pid = match start_new_master(program, listeners, signals, old_master) {
+            Ok(pid) => pid,
+            Err(e) => {
+                log::error!(
+                    "SIGUSR2: fork failed: {e}; no upgrade (check `ulimit -u` and free memory)"
+                );
+                return;
+            }
+        };
+        log::info!(
+            "SIGUSR2: binary upgrade: started {} as the new master (pid {pid}) with the listeners; \
+             this master stops once the new one's workers are ready (within boot_timeout {}, or \
+             the upgrade is abandoned)",
+            program.exe.display(),
+            secs(boot_timeout)
+        );
+        self.new_master = Some(NewMaster {
+            pid,
+            started: Instant::now(),
+            abandoned: false,
+        });
+    }
+
+    /// Each pass of the master while it serves: a new master that has not taken over (told this
+    /// master to stop) within `boot_timeout` of its start is killed (SIGKILL: it may hang in any
+    /// way; its own workers follow it, by their parent-death signal), and the upgrade abandoned.
+    /// Not called during a stop: the new master's SIGTERM is what starts the stop of an upgrade
+    /// that succeeded.
+    pub(crate) fn check(&mut self, boot_timeout: Duration, now: Instant) {
+        let Some(n) = self.new_master.as_mut() else {
+            return;
+        };
+        let waited = now.duration_since(n.started);
+        if n.abandoned || waited <= boot_timeout {
+            return;
+        }
+        log::error!(
+            "binary upgrade abandoned: the new master (pid {}) has not taken over {} after \
+             SIGUSR2 (boot_timeout {}): it hangs before serving, or its workers are not ready; \
+             killing it with SIGKILL. This master keeps serving with the old binary. Fix the new \
+             build (see the new master's log lines above) and send SIGUSR2 again, or raise \
+             boot_timeout if its workers need longer to start",
+            n.pid,
+            secs(waited),
+            secs(boot_timeout)
+        );
+        // SAFETY: kill(2) of the new master, our child, not reaped yet (`reaped` forgets it), so
+        // its pid cannot have been reused by another process.
+        if unsafe { libc::kill(n.pid, libc::SIGKILL) } != 0 {
+            log::debug!(
+                "kill({}, SIGKILL) failed: {}",
+                n.pid,
+                io::Error::last_os_error()
+            );
+        }
+        n.abandoned = true;
+    }
+
+    /// A child was reaped: whether it was the new master (then logged; `stopping`: this master
+    /// is stopping, after the new one took over or for another reason, and says nothing).
+    pub(crate) fn reaped(&mut self, pid: pid_t, status: c_int, stopping: bool) -> bool {
+        let Some(n) = self.new_master.take_if(|n| n.pid == pid) else {
+            return false;
+        };
+        let how = how_it_ended(status);
+        if n.abandoned {
+            log::info!("the abandoned new master (pid {pid}) is gone: it {how}");
+        } else if !stopping {
+            log::error!(
+                "binary upgrade failed: the new master (pid {pid}) {how} before it took over (see \
+                 its errors above); this master keeps serving with the old binary"
+            );
+        }
+        true
     }
 }

@@ -41,6 +41,7 @@ fn bad_values_are_refused() {
     refused(b().max_spare(1025), "max_spare");
     refused(b().max_depth(10_001), "max_depth");
     refused(b().stuck_after(Duration::ZERO), "stuck_after");
+    refused(b().min_body_rate((1 << 30) + 1), "min_body_rate");
     refused(Server::builder().bind("not an address"), "bind");
     // An address in use is an I/O error naming the address.
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

@@ -315,3 +315,54 @@ pub fn usr2_upgrade() -> Result<(), String> {
     })();
     finish(&mut m, result)
 }
+
+/// SIGUSR2 to a new build that hangs before it serves: the upgrade is abandoned at the boot
+/// timeout (the new master killed, the reason logged), the old master keeps serving, and a later
+/// SIGTERM stops it without claiming a takeover; then nothing holds the listener.
+pub fn usr2_never_ready() -> Result<(), String> {
+    let mut m = start_master(
+        "usr2-hang",
+        |_| std::env::set_var(ROLE, "usr2-hang"),
+        |b, l| {
+            b.listener(l)
+                .workers(1)
+                .boot_timeout(Duration::from_secs(2))
+        },
+        |b| b.run(app),
+    );
+    let result = (|| {
+        m.wait_log("1 worker(s) ready", LONG)?;
+        m.signal(libc::SIGUSR2);
+        m.wait_log("as the new master (pid ", LONG)?;
+        let new_pid: i32 = m
+            .log_text()
+            .split("as the new master (pid ")
+            .nth(1)
+            .and_then(|r| r.split(')').next())
+            .and_then(|p| p.parse().ok())
+            .ok_or("no new master pid in the log")?;
+        let started = Instant::now();
+        m.wait_log("binary upgrade abandoned", LONG)?;
+        println!("  abandoned {:?} after SIGUSR2", started.elapsed());
+        m.wait_log(
+            &format!("the abandoned new master (pid {new_pid}) is gone"),
+            LONG,
+        )?;
+        ensure(!children_of(m.pid).contains(&new_pid), || {
+            format!("the new master {new_pid} is still alive")
+        })?;
+        get(m.addr, "/")?;
+        m.signal(libc::SIGTERM);
+        let code = m.wait_exit(LONG)?;
+        ensure(code == 0, || format!("exit status {code}"))?;
+        ensure(!m.log_text().contains("the new master took over"), || {
+            "the old master says the new master took over".into()
+        })?;
+        // Nobody listens any more: a hung new master would accept connections into its backlog.
+        ensure(
+            std::net::TcpStream::connect_timeout(&m.addr, Duration::from_secs(2)).is_err(),
+            || "the listener is still open after the old master exited".into(),
+        )
+    })();
+    finish(&mut m, result)
+}

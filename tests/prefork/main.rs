@@ -120,6 +120,10 @@ const SCENARIOS: &[Scenario] = &[
         run: lifecycle::usr2_upgrade,
     },
     Scenario {
+        name: "usr2_never_ready",
+        run: lifecycle::usr2_never_ready,
+    },
+    Scenario {
         name: "second_term_is_fast",
         run: || with_master("term2", |b| b.workers(1), lifecycle::second_term_is_fast),
     },
@@ -152,6 +156,10 @@ const SCENARIOS: &[Scenario] = &[
     Scenario {
         name: "serve_http_term_under_load",
         run: serve_http::serve_http_term_under_load,
+    },
+    Scenario {
+        name: "serve_http_term_stalled_upload",
+        run: serve_http::serve_http_term_stalled_upload,
     },
     Scenario {
         name: "serve_http_max_requests",
@@ -236,6 +244,13 @@ fn main() {
         // Re-executed by a SIGUSR2 upgrade: be the new master, on the inherited listeners.
         std::env::remove_var(ROLE);
         std::process::exit(Supervisor::builder().workers(2).run(workers::app));
+    }
+    if std::env::var(ROLE).as_deref() == Ok("usr2-hang") {
+        // Re-executed by a SIGUSR2 upgrade: a new build that hangs before it serves, holding the
+        // inherited listeners.
+        loop {
+            std::thread::sleep(Duration::from_secs(1));
+        }
     }
     // Orphans of the forked trees (a new master after SIGUSR2, workers of a killed master) are
     // reparented to this process, so the test can reap them and check that none is left.

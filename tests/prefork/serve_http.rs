@@ -340,3 +340,74 @@ pub fn serve_http_sibling_self_call() -> Result<(), String> {
     let _ = std::fs::remove_dir_all(&dir);
     r
 }
+
+/// A graceful stop keeps its word (process mode): SIGTERM while one client has a kept-alive
+/// connection idle since its last answer and another has sent half a body and stalls. The idle
+/// connection is closed at the start of the drain (an end of file before the stalled upload gets
+/// anything); the upload is answered 503 at the worker's graceful timeout, never closed without
+/// an answer; the master exits 0.
+pub fn serve_http_term_stalled_upload() -> Result<(), String> {
+    let mut m = start_master(
+        "http-stalled",
+        |_| {},
+        |b, l| {
+            b.listener(l)
+                .workers(1)
+                .graceful_timeout(Duration::from_secs(4))
+        },
+        |b| {
+            b.serve_http(
+                // A body timeout longer than the graceful timeout: only the stop can end it.
+                |s| {
+                    s.pool(|p| p.workers(2))
+                        .access_log(false)
+                        .max_spare(0)
+                        .body_timeout(Duration::from_secs(60))
+                },
+                || Ok::<_, String>(http_handler),
+            )
+        },
+    );
+    let result = (|| {
+        m.wait_log("1 worker(s) ready", LONG)?;
+        let mut idle = TcpStream::connect(m.addr).map_err(|e| e.to_string())?;
+        idle.set_read_timeout(Some(LONG)).ok();
+        idle.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+            .map_err(|e| e.to_string())?;
+        let mut buf = [0u8; 1024];
+        let n = idle.read(&mut buf).map_err(|e| e.to_string())?;
+        ensure(buf[..n].starts_with(b"HTTP/1.1 200"), || {
+            format!("the first answer: {:?}", String::from_utf8_lossy(&buf[..n]))
+        })?;
+        let mut upload = TcpStream::connect(m.addr).map_err(|e| e.to_string())?;
+        upload.set_read_timeout(Some(LONG)).ok();
+        upload
+            .write_all(b"POST /up HTTP/1.1\r\nHost: t\r\nContent-Length: 1000\r\n\r\nhalf")
+            .map_err(|e| e.to_string())?;
+        // Idle for longer than the drain's grace for a connection just answered.
+        sleep_ms(1500);
+        let term_at = Instant::now();
+        m.signal(libc::SIGTERM);
+        let eof = idle.read(&mut buf);
+        let idle_closed = term_at.elapsed();
+        let mut answer = String::new();
+        let read = upload.read_to_string(&mut answer);
+        let upload_answered = term_at.elapsed();
+        let code = m.wait_exit(LONG)?;
+        println!(
+            "  idle closed after {idle_closed:?} ({eof:?}), upload answered after \
+             {upload_answered:?}: {:?}",
+            answer.lines().next()
+        );
+        ensure(matches!(eof, Ok(0)), || {
+            format!("the idle connection read {eof:?}, not an end of file")
+        })?;
+        read.map_err(|e| format!("reading the upload's answer: {e}"))?;
+        ensure(answer.starts_with("HTTP/1.1 503"), || {
+            format!("the stalled upload got {answer:?}, not a 503")
+        })?;
+        ensure(idle_closed < upload_answered, || "order".into())?;
+        ensure(code == 0, || format!("exit status {code}"))
+    })();
+    finish(&mut m, result)
+}
