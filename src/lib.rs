@@ -140,8 +140,6 @@ mod util;
 
 pub use error::{BuildError, Error, Stage, TrySubmitError};
 pub use metrics::{Metrics, MetricsBuilder, MetricsPage};
-#[allow(deprecated)]
-pub use pool::Builder;
 pub use pool::{
     Context, Pool, PoolBuilder, Reentry, ShutdownReport, Stats, Ticket, MAX_DEADLINE, MAX_QUEUE,
     MAX_WORKERS,

@@ -75,8 +75,6 @@ pub(crate) struct Env<'a> {
     /// Where the answer to a request of this connection goes back to.
     pub back: &'a Arc<dyn Deliver>,
     pub draining: bool,
-    /// While draining: how long a connection between requests may wait for its next one.
-    pub drain_grace: Duration,
     /// The most requests a connection is kept alive for (process mode), else no limit.
     pub keepalive_requests: Option<u64>,
     pub now: Instant,
@@ -209,7 +207,7 @@ impl Conn {
         if !matches!(self.state, State::Idle | State::Proxy) || !self.buf.is_empty() {
             return Next::Keep;
         }
-        let until = self.idle_since + env.drain_grace;
+        let until = self.idle_since + DRAIN_GRACE;
         self.deadline = Some(self.deadline.map_or(until, |d| d.min(until)));
         self.on_timer(env)
     }
@@ -474,7 +472,6 @@ impl Conn {
         } else {
             Vec::new()
         };
-        let direct = true;
         self.link
             .pending
             .store(!self.buf.is_empty() || self.peer_eof, Ordering::SeqCst);
@@ -482,7 +479,6 @@ impl Conn {
             back: env.back.clone(),
             link: self.link.clone(),
             peer: client.clone(),
-            direct,
             prefix,
             head_only: head.method == Method::HEAD,
             version: head.version,
@@ -642,7 +638,7 @@ impl Conn {
                     // An answer written before the drain began may have said keep-alive: the
                     // client's next request (perhaps on the wire already) is answered with
                     // `Connection: close` if it comes within the drain grace.
-                    let until = env.now + env.drain_grace;
+                    let until = env.now + DRAIN_GRACE;
                     self.deadline = self.deadline.map(|d| d.min(until));
                 }
                 // Resume: parse what was pipelined; read what waited in the socket if reading

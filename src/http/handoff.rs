@@ -192,8 +192,6 @@ pub(crate) struct Reply {
     pub back: Arc<dyn Deliver>,
     pub link: Arc<Link>,
     pub peer: Arc<str>,
-    /// The worker may write to the socket (nothing of ours is waiting to be written before it).
-    pub direct: bool,
     /// What the reactor had not written yet of its own when the request left (the rest of a
     /// `100 Continue`): written by the worker before its answer.
     pub prefix: Vec<u8>,
@@ -395,20 +393,18 @@ pub(crate) fn finish(handoff: &Arc<Handoff>, r: Reply, result: Result<HttpRespon
     drop(resp);
     let mut written = 0;
     let mut failed = false;
-    if r.direct {
-        while written < out.len() {
-            match (&r.link.stream).write(&out[written..]) {
-                Ok(0) => {
-                    failed = true;
-                    break;
-                }
-                Ok(n) => written += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => {
-                    failed = true;
-                    break;
-                }
+    while written < out.len() {
+        match (&r.link.stream).write(&out[written..]) {
+            Ok(0) => {
+                failed = true;
+                break;
+            }
+            Ok(n) => written += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => {
+                failed = true;
+                break;
             }
         }
     }

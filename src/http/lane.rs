@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use parking_lot::{Mutex, RwLock};
 
 use super::acceptor::AcceptGate;
-use super::conn::{Conn, Env, Next, DRAIN_GRACE};
+use super::conn::{Conn, Env, Next};
 use super::epoll::{Epoll, EventFd, Ready, IN};
 use super::handoff::{Answered, Deliver, Handoff};
 use crate::pool::Sleeper;
@@ -308,7 +308,6 @@ impl ConnCell {
                 handoff,
                 back: &back,
                 draining: handoff.draining.load(Ordering::SeqCst),
-                drain_grace: DRAIN_GRACE,
                 keepalive_requests: lane.gate.get().and_then(|g| g.keepalive_requests()),
                 now,
             };

@@ -190,6 +190,8 @@ pub(crate) struct SelfCallRefused<'a> {
     /// The pool's name.
     pub pool: &'a str,
     pub max_spare: usize,
+    /// How long it waited for a spare thread.
+    pub waited: std::time::Duration,
 }
 
 impl fmt::Display for SelfCallRefused<'_> {
@@ -206,7 +208,7 @@ impl fmt::Display for SelfCallRefused<'_> {
             self.caller.who(),
             self.pool,
             self.max_spare,
-            super::spare::SPARE_WAIT
+            self.waited
         )
     }
 }

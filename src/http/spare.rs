@@ -151,6 +151,7 @@ impl Handoff {
                 caller,
                 pool: self.dispatcher.name(),
                 max_spare: self.cfg.max_spare,
+                waited: SPARE_WAIT,
             };
             log::warn!(target: "prefork_pool::http", "{warning}");
         }

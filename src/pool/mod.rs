@@ -43,10 +43,6 @@ use config::PoolConfig;
 use shutdown::spawn_shutdown;
 use state::{Handler, PoolState};
 
-/// The old name of [`PoolBuilder`], kept for one release.
-#[deprecated(since = "0.1.1", note = "renamed to `PoolBuilder`")]
-pub type Builder<Req, Resp> = PoolBuilder<Req, Resp>;
-
 /// A fixed set of worker threads running one handler, with a bounded queue, per-job deadlines, a
 /// watchdog, and a re-entrancy guard.
 ///

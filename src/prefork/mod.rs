@@ -280,7 +280,3 @@ pub use service::{BoxError, ServiceConfig};
 pub use shared_metrics::{server_metrics, worker_metrics, WorkerMetrics};
 pub use supervisor::Supervisor;
 pub use worker::{Worker, WorkerEnv, EXIT_WORKER_BOOT_ERROR};
-
-/// The supervisor's builder under its old name.
-#[deprecated(since = "0.1.0", note = "renamed `SupervisorBuilder`")]
-pub type Builder = SupervisorBuilder;
