@@ -21,6 +21,9 @@
 //! Answers come back through the cell's mailbox ([`Deliver`]): the answering thread writes the
 //! answer, leaves what is left of it in the mailbox, and takes the cell if nobody holds it; a
 //! thread that held it looks at the mailbox again after letting go.
+//!
+//! `LANE.md` beside this file tells the whole protocol (the lane, the pool's lend, the reactor's
+//! take-over, merged wake-ups, the stop) as named scenarios.
 
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
