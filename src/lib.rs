@@ -136,6 +136,7 @@ mod metrics;
 #[cfg(all(feature = "http", unix))]
 mod net;
 mod pool;
+pub mod settings;
 mod util;
 
 pub use error::{BuildError, Error, Stage, TrySubmitError};
@@ -146,6 +147,7 @@ pub use pool::{
     Context, Pool, PoolBuilder, Reentry, ShutdownReport, Stats, Ticket, MAX_DEADLINE, MAX_QUEUE,
     MAX_WORKERS,
 };
+pub use settings::Settings;
 
 #[cfg(feature = "http")]
 pub mod http;

@@ -369,6 +369,7 @@ mod self_call;
 mod serve;
 mod server;
 mod server_health;
+mod settings;
 #[cfg(unix)]
 mod signals;
 mod spare;

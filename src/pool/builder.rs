@@ -47,6 +47,15 @@ pub struct PoolBuilder<Req, Resp> {
     _types: PhantomData<fn(Req) -> Resp>,
 }
 
+/// What [`PoolBuilder::sized`] reads: the settings `print_config` shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct PoolSize {
+    pub(crate) workers: Option<usize>,
+    pub(crate) deadline: Duration,
+    pub(crate) max_requests: u64,
+    pub(crate) jitter: u64,
+}
+
 impl<Req, Resp> Clone for PoolBuilder<Req, Resp> {
     fn clone(&self) -> Self {
         PoolBuilder {
@@ -225,6 +234,17 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolBuilder<Req, Resp> {
             config,
             Box::new(move |req, ctx| with_state(key, &name, &handler, req, ctx)),
         )
+    }
+
+    /// The settings `print_config` shows: the worker count as given (`None`: the default), the
+    /// deadline, and recycling.
+    pub(crate) fn sized(&self) -> PoolSize {
+        PoolSize {
+            workers: self.workers,
+            deadline: self.config.deadline,
+            max_requests: self.config.max_requests,
+            jitter: self.config.max_requests_jitter,
+        }
     }
 
     pub(crate) fn check(self) -> Result<PoolConfig, BuildError> {
