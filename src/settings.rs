@@ -493,3 +493,7 @@ pub(crate) fn show_duration(d: Duration) -> String {
 pub(crate) fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
+
+#[cfg(test)]
+#[path = "settings_tests.rs"]
+mod tests;

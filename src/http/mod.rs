@@ -345,7 +345,7 @@ mod date;
 mod decode;
 mod dispatch;
 mod epoll;
-mod forwarded;
+pub(crate) mod forwarded;
 #[cfg(any(test, fuzzing))]
 mod fuzz;
 mod handle;

@@ -139,7 +139,7 @@ pub struct ServerBuilder {
     /// The first value [`with_settings`](Self::with_settings) refused, returned by `serve`.
     pub(super) settings_error: Option<BuildError>,
     /// The log files and level, carried for the log sink.
-    pub(super) logs: LogSettings,
+    pub(crate) logs: LogSettings,
 }
 
 impl fmt::Debug for ServerBuilder {
@@ -602,6 +602,12 @@ impl ServerBuilder {
         self.sources.set("graceful_timeout", Source::Code);
         self.graceful_timeout = d;
         self
+    }
+
+    /// Refuse a `forwarded_allow_ips` list that is not IPs, CIDR blocks or `*`, as `serve` would.
+    #[cfg_attr(not(feature = "prefork"), allow(dead_code))]
+    pub(crate) fn check_forwarded(&self) -> Result<(), BuildError> {
+        super::forwarded::TrustedProxies::parse(&self.forwarded_allow_ips).map(|_| ())
     }
 
     /// Process mode: accept only when `gate` says so (the pre-fork supervisor's balance between

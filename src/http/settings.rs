@@ -227,3 +227,136 @@ impl ServerBuilder {
         print!("{}", self.config_text());
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn env(vars: &'static [(&'static str, &'static str)]) -> Settings {
+        Settings::from_lookup(|name| {
+            vars.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
+        })
+    }
+
+    #[test]
+    fn every_variable_sets_its_field_in_thread_mode() {
+        let b = Server::builder().with_settings(&env(&[
+            ("PREFORK_BIND", "127.0.0.1:0,unix:/tmp/x.sock"),
+            ("PREFORK_THREADS", "3"),
+            ("PREFORK_TIMEOUT", "7"),
+            ("PREFORK_GRACEFUL_TIMEOUT", "9s"),
+            ("PREFORK_KEEP_ALIVE", "2"),
+            ("PREFORK_MAX_REQUESTS", "100"),
+            ("PREFORK_MAX_REQUESTS_JITTER", "10"),
+            ("PREFORK_FORWARDED_ALLOW_IPS", "10.0.0.0/8"),
+            ("PREFORK_ACCESS_LOG", "-"),
+            ("PREFORK_ERROR_LOG", "/tmp/error.log"),
+            ("PREFORK_LOG_LEVEL", "debug"),
+        ]));
+        assert!(b.settings_error.is_none());
+        assert_eq!(b.tcp.len(), 1);
+        assert_eq!(b.tcp[0].as_ref().unwrap()[0].to_string(), "127.0.0.1:0");
+        assert_eq!(b.unix[0], ("/tmp/x.sock".into(), UNIX_MODE));
+        let size = b.pool.sized();
+        assert_eq!(size.workers, Some(3));
+        assert_eq!(size.deadline, Duration::from_secs(7));
+        assert_eq!((size.max_requests, size.jitter), (100, 10));
+        assert_eq!(b.graceful_timeout, Duration::from_secs(9));
+        assert_eq!(b.keepalive_timeout, Duration::from_secs(2));
+        assert_eq!(b.forwarded_allow_ips, ["10.0.0.0/8"]);
+        assert_eq!(b.logs.access_log.as_ref().unwrap().0, "-");
+        assert_eq!(b.logs.error_log.as_ref().unwrap().0, "/tmp/error.log");
+        assert_eq!(b.logs.log_level.unwrap().0, log::LevelFilter::Debug);
+        let text = b.config_text();
+        for var in crate::settings::VARIABLES
+            .iter()
+            .filter(|v| **v != "PORT" && **v != "WEB_CONCURRENCY")
+        {
+            assert!(
+                text.contains(&format!("(environment {var})")),
+                "{var} in\n{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn port_binds_every_interface_and_web_concurrency_is_threads_here() {
+        let b = Server::builder()
+            .bind("127.0.0.1:5000")
+            .with_settings(&env(&[("PORT", "8080"), ("WEB_CONCURRENCY", "5")]));
+        assert_eq!(b.tcp.len(), 1, "PORT replaces the code's address");
+        assert_eq!(b.tcp[0].as_ref().unwrap()[0].to_string(), "0.0.0.0:8080");
+        assert_eq!(b.pool.sized().workers, Some(5));
+        let b = Server::builder()
+            .with_settings(&env(&[("WEB_CONCURRENCY", "5"), ("PREFORK_THREADS", "2")]));
+        assert_eq!(b.pool.sized().workers, Some(2));
+    }
+
+    #[test]
+    fn later_calls_win_both_ways() {
+        let vars = env(&[
+            ("PORT", "8080"),
+            ("PREFORK_KEEP_ALIVE", "9"),
+            ("PREFORK_THREADS", "4"),
+        ]);
+        // Code after the environment: the code's values.
+        let b = Server::builder()
+            .with_settings(&vars)
+            .bind("127.0.0.1:0")
+            .bind("[::1]:0")
+            .keepalive_timeout(Duration::from_secs(1))
+            .pool(|p| p.workers(2));
+        let addrs: Vec<String> = b
+            .tcp
+            .iter()
+            .map(|t| t.as_ref().unwrap()[0].to_string())
+            .collect();
+        assert_eq!(addrs, ["127.0.0.1:0", "[::1]:0"]);
+        assert_eq!(b.keepalive_timeout, Duration::from_secs(1));
+        assert_eq!(b.pool.sized().workers, Some(2));
+        let text = b.config_text();
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("keep_alive ") && l.ends_with("(code)")),
+            "{text}"
+        );
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("bind ") && l.ends_with("(code)")),
+            "{text}"
+        );
+        // Nothing set: defaults.
+        let text = Server::builder().config_text();
+        assert!(
+            text.lines().any(|l| l.starts_with("keep_alive ")
+                && l.contains("5s")
+                && l.ends_with("(default)")),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_refused_variable_stops_serve_by_its_name() {
+        for (var, value) in [
+            ("PORT", "99999"),
+            ("PREFORK_THREADS", "0"),
+            ("PREFORK_KEEP_ALIVE", "0"),
+            ("PREFORK_LOG_LEVEL", "loud"),
+        ] {
+            let s = Settings::from_lookup(|name| (name == var).then(|| value.to_string()));
+            let err = Server::builder()
+                .bind("127.0.0.1:0")
+                .with_settings(&s)
+                .serve(|_req, _ctx| "")
+                .unwrap_err();
+            match err {
+                crate::http::ServeError::Config(e) => assert_eq!(e.field, var),
+                other => panic!("{other}"),
+            }
+        }
+    }
+}

@@ -96,6 +96,11 @@ impl Supervisor {
         self.cfg.graceful_timeout
     }
 
+    /// The settings of each worker's HTTP server (`serve_http`).
+    pub(crate) fn worker_server(&self) -> super::config::WorkerServer {
+        self.cfg.server.clone()
+    }
+
     /// The number of worker processes it starts with.
     pub fn workers(&self) -> usize {
         self.cfg.workers
