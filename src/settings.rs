@@ -153,7 +153,10 @@ impl Settings {
         if s.bind.is_none() {
             s.bind = s.read(&get, "PORT", port);
         }
-        s.processes = s.read(&get, "WEB_CONCURRENCY", |v| count(v, "processes"));
+        // What it counts depends on the mode: the builders say so in a refusal.
+        s.processes = s.read(&get, "WEB_CONCURRENCY", |v| {
+            count(v, "processes or threads")
+        });
         s.threads = s.read(&get, "PREFORK_THREADS", |v| count(v, "threads per process"));
         s.timeout = s.read(&get, "PREFORK_TIMEOUT", |v| duration(v, ms(1), "1ms..=24h"));
         s.graceful_timeout = s.read(&get, "PREFORK_GRACEFUL_TIMEOUT", |v| {

@@ -71,7 +71,14 @@ impl ServerBuilder {
     /// ```
     pub fn with_settings(mut self, s: &Settings) -> Self {
         if let (None, Some(e)) = (&self.settings_error, s.error()) {
-            self.settings_error = Some(e.clone());
+            let mut e = e.clone();
+            if e.field == "WEB_CONCURRENCY" {
+                e.allowed = format!(
+                    "a whole number of worker threads (thread mode: one process), 1..={}",
+                    crate::MAX_WORKERS
+                );
+            }
+            self.settings_error = Some(e);
         }
         if let Some((binds, var)) = &s.bind {
             self.tcp.clear();
@@ -346,6 +353,7 @@ mod tests {
             ("PREFORK_THREADS", "0"),
             ("PREFORK_KEEP_ALIVE", "0"),
             ("PREFORK_LOG_LEVEL", "loud"),
+            ("WEB_CONCURRENCY", "0"),
         ] {
             let s = Settings::from_lookup(|name| (name == var).then(|| value.to_string()));
             let err = Server::builder()
@@ -354,7 +362,13 @@ mod tests {
                 .serve(|_req, _ctx| "")
                 .unwrap_err();
             match err {
-                crate::http::ServeError::Config(e) => assert_eq!(e.field, var),
+                crate::http::ServeError::Config(e) => {
+                    assert_eq!(e.field, var);
+                    assert_eq!(e.value, format!("{value:?}"));
+                    if var == "WEB_CONCURRENCY" {
+                        assert!(e.allowed.contains("worker threads"), "{e}");
+                    }
+                }
                 other => panic!("{other}"),
             }
         }

@@ -76,7 +76,11 @@ impl SupervisorBuilder {
     /// ```
     pub fn with_settings(mut self, s: &Settings) -> Self {
         if let (None, Some(e)) = (&self.settings_error, s.error()) {
-            self.settings_error = Some(e.clone());
+            let mut e = e.clone();
+            if e.field == "WEB_CONCURRENCY" {
+                e.allowed = format!("a whole number of worker processes, 1..={MAX_WORKERS}");
+            }
+            self.settings_error = Some(e);
         }
         if let Some((binds, var)) = &s.bind {
             // Drop what was bound before, whoever set it: the environment's list replaces it.
@@ -439,7 +443,7 @@ mod tests {
         assert_eq!(b.workers, Some(3));
 
         for (var, value, allowed) in [
-            ("WEB_CONCURRENCY", "0", "1..=4096"),
+            ("WEB_CONCURRENCY", "0", "processes, 1..=256"),
             ("WEB_CONCURRENCY", "300", "1..=256"),
             ("PORT", "99999", "1..=65535 (0: any free port)"),
             ("PREFORK_GRACEFUL_TIMEOUT", "0", "100ms..=24h"),

@@ -96,6 +96,13 @@ impl Supervisor {
         self.cfg.graceful_timeout
     }
 
+    /// Handler threads in each worker process's HTTP server
+    /// ([`SupervisorBuilder::threads`](super::SupervisorBuilder::threads), `PREFORK_THREADS`;
+    /// default 2), before `serve_http`'s `configure`.
+    pub fn threads(&self) -> usize {
+        self.cfg.server.threads
+    }
+
     /// The settings of each worker's HTTP server (`serve_http`).
     pub(crate) fn worker_server(&self) -> super::config::WorkerServer {
         self.cfg.server.clone()
