@@ -400,6 +400,7 @@ fn level(v: &str) -> Result<log::LevelFilter, String> {
 #[cfg_attr(not(feature = "http"), allow(dead_code))]
 pub(crate) struct Sources(Vec<(&'static str, Source)>);
 
+#[cfg_attr(not(feature = "http"), allow(dead_code))]
 impl Sources {
     pub(crate) fn set(&mut self, key: &'static str, source: Source) {
         match self.0.iter_mut().find(|(k, _)| *k == key) {
@@ -426,6 +427,7 @@ pub(crate) struct LogSettings {
     pub(crate) log_level: Option<(log::LevelFilter, Source)>,
 }
 
+#[cfg_attr(not(feature = "http"), allow(dead_code))]
 impl LogSettings {
     /// Take what `settings` sets.
     pub(crate) fn apply(&mut self, settings: &Settings) {

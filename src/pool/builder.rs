@@ -48,6 +48,7 @@ pub struct PoolBuilder<Req, Resp> {
 }
 
 /// What [`PoolBuilder::sized`] reads: the settings `print_config` shows.
+#[cfg_attr(not(feature = "http"), allow(dead_code))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct PoolSize {
     pub(crate) workers: Option<usize>,
@@ -238,6 +239,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolBuilder<Req, Resp> {
 
     /// The settings `print_config` shows: the worker count as given (`None`: the default), the
     /// deadline, and recycling.
+    #[cfg_attr(not(feature = "http"), allow(dead_code))]
     pub(crate) fn sized(&self) -> PoolSize {
         PoolSize {
             workers: self.workers,
