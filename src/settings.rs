@@ -99,6 +99,7 @@ pub(crate) type FromVar<T> = Option<(T, &'static str)>;
 /// | `PREFORK_LOG_LEVEL` | the error log's level ([`log_level`](Self::log_level)) | `trace`, `debug`, `info`, `warning`, `error`, `critical` |
 ///
 /// Durations are seconds (`30`, `0.5`) or a number with a unit (`500ms`, `30s`, `5m`, `1h`).
+/// `Settings::default()` has nothing set.
 ///
 /// ```
 /// use prefork_pool::Settings;

@@ -42,6 +42,11 @@ impl SupervisorBuilder {
     /// - `PREFORK_ACCESS_LOG`, `PREFORK_ERROR_LOG` and `PREFORK_LOG_LEVEL` are kept for the
     ///   crate's log sink and shown by [`print_config`](Self::print_config).
     ///
+    /// The worker servers' settings are those of `serve_http`. `serve_service` (feature `tower`)
+    /// runs a tokio runtime sized by its `ServiceConfig` instead, which they do not change: read
+    /// [`Settings::threads`] and [`Settings::timeout`] into it, or into the app's own pool, as
+    /// `templates/examples/axum_bulkhead.rs` does.
+    ///
     /// A value that is not allowed makes [`build`](Self::build) and [`check`](Self::check) fail
     /// with a [`BuildError`] naming the variable, the value and what is allowed
     /// ([`run`](Self::run) and `serve_http` print it and exit 1).
