@@ -580,14 +580,10 @@ impl ServerBuilder {
         let before = self.pool.sized();
         self.pool = configure(self.pool);
         let after = self.pool.sized();
-        // What `configure` changed came from the code (for `print_config`).
-        for (key, changed) in [
-            ("threads", before.workers != after.workers),
-            ("timeout", before.deadline != after.deadline),
-            ("max_requests", before.max_requests != after.max_requests),
-            ("max_requests_jitter", before.jitter != after.jitter),
-        ] {
-            if changed {
+        // What `configure` set came from the code (for `print_config`).
+        let keys = ["threads", "timeout", "max_requests", "max_requests_jitter"];
+        for (i, key) in keys.into_iter().enumerate() {
+            if after.set[i] > before.set[i] {
                 self.sources.set(key, Source::Code);
             }
         }
