@@ -1,8 +1,9 @@
 //! The seed's Flask app, as a Rust template: the service that calls itself.
 //!
 //! ```text
-//! cargo run --example hello_loopback            # 127.0.0.1:5000, one worker
-//! PORT=8000 WEB_CONCURRENCY=2 cargo run --example hello_loopback
+//! cargo run --example hello_loopback            # 127.0.0.1:5000, one worker thread
+//! PORT=8000 PREFORK_THREADS=2 cargo run --example hello_loopback   # 0.0.0.0:8000, two
+//! cargo run --example hello_loopback -- --print-config   # the effective settings, and exit
 //! ```
 //!
 //! The three routes of the article "Why Flask Apps on Gunicorn Hang", and the naive variant:
@@ -42,10 +43,20 @@
 //! ones out; in a real service, also expire sessions after a time, limit how many a client may
 //! create, and keep them in a shared store (Redis, a database) rather than in one process.
 //!
-//! Environment: `PORT` (default 5000; 0 picks a free port), `WEB_CONCURRENCY` (workers, default 1),
-//! `MAX_SESSIONS` (sessions kept, at least 1, default 10,000), `RUST_LOG` (default `info`: the
-//! access log and the server's warnings; the crate logs through `log`, so without a logger you see
-//! nothing). It prints `listening on http://ADDR` once it serves.
+//! Settings: the template's own values are set in code first (`127.0.0.1:5000`, this machine only,
+//! as Flask's; one worker thread, as the seed's one sync worker; a 30 s deadline), then
+//! `with_env()` lets the environment override each, in the crate's vocabulary (the same in
+//! process mode; the README's "Settings" lists them): `PORT=8000` listens on `0.0.0.0:8000`, every
+//! interface, as gunicorn does, so that a container's published port reaches it; `PREFORK_BIND`
+//! gives the exact addresses (`127.0.0.1:0` picks a free port); `PREFORK_THREADS` (or
+//! `WEB_CONCURRENCY`: one process here) the worker threads; `PREFORK_TIMEOUT`,
+//! `PREFORK_KEEP_ALIVE`, `PREFORK_GRACEFUL_TIMEOUT`, ... A value that is not allowed stops it at
+//! once, naming the variable, the value and what is allowed. It prints `listening on http://ADDR`
+//! once it serves.
+//!
+//! The example's own variables: `MAX_SESSIONS` (sessions kept, at least 1, default 10,000),
+//! `RUST_LOG` (default `info`: the access log and the server's warnings; the crate logs through
+//! `log`, so without a logger you see nothing).
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
@@ -128,8 +139,17 @@ fn main() {
     // RUST_LOG=warn, RUST_LOG=prefork_pool::access=off, ...; default: info.
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
 
-    let port: u16 = env_or("PORT", 5000);
-    let workers: usize = env_or("WEB_CONCURRENCY", 1);
+    // The template's settings, then the environment's (`with_env` last: the operator's values
+    // win). Drop a line to take the crate's default instead.
+    let builder = Server::builder()
+        .bind("127.0.0.1:5000") // PORT / PREFORK_BIND
+        .pool(|p| p.workers(1).deadline(Duration::from_secs(30))) // PREFORK_THREADS, PREFORK_TIMEOUT
+        .graceful_timeout(Duration::from_secs(10)) // PREFORK_GRACEFUL_TIMEOUT
+        .with_env();
+    if std::env::args().any(|a| a == "--print-config") {
+        builder.print_config();
+        return;
+    }
     let max_sessions: usize = env_or("MAX_SESSIONS", DEFAULT_MAX_SESSIONS);
     if max_sessions == 0 {
         eprintln!("MAX_SESSIONS=0 would keep no session: it is at least 1");
@@ -142,18 +162,21 @@ fn main() {
 
     // A plain closure: `handler` lets it be stored before it is served, with no annotation.
     let app = handler(move |req, _ctx| route(&cache, &me_in_handler, req));
-    let server = Server::builder()
-        .bind(("127.0.0.1", port))
-        .pool(|p| p.workers(workers).deadline(Duration::from_secs(30)))
-        .serve(app)
-        .unwrap_or_else(|e| {
-            eprintln!("cannot start: {e}");
-            std::process::exit(1);
-        });
+    let server = builder.serve(app).unwrap_or_else(|e| {
+        eprintln!("cannot start: {e}");
+        std::process::exit(1);
+    });
 
     let addr = server.local_addrs()[0];
     me.set(addr).expect("set once");
+    let workers = server.stats().workers;
     println!("listening on http://{addr} with {workers} worker(s)");
+    // Bound to every interface (PORT): show a URL that works from this machine.
+    let addr = if addr.ip().is_unspecified() {
+        SocketAddr::from(([127, 0, 0, 1], addr.port()))
+    } else {
+        addr
+    };
     println!("try:");
     println!("  curl -i -X POST http://{addr}/hello_world");
     println!("  curl -i 'http://{addr}/get_hello_world?session_id=<the id>'");
@@ -166,7 +189,7 @@ fn main() {
         std::process::id()
     );
 
-    match server.serve_until_signal(Duration::from_secs(10)) {
+    match server.serve_until_signal(server.graceful_timeout()) {
         Ok(report) => println!("stopped ({report:?})"),
         Err(e) => {
             eprintln!("cannot wait for signals: {e}");

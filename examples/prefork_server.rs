@@ -1,7 +1,9 @@
 //! A pre-fork HTTP server: a template to copy.
 //!
 //! ```sh
-//! PORT=8000 WEB_CONCURRENCY=2 THREADS=2 cargo run --example prefork_server
+//! cargo run --example prefork_server                 # 127.0.0.1:8000, 2 processes x 2 threads
+//! PORT=8000 WEB_CONCURRENCY=4 PREFORK_THREADS=2 cargo run --example prefork_server   # 0.0.0.0:8000
+//! cargo run --example prefork_server -- --print-config   # the effective settings, and exit
 //! curl -X POST localhost:8000/hello_world           # {"session_id": "…"}
 //! curl 'localhost:8000/get_hello_world?session_id=…'
 //! curl -X POST localhost:8000/call_hello_world      # calls /hello_world in-process
@@ -13,13 +15,20 @@
 //!
 //! It serves the seed app (a Flask app that stores sessions in a dict, and an endpoint that POSTs to
 //! its own `/hello_world`) with [`prefork_pool::prefork::Supervisor`]: one master process with no
-//! thread in it, and `WEB_CONCURRENCY` worker processes (default 2), each running the crate's
-//! `http::Server` with `THREADS` handler threads (default 2) on the socket the master bound
-//! (`WEB_CONCURRENCY` counts processes only; each server's threads are its own setting). In a
-//! container, run it under an init that reaps (`docker run --init`): after a SIGUSR2 upgrade the
-//! new master is re-parented to PID 1.
-//! `PORT` defaults to 8000; `PORT=0` picks a free port, printed as `listening on http://ADDR`.
-//! `STORE_DIR` is the session directory (default: a new one under the temporary directory, removed
+//! thread in it, and `WEB_CONCURRENCY` worker processes (here default 2), each running the crate's
+//! `http::Server` with `PREFORK_THREADS` handler threads (default 2) on the socket the master
+//! bound (`WEB_CONCURRENCY` counts processes only). In a container, run it under an init that
+//! reaps (`docker run --init`): after a SIGUSR2 upgrade the new master is re-parented to PID 1.
+//!
+//! Settings: the template's own values are set in code first, then `with_env()` lets the
+//! environment override each (the crate's vocabulary, the same in thread mode; the README's
+//! "Settings" lists them): without `PORT` or `PREFORK_BIND` it listens on `127.0.0.1:8000`
+//! (this machine only); `PORT=8000` listens on `0.0.0.0:8000`, every interface, as gunicorn does,
+//! so that a container's published port reaches it; `PREFORK_BIND` gives the exact addresses
+//! (`127.0.0.1:0` picks a free port). Each address is printed as `listening on http://ADDR`. A
+//! value that is not allowed stops it at once, naming the variable, the value and what is allowed.
+//!
+//! The example's own variables: `STORE_DIR` is the session directory (default: a new one under the temporary directory, removed
 //! at exit); `MAX_SESSIONS` the sessions it keeps (at least 1, default 10,000).
 //!
 //! Three things a template must get right, and gunicorn users learn the hard way:
@@ -65,7 +74,7 @@
 //! KillMode=mixed
 //! TimeoutStopSec=40
 //! WatchdogSec=10
-//! Environment=WEB_CONCURRENCY=4 THREADS=2
+//! Environment=WEB_CONCURRENCY=4 PREFORK_THREADS=2
 //! ```
 
 use std::io::{Read, Write};
@@ -321,9 +330,23 @@ fn main() {
         })
         .init();
 
-    let port: u16 = env_or("PORT", 8000);
-    let workers: usize = env_or("WEB_CONCURRENCY", 2);
-    let threads: usize = env_or("THREADS", 2);
+    // The template's settings, then the environment's (`with_env` last: the operator's values
+    // win). Drop a line to take the crate's default instead (one process per core, two threads
+    // each).
+    let builder = Supervisor::builder()
+        .bind("127.0.0.1:8000") // PORT / PREFORK_BIND
+        .workers(2) // WEB_CONCURRENCY: processes
+        .threads(2) // PREFORK_THREADS: handler threads in each process
+        .timeout(Duration::from_secs(30)) // PREFORK_TIMEOUT: the request deadline (504 past it)
+        .graceful_timeout(Duration::from_secs(30)) // PREFORK_GRACEFUL_TIMEOUT
+        .heartbeat_timeout(Duration::from_secs(30))
+        .request_grace(Duration::from_secs(10))
+        .on_reopen_logs(|| log::info!("(reopen your log files here)"))
+        .with_env();
+    if std::env::args().any(|a| a == "--print-config") {
+        builder.print_config();
+        return;
+    }
     let max: usize = env_or("MAX_SESSIONS", 10_000);
     if max == 0 {
         eprintln!("MAX_SESSIONS=0 would keep no session: it is at least 1");
@@ -345,16 +368,9 @@ fn main() {
         std::process::exit(1);
     }
 
-    // Bind now (or take systemd's sockets), before any fork; the workers inherit the socket.
-    let supervisor = match Supervisor::builder()
-        .bind(format!("127.0.0.1:{port}"))
-        .workers(workers)
-        .graceful_timeout(Duration::from_secs(30))
-        .heartbeat_timeout(Duration::from_secs(30))
-        .request_grace(Duration::from_secs(10))
-        .on_reopen_logs(|| log::info!("(reopen your log files here)"))
-        .build()
-    {
+    // Check every setting, then bind now (or take systemd's sockets), before any fork; the
+    // workers inherit the socket.
+    let supervisor = match builder.build() {
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: {e}");
@@ -366,16 +382,19 @@ fn main() {
     }
     let me = supervisor.local_addr();
     println!(
-        "master pid {}: {workers} worker process(es) x {threads} thread(s). Signals: TERM graceful \
+        "master pid {}: {} worker process(es) x {} thread(s). Signals: TERM graceful \
          stop, INT/QUIT fast stop, HUP reload the workers, TTIN/TTOU one worker more/fewer, USR1 \
          reopen logs, USR2 upgrade to a new build of this binary",
-        std::process::id()
+        std::process::id(),
+        supervisor.workers(),
+        supervisor.threads(),
     );
     let _ = std::io::stdout().flush();
 
     let status = supervisor.serve_http(
-        // Each worker's server: its handler threads and the request deadline (504 past it).
-        move |server| server.pool(|p| p.workers(threads).deadline(Duration::from_secs(30))),
+        // Each worker's server, as the supervisor set it up (threads, deadline, keep-alive):
+        // limits, timeouts or the access log format would be set here.
+        |server| server,
         // Runs in each worker after the fork: open per-process resources (connections, files,
         // threads) here, never before the Supervisor runs.
         || {

@@ -121,6 +121,15 @@
 //! with a restart-intensity brake, and speaks gunicorn's signals and systemd's socket activation
 //! and `sd_notify`. See `examples/prefork_server.rs`.
 //!
+//! ## Settings
+//!
+//! Both modes read the same environment variables, in gunicorn's words where it has them
+//! (`PORT` listens on `0.0.0.0:$PORT`, `WEB_CONCURRENCY` counts processes, `PREFORK_*` for the
+//! rest): [`Settings`], taken by `http::ServerBuilder::with_env` and
+//! `prefork::SupervisorBuilder::with_env`, where later calls win; a value that is not allowed is
+//! refused by the variable's name, and `print_config` prints the effective settings and where
+//! each came from.
+//!
 //! ## Features
 //!
 //! - `http` (default): [`http`], the HTTP/1.1 front end.
@@ -136,6 +145,7 @@ mod metrics;
 #[cfg(all(feature = "http", unix))]
 mod net;
 mod pool;
+pub mod settings;
 mod util;
 
 pub use error::{BuildError, Error, Stage, TrySubmitError};
@@ -144,6 +154,7 @@ pub use pool::{
     Context, Pool, PoolBuilder, Reentry, ShutdownReport, Stats, Ticket, MAX_DEADLINE, MAX_QUEUE,
     MAX_WORKERS,
 };
+pub use settings::Settings;
 
 #[cfg(feature = "http")]
 pub mod http;

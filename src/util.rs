@@ -14,9 +14,9 @@ pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 }
 
 /// Parses `WEB_CONCURRENCY` as gunicorn does (a whole number), given its value when it is set.
-/// `None` when it is not set; a [`BuildError`] naming the variable and the range when it is not a
-/// whole number. The caller checks the range (as the `workers` field), so `0` is refused there.
-/// `what` names what it counts ("worker threads", "worker processes").
+/// `None` when it is not set; a [`BuildError`] naming the variable, the value and the range when
+/// it is not a whole number in 1..=`max`. `what` names what it counts ("worker threads", "worker
+/// processes").
 pub(crate) fn web_concurrency(
     value: Option<&str>,
     what: &str,
@@ -24,7 +24,7 @@ pub(crate) fn web_concurrency(
 ) -> Result<Option<usize>, BuildError> {
     let Some(v) = value else { return Ok(None) };
     match v.trim().parse::<usize>() {
-        Ok(n) => Ok(Some(n)),
+        Ok(n) if (1..=max).contains(&n) => Ok(Some(n)),
         _ => Err(BuildError::new(
             "WEB_CONCURRENCY",
             format!("{v:?}"),
@@ -59,8 +59,7 @@ mod tests {
             web_concurrency(Some(" 3 "), "workers", 10).unwrap(),
             Some(3)
         );
-        assert_eq!(web_concurrency(Some("0"), "workers", 10).unwrap(), Some(0));
-        for bad in ["abc", "-1", "", "1.5"] {
+        for bad in ["abc", "-1", "", "1.5", "0", "11"] {
             let err = web_concurrency(Some(bad), "worker threads", 10).unwrap_err();
             assert_eq!(err.field, "WEB_CONCURRENCY", "{bad}");
             assert!(err.to_string().contains("1..=10"), "{err}");

@@ -29,6 +29,7 @@ enum Stopped {
 struct Inner {
     pool: Pool<HttpRequest, HttpResponse>,
     max_depth: u32,
+    graceful_timeout: Duration,
     busy: Arc<Busy>,
     reactor: ReactorHandle,
     addrs: Vec<SocketAddr>,
@@ -68,6 +69,7 @@ impl ServerHandle {
         reactor_handle: ReactorHandle,
         pool: Pool<HttpRequest, HttpResponse>,
         max_depth: u32,
+        graceful_timeout: Duration,
         busy: Arc<Busy>,
         addrs: Vec<SocketAddr>,
         #[cfg(unix)] paths: Vec<PathBuf>,
@@ -75,6 +77,7 @@ impl ServerHandle {
         let inner = Arc::new(Inner {
             pool: pool.clone(),
             max_depth,
+            graceful_timeout,
             busy,
             reactor: reactor_handle,
             addrs,
@@ -106,6 +109,14 @@ impl ServerHandle {
     /// order they were given.
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
         self.inner.addrs.clone()
+    }
+
+    /// The graceful timeout set on the builder
+    /// ([`ServerBuilder::graceful_timeout`](super::ServerBuilder::graceful_timeout),
+    /// `PREFORK_GRACEFUL_TIMEOUT`; default 30 s), for
+    /// [`serve_until_signal`](Self::serve_until_signal) or [`shutdown`](Self::shutdown).
+    pub fn graceful_timeout(&self) -> Duration {
+        self.inner.graceful_timeout
     }
 
     /// The Unix socket paths the server listens on.

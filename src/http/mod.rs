@@ -353,7 +353,7 @@ mod date;
 mod decode;
 mod dispatch;
 mod epoll;
-mod forwarded;
+pub(crate) mod forwarded;
 #[cfg(any(test, fuzzing))]
 mod fuzz;
 mod handle;
@@ -378,6 +378,7 @@ mod self_call;
 mod serve;
 mod server;
 mod server_health;
+mod settings;
 #[cfg(unix)]
 mod signals;
 mod spare;

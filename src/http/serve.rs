@@ -49,6 +49,9 @@ impl ServerBuilder {
             }
             Ok(())
         }
+        if let Some(e) = &self.settings_error {
+            return Err(e.clone());
+        }
         range("backlog", self.backlog, 1, 65_535)?;
         let l = &self.limits;
         range("limit_request_line", l.request_line, 16, 1 << 20)?;
@@ -65,6 +68,14 @@ impl ServerBuilder {
         }
         range("max_depth", self.max_depth, 0, 10_000)?;
         timeout("stuck_after", self.stuck_after)?;
+        if self.graceful_timeout < Duration::from_millis(100) || self.graceful_timeout > MAX_TIMEOUT
+        {
+            return Err(BuildError::new(
+                "graceful_timeout",
+                format!("{:?}", self.graceful_timeout),
+                "allowed: 100ms..=24h",
+            ));
+        }
         #[cfg(unix)]
         let unix = self.unix.len() + self.std_unix.len();
         #[cfg(not(unix))]
@@ -276,6 +287,7 @@ impl ServerBuilder {
             reactor_handle,
             pool,
             max_depth,
+            self.graceful_timeout,
             busy,
             addrs,
             #[cfg(unix)]

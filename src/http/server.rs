@@ -21,6 +21,7 @@ use super::parse::Limits;
 use super::response::ErrorHook;
 use super::self_call::SiblingPids;
 use super::types::{HttpRequest, HttpResponse};
+use crate::settings::{LogSettings, Source, Sources};
 use crate::{BuildError, Pool};
 
 /// The builder of the Pool behind a server.
@@ -138,6 +139,14 @@ pub struct ServerBuilder {
     pub(super) accept_gate: Option<Arc<dyn AcceptGate>>,
     pub(super) health: HealthSettings,
     pub(super) shared_counters: Option<&'static HttpCounters>,
+    /// How long `serve_until_signal` lets a graceful stop take ([`graceful_timeout`](Self::graceful_timeout)).
+    pub(super) graceful_timeout: Duration,
+    /// Where each setting `print_config` shows came from.
+    pub(super) sources: Sources,
+    /// The first value [`with_settings`](Self::with_settings) refused, returned by `serve`.
+    pub(super) settings_error: Option<BuildError>,
+    /// The log files and level, carried for the log sink.
+    pub(crate) logs: LogSettings,
 }
 
 impl fmt::Debug for ServerBuilder {
@@ -205,13 +214,21 @@ impl ServerBuilder {
             accept_gate: None,
             health: HealthSettings::default(),
             shared_counters: None,
+            graceful_timeout: Duration::from_secs(30),
+            sources: Sources::default(),
+            settings_error: None,
+            logs: LogSettings::default(),
         }
     }
 
     /// Listen on a TCP address (v4 or v6; port 0 picks a free port, see
     /// [`ServerHandle::local_addrs`](super::ServerHandle::local_addrs)). May be called more than once; a name that resolves to several
     /// addresses binds them all. `SO_REUSEADDR` is set.
+    ///
+    /// After [`with_env`](Self::with_env) set the addresses (`PREFORK_BIND`, `PORT`), the first
+    /// `bind` or `bind_unix` replaces them: the later call wins.
     pub fn bind(mut self, addr: impl ToSocketAddrs) -> Self {
+        self.binds_from_code();
         self.tcp.push(
             addr.to_socket_addrs()
                 .map(|a| a.collect())
@@ -224,8 +241,19 @@ impl ServerBuilder {
     /// socket file at `path` is removed first; the file is removed when the server stops.
     #[cfg(unix)]
     pub fn bind_unix(mut self, path: impl Into<PathBuf>, mode: u32) -> Self {
+        self.binds_from_code();
         self.unix.push((path.into(), mode));
         self
+    }
+
+    /// The addresses set so far came from the environment: drop them, the code's come now.
+    fn binds_from_code(&mut self) {
+        if let Source::Env(_) = self.sources.get("bind") {
+            self.tcp.clear();
+            #[cfg(unix)]
+            self.unix.clear();
+        }
+        self.sources.set("bind", Source::Code);
     }
 
     /// Serve on an existing listener (an inherited descriptor, `LISTEN_FDS`, a test's socket). It
@@ -332,6 +360,7 @@ impl ServerBuilder {
     /// How long a kept-alive connection may sit idle between requests (default 5 s; gunicorn's
     /// `keepalive` is 2 s). Then it is closed quietly.
     pub fn keepalive_timeout(mut self, d: Duration) -> Self {
+        self.sources.set("keep_alive", Source::Code);
         self.keepalive_timeout = d;
         self
     }
@@ -552,6 +581,7 @@ impl ServerBuilder {
     /// assert!(err.to_string().contains("forwarded_allow_ips"));
     /// ```
     pub fn forwarded_allow_ips<S: AsRef<str>>(mut self, ips: impl IntoIterator<Item = S>) -> Self {
+        self.sources.set("forwarded_allow_ips", Source::Code);
         self.forwarded_allow_ips = ips.into_iter().map(|s| s.as_ref().to_string()).collect();
         self
     }
@@ -586,8 +616,33 @@ impl ServerBuilder {
     /// server.shutdown(Duration::from_secs(5));
     /// ```
     pub fn pool(mut self, configure: impl FnOnce(PoolBuilder) -> PoolBuilder) -> Self {
+        let before = self.pool.sized();
         self.pool = configure(self.pool);
+        let after = self.pool.sized();
+        // What `configure` set came from the code (for `print_config`).
+        let keys = ["threads", "timeout", "max_requests", "max_requests_jitter"];
+        for (i, key) in keys.into_iter().enumerate() {
+            if after.set[i] > before.set[i] {
+                self.sources.set(key, Source::Code);
+            }
+        }
         self
+    }
+
+    /// How long [`ServerHandle::serve_until_signal`](super::ServerHandle::serve_until_signal)
+    /// lets a graceful stop take when given
+    /// [`ServerHandle::graceful_timeout`](super::ServerHandle::graceful_timeout) (default 30 s, as
+    /// gunicorn; 100 ms..=one day; `PREFORK_GRACEFUL_TIMEOUT`).
+    pub fn graceful_timeout(mut self, d: Duration) -> Self {
+        self.sources.set("graceful_timeout", Source::Code);
+        self.graceful_timeout = d;
+        self
+    }
+
+    /// Refuse a `forwarded_allow_ips` list that is not IPs, CIDR blocks or `*`, as `serve` would.
+    #[cfg_attr(not(feature = "prefork"), allow(dead_code))]
+    pub(crate) fn check_forwarded(&self) -> Result<(), BuildError> {
+        super::forwarded::TrustedProxies::parse(&self.forwarded_allow_ips).map(|_| ())
     }
 
     /// Process mode: accept only when `gate` says so (the pre-fork supervisor's balance between

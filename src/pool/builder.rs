@@ -44,7 +44,22 @@ pub struct PoolBuilder<Req, Resp> {
     config: PoolConfig,
     workers: Option<usize>,
     max_retired: Option<usize>,
+    /// How many times `workers`, `deadline`, `max_requests`, `max_requests_jitter` were set:
+    /// `print_config` tells a value set in code from the default, even when they are equal.
+    set: [u32; 4],
     _types: PhantomData<fn(Req) -> Resp>,
+}
+
+/// What [`PoolBuilder::sized`] reads: the settings `print_config` shows.
+#[cfg_attr(not(feature = "http"), allow(dead_code))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct PoolSize {
+    pub(crate) workers: Option<usize>,
+    pub(crate) deadline: Duration,
+    pub(crate) max_requests: u64,
+    pub(crate) jitter: u64,
+    /// How many times each of the four was set (see `PoolBuilder::set`).
+    pub(crate) set: [u32; 4],
 }
 
 impl<Req, Resp> Clone for PoolBuilder<Req, Resp> {
@@ -53,6 +68,7 @@ impl<Req, Resp> Clone for PoolBuilder<Req, Resp> {
             config: self.config.clone(),
             workers: self.workers,
             max_retired: self.max_retired,
+            set: self.set,
             _types: PhantomData,
         }
     }
@@ -64,6 +80,7 @@ impl<Req, Resp> Default for PoolBuilder<Req, Resp> {
             config: PoolConfig::default(),
             workers: None,
             max_retired: None,
+            set: [0; 4],
             _types: PhantomData,
         }
     }
@@ -84,6 +101,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolBuilder<Req, Resp> {
     /// How many worker threads run the handler. Without it, `WEB_CONCURRENCY` (as gunicorn), else
     /// the machine's available parallelism.
     pub fn workers(mut self, n: usize) -> Self {
+        self.set[0] += 1;
         self.workers = Some(n);
         self
     }
@@ -97,6 +115,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolBuilder<Req, Resp> {
 
     /// The default deadline of a job, from its submission; `call_with` and `submit_then` override it.
     pub fn deadline(mut self, d: Duration) -> Self {
+        self.set[1] += 1;
         self.config.deadline = d;
         self
     }
@@ -104,12 +123,14 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolBuilder<Req, Resp> {
     /// Replace a worker after it has run this many jobs (plus its jitter); 0 never does. The
     /// replacement starts before the old worker leaves, so no job waits for it.
     pub fn max_requests(mut self, n: u64) -> Self {
+        self.set[2] += 1;
         self.config.max_requests = n;
         self
     }
 
     /// Add a random 0..=`n` to each worker's `max_requests`, so workers do not all recycle at once.
     pub fn max_requests_jitter(mut self, n: u64) -> Self {
+        self.set[3] += 1;
         self.config.max_requests_jitter = n;
         self
     }
@@ -225,6 +246,19 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolBuilder<Req, Resp> {
             config,
             Box::new(move |req, ctx| with_state(key, &name, &handler, req, ctx)),
         )
+    }
+
+    /// The settings `print_config` shows: the worker count as given (`None`: the default), the
+    /// deadline, and recycling.
+    #[cfg_attr(not(feature = "http"), allow(dead_code))]
+    pub(crate) fn sized(&self) -> PoolSize {
+        PoolSize {
+            workers: self.workers,
+            deadline: self.config.deadline,
+            max_requests: self.config.max_requests,
+            jitter: self.config.max_requests_jitter,
+            set: self.set,
+        }
     }
 
     pub(crate) fn check(self) -> Result<PoolConfig, BuildError> {

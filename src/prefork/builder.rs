@@ -14,6 +14,8 @@ use super::listeners::{self, Bind, Listener};
 use super::report::fatal;
 use super::supervisor::Supervisor;
 use super::worker::Worker;
+use crate::settings::Source;
+use crate::settings::Sources;
 use crate::BuildError;
 
 /// Why the supervisor could not start.
@@ -24,14 +26,23 @@ pub enum StartError {
     #[error(transparent)]
     Config(#[from] BuildError),
     /// A listener could not be bound.
-    #[error(
-        "cannot listen on {address}: {source}; stop the process that holds it (`ss -ltnp`), or \
-         choose another address"
-    )]
+    #[error("cannot listen on {address}: {source}; {hint}", hint = bind_hint(.source))]
     Bind {
         /// The address that was asked for.
         address: String,
         /// The operating system's error.
+        source: io::Error,
+    },
+    /// An address to bind could not be read or resolved (`127.0.0.1:99999`, a host name that
+    /// does not resolve).
+    #[error(
+        "cannot resolve the address {address}: {source}; write HOST:PORT, with a port 1..=65535 \
+         (0: any free port)"
+    )]
+    Address {
+        /// The address as given.
+        address: String,
+        /// The resolver's error.
         source: io::Error,
     },
     /// The sockets passed by systemd (`LISTEN_FDS`) could not be used.
@@ -48,7 +59,30 @@ pub enum StartError {
     App(String),
 }
 
+/// What to do about a listener that could not be bound, by the OS error's kind.
+fn bind_hint(e: &io::Error) -> &'static str {
+    match e.kind() {
+        io::ErrorKind::AddrInUse => {
+            "another process holds it: stop it (`ss -ltnp` shows which), or choose another port"
+        }
+        io::ErrorKind::PermissionDenied => {
+            "a port below 1024 needs root or CAP_NET_BIND_SERVICE: choose a port from 1024, or \
+             (Unix socket) a directory this user may write"
+        }
+        io::ErrorKind::AddrNotAvailable => {
+            "this host has no such address: bind 0.0.0.0 (every interface), 127.0.0.1, or one of \
+             its own addresses"
+        }
+        _ => "check the address",
+    }
+}
+
 /// Configures a [`Supervisor`]. Made by [`Supervisor::builder`].
+///
+/// [`from_env`](Self::from_env) / [`with_env`](Self::with_env) take the settings the
+/// environment gives (`PORT`, `WEB_CONCURRENCY`, `PREFORK_*`: [`Settings`](crate::Settings)),
+/// in the same words as thread mode; [`print_config`](Self::print_config) prints the effective
+/// settings and where each came from.
 ///
 /// Every setting here belongs to the **process layer**: the master and its worker processes.
 /// What runs inside each worker process has its own settings, in the same words: with
@@ -59,7 +93,8 @@ pub enum StartError {
 ///
 /// | setting | here (processes) | in each worker's server / pool (threads) |
 /// |---|---|---|
-/// | `workers(n)` | worker processes; default `WEB_CONCURRENCY`, else 2 × cores + 1 | `pool(\|p\| p.workers(n))`: threads per process, never `WEB_CONCURRENCY` under the supervisor |
+/// | `workers(n)` | worker processes; default `WEB_CONCURRENCY`, else one per core | |
+/// | `threads(n)` | handler threads per process (default 2, `PREFORK_THREADS`) | `pool(\|p\| p.workers(n))`: the same, set in `configure`; never `WEB_CONCURRENCY` under the supervisor |
 /// | `max_requests(n)` + `max_requests_jitter(j)` | a process is replaced after n (+ 0..=j) requests | a thread is replaced after n (+ 0..=j) jobs |
 /// | `backlog(n: i64)` | sockets the master binds | sockets the server binds (thread mode) |
 /// | `bind_unix(path, mode)` | a Unix socket the master binds, with mode | the same, in thread mode |
@@ -87,12 +122,16 @@ pub enum StartError {
 /// assert!(err.to_string().contains("workers"));
 /// ```
 pub struct SupervisorBuilder {
-    cfg: SupervisorConfig,
-    workers: Option<usize>,
+    pub(super) cfg: SupervisorConfig,
+    pub(super) workers: Option<usize>,
     backlog: i64,
-    binds: Vec<Bind>,
-    bind_errors: Vec<StartError>,
+    pub(super) binds: Vec<Bind>,
+    pub(super) bind_errors: Vec<StartError>,
     hooks: Hooks,
+    /// Where each setting `print_config` shows came from.
+    pub(super) sources: Sources,
+    /// The first value `with_settings` refused, returned by `build` and `check`.
+    pub(super) settings_error: Option<BuildError>,
 }
 
 impl fmt::Debug for SupervisorBuilder {
@@ -104,12 +143,16 @@ impl fmt::Debug for SupervisorBuilder {
     }
 }
 
-fn default_workers() -> Result<usize, BuildError> {
+/// The worker processes when neither the code nor [`SupervisorBuilder::with_env`] set them:
+/// `WEB_CONCURRENCY` (as gunicorn), else one per core (at most 256). Each has
+/// [`DEFAULT_THREADS`](super::config::DEFAULT_THREADS) handler threads: two per core in all, as
+/// many requests in flight as gunicorn's 2 × cores + 1 sync workers, where 2 × cores + 1
+/// processes of cores threads each made 33 × 16 = 528 threads on 16 cores.
+pub(super) fn default_workers() -> Result<(usize, Source), BuildError> {
     if let Some(n) = crate::util::web_concurrency_env("worker processes", MAX_WORKERS)? {
-        return Ok(n);
+        return Ok((n, Source::Env("WEB_CONCURRENCY")));
     }
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    Ok((2 * cores + 1).min(MAX_WORKERS))
+    Ok((crate::settings::cores().min(MAX_WORKERS), Source::Default))
 }
 
 impl SupervisorBuilder {
@@ -121,21 +164,42 @@ impl SupervisorBuilder {
             binds: Vec::new(),
             bind_errors: Vec::new(),
             hooks: Hooks::default(),
+            sources: Sources::default(),
+            settings_error: None,
         }
     }
 
     /// Listens on a TCP address (`"127.0.0.1:8000"`, `"[::]:80"`; a name is resolved now, every
     /// address it resolves to is bound). Port 0 picks a free port: read it from
     /// [`Supervisor::listeners`] after [`build`](Self::build).
+    ///
+    /// After [`with_env`](Self::with_env) set the addresses (`PREFORK_BIND`, `PORT`), the first
+    /// `bind` or `bind_unix` replaces them: the later call wins.
     pub fn bind(mut self, addr: impl ToSocketAddrs + fmt::Display) -> Self {
+        self.binds_from(Source::Code);
+        self.bind_addr(addr);
+        self
+    }
+
+    /// Bind what `addr` resolves to, or keep why it does not resolve.
+    pub(super) fn bind_addr(&mut self, addr: impl ToSocketAddrs + fmt::Display) {
         match addr.to_socket_addrs() {
             Ok(addrs) => self.binds.extend(addrs.map(Bind::Tcp)),
-            Err(source) => self.bind_errors.push(StartError::Bind {
+            Err(source) => self.bind_errors.push(StartError::Address {
                 address: addr.to_string(),
                 source,
             }),
         }
-        self
+    }
+
+    /// The addresses set from now on come from `source`: those the environment set before are
+    /// dropped (a later call wins), with their errors.
+    pub(super) fn binds_from(&mut self, source: Source) {
+        if let Source::Env(_) = self.sources.get("bind") {
+            self.binds.retain(|b| matches!(b, Bind::Ready(_)));
+            self.bind_errors.clear();
+        }
+        self.sources.set("bind", source);
     }
 
     /// Listens on a Unix stream socket at `path` with permission bits `mode` (e.g. `0o660`), as
@@ -143,6 +207,7 @@ impl SupervisorBuilder {
     /// stale socket file there is removed first). Process layer: the master binds it before the
     /// first fork.
     pub fn bind_unix(mut self, path: impl AsRef<Path>, mode: u32) -> Self {
+        self.binds_from(Source::Code);
         self.binds
             .push(Bind::Unix(path.as_ref().to_path_buf(), mode));
         self
@@ -167,10 +232,11 @@ impl SupervisorBuilder {
         self
     }
 
-    /// The number of worker processes (process layer). Default: `WEB_CONCURRENCY`, else
-    /// 2 × cores + 1. The threads in each process are the pool's `workers`, set in
-    /// [`serve_http`](Supervisor::serve_http)'s `configure`, which never read `WEB_CONCURRENCY`.
+    /// The number of worker processes (process layer). Default: `WEB_CONCURRENCY`, else one
+    /// per core (at most 256). The threads in each process are [`threads`](Self::threads)
+    /// (`PREFORK_THREADS`, default 2), never `WEB_CONCURRENCY`.
     pub fn workers(mut self, n: usize) -> Self {
+        self.sources.set("processes", Source::Code);
         self.workers = Some(n);
         self
     }
@@ -204,6 +270,7 @@ impl SupervisorBuilder {
     /// How long a worker told to stop gracefully (SIGTERM, HUP, retirement, scale down) may take to
     /// finish its requests before SIGKILL. Default: 30 s.
     pub fn graceful_timeout(mut self, d: Duration) -> Self {
+        self.sources.set("graceful_timeout", Source::Code);
         self.cfg.graceful_timeout = d;
         self
     }
@@ -221,6 +288,7 @@ impl SupervisorBuilder {
     /// default). Process layer; the pool's
     /// [`max_requests`](crate::PoolBuilder::max_requests) is the same for one thread.
     pub fn max_requests(mut self, n: u64) -> Self {
+        self.sources.set("max_requests", Source::Code);
         self.cfg.max_requests = n;
         self
     }
@@ -229,6 +297,7 @@ impl SupervisorBuilder {
     /// at once (default 0). Process layer, as the pool's
     /// [`max_requests_jitter`](crate::PoolBuilder::max_requests_jitter) is for threads.
     pub fn max_requests_jitter(mut self, n: u64) -> Self {
+        self.sources.set("max_requests_jitter", Source::Code);
         self.cfg.max_requests_jitter = n;
         self
     }
@@ -300,9 +369,12 @@ impl SupervisorBuilder {
     }
 
     fn validate(&mut self) -> Result<(), BuildError> {
+        if let Some(e) = &self.settings_error {
+            return Err(e.clone());
+        }
         let workers = match self.workers {
             Some(n) => n,
-            None => default_workers()?,
+            None => default_workers()?.0,
         };
         if workers == 0 || workers > MAX_WORKERS {
             return Err(BuildError::new(
@@ -342,6 +414,7 @@ impl SupervisorBuilder {
                 "a duration up to 1 day",
             ));
         }
+        self.validate_server()?;
         if self.cfg.restart_max == 0 {
             return Err(BuildError::new(
                 "restart_intensity max",

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use super::exit::{Limits, WorkerExit};
 use super::listeners::Listener;
+use crate::settings::LogSettings;
 
 /// Exit status of a master that stopped as asked.
 pub const EXIT_OK: i32 = 0;
@@ -59,6 +60,36 @@ pub(crate) struct SupervisorConfig {
     pub(crate) systemd: bool,
     /// The listeners came from systemd (`LISTEN_FDS`): systemd keeps them after the master.
     pub(crate) socket_activated: bool,
+    /// Each worker's HTTP server, as `serve_http` starts it before its `configure`.
+    pub(crate) server: WorkerServer,
+}
+
+/// Handler threads per worker process by default: with one process per core, two threads per
+/// core in all, as many requests in flight as gunicorn's 2 × cores + 1 sync workers.
+pub(crate) const DEFAULT_THREADS: usize = 2;
+
+/// The settings of each worker process's HTTP server that the supervisor carries
+/// (`SupervisorBuilder::threads`, `timeout`, `keep_alive`, `forwarded_allow_ips`, or the
+/// environment), applied by `serve_http` before its `configure`.
+#[derive(Debug, Clone)]
+pub(crate) struct WorkerServer {
+    pub(crate) threads: usize,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) keep_alive: Option<Duration>,
+    pub(crate) forwarded_allow_ips: Option<Vec<String>>,
+    pub(crate) logs: LogSettings,
+}
+
+impl Default for WorkerServer {
+    fn default() -> WorkerServer {
+        WorkerServer {
+            threads: DEFAULT_THREADS,
+            timeout: None,
+            keep_alive: None,
+            forwarded_allow_ips: None,
+            logs: LogSettings::default(),
+        }
+    }
 }
 
 impl Default for SupervisorConfig {
@@ -78,6 +109,7 @@ impl Default for SupervisorConfig {
             preload: false,
             systemd: true,
             socket_activated: false,
+            server: WorkerServer::default(),
         }
     }
 }

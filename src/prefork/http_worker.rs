@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use super::balance::SlotGate;
 use super::builder::SupervisorBuilder;
-use super::config::EXIT_ERROR;
+use super::config::{WorkerServer, EXIT_ERROR};
 use super::report::fatal;
 use super::supervisor::Supervisor;
 use super::worker::{Worker, WorkerEnv, EXIT_WORKER_BOOT_ERROR};
@@ -22,6 +22,7 @@ type Configure = Rc<dyn Fn(ServerBuilder) -> ServerBuilder>;
 /// The [`Worker`] that [`Supervisor::serve_http`] runs in each worker process.
 struct HttpWorker<H> {
     configure: Configure,
+    server: WorkerServer,
     handler: Option<H>,
     graceful: Duration,
 }
@@ -35,10 +36,12 @@ where
         // thread here is busy (set first, so that `configure` may replace it).
         let siblings = env.siblings();
         let heartbeat = env.heartbeat();
-        // Threads per process: their own setting (`configure`'s `pool(|p| p.workers(n))`), never
-        // `WEB_CONCURRENCY`, which counts the processes here.
-        let base = Server::builder()
-            .pool(|p| p.workers(default_threads()))
+        // Threads per process: their own setting (`SupervisorBuilder::threads`, `PREFORK_THREADS`,
+        // default 2; `configure` may set the pool again), never `WEB_CONCURRENCY`, which counts
+        // the processes here. Then the request deadline, keep-alive and proxies it carries.
+        let base = self
+            .server
+            .apply(Server::builder())
             // Only the siblings that are busy in every thread (see `Siblings::saturated_pids`).
             .sibling_pids(move || siblings.saturated_pids())
             // The master replaces a worker whose request runs past its deadline plus
@@ -104,22 +107,18 @@ where
     }
 }
 
-/// The handler threads of each worker process's server when `configure` does not set them: the
-/// machine's available parallelism (the Pool's own default, without `WEB_CONCURRENCY`, which the
-/// supervisor reads as the number of processes).
-fn default_threads() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
-}
-
 impl Supervisor {
     /// Runs an [`http::Server`](crate::http::Server) in each worker process, on the listeners the
     /// master bound (or inherited from systemd): the whole stack, gunicorn's model without its
     /// failure modes.
     ///
-    /// - `configure` sets up each worker's [`ServerBuilder`]: the Pool's threads per process
-    ///   (`pool(|p| p.workers(n))`; default: the available parallelism, never `WEB_CONCURRENCY`,
-    ///   which counts processes under the supervisor), the request `deadline`, limits, timeouts,
-    ///   the access log. Its listeners are added by the supervisor; do not `bind` here.
+    /// - `configure` sets up each worker's [`ServerBuilder`], which starts with what the
+    ///   supervisor carries: its [`threads`](SupervisorBuilder::threads) per process (default
+    ///   2, `PREFORK_THREADS`; never `WEB_CONCURRENCY`, which counts processes here), request
+    ///   [`timeout`](SupervisorBuilder::timeout), [`keep_alive`](SupervisorBuilder::keep_alive)
+    ///   and [`forwarded_allow_ips`](SupervisorBuilder::forwarded_allow_ips). `configure` runs
+    ///   after them and may set anything again (`pool(|p| p.workers(n))`, limits, timeouts, the
+    ///   access log). Its listeners are added by the supervisor; do not `bind` here.
     ///
     /// The worker processes share each listen socket, and accept in balance: a process takes a
     /// connection only while it has no more open connections than the least loaded sibling with an
@@ -168,10 +167,12 @@ impl Supervisor {
         E: fmt::Display,
     {
         let configure: Configure = Rc::new(configure);
+        let server = self.worker_server();
         let graceful = self.graceful_timeout().mul_f64(0.9);
         self.run(move || {
             app().map(|handler| HttpWorker {
                 configure: configure.clone(),
+                server: server.clone(),
                 handler: Some(handler),
                 graceful,
             })

@@ -264,6 +264,7 @@ mod report;
 mod rlimit;
 #[cfg(feature = "tower")]
 mod service;
+mod settings;
 mod shared_metrics;
 mod signals;
 mod supervisor;

@@ -96,6 +96,18 @@ impl Supervisor {
         self.cfg.graceful_timeout
     }
 
+    /// Handler threads in each worker process's HTTP server
+    /// ([`SupervisorBuilder::threads`](super::SupervisorBuilder::threads), `PREFORK_THREADS`;
+    /// default 2), before `serve_http`'s `configure`.
+    pub fn threads(&self) -> usize {
+        self.cfg.server.threads
+    }
+
+    /// The settings of each worker's HTTP server (`serve_http`).
+    pub(crate) fn worker_server(&self) -> super::config::WorkerServer {
+        self.cfg.server.clone()
+    }
+
     /// The number of worker processes it starts with.
     pub fn workers(&self) -> usize {
         self.cfg.workers

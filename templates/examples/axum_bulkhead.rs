@@ -15,7 +15,14 @@
 //! answers the worker's index); `GET /slow` (a blocking call longer than the pool's deadline: 504).
 //!
 //! Run it: `cargo run -p prefork-pool-templates --example axum_bulkhead` (2 processes on
-//! 127.0.0.1:8000), then `curl -i 127.0.0.1:8000/work?ms=50`. `tests/axum_bulkhead.rs` drives the
+//! 127.0.0.1:8000), then `curl -i 127.0.0.1:8000/work?ms=50`. The environment overrides the
+//! template's values, in the crate's vocabulary (the README's "Settings"): `PORT=8000` listens on
+//! `0.0.0.0:8000`, every interface, as gunicorn does (a container's published port reaches it);
+//! `PREFORK_BIND` gives the exact addresses; `WEB_CONCURRENCY` the processes;
+//! `PREFORK_THREADS` the blocking pool's workers (the threads that run the handlers' blocking
+//! work; the runtime's threads only wait) and `PREFORK_TIMEOUT` its deadline;
+//! `PREFORK_GRACEFUL_TIMEOUT`, `PREFORK_MAX_REQUESTS`. A value that is not allowed stops it,
+//! naming the variable. `tests/axum_bulkhead.rs` drives the
 //! router under concurrent load.
 
 use std::time::Duration;
@@ -142,9 +149,19 @@ fn main() {
     use prefork_pool::prefork::{ServiceConfig, Supervisor};
 
     env_logger::init();
-    let addr = std::env::var("BIND").unwrap_or_else(|_| "127.0.0.1:8000".to_owned());
-    let cfg = Config::default();
-    let status = Supervisor::builder().bind(addr).workers(2).serve_service(
+    // The template's values, then the environment's: the operator's win.
+    let env = prefork_pool::Settings::from_env();
+    let defaults = Config::default();
+    let cfg = Config {
+        workers: env.threads().unwrap_or(defaults.workers),
+        deadline: env.timeout().unwrap_or(defaults.deadline),
+        ..defaults
+    };
+    let supervisor = Supervisor::builder()
+        .bind("127.0.0.1:8000") // PORT / PREFORK_BIND
+        .workers(2) // WEB_CONCURRENCY
+        .with_settings(&env);
+    let status = supervisor.serve_service(
         // The runtime's threads only wait: 2 per process is plenty.
         ServiceConfig::new()
             .threads(2)

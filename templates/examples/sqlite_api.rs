@@ -25,8 +25,12 @@
 //! `GET /notes/{id}`; `GET /authors/{author}/notes`; `GET /notes/{id}/summary`; `GET /metrics`.
 //!
 //! Run it: `cargo run -p prefork-pool-templates --example sqlite_api` (then the `curl` lines it
-//! prints); `BIND` (default `127.0.0.1:8000`) is where it listens, `MAX_NOTES` how many notes it
-//! keeps. `tests/sqlite_api.rs` drives it with concurrent clients, and fills a small store.
+//! prints). It listens on `127.0.0.1:8000` (this machine only) unless the environment says
+//! otherwise, in the crate's vocabulary (the README's "Settings"): `PORT=8000` listens on
+//! `0.0.0.0:8000`, every interface, as gunicorn does (a container's published port reaches it);
+//! `PREFORK_BIND` gives the exact addresses; `PREFORK_THREADS` the web workers,
+//! `PREFORK_TIMEOUT`, `PREFORK_KEEP_ALIVE`, ... A value that is not allowed stops it, naming the
+//! variable. `MAX_NOTES` (the template's own) is how many notes it keeps. `tests/sqlite_api.rs` drives it with concurrent clients, and fills a small store.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -34,7 +38,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use prefork_pool::http::{HttpRequest, HttpResponse, Loopback, Server, ServerHandle};
-use prefork_pool::{Error, Pool};
+use prefork_pool::{Error, Pool, Settings};
 use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::{json, Value};
 
@@ -193,12 +197,21 @@ fn run_db(conn: &mut Connection, req: DbReq) -> rusqlite::Result<DbResp> {
     }
 }
 
-/// Start the db pool and the server.
+/// Start the db pool and the server, with `cfg` only (the tests).
 ///
 /// # Errors
 /// The database cannot be opened (by the first connection, or by a db worker), or the server
 /// cannot bind.
 pub fn start(cfg: &Config) -> Result<App, Box<dyn std::error::Error>> {
+    start_with(cfg, &Settings::default())
+}
+
+/// Start the db pool and the server: `cfg` first, then what `env` sets (`Settings::from_env()`
+/// in `main`: the operator's values win over the template's).
+///
+/// # Errors
+/// As [`start`], and a refused setting (named by its variable).
+pub fn start_with(cfg: &Config, env: &Settings) -> Result<App, Box<dyn std::error::Error>> {
     // The schema, once, before the workers open their connections.
     drop(open_db(&cfg.db_path)?);
     let in_flight = Arc::new(InFlight::default());
@@ -236,6 +249,8 @@ pub fn start(cfg: &Config) -> Result<App, Box<dyn std::error::Error>> {
     if let Some(n) = cfg.max_spare {
         server = server.max_spare(n);
     }
+    // Last: the environment's settings override the template's.
+    server = server.with_settings(env);
     let server = server.serve(move |req, _ctx| routes.handle(req))?;
     Ok(App {
         server,
@@ -403,7 +418,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = std::env::temp_dir().join(format!("sqlite_api-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let cfg = Config {
-        addr: std::env::var("BIND").unwrap_or_else(|_| "127.0.0.1:8000".to_owned()),
+        // The template's default; PORT or PREFORK_BIND replace it (`start_with`).
+        addr: "127.0.0.1:8000".to_owned(),
         web_workers: 4,
         db_workers: 2,
         db_path: dir.join("notes.db"),
@@ -415,8 +431,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             Err(_) => DEFAULT_MAX_NOTES,
         },
     };
-    let app = start(&cfg)?;
-    let addr = app.server.local_addrs()[0];
+    let app = start_with(&cfg, &Settings::from_env())?;
+    let mut addr = app.server.local_addrs()[0];
+    if addr.ip().is_unspecified() {
+        // Every interface (PORT): this machine reaches it on 127.0.0.1.
+        addr.set_ip([127, 0, 0, 1].into());
+    }
     println!(
         "sqlite_api on http://{addr} (database {})",
         cfg.db_path.display()

@@ -52,7 +52,9 @@ fn session_id(body: &str) -> String {
 fn start(env: &[(&str, &str)]) -> (Running, BufReader<ChildStdout>, SocketAddr) {
     let mut child = Running(
         Command::new(example_binary())
-            .env("PORT", "0")
+            // 127.0.0.1 only (PORT would listen on every interface), one worker thread.
+            .env_remove("PORT")
+            .env("PREFORK_BIND", "127.0.0.1:0")
             .env("WEB_CONCURRENCY", "1")
             .env_remove("RUST_LOG")
             .env_remove("MAX_SESSIONS")
@@ -258,4 +260,37 @@ fn hello_loopback_example_keeps_at_most_max_sessions() {
         .collect();
     assert_eq!(full.len(), 1, "{log}");
     assert!(full[0].starts_with("[WARN"), "{}", full[0]);
+}
+
+/// `PORT` listens on every interface, as gunicorn (a template copied into a container is
+/// reachable); `PREFORK_THREADS` sets the worker threads. Traffic to 127.0.0.1 only.
+#[test]
+fn hello_loopback_example_port_listens_on_every_interface() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    let mut child = Running(
+        Command::new(example_binary())
+            .env_remove("PREFORK_BIND")
+            .env_remove("WEB_CONCURRENCY")
+            .env("PORT", port.to_string())
+            .env("PREFORK_THREADS", "2")
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the example"),
+    );
+    let mut out = BufReader::new(child.0.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(
+        line.trim(),
+        format!("listening on http://0.0.0.0:{port} with 2 worker(s)")
+    );
+    let local: SocketAddr = ([127, 0, 0, 1], port).into();
+    let (a, _) = roundtrip(local, &post("/hello_world", ""));
+    assert_eq!(a.status, 201, "{}", a.text());
 }

@@ -29,6 +29,7 @@ mod protocol;
 mod seed;
 mod self_call;
 mod self_call_lookup;
+mod settings;
 mod shutdown;
 mod slow_clients;
 mod slow_reader;

@@ -71,11 +71,11 @@ fn web_concurrency_in_a_process_of_its_own() {
     assert_eq!(pool.stats().workers, 3);
     pool.shutdown_now();
 
+    // Named by the variable, with the range: the user never wrote `workers`.
     std::env::set_var("WEB_CONCURRENCY", "0");
-    assert_eq!(
-        Pool::builder().build(|x: u8, _| x).unwrap_err().field,
-        "workers"
-    );
+    let e = Pool::builder().build(|x: u8, _| x).unwrap_err();
+    assert_eq!(e.field, "WEB_CONCURRENCY");
+    assert!(e.to_string().contains("1..=4096"), "{e}");
 
     // An explicit count wins over the environment.
     let pool = Pool::builder().workers(2).build(|x: u8, _| x).unwrap();

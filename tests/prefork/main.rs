@@ -21,6 +21,7 @@ mod naive_self_calls;
 mod serve_http;
 #[cfg(feature = "tower")]
 mod service;
+mod settings;
 mod shared_metrics;
 mod systemd;
 #[path = "../support/tools.rs"]
@@ -184,6 +185,18 @@ const SCENARIOS: &[Scenario] = &[
     Scenario {
         name: "example_server_bounds_its_sessions",
         run: systemd::example_server_bounds_its_sessions,
+    },
+    Scenario {
+        name: "example_server_port_binds_every_interface",
+        run: settings::example_server_port_binds_every_interface,
+    },
+    Scenario {
+        name: "example_server_refuses_a_bad_value_by_name",
+        run: settings::example_server_refuses_a_bad_value_by_name,
+    },
+    Scenario {
+        name: "example_server_prints_its_config",
+        run: settings::example_server_prints_its_config,
     },
     Scenario {
         name: "systemd_socket_activate",

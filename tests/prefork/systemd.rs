@@ -394,7 +394,10 @@ pub fn example_server() -> Result<(), String> {
         return Ok(());
     };
     let mut cmd = std::process::Command::new(exe);
-    cmd.env("PORT", "0").env("WEB_CONCURRENCY", "2");
+    // 127.0.0.1 only (PORT would listen on every interface).
+    cmd.env_remove("PORT")
+        .env("PREFORK_BIND", "127.0.0.1:0")
+        .env("WEB_CONCURRENCY", "2");
     let mut p = Program::start("example", cmd)?;
     let result = (|| {
         let addr = p.wait_line("listening on http://")?;
@@ -430,7 +433,8 @@ pub fn example_server_bounds_its_sessions() -> Result<(), String> {
     let dir = std::env::temp_dir().join(format!("prefork-test-sessions-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let mut cmd = std::process::Command::new(exe);
-    cmd.env("PORT", "0")
+    cmd.env_remove("PORT")
+        .env("PREFORK_BIND", "127.0.0.1:0")
         .env("WEB_CONCURRENCY", "2")
         .env("MAX_SESSIONS", "3")
         .env("STORE_DIR", &dir);
