@@ -150,6 +150,9 @@ pub use pool::{
 #[cfg(feature = "http")]
 pub mod http;
 
+#[cfg(feature = "http")]
+pub mod log_sink;
+
 #[cfg(all(feature = "prefork", unix))]
 pub mod prefork;
 

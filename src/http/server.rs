@@ -119,6 +119,8 @@ pub struct ServerBuilder {
     pub(super) write_timeout: Duration,
     pub(super) spool_above: u64,
     pub(super) access_log: Option<String>,
+    /// The crate's log sink: access and error log files, level (see `log_settings.rs`).
+    pub(super) logs: crate::log_sink::LogSettings,
     pub(super) max_spare: Option<usize>,
     pub(super) siblings: Option<SiblingPids>,
     pub(super) max_depth: u32,
@@ -145,6 +147,7 @@ impl fmt::Debug for ServerBuilder {
             .field("write_timeout", &self.write_timeout)
             .field("spool_body_above", &self.spool_above)
             .field("access_log", &self.access_log)
+            .field("logs", &self.logs)
             .field("max_spare", &self.max_spare)
             .field("sibling_pids", &self.siblings.is_some())
             .field("max_depth", &self.max_depth)
@@ -181,6 +184,7 @@ impl ServerBuilder {
             write_timeout: Duration::from_secs(30),
             spool_above: 1 << 20,
             access_log: Some(DEFAULT_ACCESS_LOG_FORMAT.to_string()),
+            logs: crate::log_sink::LogSettings::default(),
             max_spare: None,
             siblings: None,
             max_depth: 32,

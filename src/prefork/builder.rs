@@ -87,7 +87,7 @@ pub enum StartError {
 /// assert!(err.to_string().contains("workers"));
 /// ```
 pub struct SupervisorBuilder {
-    cfg: SupervisorConfig,
+    pub(super) cfg: SupervisorConfig,
     workers: Option<usize>,
     backlog: i64,
     binds: Vec<Bind>,
@@ -376,6 +376,7 @@ impl SupervisorBuilder {
         if let Some(e) = self.bind_errors.pop() {
             return Err(e);
         }
+        crate::log_sink::install(&self.cfg.logs)?;
         let inherited = if self.cfg.systemd {
             listeners::from_systemd().map_err(StartError::Systemd)?
         } else {

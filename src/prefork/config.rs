@@ -59,6 +59,10 @@ pub(crate) struct SupervisorConfig {
     pub(crate) systemd: bool,
     /// The listeners came from systemd (`LISTEN_FDS`): systemd keeps them after the master.
     pub(crate) socket_activated: bool,
+    /// The crate's log sink (see `logs.rs`).
+    pub(crate) logs: crate::log_sink::LogSettings,
+    /// The `NAME` of the process titles.
+    pub(crate) proc_name: Option<String>,
 }
 
 impl Default for SupervisorConfig {
@@ -78,6 +82,8 @@ impl Default for SupervisorConfig {
             preload: false,
             systemd: true,
             socket_activated: false,
+            logs: crate::log_sink::LogSettings::default(),
+            proc_name: None,
         }
     }
 }
