@@ -43,12 +43,6 @@ pub(crate) fn ask_reopen() {
     REOPEN.store(true, Ordering::Release);
 }
 
-/// Lines dropped since the process started, for tests and the warning.
-#[cfg(test)]
-pub(crate) fn dropped() -> u64 {
-    DROPPED.load(Ordering::Relaxed)
-}
-
 /// Starts this process's log thread if the sink is installed and the thread is not running yet
 /// (thread mode: at `serve`; process mode: in each worker after the fork, never in the master).
 pub(crate) fn start_log_thread() -> std::io::Result<()> {
