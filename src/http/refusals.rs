@@ -43,7 +43,8 @@ pub(crate) fn log_refusal(peer: &str, e: &HttpError) {
     }
 }
 
-/// `refused a request from 10.0.0.7:51234 with 400: malformed request line (…)`.
+/// `refused a request from 10.0.0.7 with 400: malformed request line (…)` (the peer as the
+/// access log names it).
 pub(crate) fn refusal_line(peer: &str, e: &HttpError, suppressed: u64) -> String {
     let mut s = String::with_capacity(96);
     s.push_str("refused a request from ");

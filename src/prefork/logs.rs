@@ -90,13 +90,18 @@ pub(crate) fn name_worker(number: u64) {
 /// signal to every worker (each reopens its own, see `worker.rs`), run the `on_reopen_logs` hook.
 pub(crate) fn on_usr1(children: &[Child], hook: Option<&mut Box<dyn FnMut()>>) {
     let what = crate::log_sink::reopen();
-    for c in children {
-        c.forward(libc::SIGUSR1);
+    if crate::log_sink::active() {
+        for c in children {
+            c.forward(libc::SIGUSR1);
+        }
+        log::info!(
+            "SIGUSR1: {what}; forwarded to {} worker(s), which reopen their own",
+            children.len()
+        );
+    } else {
+        // Workers without the sink ignore SIGUSR1: not forwarded.
+        log::info!("SIGUSR1: {what}");
     }
-    log::info!(
-        "SIGUSR1: {what}; forwarded to {} worker(s), which reopen their own",
-        children.len()
-    );
     if let Some(f) = hook {
         f();
     }
