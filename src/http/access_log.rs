@@ -208,78 +208,104 @@ impl AccessLogFormat {
                 .write(&mut s),
                 Piece::Lit(l) => s.push_str(l),
                 Piece::ReqHeader(i) => match &req.headers[*i] {
-                    Some(v) => {
-                        let _ = write!(s, "{}", Escaped(v.as_bytes()));
-                    }
+                    Some(v) => esc(&mut s, v.as_bytes()),
                     None => s.push('-'),
                 },
                 Piece::RespHeader(n) => match resp_headers.get(n) {
-                    Some(v) => {
-                        let _ = write!(s, "{}", Escaped(v.as_bytes()));
-                    }
+                    Some(v) => esc(&mut s, v.as_bytes()),
                     None => s.push('-'),
                 },
-                Piece::Atom(c) => {
-                    let _ = match c {
-                        b'h' => write!(s, "{}", Escaped(peer.as_bytes())),
-                        b'l' | b'u' => write!(s, "-"),
-                        b't' => write!(s, "{}", super::date::log_date(now_secs)),
-                        b'r' => {
-                            let target = req.uri.path_and_query().map_or("/", |p| p.as_str());
-                            write!(
-                                s,
-                                "{} {} {:?}",
-                                Escaped(req.method.as_str().as_bytes()),
-                                Escaped(target.as_bytes()),
-                                req.version
-                            )
+                Piece::Atom(c) => match c {
+                    b'h' => esc(&mut s, peer.as_bytes()),
+                    b'l' | b'u' => s.push('-'),
+                    b't' => LOG_DATE.with(|d| {
+                        let mut d = d.borrow_mut();
+                        if d.0 != now_secs || d.1.is_empty() {
+                            *d = (now_secs, super::date::log_date(now_secs));
                         }
-                        b's' => write!(s, "{status}"),
-                        b'm' => write!(s, "{}", Escaped(req.method.as_str().as_bytes())),
-                        b'U' => write!(s, "{}", Escaped(req.uri.path().as_bytes())),
-                        b'q' => write!(s, "{}", Escaped(req.uri.query().unwrap_or("").as_bytes())),
-                        b'H' => write!(s, "{:?}", req.version),
-                        b'b' if body_bytes == 0 => write!(s, "-"),
-                        b'b' | b'B' => write!(s, "{body_bytes}"),
-                        b'T' => write!(s, "{}", took.as_secs()),
-                        b'D' => write!(s, "{}", took.as_micros()),
-                        b'M' => write!(s, "{}", took.as_millis()),
-                        b'L' => write!(s, "{:.6}", took.as_secs_f64()),
-                        b'p' => write!(s, "<{}>", std::process::id()),
-                        _ => Ok(()),
-                    };
-                }
+                        s.push_str(&d.1);
+                    }),
+                    b'r' => {
+                        let target = req.uri.path_and_query().map_or("/", |p| p.as_str());
+                        esc(&mut s, req.method.as_str().as_bytes());
+                        s.push(' ');
+                        esc(&mut s, target.as_bytes());
+                        s.push(' ');
+                        s.push_str(version_str(req.version));
+                    }
+                    b's' => {
+                        let _ = write!(s, "{status}");
+                    }
+                    b'm' => esc(&mut s, req.method.as_str().as_bytes()),
+                    b'U' => esc(&mut s, req.uri.path().as_bytes()),
+                    b'q' => esc(&mut s, req.uri.query().unwrap_or("").as_bytes()),
+                    b'H' => s.push_str(version_str(req.version)),
+                    b'b' if body_bytes == 0 => s.push('-'),
+                    b'b' | b'B' => {
+                        let _ = write!(s, "{body_bytes}");
+                    }
+                    b'T' => {
+                        let _ = write!(s, "{}", took.as_secs());
+                    }
+                    b'D' => {
+                        let _ = write!(s, "{}", took.as_micros());
+                    }
+                    b'M' => {
+                        let _ = write!(s, "{}", took.as_millis());
+                    }
+                    b'L' => {
+                        let _ = write!(s, "{:.6}", took.as_secs_f64());
+                    }
+                    b'p' => {
+                        let _ = write!(s, "<{}>", std::process::id());
+                    }
+                    _ => {}
+                },
             }
         }
         s
     }
 }
 
-/// Bytes written as nginx writes a field it did not make: printable ASCII as is, and `"`, `\\`,
+thread_local! {
+    /// `%(t)s`, formatted at most once a second per thread.
+    static LOG_DATE: std::cell::RefCell<(u64, String)> = const { std::cell::RefCell::new((0, String::new())) };
+}
+
+/// `HTTP/1.1` (what `Version`'s `Debug` writes, without the formatter).
+fn version_str(v: Version) -> &'static str {
+    match v {
+        Version::HTTP_09 => "HTTP/0.9",
+        Version::HTTP_10 => "HTTP/1.0",
+        Version::HTTP_11 => "HTTP/1.1",
+        Version::HTTP_2 => "HTTP/2.0",
+        Version::HTTP_3 => "HTTP/3.0",
+        _ => "HTTP/?",
+    }
+}
+
+/// Appends `bytes` as nginx writes a field it did not make: printable ASCII as is, and `"`, `\\`,
 /// control characters, DEL and every non-ASCII byte as `\\xHH` (`"` is `\\x22`). A client can then
 /// neither end a quoted field early nor start a new line: one request, one record.
-struct Escaped<'a>(&'a [u8]);
-
-impl std::fmt::Display for Escaped<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        const HEX: &[u8; 16] = b"0123456789ABCDEF";
-        let mut rest = self.0;
-        while !rest.is_empty() {
-            let plain = rest
-                .iter()
-                .position(|&b| !(0x20..0x7f).contains(&b) || b == b'"' || b == b'\\')
-                .unwrap_or(rest.len());
-            // Printable ASCII: valid UTF-8.
-            f.write_str(std::str::from_utf8(&rest[..plain]).unwrap_or_default())?;
-            if let Some(&b) = rest.get(plain) {
-                let hex = [b'\\', b'x', HEX[(b >> 4) as usize], HEX[(b & 15) as usize]];
-                f.write_str(std::str::from_utf8(&hex).unwrap_or_default())?;
-                rest = &rest[plain + 1..];
-            } else {
-                rest = &[];
-            }
+/// (No formatting machinery: the common case, all printable, is one copy.)
+fn esc(s: &mut String, bytes: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        let plain = rest
+            .iter()
+            .position(|&b| !(0x20..0x7f).contains(&b) || b == b'"' || b == b'\\')
+            .unwrap_or(rest.len());
+        // Printable ASCII: valid UTF-8.
+        s.push_str(std::str::from_utf8(&rest[..plain]).unwrap_or_default());
+        if let Some(&b) = rest.get(plain) {
+            s.push_str("\\x");
+            s.push(HEX[(b >> 4) as usize] as char);
+            s.push(HEX[(b & 15) as usize] as char);
+            rest = &rest[plain + 1..];
+        } else {
+            rest = &[];
         }
-        Ok(())
     }
 }
 
@@ -341,7 +367,8 @@ mod tests {
             line,
             r#""GET /a\x22b\x5Cc?q=%22\x5C HTTP/1.1" "evil\x22 200 \x22x\x5Cy\x09z\x80\xFF" /a\x22b\x5Cc q=%22\x5C a\x22b"#
         );
-        let s = Escaped(b"\x00\r\n ~\x7f").to_string();
+        let mut s = String::new();
+        esc(&mut s, b"\x00\r\n ~\x7f");
         assert_eq!(s, r"\x00\x0D\x0A ~\x7F");
     }
 
