@@ -27,14 +27,56 @@ pub(crate) const TICK: Duration = Duration::from_millis(100);
 /// At most one warning about dropped lines per this interval.
 const DROP_WARN_EVERY: Duration = Duration::from_secs(10);
 
-struct Queue {
+/// The bounded queue of lines between the worker threads and the log thread.
+struct LineQueue {
     tx: Sender<String>,
     rx: Receiver<String>,
+    /// Lines dropped because the queue was full, since the log thread last reported them.
+    dropped: AtomicU64,
+}
+
+impl LineQueue {
+    fn new(lines: usize) -> LineQueue {
+        let (tx, rx) = bounded(lines);
+        LineQueue {
+            tx,
+            rx,
+            dropped: AtomicU64::new(0),
+        }
+    }
+
+    /// Queues `line`, never waiting: a full queue drops it and counts it. Whether the log
+    /// thread should be woken now (the queue is more than half full, or full).
+    fn push(&self, line: String) -> bool {
+        match self.tx.try_send(line) {
+            Ok(()) => self.tx.len() > self.tx.capacity().unwrap_or(0) / 2,
+            Err(TrySendError::Full(_)) => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+                true
+            }
+            Err(TrySendError::Disconnected(_)) => false,
+        }
+    }
+
+    /// Takes the queued lines into `buf` (each with its line break), handing `buf` to `write`
+    /// whenever one more line would take it past `limit` bytes.
+    fn drain(&self, buf: &mut Vec<u8>, limit: usize, mut write: impl FnMut(&mut Vec<u8>)) {
+        while let Ok(line) = self.rx.try_recv() {
+            if !buf.is_empty() && buf.len() + line.len() + 1 > limit {
+                write(buf);
+            }
+            buf.extend_from_slice(line.as_bytes());
+            buf.push(b'\n');
+        }
+    }
+}
+
+struct Queue {
+    lines: LineQueue,
     thread: Thread,
 }
 
 static QUEUE: OnceLock<Queue> = OnceLock::new();
-static DROPPED: AtomicU64 = AtomicU64::new(0);
 static REOPEN: AtomicBool = AtomicBool::new(false);
 
 /// Asks the log thread to reopen the files (it does within [`TICK`]). Async-signal-safe: one
@@ -49,13 +91,11 @@ pub(crate) fn start_log_thread() -> std::io::Result<()> {
     if !super::active() || QUEUE.get().is_some() {
         return Ok(());
     }
-    let (tx, rx) = bounded(QUEUE_LINES);
     let handle = std::thread::Builder::new()
         .name("prefork-log".into())
         .spawn(run)?;
     let _ = QUEUE.set(Queue {
-        tx,
-        rx,
+        lines: LineQueue::new(QUEUE_LINES),
         thread: handle.thread().clone(),
     });
     handle.thread().unpark();
@@ -76,7 +116,9 @@ fn run() {
         } else {
             flush();
         }
-        unreported += DROPPED.swap(0, Ordering::Relaxed);
+        if let Some(q) = QUEUE.get() {
+            unreported += q.lines.dropped.swap(0, Ordering::Relaxed);
+        }
         let now = Instant::now();
         let due = match last_warn {
             Some(t) => now.duration_since(t) >= DROP_WARN_EVERY,
@@ -100,17 +142,8 @@ fn run() {
 /// Queues one access line (the log thread runs) or writes it at once (it does not).
 pub(crate) fn send(line: String) {
     if let Some(q) = QUEUE.get() {
-        match q.tx.try_send(line) {
-            Ok(()) => {
-                if q.tx.len() > QUEUE_LINES / 2 {
-                    q.thread.unpark();
-                }
-            }
-            Err(TrySendError::Full(_)) => {
-                DROPPED.fetch_add(1, Ordering::Relaxed);
-                q.thread.unpark();
-            }
-            Err(TrySendError::Disconnected(_)) => {}
+        if q.lines.push(line) {
+            q.thread.unpark();
         }
         return;
     }
@@ -138,16 +171,12 @@ pub(crate) fn flush() {
     };
     let mut failed = None;
     if let Some(q) = QUEUE.get() {
-        while let Ok(line) = q.rx.try_recv() {
-            if !buf.is_empty() && buf.len() + line.len() + 1 > limit {
-                if let Err(e) = out.write(buf) {
-                    failed = Some(e);
-                }
-                buf.clear();
+        q.lines.drain(buf, limit, |chunk| {
+            if let Err(e) = out.write(chunk) {
+                failed = Some(e);
             }
-            buf.extend_from_slice(line.as_bytes());
-            buf.push(b'\n');
-        }
+            chunk.clear();
+        });
     }
     if !buf.is_empty() {
         if let Err(e) = out.write(buf) {
@@ -179,4 +208,29 @@ fn write_failed(target: &LogFile, e: &std::io::Error) {
         target.describe(),
         DROP_WARN_EVERY.as_secs()
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_queue_drops_and_counts_without_waiting_and_drains_in_whole_lines() {
+        let q = LineQueue::new(4);
+        let started = Instant::now();
+        let wake: Vec<bool> = (0..7).map(|i| q.push(format!("line {i}"))).collect();
+        assert!(started.elapsed() < Duration::from_secs(1), "a push waited");
+        // Past half full: wake the log thread; full: drop, count, wake.
+        assert_eq!(wake, [false, false, true, true, true, true, true]);
+        assert_eq!(q.dropped.load(Ordering::Relaxed), 3);
+        let mut chunks = Vec::new();
+        let mut buf = Vec::new();
+        q.drain(&mut buf, 14, |b| {
+            chunks.push(String::from_utf8(b.clone()).unwrap());
+            b.clear();
+        });
+        chunks.push(String::from_utf8(buf).unwrap());
+        // At most 14 bytes a chunk, each cut after a line break; the first 4 lines, in order.
+        assert_eq!(chunks, ["line 0\nline 1\n", "line 2\nline 3\n"]);
+    }
 }
