@@ -233,7 +233,12 @@
 //!   unless the crate's log sink is installed: then it reopens the worker's files), and SIGCHLD
 //!   is back to its default. Worker code should watch [`WorkerEnv::is_stopping`] instead of handling
 //!   SIGTERM itself.
-//! - A fast stop ends a worker with `_exit(0)` from its signal handler: no destructor runs.
+//! - A fast stop ends a worker with `_exit(0)` from its signal handler: no destructor runs (and
+//!   the access lines of its last 100 ms, still queued for the log thread, are lost).
+//! - Process titles are set with `prctl(PR_SET_NAME)` (Linux): `ps -o comm`, `top` and `pgrep`
+//!   show `prefork: master` and `prefork: worker` (the kernel keeps 15 bytes of
+//!   `prefork: worker N [NAME]`, see [`SupervisorBuilder::proc_name`]); the command line that
+//!   `ps -f` shows is the program's own, not rewritten.
 //! - After [`Supervisor::run`] returns, the signals it handled stay caught by signal-hook's handler
 //!   with no action left (so they are ignored): exit the process with the status `run` returned.
 //! - The master kills a worker with SIGABRT first, whose default action may write a core dump
