@@ -191,6 +191,32 @@ impl AccessLogFormat {
         now_secs: u64,
     ) -> String {
         let mut s = String::with_capacity(128);
+        self.render_into(
+            &mut s,
+            peer,
+            req,
+            status,
+            resp_headers,
+            body_bytes,
+            took,
+            now_secs,
+        );
+        s
+    }
+
+    /// [`render`](Self::render), appended to `s` (the log sink's per-thread buffer).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn render_into(
+        &self,
+        s: &mut String,
+        peer: &str,
+        req: &LogRequest,
+        status: u16,
+        resp_headers: &HeaderMap,
+        body_bytes: usize,
+        took: Duration,
+        now_secs: u64,
+    ) {
         for p in &self.pieces {
             match p {
                 Piece::Json => super::access_json::JsonLine {
@@ -205,18 +231,18 @@ impl AccessLogFormat {
                     took,
                     now_secs,
                 }
-                .write(&mut s),
+                .write(s),
                 Piece::Lit(l) => s.push_str(l),
                 Piece::ReqHeader(i) => match &req.headers[*i] {
-                    Some(v) => esc(&mut s, v.as_bytes()),
+                    Some(v) => esc(s, v.as_bytes()),
                     None => s.push('-'),
                 },
                 Piece::RespHeader(n) => match resp_headers.get(n) {
-                    Some(v) => esc(&mut s, v.as_bytes()),
+                    Some(v) => esc(s, v.as_bytes()),
                     None => s.push('-'),
                 },
                 Piece::Atom(c) => match c {
-                    b'h' => esc(&mut s, peer.as_bytes()),
+                    b'h' => esc(s, peer.as_bytes()),
                     b'l' | b'u' => s.push('-'),
                     b't' => LOG_DATE.with(|d| {
                         let mut d = d.borrow_mut();
@@ -227,18 +253,18 @@ impl AccessLogFormat {
                     }),
                     b'r' => {
                         let target = req.uri.path_and_query().map_or("/", |p| p.as_str());
-                        esc(&mut s, req.method.as_str().as_bytes());
+                        esc(s, req.method.as_str().as_bytes());
                         s.push(' ');
-                        esc(&mut s, target.as_bytes());
+                        esc(s, target.as_bytes());
                         s.push(' ');
                         s.push_str(version_str(req.version));
                     }
                     b's' => {
                         let _ = write!(s, "{status}");
                     }
-                    b'm' => esc(&mut s, req.method.as_str().as_bytes()),
-                    b'U' => esc(&mut s, req.uri.path().as_bytes()),
-                    b'q' => esc(&mut s, req.uri.query().unwrap_or("").as_bytes()),
+                    b'm' => esc(s, req.method.as_str().as_bytes()),
+                    b'U' => esc(s, req.uri.path().as_bytes()),
+                    b'q' => esc(s, req.uri.query().unwrap_or("").as_bytes()),
                     b'H' => s.push_str(version_str(req.version)),
                     b'b' if body_bytes == 0 => s.push('-'),
                     b'b' | b'B' => {
@@ -263,7 +289,6 @@ impl AccessLogFormat {
                 },
             }
         }
-        s
     }
 }
 

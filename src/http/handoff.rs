@@ -421,15 +421,10 @@ fn log_access(handoff: &Handoff, r: &Reply, resp: &HttpResponse, bytes: usize) {
     if let (Some(fmt), Some(req)) = (handoff.cfg.access_log.as_ref(), r.log.as_ref()) {
         if crate::log_sink::access_enabled() {
             // The crate's access log: formatted here, written by the log thread.
-            crate::log_sink::access(fmt.render(
-                &r.peer,
-                req,
-                resp.status().as_u16(),
-                resp.headers(),
-                bytes,
-                r.started.elapsed(),
-                now_secs(),
-            ));
+            let (status, took, now) = (resp.status().as_u16(), r.started.elapsed(), now_secs());
+            crate::log_sink::access(|s| {
+                fmt.render_into(s, &r.peer, req, status, resp.headers(), bytes, took, now);
+            });
         } else if log::log_enabled!(target: ACCESS_TARGET, log::Level::Info) {
             let line = fmt.render(
                 &r.peer,

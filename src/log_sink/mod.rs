@@ -12,10 +12,10 @@
 //! - **Access log** (`access_log_file`): one line per answered request, in the server's
 //!   [`AccessLogFormat`](crate::http::AccessLogFormat) (gunicorn's atoms, or JSON). The lines do
 //!   not go through the `log` facade, so it works beside any logger. A worker thread formats the
-//!   line and hands it to the process's log thread through a bounded queue (8192 lines): the
-//!   request never waits for the disk. The log thread writes the lines in large `write(2)`s at
-//!   least every 100 ms. When the queue is full (the disk cannot keep up), lines are dropped and
-//!   counted, never waited for; the count is logged at `warn`. The queue is written out on
+//!   line into a buffer of its own and goes on: the request never waits for the disk. The
+//!   process's log thread takes the buffers at least every 100 ms and writes them in large
+//!   `write(2)`s. When a thread's buffer holds 1 MiB (the disk cannot keep up), its lines are
+//!   dropped and counted, never waited for; the count is logged at `warn`. The buffers are written out on
 //!   SIGUSR1 (to the old file, before it is reopened) and when the server stops
 //!   ([`ServerHandle::join`](crate::http::ServerHandle::join), a worker process's end). A process
 //!   ended by SIGKILL, or a worker's fast stop (SIGINT, SIGQUIT), loses at most the last 100 ms.
@@ -260,9 +260,9 @@ pub(crate) fn active() -> bool {
     SINK.access_on.load(Ordering::Relaxed) || SINK.is_logger.load(Ordering::Relaxed)
 }
 
-/// One access line (without its line break), to the access log.
-pub(crate) fn access(line: String) {
-    writer::send(line);
+/// One access line, written by `render` (without its line break), to the access log.
+pub(crate) fn access(render: impl FnOnce(&mut String)) {
+    writer::send(render);
 }
 
 /// Writes out every access line queued or buffered (at a server's end, before a process exits).

@@ -1,17 +1,19 @@
-//! The access log off the request's path: a worker thread hands its formatted line to the
-//! process's log thread through a bounded queue and goes on (a full queue drops the line and
-//! counts it: the request never waits for the disk); the log thread writes the queue out in large
-//! `write(2)`s every [`TICK`], reopens the files when SIGUSR1 asked for it ([`ask_reopen`], set
-//! by the signal handler), and reports dropped lines. Without the log thread (the pre-fork master,
-//! which must have no thread when it forks; a program that installed the sink and serves nothing)
-//! a line is written at once.
+//! The access log off the request's path: a worker thread formats its line straight into a
+//! buffer of its own (a per-thread buffer, its lock taken by nobody else but the log thread, for
+//! the moment of a swap) and goes on; the log thread swaps every buffer out every [`TICK`] (sooner
+//! when one fills) and writes it in large `write(2)`s of whole lines, reopens the files when
+//! SIGUSR1 asked for it ([`ask_reopen`], set by the signal handler), and reports dropped lines. A
+//! buffer holds at most [`THREAD_BYTES`]: past that (the disk cannot keep up) a line is dropped
+//! and counted, never waited for. No allocation per line. Lines of different threads within one
+//! tick are written thread by thread, not in time order. Without the log thread (the pre-fork
+//! master, which must have no thread when it forks; a program that installed the sink and serves
+//! nothing) a line is written at once.
 
+use std::cell::OnceCell;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::thread::Thread;
 use std::time::{Duration, Instant};
-
-use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 
 use super::{lock, LogFile, SINK};
 
@@ -20,64 +22,62 @@ pub(crate) const CHUNK: usize = 64 * 1024;
 /// To stdout or stderr (often a pipe, where only writes up to `PIPE_BUF` are atomic): lines of
 /// several processes never interleave within one.
 const PIPE_CHUNK: usize = 4096;
-/// Lines the queue holds; beyond, they are dropped and counted.
-pub(crate) const QUEUE_LINES: usize = 8192;
-/// How often the log thread writes the queue out (and sees a SIGUSR1).
+/// The most bytes a thread's buffer holds between two swaps; beyond, lines are dropped and counted.
+pub(crate) const THREAD_BYTES: usize = 1 << 20;
+/// A buffer this full wakes the log thread before its tick.
+const WAKE_BYTES: usize = 64 * 1024;
+/// How often the log thread writes the buffers out (and sees a SIGUSR1).
 pub(crate) const TICK: Duration = Duration::from_millis(100);
 /// At most one warning about dropped lines per this interval.
 const DROP_WARN_EVERY: Duration = Duration::from_secs(10);
 
-/// The bounded queue of lines between the worker threads and the log thread.
-struct LineQueue {
-    tx: Sender<String>,
-    rx: Receiver<String>,
-    /// Lines dropped because the queue was full, since the log thread last reported them.
+/// One thread's lines, waiting for the log thread.
+#[derive(Debug, Default)]
+struct ThreadLines {
+    buf: parking_lot::Mutex<String>,
+}
+
+impl ThreadLines {
+    /// Appends one line (`render` writes it, without its line break), never waiting for the disk:
+    /// a buffer over `max` bytes drops it and counts it in `dropped`. Whether the log thread should
+    /// be woken now (the buffer is past `wake` bytes, or full).
+    fn push(
+        &self,
+        max: usize,
+        wake: usize,
+        dropped: &AtomicU64,
+        render: impl FnOnce(&mut String),
+    ) -> bool {
+        let mut b = self.buf.lock();
+        if b.len() >= max {
+            dropped.fetch_add(1, Ordering::Relaxed);
+            return true;
+        }
+        render(&mut b);
+        b.push('\n');
+        b.len() >= wake
+    }
+
+    /// Swaps the buffer for `spare` (empty): the lines written since the last swap.
+    fn take(&self, spare: &mut String) {
+        std::mem::swap(&mut *self.buf.lock(), spare);
+    }
+}
+
+/// The log thread and every thread's buffer.
+struct Lines {
+    threads: parking_lot::Mutex<Vec<Arc<ThreadLines>>>,
     dropped: AtomicU64,
-}
-
-impl LineQueue {
-    fn new(lines: usize) -> LineQueue {
-        let (tx, rx) = bounded(lines);
-        LineQueue {
-            tx,
-            rx,
-            dropped: AtomicU64::new(0),
-        }
-    }
-
-    /// Queues `line`, never waiting: a full queue drops it and counts it. Whether the log
-    /// thread should be woken now (the queue is more than half full, or full).
-    fn push(&self, line: String) -> bool {
-        match self.tx.try_send(line) {
-            Ok(()) => self.tx.len() > self.tx.capacity().unwrap_or(0) / 2,
-            Err(TrySendError::Full(_)) => {
-                self.dropped.fetch_add(1, Ordering::Relaxed);
-                true
-            }
-            Err(TrySendError::Disconnected(_)) => false,
-        }
-    }
-
-    /// Takes the queued lines into `buf` (each with its line break), handing `buf` to `write`
-    /// whenever one more line would take it past `limit` bytes.
-    fn drain(&self, buf: &mut Vec<u8>, limit: usize, mut write: impl FnMut(&mut Vec<u8>)) {
-        while let Ok(line) = self.rx.try_recv() {
-            if !buf.is_empty() && buf.len() + line.len() + 1 > limit {
-                write(buf);
-            }
-            buf.extend_from_slice(line.as_bytes());
-            buf.push(b'\n');
-        }
-    }
-}
-
-struct Queue {
-    lines: LineQueue,
     thread: Thread,
 }
 
-static QUEUE: OnceLock<Queue> = OnceLock::new();
+static LINES: OnceLock<Lines> = OnceLock::new();
 static REOPEN: AtomicBool = AtomicBool::new(false);
+
+thread_local! {
+    /// This thread's buffer, registered with the log thread on its first line.
+    static MINE: OnceCell<Arc<ThreadLines>> = const { OnceCell::new() };
+}
 
 /// Asks the log thread to reopen the files (it does within [`TICK`]). Async-signal-safe: one
 /// atomic store; what SIGUSR1's handler calls in a worker process.
@@ -88,14 +88,15 @@ pub(crate) fn ask_reopen() {
 /// Starts this process's log thread if the sink is installed and the thread is not running yet
 /// (thread mode: at `serve`; process mode: in each worker after the fork, never in the master).
 pub(crate) fn start_log_thread() -> std::io::Result<()> {
-    if !super::active() || QUEUE.get().is_some() {
+    if !super::active() || LINES.get().is_some() {
         return Ok(());
     }
     let handle = std::thread::Builder::new()
         .name("prefork-log".into())
         .spawn(run)?;
-    let _ = QUEUE.set(Queue {
-        lines: LineQueue::new(QUEUE_LINES),
+    let _ = LINES.set(Lines {
+        threads: parking_lot::Mutex::new(Vec::new()),
+        dropped: AtomicU64::new(0),
         thread: handle.thread().clone(),
     });
     handle.thread().unpark();
@@ -103,8 +104,8 @@ pub(crate) fn start_log_thread() -> std::io::Result<()> {
 }
 
 fn run() {
-    // Wait until the queue is published (set right after the spawn).
-    while QUEUE.get().is_none() {
+    // Wait until the buffers are published (set right after the spawn).
+    while LINES.get().is_none() {
         std::thread::park_timeout(Duration::from_millis(10));
     }
     let mut last_warn: Option<Instant> = None;
@@ -116,8 +117,8 @@ fn run() {
         } else {
             flush();
         }
-        if let Some(q) = QUEUE.get() {
-            unreported += q.lines.dropped.swap(0, Ordering::Relaxed);
+        if let Some(l) = LINES.get() {
+            unreported += l.dropped.swap(0, Ordering::Relaxed);
         }
         let now = Instant::now();
         let due = match last_warn {
@@ -127,10 +128,11 @@ fn run() {
         if unreported > 0 && due {
             log::warn!(
                 target: "prefork_pool::log_sink",
-                "the access log dropped {unreported} line(s): {QUEUE_LINES} were waiting to be \
-                 written (the disk or the reader of stdout cannot keep up); put the access log on \
-                 a faster disk, or turn it off (access_log(false)) if it is not needed; at most \
-                 one such warning per {} s",
+                "the access log dropped {unreported} line(s): {} KiB per thread were waiting to \
+                 be written (the disk or the reader of stdout cannot keep up); put the access log \
+                 on a faster disk, or turn it off (access_log(false)) if it is not needed; at \
+                 most one such warning per {} s",
+                THREAD_BYTES / 1024,
                 DROP_WARN_EVERY.as_secs()
             );
             unreported = 0;
@@ -139,19 +141,30 @@ fn run() {
     }
 }
 
-/// Queues one access line (the log thread runs) or writes it at once (it does not).
-pub(crate) fn send(line: String) {
-    if let Some(q) = QUEUE.get() {
-        if q.lines.push(line) {
-            q.thread.unpark();
+/// One access line, `render`ed (without its line break) into this thread's buffer (the log
+/// thread runs) or written at once (it does not).
+pub(crate) fn send(render: impl FnOnce(&mut String)) {
+    if let Some(l) = LINES.get() {
+        let wake = MINE.with(|m| {
+            let mine = m.get_or_init(|| {
+                let t = Arc::new(ThreadLines::default());
+                l.threads.lock().push(t.clone());
+                t
+            });
+            mine.push(THREAD_BYTES, WAKE_BYTES, &l.dropped, render)
+        });
+        if wake {
+            l.thread.unpark();
         }
         return;
     }
     let mut g = lock(&SINK.access);
     if let Some((out, buf)) = g.as_mut() {
+        let mut line = String::with_capacity(160);
+        render(&mut line);
+        line.push('\n');
         buf.clear();
         buf.extend_from_slice(line.as_bytes());
-        buf.push(b'\n');
         if let Err(e) = out.write(buf) {
             write_failed(&out.target, &e);
         }
@@ -170,13 +183,26 @@ pub(crate) fn flush() {
         _ => PIPE_CHUNK,
     };
     let mut failed = None;
-    if let Some(q) = QUEUE.get() {
-        q.lines.drain(buf, limit, |chunk| {
-            if let Err(e) = out.write(chunk) {
-                failed = Some(e);
-            }
-            chunk.clear();
-        });
+    if let Some(l) = LINES.get() {
+        // A thread that has ended keeps its buffer here until it is written out.
+        let threads: Vec<Arc<ThreadLines>> = {
+            let mut t = l.threads.lock();
+            let all = t.clone();
+            // Held here, in `all` and, while its thread lives, by the thread's own `MINE`.
+            t.retain(|x| Arc::strong_count(x) > 2 || !x.buf.lock().is_empty());
+            all
+        };
+        let mut taken = String::new();
+        for t in &threads {
+            t.take(&mut taken);
+            chunks(taken.as_bytes(), buf, limit, |chunk| {
+                if let Err(e) = out.write(chunk) {
+                    failed = Some(e);
+                }
+                chunk.clear();
+            });
+            taken.clear();
+        }
     }
     if !buf.is_empty() {
         if let Err(e) = out.write(buf) {
@@ -210,27 +236,44 @@ fn write_failed(target: &LogFile, e: &std::io::Error) {
     );
 }
 
+/// Appends the lines of `lines` to `buf`, handing `buf` to `write` whenever one more line would
+/// take it past `limit` bytes (a line longer than `limit` goes alone).
+fn chunks(lines: &[u8], buf: &mut Vec<u8>, limit: usize, mut write: impl FnMut(&mut Vec<u8>)) {
+    for line in lines.split_inclusive(|&b| b == b'\n') {
+        if !buf.is_empty() && buf.len() + line.len() > limit {
+            write(buf);
+        }
+        buf.extend_from_slice(line);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn a_full_queue_drops_and_counts_without_waiting_and_drains_in_whole_lines() {
-        let q = LineQueue::new(4);
+    fn a_full_buffer_drops_and_counts_without_waiting_and_is_written_in_whole_lines() {
+        let t = ThreadLines::default();
+        let dropped = AtomicU64::new(0);
         let started = Instant::now();
-        let wake: Vec<bool> = (0..7).map(|i| q.push(format!("line {i}"))).collect();
+        // At most 28 bytes held (4 lines of 7), waking the log thread from 14.
+        let wake: Vec<bool> = (0..7)
+            .map(|i| t.push(28, 14, &dropped, |s| s.push_str(&format!("line {i}"))))
+            .collect();
         assert!(started.elapsed() < Duration::from_secs(1), "a push waited");
-        // Past half full: wake the log thread; full: drop, count, wake.
-        assert_eq!(wake, [false, false, true, true, true, true, true]);
-        assert_eq!(q.dropped.load(Ordering::Relaxed), 3);
-        let mut chunks = Vec::new();
+        assert_eq!(wake, [false, true, true, true, true, true, true]);
+        assert_eq!(dropped.load(Ordering::Relaxed), 3);
+        let mut taken = String::new();
+        t.take(&mut taken);
+        assert!(t.buf.lock().is_empty());
+        let mut out = Vec::new();
         let mut buf = Vec::new();
-        q.drain(&mut buf, 14, |b| {
-            chunks.push(String::from_utf8(b.clone()).unwrap());
+        chunks(taken.as_bytes(), &mut buf, 14, |b| {
+            out.push(String::from_utf8(b.clone()).unwrap());
             b.clear();
         });
-        chunks.push(String::from_utf8(buf).unwrap());
+        out.push(String::from_utf8(buf).unwrap());
         // At most 14 bytes a chunk, each cut after a line break; the first 4 lines, in order.
-        assert_eq!(chunks, ["line 0\nline 1\n", "line 2\nline 3\n"]);
+        assert_eq!(out, ["line 0\nline 1\n", "line 2\nline 3\n"]);
     }
 }
