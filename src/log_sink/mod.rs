@@ -14,9 +14,10 @@
 //!   not go through the `log` facade, so it works beside any logger. A worker thread formats the
 //!   line into a buffer of its own and goes on: the request never waits for the disk. The
 //!   process's log thread takes the buffers at least every 100 ms and writes them in large
-//!   `write(2)`s. When a thread's buffer holds 1 MiB (the disk cannot keep up), its lines are
-//!   dropped and counted, never waited for; the count is logged at `warn`. The buffers are written out on
-//!   SIGUSR1 (to the old file, before it is reopened) and when the server stops
+//!   `write(2)`s (lines of different threads within those 100 ms come thread by thread, not in
+//!   time order). When a thread's buffer holds 1 MiB (the disk cannot keep up), its lines are
+//!   dropped and counted, never waited for; the count is logged at `warn`. The buffers are
+//!   written out on SIGUSR1 (to the old file, before it is reopened) and when the server stops
 //!   ([`ServerHandle::join`](crate::http::ServerHandle::join), a worker process's end). A process
 //!   ended by SIGKILL, or a worker's fast stop (SIGINT, SIGQUIT), loses at most the last 100 ms.
 //!   `-` is stdout (as gunicorn's `--access-logfile -`).
