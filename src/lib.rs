@@ -159,6 +159,9 @@ pub use settings::Settings;
 #[cfg(feature = "http")]
 pub mod http;
 
+#[cfg(feature = "http")]
+pub mod log_sink;
+
 #[cfg(all(feature = "prefork", unix))]
 pub mod prefork;
 

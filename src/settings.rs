@@ -422,14 +422,14 @@ impl Sources {
 /// `PREFORK_ERROR_LOG`, `PREFORK_LOG_LEVEL`, or set in code), with where each came from.
 #[derive(Debug, Clone, Default)]
 #[cfg_attr(not(feature = "http"), allow(dead_code))]
-pub(crate) struct LogSettings {
+pub(crate) struct LogChoices {
     pub(crate) access_log: Option<(String, Source)>,
     pub(crate) error_log: Option<(String, Source)>,
     pub(crate) log_level: Option<(log::LevelFilter, Source)>,
 }
 
 #[cfg_attr(not(feature = "http"), allow(dead_code))]
-impl LogSettings {
+impl LogChoices {
     /// Take what `settings` sets.
     pub(crate) fn apply(&mut self, settings: &Settings) {
         if let Some((v, var)) = &settings.access_log {
@@ -440,6 +440,21 @@ impl LogSettings {
         }
         if let Some((v, var)) = settings.log_level {
             self.log_level = Some((v, Source::Env(var)));
+        }
+    }
+
+    /// Sets the crate's log sink (`log_sink`) to these choices (what is not chosen stays).
+    #[cfg(feature = "http")]
+    pub(crate) fn to_sink(&self, sink: &mut crate::log_sink::LogSettings) {
+        use crate::log_sink::LogFile;
+        if let Some((v, _)) = &self.access_log {
+            sink.access = Some(LogFile::parse(v, LogFile::Stdout));
+        }
+        if let Some((v, _)) = &self.error_log {
+            sink.error = Some(LogFile::parse(v, LogFile::Stderr));
+        }
+        if let Some((v, _)) = self.log_level {
+            sink.level = Some(v);
         }
     }
 

@@ -22,6 +22,8 @@ enum Piece {
     Atom(u8),
     ReqHeader(usize),
     RespHeader(HeaderName),
+    /// The whole line as a JSON object (`AccessLogFormat::json`).
+    Json,
 }
 
 /// A parsed access log format: gunicorn's atoms `%(h)s` (remote address: the client a trusted
@@ -31,7 +33,8 @@ enum Piece {
 /// `%(H)s` (protocol), `%(b)s` (body bytes, `-` for none), `%(B)s` (body bytes), `%(f)s` (referer),
 /// `%(a)s` (user agent), `%(T)s` (seconds), `%(D)s` (microseconds), `%(M)s` (milliseconds), `%(L)s`
 /// (decimal seconds), `%(p)s` (`<pid>`), `%({name}i)s` (a request header), `%({name}o)s` (a response
-/// header), and `%%`. Any other atom is refused when the server is built.
+/// header), and `%%`. Any other atom is refused when the server is built. The format `json` is
+/// [`AccessLogFormat::json`]: one JSON object per line.
 ///
 /// ```
 /// use prefork_pool::http::AccessLogFormat;
@@ -57,16 +60,38 @@ fn refuse(fmt: &str, why: &str) -> BuildError {
         "access_log_format",
         format!("{fmt:?}"),
         format!(
-            "{why}; use gunicorn atoms %(h)s %(l)s %(u)s %(t)s %(r)s %(s)s %(m)s %(U)s %(q)s %(H)s \
+            "{why}; use `json`, or gunicorn atoms %(h)s %(l)s %(u)s %(t)s %(r)s %(s)s %(m)s %(U)s %(q)s %(H)s \
              %(b)s %(B)s %(f)s %(a)s %(T)s %(D)s %(M)s %(L)s %(p)s %({{header}}i)s %({{header}}o)s %%"
         ),
     )
 }
 
 impl AccessLogFormat {
-    /// Parse a gunicorn-style format. Refused with a [`BuildError`] naming `access_log_format`
-    /// when an atom is unknown or unterminated.
+    /// One JSON object per line, for log shippers:
+    /// `{"time":"2026-12-07T06:09:36Z","remote_addr":"127.0.0.1","method":"GET","path":"/a",
+    /// "query":"b=1","protocol":"HTTP/1.1","status":200,"bytes":12,"referer":null,
+    /// "user_agent":"curl/8","duration_us":1500,"pid":4242}` (`query`, `referer`, `user_agent`
+    /// are `null` when absent; `remote_addr` as `%(h)s`; `bytes` the body's). What the client sent
+    /// is escaped so the line stays one valid, ASCII JSON object: control characters and bytes
+    /// above 0x7F as `\u00XX`. `AccessLogFormat::parse("json")` is the same.
+    ///
+    /// ```
+    /// use prefork_pool::http::AccessLogFormat;
+    /// assert_eq!(AccessLogFormat::parse("json").unwrap(), AccessLogFormat::json());
+    /// ```
+    pub fn json() -> Self {
+        AccessLogFormat {
+            pieces: vec![Piece::Json],
+            req_headers: vec![REFERER, USER_AGENT],
+        }
+    }
+
+    /// Parse a gunicorn-style format (or `json`: [`json`](Self::json)). Refused with a
+    /// [`BuildError`] naming `access_log_format` when an atom is unknown or unterminated.
     pub fn parse(fmt: &str) -> Result<Self, BuildError> {
+        if fmt.trim() == "json" {
+            return Ok(Self::json());
+        }
         let mut pieces = Vec::new();
         let mut req_headers: Vec<HeaderName> = Vec::new();
         let mut lit = String::new();
@@ -166,82 +191,146 @@ impl AccessLogFormat {
         now_secs: u64,
     ) -> String {
         let mut s = String::with_capacity(128);
+        self.render_into(
+            &mut s,
+            peer,
+            req,
+            status,
+            resp_headers,
+            body_bytes,
+            took,
+            now_secs,
+        );
+        s
+    }
+
+    /// [`render`](Self::render), appended to `s` (the log sink's per-thread buffer).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn render_into(
+        &self,
+        s: &mut String,
+        peer: &str,
+        req: &LogRequest,
+        status: u16,
+        resp_headers: &HeaderMap,
+        body_bytes: usize,
+        took: Duration,
+        now_secs: u64,
+    ) {
         for p in &self.pieces {
             match p {
+                Piece::Json => super::access_json::JsonLine {
+                    peer,
+                    method: &req.method,
+                    uri: &req.uri,
+                    version: req.version,
+                    status,
+                    body_bytes,
+                    referer: req.headers[0].as_ref().map(HeaderValue::as_bytes),
+                    user_agent: req.headers[1].as_ref().map(HeaderValue::as_bytes),
+                    took,
+                    now_secs,
+                }
+                .write(s),
                 Piece::Lit(l) => s.push_str(l),
                 Piece::ReqHeader(i) => match &req.headers[*i] {
-                    Some(v) => {
-                        let _ = write!(s, "{}", Escaped(v.as_bytes()));
-                    }
+                    Some(v) => esc(s, v.as_bytes()),
                     None => s.push('-'),
                 },
                 Piece::RespHeader(n) => match resp_headers.get(n) {
-                    Some(v) => {
-                        let _ = write!(s, "{}", Escaped(v.as_bytes()));
-                    }
+                    Some(v) => esc(s, v.as_bytes()),
                     None => s.push('-'),
                 },
-                Piece::Atom(c) => {
-                    let _ = match c {
-                        b'h' => write!(s, "{}", Escaped(peer.as_bytes())),
-                        b'l' | b'u' => write!(s, "-"),
-                        b't' => write!(s, "{}", super::date::log_date(now_secs)),
-                        b'r' => {
-                            let target = req.uri.path_and_query().map_or("/", |p| p.as_str());
-                            write!(
-                                s,
-                                "{} {} {:?}",
-                                Escaped(req.method.as_str().as_bytes()),
-                                Escaped(target.as_bytes()),
-                                req.version
-                            )
+                Piece::Atom(c) => match c {
+                    b'h' => esc(s, peer.as_bytes()),
+                    b'l' | b'u' => s.push('-'),
+                    b't' => LOG_DATE.with(|d| {
+                        let mut d = d.borrow_mut();
+                        if d.0 != now_secs || d.1.is_empty() {
+                            *d = (now_secs, super::date::log_date(now_secs));
                         }
-                        b's' => write!(s, "{status}"),
-                        b'm' => write!(s, "{}", Escaped(req.method.as_str().as_bytes())),
-                        b'U' => write!(s, "{}", Escaped(req.uri.path().as_bytes())),
-                        b'q' => write!(s, "{}", Escaped(req.uri.query().unwrap_or("").as_bytes())),
-                        b'H' => write!(s, "{:?}", req.version),
-                        b'b' if body_bytes == 0 => write!(s, "-"),
-                        b'b' | b'B' => write!(s, "{body_bytes}"),
-                        b'T' => write!(s, "{}", took.as_secs()),
-                        b'D' => write!(s, "{}", took.as_micros()),
-                        b'M' => write!(s, "{}", took.as_millis()),
-                        b'L' => write!(s, "{:.6}", took.as_secs_f64()),
-                        b'p' => write!(s, "<{}>", std::process::id()),
-                        _ => Ok(()),
-                    };
-                }
+                        s.push_str(&d.1);
+                    }),
+                    b'r' => {
+                        let target = req.uri.path_and_query().map_or("/", |p| p.as_str());
+                        esc(s, req.method.as_str().as_bytes());
+                        s.push(' ');
+                        esc(s, target.as_bytes());
+                        s.push(' ');
+                        s.push_str(version_str(req.version));
+                    }
+                    b's' => {
+                        let _ = write!(s, "{status}");
+                    }
+                    b'm' => esc(s, req.method.as_str().as_bytes()),
+                    b'U' => esc(s, req.uri.path().as_bytes()),
+                    b'q' => esc(s, req.uri.query().unwrap_or("").as_bytes()),
+                    b'H' => s.push_str(version_str(req.version)),
+                    b'b' if body_bytes == 0 => s.push('-'),
+                    b'b' | b'B' => {
+                        let _ = write!(s, "{body_bytes}");
+                    }
+                    b'T' => {
+                        let _ = write!(s, "{}", took.as_secs());
+                    }
+                    b'D' => {
+                        let _ = write!(s, "{}", took.as_micros());
+                    }
+                    b'M' => {
+                        let _ = write!(s, "{}", took.as_millis());
+                    }
+                    b'L' => {
+                        let _ = write!(s, "{:.6}", took.as_secs_f64());
+                    }
+                    b'p' => {
+                        let _ = write!(s, "<{}>", std::process::id());
+                    }
+                    _ => {}
+                },
             }
         }
-        s
     }
 }
 
-/// Bytes written as nginx writes a field it did not make: printable ASCII as is, and `"`, `\\`,
+thread_local! {
+    /// `%(t)s`, formatted at most once a second per thread.
+    static LOG_DATE: std::cell::RefCell<(u64, String)> = const { std::cell::RefCell::new((0, String::new())) };
+}
+
+/// `HTTP/1.1` (what `Version`'s `Debug` writes, without the formatter).
+fn version_str(v: Version) -> &'static str {
+    match v {
+        Version::HTTP_09 => "HTTP/0.9",
+        Version::HTTP_10 => "HTTP/1.0",
+        Version::HTTP_11 => "HTTP/1.1",
+        Version::HTTP_2 => "HTTP/2.0",
+        Version::HTTP_3 => "HTTP/3.0",
+        _ => "HTTP/?",
+    }
+}
+
+/// Appends `bytes` as nginx writes a field it did not make: printable ASCII as is, and `"`, `\\`,
 /// control characters, DEL and every non-ASCII byte as `\\xHH` (`"` is `\\x22`). A client can then
 /// neither end a quoted field early nor start a new line: one request, one record.
-struct Escaped<'a>(&'a [u8]);
-
-impl std::fmt::Display for Escaped<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        const HEX: &[u8; 16] = b"0123456789ABCDEF";
-        let mut rest = self.0;
-        while !rest.is_empty() {
-            let plain = rest
-                .iter()
-                .position(|&b| !(0x20..0x7f).contains(&b) || b == b'"' || b == b'\\')
-                .unwrap_or(rest.len());
-            // Printable ASCII: valid UTF-8.
-            f.write_str(std::str::from_utf8(&rest[..plain]).unwrap_or_default())?;
-            if let Some(&b) = rest.get(plain) {
-                let hex = [b'\\', b'x', HEX[(b >> 4) as usize], HEX[(b & 15) as usize]];
-                f.write_str(std::str::from_utf8(&hex).unwrap_or_default())?;
-                rest = &rest[plain + 1..];
-            } else {
-                rest = &[];
-            }
+/// (No formatting machinery: the common case, all printable, is one copy.)
+fn esc(s: &mut String, bytes: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        let plain = rest
+            .iter()
+            .position(|&b| !(0x20..0x7f).contains(&b) || b == b'"' || b == b'\\')
+            .unwrap_or(rest.len());
+        // Printable ASCII: valid UTF-8.
+        s.push_str(std::str::from_utf8(&rest[..plain]).unwrap_or_default());
+        if let Some(&b) = rest.get(plain) {
+            s.push_str("\\x");
+            s.push(HEX[(b >> 4) as usize] as char);
+            s.push(HEX[(b & 15) as usize] as char);
+            rest = &rest[plain + 1..];
+        } else {
+            rest = &[];
         }
-        Ok(())
     }
 }
 
@@ -303,7 +392,8 @@ mod tests {
             line,
             r#""GET /a\x22b\x5Cc?q=%22\x5C HTTP/1.1" "evil\x22 200 \x22x\x5Cy\x09z\x80\xFF" /a\x22b\x5Cc q=%22\x5C a\x22b"#
         );
-        let s = Escaped(b"\x00\r\n ~\x7f").to_string();
+        let mut s = String::new();
+        esc(&mut s, b"\x00\r\n ~\x7f");
         assert_eq!(s, r"\x00\x0D\x0A ~\x7F");
     }
 

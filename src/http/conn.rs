@@ -594,7 +594,7 @@ impl Conn {
 
     /// Answer `e` and close.
     fn fail(&mut self, e: HttpError, env: &mut Env<'_>) -> Next {
-        log::debug!(target: "prefork_pool::http", "{}: {} {}", self.peer, e.status, e.reason);
+        super::refusals::log_refusal(&self.peer, &e);
         let resp = env.handoff.cfg.error_page.refusal(&e);
         let opts = WriteOpts {
             head: false,

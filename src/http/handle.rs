@@ -307,6 +307,8 @@ impl ServerHandle {
         if let Some(t) = self.inner.thread.lock().take() {
             let _ = t.join();
         }
+        // Every access line of the requests answered is written out.
+        crate::log_sink::flush();
         report
     }
 }

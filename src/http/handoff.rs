@@ -417,7 +417,13 @@ pub(crate) fn finish(handoff: &Arc<Handoff>, r: Reply, result: Result<HttpRespon
 /// The access log line for the answer, with `bytes` of body sent.
 fn log_access(handoff: &Handoff, r: &Reply, resp: &HttpResponse, bytes: usize) {
     if let (Some(fmt), Some(req)) = (handoff.cfg.access_log.as_ref(), r.log.as_ref()) {
-        if log::log_enabled!(target: ACCESS_TARGET, log::Level::Info) {
+        if crate::log_sink::access_enabled() {
+            // The crate's access log: formatted here, written by the log thread.
+            let (status, took, now) = (resp.status().as_u16(), r.started.elapsed(), now_secs());
+            crate::log_sink::access(|s| {
+                fmt.render_into(s, &r.peer, req, status, resp.headers(), bytes, took, now);
+            });
+        } else if log::log_enabled!(target: ACCESS_TARGET, log::Level::Info) {
             let line = fmt.render(
                 &r.peer,
                 req,

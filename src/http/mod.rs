@@ -64,7 +64,10 @@
 //! `?`, a logger, stop on SIGTERM).
 //!
 //! The crate logs through the [`log`](https://docs.rs/log) facade: install a logger (e.g.
-//! `env_logger`) or you see nothing, not even the access log.
+//! `env_logger`) or you see nothing, not even the access log. Or use the crate's own log sink,
+//! no logger crate needed: [`access_log_file`](ServerBuilder::access_log_file),
+//! [`error_log_file`](ServerBuilder::error_log_file) (files or `-`, reopened on SIGUSR1; see
+//! [`crate::log_sink`]).
 //!
 //! # Handlers
 //!
@@ -287,7 +290,17 @@
 //! nginx writes them: `"`, `\`, control bytes and non-ASCII bytes as `\xHH` (`"` is `\x22`), so a
 //! client cannot end a quoted field early or start a new record. Requests sent through
 //! [`Loopback`] are not logged. Turn it off with
-//! [`access_log(false)`](ServerBuilder::access_log).
+//! [`access_log(false)`](ServerBuilder::access_log). [`AccessLogFormat::json`] (the format
+//! `json`) writes one JSON object per line instead.
+//!
+//! With [`access_log_file`](ServerBuilder::access_log_file) the lines go to that file (or stdout)
+//! instead of the `log` facade, written by a log thread off the request's path (see
+//! [`crate::log_sink`]).
+//!
+//! The requests the server refuses itself (a malformed head: 400, 408, 413, 414, 431, 501, 505)
+//! are answered before any handler and have no access line: each is logged at `warn` on target
+//! `prefork_pool::http`, naming the peer, the status and the reason (escaped), at most once per
+//! 10 s per status with the count of those held back.
 //!
 //! # Streaming
 //!
@@ -346,10 +359,11 @@
 //! In process mode (`prefork::Supervisor`) the supervisor handles the signals instead.
 
 mod acceptor;
+mod access_json;
 mod access_log;
 mod body;
 mod conn;
-mod date;
+pub(crate) mod date;
 mod decode;
 mod dispatch;
 mod epoll;
@@ -364,6 +378,7 @@ mod health;
 mod incoming;
 mod io;
 mod lane;
+mod log_settings;
 mod loopback;
 mod metrics;
 mod owner_lookup;
@@ -371,8 +386,9 @@ mod parse;
 #[allow(dead_code)] // wired into self_call.rs by issue 13 part 4
 mod peer_owner;
 mod proxy_protocol;
-mod rate_limit;
+pub(crate) mod rate_limit;
 mod reactor;
+mod refusals;
 mod response;
 mod self_call;
 mod serve;

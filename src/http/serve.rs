@@ -217,6 +217,8 @@ impl ServerBuilder {
         ) -> Result<Pool<HttpRequest, HttpResponse>, BuildError>,
     ) -> Result<ServerHandle, ServeError> {
         let mut cfg = self.validate()?;
+        crate::log_sink::install(&self.logs)?;
+        crate::log_sink::start_log_thread().map_err(io_err("start the log thread"))?;
         let backlog = self.backlog as i32;
         let mut listeners = Vec::new();
         let mut addrs = Vec::new();

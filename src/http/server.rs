@@ -21,7 +21,7 @@ use super::parse::Limits;
 use super::response::ErrorHook;
 use super::self_call::SiblingPids;
 use super::types::{HttpRequest, HttpResponse};
-use crate::settings::{LogSettings, Source, Sources};
+use crate::settings::{LogChoices, Source, Sources};
 use crate::{BuildError, Pool};
 
 /// The builder of the Pool behind a server.
@@ -127,6 +127,8 @@ pub struct ServerBuilder {
     pub(super) write_timeout: Duration,
     pub(super) spool_above: u64,
     pub(super) access_log: Option<String>,
+    /// The crate's log sink: access and error log files, level (see `log_settings.rs`).
+    pub(super) logs: crate::log_sink::LogSettings,
     pub(super) max_spare: Option<usize>,
     pub(super) siblings: Option<SiblingPids>,
     pub(super) max_depth: u32,
@@ -146,7 +148,7 @@ pub struct ServerBuilder {
     /// The first value [`with_settings`](Self::with_settings) refused, returned by `serve`.
     pub(super) settings_error: Option<BuildError>,
     /// The log files and level, carried for the log sink.
-    pub(crate) logs: LogSettings,
+    pub(crate) log_choices: LogChoices,
 }
 
 impl fmt::Debug for ServerBuilder {
@@ -162,6 +164,7 @@ impl fmt::Debug for ServerBuilder {
             .field("write_timeout", &self.write_timeout)
             .field("spool_body_above", &self.spool_above)
             .field("access_log", &self.access_log)
+            .field("logs", &self.logs)
             .field("max_spare", &self.max_spare)
             .field("sibling_pids", &self.siblings.is_some())
             .field("max_depth", &self.max_depth)
@@ -199,6 +202,7 @@ impl ServerBuilder {
             write_timeout: Duration::from_secs(30),
             spool_above: 1 << 20,
             access_log: Some(DEFAULT_ACCESS_LOG_FORMAT.to_string()),
+            logs: crate::log_sink::LogSettings::default(),
             max_spare: None,
             siblings: None,
             max_depth: 32,
@@ -217,7 +221,7 @@ impl ServerBuilder {
             graceful_timeout: Duration::from_secs(30),
             sources: Sources::default(),
             settings_error: None,
-            logs: LogSettings::default(),
+            log_choices: LogChoices::default(),
         }
     }
 

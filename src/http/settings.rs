@@ -131,7 +131,8 @@ impl ServerBuilder {
             self.forwarded_allow_ips = ips.clone();
             self.sources.set("forwarded_allow_ips", Source::Env(var));
         }
-        self.logs.apply(s);
+        self.log_choices.apply(s);
+        self.log_choices.to_sink(&mut self.logs);
         self
     }
 
@@ -221,7 +222,7 @@ impl ServerBuilder {
                 src("forwarded_allow_ips"),
             ),
         ];
-        rows.extend(self.logs.rows());
+        rows.extend(self.log_choices.rows());
         let mut text = settings::render(&rows);
         if let Some(e) = &self.settings_error {
             text.push_str(&format!("refused: {e}\n"));
@@ -275,9 +276,9 @@ mod tests {
         assert_eq!(b.graceful_timeout, Duration::from_secs(9));
         assert_eq!(b.keepalive_timeout, Duration::from_secs(2));
         assert_eq!(b.forwarded_allow_ips, ["10.0.0.0/8"]);
-        assert_eq!(b.logs.access_log.as_ref().unwrap().0, "-");
-        assert_eq!(b.logs.error_log.as_ref().unwrap().0, "/tmp/error.log");
-        assert_eq!(b.logs.log_level.unwrap().0, log::LevelFilter::Debug);
+        assert_eq!(b.log_choices.access_log.as_ref().unwrap().0, "-");
+        assert_eq!(b.log_choices.error_log.as_ref().unwrap().0, "/tmp/error.log");
+        assert_eq!(b.log_choices.log_level.unwrap().0, log::LevelFilter::Debug);
         let text = b.config_text();
         for var in crate::settings::VARIABLES
             .iter()

@@ -4,7 +4,7 @@
 use std::io;
 use std::time::Duration;
 
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
 use signal_hook::iterator::Signals;
 
 use super::handle::ServerHandle;
@@ -15,6 +15,7 @@ fn name(sig: i32) -> &'static str {
     match sig {
         SIGTERM => "SIGTERM",
         SIGINT => "SIGINT",
+        SIGUSR1 => "SIGUSR1",
         _ => "a signal",
     }
 }
@@ -33,7 +34,13 @@ impl ServerHandle {
     /// `nohup`): it needs no terminal and no stdin, and `kill -TERM` drains it with no request
     /// lost. Each signal is logged at `info` on target `prefork_pool::http`. While it runs,
     /// SIGTERM and SIGINT no longer end the process by themselves; the handlers are removed when
-    /// it returns. In process mode the supervisor handles signals instead
+    /// it returns.
+    ///
+    /// SIGUSR1 (logrotate's `postrotate kill -USR1`) reopens the files of the crate's log sink
+    /// ([`access_log_file`](super::ServerBuilder::access_log_file),
+    /// [`error_log_file`](super::ServerBuilder::error_log_file)) after writing out the access
+    /// lines still queued to the old file, and logs what it reopened (or that no file is
+    /// configured); it does not stop the server. In process mode the supervisor handles signals instead
     /// (`prefork::Supervisor`). Unix only.
     ///
     /// ```no_run
@@ -48,7 +55,7 @@ impl ServerHandle {
     /// log::info!("stopped: {report:?}");
     /// ```
     pub fn serve_until_signal(&self, graceful_timeout: Duration) -> io::Result<ShutdownReport> {
-        let mut signals = Signals::new([SIGTERM, SIGINT])?;
+        let mut signals = Signals::new([SIGTERM, SIGINT, SIGUSR1])?;
         let closer = signals.handle();
         // Ends the wait below when the server stops for another reason.
         let watcher = {
@@ -63,6 +70,10 @@ impl ServerHandle {
         let mut fast: Option<ShutdownReport> = None;
         let mut seen = 0;
         for sig in signals.forever() {
+            if sig == SIGUSR1 {
+                crate::log_sink::reopen_and_log("SIGUSR1");
+                continue;
+            }
             seen += 1;
             if seen == 1 {
                 log::info!(

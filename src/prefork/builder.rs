@@ -453,6 +453,7 @@ impl SupervisorBuilder {
         if let Some(e) = self.bind_errors.pop() {
             return Err(e);
         }
+        crate::log_sink::install(&self.cfg.logs)?;
         let inherited = if self.cfg.systemd {
             listeners::from_systemd().map_err(StartError::Systemd)?
         } else {

@@ -75,6 +75,19 @@ impl Child {
         }
     }
 
+    /// Passes `sig` on to this live (not yet reaped) child, recording nothing (SIGUSR1).
+    pub(crate) fn forward(&self, sig: c_int) {
+        // SAFETY: kill(2) on a pid that is our child and not reaped yet (as in `send`).
+        if unsafe { libc::kill(self.pid, sig) } != 0 {
+            log::debug!(
+                "kill({}, {}) failed: {}",
+                self.pid,
+                signals::name(sig),
+                io::Error::last_os_error()
+            );
+        }
+    }
+
     /// Tells it to stop (SIGQUIT when `fast`, else SIGTERM); it is no longer counted.
     pub(crate) fn stop(&mut self, fast: bool, cause: Cause) {
         let sig = if fast { libc::SIGQUIT } else { libc::SIGTERM };

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::exit::{Limits, WorkerExit};
 use super::listeners::Listener;
-use crate::settings::LogSettings;
+use crate::settings::LogChoices;
 
 /// Exit status of a master that stopped as asked.
 pub const EXIT_OK: i32 = 0;
@@ -62,6 +62,10 @@ pub(crate) struct SupervisorConfig {
     pub(crate) socket_activated: bool,
     /// Each worker's HTTP server, as `serve_http` starts it before its `configure`.
     pub(crate) server: WorkerServer,
+    /// The crate's log sink (see `logs.rs`).
+    pub(crate) logs: crate::log_sink::LogSettings,
+    /// The `NAME` of the process titles.
+    pub(crate) proc_name: Option<String>,
 }
 
 /// Handler threads per worker process by default: with one process per core, two threads per
@@ -77,7 +81,7 @@ pub(crate) struct WorkerServer {
     pub(crate) timeout: Option<Duration>,
     pub(crate) keep_alive: Option<Duration>,
     pub(crate) forwarded_allow_ips: Option<Vec<String>>,
-    pub(crate) logs: LogSettings,
+    pub(crate) log_choices: LogChoices,
 }
 
 impl Default for WorkerServer {
@@ -87,7 +91,7 @@ impl Default for WorkerServer {
             timeout: None,
             keep_alive: None,
             forwarded_allow_ips: None,
-            logs: LogSettings::default(),
+            log_choices: LogChoices::default(),
         }
     }
 }
@@ -110,6 +114,8 @@ impl Default for SupervisorConfig {
             systemd: true,
             socket_activated: false,
             server: WorkerServer::default(),
+            logs: crate::log_sink::LogSettings::default(),
+            proc_name: None,
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Every `fork(2)`, `_exit(2)` and `sigprocmask(2)` of the supervisor, each `unsafe` block in this
 //! one file: the master forks with every signal blocked, a forked child ends with `_exit`, and the
-//! signal mask is unblocked where a process must hear its signals.
+//! signal mask is unblocked where a process must hear its signals. Also the process title
+//! (`prctl(PR_SET_NAME)`).
 
 use std::io::{self, Write};
 
@@ -34,6 +35,8 @@ pub(crate) fn fork_with_signals_blocked() -> pid_t {
 /// Ends a forked child at once with `code`, after flushing stdout and stderr: no atexit handler,
 /// no destructor of the state copied from the master (which belongs to the master).
 pub(crate) fn exit_child(code: i32) -> ! {
+    // The access lines still queued for the log thread.
+    crate::log_sink::flush();
     let _ = io::stdout().flush();
     let _ = io::stderr().flush();
     // SAFETY: _exit(2) ends this process at once without running atexit handlers or the destructors of
@@ -65,4 +68,22 @@ pub(crate) fn unblock_all() {
         libc::sigemptyset(&mut set);
         libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
     }
+}
+
+/// Names the calling thread (the process, when called on its main thread before it starts any
+/// other) for `ps -o comm`, `top` and `pgrep`: the kernel keeps the first 15 bytes of `title`.
+/// Linux only; elsewhere nothing.
+pub(crate) fn set_process_name(title: &str) {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        let mut name = [0u8; 16];
+        let bytes = title.as_bytes();
+        let n = bytes.len().min(15);
+        name[..n].copy_from_slice(&bytes[..n]);
+        // SAFETY: prctl(2) PR_SET_NAME reads a NUL-terminated string of at most 16 bytes from
+        // `name`, a local array whose last byte is always 0; it only sets the thread's name.
+        unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr() as libc::c_ulong, 0, 0, 0) };
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let _ = title;
 }

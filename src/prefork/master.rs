@@ -17,6 +17,7 @@ use super::exit::{Cause, Ending, RestartIntensity};
 use super::fork;
 use super::heartbeat::{now_ms, HeartbeatTable, BOOT_FAILED, READY, RETIRE};
 use super::listeners::{accept_new_connections, refuse_new_connections, Listener};
+use super::logs;
 use super::notify::{notify_or_log, Watchdog};
 use super::report::{fatal, secs, BootError, BootTimeout, IntensityExceeded, Unkillable};
 use super::shared_metrics;
@@ -162,12 +163,7 @@ where
             libc::SIGHUP => self.reload(),
             libc::SIGTTIN => self.on_ttin(),
             libc::SIGTTOU => self.on_ttou(),
-            libc::SIGUSR1 => {
-                log::info!("SIGUSR1: reopening log files");
-                if let Some(f) = self.hooks.on_reopen_logs.as_mut() {
-                    f();
-                }
-            }
+            libc::SIGUSR1 => logs::on_usr1(&self.children, self.hooks.on_reopen_logs.as_mut()),
             libc::SIGUSR2 => self.upgrade.start(
                 &self.listeners,
                 &mut self.signals,

@@ -60,7 +60,7 @@
 //! | a second `TERM` or `INT` during a graceful stop | turns it into a fast one |
 //! | `HUP` | reload: new workers (the app rebuilt in each), and once they are ready the old ones stop gracefully |
 //! | `TTIN`, `TTOU` | one worker more, one fewer (never fewer than 1) |
-//! | `USR1` | reopen log files: runs the `on_reopen_logs` hook |
+//! | `USR1` | reopen log files: the master and every worker reopen the files of the crate's log sink ([`SupervisorBuilder::access_log_file`], [`error_log_file`](SupervisorBuilder::error_log_file)), then the `on_reopen_logs` hook runs |
 //! | `USR2` | binary upgrade: re-executes the program with the listeners (`LISTEN_FDS`); once the new master's workers are ready, it sends this master SIGTERM. A new master that has not done so within `boot_timeout` is killed (SIGKILL) and the upgrade abandoned, logged with why: this master keeps serving |
 //! | `CHLD` | reap |
 //!
@@ -229,10 +229,16 @@
 //!   installed at that path. The new master is a child of the old one until the old one exits; under
 //!   systemd it announces itself with `MAINPID=` (the unit needs `NotifyAccess=all`).
 //! - A worker's SIGTERM/SIGINT/SIGQUIT handlers are the supervisor's (through `signal-hook`); the
-//!   master's other signals (HUP, USR1, USR2, TTIN, TTOU, WINCH) are ignored in workers, and SIGCHLD
+//!   master's other signals (HUP, USR2, TTIN, TTOU, WINCH) are ignored in workers (USR1 too,
+//!   unless the crate's log sink is installed: then it reopens the worker's files), and SIGCHLD
 //!   is back to its default. Worker code should watch [`WorkerEnv::is_stopping`] instead of handling
 //!   SIGTERM itself.
-//! - A fast stop ends a worker with `_exit(0)` from its signal handler: no destructor runs.
+//! - A fast stop ends a worker with `_exit(0)` from its signal handler: no destructor runs (and
+//!   the access lines of its last 100 ms, still queued for the log thread, are lost).
+//! - Process titles are set with `prctl(PR_SET_NAME)` (Linux): `ps -o comm`, `top` and `pgrep`
+//!   show `prefork: master` and `prefork: worker` (the kernel keeps 15 bytes of
+//!   `prefork: worker N [NAME]`, see [`SupervisorBuilder::proc_name`]); the command line that
+//!   `ps -f` shows is the program's own, not rewritten.
 //! - After [`Supervisor::run`] returns, the signals it handled stay caught by signal-hook's handler
 //!   with no action left (so they are ignored): exit the process with the status `run` returned.
 //! - The master kills a worker with SIGABRT first, whose default action may write a core dump
@@ -258,6 +264,7 @@ mod fork;
 mod heartbeat;
 mod http_worker;
 mod listeners;
+mod logs;
 mod master;
 mod notify;
 mod report;

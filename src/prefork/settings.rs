@@ -128,7 +128,8 @@ impl SupervisorBuilder {
             server.forwarded_allow_ips = Some(ips.clone());
             from.push(("forwarded_allow_ips", var));
         }
-        server.logs.apply(s);
+        server.log_choices.apply(s);
+        server.log_choices.to_sink(&mut self.cfg.logs);
         if let Some((d, var)) = s.graceful_timeout {
             self.cfg.graceful_timeout = d;
             from.push(("graceful_timeout", var));
@@ -297,7 +298,7 @@ impl SupervisorBuilder {
             ),
             ("forwarded_allow_ips", forwarded, src("forwarded_allow_ips")),
         ];
-        rows.extend(server.logs.rows());
+        rows.extend(server.log_choices.rows());
         let mut text = settings::render(&rows);
         if let Some(e) = &self.settings_error {
             text.push_str(&format!("refused: {e}\n"));
@@ -329,7 +330,7 @@ impl WorkerServer {
         if let Some(ips) = &self.forwarded_allow_ips {
             server = server.forwarded_allow_ips(ips);
         }
-        server.logs = self.logs.clone();
+        server.log_choices = self.log_choices.clone();
         server
     }
 }
@@ -376,9 +377,9 @@ mod tests {
             s.forwarded_allow_ips.as_deref(),
             Some(&["10.0.0.0/8".to_string()][..])
         );
-        assert_eq!(s.logs.access_log.as_ref().unwrap().0, "/tmp/access.log");
-        assert_eq!(s.logs.error_log.as_ref().unwrap().0, "-");
-        assert_eq!(s.logs.log_level.unwrap().0, log::LevelFilter::Info);
+        assert_eq!(s.log_choices.access_log.as_ref().unwrap().0, "/tmp/access.log");
+        assert_eq!(s.log_choices.error_log.as_ref().unwrap().0, "-");
+        assert_eq!(s.log_choices.log_level.unwrap().0, log::LevelFilter::Info);
         assert_eq!(b.cfg.graceful_timeout, Duration::from_secs(9));
         assert_eq!((b.cfg.max_requests, b.cfg.max_requests_jitter), (100, 10));
         // The worker's server gets what the supervisor carries.

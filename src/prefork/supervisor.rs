@@ -136,6 +136,7 @@ impl Supervisor {
                 fatal(&TooManyThreads::AtStart(n).to_string());
                 return EXIT_ERROR;
             }
+            super::logs::name_master(self.cfg.proc_name.as_deref());
             match rlimit::raise_nofile() {
                 Ok((old, new)) if new > old => {
                     log::info!("raised the open files limit (RLIMIT_NOFILE) from {old} to {new}")

@@ -263,6 +263,11 @@ fn prepare(setup: &ChildSetup) -> io::Result<UnixStream> {
     // SAFETY: the action runs in a signal handler: it does an atomic store and one send(2), both
     // async-signal-safe; `wfd` is never closed in this process.
     unsafe { signal_hook::low_level::register(libc::SIGTERM, term) }?;
+    if crate::log_sink::active() {
+        // SAFETY: the action runs in a signal handler and does one atomic store (`ask_reopen`),
+        // async-signal-safe; the log thread reopens the files within its tick.
+        unsafe { signal_hook::low_level::register(libc::SIGUSR1, crate::log_sink::ask_reopen) }?;
+    }
     for sig in [libc::SIGINT, libc::SIGQUIT] {
         // SAFETY: the action runs in a signal handler and only calls signal-hook's `exit`, _exit(2),
         // which is async-signal-safe. A fast stop, as gunicorn's workers do on SIGINT and SIGQUIT.
@@ -294,6 +299,12 @@ where
         }
     };
     let number = setup.number;
+    super::logs::name_worker(number);
+    if let Err(e) = crate::log_sink::start_log_thread() {
+        log::error!(
+            "worker {number}: cannot start the log thread: {e}; access lines are written at once"
+        );
+    }
     let slot = setup.slot;
     let mut env = WorkerEnv {
         number,

@@ -17,6 +17,7 @@ mod failures;
 mod helpers;
 mod keepalive;
 mod lifecycle;
+mod logs;
 mod naive_self_calls;
 mod serve_http;
 #[cfg(feature = "tower")]
@@ -238,6 +239,14 @@ const SCENARIOS: &[Scenario] = &[
         name: "keepalive_max_requests",
         run: keepalive::max_requests,
     },
+    Scenario {
+        name: "logs_usr1_reopen_process_mode",
+        run: logs::process_mode,
+    },
+    Scenario {
+        name: "logs_usr1_reopen_thread_mode",
+        run: logs::thread_mode,
+    },
     #[cfg(feature = "tower")]
     Scenario {
         name: "service_hup_under_load",
@@ -251,6 +260,10 @@ const SCENARIOS: &[Scenario] = &[
 ];
 
 fn main() {
+    if let Some(status) = std::env::var(ROLE).ok().and_then(|r| logs::role_main(&r)) {
+        // A scenario's server with the crate's log sink (its own logger): not this harness.
+        std::process::exit(status);
+    }
     log::set_logger(&LOGGER).expect("logger");
     log::set_max_level(log::LevelFilter::Info);
     if std::env::var(ROLE).as_deref() == Ok("usr2-master") {

@@ -1,6 +1,11 @@
 //! Load-test server: prefork-pool's HTTP server in thread mode (`WORKERS` handler threads, default
 //! 2), the seed app on `127.0.0.1:$PORT`, no access log, the pool's deadline `DEADLINE_SECS`
 //! (default 30). Stops on SIGTERM or SIGINT, exit 0.
+//!
+//! `ACCESS_LOG` turns the access log on (gunicorn's default format), to measure what it costs:
+//! `facade` through the `log` facade to a logger that writes each line to stderr (as a program
+//! with env_logger does), or a path (`-`: stdout) for the crate's own log sink
+//! (`access_log_file`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,15 +35,22 @@ fn start(
     deadline: Duration,
     handler: impl Fn(HttpRequest, &Context) -> HttpResponse + Send + Sync + 'static,
 ) -> ServerHandle {
-    Server::builder()
+    let builder = Server::builder()
         .bind(("127.0.0.1", port))
-        .pool(|p| p.workers(workers).deadline(deadline))
-        .access_log(false)
-        .serve(handler)
-        .unwrap_or_else(|e| {
-            eprintln!("cannot start: {e}");
-            std::process::exit(1);
-        })
+        .pool(|p| p.workers(workers).deadline(deadline));
+    let builder = match std::env::var("ACCESS_LOG").ok().as_deref() {
+        None | Some("") => builder.access_log(false),
+        Some("facade") => {
+            log::set_logger(&StderrLines).expect("the only logger");
+            log::set_max_level(log::LevelFilter::Info);
+            builder
+        }
+        Some(path) => builder.access_log_file(path),
+    };
+    builder.serve(handler).unwrap_or_else(|e| {
+        eprintln!("cannot start: {e}");
+        std::process::exit(1);
+    })
 }
 
 fn response(r: Reply) -> HttpResponse {
@@ -47,4 +59,18 @@ fn response(r: Reply) -> HttpResponse {
         .header("content-type", "application/json")
         .body(r.body.into_bytes())
         .expect("a valid response")
+}
+
+/// Each record as a line on stderr, as env_logger writes it (without its colours and time).
+struct StderrLines;
+
+impl log::Log for StderrLines {
+    fn enabled(&self, _: &log::Metadata) -> bool {
+        true
+    }
+    fn log(&self, record: &log::Record) {
+        use std::io::Write;
+        let _ = writeln!(std::io::stderr().lock(), "{}", record.args());
+    }
+    fn flush(&self) {}
 }
