@@ -277,8 +277,18 @@ mod tests {
         assert_eq!(b.keepalive_timeout, Duration::from_secs(2));
         assert_eq!(b.forwarded_allow_ips, ["10.0.0.0/8"]);
         assert_eq!(b.log_choices.access_log.as_ref().unwrap().0, "-");
-        assert_eq!(b.log_choices.error_log.as_ref().unwrap().0, "/tmp/error.log");
+        assert_eq!(
+            b.log_choices.error_log.as_ref().unwrap().0,
+            "/tmp/error.log"
+        );
         assert_eq!(b.log_choices.log_level.unwrap().0, log::LevelFilter::Debug);
+        // The crate's log sink takes them: `-` is stdout for the access log.
+        use crate::log_sink::LogFile;
+        assert!(matches!(b.logs.access, Some(LogFile::Stdout)));
+        assert!(
+            matches!(&b.logs.error, Some(LogFile::Path(p)) if p.to_str() == Some("/tmp/error.log"))
+        );
+        assert_eq!(b.logs.level, Some(log::LevelFilter::Debug));
         let text = b.config_text();
         for var in crate::settings::VARIABLES
             .iter()

@@ -377,7 +377,10 @@ mod tests {
             s.forwarded_allow_ips.as_deref(),
             Some(&["10.0.0.0/8".to_string()][..])
         );
-        assert_eq!(s.log_choices.access_log.as_ref().unwrap().0, "/tmp/access.log");
+        assert_eq!(
+            s.log_choices.access_log.as_ref().unwrap().0,
+            "/tmp/access.log"
+        );
         assert_eq!(s.log_choices.error_log.as_ref().unwrap().0, "-");
         assert_eq!(s.log_choices.log_level.unwrap().0, log::LevelFilter::Info);
         assert_eq!(b.cfg.graceful_timeout, Duration::from_secs(9));
