@@ -9,7 +9,7 @@
 //! become ready) is killed and the upgrade abandoned, logged with why; the old master keeps
 //! serving, and no process is left holding the listeners without serving them.
 
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::io::{self, Write};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::process::CommandExt;
@@ -40,19 +40,31 @@ impl Program {
     pub(crate) fn current() -> io::Result<Program> {
         let mut args = std::env::args_os();
         let argv0 = args.next();
-        // Prefer the path the program was started with (a new build at that path is what an upgrade
-        // wants); fall back to /proc/self/exe.
-        let exe = match argv0 {
-            Some(a) if PathBuf::from(&a).components().count() > 1 => {
-                std::fs::canonicalize(PathBuf::from(&a)).or_else(|_| std::env::current_exe())?
-            }
-            _ => std::env::current_exe()?,
+        let exe = match argv0.and_then(|a| program_path(&a, std::env::var_os("PATH"))) {
+            Some(p) => p,
+            None => std::env::current_exe()?,
         };
         Ok(Program {
             exe,
             args: args.collect(),
         })
     }
+}
+
+/// The path an upgrade re-executes, as the program was started: `argv0` made absolute (a
+/// relative path must survive a `chdir`), or found on `path` when it is a bare name, **without
+/// resolving symlinks**: under the usual `current -> releases/N` deploy, the link is switched to
+/// the new release before USR2, and resolving it at start would re-execute the old one. `None`:
+/// not found (the caller falls back to `/proc/self/exe`).
+fn program_path(argv0: &OsStr, path: Option<OsString>) -> Option<PathBuf> {
+    let given = PathBuf::from(argv0);
+    if given.components().count() > 1 {
+        return std::path::absolute(&given).ok();
+    }
+    std::env::split_paths(&path?)
+        .map(|dir| dir.join(&given))
+        .find(|p| p.is_file())
+        .and_then(|p| std::path::absolute(p).ok())
 }
 
 /// Reads and unsets `PREFORK_UPGRADE_FROM`: the old master's pid, if this process was started by a
@@ -293,5 +305,40 @@ impl Upgrade {
             );
         }
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A `current -> releases/1` deploy: the program started as `current/app` (or found on `PATH`
+    /// through `current/`) is re-executed through the link, so that switching the link to
+    /// `releases/2` before USR2 runs the new release.
+    #[test]
+    fn the_program_is_re_executed_through_its_symlink_as_started() {
+        let dir = std::env::temp_dir().join(format!("prefork-upgrade-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        for r in ["1", "2"] {
+            std::fs::create_dir_all(dir.join("releases").join(r)).unwrap();
+            std::fs::write(dir.join("releases").join(r).join("app"), r).unwrap();
+        }
+        std::os::unix::fs::symlink(dir.join("releases/1"), dir.join("current")).unwrap();
+        let started = dir.join("current/app");
+        let exe = program_path(started.as_os_str(), None).unwrap();
+        assert_eq!(exe, started, "the link is kept, not resolved to releases/1");
+        // The deploy switches the link; the path an upgrade runs now holds release 2.
+        std::fs::remove_file(dir.join("current")).unwrap();
+        std::os::unix::fs::symlink(dir.join("releases/2"), dir.join("current")).unwrap();
+        assert_eq!(std::fs::read_to_string(&exe).unwrap(), "2");
+        // A bare name is found on PATH, through the link too.
+        let path = std::env::join_paths([dir.join("nowhere"), dir.join("current")]).unwrap();
+        let exe = program_path(OsStr::new("app"), Some(path)).unwrap();
+        assert_eq!(exe, started);
+        assert!(program_path(OsStr::new("no-such-app"), None).is_none());
+        // A relative path is made absolute (it must survive a chdir), links kept.
+        let rel = program_path(OsStr::new("./x/app"), None).unwrap();
+        assert!(rel.is_absolute() && rel.ends_with("x/app"), "{rel:?}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
