@@ -30,7 +30,7 @@
 //!
 //! ```
 //! use prefork_pool::http::types::http::StatusCode;
-//! use prefork_pool::http::{Json, Server};
+//! use prefork_pool::http::{RawJson, Server};
 //! use std::io::{Read, Write};
 //! use std::time::Duration;
 //!
@@ -40,7 +40,7 @@
 //!         .workers(2)                        // the Pool's worker threads
 //!         .deadline(Duration::from_secs(5))) // per request; past it the client gets 504
 //!     .serve(|req, _ctx| match req.uri().path() {
-//!         "/" => Ok(Json(r#"{"hello":"world"}"#)),
+//!         "/" => Ok(RawJson(r#"{"hello":"world"}"#)),
 //!         other => Err((StatusCode::NOT_FOUND, format!("no page at {other}\n"))),
 //!     })
 //!     .unwrap();
@@ -353,6 +353,9 @@ mod date;
 mod decode;
 mod dispatch;
 mod epoll;
+mod extract;
+#[cfg(feature = "serde")]
+mod extract_serde;
 mod forwarded;
 #[cfg(any(test, fuzzing))]
 mod fuzz;
@@ -363,6 +366,8 @@ mod head_scan;
 mod health;
 mod incoming;
 mod io;
+#[cfg(feature = "json")]
+mod json;
 mod lane;
 mod loopback;
 mod metrics;
@@ -374,6 +379,8 @@ mod proxy_protocol;
 mod rate_limit;
 mod reactor;
 mod response;
+mod route_handler;
+mod router;
 mod self_call;
 mod serve;
 mod server;
@@ -400,7 +407,15 @@ pub(crate) use acceptor::AcceptGate;
 pub use access_log::{AccessLogFormat, ACCESS_TARGET, DEFAULT_ACCESS_LOG_FORMAT};
 pub use body::Body;
 pub use handle::ServerHandle;
-pub use handler::{handler, Handler, IntoResponse, Json, ResponseBody};
+pub use extract::{
+    private as extract_markers, ClientAddr, Cx, Extension, FromRequest, FromRequestParts,
+    Rejection, State,
+};
+#[cfg(feature = "serde")]
+pub use extract_serde::{Path, Query};
+pub use handler::{handler, Handler, IntoResponse, IntoResponseParts, RawJson};
+#[cfg(feature = "json")]
+pub use json::Json;
 pub use handoff::{request_depth, DEPTH_HEADER};
 pub use loopback::Loopback;
 #[cfg(feature = "prefork")]
@@ -410,6 +425,8 @@ pub use metrics::{ServerMetrics, DURATION_BUCKETS, METHODS, OWN_STATUSES};
 pub use owner_lookup::{hold_lookups, LookupHold};
 pub use parse::Limits;
 pub use response::error_response;
+pub use route_handler::{with_context, RouteHandler, ViaContext, WithContext};
+pub use router::{any, delete, get, head, options, patch, post, put, MethodRouter, Router};
 pub use self_call::SelfCalls;
 pub use server::{ServeError, Server, ServerBuilder};
 pub use spool::RequestBody;

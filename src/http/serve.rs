@@ -17,6 +17,7 @@ use super::handoff::ReactorConfig;
 use super::loopback::{with_depth, Loopback};
 use super::reactor::Reactor;
 use super::response::ErrorPage;
+use super::router::Router;
 use super::server::{io_err, PoolBuilder, ServeError, ServerBuilder, MAX_MIN_BODY_RATE};
 use super::stuck::Busy;
 use super::types::{HttpRequest, HttpResponse};
@@ -139,6 +140,32 @@ impl ServerBuilder {
                 around(&table, &page, req, ctx, |req| handler(req, ctx))
             })
         })
+    }
+
+    /// [`serve`](Self::serve) a [`Router`]: its routes' [`deadline`](super::MethodRouter::deadline)s
+    /// feed [`deadline_for`](Self::deadline_for) (a route's own deadline first, else what
+    /// `deadline_for` chooses, else the Pool's).
+    ///
+    /// ```
+    /// use prefork_pool::http::{get, post, Router, Server};
+    /// use prefork_pool::http::types::http::{header, Request};
+    ///
+    /// let app = Router::new().route("/hello_world", post(|| "made\n"));
+    /// let server = Server::builder().bind("127.0.0.1:0").serve_router(app).unwrap();
+    /// let r = server.loopback().send(Request::get("/hello_world").body(vec![]).unwrap()).unwrap();
+    /// assert_eq!((r.status().as_u16(), &r.headers()[header::ALLOW]), (405, "POST"));
+    /// server.shutdown(std::time::Duration::from_secs(5));
+    /// ```
+    pub fn serve_router(self, router: Router) -> Result<ServerHandle, ServeError> {
+        let router = Arc::new(router);
+        self.route_deadlines(&router)
+            .serve(move |req, ctx| router.call(req, ctx))
+    }
+
+    /// `router`'s deadlines first, then those `deadline_for` chose.
+    pub(crate) fn route_deadlines(mut self, router: &Arc<Router>) -> Self {
+        self.deadline_for = router.deadlines(self.deadline_for.take());
+        self
     }
 
     /// [`serve`](Self::serve) with per-worker state, as

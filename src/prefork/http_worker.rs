@@ -13,7 +13,9 @@ use super::report::fatal;
 use super::supervisor::Supervisor;
 use super::worker::{Worker, WorkerEnv, EXIT_WORKER_BOOT_ERROR};
 use super::Listener;
-use crate::http::{HttpRequest, HttpResponse, Server, ServerBuilder, StuckPolicy};
+use crate::http::{
+    HttpRequest, HttpResponse, IntoResponse, Router, Server, ServerBuilder, StuckPolicy,
+};
 use crate::Context;
 
 /// A configuration step for each worker's [`ServerBuilder`] (threads, deadline, limits, …).
@@ -154,17 +156,19 @@ impl Supervisor {
     ///     .unwrap()
     ///     .serve_http(
     ///         |server| server.pool(|p| p.workers(8).deadline(Duration::from_secs(30))),
-    ///         || Ok::<_, String>(|_req, _ctx: &prefork_pool::Context| {
-    ///             http::Response::new(b"hello\n".to_vec())
-    ///         }),
+    ///         || Ok::<_, String>(|_req, _ctx: &prefork_pool::Context| "hello\n"),
     ///     );
     /// std::process::exit(status);
     /// ```
-    pub fn serve_http<C, A, H, E>(self, configure: C, mut app: A) -> i32
+    ///
+    /// The handler is what [`ServerBuilder::serve`] takes: its answer is anything
+    /// [`IntoResponse`]. A [`Router`] goes to [`serve_router`](Self::serve_router).
+    pub fn serve_http<C, A, H, R, E>(self, configure: C, mut app: A) -> i32
     where
         C: Fn(ServerBuilder) -> ServerBuilder + 'static,
         A: FnMut() -> Result<H, E>,
-        H: Fn(HttpRequest, &Context) -> HttpResponse + Send + Sync + 'static,
+        H: Fn(HttpRequest, &Context) -> R + Send + Sync + 'static,
+        R: IntoResponse,
         E: fmt::Display,
     {
         let configure: Configure = Rc::new(configure);
@@ -172,8 +176,44 @@ impl Supervisor {
         self.run(move || {
             app().map(|handler| HttpWorker {
                 configure: configure.clone(),
-                handler: Some(handler),
+                handler: Some(move |req, ctx: &Context| handler(req, ctx).into_response()),
                 graceful,
+            })
+        })
+    }
+
+    /// [`serve_http`](Self::serve_http) with a [`Router`] (built by `app` in each worker, or once
+    /// with [`preload`](SupervisorBuilder::preload)), as
+    /// [`ServerBuilder::serve_router`] serves it: its routes' deadlines feed each worker's
+    /// [`deadline_for`](ServerBuilder::deadline_for), after `configure`'s.
+    ///
+    /// ```no_run
+    /// use prefork_pool::http::{get, Path, Router};
+    /// use prefork_pool::prefork::Supervisor;
+    ///
+    /// let status = Supervisor::builder().bind("127.0.0.1:8000").build().unwrap().serve_router(
+    ///     |server| server,
+    ///     || Ok::<_, String>(Router::new().route("/hi/{name}", get(|Path(n): Path<String>| n))),
+    /// );
+    /// std::process::exit(status);
+    /// ```
+    pub fn serve_router<C, A, E>(self, configure: C, mut app: A) -> i32
+    where
+        C: Fn(ServerBuilder) -> ServerBuilder + 'static,
+        A: FnMut() -> Result<Router, E>,
+        E: fmt::Display,
+    {
+        let configure = Rc::new(configure);
+        let graceful = self.graceful_timeout().mul_f64(0.9);
+        self.run(move || {
+            app().map(|router| {
+                let router = Arc::new(router);
+                let (configure, routes) = (configure.clone(), router.clone());
+                HttpWorker {
+                    configure: Rc::new(move |b| configure(b).route_deadlines(&routes)),
+                    handler: Some(move |req, ctx: &Context| router.call(req, ctx)),
+                    graceful,
+                }
             })
         })
     }
@@ -182,15 +222,33 @@ impl Supervisor {
 impl SupervisorBuilder {
     /// [`build`](SupervisorBuilder::build), then [`Supervisor::serve_http`]; a start error is written to
     /// stderr (and the log) and gives [`EXIT_ERROR`].
-    pub fn serve_http<C, A, H, E>(self, configure: C, app: A) -> i32
+    pub fn serve_http<C, A, H, R, E>(self, configure: C, app: A) -> i32
     where
         C: Fn(ServerBuilder) -> ServerBuilder + 'static,
         A: FnMut() -> Result<H, E>,
-        H: Fn(HttpRequest, &Context) -> HttpResponse + Send + Sync + 'static,
+        H: Fn(HttpRequest, &Context) -> R + Send + Sync + 'static,
+        R: IntoResponse,
         E: fmt::Display,
     {
         match self.build() {
             Ok(s) => s.serve_http(configure, app),
+            Err(e) => {
+                fatal(&format!("cannot start: {e}"));
+                EXIT_ERROR
+            }
+        }
+    }
+
+    /// [`build`](SupervisorBuilder::build), then [`Supervisor::serve_router`]; a start error is
+    /// written to stderr (and the log) and gives [`EXIT_ERROR`].
+    pub fn serve_router<C, A, E>(self, configure: C, app: A) -> i32
+    where
+        C: Fn(ServerBuilder) -> ServerBuilder + 'static,
+        A: FnMut() -> Result<Router, E>,
+        E: fmt::Display,
+    {
+        match self.build() {
+            Ok(s) => s.serve_router(configure, app),
             Err(e) => {
                 fatal(&format!("cannot start: {e}"));
                 EXIT_ERROR
