@@ -147,13 +147,18 @@ pub struct Extension<T>(pub T);
 
 impl<S, T: Clone + Send + Sync + 'static> FromRequestParts<S> for Extension<T> {
     fn from_request_parts(parts: &mut Parts, _: &Cx<'_, S>) -> Result<Self, Rejection> {
-        parts.extensions.get::<T>().cloned().map(Extension).ok_or_else(|| {
-            Rejection::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "Extension",
-                format!("no {} in the request", std::any::type_name::<T>()),
-            )
-        })
+        parts
+            .extensions
+            .get::<T>()
+            .cloned()
+            .map(Extension)
+            .ok_or_else(|| {
+                Rejection::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "Extension",
+                    format!("no {} in the request", std::any::type_name::<T>()),
+                )
+            })
     }
 }
 
@@ -298,7 +303,10 @@ pub(crate) fn percent_decode(s: &str, plus: bool) -> Option<Cow<'_, str>> {
         let hex = |c: u8| (c as char).to_digit(16);
         match b[i] {
             b'%' => {
-                match (b.get(i + 1).and_then(|&c| hex(c)), b.get(i + 2).and_then(|&c| hex(c))) {
+                match (
+                    b.get(i + 1).and_then(|&c| hex(c)),
+                    b.get(i + 2).and_then(|&c| hex(c)),
+                ) {
                     (Some(h), Some(l)) => {
                         out.push((h * 16 + l) as u8);
                         i += 3;

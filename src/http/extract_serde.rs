@@ -81,17 +81,62 @@ impl<S, T: DeserializeOwned> FromRequestParts<S> for Query<T> {
 /// The route's parameters as a whole.
 struct PathDe<'a>(&'a [(&'a str, String)]);
 
-impl<'de> serde::Deserializer<'de> for PathDe<'_> {
-    type Error = DeError;
-
-    fn deserialize_any<V: Visitor<'de>>(self, v: V) -> Result<V::Value, DeError> {
+impl PathDe<'_> {
+    /// The one parameter, for a `Path` of one value.
+    fn one(&self) -> Result<Text<'_>, DeError> {
         match self.0 {
-            [(_, one)] => Text(one).deserialize_any(v),
+            [(_, one)] => Ok(Text(one)),
             params => Err(DeError::custom(format_args!(
                 "the route has {} parameters, one expected",
                 params.len()
             ))),
         }
+    }
+}
+
+/// One value: the one parameter's.
+macro_rules! the_one {
+    ($($de:ident),*) => {$(
+        fn $de<V: Visitor<'de>>(self, v: V) -> Result<V::Value, DeError> {
+            self.one()?.$de(v)
+        }
+    )*};
+}
+
+impl<'de> serde::Deserializer<'de> for PathDe<'_> {
+    type Error = DeError;
+
+    the_one!(
+        deserialize_any,
+        deserialize_bool,
+        deserialize_i8,
+        deserialize_i16,
+        deserialize_i32,
+        deserialize_i64,
+        deserialize_u8,
+        deserialize_u16,
+        deserialize_u32,
+        deserialize_u64,
+        deserialize_f32,
+        deserialize_f64,
+        deserialize_char,
+        deserialize_option,
+        deserialize_unit
+    );
+    fn deserialize_newtype_struct<V: Visitor<'de>>(
+        self,
+        name: &'static str,
+        v: V,
+    ) -> Result<V::Value, DeError> {
+        self.one()?.deserialize_newtype_struct(name, v)
+    }
+    fn deserialize_enum<V: Visitor<'de>>(
+        self,
+        name: &'static str,
+        variants: &'static [&'static str],
+        v: V,
+    ) -> Result<V::Value, DeError> {
+        self.one()?.deserialize_enum(name, variants, v)
     }
     fn deserialize_map<V: Visitor<'de>>(self, v: V) -> Result<V::Value, DeError> {
         v.visit_map(MapDeserializer::new(
@@ -107,7 +152,9 @@ impl<'de> serde::Deserializer<'de> for PathDe<'_> {
         self.deserialize_map(v)
     }
     fn deserialize_seq<V: Visitor<'de>>(self, v: V) -> Result<V::Value, DeError> {
-        v.visit_seq(SeqDeserializer::new(self.0.iter().map(|(_, val)| Text(val))))
+        v.visit_seq(SeqDeserializer::new(
+            self.0.iter().map(|(_, val)| Text(val)),
+        ))
     }
     fn deserialize_tuple<V: Visitor<'de>>(self, len: usize, v: V) -> Result<V::Value, DeError> {
         if len != self.0.len() {
@@ -127,8 +174,7 @@ impl<'de> serde::Deserializer<'de> for PathDe<'_> {
         self.deserialize_tuple(len, v)
     }
     forward_to_deserialize_any! {
-        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
-        option unit unit_struct newtype_struct enum identifier ignored_any
+        i128 u128 str string bytes byte_buf unit_struct identifier ignored_any
     }
 }
 

@@ -381,6 +381,8 @@ mod reactor;
 mod response;
 mod route_handler;
 mod router;
+#[cfg(all(test, feature = "json"))]
+mod router_tests;
 mod self_call;
 mod serve;
 mod server;
@@ -406,17 +408,17 @@ pub mod __fuzz {
 pub(crate) use acceptor::AcceptGate;
 pub use access_log::{AccessLogFormat, ACCESS_TARGET, DEFAULT_ACCESS_LOG_FORMAT};
 pub use body::Body;
-pub use handle::ServerHandle;
 pub use extract::{
     private as extract_markers, ClientAddr, Cx, Extension, FromRequest, FromRequestParts,
     Rejection, State,
 };
 #[cfg(feature = "serde")]
 pub use extract_serde::{Path, Query};
+pub use handle::ServerHandle;
 pub use handler::{handler, Handler, IntoResponse, IntoResponseParts, RawJson};
+pub use handoff::{request_depth, DEPTH_HEADER};
 #[cfg(feature = "json")]
 pub use json::Json;
-pub use handoff::{request_depth, DEPTH_HEADER};
 pub use loopback::Loopback;
 #[cfg(feature = "prefork")]
 pub(crate) use metrics::HttpCounters;

@@ -153,7 +153,7 @@ impl ServerBuilder {
     /// let app = Router::new().route("/hello_world", post(|| "made\n"));
     /// let server = Server::builder().bind("127.0.0.1:0").serve_router(app).unwrap();
     /// let r = server.loopback().send(Request::get("/hello_world").body(vec![]).unwrap()).unwrap();
-    /// assert_eq!((r.status().as_u16(), &r.headers()[header::ALLOW]), (405, "POST"));
+    /// assert_eq!((r.status().as_u16(), r.headers()[header::ALLOW].to_str().unwrap()), (405, "POST"));
     /// server.shutdown(std::time::Duration::from_secs(5));
     /// ```
     pub fn serve_router(self, router: Router) -> Result<ServerHandle, ServeError> {
