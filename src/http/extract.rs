@@ -323,9 +323,12 @@ pub(crate) fn percent_decode(s: &str, plus: bool) -> Option<Cow<'_, str>> {
     String::from_utf8(out).ok().map(Cow::Owned)
 }
 
+/// A query string's pairs, decoded.
+pub(crate) type Pairs<'a> = Vec<(Cow<'a, str>, Cow<'a, str>)>;
+
 /// The query string's pairs, percent-decoded (`+` is a space); `Err` names a pair that is not
 /// UTF-8 once decoded.
-pub(crate) fn query_pairs(query: &str) -> Result<Vec<(Cow<'_, str>, Cow<'_, str>)>, String> {
+pub(crate) fn query_pairs(query: &str) -> Result<Pairs<'_>, String> {
     query
         .split('&')
         .filter(|kv| !kv.is_empty())

@@ -270,22 +270,25 @@ where
 
 /// `r` with `parts` applied, or (`Err`) a 500 that says why they could not be.
 fn with_parts(
-    mut r: HttpResponse,
+    r: HttpResponse,
     parts: impl IntoResponseParts,
-) -> Result<HttpResponse, HttpResponse> {
+) -> Result<HttpResponse, Box<HttpResponse>> {
+    let mut r = r;
     match parts.apply(&mut r) {
         Ok(()) => Ok(r),
         Err(e) => {
             log::error!("an answer's headers: {e}");
             let body = format!("bad answer header: {e}\n");
-            Err((StatusCode::INTERNAL_SERVER_ERROR, body).into_response())
+            Err(Box::new(
+                (StatusCode::INTERNAL_SERVER_ERROR, body).into_response(),
+            ))
         }
     }
 }
 
 impl<H: IntoResponseParts, R: IntoResponse> IntoResponse for (H, R) {
     fn into_response(self) -> HttpResponse {
-        with_parts(self.1.into_response(), self.0).unwrap_or_else(|bad| bad)
+        with_parts(self.1.into_response(), self.0).unwrap_or_else(|bad| *bad)
     }
 }
 
@@ -296,7 +299,7 @@ impl<H: IntoResponseParts, R: IntoResponse> IntoResponse for (StatusCode, H, R) 
                 *r.status_mut() = self.0;
                 r
             }
-            Err(bad) => bad,
+            Err(bad) => *bad,
         }
     }
 }

@@ -163,17 +163,14 @@ impl<S: 'static> MethodRouter<S> {
         self
     }
 
-    /// The handler for `method`, or the `Allow` list of a 405.
-    fn pick(&self, method: &Method) -> Result<&Erased<S>, HttpResponse> {
+    /// The handler for `method`, if the route has one.
+    fn pick(&self, method: &Method) -> Option<&Erased<S>> {
         let found = |m: &Method| self.methods.iter().find(|(mine, _)| mine == m);
         let h = found(method).or_else(|| match *method {
             Method::HEAD => found(&Method::GET),
             _ => None,
         });
-        match (h, &self.any) {
-            (Some((_, h)), _) | (None, Some(h)) => Ok(h),
-            (None, None) => Err(self.not_allowed(method)),
-        }
+        h.map(|(_, h)| h).or(self.any.as_ref())
     }
 
     fn not_allowed(&self, method: &Method) -> HttpResponse {
@@ -410,8 +407,9 @@ impl<S: 'static> Router<S> {
                 };
             }
         };
-        match self.routes[index].1.pick(req.method()) {
-            Ok(h) => h(
+        let route = &self.routes[index].1;
+        match route.pick(req.method()) {
+            Some(h) => h(
                 req,
                 &Cx {
                     params: &params,
@@ -419,7 +417,7 @@ impl<S: 'static> Router<S> {
                     ctx,
                 },
             ),
-            Err(not_allowed) => not_allowed,
+            None => route.not_allowed(req.method()),
         }
     }
 

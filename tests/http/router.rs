@@ -92,7 +92,7 @@ fn a_router_served_over_tcp() {
         .starts_with("Json: the body's JSON does not fit: missing field `title`"));
     let a = ask(json("/notes/x", "application/json", "{}"));
     assert_eq!(a.status, 400, "{}", a.text());
-    let a = ask(format!("DELETE /notes/7 HTTP/1.1\r\nHost: t\r\n\r\n"));
+    let a = ask("DELETE /notes/7 HTTP/1.1\r\nHost: t\r\n\r\n".to_string());
     assert_eq!(
         (a.status, a.header("allow").as_deref()),
         (405, Some("GET, POST, HEAD"))
