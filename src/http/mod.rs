@@ -163,8 +163,8 @@
 //! | 431 | too many header fields, a field too long, the head too large, or chunked trailers over 8 KiB | [`limit_request_fields`](ServerBuilder::limit_request_fields) (100), [`limit_request_field_size`](ServerBuilder::limit_request_field_size) (8190), [`limit_head_bytes`](ServerBuilder::limit_head_bytes) (64 KiB) |
 //! | 501 | a transfer coding other than `chunked` (e.g. `gzip, chunked`); a `CONNECT` (the server is not a proxy: it cannot open a tunnel) | |
 //! | 505 | an HTTP version other than 1.0 and 1.1 (`HTTP/2.0`, `HTTP/5.6`), at its last digit; a version not of the form `HTTP/d.d` is a malformed head (400) | |
-//! | 503 + `Retry-After: 1` | the Pool's queue is full ([`Error::Overloaded`](crate::Error::Overloaded)), or it is shutting down | [`queue_capacity`](crate::Builder::queue_capacity), through [`pool`](ServerBuilder::pool) |
-//! | 504 | the request's deadline passed ([`Error::DeadlineExceeded`](crate::Error::DeadlineExceeded)) | [`deadline`](crate::Builder::deadline), through [`pool`](ServerBuilder::pool) (30 s); per route, [`deadline_for`](ServerBuilder::deadline_for) (none) |
+//! | 503 + `Retry-After: 1` | the Pool's queue is full ([`Error::Overloaded`](crate::Error::Overloaded)), or it is shutting down | [`queue_capacity`](crate::PoolBuilder::queue_capacity), through [`pool`](ServerBuilder::pool) |
+//! | 504 | the request's deadline passed ([`Error::DeadlineExceeded`](crate::Error::DeadlineExceeded)) | [`deadline`](crate::PoolBuilder::deadline), through [`pool`](ServerBuilder::pool) (30 s); per route, [`deadline_for`](ServerBuilder::deadline_for) (none) |
 //! | 500 | the handler panicked (the message goes to the log, not to the client) | |
 //! | 508 | a chain of nested calls too deep ([`Error::LoopDetected`](crate::Error::LoopDetected)): the request's [`DEPTH_HEADER`] (honoured from this host only) is past the maximum | [`max_depth`](ServerBuilder::max_depth) (32) |
 //! | 503 + `Retry-After: 1` | a request this process (or a sibling worker process) sent itself over TCP or a Unix socket while every worker and every spare thread was busy | [`max_spare`](ServerBuilder::max_spare) (the worker count) |

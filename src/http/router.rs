@@ -137,8 +137,8 @@ impl<S: 'static> MethodRouter<S> {
     }
 
     /// This route's requests get `deadline` instead of the Pool's (past it the client gets
-    /// 504), whatever their method: it feeds [`ServerBuilder::deadline_for`]
-    /// (super::ServerBuilder::deadline_for) when the router is served with
+    /// 504), whatever their method: it feeds
+    /// [`ServerBuilder::deadline_for`](super::ServerBuilder::deadline_for) when the router is served with
     /// [`serve_router`](super::ServerBuilder::serve_router) or
     /// [`Supervisor::serve_router`](crate::prefork::Supervisor::serve_router); a request the
     /// router sends to no route keeps what `deadline_for` (else the Pool) gives it.
