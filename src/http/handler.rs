@@ -20,6 +20,7 @@ use crate::{Context, Error};
 /// [`handler`] and it compiles as written.
 ///
 /// ```
+/// use prefork_pool::http::types::http;
 /// use prefork_pool::http::{Handler, HttpResponse, IntoResponse, Server};
 /// use std::sync::Arc;
 ///
@@ -46,6 +47,7 @@ where
 /// type annotation. It returns the closure unchanged.
 ///
 /// ```
+/// use prefork_pool::http::types::http;
 /// use prefork_pool::http::{handler, Server};
 ///
 /// let app = handler(|req, _ctx| format!("hello from {}\n", req.uri().path()));

@@ -87,6 +87,7 @@
 //! worker needed.
 //!
 //! ```
+//! use prefork_pool::http::types::http;
 //! use prefork_pool::http::{Loopback, Server};
 //!
 //! let server = Server::builder()

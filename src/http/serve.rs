@@ -182,6 +182,7 @@ impl ServerBuilder {
     /// call the code directly with the `&mut S` you hold instead.
     ///
     /// ```
+    /// use prefork_pool::http::types::http;
     /// use prefork_pool::http::Server;
     /// use std::io::{Read, Write};
     ///
