@@ -35,6 +35,8 @@ pub struct MethodRouter<S = ()> {
     methods: Vec<(Method, Erased<S>)>,
     any: Option<Erased<S>>,
     deadline: Option<Duration>,
+    /// The 405's `Allow` and body, made when the route is added to a router.
+    allow: Option<(HeaderValue, String)>,
 }
 
 impl<S> Clone for MethodRouter<S> {
@@ -43,6 +45,7 @@ impl<S> Clone for MethodRouter<S> {
             methods: self.methods.clone(),
             any: self.any.clone(),
             deadline: self.deadline,
+            allow: self.allow.clone(),
         }
     }
 }
@@ -115,6 +118,7 @@ impl<S: 'static> MethodRouter<S> {
             methods: Vec::new(),
             any: None,
             deadline: None,
+            allow: None,
         }
     }
 
@@ -173,17 +177,24 @@ impl<S: 'static> MethodRouter<S> {
         h.map(|(_, h)| h).or(self.any.as_ref())
     }
 
-    fn not_allowed(&self, method: &Method) -> HttpResponse {
+    /// Make the 405's `Allow` and body (once the route is complete).
+    fn seal(mut self) -> Self {
         let mut allow: Vec<&str> = self.methods.iter().map(|(m, _)| m.as_str()).collect();
         if allow.contains(&"GET") && !allow.contains(&"HEAD") {
             allow.push("HEAD");
         }
         let allow = allow.join(", ");
-        let body = format!("method {method} not allowed here; allowed: {allow}\n");
-        let mut r = (StatusCode::METHOD_NOT_ALLOWED, body).into_response();
-        if let Ok(v) = HeaderValue::from_str(&allow) {
-            r.headers_mut().insert(ALLOW, v);
-        }
+        let body = format!("method not allowed here; allowed: {allow}\n");
+        self.allow = HeaderValue::from_str(&allow).ok().map(|v| (v, body));
+        self
+    }
+
+    fn not_allowed(&self) -> HttpResponse {
+        let Some((allow, body)) = &self.allow else {
+            return StatusCode::METHOD_NOT_ALLOWED.into_response();
+        };
+        let mut r = (StatusCode::METHOD_NOT_ALLOWED, body.clone()).into_response();
+        r.headers_mut().insert(ALLOW, allow.clone());
         r
     }
 
@@ -199,6 +210,7 @@ impl<S: 'static> MethodRouter<S> {
                 .collect(),
             any: self.any.map(|h| provide(h, state)),
             deadline: self.deadline,
+            allow: self.allow,
         }
     }
 }
@@ -307,14 +319,14 @@ impl<S: 'static> Router<S> {
         );
         if let Some(i) = self.routes.iter().position(|(p, _)| p == path) {
             let old = std::mem::replace(&mut self.routes[i].1, MethodRouter::new());
-            self.routes[i].1 = old.merge(methods, path);
+            self.routes[i].1 = old.merge(methods, path).seal();
             return self;
         }
         let i = self.routes.len();
         if let Err(e) = self.matcher.insert(path, i) {
             panic!("route {path:?}: {e}");
         }
-        self.routes.push((path.to_string(), methods));
+        self.routes.push((path.to_string(), methods.seal()));
         self
     }
 
@@ -417,7 +429,7 @@ impl<S: 'static> Router<S> {
                     ctx,
                 },
             ),
-            None => route.not_allowed(req.method()),
+            None => route.not_allowed(),
         }
     }
 
