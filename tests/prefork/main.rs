@@ -19,6 +19,7 @@ mod keepalive;
 mod lifecycle;
 mod naive_self_calls;
 mod serve_http;
+mod serve_router;
 #[cfg(feature = "tower")]
 mod service;
 mod shared_metrics;
@@ -152,6 +153,10 @@ const SCENARIOS: &[Scenario] = &[
     Scenario {
         name: "serve_http",
         run: serve_http::serve_http,
+    },
+    Scenario {
+        name: "serve_router",
+        run: serve_router::serve_router,
     },
     Scenario {
         name: "serve_http_term_under_load",
