@@ -69,13 +69,57 @@
 //! # Handlers
 //!
 //! A handler is any `Fn(HttpRequest, &Context) -> R` ([`Handler`]) whose `R` is
-//! [`IntoResponse`]: an [`HttpResponse`], a `String` or `&'static str` (text), [`Json`],
-//! `(StatusCode, body)`, a [`StatusCode`](types::http::StatusCode), a [`crate::Error`], or a
-//! `Result` of two of them, so that a handler can use `?` on any error type that is
-//! `IntoResponse`. Requests and responses are the `http` crate's types, re-exported as
-//! [`types::http`] so that your `Cargo.toml` need not name it with the matching version. A
-//! closure written in the call to [`serve`](ServerBuilder::serve) needs no annotations; one stored
-//! in a variable first goes through [`handler`].
+//! [`IntoResponse`]: an [`HttpResponse`], a `String` or `&'static str` (text), [`RawJson`] or
+//! [`Json<T>`](Json) (JSON), `(StatusCode, body)`, headers with a body (`([(name, value)], body)`,
+//! `(StatusCode, headers, body)`), a [`StatusCode`](types::http::StatusCode), a
+//! [`crate::Error`], or a `Result` of two of them, so that a handler can use `?` on any error type
+//! that is `IntoResponse` (implement it for your own: the set is open). Requests and responses
+//! are the `http` crate's types, re-exported as [`types::http`] so that your `Cargo.toml` need not
+//! name it with the matching version (write `use prefork_pool::http::types::http;`). A closure
+//! written in the call to [`serve`](ServerBuilder::serve) needs no annotations; one stored in a
+//! variable first goes through [`handler`]. The same handler serves in process mode
+//! ([`Supervisor::serve_http`](crate::prefork::Supervisor::serve_http)).
+//!
+//! # Routes and extractors
+//!
+//! A [`Router`] dispatches by path and method, as axum's: `Router::new().route("/notes/{id}",
+//! get(show).post(update))`, [`nest`](Router::nest), [`fallback`](Router::fallback), 404 for an
+//! unknown path and 405 with `Allow` for a known one with another method. Its handlers are plain
+//! sync functions whose arguments are extractors ([`Path`], [`Query`], [`Json`], [`State`],
+//! [`ClientAddr`], [`Loopback`], `HeaderMap`, the body as `Vec<u8>`/`String`/`Bytes`, ...; see
+//! [`RouteHandler`]); an extractor that refuses answers 400, 415 or 422 with a body saying which
+//! one and why ([`Rejection`]). A route may carry its own
+//! [`deadline`](MethodRouter::deadline). Serve it with
+//! [`serve_router`](ServerBuilder::serve_router), or in process mode with
+//! [`Supervisor::serve_router`](crate::prefork::Supervisor::serve_router).
+//!
+//! ```
+//! use prefork_pool::http::types::http::{self, StatusCode};
+//! use prefork_pool::http::{get, post, Json, Path, Router, Server};
+//! use serde::{Deserialize, Serialize};
+//!
+//! #[derive(Deserialize, Serialize)]
+//! struct Note { title: String }
+//!
+//! fn show(Path(id): Path<u64>) -> Json<Note> {
+//!     Json(Note { title: format!("note {id}") })
+//! }
+//! fn create(Json(note): Json<Note>) -> (StatusCode, Json<Note>) {
+//!     (StatusCode::CREATED, Json(note))
+//! }
+//!
+//! let app = Router::new().route("/notes/{id}", get(show)).route("/notes", post(create));
+//! let server = Server::builder().bind("127.0.0.1:0").serve_router(app).unwrap();
+//! let lb = server.loopback();
+//! let r = lb.send(http::Request::get("/notes/7").body(Vec::new()).unwrap()).unwrap();
+//! assert_eq!(r.body(), br#"{"title":"note 7"}"#);
+//! let r = lb.send(http::Request::delete("/notes/7").body(Vec::new()).unwrap()).unwrap();
+//! assert_eq!((r.status().as_u16(), r.headers()["allow"].to_str().unwrap()), (405, "GET, HEAD"));
+//! let bad = http::Request::post("/notes").header("content-type", "application/json");
+//! let r = lb.send(bad.body(br#"{"name":1}"#.to_vec()).unwrap()).unwrap();
+//! assert_eq!(r.status(), 422); // "Json: the body's JSON does not fit: missing field `title` ..."
+//! server.shutdown(std::time::Duration::from_secs(5));
+//! ```
 //!
 //! # Calling yourself without deadlock: [`Loopback`]
 //!
