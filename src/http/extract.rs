@@ -22,9 +22,8 @@ use std::fmt;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use http::header::CONTENT_TYPE;
 use http::request::Parts;
-use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, Version};
+use http::{HeaderMap, Method, StatusCode, Uri, Version};
 
 use super::handler::IntoResponse;
 use super::loopback::Loopback;
@@ -268,9 +267,13 @@ impl<S> FromRequest<S> for String {
     }
 }
 
+#[cfg(feature = "json")]
 /// Whether the request says its body is JSON: `application/json`, or `application/<x>+json`.
 pub(crate) fn is_json(headers: &HeaderMap) -> bool {
-    let Some(ct) = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+    let Some(ct) = headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
         return false;
     };
     let mime = ct.split(';').next().unwrap_or("").trim();
@@ -282,8 +285,9 @@ pub(crate) fn is_json(headers: &HeaderMap) -> bool {
             || sub.len() > 5 && sub[sub.len() - 5..].eq_ignore_ascii_case("+json"))
 }
 
+#[cfg(feature = "json")]
 /// The header value, for the [`Rejection`] that names it.
-pub(crate) fn shown(v: Option<&HeaderValue>) -> String {
+pub(crate) fn shown(v: Option<&http::HeaderValue>) -> String {
     v.map_or_else(
         || "none".into(),
         |v| format!("{:?}", String::from_utf8_lossy(v.as_bytes())),
@@ -323,9 +327,11 @@ pub(crate) fn percent_decode(s: &str, plus: bool) -> Option<Cow<'_, str>> {
     String::from_utf8(out).ok().map(Cow::Owned)
 }
 
+#[cfg(feature = "serde")]
 /// A query string's pairs, decoded.
 pub(crate) type Pairs<'a> = Vec<(Cow<'a, str>, Cow<'a, str>)>;
 
+#[cfg(feature = "serde")]
 /// The query string's pairs, percent-decoded (`+` is a space); `Err` names a pair that is not
 /// UTF-8 once decoded.
 pub(crate) fn query_pairs(query: &str) -> Result<Pairs<'_>, String> {
@@ -356,13 +362,21 @@ mod tests {
         assert_eq!(percent_decode("%zz%41", false).unwrap(), "%zzA");
         assert_eq!(percent_decode("%C3%A9", false).unwrap(), "é");
         assert!(percent_decode("%FF", false).is_none());
+    }
+
+    #[cfg(feature = "serde")]
+    #[test]
+    fn query_pairs_are_decoded() {
         let pairs = query_pairs("session_id=a%2Db&x&&y=1+2").unwrap();
         let pairs: Vec<(&str, &str)> = pairs.iter().map(|(k, v)| (&**k, &**v)).collect();
         assert_eq!(pairs, [("session_id", "a-b"), ("x", ""), ("y", "1 2")]);
     }
 
+    #[cfg(feature = "json")]
     #[test]
     fn json_content_types() {
+        use http::header::CONTENT_TYPE;
+        use http::HeaderValue;
         let mut h = HeaderMap::new();
         assert!(!is_json(&h));
         for (ct, ok) in [
