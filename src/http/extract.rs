@@ -17,7 +17,9 @@
 //! | [`HttpRequest`] (last argument) | the whole request | |
 //! | `Option<E>`, `Result<E, Rejection>` | `E`, or what it was rejected with | |
 
+use std::any::Any;
 use std::borrow::Cow;
+use std::cell::{RefCell, RefMut};
 use std::fmt;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -39,6 +41,26 @@ pub struct Cx<'a, S> {
     pub state: &'a S,
     /// The request's context (its deadline, its job).
     pub ctx: &'a Context,
+    /// The worker's own state, when the router is served with
+    /// [`serve_router_with_state`](super::ServerBuilder::serve_router_with_state).
+    pub(crate) worker: Option<&'a (dyn Lend + 'a)>,
+}
+
+/// The state a worker thread lends to the handler it runs (see
+/// [`serve_router_with_state`](super::ServerBuilder::serve_router_with_state)).
+pub(crate) struct WorkerSlot<'w>(pub RefCell<&'w mut dyn Any>);
+
+/// Lends the worker's state (a trait object, so that `Cx` needs no second lifetime).
+pub(crate) trait Lend {
+    /// The state, unless it is lent already.
+    fn lend(&self) -> Option<RefMut<'_, dyn Any>>;
+}
+
+impl Lend for WorkerSlot<'_> {
+    fn lend(&self) -> Option<RefMut<'_, dyn Any>> {
+        let r = self.0.try_borrow_mut().ok()?;
+        Some(RefMut::map(r, |w| &mut **w))
+    }
 }
 
 /// Why an extractor refused a request: answered with its status and a `text/plain` body

@@ -472,7 +472,7 @@ pub use metrics::{ServerMetrics, DURATION_BUCKETS, METHODS, OWN_STATUSES};
 pub use owner_lookup::{hold_lookups, LookupHold};
 pub use parse::Limits;
 pub use response::error_response;
-pub use route_handler::{with_context, RouteHandler, ViaContext, WithContext};
+pub use route_handler::{with_context, RouteHandler, ViaContext, WithContext, WithWorker};
 pub use router::{any, delete, get, head, options, patch, post, put, MethodRouter, Router};
 pub use self_call::SelfCalls;
 pub use server::{ServeError, Server, ServerBuilder};

@@ -15,6 +15,11 @@ use crate::Context;
 /// [`FromRequest`] (it may take the body: `Json<T>`, `Vec<u8>`, `String`, the whole
 /// `HttpRequest`). `T` is a marker that the compiler infers: never write it.
 ///
+/// A handler may also take the worker's own state first, `&mut W`, then 0 to 8 extractors, when
+/// the router is served with
+/// [`serve_router_with_state`](super::ServerBuilder::serve_router_with_state) (a connection per
+/// worker thread).
+///
 /// A closure given to [`get`](super::get) and the like needs its arguments' types written
 /// (`|Path(id): Path<u64>| ...`), as in axum.
 pub trait RouteHandler<T, S>: Send + Sync + 'static {
@@ -73,6 +78,80 @@ route_handler!(T1, T2, T3, T4, T5, T6, T7, T8);
 route_handler!(T1, T2, T3, T4, T5, T6, T7, T8, T9);
 route_handler!(T1, T2, T3, T4, T5, T6, T7, T8, T9, T10);
 route_handler!(T1, T2, T3, T4, T5, T6, T7, T8, T9, T10, T11);
+
+/// The marker of a handler whose first argument is the worker's own state, `&mut W` (see
+/// [`serve_router_with_state`](super::ServerBuilder::serve_router_with_state)).
+pub struct WithWorker<W, T>(PhantomData<fn() -> (W, T)>);
+
+/// The worker's state lent to `run`, or the 500 that says why it cannot be.
+fn lend_worker<W: 'static, S>(
+    cx: &Cx<'_, S>,
+    run: impl FnOnce(&mut W) -> HttpResponse,
+) -> HttpResponse {
+    let why = match cx.worker.map(|w| w.lend()) {
+        Some(Some(mut lent)) => match lent.downcast_mut::<W>() {
+            Some(w) => return run(w),
+            None => "the worker's state is of another type than this handler's",
+        },
+        Some(None) => "the worker's state is lent to another handler already",
+        None => {
+            "this handler takes the worker's state: serve the router with serve_router_with_state"
+        }
+    };
+    log::error!("{why} (`{}`)", std::any::type_name::<W>());
+    (http::StatusCode::INTERNAL_SERVER_ERROR, format!("{why}\n")).into_response()
+}
+
+macro_rules! worker_handler {
+    ($($part:ident),*) => {
+        #[allow(non_snake_case, unused_mut, unused_variables)]
+        impl<F, R, S, W, M, $($part,)* Last> RouteHandler<WithWorker<W, (M, $($part,)* Last,)>, S>
+            for F
+        where
+            F: Fn(&mut W, $($part,)* Last) -> R + Send + Sync + 'static,
+            R: IntoResponse,
+            W: 'static,
+            $($part: FromRequestParts<S>,)*
+            Last: FromRequest<S, M>,
+        {
+            fn call(&self, req: HttpRequest, cx: &Cx<'_, S>) -> HttpResponse {
+                let (mut parts, body) = req.into_parts();
+                $(
+                    let $part = match $part::from_request_parts(&mut parts, cx) {
+                        Ok(v) => v,
+                        Err(rejected) => return rejected.into_response(),
+                    };
+                )*
+                let req = HttpRequest::from_parts(parts, body);
+                let last = match Last::from_request(req, cx) {
+                    Ok(v) => v,
+                    Err(rejected) => return rejected.into_response(),
+                };
+                lend_worker(cx, |w: &mut W| self(w, $($part,)* last).into_response())
+            }
+        }
+    };
+}
+
+impl<F, R, S, W> RouteHandler<WithWorker<W, ()>, S> for F
+where
+    F: Fn(&mut W) -> R + Send + Sync + 'static,
+    R: IntoResponse,
+    W: 'static,
+{
+    fn call(&self, _: HttpRequest, cx: &Cx<'_, S>) -> HttpResponse {
+        lend_worker(cx, |w: &mut W| self(w).into_response())
+    }
+}
+
+worker_handler!();
+worker_handler!(T1);
+worker_handler!(T1, T2);
+worker_handler!(T1, T2, T3);
+worker_handler!(T1, T2, T3, T4);
+worker_handler!(T1, T2, T3, T4, T5);
+worker_handler!(T1, T2, T3, T4, T5, T6);
+worker_handler!(T1, T2, T3, T4, T5, T6, T7);
 
 /// A route handler written as the server's own handler, `Fn(HttpRequest, &Context)`: the whole
 /// request and its [`Context`] (its deadline, the pool). The closure needs no annotation.

@@ -9,7 +9,7 @@ use std::time::Duration;
 use http::header::ALLOW;
 use http::{HeaderValue, Method, StatusCode};
 
-use super::extract::{percent_decode, Cx, Rejection};
+use super::extract::{percent_decode, Cx, Lend, Rejection, WorkerSlot};
 use super::handler::IntoResponse;
 use super::route_handler::RouteHandler;
 use super::types::{HttpRequest, HttpResponse};
@@ -225,6 +225,7 @@ fn provide<S: Send + Sync + 'static, S2>(h: Erased<S>, state: &Arc<S>) -> Erased
                 params: cx.params,
                 state: &*state,
                 ctx: cx.ctx,
+                worker: cx.worker,
             },
         )
     })
@@ -391,7 +392,13 @@ impl<S: 'static> Router<S> {
     }
 
     /// The handler that `req` goes to, and its answer.
-    fn dispatch(&self, req: HttpRequest, ctx: &Context, state: &S) -> HttpResponse {
+    fn dispatch(
+        &self,
+        req: HttpRequest,
+        ctx: &Context,
+        state: &S,
+        worker: Option<&dyn Lend>,
+    ) -> HttpResponse {
         let (index, params) = match self.matcher.at(req.uri().path()) {
             Ok(m) => {
                 let mut params = Vec::with_capacity(m.params.len());
@@ -412,6 +419,7 @@ impl<S: 'static> Router<S> {
                     params: &[],
                     state,
                     ctx,
+                    worker,
                 };
                 return match &self.fallback {
                     Some(f) => f(req, &cx),
@@ -427,6 +435,7 @@ impl<S: 'static> Router<S> {
                     params: &params,
                     state,
                     ctx,
+                    worker,
                 },
             ),
             None => route.not_allowed(),
@@ -448,7 +457,20 @@ impl<S: 'static> Router<S> {
 impl Router {
     /// Answer `req`, as the server does (its [`Context`] from the pool).
     pub fn call(&self, req: HttpRequest, ctx: &Context) -> HttpResponse {
-        self.dispatch(req, ctx, &())
+        self.dispatch(req, ctx, &(), None)
+    }
+
+    /// [`call`](Self::call) with the worker's own state, for the handlers that take it as their
+    /// first argument (`fn show(db: &mut Db, Path(id): Path<u64>)`); a handler that wants a
+    /// state of another type answers 500.
+    pub fn call_with_worker(
+        &self,
+        req: HttpRequest,
+        ctx: &Context,
+        worker: &mut dyn std::any::Any,
+    ) -> HttpResponse {
+        let slot = WorkerSlot(std::cell::RefCell::new(worker));
+        self.dispatch(req, ctx, &(), Some(&slot))
     }
 
     /// Answer `req` outside any server (a test, a doc): its context has a deadline of 30 s from

@@ -400,3 +400,45 @@ fn answers_with_headers() {
     let e = crate::Error::LoopDetected { depth: 3, max: 2 };
     assert_eq!(e.into_response().status(), 508);
 }
+
+#[test]
+fn handlers_that_take_the_workers_state() {
+    struct Conn(u32);
+    fn bump(c: &mut Conn, Path(by): Path<u32>, body: String) -> String {
+        c.0 += by;
+        format!("{} {body}", c.0)
+    }
+    let app = Router::new()
+        .route("/bump/{by}", post(bump))
+        .route("/peek", get(|c: &mut Conn| c.0.to_string()))
+        .route("/plain", get(|| "plain"));
+    let ctx = crate::Context::detached(Duration::from_secs(5));
+    let mut conn = Conn(1);
+    let mut r = req("POST", "/bump/2");
+    *r.body_mut() = b"x".to_vec();
+    assert_eq!(text(&app.call_with_worker(r, &ctx, &mut conn)), "3 x");
+    assert_eq!(
+        text(&app.call_with_worker(req("GET", "/peek"), &ctx, &mut conn)),
+        "3"
+    );
+    assert_eq!(conn.0, 3);
+    // Extractors still reject first; a route without the state runs as ever.
+    let r = app.call_with_worker(req("POST", "/bump/x"), &ctx, &mut conn);
+    assert_eq!(r.status(), 400);
+    assert_eq!(
+        text(&app.call_with_worker(req("GET", "/plain"), &ctx, &mut conn)),
+        "plain"
+    );
+    // Served without a state, or with one of another type: 500, saying why.
+    let r = app.oneshot(req("GET", "/peek"));
+    assert_eq!(r.status(), 500);
+    assert!(text(&r).contains("serve the router with serve_router_with_state"));
+    let r = app.call_with_worker(req("GET", "/peek"), &ctx, &mut 5u8);
+    assert_eq!(
+        (r.status().as_u16(), text(&r)),
+        (
+            500,
+            "the worker's state is of another type than this handler's\n".into()
+        )
+    );
+}
