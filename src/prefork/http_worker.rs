@@ -9,29 +9,46 @@ use std::time::Duration;
 use super::balance::SlotGate;
 use super::builder::SupervisorBuilder;
 use super::config::EXIT_ERROR;
+use super::heartbeat::Heartbeat;
 use super::report::fatal;
 use super::supervisor::Supervisor;
 use super::worker::{Worker, WorkerEnv, EXIT_WORKER_BOOT_ERROR};
 use super::Listener;
 use crate::http::{
-    HttpRequest, HttpResponse, IntoResponse, Router, Server, ServerBuilder, StuckPolicy,
+    HttpRequest, HttpResponse, IntoResponse, Router, ServeError, Server, ServerBuilder,
+    ServerHandle, StuckPolicy,
 };
 use crate::Context;
 
 /// A configuration step for each worker's [`ServerBuilder`] (threads, deadline, limits, …).
 type Configure = Rc<dyn Fn(ServerBuilder) -> ServerBuilder>;
 
+/// Starts a worker's server with the application's handler, given the configured builder and the
+/// heartbeat its requests are tracked in (see [`tracked`]).
+type Start = Box<dyn FnOnce(ServerBuilder, Heartbeat) -> Result<ServerHandle, ServeError>>;
+
 /// The [`Worker`] that [`Supervisor::serve_http`] runs in each worker process.
-struct HttpWorker<H> {
+struct HttpWorker {
     configure: Configure,
-    handler: Option<H>,
+    start: Option<Start>,
     graceful: Duration,
 }
 
-impl<H> Worker for HttpWorker<H>
-where
-    H: Fn(HttpRequest, &Context) -> HttpResponse + Send + Sync + 'static,
-{
+/// Runs `handler` with the request tracked: the master sees each running request, and a handler
+/// thread still stuck `request_grace` after its deadline (which the Pool's watchdog answered with
+/// 504 but cannot stop) gets the whole process replaced.
+fn tracked(
+    heartbeat: Heartbeat,
+    req: HttpRequest,
+    ctx: &Context,
+    handler: impl FnOnce(HttpRequest) -> HttpResponse,
+) -> HttpResponse {
+    let line = format!("{} {} {:?}", req.method(), req.uri(), req.version());
+    let _running = heartbeat.track(ctx.deadline(), &line);
+    handler(req)
+}
+
+impl Worker for HttpWorker {
     fn run(&mut self, env: &mut WorkerEnv) -> i32 {
         // A sibling's call to its own service may land here: served as a self-call when every
         // thread here is busy (set first, so that `configure` may replace it).
@@ -61,17 +78,10 @@ where
                 Listener::Unix(l) => builder.unix_listener(l),
             };
         }
-        let Some(handler) = self.handler.take() else {
+        let Some(start) = self.start.take() else {
             return 1;
         };
-        let server = builder.serve(move |req: HttpRequest, ctx: &Context| {
-            // The master sees each running request: a handler thread still stuck `request_grace`
-            // after its deadline (which the Pool's watchdog answered with 504 but cannot stop)
-            // gets the whole process replaced.
-            let line = format!("{} {} {:?}", req.method(), req.uri(), req.version());
-            let _running = heartbeat.track(ctx.deadline(), &line);
-            handler(req, ctx)
-        });
+        let server = start(builder, heartbeat);
         let server = match server {
             Ok(s) => s,
             Err(e) => {
@@ -176,7 +186,11 @@ impl Supervisor {
         self.run(move || {
             app().map(|handler| HttpWorker {
                 configure: configure.clone(),
-                handler: Some(move |req, ctx: &Context| handler(req, ctx).into_response()),
+                start: Some(Box::new(move |builder: ServerBuilder, heartbeat| {
+                    builder.serve(move |req, ctx| {
+                        tracked(heartbeat, req, ctx, |req| handler(req, ctx).into_response())
+                    })
+                })),
                 graceful,
             })
         })
@@ -203,17 +217,77 @@ impl Supervisor {
         A: FnMut() -> Result<Router, E>,
         E: fmt::Display,
     {
-        let configure = Rc::new(configure);
+        let configure: Configure = Rc::new(configure);
         let graceful = self.graceful_timeout().mul_f64(0.9);
         self.run(move || {
-            app().map(|router| {
-                let router = Arc::new(router);
-                let (configure, routes) = (configure.clone(), router.clone());
-                HttpWorker {
-                    configure: Rc::new(move |b| configure(b).route_deadlines(&routes)),
-                    handler: Some(move |req, ctx: &Context| router.call(req, ctx)),
-                    graceful,
-                }
+            app().map(|router| HttpWorker {
+                configure: configure.clone(),
+                start: Some(Box::new(move |builder: ServerBuilder, heartbeat| {
+                    let router = Arc::new(router);
+                    builder.route_deadlines(&router).serve(move |req, ctx| {
+                        tracked(heartbeat, req, ctx, |req| router.call(req, ctx))
+                    })
+                })),
+                graceful,
+            })
+        })
+    }
+
+    /// [`serve_router`](Self::serve_router) with per-worker-thread state, as
+    /// [`ServerBuilder::serve_router_with_state`]: in each worker process, each handler thread
+    /// runs `init(thread_index)` when it starts, and the route handlers whose first argument is
+    /// `&mut W` get that thread's state (a database connection per thread; opened after the
+    /// fork, never shared between processes).
+    ///
+    /// ```no_run
+    /// use prefork_pool::http::{get, Router};
+    /// use prefork_pool::prefork::Supervisor;
+    ///
+    /// struct Conn { served: u64 }
+    /// fn count(conn: &mut Conn) -> String {
+    ///     conn.served += 1;
+    ///     format!("{} served by this thread\n", conn.served)
+    /// }
+    /// let status = Supervisor::builder().bind("127.0.0.1:8000").build().unwrap()
+    ///     .serve_router_with_state(
+    ///         |server| server,
+    ///         |_thread| Ok::<_, std::io::Error>(Conn { served: 0 }),
+    ///         || Ok::<_, String>(Router::new().route("/count", get(count))),
+    ///     );
+    /// std::process::exit(status);
+    /// ```
+    pub fn serve_router_with_state<C, W, IE, I, A, E>(
+        self,
+        configure: C,
+        init: I,
+        mut app: A,
+    ) -> i32
+    where
+        C: Fn(ServerBuilder) -> ServerBuilder + 'static,
+        W: 'static,
+        IE: fmt::Display + 'static,
+        I: Fn(usize) -> Result<W, IE> + Clone + Send + Sync + 'static,
+        A: FnMut() -> Result<Router, E>,
+        E: fmt::Display,
+    {
+        let configure: Configure = Rc::new(configure);
+        let graceful = self.graceful_timeout().mul_f64(0.9);
+        self.run(move || {
+            let init = init.clone();
+            app().map(|router| HttpWorker {
+                configure: configure.clone(),
+                start: Some(Box::new(move |builder: ServerBuilder, heartbeat| {
+                    let router = Arc::new(router);
+                    builder.route_deadlines(&router).serve_with_state(
+                        init,
+                        move |w: &mut W, req, ctx| {
+                            tracked(heartbeat, req, ctx, |req| {
+                                router.call_with_worker(req, ctx, w)
+                            })
+                        },
+                    )
+                })),
+                graceful,
             })
         })
     }
@@ -249,6 +323,26 @@ impl SupervisorBuilder {
     {
         match self.build() {
             Ok(s) => s.serve_router(configure, app),
+            Err(e) => {
+                fatal(&format!("cannot start: {e}"));
+                EXIT_ERROR
+            }
+        }
+    }
+
+    /// [`build`](SupervisorBuilder::build), then [`Supervisor::serve_router_with_state`]; a start
+    /// error is written to stderr (and the log) and gives [`EXIT_ERROR`].
+    pub fn serve_router_with_state<C, W, IE, I, A, E>(self, configure: C, init: I, app: A) -> i32
+    where
+        C: Fn(ServerBuilder) -> ServerBuilder + 'static,
+        W: 'static,
+        IE: fmt::Display + 'static,
+        I: Fn(usize) -> Result<W, IE> + Clone + Send + Sync + 'static,
+        A: FnMut() -> Result<Router, E>,
+        E: fmt::Display,
+    {
+        match self.build() {
+            Ok(s) => s.serve_router_with_state(configure, init, app),
             Err(e) => {
                 fatal(&format!("cannot start: {e}"));
                 EXIT_ERROR

@@ -159,6 +159,10 @@ const SCENARIOS: &[Scenario] = &[
         run: serve_router::serve_router,
     },
     Scenario {
+        name: "serve_router_with_state",
+        run: serve_router::serve_router_with_state,
+    },
+    Scenario {
         name: "serve_http_term_under_load",
         run: serve_http::serve_http_term_under_load,
     },

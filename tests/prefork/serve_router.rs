@@ -87,3 +87,49 @@ pub fn serve_router() -> Result<(), String> {
     })();
     finish(&mut m, r)
 }
+
+/// Per-thread state in each worker process: `init` runs in the worker (after the fork), and a
+/// route handler whose first argument is `&mut W` gets its thread's state.
+pub fn serve_router_with_state() -> Result<(), String> {
+    struct Conn {
+        pid: u32,
+        served: u64,
+    }
+    fn count(c: &mut Conn, Path(step): Path<u64>) -> String {
+        c.served += step;
+        format!("{} {}", c.pid, c.served)
+    }
+    let mut m = start_master(
+        "router-state",
+        |_| {},
+        |b, l| b.listener(l).workers(1),
+        |b| {
+            b.serve_router_with_state(
+                |s| s.pool(|p| p.workers(1)).access_log(false),
+                |_| {
+                    Ok::<_, String>(Conn {
+                        pid: std::process::id(),
+                        served: 0,
+                    })
+                },
+                || Ok::<_, String>(Router::new().route("/count/{step}", get(count))),
+            )
+        },
+    );
+    let addr = m.addr;
+    let r = (|| {
+        m.wait_workers(LONG, "1 worker", |w| w.len() == 1)?;
+        let worker = *m.workers().iter().next().unwrap();
+        let body = |a: String| a.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+        let a = body(ask(addr, "GET /count/2 HTTP/1.0\r\n\r\n")?);
+        ensure(a == format!("{worker} 2"), || format!("first count: {a:?}"))?;
+        let a = body(ask(addr, "GET /count/3 HTTP/1.0\r\n\r\n")?);
+        ensure(a == format!("{worker} 5"), || {
+            format!("second count: {a:?}")
+        })?;
+        m.signal(libc::SIGTERM);
+        let code = m.wait_exit(LONG)?;
+        ensure(code == 0, || format!("exit status {code}"))
+    })();
+    finish(&mut m, r)
+}
