@@ -18,6 +18,11 @@
 //!   (`requests.post('http://localhost:5000/hello_world')`): with an HTTP client (ureq) against
 //!   `http://127.0.0.1:$PORT/hello_world`.
 //!
+//! The routes are a [`Router`]'s, as Flask's `@app.route(..., methods=[...])`: a known path with
+//! another method (`GET /hello_world`) answers 405 with `Allow: POST`, an unknown path 404
+//! `{"error": "Not Found"}`; the query string is percent-decoded (`session_id=<id with %2D for
+//! each dash>` finds the session).
+//!
 //! Under gunicorn with one sync worker, `/call_hello_world` hangs until the worker timeout: the
 //! only worker waits for a request that needs that same worker. Here it answers at once with one
 //! worker, because the inner call goes through the [`Loopback`] handle: `pool.call` from inside a
@@ -67,8 +72,9 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use prefork_pool::http::types::http::{self, StatusCode};
 use prefork_pool::http::{
-    handler, HttpRequest, HttpResponse, IntoResponse, Json, Loopback, Server,
+    get, post, HttpResponse, IntoResponse, Json, Loopback, Query, Router, Server, State,
 };
+use serde::Deserialize;
 use serde_json::json;
 
 /// The shared dictionary of the Flask app (`routes/shared.py`), bounded: session id -> stored JSON.
@@ -160,9 +166,12 @@ fn main() {
     let me: Arc<OnceLock<SocketAddr>> = Arc::default();
     let me_in_handler = me.clone();
 
-    // A plain closure: `handler` lets it be stored before it is served, with no annotation.
-    let app = handler(move |req, _ctx| route(&cache, &me_in_handler, req));
-    let server = builder.serve(app).unwrap_or_else(|e| {
+    // The routes (see `routes` above), served on the builder's settings.
+    let app = routes(App {
+        cache,
+        me: me_in_handler,
+    });
+    let server = builder.serve_router(app).unwrap_or_else(|e| {
         eprintln!("cannot start: {e}");
         std::process::exit(1);
     });
@@ -204,7 +213,7 @@ struct ApiError(StatusCode, String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> HttpResponse {
-        (self.0, Json(json!({ "error": self.1 }).to_string())).into_response()
+        (self.0, Json(json!({ "error": self.1 }))).into_response()
     }
 }
 
@@ -217,48 +226,53 @@ impl From<prefork_pool::Error> for ApiError {
 
 type Answer = Result<HttpResponse, ApiError>;
 
-/// The blueprint: one function per route, as `routes/data.py`.
-fn route(cache: &StateCache, me: &OnceLock<SocketAddr>, req: HttpRequest) -> Answer {
-    match (req.method().as_str(), req.uri().path()) {
-        ("POST", "/hello_world") => Ok(say_hello(cache)),
-        ("GET", "/get_hello_world") => fetch_hello(cache, &req),
-        ("POST", "/call_hello_world") => invoke_hello(&req),
-        ("POST", "/call_hello_world_tcp") => invoke_hello_tcp(me),
-        _ => Err(ApiError(StatusCode::NOT_FOUND, "Not Found".into())),
-    }
+/// What the handlers share: the session store and the bound address.
+#[derive(Clone)]
+struct App {
+    cache: StateCache,
+    me: Arc<OnceLock<SocketAddr>>,
 }
 
-/// A JSON answer with `status`.
-fn json_answer(status: StatusCode, value: &serde_json::Value) -> HttpResponse {
-    (status, Json(value.to_string())).into_response()
+/// The blueprint: one function per route, as `routes/data.py`.
+fn routes(app: App) -> Router {
+    Router::new()
+        .route("/hello_world", post(say_hello))
+        .route("/get_hello_world", get(fetch_hello))
+        .route("/call_hello_world", post(invoke_hello))
+        .route("/call_hello_world_tcp", post(invoke_hello_tcp))
+        .fallback(|| ApiError(StatusCode::NOT_FOUND, "Not Found".into()))
+        .with_state(app)
 }
 
 /// `POST /hello_world`: store a payload under a new id, answer 201 with the id.
-fn say_hello(cache: &StateCache) -> HttpResponse {
+fn say_hello(State(app): State<App>) -> (StatusCode, Json<serde_json::Value>) {
     let sid = uuid::Uuid::new_v4().to_string();
     let payload = json!({ "message": "Hello, World!", "session_id": sid });
-    cache.lock().insert(sid.clone(), payload);
-    json_answer(StatusCode::CREATED, &json!({ "session_id": sid }))
+    app.cache.lock().insert(sid.clone(), payload);
+    (StatusCode::CREATED, Json(json!({ "session_id": sid })))
+}
+
+/// The query of `GET /get_hello_world`.
+#[derive(Deserialize)]
+struct SessionQuery {
+    session_id: Option<String>,
 }
 
 /// `GET /get_hello_world?session_id=...`: the stored payload, or 404 (saying whether the id was
 /// missing, or is one the store does not hold: never made, or dropped to make room).
-fn fetch_hello(cache: &StateCache, req: &HttpRequest) -> Answer {
-    let sid = req
-        .uri()
-        .query()
-        .unwrap_or("")
-        .split('&')
-        .find_map(|kv| kv.strip_prefix("session_id="))
-        .unwrap_or("");
+fn fetch_hello(
+    State(app): State<App>,
+    Query(q): Query<SessionQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let sid = q.session_id.unwrap_or_default();
     if sid.is_empty() {
         return Err(ApiError(
             StatusCode::NOT_FOUND,
             "Invalid or missing session_id".into(),
         ));
     }
-    let mut sessions = cache.lock();
-    let Some(payload) = sessions.get(sid).cloned() else {
+    let mut sessions = app.cache.lock();
+    let Some(payload) = sessions.get(&sid).cloned() else {
         return Err(ApiError(
             StatusCode::NOT_FOUND,
             format!(
@@ -268,8 +282,7 @@ fn fetch_hello(cache: &StateCache, req: &HttpRequest) -> Answer {
             ),
         ));
     };
-    drop(sessions);
-    Ok(json_answer(StatusCode::OK, &payload))
+    Ok(Json(payload))
 }
 
 /// `POST /call_hello_world`: call our own `/hello_world` and relay status, headers and body.
@@ -277,11 +290,7 @@ fn fetch_hello(cache: &StateCache, req: &HttpRequest) -> Answer {
 /// In Flask this was `requests.post('http://localhost:5000/hello_world')`: a TCP round trip that
 /// needs a second free worker. Here the request goes through the `Loopback` handle that every
 /// request carries: no socket, and no second worker needed.
-fn invoke_hello(req: &HttpRequest) -> Answer {
-    let loopback = req
-        .extensions()
-        .get::<Loopback>()
-        .expect("the server puts a Loopback in every request");
+fn invoke_hello(loopback: Loopback) -> Answer {
     let inner = http::Request::post("/hello_world")
         .body(Vec::new())
         .expect("a valid request");
@@ -292,8 +301,9 @@ fn invoke_hello(req: &HttpRequest) -> Answer {
 /// `POST /call_hello_world_tcp`: the same call made the naive way, over TCP with an HTTP client,
 /// exactly as the Flask handler did. With one worker this is the seed's deadlock; the server
 /// rescues it (a spare thread serves the request its own process sent) and logs the fix once.
-fn invoke_hello_tcp(me: &OnceLock<SocketAddr>) -> Answer {
-    let addr = me
+fn invoke_hello_tcp(State(app): State<App>) -> Answer {
+    let addr = app
+        .me
         .get()
         .ok_or_else(|| ApiError(StatusCode::SERVICE_UNAVAILABLE, "not bound yet".into()))?;
     let url = format!("http://127.0.0.1:{}/hello_world", addr.port());

@@ -85,9 +85,11 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use prefork_pool::http::types::http::{self, StatusCode};
-use prefork_pool::http::{HttpRequest, HttpResponse, IntoResponse, Json, Loopback};
+use prefork_pool::http::{
+    get, post, HttpResponse, IntoResponse, Json, Loopback, Query, RawJson, Router, State,
+};
 use prefork_pool::prefork::Supervisor;
-use prefork_pool::Context;
+use serde::Deserialize;
 use serde_json::json;
 
 /// The session store every worker process sees: one file per session in a directory, at most
@@ -165,7 +167,7 @@ struct ApiError(StatusCode, String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> HttpResponse {
-        (self.0, Json(json!({ "error": self.1 }).to_string())).into_response()
+        (self.0, Json(json!({ "error": self.1 }))).into_response()
     }
 }
 
@@ -176,108 +178,106 @@ impl From<prefork_pool::Error> for ApiError {
     }
 }
 
-/// A JSON answer with `status`.
-fn json_answer(status: StatusCode, value: &serde_json::Value) -> HttpResponse {
-    (status, Json(value.to_string())).into_response()
+/// What the handlers share: the session store and the server's TCP address (for the naive
+/// self-call).
+#[derive(Clone)]
+struct App {
+    store: Store,
+    me: Option<SocketAddr>,
 }
 
-/// The routes, as the seed's blueprint. `me` is the server's TCP address (for the naive
-/// self-call).
-fn route(
-    store: &Store,
-    me: Option<SocketAddr>,
-    req: HttpRequest,
-) -> Result<HttpResponse, ApiError> {
-    match (req.method().as_str(), req.uri().path()) {
-        ("POST", "/hello_world") => {
-            let id = uuid::Uuid::new_v4().to_string();
-            let payload = json!({ "message": "Hello, World!", "session_id": id });
-            store.put(&id, &payload.to_string()).map_err(|e| {
-                ApiError(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    format!("session store: {e}"),
-                )
-            })?;
-            Ok(json_answer(
-                StatusCode::CREATED,
-                &json!({ "session_id": id }),
-            ))
-        }
-        ("GET", "/get_hello_world") => {
-            let id = req
-                .uri()
-                .query()
-                .unwrap_or("")
-                .split('&')
-                .find_map(|kv| kv.strip_prefix("session_id="))
-                .unwrap_or("");
-            if id.is_empty() {
-                return Err(ApiError(
-                    StatusCode::NOT_FOUND,
-                    "Invalid or missing session_id".into(),
-                ));
-            }
-            let payload = store.get(id).ok_or_else(|| {
-                ApiError(
-                    StatusCode::NOT_FOUND,
-                    format!(
-                        "Unknown or expired session_id: about {} sessions are kept \
-                         (MAX_SESSIONS), the least recently used deleted first; POST \
-                         /hello_world for a new one",
-                        store.max
-                    ),
-                )
-            })?;
-            Ok((StatusCode::OK, Json(payload)).into_response())
-        }
-        ("POST", "/call_hello_world") => {
-            // The seed did `requests.post('http://localhost:5000/hello_world')`. Through the
-            // Loopback the inner request runs in this process, inline, with our deadline.
-            let loopback = req.extensions().get::<Loopback>().ok_or_else(|| {
-                ApiError(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "no Loopback in the request".into(),
-                )
-            })?;
-            let inner = http::Request::post("/hello_world")
-                .body(Vec::new())
-                .expect("a valid request");
-            Ok(loopback.send(inner)?)
-        }
-        ("POST", "/call_hello_world_tcp") => call_hello_world_tcp(me),
-        ("GET", "/metrics") => {
-            // The whole server, whichever worker process answers: every worker counts in the
-            // memory it shares with the master (and the counts of replaced workers are kept).
-            // Beside the totals, each worker process's gauges and request count, labelled
-            // `worker="<slot>"`.
-            let in_worker = "the handler runs in a worker process under the supervisor";
-            let metrics = prefork_pool::prefork::server_metrics().expect(in_worker);
-            let workers = prefork_pool::prefork::worker_metrics().expect(in_worker);
-            let page = prefork_pool::Metrics::builder()
-                .build()
-                .expect("the default prefix is valid")
-                .page()
-                .server("web", &metrics)
-                .workers("web", &workers)
-                .finish();
-            Ok(http::Response::builder()
-                .header("content-type", "text/plain; version=0.0.4")
-                .body(page.into_bytes())
-                .expect("a valid response"))
-        }
-        ("GET", "/") => Ok(json_answer(
-            StatusCode::OK,
-            &json!({ "worker_pid": std::process::id() }),
-        )),
-        _ => Err(ApiError(StatusCode::NOT_FOUND, "Not Found".into())),
+/// The routes, as the seed's blueprint (a wrong method: 405 with `Allow`).
+fn routes(app: App) -> Router {
+    Router::new()
+        .route("/hello_world", post(hello_world))
+        .route("/get_hello_world", get(get_hello_world))
+        .route("/call_hello_world", post(call_hello_world))
+        .route("/call_hello_world_tcp", post(call_hello_world_tcp))
+        .route("/metrics", get(metrics))
+        .route(
+            "/",
+            get(|| Json(json!({ "worker_pid": std::process::id() }))),
+        )
+        .fallback(|| ApiError(StatusCode::NOT_FOUND, "Not Found".into()))
+        .with_state(app)
+}
+
+/// `POST /hello_world`: store a payload under a new id, answer 201 with the id.
+fn hello_world(State(app): State<App>) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    let id = uuid::Uuid::new_v4().to_string();
+    let payload = json!({ "message": "Hello, World!", "session_id": id });
+    app.store.put(&id, &payload.to_string()).map_err(|e| {
+        ApiError(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("session store: {e}"),
+        )
+    })?;
+    Ok((StatusCode::CREATED, Json(json!({ "session_id": id }))))
+}
+
+/// The query of `GET /get_hello_world` (percent-decoded).
+#[derive(Deserialize)]
+struct SessionQuery {
+    session_id: Option<String>,
+}
+
+/// `GET /get_hello_world?session_id=...`: the stored payload (as stored), or 404.
+fn get_hello_world(
+    State(app): State<App>,
+    Query(q): Query<SessionQuery>,
+) -> Result<RawJson<String>, ApiError> {
+    let id = q.session_id.unwrap_or_default();
+    if id.is_empty() {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            "Invalid or missing session_id".into(),
+        ));
     }
+    let payload = app.store.get(&id).ok_or_else(|| {
+        ApiError(
+            StatusCode::NOT_FOUND,
+            format!(
+                "Unknown or expired session_id: about {} sessions are kept (MAX_SESSIONS), the \
+                 least recently used deleted first; POST /hello_world for a new one",
+                app.store.max
+            ),
+        )
+    })?;
+    Ok(RawJson(payload))
+}
+
+/// `POST /call_hello_world`: the seed did `requests.post('http://localhost:5000/hello_world')`.
+/// Through the Loopback the inner request runs in this process, inline, with our deadline.
+fn call_hello_world(loopback: Loopback) -> Result<HttpResponse, ApiError> {
+    let inner = http::Request::post("/hello_world")
+        .body(Vec::new())
+        .expect("a valid request");
+    Ok(loopback.send(inner)?)
+}
+
+/// `GET /metrics`: the whole server, whichever worker process answers: every worker counts in the
+/// memory it shares with the master (and the counts of replaced workers are kept). Beside the
+/// totals, each worker process's gauges and request count, labelled `worker="<slot>"`.
+fn metrics() -> ([(http::HeaderName, &'static str); 1], String) {
+    let in_worker = "the handler runs in a worker process under the supervisor";
+    let metrics = prefork_pool::prefork::server_metrics().expect(in_worker);
+    let workers = prefork_pool::prefork::worker_metrics().expect(in_worker);
+    let page = prefork_pool::Metrics::builder()
+        .build()
+        .expect("the default prefix is valid")
+        .page()
+        .server("web", &metrics)
+        .workers("web", &workers)
+        .finish();
+    let text = "text/plain; version=0.0.4";
+    ([(http::header::CONTENT_TYPE, text)], page)
 }
 
 /// `POST /call_hello_world_tcp`: the seed's naive call to its own `/hello_world`, over TCP with an
 /// HTTP client (it may land on this process or on a sibling); relays status, content type and
 /// body (the same session ids and answers as `/hello_world`).
-fn call_hello_world_tcp(me: Option<SocketAddr>) -> Result<HttpResponse, ApiError> {
-    let Some(addr) = me else {
+fn call_hello_world_tcp(State(app): State<App>) -> Result<HttpResponse, ApiError> {
+    let Some(addr) = app.me else {
         return Err(ApiError(
             StatusCode::SERVICE_UNAVAILABLE,
             "no TCP listener to call".into(),
@@ -391,7 +391,7 @@ fn main() {
     );
     let _ = std::io::stdout().flush();
 
-    let status = supervisor.serve_http(
+    let status = supervisor.serve_router(
         // Each worker's server, as the supervisor set it up (threads, deadline, keep-alive):
         // limits, timeouts or the access log format would be set here.
         |server| server,
@@ -399,9 +399,7 @@ fn main() {
         // threads) here, never before the Supervisor runs.
         || {
             let store = store.clone();
-            Ok::<_, std::io::Error>(move |req: HttpRequest, _ctx: &Context| {
-                route(&store, me, req).into_response()
-            })
+            Ok::<_, std::io::Error>(routes(App { store, me }))
         },
     );
     if std::env::var_os("STORE_DIR").is_none() {

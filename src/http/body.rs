@@ -12,7 +12,7 @@ use std::io::{self, Read};
 use std::sync::Arc;
 
 use http::header::CONTENT_TYPE;
-use http::{HeaderValue, Response, StatusCode};
+use http::{HeaderValue, Response};
 use parking_lot::Mutex;
 
 use super::handler::IntoResponse;
@@ -297,18 +297,10 @@ impl IntoResponse for Body {
     }
 }
 
-/// That status, `application/octet-stream`, the body streamed.
-impl IntoResponse for (StatusCode, Body) {
-    fn into_response(self) -> HttpResponse {
-        let mut r = self.1.into_response();
-        *r.status_mut() = self.0;
-        r
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::StatusCode;
 
     #[test]
     fn pieces_come_out_in_order_and_clones_share_the_stream() {

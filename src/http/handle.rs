@@ -177,6 +177,7 @@ impl ServerHandle {
     /// [`stuck_after`](super::ServerBuilder::stuck_after).
     ///
     /// ```
+    /// use prefork_pool::http::types::http;
     /// use prefork_pool::http::Server;
     /// let server = Server::builder()
     ///     .bind("127.0.0.1:0")

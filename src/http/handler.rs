@@ -1,9 +1,10 @@
 //! What a handler is and what it may return: the [`Handler`] trait (with the [`handler`] helper
 //! for a closure stored before it is served), [`IntoResponse`] (so a handler can return a
-//! `Result` and use `?`), and [`Json`].
+//! `Result` and use `?`), [`RawJson`], and the parts an answer is made of ([`IntoResponseParts`]:
+//! headers).
 
-use http::header::CONTENT_TYPE;
-use http::{HeaderValue, StatusCode};
+use http::header::{HeaderName, CONTENT_TYPE};
+use http::{HeaderMap, HeaderValue, StatusCode};
 
 use super::response::{error_response, short_reason};
 use super::types::{HttpRequest, HttpResponse};
@@ -19,6 +20,7 @@ use crate::{Context, Error};
 /// [`handler`] and it compiles as written.
 ///
 /// ```
+/// use prefork_pool::http::types::http;
 /// use prefork_pool::http::{Handler, HttpResponse, IntoResponse, Server};
 /// use std::sync::Arc;
 ///
@@ -45,6 +47,7 @@ where
 /// type annotation. It returns the closure unchanged.
 ///
 /// ```
+/// use prefork_pool::http::types::http;
 /// use prefork_pool::http::{handler, Server};
 ///
 /// let app = handler(|req, _ctx| format!("hello from {}\n", req.uri().path()));
@@ -77,9 +80,11 @@ where
 /// | [`HttpResponse`] (`http::Response<Vec<u8>>`) | as it is |
 /// | `String`, `&'static str` | 200, `text/plain; charset=utf-8` |
 /// | `Vec<u8>` | 200, `application/octet-stream` |
-/// | [`Json`] | 200, `application/json` |
-/// | [`StatusCode`] | that status, empty body |
-/// | `(StatusCode, B)` with `B` one of `String`, `&'static str`, `Vec<u8>`, [`Json`] | that status, `B`'s body and content type |
+/// | [`RawJson`] (bytes already encoded), [`Json<T>`](super::Json) (feature `json`: `T: Serialize`) | 200, `application/json` |
+/// | `()`, [`StatusCode`] | 200, or that status; empty body |
+/// | `(StatusCode, R)` | that status, `R`'s headers and body |
+/// | `(H, R)`, `(StatusCode, H, R)`, `(StatusCode, H1, H2, R)` with `H` [`IntoResponseParts`] (a `HeaderMap`, `[(name, value); N]`) | `R` with those headers added (replacing any of the same name) |
+/// | [`Rejection`](super::Rejection) | its status, a body naming the extractor and why |
 /// | [`prefork_pool::Error`](crate::Error) | its [`http_status`](crate::Error::http_status) (503, 504, 500, 508) and the short body the server gives for it, rendered by the [`error_response`](super::ServerBuilder::error_response) hook when one is set |
 /// | `Result<R, E>` with `R` and `E` both `IntoResponse` | `R`'s or `E`'s answer |
 ///
@@ -88,28 +93,28 @@ where
 /// call:
 ///
 /// ```
-/// use prefork_pool::http::{HttpRequest, IntoResponse, Json, Loopback, Server};
-/// use prefork_pool::http::types::http::{Response, StatusCode};
+/// use prefork_pool::http::{HttpRequest, IntoResponse, Loopback, RawJson, Server};
+/// use prefork_pool::http::types::http::{self, Response, StatusCode};
 ///
 /// enum ApiError { NotFound, Inner(prefork_pool::Error) }
 ///
 /// impl IntoResponse for ApiError {
 ///     fn into_response(self) -> Response<Vec<u8>> {
 ///         match self {
-///             ApiError::NotFound => (StatusCode::NOT_FOUND, Json(r#"{"error":"not found"}"#)).into_response(),
+///             ApiError::NotFound => (StatusCode::NOT_FOUND, RawJson(r#"{"error":"not found"}"#)).into_response(),
 ///             ApiError::Inner(e) => e.into_response(),
 ///         }
 ///     }
 /// }
 ///
-/// fn app(req: HttpRequest, _ctx: &prefork_pool::Context) -> Result<Json<Vec<u8>>, ApiError> {
+/// fn app(req: HttpRequest, _ctx: &prefork_pool::Context) -> Result<RawJson<Vec<u8>>, ApiError> {
 ///     match req.uri().path() {
-///         "/inner" => Ok(Json(br#"{"inner":true}"#.to_vec())),
+///         "/inner" => Ok(RawJson(br#"{"inner":true}"#.to_vec())),
 ///         "/outer" => {
 ///             let lb = req.extensions().get::<Loopback>().unwrap();
 ///             let get = http::Request::get("/inner").body(Vec::new()).unwrap();
 ///             let r = lb.send(get).map_err(ApiError::Inner)?; // `?` on the pool's Error
-///             Ok(Json(r.into_body()))
+///             Ok(RawJson(r.into_body()))
 ///         }
 ///         _ => Err(ApiError::NotFound),
 ///     }
@@ -129,17 +134,18 @@ pub trait IntoResponse {
     fn into_response(self) -> HttpResponse;
 }
 
-/// A JSON body: answered with `Content-Type: application/json`. It holds bytes already encoded
-/// (e.g. `Json(serde_json::to_vec(&value)?)`, or a `String` or `&'static str`).
+/// A JSON body already encoded: answered as it is, with `Content-Type: application/json` (a
+/// `Vec<u8>`, a `String` or a `&'static str`). To answer with a value that serde encodes, use
+/// [`Json`](super::Json) (feature `json`).
 ///
 /// ```
-/// use prefork_pool::http::{IntoResponse, Json};
-/// let r = Json(r#"{"ok":true}"#).into_response();
+/// use prefork_pool::http::{IntoResponse, RawJson};
+/// let r = RawJson(r#"{"ok":true}"#).into_response();
 /// assert_eq!(r.headers()["content-type"], "application/json");
 /// assert_eq!(r.body(), br#"{"ok":true}"#);
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Json<B = Vec<u8>>(pub B);
+pub struct RawJson<B = Vec<u8>>(pub B);
 
 /// Marks an answer made from a [`crate::Error`], so that the server's `error_response` hook can
 /// render it: the status and the short reason.
@@ -182,7 +188,7 @@ impl IntoResponse for Vec<u8> {
     }
 }
 
-impl<B: Into<Vec<u8>>> IntoResponse for Json<B> {
+impl<B: Into<Vec<u8>>> IntoResponse for RawJson<B> {
     fn into_response(self) -> HttpResponse {
         with_type(self.0.into(), "application/json")
     }
@@ -196,10 +202,13 @@ impl IntoResponse for StatusCode {
     }
 }
 
-impl<B> IntoResponse for (StatusCode, B)
-where
-    B: IntoResponse + ResponseBody,
-{
+impl IntoResponse for () {
+    fn into_response(self) -> HttpResponse {
+        HttpResponse::new(Vec::new())
+    }
+}
+
+impl<R: IntoResponse> IntoResponse for (StatusCode, R) {
     fn into_response(self) -> HttpResponse {
         let mut r = self.1.into_response();
         *r.status_mut() = self.0;
@@ -207,19 +216,113 @@ where
     }
 }
 
-/// The bodies a `(StatusCode, body)` answer may have. Sealed.
-pub trait ResponseBody: sealed::Sealed {}
-impl ResponseBody for String {}
-impl ResponseBody for &'static str {}
-impl ResponseBody for Vec<u8> {}
-impl<B: Into<Vec<u8>>> ResponseBody for Json<B> {}
+/// What adds to an answer: its headers. A `HeaderMap`, or an array of `(name, value)` pairs whose
+/// names and values convert (`[(CONTENT_TYPE, "text/csv")]`, `[("x-id", id)]`); a pair that does
+/// not convert makes the answer a 500 that says which.
+///
+/// ```
+/// use prefork_pool::http::IntoResponse;
+/// use prefork_pool::http::types::http::{header, StatusCode};
+///
+/// let r = (StatusCode::CREATED, [(header::LOCATION, "/notes/7")], "made\n").into_response();
+/// assert_eq!((r.status().as_u16(), r.headers()["location"].to_str().unwrap()), (201, "/notes/7"));
+/// let r = ([("content-type", "text/csv"), ("x-rows", "2")], "a,b\n1,2\n").into_response();
+/// assert_eq!((r.headers()["content-type"].to_str().unwrap(), r.headers()["x-rows"].to_str().unwrap()), ("text/csv", "2"));
+/// ```
+pub trait IntoResponseParts {
+    /// Add to `r` (replacing headers of the same names); `Err` says why it cannot.
+    fn apply(self, r: &mut HttpResponse) -> Result<(), String>;
+}
 
-mod sealed {
-    pub trait Sealed {}
-    impl Sealed for String {}
-    impl Sealed for &'static str {}
-    impl Sealed for Vec<u8> {}
-    impl<B: Into<Vec<u8>>> Sealed for super::Json<B> {}
+impl IntoResponseParts for HeaderMap {
+    fn apply(self, r: &mut HttpResponse) -> Result<(), String> {
+        let mut last = None;
+        for (name, value) in self {
+            // `None`: another value of the previous name (appended, after it replaced the old).
+            let name = name
+                .or_else(|| last.clone())
+                .expect("a first value has its name");
+            if last.as_ref() == Some(&name) {
+                r.headers_mut().append(&name, value);
+            } else {
+                r.headers_mut().insert(&name, value);
+            }
+            last = Some(name);
+        }
+        Ok(())
+    }
+}
+
+impl<K, V, const N: usize> IntoResponseParts for [(K, V); N]
+where
+    K: TryInto<HeaderName>,
+    K::Error: std::fmt::Display,
+    V: TryInto<HeaderValue>,
+    V::Error: std::fmt::Display,
+{
+    fn apply(self, r: &mut HttpResponse) -> Result<(), String> {
+        for (k, v) in self {
+            let k = k.try_into().map_err(|e| format!("a header name: {e}"))?;
+            let v = v.try_into().map_err(|e| format!("the value of {k}: {e}"))?;
+            r.headers_mut().insert(k, v);
+        }
+        Ok(())
+    }
+}
+
+/// `r` with `parts` applied, or (`Err`) a 500 that says why they could not be.
+fn with_parts(
+    r: HttpResponse,
+    parts: impl IntoResponseParts,
+) -> Result<HttpResponse, Box<HttpResponse>> {
+    let mut r = r;
+    match parts.apply(&mut r) {
+        Ok(()) => Ok(r),
+        Err(e) => {
+            log::error!("an answer's headers: {e}");
+            let body = format!("bad answer header: {e}\n");
+            Err(Box::new(
+                (StatusCode::INTERNAL_SERVER_ERROR, body).into_response(),
+            ))
+        }
+    }
+}
+
+impl<H: IntoResponseParts, R: IntoResponse> IntoResponse for (H, R) {
+    fn into_response(self) -> HttpResponse {
+        with_parts(self.1.into_response(), self.0).unwrap_or_else(|bad| *bad)
+    }
+}
+
+impl<H: IntoResponseParts, R: IntoResponse> IntoResponse for (StatusCode, H, R) {
+    fn into_response(self) -> HttpResponse {
+        match with_parts(self.2.into_response(), self.1) {
+            Ok(mut r) => {
+                *r.status_mut() = self.0;
+                r
+            }
+            Err(bad) => *bad,
+        }
+    }
+}
+
+/// Both, in order.
+impl<H1: IntoResponseParts, H2: IntoResponseParts> IntoResponseParts for (H1, H2) {
+    fn apply(self, r: &mut HttpResponse) -> Result<(), String> {
+        self.0.apply(r)?;
+        self.1.apply(r)
+    }
+}
+
+impl<H1, H2, R> IntoResponse for (StatusCode, H1, H2, R)
+where
+    H1: IntoResponseParts,
+    H2: IntoResponseParts,
+    R: IntoResponse,
+{
+    fn into_response(self) -> HttpResponse {
+        (self.0, (self.1, self.2), self.3).into_response()
+    }
 }
 
 impl IntoResponse for Error {
@@ -269,7 +372,7 @@ mod tests {
             (200, "application/octet-stream".into(), vec![1])
         );
         assert_eq!(
-            parts((StatusCode::CREATED, Json(String::from("{}"))).into_response()),
+            parts((StatusCode::CREATED, RawJson(String::from("{}"))).into_response()),
             (201, "application/json".into(), b"{}".to_vec())
         );
         assert_eq!(

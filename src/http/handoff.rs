@@ -51,6 +51,7 @@ use crate::Error;
 /// one:
 ///
 /// ```
+/// use prefork_pool::http::types::http;
 /// use prefork_pool::http::{request_depth, DEPTH_HEADER};
 ///
 /// let incoming = http::Request::get("/").header(DEPTH_HEADER, "4").body(()).unwrap();

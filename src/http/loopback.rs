@@ -55,6 +55,7 @@ pub(crate) fn with_depth<R>(depth: u32, f: impl FnOnce() -> R) -> R {
 /// calls itself without end is cut after `max_depth` nested calls instead of exhausting the stack.
 ///
 /// ```
+/// use prefork_pool::http::types::http;
 /// use prefork_pool::http::{Loopback, Server};
 ///
 /// let server = Server::builder()

@@ -30,7 +30,7 @@
 //!
 //! ```
 //! use prefork_pool::http::types::http::StatusCode;
-//! use prefork_pool::http::{Json, Server};
+//! use prefork_pool::http::{RawJson, Server};
 //! use std::io::{Read, Write};
 //! use std::time::Duration;
 //!
@@ -40,7 +40,7 @@
 //!         .workers(2)                        // the Pool's worker threads
 //!         .deadline(Duration::from_secs(5))) // per request; past it the client gets 504
 //!     .serve(|req, _ctx| match req.uri().path() {
-//!         "/" => Ok(Json(r#"{"hello":"world"}"#)),
+//!         "/" => Ok(RawJson(r#"{"hello":"world"}"#)),
 //!         other => Err((StatusCode::NOT_FOUND, format!("no page at {other}\n"))),
 //!     })
 //!     .unwrap();
@@ -72,13 +72,57 @@
 //! # Handlers
 //!
 //! A handler is any `Fn(HttpRequest, &Context) -> R` ([`Handler`]) whose `R` is
-//! [`IntoResponse`]: an [`HttpResponse`], a `String` or `&'static str` (text), [`Json`],
-//! `(StatusCode, body)`, a [`StatusCode`](types::http::StatusCode), a [`crate::Error`], or a
-//! `Result` of two of them, so that a handler can use `?` on any error type that is
-//! `IntoResponse`. Requests and responses are the `http` crate's types, re-exported as
-//! [`types::http`] so that your `Cargo.toml` need not name it with the matching version. A
-//! closure written in the call to [`serve`](ServerBuilder::serve) needs no annotations; one stored
-//! in a variable first goes through [`handler`].
+//! [`IntoResponse`]: an [`HttpResponse`], a `String` or `&'static str` (text), [`RawJson`] or
+//! [`Json<T>`](Json) (JSON), `(StatusCode, body)`, headers with a body (`([(name, value)], body)`,
+//! `(StatusCode, headers, body)`), a [`StatusCode`](types::http::StatusCode), a
+//! [`crate::Error`], or a `Result` of two of them, so that a handler can use `?` on any error type
+//! that is `IntoResponse` (implement it for your own: the set is open). Requests and responses
+//! are the `http` crate's types, re-exported as [`types::http`] so that your `Cargo.toml` need not
+//! name it with the matching version (write `use prefork_pool::http::types::http;`). A closure
+//! written in the call to [`serve`](ServerBuilder::serve) needs no annotations; one stored in a
+//! variable first goes through [`handler`]. The same handler serves in process mode
+//! ([`Supervisor::serve_http`](crate::prefork::Supervisor::serve_http)).
+//!
+//! # Routes and extractors
+//!
+//! A [`Router`] dispatches by path and method, as axum's: `Router::new().route("/notes/{id}",
+//! get(show).post(update))`, [`nest`](Router::nest), [`fallback`](Router::fallback), 404 for an
+//! unknown path and 405 with `Allow` for a known one with another method. Its handlers are plain
+//! sync functions whose arguments are extractors ([`Path`], [`Query`], [`Json`], [`State`],
+//! [`ClientAddr`], [`Loopback`], `HeaderMap`, the body as `Vec<u8>`/`String`/`Bytes`, ...; see
+//! [`RouteHandler`]); an extractor that refuses answers 400, 415 or 422 with a body saying which
+//! one and why ([`Rejection`]). A route may carry its own
+//! [`deadline`](MethodRouter::deadline). Serve it with
+//! [`serve_router`](ServerBuilder::serve_router), or in process mode with
+//! [`Supervisor::serve_router`](crate::prefork::Supervisor::serve_router).
+//!
+//! ```
+//! use prefork_pool::http::types::http::{self, StatusCode};
+//! use prefork_pool::http::{get, post, Json, Path, Router, Server};
+//! use serde::{Deserialize, Serialize};
+//!
+//! #[derive(Deserialize, Serialize)]
+//! struct Note { title: String }
+//!
+//! fn show(Path(id): Path<u64>) -> Json<Note> {
+//!     Json(Note { title: format!("note {id}") })
+//! }
+//! fn create(Json(note): Json<Note>) -> (StatusCode, Json<Note>) {
+//!     (StatusCode::CREATED, Json(note))
+//! }
+//!
+//! let app = Router::new().route("/notes/{id}", get(show)).route("/notes", post(create));
+//! let server = Server::builder().bind("127.0.0.1:0").serve_router(app).unwrap();
+//! let lb = server.loopback();
+//! let r = lb.send(http::Request::get("/notes/7").body(Vec::new()).unwrap()).unwrap();
+//! assert_eq!(r.body(), br#"{"title":"note 7"}"#);
+//! let r = lb.send(http::Request::delete("/notes/7").body(Vec::new()).unwrap()).unwrap();
+//! assert_eq!((r.status().as_u16(), r.headers()["allow"].to_str().unwrap()), (405, "GET, HEAD"));
+//! let bad = http::Request::post("/notes").header("content-type", "application/json");
+//! let r = lb.send(bad.body(br#"{"name":1}"#.to_vec()).unwrap()).unwrap();
+//! assert_eq!(r.status(), 422); // "Json: the body's JSON does not fit: missing field `title` ..."
+//! server.shutdown(std::time::Duration::from_secs(5));
+//! ```
 //!
 //! # Calling yourself without deadlock: [`Loopback`]
 //!
@@ -90,6 +134,7 @@
 //! worker needed.
 //!
 //! ```
+//! use prefork_pool::http::types::http;
 //! use prefork_pool::http::{Loopback, Server};
 //!
 //! let server = Server::builder()
@@ -166,8 +211,8 @@
 //! | 431 | too many header fields, a field too long, the head too large, or chunked trailers over 8 KiB | [`limit_request_fields`](ServerBuilder::limit_request_fields) (100), [`limit_request_field_size`](ServerBuilder::limit_request_field_size) (8190), [`limit_head_bytes`](ServerBuilder::limit_head_bytes) (64 KiB) |
 //! | 501 | a transfer coding other than `chunked` (e.g. `gzip, chunked`); a `CONNECT` (the server is not a proxy: it cannot open a tunnel) | |
 //! | 505 | an HTTP version other than 1.0 and 1.1 (`HTTP/2.0`, `HTTP/5.6`), at its last digit; a version not of the form `HTTP/d.d` is a malformed head (400) | |
-//! | 503 + `Retry-After: 1` | the Pool's queue is full ([`Error::Overloaded`](crate::Error::Overloaded)), or it is shutting down | [`queue_capacity`](crate::Builder::queue_capacity), through [`pool`](ServerBuilder::pool) |
-//! | 504 | the request's deadline passed ([`Error::DeadlineExceeded`](crate::Error::DeadlineExceeded)) | [`deadline`](crate::Builder::deadline), through [`pool`](ServerBuilder::pool) (30 s); per route, [`deadline_for`](ServerBuilder::deadline_for) (none) |
+//! | 503 + `Retry-After: 1` | the Pool's queue is full ([`Error::Overloaded`](crate::Error::Overloaded)), or it is shutting down | [`queue_capacity`](crate::PoolBuilder::queue_capacity), through [`pool`](ServerBuilder::pool) |
+//! | 504 | the request's deadline passed ([`Error::DeadlineExceeded`](crate::Error::DeadlineExceeded)) | [`deadline`](crate::PoolBuilder::deadline), through [`pool`](ServerBuilder::pool) (30 s); per route, [`deadline_for`](ServerBuilder::deadline_for) (none) |
 //! | 500 | the handler panicked (the message goes to the log, not to the client) | |
 //! | 508 | a chain of nested calls too deep ([`Error::LoopDetected`](crate::Error::LoopDetected)): the request's [`DEPTH_HEADER`] (honoured from this host only) is past the maximum | [`max_depth`](ServerBuilder::max_depth) (32) |
 //! | 503 + `Retry-After: 1` | a request this process (or a sibling worker process) sent itself over TCP or a Unix socket while every worker and every spare thread was busy | [`max_spare`](ServerBuilder::max_spare) (the worker count) |
@@ -367,6 +412,9 @@ pub(crate) mod date;
 mod decode;
 mod dispatch;
 mod epoll;
+mod extract;
+#[cfg(feature = "serde")]
+mod extract_serde;
 pub(crate) mod forwarded;
 #[cfg(any(test, fuzzing))]
 mod fuzz;
@@ -377,6 +425,8 @@ mod head_scan;
 mod health;
 mod incoming;
 mod io;
+#[cfg(feature = "json")]
+mod json;
 mod lane;
 mod log_settings;
 mod loopback;
@@ -390,6 +440,10 @@ pub(crate) mod rate_limit;
 mod reactor;
 mod refusals;
 mod response;
+mod route_handler;
+mod router;
+#[cfg(all(test, feature = "json"))]
+mod router_tests;
 mod self_call;
 mod serve;
 mod server;
@@ -416,9 +470,17 @@ pub mod __fuzz {
 pub(crate) use acceptor::AcceptGate;
 pub use access_log::{AccessLogFormat, ACCESS_TARGET, DEFAULT_ACCESS_LOG_FORMAT};
 pub use body::Body;
+pub use extract::{
+    private as extract_markers, ClientAddr, Cx, Extension, FromRequest, FromRequestParts,
+    Rejection, State,
+};
+#[cfg(feature = "serde")]
+pub use extract_serde::{Path, Query};
 pub use handle::ServerHandle;
-pub use handler::{handler, Handler, IntoResponse, Json, ResponseBody};
+pub use handler::{handler, Handler, IntoResponse, IntoResponseParts, RawJson};
 pub use handoff::{request_depth, DEPTH_HEADER};
+#[cfg(feature = "json")]
+pub use json::Json;
 pub use loopback::Loopback;
 #[cfg(feature = "prefork")]
 pub(crate) use metrics::HttpCounters;
@@ -427,6 +489,8 @@ pub use metrics::{ServerMetrics, DURATION_BUCKETS, METHODS, OWN_STATUSES};
 pub use owner_lookup::{hold_lookups, LookupHold};
 pub use parse::Limits;
 pub use response::error_response;
+pub use route_handler::{with_context, RouteHandler, ViaContext, WithContext, WithWorker};
+pub use router::{any, delete, get, head, options, patch, post, put, MethodRouter, Router};
 pub use self_call::SelfCalls;
 pub use server::{ServeError, Server, ServerBuilder};
 pub use spool::RequestBody;

@@ -17,6 +17,7 @@ use super::handoff::ReactorConfig;
 use super::loopback::{with_depth, Loopback};
 use super::reactor::Reactor;
 use super::response::ErrorPage;
+use super::router::Router;
 use super::server::{io_err, PoolBuilder, ServeError, ServerBuilder, MAX_MIN_BODY_RATE};
 use super::stuck::Busy;
 use super::types::{HttpRequest, HttpResponse};
@@ -152,6 +153,83 @@ impl ServerBuilder {
         })
     }
 
+    /// [`serve`](Self::serve) a [`Router`]: its routes' [`deadline`](super::MethodRouter::deadline)s
+    /// feed [`deadline_for`](Self::deadline_for) (a route's own deadline first, else what
+    /// `deadline_for` chooses, else the Pool's).
+    ///
+    /// ```
+    /// use prefork_pool::http::{get, post, Router, Server};
+    /// use prefork_pool::http::types::http::{header, Request};
+    ///
+    /// let app = Router::new().route("/hello_world", post(|| "made\n"));
+    /// let server = Server::builder().bind("127.0.0.1:0").serve_router(app).unwrap();
+    /// let r = server.loopback().send(Request::get("/hello_world").body(vec![]).unwrap()).unwrap();
+    /// assert_eq!((r.status().as_u16(), r.headers()[header::ALLOW].to_str().unwrap()), (405, "POST"));
+    /// server.shutdown(std::time::Duration::from_secs(5));
+    /// ```
+    pub fn serve_router(self, router: Router) -> Result<ServerHandle, ServeError> {
+        let router = Arc::new(router);
+        self.route_deadlines(&router)
+            .serve(move |req, ctx| router.call(req, ctx))
+    }
+
+    /// [`serve_router`](Self::serve_router) with per-worker state, as
+    /// [`serve_with_state`](Self::serve_with_state) (same `init`, same rules): a route handler
+    /// whose first argument is `&mut W` gets this worker's state (a database connection per
+    /// worker thread), the others run as with `serve_router`. A handler that takes a state of
+    /// another type answers 500.
+    ///
+    /// ```
+    /// use prefork_pool::http::types::http::Request;
+    /// use prefork_pool::http::{get, Path, Router, Server};
+    ///
+    /// /// A connection of this worker's own.
+    /// struct Conn { worker: usize, served: u64 }
+    ///
+    /// fn show(conn: &mut Conn, Path(id): Path<u64>) -> String {
+    ///     conn.served += 1;
+    ///     format!("note {id} by worker {} ({} served)\n", conn.worker, conn.served)
+    /// }
+    /// let app = Router::new().route("/notes/{id}", get(show)).route("/", get(|| "home\n"));
+    /// let server = Server::builder()
+    ///     .bind("127.0.0.1:0")
+    ///     .pool(|p| p.workers(1))
+    ///     .serve_router_with_state(
+    ///         |worker| Ok::<_, std::io::Error>(Conn { worker, served: 0 }),
+    ///         app,
+    ///     )
+    ///     .unwrap();
+    /// let mut s = std::net::TcpStream::connect(server.local_addrs()[0]).unwrap();
+    /// use std::io::{Read, Write};
+    /// s.write_all(b"GET /notes/7 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    /// let mut out = String::new();
+    /// s.read_to_string(&mut out).unwrap();
+    /// assert!(out.ends_with("note 7 by worker 0 (1 served)\n"), "{out}");
+    /// server.shutdown(std::time::Duration::from_secs(5));
+    /// ```
+    pub fn serve_router_with_state<W, E, I>(
+        self,
+        init: I,
+        router: Router,
+    ) -> Result<ServerHandle, ServeError>
+    where
+        W: 'static,
+        E: fmt::Display + 'static,
+        I: Fn(usize) -> Result<W, E> + Send + Sync + 'static,
+    {
+        let router = Arc::new(router);
+        self.route_deadlines(&router)
+            .serve_with_state(init, move |w: &mut W, req, ctx| {
+                router.call_with_worker(req, ctx, w)
+            })
+    }
+
+    /// `router`'s deadlines first, then those `deadline_for` chose.
+    pub(crate) fn route_deadlines(mut self, router: &Arc<Router>) -> Self {
+        self.deadline_for = router.deadlines(self.deadline_for.take());
+        self
+    }
+
     /// [`serve`](Self::serve) with per-worker state, as
     /// [`PoolBuilder::build_with_state`](crate::PoolBuilder::build_with_state): each worker thread
     /// of the server's pool runs `init(worker_index)` when it starts and lends what it returns to
@@ -166,6 +244,7 @@ impl ServerBuilder {
     /// call the code directly with the `&mut S` you hold instead.
     ///
     /// ```
+    /// use prefork_pool::http::types::http;
     /// use prefork_pool::http::Server;
     /// use std::io::{Read, Write};
     ///

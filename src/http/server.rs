@@ -35,6 +35,7 @@ pub(super) const MAX_MIN_BODY_RATE: u64 = 1 << 30;
 /// The HTTP/1.1 server. Start with [`Server::builder`].
 ///
 /// ```
+/// use prefork_pool::http::types::http;
 /// use prefork_pool::http::Server;
 /// use std::io::{Read, Write};
 ///
@@ -100,6 +101,7 @@ pub(super) fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> Serve
 /// refuses a bad one with a [`BuildError`] naming the field and its allowed range.
 ///
 /// ```
+/// use prefork_pool::http::types::http;
 /// use prefork_pool::http::{Server, ServeError};
 /// let err = Server::builder()
 ///     .bind("127.0.0.1:0")
@@ -420,6 +422,7 @@ impl ServerBuilder {
     /// 503).
     ///
     /// ```
+    /// use prefork_pool::http::types::http;
     /// use prefork_pool::http::Server;
     /// let err = Server::builder()
     ///     .bind("127.0.0.1:0")
@@ -447,6 +450,7 @@ impl ServerBuilder {
     /// and every process would wait for the others until the deadline.
     ///
     /// ```
+    /// use prefork_pool::http::types::http;
     /// use prefork_pool::http::Server;
     /// let server = Server::builder()
     ///     .bind("127.0.0.1:0")
@@ -468,6 +472,7 @@ impl ServerBuilder {
     /// `send` then returns the error).
     ///
     /// ```
+    /// use prefork_pool::http::types::http;
     /// use prefork_pool::http::{Server, DEPTH_HEADER};
     ///
     /// let server = Server::builder()
@@ -607,6 +612,7 @@ impl ServerBuilder {
     /// server's own settings.
     ///
     /// ```
+    /// use prefork_pool::http::types::http;
     /// use prefork_pool::http::Server;
     /// use std::time::Duration;
     ///

@@ -38,6 +38,7 @@ pub type HttpResponse = ::http::Response<Vec<u8>>;
 /// access log's `%(h)s` shows the same address. The socket's own peer is the [`SocketPeer`].
 ///
 /// ```
+/// use prefork_pool::http::types::http;
 /// use prefork_pool::http::{PeerAddr, SocketPeer};
 ///
 /// fn client(req: &prefork_pool::http::HttpRequest) -> String {
@@ -68,6 +69,7 @@ pub struct SocketPeer(pub Arc<str>);
 /// server itself speaks plain HTTP).
 ///
 /// ```
+/// use prefork_pool::http::types::http;
 /// use prefork_pool::http::{ForwardedProto, HttpRequest};
 ///
 /// fn is_https(req: &HttpRequest) -> bool {

@@ -36,6 +36,21 @@ pub struct Context {
 }
 
 impl Context {
+    /// A context of no pool, for a handler run outside one ([`Router::oneshot`]): its deadline
+    /// `budget` from now, job id 0, no worker.
+    ///
+    /// [`Router::oneshot`]: crate::http::Router::oneshot
+    #[cfg(feature = "http")]
+    pub(crate) fn detached(budget: Duration) -> Context {
+        let job = super::job::JobCore::new(0, usize::MAX, budget, None, Instant::now());
+        Context {
+            job: Arc::new(job),
+            worker: NOT_A_WORKER,
+            inline: false,
+            pool: Arc::new(()),
+        }
+    }
+
     /// When the caller stops waiting: the earlier of this job's deadline and, for a nested call,
     /// its caller's.
     pub fn deadline(&self) -> Instant {

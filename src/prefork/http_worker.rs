@@ -9,28 +9,47 @@ use std::time::Duration;
 use super::balance::SlotGate;
 use super::builder::SupervisorBuilder;
 use super::config::{WorkerServer, EXIT_ERROR};
+use super::heartbeat::Heartbeat;
 use super::report::fatal;
 use super::supervisor::Supervisor;
 use super::worker::{Worker, WorkerEnv, EXIT_WORKER_BOOT_ERROR};
 use super::Listener;
-use crate::http::{HttpRequest, HttpResponse, Server, ServerBuilder, StuckPolicy};
+use crate::http::{
+    HttpRequest, HttpResponse, IntoResponse, Router, ServeError, Server, ServerBuilder,
+    ServerHandle, StuckPolicy,
+};
 use crate::Context;
 
 /// A configuration step for each worker's [`ServerBuilder`] (threads, deadline, limits, …).
 type Configure = Rc<dyn Fn(ServerBuilder) -> ServerBuilder>;
 
+/// Starts a worker's server with the application's handler, given the configured builder and the
+/// heartbeat its requests are tracked in (see [`tracked`]).
+type Start = Box<dyn FnOnce(ServerBuilder, Heartbeat) -> Result<ServerHandle, ServeError>>;
+
 /// The [`Worker`] that [`Supervisor::serve_http`] runs in each worker process.
-struct HttpWorker<H> {
+struct HttpWorker {
     configure: Configure,
     server: WorkerServer,
-    handler: Option<H>,
+    start: Option<Start>,
     graceful: Duration,
 }
 
-impl<H> Worker for HttpWorker<H>
-where
-    H: Fn(HttpRequest, &Context) -> HttpResponse + Send + Sync + 'static,
-{
+/// Runs `handler` with the request tracked: the master sees each running request, and a handler
+/// thread still stuck `request_grace` after its deadline (which the Pool's watchdog answered with
+/// 504 but cannot stop) gets the whole process replaced.
+fn tracked(
+    heartbeat: Heartbeat,
+    req: HttpRequest,
+    ctx: &Context,
+    handler: impl FnOnce(HttpRequest) -> HttpResponse,
+) -> HttpResponse {
+    let line = format!("{} {} {:?}", req.method(), req.uri(), req.version());
+    let _running = heartbeat.track(ctx.deadline(), &line);
+    handler(req)
+}
+
+impl Worker for HttpWorker {
     fn run(&mut self, env: &mut WorkerEnv) -> i32 {
         // A sibling's call to its own service may land here: served as a self-call when every
         // thread here is busy (set first, so that `configure` may replace it).
@@ -62,17 +81,10 @@ where
                 Listener::Unix(l) => builder.unix_listener(l),
             };
         }
-        let Some(handler) = self.handler.take() else {
+        let Some(start) = self.start.take() else {
             return 1;
         };
-        let server = builder.serve(move |req: HttpRequest, ctx: &Context| {
-            // The master sees each running request: a handler thread still stuck `request_grace`
-            // after its deadline (which the Pool's watchdog answered with 504 but cannot stop)
-            // gets the whole process replaced.
-            let line = format!("{} {} {:?}", req.method(), req.uri(), req.version());
-            let _running = heartbeat.track(ctx.deadline(), &line);
-            handler(req, ctx)
-        });
+        let server = start(builder, heartbeat);
         let server = match server {
             Ok(s) => s,
             Err(e) => {
@@ -153,17 +165,19 @@ impl Supervisor {
     ///     .unwrap()
     ///     .serve_http(
     ///         |server| server.pool(|p| p.workers(8).deadline(Duration::from_secs(30))),
-    ///         || Ok::<_, String>(|_req, _ctx: &prefork_pool::Context| {
-    ///             http::Response::new(b"hello\n".to_vec())
-    ///         }),
+    ///         || Ok::<_, String>(|_req, _ctx: &prefork_pool::Context| "hello\n"),
     ///     );
     /// std::process::exit(status);
     /// ```
-    pub fn serve_http<C, A, H, E>(self, configure: C, mut app: A) -> i32
+    ///
+    /// The handler is what [`ServerBuilder::serve`] takes: its answer is anything
+    /// [`IntoResponse`]. A [`Router`] goes to [`serve_router`](Self::serve_router).
+    pub fn serve_http<C, A, H, R, E>(self, configure: C, mut app: A) -> i32
     where
         C: Fn(ServerBuilder) -> ServerBuilder + 'static,
         A: FnMut() -> Result<H, E>,
-        H: Fn(HttpRequest, &Context) -> HttpResponse + Send + Sync + 'static,
+        H: Fn(HttpRequest, &Context) -> R + Send + Sync + 'static,
+        R: IntoResponse,
         E: fmt::Display,
     {
         let configure: Configure = Rc::new(configure);
@@ -173,7 +187,111 @@ impl Supervisor {
             app().map(|handler| HttpWorker {
                 configure: configure.clone(),
                 server: server.clone(),
-                handler: Some(handler),
+                start: Some(Box::new(move |builder: ServerBuilder, heartbeat| {
+                    builder.serve(move |req, ctx| {
+                        tracked(heartbeat, req, ctx, |req| handler(req, ctx).into_response())
+                    })
+                })),
+                graceful,
+            })
+        })
+    }
+
+    /// [`serve_http`](Self::serve_http) with a [`Router`] (built by `app` in each worker, or once
+    /// with [`preload`](SupervisorBuilder::preload)), as
+    /// [`ServerBuilder::serve_router`] serves it: its routes' deadlines feed each worker's
+    /// [`deadline_for`](ServerBuilder::deadline_for), after `configure`'s.
+    ///
+    /// ```no_run
+    /// use prefork_pool::http::{get, Path, Router};
+    /// use prefork_pool::prefork::Supervisor;
+    ///
+    /// let status = Supervisor::builder().bind("127.0.0.1:8000").build().unwrap().serve_router(
+    ///     |server| server,
+    ///     || Ok::<_, String>(Router::new().route("/hi/{name}", get(|Path(n): Path<String>| n))),
+    /// );
+    /// std::process::exit(status);
+    /// ```
+    pub fn serve_router<C, A, E>(self, configure: C, mut app: A) -> i32
+    where
+        C: Fn(ServerBuilder) -> ServerBuilder + 'static,
+        A: FnMut() -> Result<Router, E>,
+        E: fmt::Display,
+    {
+        let configure: Configure = Rc::new(configure);
+        let server = self.worker_server();
+        let graceful = self.graceful_timeout().mul_f64(0.9);
+        self.run(move || {
+            app().map(|router| HttpWorker {
+                configure: configure.clone(),
+                server: server.clone(),
+                start: Some(Box::new(move |builder: ServerBuilder, heartbeat| {
+                    let router = Arc::new(router);
+                    builder.route_deadlines(&router).serve(move |req, ctx| {
+                        tracked(heartbeat, req, ctx, |req| router.call(req, ctx))
+                    })
+                })),
+                graceful,
+            })
+        })
+    }
+
+    /// [`serve_router`](Self::serve_router) with per-worker-thread state, as
+    /// [`ServerBuilder::serve_router_with_state`]: in each worker process, each handler thread
+    /// runs `init(thread_index)` when it starts, and the route handlers whose first argument is
+    /// `&mut W` get that thread's state (a database connection per thread; opened after the
+    /// fork, never shared between processes).
+    ///
+    /// ```no_run
+    /// use prefork_pool::http::{get, Router};
+    /// use prefork_pool::prefork::Supervisor;
+    ///
+    /// struct Conn { served: u64 }
+    /// fn count(conn: &mut Conn) -> String {
+    ///     conn.served += 1;
+    ///     format!("{} served by this thread\n", conn.served)
+    /// }
+    /// let status = Supervisor::builder().bind("127.0.0.1:8000").build().unwrap()
+    ///     .serve_router_with_state(
+    ///         |server| server,
+    ///         |_thread| Ok::<_, std::io::Error>(Conn { served: 0 }),
+    ///         || Ok::<_, String>(Router::new().route("/count", get(count))),
+    ///     );
+    /// std::process::exit(status);
+    /// ```
+    pub fn serve_router_with_state<C, W, IE, I, A, E>(
+        self,
+        configure: C,
+        init: I,
+        mut app: A,
+    ) -> i32
+    where
+        C: Fn(ServerBuilder) -> ServerBuilder + 'static,
+        W: 'static,
+        IE: fmt::Display + 'static,
+        I: Fn(usize) -> Result<W, IE> + Clone + Send + Sync + 'static,
+        A: FnMut() -> Result<Router, E>,
+        E: fmt::Display,
+    {
+        let configure: Configure = Rc::new(configure);
+        let server = self.worker_server();
+        let graceful = self.graceful_timeout().mul_f64(0.9);
+        self.run(move || {
+            let init = init.clone();
+            app().map(|router| HttpWorker {
+                configure: configure.clone(),
+                server: server.clone(),
+                start: Some(Box::new(move |builder: ServerBuilder, heartbeat| {
+                    let router = Arc::new(router);
+                    builder.route_deadlines(&router).serve_with_state(
+                        init,
+                        move |w: &mut W, req, ctx| {
+                            tracked(heartbeat, req, ctx, |req| {
+                                router.call_with_worker(req, ctx, w)
+                            })
+                        },
+                    )
+                })),
                 graceful,
             })
         })
@@ -183,15 +301,53 @@ impl Supervisor {
 impl SupervisorBuilder {
     /// [`build`](SupervisorBuilder::build), then [`Supervisor::serve_http`]; a start error is written to
     /// stderr (and the log) and gives [`EXIT_ERROR`].
-    pub fn serve_http<C, A, H, E>(self, configure: C, app: A) -> i32
+    pub fn serve_http<C, A, H, R, E>(self, configure: C, app: A) -> i32
     where
         C: Fn(ServerBuilder) -> ServerBuilder + 'static,
         A: FnMut() -> Result<H, E>,
-        H: Fn(HttpRequest, &Context) -> HttpResponse + Send + Sync + 'static,
+        H: Fn(HttpRequest, &Context) -> R + Send + Sync + 'static,
+        R: IntoResponse,
         E: fmt::Display,
     {
         match self.build() {
             Ok(s) => s.serve_http(configure, app),
+            Err(e) => {
+                fatal(&format!("cannot start: {e}"));
+                EXIT_ERROR
+            }
+        }
+    }
+
+    /// [`build`](SupervisorBuilder::build), then [`Supervisor::serve_router`]; a start error is
+    /// written to stderr (and the log) and gives [`EXIT_ERROR`].
+    pub fn serve_router<C, A, E>(self, configure: C, app: A) -> i32
+    where
+        C: Fn(ServerBuilder) -> ServerBuilder + 'static,
+        A: FnMut() -> Result<Router, E>,
+        E: fmt::Display,
+    {
+        match self.build() {
+            Ok(s) => s.serve_router(configure, app),
+            Err(e) => {
+                fatal(&format!("cannot start: {e}"));
+                EXIT_ERROR
+            }
+        }
+    }
+
+    /// [`build`](SupervisorBuilder::build), then [`Supervisor::serve_router_with_state`]; a start
+    /// error is written to stderr (and the log) and gives [`EXIT_ERROR`].
+    pub fn serve_router_with_state<C, W, IE, I, A, E>(self, configure: C, init: I, app: A) -> i32
+    where
+        C: Fn(ServerBuilder) -> ServerBuilder + 'static,
+        W: 'static,
+        IE: fmt::Display + 'static,
+        I: Fn(usize) -> Result<W, IE> + Clone + Send + Sync + 'static,
+        A: FnMut() -> Result<Router, E>,
+        E: fmt::Display,
+    {
+        match self.build() {
+            Ok(s) => s.serve_router_with_state(configure, init, app),
             Err(e) => {
                 fatal(&format!("cannot start: {e}"));
                 EXIT_ERROR

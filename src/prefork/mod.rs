@@ -170,6 +170,7 @@
 //! The HTTP server in 2 processes × 8 threads (`examples/prefork_server.rs` is a complete template):
 //!
 //! ```no_run
+//! use prefork_pool::http::types::http;
 //! use prefork_pool::prefork::Supervisor;
 //! use std::time::Duration;
 //!

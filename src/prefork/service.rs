@@ -502,6 +502,7 @@ impl Supervisor {
     /// [`Pool`](crate::Pool) (`pool.submit(req).await`), not on the runtime's threads.
     ///
     /// ```no_run
+    /// use prefork_pool::http::types::http;
     /// use prefork_pool::prefork::{ServiceConfig, Supervisor};
     /// use std::time::Duration;
     ///

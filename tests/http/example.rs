@@ -294,3 +294,32 @@ fn hello_loopback_example_port_listens_on_every_interface() {
     let (a, _) = roundtrip(local, &post("/hello_world", ""));
     assert_eq!(a.status, 201, "{}", a.text());
 }
+
+/// The routes are a router's: a known path with another method is 405 with `Allow`, an unknown
+/// path the example's JSON 404, and the query string is percent-decoded (`%2D` is a dash).
+#[test]
+fn hello_loopback_example_answers_405_and_decodes_the_query() {
+    let (_child, _out, addr) = start(&[]);
+    let mut c = Client::new(addr);
+    c.send(&get("/hello_world"));
+    let a = c.answer();
+    assert_eq!(a.status, 405, "{}", a.text());
+    assert_eq!(a.header("allow").as_deref(), Some("POST"));
+    c.send(&post("/get_hello_world", ""));
+    let a = c.answer();
+    assert_eq!(a.status, 405, "{}", a.text());
+    assert_eq!(a.header("allow").as_deref(), Some("GET, HEAD"));
+
+    let sid = new_session(&mut c);
+    let encoded = sid.replace('-', "%2D");
+    assert_ne!(encoded, sid);
+    let a = fetch(&mut c, &encoded);
+    assert_eq!(a.status, 200, "{}", a.text());
+    let stored: serde_json::Value = serde_json::from_str(&a.text()).unwrap();
+    assert_eq!(stored["session_id"], sid.as_str());
+
+    c.send(&get("/nowhere"));
+    let a = c.answer();
+    assert_eq!(a.status, 404);
+    assert_eq!(a.text(), r#"{"error":"Not Found"}"#);
+}

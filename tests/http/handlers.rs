@@ -5,7 +5,7 @@
 
 use crate::http_helpers::*;
 use prefork_pool::http::types::http::{Request, Response, StatusCode};
-use prefork_pool::http::{handler, IntoResponse, Json, Loopback, Server};
+use prefork_pool::http::{handler, IntoResponse, Loopback, RawJson, Server};
 use std::time::{Duration, Instant};
 
 /// Sleep up to `d`, returning early when the request's deadline cancelled it.
@@ -23,7 +23,7 @@ fn a_plain_closure_returns_anything_into_response_and_uses_the_question_mark() {
         |req, _ctx| -> Result<Response<Vec<u8>>, prefork_pool::Error> {
             match req.uri().path() {
                 "/text" => Ok("plain".into_response()),
-                "/json" => Ok((StatusCode::CREATED, Json(r#"{"a":1}"#)).into_response()),
+                "/json" => Ok((StatusCode::CREATED, RawJson(r#"{"a":1}"#)).into_response()),
                 "/relay" => {
                     let lb = req.extensions().get::<Loopback>().unwrap();
                     let inner = Request::get("/json").body(Vec::new()).unwrap();
@@ -67,7 +67,7 @@ fn a_plain_closure_returns_anything_into_response_and_uses_the_question_mark() {
 /// The JSON body the hook of these tests renders.
 fn json_error(status: StatusCode, reason: &str) -> Response<Vec<u8>> {
     let body = serde_json::json!({ "status": status.as_u16(), "error": reason });
-    (status, Json(body.to_string())).into_response()
+    (status, RawJson(body.to_string())).into_response()
 }
 
 #[test]

@@ -26,6 +26,7 @@ mod metrics;
 mod nginx;
 mod pool_errors;
 mod protocol;
+mod router;
 mod seed;
 mod self_call;
 mod self_call_lookup;

@@ -20,6 +20,7 @@ mod lifecycle;
 mod logs;
 mod naive_self_calls;
 mod serve_http;
+mod serve_router;
 #[cfg(feature = "tower")]
 mod service;
 mod settings;
@@ -154,6 +155,14 @@ const SCENARIOS: &[Scenario] = &[
     Scenario {
         name: "serve_http",
         run: serve_http::serve_http,
+    },
+    Scenario {
+        name: "serve_router",
+        run: serve_router::serve_router,
+    },
+    Scenario {
+        name: "serve_router_with_state",
+        run: serve_router::serve_router_with_state,
     },
     Scenario {
         name: "serve_http_term_under_load",
