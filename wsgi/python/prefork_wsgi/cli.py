@@ -8,7 +8,6 @@ imports it once before forking, with ``--preload``) and serves it on ``--threads
 
 import argparse
 import os
-import shlex
 import signal
 import sys
 
