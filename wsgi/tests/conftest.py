@@ -24,6 +24,8 @@ class Server:
         full_env = dict(os.environ)
         full_env.pop("PORT", None)
         full_env.pop("WEB_CONCURRENCY", None)
+        # As in production: stdout to a file is block-buffered.
+        full_env.pop("PYTHONUNBUFFERED", None)
         full_env.update(env or {})
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "prefork_wsgi", *args],

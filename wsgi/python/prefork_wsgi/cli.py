@@ -299,6 +299,22 @@ def _module_exists(spec):
         return False
 
 
+def _line_buffered():
+    """Process mode: a worker ends with _exit (no interpreter shutdown, so nothing flushes
+    stdout then): make print() reach the log line by line."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.reconfigure(line_buffering=True)
+        except (AttributeError, ValueError):
+            pass
+
+
+def _load_in_worker(spec):
+    """Process mode, in a worker right after its fork."""
+    _line_buffered()
+    return import_app(spec)
+
+
 def main(argv=None):
     args = settings(argv)
     if args.print_config:
@@ -321,6 +337,8 @@ def main(argv=None):
     options = native_options(args)
     if args.workers <= 1 or args.preload_app:
         # Thread mode (or --preload): the app is imported here, once.
+        if args.workers > 1:
+            _line_buffered()  # --preload: the workers inherit these streams
         try:
             app = import_app(args.app)
         except AppLoadError as e:
@@ -336,7 +354,7 @@ def main(argv=None):
             except AppLoadError as e:
                 sys.stderr.write(f"Error: {e}\n")
                 sys.exit(4)
-        loader = lambda: import_app(args.app)  # noqa: E731
+        loader = lambda: _load_in_worker(args.app)  # noqa: E731
     code = _native.serve(options, loader, base_environ(args))
     sys.stdout.flush()
     sys.stderr.flush()

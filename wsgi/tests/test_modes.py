@@ -1,0 +1,67 @@
+"""What differs between thread mode (-w 1) and process mode (-w N): recycling, --preload, print()
+in workers, and a stop while a Python thread is stuck past its deadline."""
+
+import threading
+import time
+
+import pytest
+import requests
+
+
+def pids(url, n):
+    out = set()
+    with requests.Session() as s:
+        for _ in range(n):
+            # A new connection each time: a kept-alive one stays with its process.
+            r = requests.get(f"{url}/x", headers={"Connection": "close"}, timeout=5)
+            assert r.status_code == 200
+            out.add(int(r.text))
+    return out
+
+
+def test_process_mode_imports_in_each_worker_and_print_reaches_the_log(start_server):
+    s = start_server(["-b", "127.0.0.1:0", "-w", "2", "printing:app"])
+    served = pids(s.url, 6)
+    deadline = time.monotonic() + 3
+    while not all(f"served /x in pid {p}" in s.log() for p in served):
+        assert time.monotonic() < deadline, s.log()
+        time.sleep(0.05)
+    # Imported after the fork, once in each worker (not in the master).
+    assert s.log().count("imported in pid") == 2, s.log()
+    assert s.stop() == 0
+
+
+def test_preload_imports_once_in_the_master(start_server):
+    s = start_server(["-b", "127.0.0.1:0", "-w", "2", "--preload", "printing:app"])
+    pids(s.url, 4)
+    assert s.log().count("imported in pid") == 1, s.log()
+    assert f"imported in pid {s.proc.pid}" in s.log()
+    assert s.stop() == 0
+
+
+def test_process_mode_max_requests_replaces_workers(start_server):
+    s = start_server(["-b", "127.0.0.1:0", "-w", "2", "--max-requests", "3", "printing:app"])
+    seen = pids(s.url, 20)
+    assert len(seen) > 2, f"only {seen} served 20 requests with --max-requests 3"
+    assert s.stop() == 0
+
+
+def test_thread_mode_max_requests_recycles_threads(start_server):
+    # Each replacement thread attaches to the interpreter; each retiring one detaches.
+    s = start_server(["-b", "127.0.0.1:0", "--threads", "2", "--max-requests", "2",
+                      "printing:app"])
+    for _ in range(20):
+        assert requests.get(f"{s.url}/x", timeout=5).status_code == 200
+    assert s.stop() == 0
+    assert "Traceback" not in s.log()
+
+
+def test_stop_with_a_thread_stuck_past_its_deadline(start_server):
+    s = start_server(["-b", "127.0.0.1:0", "--threads", "2", "-t", "1", "--graceful-timeout", "1",
+                      "wsgi_apps:plain"])
+    assert requests.get(f"{s.url}/slow?s=60", timeout=10).status_code == 504
+    started = time.monotonic()
+    code = s.stop(timeout=10)
+    assert code == 0, s.log()
+    assert time.monotonic() - started < 5
+    assert "a Python thread cannot be killed" in s.log()
