@@ -65,3 +65,20 @@ def test_stop_with_a_thread_stuck_past_its_deadline(start_server):
     assert code == 0, s.log()
     assert time.monotonic() - started < 5
     assert "a Python thread cannot be killed" in s.log()
+
+
+def test_each_fork_runs_pythons_at_fork_callbacks(start_server):
+    # --preload: the module (and its os.register_at_fork callbacks) is imported before the forks.
+    s = start_server(["-b", "127.0.0.1:0", "-w", "2", "--preload", "forkhooks:app"])
+    master = s.proc.pid
+    workers = set()
+    for _ in range(6):
+        r = requests.get(f"{s.url}/", headers={"Connection": "close"}, timeout=5)
+        assert r.status_code == 200
+        workers.add(int(r.text.split()[0]))
+    log = s.log()
+    assert log.count(f"AT_FORK before in {master}") >= 2, log
+    assert log.count(f"AT_FORK parent in {master}") >= 2, log
+    for pid in workers:
+        assert f"AT_FORK child in {pid}" in log, log
+    assert s.stop() == 0
