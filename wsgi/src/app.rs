@@ -358,10 +358,12 @@ impl WsgiApp {
         )?;
         let mut host = None;
         for name in req.headers().keys() {
+            // Repeated fields are joined with `,` (RFC 9110), cookies with `; ` (RFC 6265).
+            let sep: &[u8] = if name == "cookie" { b"; " } else { b"," };
             let mut joined = Vec::new();
             for (i, v) in req.headers().get_all(name).iter().enumerate() {
                 if i > 0 {
-                    joined.push(b',');
+                    joined.extend_from_slice(sep);
                 }
                 joined.extend_from_slice(v.as_bytes());
             }

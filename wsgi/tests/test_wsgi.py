@@ -2,7 +2,9 @@
 the request deadline, and the stop on SIGTERM."""
 
 import hashlib
+import json
 import os
+import re
 import signal
 import socket
 import threading
@@ -181,3 +183,23 @@ def test_sigterm_drains_and_exits_0(start_server, workers):
     assert result["r"].json() == {"slept": 1.0}
     assert s.proc.wait(10) == 0
     s.kill()
+
+
+def test_repeated_headers_and_wsgi_errors_to_the_error_log(start_server, tmp_path):
+    errors = tmp_path / "error.log"
+    s = start_server(["-b", "127.0.0.1:0", "--error-logfile", str(errors),
+                      "wsgi_apps:cookies_and_errors"], wait=False)
+    deadline = time.monotonic() + 20
+    while "Listening at" not in (errors.read_text() if errors.exists() else ""):
+        assert time.monotonic() < deadline and s.proc.poll() is None, s.log()
+        time.sleep(0.05)
+    port = re.search(r"127\.0\.0\.1:(\d+)", errors.read_text()).group(1)
+    sock = socket.create_connection(("127.0.0.1", int(port)))
+    sock.sendall(b"GET /c HTTP/1.1\r\nHost: x\r\nCookie: a=1\r\nCookie: b=2\r\n"
+                 b"Accept: text/html\r\nAccept: application/json\r\nConnection: close\r\n\r\n")
+    answer = b""
+    while chunk := sock.recv(4096):
+        answer += chunk
+    body = answer.split(b"\r\n\r\n", 1)[1]
+    assert json.loads(body) == {"cookie": "a=1; b=2", "accept": "text/html,application/json"}
+    assert "wsgi.errors line for /c" in errors.read_text()

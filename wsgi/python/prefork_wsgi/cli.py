@@ -259,9 +259,13 @@ def print_config(args):
 
 def base_environ(args):
     """What every request's environ starts from."""
+    errors = sys.stderr
+    if args.error_logfile != "-":
+        # The app's wsgi.errors goes where the server's error log goes.
+        errors = open(args.error_logfile, "a", buffering=1, encoding="utf-8", errors="replace")
     return {
         "wsgi.version": (1, 0),
-        "wsgi.errors": sys.stderr,
+        "wsgi.errors": errors,
         # A view waiting on a call to its own server runs beside the spare thread serving it,
         # even with --threads 1.
         "wsgi.multithread": True,

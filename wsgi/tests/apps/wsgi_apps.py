@@ -108,3 +108,10 @@ def plain(environ, start_response):
 # The same app checked by wsgiref's validator on every call (environ, start_response, the
 # iterable, close()).
 validated = validator(plain)
+
+
+def cookies_and_errors(environ, start_response):
+    environ["wsgi.errors"].write(f"wsgi.errors line for {environ['PATH_INFO']}\n")
+    environ["wsgi.errors"].flush()
+    return _json(start_response, {"cookie": environ.get("HTTP_COOKIE"),
+                                  "accept": environ.get("HTTP_ACCEPT")})
