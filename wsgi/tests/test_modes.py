@@ -1,21 +1,20 @@
 """What differs between thread mode (-w 1) and process mode (-w N): recycling, --preload, print()
-in workers, and a stop while a Python thread is stuck past its deadline."""
+in workers, the fork's at-fork callbacks, HUP reloading the code, and a stop while a Python thread
+is stuck past its deadline."""
 
-import threading
+import signal
 import time
 
-import pytest
 import requests
 
 
 def pids(url, n):
     out = set()
-    with requests.Session() as s:
-        for _ in range(n):
-            # A new connection each time: a kept-alive one stays with its process.
-            r = requests.get(f"{url}/x", headers={"Connection": "close"}, timeout=5)
-            assert r.status_code == 200
-            out.add(int(r.text))
+    for _ in range(n):
+        # A new connection each time: a kept-alive one stays with its process.
+        r = requests.get(f"{url}/x", headers={"Connection": "close"}, timeout=5)
+        assert r.status_code == 200
+        out.add(int(r.text))
     return out
 
 
@@ -81,4 +80,26 @@ def test_each_fork_runs_pythons_at_fork_callbacks(start_server):
     assert log.count(f"AT_FORK parent in {master}") >= 2, log
     for pid in workers:
         assert f"AT_FORK child in {pid}" in log, log
+    assert s.stop() == 0
+
+
+def test_hup_reloads_the_changed_app_in_process_mode(start_server, tmp_path):
+    # The master never imported the app: new workers import the code as it is now.
+    (tmp_path / "versioned.py").write_text(
+        "def app(environ, start_response):\n"
+        "    start_response('200 OK', [('Content-Type', 'text/plain')])\n"
+        "    return [b'v1']\n")
+    s = start_server(["-b", "127.0.0.1:0", "-w", "2", "versioned:app"], cwd=tmp_path)
+    assert requests.get(s.url, timeout=5).text == "v1"
+    (tmp_path / "versioned.py").write_text(
+        (tmp_path / "versioned.py").read_text().replace("b'v1'", "b'v2'"))
+    s.proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 15
+    while True:
+        answers = {requests.get(s.url, headers={"Connection": "close"}, timeout=5).text
+                   for _ in range(4)}
+        if answers == {"v2"}:
+            break
+        assert time.monotonic() < deadline, (answers, s.log())
+        time.sleep(0.2)
     assert s.stop() == 0

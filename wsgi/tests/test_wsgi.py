@@ -149,8 +149,10 @@ def test_file_wrapper_sends_the_file(start_server):
     assert r.headers["Content-Length"] == str(9990)
 
 
-def test_timeout_is_504_and_the_thread_is_left_to_finish(start_server):
-    s = start_server(["-b", "127.0.0.1:0", "--threads", "2", "-t", "1", "wsgi_apps:plain"])
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_timeout_is_504_and_the_thread_is_left_to_finish(start_server, workers):
+    s = start_server(["-b", "127.0.0.1:0", "-w", workers, "--threads", "2", "-t", "1",
+                      "wsgi_apps:plain"])
     started = time.monotonic()
     r = requests.get(f"{s.url}/slow?s=3", timeout=10)
     took = time.monotonic() - started
