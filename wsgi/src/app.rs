@@ -175,6 +175,11 @@ impl Write {
         if started.status.is_none() {
             return Err(PyAssertionError::new_err("write() before start_response"));
         }
+        if !data.as_bytes().is_empty() {
+            // Headers count as sent from the first write (PEP 3333): a later start_response
+            // with exc_info re-raises.
+            started.sent = true;
+        }
         started.written.extend_from_slice(data.as_bytes());
         Ok(())
     }
@@ -277,7 +282,7 @@ impl WsgiApp {
     pub fn handle(&self, req: HttpRequest, ctx: &Context) -> HttpResponse {
         let route = format!("{} {}", req.method(), req.uri().path());
         let resp = Python::with_gil(|py| self.call(py, req, &route));
-        if ctx.is_cancelled() {
+        if ctx.is_cancelled() && std::time::Instant::now() >= ctx.deadline() {
             log::warn!(
                 "`{route}` returned {:?} after its --timeout had passed: the client was answered \
                  504 then; a Python thread cannot be killed, so this one was left to finish, and \

@@ -20,18 +20,22 @@ enum Source {
 #[pyclass(module = "prefork_wsgi._native")]
 pub struct Input {
     source: Mutex<Source>,
+    /// A spooled body: read from its file, without the GIL.
+    spooled: bool,
 }
 
 impl Input {
     pub fn memory(data: Vec<u8>) -> Input {
         Input {
             source: Mutex::new(Source::Memory { data, pos: 0 }),
+            spooled: false,
         }
     }
 
     pub fn file(body: RequestBody) -> Input {
         Input {
             source: Mutex::new(Source::File(BufReader::with_capacity(64 * 1024, body))),
+            spooled: true,
         }
     }
 
@@ -40,12 +44,14 @@ impl Input {
         py: Python<'_>,
         f: impl FnOnce(&mut Source) -> std::io::Result<T> + Send,
     ) -> PyResult<T> {
-        let mut guard = self.source.lock().unwrap_or_else(|e| e.into_inner());
-        let source = &mut *guard;
-        let r = match source {
-            Source::Memory { .. } => f(source),
-            // A file read may wait on the disk: without the GIL.
-            Source::File(_) => py.allow_threads(|| f(source)),
+        let run = || f(&mut self.source.lock().unwrap_or_else(|e| e.into_inner()));
+        // A file read may wait on the disk: without the GIL, and the lock is taken after the GIL
+        // is released (a thread holding the lock never waits for the GIL). A read from memory
+        // holds the GIL throughout, so no other thread holds the lock meanwhile.
+        let r = if self.spooled {
+            py.allow_threads(run)
+        } else {
+            run()
         };
         r.map_err(|e| PyValueError::new_err(format!("reading the request body: {e}")))
     }
