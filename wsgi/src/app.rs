@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use prefork_pool::http::types::http::{HeaderName, HeaderValue, Response, StatusCode, Version};
 use prefork_pool::http::{
-    Body, ForwardedProto, HttpRequest, HttpResponse, IntoResponse, PeerAddr, RequestBody,
+    Body, ForwardedProto, HttpRequest, HttpResponse, IntoResponse, PeerAddr, RequestBody, TcpEnds,
 };
 use prefork_pool::Context;
 use pyo3::exceptions::{PyAssertionError, PyTypeError, PyValueError};
@@ -393,9 +393,15 @@ impl WsgiApp {
             .get::<ForwardedProto>()
             .map_or("http", |p| if &*p.0 == "https" { "https" } else { "http" });
         env.set_item("wsgi.url_scheme", scheme)?;
-        let (name, port) = match host {
-            Some(h) => split_host(&h, scheme),
-            None => self.server.clone(),
+        let ends = req.extensions().get::<TcpEnds>().copied();
+        let (name, port) = match (host, ends) {
+            (Some(h), _) => split_host(&h, scheme),
+            // No Host (HTTP/1.0): the address the client connected to.
+            (None, Some(e)) => (
+                e.local.ip().to_canonical().to_string(),
+                e.local.port().to_string(),
+            ),
+            (None, None) => self.server.clone(),
         };
         env.set_item("SERVER_NAME", name)?;
         env.set_item("SERVER_PORT", port)?;
@@ -404,6 +410,11 @@ impl WsgiApp {
                 .get::<PeerAddr>()
                 .map_or("", |p| if &*p.0 == "unix" { "" } else { &p.0 });
         env.set_item("REMOTE_ADDR", remote)?;
+        if let Some(e) = ends {
+            // The socket's port; when a trusted proxy named the client, REMOTE_ADDR is the client
+            // it named and the port is the proxy's (gunicorn does the same).
+            env.set_item("REMOTE_PORT", e.peer.port().to_string())?;
+        }
         let input = match req.extensions_mut().remove::<RequestBody>() {
             Some(spooled) => Input::file(spooled),
             None => Input::memory(std::mem::take(req.body_mut())),

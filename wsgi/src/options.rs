@@ -68,7 +68,8 @@ impl Options {
         secs(self.keepalive.max(0.001))
     }
 
-    /// The `SERVER_NAME` and `SERVER_PORT` for a request without a `Host` header: the first bind.
+    /// The `SERVER_NAME` and `SERVER_PORT` for a request without a `Host` header that did not
+    /// come over TCP (a Unix socket): the first bind.
     pub fn default_server(&self) -> (String, String) {
         match self.binds().first() {
             Some(Bind::Tcp(addr)) => match addr.rsplit_once(':') {

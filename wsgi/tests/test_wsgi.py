@@ -43,6 +43,7 @@ def test_environ(validated):
     assert env["SERVER_PORT"] == str(validated.port)
     assert env["SERVER_PROTOCOL"] == "HTTP/1.1"
     assert env["REMOTE_ADDR"] == "127.0.0.1"
+    assert env["REMOTE_PORT"].isdigit() and 0 < int(env["REMOTE_PORT"]) < 65536
     assert env["wsgi.url_scheme"] == "http"
     assert env["wsgi.multithread"] is True
     assert env["wsgi.multiprocess"] is False
@@ -205,3 +206,17 @@ def test_repeated_headers_and_wsgi_errors_to_the_error_log(start_server, tmp_pat
     body = answer.split(b"\r\n\r\n", 1)[1]
     assert json.loads(body) == {"cookie": "a=1; b=2", "accept": "text/html,application/json"}
     assert "wsgi.errors line for /c" in errors.read_text()
+
+
+def test_remote_port_and_server_port_without_host(validated):
+    sock = socket.create_connection(("127.0.0.1", validated.port))
+    my_port = sock.getsockname()[1]
+    # HTTP/1.0 without Host: SERVER_NAME and SERVER_PORT are the address connected to.
+    sock.sendall(b"GET /environ HTTP/1.0\r\n\r\n")
+    answer = b""
+    while chunk := sock.recv(4096):
+        answer += chunk
+    env = json.loads(answer.split(b"\r\n\r\n", 1)[1])
+    assert env["REMOTE_PORT"] == str(my_port)
+    assert (env["SERVER_NAME"], env["SERVER_PORT"]) == ("127.0.0.1", str(validated.port))
+    assert env["SERVER_PROTOCOL"] == "HTTP/1.0"

@@ -27,6 +27,7 @@ UNSUPPORTED = {
     "--daemon": "daemon mode (run it under a service manager)",
     "-u": "switching user", "--user": "switching user",
     "-g": "switching group", "--group": "switching group",
+    "-m": "a umask for the socket", "--umask": "a umask for the socket",
     "--certfile": "TLS (put a TLS proxy in front)", "--keyfile": "TLS (put a TLS proxy in front)",
     "--statsd-host": "statsd metrics",
     "--paste": "PasteDeploy apps", "--paste-global": "PasteDeploy apps",
