@@ -5,7 +5,6 @@ worker POST /call_hello_world hangs until WORKER TIMEOUT; here it is answered at
 import concurrent.futures
 import time
 
-import pytest
 import requests
 
 from conftest import SEED

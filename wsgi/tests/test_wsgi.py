@@ -220,3 +220,21 @@ def test_remote_port_and_server_port_without_host(validated):
     assert env["REMOTE_PORT"] == str(my_port)
     assert (env["SERVER_NAME"], env["SERVER_PORT"]) == ("127.0.0.1", str(validated.port))
     assert env["SERVER_PROTOCOL"] == "HTTP/1.0"
+
+
+def test_forwarded_headers_only_from_allowed_proxies(start_server):
+    headers = {"X-Forwarded-For": "203.0.113.7", "X-Forwarded-Proto": "https"}
+    trusted = start_server(["-b", "127.0.0.1:0", "wsgi_apps:validated"])
+    env = requests.get(f"{trusted.url}/environ", headers=headers, timeout=5).json()
+    assert (env["REMOTE_ADDR"], env["wsgi.url_scheme"]) == ("203.0.113.7", "https")
+    untrusted = start_server(["-b", "127.0.0.1:0", "--forwarded-allow-ips", "10.0.0.1",
+                              "wsgi_apps:validated"])
+    env = requests.get(f"{untrusted.url}/environ", headers=headers, timeout=5).json()
+    assert (env["REMOTE_ADDR"], env["wsgi.url_scheme"]) == ("127.0.0.1", "http")
+
+
+def test_head_gets_the_headers_only(validated):
+    r = requests.head(f"{validated.url}/environ", timeout=5)
+    assert r.status_code == 200
+    assert r.content == b""
+    assert int(r.headers["Content-Length"]) > 0
