@@ -32,6 +32,7 @@ pub struct Options {
     pub limit_request_line: usize,
     pub limit_request_fields: usize,
     pub limit_request_field_size: usize,
+    pub limit_request_body: u64,
     pub forwarded_allow_ips: Vec<String>,
     pub preload_app: bool,
     pub pidfile: Option<String>,

@@ -47,6 +47,7 @@ fn configure(b: ServerBuilder, o: &Options, thread_mode: bool) -> ServerBuilder 
         .limit_request_line(o.limit_request_line)
         .limit_request_fields(o.limit_request_fields)
         .limit_request_field_size(o.limit_request_field_size)
+        .limit_body_bytes(o.limit_request_body)
         .forwarded_allow_ips(o.forwarded_allow_ips.iter())
         .access_log(o.accesslog.is_some());
     if let Some(f) = &o.access_log_format {

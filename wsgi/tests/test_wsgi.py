@@ -238,3 +238,14 @@ def test_head_gets_the_headers_only(validated):
     assert r.status_code == 200
     assert r.content == b""
     assert int(r.headers["Content-Length"]) > 0
+
+
+def test_request_body_limit(start_server):
+    # Larger than the crate's own 10 MiB default: gunicorn has no limit, prefork-wsgi 1 GiB.
+    big = start_server(["-b", "127.0.0.1:0", "wsgi_apps:plain"])
+    data = b"x" * (11 * 1024 * 1024)
+    r = requests.post(f"{big.url}/upload", data=data, timeout=30)
+    assert r.status_code == 200 and r.json()["size"] == len(data)
+    small = start_server(["-b", "127.0.0.1:0", "--limit-request-body", "1000", "wsgi_apps:plain"])
+    r = requests.post(f"{small.url}/upload", data=b"y" * 1001, timeout=10)
+    assert r.status_code == 413

@@ -144,6 +144,11 @@ def parser():
                    dest="limit_request_field_size",
                    type=_int_range("--limit-request-field_size", 0, 1 << 20), default=8190,
                    help="longest header field (0: the server's maximum, 1 MiB)")
+    p.add_argument("--limit-request-body", type=_int_range("--limit-request-body", 0), default=1 << 30,
+                   metavar="BYTES",
+                   help="largest request body, larger is 413 (not a gunicorn flag: the server reads "
+                   "the whole body, spooling past 1 MiB to a temporary file, before the app runs; "
+                   "default 1 GiB; 0: no limit)")
     p.add_argument("--forwarded-allow-ips", default=None, metavar="IPS",
                    help="proxies whose X-Forwarded-* headers are believed, comma-separated "
                    "(default $FORWARDED_ALLOW_IPS, else 127.0.0.1,::1; '*': all)")
@@ -233,6 +238,7 @@ def native_options(args):
         "limit_request_line": args.limit_request_line or (1 << 20),
         "limit_request_fields": args.limit_request_fields or 10000,
         "limit_request_field_size": args.limit_request_field_size or (1 << 20),
+        "limit_request_body": args.limit_request_body or (1 << 63),
         "forwarded_allow_ips": [ip.strip() for ip in args.forwarded_allow_ips.split(",") if ip.strip()],
         "preload_app": args.preload_app,
         "pidfile": args.pidfile,
