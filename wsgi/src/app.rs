@@ -79,7 +79,6 @@ impl StartResponse {
     #[pyo3(signature = (status, headers, exc_info=None))]
     fn __call__(
         &self,
-        py: Python<'_>,
         status: &Bound<'_, PyAny>,
         headers: &Bound<'_, PyAny>,
         exc_info: Option<&Bound<'_, PyAny>>,
@@ -155,7 +154,6 @@ impl StartResponse {
                 })?;
             parsed.push((header, value));
         }
-        let _ = py;
         let mut started = lock(&self.started);
         started.status = Some(code);
         started.headers = parsed;
@@ -438,7 +436,10 @@ impl WsgiApp {
         let mut chunks: VecDeque<Vec<u8>> = VecDeque::new();
         let mut iter = iterable.try_iter()?;
         let mut ended = false;
-        // Up to the first non-empty chunk: start_response may be called as late as that.
+        // A list or tuple (`return [body]`) is whole already: taken at once, sent with its
+        // length.
+        let whole = iterable.is_instance_of::<PyList>() || iterable.is_instance_of::<PyTuple>();
+        // Else up to the first non-empty chunk: start_response may be called as late as that.
         loop {
             match iter.next() {
                 None => {
@@ -449,7 +450,9 @@ impl WsgiApp {
                     let chunk = bytes_of(&item?)?;
                     if !chunk.is_empty() {
                         chunks.push_back(chunk);
-                        break;
+                        if !whole {
+                            break;
+                        }
                     }
                 }
             }

@@ -249,3 +249,12 @@ def test_request_body_limit(start_server):
     small = start_server(["-b", "127.0.0.1:0", "--limit-request-body", "1000", "wsgi_apps:plain"])
     r = requests.post(f"{small.url}/upload", data=b"y" * 1001, timeout=10)
     assert r.status_code == 413
+
+
+def test_a_list_without_content_length_is_sent_with_its_length(start_server):
+    s = start_server(["-b", "127.0.0.1:0", "wsgi_apps:plain"])
+    r = requests.get(f"{s.url}/nothing-here", timeout=5)
+    assert r.status_code == 404
+    assert r.content == b"no such page\n"
+    assert r.headers.get("Content-Length") == str(len(b"no such page\n"))
+    assert "Transfer-Encoding" not in r.headers
