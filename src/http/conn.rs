@@ -28,7 +28,7 @@ use super::proxy_protocol;
 use super::response::{write_response, WriteOpts, SHUTTING_DOWN};
 use super::self_call::{unix_caller, Caller};
 use super::spool::RequestBody;
-use super::types::{ForwardedProto, PeerAddr, SocketPeer};
+use super::types::{ForwardedProto, PeerAddr, SocketPeer, TcpEnds};
 
 /// How long a closing connection keeps reading (and discarding) what the client still sends, so
 /// that the client reads our last answer instead of a reset.
@@ -503,6 +503,9 @@ impl Conn {
         *req.headers_mut() = head.headers;
         req.extensions_mut().insert(PeerAddr(client));
         req.extensions_mut().insert(SocketPeer(self.peer.clone()));
+        if let Some((peer, local)) = self.addrs {
+            req.extensions_mut().insert(TcpEnds { peer, local });
+        }
         if let Some(proto) = fwd.proto {
             req.extensions_mut()
                 .insert(ForwardedProto(Arc::from(proto)));

@@ -496,4 +496,4 @@ pub use server::{ServeError, Server, ServerBuilder};
 pub use spool::RequestBody;
 pub use stream::StreamStats;
 pub use stuck::{BusyWorker, StuckPolicy, StuckReport, EXIT_STUCK};
-pub use types::{ForwardedProto, HttpRequest, HttpResponse, PeerAddr, SocketPeer};
+pub use types::{ForwardedProto, HttpRequest, HttpResponse, PeerAddr, SocketPeer, TcpEnds};

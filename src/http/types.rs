@@ -1,6 +1,6 @@
 //! The types a handler sees: [`HttpRequest`], [`HttpResponse`], the client's [`PeerAddr`] (with
-//! the [`SocketPeer`] and [`ForwardedProto`] behind a proxy), and the [`http`] crate itself,
-//! re-exported.
+//! the [`SocketPeer`] and [`ForwardedProto`] behind a proxy), the connection's [`TcpEnds`], and
+//! the [`http`] crate itself, re-exported.
 //!
 //! Requests and responses are the [`http`] crate's types. It is re-exported here so that an
 //! application need not depend on it itself with the matching major version:
@@ -15,6 +15,7 @@
 //! or, to write `http::...` as with a direct dependency:
 //! `use prefork_pool::http::types::http;`.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 /// The [`http`](https://docs.rs/http/1) crate (major version 1), whose [`Request`](http::Request)
@@ -63,6 +64,40 @@ pub struct PeerAddr(pub Arc<str>);
 /// `X-Prefork-Depth` is honoured) are made on the socket, never on what a proxy says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SocketPeer(pub Arc<str>);
+
+/// The two ends of the TCP connection a request came on, in its extensions (absent for a Unix
+/// socket and the [`Loopback`](super::Loopback)): the client's socket address, with its port (a
+/// WSGI or CGI gateway's `REMOTE_PORT`), and this server's own, the address the client connected
+/// to (`SERVER_NAME` and `SERVER_PORT` for a request without `Host`). Both are the socket's, like
+/// the [`SocketPeer`], never what a proxy in front names.
+///
+/// ```
+/// use prefork_pool::http::{Server, TcpEnds};
+/// use std::io::{Read, Write};
+///
+/// let server = Server::builder()
+///     .bind("127.0.0.1:0")
+///     .serve(|req, _ctx| {
+///         let ends = req.extensions().get::<TcpEnds>().unwrap();
+///         format!("{} -> {}", ends.peer.port(), ends.local.port())
+///     })
+///     .unwrap();
+/// let addr = server.local_addrs()[0];
+/// let mut s = std::net::TcpStream::connect(addr).unwrap();
+/// let me = s.local_addr().unwrap();
+/// s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+/// let mut answer = String::new();
+/// s.read_to_string(&mut answer).unwrap();
+/// assert!(answer.ends_with(&format!("{} -> {}", me.port(), addr.port())));
+/// server.shutdown(std::time::Duration::from_secs(5));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TcpEnds {
+    /// The client's address and port.
+    pub peer: SocketAddr,
+    /// The server's address and port the client connected to.
+    pub local: SocketAddr,
+}
 
 /// The scheme the client used, `"http"` or `"https"`, in a request's extensions when a trusted
 /// proxy said it (`X-Forwarded-Proto`, or `proto=` in `Forwarded`); absent otherwise (the

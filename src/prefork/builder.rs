@@ -337,6 +337,27 @@ impl SupervisorBuilder {
         self
     }
 
+    /// Runs in the master right after each fork, with the new worker's number and its pid (`None`
+    /// when the fork failed): the parent's half of [`pre_fork`](Self::pre_fork), which it always
+    /// follows, so the two can bracket the fork. An embedded runtime that must prepare for a fork
+    /// and recover from it in both processes uses the three hooks: CPython's
+    /// `PyOS_BeforeFork` in `pre_fork`, `PyOS_AfterFork_Parent` here, `PyOS_AfterFork_Child` in
+    /// [`post_fork`](Self::post_fork) (what `os.fork()` does).
+    ///
+    /// ```
+    /// use prefork_pool::prefork::{Supervisor, WorkerEnv};
+    /// Supervisor::builder()
+    ///     .bind("127.0.0.1:0")
+    ///     .pre_fork(|n| eprintln!("forking worker {n}"))
+    ///     .post_fork_parent(|n, pid| eprintln!("worker {n} is pid {pid:?}"))
+    ///     .check(|| Ok::<_, String>(|_env: &mut WorkerEnv| 0))
+    ///     .unwrap();
+    /// ```
+    pub fn post_fork_parent(mut self, f: impl FnMut(u64, Option<u32>) + 'static) -> Self {
+        self.hooks.post_fork_parent = Some(Box::new(f));
+        self
+    }
+
     /// Runs in the master once every worker of the first generation is ready (and after each
     /// reload), with the listeners.
     pub fn when_ready(mut self, f: impl FnMut(&[Listener]) + 'static) -> Self {

@@ -29,12 +29,15 @@ pub(crate) const FAST_STOP: Duration = Duration::from_secs(5);
 type Hook0 = Box<dyn FnMut()>;
 type ReadyHook = Box<dyn FnMut(&[Listener])>;
 type ExitHook = Box<dyn FnMut(&WorkerExit)>;
+/// The worker's number and pid (`None`: the fork failed).
+type ParentForkHook = Box<dyn FnMut(u64, Option<u32>)>;
 
 /// The hooks set on the builder, run by the master (and `post_fork` by each worker).
 #[derive(Default)]
 pub(crate) struct Hooks {
     pub(crate) pre_fork: Option<Box<dyn FnMut(u64)>>,
     pub(crate) post_fork: Option<Box<dyn FnMut(u64)>>,
+    pub(crate) post_fork_parent: Option<ParentForkHook>,
     pub(crate) when_ready: Option<ReadyHook>,
     pub(crate) on_reload: Option<Hook0>,
     pub(crate) on_reopen_logs: Option<Hook0>,

@@ -648,8 +648,14 @@ where
         let _ = io::stdout().flush();
         let _ = io::stderr().flush();
         let pid = fork::fork_with_signals_blocked();
-        if pid < 0 {
-            let e = io::Error::last_os_error();
+        // Taken before the parent's hook, whose own calls may change errno.
+        let fork_error = (pid < 0).then(io::Error::last_os_error);
+        if pid != 0 {
+            if let Some(f) = self.hooks.post_fork_parent.as_mut() {
+                f(number, u32::try_from(pid).ok());
+            }
+        }
+        if let Some(e) = fork_error {
             log::error!(
                 "fork failed: {e}; retrying on the next pass (check the process limit, `ulimit -u`, \
                  and free memory)"

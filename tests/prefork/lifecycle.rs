@@ -368,3 +368,38 @@ pub fn usr2_never_ready() -> Result<(), String> {
     })();
     finish(&mut m, result)
 }
+
+/// The three fork hooks bracket each fork: `pre_fork` and `post_fork_parent` in the master (in
+/// that order, the second with the new worker's pid), `post_fork` in the worker (what an embedded
+/// runtime such as CPython needs: before, after in the parent, after in the child).
+pub fn fork_hooks(m: &mut Master) -> Result<(), String> {
+    m.wait_log("2 worker(s) ready", LONG)?;
+    let workers = m.wait_workers(LONG, "2 workers", |w| w.len() == 2)?;
+    let log = m.log_text();
+    let lines: Vec<&str> = log.lines().filter(|l| l.starts_with("HOOK ")).collect();
+    for &pid in &workers {
+        let parent = lines
+            .iter()
+            .position(|l| {
+                l.starts_with("HOOK parent ") && l.ends_with(&format!(" Some({pid}) by {}", m.pid))
+            })
+            .ok_or_else(|| {
+                format!("no post_fork_parent line in the master for worker pid {pid}: {lines:?}")
+            })?;
+        let number = lines[parent].split(' ').nth(2).unwrap_or("?");
+        let pre = lines
+            .iter()
+            .position(|l| *l == format!("HOOK pre {number} by {}", m.pid))
+            .ok_or_else(|| format!("no pre_fork line for worker {number}: {lines:?}"))?;
+        ensure(pre < parent, || {
+            format!("pre_fork after post_fork_parent: {lines:?}")
+        })?;
+        ensure(
+            lines.contains(&format!("HOOK child {number} by {pid}").as_str()),
+            || format!("no post_fork line in worker {number} (pid {pid}): {lines:?}"),
+        )?;
+    }
+    m.signal(libc::SIGTERM);
+    let code = m.wait_exit(LONG)?;
+    ensure(code == 0, || format!("exit status {code} after SIGTERM"))
+}

@@ -53,6 +53,23 @@ const SCENARIOS: &[Scenario] = &[
         run: || with_master("serve", |b| b.workers(2), lifecycle::two_workers_serve),
     },
     Scenario {
+        name: "fork_hooks",
+        run: || {
+            with_master(
+                "forkhooks",
+                |b| {
+                    b.workers(2)
+                        .pre_fork(|n| eprintln!("HOOK pre {n} by {}", std::process::id()))
+                        .post_fork_parent(|n, pid| {
+                            eprintln!("HOOK parent {n} {pid:?} by {}", std::process::id())
+                        })
+                        .post_fork(|n| eprintln!("HOOK child {n} by {}", std::process::id()))
+                },
+                lifecycle::fork_hooks,
+            )
+        },
+    },
+    Scenario {
         name: "kill9_respawns",
         run: || with_master("kill9", |b| b.workers(2), lifecycle::kill9_respawns),
     },
