@@ -19,8 +19,8 @@
 //!   `http://127.0.0.1:$PORT/hello_world`.
 //!
 //! The routes are a [`Router`]'s, as Flask's `@app.route(..., methods=[...])`: a known path with
-//! another method (`GET /hello_world`) answers 405 with `Allow: POST`, an unknown path 404
-//! `{"error": "Not Found"}`; the query string is percent-decoded (`session_id=<id with %2D for
+//! another method (`GET /hello_world`) answers 405 `{"error": "Method Not Allowed"}` with `Allow:
+//! POST`, an unknown path 404 `{"error": "Not Found"}`; the query string is percent-decoded (`session_id=<id with %2D for
 //! each dash>` finds the session).
 //!
 //! Under gunicorn with one sync worker, `/call_hello_world` hangs until the worker timeout: the
@@ -241,6 +241,9 @@ fn routes(app: App) -> Router {
         .route("/call_hello_world", post(invoke_hello))
         .route("/call_hello_world_tcp", post(invoke_hello_tcp))
         .fallback(|| ApiError(StatusCode::NOT_FOUND, "Not Found".into()))
+        .method_not_allowed(|| {
+            ApiError(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed".into())
+        })
         .with_state(app)
 }
 

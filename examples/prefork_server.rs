@@ -199,6 +199,9 @@ fn routes(app: App) -> Router {
             get(|| Json(json!({ "worker_pid": std::process::id() }))),
         )
         .fallback(|| ApiError(StatusCode::NOT_FOUND, "Not Found".into()))
+        .method_not_allowed(|| {
+            ApiError(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed".into())
+        })
         .with_state(app)
 }
 

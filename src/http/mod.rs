@@ -76,7 +76,8 @@
 //! [`Json<T>`](Json) (JSON), `(StatusCode, body)`, headers with a body (`([(name, value)], body)`,
 //! `(StatusCode, headers, body)`), a [`StatusCode`](types::http::StatusCode), a
 //! [`crate::Error`], or a `Result` of two of them, so that a handler can use `?` on any error type
-//! that is `IntoResponse` (implement it for your own: the set is open). Requests and responses
+//! that is `IntoResponse` (implement it for your own: the set is open), or on any error at all
+//! with [`HttpError`] (a 500, logged). Requests and responses
 //! are the `http` crate's types, re-exported as [`types::http`] so that your `Cargo.toml` need not
 //! name it with the matching version (write `use prefork_pool::http::types::http;`). A closure
 //! written in the call to [`serve`](ServerBuilder::serve) needs no annotations; one stored in a
@@ -423,6 +424,7 @@ mod handler;
 mod handoff;
 mod head_scan;
 mod health;
+mod http_error;
 mod incoming;
 mod io;
 #[cfg(feature = "json")]
@@ -479,6 +481,7 @@ pub use extract_serde::{Path, Query};
 pub use handle::ServerHandle;
 pub use handler::{handler, Handler, IntoResponse, IntoResponseParts, RawJson};
 pub use handoff::{request_depth, DEPTH_HEADER};
+pub use http_error::HttpError;
 #[cfg(feature = "json")]
 pub use json::Json;
 pub use loopback::Loopback;

@@ -279,6 +279,8 @@ pub struct Router<S = ()> {
     /// Path to index in `routes`.
     matcher: matchit::Router<usize>,
     fallback: Option<Erased<S>>,
+    /// What a known path with another method gets instead of the plain 405 (`Allow` added).
+    not_allowed: Option<Erased<S>>,
 }
 
 impl<S> fmt::Debug for Router<S> {
@@ -303,6 +305,7 @@ impl<S: 'static> Router<S> {
             routes: Vec::new(),
             matcher: matchit::Router::new(),
             fallback: None,
+            not_allowed: None,
         }
     }
 
@@ -371,6 +374,30 @@ impl<S: 'static> Router<S> {
         self
     }
 
+    /// What a known path gets for a method it does not have, instead of the plain `text/plain`
+    /// 405 (a JSON error for an API): `handler`'s answer, with the route's `Allow` added. The
+    /// outer router's applies to the routes it [`nest`](Self::nest)s.
+    ///
+    /// ```
+    /// use prefork_pool::http::{post, Router};
+    /// use prefork_pool::http::types::http::{Request, StatusCode};
+    ///
+    /// let app = Router::new()
+    ///     .route("/hello_world", post(|| "hi"))
+    ///     .method_not_allowed(|| (StatusCode::METHOD_NOT_ALLOWED, r#"{"error":"Method Not Allowed"}"#));
+    /// let r = app.oneshot(Request::get("/hello_world").body(vec![]).unwrap());
+    /// assert_eq!((r.status().as_u16(), r.headers()["allow"].to_str().unwrap()), (405, "POST"));
+    /// assert_eq!(r.body(), br#"{"error":"Method Not Allowed"}"#);
+    /// ```
+    pub fn method_not_allowed<H, T>(mut self, handler: H) -> Self
+    where
+        H: RouteHandler<T, S>,
+        T: 'static,
+    {
+        self.not_allowed = Some(erase(handler));
+        self
+    }
+
     /// Give the handlers their [`State`](super::State): a router that needs no more state, to
     /// serve or to [`nest`](Self::nest) in another. The state is shared by every request (an
     /// `Arc` inside; clone it per request as the extractor does): hold a pool of connections,
@@ -388,6 +415,7 @@ impl<S: 'static> Router<S> {
                 .collect(),
             matcher: self.matcher,
             fallback: self.fallback.map(|h| provide(h, &state)),
+            not_allowed: self.not_allowed.map(|h| provide(h, &state)),
         }
     }
 
@@ -428,17 +456,22 @@ impl<S: 'static> Router<S> {
             }
         };
         let route = &self.routes[index].1;
-        match route.pick(req.method()) {
-            Some(h) => h(
-                req,
-                &Cx {
-                    params: &params,
-                    state,
-                    ctx,
-                    worker,
-                },
-            ),
-            None => route.not_allowed(),
+        let cx = Cx {
+            params: &params,
+            state,
+            ctx,
+            worker,
+        };
+        match (route.pick(req.method()), &self.not_allowed) {
+            (Some(h), _) => h(req, &cx),
+            (None, None) => route.not_allowed(),
+            (None, Some(h)) => {
+                let mut r = h(req, &cx);
+                if let Some((allow, _)) = &route.allow {
+                    r.headers_mut().insert(ALLOW, allow.clone());
+                }
+                r
+            }
         }
     }
 

@@ -141,6 +141,18 @@ fn nesting_and_fallbacks() {
     );
     // A known path with a wrong method is still 405, not the fallback.
     assert_eq!(app.oneshot(req("POST", "/api/v1/notes/5")).status(), 405);
+    // Unless the router answers those itself: its answer, with `Allow`.
+    let app =
+        app.method_not_allowed(|m: Method| (StatusCode::METHOD_NOT_ALLOWED, format!("no {m}")));
+    let r = app.oneshot(req("POST", "/api/v1/notes/5"));
+    assert_eq!(
+        (
+            r.status().as_u16(),
+            r.headers()[ALLOW].to_str().unwrap(),
+            text(&r)
+        ),
+        (405, "GET, HEAD", "no POST".into())
+    );
 }
 
 #[test]

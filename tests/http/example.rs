@@ -305,6 +305,7 @@ fn hello_loopback_example_answers_405_and_decodes_the_query() {
     let a = c.answer();
     assert_eq!(a.status, 405, "{}", a.text());
     assert_eq!(a.header("allow").as_deref(), Some("POST"));
+    assert_eq!(a.text(), r#"{"error":"Method Not Allowed"}"#);
     c.send(&post("/get_hello_world", ""));
     let a = c.answer();
     assert_eq!(a.status, 405, "{}", a.text());
