@@ -265,6 +265,7 @@ mod fork;
 mod heartbeat;
 mod http_worker;
 mod listeners;
+mod log_settings;
 mod logs;
 mod master;
 mod notify;
