@@ -12,12 +12,12 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
-use super::loopback::Loopback;
-use super::metrics::ServerMetrics;
-use super::reactor::{Reactor, ReactorHandle};
-use super::self_call::SelfCalls;
-use super::stream::StreamStats;
-use super::stuck::{Busy, StuckPolicy, StuckReport, EXIT_STUCK};
+use super::engine::reactor::{Reactor, ReactorHandle};
+use super::engine::stream::StreamStats;
+use super::ops::metrics::ServerMetrics;
+use super::ops::stuck::{Busy, StuckPolicy, StuckReport, EXIT_STUCK};
+use super::self_call::calls::SelfCalls;
+use super::self_call::loopback::Loopback;
 use super::types::{HttpRequest, HttpResponse};
 use crate::{Pool, ShutdownReport, Stats};
 

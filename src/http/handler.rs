@@ -6,8 +6,8 @@
 use http::header::{HeaderName, CONTENT_TYPE};
 use http::{HeaderMap, HeaderValue, StatusCode};
 
-use super::response::{error_response, short_reason};
 use super::types::{HttpRequest, HttpResponse};
+use super::wire::response::{error_response, short_reason};
 use crate::{Context, Error};
 
 /// A request handler: any `Fn(HttpRequest, &Context) -> R` (thread-safe, `'static`) whose `R` is

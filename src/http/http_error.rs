@@ -4,8 +4,8 @@ use std::fmt;
 
 use http::StatusCode;
 
-use super::extract::Rejection;
 use super::handler::IntoResponse;
+use super::routing::extract::Rejection;
 use super::types::HttpResponse;
 
 /// An answer for a handler that fails: `Result<T, HttpError>` lets a handler use `?` on any

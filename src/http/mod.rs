@@ -404,99 +404,64 @@
 //!
 //! In process mode (`prefork::Supervisor`) the supervisor handles the signals instead.
 
-mod acceptor;
-mod access_json;
-mod access_log;
 mod body;
-mod conn;
-pub(crate) mod date;
-mod decode;
-mod dispatch;
-mod epoll;
-mod extract;
-#[cfg(feature = "serde")]
-mod extract_serde;
-pub(crate) mod forwarded;
-#[cfg(any(test, fuzzing))]
-mod fuzz;
+mod engine;
 mod handle;
 mod handler;
-mod handoff;
-mod head_scan;
-mod health;
 mod http_error;
-mod incoming;
-mod io;
-#[cfg(feature = "json")]
-mod json;
-mod lane;
 mod log_settings;
-mod loopback;
-mod metrics;
-mod owner_lookup;
-mod parse;
-#[allow(dead_code)] // wired into self_call.rs by issue 13 part 4
-mod peer_owner;
-mod proxy_protocol;
-pub(crate) mod rate_limit;
-mod reactor;
-mod refusals;
-mod response;
-mod route_handler;
-mod router;
-#[cfg(all(test, feature = "json"))]
-mod router_tests;
+pub(crate) mod ops;
+mod routing;
 mod self_call;
+#[allow(dead_code)]
 mod serve;
 mod server;
 mod server_health;
 mod settings;
 #[cfg(unix)]
 mod signals;
-mod spare;
-mod spool;
-mod stream;
-mod stuck;
 pub mod types;
-mod value_scan;
+pub(crate) mod wire;
 
 /// The fuzz target's entry point (`fuzz/fuzz_targets/head_and_body.rs`); built only with
 /// `cfg(fuzzing)`, not part of the API.
 #[cfg(fuzzing)]
 #[doc(hidden)]
 pub mod __fuzz {
-    pub use super::fuzz::head_and_body;
+    pub use super::wire::fuzz::head_and_body;
 }
 
-#[cfg(feature = "prefork")]
-pub(crate) use acceptor::AcceptGate;
-pub use access_log::{AccessLogFormat, ACCESS_TARGET, DEFAULT_ACCESS_LOG_FORMAT};
 pub use body::Body;
-pub use extract::{
+#[cfg(feature = "prefork")]
+pub(crate) use engine::acceptor::AcceptGate;
+pub use engine::handoff::{request_depth, DEPTH_HEADER};
+pub use engine::spool::RequestBody;
+pub use engine::stream::StreamStats;
+pub use handle::ServerHandle;
+pub use handler::{handler, Handler, IntoResponse, IntoResponseParts, RawJson};
+pub use http_error::HttpError;
+pub use ops::access_log::{AccessLogFormat, ACCESS_TARGET, DEFAULT_ACCESS_LOG_FORMAT};
+#[cfg(feature = "prefork")]
+pub(crate) use ops::metrics::HttpCounters;
+pub use ops::metrics::{ServerMetrics, DURATION_BUCKETS, METHODS, OWN_STATUSES};
+pub use ops::stuck::{BusyWorker, StuckPolicy, StuckReport, EXIT_STUCK};
+pub use routing::extract::{
     private as extract_markers, ClientAddr, Cx, Extension, FromRequest, FromRequestParts,
     Rejection, State,
 };
 #[cfg(feature = "serde")]
-pub use extract_serde::{Path, Query};
-pub use handle::ServerHandle;
-pub use handler::{handler, Handler, IntoResponse, IntoResponseParts, RawJson};
-pub use handoff::{request_depth, DEPTH_HEADER};
-pub use http_error::HttpError;
+pub use routing::extract_serde::{Path, Query};
 #[cfg(feature = "json")]
-pub use json::Json;
-pub use loopback::Loopback;
-#[cfg(feature = "prefork")]
-pub(crate) use metrics::HttpCounters;
-pub use metrics::{ServerMetrics, DURATION_BUCKETS, METHODS, OWN_STATUSES};
+pub use routing::json::Json;
+pub use routing::route_handler::{with_context, RouteHandler, ViaContext, WithContext, WithWorker};
+pub use routing::router::{
+    any, delete, get, head, options, patch, post, put, MethodRouter, Router,
+};
+pub use self_call::calls::SelfCalls;
+pub use self_call::loopback::Loopback;
 #[doc(hidden)]
-pub use owner_lookup::{hold_lookups, LookupHold};
-pub use parse::Limits;
-pub use response::error_response;
-pub use route_handler::{with_context, RouteHandler, ViaContext, WithContext, WithWorker};
-pub use router::{any, delete, get, head, options, patch, post, put, MethodRouter, Router};
-pub use self_call::SelfCalls;
+pub use self_call::owner_lookup::{hold_lookups, LookupHold};
 pub use server::{ServeError, Server, ServerBuilder};
-pub use spool::RequestBody;
-pub use stream::StreamStats;
-pub use stuck::{BusyWorker, StuckPolicy, StuckReport, EXIT_STUCK};
 pub use types::{ForwardedProto, HttpRequest, HttpResponse, PeerAddr, SocketPeer, TcpEnds};
+pub use wire::parse::Limits;
+pub use wire::response::error_response;

@@ -11,16 +11,16 @@ use std::time::Duration;
 
 use http::StatusCode;
 
-use super::acceptor::AcceptGate;
-use super::access_log::DEFAULT_ACCESS_LOG_FORMAT;
-use super::dispatch::DeadlineFor;
-use super::forwarded::DEFAULT_FORWARDED_ALLOW_IPS;
-use super::health::HealthSettings;
-use super::metrics::HttpCounters;
-use super::parse::Limits;
-use super::response::ErrorHook;
-use super::self_call::SiblingPids;
+use super::engine::acceptor::AcceptGate;
+use super::engine::dispatch::DeadlineFor;
+use super::ops::access_log::DEFAULT_ACCESS_LOG_FORMAT;
+use super::ops::forwarded::DEFAULT_FORWARDED_ALLOW_IPS;
+use super::ops::health::HealthSettings;
+use super::ops::metrics::HttpCounters;
+use super::self_call::calls::SiblingPids;
 use super::types::{HttpRequest, HttpResponse};
+use super::wire::parse::Limits;
+use super::wire::response::ErrorHook;
 use crate::settings::{LogChoices, Source, Sources};
 use crate::{BuildError, Pool};
 
@@ -652,7 +652,7 @@ impl ServerBuilder {
     /// Refuse a `forwarded_allow_ips` list that is not IPs, CIDR blocks or `*`, as `serve` would.
     #[cfg_attr(not(feature = "prefork"), allow(dead_code))]
     pub(crate) fn check_forwarded(&self) -> Result<(), BuildError> {
-        super::forwarded::TrustedProxies::parse(&self.forwarded_allow_ips).map(|_| ())
+        super::ops::forwarded::TrustedProxies::parse(&self.forwarded_allow_ips).map(|_| ())
     }
 
     /// Process mode: accept only when `gate` says so (the pre-fork supervisor's balance between

@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
+use super::ops::stuck::StuckPolicy;
 use super::server::ServerBuilder;
-use super::stuck::StuckPolicy;
 
 impl ServerBuilder {
     /// Answer `ready` (readiness) and `live` (liveness) on the server's own, without a worker: they

@@ -341,7 +341,7 @@ fn now() -> (u64, u32) {
 
 /// One error-log line: `[2026-12-07 06:09:36.123 +0000] [pid] [LEVEL] target: message\n`.
 fn error_line((secs, ms): (u64, u32), pid: u32, record: &log::Record) -> String {
-    let c = crate::http::date::civil(secs);
+    let c = crate::http::wire::date::civil(secs);
     let mut s = String::with_capacity(96);
     let _ = write!(
         s,

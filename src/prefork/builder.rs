@@ -10,10 +10,10 @@ use std::time::Duration;
 
 use super::config::{Hooks, SupervisorConfig, EXIT_ERROR, MAX_WORKERS};
 use super::exit::WorkerExit;
-use super::listeners::{self, Bind, Listener};
+use super::os::listeners::{self, Bind, Listener};
 use super::report::fatal;
 use super::supervisor::Supervisor;
-use super::worker::Worker;
+use super::workers::worker::Worker;
 use crate::settings::Source;
 use crate::settings::Sources;
 use crate::BuildError;

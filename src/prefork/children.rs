@@ -7,7 +7,7 @@ use std::time::Instant;
 use libc::{c_int, pid_t};
 
 use super::exit::Cause;
-use super::signals;
+use super::os::signals;
 
 /// Where a worker stands in the master's count.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

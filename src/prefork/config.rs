@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::exit::{Limits, WorkerExit};
-use super::listeners::Listener;
+use super::os::listeners::Listener;
 use crate::settings::LogChoices;
 
 /// Exit status of a master that stopped as asked.

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use libc::c_int;
 
+use super::os::signals;
 use super::report::secs;
-use super::signals;
 
 /// How a worker process ended, as given to the `worker_exit` hook.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -14,16 +14,16 @@ use super::config::{
     Hooks, SupervisorConfig, EXIT_BOOT_ERROR, EXIT_ERROR, EXIT_OK, FAST_STOP, MAX_WORKERS,
 };
 use super::exit::{Cause, Ending, RestartIntensity};
-use super::fork;
-use super::heartbeat::{now_ms, HeartbeatTable, BOOT_FAILED, READY, RETIRE};
-use super::listeners::{accept_new_connections, refuse_new_connections, Listener};
-use super::logs;
-use super::notify::{notify_or_log, Watchdog};
+use super::os::fork;
+use super::os::listeners::{accept_new_connections, refuse_new_connections, Listener};
+use super::os::logs;
+use super::os::notify::{notify_or_log, Watchdog};
+use super::os::signals::{self, SignalPipe};
+use super::os::upgrade::{self, Upgrade};
 use super::report::{fatal, secs, BootError, BootTimeout, IntensityExceeded, Unkillable};
-use super::shared_metrics;
-use super::signals::{self, SignalPipe};
-use super::upgrade::{self, Upgrade};
-use super::worker::{child_main, ChildSetup, Worker};
+use super::workers::heartbeat::{now_ms, HeartbeatTable, BOOT_FAILED, READY, RETIRE};
+use super::workers::shared_metrics;
+use super::workers::worker::{child_main, ChildSetup, Worker};
 
 /// A stop under way.
 #[derive(Debug)]

@@ -256,37 +256,25 @@
 //!   process that connected (a socket handed to another process keeps the first one's pid).
 //!   Calls from a worker's own subprocesses (`curl` run by a handler) are not recognised.
 
-mod balance;
 mod builder;
 mod children;
 mod config;
 mod exit;
-mod fork;
-mod heartbeat;
-mod http_worker;
-mod listeners;
 mod log_settings;
-mod logs;
 mod master;
-mod notify;
+mod os;
 mod report;
-mod rlimit;
-#[cfg(feature = "tower")]
-mod service;
 mod settings;
-mod shared_metrics;
-mod signals;
 mod supervisor;
-mod upgrade;
-mod worker;
+mod workers;
 
 pub use builder::{StartError, SupervisorBuilder};
 pub use config::{EXIT_BOOT_ERROR, EXIT_ERROR, EXIT_OK};
 pub use exit::WorkerExit;
-pub use heartbeat::{Heartbeat, RequestGuard, Siblings};
-pub use listeners::Listener;
-#[cfg(feature = "tower")]
-pub use service::{BoxError, ServiceConfig};
-pub use shared_metrics::{server_metrics, worker_metrics, WorkerMetrics};
+pub use os::listeners::Listener;
 pub use supervisor::Supervisor;
-pub use worker::{Worker, WorkerEnv, EXIT_WORKER_BOOT_ERROR};
+pub use workers::heartbeat::{Heartbeat, RequestGuard, Siblings};
+#[cfg(feature = "tower")]
+pub use workers::service::{BoxError, ServiceConfig};
+pub use workers::shared_metrics::{server_metrics, worker_metrics, WorkerMetrics};
+pub use workers::worker::{Worker, WorkerEnv, EXIT_WORKER_BOOT_ERROR};

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::builder::{default_workers, SupervisorBuilder};
 use super::config::{WorkerServer, MAX_WORKERS};
-use super::listeners::{Bind, Listener};
+use super::os::listeners::{Bind, Listener};
 use super::supervisor::Supervisor;
 use crate::http::ServerBuilder;
 use crate::settings::{self, show_duration, BindAddr, Settings, Source, UNIX_MODE};
@@ -264,7 +264,7 @@ impl SupervisorBuilder {
             server.threads.to_string()
         };
         let forwarded = server.forwarded_allow_ips.as_ref().map_or_else(
-            || crate::http::forwarded::DEFAULT_FORWARDED_ALLOW_IPS.join(","),
+            || crate::http::ops::forwarded::DEFAULT_FORWARDED_ALLOW_IPS.join(","),
             |ips| ips.join(","),
         );
         let mut rows = vec![

@@ -7,13 +7,13 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use super::config::{Hooks, SupervisorConfig, EXIT_BOOT_ERROR, EXIT_ERROR, SLOTS};
-use super::heartbeat::HeartbeatTable;
-use super::listeners::Listener;
 use super::master::Master;
+use super::os::listeners::Listener;
+use super::os::rlimit;
+use super::os::signals::SignalPipe;
 use super::report::{fatal, PidfileError, TooManyThreads};
-use super::rlimit;
-use super::signals::SignalPipe;
-use super::worker::Worker;
+use super::workers::heartbeat::HeartbeatTable;
+use super::workers::worker::Worker;
 
 /// The master process of a pre-fork server: see the [module documentation](super).
 ///
@@ -80,7 +80,7 @@ impl Supervisor {
     /// order; empty when they were not passed by systemd (see
     /// [`WorkerEnv::listener_names`](super::WorkerEnv::listener_names)).
     pub fn listener_names(&self) -> &'static [String] {
-        super::listeners::listen_fd_names()
+        super::os::listeners::listen_fd_names()
     }
 
     /// The address of the first TCP listener (the port the system chose for port 0, for example).
@@ -136,7 +136,7 @@ impl Supervisor {
                 fatal(&TooManyThreads::AtStart(n).to_string());
                 return EXIT_ERROR;
             }
-            super::logs::name_master(self.cfg.proc_name.as_deref());
+            super::os::logs::name_master(self.cfg.proc_name.as_deref());
             match rlimit::raise_nofile() {
                 Ok((old, new)) if new > old => {
                     log::info!("raised the open files limit (RLIMIT_NOFILE) from {old} to {new}")

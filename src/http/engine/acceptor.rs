@@ -1,0 +1,180 @@
+//! The listening side of the reactor: [`Acceptor`] (a listener as the reactor accepts on it), which
+//! accept errors concern one connection only, and the [`AcceptGate`] that process mode puts in front
+//! of `accept` to balance connections between the worker processes.
+
+use std::io;
+use std::net::IpAddr;
+use std::os::fd::{AsRawFd, RawFd};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::http::engine::io::{Stream, TcpAddrs};
+
+/// With an [`AcceptGate`]: the most connections taken per wake-up (the listener is level-triggered
+/// then, so the rest wake this process, or a sibling, again).
+pub(in crate::http) const ACCEPT_BATCH: usize = 16;
+/// With an [`AcceptGate`] that said no: how often the reactor asks it again, for the changes its
+/// wake fd does not signal (or without one).
+pub(in crate::http) const GATE_RECHECK: Duration = Duration::from_millis(5);
+/// With an [`AcceptGate`] that says no: how long connections may wait in a TCP listener's queue
+/// before this process takes one anyway. The gates agree on a taker, but that process may not
+/// accept (stopped, or its reactor stalled): a connection is delayed, never stranded.
+pub(in crate::http) const QUEUE_STALL: Duration = Duration::from_millis(250);
+
+/// In process mode, whether this process takes new connections now. The worker processes share
+/// one listen socket; each asks its gate before every `accept` (and on every loop pass), and
+/// stops polling the listener while the gate says no, leaving the connections to its siblings.
+/// The pre-fork supervisor's gate balances open connections between the processes that have an
+/// idle handler thread (see `prefork/balance.rs`). Without a gate (thread mode, one process) the
+/// reactor accepts everything that is queued.
+pub(crate) trait AcceptGate: Send + Sync {
+    /// With `conns` connections open in this process: publishes that number to the siblings (one
+    /// more when it says yes: the connection about to be accepted) and says whether to accept one
+    /// more now.
+    fn may_accept(&self, conns: usize) -> bool;
+    /// This process accepts no more connections (it drains): the siblings stop counting it.
+    fn closed(&self);
+    /// A connection closed, `conns` are left open: published at once (connections close on the
+    /// worker threads, while the reactor that asks [`may_accept`](Self::may_accept) may sleep).
+    fn conn_closed(&self, _conns: usize) {}
+    /// The most requests one connection is kept alive for (the last answer says
+    /// `Connection: close`), so that clients reconnect now and then and the gate can move load
+    /// from one process to another. `None`: no limit.
+    fn keepalive_requests(&self) -> Option<u64> {
+        None
+    }
+    /// An fd the reactor polls (edge-triggered) for as long as it serves: it becomes readable
+    /// when a sibling's change may let this process accept, and the reactor then asks the gate
+    /// again at once. The reactor never reads it. `None`: the reactor asks again every
+    /// [`GATE_RECHECK`] only.
+    fn wake_fd(&self) -> Option<RawFd> {
+        None
+    }
+}
+
+/// A listening socket, as the reactor accepts on it.
+#[derive(Debug)]
+pub(crate) enum Acceptor {
+    Tcp(mio::net::TcpListener),
+    /// With the path to remove when the server stops (only for sockets the server bound itself).
+    #[cfg(unix)]
+    Unix(mio::net::UnixListener, Option<PathBuf>),
+}
+
+impl Acceptor {
+    pub(in crate::http) fn raw_fd(&self) -> RawFd {
+        match self {
+            Acceptor::Tcp(l) => l.as_raw_fd(),
+            #[cfg(unix)]
+            Acceptor::Unix(l, _) => l.as_raw_fd(),
+        }
+    }
+
+    pub(in crate::http) fn accept(&self) -> io::Result<(Stream, Arc<str>, TcpAddrs)> {
+        match self {
+            Acceptor::Tcp(l) => l.accept().map(|(s, a)| {
+                let _ = s.set_nodelay(true);
+                let local = s.local_addr().ok().map(|local| (a, local));
+                (Stream::Tcp(s), peer_text(a.ip()), local)
+            }),
+            #[cfg(unix)]
+            Acceptor::Unix(l, _) => l
+                .accept()
+                .map(|(s, _)| (Stream::Unix(s), Arc::from("unix"), None)),
+        }
+    }
+
+    /// Whether connections wait in this TCP listener's accept queue (`false` for a Unix socket).
+    pub(in crate::http) fn queued(&self) -> bool {
+        let Acceptor::Tcp(l) = self else {
+            return false;
+        };
+        // SAFETY: an all-zero `tcp_info` is valid (plain integers).
+        let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+        let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+        // SAFETY: getsockopt(2) TCP_INFO on the listener's open fd, writing at most `len` bytes
+        // into `info` on the stack. For a listening socket, `tcpi_unacked` is its accept queue.
+        let r = unsafe {
+            libc::getsockopt(
+                l.as_raw_fd(),
+                libc::IPPROTO_TCP,
+                libc::TCP_INFO,
+                (&mut info as *mut libc::tcp_info).cast(),
+                &mut len,
+            )
+        };
+        r == 0 && info.tcpi_unacked > 0
+    }
+
+    pub(in crate::http) fn close(self) {
+        #[cfg(unix)]
+        if let Acceptor::Unix(_, Some(path)) = &self {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// The peer's address as the logs and handlers see it (`IpAddr`'s `Display`), made without the
+/// formatting machinery and an intermediate `String` for IPv4, the common case: it is on every
+/// accept.
+fn peer_text(ip: IpAddr) -> Arc<str> {
+    let IpAddr::V4(v4) = ip else {
+        return Arc::from(ip.to_string());
+    };
+    let mut text = [0u8; 15];
+    let mut len = 0;
+    for (i, octet) in v4.octets().into_iter().enumerate() {
+        if i > 0 {
+            text[len] = b'.';
+            len += 1;
+        }
+        if octet >= 100 {
+            text[len] = b'0' + octet / 100;
+            len += 1;
+        }
+        if octet >= 10 {
+            text[len] = b'0' + octet / 10 % 10;
+            len += 1;
+        }
+        text[len] = b'0' + octet % 10;
+        len += 1;
+    }
+    Arc::from(std::str::from_utf8(&text[..len]).unwrap_or("?"))
+}
+
+/// Accept errors that concern one connection only: skip it and accept the next.
+pub(in crate::http) fn is_transient(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::Interrupted
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+    ) || matches!(e.raw_os_error(), Some(libc::EPROTO) | Some(libc::EPERM))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    #[test]
+    fn the_peer_reads_as_its_display() {
+        let mut ips: Vec<IpAddr> = [
+            [0, 0, 0, 0],
+            [127, 0, 0, 1],
+            [10, 9, 99, 100],
+            [255, 255, 255, 255],
+            [192, 168, 1, 20],
+        ]
+        .into_iter()
+        .map(|o| IpAddr::V4(Ipv4Addr::from(o)))
+        .collect();
+        ips.extend((0..=255u8).map(|b| IpAddr::V4(Ipv4Addr::new(b, b / 3, 255 - b, 0))));
+        ips.push(IpAddr::V6(Ipv6Addr::LOCALHOST));
+        ips.push(IpAddr::V6(Ipv4Addr::new(1, 2, 3, 4).to_ipv6_mapped()));
+        for ip in ips {
+            assert_eq!(&*peer_text(ip), ip.to_string());
+        }
+    }
+}

@@ -1,0 +1,572 @@
+//! The hand-off between the reactor, the pool and the connection: a complete request goes out
+//! ([`Handoff::submit`]: the depth check, a spare thread for a self-call, else the [`Dispatch`];
+//! or first through the self-call lookup thread, [`Handoff::submit_after_lookup`]),
+//! and its answer comes back ([`finish`]: serialised, logged, written by the thread that completed
+//! it, and delivered to the connection as an [`Answered`] through the [`Deliver`] the request
+//! carries: the connection lane's cell). The reactor, the lane and the connection import this
+//! file; it imports none of them.
+
+use std::cell::RefCell;
+use std::io::{self, Write};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::Version;
+use mio::Waker;
+
+use crate::http::body::Body;
+use crate::http::engine::io::Link;
+use crate::http::engine::stream::{self, StreamCounters};
+use crate::http::ops::access_log::{AccessLogFormat, LogRequest, ACCESS_TARGET};
+use crate::http::ops::forwarded::ProxySettings;
+use crate::http::ops::health::{HealthRoutes, HealthView};
+use crate::http::ops::metrics::{CounterStore, HttpCounters, ServerMetrics};
+use crate::http::ops::rate_limit::{suppressed_note, RateLimit, WARN_INTERVAL};
+use crate::http::ops::stuck::BusyWorker;
+use crate::http::self_call::calls::{Caller, SiblingPids};
+use crate::http::self_call::owner_lookup::{CallerCell, OwnerLookup};
+use crate::http::self_call::spare::Spares;
+use crate::http::types::{HttpRequest, HttpResponse};
+use crate::http::wire::date::{now_secs, DateCache};
+use crate::http::wire::parse::Limits;
+use crate::http::wire::response::OwnAnswer;
+use crate::http::wire::response::{
+    write_response, write_stream_head, ErrorPage, StreamFraming, WriteOpts,
+};
+use crate::Error;
+
+/// The request header that carries how deep a request is in a chain of calls a service makes to
+/// itself: `X-Prefork-Depth: <n>`, a decimal number, absent meaning 0.
+///
+/// [`Loopback::send`](crate::http::Loopback::send) sets it on every request it sends, to one more than
+/// the depth of the request whose handler sends it. The server reads it on every request it
+/// receives from this host (over a Unix socket, or over TCP from a loopback address or the
+/// server's own address), and answers a request deeper than
+/// [`max_depth`](crate::http::ServerBuilder::max_depth) (default 32) with 508 Loop Detected
+/// ([`Error::LoopDetected`]) without running the handler; the `warn` line for those is written
+/// at most once per 10 s, with the count of those not logged. From any other client the header
+/// is removed before the request is handled (the handler sees depth 0), so a remote client
+/// cannot have its requests refused with 508. A handler that calls its own service
+/// with another HTTP client stops runaway recursion the same way by forwarding the header, plus
+/// one:
+///
+/// ```
+/// use prefork_pool::http::types::http;
+/// use prefork_pool::http::{request_depth, DEPTH_HEADER};
+///
+/// let incoming = http::Request::get("/").header(DEPTH_HEADER, "4").body(()).unwrap();
+/// let depth = request_depth(&incoming);
+/// assert_eq!(depth, 4);
+/// // ... ureq::get(url).set(DEPTH_HEADER, &(depth + 1).to_string()) ...
+/// assert_eq!(depth + 1, 5);
+/// ```
+pub const DEPTH_HEADER: &str = "x-prefork-depth";
+
+/// The depth a request carries in its [`DEPTH_HEADER`]: 0 when it has none (or one that is not a
+/// number).
+pub fn request_depth<B>(req: &http::Request<B>) -> u32 {
+    req.headers()
+        .get(DEPTH_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Whether a request's [`DEPTH_HEADER`] is honoured: only from this host, i.e. a Unix socket
+/// peer (`tcp` is `None`), or a TCP peer on a loopback address or on our own local address
+/// (`tcp` is `(peer, local)`). From anyone else the header is removed before the request is
+/// handled, so a remote client cannot make its requests 508 (nor deepen a chain of calls).
+pub(crate) fn depth_trusted(unix: bool, tcp: Option<(SocketAddr, SocketAddr)>) -> bool {
+    if unix {
+        return true;
+    }
+    match tcp {
+        Some((peer, local)) => {
+            let ip = peer.ip().to_canonical();
+            ip.is_loopback() || ip == local.ip().to_canonical()
+        }
+        None => false,
+    }
+}
+
+/// The warning for requests refused for their client-sent depth: one line per interval.
+static DEPTH_WARNINGS: RateLimit = RateLimit::new(WARN_INTERVAL);
+
+/// The one depth rule, for a request from a client and for one sent through the `Loopback`: a
+/// request deeper than `max` is refused with [`Error::LoopDetected`] without running the handler.
+pub(crate) fn check_depth(depth: u32, max: u32) -> Result<u32, Error> {
+    if depth > max {
+        return Err(Error::LoopDetected { depth, max });
+    }
+    Ok(depth)
+}
+
+/// The completion callback a dispatcher calls exactly once.
+pub(crate) type Done = Box<dyn FnOnce(Result<HttpResponse, Error>) + Send>;
+
+/// Where complete requests go: the Pool (or, in unit tests, anything else).
+pub(crate) trait Dispatch: Send + Sync + 'static {
+    /// Run `req` (whose [`DEPTH_HEADER`] says `depth`, already checked) and call `done` with its
+    /// answer.
+    fn dispatch(&self, req: HttpRequest, depth: u32, done: Done);
+    /// Workers waiting for a job now.
+    fn idle_workers(&self) -> usize;
+    /// Run the handler on the calling thread (a spare thread, for a self-call).
+    fn call_here(&self, req: HttpRequest, depth: u32) -> Result<HttpResponse, Error>;
+    /// The pool's name, for logs.
+    fn name(&self) -> &str;
+    /// Have the idle workers wait in `sleeper` (see [`Handoff::attach_sleeper`]); false when
+    /// there are no workers to wait there.
+    fn attach_sleeper(&self, _sleeper: Option<Arc<dyn crate::pool::Sleeper>>) -> bool {
+        false
+    }
+    /// The reactor's periodic timer (every 100 ms while there are connections): the stuck check.
+    fn tick(&self, _now: Instant) {}
+    /// The workers running a request now, for the self-call warning.
+    fn busy(&self, _now: Instant) -> Vec<BusyWorker> {
+        Vec::new()
+    }
+    /// For readiness: why the workers are not all up, if they are not.
+    fn not_ready(&self) -> Option<String> {
+        None
+    }
+    /// For liveness: the stuck report, when every worker has been busy with no job completed
+    /// for `after`.
+    fn stuck(&self, _after: Duration, _now: Instant) -> Option<String> {
+        None
+    }
+}
+
+/// The reactor's settings, checked by the server's builder.
+#[derive(Debug, Clone)]
+pub(crate) struct ReactorConfig {
+    pub limits: Limits,
+    pub head_timeout: Duration,
+    pub body_timeout: Duration,
+    /// The slowest a request body may arrive, in bytes per second (0: no floor).
+    pub min_body_rate: u64,
+    pub keepalive_timeout: Duration,
+    pub write_timeout: Duration,
+    /// A request body larger than this is kept in a temporary file ([`RequestBody`](crate::http::RequestBody)).
+    pub spool_above: u64,
+    pub access_log: Option<AccessLogFormat>,
+    /// Spare threads for requests this process (or a sibling worker process) sent itself over TCP
+    /// or a Unix socket (0: off).
+    pub max_spare: usize,
+    /// The other processes whose requests count as self-calls (pre-fork sibling workers).
+    pub siblings: Option<SiblingPids>,
+    /// Deepest chain of calls a request may be in (its `X-Prefork-Depth`); deeper: 508.
+    pub max_depth: u32,
+    /// How the answers the server makes on its own are rendered (default: plain text).
+    pub error_page: ErrorPage,
+    /// Trusted proxies and the PROXY protocol.
+    pub proxy: ProxySettings,
+    /// The health routes, if asked for.
+    pub health: Option<HealthRoutes>,
+    /// Count the HTTP metrics here instead of in the server's own counters (process mode: a
+    /// block of the memory shared with the master).
+    pub shared_counters: Option<&'static HttpCounters>,
+}
+
+/// What tells the connection its request is answered: written by the thread that completed
+/// it (or not entirely: `rest` is what is left to write).
+#[derive(Debug)]
+pub(crate) struct Answered {
+    pub rest: Vec<u8>,
+    pub keep_alive: bool,
+    /// Writing failed: the connection is gone.
+    pub failed: bool,
+}
+
+/// Where a request's answer goes back to: its connection.
+pub(crate) trait Deliver: Send + Sync + std::fmt::Debug {
+    /// The request is answered (its answer written, or `rest` of it left to write): the
+    /// connection goes on from here, on this thread if no other holds it.
+    fn deliver(self: Arc<Self>, handoff: &Arc<Handoff>, answer: Answered);
+}
+
+/// What the answer needs to know about the request it answers; travels with the request to
+/// whichever thread completes it.
+#[derive(Debug)]
+pub(crate) struct Reply {
+    /// The connection, for the answer.
+    pub back: Arc<dyn Deliver>,
+    pub link: Arc<Link>,
+    pub peer: Arc<str>,
+    /// What the reactor had not written yet of its own when the request left (the rest of a
+    /// `100 Continue`): written by the worker before its answer.
+    pub prefix: Vec<u8>,
+    pub head_only: bool,
+    pub version: Version,
+    pub keep_alive: bool,
+    pub log: Option<LogRequest>,
+    pub started: Instant,
+    /// The request's method, as an index into [`METHODS`](crate::http::ops::metrics::METHODS).
+    pub method: u8,
+}
+
+/// What the reactor, its connections and the threads that answer share: the settings and the way
+/// to the pool and back.
+pub(crate) struct Handoff {
+    pub cfg: ReactorConfig,
+    pub(in crate::http) dispatcher: Box<dyn Dispatch>,
+    waker: Arc<Waker>,
+    /// The server is draining (graceful shutdown): answers say `Connection: close`.
+    pub draining: AtomicBool,
+    /// A graceful stop was asked for (readiness says 503), perhaps before `draining`.
+    pub stopping: AtomicBool,
+    /// The reactor is (about to be) blocked in `poll`: a wake-up is needed to reach it.
+    pub sleeping: AtomicBool,
+    /// The spare threads of self-calls (see `spare.rs`).
+    pub spares: Spares,
+    /// The self-call lookup thread, and the descriptors the reactor owns (which it skips).
+    pub lookup: OwnerLookup,
+    /// The server's HTTP counters.
+    pub metrics: CounterStore,
+    /// Streamed answers: completed, cut.
+    pub streams: StreamCounters,
+    /// The reactor has stopped: a streamed answer ends at its next chunk.
+    pub stopped: AtomicBool,
+}
+
+impl Handoff {
+    pub(crate) fn new(
+        cfg: ReactorConfig,
+        dispatcher: Box<dyn Dispatch>,
+        waker: Arc<Waker>,
+    ) -> Self {
+        let lookup = OwnerLookup::new(cfg.max_spare > 0);
+        let metrics = match cfg.shared_counters {
+            Some(shared) => CounterStore::Shared(shared),
+            None => CounterStore::Own(HttpCounters::default()),
+        };
+        Handoff {
+            cfg,
+            dispatcher,
+            waker,
+            draining: AtomicBool::new(false),
+            stopping: AtomicBool::new(false),
+            sleeping: AtomicBool::new(false),
+            spares: Spares::default(),
+            lookup,
+            metrics,
+            streams: StreamCounters::default(),
+            stopped: AtomicBool::new(false),
+        }
+    }
+
+    pub(crate) fn idle_workers(&self) -> usize {
+        self.dispatcher.idle_workers()
+    }
+
+    /// The reactor's periodic timer, passed on to the dispatcher.
+    pub(crate) fn tick(self: &Arc<Self>, now: Instant) {
+        self.dispatcher.tick(now);
+        self.expire_waiting_self_calls(now);
+    }
+
+    /// Run `req`: refused (508) when it is too deep, on a spare thread if it is a self-call
+    /// (`caller`), else through the pool.
+    pub(crate) fn submit(self: &Arc<Self>, req: HttpRequest, reply: Reply, caller: Option<Caller>) {
+        let depth = match check_depth(request_depth(&req), self.cfg.max_depth) {
+            Ok(depth) => depth,
+            Err(err) => {
+                // A client can send this on every request: one line per interval.
+                if let Some(suppressed) = DEPTH_WARNINGS.allow(Instant::now()) {
+                    log::warn!(target: "prefork_pool::http", "{err}{}", suppressed_note(suppressed));
+                }
+                return finish(self, reply, Ok(self.cfg.error_page.pool_error(&err)));
+            }
+        };
+        if let Some(caller) = caller {
+            return self.self_call(req, depth, reply, caller);
+        }
+        let handoff = self.clone();
+        self.dispatcher.dispatch(
+            req,
+            depth,
+            Box::new(move |result| finish(&handoff, reply, result)),
+        );
+    }
+
+    /// [`submit`](Self::submit) once the lookup thread has found out whether the TCP client at
+    /// `peer` (connected to our `local`) is this process or a sibling: the answer is kept in
+    /// `cell` for the connection's next requests, then the request goes on from the lookup
+    /// thread. The reactor does not wait for it; the connection's next request is not read
+    /// until this one is answered, so answers stay in order.
+    pub(crate) fn submit_after_lookup(
+        self: &Arc<Self>,
+        req: HttpRequest,
+        reply: Reply,
+        (peer, local): (SocketAddr, SocketAddr),
+        cell: CallerCell,
+    ) {
+        let handoff = self.clone();
+        self.lookup.look_up(
+            peer,
+            local,
+            self.cfg.siblings.clone(),
+            Box::new(move |caller| {
+                let _ = cell.set(caller);
+                handoff.submit(req, reply, caller);
+            }),
+        );
+    }
+
+    /// The answer to `req` if it is one of the health routes (answered here, without a worker).
+    pub(crate) fn health_answer(&self, req: &HttpRequest) -> Option<HttpResponse> {
+        let routes = self.cfg.health.as_ref()?;
+        routes.answer(req, self.stopping.load(Ordering::SeqCst), self)
+    }
+
+    /// The server's HTTP metrics now.
+    pub(crate) fn metrics(&self) -> ServerMetrics {
+        self.metrics.snapshot()
+    }
+
+    /// Have the pool's idle workers wait on the connection lane (`None`: no more). False when the
+    /// dispatcher has no workers to lend.
+    pub(crate) fn attach_sleeper(&self, sleeper: Option<Arc<dyn crate::pool::Sleeper>>) -> bool {
+        self.dispatcher.attach_sleeper(sleeper)
+    }
+
+    /// Wake the reactor if it sleeps.
+    pub(crate) fn wake_reactor(&self) {
+        if self.sleeping.swap(false, Ordering::SeqCst) {
+            let _ = self.waker.wake();
+        }
+    }
+}
+
+impl HealthView for Handoff {
+    fn not_ready(&self) -> Option<String> {
+        self.dispatcher.not_ready()
+    }
+    fn stuck(&self, after: Duration, now: Instant) -> Option<String> {
+        self.dispatcher.stuck(after, now)
+    }
+}
+
+thread_local! {
+    static DATE: RefCell<DateCache> = RefCell::new(DateCache::new());
+}
+
+/// `f` given the `Date` header's value for now (this thread's cache of it).
+pub(crate) fn with_date<R>(f: impl FnOnce(&[u8]) -> R) -> R {
+    DATE.with(|d| f(d.borrow_mut().get()))
+}
+
+/// Complete a request: serialise the answer, log it, write it to the socket when the socket
+/// takes it (on whichever thread the Pool completes the job), and hand the connection on
+/// ([`Deliver`]): armed for its next request, or for writing the rest, or closed.
+pub(crate) fn finish(handoff: &Arc<Handoff>, r: Reply, result: Result<HttpResponse, Error>) {
+    let mut resp = match result {
+        Ok(resp) => resp,
+        Err(e) => {
+            if e.http_status() == 500 {
+                log::error!(target: "prefork_pool::http", "{e}");
+            } else {
+                log::warn!(target: "prefork_pool::http", "{e}");
+            }
+            handoff.cfg.error_page.pool_error(&e)
+        }
+    };
+    let draining = handoff.draining.load(Ordering::SeqCst);
+    // While draining, the last answer on a connection says `Connection: close`; an answer with
+    // more (pipelined) input behind it keeps the connection so that input is answered too.
+    let keep_alive = r.keep_alive && (!draining || r.link.pending.load(Ordering::SeqCst));
+    let opts = WriteOpts {
+        head: r.head_only,
+        version: r.version,
+        keep_alive,
+    };
+    if let Some(body) = Body::take(&mut resp) {
+        return finish_streamed(handoff, r, resp, body, opts);
+    }
+    let mut out = Vec::with_capacity(160 + resp.body().len());
+    if !r.prefix.is_empty() {
+        out.extend_from_slice(&r.prefix);
+    }
+    let (bytes, keep_alive) =
+        DATE.with(|d| write_response(&mut out, &resp, opts, d.borrow_mut().get()));
+    log_access(handoff, &r, &resp, bytes);
+    count_answer(handoff, &r, &resp, out.len());
+    drop(resp);
+    let mut written = 0;
+    let mut failed = false;
+    while written < out.len() {
+        match (&r.link.stream).write(&out[written..]) {
+            Ok(0) => {
+                failed = true;
+                break;
+            }
+            Ok(n) => written += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => {
+                failed = true;
+                break;
+            }
+        }
+    }
+    if written > 0 {
+        out.drain(..written);
+    }
+    report(handoff, r, out, keep_alive, failed);
+}
+
+/// The access log line for the answer, with `bytes` of body sent.
+fn log_access(handoff: &Handoff, r: &Reply, resp: &HttpResponse, bytes: usize) {
+    if let (Some(fmt), Some(req)) = (handoff.cfg.access_log.as_ref(), r.log.as_ref()) {
+        if crate::log_sink::access_enabled() {
+            // The crate's access log: formatted here, written by the log thread.
+            let (status, took, now) = (resp.status().as_u16(), r.started.elapsed(), now_secs());
+            crate::log_sink::access(|s| {
+                fmt.render_into(s, &r.peer, req, status, resp.headers(), bytes, took, now);
+            });
+        } else if log::log_enabled!(target: ACCESS_TARGET, log::Level::Info) {
+            let line = fmt.render(
+                &r.peer,
+                req,
+                resp.status().as_u16(),
+                resp.headers(),
+                bytes,
+                r.started.elapsed(),
+                now_secs(),
+            );
+            log::info!(target: ACCESS_TARGET, "{line}");
+        }
+    }
+}
+
+/// Count an answer in the server's HTTP metrics (`bytes_out`: what was written for it).
+fn count_answer(handoff: &Handoff, r: &Reply, resp: &HttpResponse, bytes_out: usize) {
+    let status = resp.status().as_u16();
+    if resp.extensions().get::<OwnAnswer>().is_some() {
+        handoff.metrics.own_answer(status);
+    }
+    handoff
+        .metrics
+        .answered(r.method, status, bytes_out, r.started.elapsed());
+}
+
+/// The cut streams' warning: one line per interval.
+static STREAM_WARNINGS: RateLimit = RateLimit::new(WARN_INTERVAL);
+
+/// Complete a request whose answer is a streamed [`Body`]: the head and the body are written by
+/// this thread (the worker that ran the handler), chunk by chunk, waiting while the socket is
+/// full; the connection stays in flight for the reactor until then. A stream cut short closes the
+/// connection.
+fn finish_streamed(
+    handoff: &Arc<Handoff>,
+    r: Reply,
+    resp: HttpResponse,
+    body: Body,
+    opts: WriteOpts,
+) {
+    let declared = body.length().or_else(|| {
+        resp.headers()
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+    });
+    let framing = StreamFraming::choose(resp.status(), opts.version, declared);
+    let mut head = Vec::with_capacity(r.prefix.len() + 256);
+    head.extend_from_slice(&r.prefix);
+    let keep_alive =
+        DATE.with(|d| write_stream_head(&mut head, &resp, opts, d.borrow_mut().get(), framing));
+    let outcome = stream::send(
+        &r.link,
+        head,
+        body,
+        framing,
+        opts.head,
+        handoff.cfg.write_timeout,
+        &handoff.stopped,
+    );
+    handoff.streams.count(&outcome);
+    let (bytes, failed) = match &outcome {
+        Ok(n) => (*n, false),
+        Err(e) => {
+            if let Some(suppressed) = STREAM_WARNINGS.allow(Instant::now()) {
+                log::warn!(
+                    target: "prefork_pool::http",
+                    "a streamed answer to {} was cut: {e}{}",
+                    r.peer,
+                    suppressed_note(suppressed)
+                );
+            }
+            (0, true)
+        }
+    };
+    log_access(handoff, &r, &resp, bytes as usize);
+    count_answer(handoff, &r, &resp, bytes as usize);
+    drop(resp);
+    report(handoff, r, Vec::new(), keep_alive, failed);
+}
+
+/// Tell the connection the request is answered (`rest`: what is left to write).
+fn report(handoff: &Arc<Handoff>, r: Reply, out: Vec<u8>, keep_alive: bool, failed: bool) {
+    r.back.deliver(
+        handoff,
+        Answered {
+            rest: out,
+            keep_alive,
+            failed,
+        },
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_depth_is_read_from_the_header_and_checked_against_the_maximum() {
+        let req = |v: &str| {
+            http::Request::get("/")
+                .header(DEPTH_HEADER, v)
+                .body(())
+                .unwrap()
+        };
+        assert_eq!(request_depth(&req("7")), 7);
+        assert_eq!(request_depth(&req(" 3 ")), 3);
+        assert_eq!(request_depth(&req("x")), 0);
+        assert_eq!(request_depth(&http::Request::get("/").body(()).unwrap()), 0);
+        assert_eq!(check_depth(32, 32).unwrap(), 32);
+        let err = check_depth(33, 32).unwrap_err();
+        assert!(matches!(err, Error::LoopDetected { depth: 33, max: 32 }));
+        assert_eq!(err.http_status(), 508);
+    }
+
+    #[test]
+    fn the_depth_is_honoured_only_from_this_host() {
+        let a = |s: &str| s.parse::<SocketAddr>().unwrap();
+        let ours = a("10.1.2.3:8000");
+        assert!(depth_trusted(true, None), "a Unix socket peer");
+        assert!(depth_trusted(false, Some((a("127.0.0.1:5000"), ours))));
+        assert!(depth_trusted(false, Some((a("127.9.9.9:5000"), ours))));
+        assert!(depth_trusted(false, Some((a("[::1]:5000"), ours))));
+        assert!(depth_trusted(
+            false,
+            Some((a("[::ffff:127.0.0.1]:5000"), ours))
+        ));
+        assert!(
+            depth_trusted(false, Some((a("10.1.2.3:5000"), ours))),
+            "our own address"
+        );
+        assert!(depth_trusted(
+            false,
+            Some((a("[::ffff:10.1.2.3]:5000"), a("[::ffff:10.1.2.3]:80")))
+        ));
+        assert!(!depth_trusted(false, Some((a("10.1.2.4:5000"), ours))));
+        assert!(!depth_trusted(false, Some((a("203.0.113.7:5000"), ours))));
+        assert!(!depth_trusted(
+            false,
+            Some((a("[2001:db8::1]:5000"), a("[2001:db8::2]:80")))
+        ));
+        assert!(!depth_trusted(false, None), "TCP without addresses");
+    }
+}

@@ -1,0 +1,408 @@
+//! The connection lane: every connection the server has accepted, in one epoll set that the
+//! pool's idle workers wait on ([`LaneSleeper`]), so that the worker that reads a request runs
+//! it: no hand-off to another thread, no wake-up, for a request that finds a worker idle.
+//!
+//! Each connection sits in a [`ConnCell`] and is armed one-shot: an event goes to exactly one
+//! thread, which locks the cell, drives the connection's state machine one step (`conn.rs`), and
+//! arms it again for what it waits for next (read, or write) — unless a request went out, in which
+//! case the thread that answers it arms it once the answer is written. So at most one thread
+//! touches a connection at a time, and a connection whose request is in flight reports nothing.
+//!
+//! Who takes events:
+//! - an idle worker (the pool's sleeper): the request it reads is lent back to it by the pool
+//!   (`pool::idle_wait::resting_worker`) and it runs it next;
+//! - the reactor, only when no worker does ([`Lane::rescue`]): when every worker is busy and none
+//!   has taken an event since the reactor last looked ([`RESCUE_EVERY`]), the reactor takes the
+//!   waiting events itself and hands the requests on as before (the pool's queue, or a spare
+//!   thread for a self-call, the health routes, the 503 of a full queue). A handler that calls its
+//!   own server while every worker is busy is served this way, a few milliseconds later;
+//! - the reactor, always, when no pool waits here (a dispatcher without workers).
+//!
+//! Answers come back through the cell's mailbox ([`Deliver`]): the answering thread writes the
+//! answer, leaves what is left of it in the mailbox, and takes the cell if nobody holds it; a
+//! thread that held it looks at the mailbox again after letting go.
+//!
+//! `LANE.md` beside this file tells the whole protocol (the lane, the pool's lend, the reactor's
+//! take-over, merged wake-ups, the stop) as named scenarios.
+
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use parking_lot::{Mutex, RwLock};
+
+use crate::http::engine::acceptor::AcceptGate;
+use crate::http::engine::conn::{Conn, Env, Next};
+use crate::http::engine::epoll::{Epoll, EventFd, Ready, IN};
+use crate::http::engine::handoff::{Answered, Deliver, Handoff};
+use crate::pool::Sleeper;
+
+/// How often the reactor checks that someone takes the lane's events while no worker waited
+/// there at its last look (see [`Lane::rescue`]).
+pub(crate) const RESCUE_EVERY: Duration = Duration::from_millis(2);
+/// How often it checks while a worker waited there at its last look: a request that comes when
+/// every worker has just become busy waits at most this long for the reactor (a self-call on a
+/// kept-alive connection while every worker is busy), and an idle server with open connections
+/// wakes 50 times a second, not 500.
+pub(crate) const RESCUE_IDLE: Duration = Duration::from_millis(20);
+/// The longest a worker waits in the lane before it looks at the pool's queue anyway (a safety
+/// net: every queued job wakes one waiter).
+const WORKER_WAIT: Duration = Duration::from_millis(250);
+/// The event data of the wake-up eventfd.
+const WAKE: u64 = u64::MAX;
+
+/// One connection of the lane: the state machine, and the mailbox for its answer.
+pub(crate) struct ConnCell {
+    key: u64,
+    fd: RawFd,
+    conn: Mutex<Option<Conn>>,
+    mail: Mutex<Option<Answered>>,
+    /// What the connection is armed for now (0: nothing; an event disarms it).
+    armed: AtomicU64,
+    lane: Weak<Lane>,
+}
+
+impl std::fmt::Debug for ConnCell {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnCell").field("key", &self.key).finish()
+    }
+}
+
+#[derive(Default)]
+struct Slab {
+    cells: Vec<Option<Arc<ConnCell>>>,
+    free: Vec<u32>,
+    gens: Vec<u32>,
+}
+
+/// The lane: the shared epoll set and the connections in it.
+pub(crate) struct Lane {
+    epoll: Epoll,
+    wake: EventFd,
+    slab: RwLock<Slab>,
+    live: AtomicUsize,
+    /// Workers blocked in the lane now.
+    waiters: AtomicUsize,
+    /// Events the workers took so far (the reactor's progress check).
+    taken: AtomicU64,
+    /// The pool's workers wait here (its sleeper is installed).
+    attached: AtomicBool,
+    /// The server has stopped: waiting workers go back to the pool's queue.
+    released: AtomicBool,
+    /// Process mode's accept gate, which caps the requests a connection is kept alive for.
+    gate: std::sync::OnceLock<Arc<dyn AcceptGate>>,
+}
+
+impl Lane {
+    pub(crate) fn new() -> std::io::Result<Arc<Lane>> {
+        let epoll = Epoll::new()?;
+        let wake = EventFd::new()?;
+        epoll.add_edge(wake.raw_fd(), IN, WAKE)?;
+        Ok(Arc::new(Lane {
+            epoll,
+            wake,
+            slab: RwLock::new(Slab::default()),
+            live: AtomicUsize::new(0),
+            waiters: AtomicUsize::new(0),
+            taken: AtomicU64::new(0),
+            attached: AtomicBool::new(false),
+            released: AtomicBool::new(false),
+            gate: std::sync::OnceLock::new(),
+        }))
+    }
+
+    /// The epoll set's descriptor (the reactor polls it while no worker waits here).
+    pub(crate) fn raw_fd(&self) -> RawFd {
+        self.epoll.raw_fd()
+    }
+
+    /// Connections open now.
+    pub(crate) fn live(&self) -> usize {
+        self.live.load(Ordering::SeqCst)
+    }
+
+    /// Process mode: the gate that caps the requests per connection (set once, before serving).
+    pub(crate) fn set_gate(&self, gate: Arc<dyn AcceptGate>) {
+        let _ = self.gate.set(gate);
+    }
+
+    /// Whether the pool's workers wait here.
+    pub(crate) fn attached(&self) -> bool {
+        self.attached.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn set_attached(&self, on: bool) {
+        self.attached.store(on, Ordering::SeqCst);
+    }
+
+    /// Add a connection (nothing of it read yet) and watch it for input.
+    pub(crate) fn insert(self: &Arc<Self>, fd: RawFd, conn: Conn) -> Option<Arc<ConnCell>> {
+        let cell = {
+            let mut slab = self.slab.write();
+            let idx = match slab.free.pop() {
+                Some(i) => i as usize,
+                None => {
+                    slab.cells.push(None);
+                    slab.gens.push(0);
+                    slab.cells.len() - 1
+                }
+            };
+            slab.gens[idx] = slab.gens[idx].wrapping_add(1);
+            let key = (u64::from(slab.gens[idx]) << 32) | idx as u64;
+            let cell = Arc::new(ConnCell {
+                key,
+                fd,
+                conn: Mutex::new(Some(conn)),
+                mail: Mutex::new(None),
+                armed: AtomicU64::new(u64::from(IN)),
+                lane: Arc::downgrade(self),
+            });
+            slab.cells[idx] = Some(cell.clone());
+            cell
+        };
+        // Counted before it is watched: a worker may read, answer and close it at once.
+        self.live.fetch_add(1, Ordering::SeqCst);
+        if let Err(e) = self.epoll.add_oneshot(fd, IN, cell.key) {
+            log::warn!(target: "prefork_pool::http", "cannot watch a connection: {e}");
+            self.live.fetch_sub(1, Ordering::SeqCst);
+            self.forget(&cell);
+            return None;
+        }
+        Some(cell)
+    }
+
+    fn forget(&self, cell: &ConnCell) {
+        let idx = (cell.key & 0xffff_ffff) as usize;
+        let mut slab = self.slab.write();
+        if slab.cells.get(idx).and_then(|c| c.as_ref()).map(|c| c.key) == Some(cell.key) {
+            slab.cells[idx] = None;
+            slab.free.push(idx as u32);
+        }
+    }
+
+    fn cell(&self, key: u64) -> Option<Arc<ConnCell>> {
+        let idx = (key & 0xffff_ffff) as usize;
+        let slab = self.slab.read();
+        slab.cells
+            .get(idx)?
+            .as_ref()
+            .filter(|c| c.key == key)
+            .cloned()
+    }
+
+    /// Every connection now (a snapshot).
+    pub(crate) fn cells(&self) -> Vec<Arc<ConnCell>> {
+        self.slab.read().cells.iter().flatten().cloned().collect()
+    }
+
+    /// Wake one worker waiting here.
+    pub(crate) fn wake_one(&self) {
+        self.wake.signal();
+    }
+
+    /// The server has stopped: every worker waiting here goes back to the pool's queue, now and
+    /// from now on.
+    pub(crate) fn release(&self) {
+        self.released.store(true, Ordering::SeqCst);
+        self.attached.store(false, Ordering::SeqCst);
+        // Level-triggered and never cleared: every waiter, now and later, returns at once.
+        let _ = self.epoll.modify_level(self.wake.raw_fd(), IN, WAKE);
+        self.wake.signal();
+    }
+
+    /// One event: drive its connection one step on this thread.
+    fn handle(&self, handoff: &Arc<Handoff>, ev: Ready, now: Instant) {
+        let Some(cell) = self.cell(ev.data) else {
+            return;
+        };
+        cell.armed.store(0, Ordering::SeqCst);
+        cell.with(handoff, now, true, |conn, env| {
+            conn.on_ready(ev.readable, ev.read_closed, ev.writable, env)
+        });
+    }
+
+    /// The reactor's look at the lane: when no worker waits here and none has taken an event
+    /// since the last look (`seen`: the count then), take the waiting events on this thread, so
+    /// that a request is never left unread while every worker is busy (a handler waiting on a
+    /// call to its own server). Returns the count to pass next time, and whether a worker waited.
+    pub(crate) fn rescue(&self, handoff: &Arc<Handoff>, seen: u64, now: Instant) -> (u64, bool) {
+        let taken = self.taken.load(Ordering::SeqCst);
+        let waiting = self.waiters.load(Ordering::SeqCst) > 0;
+        if self.attached() && (taken != seen || waiting) {
+            return (taken, waiting);
+        }
+        self.drain_events(handoff, now);
+        (self.taken.load(Ordering::SeqCst), false)
+    }
+
+    /// Take every waiting event on this thread.
+    pub(crate) fn drain_events(&self, handoff: &Arc<Handoff>, now: Instant) {
+        for _ in 0..64 {
+            let mut got = 0;
+            let mut woke = false;
+            let _ = self.epoll.wait(64, Some(Duration::ZERO), |ev| {
+                got += 1;
+                if ev.data == WAKE {
+                    woke = true;
+                } else {
+                    self.handle(handoff, ev, now);
+                }
+            });
+            if woke && self.attached() {
+                // It was meant for a worker about to wait here: pass it on.
+                self.wake.signal();
+            }
+            if got < 64 {
+                return;
+            }
+        }
+    }
+
+    /// Close a connection taken out of its cell.
+    fn close(&self, handoff: &Handoff, cell: &ConnCell, conn: Conn) {
+        let fd = conn.link.stream.raw_fd();
+        self.epoll.remove(fd);
+        handoff.lookup.owned.remove(fd);
+        drop(conn);
+        self.forget(cell);
+        let left = self.live.fetch_sub(1, Ordering::SeqCst) - 1;
+        if let Some(gate) = self.gate.get() {
+            gate.conn_closed(left);
+        }
+        handoff.metrics.closed();
+        if handoff.draining.load(Ordering::SeqCst) {
+            handoff.wake_reactor();
+        }
+    }
+}
+
+impl ConnCell {
+    /// Run `f` on the connection (if it is still open), deliver an answer that came meanwhile,
+    /// close it or arm it for what it waits for next. `wait`: block for the cell (a thread that
+    /// took an event for it); otherwise give up when another thread holds it (that one will see
+    /// the mailbox).
+    pub(crate) fn with(
+        self: &Arc<Self>,
+        handoff: &Arc<Handoff>,
+        now: Instant,
+        mut wait: bool,
+        f: impl FnOnce(&mut Conn, &mut Env<'_>) -> Next,
+    ) {
+        let Some(lane) = self.lane.upgrade() else {
+            return;
+        };
+        let mut f = Some(f);
+        loop {
+            let mut guard = if wait {
+                self.conn.lock()
+            } else {
+                match self.conn.try_lock() {
+                    Some(g) => g,
+                    None => return,
+                }
+            };
+            wait = false;
+            let Some(conn) = guard.as_mut() else {
+                return;
+            };
+            let back: Arc<dyn Deliver> = self.clone();
+            let mut env = Env {
+                handoff,
+                back: &back,
+                draining: handoff.draining.load(Ordering::SeqCst),
+                keepalive_requests: lane.gate.get().and_then(|g| g.keepalive_requests()),
+                now,
+            };
+            let mut next = match f.take() {
+                Some(f) => f(conn, &mut env),
+                None => Next::Keep,
+            };
+            while next == Next::Keep {
+                let Some(a) = self.mail.lock().take() else {
+                    break;
+                };
+                next = conn.answered(a.rest, a.keep_alive, a.failed, &mut env);
+            }
+            if next == Next::Close {
+                let conn = guard.take().expect("checked above");
+                drop(guard);
+                lane.close(handoff, self, conn);
+                return;
+            }
+            let want = conn.interest().map_or(0, u64::from);
+            if want != 0 && self.armed.swap(want, Ordering::SeqCst) != want {
+                if let Err(e) = lane.epoll.arm(self.fd, want as u32, self.key) {
+                    log::debug!(target: "prefork_pool::http", "cannot re-arm a connection: {e}");
+                }
+            }
+            drop(guard);
+            if self.mail.lock().is_none() {
+                return;
+            }
+            // An answer came while we held the cell: go round (unless another thread took it).
+        }
+    }
+
+    /// Close the connection now (the server stops): what the client sent is read and dropped.
+    pub(crate) fn shut(&self, handoff: &Handoff) {
+        let conn = self.conn.lock().take();
+        if let (Some(mut conn), Some(lane)) = (conn, self.lane.upgrade()) {
+            conn.discard_input();
+            lane.close(handoff, self, conn);
+        }
+    }
+
+    /// Whether the connection has a request under way (or is busy on another thread now).
+    pub(crate) fn active(&self) -> bool {
+        match self.conn.try_lock() {
+            Some(g) => g.as_ref().is_some_and(|c| !c.is_lingering()),
+            None => true,
+        }
+    }
+
+    /// The connection's timer is due (without waiting for the cell).
+    pub(crate) fn due(&self, now: Instant) -> bool {
+        self.conn.try_lock().is_some_and(|g| {
+            g.as_ref()
+                .is_some_and(|c| c.deadline.is_some_and(|d| d <= now))
+        })
+    }
+}
+
+impl Deliver for ConnCell {
+    fn deliver(self: Arc<Self>, handoff: &Arc<Handoff>, answer: Answered) {
+        *self.mail.lock() = Some(answer);
+        self.with(handoff, Instant::now(), false, |_, _| Next::Keep);
+    }
+}
+
+/// The pool's sleeper: an idle worker waits on the lane's connections.
+pub(crate) struct LaneSleeper {
+    pub lane: Arc<Lane>,
+    pub handoff: Weak<Handoff>,
+}
+
+impl Sleeper for LaneSleeper {
+    fn sleep(&self) {
+        let lane = &self.lane;
+        if lane.released.load(Ordering::SeqCst) {
+            return;
+        }
+        let Some(handoff) = self.handoff.upgrade() else {
+            return;
+        };
+        lane.waiters.fetch_add(1, Ordering::SeqCst);
+        let mut got = None;
+        let _ = lane.epoll.wait(1, Some(WORKER_WAIT), |ev| got = Some(ev));
+        lane.waiters.fetch_sub(1, Ordering::SeqCst);
+        if let Some(ev) = got.filter(|ev| ev.data != WAKE) {
+            lane.taken.fetch_add(1, Ordering::SeqCst);
+            lane.handle(&handoff, ev, Instant::now());
+        }
+    }
+
+    fn wake(&self) {
+        self.lane.wake_one();
+    }
+}

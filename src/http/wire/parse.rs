@@ -1,0 +1,690 @@
+//! Request heads, parsed once complete (the scan as bytes arrive, which finds the end and refuses
+//! a malformed head at its first bad byte, is in `head_scan.rs`): its parts cut out, the request target,
+//! `Host` and `Expect`, the body's framing (Content-Length or chunked) and the refusal of request
+//! smuggling shapes; the size limits and the errors. Bodies are decoded in `decode.rs`.
+//!
+//! Nothing here touches a socket: the connection feeds bytes and gets back either "need more", a
+//! parsed head, or an [`HttpError`] that carries the status to answer before closing.
+
+use std::borrow::Cow;
+
+use bytes::Bytes;
+use http::header::{
+    HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, EXPECT, HOST, TRANSFER_ENCODING,
+};
+use http::{HeaderMap, Method, Uri, Version};
+
+/// The size limits a request must fit in. Defaults follow gunicorn's (`limit_request_line` 4094,
+/// `limit_request_fields` 100, `limit_request_field_size` 8190) plus a cap on the whole head
+/// (64 KiB) and on the body (10 MiB).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Longest request line, in bytes, not counting its CRLF. Longer: 414.
+    pub request_line: usize,
+    /// Most header fields in one request. More: 431.
+    pub fields: usize,
+    /// Longest header field line (`name: value`), in bytes, not counting its CRLF. Longer: 431.
+    pub field_size: usize,
+    /// Largest head (request line, fields, blank line) in bytes. Larger: 431.
+    pub head_bytes: usize,
+    /// Largest decoded body, in bytes. Larger: 413.
+    pub body_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            request_line: 4094,
+            fields: 100,
+            field_size: 8190,
+            head_bytes: 64 * 1024,
+            body_bytes: 10 * 1024 * 1024,
+        }
+    }
+}
+
+/// A request that cannot be served: the status to answer and a short reason for the body.
+/// The connection is closed after the answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct HttpError {
+    pub status: u16,
+    pub reason: Cow<'static, str>,
+}
+
+impl HttpError {
+    pub(crate) fn new(status: u16, reason: impl Into<Cow<'static, str>>) -> Self {
+        HttpError {
+            status,
+            reason: reason.into(),
+        }
+    }
+}
+
+pub(crate) fn bad(reason: &'static str) -> HttpError {
+    HttpError::new(400, reason)
+}
+
+pub(crate) fn unsupported_version() -> HttpError {
+    HttpError::new(
+        505,
+        "unsupported HTTP version (HTTP/1.0 and HTTP/1.1 are served)",
+    )
+}
+
+pub(crate) fn too_many_fields(limits: &Limits) -> HttpError {
+    HttpError::new(
+        431,
+        format!("too many header fields (the limit is {})", limits.fields),
+    )
+}
+
+pub(crate) fn request_line_too_long(limits: &Limits) -> HttpError {
+    HttpError::new(
+        414,
+        format!(
+            "request line too long (the limit is {} bytes)",
+            limits.request_line
+        ),
+    )
+}
+
+pub(crate) fn field_too_long(limits: &Limits) -> HttpError {
+    HttpError::new(
+        431,
+        format!(
+            "header field too long (the limit is {} bytes)",
+            limits.field_size
+        ),
+    )
+}
+
+pub(crate) fn head_too_big(limits: &Limits) -> HttpError {
+    HttpError::new(
+        431,
+        format!(
+            "request head too large (the limit is {} bytes)",
+            limits.head_bytes
+        ),
+    )
+}
+
+/// The answer to a CONNECT (whose target the scanner checked is `host:port`): 501, and the
+/// connection closed, as for any refusal.
+///
+/// The server is not a proxy: it cannot open the tunnel a CONNECT asks for, and a handler's 2xx
+/// would tell the client that it had (RFC 9110 9.3.6; with a `Content-Length` the client would
+/// not expect). 501 says the method is not supported by the server at all (405 would be about
+/// one resource, and would need an `Allow` list). Before this, a CONNECT reached the handler,
+/// which usually answered 404 or, worse, 200.
+pub(crate) fn connect_not_served() -> HttpError {
+    HttpError::new(501, "CONNECT is not supported: this server is not a proxy")
+}
+
+/// How the body of a request is framed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Framing {
+    /// No body.
+    None,
+    /// Exactly this many bytes.
+    Length(u64),
+    /// Chunked transfer coding.
+    Chunked,
+}
+
+/// A parsed request head.
+#[derive(Debug)]
+pub(crate) struct Head {
+    pub method: Method,
+    pub uri: Uri,
+    pub version: Version,
+    pub headers: HeaderMap,
+    pub framing: Framing,
+    /// The client asked for `100 Continue` before sending its body.
+    pub expect_continue: bool,
+    /// The connection may serve another request after this one.
+    pub keep_alive: bool,
+}
+
+/// Parse a complete head (`buf` is exactly the head, ending with the blank line).
+///
+/// `buf` is a head the scanner (`head_scan.rs`) accepted, so its grammar is already checked byte
+/// by byte: this is the one pass that cuts it into its parts (the request line's three, each
+/// field line's name and value, trimmed of the whitespace around it) and builds the request from
+/// them, with the checks of what the parts mean (`Host`, `Expect`, framing). The parts are still
+/// validated by the `http` types they become, so a head that did not come through the scanner is
+/// refused with a 400 rather than misread.
+pub(crate) fn parse_head(buf: &[u8], limits: &Limits) -> Result<Head, HttpError> {
+    let mut lines = Lines { buf, pos: 0 };
+    let request_line = lines.next()?;
+    // `method SP target SP HTTP/d.d`: the method up to the first space, the version in the last
+    // eight bytes, the target between (the scanner let no space into it; `Uri` refuses one).
+    let sp = request_line
+        .iter()
+        .position(|&b| b == b' ')
+        .ok_or_else(|| bad("malformed request line"))?;
+    let (method, rest) = (&request_line[..sp], &request_line[sp + 1..]);
+    let Some((raw_target, version)) = rest
+        .len()
+        .checked_sub(9)
+        .filter(|&t| t > 0 && rest[t] == b' ')
+        .map(|t| (&rest[..t], &rest[t + 1..]))
+    else {
+        return Err(bad("malformed request line"));
+    };
+    let version = match version {
+        b"HTTP/1.1" => Version::HTTP_11,
+        b"HTTP/1.0" => Version::HTTP_10,
+        [b'H', b'T', b'T', b'P', b'/', d1, b'.', d2]
+            if d1.is_ascii_digit() && d2.is_ascii_digit() =>
+        {
+            return Err(unsupported_version())
+        }
+        _ => return Err(bad("malformed request line")),
+    };
+    let method = Method::from_bytes(method).map_err(|_| bad("malformed method"))?;
+    if method == Method::CONNECT {
+        return Err(connect_not_served());
+    }
+    // One copy of the head, which the target and the field values share (one allocation for all
+    // of them, rather than one each); it lives as long as any of them does.
+    let shared = Bytes::copy_from_slice(buf);
+    let uri = target(shared.slice(sp + 1..sp + 1 + raw_target.len()), raw_target)?;
+    // The field lines cut into name and value (offsets in `buf`), so that the map is made once
+    // with room for all of them; up to `INLINE` fields without an allocation.
+    const INLINE: usize = 24;
+    let mut inline = [Field::default(); INLINE];
+    let mut spilled: Vec<Field> = Vec::new();
+    let mut count = 0;
+    loop {
+        let at = lines.pos;
+        let line = lines.next()?;
+        if line.is_empty() {
+            break;
+        }
+        if count >= limits.fields {
+            return Err(too_many_fields(limits));
+        }
+        let colon = line
+            .iter()
+            .position(|&b| b == b':')
+            .ok_or_else(|| bad("a header line without a colon"))?;
+        let (a, b) = trim_ows(&line[colon + 1..]);
+        let field = Field {
+            name: (at, at + colon),
+            value: (at + colon + 1 + a, at + colon + 1 + b),
+        };
+        match inline.get_mut(count) {
+            Some(slot) => *slot = field,
+            None => {
+                if spilled.is_empty() {
+                    spilled.extend_from_slice(&inline);
+                }
+                spilled.push(field);
+            }
+        }
+        count += 1;
+    }
+    let fields = if count <= INLINE {
+        &inline[..count]
+    } else {
+        &spilled[..]
+    };
+    let mut map = HeaderMap::with_capacity(count);
+    // What the checks below need, noted as the fields go by (no lookups when they are absent).
+    let (mut hosts, mut host_comma, mut expects) = (0usize, false, 0usize);
+    let (mut has_te, mut has_cl, mut has_connection) = (false, false, false);
+    for f in fields {
+        let name = HeaderName::from_bytes(&buf[f.name.0..f.name.1])
+            .map_err(|_| bad("malformed header name"))?;
+        let value = HeaderValue::from_maybe_shared(shared.slice(f.value.0..f.value.1))
+            .map_err(|_| bad("malformed header value"))?;
+        if name == HOST {
+            hosts += 1;
+            host_comma |= value.as_bytes().contains(&b',');
+        } else if name == CONTENT_LENGTH {
+            has_cl = true;
+        } else if name == TRANSFER_ENCODING {
+            has_te = true;
+        } else if name == EXPECT {
+            expects += 1;
+        } else if name == CONNECTION {
+            has_connection = true;
+        }
+        map.append(name, value);
+    }
+    if !lines.rest().is_empty() {
+        return Err(bad("bytes after the end of the head"));
+    }
+    if hosts > 1 {
+        return Err(bad("more than one Host header"));
+    }
+    if hosts == 0 && version == Version::HTTP_11 {
+        return Err(bad("missing Host header (required in HTTP/1.1)"));
+    }
+    if host_comma {
+        return Err(bad("more than one host in the Host header"));
+    }
+    let framing = if has_te || has_cl {
+        framing(&map, has_te, has_cl, version, limits)?
+    } else {
+        Framing::None
+    };
+    let mut expect_continue = false;
+    if expects > 1 {
+        return Err(bad("more than one Expect header"));
+    }
+    if let Some(v) = (expects == 1).then(|| map.get(EXPECT)).flatten() {
+        if v.as_bytes().eq_ignore_ascii_case(b"100-continue") {
+            expect_continue = version == Version::HTTP_11;
+        } else {
+            return Err(HttpError::new(
+                417,
+                "unsupported Expect (only 100-continue is)",
+            ));
+        }
+    }
+    let keep_alive = if has_connection {
+        keep_alive(&map, version)
+    } else {
+        version == Version::HTTP_11
+    };
+    Ok(Head {
+        method,
+        uri,
+        version,
+        headers: map,
+        framing,
+        expect_continue,
+        keep_alive,
+    })
+}
+
+/// The CRLF-ended lines of a head, without their CRLF.
+struct Lines<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Lines<'a> {
+    /// The next line; an error if the head ends without its CRLF (or has a bare CR or LF).
+    fn next(&mut self) -> Result<&'a [u8], HttpError> {
+        let rest = self.rest();
+        let Some(lf) = find_lf(rest) else {
+            return Err(bad("incomplete request head"));
+        };
+        let line = match rest[..lf].split_last() {
+            Some((b'\r', line)) => line,
+            _ => return Err(bad("malformed request: lines must end with CRLF")),
+        };
+        self.pos += lf + 1;
+        Ok(line)
+    }
+
+    fn rest(&self) -> &'a [u8] {
+        self.buf.get(self.pos..).unwrap_or_default()
+    }
+}
+
+const LO: u64 = 0x0101_0101_0101_0101;
+const HI: u64 = 0x8080_8080_8080_8080;
+const LF: u64 = LO * b'\n' as u64;
+
+/// Where the first LF of `s` is: eight bytes at a time, then byte by byte.
+fn find_lf(s: &[u8]) -> Option<usize> {
+    let mut i = 0;
+    while let Some(word) = s.get(i..i + 8) {
+        let w = u64::from_le_bytes(word.try_into().unwrap_or_default()) ^ LF;
+        if w.wrapping_sub(LO) & !w & HI != 0 {
+            break;
+        }
+        i += 8;
+    }
+    s[i..].iter().position(|&b| b == b'\n').map(|p| i + p)
+}
+
+/// Where a field line's name and value are in the head (value without the whitespace around it).
+#[derive(Debug, Clone, Copy, Default)]
+struct Field {
+    name: (usize, usize),
+    value: (usize, usize),
+}
+
+/// The range of `s` without the optional whitespace (SP, HTAB) around a field value.
+fn trim_ows(s: &[u8]) -> (usize, usize) {
+    let ows = |b: &u8| *b == b' ' || *b == b'\t';
+    let a = s.iter().position(|b| !ows(b)).unwrap_or(s.len());
+    let b = s.iter().rposition(|b| !ows(b)).map_or(a, |p| p + 1);
+    (a, b)
+}
+
+/// The request target as a `Uri`. The scanner let through only visible ASCII; of that, `http::Uri`
+/// cannot hold `"`, `<`, `>` (and a backtick in the path), which llhttp and h11 accept: those reach
+/// the handler percent-encoded (`%22`, `%3C`, `%3E`, `%60`), which means the same to a URI reader.
+fn target(shared: Bytes, raw: &[u8]) -> Result<Uri, HttpError> {
+    if let Ok(uri) = Uri::from_maybe_shared(shared) {
+        return Ok(uri);
+    }
+    let mut encoded = Vec::with_capacity(raw.len() + 8);
+    for &c in raw {
+        match c {
+            b'"' => encoded.extend_from_slice(b"%22"),
+            b'<' => encoded.extend_from_slice(b"%3C"),
+            b'>' => encoded.extend_from_slice(b"%3E"),
+            b'`' => encoded.extend_from_slice(b"%60"),
+            c => encoded.push(c),
+        }
+    }
+    Uri::try_from(encoded).map_err(|_| bad("malformed request target"))
+}
+
+/// Whether the connection stays open after this request: HTTP/1.1 unless a `Connection` token
+/// says `close`, HTTP/1.0 only when one says `keep-alive`.
+fn keep_alive(map: &HeaderMap, version: Version) -> bool {
+    let (mut close, mut ka) = (false, false);
+    for v in map.get_all(CONNECTION) {
+        for token in v.as_bytes().split(|&b| b == b',') {
+            let t = token.trim_ascii();
+            if t.eq_ignore_ascii_case(b"close") {
+                close = true;
+            } else if t.eq_ignore_ascii_case(b"keep-alive") {
+                ka = true;
+            }
+        }
+    }
+    !close && (version == Version::HTTP_11 || ka)
+}
+
+/// The body's framing, from the `Transfer-Encoding` and `Content-Length` fields `map` holds
+/// (`has_te`, `has_cl`: whether it holds any).
+fn framing(
+    map: &HeaderMap,
+    has_te: bool,
+    has_cl: bool,
+    version: Version,
+    limits: &Limits,
+) -> Result<Framing, HttpError> {
+    if has_te {
+        if has_cl {
+            return Err(bad(
+                "both Content-Length and Transfer-Encoding (request smuggling shape)",
+            ));
+        }
+        if version == Version::HTTP_10 {
+            return Err(bad("Transfer-Encoding in an HTTP/1.0 request"));
+        }
+        let mut codings = Vec::new();
+        for v in map.get_all(TRANSFER_ENCODING) {
+            for c in v.as_bytes().split(|&b| b == b',') {
+                codings.push(c.trim_ascii().to_ascii_lowercase());
+            }
+        }
+        if codings.last().map(|c| c.as_slice()) != Some(b"chunked") {
+            return Err(bad("Transfer-Encoding must end with chunked"));
+        }
+        if codings.len() > 1 {
+            if codings[..codings.len() - 1].iter().any(|c| c == b"chunked") {
+                return Err(bad("chunked applied more than once"));
+            }
+            return Err(HttpError::new(
+                501,
+                "transfer codings other than chunked are not supported",
+            ));
+        }
+        return Ok(Framing::Chunked);
+    }
+    if !has_cl {
+        return Ok(Framing::None);
+    }
+    // One field with one value, as the scanner (`value_scan.rs`) has already checked of a head it
+    // passed: a second field or a list is refused even when the values agree.
+    let mut fields = map.get_all(CONTENT_LENGTH).iter();
+    let (Some(v), None) = (fields.next(), fields.next()) else {
+        return Err(bad("more than one Content-Length header"));
+    };
+    let p = v.as_bytes().trim_ascii();
+    if p.contains(&b',') {
+        return Err(bad("a list in Content-Length (one value only)"));
+    }
+    if p.is_empty() || !p.iter().all(u8::is_ascii_digit) {
+        return Err(bad("malformed Content-Length"));
+    }
+    // Leading zeros are accepted (as llhttp does): the value is still exact.
+    let p = match p.iter().position(|&d| d != b'0') {
+        Some(i) => &p[i..],
+        None => b"0",
+    };
+    if p.len() > 19 {
+        return Err(bad("Content-Length too long (at most 19 digits)"));
+    }
+    let n: u64 = std::str::from_utf8(p)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| bad("malformed Content-Length"))?;
+    if n > limits.body_bytes {
+        return Err(body_too_large(limits));
+    }
+    Ok(if n == 0 {
+        Framing::None
+    } else {
+        Framing::Length(n)
+    })
+}
+
+pub(crate) fn body_too_large(limits: &Limits) -> HttpError {
+    HttpError::new(
+        413,
+        format!(
+            "request body too large (the limit is {} bytes)",
+            limits.body_bytes
+        ),
+    )
+}
+
+#[cfg(test)]
+#[path = "parse_reference.rs"]
+mod reference;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::wire::head_scan::HeadScanner;
+
+    fn parse(raw: &[u8]) -> Result<Head, HttpError> {
+        parse_head(raw, &Limits::default())
+    }
+
+    #[test]
+    fn the_parts_of_a_scanned_head() {
+        let raw: &[u8] = b"POST /a/b?c=d HTTP/1.1\r\nHost: example.com\r\nX-Empty:\r\n\
+            X-Pad: \t one  two \t\r\nX-Obs: caf\xc3\xa9\r\nContent-Length: 003\r\n\
+            Connection: keep-alive, Close\r\nX-Pad: second\r\n\r\n";
+        let (a, b) = HeadScanner::default()
+            .scan(raw, &Limits::default())
+            .unwrap()
+            .unwrap();
+        let h = parse(&raw[a..b]).unwrap();
+        assert_eq!(h.method, Method::POST);
+        assert_eq!(h.uri.path(), "/a/b");
+        assert_eq!(h.uri.query(), Some("c=d"));
+        assert_eq!(h.version, Version::HTTP_11);
+        assert_eq!(h.headers["host"], "example.com");
+        assert_eq!(h.headers["x-empty"], "");
+        let pads: Vec<_> = h.headers.get_all("x-pad").iter().collect();
+        assert_eq!(pads, ["one  two", "second"], "trimmed, in order");
+        assert_eq!(
+            h.headers["x-obs"].as_bytes(),
+            "café".as_bytes(),
+            "obs-text kept as is"
+        );
+        assert_eq!(h.headers.len(), 7);
+        assert_eq!(h.framing, Framing::Length(3));
+        assert!(!h.keep_alive, "a close token anywhere in Connection");
+        assert!(!h.expect_continue);
+    }
+
+    #[test]
+    fn many_fields_and_the_field_limit() {
+        let mut raw = String::from("GET / HTTP/1.1\r\nHost: x\r\n");
+        for i in 0..59 {
+            raw.push_str(&format!("X-{i}: {i}\r\n"));
+        }
+        raw.push_str("\r\n");
+        let h = parse(raw.as_bytes()).unwrap();
+        assert_eq!(h.headers.len(), 60);
+        assert_eq!(h.headers["x-58"], "58");
+        let limits = Limits {
+            fields: 59,
+            ..Limits::default()
+        };
+        assert_eq!(parse_head(raw.as_bytes(), &limits).unwrap_err().status, 431);
+    }
+
+    /// A head that did not come through the scanner is refused, not misread: the parts are still
+    /// checked by the types they become.
+    #[test]
+    fn an_unscanned_malformed_head_is_refused() {
+        for raw in [
+            &b"GET / HTTP/1.1\r\nHost: x\r\n"[..],
+            b"GET / HTTP/1.1\nHost: x\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: x\ny\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\rb\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHo st: x\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost x\r\n\r\n",
+            b"GET /a b HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"GET  HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"GE(T / HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"GET / HTTP/1.1 \r\nHost: x\r\n\r\n",
+            b"GET / http/1.1\r\nHost: x\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: x\r\n\r\nextra",
+        ] {
+            let e = parse(raw).unwrap_err();
+            assert_eq!(e.status, 400, "{:?}: {e:?}", String::from_utf8_lossy(raw));
+        }
+        assert_eq!(
+            parse(b"GET / HTTP/3.0\r\nHost: x\r\n\r\n")
+                .unwrap_err()
+                .status,
+            505
+        );
+    }
+
+    /// On every head the scanner accepts, the one-pass parse comes to what the httparse-based
+    /// parse it replaced came to: the same request, or the same refusal.
+    #[test]
+    fn agrees_with_the_httparse_parse_it_replaced() {
+        const METHODS: &[&str] = &[
+            "GET", "POST", "HEAD", "PUT", "M-SEARCH", "G!T", "CONNECT", "OPTIONS",
+        ];
+        const TARGETS: &[&str] = &[
+            "/",
+            "/a/b?c=d",
+            "*",
+            "http://h:8/p?q",
+            "h:443",
+            "[::1]:8443",
+            "/a\"b",
+            "/q?x=<y>&z=`v`{|}^\\",
+            "/%41%zz",
+            "//x",
+            "/a#f",
+            "?",
+            "/é",
+        ];
+        const NAMES: &[&str] = &[
+            "Host",
+            "host",
+            "Content-Length",
+            "Transfer-Encoding",
+            "Expect",
+            "Connection",
+            "X-A",
+            "Cookie",
+            "x-prefork-depth",
+            "Sec-Fetch-Mode",
+            "A!#$%&'*+-.^_`|~",
+        ];
+        const VALUES: &[&str] = &[
+            "",
+            " ",
+            "x",
+            " x ",
+            "\tx\t",
+            "a, b",
+            "3",
+            "03",
+            " 3 , 3",
+            "3,4",
+            "+3",
+            "0",
+            "99999999999",
+            "chunked",
+            "gzip, chunked",
+            "chunked, chunked",
+            "CHUNKED",
+            "gzip",
+            "100-continue",
+            "100-Continue",
+            "200-ok",
+            "close",
+            "keep-alive",
+            "Keep-Alive, close",
+            "caf\u{e9}",
+            "a\tb  c",
+            "=\"q\"",
+            "h:8080",
+            "[::1]:80",
+        ];
+        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = |n: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % n as u64) as usize
+        };
+        let limits = Limits::default();
+        let mut checked = 0;
+        for _ in 0..20_000 {
+            let mut raw = format!(
+                "{} {} HTTP/1.{}\r\n",
+                METHODS[next(METHODS.len())],
+                TARGETS[next(TARGETS.len())],
+                next(2)
+            );
+            for _ in 0..next(7) {
+                raw.push_str(NAMES[next(NAMES.len())]);
+                raw.push(':');
+                raw.push_str(VALUES[next(VALUES.len())]);
+                raw.push_str("\r\n");
+            }
+            raw.push_str("\r\n");
+            let raw = raw.as_bytes();
+            let Ok(Some((a, b))) = HeadScanner::default().scan(raw, &limits) else {
+                continue;
+            };
+            checked += 1;
+            let head = &raw[a..b];
+            let shown = String::from_utf8_lossy(head);
+            match (
+                parse_head(head, &limits),
+                reference::parse_head(head, &limits),
+            ) {
+                (Ok(new), Ok(old)) => {
+                    assert_eq!(new.method, old.method, "{shown}");
+                    assert_eq!(new.uri, old.uri, "{shown}");
+                    assert_eq!(new.version, old.version, "{shown}");
+                    assert_eq!(new.headers, old.headers, "{shown}");
+                    let order = |h: &HeaderMap| -> Vec<_> {
+                        h.iter().map(|(n, v)| (n.clone(), v.clone())).collect()
+                    };
+                    assert_eq!(order(&new.headers), order(&old.headers), "{shown}");
+                    assert_eq!(new.framing, old.framing, "{shown}");
+                    assert_eq!(new.expect_continue, old.expect_continue, "{shown}");
+                    assert_eq!(new.keep_alive, old.keep_alive, "{shown}");
+                }
+                (Err(new), Err(old)) => assert_eq!(new, old, "{shown}"),
+                (new, old) => panic!("{shown}: {new:?} but before {old:?}"),
+            }
+        }
+        assert!(checked > 5_000, "only {checked} heads were scanned whole");
+    }
+}
