@@ -142,8 +142,12 @@ impl Sessions {
 }
 
 fn main() {
-    // RUST_LOG=warn, RUST_LOG=prefork_pool::access=off, ...; default: info.
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    // RUST_LOG=warn, RUST_LOG=prefork_pool::access=off, ...; default: info. With
+    // PREFORK_ERROR_LOG or PREFORK_LOG_LEVEL set, the crate's own log sink is the logger instead
+    // (files that USR1 reopens): no second logger then.
+    if !uses_log_sink() {
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    }
 
     // The template's settings, then the environment's (`with_env` last: the operator's values
     // win). Drop a line to take the crate's default instead.
@@ -340,4 +344,12 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
         }),
         Err(_) => default,
     }
+}
+
+/// Whether the environment asks for the crate's own error log (which then installs itself as the
+/// program's logger, so that env_logger must not).
+fn uses_log_sink() -> bool {
+    ["PREFORK_ERROR_LOG", "PREFORK_LOG_LEVEL"]
+        .iter()
+        .any(|v| std::env::var_os(v).is_some())
 }

@@ -321,17 +321,24 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
 fn main() {
     // RUST_LOG (default: info), each line with the process id: the master's and the workers'
     // lines interleave. env_logger starts no thread (the master must have none when it forks).
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
-        .format(|buf, r| {
-            writeln!(
-                buf,
-                "[{}] {:<5} {}",
-                std::process::id(),
-                r.level(),
-                r.args()
-            )
-        })
-        .init();
+    // With PREFORK_ERROR_LOG or PREFORK_LOG_LEVEL set, the crate's own log sink is the logger
+    // instead (files that USR1 reopens in every process): no second logger then.
+    let sink = ["PREFORK_ERROR_LOG", "PREFORK_LOG_LEVEL"]
+        .iter()
+        .any(|v| std::env::var_os(v).is_some());
+    if !sink {
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+            .format(|buf, r| {
+                writeln!(
+                    buf,
+                    "[{}] {:<5} {}",
+                    std::process::id(),
+                    r.level(),
+                    r.args()
+                )
+            })
+            .init();
+    }
 
     // The template's settings, then the environment's (`with_env` last: the operator's values
     // win). Drop a line to take the crate's default instead (one process per core, two threads
