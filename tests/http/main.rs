@@ -10,6 +10,8 @@
 #![cfg(feature = "http")]
 
 mod http_helpers;
+#[path = "../support/nginx.rs"]
+mod nginx_process;
 #[path = "../support/tools.rs"]
 mod tools;
 

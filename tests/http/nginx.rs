@@ -6,33 +6,17 @@
 //! peer's (127.0.0.1, nginx itself).
 
 use crate::http_helpers::*;
+use crate::nginx_process::{self, Nginx};
 use crate::tools;
 use prefork_pool::http::{PeerAddr, Server, ServerHandle, SocketPeer};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::path::Path;
 use std::sync::{mpsc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Where the client connects from: a loopback address that no trusted proxy has.
 const CLIENT_IP: &str = "127.0.0.2";
-
-/// A running nginx, killed and reaped (and its directory removed) when dropped.
-struct Nginx {
-    child: Child,
-    addr: SocketAddr,
-    dir: PathBuf,
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
 
 fn config(dir: &Path, port: u16, upstream: SocketAddr) -> String {
     let d = dir.display();
@@ -75,53 +59,8 @@ http {{
 
 /// Starts nginx (the program `bin`) in front of `upstream`.
 fn start_nginx(bin: &Path, upstream: SocketAddr) -> Nginx {
-    static N: AtomicUsize = AtomicUsize::new(0);
-    // The free port is found by binding port 0 and letting it go: another process may take it
-    // meanwhile, so a start that fails is retried on a new port.
-    for attempt in 0..5 {
-        let dir = std::env::temp_dir().join(format!(
-            "prefork-pool-nginx-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        std::fs::write(dir.join("nginx.conf"), config(&dir, port, upstream)).unwrap();
-        let child = Command::new(bin)
-            .arg("-p")
-            .arg(&dir)
-            .arg("-c")
-            .arg(dir.join("nginx.conf"))
-            .arg("-e")
-            .arg(dir.join("error.log"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start nginx");
-        let mut nginx = Nginx {
-            child,
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
-            dir,
-        };
-        let started = Instant::now();
-        while started.elapsed() < WAIT {
-            if TcpStream::connect(nginx.addr).is_ok() {
-                return nginx;
-            }
-            if let Ok(Some(status)) = nginx.child.try_wait() {
-                let log = std::fs::read_to_string(nginx.dir.join("error.log")).unwrap_or_default();
-                eprintln!("nginx exited ({status}) on attempt {attempt}: {log}");
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-    panic!("nginx did not start");
+    nginx_process::start(bin, |dir, port| config(dir, port, upstream))
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// One request through nginx from `CLIENT_IP`, `Connection: close`: status and body.

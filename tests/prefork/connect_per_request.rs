@@ -8,12 +8,12 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::balance::http_master;
 use crate::helpers::*;
+use crate::nginx_process::{self, Nginx};
 use crate::tools;
 use crate::wrk::Wrk;
 
@@ -168,21 +168,6 @@ pub fn behind_nginx() -> Result<(), String> {
     compare("behind nginx's default proxy_pass", Some(&start_nginx))
 }
 
-/// A running nginx, killed and reaped (and its directory removed) when dropped.
-struct Nginx {
-    child: Child,
-    addr: SocketAddr,
-    dir: PathBuf,
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
 /// nginx with `/direct/` proxied to `upstream` as its defaults do: HTTP/1.0, a connection per
 /// request.
 fn nginx_config(dir: &Path, port: u16, upstream: SocketAddr) -> String {
@@ -212,54 +197,17 @@ http {{
     )
 }
 
-/// Starts nginx in front of `upstream` on a free loopback port, and waits until it answers.
+/// Starts nginx in front of `upstream`, and waits until it answers through it.
 fn start_nginx(upstream: SocketAddr) -> Result<Nginx, String> {
     let bin = tools::installed(&tools::NGINX).ok_or("nginx is not installed")?;
-    let mut last = String::new();
-    // The free port is found by binding port 0 and letting it go: another process may take it
-    // meanwhile, so a start that fails is retried on a new port.
-    for attempt in 0..5 {
-        let dir = std::env::temp_dir().join(format!(
-            "prefork-test-{}-nginx-{attempt}",
-            std::process::id()
-        ));
-        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map_err(|e| e.to_string())?
-            .port();
-        std::fs::write(dir.join("nginx.conf"), nginx_config(&dir, port, upstream))
-            .map_err(|e| e.to_string())?;
-        let child = Command::new(&bin)
-            .arg("-p")
-            .arg(&dir)
-            .arg("-c")
-            .arg(dir.join("nginx.conf"))
-            .arg("-e")
-            .arg(dir.join("error.log"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("start nginx: {e}"))?;
-        let nginx = Nginx {
-            child,
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
-            dir,
-        };
-        let end = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < end {
-            match get(nginx.addr, "/direct/") {
-                Ok(body) if body.trim().parse::<i32>().is_ok() => return Ok(nginx),
-                Ok(body) => last = format!("nginx answered {body:?}"),
-                Err(e) => last = e,
-            }
-            sleep_ms(20);
+    let nginx = nginx_process::start(&bin, |dir, port| nginx_config(dir, port, upstream))?;
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        match get(nginx.addr, "/direct/") {
+            Ok(body) if body.trim().parse::<i32>().is_ok() => return Ok(nginx),
+            Ok(body) if Instant::now() >= end => return Err(format!("nginx answered {body:?}")),
+            Err(e) if Instant::now() >= end => return Err(format!("nginx: {e}")),
+            _ => sleep_ms(20),
         }
-        last = format!(
-            "{last}; nginx's log: {}",
-            std::fs::read_to_string(nginx.dir.join("error.log")).unwrap_or_default()
-        );
     }
-    Err(format!("nginx did not start: {last}"))
 }

@@ -19,6 +19,8 @@ mod keepalive;
 mod lifecycle;
 mod logs;
 mod naive_self_calls;
+#[path = "../support/nginx.rs"]
+mod nginx_process;
 mod serve_http;
 mod serve_router;
 #[cfg(feature = "tower")]
