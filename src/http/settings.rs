@@ -30,8 +30,11 @@ impl ServerBuilder {
     /// - `PREFORK_KEEP_ALIVE` is the [`keepalive_timeout`](Self::keepalive_timeout),
     ///   `PREFORK_GRACEFUL_TIMEOUT` the [`graceful_timeout`](Self::graceful_timeout),
     ///   `PREFORK_FORWARDED_ALLOW_IPS` the [`forwarded_allow_ips`](Self::forwarded_allow_ips).
-    /// - `PREFORK_ACCESS_LOG`, `PREFORK_ERROR_LOG` and `PREFORK_LOG_LEVEL` are kept for the
-    ///   crate's log sink and shown by [`print_config`](Self::print_config).
+    /// - `PREFORK_ACCESS_LOG`, `PREFORK_ERROR_LOG` and `PREFORK_LOG_LEVEL` set the crate's log
+    ///   sink, as [`access_log_file`](Self::access_log_file),
+    ///   [`error_log_file`](Self::error_log_file) and [`log_level`](Self::log_level) do (`-`:
+    ///   stdout for the access log, stderr for the error log); [`print_config`](Self::print_config)
+    ///   shows them.
     ///
     /// A value that is not allowed makes [`serve`](Self::serve) fail with a
     /// [`BuildError`](crate::BuildError) naming the variable, the value and what is allowed.

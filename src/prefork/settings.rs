@@ -39,8 +39,11 @@ impl SupervisorBuilder {
     /// - `PREFORK_TIMEOUT` ([`timeout`](Self::timeout)), `PREFORK_KEEP_ALIVE`
     ///   ([`keep_alive`](Self::keep_alive)) and `PREFORK_FORWARDED_ALLOW_IPS`
     ///   ([`forwarded_allow_ips`](Self::forwarded_allow_ips)) go to each worker's HTTP server.
-    /// - `PREFORK_ACCESS_LOG`, `PREFORK_ERROR_LOG` and `PREFORK_LOG_LEVEL` are kept for the
-    ///   crate's log sink and shown by [`print_config`](Self::print_config).
+    /// - `PREFORK_ACCESS_LOG`, `PREFORK_ERROR_LOG` and `PREFORK_LOG_LEVEL` set the crate's log
+    ///   sink, as [`access_log_file`](Self::access_log_file),
+    ///   [`error_log_file`](Self::error_log_file) and [`log_level`](Self::log_level) do (`-`:
+    ///   stdout for the access log, stderr for the error log); [`print_config`](Self::print_config)
+    ///   shows them.
     ///
     /// The worker servers' settings are those of `serve_http`. `serve_service` (feature `tower`)
     /// runs a tokio runtime sized by its `ServiceConfig` instead, which they do not change: read
