@@ -131,6 +131,7 @@ impl ServerBuilder {
             },
             health: self.health.check()?,
             shared_counters: self.shared_counters,
+            tcp_ends: self.tcp_ends,
         })
     }
 

@@ -143,6 +143,7 @@ pub struct ServerBuilder {
     pub(super) accept_gate: Option<Arc<dyn AcceptGate>>,
     pub(super) health: HealthSettings,
     pub(super) shared_counters: Option<&'static HttpCounters>,
+    pub(super) tcp_ends: bool,
     /// How long `serve_until_signal` lets a graceful stop take ([`graceful_timeout`](Self::graceful_timeout)).
     pub(super) graceful_timeout: Duration,
     /// Where each setting `print_config` shows came from.
@@ -220,6 +221,7 @@ impl ServerBuilder {
             accept_gate: None,
             health: HealthSettings::default(),
             shared_counters: None,
+            tcp_ends: false,
             graceful_timeout: Duration::from_secs(30),
             sources: Sources::default(),
             settings_error: None,
@@ -433,6 +435,16 @@ impl ServerBuilder {
     /// ```
     pub fn max_spare(mut self, n: usize) -> Self {
         self.max_spare = Some(n);
+        self
+    }
+
+    /// Put the connection's [`TcpEnds`](super::TcpEnds) (the client's and the server's socket
+    /// addresses, with their ports) in the extensions of every request that comes over TCP
+    /// (default off: one more extension costs every request an allocation and a rehash of the
+    /// extensions, about 700 instructions). A gateway that needs `REMOTE_PORT` or `SERVER_PORT`
+    /// (the WSGI front) turns it on.
+    pub fn tcp_ends(mut self, on: bool) -> Self {
+        self.tcp_ends = on;
         self
     }
 

@@ -65,8 +65,9 @@ pub struct PeerAddr(pub Arc<str>);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SocketPeer(pub Arc<str>);
 
-/// The two ends of the TCP connection a request came on, in its extensions (absent for a Unix
-/// socket and the [`Loopback`](super::Loopback)): the client's socket address, with its port (a
+/// The two ends of the TCP connection a request came on, in its extensions when
+/// [`ServerBuilder::tcp_ends`](super::ServerBuilder::tcp_ends) is on (absent for a Unix socket and
+/// the [`Loopback`](super::Loopback)): the client's socket address, with its port (a
 /// WSGI or CGI gateway's `REMOTE_PORT`), and this server's own, the address the client connected
 /// to (`SERVER_NAME` and `SERVER_PORT` for a request without `Host`). Both are the socket's, like
 /// the [`SocketPeer`], never what a proxy in front names.
@@ -77,6 +78,7 @@ pub struct SocketPeer(pub Arc<str>);
 ///
 /// let server = Server::builder()
 ///     .bind("127.0.0.1:0")
+///     .tcp_ends(true)
 ///     .serve(|req, _ctx| {
 ///         let ends = req.extensions().get::<TcpEnds>().unwrap();
 ///         format!("{} -> {}", ends.peer.port(), ends.local.port())

@@ -43,6 +43,8 @@ fn configure(b: ServerBuilder, o: &Options, thread_mode: bool) -> ServerBuilder 
         // A view that calls its own server waits on a spare thread's answer: as many spare
         // threads as handler threads.
         .max_spare(threads)
+        // REMOTE_PORT, and SERVER_NAME/SERVER_PORT when a request has no Host.
+        .tcp_ends(true)
         .keepalive_timeout(o.keepalive())
         .limit_request_line(o.limit_request_line)
         .limit_request_fields(o.limit_request_fields)

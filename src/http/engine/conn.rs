@@ -505,7 +505,7 @@ impl Conn {
         *req.headers_mut() = head.headers;
         req.extensions_mut().insert(PeerAddr(client));
         req.extensions_mut().insert(SocketPeer(self.peer.clone()));
-        if let Some((peer, local)) = self.addrs {
+        if let (true, Some((peer, local))) = (handoff.cfg.tcp_ends, self.addrs) {
             req.extensions_mut().insert(TcpEnds { peer, local });
         }
         if let Some(proto) = fwd.proto {

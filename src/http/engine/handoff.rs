@@ -168,6 +168,8 @@ pub(crate) struct ReactorConfig {
     /// Count the HTTP metrics here instead of in the server's own counters (process mode: a
     /// block of the memory shared with the master).
     pub shared_counters: Option<&'static HttpCounters>,
+    /// Requests over TCP carry their `TcpEnds` (`ServerBuilder::tcp_ends`).
+    pub tcp_ends: bool,
 }
 
 /// What tells the connection its request is answered: written by the thread that completed

@@ -164,6 +164,7 @@ mod tests {
             proxy: Default::default(),
             health: None,
             shared_counters: None,
+            tcp_ends: false,
         }
     }
 

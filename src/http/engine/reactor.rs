@@ -664,6 +664,7 @@ mod tests {
             proxy: Default::default(),
             health: None,
             shared_counters: None,
+            tcp_ends: false,
         };
         let (r, h) = Reactor::new(
             vec![Acceptor::Tcp(mio::net::TcpListener::from_std(l))],
