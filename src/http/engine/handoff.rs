@@ -172,6 +172,31 @@ pub(crate) struct ReactorConfig {
     pub tcp_ends: bool,
 }
 
+#[cfg(test)]
+impl ReactorConfig {
+    /// The settings the engine's unit tests start from (5 s timeouts, no spare threads, no log).
+    pub(crate) fn for_tests() -> ReactorConfig {
+        ReactorConfig {
+            limits: Limits::default(),
+            head_timeout: Duration::from_secs(5),
+            body_timeout: Duration::from_secs(5),
+            min_body_rate: 0,
+            keepalive_timeout: Duration::from_secs(5),
+            write_timeout: Duration::from_secs(5),
+            spool_above: 1 << 20,
+            access_log: None,
+            max_spare: 0,
+            siblings: None,
+            max_depth: 32,
+            error_page: Default::default(),
+            proxy: Default::default(),
+            health: None,
+            shared_counters: None,
+            tcp_ends: false,
+        }
+    }
+}
+
 /// What tells the connection its request is answered: written by the thread that completed
 /// it (or not entirely: `rest` is what is left to write).
 #[derive(Debug)]

@@ -149,22 +149,9 @@ mod tests {
 
     fn cfg(body_timeout: Duration, min_body_rate: u64) -> ReactorConfig {
         ReactorConfig {
-            limits: Limits::default(),
-            head_timeout: Duration::from_secs(5),
             body_timeout,
             min_body_rate,
-            keepalive_timeout: Duration::from_secs(5),
-            write_timeout: Duration::from_secs(5),
-            spool_above: 1 << 20,
-            access_log: None,
-            max_spare: 0,
-            siblings: None,
-            max_depth: 32,
-            error_page: Default::default(),
-            proxy: Default::default(),
-            health: None,
-            shared_counters: None,
-            tcp_ends: false,
+            ..ReactorConfig::for_tests()
         }
     }
 

@@ -610,7 +610,6 @@ impl Reactor {
 mod tests {
     use super::*;
     use crate::http::engine::handoff::Done;
-    use crate::http::wire::parse::Limits;
     use crate::Error;
     use http::{Request, Response};
     use std::io::{Read, Write};
@@ -648,24 +647,7 @@ mod tests {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.set_nonblocking(true).unwrap();
         let addr = l.local_addr().unwrap();
-        let cfg = ReactorConfig {
-            limits: Limits::default(),
-            head_timeout: Duration::from_secs(5),
-            body_timeout: Duration::from_secs(5),
-            min_body_rate: 0,
-            keepalive_timeout: Duration::from_secs(5),
-            write_timeout: Duration::from_secs(5),
-            spool_above: 1 << 20,
-            access_log: None,
-            max_spare: 0,
-            siblings: None,
-            max_depth: 32,
-            error_page: Default::default(),
-            proxy: Default::default(),
-            health: None,
-            shared_counters: None,
-            tcp_ends: false,
-        };
+        let cfg = ReactorConfig::for_tests();
         let (r, h) = Reactor::new(
             vec![Acceptor::Tcp(mio::net::TcpListener::from_std(l))],
             cfg,
