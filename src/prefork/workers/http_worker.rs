@@ -172,7 +172,7 @@ impl Supervisor {
     ///
     /// The handler is what [`ServerBuilder::serve`] takes: its answer is anything
     /// [`IntoResponse`]. A [`Router`] goes to [`serve_router`](Self::serve_router).
-    pub fn serve_http<C, A, H, R, E>(self, configure: C, mut app: A) -> i32
+    pub fn serve_http<C, A, H, R, E>(self, configure: C, app: A) -> i32
     where
         C: Fn(ServerBuilder) -> ServerBuilder + 'static,
         A: FnMut() -> Result<H, E>,
@@ -180,19 +180,11 @@ impl Supervisor {
         R: IntoResponse,
         E: fmt::Display,
     {
-        let configure: Configure = Rc::new(configure);
-        let server = self.worker_server();
-        let graceful = self.graceful_timeout().mul_f64(0.9);
-        self.run(move || {
-            app().map(|handler| HttpWorker {
-                configure: configure.clone(),
-                server: server.clone(),
-                start: Some(Box::new(move |builder: ServerBuilder, heartbeat| {
-                    builder.serve(move |req, ctx| {
-                        tracked(heartbeat, req, ctx, |req| handler(req, ctx).into_response())
-                    })
-                })),
-                graceful,
+        self.run_http(configure, app, |handler: H| -> Start {
+            Box::new(move |builder, heartbeat| {
+                builder.serve(move |req, ctx| {
+                    tracked(heartbeat, req, ctx, |req| handler(req, ctx).into_response())
+                })
             })
         })
     }
@@ -212,26 +204,18 @@ impl Supervisor {
     /// );
     /// std::process::exit(status);
     /// ```
-    pub fn serve_router<C, A, E>(self, configure: C, mut app: A) -> i32
+    pub fn serve_router<C, A, E>(self, configure: C, app: A) -> i32
     where
         C: Fn(ServerBuilder) -> ServerBuilder + 'static,
         A: FnMut() -> Result<Router, E>,
         E: fmt::Display,
     {
-        let configure: Configure = Rc::new(configure);
-        let server = self.worker_server();
-        let graceful = self.graceful_timeout().mul_f64(0.9);
-        self.run(move || {
-            app().map(|router| HttpWorker {
-                configure: configure.clone(),
-                server: server.clone(),
-                start: Some(Box::new(move |builder: ServerBuilder, heartbeat| {
-                    let router = Arc::new(router);
-                    builder.route_deadlines(&router).serve(move |req, ctx| {
-                        tracked(heartbeat, req, ctx, |req| router.call(req, ctx))
-                    })
-                })),
-                graceful,
+        self.run_http(configure, app, |router: Router| -> Start {
+            Box::new(move |builder, heartbeat| {
+                let router = Arc::new(router);
+                builder.route_deadlines(&router).serve(move |req, ctx| {
+                    tracked(heartbeat, req, ctx, |req| router.call(req, ctx))
+                })
             })
         })
     }
@@ -259,12 +243,7 @@ impl Supervisor {
     ///     );
     /// std::process::exit(status);
     /// ```
-    pub fn serve_router_with_state<C, W, IE, I, A, E>(
-        self,
-        configure: C,
-        init: I,
-        mut app: A,
-    ) -> i32
+    pub fn serve_router_with_state<C, W, IE, I, A, E>(self, configure: C, init: I, app: A) -> i32
     where
         C: Fn(ServerBuilder) -> ServerBuilder + 'static,
         W: 'static,
@@ -273,25 +252,43 @@ impl Supervisor {
         A: FnMut() -> Result<Router, E>,
         E: fmt::Display,
     {
+        self.run_http(configure, app, move |router: Router| -> Start {
+            let init = init.clone();
+            Box::new(move |builder, heartbeat| {
+                let router = Arc::new(router);
+                builder.route_deadlines(&router).serve_with_state(
+                    init,
+                    move |w: &mut W, req, ctx| {
+                        tracked(heartbeat, req, ctx, |req| {
+                            router.call_with_worker(req, ctx, w)
+                        })
+                    },
+                )
+            })
+        })
+    }
+
+    /// What the `serve_*` above share: each worker process builds its app with `app` (after the
+    /// fork, or once before with `preload`), and `start` makes the server's start of it.
+    fn run_http<C, A, T, E>(
+        self,
+        configure: C,
+        mut app: A,
+        start: impl Fn(T) -> Start + 'static,
+    ) -> i32
+    where
+        C: Fn(ServerBuilder) -> ServerBuilder + 'static,
+        A: FnMut() -> Result<T, E>,
+        E: fmt::Display,
+    {
         let configure: Configure = Rc::new(configure);
         let server = self.worker_server();
         let graceful = self.graceful_timeout().mul_f64(0.9);
         self.run(move || {
-            let init = init.clone();
-            app().map(|router| HttpWorker {
+            app().map(|app| HttpWorker {
                 configure: configure.clone(),
                 server: server.clone(),
-                start: Some(Box::new(move |builder: ServerBuilder, heartbeat| {
-                    let router = Arc::new(router);
-                    builder.route_deadlines(&router).serve_with_state(
-                        init,
-                        move |w: &mut W, req, ctx| {
-                            tracked(heartbeat, req, ctx, |req| {
-                                router.call_with_worker(req, ctx, w)
-                            })
-                        },
-                    )
-                })),
+                start: Some(start(app)),
                 graceful,
             })
         })
