@@ -61,11 +61,13 @@ const SCENARIOS: &[Scenario] = &[
                 "forkhooks",
                 |b| {
                     b.workers(2)
-                        .pre_fork(|n| eprintln!("HOOK pre {n} by {}", std::process::id()))
+                        .pre_fork(|n| hook_line(format!("HOOK pre {n} by {}", std::process::id())))
                         .post_fork_parent(|n, pid| {
-                            eprintln!("HOOK parent {n} {pid:?} by {}", std::process::id())
+                            hook_line(format!("HOOK parent {n} {pid:?} by {}", std::process::id()))
                         })
-                        .post_fork(|n| eprintln!("HOOK child {n} by {}", std::process::id()))
+                        .post_fork(|n| {
+                            hook_line(format!("HOOK child {n} by {}", std::process::id()))
+                        })
                 },
                 lifecycle::fork_hooks,
             )
@@ -353,4 +355,11 @@ fn main() {
     if failed > 0 {
         std::process::exit(1);
     }
+}
+
+/// One line to stderr in one `write`: the two workers' `post_fork` lines, written at the same
+/// moment to the log they share, must not interleave (`eprintln!` writes its pieces one by one).
+fn hook_line(line: String) {
+    use std::io::Write;
+    let _ = std::io::stderr().write_all(format!("{line}\n").as_bytes());
 }
