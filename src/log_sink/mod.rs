@@ -178,7 +178,28 @@ impl Out {
 }
 
 fn open_append(p: &Path) -> io::Result<File> {
-    OpenOptions::new().create(true).append(true).open(p)
+    let file = OpenOptions::new().create(true).append(true).open(p)?;
+    #[cfg(unix)]
+    if let Some((uid, gid)) = *lock(&OWNER) {
+        // SAFETY: geteuid(2) cannot fail and touches no memory.
+        if unsafe { libc::geteuid() } == 0 {
+            std::os::unix::fs::fchown(&file, uid, gid)?;
+        }
+    }
+    Ok(file)
+}
+
+/// The owner this process gives the log files it opens while it is root: the account the
+/// supervisor's workers switch to, so that they can reopen the files the master made on SIGUSR1.
+#[cfg(unix)]
+static OWNER: Mutex<Option<(Option<u32>, Option<u32>)>> = Mutex::new(None);
+
+/// Gives every log file this process opens from now on, while it runs as root, to `uid` and
+/// `gid` (`None`: unchanged), as gunicorn does with its `--user`.
+#[cfg(unix)]
+#[cfg_attr(not(feature = "prefork"), allow(dead_code))]
+pub(crate) fn set_owner(uid: Option<u32>, gid: Option<u32>) {
+    *lock(&OWNER) = Some((uid, gid));
 }
 
 /// The process's sink.
