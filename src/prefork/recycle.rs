@@ -4,9 +4,10 @@
 //! jitter of `max_requests` and of the age.
 //!
 //! **Measured by the master.** The master reads each ready worker's resident set from
-//! `/proc/<pid>/statm` (Linux) at most once a second, in its loop: it works for any [`Worker`]
-//! (no cooperation needed, a stuck worker is measured too) and costs the workers nothing; one
-//! small read per worker per second costs the master next to nothing. The resident set counts
+//! `/proc/<pid>/statm` (Linux) about once a second, in its loop (whose passes come at least once
+//! a second; the age is checked on each pass too, so a worker goes at most a second late): it
+//! works for any [`Worker`] (no cooperation needed, a stuck worker is measured too) and costs the
+//! workers nothing; one small read per worker per second costs the master next to nothing. The resident set counts
 //! the pages the worker shares with the master (copy-on-write, the preloaded app) as gunicorn's
 //! and granian's bounds do: set the bound from what a worker shows in `ps -o rss` once warm.
 //!
@@ -29,8 +30,9 @@ use crate::settings::{
 };
 use crate::BuildError;
 
-/// How often the master measures the workers' memory, at most.
-const MEASURE_EVERY: Duration = Duration::from_secs(1);
+/// How often the master measures the workers' memory, at most: a little under its longest tick
+/// (1 s), so that every pass of an idle master measures (not every other one).
+const MEASURE_EVERY: Duration = Duration::from_millis(900);
 
 /// The master's side: the bounds, when it last measured, and the jitter's random numbers.
 #[derive(Debug)]
@@ -181,7 +183,7 @@ impl SupervisorBuilder {
     /// else 1 MiB..=1 TiB; `PREFORK_MAX_WORKER_MEMORY`, which takes `200M`, `1G`): its
     /// replacement is started first, and it stops gracefully once the replacement is ready, with
     /// a log line that says why (`worker 3 (pid 1234) recycled: resident memory 210 MiB over
-    /// max_worker_memory 200 MiB`). The master measures it at most once a second, from
+    /// max_worker_memory 200 MiB`). The master measures it about once a second, from
     /// `/proc/<pid>/statm` (Linux; elsewhere the bound is never reached). A worker already over
     /// the bound when it becomes ready is left alone, with an `error` line (its replacement
     /// would be over it too).

@@ -13,6 +13,7 @@
 
 mod balance;
 mod connect_per_request;
+mod deploy;
 mod failures;
 mod helpers;
 mod keepalive;
@@ -128,6 +129,34 @@ const SCENARIOS: &[Scenario] = &[
                 "recycle",
                 |b| b.workers(1).max_requests(5),
                 failures::max_requests_recycle,
+            )
+        },
+    },
+    Scenario {
+        name: "user_workers_run_as_nobody",
+        run: deploy::workers_run_as_nobody,
+    },
+    Scenario {
+        name: "user_unknown_refused",
+        run: deploy::unknown_user_refused,
+    },
+    Scenario {
+        name: "recycle_past_memory",
+        run: || {
+            with_master(
+                "memory",
+                |b| b.workers(2).max_worker_memory(48 << 20),
+                deploy::memory_recycle,
+            )
+        },
+    },
+    Scenario {
+        name: "recycle_past_age",
+        run: || {
+            with_master(
+                "age",
+                |b| b.workers(1).max_worker_age(Duration::from_secs(1)),
+                deploy::age_recycle,
             )
         },
     },

@@ -153,7 +153,12 @@ pub fn tool_or_skip(tool: &Tool) -> Result<Option<PathBuf>, String> {
 /// `SKIPPED:` line, or `Err` when `PREFORK_REQUIRE_TOOLS` is set. For a need [`Tool`] cannot
 /// express; [`tool_or_skip`] calls it.
 pub fn skip(name: &str, install: &str) -> Result<(), String> {
-    let missing = format!("{name} not installed ({install})");
+    skip_for(&format!("{name} not installed ({install})"))
+}
+
+/// Skips the running test because of `missing` (what it needs and how to get it: `not running
+/// as root (...)`): `Ok` after a `SKIPPED:` line, or `Err` when `PREFORK_REQUIRE_TOOLS` is set.
+pub fn skip_for(missing: &str) -> Result<(), String> {
     if required() {
         return Err(format!(
             "{missing}; {REQUIRE_TOOLS} is set, so this test may not be skipped"
