@@ -175,7 +175,9 @@ pub fn memory_recycle(m: &mut Master) -> Result<(), String> {
         format!("300 requests of 1 MiB each were all served by {served:?}")
     })?;
     m.wait_log("after its recycling (resident memory ", LONG)?;
+    let log = m.log_text();
     ensure(!log.contains("ERROR"), || "an error line in the log".into())?;
+    replacement_first(&log, first.len())?;
     m.signal(libc::SIGTERM);
     let code = m.wait_exit(LONG)?;
     ensure(code == 0, || format!("exit status {code}"))
@@ -193,6 +195,7 @@ pub fn age_recycle(m: &mut Master) -> Result<(), String> {
         format!("150 requests 20 ms apart were all served by {served:?}")
     })?;
     m.wait_log("after its recycling (age ", LONG)?;
+    replacement_first(&m.log_text(), 1)?;
     ensure(
         m.log_text()
             .contains("over max_worker_age 1s (its limit with jitter: 1"),
@@ -201,4 +204,22 @@ pub fn age_recycle(m: &mut Master) -> Result<(), String> {
     m.signal(libc::SIGTERM);
     let code = m.wait_exit(LONG)?;
     ensure(code == 0, || format!("exit status {code}"))
+}
+
+/// Each worker that exited after its recycling did so once its replacement was ready: before
+/// its exit line, the log has a `ready` line for each first worker and each replacement.
+fn replacement_first(log: &str, first: usize) -> Result<(), String> {
+    let (mut ready, mut exits) = (0, 0);
+    for line in log.lines() {
+        if line.contains(" ready in ") {
+            ready += 1;
+        }
+        if line.contains("after its recycling") {
+            exits += 1;
+            ensure(ready >= first + exits, || {
+                format!("a recycled worker exited before its replacement was ready: {line}")
+            })?;
+        }
+    }
+    Ok(())
 }

@@ -303,6 +303,10 @@ const SCENARIOS: &[Scenario] = &[
         run: logs::process_mode,
     },
     Scenario {
+        name: "logs_usr1_reopen_workers_as_nobody",
+        run: logs::process_mode_as_nobody,
+    },
+    Scenario {
         name: "logs_usr1_reopen_thread_mode",
         run: logs::thread_mode,
     },
