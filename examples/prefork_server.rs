@@ -9,6 +9,7 @@
 //! curl -X POST localhost:8000/call_hello_world      # calls /hello_world in-process
 //! curl -X POST localhost:8000/call_hello_world_tcp  # the naive call over TCP (may land on the sibling)
 //! curl localhost:8000/metrics                       # Prometheus text: the whole server, any worker
+//! curl localhost:8000/readyz                        # health routes, for probes (deploy/)
 //! kill -HUP <master pid>                            # new workers, then the old ones drain
 //! kill -TERM <master pid>                           # graceful stop, exit status 0
 //! ```
@@ -76,6 +77,10 @@
 //! WatchdogSec=10
 //! Environment=WEB_CONCURRENCY=4 PREFORK_THREADS=2
 //! ```
+//!
+//! The repository's `deploy/` has the complete files, each checked by a test: the systemd unit
+//! pair, an nginx site (TLS terminated there) and a Kubernetes Deployment probing `/readyz` and
+//! `/livez`.
 
 use std::io::{Read, Write};
 use std::net::SocketAddr;
@@ -403,8 +408,10 @@ fn main() {
 
     let status = supervisor.serve_router(
         // Each worker's server, as the supervisor set it up (threads, deadline, keep-alive):
-        // limits, timeouts or the access log format would be set here.
-        |server| server,
+        // limits, timeouts or the access log format would be set here. The health routes are
+        // answered by the server itself, without a worker: deploy/kubernetes/app.yaml probes
+        // them.
+        |server| server.health_routes("/readyz", "/livez"),
         // Runs in each worker after the fork: open per-process resources (connections, files,
         // threads) here, never before the Supervisor runs.
         || {
