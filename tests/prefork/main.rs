@@ -14,6 +14,7 @@
 mod balance;
 mod connect_per_request;
 mod deploy;
+mod deploy_files;
 mod failures;
 mod helpers;
 mod keepalive;
@@ -261,6 +262,18 @@ const SCENARIOS: &[Scenario] = &[
     Scenario {
         name: "systemd_socket_activate",
         run: systemd::systemd_socket_activate,
+    },
+    Scenario {
+        name: "deploy_systemd_units",
+        run: deploy_files::systemd_units,
+    },
+    Scenario {
+        name: "deploy_nginx_site",
+        run: deploy_files::nginx_site,
+    },
+    Scenario {
+        name: "deploy_kubernetes",
+        run: deploy_files::kubernetes,
     },
     Scenario {
         name: "systemd_watchdog",

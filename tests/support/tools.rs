@@ -1,5 +1,6 @@
-//! The external programs some tests run (curl, python3, wrk, nginx, systemd-socket-activate): the
-//! one place that finds them, and the one way a test that needs a missing one is skipped.
+//! The external programs some tests run (curl, python3, wrk, nginx, openssl,
+//! systemd-socket-activate, systemd-analyze): the one place that finds them, and the one way a
+//! test that needs a missing one is skipped.
 //!
 //! A tool is looked up on `PATH` (see [`find`]), and the test runs the path found. When it is not
 //! installed the test prints `SKIPPED: <tool> not installed (<how to install>)` and passes, unless
@@ -66,6 +67,22 @@ pub const NGINX: Tool = Tool {
     program: "nginx",
     check: &[],
     install: "apt-get install nginx-light, or nginx",
+};
+
+/// Makes the self-signed certificate the nginx site's TLS block is checked with.
+pub const OPENSSL: Tool = Tool {
+    name: "openssl",
+    program: "openssl",
+    check: &[],
+    install: "apt-get install openssl",
+};
+
+/// Checks the systemd units of `deploy/`.
+pub const SYSTEMD_ANALYZE: Tool = Tool {
+    name: "systemd-analyze",
+    program: "systemd-analyze",
+    check: &[],
+    install: "apt-get install systemd",
 };
 
 pub const SYSTEMD_SOCKET_ACTIVATE: Tool = Tool {
