@@ -33,6 +33,11 @@
 //! Files are opened for appending (several processes can share one: each `write(2)` carries
 //! whole lines), created if missing; the directory must exist. SIGUSR1 reopens them by path: after
 //! `mv access.log access.log.1 && kill -USR1 <pid>`, every process writes to a new `access.log`.
+//! When the supervisor's workers switch to another user
+//! ([`SupervisorBuilder::user`](crate::prefork::SupervisorBuilder::user)), the master, as root,
+//! gives each file it opens or reopens to that user and group (as gunicorn does), and reopens
+//! before it passes SIGUSR1 on: each worker then reopens the file the master made, which it may
+//! write, in a directory it need not be able to write.
 //! The sink is per process: a second install replaces the files.
 
 mod writer;

@@ -242,10 +242,8 @@ pub(crate) fn switch(run_as: &RunAs) -> io::Result<()> {
         (Some(name), Some(_)) => {
             // SAFETY: initgroups(3) with a NUL-terminated name and a gid; it reads the group
             // database and sets this process's supplementary groups.
-            check(
-                unsafe { libc::initgroups(name.as_ptr(), run_as.gid) },
-                "initgroups",
-            )?;
+            let rc = unsafe { libc::initgroups(name.as_ptr(), run_as.gid) };
+            check(rc, "initgroups")?;
         }
         _ => {
             // SAFETY: setgroups(2) with a pointer to one gid, alive for the call.
@@ -262,10 +260,8 @@ pub(crate) fn switch(run_as: &RunAs) -> io::Result<()> {
     {
         // SAFETY: prctl(2) PR_SET_DUMPABLE 1 only sets a process attribute (see the module
         // documentation for why).
-        check(
-            unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0) },
-            "prctl(PR_SET_DUMPABLE)",
-        )?;
+        let rc = unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0) };
+        check(rc, "prctl(PR_SET_DUMPABLE)")?;
     }
     let (euid, egid) = current_ids();
     if run_as.uid.is_some_and(|u| u != euid) || egid != run_as.gid {
