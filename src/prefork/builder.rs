@@ -336,7 +336,9 @@ impl SupervisorBuilder {
         self
     }
 
-    /// Runs in each worker right after the fork, before its app is built.
+    /// Runs in each worker right after the fork, before its app is built (after the switch to
+    /// [`user`](Self::user) / [`group`](Self::group), when they are set: it runs as that
+    /// account).
     pub fn post_fork(mut self, f: impl FnMut(u64) + 'static) -> Self {
         self.hooks.post_fork = Some(Box::new(f));
         self

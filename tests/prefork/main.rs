@@ -232,6 +232,10 @@ const SCENARIOS: &[Scenario] = &[
         run: serve_http::serve_http_sibling_self_call,
     },
     Scenario {
+        name: "serve_http_sibling_self_call_as_nobody",
+        run: serve_http::serve_http_sibling_self_call_as_nobody,
+    },
+    Scenario {
         name: "serve_http_naive_self_calls",
         run: naive_self_calls::naive_self_calls,
     },
