@@ -169,22 +169,7 @@ pub fn nginx_site() -> Result<(), String> {
     };
     let dir = scratch("nginx-site")?;
     let site = match tools::tool_or_skip(&tools::OPENSSL)? {
-        Some(openssl) => {
-            let (cert, key) = (dir.join("fullchain.pem"), dir.join("privkey.pem"));
-            let (ok, text) = run(Command::new(openssl)
-                .args([
-                    "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-                ])
-                .args(["-subj", "/CN=app.example.com", "-keyout"])
-                .arg(&key)
-                .arg("-out")
-                .arg(&cert))?;
-            ensure(ok, || {
-                format!("openssl could not make a certificate: {text}")
-            })?;
-            site.replace("/etc/ssl/app/fullchain.pem", &cert.display().to_string())
-                .replace("/etc/ssl/app/privkey.pem", &key.display().to_string())
-        }
+        Some(openssl) => with_certificate(&site, &openssl, &dir)?,
         None => {
             // The site without its TLS block.
             let start = site
@@ -216,6 +201,127 @@ pub fn nginx_site() -> Result<(), String> {
     ensure(ok && text.contains("test is successful"), || {
         format!("nginx -t on the site:\n{text}")
     })
+}
+
+/// `site` with a self-signed certificate and its key, made by `openssl` in `dir`, in place of
+/// the paths it names.
+fn with_certificate(site: &str, openssl: &Path, dir: &Path) -> Result<String, String> {
+    let (cert, key) = (dir.join("fullchain.pem"), dir.join("privkey.pem"));
+    let (ok, text) = run(Command::new(openssl)
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args(["-subj", "/CN=app.example.com", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert))?;
+    ensure(ok, || {
+        format!("openssl could not make a certificate: {text}")
+    })?;
+    replace(
+        site,
+        "/etc/ssl/app/fullchain.pem",
+        &cert.display().to_string(),
+    )
+    .and_then(|s| replace(&s, "/etc/ssl/app/privkey.pem", &key.display().to_string()))
+}
+
+/// `text` with `from` replaced by `to`; an error if `from` is not in it (the file changed).
+fn replace(text: &str, from: &str, to: &str) -> Result<String, String> {
+    ensure(text.contains(from), || {
+        format!("{from:?} is not in the file any more")
+    })?;
+    Ok(text.replace(from, to))
+}
+
+/// The recipe end to end: curl, over TLS (HTTP/2) from 127.0.0.2 with a forged
+/// `X-Forwarded-For`, to nginx running the site (on a free loopback port, in front of the
+/// example run with app.service's settings): the app answers, and its access log names the real
+/// client (127.0.0.2, from nginx, which it trusts), never the forged address.
+pub fn nginx_tls_live() -> Result<(), String> {
+    let Some(exe) = example_binary() else {
+        println!("    (skipped: examples/prefork_server is not built; `cargo test` builds it)");
+        return Ok(());
+    };
+    let (Some(nginx), Some(openssl), Some(curl)) = (
+        tools::tool_or_skip(&tools::NGINX)?,
+        tools::tool_or_skip(&tools::OPENSSL)?,
+        tools::tool_or_skip(&tools::CURL)?,
+    ) else {
+        return Ok(());
+    };
+    let dir = scratch("nginx-tls")?;
+    let site = with_certificate(&read("nginx/app.conf")?, &openssl, &dir)?;
+    let mut cmd = Command::new(exe);
+    for (k, v) in unit_env(&read("systemd/app.service")?) {
+        if k != "PREFORK_USER" && k != "PREFORK_GROUP" {
+            cmd.env(k, v);
+        }
+    }
+    let access = dir.join("access.log");
+    cmd.env("PREFORK_BIND", "127.0.0.1:0")
+        .env("WEB_CONCURRENCY", "1")
+        .env("PREFORK_ACCESS_LOG", &access);
+    let p = Program::start("nginx-tls-app", cmd)?;
+    let result = (|| {
+        let app = p.wait_line("listening on http://")?;
+        // Only the TLS server, on a free loopback port, in front of the example.
+        let tls = &site[site.find("# --- TLS ---").ok_or("no TLS marker")?..];
+        let tls = replace(tls, "listen [::]:443 ssl http2;", "")?;
+        let upstream = &site[..site.find("# Plain HTTP").ok_or("no plain HTTP marker")?];
+        let upstream = replace(
+            upstream,
+            "server 127.0.0.1:8000;",
+            &format!("server {app};"),
+        )?;
+        ensure(tls.contains("listen 443 ssl http2;"), || {
+            "no listen 443".into()
+        })?;
+        let proxy = crate::nginx_process::start(&nginx, |d, port| {
+            let tls = tls.replace(
+                "listen 443 ssl http2;",
+                &format!("listen 127.0.0.1:{port} ssl http2;"),
+            );
+            let d = d.display();
+            format!(
+                "daemon off;\nmaster_process off;\nworker_processes 1;\npid {d}/nginx.pid;\n\
+                 error_log {d}/error.log warn;\nevents {{ worker_connections 64; }}\nhttp {{\n\
+                 access_log off;\nclient_body_temp_path {d}/client_body;\n\
+                 proxy_temp_path {d}/proxy;\nfastcgi_temp_path {d}/fastcgi;\n\
+                 uwsgi_temp_path {d}/uwsgi;\nscgi_temp_path {d}/scgi;\n{upstream}\n{tls}\n}}\n"
+            )
+        })?;
+        let (ok, out) = run(Command::new(&curl)
+            .args(["-sk", "--http2", "--interface", "127.0.0.2"])
+            .args(["-H", "X-Forwarded-For: 203.0.113.7", "-X", "POST"])
+            .args(["-w", "\n%{http_code} %{http_version}"])
+            .arg(format!("https://{}/hello_world", proxy.addr)))?;
+        ensure(
+            ok && out.ends_with("\n201 2") && out.contains("session_id"),
+            || format!("POST /hello_world through nginx (TLS): {out}"),
+        )?;
+        let end = std::time::Instant::now() + crate::helpers::LONG;
+        let line = loop {
+            let log = std::fs::read_to_string(&access).unwrap_or_default();
+            if let Some(l) = log.lines().find(|l| l.contains("POST /hello_world")) {
+                break l.to_string();
+            }
+            ensure(std::time::Instant::now() < end, || {
+                format!(
+                    "no access line for the request in {}: {log}",
+                    access.display()
+                )
+            })?;
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        ensure(
+            line.starts_with("127.0.0.2 ") && !line.contains("203.0.113.7"),
+            || format!("the access line does not name the real client: {line}"),
+        )
+    })();
+    let r = p.finish(result);
+    let _ = std::fs::remove_dir_all(&dir);
+    r
 }
 
 /// The lines of the block that `key:` opens (those indented deeper than it), from `from`.

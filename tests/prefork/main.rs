@@ -276,6 +276,10 @@ const SCENARIOS: &[Scenario] = &[
         run: deploy_files::nginx_site,
     },
     Scenario {
+        name: "deploy_nginx_tls_live",
+        run: deploy_files::nginx_tls_live,
+    },
+    Scenario {
         name: "deploy_kubernetes",
         run: deploy_files::kubernetes,
     },
