@@ -239,7 +239,9 @@ pub(crate) struct Reply {
 pub(crate) struct Handoff {
     pub cfg: ReactorConfig,
     pub(in crate::http) dispatcher: Box<dyn Dispatch>,
-    waker: Arc<Waker>,
+    /// Wakes the reactor's poll; `None` with no reactor (the engine's unit tests drive the
+    /// connections and the lane themselves).
+    waker: Option<Arc<Waker>>,
     /// The server is draining (graceful shutdown): answers say `Connection: close`.
     pub draining: AtomicBool,
     /// A graceful stop was asked for (readiness says 503), perhaps before `draining`.
@@ -262,7 +264,7 @@ impl Handoff {
     pub(crate) fn new(
         cfg: ReactorConfig,
         dispatcher: Box<dyn Dispatch>,
-        waker: Arc<Waker>,
+        waker: Option<Arc<Waker>>,
     ) -> Self {
         let lookup = OwnerLookup::new(cfg.max_spare > 0);
         let metrics = match cfg.shared_counters {
@@ -362,7 +364,9 @@ impl Handoff {
     /// Wake the reactor if it sleeps.
     pub(crate) fn wake_reactor(&self) {
         if self.sleeping.swap(false, Ordering::SeqCst) {
-            let _ = self.waker.wake();
+            if let Some(waker) = &self.waker {
+                let _ = waker.wake();
+            }
         }
     }
 }

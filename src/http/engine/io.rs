@@ -9,11 +9,13 @@ use std::sync::atomic::AtomicBool;
 /// For a TCP connection: the client's address and ours.
 pub(crate) type TcpAddrs = Option<(SocketAddr, SocketAddr)>;
 
-/// A connected socket: TCP or Unix.
+/// A connected socket: TCP or Unix, non-blocking. Plain `std` sockets (the acceptor turns mio's
+/// into these, a move of the descriptor): the lane watches them with its own epoll set, never
+/// through mio, and the engine's unit tests drive a connection over `UnixStream::pair()`.
 #[derive(Debug)]
 pub(crate) enum Stream {
-    Tcp(mio::net::TcpStream),
-    Unix(mio::net::UnixStream),
+    Tcp(std::net::TcpStream),
+    Unix(std::os::unix::net::UnixStream),
 }
 
 impl Stream {

@@ -133,7 +133,7 @@ impl Reactor {
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let (cmd_tx, cmd_rx) = crossbeam_channel::unbounded();
         let ls: Vec<Option<Acceptor>> = listeners.into_iter().map(Some).collect();
-        let handoff = Arc::new(Handoff::new(cfg, dispatcher, waker.clone()));
+        let handoff = Arc::new(Handoff::new(cfg, dispatcher, Some(waker.clone())));
         for l in ls.iter().flatten() {
             handoff.lookup.owned.insert(l.raw_fd());
         }
