@@ -668,3 +668,7 @@ impl Conn {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "conn_tests.rs"]
+pub(in crate::http::engine) mod tests;
