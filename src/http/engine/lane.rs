@@ -408,3 +408,7 @@ impl Sleeper for LaneSleeper {
         self.lane.wake_one();
     }
 }
+
+#[cfg(test)]
+#[path = "lane_tests.rs"]
+mod tests;
