@@ -131,11 +131,13 @@ pub fn sibling_handler(
         // Vary the timing a little: which process accepts a connection depends on scheduling.
         sleep_ms(attempts % 4);
         let answer = ureq::get(&url)
-            .set("Connection", "close")
-            .timeout(Duration::from_secs(20))
+            .header("Connection", "close")
+            .config()
+            .timeout_global(Some(Duration::from_secs(20)))
+            .build()
             .call();
         inner = match answer {
-            Ok(r) => r.into_string().unwrap_or_default(),
+            Ok(r) => r.into_body().read_to_string().unwrap_or_default(),
             Err(e) => {
                 return http::Response::builder()
                     .status(502)
