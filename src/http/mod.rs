@@ -414,7 +414,7 @@ pub(crate) mod ops;
 mod routing;
 mod self_call;
 #[allow(dead_code)]
-mod serve;
+pub(crate) mod serve;
 mod server;
 mod server_health;
 mod settings;

@@ -1,0 +1,251 @@
+//! The tower mode's connections: the accept loop on each inherited listener, and each
+//! connection served by hyper (upgrades included) until it ends, is idle past the keep-alive
+//! time, or, during a drain, idle past the drain grace.
+
+use std::future::{poll_fn, Future};
+use std::io;
+use std::net::SocketAddr;
+use std::pin::{pin, Pin};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use hyper::body::{Body, Bytes, Incoming};
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::watch;
+
+use super::request::{ConnState, Shared, Tracked};
+use super::BoxError;
+
+/// During a drain, how long a connection with no request under way may wait for its next one
+/// (from the drain's start or its last answer): a request that comes in time is answered with
+/// `Connection: close`; after that the connection is closed. As the HTTP server's drain grace.
+const DRAIN_GRACE: Duration = Duration::from_secs(1);
+/// How long accepting pauses after an accept error such as EMFILE.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// A connection's socket, counted open in [`Shared::conns`] (and the shared metrics) for as long
+/// as it lives: in hyper's connection, then, once upgraded (a WebSocket), in the upgrade's task,
+/// so that the drain waits for it too.
+struct Counted<IO> {
+    io: IO,
+    shared: Arc<Shared>,
+}
+
+impl<IO> Counted<IO> {
+    fn new(io: IO, shared: &Arc<Shared>) -> Self {
+        shared.conns.fetch_add(1, Ordering::AcqRel);
+        shared.counters.opened();
+        Counted {
+            io,
+            shared: shared.clone(),
+        }
+    }
+}
+
+impl<IO> Drop for Counted<IO> {
+    fn drop(&mut self) {
+        self.shared.counters.closed();
+        if self.shared.conns.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.shared.idle.notify_waiters();
+        }
+    }
+}
+
+impl<IO: AsyncRead + Unpin> AsyncRead for Counted<IO> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> AsyncWrite for Counted<IO> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, b: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, b)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+}
+
+/// `fut`'s output, or `None` once `other` is ready.
+async fn or_else<F: Future, T: Future>(fut: F, other: T) -> Option<F::Output> {
+    let mut fut = pin!(fut);
+    let mut other = pin!(other);
+    poll_fn(|cx| {
+        if let Poll::Ready(out) = fut.as_mut().poll(cx) {
+            return Poll::Ready(Some(out));
+        }
+        if other.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(None);
+        }
+        Poll::Pending
+    })
+    .await
+}
+
+/// Serves one connection until it ends. A connection with no request under way is closed once
+/// it has been idle for the keep-alive time, or, during a drain, for [`DRAIN_GRACE`] (from the
+/// drain's start or its last answer).
+fn serve_connection<IO, S, B>(io: IO, peer: Option<SocketAddr>, shared: &Arc<Shared>, service: S)
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: tower_service::Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send,
+    S::Error: Into<BoxError>,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let io = Counted::new(io, shared);
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        let socket_peer = peer.map_or_else(|| "unix".into(), |p| p.ip().to_canonical().to_string());
+        let state = Arc::new(ConnState {
+            in_flight: AtomicUsize::new(0),
+            last_answer: Mutex::new(Instant::now()),
+            peer,
+            socket_peer: socket_peer.into(),
+        });
+        let tracked = Tracked {
+            inner: service,
+            shared: shared.clone(),
+            conn: state.clone(),
+        };
+        let mut conn = pin!(shared
+            .cfg
+            .http1()
+            .serve_connection(TokioIo::new(io), tracked)
+            .with_upgrades());
+        let mut drain_start = None;
+        loop {
+            let stopping = shared.stopping();
+            if stopping && drain_start.is_none() {
+                drain_start = Some(Instant::now());
+            }
+            let limit = if stopping {
+                DRAIN_GRACE
+            } else {
+                shared.cfg.keepalive
+            };
+            let busy = state.in_flight.load(Ordering::Acquire) > 0;
+            let last = *state.last_answer.lock().unwrap_or_else(|p| p.into_inner());
+            let from = drain_start.map_or(last, |d| last.max(d));
+            let until = if busy {
+                Instant::now() + limit
+            } else {
+                from + limit
+            };
+            if !busy && Instant::now() >= until {
+                // Idle for the whole limit: close it (at once, as nothing is under way).
+                conn.as_mut().graceful_shutdown();
+                let _ = conn.as_mut().await;
+                break;
+            }
+            let mut stop = shared.stop.clone();
+            let wake = async {
+                let sleep = tokio::time::sleep_until(until.into());
+                if stopping {
+                    sleep.await;
+                } else {
+                    or_else(sleep, stop.wait_for(|s| *s)).await;
+                }
+            };
+            if or_else(conn.as_mut(), wake).await.is_some() {
+                break;
+            }
+        }
+    });
+}
+
+/// A listener of the worker, on the runtime.
+pub(super) enum AsyncListener {
+    Tcp(tokio::net::TcpListener),
+    Unix(tokio::net::UnixListener),
+}
+
+/// Accepts and serves until the worker drains, then serves what is left in the listen backlog and
+/// closes this process's copy of the listener.
+pub(super) async fn accept_loop<S, B>(listener: AsyncListener, shared: Arc<Shared>, service: S)
+where
+    S: tower_service::Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send,
+    S::Error: Into<BoxError>,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let mut stop: watch::Receiver<bool> = shared.stop.clone();
+    loop {
+        let stopped = stop.wait_for(|s| *s);
+        let accepted = match &listener {
+            AsyncListener::Tcp(l) => or_else(l.accept(), stopped).await.map(|r| {
+                r.map(|(s, peer)| {
+                    let _ = s.set_nodelay(true);
+                    serve_connection(s, Some(peer), &shared, service.clone())
+                })
+            }),
+            AsyncListener::Unix(l) => or_else(l.accept(), stopped)
+                .await
+                .map(|r| r.map(|(s, _)| serve_connection(s, None, &shared, service.clone()))),
+        };
+        match accepted {
+            None => break,
+            Some(Ok(())) => {}
+            Some(Err(e)) => {
+                shared.counters.accept_error();
+                log::warn!("accept failed: {e}; pausing {ACCEPT_BACKOFF:?}");
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+            }
+        }
+    }
+    // The backlog: what the kernel queued for these sockets before the drain is served here.
+    match listener {
+        AsyncListener::Tcp(l) => {
+            if let Ok(l) = l.into_std() {
+                while let Ok((s, peer)) = l.accept() {
+                    let s = s
+                        .set_nonblocking(true)
+                        .and_then(|()| tokio::net::TcpStream::from_std(s));
+                    if let Ok(s) = s {
+                        let _ = s.set_nodelay(true);
+                        serve_connection(s, Some(peer), &shared, service.clone());
+                    }
+                }
+            }
+        }
+        AsyncListener::Unix(l) => {
+            if let Ok(l) = l.into_std() {
+                while let Ok((s, _)) = l.accept() {
+                    let s = s
+                        .set_nonblocking(true)
+                        .and_then(|()| tokio::net::UnixStream::from_std(s));
+                    if let Ok(s) = s {
+                        serve_connection(s, None, &shared, service.clone());
+                    }
+                }
+            }
+        }
+    }
+}
