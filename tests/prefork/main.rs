@@ -25,6 +25,8 @@ mod serve_http;
 mod serve_router;
 #[cfg(feature = "tower")]
 mod service;
+#[cfg(feature = "tower")]
+mod service_ops;
 mod settings;
 mod shared_metrics;
 mod systemd;
@@ -286,6 +288,21 @@ const SCENARIOS: &[Scenario] = &[
     Scenario {
         name: "service_deadline_kill",
         run: service::deadline_kill,
+    },
+    #[cfg(feature = "tower")]
+    Scenario {
+        name: "service_operator_features",
+        run: service_ops::operator_features,
+    },
+    #[cfg(feature = "tower")]
+    Scenario {
+        name: "service_shared_metrics",
+        run: service_ops::shared_metrics,
+    },
+    #[cfg(feature = "tower")]
+    Scenario {
+        name: "service_max_requests",
+        run: service_ops::max_requests,
     },
 ];
 

@@ -448,7 +448,15 @@ pub(crate) fn finish(handoff: &Arc<Handoff>, r: Reply, result: Result<HttpRespon
 fn log_access(handoff: &Handoff, r: &Reply, resp: &HttpResponse, bytes: usize) {
     if let (Some(fmt), Some(req)) = (handoff.cfg.access_log.as_ref(), r.log.as_ref()) {
         let status = resp.status().as_u16();
-        write_line(fmt, &r.peer, req, status, resp.headers(), bytes, r.started.elapsed());
+        write_line(
+            fmt,
+            &r.peer,
+            req,
+            status,
+            resp.headers(),
+            bytes,
+            r.started.elapsed(),
+        );
     }
 }
 

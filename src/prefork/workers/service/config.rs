@@ -391,12 +391,18 @@ mod tests {
             ..WorkerServer::default()
         };
         let c = ServiceConfig::new().check(&server).unwrap();
-        assert_eq!((c.deadline, c.keepalive), (Duration::from_secs(7), Duration::from_secs(3)));
+        assert_eq!(
+            (c.deadline, c.keepalive),
+            (Duration::from_secs(7), Duration::from_secs(3))
+        );
         let c = ServiceConfig::new()
             .deadline(Duration::from_secs(2))
             .keepalive_timeout(Duration::from_secs(1))
             .check(&server)
             .unwrap();
-        assert_eq!((c.deadline, c.keepalive), (Duration::from_secs(2), Duration::from_secs(1)));
+        assert_eq!(
+            (c.deadline, c.keepalive),
+            (Duration::from_secs(2), Duration::from_secs(1))
+        );
     }
 }

@@ -127,14 +127,20 @@ fn refusal(req: &Request<Incoming>, cfg: &Checked) -> Option<(StatusCode, String
     if line > l.request_line {
         return Some((
             StatusCode::URI_TOO_LONG,
-            format!("request line too long (the limit is {} bytes)\n", l.request_line),
+            format!(
+                "request line too long (the limit is {} bytes)\n",
+                l.request_line
+            ),
         ));
     }
     for (name, value) in req.headers() {
         if name.as_str().len() + 2 + value.len() > l.field_size {
             return Some((
                 StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-                format!("header field too long (the limit is {} bytes)\n", l.field_size),
+                format!(
+                    "header field too long (the limit is {} bytes)\n",
+                    l.field_size
+                ),
             ));
         }
     }
@@ -146,7 +152,10 @@ fn refusal(req: &Request<Incoming>, cfg: &Checked) -> Option<(StatusCode, String
     if declared.is_some_and(|n| n > l.body_bytes) {
         return Some((
             StatusCode::PAYLOAD_TOO_LARGE,
-            format!("request body too large (the limit is {} bytes)\n", l.body_bytes),
+            format!(
+                "request body too large (the limit is {} bytes)\n",
+                l.body_bytes
+            ),
         ));
     }
     None

@@ -1,0 +1,365 @@
+//! The operator features of `serve_http` in the tower mode (`Supervisor::serve_service`), the
+//! twins of the HTTP server's tests: the access log (the crate's sink, SIGUSR1 reopen), the
+//! limits answered by the server (414, 431, 413), the believed client behind a trusted proxy
+//! (and axum's `ConnectInfo` shape through `connect_info`), per-route deadlines (504), health
+//! routes with readiness flipping at the start of a graceful stop, the shared metrics page across
+//! a worker kill, and `max_requests`.
+
+use std::collections::BTreeSet;
+use std::convert::Infallible;
+use std::future::Future;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use prefork_pool::http::{PeerAddr, SocketPeer};
+use prefork_pool::prefork::{ServiceConfig, SupervisorBuilder};
+
+use crate::helpers::*;
+
+type Reply = http::Response<Full<Bytes>>;
+type Handler =
+    dyn Fn(http::Request<Incoming>) -> Pin<Box<dyn Future<Output = Reply> + Send>> + Send + Sync;
+
+/// A `tower::Service` made of an async function: what a hyper `service_fn` is, for tower.
+#[derive(Clone)]
+pub struct ServiceFn(Arc<Handler>);
+
+impl ServiceFn {
+    pub fn new<F, Fut>(f: F) -> Self
+    where
+        F: Fn(http::Request<Incoming>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Reply> + Send + 'static,
+    {
+        ServiceFn(Arc::new(move |req| Box::pin(f(req))))
+    }
+}
+
+impl tower_service::Service<http::Request<Incoming>> for ServiceFn {
+    type Response = Reply;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Reply, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<Incoming>) -> Self::Future {
+        let fut = (self.0)(req);
+        Box::pin(async move { Ok(fut.await) })
+    }
+}
+
+fn text(body: String) -> Reply {
+    http::Response::new(Full::new(Bytes::from(body)))
+}
+
+/// What `connect_info` inserts here: the shape of axum's `ConnectInfo<SocketAddr>`.
+#[derive(Clone, Debug)]
+struct ConnectInfo<T>(T);
+
+/// `/`: the pid; `/peer`: the `PeerAddr`, the `ConnectInfo` and the `SocketPeer`; `/sleep?ms=N`:
+/// waits N ms on the runtime; `/metrics`: the whole server's page and this pid.
+fn app() -> ServiceFn {
+    ServiceFn::new(|req: http::Request<Incoming>| async move {
+        let ext = req.extensions();
+        match req.uri().path() {
+            "/peer" => text(format!(
+                "{} {:?} via {}\n",
+                ext.get::<PeerAddr>().map_or("-", |p| &*p.0),
+                ext.get::<ConnectInfo<SocketAddr>>().map(|c| c.0),
+                ext.get::<SocketPeer>().map_or("-", |p| &*p.0),
+            )),
+            p if p.starts_with("/sleep") => {
+                let ms = req
+                    .uri()
+                    .query()
+                    .and_then(|q| q.strip_prefix("ms="))
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                text("slept\n".into())
+            }
+            "/metrics" => {
+                let page = prefork_pool::Metrics::builder()
+                    .build()
+                    .unwrap()
+                    .page()
+                    .server("web", &prefork_pool::prefork::server_metrics().unwrap())
+                    .workers("web", &prefork_pool::prefork::worker_metrics().unwrap())
+                    .finish();
+                text(format!("{page}# pid {}\n", std::process::id()))
+            }
+            _ => text(format!("{}\n", std::process::id())),
+        }
+    })
+}
+
+fn service_master(
+    name: &str,
+    procs: usize,
+    supervisor: impl FnOnce(SupervisorBuilder) -> SupervisorBuilder,
+    config: impl FnOnce(ServiceConfig) -> ServiceConfig,
+) -> Master {
+    start_master(
+        name,
+        |_| {},
+        |b, l| supervisor(b.listener(l).workers(procs)),
+        |b| {
+            b.serve_service(config(ServiceConfig::new().threads(1)), || {
+                Ok::<_, String>(app())
+            })
+        },
+    )
+}
+
+/// Writes `raw` on a new connection and reads until the server closes it: the status and the
+/// whole answer.
+fn exchange(addr: SocketAddr, raw: &[u8]) -> Result<(u16, String), String> {
+    let mut conn = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+        .map_err(|e| format!("connect: {e}"))?;
+    conn.set_read_timeout(Some(LONG)).ok();
+    conn.write_all(raw).map_err(|e| format!("write: {e}"))?;
+    let mut out = Vec::new();
+    // A refusal may close before the client's body is written: what was read counts.
+    let _ = conn.read_to_end(&mut out);
+    let out = String::from_utf8_lossy(&out).into_owned();
+    let status = out
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("no status in {out:?}"))?;
+    Ok((status, out))
+}
+
+fn get_with(addr: SocketAddr, path: &str, headers: &str) -> Result<(u16, String), String> {
+    exchange(
+        addr,
+        format!("GET {path} HTTP/1.1\r\nHost: t\r\n{headers}Connection: close\r\n\r\n").as_bytes(),
+    )
+}
+
+/// One request on a kept-alive connection: the status and the body (by `Content-Length`).
+pub fn keep_alive_get(conn: &mut TcpStream, path: &str) -> Result<(u16, String), String> {
+    conn.set_read_timeout(Some(LONG)).ok();
+    conn.write_all(format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes())
+        .map_err(|e| format!("write: {e}"))?;
+    let mut r = BufReader::new(conn);
+    let (mut len, mut status) = (0, 0);
+    loop {
+        let mut line = String::new();
+        let n = r.read_line(&mut line).map_err(|e| format!("read: {e}"))?;
+        ensure(n > 0, || format!("GET {path}: the connection closed"))?;
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        if status == 0 {
+            status = line
+                .split(' ')
+                .nth(1)
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0);
+        }
+        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+            len = v.trim().parse().map_err(|e| format!("{line:?}: {e}"))?;
+        }
+    }
+    let mut body = vec![0; len];
+    r.read_exact(&mut body).map_err(|e| e.to_string())?;
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+fn scratch(name: &str) -> Result<PathBuf, String> {
+    let dir = std::env::temp_dir().join(format!("prefork-test-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    Ok(dir)
+}
+
+/// Waits until `path` has a line containing `needle` (the log thread writes every 100 ms).
+fn wait_line(path: &Path, needle: &str) -> Result<String, String> {
+    let end = Instant::now() + LONG;
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if let Some(line) = text.lines().find(|l| l.contains(needle)) {
+            return Ok(line.to_string());
+        }
+        ensure(Instant::now() < end, || {
+            format!("no line with {needle:?} in {}: {text:?}", path.display())
+        })?;
+        sleep_ms(50);
+    }
+}
+
+/// 1 process: the limits (414, 431 from the server and from hyper, 413 before the app), the
+/// believed client (`PeerAddr`, `connect_info`, `SocketPeer`), a per-route 504 beside a route
+/// with the whole deadline, the access log in the crate's sink with the believed client and the
+/// status, reopened on SIGUSR1; health routes, readiness 503 from the first moment of a stop on
+/// a connection kept alive; TERM exits 0.
+pub fn operator_features() -> Result<(), String> {
+    let dir = scratch("service-ops")?;
+    let access = dir.join("access.log");
+    let log_file = access.clone();
+    let mut m = service_master(
+        "service-ops",
+        1,
+        move |b| b.access_log_file(&log_file),
+        |c| {
+            c.deadline(Duration::from_secs(20))
+                .deadline_for(|_, uri| {
+                    (uri.path() == "/sleep-short").then(|| Duration::from_millis(300))
+                })
+                .limit_request_line(100)
+                .limit_request_fields(10)
+                .limit_request_field_size(200)
+                .limit_body_bytes(1000)
+                .health_routes("/readyz", "/livez")
+                .connect_info(ConnectInfo)
+        },
+    );
+    let result = (|| {
+        m.wait_log("1 worker(s) ready", LONG)?;
+        let addr = m.addr;
+
+        // The limits, each answered by the server (the app never sees the request).
+        let (s, _) = get_with(addr, &format!("/{}", "a".repeat(150)), "")?;
+        ensure(s == 414, || {
+            format!("a 160-byte request line: {s}, not 414")
+        })?;
+        let (s, _) = get_with(addr, "/", &format!("X-Big: {}\r\n", "b".repeat(300)))?;
+        ensure(s == 431, || format!("a 307-byte field line: {s}, not 431"))?;
+        let many: String = (0..20).map(|i| format!("X-F{i}: v\r\n")).collect();
+        let (s, _) = get_with(addr, "/", &many)?;
+        ensure(s == 431, || format!("22 fields (limit 10): {s}, not 431"))?;
+        let (s, body) = exchange(
+            addr,
+            b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 5000\r\n\r\n",
+        )?;
+        ensure(s == 413, || {
+            format!("a 5000-byte body (limit 1000): {s}, not 413: {body}")
+        })?;
+        let (s, _) = get_with(addr, "/", "")?;
+        ensure(s == 200, || format!("a request within the limits: {s}"))?;
+
+        // The believed client: a trusted proxy's (loopback, the default) X-Forwarded-For.
+        let (s, body) = get_with(addr, "/peer", "X-Forwarded-For: 203.0.113.7\r\n")?;
+        ensure(
+            s == 200 && body.contains("203.0.113.7 Some(203.0.113.7:0) via 127.0.0.1"),
+            || format!("/peer behind a proxy: {s} {body:?}"),
+        )?;
+        let (_, body) = get_with(addr, "/peer", "")?;
+        ensure(body.contains("127.0.0.1 Some(127.0.0.1:"), || {
+            format!("/peer without a proxy header: {body:?}")
+        })?;
+
+        // Per-route deadline: 504 at 300 ms; the same wait elsewhere has the whole 20 s.
+        let asked = Instant::now();
+        let (s, _) = get_with(addr, "/sleep-short?ms=3000", "")?;
+        let took = asked.elapsed();
+        ensure(s == 504 && took < Duration::from_millis(2500), || {
+            format!("/sleep-short (deadline 300 ms): {s} after {took:?}")
+        })?;
+        let (s, _) = get_with(addr, "/sleep?ms=500", "")?;
+        ensure(s == 200, || format!("/sleep?ms=500 (deadline 20 s): {s}"))?;
+
+        // The access log: gunicorn's format, the believed client, the status.
+        let line = wait_line(&access, "\"GET /peer HTTP/1.1\" 200")?;
+        ensure(line.starts_with("203.0.113.7 - - ["), || {
+            format!("the access line of /peer behind a proxy: {line:?}")
+        })?;
+        wait_line(&access, "\"GET /sleep-short?ms=3000 HTTP/1.1\" 504")?;
+        // SIGUSR1 after logrotate's move: the worker writes to a new file.
+        std::fs::rename(&access, dir.join("access.log.1")).map_err(|e| e.to_string())?;
+        m.signal(libc::SIGUSR1);
+        // (The master reopens at once; the worker's log thread within its tick: ask until a
+        // line of the worker is in the new file.)
+        let end = Instant::now() + LONG;
+        loop {
+            let (s, _) = get_with(addr, "/after-usr1", "")?;
+            ensure(s == 200, || format!("/after-usr1: {s}"))?;
+            sleep_ms(150);
+            let text = std::fs::read_to_string(&access).unwrap_or_default();
+            if text.contains("\"GET /after-usr1 HTTP/1.1\" 200") {
+                break;
+            }
+            ensure(Instant::now() < end, || {
+                format!("no access line in the new access.log after SIGUSR1: {text:?}")
+            })?;
+        }
+
+        // Health: answered before the app; readiness flips at the start of a stop, seen on a
+        // connection kept alive from before it (asked every 50 ms, within the drain grace).
+        let (s, body) = get_with(addr, "/livez", "")?;
+        ensure(s == 200 && body.ends_with("alive\n"), || {
+            format!("/livez: {s} {body:?}")
+        })?;
+        let mut kept = TcpStream::connect(addr).map_err(|e| e.to_string())?;
+        let (s, body) = keep_alive_get(&mut kept, "/readyz")?;
+        ensure(s == 200 && body == "ready\n", || {
+            format!("/readyz: {s} {body:?}")
+        })?;
+        m.signal(libc::SIGTERM);
+        let end = Instant::now() + LONG;
+        loop {
+            let (s, body) = keep_alive_get(&mut kept, "/readyz")?;
+            if s == 503 {
+                ensure(body.contains("draining"), || {
+                    format!("/readyz in the drain: {body:?}")
+                })?;
+                break;
+            }
+            ensure(Instant::now() < end, || {
+                "readiness never said 503 after TERM".into()
+            })?;
+            sleep_ms(50);
+        }
+        drop(kept);
+        let code = m.wait_exit(LONG)?;
+        ensure(code == 0, || format!("exit status {code}"))
+    })();
+    let _ = std::fs::remove_dir_all(&dir);
+    finish(&mut m, result)
+}
+
+/// 2 processes: the whole server's metrics on the app's own `/metrics` page, whichever process
+/// answers, monotonic, and kept across a worker's kill (the `serve_http` twin's checks).
+pub fn shared_metrics() -> Result<(), String> {
+    let mut m = service_master("service-metrics", 2, |b| b, |c| c.access_log(false));
+    let result = crate::shared_metrics::check_shared_metrics(&mut m);
+    finish(&mut m, result)
+}
+
+/// `max_requests`: a worker that answered its count is replaced (its replacement ready first), and
+/// every request is answered.
+pub fn max_requests() -> Result<(), String> {
+    let mut m = service_master("service-max-requests", 1, |b| b.max_requests(10), |c| c);
+    let result = (|| {
+        m.wait_log("1 worker(s) ready", LONG)?;
+        let mut pids = BTreeSet::new();
+        for i in 0..35 {
+            let (s, body) = get_with(m.addr, "/", "")?;
+            ensure(s == 200, || format!("request {i}: {s} {body:?}"))?;
+            pids.insert(
+                body.rsplit("\r\n\r\n")
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_string(),
+            );
+        }
+        ensure(pids.len() >= 2, || {
+            format!("35 requests with max_requests 10 came from {pids:?}: not recycled")
+        })?;
+        m.signal(libc::SIGTERM);
+        let code = m.wait_exit(LONG)?;
+        ensure(code == 0, || format!("exit status {code}"))
+    })();
+    finish(&mut m, result)
+}
