@@ -1,0 +1,136 @@
+//! An axum `Router` under the pre-fork supervisor (`Supervisor::serve_service`), as a user runs
+//! it: axum's `ConnectInfo<SocketAddr>` extractor works with `ServiceConfig::connect_info`,
+//! behind a trusted proxy it is the client the proxy names, and a SIGTERM stops the master
+//! cleanly (exit status 0).
+//!
+//! No libtest harness: this binary re-runs itself as the server (the supervisor's master must
+//! be a process without threads), and the test talks to it over TCP.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use axum::extract::ConnectInfo;
+use axum::{routing::get, Router};
+use prefork_pool::prefork::{ServiceConfig, Supervisor};
+
+const ROLE: &str = "AXUM_SUPERVISED_ROLE";
+
+/// The server: 1 worker process of 1 runtime thread; `/peer` answers axum's `ConnectInfo`.
+fn server() -> i32 {
+    let supervisor = match Supervisor::builder()
+        .bind("127.0.0.1:0")
+        .workers(1)
+        .graceful_timeout(Duration::from_secs(5))
+        .build()
+    {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("cannot start: {e}");
+            return 1;
+        }
+    };
+    println!(
+        "listening on {}",
+        supervisor.local_addr().expect("a TCP address")
+    );
+    let _ = std::io::stdout().flush();
+    supervisor.serve_service(
+        ServiceConfig::new()
+            .threads(1)
+            .connect_info(ConnectInfo::<SocketAddr>),
+        || {
+            Ok::<_, String>(Router::new().route(
+                "/peer",
+                get(
+                    |ConnectInfo(addr): ConnectInfo<SocketAddr>| async move { format!("{addr}\n") },
+                ),
+            ))
+        },
+    )
+}
+
+/// One request on its own connection: the status and the body.
+fn request(addr: SocketAddr, path: &str, headers: &str) -> (u16, String) {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: t\r\n{headers}Connection: close\r\n\r\n").as_bytes(),
+    )
+    .expect("write");
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("read the answer");
+    let status = out
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {out:?}"));
+    let body = out
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .trim()
+        .to_string();
+    (status, body)
+}
+
+fn main() {
+    if std::env::var(ROLE).is_ok() {
+        std::process::exit(server());
+    }
+    let mut child = Command::new(std::env::current_exe().expect("this test's path"))
+        .env(ROLE, "server")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start the server");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .expect("the server's address");
+    let addr: SocketAddr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no address in {line:?}"));
+    let outcome = std::panic::catch_unwind(|| {
+        // The worker is up once it answers.
+        let end = Instant::now() + Duration::from_secs(60);
+        let (status, body) = loop {
+            match std::panic::catch_unwind(|| request(addr, "/peer", "")) {
+                Ok(answer) => break answer,
+                Err(_) if Instant::now() < end => std::thread::sleep(Duration::from_millis(100)),
+                Err(e) => std::panic::resume_unwind(e),
+            }
+        };
+        assert_eq!(status, 200, "ConnectInfo<SocketAddr> extracted: {body}");
+        let peer: SocketAddr = body.parse().expect("a socket address");
+        assert!(peer.ip().is_loopback() && peer.port() != 0, "{peer}");
+        // Behind a trusted proxy (loopback, the default): the client it names, port 0.
+        let (status, body) = request(addr, "/peer", "X-Forwarded-For: 198.51.100.4\r\n");
+        assert_eq!((status, body.as_str()), (200, "198.51.100.4:0"));
+    });
+    let term = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let end = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait for the server") {
+            break Some(s);
+        }
+        if Instant::now() > end {
+            let _ = child.kill();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    if let Err(e) = outcome {
+        std::panic::resume_unwind(e);
+    }
+    assert!(term.is_ok_and(|s| s.success()), "kill -TERM the server");
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(0),
+        "the master's exit after SIGTERM"
+    );
+    println!("axum_supervised: ConnectInfo under the supervisor, direct and behind a proxy: ok");
+}
