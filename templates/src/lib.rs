@@ -9,4 +9,8 @@
 //!   (`pool.submit(req).await`), its 503/504 mapped to HTTP answers, served from 2 processes by
 //!   `Supervisor::serve_service`.
 //!   `cargo run -p prefork-pool-templates --example axum_bulkhead`
+//! - `examples/axum_hello.rs`: the README's axum main under the supervisor (what replaces
+//!   `#[tokio::main]`); `tests/axum_supervised.rs` runs an axum `Router` under the supervisor
+//!   with axum's `ConnectInfo`.
+//!   `cargo run -p prefork-pool-templates --example axum_hello`
 #![deny(missing_docs)]
