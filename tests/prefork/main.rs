@@ -301,6 +301,11 @@ const SCENARIOS: &[Scenario] = &[
     },
     #[cfg(feature = "tower")]
     Scenario {
+        name: "service_timeouts",
+        run: service_ops::timeouts,
+    },
+    #[cfg(feature = "tower")]
+    Scenario {
         name: "service_max_requests",
         run: service_ops::max_requests,
     },

@@ -363,3 +363,70 @@ pub fn max_requests() -> Result<(), String> {
     })();
     finish(&mut m, result)
 }
+
+/// Reads until the server closes `conn` (or `LONG` passes): whether it closed, and what it sent.
+fn closed_by_server(conn: &mut TcpStream) -> (bool, String) {
+    conn.set_read_timeout(Some(LONG)).ok();
+    let mut out = Vec::new();
+    let closed = conn.read_to_end(&mut out).is_ok();
+    (closed, String::from_utf8_lossy(&out).into_owned())
+}
+
+/// The keep-alive and head timeouts, each alone shorter than the wait of the client (`LONG`):
+/// a connection asked on every 200 ms lives past the 1 s keep-alive time, an idle one is closed
+/// after it; a head that never ends is closed at the 1 s head timeout, without an answer.
+pub fn timeouts() -> Result<(), String> {
+    let mut m = service_master(
+        "service-keepalive",
+        1,
+        |b| b,
+        |c| {
+            c.keepalive_timeout(Duration::from_secs(1))
+                .head_timeout(Duration::from_secs(60))
+        },
+    );
+    let result = (|| {
+        m.wait_log("1 worker(s) ready", LONG)?;
+        let mut kept = TcpStream::connect(m.addr).map_err(|e| e.to_string())?;
+        for i in 0..12 {
+            let (s, _) = keep_alive_get(&mut kept, "/")?;
+            ensure(s == 200, || {
+                format!("request {i} on the kept-alive connection: {s}")
+            })?;
+            sleep_ms(200);
+        }
+        let (closed, rest) = closed_by_server(&mut kept);
+        ensure(closed && rest.is_empty(), || {
+            format!("the idle connection (keep-alive 1 s): closed {closed}, sent {rest:?}")
+        })?;
+        m.signal(libc::SIGTERM);
+        let code = m.wait_exit(LONG)?;
+        ensure(code == 0, || format!("exit status {code}"))
+    })();
+    finish(&mut m, result)?;
+    let mut m = service_master(
+        "service-head-timeout",
+        1,
+        |b| b,
+        |c| {
+            c.keepalive_timeout(Duration::from_secs(60))
+                .head_timeout(Duration::from_secs(1))
+        },
+    );
+    let result = (|| {
+        m.wait_log("1 worker(s) ready", LONG)?;
+        let (s, _) = get_with(m.addr, "/", "")?;
+        ensure(s == 200, || format!("a whole request: {s}"))?;
+        let mut slow = TcpStream::connect(m.addr).map_err(|e| e.to_string())?;
+        slow.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n")
+            .map_err(|e| e.to_string())?;
+        let (closed, rest) = closed_by_server(&mut slow);
+        ensure(closed && !rest.contains("200"), || {
+            format!("a head never ended (head timeout 1 s): closed {closed}, sent {rest:?}")
+        })?;
+        m.signal(libc::SIGTERM);
+        let code = m.wait_exit(LONG)?;
+        ensure(code == 0, || format!("exit status {code}"))
+    })();
+    finish(&mut m, result)
+}

@@ -196,8 +196,9 @@ impl ServiceConfig {
 
     /// How long an idle kept-alive connection stays open (default: the supervisor's
     /// [`keep_alive`](crate::prefork::SupervisorBuilder::keep_alive), else 5 s; more than zero,
-    /// at most a day). An idle connection is also closed by the
-    /// [`head_timeout`](Self::head_timeout), whichever comes first.
+    /// at most a day), from its last answer. hyper's head timeout runs from the same moment:
+    /// an idle connection is closed by whichever of the two comes first. A new connection has
+    /// the [`head_timeout`](Self::head_timeout) for its first request.
     pub fn keepalive_timeout(mut self, d: Duration) -> Self {
         self.keepalive_timeout = Some(d);
         self

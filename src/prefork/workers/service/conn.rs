@@ -6,7 +6,7 @@ use std::future::{poll_fn, Future};
 use std::io;
 use std::net::SocketAddr;
 use std::pin::{pin, Pin};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -15,7 +15,7 @@ use hyper::body::{Body, Bytes, Incoming};
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 
 use super::request::{ConnState, Shared, Tracked};
 use super::BoxError;
@@ -108,8 +108,8 @@ async fn or_else<F: Future, T: Future>(fut: F, other: T) -> Option<F::Output> {
 }
 
 /// Serves one connection until it ends. A connection with no request under way is closed once
-/// it has been idle for the keep-alive time, or, during a drain, for [`DRAIN_GRACE`] (from the
-/// drain's start or its last answer).
+/// it has been idle for the keep-alive time (before its first request: the head timeout), or,
+/// during a drain, for [`DRAIN_GRACE`] (from the drain's start or its last answer).
 fn serve_connection<IO, S, B>(io: IO, peer: Option<SocketAddr>, shared: &Arc<Shared>, service: S)
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -125,6 +125,8 @@ where
         let socket_peer = peer.map_or_else(|| "unix".into(), |p| p.ip().to_canonical().to_string());
         let state = Arc::new(ConnState {
             in_flight: AtomicUsize::new(0),
+            answered: AtomicU64::new(0),
+            answer: Notify::new(),
             last_answer: Mutex::new(Instant::now()),
             peer,
             socket_peer: socket_peer.into(),
@@ -147,17 +149,16 @@ where
             }
             let limit = if stopping {
                 DRAIN_GRACE
+            } else if state.answered.load(Ordering::Relaxed) == 0 {
+                // No request yet: the client has the head timeout for its first head.
+                shared.cfg.head_timeout
             } else {
                 shared.cfg.keepalive
             };
             let busy = state.in_flight.load(Ordering::Acquire) > 0;
             let last = *state.last_answer.lock().unwrap_or_else(|p| p.into_inner());
             let from = drain_start.map_or(last, |d| last.max(d));
-            let until = if busy {
-                Instant::now() + limit
-            } else {
-                from + limit
-            };
+            let until = from + limit;
             if !busy && Instant::now() >= until {
                 // Idle for the whole limit: close it (at once, as nothing is under way).
                 conn.as_mut().graceful_shutdown();
@@ -166,11 +167,18 @@ where
             }
             let mut stop = shared.stop.clone();
             let wake = async {
-                let sleep = tokio::time::sleep_until(until.into());
+                // Busy: until its answer (then the idle limit starts); idle: until the limit.
+                let timer = async {
+                    if busy {
+                        std::future::pending::<()>().await;
+                    }
+                    tokio::time::sleep_until(until.into()).await;
+                };
+                let timer = or_else(timer, state.answer.notified());
                 if stopping {
-                    sleep.await;
+                    timer.await;
                 } else {
-                    or_else(sleep, stop.wait_for(|s| *s)).await;
+                    or_else(timer, stop.wait_for(|s| *s)).await;
                 }
             };
             if or_else(conn.as_mut(), wake).await.is_some() {

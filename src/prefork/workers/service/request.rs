@@ -78,7 +78,12 @@ impl HealthView for Shared {
 /// peer.
 pub(super) struct ConnState {
     pub in_flight: AtomicUsize,
+    /// Requests answered on it (before the first, an idle connection waits for a head: the head
+    /// timeout applies, not the keep-alive time).
+    pub answered: AtomicU64,
     pub last_answer: Mutex<Instant>,
+    /// Woken when a request of it is answered (the idle limit starts).
+    pub answer: Notify,
     /// The socket's peer (`None`: a Unix socket).
     pub peer: Option<SocketAddr>,
     /// The socket's peer as the [`SocketPeer`] extension shows it.
@@ -98,7 +103,9 @@ impl InFlight {
 impl Drop for InFlight {
     fn drop(&mut self) {
         *self.0.last_answer.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+        self.0.answered.fetch_add(1, Ordering::Relaxed);
         self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.0.answer.notify_one();
     }
 }
 
