@@ -433,7 +433,7 @@ pub mod __fuzz {
 
 pub use body::Body;
 #[cfg(feature = "prefork")]
-pub(crate) use engine::acceptor::AcceptGate;
+pub(crate) use engine::acceptor::{tcp_queued, AcceptGate, GATE_RECHECK, QUEUE_STALL};
 pub use engine::handoff::{request_depth, DEPTH_HEADER};
 pub use engine::spool::RequestBody;
 pub use engine::stream::StreamStats;

@@ -306,6 +306,11 @@ const SCENARIOS: &[Scenario] = &[
     },
     #[cfg(feature = "tower")]
     Scenario {
+        name: "service_balance",
+        run: service_ops::balance,
+    },
+    #[cfg(feature = "tower")]
+    Scenario {
         name: "service_max_requests",
         run: service_ops::max_requests,
     },

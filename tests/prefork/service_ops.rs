@@ -430,3 +430,63 @@ pub fn timeouts() -> Result<(), String> {
     })();
     finish(&mut m, result)
 }
+
+/// The load-aware accept gate in the tower mode: 8 keep-alive connections opened one after
+/// another over 2 idle processes are dealt out evenly (at least 3 each); then, while one process
+/// has its only runtime thread's worth of requests running with none finishing (a 3 s request),
+/// every new connection goes to its sibling, which can take it (the kernel alone would give the
+/// busy one about half).
+pub fn balance() -> Result<(), String> {
+    let mut m = service_master("service-balance", 2, |b| b, |c| c.access_log(false));
+    let result = (|| {
+        m.wait_log("2 worker(s) ready", LONG)?;
+        let mut conns = Vec::new();
+        let mut per_pid = std::collections::BTreeMap::<String, usize>::new();
+        for i in 0..8 {
+            let mut c = TcpStream::connect(m.addr).map_err(|e| e.to_string())?;
+            let (s, pid) = keep_alive_get(&mut c, "/")?;
+            ensure(s == 200, || format!("connection {i}: {s}"))?;
+            *per_pid.entry(pid.trim().to_string()).or_default() += 1;
+            conns.push(c);
+        }
+        ensure(
+            per_pid.len() == 2 && per_pid.values().all(|&n| n >= 3),
+            || format!("8 connections over 2 idle processes: {per_pid:?}"),
+        )?;
+        drop(conns);
+
+        let mut busy = TcpStream::connect(m.addr).map_err(|e| e.to_string())?;
+        let (_, busy_pid) = keep_alive_get(&mut busy, "/")?;
+        busy.write_all(b"GET /sleep?ms=3000 HTTP/1.1\r\nHost: t\r\n\r\n")
+            .map_err(|e| e.to_string())?;
+        // The gates read the table every 100 ms: by then the busy process finishes nothing.
+        sleep_ms(400);
+        let mut taken = Vec::new();
+        for _ in 0..6 {
+            let (s, body) = get_with(m.addr, "/", "")?;
+            ensure(s == 200, || format!("a new connection: {s}"))?;
+            taken.push(
+                body.rsplit("\r\n\r\n")
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_string(),
+            );
+        }
+        ensure(!taken.contains(&busy_pid.trim().to_string()), || {
+            format!(
+                "pid {} ran a 3 s request on its only runtime thread, yet new connections went to \
+                 it: {taken:?}",
+                busy_pid.trim()
+            )
+        })?;
+        let (s, body) = keep_alive_get(&mut busy, "/")?;
+        ensure(s == 200 && body == "slept\n", || {
+            format!("the 3 s request: {s} {body:?}")
+        })?;
+        m.signal(libc::SIGTERM);
+        let code = m.wait_exit(LONG)?;
+        ensure(code == 0, || format!("exit status {code}"))
+    })();
+    finish(&mut m, result)
+}

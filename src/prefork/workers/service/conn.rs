@@ -1,6 +1,5 @@
-//! The tower mode's connections: the accept loop on each inherited listener, and each
-//! connection served by hyper (upgrades included) until it ends, is idle past the keep-alive
-//! time, or, during a drain, idle past the drain grace.
+//! The tower mode's connections: each served by hyper (upgrades included) until it ends, is idle
+//! past the keep-alive time, or, during a drain, idle past the drain grace.
 
 use std::future::{poll_fn, Future};
 use std::io;
@@ -15,17 +14,16 @@ use hyper::body::{Body, Bytes, Incoming};
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::sync::{watch, Notify};
+use tokio::sync::Notify;
 
 use super::request::{ConnState, Shared, Tracked};
 use super::BoxError;
+use crate::http::AcceptGate;
 
 /// During a drain, how long a connection with no request under way may wait for its next one
 /// (from the drain's start or its last answer): a request that comes in time is answered with
 /// `Connection: close`; after that the connection is closed. As the HTTP server's drain grace.
 const DRAIN_GRACE: Duration = Duration::from_secs(1);
-/// How long accepting pauses after an accept error such as EMFILE.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// A connection's socket, counted open in [`Shared::conns`] (and the shared metrics) for as long
 /// as it lives: in hyper's connection, then, once upgraded (a WebSocket), in the upgrade's task,
@@ -49,7 +47,12 @@ impl<IO> Counted<IO> {
 impl<IO> Drop for Counted<IO> {
     fn drop(&mut self) {
         self.shared.counters.closed();
-        if self.shared.conns.fetch_sub(1, Ordering::AcqRel) == 1 {
+        let left = self.shared.conns.fetch_sub(1, Ordering::AcqRel) - 1;
+        if let Some(gate) = &self.shared.gate {
+            // One fewer here: published at once, a waiting sibling (or this process) may take.
+            gate.conn_closed(left);
+        }
+        if left == 0 {
             self.shared.idle.notify_waiters();
         }
     }
@@ -92,7 +95,7 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Counted<IO> {
 }
 
 /// `fut`'s output, or `None` once `other` is ready.
-async fn or_else<F: Future, T: Future>(fut: F, other: T) -> Option<F::Output> {
+pub(super) async fn or_else<F: Future, T: Future>(fut: F, other: T) -> Option<F::Output> {
     let mut fut = pin!(fut);
     let mut other = pin!(other);
     poll_fn(|cx| {
@@ -110,8 +113,12 @@ async fn or_else<F: Future, T: Future>(fut: F, other: T) -> Option<F::Output> {
 /// Serves one connection until it ends. A connection with no request under way is closed once
 /// it has been idle for the keep-alive time (before its first request: the head timeout), or,
 /// during a drain, for [`DRAIN_GRACE`] (from the drain's start or its last answer).
-fn serve_connection<IO, S, B>(io: IO, peer: Option<SocketAddr>, shared: &Arc<Shared>, service: S)
-where
+pub(super) fn serve_connection<IO, S, B>(
+    io: IO,
+    peer: Option<SocketAddr>,
+    shared: &Arc<Shared>,
+    service: S,
+) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     S: tower_service::Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
     S::Future: Send,
@@ -186,74 +193,4 @@ where
             }
         }
     });
-}
-
-/// A listener of the worker, on the runtime.
-pub(super) enum AsyncListener {
-    Tcp(tokio::net::TcpListener),
-    Unix(tokio::net::UnixListener),
-}
-
-/// Accepts and serves until the worker drains, then serves what is left in the listen backlog and
-/// closes this process's copy of the listener.
-pub(super) async fn accept_loop<S, B>(listener: AsyncListener, shared: Arc<Shared>, service: S)
-where
-    S: tower_service::Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
-    S::Future: Send,
-    S::Error: Into<BoxError>,
-    B: Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<BoxError>,
-{
-    let mut stop: watch::Receiver<bool> = shared.stop.clone();
-    loop {
-        let stopped = stop.wait_for(|s| *s);
-        let accepted = match &listener {
-            AsyncListener::Tcp(l) => or_else(l.accept(), stopped).await.map(|r| {
-                r.map(|(s, peer)| {
-                    let _ = s.set_nodelay(true);
-                    serve_connection(s, Some(peer), &shared, service.clone())
-                })
-            }),
-            AsyncListener::Unix(l) => or_else(l.accept(), stopped)
-                .await
-                .map(|r| r.map(|(s, _)| serve_connection(s, None, &shared, service.clone()))),
-        };
-        match accepted {
-            None => break,
-            Some(Ok(())) => {}
-            Some(Err(e)) => {
-                shared.counters.accept_error();
-                log::warn!("accept failed: {e}; pausing {ACCEPT_BACKOFF:?}");
-                tokio::time::sleep(ACCEPT_BACKOFF).await;
-            }
-        }
-    }
-    // The backlog: what the kernel queued for these sockets before the drain is served here.
-    match listener {
-        AsyncListener::Tcp(l) => {
-            if let Ok(l) = l.into_std() {
-                while let Ok((s, peer)) = l.accept() {
-                    let s = s
-                        .set_nonblocking(true)
-                        .and_then(|()| tokio::net::TcpStream::from_std(s));
-                    if let Ok(s) = s {
-                        let _ = s.set_nodelay(true);
-                        serve_connection(s, Some(peer), &shared, service.clone());
-                    }
-                }
-            }
-        }
-        AsyncListener::Unix(l) => {
-            if let Ok(l) = l.into_std() {
-                while let Ok((s, _)) = l.accept() {
-                    let s = s
-                        .set_nonblocking(true)
-                        .and_then(|()| tokio::net::UnixStream::from_std(s));
-                    if let Ok(s) = s {
-                        serve_connection(s, None, &shared, service.clone());
-                    }
-                }
-            }
-        }
-    }
 }

@@ -3,6 +3,7 @@
 //! listeners it inherited, with the supervisor's glue done: per-request heartbeat tracking and
 //! deadline, graceful stop on the worker's stop request, zero-error reload under keep-alive load.
 
+mod accept;
 mod config;
 mod conn;
 mod request;
@@ -20,14 +21,16 @@ use tokio::sync::{watch, Notify};
 pub use config::ServiceConfig;
 
 use crate::http::ops::forwarded::ProxySettings;
+use crate::http::AcceptGate;
 use crate::prefork::builder::SupervisorBuilder;
 use crate::prefork::config::EXIT_ERROR;
 use crate::prefork::report::fatal;
 use crate::prefork::supervisor::Supervisor;
+use crate::prefork::workers::balance::{SlotGate, RESCAN};
 use crate::prefork::workers::worker::{Worker, WorkerEnv, EXIT_WORKER_BOOT_ERROR};
 use crate::prefork::Listener;
+use accept::{accept_loop, register, GateWake, StdListener};
 use config::Checked;
-use conn::{accept_loop, AsyncListener};
 use request::Shared;
 
 /// The error type a served service and its body may have (anything that boxes into it).
@@ -73,7 +76,13 @@ where
         };
         let (stop_tx, stop_rx) = watch::channel(false);
         let heartbeat = env.heartbeat();
+        // The siblings' gates count this process's idle runtime threads.
+        heartbeat
+            .slot()
+            .set_threads(u32::try_from(self.config.threads).unwrap_or(u32::MAX));
+        let gate = SlotGate::new(heartbeat.slot(), env.siblings().slots(), env.gate_ping());
         let shared = Arc::new(Shared {
+            gate: Some(gate),
             counters: heartbeat.slot().metrics(),
             heartbeat,
             proxy: ProxySettings {
@@ -90,17 +99,33 @@ where
         let mut loops = Vec::new();
         {
             let _runtime = rt.enter();
+            let wake = Arc::new(GateWake::new(env.gate_ping()));
+            // The gate's view of the table stays as fresh as the HTTP server's (see `refresh`).
+            let fresh = shared.clone();
+            loops.push(rt.spawn(async move {
+                let mut stop = fresh.stop.clone();
+                let mut tick = tokio::time::interval(RESCAN);
+                while conn::or_else(tick.tick(), stop.wait_for(|s| *s))
+                    .await
+                    .is_some()
+                {
+                    if let Some(gate) = &fresh.gate {
+                        gate.refresh();
+                    }
+                }
+            }));
             for listener in env.take_listeners() {
                 let listener = match listener {
-                    Listener::Tcp(l) => {
-                        tokio::net::TcpListener::from_std(l).map(AsyncListener::Tcp)
-                    }
-                    Listener::Unix(l) => {
-                        tokio::net::UnixListener::from_std(l).map(AsyncListener::Unix)
-                    }
+                    Listener::Tcp(l) => l.set_nonblocking(true).map(|()| StdListener::Tcp(l)),
+                    Listener::Unix(l) => l.set_nonblocking(true).map(|()| StdListener::Unix(l)),
                 };
-                match listener {
-                    Ok(l) => loops.push(rt.spawn(accept_loop(l, shared.clone(), service.clone()))),
+                match listener.and_then(register) {
+                    Ok(l) => loops.push(rt.spawn(accept_loop(
+                        l,
+                        shared.clone(),
+                        wake.clone(),
+                        service.clone(),
+                    ))),
                     Err(e) => {
                         return boot_error(env, format!("a listener could not be registered: {e}"))
                     }
@@ -115,6 +140,10 @@ where
             }
         }
         let _ = stop_tx.send(true);
+        if let Some(gate) = &shared.gate {
+            // This process accepts no more: the siblings stop counting it.
+            gate.closed();
+        }
         let deadline = Instant::now() + self.graceful;
         let drained = rt.block_on(async {
             for l in loops {
@@ -249,10 +278,16 @@ impl Supervisor {
     /// }
     /// ```
     ///
-    /// Connections are accepted by whichever process the kernel wakes (no load-aware balance as
-    /// with [`serve_http`](Self::serve_http)); the heartbeat is written by each worker's main
-    /// thread, so a runtime whose threads are all blocked is caught by the requests' deadlines,
-    /// not by the heartbeat. HTTP/1.1 only; no PROXY protocol.
+    /// The worker processes accept in balance, through the same load-aware gate as
+    /// [`serve_http`](Self::serve_http)'s (see the module `balance.rs`): a process takes a
+    /// connection only while it has no more open connections than the least loaded sibling that
+    /// can take a request, and none while its running requests fill its runtime threads with
+    /// none finished lately (they are blocked, or all waiting on long requests) and a sibling
+    /// can; a kept-alive connection carries at most about 2 s of requests (then
+    /// `Connection: close`), so that load moves to where the gate sends it. The heartbeat is
+    /// written by each worker's main thread, so a runtime whose threads are all blocked is
+    /// caught by the requests' deadlines, not by the heartbeat. HTTP/1.1 only; no PROXY
+    /// protocol.
     #[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
     pub fn serve_service<A, S, E, B>(self, config: ServiceConfig, mut app: A) -> i32
     where

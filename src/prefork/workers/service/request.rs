@@ -23,7 +23,9 @@ use crate::http::ops::access_log::write_line;
 use crate::http::ops::forwarded::{believe, ProxySettings};
 use crate::http::ops::health::HealthView;
 use crate::http::ops::metrics::{method_index, HttpCounters};
+use crate::http::AcceptGate;
 use crate::http::{PeerAddr, SocketPeer};
+use crate::prefork::workers::balance::SlotGate;
 use crate::prefork::workers::heartbeat::Heartbeat;
 
 /// The response body the tower mode sends: the app's, or the server's own answer (504 at the
@@ -37,6 +39,8 @@ pub(super) struct Shared {
     pub proxy: ProxySettings,
     /// This process's block of the supervisor's shared HTTP counters.
     pub counters: &'static HttpCounters,
+    /// The load-aware accept gate shared with the sibling processes (see `balance.rs`).
+    pub gate: Option<SlotGate>,
     /// `true` once the worker drains.
     pub stop: watch::Receiver<bool>,
     /// Connections open now, upgraded ones (WebSockets) included.
@@ -226,6 +230,7 @@ where
             Some((status, String::from_utf8_lossy(resp.body()).into_owned()))
         });
         let mut service = self.inner.clone();
+        let conn = self.conn.clone();
         let line = format!("{} {} {:?}", req.method(), req.uri(), req.version());
         let budget = cfg
             .deadline_for
@@ -237,7 +242,10 @@ where
                 Some((status, text)) => (own_answer(status, text), true),
                 None => serve(&mut service, req, &shared, &line, budget).await,
             };
-            if close || shared.stopping() {
+            let cap = shared.gate.as_ref().and_then(|g| g.keepalive_requests());
+            // The gate's cap: clients reconnect now and then, to the process the gate picks.
+            let capped = cap.is_some_and(|cap| conn.answered.load(Ordering::Relaxed) + 1 >= cap);
+            if close || capped || shared.stopping() {
                 // hyper closes the connection once this answer is written.
                 resp.headers_mut()
                     .insert(CONNECTION, HeaderValue::from_static("close"));
