@@ -1,7 +1,8 @@
 //! An axum `Router` under the pre-fork supervisor (`Supervisor::serve_service`), as a user runs
 //! it: axum's `ConnectInfo<SocketAddr>` extractor works with `ServiceConfig::connect_info`,
-//! behind a trusted proxy it is the client the proxy names, and a SIGTERM stops the master
-//! cleanly (exit status 0).
+//! behind a trusted proxy it is the client the proxy names; axum's `WebSocketUpgrade` completes
+//! (an echo at `/ws`), an open WebSocket keeps working after SIGTERM (it is in-flight work for
+//! the drain) and is closed by the graceful timeout; the master exits 0.
 //!
 //! No libtest harness: this binary re-runs itself as the server (the supervisor's master must
 //! be a process without threads), and the test talks to it over TCP.
@@ -11,8 +12,11 @@ use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::ConnectInfo;
+use axum::response::Response;
 use axum::{routing::get, Router};
+use futures_util::{SinkExt, StreamExt};
 use prefork_pool::prefork::{ServiceConfig, Supervisor};
 
 const ROLE: &str = "AXUM_SUPERVISED_ROLE";
@@ -22,7 +26,7 @@ fn server() -> i32 {
     let supervisor = match Supervisor::builder()
         .bind("127.0.0.1:0")
         .workers(1)
-        .graceful_timeout(Duration::from_secs(5))
+        .graceful_timeout(Duration::from_secs(4))
         .build()
     {
         Ok(s) => s,
@@ -41,14 +45,31 @@ fn server() -> i32 {
             .threads(1)
             .connect_info(ConnectInfo::<SocketAddr>),
         || {
-            Ok::<_, String>(Router::new().route(
-                "/peer",
-                get(
-                    |ConnectInfo(addr): ConnectInfo<SocketAddr>| async move { format!("{addr}\n") },
-                ),
-            ))
+            Ok::<_, String>(
+                Router::new()
+                    .route(
+                        "/peer",
+                        get(|ConnectInfo(addr): ConnectInfo<SocketAddr>| async move {
+                            format!("{addr}\n")
+                        }),
+                    )
+                    .route("/ws", get(ws)),
+            )
         },
     )
+}
+
+/// `/ws`: echoes every text message.
+async fn ws(upgrade: WebSocketUpgrade) -> Response {
+    upgrade.on_upgrade(|mut socket: WebSocket| async move {
+        while let Some(Ok(msg)) = socket.recv().await {
+            if let Message::Text(t) = msg {
+                if socket.send(Message::Text(t)).await.is_err() {
+                    break;
+                }
+            }
+        }
+    })
 }
 
 /// One request on its own connection: the status and the body.
@@ -109,9 +130,62 @@ fn main() {
         let (status, body) = request(addr, "/peer", "X-Forwarded-For: 198.51.100.4\r\n");
         assert_eq!((status, body.as_str()), (200, "198.51.100.4:0"));
     });
-    let term = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
+    // A WebSocket echo; SIGTERM while it is open: it still echoes, then the graceful timeout
+    // (4 s: the worker drains for 90 % of it) closes it.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("the client's runtime");
+    let pid = child.id().to_string();
+    let term = std::cell::Cell::new(None);
+    let ws_outcome = outcome.is_ok().then(|| {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            rt.block_on(async {
+                let (mut socket, resp) =
+                    tokio_tungstenite::connect_async(format!("ws://{addr}/ws"))
+                        .await
+                        .expect("the WebSocket handshake (101) under the supervisor");
+                assert_eq!(resp.status(), 101);
+                socket.send(text_msg("hello")).await.expect("send");
+                let got = socket.next().await.expect("an answer").expect("a frame");
+                assert_eq!(got.into_text().expect("text").as_str(), "hello");
+                term.set(Some(Command::new("kill").args(["-TERM", &pid]).status()));
+                tokio::time::sleep(Duration::from_millis(1500)).await;
+                socket
+                    .send(text_msg("still here"))
+                    .await
+                    .expect("send after TERM");
+                let got = socket
+                    .next()
+                    .await
+                    .expect("an answer after TERM")
+                    .expect("a frame");
+                assert_eq!(got.into_text().expect("text").as_str(), "still here");
+                let started = Instant::now();
+                // Closed by the graceful timeout: the stream ends or fails (no close frame).
+                let end = tokio::time::timeout(Duration::from_secs(30), async {
+                    loop {
+                        match socket.next().await {
+                            None | Some(Err(_)) => break,
+                            Some(Ok(m)) if m.is_close() => break,
+                            Some(Ok(_)) => {}
+                        }
+                    }
+                })
+                .await;
+                assert!(
+                    end.is_ok(),
+                    "the WebSocket was not closed {:?} after TERM",
+                    started.elapsed()
+                );
+            })
+        }))
+    });
+    let term = term.take().unwrap_or_else(|| {
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+    });
     let end = Instant::now() + Duration::from_secs(30);
     let status = loop {
         if let Some(s) = child.try_wait().expect("wait for the server") {
@@ -126,11 +200,21 @@ fn main() {
     if let Err(e) = outcome {
         std::panic::resume_unwind(e);
     }
+    if let Some(Err(e)) = ws_outcome {
+        std::panic::resume_unwind(e);
+    }
     assert!(term.is_ok_and(|s| s.success()), "kill -TERM the server");
     assert_eq!(
         status.and_then(|s| s.code()),
         Some(0),
         "the master's exit after SIGTERM"
     );
-    println!("axum_supervised: ConnectInfo under the supervisor, direct and behind a proxy: ok");
+    println!(
+        "axum_supervised: ConnectInfo (direct, behind a proxy), a WebSocket echo through TERM \
+         and the graceful timeout: ok"
+    );
+}
+
+fn text_msg(t: &str) -> tokio_tungstenite::tungstenite::Message {
+    tokio_tungstenite::tungstenite::Message::text(t)
 }
