@@ -7,10 +7,11 @@
 //!   `cargo run -p prefork-pool-templates --example sqlite_api`
 //! - `examples/axum_bulkhead.rs`: an axum app whose blocking calls go through a `Pool`
 //!   (`pool.submit(req).await`), its 503/504 mapped to HTTP answers, served from 2 processes by
-//!   `Supervisor::serve_service`.
+//!   `Supervisor::serve_service`: `GET /` answers `{"worker_pid": N}`, `/metrics` the whole
+//!   server's, `/readyz` and `/livez` the server's own, `/ws` a WebSocket echo.
 //!   `cargo run -p prefork-pool-templates --example axum_bulkhead`
 //! - `examples/axum_hello.rs`: the README's axum main under the supervisor (what replaces
-//!   `#[tokio::main]`); `tests/axum_supervised.rs` runs an axum `Router` under the supervisor
-//!   with axum's `ConnectInfo`.
+//!   `#[tokio::main]`); `tests/axum_supervised.rs` runs the axum_bulkhead router under the
+//!   supervisor (its routes, axum's `ConnectInfo`, a WebSocket through a stop).
 //!   `cargo run -p prefork-pool-templates --example axum_hello`
 #![deny(missing_docs)]

@@ -1,5 +1,6 @@
-//! An axum `Router` under the pre-fork supervisor (`Supervisor::serve_service`), as a user runs
-//! it: axum's `ConnectInfo<SocketAddr>` extractor works with `ServiceConfig::connect_info`,
+//! The axum template (`examples/axum_bulkhead.rs`'s router) under the pre-fork supervisor
+//! (`Supervisor::serve_service`), as a user runs it: `/` answers its worker's pid as JSON,
+//! `/metrics` shows the whole server's requests, `/readyz` is the server's own; axum's `ConnectInfo<SocketAddr>` extractor works with `ServiceConfig::connect_info`,
 //! behind a trusted proxy it is the client the proxy names; axum's `WebSocketUpgrade` completes
 //! (an echo at `/ws`), an open WebSocket keeps working after SIGTERM (it is in-flight work for
 //! the drain) and is closed by the graceful timeout; the master exits 0.
@@ -12,16 +13,19 @@ use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::ConnectInfo;
-use axum::response::Response;
-use axum::{routing::get, Router};
+use axum::routing::get;
 use futures_util::{SinkExt, StreamExt};
 use prefork_pool::prefork::{ServiceConfig, Supervisor};
 
+#[path = "../examples/axum_bulkhead.rs"]
+#[allow(dead_code)]
+mod app;
+
 const ROLE: &str = "AXUM_SUPERVISED_ROLE";
 
-/// The server: 1 worker process of 1 runtime thread; `/peer` answers axum's `ConnectInfo`.
+/// The server: 1 worker process of 1 runtime thread, the template's router and `/peer`, which
+/// answers axum's `ConnectInfo`; the health routes.
 fn server() -> i32 {
     let supervisor = match Supervisor::builder()
         .bind("127.0.0.1:0")
@@ -43,33 +47,18 @@ fn server() -> i32 {
     supervisor.serve_service(
         ServiceConfig::new()
             .threads(1)
+            .health_routes("/readyz", "/livez")
             .connect_info(ConnectInfo::<SocketAddr>),
         || {
-            Ok::<_, String>(
-                Router::new()
-                    .route(
-                        "/peer",
-                        get(|ConnectInfo(addr): ConnectInfo<SocketAddr>| async move {
-                            format!("{addr}\n")
-                        }),
-                    )
-                    .route("/ws", get(ws)),
-            )
+            let pool = app::pool(&app::Config::default()).map_err(|e| e.to_string())?;
+            Ok::<_, String>(app::router(pool).route(
+                "/peer",
+                get(
+                    |ConnectInfo(addr): ConnectInfo<SocketAddr>| async move { format!("{addr}\n") },
+                ),
+            ))
         },
     )
-}
-
-/// `/ws`: echoes every text message.
-async fn ws(upgrade: WebSocketUpgrade) -> Response {
-    upgrade.on_upgrade(|mut socket: WebSocket| async move {
-        while let Some(Ok(msg)) = socket.recv().await {
-            if let Message::Text(t) = msg {
-                if socket.send(Message::Text(t)).await.is_err() {
-                    break;
-                }
-            }
-        }
-    })
 }
 
 /// One request on its own connection: the status and the body.
@@ -113,6 +102,7 @@ fn main() {
         .strip_prefix("listening on ")
         .and_then(|a| a.parse().ok())
         .unwrap_or_else(|| panic!("no address in {line:?}"));
+    let master = child.id();
     let outcome = std::panic::catch_unwind(|| {
         // The worker is up once it answers.
         let end = Instant::now() + Duration::from_secs(60);
@@ -129,6 +119,31 @@ fn main() {
         // Behind a trusted proxy (loopback, the default): the client it names, port 0.
         let (status, body) = request(addr, "/peer", "X-Forwarded-For: 198.51.100.4\r\n");
         assert_eq!((status, body.as_str()), (200, "198.51.100.4:0"));
+        // The template's routes: its worker's pid (a process of the master's, not the master),
+        // the whole server's metrics beside its pool's, the server's own readiness.
+        let (status, body) = request(addr, "/", "");
+        let json: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+        let pid = json["worker_pid"].as_u64().expect("worker_pid");
+        assert!(
+            status == 200 && pid != u64::from(master),
+            "/: {status} {body}"
+        );
+        let (status, body) = request(addr, "/metrics", "");
+        let requests: u64 = body
+            .lines()
+            .filter(|l| l.starts_with("prefork_http_requests_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum();
+        assert!(
+            status == 200 && requests >= 3,
+            "/metrics: {status}, {requests} requests: {body}"
+        );
+        assert!(
+            body.contains("pool=\"blocking\""),
+            "the app's pool on the page: {body}"
+        );
+        let (status, body) = request(addr, "/readyz", "");
+        assert_eq!((status, body.as_str()), (200, "ready"));
     });
     // A WebSocket echo; SIGTERM while it is open: it still echoes, then the graceful timeout
     // (4 s: the worker drains for 90 % of it) closes it.
