@@ -311,6 +311,11 @@ const SCENARIOS: &[Scenario] = &[
     },
     #[cfg(feature = "tower")]
     Scenario {
+        name: "service_behind_nginx",
+        run: service_ops::behind_nginx,
+    },
+    #[cfg(feature = "tower")]
+    Scenario {
         name: "service_max_requests",
         run: service_ops::max_requests,
     },
