@@ -316,6 +316,11 @@ const SCENARIOS: &[Scenario] = &[
     },
     #[cfg(feature = "tower")]
     Scenario {
+        name: "service_h2c",
+        run: service_ops::h2c,
+    },
+    #[cfg(feature = "tower")]
+    Scenario {
         name: "service_max_requests",
         run: service_ops::max_requests,
     },

@@ -559,3 +559,42 @@ pub fn behind_nginx() -> Result<(), String> {
     })();
     finish(&mut m, result)
 }
+
+/// h2c beside HTTP/1.1 on one listener (`http2_prior_knowledge`): curl with HTTP/2 prior
+/// knowledge and curl with HTTP/1.1 are both answered by the app; the access log shows the
+/// protocol of each; TERM exits 0.
+pub fn h2c() -> Result<(), String> {
+    let Some(curl) = crate::tools::tool_or_skip(&crate::tools::CURL)? else {
+        return Ok(());
+    };
+    let mut m = service_master("service-h2c", 1, |b| b, |c| c.http2_prior_knowledge(true));
+    let result = (|| {
+        m.wait_log("1 worker(s) ready", LONG)?;
+        for (flag, want) in [("--http2-prior-knowledge", "2"), ("--http1.1", "1.1")] {
+            let out = std::process::Command::new(&curl)
+                .args(["-sS", "--max-time", "20", flag, "-w", " %{http_version}"])
+                .arg(format!("http://{}/h2c-check", m.addr))
+                .output()
+                .map_err(|e| format!("run curl: {e}"))?;
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            let version = text.rsplit(' ').next().unwrap_or("");
+            let pid = text.split_whitespace().next().unwrap_or("");
+            ensure(
+                out.status.success() && version == want && pid.parse::<u32>().is_ok(),
+                || {
+                    format!(
+                        "curl {flag}: {:?} {text:?} {}",
+                        out.status,
+                        String::from_utf8_lossy(&out.stderr)
+                    )
+                },
+            )?;
+        }
+        m.wait_log("\"GET /h2c-check HTTP/2.0\" 200", LONG)?;
+        m.wait_log("\"GET /h2c-check HTTP/1.1\" 200", LONG)?;
+        m.signal(libc::SIGTERM);
+        let code = m.wait_exit(LONG)?;
+        ensure(code == 0, || format!("exit status {code}"))
+    })();
+    finish(&mut m, result)
+}

@@ -7,6 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Extensions, Method, Uri};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::server::conn::auto::Builder as AutoBuilder;
 
 use crate::http::ops::access_log::{AccessLogFormat, DEFAULT_ACCESS_LOG_FORMAT};
 use crate::http::ops::forwarded::{TrustedProxies, DEFAULT_FORWARDED_ALLOW_IPS};
@@ -61,6 +63,7 @@ pub struct ServiceConfig {
     health: HealthSettings,
     forwarded_allow_ips: Option<Vec<String>>,
     connect_info: Option<Arc<ConnectInfoFn>>,
+    http2: bool,
 }
 
 impl fmt::Debug for ServiceConfig {
@@ -76,6 +79,7 @@ impl fmt::Debug for ServiceConfig {
             .field("health", &self.health)
             .field("forwarded_allow_ips", &self.forwarded_allow_ips)
             .field("connect_info", &self.connect_info.is_some())
+            .field("http2_prior_knowledge", &self.http2)
             .finish()
     }
 }
@@ -93,6 +97,7 @@ impl Default for ServiceConfig {
             health: HealthSettings::default(),
             forwarded_allow_ips: None,
             connect_info: None,
+            http2: false,
         }
     }
 }
@@ -275,6 +280,20 @@ impl ServiceConfig {
         self
     }
 
+    /// Serve HTTP/2 with prior knowledge (h2c, cleartext: a connection that starts with HTTP/2's
+    /// preface) beside HTTP/1.1 on the same listeners (default off: HTTP/1.1 only), with
+    /// hyper-util's auto builder: a gRPC service (tonic) behind a proxy that speaks h2c to its
+    /// upstream (Envoy, nginx's `grpc_pass`). Everything else applies per request as for
+    /// HTTP/1.1 (deadlines, limits, the access log's `HTTP/2.0`, metrics, health routes); on a
+    /// stop an HTTP/2 connection gets a GOAWAY at once (its streams under way finish, the client
+    /// opens new ones elsewhere). With it on, the head's size is limited by hyper's read buffer
+    /// (`limit_head_bytes`, at least 8 KiB) rather than exactly, and HTTP/2's header list by
+    /// `limit_head_bytes` too.
+    pub fn http2_prior_knowledge(mut self, on: bool) -> Self {
+        self.http2 = on;
+        self
+    }
+
     /// The runtime threads per process.
     pub fn threads_value(&self) -> usize {
         self.threads
@@ -321,6 +340,7 @@ impl ServiceConfig {
             health: self.health.check()?,
             trusted: TrustedProxies::parse(ips)?,
             connect_info: self.connect_info.clone(),
+            http2: self.http2,
         })
     }
 }
@@ -338,17 +358,34 @@ pub(super) struct Checked {
     pub health: Option<HealthRoutes>,
     pub trusted: TrustedProxies,
     pub connect_info: Option<Arc<ConnectInfoFn>>,
+    /// h2c beside HTTP/1.1 (hyper-util's auto builder).
+    pub http2: bool,
 }
 
 impl Checked {
     /// hyper's connection settings: the head limits (431) and the head timeout.
     pub(super) fn http1(&self) -> hyper::server::conn::http1::Builder {
         let mut b = hyper::server::conn::http1::Builder::new();
-        b.timer(hyper_util::rt::TokioTimer::new())
+        b.timer(TokioTimer::new())
             .header_read_timeout(self.head_timeout)
             .max_headers(self.limits.fields)
             .max_buf_size(self.limits.head_bytes.max(HYPER_MIN_BUF))
             .max_header_size(self.limits.head_bytes);
+        b
+    }
+
+    /// hyper-util's auto builder (HTTP/1.1, and HTTP/2 with prior knowledge), with the same
+    /// HTTP/1.1 settings as [`http1`](Self::http1).
+    pub(super) fn auto(&self) -> AutoBuilder<TokioExecutor> {
+        let mut b = AutoBuilder::new(TokioExecutor::new());
+        b.http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(self.head_timeout)
+            .max_headers(self.limits.fields)
+            .max_buf_size(self.limits.head_bytes.max(HYPER_MIN_BUF));
+        b.http2()
+            .timer(TokioTimer::new())
+            .max_header_list_size(u32::try_from(self.limits.head_bytes).unwrap_or(u32::MAX));
         b
     }
 }

@@ -5,7 +5,7 @@ use std::future::{poll_fn, Future};
 use std::io;
 use std::net::SocketAddr;
 use std::pin::{pin, Pin};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -133,6 +133,7 @@ pub(super) fn serve_connection<IO, S, B>(
         let state = Arc::new(ConnState {
             in_flight: AtomicUsize::new(0),
             answered: AtomicU64::new(0),
+            h2: AtomicBool::new(false),
             answer: Notify::new(),
             last_answer: Mutex::new(Instant::now()),
             peer,
@@ -143,54 +144,78 @@ pub(super) fn serve_connection<IO, S, B>(
             shared: shared.clone(),
             conn: state.clone(),
         };
-        let mut conn = pin!(shared
-            .cfg
-            .http1()
-            .serve_connection(TokioIo::new(io), tracked)
-            .with_upgrades());
-        let mut drain_start = None;
-        loop {
-            let stopping = shared.stopping();
-            if stopping && drain_start.is_none() {
-                drain_start = Some(Instant::now());
-            }
-            let limit = if stopping {
-                DRAIN_GRACE
-            } else if state.answered.load(Ordering::Relaxed) == 0 {
-                // No request yet: the client has the head timeout for its first head.
-                shared.cfg.head_timeout
-            } else {
-                shared.cfg.keepalive
-            };
-            let busy = state.in_flight.load(Ordering::Acquire) > 0;
-            let last = *state.last_answer.lock().unwrap_or_else(|p| p.into_inner());
-            let from = drain_start.map_or(last, |d| last.max(d));
-            let until = from + limit;
-            if !busy && Instant::now() >= until {
-                // Idle for the whole limit: close it (at once, as nothing is under way).
-                conn.as_mut().graceful_shutdown();
-                let _ = conn.as_mut().await;
-                break;
-            }
-            let mut stop = shared.stop.clone();
-            let wake = async {
-                // Busy: until its answer (then the idle limit starts); idle: until the limit.
-                let timer = async {
-                    if busy {
-                        std::future::pending::<()>().await;
-                    }
-                    tokio::time::sleep_until(until.into()).await;
-                };
-                let timer = or_else(timer, state.answer.notified());
-                if stopping {
-                    timer.await;
-                } else {
-                    or_else(timer, stop.wait_for(|s| *s)).await;
-                }
-            };
-            if or_else(conn.as_mut(), wake).await.is_some() {
-                break;
-            }
+        let io = TokioIo::new(io);
+        if shared.cfg.http2 {
+            let builder = shared.cfg.auto();
+            let conn = pin!(builder.serve_connection_with_upgrades(io, tracked));
+            drive(conn, |c| c.graceful_shutdown(), &shared, &state).await;
+        } else {
+            let conn = pin!(shared
+                .cfg
+                .http1()
+                .serve_connection(io, tracked)
+                .with_upgrades());
+            drive(conn, |c| c.graceful_shutdown(), &shared, &state).await;
         }
     });
+}
+
+/// Drives a connection until it ends, closing it once idle past its limit (see
+/// [`serve_connection`]); `shutdown` is its graceful shutdown.
+async fn drive<C: Future>(
+    mut conn: Pin<&mut C>,
+    shutdown: impl Fn(Pin<&mut C>),
+    shared: &Shared,
+    state: &ConnState,
+) {
+    let mut drain_start = None;
+    loop {
+        let stopping = shared.stopping();
+        if stopping && drain_start.is_none() {
+            drain_start = Some(Instant::now());
+        }
+        if stopping && state.h2.load(Ordering::Relaxed) {
+            // HTTP/2: a GOAWAY now; the streams under way finish, new ones go elsewhere.
+            shutdown(conn.as_mut());
+            let _ = conn.as_mut().await;
+            break;
+        }
+        let limit = if stopping {
+            DRAIN_GRACE
+        } else if state.answered.load(Ordering::Relaxed) == 0 {
+            // No request yet: the client has the head timeout for its first head.
+            shared.cfg.head_timeout
+        } else {
+            shared.cfg.keepalive
+        };
+        let busy = state.in_flight.load(Ordering::Acquire) > 0;
+        let last = *state.last_answer.lock().unwrap_or_else(|p| p.into_inner());
+        let from = drain_start.map_or(last, |d| last.max(d));
+        let until = from + limit;
+        if !busy && Instant::now() >= until {
+            // Idle for the whole limit: close it (at once, as nothing is under way).
+            shutdown(conn.as_mut());
+            let _ = conn.as_mut().await;
+            break;
+        }
+        let mut stop = shared.stop.clone();
+        let wake = async {
+            // Busy: until its answer (then the idle limit starts); idle: until the limit.
+            let timer = async {
+                if busy {
+                    std::future::pending::<()>().await;
+                }
+                tokio::time::sleep_until(until.into()).await;
+            };
+            let timer = or_else(timer, state.answer.notified());
+            if stopping {
+                timer.await;
+            } else {
+                or_else(timer, stop.wait_for(|s| *s)).await;
+            }
+        };
+        if or_else(conn.as_mut(), wake).await.is_some() {
+            break;
+        }
+    }
 }

@@ -7,14 +7,14 @@ use std::convert::Infallible;
 use std::future::{poll_fn, Future};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use http_body_util::{Either, Full};
 use hyper::body::{Body, Bytes, Incoming};
 use hyper::header::{HeaderValue, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE};
-use hyper::{Request, Response, StatusCode};
+use hyper::{Request, Response, StatusCode, Version};
 use tokio::sync::{watch, Notify};
 
 use super::config::Checked;
@@ -86,6 +86,8 @@ pub(super) struct ConnState {
     /// timeout applies, not the keep-alive time).
     pub answered: AtomicU64,
     pub last_answer: Mutex<Instant>,
+    /// Whether it speaks HTTP/2 (seen on its first request).
+    pub h2: AtomicBool,
     /// Woken when a request of it is answered (the idle limit starts).
     pub answer: Notify,
     /// The socket's peer (`None`: a Unix socket).
@@ -231,6 +233,10 @@ where
         });
         let mut service = self.inner.clone();
         let conn = self.conn.clone();
+        let h1 = req.version() < Version::HTTP_2;
+        if !h1 {
+            conn.h2.store(true, Ordering::Relaxed);
+        }
         let line = format!("{} {} {:?}", req.method(), req.uri(), req.version());
         let budget = cfg
             .deadline_for
@@ -245,7 +251,8 @@ where
             let cap = shared.gate.as_ref().and_then(|g| g.keepalive_requests());
             // The gate's cap: clients reconnect now and then, to the process the gate picks.
             let capped = cap.is_some_and(|cap| conn.answered.load(Ordering::Relaxed) + 1 >= cap);
-            if close || capped || shared.stopping() {
+            // (HTTP/2 has no `Connection`: a stop sends GOAWAY on the connection instead.)
+            if h1 && (close || capped || shared.stopping()) {
                 // hyper closes the connection once this answer is written.
                 resp.headers_mut()
                     .insert(CONNECTION, HeaderValue::from_static("close"));
