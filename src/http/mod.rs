@@ -412,7 +412,7 @@ mod http_error;
 mod log_settings;
 pub(crate) mod ops;
 mod routing;
-mod self_call;
+pub(crate) mod self_call;
 #[allow(dead_code)]
 pub(crate) mod serve;
 mod server;

@@ -321,6 +321,11 @@ const SCENARIOS: &[Scenario] = &[
     },
     #[cfg(feature = "tower")]
     Scenario {
+        name: "service_self_call",
+        run: service_ops::self_call,
+    },
+    #[cfg(feature = "tower")]
+    Scenario {
         name: "service_max_requests",
         run: service_ops::max_requests,
     },

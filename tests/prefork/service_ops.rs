@@ -598,3 +598,71 @@ pub fn h2c() -> Result<(), String> {
     })();
     finish(&mut m, result)
 }
+
+/// The server's address, for the self-calling app (set in the forked master before the fork of
+/// its worker).
+static SELF_ADDR: std::sync::OnceLock<SocketAddr> = std::sync::OnceLock::new();
+
+/// The self-call in async clothes: 1 process of 1 runtime thread, `/call` blocks that thread in a
+/// synchronous HTTP call (ureq) to its own server. The lifeline serves the inner request on the
+/// spare runtime: `/call` gets its answer (not the deadline's kill), and the log says once that
+/// the runtime was blocked by `GET /call` calling its own server, with the fix.
+pub fn self_call() -> Result<(), String> {
+    let app = ServiceFn::new(|req: http::Request<Incoming>| async move {
+        match req.uri().path() {
+            "/call" => {
+                let addr = SELF_ADDR.get().copied().expect("set before the fork");
+                // The mistake: a blocking client on the runtime's only thread.
+                let inner = ureq::get(&format!("http://{addr}/hello"))
+                    .timeout(Duration::from_secs(20))
+                    .call()
+                    .map_err(|e| e.to_string())
+                    .and_then(|r| r.into_string().map_err(|e| e.to_string()));
+                text(format!(
+                    "outer got: {}\n",
+                    inner.unwrap_or_else(|e| e).trim()
+                ))
+            }
+            _ => text("hello\n".into()),
+        }
+    });
+    let mut m = start_master(
+        "service-self-call",
+        |_| {},
+        |b, l| {
+            let _ = SELF_ADDR.set(l.local_addr().expect("the listener's address"));
+            b.listener(l).workers(1)
+        },
+        move |b| {
+            b.serve_service(
+                ServiceConfig::new()
+                    .threads(1)
+                    .deadline(Duration::from_secs(15)),
+                move || Ok::<_, String>(app.clone()),
+            )
+        },
+    );
+    let result = (|| {
+        m.wait_log("1 worker(s) ready", LONG)?;
+        for round in 0..2 {
+            let (s, body) = get_with(m.addr, "/call", "")?;
+            ensure(s == 200 && body.contains("outer got: hello"), || {
+                format!("/call round {round}: {s} {body:?}")
+            })?;
+        }
+        m.wait_log("a request came from this worker process", LONG)?;
+        let log = m.log_text();
+        let warnings = log.matches("is blocked (running: GET /call").count();
+        ensure(
+            warnings == 1 && log.contains("pool.submit(req).await"),
+            || format!("{warnings} warnings naming GET /call and the fix: {log}"),
+        )?;
+        ensure(!log.contains("deadline timeout"), || {
+            format!("the worker was killed: {log}")
+        })?;
+        m.signal(libc::SIGTERM);
+        let code = m.wait_exit(LONG)?;
+        ensure(code == 0, || format!("exit status {code}"))
+    })();
+    finish(&mut m, result)
+}

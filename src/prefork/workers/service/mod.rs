@@ -6,6 +6,7 @@
 mod accept;
 mod config;
 mod conn;
+mod lifeline;
 mod request;
 
 use std::fmt;
@@ -94,9 +95,11 @@ where
             conns: AtomicUsize::new(0),
             idle: Notify::new(),
             last_answer_ms: AtomicU64::new(0),
+            tick_ms: AtomicU64::new(0),
             born: Instant::now(),
         });
         let mut loops = Vec::new();
+        let mut lifeline_listeners = Vec::new();
         {
             let _runtime = rt.enter();
             let wake = Arc::new(GateWake::new(env.gate_ping()));
@@ -114,7 +117,26 @@ where
                     }
                 }
             }));
+            // The runtime's pulse, for the lifeline.
+            let pulse = shared.clone();
+            loops.push(rt.spawn(async move {
+                let mut stop = pulse.stop.clone();
+                let mut tick = tokio::time::interval(lifeline::TICK);
+                while conn::or_else(tick.tick(), stop.wait_for(|s| *s))
+                    .await
+                    .is_some()
+                {
+                    let ms = pulse.born.elapsed().as_millis() as u64;
+                    pulse.tick_ms.store(ms, Ordering::Relaxed);
+                }
+            }));
             for listener in env.take_listeners() {
+                if let Listener::Tcp(l) = &listener {
+                    match l.try_clone() {
+                        Ok(copy) => lifeline_listeners.push(copy),
+                        Err(e) => log::warn!("no lifeline on a listener: {e}"),
+                    }
+                }
                 let listener = match listener {
                     Listener::Tcp(l) => l.set_nonblocking(true).map(|()| StdListener::Tcp(l)),
                     Listener::Unix(l) => l.set_nonblocking(true).map(|()| StdListener::Unix(l)),
@@ -132,6 +154,27 @@ where
                 }
             }
         }
+        // The spare runtime and the lifeline that uses it when every runtime thread is blocked.
+        let spare = match tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("prefork-spare")
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt,
+            Err(e) => return boot_error(env, format!("the spare runtime could not start: {e}")),
+        };
+        let lifeline = lifeline::start(
+            lifeline_listeners,
+            shared.clone(),
+            env.siblings(),
+            spare.handle().clone(),
+            service.clone(),
+        );
+        let lifeline = match lifeline {
+            Ok(l) => l,
+            Err(e) => return boot_error(env, format!("the lifeline thread could not start: {e}")),
+        };
         env.ready();
         while !env.is_stopping() {
             // Waits on the stop request only (the runtime owns the listeners), beating.
@@ -171,7 +214,9 @@ where
                 shared.conns.load(Ordering::Acquire)
             );
         }
+        let _ = lifeline.join();
         rt.shutdown_timeout(Duration::from_millis(100));
+        spare.shutdown_timeout(Duration::from_millis(100));
         log::debug!(
             "worker {} (pid {}) stopped",
             env.number(),
@@ -216,6 +261,16 @@ impl Supervisor {
     ///   timeout, then the runtime is shut down and its socket closed (without a WebSocket close
     ///   frame: the app may close its sockets itself when it sees the stop coming, e.g. from a
     ///   readiness route it polls, or accept that clients reconnect).
+    ///
+    /// - the self-call in async clothes: a handler that blocks every runtime thread on a
+    ///   synchronous call (`reqwest::blocking`, `ureq`, a sync SDK) to its own server would wait
+    ///   for an answer that runtime can never give. A lifeline thread beside the runtime sees
+    ///   the runtime stall (its tick 300 ms late while requests run) and takes a connection
+    ///   left in a TCP listener's queue for 250 ms (no sibling took it) onto a spare runtime of
+    ///   one thread; when it comes from this process or a sibling worker, a warning names the
+    ///   blocked request and the fix, once per route. (The blocked request itself is still
+    ///   answered only by its handler, or killed with its process `request_grace` after its
+    ///   deadline: its 504 needs a runtime thread.) Unix-socket listeners have no lifeline.
     ///
     /// `app` builds the service in each worker after the fork (or once before it with
     /// [`SupervisorBuilder::preload`]), before the worker's runtime starts; an `Err` is a boot

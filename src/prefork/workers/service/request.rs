@@ -49,6 +49,8 @@ pub(super) struct Shared {
     pub idle: Notify,
     /// When a request was last answered, in milliseconds since `born` (liveness).
     pub last_answer_ms: AtomicU64,
+    /// When the runtime's tick task last ran, in milliseconds since `born` (the lifeline).
+    pub tick_ms: AtomicU64,
     pub born: Instant,
 }
 
