@@ -433,7 +433,10 @@ pub mod __fuzz {
 
 pub use body::Body;
 #[cfg(feature = "prefork")]
-pub(crate) use engine::acceptor::{tcp_queued, AcceptGate, GATE_RECHECK, QUEUE_STALL};
+pub(crate) use engine::acceptor::AcceptGate;
+// The tower mode's accept loop (`prefork/workers/service/accept.rs`) shares the reactor's.
+#[cfg(feature = "tower")]
+pub(crate) use engine::acceptor::{tcp_queued, GATE_RECHECK, QUEUE_STALL};
 pub use engine::handoff::{request_depth, DEPTH_HEADER};
 pub use engine::spool::RequestBody;
 pub use engine::stream::StreamStats;

@@ -301,6 +301,7 @@ impl SlotGate {
     /// asks its gate on every pass; the tower mode asks only when a connection waits, so it calls
     /// this every `RESCAN`: "finished a request since the last read" then covers the last
     /// 100–200 ms, not the whole quiet time before the next connection.
+    #[cfg(feature = "tower")]
     pub(crate) fn refresh(&self) {
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
