@@ -27,6 +27,8 @@ mod serve_router;
 mod service;
 #[cfg(feature = "tower")]
 mod service_ops;
+#[cfg(feature = "tower")]
+mod service_proxy;
 mod settings;
 mod shared_metrics;
 mod systemd;
@@ -312,7 +314,12 @@ const SCENARIOS: &[Scenario] = &[
     #[cfg(feature = "tower")]
     Scenario {
         name: "service_behind_nginx",
-        run: service_ops::behind_nginx,
+        run: service_proxy::behind_nginx,
+    },
+    #[cfg(feature = "tower")]
+    Scenario {
+        name: "service_proxy_protocol",
+        run: service_proxy::proxy_protocol,
     },
     #[cfg(feature = "tower")]
     Scenario {

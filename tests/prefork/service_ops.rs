@@ -3,7 +3,8 @@
 //! limits answered by the server (414, 431, 413), the believed client behind a trusted proxy
 //! (and axum's `ConnectInfo` shape through `connect_info`), per-route deadlines (504), health
 //! routes with readiness flipping at the start of a graceful stop, the shared metrics page across
-//! a worker kill, and `max_requests`.
+//! a worker kill, keep-alive and head timeouts, the accept gate, h2c, the self-call lifeline,
+//! and `max_requests`. (Behind a proxy: `service_proxy.rs`.)
 
 use std::collections::BTreeSet;
 use std::convert::Infallible;
@@ -56,17 +57,17 @@ impl tower_service::Service<http::Request<Incoming>> for ServiceFn {
     }
 }
 
-fn text(body: String) -> Reply {
+pub fn text(body: String) -> Reply {
     http::Response::new(Full::new(Bytes::from(body)))
 }
 
 /// What `connect_info` inserts here: the shape of axum's `ConnectInfo<SocketAddr>`.
 #[derive(Clone, Debug)]
-struct ConnectInfo<T>(T);
+pub struct ConnectInfo<T>(pub T);
 
 /// `/`: the pid; `/peer`: the `PeerAddr`, the `ConnectInfo` and the `SocketPeer`; `/sleep?ms=N`:
 /// waits N ms on the runtime; `/metrics`: the whole server's page and this pid.
-fn app() -> ServiceFn {
+pub fn app() -> ServiceFn {
     ServiceFn::new(|req: http::Request<Incoming>| async move {
         let ext = req.extensions();
         match req.uri().path() {
@@ -101,7 +102,7 @@ fn app() -> ServiceFn {
     })
 }
 
-fn service_master(
+pub fn service_master(
     name: &str,
     procs: usize,
     supervisor: impl FnOnce(SupervisorBuilder) -> SupervisorBuilder,
@@ -121,7 +122,7 @@ fn service_master(
 
 /// Writes `raw` on a new connection and reads until the server closes it: the status and the
 /// whole answer.
-fn exchange(addr: SocketAddr, raw: &[u8]) -> Result<(u16, String), String> {
+pub fn exchange(addr: SocketAddr, raw: &[u8]) -> Result<(u16, String), String> {
     let mut conn = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
         .map_err(|e| format!("connect: {e}"))?;
     conn.set_read_timeout(Some(LONG)).ok();
@@ -138,7 +139,7 @@ fn exchange(addr: SocketAddr, raw: &[u8]) -> Result<(u16, String), String> {
     Ok((status, out))
 }
 
-fn get_with(addr: SocketAddr, path: &str, headers: &str) -> Result<(u16, String), String> {
+pub fn get_with(addr: SocketAddr, path: &str, headers: &str) -> Result<(u16, String), String> {
     exchange(
         addr,
         format!("GET {path} HTTP/1.1\r\nHost: t\r\n{headers}Connection: close\r\n\r\n").as_bytes(),
@@ -484,75 +485,6 @@ pub fn balance() -> Result<(), String> {
         ensure(s == 200 && body == "slept\n", || {
             format!("the 3 s request: {s} {body:?}")
         })?;
-        m.signal(libc::SIGTERM);
-        let code = m.wait_exit(LONG)?;
-        ensure(code == 0, || format!("exit status {code}"))
-    })();
-    finish(&mut m, result)
-}
-
-/// The twin of the HTTP server's test behind a real nginx (`tests/http/nginx.rs`, the same nginx
-/// configuration and client): with a kept-alive upstream and with nginx's default connection per
-/// request, the app and the access log see the client nginx names (`PeerAddr`, `%(h)s`), the
-/// `SocketPeer` is nginx; a client's own `X-Forwarded-For`, left of nginx's, is not believed.
-pub fn behind_nginx() -> Result<(), String> {
-    use crate::nginx_process::{self, proxy_config, through, CLIENT_IP};
-    let Some(bin) = crate::tools::tool_or_skip(&crate::tools::NGINX)? else {
-        return Ok(());
-    };
-    let echo = ServiceFn::new(|req: http::Request<Incoming>| async move {
-        let h = |n: &str| {
-            req.headers()
-                .get(n)
-                .map_or("-".to_string(), |v| v.to_str().unwrap_or("?").to_string())
-        };
-        text(format!(
-            "peer={} socket={} xff={} {:?} conn={}",
-            req.extensions().get::<PeerAddr>().map_or("?", |p| &*p.0),
-            req.extensions().get::<SocketPeer>().map_or("?", |p| &*p.0),
-            h("x-forwarded-for"),
-            req.version(),
-            h("connection"),
-        ))
-    });
-    let mut m = start_master(
-        "service-nginx",
-        |_| {},
-        |b, l| b.listener(l).workers(1),
-        move |b| {
-            b.serve_service(
-                ServiceConfig::new()
-                    .threads(1)
-                    .access_log_format("nginx-test %(h)s %(U)s"),
-                move || Ok::<_, String>(echo.clone()),
-            )
-        },
-    );
-    let result = (|| {
-        m.wait_log("1 worker(s) ready", LONG)?;
-        let nginx = nginx_process::start(&bin, |dir, port| proxy_config(dir, port, m.addr))?;
-        for i in 0..3 {
-            let (status, body) = through(&nginx, &format!("/ka/{i}"), "");
-            let want = format!("peer={CLIENT_IP} socket=127.0.0.1 xff={CLIENT_IP} HTTP/1.1 conn=-");
-            ensure(status == 200 && body == want, || {
-                format!("/ka/{i}: {status} {body:?}, not {want:?}")
-            })?;
-            let (status, body) = through(&nginx, &format!("/direct/{i}"), "");
-            let want =
-                format!("peer={CLIENT_IP} socket=127.0.0.1 xff={CLIENT_IP} HTTP/1.0 conn=close");
-            ensure(status == 200 && body == want, || {
-                format!("/direct/{i}: {status} {body:?}, not {want:?}")
-            })?;
-        }
-        let (_, body) = through(&nginx, "/ka/spoofed-xff", "X-Forwarded-For: 6.6.6.6\r\n");
-        let want = format!("peer={CLIENT_IP} socket=127.0.0.1 xff=6.6.6.6, {CLIENT_IP} ");
-        ensure(body.starts_with(&want), || {
-            format!("a spoofed XFF: {body:?}")
-        })?;
-        for path in ["/ka/0", "/direct/2", "/ka/spoofed-xff"] {
-            m.wait_log(&format!("nginx-test {CLIENT_IP} {path}"), LONG)?;
-        }
-        drop(nginx);
         m.signal(libc::SIGTERM);
         let code = m.wait_exit(LONG)?;
         ensure(code == 0, || format!("exit status {code}"))

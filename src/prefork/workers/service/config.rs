@@ -64,6 +64,7 @@ pub struct ServiceConfig {
     forwarded_allow_ips: Option<Vec<String>>,
     connect_info: Option<Arc<ConnectInfoFn>>,
     http2: bool,
+    proxy_protocol: bool,
 }
 
 impl fmt::Debug for ServiceConfig {
@@ -80,6 +81,7 @@ impl fmt::Debug for ServiceConfig {
             .field("forwarded_allow_ips", &self.forwarded_allow_ips)
             .field("connect_info", &self.connect_info.is_some())
             .field("http2_prior_knowledge", &self.http2)
+            .field("proxy_protocol", &self.proxy_protocol)
             .finish()
     }
 }
@@ -98,6 +100,7 @@ impl Default for ServiceConfig {
             forwarded_allow_ips: None,
             connect_info: None,
             http2: false,
+            proxy_protocol: false,
         }
     }
 }
@@ -294,6 +297,20 @@ impl ServiceConfig {
         self
     }
 
+    /// Every connection, on every listener, starts with a PROXY protocol header (v1 or v2;
+    /// default off), as the HTTP server's
+    /// [`proxy_protocol`](crate::http::ServerBuilder::proxy_protocol): its source becomes the
+    /// believed client ([`PeerAddr`](crate::http::PeerAddr), `%(h)s`, what
+    /// [`connect_info`](Self::connect_info) gets, with its port) and the peer that
+    /// [`forwarded_allow_ips`](Self::forwarded_allow_ips) checks; the
+    /// [`SocketPeer`](crate::http::SocketPeer) stays the socket's. A header missing, malformed or
+    /// not complete within the [`head_timeout`](Self::head_timeout) closes the connection
+    /// without an answer.
+    pub fn proxy_protocol(mut self, on: bool) -> Self {
+        self.proxy_protocol = on;
+        self
+    }
+
     /// The runtime threads per process.
     pub fn threads_value(&self) -> usize {
         self.threads
@@ -341,6 +358,7 @@ impl ServiceConfig {
             trusted: TrustedProxies::parse(ips)?,
             connect_info: self.connect_info.clone(),
             http2: self.http2,
+            proxy_protocol: self.proxy_protocol,
         })
     }
 }
@@ -360,6 +378,8 @@ pub(super) struct Checked {
     pub connect_info: Option<Arc<ConnectInfoFn>>,
     /// h2c beside HTTP/1.1 (hyper-util's auto builder).
     pub http2: bool,
+    /// Each connection starts with a PROXY protocol header.
+    pub proxy_protocol: bool,
 }
 
 impl Checked {

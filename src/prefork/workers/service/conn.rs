@@ -18,6 +18,7 @@ use tokio::sync::Notify;
 
 use super::request::{ConnState, Shared, Tracked};
 use super::BoxError;
+use crate::http::wire::proxy_protocol;
 use crate::http::AcceptGate;
 
 /// During a drain, how long a connection with no request under way may wait for its next one
@@ -94,6 +95,94 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Counted<IO> {
     }
 }
 
+/// Reads a PROXY protocol header from the start of `io` within `timeout`: the connection with
+/// what was read past the header, and the source it names; `None` (the connection is dropped,
+/// without an answer) when it is missing, malformed, cut or late.
+async fn proxy_header<IO: AsyncRead + Unpin>(
+    mut io: IO,
+    timeout: Duration,
+) -> Option<(Rewind<IO>, Option<SocketAddr>)> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = Vec::with_capacity(256);
+    let read = async {
+        loop {
+            let mut chunk = [0u8; 512];
+            let n = io.read(&mut chunk).await.ok()?;
+            if n == 0 {
+                return None;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            match proxy_protocol::parse(&buf) {
+                Ok(Some(parsed)) => return Some(parsed),
+                Ok(None) => {}
+                Err(why) => {
+                    log::debug!("a connection's PROXY header was refused: {}", why.0);
+                    return None;
+                }
+            }
+        }
+    };
+    let (len, source) = tokio::time::timeout(timeout, read).await.ok()??;
+    let rest = buf.split_off(len);
+    Some((Rewind::new(io, rest), source))
+}
+
+/// A connection with bytes already read from it in front (what came after a PROXY header).
+struct Rewind<IO> {
+    io: IO,
+    prefix: Vec<u8>,
+    at: usize,
+}
+
+impl<IO> Rewind<IO> {
+    fn new(io: IO, prefix: Vec<u8>) -> Self {
+        Rewind { io, prefix, at: 0 }
+    }
+}
+
+impl<IO: AsyncRead + Unpin> AsyncRead for Rewind<IO> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let me = self.get_mut();
+        if me.at < me.prefix.len() {
+            let n = (me.prefix.len() - me.at).min(buf.remaining());
+            buf.put_slice(&me.prefix[me.at..me.at + n]);
+            me.at += n;
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut me.io).poll_read(cx, buf)
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> AsyncWrite for Rewind<IO> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, b: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, b)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+}
+
 /// `fut`'s output, or `None` once `other` is ready.
 pub(super) async fn or_else<F: Future, T: Future>(fut: F, other: T) -> Option<F::Output> {
     let mut fut = pin!(fut);
@@ -130,6 +219,17 @@ pub(super) fn serve_connection<IO, S, B>(
     let shared = shared.clone();
     tokio::spawn(async move {
         let socket_peer = peer.map_or_else(|| "unix".into(), |p| p.ip().to_canonical().to_string());
+        let socket_addr = peer;
+        let (io, peer) = if shared.cfg.proxy_protocol {
+            match proxy_header(io, shared.cfg.head_timeout).await {
+                // The PROXY header's source is the peer from here on (the socket's stays the
+                // `SocketPeer`); a header without an address leaves the socket's.
+                Some((io, source)) => (io, source.or(peer)),
+                None => return,
+            }
+        } else {
+            (Rewind::new(io, Vec::new()), peer)
+        };
         let state = Arc::new(ConnState {
             in_flight: AtomicUsize::new(0),
             answered: AtomicU64::new(0),
@@ -137,6 +237,7 @@ pub(super) fn serve_connection<IO, S, B>(
             answer: Notify::new(),
             last_answer: Mutex::new(Instant::now()),
             peer,
+            socket_addr,
             socket_peer: socket_peer.into(),
         });
         let tracked = Tracked {

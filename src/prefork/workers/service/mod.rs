@@ -88,7 +88,7 @@ where
             heartbeat,
             proxy: ProxySettings {
                 trusted: self.config.trusted.clone(),
-                proxy_protocol: false,
+                proxy_protocol: self.config.proxy_protocol,
             },
             cfg: self.config.clone(),
             stop: stop_rx,

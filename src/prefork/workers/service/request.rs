@@ -94,6 +94,8 @@ pub(super) struct ConnState {
     pub answer: Notify,
     /// The socket's peer (`None`: a Unix socket).
     pub peer: Option<SocketAddr>,
+    /// The socket's own peer (`peer` is a PROXY header's source when there is one).
+    pub socket_addr: Option<SocketAddr>,
     /// The socket's peer as the [`SocketPeer`] extension shows it.
     pub socket_peer: Arc<str>,
 }
@@ -187,9 +189,15 @@ impl<S> Tracked<S> {
             (None, Some(peer)) => SocketAddr::new(peer.ip().to_canonical(), peer.port()),
             (None, None) => SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0),
         };
-        let text: Arc<str> = match named {
-            Some(ip) => ip.to_string().into(),
-            None => self.conn.socket_peer.clone(),
+        // As the HTTP server's `PeerAddr`: the client a trusted proxy names, else the peer (the
+        // PROXY header's source, else the socket's), else `unix`.
+        let text: Arc<str> = match (named, self.conn.peer) {
+            (Some(ip), _) => ip.to_string().into(),
+            (None, Some(peer)) if Some(peer) == self.conn.socket_addr => {
+                self.conn.socket_peer.clone()
+            }
+            (None, Some(peer)) => peer.ip().to_canonical().to_string().into(),
+            (None, None) => self.conn.socket_peer.clone(),
         };
         let ext = req.extensions_mut();
         ext.insert(PeerAddr(text.clone()));
