@@ -175,6 +175,10 @@ where
             Ok(l) => l,
             Err(e) => return boot_error(env, format!("the lifeline thread could not start: {e}")),
         };
+        // Accepting from now: the siblings' gates count this process (0 connections) at once,
+        // not only after its first wake-up (as the HTTP server's reactor publishes on its first
+        // pass).
+        heartbeat.slot().set_conns(0);
         env.ready();
         while !env.is_stopping() {
             // Waits on the stop request only (the runtime owns the listeners), beating.
