@@ -134,10 +134,15 @@
 //!
 //! - `http` (default): [`http`], the HTTP/1.1 front end.
 //! - `prefork` (default, unix): `prefork`, the pre-fork process supervisor.
+//! - `serde`, `json` (default): the extractors `Path<T>`, `Query<T>` and `Json<T>`.
+//! - `tower` (not a default): `prefork::Supervisor::serve_service`, your axum app (any
+//!   `tower::Service`) under the supervisor: a tokio runtime per worker process with hyper's
+//!   HTTP/1.1, the supervisor's deadlines, reloads, access log, limits, health routes and metrics.
 //!
 //! The core pool depends only on crossbeam-channel, parking_lot, thiserror and log:
 //! `default-features = false` builds just that.
 #![deny(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 mod error;

@@ -413,9 +413,9 @@ mod http_error;
 mod log_settings;
 pub(crate) mod ops;
 mod routing;
-mod self_call;
+pub(crate) mod self_call;
 #[allow(dead_code)]
-mod serve;
+pub(crate) mod serve;
 mod server;
 mod server_health;
 mod settings;
@@ -435,6 +435,9 @@ pub mod __fuzz {
 pub use body::Body;
 #[cfg(feature = "prefork")]
 pub(crate) use engine::acceptor::AcceptGate;
+// The tower mode's accept loop (`prefork/workers/service/accept.rs`) shares the reactor's.
+#[cfg(feature = "tower")]
+pub(crate) use engine::acceptor::{tcp_queued, GATE_RECHECK, QUEUE_STALL};
 pub use engine::handoff::{request_depth, DEPTH_HEADER};
 pub use engine::spool::RequestBody;
 pub use engine::stream::StreamStats;

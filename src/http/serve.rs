@@ -20,6 +20,7 @@ use super::routing::router::Router;
 use super::self_call::loopback::{with_depth, Loopback};
 use super::server::{io_err, PoolBuilder, ServeError, ServerBuilder, MAX_MIN_BODY_RATE};
 use super::types::{HttpRequest, HttpResponse};
+use super::wire::parse::Limits;
 use super::wire::response::ErrorPage;
 use crate::net::{bind_tcp, bind_unix};
 use crate::{BuildError, Context, Pool};
@@ -27,38 +28,47 @@ use crate::{BuildError, Context, Pool};
 /// Longest timeout accepted by the builder: one day.
 const MAX_TIMEOUT: Duration = Duration::from_secs(86_400);
 
+/// `v` within `lo..=hi`, else refused naming `field`.
+pub(crate) fn range<T: PartialOrd + fmt::Display + Copy>(
+    field: &'static str,
+    v: T,
+    lo: T,
+    hi: T,
+) -> Result<(), BuildError> {
+    if v < lo || v > hi {
+        return Err(BuildError::new(field, v, format!("allowed: {lo}..={hi}")));
+    }
+    Ok(())
+}
+
+/// A timeout: more than zero, at most a day, else refused naming `field`.
+pub(crate) fn timeout(field: &'static str, d: Duration) -> Result<(), BuildError> {
+    if d.is_zero() || d > MAX_TIMEOUT {
+        return Err(BuildError::new(
+            field,
+            format!("{d:?}"),
+            "allowed: more than zero, at most one day (86400 s)",
+        ));
+    }
+    Ok(())
+}
+
+/// The request size limits, each by its setting's name (both fronts: the HTTP server and the
+/// tower mode).
+pub(crate) fn check_limits(l: &Limits) -> Result<(), BuildError> {
+    range("limit_request_line", l.request_line, 16, 1 << 20)?;
+    range("limit_request_fields", l.fields, 1, 10_000)?;
+    range("limit_request_field_size", l.field_size, 16, 1 << 20)?;
+    range("limit_head_bytes", l.head_bytes, 64, 64 << 20)
+}
+
 impl ServerBuilder {
     fn validate(&self) -> Result<ReactorConfig, BuildError> {
-        fn range<T: PartialOrd + fmt::Display + Copy>(
-            field: &'static str,
-            v: T,
-            lo: T,
-            hi: T,
-        ) -> Result<(), BuildError> {
-            if v < lo || v > hi {
-                return Err(BuildError::new(field, v, format!("allowed: {lo}..={hi}")));
-            }
-            Ok(())
-        }
-        fn timeout(field: &'static str, d: Duration) -> Result<(), BuildError> {
-            if d.is_zero() || d > MAX_TIMEOUT {
-                return Err(BuildError::new(
-                    field,
-                    format!("{d:?}"),
-                    "allowed: more than zero, at most one day (86400 s)",
-                ));
-            }
-            Ok(())
-        }
         if let Some(e) = &self.settings_error {
             return Err(e.clone());
         }
         range("backlog", self.backlog, 1, 65_535)?;
-        let l = &self.limits;
-        range("limit_request_line", l.request_line, 16, 1 << 20)?;
-        range("limit_request_fields", l.fields, 1, 10_000)?;
-        range("limit_request_field_size", l.field_size, 16, 1 << 20)?;
-        range("limit_head_bytes", l.head_bytes, 64, 64 << 20)?;
+        check_limits(&self.limits)?;
         timeout("head_timeout", self.head_timeout)?;
         timeout("body_timeout", self.body_timeout)?;
         range("min_body_rate", self.min_body_rate, 0, MAX_MIN_BODY_RATE)?;

@@ -295,6 +295,7 @@ pub use os::listeners::Listener;
 pub use supervisor::Supervisor;
 pub use workers::heartbeat::{Heartbeat, RequestGuard, Siblings};
 #[cfg(feature = "tower")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
 pub use workers::service::{BoxError, ServiceConfig};
 pub use workers::shared_metrics::{server_metrics, worker_metrics, WorkerMetrics};
 pub use workers::worker::{Worker, WorkerEnv, EXIT_WORKER_BOOT_ERROR};

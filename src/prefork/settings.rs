@@ -50,9 +50,10 @@ impl SupervisorBuilder {
     ///   [`max_worker_age`](Self::max_worker_age).
     ///
     /// The worker servers' settings are those of `serve_http`. `serve_service` (feature `tower`)
-    /// runs a tokio runtime sized by its `ServiceConfig` instead, which they do not change: read
-    /// [`Settings::threads`] and [`Settings::timeout`] into it, or into the app's own pool, as
-    /// `templates/examples/axum_bulkhead.rs` does.
+    /// takes `PREFORK_TIMEOUT`, `PREFORK_KEEP_ALIVE` and `PREFORK_FORWARDED_ALLOW_IPS` too
+    /// (where its `ServiceConfig` sets none of its own), but sizes its tokio runtime by the
+    /// `ServiceConfig`, not by `PREFORK_THREADS`: read [`Settings::threads`] into it, or into the
+    /// app's own pool, as `templates/examples/axum_bulkhead.rs` does.
     ///
     /// A value that is not allowed makes [`build`](Self::build) and [`check`](Self::check) fail
     /// with a [`BuildError`] naming the variable, the value and what is allowed

@@ -11,8 +11,13 @@
 //!   SIGHUP reloads with no failed request, a request stuck past its deadline gets its process
 //!   replaced.
 //!
-//! Routes: `GET /ping` (async, no pool); `GET /work?ms=N` (a blocking call of N ms on the pool;
-//! answers the worker's index); `GET /slow` (a blocking call longer than the pool's deadline: 504).
+//! Routes: `GET /` (`{"worker_pid": N}`: which worker process answered); `GET /ping` (async, no
+//! pool); `GET /work?ms=N` (a blocking call of N ms on the pool; answers the worker's index);
+//! `GET /slow` (a blocking call longer than the pool's deadline: 504); `GET /metrics` (the whole
+//! server's HTTP metrics and each worker process's, with this process's pool beside them:
+//! Prometheus text); `GET /ws` (a WebSocket echo). Under the supervisor, `/readyz` and `/livez`
+//! are the server's own health routes (answered before the app; readiness is 503 from the first
+//! moment of a stop).
 //!
 //! Run it: `cargo run -p prefork-pool-templates --example axum_bulkhead` (2 processes on
 //! 127.0.0.1:8000), then `curl -i 127.0.0.1:8000/work?ms=50`. The environment overrides the
@@ -27,6 +32,7 @@
 
 use std::time::Duration;
 
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
 use axum::http::{header, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
@@ -135,10 +141,58 @@ async fn slow(State(pool): State<Pool<Work, usize>>) -> Response {
     }
 }
 
-/// The app: `/ping`, `/work?ms=N`, `/slow`, over `pool`.
+/// `/`: which worker process answered, as JSON.
+async fn index() -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        serde_json::json!({ "worker_pid": std::process::id() }).to_string(),
+    )
+        .into_response()
+}
+
+/// `/metrics`: under the supervisor, the whole server's HTTP metrics (every worker process's
+/// requests, those of workers replaced included) and each worker's share; then this process's
+/// pool, a family of the app's own on the same page.
+async fn metrics(State(pool): State<Pool<Work, usize>>) -> Response {
+    let metrics = prefork_pool::Metrics::builder()
+        .build()
+        .expect("the default metrics settings are valid");
+    let mut page = metrics.page();
+    if let (Some(server), Some(workers)) = (
+        prefork_pool::prefork::server_metrics(),
+        prefork_pool::prefork::worker_metrics(),
+    ) {
+        page.server("web", &server).workers("web", &workers);
+    }
+    page.pool(&pool.stats());
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        page.finish(),
+    )
+        .into_response()
+}
+
+/// `/ws`: echoes every text message. Under the supervisor an open WebSocket is in-flight work
+/// for a reload or stop: it keeps running until the graceful timeout, then its socket is closed.
+async fn ws(upgrade: WebSocketUpgrade) -> Response {
+    upgrade.on_upgrade(|mut socket: WebSocket| async move {
+        while let Some(Ok(msg)) = socket.recv().await {
+            if let Message::Text(t) = msg {
+                if socket.send(Message::Text(t)).await.is_err() {
+                    break;
+                }
+            }
+        }
+    })
+}
+
+/// The app: `/`, `/ping`, `/work?ms=N`, `/slow`, `/metrics`, `/ws`, over `pool`.
 pub fn router(pool: Pool<Work, usize>) -> Router {
     Router::new()
+        .route("/", get(index))
         .route("/ping", get(|| async { "pong\n" }))
+        .route("/metrics", get(metrics))
+        .route("/ws", get(ws))
         .route("/work", get(work))
         .route("/slow", get(slow))
         .with_state(pool)
@@ -165,7 +219,8 @@ fn main() {
         // The runtime's threads only wait: 2 per process is plenty.
         ServiceConfig::new()
             .threads(2)
-            .deadline(cfg.deadline + Duration::from_secs(1)),
+            .deadline(cfg.deadline + Duration::from_secs(1))
+            .health_routes("/readyz", "/livez"),
         // In each worker process after the fork: its own pool (threads start here, never in
         // the master).
         move || pool(&cfg).map(router).map_err(|e| e.to_string()),

@@ -7,11 +7,16 @@
 //!   `cargo run -p prefork-pool-templates --example sqlite_api`
 //! - `examples/axum_bulkhead.rs`: an axum app whose blocking calls go through a `Pool`
 //!   (`pool.submit(req).await`), its 503/504 mapped to HTTP answers, served from 2 processes by
-//!   `Supervisor::serve_service`.
+//!   `Supervisor::serve_service`: `GET /` answers `{"worker_pid": N}`, `/metrics` the whole
+//!   server's, `/readyz` and `/livez` the server's own, `/ws` a WebSocket echo.
 //!   `cargo run -p prefork-pool-templates --example axum_bulkhead`
 //! - `examples/notes.rs`: a JSON API of three routes on the sync front's `Router` (an in-memory
 //!   store, a self-call through `Loopback`, a route with its own deadline), one `app()` served in
 //!   one process or under the supervisor; `examples/notes_axum.rs` is the same service in axum,
 //!   and `tests/notes.rs` drives both with the same requests and compares their lengths.
 //!   `cargo run -p prefork-pool-templates --example notes`
+//! - `examples/axum_hello.rs`: the README's axum main under the supervisor (what replaces
+//!   `#[tokio::main]`); `tests/axum_supervised.rs` runs the axum_bulkhead router under the
+//!   supervisor (its routes, axum's `ConnectInfo`, a WebSocket through a stop).
+//!   `cargo run -p prefork-pool-templates --example axum_hello`
 #![deny(missing_docs)]

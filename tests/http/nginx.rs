@@ -6,85 +6,18 @@
 //! peer's (127.0.0.1, nginx itself).
 
 use crate::http_helpers::*;
-use crate::nginx_process::{self, Nginx};
+use crate::nginx_process::{self, proxy_config, through, Nginx, CLIENT_IP};
 use crate::tools;
 use prefork_pool::http::{PeerAddr, Server, ServerHandle, SocketPeer};
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{mpsc, Mutex};
 use std::time::{Duration, Instant};
 
-/// Where the client connects from: a loopback address that no trusted proxy has.
-const CLIENT_IP: &str = "127.0.0.2";
-
-fn config(dir: &Path, port: u16, upstream: SocketAddr) -> String {
-    let d = dir.display();
-    format!(
-        r#"daemon off;
-master_process off;
-worker_processes 1;
-pid {d}/nginx.pid;
-error_log {d}/error.log warn;
-events {{ worker_connections 64; }}
-http {{
-    access_log off;
-    client_body_temp_path {d}/client_body;
-    proxy_temp_path {d}/proxy;
-    fastcgi_temp_path {d}/fastcgi;
-    uwsgi_temp_path {d}/uwsgi;
-    scgi_temp_path {d}/scgi;
-    upstream ours {{
-        server {upstream};
-        keepalive 8;
-    }}
-    server {{
-        listen 127.0.0.1:{port};
-        location /ka/ {{
-            proxy_pass http://ours;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-            proxy_set_header X-Forwarded-Proto $scheme;
-        }}
-        location /direct/ {{
-            proxy_pass http://{upstream};
-            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-        }}
-    }}
-}}
-"#
-    )
-}
-
 /// Starts nginx (the program `bin`) in front of `upstream`.
 fn start_nginx(bin: &Path, upstream: SocketAddr) -> Nginx {
-    nginx_process::start(bin, |dir, port| config(dir, port, upstream))
+    nginx_process::start(bin, |dir, port| proxy_config(dir, port, upstream))
         .unwrap_or_else(|e| panic!("{e}"))
-}
-
-/// One request through nginx from `CLIENT_IP`, `Connection: close`: status and body.
-fn through(nginx: &Nginx, path: &str, extra: &str) -> (u16, String) {
-    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    let from: SocketAddr = format!("{CLIENT_IP}:0").parse().unwrap();
-    sock.bind(&from.into()).unwrap();
-    sock.connect(&nginx.addr.into()).unwrap();
-    let mut s: TcpStream = sock.into();
-    s.set_read_timeout(Some(WAIT)).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n{extra}\r\n"
-    )
-    .unwrap();
-    let mut out = Vec::new();
-    s.read_to_end(&mut out).unwrap();
-    let end = find(&out, b"\r\n\r\n").expect("an answer from nginx");
-    let head = String::from_utf8_lossy(&out[..end]).into_owned();
-    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-    (
-        status,
-        String::from_utf8_lossy(&out[end + 4..]).into_owned(),
-    )
 }
 
 /// Answers `peer=<PeerAddr> socket=<SocketPeer> xff=<header> <version> conn=<Connection>`.

@@ -27,6 +27,10 @@ mod serve_http;
 mod serve_router;
 #[cfg(feature = "tower")]
 mod service;
+#[cfg(feature = "tower")]
+mod service_ops;
+#[cfg(feature = "tower")]
+mod service_proxy;
 mod settings;
 mod shared_metrics;
 mod systemd;
@@ -340,6 +344,51 @@ const SCENARIOS: &[Scenario] = &[
     Scenario {
         name: "service_deadline_kill",
         run: service::deadline_kill,
+    },
+    #[cfg(feature = "tower")]
+    Scenario {
+        name: "service_operator_features",
+        run: service_ops::operator_features,
+    },
+    #[cfg(feature = "tower")]
+    Scenario {
+        name: "service_shared_metrics",
+        run: service_ops::shared_metrics,
+    },
+    #[cfg(feature = "tower")]
+    Scenario {
+        name: "service_timeouts",
+        run: service_ops::timeouts,
+    },
+    #[cfg(feature = "tower")]
+    Scenario {
+        name: "service_balance",
+        run: service_ops::balance,
+    },
+    #[cfg(feature = "tower")]
+    Scenario {
+        name: "service_behind_nginx",
+        run: service_proxy::behind_nginx,
+    },
+    #[cfg(feature = "tower")]
+    Scenario {
+        name: "service_proxy_protocol",
+        run: service_proxy::proxy_protocol,
+    },
+    #[cfg(feature = "tower")]
+    Scenario {
+        name: "service_h2c",
+        run: service_ops::h2c,
+    },
+    #[cfg(feature = "tower")]
+    Scenario {
+        name: "service_self_call",
+        run: service_ops::self_call,
+    },
+    #[cfg(feature = "tower")]
+    Scenario {
+        name: "service_max_requests",
+        run: service_ops::max_requests,
     },
 ];
 

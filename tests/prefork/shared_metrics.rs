@@ -104,7 +104,7 @@ fn scrape_keep_alive(conn: &mut TcpStream) -> Result<Scrape, String> {
     parse(&String::from_utf8_lossy(&body))
 }
 
-fn check_shared_metrics(m: &mut Master) -> Result<(), String> {
+pub fn check_shared_metrics(m: &mut Master) -> Result<(), String> {
     const N: u64 = 40;
     m.wait_workers(LONG, "2 workers", |w| w.len() == 2)?;
     let mut answered_by = std::collections::BTreeSet::new();

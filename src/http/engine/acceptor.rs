@@ -16,11 +16,11 @@ use crate::http::engine::io::{Stream, TcpAddrs};
 pub(in crate::http) const ACCEPT_BATCH: usize = 16;
 /// With an [`AcceptGate`] that said no: how often the reactor asks it again, for the changes its
 /// wake fd does not signal (or without one).
-pub(in crate::http) const GATE_RECHECK: Duration = Duration::from_millis(5);
+pub(crate) const GATE_RECHECK: Duration = Duration::from_millis(5);
 /// With an [`AcceptGate`] that says no: how long connections may wait in a TCP listener's queue
 /// before this process takes one anyway. The gates agree on a taker, but that process may not
 /// accept (stopped, or its reactor stalled): a connection is delayed, never stranded.
-pub(in crate::http) const QUEUE_STALL: Duration = Duration::from_millis(250);
+pub(crate) const QUEUE_STALL: Duration = Duration::from_millis(250);
 
 /// In process mode, whether this process takes new connections now. The worker processes share
 /// one listen socket; each asks its gate before every `accept` (and on every loop pass), and
@@ -51,6 +51,26 @@ pub(crate) trait AcceptGate: Send + Sync {
     fn wake_fd(&self) -> Option<RawFd> {
         None
     }
+}
+
+/// Whether connections wait in the accept queue of the TCP listener `fd` (the reactor's, and the
+/// tower mode's accept loop).
+pub(crate) fn tcp_queued(fd: RawFd) -> bool {
+    // SAFETY: an all-zero `tcp_info` is valid (plain integers).
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: getsockopt(2) TCP_INFO on the caller's open listener fd, writing at most `len` bytes
+    // into `info` on the stack. For a listening socket, `tcpi_unacked` is its accept queue.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&mut info as *mut libc::tcp_info).cast(),
+            &mut len,
+        )
+    };
+    r == 0 && info.tcpi_unacked > 0
 }
 
 /// A listening socket, as the reactor accepts on it.
@@ -87,24 +107,11 @@ impl Acceptor {
 
     /// Whether connections wait in this TCP listener's accept queue (`false` for a Unix socket).
     pub(in crate::http) fn queued(&self) -> bool {
-        let Acceptor::Tcp(l) = self else {
-            return false;
-        };
-        // SAFETY: an all-zero `tcp_info` is valid (plain integers).
-        let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
-        let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
-        // SAFETY: getsockopt(2) TCP_INFO on the listener's open fd, writing at most `len` bytes
-        // into `info` on the stack. For a listening socket, `tcpi_unacked` is its accept queue.
-        let r = unsafe {
-            libc::getsockopt(
-                l.as_raw_fd(),
-                libc::IPPROTO_TCP,
-                libc::TCP_INFO,
-                (&mut info as *mut libc::tcp_info).cast(),
-                &mut len,
-            )
-        };
-        r == 0 && info.tcpi_unacked > 0
+        match self {
+            Acceptor::Tcp(l) => tcp_queued(l.as_raw_fd()),
+            #[allow(unreachable_patterns)]
+            _ => false,
+        }
     }
 
     pub(in crate::http) fn close(self) {

@@ -19,7 +19,7 @@ use mio::Waker;
 use crate::http::body::Body;
 use crate::http::engine::io::Link;
 use crate::http::engine::stream::{self, StreamCounters};
-use crate::http::ops::access_log::{AccessLogFormat, LogRequest, ACCESS_TARGET};
+use crate::http::ops::access_log::{write_line, AccessLogFormat, LogRequest};
 use crate::http::ops::forwarded::ProxySettings;
 use crate::http::ops::health::{HealthRoutes, HealthView};
 use crate::http::ops::metrics::{CounterStore, HttpCounters, ServerMetrics};
@@ -29,7 +29,7 @@ use crate::http::self_call::calls::{Caller, SiblingPids};
 use crate::http::self_call::owner_lookup::{CallerCell, OwnerLookup};
 use crate::http::self_call::spare::Spares;
 use crate::http::types::{HttpRequest, HttpResponse};
-use crate::http::wire::date::{now_secs, DateCache};
+use crate::http::wire::date::DateCache;
 use crate::http::wire::parse::Limits;
 use crate::http::wire::response::OwnAnswer;
 use crate::http::wire::response::{
@@ -350,7 +350,7 @@ impl Handoff {
     /// The answer to `req` if it is one of the health routes (answered here, without a worker).
     pub(crate) fn health_answer(&self, req: &HttpRequest) -> Option<HttpResponse> {
         let routes = self.cfg.health.as_ref()?;
-        routes.answer(req, self.stopping.load(Ordering::SeqCst), self)
+        routes.answer(req.uri().path(), self.stopping.load(Ordering::SeqCst), self)
     }
 
     /// The server's HTTP metrics now.
@@ -454,24 +454,16 @@ pub(crate) fn finish(handoff: &Arc<Handoff>, r: Reply, result: Result<HttpRespon
 /// The access log line for the answer, with `bytes` of body sent.
 fn log_access(handoff: &Handoff, r: &Reply, resp: &HttpResponse, bytes: usize) {
     if let (Some(fmt), Some(req)) = (handoff.cfg.access_log.as_ref(), r.log.as_ref()) {
-        if crate::log_sink::access_enabled() {
-            // The crate's access log: formatted here, written by the log thread.
-            let (status, took, now) = (resp.status().as_u16(), r.started.elapsed(), now_secs());
-            crate::log_sink::access(|s| {
-                fmt.render_into(s, &r.peer, req, status, resp.headers(), bytes, took, now);
-            });
-        } else if log::log_enabled!(target: ACCESS_TARGET, log::Level::Info) {
-            let line = fmt.render(
-                &r.peer,
-                req,
-                resp.status().as_u16(),
-                resp.headers(),
-                bytes,
-                r.started.elapsed(),
-                now_secs(),
-            );
-            log::info!(target: ACCESS_TARGET, "{line}");
-        }
+        let status = resp.status().as_u16();
+        write_line(
+            fmt,
+            &r.peer,
+            req,
+            status,
+            resp.headers(),
+            bytes,
+            r.started.elapsed(),
+        );
     }
 }
 

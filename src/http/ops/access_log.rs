@@ -292,6 +292,31 @@ impl AccessLogFormat {
     }
 }
 
+/// Writes one access line: to the crate's log sink when it has an access log (formatted here into
+/// the thread's buffer, written by the log thread), else through the `log` facade (target
+/// [`ACCESS_TARGET`], level `info`) when that is enabled. What both fronts (the HTTP server and
+/// the tower mode) call once per answered request.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn write_line(
+    fmt: &AccessLogFormat,
+    peer: &str,
+    req: &LogRequest,
+    status: u16,
+    resp_headers: &HeaderMap,
+    body_bytes: usize,
+    took: Duration,
+) {
+    let now = crate::http::wire::date::now_secs();
+    if crate::log_sink::access_enabled() {
+        crate::log_sink::access(|s| {
+            fmt.render_into(s, peer, req, status, resp_headers, body_bytes, took, now);
+        });
+    } else if log::log_enabled!(target: ACCESS_TARGET, log::Level::Info) {
+        let line = fmt.render(peer, req, status, resp_headers, body_bytes, took, now);
+        log::info!(target: ACCESS_TARGET, "{line}");
+    }
+}
+
 thread_local! {
     /// `%(t)s`, formatted at most once a second per thread.
     static LOG_DATE: std::cell::RefCell<(u64, String)> = const { std::cell::RefCell::new((0, String::new())) };

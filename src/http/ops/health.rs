@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use http::{HeaderValue, Response};
 
 use crate::http::ops::stuck::StuckPolicy;
-use crate::http::types::{HttpRequest, HttpResponse};
+use crate::http::types::HttpResponse;
 use crate::BuildError;
 
 /// The health routes' settings, checked by the server's builder.
@@ -35,14 +35,14 @@ pub(crate) trait HealthView {
 }
 
 impl HealthRoutes {
-    /// The answer to `req` when its path is a health route; `stopping`: a graceful stop began.
+    /// The answer to a request for `path` when it is a health route; `stopping`: a graceful stop
+    /// began. (Both fronts: the HTTP server's reactor and the tower mode's connections.)
     pub(crate) fn answer(
         &self,
-        req: &HttpRequest,
+        path: &str,
         stopping: bool,
         view: &dyn HealthView,
     ) -> Option<HttpResponse> {
-        let path = req.uri().path();
         if path == self.ready {
             let why = if stopping {
                 Some("draining: a graceful stop has begun".to_string())

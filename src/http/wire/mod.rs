@@ -6,6 +6,6 @@ pub(super) mod decode;
 pub(super) mod fuzz;
 pub(super) mod head_scan;
 pub(super) mod parse;
-pub(super) mod proxy_protocol;
+pub(crate) mod proxy_protocol;
 pub(super) mod response;
 pub(super) mod value_scan;

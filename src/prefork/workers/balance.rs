@@ -105,7 +105,7 @@ use crate::http::AcceptGate;
 use crate::prefork::workers::heartbeat::{HeartbeatSlot, NOT_ACCEPTING};
 
 /// How often the table is read for the live slots and their request rates.
-const RESCAN: Duration = Duration::from_millis(100);
+pub(crate) const RESCAN: Duration = Duration::from_millis(100);
 /// The most requests a connection is kept alive for in process mode (nginx's
 /// `keepalive_requests`, 1000 by default): then the client reconnects, to the process the gate
 /// picks. At 100 for every connection (Apache's `MaxKeepAliveRequests`) load moved faster, but
@@ -293,6 +293,22 @@ impl SlotGate {
                 })
             })
             .collect()
+    }
+}
+
+impl SlotGate {
+    /// Reads the table again when the last read is [`RESCAN`] old. The HTTP server's reactor
+    /// asks its gate on every pass; the tower mode asks only when a connection waits, so it calls
+    /// this every `RESCAN`: "finished a request since the last read" then covers the last
+    /// 100–200 ms, not the whole quiet time before the next connection.
+    #[cfg(feature = "tower")]
+    pub(crate) fn refresh(&self) {
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        if now.duration_since(seen.0) >= RESCAN {
+            let fresh = self.rescan(seen.0, &seen.1, now);
+            *seen = (now, fresh);
+        }
     }
 }
 

@@ -1,0 +1,322 @@
+//! The tower mode's connections: each served by hyper (upgrades included) until it ends, is idle
+//! past the keep-alive time, or, during a drain, idle past the drain grace.
+
+use std::future::{poll_fn, Future};
+use std::io;
+use std::net::SocketAddr;
+use std::pin::{pin, Pin};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use hyper::body::{Body, Bytes, Incoming};
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::Notify;
+
+use super::request::{ConnState, Shared, Tracked};
+use super::BoxError;
+use crate::http::wire::proxy_protocol;
+use crate::http::AcceptGate;
+
+/// During a drain, how long a connection with no request under way may wait for its next one
+/// (from the drain's start or its last answer): a request that comes in time is answered with
+/// `Connection: close`; after that the connection is closed. As the HTTP server's drain grace.
+const DRAIN_GRACE: Duration = Duration::from_secs(1);
+
+/// A connection's socket, counted open in [`Shared::conns`] (and the shared metrics) for as long
+/// as it lives: in hyper's connection, then, once upgraded (a WebSocket), in the upgrade's task,
+/// so that the drain waits for it too.
+struct Counted<IO> {
+    io: IO,
+    shared: Arc<Shared>,
+}
+
+impl<IO> Counted<IO> {
+    fn new(io: IO, shared: &Arc<Shared>) -> Self {
+        shared.conns.fetch_add(1, Ordering::AcqRel);
+        shared.counters.opened();
+        Counted {
+            io,
+            shared: shared.clone(),
+        }
+    }
+}
+
+impl<IO> Drop for Counted<IO> {
+    fn drop(&mut self) {
+        self.shared.counters.closed();
+        let left = self.shared.conns.fetch_sub(1, Ordering::AcqRel) - 1;
+        if let Some(gate) = &self.shared.gate {
+            // One fewer here: published at once, a waiting sibling (or this process) may take.
+            gate.conn_closed(left);
+        }
+        if left == 0 {
+            self.shared.idle.notify_waiters();
+        }
+    }
+}
+
+impl<IO: AsyncRead + Unpin> AsyncRead for Counted<IO> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> AsyncWrite for Counted<IO> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, b: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, b)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+}
+
+/// Reads a PROXY protocol header from the start of `io` within `timeout`: the connection with
+/// what was read past the header, and the source it names; `None` (the connection is dropped,
+/// without an answer) when it is missing, malformed, cut or late.
+async fn proxy_header<IO: AsyncRead + Unpin>(
+    mut io: IO,
+    timeout: Duration,
+) -> Option<(Rewind<IO>, Option<SocketAddr>)> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = Vec::with_capacity(256);
+    let read = async {
+        loop {
+            let mut chunk = [0u8; 512];
+            let n = io.read(&mut chunk).await.ok()?;
+            if n == 0 {
+                return None;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            match proxy_protocol::parse(&buf) {
+                Ok(Some(parsed)) => return Some(parsed),
+                Ok(None) => {}
+                Err(why) => {
+                    log::debug!("a connection's PROXY header was refused: {}", why.0);
+                    return None;
+                }
+            }
+        }
+    };
+    let (len, source) = tokio::time::timeout(timeout, read).await.ok()??;
+    let rest = buf.split_off(len);
+    Some((Rewind::new(io, rest), source))
+}
+
+/// A connection with bytes already read from it in front (what came after a PROXY header).
+struct Rewind<IO> {
+    io: IO,
+    prefix: Vec<u8>,
+    at: usize,
+}
+
+impl<IO> Rewind<IO> {
+    fn new(io: IO, prefix: Vec<u8>) -> Self {
+        Rewind { io, prefix, at: 0 }
+    }
+}
+
+impl<IO: AsyncRead + Unpin> AsyncRead for Rewind<IO> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let me = self.get_mut();
+        if me.at < me.prefix.len() {
+            let n = (me.prefix.len() - me.at).min(buf.remaining());
+            buf.put_slice(&me.prefix[me.at..me.at + n]);
+            me.at += n;
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut me.io).poll_read(cx, buf)
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> AsyncWrite for Rewind<IO> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, b: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, b)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+}
+
+/// `fut`'s output, or `None` once `other` is ready.
+pub(super) async fn or_else<F: Future, T: Future>(fut: F, other: T) -> Option<F::Output> {
+    let mut fut = pin!(fut);
+    let mut other = pin!(other);
+    poll_fn(|cx| {
+        if let Poll::Ready(out) = fut.as_mut().poll(cx) {
+            return Poll::Ready(Some(out));
+        }
+        if other.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(None);
+        }
+        Poll::Pending
+    })
+    .await
+}
+
+/// Serves one connection until it ends. A connection with no request under way is closed once
+/// it has been idle for the keep-alive time (before its first request: the head timeout), or,
+/// during a drain, for [`DRAIN_GRACE`] (from the drain's start or its last answer).
+pub(super) fn serve_connection<IO, S, B>(
+    io: IO,
+    peer: Option<SocketAddr>,
+    shared: &Arc<Shared>,
+    service: S,
+) where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: tower_service::Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send,
+    S::Error: Into<BoxError>,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let io = Counted::new(io, shared);
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        let socket_peer = peer.map_or_else(|| "unix".into(), |p| p.ip().to_canonical().to_string());
+        let socket_addr = peer;
+        let (io, peer) = if shared.cfg.proxy_protocol {
+            match proxy_header(io, shared.cfg.head_timeout).await {
+                // The PROXY header's source is the peer from here on (the socket's stays the
+                // `SocketPeer`); a header without an address leaves the socket's.
+                Some((io, source)) => (io, source.or(peer)),
+                None => return,
+            }
+        } else {
+            (Rewind::new(io, Vec::new()), peer)
+        };
+        let state = Arc::new(ConnState {
+            in_flight: AtomicUsize::new(0),
+            answered: AtomicU64::new(0),
+            h2: AtomicBool::new(false),
+            answer: Notify::new(),
+            last_answer: Mutex::new(Instant::now()),
+            peer,
+            socket_addr,
+            socket_peer: socket_peer.into(),
+        });
+        let tracked = Tracked {
+            inner: service,
+            shared: shared.clone(),
+            conn: state.clone(),
+        };
+        let io = TokioIo::new(io);
+        if shared.cfg.http2 {
+            let builder = shared.cfg.auto();
+            let conn = pin!(builder.serve_connection_with_upgrades(io, tracked));
+            drive(conn, |c| c.graceful_shutdown(), &shared, &state).await;
+        } else {
+            let conn = pin!(shared
+                .cfg
+                .http1()
+                .serve_connection(io, tracked)
+                .with_upgrades());
+            drive(conn, |c| c.graceful_shutdown(), &shared, &state).await;
+        }
+    });
+}
+
+/// Drives a connection until it ends, closing it once idle past its limit (see
+/// [`serve_connection`]); `shutdown` is its graceful shutdown.
+async fn drive<C: Future>(
+    mut conn: Pin<&mut C>,
+    shutdown: impl Fn(Pin<&mut C>),
+    shared: &Shared,
+    state: &ConnState,
+) {
+    let mut drain_start = None;
+    loop {
+        let stopping = shared.stopping();
+        if stopping && drain_start.is_none() {
+            drain_start = Some(Instant::now());
+        }
+        if stopping && state.h2.load(Ordering::Relaxed) {
+            // HTTP/2: a GOAWAY now; the streams under way finish, new ones go elsewhere.
+            shutdown(conn.as_mut());
+            let _ = conn.as_mut().await;
+            break;
+        }
+        let limit = if stopping {
+            DRAIN_GRACE
+        } else if state.answered.load(Ordering::Relaxed) == 0 {
+            // No request yet: the client has the head timeout for its first head.
+            shared.cfg.head_timeout
+        } else {
+            shared.cfg.keepalive
+        };
+        let busy = state.in_flight.load(Ordering::Acquire) > 0;
+        let last = *state.last_answer.lock().unwrap_or_else(|p| p.into_inner());
+        let from = drain_start.map_or(last, |d| last.max(d));
+        let until = from + limit;
+        if !busy && Instant::now() >= until {
+            // Idle for the whole limit: close it (at once, as nothing is under way).
+            shutdown(conn.as_mut());
+            let _ = conn.as_mut().await;
+            break;
+        }
+        let mut stop = shared.stop.clone();
+        let wake = async {
+            // Busy: until its answer (then the idle limit starts); idle: until the limit.
+            let timer = async {
+                if busy {
+                    std::future::pending::<()>().await;
+                }
+                tokio::time::sleep_until(until.into()).await;
+            };
+            let timer = or_else(timer, state.answer.notified());
+            if stopping {
+                timer.await;
+            } else {
+                or_else(timer, stop.wait_for(|s| *s)).await;
+            }
+        };
+        if or_else(conn.as_mut(), wake).await.is_some() {
+            break;
+        }
+    }
+}

@@ -1,0 +1,325 @@
+//! One request in the tower mode: the user's service wrapped in the supervisor's glue, the same
+//! operator features as the crate's HTTP server, from the same code: the size limits (414, 431,
+//! 413 answered here), the health routes before the service, the believed client behind a
+//! trusted proxy, the deadline (504) tracked in the heartbeat, the shared metrics, the access log.
+
+use std::convert::Infallible;
+use std::future::{poll_fn, Future};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use http_body_util::{Either, Full};
+use hyper::body::{Body, Bytes, Incoming};
+use hyper::header::{HeaderValue, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE};
+use hyper::{Request, Response, StatusCode, Version};
+use tokio::sync::{watch, Notify};
+
+use super::config::Checked;
+use super::BoxError;
+use crate::http::ops::access_log::write_line;
+use crate::http::ops::forwarded::{believe, ProxySettings};
+use crate::http::ops::health::HealthView;
+use crate::http::ops::metrics::{method_index, HttpCounters};
+use crate::http::AcceptGate;
+use crate::http::{PeerAddr, SocketPeer};
+use crate::prefork::workers::balance::SlotGate;
+use crate::prefork::workers::heartbeat::Heartbeat;
+
+/// The response body the tower mode sends: the app's, or the server's own answer (504 at the
+/// deadline, 500 when the service failed, a refusal, a health route).
+pub(super) type Answer<B> = Response<Either<B, Full<Bytes>>>;
+
+/// What every connection task of a worker process shares.
+pub(super) struct Shared {
+    pub heartbeat: Heartbeat,
+    pub cfg: Checked,
+    pub proxy: ProxySettings,
+    /// This process's block of the supervisor's shared HTTP counters.
+    pub counters: &'static HttpCounters,
+    /// The load-aware accept gate shared with the sibling processes (see `balance.rs`).
+    pub gate: Option<SlotGate>,
+    /// `true` once the worker drains.
+    pub stop: watch::Receiver<bool>,
+    /// Connections open now, upgraded ones (WebSockets) included.
+    pub conns: AtomicUsize,
+    /// Woken when `conns` drops to 0.
+    pub idle: Notify,
+    /// When a request was last answered, in milliseconds since `born` (liveness).
+    pub last_answer_ms: AtomicU64,
+    /// When the runtime's tick task last ran, in milliseconds since `born` (the lifeline).
+    pub tick_ms: AtomicU64,
+    pub born: Instant,
+}
+
+impl Shared {
+    pub(super) fn stopping(&self) -> bool {
+        *self.stop.borrow()
+    }
+}
+
+impl HealthView for Shared {
+    fn not_ready(&self) -> Option<String> {
+        // The worker serves only once its runtime and listeners are up.
+        None
+    }
+
+    fn stuck(&self, after: Duration, now: Instant) -> Option<String> {
+        let running = self.counters.snapshot().in_flight;
+        let last = self.born + Duration::from_millis(self.last_answer_ms.load(Ordering::Relaxed));
+        let quiet = now.saturating_duration_since(last);
+        (running > 0 && quiet >= after).then(|| {
+            format!(
+                "stuck: {running} request(s) running and none answered for {:.1} s (live_after {:?})",
+                quiet.as_secs_f64(),
+                after
+            )
+        })
+    }
+}
+
+/// One connection's requests under way, its last answer (for the idle and drain limits) and its
+/// peer.
+pub(super) struct ConnState {
+    pub in_flight: AtomicUsize,
+    /// Requests answered on it (before the first, an idle connection waits for a head: the head
+    /// timeout applies, not the keep-alive time).
+    pub answered: AtomicU64,
+    pub last_answer: Mutex<Instant>,
+    /// Whether it speaks HTTP/2 (seen on its first request).
+    pub h2: AtomicBool,
+    /// Woken when a request of it is answered (the idle limit starts).
+    pub answer: Notify,
+    /// The socket's peer (`None`: a Unix socket).
+    pub peer: Option<SocketAddr>,
+    /// The socket's own peer (`peer` is a PROXY header's source when there is one).
+    pub socket_addr: Option<SocketAddr>,
+    /// The socket's peer as the [`SocketPeer`] extension shows it.
+    pub socket_peer: Arc<str>,
+}
+
+/// Counts a request of a connection as under way while it lives.
+struct InFlight(Arc<ConnState>);
+
+impl InFlight {
+    fn new(conn: &Arc<ConnState>) -> InFlight {
+        conn.in_flight.fetch_add(1, Ordering::AcqRel);
+        InFlight(conn.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        *self.0.last_answer.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+        self.0.answered.fetch_add(1, Ordering::Relaxed);
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.0.answer.notify_one();
+    }
+}
+
+/// The user's service with the supervisor's glue, as a hyper service.
+pub(super) struct Tracked<S> {
+    pub inner: S,
+    pub shared: Arc<Shared>,
+    pub conn: Arc<ConnState>,
+}
+
+fn own_answer<B>(status: StatusCode, text: String) -> Answer<B> {
+    let mut resp = Response::new(Either::Right(Full::new(Bytes::from(text))));
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    resp
+}
+
+/// The server's refusal of a request that exceeds a limit hyper does not check: the request line
+/// (414), a header field line (431), a declared body (413).
+fn refusal(req: &Request<Incoming>, cfg: &Checked) -> Option<(StatusCode, String)> {
+    let l = &cfg.limits;
+    let target = req.uri().path_and_query().map_or(1, |p| p.as_str().len());
+    // `METHOD SP target SP HTTP/1.1`
+    let line = req.method().as_str().len() + 1 + target + 9;
+    if line > l.request_line {
+        return Some((
+            StatusCode::URI_TOO_LONG,
+            format!(
+                "request line too long (the limit is {} bytes)\n",
+                l.request_line
+            ),
+        ));
+    }
+    for (name, value) in req.headers() {
+        if name.as_str().len() + 2 + value.len() > l.field_size {
+            return Some((
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                format!(
+                    "header field too long (the limit is {} bytes)\n",
+                    l.field_size
+                ),
+            ));
+        }
+    }
+    let declared = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > l.body_bytes) {
+        return Some((
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "request body too large (the limit is {} bytes)\n",
+                l.body_bytes
+            ),
+        ));
+    }
+    None
+}
+
+impl<S> Tracked<S> {
+    /// The believed client (a trusted proxy's word, else the socket's peer) into the request's
+    /// extensions, as the HTTP server puts them; its text for the access log.
+    fn client(&self, req: &mut Request<Incoming>) -> Arc<str> {
+        let peer_ip = self.conn.peer.map(|a| a.ip().to_canonical());
+        let named = believe(&self.shared.proxy, peer_ip, req.headers()).client;
+        let client = match (named, self.conn.peer) {
+            (Some(ip), _) => SocketAddr::new(ip, 0),
+            (None, Some(peer)) => SocketAddr::new(peer.ip().to_canonical(), peer.port()),
+            (None, None) => SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0),
+        };
+        // As the HTTP server's `PeerAddr`: the client a trusted proxy names, else the peer (the
+        // PROXY header's source, else the socket's), else `unix`.
+        let text: Arc<str> = match (named, self.conn.peer) {
+            (Some(ip), _) => ip.to_string().into(),
+            (None, Some(peer)) if Some(peer) == self.conn.socket_addr => {
+                self.conn.socket_peer.clone()
+            }
+            (None, Some(peer)) => peer.ip().to_canonical().to_string().into(),
+            (None, None) => self.conn.socket_peer.clone(),
+        };
+        let ext = req.extensions_mut();
+        ext.insert(PeerAddr(text.clone()));
+        ext.insert(SocketPeer(self.conn.socket_peer.clone()));
+        if let Some(make) = &self.shared.cfg.connect_info {
+            make(client, ext);
+        }
+        text
+    }
+}
+
+impl<S, B> hyper::service::Service<Request<Incoming>> for Tracked<S>
+where
+    S: tower_service::Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send,
+    S::Error: Into<BoxError>,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    type Response = Answer<B>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Answer<B>, Infallible>> + Send>>;
+
+    fn call(&self, mut req: Request<Incoming>) -> Self::Future {
+        let started = Instant::now();
+        let shared = self.shared.clone();
+        let cfg = &shared.cfg;
+        let in_flight = InFlight::new(&self.conn);
+        shared.counters.started();
+        let method = method_index(req.method());
+        let log = cfg
+            .access_log
+            .as_ref()
+            .map(|f| f.capture(req.method(), req.uri(), req.version(), req.headers()));
+        let peer = self.client(&mut req);
+        let own = refusal(&req, cfg);
+        let close = own.is_some();
+        let own = own.or_else(|| {
+            let routes = cfg.health.as_ref()?;
+            let resp = routes.answer(req.uri().path(), shared.stopping(), &*shared)?;
+            let status = resp.status();
+            Some((status, String::from_utf8_lossy(resp.body()).into_owned()))
+        });
+        let mut service = self.inner.clone();
+        let conn = self.conn.clone();
+        let h1 = req.version() < Version::HTTP_2;
+        if !h1 {
+            conn.h2.store(true, Ordering::Relaxed);
+        }
+        let line = format!("{} {} {:?}", req.method(), req.uri(), req.version());
+        let budget = cfg
+            .deadline_for
+            .as_ref()
+            .and_then(|f| f(req.method(), req.uri()))
+            .unwrap_or(cfg.deadline);
+        Box::pin(async move {
+            let (mut resp, by_server) = match own {
+                Some((status, text)) => (own_answer(status, text), true),
+                None => serve(&mut service, req, &shared, &line, budget).await,
+            };
+            let cap = shared.gate.as_ref().and_then(|g| g.keepalive_requests());
+            // The gate's cap: clients reconnect now and then, to the process the gate picks.
+            let capped = cap.is_some_and(|cap| conn.answered.load(Ordering::Relaxed) + 1 >= cap);
+            // (HTTP/2 has no `Connection`: a stop sends GOAWAY on the connection instead.)
+            if h1 && (close || capped || shared.stopping()) {
+                // hyper closes the connection once this answer is written.
+                resp.headers_mut()
+                    .insert(CONNECTION, HeaderValue::from_static("close"));
+            }
+            let status = resp.status().as_u16();
+            let bytes = resp.body().size_hint().exact().unwrap_or(0) as usize;
+            let took = started.elapsed();
+            if by_server {
+                shared.counters.own_answer(status);
+            }
+            shared.counters.answered(method, status, bytes, took);
+            let since = shared.born.elapsed().as_millis() as u64;
+            shared.last_answer_ms.store(since, Ordering::Relaxed);
+            if let (Some(fmt), Some(log)) = (shared.cfg.access_log.as_ref(), log.as_ref()) {
+                write_line(fmt, &peer, log, status, resp.headers(), bytes, took);
+            }
+            drop(in_flight);
+            Ok(resp)
+        })
+    }
+}
+
+/// Runs the service on `req` within `budget`: its answer, or the server's own (504 at the
+/// deadline, 500 when it failed; `true` then).
+async fn serve<S, B>(
+    service: &mut S,
+    req: Request<Incoming>,
+    shared: &Shared,
+    line: &str,
+    budget: Duration,
+) -> (Answer<B>, bool)
+where
+    S: tower_service::Service<Request<Incoming>, Response = Response<B>>,
+    S::Error: Into<BoxError>,
+{
+    let deadline = Instant::now() + budget;
+    // The master sees each running request: one still running `request_grace` after its deadline
+    // (a runtime thread blocked, so the timer below cannot fire) gets the whole process replaced.
+    // Dropping the guard counts the request (and `max_requests`).
+    let running = shared.heartbeat.track(deadline, line);
+    let called = async {
+        poll_fn(|cx| service.poll_ready(cx)).await?;
+        service.call(req).await
+    };
+    let answer = tokio::time::timeout_at(deadline.into(), called).await;
+    drop(running);
+    match answer {
+        Ok(Ok(resp)) => (resp.map(Either::Left), false),
+        Ok(Err(e)) => {
+            log::error!("{line}: the service failed: {}", e.into());
+            let text = "internal server error\n".to_string();
+            (own_answer(StatusCode::INTERNAL_SERVER_ERROR, text), true)
+        }
+        Err(_) => {
+            log::warn!("{line}: no answer within its deadline of {budget:?}; answered 504");
+            let text = "gateway timeout\n".to_string();
+            (own_answer(StatusCode::GATEWAY_TIMEOUT, text), true)
+        }
+    }
+}
