@@ -546,10 +546,12 @@ pub fn self_call() -> Result<(), String> {
                 let addr = SELF_ADDR.get().copied().expect("set before the fork");
                 // The mistake: a blocking client on the runtime's only thread.
                 let inner = ureq::get(&format!("http://{addr}/hello"))
-                    .timeout(Duration::from_secs(20))
+                    .config()
+                    .timeout_global(Some(Duration::from_secs(20)))
+                    .build()
                     .call()
-                    .map_err(|e| e.to_string())
-                    .and_then(|r| r.into_string().map_err(|e| e.to_string()));
+                    .and_then(|r| r.into_body().read_to_string())
+                    .map_err(|e| e.to_string());
                 text(format!(
                     "outer got: {}\n",
                     inner.unwrap_or_else(|e| e).trim()
