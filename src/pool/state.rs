@@ -17,7 +17,7 @@ use super::config::PoolConfig;
 use super::context::Context;
 use super::deadlines::{nanos_since, DeadlineBoard, SlotDeadline};
 use super::guard;
-use super::idle_wait::IdleWait;
+use super::idle_wait::{IdleWait, Lend};
 use super::job::{Job, JobCore, JobView};
 use super::stats::{Counters, Stats};
 use crate::error::{Error, Stage};
@@ -62,7 +62,7 @@ pub(crate) struct WorkerSlot<Req, Resp> {
     pub(crate) deadline: SlotDeadline,
     /// A job this slot's worker submitted while it rested in the pool's sleeper: it runs it next
     /// (see `idle_wait::resting_worker`).
-    pub(crate) lent: Mutex<Option<Arc<Job<Req, Resp>>>>,
+    pub(crate) lent: Lend<Arc<Job<Req, Resp>>>,
 }
 
 /// The state every thread of a pool shares.
@@ -125,7 +125,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
                     running: None,
                 }),
                 deadline: SlotDeadline::new(),
-                lent: Mutex::new(None),
+                lent: Lend::new(),
             })
             .collect();
         let id = NEXT_POOL_ID.fetch_add(1, Ordering::Relaxed);

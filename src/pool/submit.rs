@@ -12,7 +12,7 @@ use crossbeam_channel::TrySendError;
 use super::completion::Waiter;
 use super::config::Reentry;
 use super::guard::{self, Position, NOT_A_WORKER};
-use super::idle_wait::resting_worker;
+use super::idle_wait::Lend;
 use super::job::{Job, JobCore, JobView, PoolOps, ANSWERED_UNRUN, QUEUED, RUNNING};
 use super::state::{Msg, PoolState, SERVING, STOPPED};
 use super::stats::Counters;
@@ -29,12 +29,9 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
         }
         // Submitted by one of our workers from its sleeper (it read the request): that worker
         // runs it next, no other thread is woken.
-        if let Some(index) = resting_worker(self.id) {
-            let mut lent = self.slots[index].lent.lock();
-            if lent.is_none() {
-                *lent = Some(job.clone());
-                return Ok(());
-            }
+        let lends = |index: usize| self.slots.get(index).map(|s| &s.lent);
+        if Lend::offer_from_resting(lends, self.id, || job.clone()) {
+            return Ok(());
         }
         match self.tx.try_send(Msg::Job(job.clone())) {
             Ok(()) => self.idle_wait.wake_one(),

@@ -203,7 +203,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
         loop {
             self.idle.fetch_add(1, Ordering::SeqCst);
             let msg = self.idle_wait.recv(&self.rx, (self.id, index), || {
-                slot.lent.lock().take().map(Msg::Job)
+                slot.lent.take().map(Msg::Job)
             });
             self.idle.fetch_sub(1, Ordering::SeqCst);
             let job = match msg {
