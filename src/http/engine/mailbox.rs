@@ -101,6 +101,7 @@ mod tests {
 #[cfg(all(test, loom))]
 mod loom_models {
     use super::*;
+    use loom::sync::atomic::{AtomicU64, Ordering};
     use loom::sync::Arc;
     use loom::thread;
 
@@ -110,20 +111,25 @@ mod loom_models {
     fn loom_an_answer_posted_while_the_connection_is_held_is_applied_once() {
         loom::model(|| {
             let mb = Arc::new(Mailbox::<Vec<u32>, u32>::new(Vec::new()));
-            let drain = |v: &mut Option<Vec<u32>>, mb: &Mailbox<Vec<u32>, u32>| {
-                while let Some(m) = mb.take_mail() {
-                    v.as_mut().unwrap().push(m);
-                }
-                true
-            };
+            // As `ConnCell::with`'s step: apply what the mailbox holds, then re-arm (an atomic
+            // swap, a point where another thread may run while the cell is still held).
+            let armed = Arc::new(AtomicU64::new(0));
+            let step =
+                |v: &mut Option<Vec<u32>>, mb: &Mailbox<Vec<u32>, u32>, armed: &AtomicU64| {
+                    while let Some(m) = mb.take_mail() {
+                        v.as_mut().unwrap().push(m);
+                    }
+                    armed.swap(1, Ordering::SeqCst);
+                    true
+                };
             let answerer = {
-                let mb = mb.clone();
+                let (mb, armed) = (mb.clone(), armed.clone());
                 thread::spawn(move || {
                     mb.post(1);
-                    mb.visit(false, |v| drain(v, &mb));
+                    mb.visit(false, |v| step(v, &mb, &armed));
                 })
             };
-            mb.visit(true, |v| drain(v, &mb));
+            mb.visit(true, |v| step(v, &mb, &armed));
             answerer.join().unwrap();
             assert!(mb.take_mail().is_none(), "an answer left in the mailbox");
             assert_eq!(mb.take(), Some(vec![1]), "applied exactly once");
