@@ -16,7 +16,7 @@ use std::cell::Cell;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use crossbeam_channel::{Receiver, TryRecvError};
+use crossbeam_channel::{Receiver, SendTimeoutError, Sender, TryRecvError, TrySendError};
 
 use crate::sync::{fence, AtomicUsize, Condvar, Mutex, RwLock};
 
@@ -97,6 +97,69 @@ impl Resting {
 impl Drop for Resting {
     fn drop(&mut self) {
         RESTING.with(|r| r.set((0, 0)));
+    }
+}
+
+/// The pool's queue: the bounded channel and the idle workers that sleep on it. Every message put
+/// in wakes one sleeper; the fields are this file's, so no message can go in without its wake-up.
+pub(crate) struct JobQueue<T> {
+    tx: Sender<T>,
+    rx: Receiver<T>,
+    wait: IdleWait,
+}
+
+impl<T> JobQueue<T> {
+    pub(crate) fn new(capacity: usize) -> Self {
+        let (tx, rx) = crossbeam_channel::bounded(capacity);
+        JobQueue {
+            tx,
+            rx,
+            wait: IdleWait::default(),
+        }
+    }
+
+    /// Put `msg` in (refused when full), waking one sleeping worker.
+    #[inline]
+    pub(crate) fn push(&self, msg: T) -> Result<(), TrySendError<T>> {
+        self.tx.try_send(msg)?;
+        self.wait.wake_one();
+        Ok(())
+    }
+
+    /// Put `msg` in, waiting for room until `until`; false if there was none by then.
+    pub(crate) fn push_until(&self, msg: T, until: std::time::Instant) -> bool {
+        match self.tx.send_deadline(msg, until) {
+            Ok(()) => {
+                self.wait.wake_one();
+                true
+            }
+            Err(SendTimeoutError::Timeout(_) | SendTimeoutError::Disconnected(_)) => false,
+        }
+    }
+
+    /// A message, if one is queued now.
+    pub(crate) fn try_take(&self) -> Option<T> {
+        self.rx.try_recv().ok()
+    }
+
+    /// Messages queued now.
+    pub(crate) fn len(&self) -> usize {
+        self.tx.len()
+    }
+
+    /// The next message for idle worker `index` of pool `pool` (see [`IdleWait::recv`]).
+    #[inline]
+    pub(crate) fn recv(
+        &self,
+        at: (usize, usize),
+        lent: impl Fn() -> Option<T>,
+    ) -> Result<T, TryRecvError> {
+        self.wait.recv(&self.rx, at, lent)
+    }
+
+    /// See [`IdleWait::set_sleeper`].
+    pub(crate) fn set_sleeper(&self, sleeper: Option<Arc<dyn Sleeper>>) {
+        self.wait.set_sleeper(sleeper);
     }
 }
 

@@ -10,14 +10,13 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender};
 use parking_lot::{Condvar, Mutex};
 
 use super::config::PoolConfig;
 use super::context::Context;
 use super::deadlines::{nanos_since, DeadlineBoard, SlotDeadline};
 use super::guard;
-use super::idle_wait::{IdleWait, Lend};
+use super::idle_wait::{JobQueue, Lend};
 use super::job::{Job, JobCore, JobView};
 use super::stats::{Counters, Stats};
 use crate::error::{Error, Stage};
@@ -39,6 +38,101 @@ pub(crate) const STOPPED: u8 = 2;
 
 /// The longest budget a job can have; longer ones are clamped (no `Instant` overflow).
 const MAX_BUDGET: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// Where the pool is in its life (serving, draining, stopped), whether `build` has returned, how
+/// many threads own a slot, and the one shutdown that does the work. Its fields are this file's;
+/// every other file goes through its methods.
+pub(crate) struct Lifecycle {
+    /// [`SERVING`], [`DRAINING`] or [`STOPPED`].
+    phase: AtomicU8,
+    /// Set once `build` has returned: from then on a failing state init is retried, not reported.
+    started: AtomicBool,
+    /// Held by the shutdown that does the work; true once one finished.
+    shutdown_done: Mutex<bool>,
+    /// Threads that own a slot (read the queue).
+    ///
+    /// A count, not "every worker's sender dropped" (tokio's blocking pool): the watchdog retires
+    /// a stuck worker from its own thread while that thread lives on in its handler, so the
+    /// thread cannot hold what tells the shutdown it is gone; and the shutdown reports how many
+    /// threads it left running, which a channel cannot say.
+    live: Mutex<usize>,
+    live_cv: Condvar,
+}
+
+impl Lifecycle {
+    fn new() -> Self {
+        Lifecycle {
+            phase: AtomicU8::new(SERVING),
+            started: AtomicBool::new(false),
+            shutdown_done: Mutex::new(false),
+            live: Mutex::new(0),
+            live_cv: Condvar::new(),
+        }
+    }
+
+    /// The phase now (an acquire load).
+    #[inline]
+    pub(crate) fn phase(&self) -> u8 {
+        self.phase.load(Ordering::Acquire)
+    }
+
+    /// The phase, read in the single total order of `SeqCst` operations (after a `SeqCst`
+    /// fence: an enqueue racing a shutdown's drain).
+    #[inline]
+    pub(crate) fn phase_seqcst(&self) -> u8 {
+        self.phase.load(Ordering::SeqCst)
+    }
+
+    /// Serving → draining (a graceful shutdown); no change in any other phase.
+    pub(crate) fn begin_drain(&self) {
+        let _ = self
+            .phase
+            .compare_exchange(SERVING, DRAINING, Ordering::SeqCst, Ordering::SeqCst);
+    }
+
+    pub(crate) fn stop(&self) {
+        self.phase.store(STOPPED, Ordering::SeqCst);
+    }
+
+    pub(crate) fn mark_started(&self) {
+        self.started.store(true, Ordering::SeqCst);
+    }
+
+    pub(crate) fn started(&self) -> bool {
+        self.started.load(Ordering::SeqCst)
+    }
+
+    /// The shutdown's lock: the guard says whether a shutdown finished already; the one that
+    /// holds it and finds false does the work and sets it.
+    pub(crate) fn shutdown_once(&self) -> parking_lot::MutexGuard<'_, bool> {
+        self.shutdown_done.lock()
+    }
+
+    /// A thread took a slot.
+    pub(crate) fn worker_joined(&self) {
+        *self.live.lock() += 1;
+    }
+
+    /// A thread stopped owning a slot (it exited, or the watchdog retired it).
+    pub(crate) fn worker_left(&self) {
+        let mut live = self.live.lock();
+        *live -= 1;
+        if *live == 0 {
+            self.live_cv.notify_all();
+        }
+    }
+
+    /// Wait until no thread owns a slot, or `until`; the number still live.
+    pub(crate) fn wait_workers_gone(&self, until: Instant) -> usize {
+        let mut live = self.live.lock();
+        while *live > 0 {
+            if self.live_cv.wait_until(&mut live, until).timed_out() {
+                break;
+            }
+        }
+        *live
+    }
+}
 
 /// A job a worker is running, as the watchdog sees it.
 pub(crate) struct Running<Req, Resp> {
@@ -70,11 +164,9 @@ pub(crate) struct PoolState<Req, Resp> {
     pub(crate) id: usize,
     pub(crate) config: PoolConfig,
     pub(crate) handler: Handler<Req, Resp>,
-    pub(crate) tx: Sender<Msg<Req, Resp>>,
-    pub(crate) rx: Receiver<Msg<Req, Resp>>,
-    /// Where idle workers sleep; rung after every message put in the queue.
-    pub(crate) idle_wait: IdleWait,
-    pub(crate) state: AtomicU8,
+    /// The queue and the idle workers sleeping on it.
+    pub(crate) queue: JobQueue<Msg<Req, Resp>>,
+    pub(crate) life: Lifecycle,
     pub(crate) next_id: AtomicU64,
     pub(crate) idle: AtomicUsize,
     pub(crate) slots: Box<[WorkerSlot<Req, Resp>]>,
@@ -84,17 +176,11 @@ pub(crate) struct PoolState<Req, Resp> {
     pub(crate) watchdog_thread: Mutex<Option<JoinHandle<()>>>,
     /// Worker threads, with the slot and generation each was started for.
     pub(crate) threads: Mutex<Vec<(usize, u64, JoinHandle<()>)>>,
-    /// Threads that own a slot (read the queue).
-    pub(crate) live_workers: Mutex<usize>,
-    pub(crate) live_workers_cv: Condvar,
     pub(crate) epoch: Instant,
     /// A `Weak<Owner<Req, Resp>>`, handed to every [`Context`] so a handler can reach its pool.
     pool_any: Arc<dyn Any + Send + Sync>,
     pub(crate) logged_reentry: AtomicBool,
     pub(crate) logged_cycle: AtomicBool,
-    pub(crate) shutdown_lock: Mutex<bool>,
-    /// Set once `build` has returned: from then on a failing state init is retried, not reported.
-    pub(crate) started: AtomicBool,
     /// The first worker whose state init failed during `build`, and why.
     pub(crate) init_failed: Mutex<Option<(usize, String)>>,
     /// Called (on the watchdog's thread) each time a job runs past its deadline with the budget
@@ -117,7 +203,6 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
         handler: Handler<Req, Resp>,
         pool_any: Arc<dyn Any + Send + Sync>,
     ) -> Self {
-        let (tx, rx) = crossbeam_channel::bounded(config.queue_capacity);
         let slots = (0..config.workers)
             .map(|_| WorkerSlot {
                 state: Mutex::new(SlotState {
@@ -128,16 +213,15 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
                 lent: Lend::new(),
             })
             .collect();
+        let queue = JobQueue::new(config.queue_capacity);
         let id = NEXT_POOL_ID.fetch_add(1, Ordering::Relaxed);
         guard::register_name(id, &config.name);
         PoolState {
             id,
             config,
             handler,
-            tx,
-            rx,
-            idle_wait: IdleWait::default(),
-            state: AtomicU8::new(SERVING),
+            queue,
+            life: Lifecycle::new(),
             next_id: AtomicU64::new(1),
             idle: AtomicUsize::new(0),
             slots,
@@ -145,14 +229,10 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
             board: DeadlineBoard::new(),
             watchdog_thread: Mutex::new(None),
             threads: Mutex::new(Vec::new()),
-            live_workers: Mutex::new(0),
-            live_workers_cv: Condvar::new(),
             epoch: Instant::now(),
             pool_any,
             logged_reentry: AtomicBool::new(false),
             logged_cycle: AtomicBool::new(false),
-            shutdown_lock: Mutex::new(false),
-            started: AtomicBool::new(false),
             init_failed: Mutex::new(None),
             on_budget_spent: std::sync::OnceLock::new(),
         }
@@ -293,7 +373,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
             workers: self.config.workers,
             busy,
             idle,
-            queued: self.tx.len(),
+            queued: self.queue.len(),
             completed: get(&c.completed),
             inline_completed: get(&c.inline_completed),
             failed: get(&c.failed),

@@ -50,13 +50,13 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
                 thread::sleep(Duration::from_millis(1));
             }
         }
-        self.started.store(true, Ordering::SeqCst);
+        self.life.mark_started();
         Ok(())
     }
 
     /// Start a thread that owns slot `index` with generation `gen`. False if the OS refused.
     pub(crate) fn spawn_worker(self: &Arc<Self>, index: usize, gen: u64) -> bool {
-        *self.live_workers.lock() += 1;
+        self.life.worker_joined();
         let me = self.clone();
         let spawned = thread::Builder::new()
             .name(format!("{}-worker-{index}", self.config.name))
@@ -82,11 +82,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
 
     /// A thread stopped owning a slot (it exited, or the watchdog retired it).
     pub(crate) fn live_worker_left(&self) {
-        let mut live = self.live_workers.lock();
-        *live -= 1;
-        if *live == 0 {
-            self.live_workers_cv.notify_all();
-        }
+        self.life.worker_left();
     }
 
     fn recycle_budget(&self, index: usize) -> u64 {
@@ -142,7 +138,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
                 }
                 Err(cause) => cause,
             };
-            if !self.started.load(Ordering::SeqCst) {
+            if !self.life.started() {
                 self.init_failed.lock().get_or_insert((index, cause));
                 return false;
             }
@@ -158,7 +154,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
             );
             let until = Instant::now() + wait;
             while Instant::now() < until {
-                if self.state.load(Ordering::Acquire) != SERVING {
+                if self.life.phase() != SERVING {
                     self.counters.without_state.fetch_sub(1, Ordering::Relaxed);
                     return false;
                 }
@@ -202,9 +198,9 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
         let mut served = 0u64;
         loop {
             self.idle.fetch_add(1, Ordering::SeqCst);
-            let msg = self.idle_wait.recv(&self.rx, (self.id, index), || {
-                slot.lent.take().map(Msg::Job)
-            });
+            let msg = self
+                .queue
+                .recv((self.id, index), || slot.lent.take().map(Msg::Job));
             self.idle.fetch_sub(1, Ordering::SeqCst);
             let job = match msg {
                 Ok(Msg::Job(job)) => job,
@@ -246,13 +242,13 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
                 break true;
             }
             served += 1;
-            if budget > 0 && served >= budget && self.state.load(Ordering::Acquire) == SERVING {
+            if budget > 0 && served >= budget && self.life.phase() == SERVING {
                 if self.recycle(index) {
                     break false;
                 }
                 served = 0;
             }
-            if self.state.load(Ordering::Acquire) == STOPPED {
+            if self.life.phase() == STOPPED {
                 break false;
             }
         }
