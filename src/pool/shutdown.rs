@@ -57,7 +57,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
         for _ in 0..stops {
             let _ = self.queue.push(Msg::Stop);
         }
-        for slot in self.slots.iter() {
+        for slot in self.workers.slots().iter() {
             let s = slot.state.lock();
             if let Some(r) = &s.running {
                 r.job.core.cancel();
@@ -101,8 +101,8 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
         // Join every thread that has left the queue (the current owner of each slot, once no
         // thread reads the queue) and any that is done; threads stuck in a handler (retired, or
         // still running at the timeout) are left to end on their own.
-        for (index, gen, handle) in std::mem::take(&mut *self.threads.lock()) {
-            let current = self.slots[index].state.lock().gen == gen;
+        for (index, gen, handle) in self.workers.take_threads() {
+            let current = self.workers.slot(index).state.lock().gen == gen;
             if handle.is_finished() || (left == 0 && current) {
                 let _ = handle.join();
             }

@@ -159,30 +159,98 @@ pub(crate) struct WorkerSlot<Req, Resp> {
     pub(crate) lent: Lend<Arc<Job<Req, Resp>>>,
 }
 
+/// The worker slots, the threads that own them, and how many wait for a job. Its fields are this
+/// file's; every other file goes through its methods.
+pub(crate) struct Workers<Req, Resp> {
+    slots: Box<[WorkerSlot<Req, Resp>]>,
+    /// Workers waiting for a job now.
+    idle: AtomicUsize,
+    /// Worker threads, with the slot and generation each was started for.
+    threads: Mutex<Vec<(usize, u64, JoinHandle<()>)>>,
+    /// The first worker whose state init failed during `build`, and why.
+    init_failed: Mutex<Option<(usize, String)>>,
+}
+
+impl<Req, Resp> Workers<Req, Resp> {
+    fn new(slots: Box<[WorkerSlot<Req, Resp>]>) -> Self {
+        Workers {
+            slots,
+            idle: AtomicUsize::new(0),
+            threads: Mutex::new(Vec::new()),
+            init_failed: Mutex::new(None),
+        }
+    }
+
+    /// Slot `index` (one of `workers`).
+    #[inline]
+    pub(crate) fn slot(&self, index: usize) -> &WorkerSlot<Req, Resp> {
+        &self.slots[index]
+    }
+
+    #[inline]
+    pub(crate) fn slots(&self) -> &[WorkerSlot<Req, Resp>] {
+        &self.slots
+    }
+
+    /// Workers waiting for a job now.
+    #[inline]
+    pub(crate) fn idle(&self) -> usize {
+        self.idle.load(Ordering::SeqCst)
+    }
+
+    /// Run `wait` (a worker waiting for its next job) counted as idle.
+    #[inline]
+    pub(crate) fn idle_while<R>(&self, wait: impl FnOnce() -> R) -> R {
+        self.idle.fetch_add(1, Ordering::SeqCst);
+        let got = wait();
+        self.idle.fetch_sub(1, Ordering::SeqCst);
+        got
+    }
+
+    /// Keep `handle`, the thread started for slot `index` at generation `gen` (and forget the
+    /// threads that are done).
+    pub(crate) fn track_thread(&self, index: usize, gen: u64, handle: JoinHandle<()>) {
+        let mut threads = self.threads.lock();
+        threads.retain(|(_, _, h)| !h.is_finished());
+        threads.push((index, gen, handle));
+    }
+
+    /// Every thread kept, with its slot and generation (the shutdown joins them).
+    pub(crate) fn take_threads(&self) -> Vec<(usize, u64, JoinHandle<()>)> {
+        std::mem::take(&mut *self.threads.lock())
+    }
+
+    /// Worker `index`'s state init failed during `build` (the first failure is kept).
+    pub(crate) fn init_failed(&self, index: usize, cause: String) {
+        self.init_failed.lock().get_or_insert((index, cause));
+    }
+
+    /// The first init failure, taken.
+    pub(crate) fn take_init_failure(&self) -> Option<(usize, String)> {
+        self.init_failed.lock().take()
+    }
+}
+
 /// The state every thread of a pool shares.
 pub(crate) struct PoolState<Req, Resp> {
     pub(crate) id: usize,
     pub(crate) config: PoolConfig,
-    pub(crate) handler: Handler<Req, Resp>,
+    handler: Handler<Req, Resp>,
     /// The queue and the idle workers sleeping on it.
     pub(crate) queue: JobQueue<Msg<Req, Resp>>,
     pub(crate) life: Lifecycle,
     pub(crate) next_id: AtomicU64,
-    pub(crate) idle: AtomicUsize,
-    pub(crate) slots: Box<[WorkerSlot<Req, Resp>]>,
+    /// The worker slots and their threads.
+    pub(crate) workers: Workers<Req, Resp>,
     pub(crate) counters: Counters,
     /// The watchdog's deadlines (running and queued jobs).
     pub(crate) board: DeadlineBoard<Job<Req, Resp>>,
     pub(crate) watchdog_thread: Mutex<Option<JoinHandle<()>>>,
-    /// Worker threads, with the slot and generation each was started for.
-    pub(crate) threads: Mutex<Vec<(usize, u64, JoinHandle<()>)>>,
     pub(crate) epoch: Instant,
     /// A `Weak<Owner<Req, Resp>>`, handed to every [`Context`] so a handler can reach its pool.
     pool_any: Arc<dyn Any + Send + Sync>,
     pub(crate) logged_reentry: AtomicBool,
     pub(crate) logged_cycle: AtomicBool,
-    /// The first worker whose state init failed during `build`, and why.
-    pub(crate) init_failed: Mutex<Option<(usize, String)>>,
     /// Called (on the watchdog's thread) each time a job runs past its deadline with the budget
     /// of retired threads (`max_retired`) spent, so that its worker is not replaced: the HTTP
     /// server's stuck policy.
@@ -223,17 +291,14 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
             queue,
             life: Lifecycle::new(),
             next_id: AtomicU64::new(1),
-            idle: AtomicUsize::new(0),
-            slots,
+            workers: Workers::new(slots),
             counters: Counters::default(),
             board: DeadlineBoard::new(),
             watchdog_thread: Mutex::new(None),
-            threads: Mutex::new(Vec::new()),
             epoch: Instant::now(),
             pool_any,
             logged_reentry: AtomicBool::new(false),
             logged_cycle: AtomicBool::new(false),
-            init_failed: Mutex::new(None),
             on_budget_spent: std::sync::OnceLock::new(),
         }
     }
@@ -250,7 +315,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
 
     #[inline]
     pub(crate) fn idle_workers(&self) -> usize {
-        self.idle.load(Ordering::SeqCst)
+        self.workers.idle()
     }
 
     #[inline]
@@ -366,7 +431,12 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
     pub(crate) fn stats(&self) -> Stats {
         let c = &self.counters;
         let idle = self.idle_workers().min(self.config.workers);
-        let busy = self.slots.iter().filter(|s| s.deadline.is_busy()).count();
+        let busy = self
+            .workers
+            .slots()
+            .iter()
+            .filter(|s| s.deadline.is_busy())
+            .count();
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
         Stats {
             name: self.config.name.clone(),

@@ -29,7 +29,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
         }
         // Submitted by one of our workers from its sleeper (it read the request): that worker
         // runs it next, no other thread is woken.
-        let lends = |index: usize| self.slots.get(index).map(|s| &s.lent);
+        let lends = |index: usize| self.workers.slots().get(index).map(|s| &s.lent);
         if Lend::offer_from_resting(lends, self.id, || job.clone()) {
             return Ok(());
         }

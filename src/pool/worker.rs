@@ -34,8 +34,8 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
         // is ready when `build` returns (its stats say idle, and callers that check for an idle
         // worker see one).
         let mut spins = 0u32;
-        while self.idle.load(Ordering::SeqCst) < self.config.workers {
-            if let Some((index, cause)) = self.init_failed.lock().take() {
+        while self.workers.idle() < self.config.workers {
+            if let Some((index, cause)) = self.workers.take_init_failure() {
                 return Err(BuildError::new(
                     "init",
                     format!("worker {index}"),
@@ -63,9 +63,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
             .spawn(move || me.worker_loop(index, gen));
         match spawned {
             Ok(handle) => {
-                let mut threads = self.threads.lock();
-                threads.retain(|(_, _, h)| !h.is_finished());
-                threads.push((index, gen, handle));
+                self.workers.track_thread(index, gen, handle);
                 true
             }
             Err(e) => {
@@ -139,7 +137,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
                 Err(cause) => cause,
             };
             if !self.life.started() {
-                self.init_failed.lock().get_or_insert((index, cause));
+                self.workers.init_failed(index, cause);
                 return false;
             }
             if !lacking {
@@ -194,14 +192,13 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
     /// Take and run jobs until told to stop (false) or retired by the watchdog (true).
     fn serve_jobs(self: &Arc<Self>, index: usize, gen: u64) -> bool {
         let budget = self.recycle_budget(index);
-        let slot = &self.slots[index];
+        let slot = self.workers.slot(index);
         let mut served = 0u64;
         loop {
-            self.idle.fetch_add(1, Ordering::SeqCst);
-            let msg = self
-                .queue
-                .recv((self.id, index), || slot.lent.take().map(Msg::Job));
-            self.idle.fetch_sub(1, Ordering::SeqCst);
+            let msg = self.workers.idle_while(|| {
+                self.queue
+                    .recv((self.id, index), || slot.lent.take().map(Msg::Job))
+            });
             let job = match msg {
                 Ok(Msg::Job(job)) => job,
                 Ok(Msg::Stop) | Err(_) => break false,
@@ -258,7 +255,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
     /// start (this thread then keeps serving).
     fn recycle(self: &Arc<Self>, index: usize) -> bool {
         let new_gen = {
-            let mut s = self.slots[index].state.lock();
+            let mut s = self.workers.slot(index).state.lock();
             s.gen += 1;
             s.gen
         };
@@ -270,7 +267,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
             );
             true
         } else {
-            self.slots[index].state.lock().gen -= 1;
+            self.workers.slot(index).state.lock().gen -= 1;
             false
         }
     }
