@@ -118,9 +118,6 @@ mod loom_impl {
     pub(crate) struct RwLock<T>(loom::sync::RwLock<T>);
 
     impl<T> RwLock<T> {
-        pub(crate) fn new(t: T) -> Self {
-            RwLock(loom::sync::RwLock::new(t))
-        }
         pub(crate) fn read(&self) -> loom::sync::RwLockReadGuard<'_, T> {
             self.0.read().expect("no model thread panics")
         }
