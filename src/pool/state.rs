@@ -1,7 +1,9 @@
-//! [`PoolState`]: what every thread of one pool shares (queue, worker slots, deadline board,
-//! counters), and the few things all of them do with it: run the handler, deliver and count an
-//! answer, name an error. Submission, the worker loop, the watchdog and shutdown each add their part
-//! in their own file.
+//! [`PoolState`]: what every thread of one pool shares, and the few things all of them do with it:
+//! run the handler, deliver and count an answer, name an error. Its shared state comes in parts
+//! whose fields are private to the file that owns them, each with its methods: the queue
+//! ([`JobQueue`], `idle_wait.rs`), the workers ([`Workers`]) and the lifecycle ([`Lifecycle`]),
+//! both here. Submission, the worker loop, the watchdog and shutdown each add their part of
+//! `PoolState`'s behaviour in their own file.
 
 use std::any::Any;
 use std::panic::{catch_unwind, AssertUnwindSafe};
