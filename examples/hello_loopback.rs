@@ -64,7 +64,6 @@
 //! `log`, so without a logger you see nothing).
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::Read;
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -315,25 +314,21 @@ fn invoke_hello_tcp(State(app): State<App>) -> Answer {
         .ok_or_else(|| ApiError(StatusCode::SERVICE_UNAVAILABLE, "not bound yet".into()))?;
     let url = format!("http://127.0.0.1:{}/hello_world", addr.port());
     let bad_gateway = |e: &dyn std::fmt::Display| ApiError(StatusCode::BAD_GATEWAY, e.to_string());
-    match ureq::post(&url)
-        .timeout(Duration::from_secs(30))
-        .send_bytes(b"")
-    {
-        Ok(resp) | Err(ureq::Error::Status(_, resp)) => {
-            let status = resp.status();
-            let content_type = resp.content_type().to_string();
-            let mut body = Vec::new();
-            resp.into_reader()
-                .read_to_end(&mut body)
-                .map_err(|e| bad_gateway(&e))?;
-            Ok(http::Response::builder()
-                .status(status)
-                .header("content-type", content_type)
-                .body(body)
-                .expect("a valid response"))
-        }
-        Err(e) => Err(bad_gateway(&e)),
+    // A 4xx/5xx from the inner call is relayed as it is, not turned into an error.
+    let answer = ureq::post(&url)
+        .config()
+        .timeout_global(Some(Duration::from_secs(30)))
+        .http_status_as_error(false)
+        .build()
+        .send(&b""[..])
+        .map_err(|e| bad_gateway(&e))?;
+    let (parts, mut body) = answer.into_parts();
+    let body = body.read_to_vec().map_err(|e| bad_gateway(&e))?;
+    let mut relayed = http::Response::builder().status(parts.status);
+    if let Some(content_type) = parts.headers.get(http::header::CONTENT_TYPE) {
+        relayed = relayed.header(http::header::CONTENT_TYPE, content_type);
     }
+    Ok(relayed.body(body).expect("a valid response"))
 }
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {

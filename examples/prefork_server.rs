@@ -9,6 +9,7 @@
 //! curl -X POST localhost:8000/call_hello_world      # calls /hello_world in-process
 //! curl -X POST localhost:8000/call_hello_world_tcp  # the naive call over TCP (may land on the sibling)
 //! curl localhost:8000/metrics                       # Prometheus text: the whole server, any worker
+//! curl localhost:8000/readyz                        # health routes, for probes (deploy/)
 //! kill -HUP <master pid>                            # new workers, then the old ones drain
 //! kill -TERM <master pid>                           # graceful stop, exit status 0
 //! ```
@@ -76,6 +77,10 @@
 //! WatchdogSec=10
 //! Environment=WEB_CONCURRENCY=4 PREFORK_THREADS=2
 //! ```
+//!
+//! The repository's `deploy/` has the complete files, each checked by a test: the systemd unit
+//! pair, an nginx site (TLS terminated there) and a Kubernetes Deployment probing `/readyz` and
+//! `/livez`.
 
 use std::io::{Read, Write};
 use std::net::SocketAddr;
@@ -287,25 +292,22 @@ fn call_hello_world_tcp(State(app): State<App>) -> Result<HttpResponse, ApiError
         ));
     };
     let url = format!("http://127.0.0.1:{}/hello_world", addr.port());
-    match ureq::post(&url)
-        .timeout(Duration::from_secs(30))
-        .send_bytes(b"")
-    {
-        Ok(resp) | Err(ureq::Error::Status(_, resp)) => {
-            let status = resp.status();
-            let content_type = resp.content_type().to_string();
-            let mut body = Vec::new();
-            resp.into_reader().read_to_end(&mut body).map_err(|e| {
-                ApiError(StatusCode::BAD_GATEWAY, format!("reading the answer: {e}"))
-            })?;
-            Ok(http::Response::builder()
-                .status(status)
-                .header("content-type", content_type)
-                .body(body)
-                .expect("a valid response"))
-        }
-        Err(e) => Err(ApiError(StatusCode::BAD_GATEWAY, e.to_string())),
+    let bad_gateway = |e: ureq::Error| ApiError(StatusCode::BAD_GATEWAY, e.to_string());
+    // A 4xx/5xx from the inner call is relayed as it is, not turned into an error.
+    let answer = ureq::post(&url)
+        .config()
+        .timeout_global(Some(Duration::from_secs(30)))
+        .http_status_as_error(false)
+        .build()
+        .send(&b""[..])
+        .map_err(bad_gateway)?;
+    let (parts, mut body) = answer.into_parts();
+    let body = body.read_to_vec().map_err(bad_gateway)?;
+    let mut relayed = http::Response::builder().status(parts.status);
+    if let Some(content_type) = parts.headers.get(http::header::CONTENT_TYPE) {
+        relayed = relayed.header(http::header::CONTENT_TYPE, content_type);
     }
+    Ok(relayed.body(body).expect("a valid response"))
 }
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
@@ -403,8 +405,10 @@ fn main() {
 
     let status = supervisor.serve_router(
         // Each worker's server, as the supervisor set it up (threads, deadline, keep-alive):
-        // limits, timeouts or the access log format would be set here.
-        |server| server,
+        // limits, timeouts or the access log format would be set here. The health routes are
+        // answered by the server itself, without a worker: deploy/kubernetes/app.yaml probes
+        // them.
+        |server| server.health_routes("/readyz", "/livez"),
         // Runs in each worker after the fork: open per-process resources (connections, files,
         // threads) here, never before the Supervisor runs.
         || {

@@ -22,6 +22,18 @@ pub const VARIABLES: &[&str] = &[
     "PREFORK_ACCESS_LOG",
     "PREFORK_ERROR_LOG",
     "PREFORK_LOG_LEVEL",
+    "PREFORK_USER",
+    "PREFORK_GROUP",
+    "PREFORK_MAX_WORKER_MEMORY",
+    "PREFORK_MAX_WORKER_AGE",
+];
+
+/// The variables only process mode uses (the worker processes'), refused in thread mode.
+pub const PROCESS_MODE_VARIABLES: &[&str] = &[
+    "PREFORK_USER",
+    "PREFORK_GROUP",
+    "PREFORK_MAX_WORKER_MEMORY",
+    "PREFORK_MAX_WORKER_AGE",
 ];
 
 /// The most processes or threads a variable may ask for (the Pool's own maximum of threads).
@@ -97,6 +109,10 @@ pub(crate) type FromVar<T> = Option<(T, &'static str)>;
 /// | `PREFORK_ACCESS_LOG` | the access log, for the crate's log sink ([`access_log`](Self::access_log)) | `-` or a path |
 /// | `PREFORK_ERROR_LOG` | the error log, for the crate's log sink ([`error_log`](Self::error_log)) | `-` or a path |
 /// | `PREFORK_LOG_LEVEL` | the error log's level ([`log_level`](Self::log_level)) | `trace`, `debug`, `info`, `warning`, `error`, `critical` |
+/// | `PREFORK_USER` | process mode: the user the worker processes run as, switched to after the listeners are bound (the master must run as root) | a user name or a numeric uid |
+/// | `PREFORK_GROUP` | process mode: their group (default: the user's own group) | a group name or a numeric gid |
+/// | `PREFORK_MAX_WORKER_MEMORY` | process mode: replace a worker process whose resident memory is over this | `0` (never), or 1M..=1T: bytes or a number with `K`, `M`, `G`, `T` (binary: `200M` is 200 MiB) |
+/// | `PREFORK_MAX_WORKER_AGE` | process mode: replace a worker process this long after it started (plus a random 0..=10%) | 1s..=720h (30 days) |
 ///
 /// Durations are seconds (`30`, `0.5`) or a number with a unit (`500ms`, `30s`, `5m`, `1h`).
 /// `Settings::default()` has nothing set.
@@ -136,6 +152,10 @@ pub struct Settings {
     pub(crate) access_log: FromVar<String>,
     pub(crate) error_log: FromVar<String>,
     pub(crate) log_level: FromVar<log::LevelFilter>,
+    pub(crate) user: FromVar<String>,
+    pub(crate) group: FromVar<String>,
+    pub(crate) max_worker_memory: FromVar<u64>,
+    pub(crate) max_worker_age: FromVar<Duration>,
     error: Option<BuildError>,
 }
 
@@ -185,6 +205,15 @@ impl Settings {
         s.access_log = s.read(&get, "PREFORK_ACCESS_LOG", log_file);
         s.error_log = s.read(&get, "PREFORK_ERROR_LOG", log_file);
         s.log_level = s.read(&get, "PREFORK_LOG_LEVEL", level);
+        s.user = s.read(&get, "PREFORK_USER", |v| account(v, "user"));
+        s.group = s.read(&get, "PREFORK_GROUP", |v| account(v, "group"));
+        s.max_worker_memory = s.read(&get, "PREFORK_MAX_WORKER_MEMORY", memory);
+        s.max_worker_age = s.read(&get, "PREFORK_MAX_WORKER_AGE", |v| {
+            match parse_duration(v) {
+                Some(d) if d >= MIN_AGE && d <= MAX_AGE => Ok(d),
+                _ => Err(format!("a duration, 1s..=720h (30 days): {DURATION_TEXT}")),
+            }
+        });
         s
     }
 
@@ -279,6 +308,113 @@ impl Settings {
     pub fn log_level(&self) -> Option<log::LevelFilter> {
         self.log_level.map(|(v, _)| v)
     }
+
+    /// `PREFORK_USER`, if set (a name or a numeric uid; whether it exists is checked when the
+    /// supervisor is built).
+    pub fn user(&self) -> Option<&str> {
+        self.user.as_ref().map(|(v, _)| v.as_str())
+    }
+
+    /// `PREFORK_GROUP`, if set (a name or a numeric gid).
+    pub fn group(&self) -> Option<&str> {
+        self.group.as_ref().map(|(v, _)| v.as_str())
+    }
+
+    /// `PREFORK_MAX_WORKER_MEMORY` in bytes, if set (0: no bound).
+    pub fn max_worker_memory(&self) -> Option<u64> {
+        self.max_worker_memory.map(|(v, _)| v)
+    }
+
+    /// `PREFORK_MAX_WORKER_AGE`, if set.
+    pub fn max_worker_age(&self) -> Option<Duration> {
+        self.max_worker_age.map(|(v, _)| v)
+    }
+
+    /// The process-mode variables that are set ([`PROCESS_MODE_VARIABLES`]) and their values
+    /// (thread mode refuses them).
+    #[cfg_attr(not(feature = "http"), allow(dead_code))]
+    pub(crate) fn process_mode_only(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        if let Some((v, var)) = &self.user {
+            out.push((*var, v.clone()));
+        }
+        if let Some((v, var)) = &self.group {
+            out.push((*var, v.clone()));
+        }
+        if let Some((v, var)) = self.max_worker_memory {
+            out.push((var, show_bytes(v)));
+        }
+        if let Some((v, var)) = self.max_worker_age {
+            out.push((var, show_duration(v)));
+        }
+        out
+    }
+}
+
+/// The shortest `PREFORK_MAX_WORKER_AGE` / `max_worker_age`.
+pub(crate) const MIN_AGE: Duration = Duration::from_secs(1);
+/// The longest: 30 days.
+pub(crate) const MAX_AGE: Duration = Duration::from_secs(30 * 86_400);
+/// The smallest memory bound (other than 0, no bound): 1 MiB.
+pub(crate) const MIN_MEMORY: u64 = 1 << 20;
+/// The largest: 1 TiB.
+pub(crate) const MAX_MEMORY: u64 = 1 << 40;
+/// What a memory bound may be, as a refusal says.
+pub(crate) const MEMORY_TEXT: &str = "0 (no bound), or 1M..=1T: bytes or a number with K, M, G or \
+                                      T (binary units: 200M is 200 MiB)";
+
+/// A user or group: a name or a numeric id (its existence is checked by the supervisor).
+fn account(v: &str, what: &str) -> Result<String, String> {
+    let t = v.trim();
+    if t.is_empty() || t.contains(|c: char| c.is_whitespace() || c == ':' || c == '\0') {
+        return Err(format!(
+            "a {what} name or a numeric {}id, without spaces or `:`",
+            &what[..1]
+        ));
+    }
+    Ok(t.to_string())
+}
+
+/// A size: bytes, or a number with `K`, `M`, `G`, `T` (binary units; `B`, `iB` accepted after it).
+pub(crate) fn parse_bytes(v: &str) -> Option<u64> {
+    let t = v.trim();
+    let t = t
+        .strip_suffix("iB")
+        .or_else(|| t.strip_suffix('B'))
+        .unwrap_or(t);
+    let (num, shift) = [('K', 10), ('M', 20), ('G', 30), ('T', 40)]
+        .iter()
+        .find_map(|(u, s)| {
+            t.strip_suffix(*u)
+                .or_else(|| t.strip_suffix(u.to_ascii_lowercase()))
+                .map(|n| (n, *s))
+        })
+        .unwrap_or((t, 0));
+    let num = num.trim();
+    if num.starts_with(['+', '-']) {
+        return None;
+    }
+    let n: f64 = num.parse().ok()?;
+    let bytes = n * (1u64 << shift) as f64;
+    (bytes.is_finite() && bytes >= 0.0 && bytes < u64::MAX as f64).then_some(bytes as u64)
+}
+
+fn memory(v: &str) -> Result<u64, String> {
+    match parse_bytes(v) {
+        Some(0) => Ok(0),
+        Some(n) if (MIN_MEMORY..=MAX_MEMORY).contains(&n) => Ok(n),
+        _ => Err(MEMORY_TEXT.to_string()),
+    }
+}
+
+/// A size as the variable takes it: `200M`, `1536M`, `1G`, or bytes when no unit divides it.
+pub(crate) fn show_bytes(n: u64) -> String {
+    for (unit, shift) in [("T", 40), ("G", 30), ("M", 20), ("K", 10)] {
+        if n > 0 && n % (1u64 << shift) == 0 {
+            return format!("{}{unit}", n >> shift);
+        }
+    }
+    n.to_string()
 }
 
 fn port(v: &str) -> Result<Vec<BindAddr>, String> {

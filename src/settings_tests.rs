@@ -243,3 +243,71 @@ fn render_aligns_and_names_the_source() {
     assert_eq!(show_duration(Duration::from_millis(500)), "500ms");
     assert_eq!(show_duration(Duration::from_secs(30)), "30s");
 }
+
+#[test]
+fn user_and_group_are_names_or_ids() {
+    let s = from(&[("PREFORK_USER", "www-data"), ("PREFORK_GROUP", "33")]);
+    assert!(s.error().is_none());
+    assert_eq!((s.user(), s.group()), (Some("www-data"), Some("33")));
+    for bad in ["", " ", "www data", "root:root"] {
+        let e = refused("PREFORK_USER", bad);
+        assert!(e.allowed.contains("user name or a numeric uid"), "{e}");
+        let e = refused("PREFORK_GROUP", bad);
+        assert!(e.allowed.contains("group name or a numeric gid"), "{e}");
+    }
+}
+
+#[test]
+fn worker_memory_takes_binary_units_and_refuses_the_rest() {
+    let mib = 1u64 << 20;
+    for (text, bytes) in [
+        ("200M", 200 * mib),
+        ("200MiB", 200 * mib),
+        ("200MB", 200 * mib),
+        ("1G", 1024 * mib),
+        ("1.5g", 1536 * mib),
+        ("4096K", 4 * mib),
+        ("1048576", mib),
+        ("0", 0),
+    ] {
+        let s = from(&[("PREFORK_MAX_WORKER_MEMORY", text)]);
+        assert_eq!(s.max_worker_memory(), Some(bytes), "{text}");
+    }
+    for bad in ["", "lots", "-5M", "100", "512K", "2T", "1X", "1e400"] {
+        let e = refused("PREFORK_MAX_WORKER_MEMORY", bad);
+        assert!(e.allowed.contains("1M..=1T"), "{e}");
+    }
+    assert_eq!(show_bytes(200 * mib), "200M");
+    assert_eq!(show_bytes(1536 * mib), "1536M");
+    assert_eq!(show_bytes(1 << 30), "1G");
+    assert_eq!(show_bytes(1000), "1000");
+}
+
+#[test]
+fn worker_age_is_a_duration_from_a_second_to_thirty_days() {
+    let s = from(&[("PREFORK_MAX_WORKER_AGE", "1h")]);
+    assert_eq!(s.max_worker_age(), Some(Duration::from_secs(3600)));
+    let s = from(&[("PREFORK_MAX_WORKER_AGE", "3600s")]);
+    assert_eq!(s.max_worker_age(), Some(Duration::from_secs(3600)));
+    assert_eq!(
+        from(&[("PREFORK_MAX_WORKER_AGE", "720h")]).max_worker_age(),
+        Some(MAX_AGE)
+    );
+    for bad in ["0", "500ms", "721h", "soon", "-1h"] {
+        let e = refused("PREFORK_MAX_WORKER_AGE", bad);
+        assert!(e.allowed.contains("1s..=720h (30 days)"), "{e}");
+    }
+}
+
+#[test]
+fn process_mode_variables_are_listed_for_thread_mode_to_refuse() {
+    let s = from(&[
+        ("PREFORK_USER", "nobody"),
+        ("PREFORK_GROUP", "nogroup"),
+        ("PREFORK_MAX_WORKER_MEMORY", "200M"),
+        ("PREFORK_MAX_WORKER_AGE", "1h"),
+    ]);
+    let vars: Vec<&str> = s.process_mode_only().iter().map(|(v, _)| *v).collect();
+    assert_eq!(vars, PROCESS_MODE_VARIABLES);
+    assert!(from(&[("PORT", "1")]).process_mode_only().is_empty());
+}

@@ -100,3 +100,37 @@ fn the_readme_file_map_lists_every_source_file_with_its_first_doc_line() {
          put this between its markers:\n{want}"
     );
 }
+
+/// The README's first command (`cargo run --example hello_loopback`) builds the crate with its
+/// default features and every dev-dependency: a newcomer waits for all of them. Keep that at 45
+/// crates or fewer (67 when the examples' HTTP client was ureq 2, whose `url` pulled ICU4X).
+#[test]
+fn the_first_command_builds_at_most_45_crates() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = std::process::Command::new(cargo)
+        .current_dir(root)
+        .args(["tree", "-p", "prefork-pool", "-e", "normal,build,dev"])
+        .args(["--prefix", "none", "--frozen"])
+        .output()
+        .expect("running cargo tree");
+    assert!(
+        out.status.success(),
+        "cargo tree failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut crates: Vec<&str> = std::str::from_utf8(&out.stdout)
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|name| *name != "prefork-pool")
+        .collect();
+    crates.sort_unstable();
+    crates.dedup();
+    assert!(
+        crates.len() <= 45,
+        "the first command now builds {} crates (at most 45): {crates:?}; a new dev-dependency \
+         belongs in a workspace member (benches/peers, templates) unless the examples need it",
+        crates.len()
+    );
+}

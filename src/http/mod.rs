@@ -2,7 +2,7 @@
 //! handler on the worker thread that read the request.
 //!
 //! ```text
-//!  clients ──► reactor thread (mio): accept · timers · drain · the lane's rescue
+//!  clients ──► reactor thread (mio): accept · timers · drain · the lane's take-over
 //!                 │ every connection goes into
 //!                 ▼
 //!              connection lane: one epoll set, each connection armed one-shot
@@ -297,8 +297,9 @@
 //!   rest of the answer (whichever thread gets that event writes it). Nothing else of the
 //!   connection is read or written while a request is in flight, so answers never interleave.
 //! - When every worker is busy, a request on a kept-alive connection waits in the lane for the
-//!   next free worker, or at most 2–20 ms for the reactor's rescue (2 ms while the reactor saw no
-//!   worker waiting at its last look, else 20 ms), which queues it in the pool like any request.
+//!   next free worker, or at most 2–20 ms for the reactor to take the lane over (2 ms while the
+//!   reactor saw no worker waiting at its last look, else 20 ms), which queues it in the pool like
+//!   any request.
 //!
 //! # Behind a proxy
 //!

@@ -5,6 +5,7 @@ use std::net::ToSocketAddrs;
 
 use super::server::{Server, ServerBuilder};
 use crate::settings::{self, show_duration, BindAddr, Settings, Source, UNIX_MODE};
+use crate::BuildError;
 
 impl ServerBuilder {
     /// [`Server::builder`] with the environment's settings: `Server::builder().with_env()`.
@@ -82,6 +83,21 @@ impl ServerBuilder {
                 );
             }
             self.settings_error = Some(e);
+        }
+        if let (None, Some((var, value))) = (
+            &self.settings_error,
+            s.process_mode_only().into_iter().next(),
+        ) {
+            let allowed = if var.ends_with("_USER") || var.ends_with("_GROUP") {
+                "unset in thread mode: it is the account of the supervisor's worker processes \
+                 (process mode); in thread mode, start the program as that account (systemd \
+                 User=, docker --user)"
+            } else {
+                "unset in thread mode: it recycles the supervisor's worker processes (process \
+                 mode); one process is bounded by its service manager instead (systemd \
+                 MemoryMax= with Restart=, a Kubernetes memory limit)"
+            };
+            self.settings_error = Some(BuildError::new(var, format!("{value:?}"), allowed));
         }
         if let Some((binds, var)) = &s.bind {
             self.tcp.clear();
@@ -293,15 +309,51 @@ mod tests {
         );
         assert_eq!(b.logs.level, Some(log::LevelFilter::Debug));
         let text = b.config_text();
-        for var in crate::settings::VARIABLES
-            .iter()
-            .filter(|v| **v != "PORT" && **v != "WEB_CONCURRENCY")
-        {
+        for var in crate::settings::VARIABLES.iter().filter(|v| {
+            **v != "PORT"
+                && **v != "WEB_CONCURRENCY"
+                && !crate::settings::PROCESS_MODE_VARIABLES.contains(v)
+        }) {
             assert!(
                 text.contains(&format!("(environment {var})")),
                 "{var} in\n{text}"
             );
         }
+    }
+
+    #[test]
+    fn process_mode_variables_are_refused_by_name_in_thread_mode() {
+        for (var, value, shown, says) in [
+            (
+                "PREFORK_USER",
+                "nobody",
+                "nobody",
+                "start the program as that account",
+            ),
+            (
+                "PREFORK_GROUP",
+                "nogroup",
+                "nogroup",
+                "start the program as that account",
+            ),
+            ("PREFORK_MAX_WORKER_MEMORY", "200MiB", "200M", "MemoryMax="),
+            (
+                "PREFORK_MAX_WORKER_AGE",
+                "1h",
+                "3600s",
+                "recycles the supervisor's",
+            ),
+        ] {
+            let b = Server::builder().with_settings(&env_owned(var, value));
+            let e = b.settings_error.expect(var);
+            assert_eq!(e.field, var);
+            assert_eq!(e.value, format!("{shown:?}"));
+            assert!(e.allowed.contains(says), "{e}");
+        }
+    }
+
+    fn env_owned(var: &'static str, value: &'static str) -> Settings {
+        Settings::from_lookup(move |name| (name == var).then(|| value.to_string()))
     }
 
     #[test]

@@ -33,6 +33,11 @@
 //! Files are opened for appending (several processes can share one: each `write(2)` carries
 //! whole lines), created if missing; the directory must exist. SIGUSR1 reopens them by path: after
 //! `mv access.log access.log.1 && kill -USR1 <pid>`, every process writes to a new `access.log`.
+//! When the supervisor's workers switch to another user
+//! ([`SupervisorBuilder::user`](crate::prefork::SupervisorBuilder::user)), the master, as root,
+//! gives each file it opens or reopens to that user and group (as gunicorn does), and reopens
+//! before it passes SIGUSR1 on: each worker then reopens the file the master made, which it may
+//! write, in a directory it need not be able to write.
 //! The sink is per process: a second install replaces the files.
 
 mod writer;
@@ -178,7 +183,28 @@ impl Out {
 }
 
 fn open_append(p: &Path) -> io::Result<File> {
-    OpenOptions::new().create(true).append(true).open(p)
+    let file = OpenOptions::new().create(true).append(true).open(p)?;
+    #[cfg(unix)]
+    if let Some((uid, gid)) = *lock(&OWNER) {
+        // SAFETY: geteuid(2) cannot fail and touches no memory.
+        if unsafe { libc::geteuid() } == 0 {
+            std::os::unix::fs::fchown(&file, uid, gid)?;
+        }
+    }
+    Ok(file)
+}
+
+/// The owner this process gives the log files it opens while it is root: the account the
+/// supervisor's workers switch to, so that they can reopen the files the master made on SIGUSR1.
+#[cfg(unix)]
+static OWNER: Mutex<Option<(Option<u32>, Option<u32>)>> = Mutex::new(None);
+
+/// Gives every log file this process opens from now on, while it runs as root, to `uid` and
+/// `gid` (`None`: unchanged), as gunicorn does with its `--user`.
+#[cfg(unix)]
+#[cfg_attr(not(feature = "prefork"), allow(dead_code))]
+pub(crate) fn set_owner(uid: Option<u32>, gid: Option<u32>) {
+    *lock(&OWNER) = Some((uid, gid));
 }
 
 /// The process's sink.

@@ -132,6 +132,9 @@ pub struct SupervisorBuilder {
     pub(super) sources: Sources,
     /// The first value `with_settings` refused, returned by `build` and `check`.
     pub(super) settings_error: Option<BuildError>,
+    /// The workers' user and group, as given (resolved by `validate`).
+    pub(super) user: Option<String>,
+    pub(super) group: Option<String>,
 }
 
 impl fmt::Debug for SupervisorBuilder {
@@ -166,6 +169,8 @@ impl SupervisorBuilder {
             hooks: Hooks::default(),
             sources: Sources::default(),
             settings_error: None,
+            user: None,
+            group: None,
         }
     }
 
@@ -331,7 +336,9 @@ impl SupervisorBuilder {
         self
     }
 
-    /// Runs in each worker right after the fork, before its app is built.
+    /// Runs in each worker right after the fork, before its app is built (after the switch to
+    /// [`user`](Self::user) / [`group`](Self::group), when they are set: it runs as that
+    /// account).
     pub fn post_fork(mut self, f: impl FnMut(u64) + 'static) -> Self {
         self.hooks.post_fork = Some(Box::new(f));
         self
@@ -414,6 +421,8 @@ impl SupervisorBuilder {
             Duration::ZERO..=day,
         )?;
         self.validate_server()?;
+        self.validate_recycling()?;
+        self.validate_run_as()?;
         BuildError::check_range_shown(
             "restart_intensity max",
             self.cfg.restart_max,
@@ -451,7 +460,17 @@ impl SupervisorBuilder {
         if let Some(e) = self.bind_errors.pop() {
             return Err(e);
         }
+        if let Some(r) = &self.cfg.run_as {
+            // The master's log files belong to the workers' account (see `user`).
+            crate::log_sink::set_owner(r.uid, Some(r.gid));
+        }
         crate::log_sink::install(&self.cfg.logs)?;
+        if let Some(r) = &self.cfg.run_as {
+            log::info!(
+                "the workers will run as {} (the master stays as it is)",
+                r.shown
+            );
+        }
         let inherited = if self.cfg.systemd {
             listeners::from_systemd().map_err(StartError::Systemd)?
         } else {

@@ -2,7 +2,7 @@
 //! count, whether it is ready, and every signal the master sent it and why.
 
 use std::io;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use libc::{c_int, pid_t};
 
@@ -34,11 +34,18 @@ pub(crate) struct Child {
     pub(crate) sent: Vec<c_int>,
     pub(crate) stop_sent: Option<Instant>,
     pub(crate) abort_sent: Option<Instant>,
+    /// When it is recycled for its age: `max_worker_age` plus its jitter (`None`: never).
+    pub(crate) lifetime: Option<Duration>,
+    /// Its resident memory was measured once it was ready (`recycle.rs`).
+    pub(crate) measured: bool,
+    /// Not recycled for its memory: it was over the bound as soon as it was ready.
+    pub(crate) memory_exempt: bool,
 }
 
 impl Child {
-    /// A worker just forked: serving (counted), not ready, sent nothing.
-    pub(crate) fn new(pid: pid_t, number: u64, slot: usize) -> Child {
+    /// A worker just forked: serving (counted), not ready, sent nothing; recycled past
+    /// `lifetime`.
+    pub(crate) fn new(pid: pid_t, number: u64, slot: usize, lifetime: Option<Duration>) -> Child {
         Child {
             pid,
             number,
@@ -51,6 +58,9 @@ impl Child {
             sent: Vec::new(),
             stop_sent: None,
             abort_sent: None,
+            lifetime,
+            measured: false,
+            memory_exempt: false,
         }
     }
 

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use super::exit::{Limits, WorkerExit};
 use super::os::listeners::Listener;
+use super::os::privileges::RunAs;
 use crate::settings::LogChoices;
 
 /// Exit status of a master that stopped as asked.
@@ -69,6 +70,12 @@ pub(crate) struct SupervisorConfig {
     pub(crate) logs: crate::log_sink::LogSettings,
     /// The `NAME` of the process titles.
     pub(crate) proc_name: Option<String>,
+    /// The account the workers switch to after the fork (`None`: the master's).
+    pub(crate) run_as: Option<RunAs>,
+    /// Recycle a worker over this resident memory, in bytes (0: never).
+    pub(crate) max_worker_memory: u64,
+    /// Recycle a worker this long (plus jitter) after it started.
+    pub(crate) max_worker_age: Option<Duration>,
 }
 
 /// Handler threads per worker process by default: with one process per core, two threads per
@@ -119,6 +126,9 @@ impl Default for SupervisorConfig {
             server: WorkerServer::default(),
             logs: crate::log_sink::LogSettings::default(),
             proc_name: None,
+            run_as: None,
+            max_worker_memory: 0,
+            max_worker_age: None,
         }
     }
 }

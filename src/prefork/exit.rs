@@ -35,9 +35,17 @@ pub(crate) enum Cause {
     Stop,
     Reload,
     Retire,
+    /// Recycled past `max_worker_memory` or `max_worker_age`: the sentence says which and by how
+    /// much (`resident memory 210 MiB over max_worker_memory 200 MiB`).
+    Recycle(String),
     ScaleDown,
-    Heartbeat { silent: Duration },
-    Deadline { line: String, late: Duration },
+    Heartbeat {
+        silent: Duration,
+    },
+    Deadline {
+        line: String,
+        late: Duration,
+    },
     GracefulTimeout,
     BootTimeout,
 }
@@ -54,7 +62,12 @@ impl Cause {
     pub(crate) fn is_planned(&self) -> bool {
         matches!(
             self,
-            Cause::Stop | Cause::Reload | Cause::Retire | Cause::ScaleDown | Cause::GracefulTimeout
+            Cause::Stop
+                | Cause::Reload
+                | Cause::Retire
+                | Cause::Recycle(_)
+                | Cause::ScaleDown
+                | Cause::GracefulTimeout
         )
     }
 
@@ -99,6 +112,7 @@ impl fmt::Display for Cause {
             Cause::Stop => f.write_str("a shutdown"),
             Cause::Reload => f.write_str("a reload (HUP)"),
             Cause::Retire => f.write_str("its retirement (max_requests)"),
+            Cause::Recycle(why) => write!(f, "its recycling ({why})"),
             Cause::ScaleDown => f.write_str("a scale down (TTOU)"),
             Cause::Heartbeat { silent } => write!(
                 f,

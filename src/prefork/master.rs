@@ -1,7 +1,7 @@
 //! The master loop, gunicorn's arbiter without its failure modes: wait for a signal, a worker's
 //! wake-up or the tick; handle the signals (one handler each: stop, reload, scale, reopen logs,
 //! upgrade); reap; watch the heartbeat table (readiness, boot, heartbeat, deadline and graceful
-//! timeouts, retirement); top the workers up and stop the replaced ones; tell systemd.
+//! timeouts, retirement); recycle past memory or age (`recycle.rs`); top the workers up and stop the replaced ones; tell systemd.
 
 use std::fmt;
 use std::io::{self, Write};
@@ -20,6 +20,7 @@ use super::os::logs;
 use super::os::notify::{notify_or_log, Watchdog};
 use super::os::signals::{self, SignalPipe};
 use super::os::upgrade::{self, Upgrade};
+use super::recycle::Recycler;
 use super::report::{fatal, secs, BootError, BootTimeout, IntensityExceeded, Unkillable};
 use super::workers::heartbeat::{now_ms, HeartbeatTable, BOOT_FAILED, READY, RETIRE};
 use super::workers::shared_metrics;
@@ -53,7 +54,7 @@ pub(crate) struct Master<A, W> {
     reloading: bool,
     last_status: String,
     tick: Duration,
-    seed: u64,
+    recycler: Recycler,
     upgrade: Upgrade,
     upgrade_from: Option<pid_t>,
     watchdog: Option<Watchdog>,
@@ -76,6 +77,7 @@ impl<A, W> Master<A, W> {
             target: cfg.workers,
             tick: cfg.tick(),
             restarts: RestartIntensity::new(cfg.restart_max, cfg.restart_period),
+            recycler: Recycler::new(&cfg, now_ms() ^ ((pid as u64) << 32)),
             cfg,
             listeners,
             hooks,
@@ -90,7 +92,6 @@ impl<A, W> Master<A, W> {
             announced_ready: false,
             reloading: false,
             last_status: String::new(),
-            seed: now_ms() ^ ((pid as u64) << 32),
             upgrade: Upgrade::new(),
             watchdog: None,
             upgrade_from: upgrade::take_upgrade_from(),
@@ -144,6 +145,7 @@ where
             if self.stop.is_none() {
                 self.upgrade.check(self.cfg.boot_timeout, Instant::now());
                 self.watch();
+                self.recycler.check(&mut self.children, Instant::now());
             }
             if self.stop.is_none() {
                 self.maintain();
@@ -611,20 +613,6 @@ where
         }
     }
 
-    fn jitter(&mut self) -> u64 {
-        // xorshift64: enough to spread retirements; not for anything secret.
-        let mut x = self.seed.max(1);
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.seed = x;
-        if self.cfg.max_requests_jitter == 0 {
-            0
-        } else {
-            x % (self.cfg.max_requests_jitter + 1)
-        }
-    }
-
     fn spawn(&mut self) {
         let Some(slot) = (0..self.table.len()).find(|s| self.children.iter().all(|c| c.slot != *s))
         else {
@@ -637,7 +625,7 @@ where
         let max = if self.cfg.max_requests == 0 {
             0
         } else {
-            self.cfg.max_requests + self.jitter()
+            self.cfg.max_requests + self.recycler.requests_jitter()
         };
         self.table.slot(slot).reset(max);
         let number = self.next_number;
@@ -674,6 +662,7 @@ where
                 head: self.table.leak_head(),
                 listeners: std::mem::take(&mut self.listeners),
                 gate_ping: self.table.gate_ping(),
+                run_as: self.cfg.run_as.clone(),
             };
             let mut post_fork = self.hooks.post_fork.take();
             let preloaded = self.preloaded.take();
@@ -694,7 +683,8 @@ where
         // The child writes it too; the siblings read it to recognise its self-calls.
         self.table.slot(slot).set_pid(pid as u32);
         log::info!("booting worker {number} (pid {pid})");
-        self.children.push(Child::new(pid, number, slot));
+        let lifetime = self.recycler.lifetime();
+        self.children.push(Child::new(pid, number, slot, lifetime));
     }
 }
 

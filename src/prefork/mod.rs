@@ -76,7 +76,23 @@
 //!
 //! **Recycling**: with [`SupervisorBuilder::max_requests`], a worker that reached its count asks to retire; the
 //! master forks its replacement and tells the old one to stop only once the replacement is ready, so
-//! capacity never drops (gunicorn #2422, #3038).
+//! capacity never drops (gunicorn #2422, #3038). The same replacement first recycles a worker
+//! whose resident memory passes [`SupervisorBuilder::max_worker_memory`] (measured by the master
+//! from `/proc/<pid>/statm` about once a second) or whose age passes
+//! [`SupervisorBuilder::max_worker_age`] (plus a random 0..=10 %), with a log line that gives the
+//! reason: `worker 3 (pid 1234) recycled: resident memory 210 MiB over max_worker_memory 200 MiB`.
+//!
+//! **User and group**: with [`SupervisorBuilder::user`] / [`SupervisorBuilder::group`]
+//! (`PREFORK_USER`, `PREFORK_GROUP`) the master, started as root, binds the listeners and opens
+//! the log files, and each worker switches to that account right after its fork, before any of
+//! the app's code runs (gunicorn's `--user` / `--group`). The master gives the log files it opens
+//! to that account, so that the workers can reopen them on SIGUSR1.
+//!
+//! **TLS** is terminated at a proxy in front (nginx, an Ingress, a load balancer), not by the
+//! workers: the proxy holds and renews the certificates, speaks HTTP/2 and HTTP/3 to clients and
+//! absorbs slow ones, and the app learns the client's address and scheme from the forwarding
+//! headers it trusts (`forwarded_allow_ips`). The repository's `deploy/` has the nginx site (TLS
+//! server block included), the systemd units and a Kubernetes Deployment, each checked by a test.
 //!
 //! **systemd**: sockets passed by socket activation (`LISTEN_FDS`, `LISTEN_PID`, from fd 3) are used
 //! instead of the configured addresses, and the variables are unset. With `NOTIFY_SOCKET` set (an
@@ -250,9 +266,10 @@
 //!   the HTTP server's reactor thread: a reactor stuck while the main thread runs is not detected
 //!   by the heartbeat (stuck handlers are, by their deadlines).
 //! - A sibling worker's call to its own service over TCP is recognised by reading the sibling's
-//!   `/proc/<pid>/fd` (Linux): workers that drop privileges to different users, or make
-//!   themselves non-dumpable (`PR_SET_DUMPABLE` 0), cannot read each other's, and such a call
-//!   queues as any other. Over a Unix socket the `SO_PEERCRED` pid is used, which names the
+//!   `/proc/<pid>/fd` (Linux): workers that drop privileges to different users by themselves, or
+//!   make themselves non-dumpable (`PR_SET_DUMPABLE` 0), cannot read each other's, and such a
+//!   call queues as any other. The switch of [`SupervisorBuilder::user`] makes them dumpable
+//!   again for this (the kernel clears it on a change of user), so that they can. Over a Unix socket the `SO_PEERCRED` pid is used, which names the
 //!   process that connected (a socket handed to another process keeps the first one's pid).
 //!   Calls from a worker's own subprocesses (`curl` run by a handler) are not recognised.
 
@@ -263,7 +280,10 @@ mod exit;
 mod log_settings;
 mod master;
 mod os;
+mod recycle;
+mod recycle_settings;
 mod report;
+mod run_as;
 mod settings;
 mod supervisor;
 mod workers;

@@ -44,6 +44,10 @@ impl SupervisorBuilder {
     ///   [`error_log_file`](Self::error_log_file) and [`log_level`](Self::log_level) do (`-`:
     ///   stdout for the access log, stderr for the error log); [`print_config`](Self::print_config)
     ///   shows them.
+    /// - `PREFORK_USER` and `PREFORK_GROUP` are [`user`](Self::user) and [`group`](Self::group),
+    ///   the account of the workers; `PREFORK_MAX_WORKER_MEMORY` and `PREFORK_MAX_WORKER_AGE`
+    ///   are [`max_worker_memory`](Self::max_worker_memory) and
+    ///   [`max_worker_age`](Self::max_worker_age).
     ///
     /// The worker servers' settings are those of `serve_http`. `serve_service` (feature `tower`)
     /// runs a tokio runtime sized by its `ServiceConfig` instead, which they do not change: read
@@ -144,6 +148,22 @@ impl SupervisorBuilder {
         if let Some((n, var)) = s.max_requests_jitter {
             self.cfg.max_requests_jitter = n;
             from.push(("max_requests_jitter", var));
+        }
+        if let Some((u, var)) = &s.user {
+            self.user = Some(u.clone());
+            from.push(("user", var));
+        }
+        if let Some((g, var)) = &s.group {
+            self.group = Some(g.clone());
+            from.push(("group", var));
+        }
+        if let Some((m, var)) = s.max_worker_memory {
+            self.cfg.max_worker_memory = m;
+            from.push(("max_worker_memory", var));
+        }
+        if let Some((a, var)) = s.max_worker_age {
+            self.cfg.max_worker_age = Some(a);
+            from.push(("max_worker_age", var));
         }
         for (key, var) in from {
             self.sources.set(key, Source::Env(var));
@@ -297,6 +317,8 @@ impl SupervisorBuilder {
             ("forwarded_allow_ips", forwarded, src("forwarded_allow_ips")),
         ];
         rows.extend(server.log_choices.rows());
+        rows.extend(self.run_as_rows());
+        rows.extend(self.recycling_rows());
         let mut text = settings::render(&rows);
         if let Some(e) = &self.settings_error {
             text.push_str(&format!("refused: {e}\n"));
@@ -360,6 +382,10 @@ mod tests {
             ("PREFORK_ACCESS_LOG", "/tmp/access.log"),
             ("PREFORK_ERROR_LOG", "-"),
             ("PREFORK_LOG_LEVEL", "info"),
+            ("PREFORK_USER", "nobody"),
+            ("PREFORK_GROUP", "nogroup"),
+            ("PREFORK_MAX_WORKER_MEMORY", "200M"),
+            ("PREFORK_MAX_WORKER_AGE", "1h"),
         ]));
         assert!(b.settings_error.is_none());
         assert!(matches!(&b.binds[0], Bind::Tcp(a) if a.to_string() == "127.0.0.1:0"));
@@ -383,6 +409,10 @@ mod tests {
         assert_eq!(s.log_choices.log_level.unwrap().0, log::LevelFilter::Info);
         assert_eq!(b.cfg.graceful_timeout, Duration::from_secs(9));
         assert_eq!((b.cfg.max_requests, b.cfg.max_requests_jitter), (100, 10));
+        assert_eq!(b.user.as_deref(), Some("nobody"));
+        assert_eq!(b.group.as_deref(), Some("nogroup"));
+        assert_eq!(b.cfg.max_worker_memory, 200 << 20);
+        assert_eq!(b.cfg.max_worker_age, Some(Duration::from_secs(3600)));
         // The worker's server gets what the supervisor carries.
         let server = s.apply(ServerBuilder::new()).config_text();
         for row in [

@@ -9,4 +9,9 @@
 //!   (`pool.submit(req).await`), its 503/504 mapped to HTTP answers, served from 2 processes by
 //!   `Supervisor::serve_service`.
 //!   `cargo run -p prefork-pool-templates --example axum_bulkhead`
+//! - `examples/notes.rs`: a JSON API of three routes on the sync front's `Router` (an in-memory
+//!   store, a self-call through `Loopback`, a route with its own deadline), one `app()` served in
+//!   one process or under the supervisor; `examples/notes_axum.rs` is the same service in axum,
+//!   and `tests/notes.rs` drives both with the same requests and compares their lengths.
+//!   `cargo run -p prefork-pool-templates --example notes`
 #![deny(missing_docs)]

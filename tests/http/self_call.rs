@@ -38,18 +38,27 @@ pub fn ready(s: ServerHandle) -> ServerHandle {
 
 type AddrCell = Arc<OnceLock<SocketAddr>>;
 
-/// POST `path` to our own server with ureq (its global agent: a real client, kept-alive
+/// One ureq agent for the whole test binary: a real client with kept-alive connections.
+static AGENT: OnceLock<ureq::Agent> = OnceLock::new();
+
+/// POST `path` to our own server with ureq (one shared agent: a real client, kept-alive
 /// connections), and relay the status and body.
 fn call_self_over_tcp(cell: &AddrCell, path: &str) -> http::Response<Vec<u8>> {
     let url = format!("http://{}{path}", cell.get().expect("address set"));
-    match ureq::post(&url)
-        .timeout(Duration::from_secs(30))
-        .send_bytes(b"")
-    {
-        Ok(r) | Err(ureq::Error::Status(_, r)) => {
+    let answer = AGENT
+        .get_or_init(|| {
+            ureq::Agent::config_builder()
+                .timeout_global(Some(Duration::from_secs(30)))
+                .http_status_as_error(false)
+                .build()
+                .new_agent()
+        })
+        .post(&url)
+        .send(&b""[..]);
+    match answer {
+        Ok(r) => {
             let status = r.status();
-            let mut body = Vec::new();
-            std::io::Read::read_to_end(&mut r.into_reader(), &mut body).unwrap();
+            let body = r.into_body().read_to_vec().unwrap();
             http::Response::builder().status(status).body(body).unwrap()
         }
         Err(e) => error_response(502, &e.to_string()),

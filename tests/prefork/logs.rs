@@ -30,10 +30,13 @@ fn ok(_req: HttpRequest, _ctx: &Context) -> http::Response<Vec<u8>> {
 pub fn role_main(role: &str) -> Option<i32> {
     let dir = PathBuf::from(std::env::var_os(DIR_ENV)?);
     match role {
-        "logs-master" => Some(
+        "logs-master" | "logs-master-nobody" => Some(
             Supervisor::builder()
                 .bind("127.0.0.1:0")
                 .workers(2)
+                .with_settings(&prefork_pool::Settings::from_lookup(|name| {
+                    (name == "PREFORK_USER" && role.ends_with("-nobody")).then(|| "nobody".into())
+                }))
                 .access_log_file(dir.join("access.log"))
                 .error_log_file(dir.join("error.log"))
                 .proc_name("logtest")
@@ -187,13 +190,34 @@ fn refused_is_logged(m: &Master, error_log: &Path) -> Result<(), String> {
 /// rotation is in `access.log.1`, every line after it in the new `access.log` (from both
 /// workers), and a TERM writes out the lines still queued.
 pub fn process_mode() -> Result<(), String> {
-    let dir = scratch("logs-master")?;
-    let mut m = start("logs-master", &dir)?;
+    rotation("logs-master")
+}
+
+/// The same with the workers switched to `nobody` (`user`) in a directory only root may write:
+/// the master gives each file it opens to nobody, so that the workers reopen the files it made.
+pub fn process_mode_as_nobody() -> Result<(), String> {
+    if !crate::deploy::root_or_skip()? {
+        return Ok(());
+    }
+    rotation("logs-master-nobody")
+}
+
+fn rotation(role: &str) -> Result<(), String> {
+    let dir = scratch(role)?;
+    let mut m = start(role, &dir)?;
     let result = (|| {
         let (access, error) = (dir.join("access.log"), dir.join("error.log"));
         wait_text(&error, "2 worker(s) ready")?;
         let workers = m.workers();
         ensure(workers.len() == 2, || format!("workers {workers:?}"))?;
+        if role.ends_with("-nobody") {
+            for &w in &workers {
+                let uid = crate::deploy::ids(w, "Uid")?;
+                ensure(uid[0] != 0 && uid[1] != 0, || {
+                    format!("worker {w} runs as {uid:?}, not nobody")
+                })?;
+            }
+        }
         ensure(comm(m.pid) == "prefork: master", || {
             format!("the master's title is {:?}", comm(m.pid))
         })?;

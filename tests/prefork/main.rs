@@ -13,6 +13,8 @@
 
 mod balance;
 mod connect_per_request;
+mod deploy;
+mod deploy_files;
 mod failures;
 mod helpers;
 mod keepalive;
@@ -132,6 +134,34 @@ const SCENARIOS: &[Scenario] = &[
         },
     },
     Scenario {
+        name: "user_workers_run_as_nobody",
+        run: deploy::workers_run_as_nobody,
+    },
+    Scenario {
+        name: "user_unknown_refused",
+        run: deploy::unknown_user_refused,
+    },
+    Scenario {
+        name: "recycle_past_memory",
+        run: || {
+            with_master(
+                "memory",
+                |b| b.workers(2).max_worker_memory(48 << 20),
+                deploy::memory_recycle,
+            )
+        },
+    },
+    Scenario {
+        name: "recycle_past_age",
+        run: || {
+            with_master(
+                "age",
+                |b| b.workers(1).max_worker_age(Duration::from_secs(1)),
+                deploy::age_recycle,
+            )
+        },
+    },
+    Scenario {
         name: "notify_socket",
         run: systemd::notify_socket,
     },
@@ -202,6 +232,10 @@ const SCENARIOS: &[Scenario] = &[
         run: serve_http::serve_http_sibling_self_call,
     },
     Scenario {
+        name: "serve_http_sibling_self_call_as_nobody",
+        run: serve_http::serve_http_sibling_self_call_as_nobody,
+    },
+    Scenario {
         name: "serve_http_naive_self_calls",
         run: naive_self_calls::naive_self_calls,
     },
@@ -232,6 +266,22 @@ const SCENARIOS: &[Scenario] = &[
     Scenario {
         name: "systemd_socket_activate",
         run: systemd::systemd_socket_activate,
+    },
+    Scenario {
+        name: "deploy_systemd_units",
+        run: deploy_files::systemd_units,
+    },
+    Scenario {
+        name: "deploy_nginx_site",
+        run: deploy_files::nginx_site,
+    },
+    Scenario {
+        name: "deploy_nginx_tls_live",
+        run: deploy_files::nginx_tls_live,
+    },
+    Scenario {
+        name: "deploy_kubernetes",
+        run: deploy_files::kubernetes,
     },
     Scenario {
         name: "systemd_watchdog",
@@ -272,6 +322,10 @@ const SCENARIOS: &[Scenario] = &[
     Scenario {
         name: "logs_usr1_reopen_process_mode",
         run: logs::process_mode,
+    },
+    Scenario {
+        name: "logs_usr1_reopen_workers_as_nobody",
+        run: logs::process_mode_as_nobody,
     },
     Scenario {
         name: "logs_usr1_reopen_thread_mode",

@@ -19,12 +19,9 @@ fn naive_handler(
         return http::Response::new(b"hello".to_vec());
     }
     let url = format!("http://{}/hello", SELF_ADDR.get().expect("address set"));
-    let (status, body) = match ureq::post(&url)
-        .timeout(Duration::from_secs(20))
-        .send_string("{}")
-    {
-        Ok(r) => (201, r.into_string().unwrap_or_default()),
-        Err(ureq::Error::Status(code, r)) => (code, r.into_string().unwrap_or_default()),
+    let (status, body) = match post_relaying_status(&url, "{}", Duration::from_secs(20)) {
+        Ok((code, body)) if code < 400 => (201, body),
+        Ok(answer) => answer,
         Err(e) => (502, format!("inner call: {e}")),
     };
     http::Response::builder()
@@ -35,14 +32,27 @@ fn naive_handler(
 
 /// `POST /call` from a new connection: the status and the body.
 fn call(addr: std::net::SocketAddr) -> Result<(u16, String), String> {
-    match ureq::post(&format!("http://{addr}/call"))
-        .timeout(Duration::from_secs(30))
-        .send_string("")
-    {
-        Ok(r) => Ok((r.status(), r.into_string().unwrap_or_default())),
-        Err(ureq::Error::Status(code, r)) => Ok((code, r.into_string().unwrap_or_default())),
-        Err(e) => Err(format!("POST /call: {e}")),
-    }
+    post_relaying_status(&format!("http://{addr}/call"), "", Duration::from_secs(30))
+        .map_err(|e| format!("POST /call: {e}"))
+}
+
+/// POST `body` to `url` with ureq; a 4xx/5xx is an answer (its status and body), not an error.
+fn post_relaying_status(
+    url: &str,
+    body: &str,
+    timeout: Duration,
+) -> Result<(u16, String), ureq::Error> {
+    let answer = ureq::post(url)
+        .config()
+        .timeout_global(Some(timeout))
+        .http_status_as_error(false)
+        .build()
+        .send(body)?;
+    let status = answer.status().as_u16();
+    Ok((
+        status,
+        answer.into_body().read_to_string().unwrap_or_default(),
+    ))
 }
 
 fn check(m: &mut Master) -> Result<(), String> {

@@ -131,11 +131,13 @@ pub fn sibling_handler(
         // Vary the timing a little: which process accepts a connection depends on scheduling.
         sleep_ms(attempts % 4);
         let answer = ureq::get(&url)
-            .set("Connection", "close")
-            .timeout(Duration::from_secs(20))
+            .header("Connection", "close")
+            .config()
+            .timeout_global(Some(Duration::from_secs(20)))
+            .build()
             .call();
         inner = match answer {
-            Ok(r) => r.into_string().unwrap_or_default(),
+            Ok(r) => r.into_body().read_to_string().unwrap_or_default(),
             Err(e) => {
                 return http::Response::builder()
                     .status(502)
@@ -311,9 +313,27 @@ pub fn serve_http_max_requests() -> Result<(), String> {
 }
 
 pub fn serve_http_sibling_self_call() -> Result<(), String> {
+    sibling_self_call(None)
+}
+
+/// The same with the workers switched to `nobody` (`user`): the switch leaves them dumpable, so
+/// each can still read its sibling's `/proc/<pid>/fd`.
+pub fn serve_http_sibling_self_call_as_nobody() -> Result<(), String> {
+    if !crate::deploy::root_or_skip()? {
+        return Ok(());
+    }
+    sibling_self_call(Some("nobody"))
+}
+
+fn sibling_self_call(user: Option<&'static str>) -> Result<(), String> {
     let dir = sibling_dir();
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("create the test's temp dir");
+    if user.is_some() {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777))
+            .map_err(|e| e.to_string())?;
+    }
     let sibling_dir_of_test = dir.clone();
     let mut m = start_master(
         "http-sibling",
@@ -321,7 +341,10 @@ pub fn serve_http_sibling_self_call() -> Result<(), String> {
             let _ = SELF_ADDR.set(l.local_addr().expect("listener address"));
             let _ = SIBLING_DIR.set(sibling_dir_of_test);
         },
-        |b, l| b.listener(l).workers(2),
+        move |b, l| match user {
+            Some(u) => b.listener(l).workers(2).user(u),
+            None => b.listener(l).workers(2),
+        },
         |b| {
             b.serve_http(
                 |s| {

@@ -1,5 +1,5 @@
 //! The worker apps the scenarios run (test fixtures, not the library's business): a tiny HTTP/1.0
-//! responder with slow, hanging and stuck routes, and a worker that runs requests on a crate `Pool`.
+//! responder with slow, hanging, stuck and leaking routes, and a worker that runs requests on a crate `Pool`.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -33,6 +33,12 @@ pub fn serve(env: &WorkerEnv, mut conn: TcpStream) {
     hb.request_started(Instant::now() + Duration::from_millis(300), &line);
     if let Some(ms) = path.strip_prefix("/sleep/") {
         std::thread::sleep(Duration::from_millis(ms.parse().unwrap_or(10)));
+    } else if let Some(mib) = path.strip_prefix("/grow/") {
+        // Allocates and keeps N MiB, every page written (resident): a leak the master's
+        // max_worker_memory must recycle.
+        let n: usize = mib.parse().unwrap_or(1);
+        let kept: &'static mut [u8] = vec![1u8; n << 20].leak();
+        std::hint::black_box(kept);
     } else if path == "/hang" {
         // Stops beating: the master's heartbeat check must kill this process.
         loop {

@@ -1,5 +1,6 @@
-//! The external programs some tests run (curl, python3, wrk, nginx, systemd-socket-activate): the
-//! one place that finds them, and the one way a test that needs a missing one is skipped.
+//! The external programs some tests run (curl, python3, wrk, nginx, openssl,
+//! systemd-socket-activate, systemd-analyze): the one place that finds them, and the one way a
+//! test that needs a missing one is skipped.
 //!
 //! A tool is looked up on `PATH` (see [`find`]), and the test runs the path found. When it is not
 //! installed the test prints `SKIPPED: <tool> not installed (<how to install>)` and passes, unless
@@ -66,6 +67,22 @@ pub const NGINX: Tool = Tool {
     program: "nginx",
     check: &[],
     install: "apt-get install nginx-light, or nginx",
+};
+
+/// Makes the self-signed certificate the nginx site's TLS block is checked with.
+pub const OPENSSL: Tool = Tool {
+    name: "openssl",
+    program: "openssl",
+    check: &[],
+    install: "apt-get install openssl",
+};
+
+/// Checks the systemd units of `deploy/`.
+pub const SYSTEMD_ANALYZE: Tool = Tool {
+    name: "systemd-analyze",
+    program: "systemd-analyze",
+    check: &[],
+    install: "apt-get install systemd",
 };
 
 pub const SYSTEMD_SOCKET_ACTIVATE: Tool = Tool {
@@ -153,7 +170,12 @@ pub fn tool_or_skip(tool: &Tool) -> Result<Option<PathBuf>, String> {
 /// `SKIPPED:` line, or `Err` when `PREFORK_REQUIRE_TOOLS` is set. For a need [`Tool`] cannot
 /// express; [`tool_or_skip`] calls it.
 pub fn skip(name: &str, install: &str) -> Result<(), String> {
-    let missing = format!("{name} not installed ({install})");
+    skip_for(&format!("{name} not installed ({install})"))
+}
+
+/// Skips the running test because of `missing` (what it needs and how to get it: `not running
+/// as root (...)`): `Ok` after a `SKIPPED:` line, or `Err` when `PREFORK_REQUIRE_TOOLS` is set.
+pub fn skip_for(missing: &str) -> Result<(), String> {
     if required() {
         return Err(format!(
             "{missing}; {REQUIRE_TOOLS} is set, so this test may not be skipped"

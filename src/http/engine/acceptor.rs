@@ -76,12 +76,12 @@ impl Acceptor {
             Acceptor::Tcp(l) => l.accept().map(|(s, a)| {
                 let _ = s.set_nodelay(true);
                 let local = s.local_addr().ok().map(|local| (a, local));
-                (Stream::Tcp(s), peer_text(a.ip()), local)
+                (Stream::Tcp(s.into()), peer_text(a.ip()), local)
             }),
             #[cfg(unix)]
             Acceptor::Unix(l, _) => l
                 .accept()
-                .map(|(s, _)| (Stream::Unix(s), Arc::from("unix"), None)),
+                .map(|(s, _)| (Stream::Unix(s.into()), Arc::from("unix"), None)),
         }
     }
 

@@ -1,7 +1,10 @@
 //! One client connection: its buffers and its state machine (idle, reading a head, reading a body,
-//! waiting for the handler, writing, closing, lingering). The reactor owns every `Conn` and calls
-//! it when its socket is ready, when its answer comes back from the pool, and when a timer passes;
-//! a complete request leaves through the hand-off (`handoff.rs`), never through the reactor.
+//! waiting for the handler, writing, closing, lingering). Every `Conn` lives in a cell of the
+//! connection lane (`lane.rs`) and is driven by whichever thread holds that cell: the idle worker
+//! that took its socket's event (or the reactor, when it takes the lane over), the thread that
+//! completed its request when the answer comes back ([`Conn::on_answer`]), the reactor's timer
+//! sweep and its drain. A complete request leaves through the hand-off (`handoff.rs`) on the
+//! thread that read it.
 //!
 //! Requests on one connection are handled one at a time: the next pipelined request is not parsed
 //! until the current one is answered, so answers always go out in order.
@@ -17,7 +20,7 @@ use http::{Method, Request, Version};
 
 use crate::http::engine::epoll;
 use crate::http::engine::handoff::{
-    depth_trusted, finish, with_date, Deliver, Handoff, Reply, DEPTH_HEADER,
+    depth_trusted, finish, with_date, Answer, AnswerBack, Handoff, Reply, DEPTH_HEADER,
 };
 use crate::http::engine::incoming::Incoming;
 use crate::http::engine::io::{Link, Stream, TcpAddrs};
@@ -39,11 +42,12 @@ const LINGER: Duration = Duration::from_secs(2);
 const READ_CHUNK: usize = 16 * 1024;
 
 thread_local! {
-    /// The reactor thread's read buffer, allocated (and zeroed) once rather than per read.
+    /// This thread's read buffer, allocated (and zeroed) once rather than per read.
     static SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0u8; READ_CHUNK].into_boxed_slice());
 }
 
-/// What the reactor should do with the connection after a call.
+/// What the lane should do with the connection after a call: keep it (armed for what it waits
+/// for next), or close it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Next {
     Keep,
@@ -55,8 +59,8 @@ enum Client {
     /// Known here: not the slow path, the answer kept from an earlier request on the connection,
     /// or a Unix socket's `SO_PEERCRED`. `Some`: a self-call.
     Known(Option<Caller>),
-    /// A TCP client (its address, ours) the lookup thread must look up; the answer goes into
-    /// the cell.
+    /// A TCP client (its address, ours) the lookup thread must look up; its answer is kept in the
+    /// connection's [`CallerCell`].
     LookUp((SocketAddr, SocketAddr), CallerCell),
 }
 
@@ -75,7 +79,7 @@ pub(crate) const DRAIN_GRACE: Duration = Duration::from_secs(1);
 pub(crate) struct Env<'a> {
     pub handoff: &'a Arc<Handoff>,
     /// Where the answer to a request of this connection goes back to.
-    pub back: &'a Arc<dyn Deliver>,
+    pub back: &'a Arc<dyn AnswerBack>,
     pub draining: bool,
     /// The most requests a connection is kept alive for (process mode), else no limit.
     pub keepalive_requests: Option<u64>,
@@ -92,7 +96,7 @@ enum State {
     Head,
     /// Head parsed, body being read.
     Body(Box<Incoming>),
-    /// The request is with the pool; its answer comes back as an `Answered` message.
+    /// The request is with the pool; its [`Answer`] comes back ([`Conn::on_answer`]).
     InFlight,
     /// An answer is being written; then back to `Idle`.
     Writing,
@@ -223,7 +227,7 @@ impl Conn {
     /// arriving is answered 503 (`Retry-After: 1`) and the connection gets a lingering close, so
     /// that its client reads why instead of an end of file. Anything else is left as it is: a
     /// request in flight is answered by the Pool (503 if it is not done by then), an answer being
-    /// written goes on until the reactor closes the connection.
+    /// written goes on until the reactor's stop closes the connection.
     pub(crate) fn on_stop(&mut self, env: &mut Env<'_>) -> Next {
         if !self.receiving() {
             return Next::Keep;
@@ -569,13 +573,12 @@ impl Conn {
     }
 
     /// The answer to the request in flight, already written (or partly: `rest` is what is left).
-    pub(crate) fn answered(
-        &mut self,
-        rest: Vec<u8>,
-        keep_alive: bool,
-        failed: bool,
-        env: &mut Env<'_>,
-    ) -> Next {
+    pub(crate) fn on_answer(&mut self, answer: Answer, env: &mut Env<'_>) -> Next {
+        let Answer {
+            rest,
+            keep_alive,
+            failed,
+        } = answer;
         if !matches!(self.state, State::InFlight) {
             return Next::Keep;
         }
@@ -665,3 +668,7 @@ impl Conn {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "conn_tests.rs"]
+pub(in crate::http::engine) mod tests;

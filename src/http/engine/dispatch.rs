@@ -1,7 +1,8 @@
-//! [`PoolDispatch`]: hands the reactor's complete requests to the Pool, each with a [`Loopback`]
-//! in its extensions and its route's deadline
-//! ([`deadline_for`](crate::http::ServerBuilder::deadline_for)); a Pool error is logged with the request
-//! it answers (method, path, client) and rendered by the server's [`ErrorPage`].
+//! [`PoolDispatch`]: hands complete requests to the Pool (from the thread that read them: an idle
+//! worker, to which the Pool lends the job back, or the reactor), each with a [`Loopback`] in its
+//! extensions and its route's deadline ([`deadline_for`](crate::http::ServerBuilder::deadline_for));
+//! a Pool error is logged with the request it answers (method, path, client) and rendered by the
+//! server's [`ErrorPage`].
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

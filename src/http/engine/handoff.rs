@@ -1,10 +1,10 @@
-//! The hand-off between the reactor, the pool and the connection: a complete request goes out
-//! ([`Handoff::submit`]: the depth check, a spare thread for a self-call, else the [`Dispatch`];
-//! or first through the self-call lookup thread, [`Handoff::submit_after_lookup`]),
-//! and its answer comes back ([`finish`]: serialised, logged, written by the thread that completed
-//! it, and delivered to the connection as an [`Answered`] through the [`Deliver`] the request
-//! carries: the connection lane's cell). The reactor, the lane and the connection import this
-//! file; it imports none of them.
+//! The hand-off between the connection, the pool and back: a complete request goes out from the
+//! thread that read it ([`Handoff::submit`]: the depth check, a spare thread for a self-call, else
+//! the [`Dispatch`]; or first through the self-call lookup thread,
+//! [`Handoff::submit_after_lookup`]), and its answer comes back ([`finish`]: serialised, logged,
+//! written by the thread that completed it, and sent back to the connection as an [`Answer`]
+//! through the [`AnswerBack`] the request carries: the connection lane's cell). The reactor, the
+//! lane and the connection import this file; it imports none of them.
 
 use std::cell::RefCell;
 use std::io::{self, Write};
@@ -197,21 +197,24 @@ impl ReactorConfig {
     }
 }
 
-/// What tells the connection its request is answered: written by the thread that completed
-/// it (or not entirely: `rest` is what is left to write).
+/// The answer to a connection's request, as it goes back to the connection: written by the
+/// thread that completed it (or not entirely: `rest` is what is left to write). The engine's one
+/// name for this message: [`send_answer`] makes it, [`AnswerBack::answer`] takes it, the lane's
+/// cell keeps it until the connection is free (`ConnCell::answer`), and `Conn::on_answer` acts on
+/// it.
 #[derive(Debug)]
-pub(crate) struct Answered {
+pub(crate) struct Answer {
     pub rest: Vec<u8>,
     pub keep_alive: bool,
     /// Writing failed: the connection is gone.
     pub failed: bool,
 }
 
-/// Where a request's answer goes back to: its connection.
-pub(crate) trait Deliver: Send + Sync + std::fmt::Debug {
+/// Where a request's [`Answer`] goes back to: its connection (the lane's cell).
+pub(crate) trait AnswerBack: Send + Sync + std::fmt::Debug {
     /// The request is answered (its answer written, or `rest` of it left to write): the
     /// connection goes on from here, on this thread if no other holds it.
-    fn deliver(self: Arc<Self>, handoff: &Arc<Handoff>, answer: Answered);
+    fn answer(self: Arc<Self>, handoff: &Arc<Handoff>, answer: Answer);
 }
 
 /// What the answer needs to know about the request it answers; travels with the request to
@@ -219,11 +222,11 @@ pub(crate) trait Deliver: Send + Sync + std::fmt::Debug {
 #[derive(Debug)]
 pub(crate) struct Reply {
     /// The connection, for the answer.
-    pub back: Arc<dyn Deliver>,
+    pub back: Arc<dyn AnswerBack>,
     pub link: Arc<Link>,
     pub peer: Arc<str>,
-    /// What the reactor had not written yet of its own when the request left (the rest of a
-    /// `100 Continue`): written by the worker before its answer.
+    /// What the connection had not written yet of its own when the request left (the rest of a
+    /// `100 Continue`): written by the answering thread before its answer.
     pub prefix: Vec<u8>,
     pub head_only: bool,
     pub version: Version,
@@ -234,12 +237,14 @@ pub(crate) struct Reply {
     pub method: u8,
 }
 
-/// What the reactor, its connections and the threads that answer share: the settings and the way
-/// to the pool and back.
+/// What the reactor, the connections (and the threads that drive them) and the threads that
+/// answer share: the settings and the way to the pool and back.
 pub(crate) struct Handoff {
     pub cfg: ReactorConfig,
     pub(in crate::http) dispatcher: Box<dyn Dispatch>,
-    waker: Arc<Waker>,
+    /// Wakes the reactor's poll; `None` with no reactor (the engine's unit tests drive the
+    /// connections and the lane themselves).
+    waker: Option<Arc<Waker>>,
     /// The server is draining (graceful shutdown): answers say `Connection: close`.
     pub draining: AtomicBool,
     /// A graceful stop was asked for (readiness says 503), perhaps before `draining`.
@@ -248,7 +253,7 @@ pub(crate) struct Handoff {
     pub sleeping: AtomicBool,
     /// The spare threads of self-calls (see `spare.rs`).
     pub spares: Spares,
-    /// The self-call lookup thread, and the descriptors the reactor owns (which it skips).
+    /// The self-call lookup thread, and the server's own descriptors (which it skips).
     pub lookup: OwnerLookup,
     /// The server's HTTP counters.
     pub metrics: CounterStore,
@@ -262,7 +267,7 @@ impl Handoff {
     pub(crate) fn new(
         cfg: ReactorConfig,
         dispatcher: Box<dyn Dispatch>,
-        waker: Arc<Waker>,
+        waker: Option<Arc<Waker>>,
     ) -> Self {
         let lookup = OwnerLookup::new(cfg.max_spare > 0);
         let metrics = match cfg.shared_counters {
@@ -321,7 +326,7 @@ impl Handoff {
     /// [`submit`](Self::submit) once the lookup thread has found out whether the TCP client at
     /// `peer` (connected to our `local`) is this process or a sibling: the answer is kept in
     /// `cell` for the connection's next requests, then the request goes on from the lookup
-    /// thread. The reactor does not wait for it; the connection's next request is not read
+    /// thread. The thread that read it does not wait; the connection's next request is not read
     /// until this one is answered, so answers stay in order.
     pub(crate) fn submit_after_lookup(
         self: &Arc<Self>,
@@ -362,7 +367,9 @@ impl Handoff {
     /// Wake the reactor if it sleeps.
     pub(crate) fn wake_reactor(&self) {
         if self.sleeping.swap(false, Ordering::SeqCst) {
-            let _ = self.waker.wake();
+            if let Some(waker) = &self.waker {
+                let _ = waker.wake();
+            }
         }
     }
 }
@@ -387,7 +394,7 @@ pub(crate) fn with_date<R>(f: impl FnOnce(&[u8]) -> R) -> R {
 
 /// Complete a request: serialise the answer, log it, write it to the socket when the socket
 /// takes it (on whichever thread the Pool completes the job), and hand the connection on
-/// ([`Deliver`]): armed for its next request, or for writing the rest, or closed.
+/// ([`send_answer`]): armed for its next request, or for writing the rest, or closed.
 pub(crate) fn finish(handoff: &Arc<Handoff>, r: Reply, result: Result<HttpResponse, Error>) {
     let mut resp = match result {
         Ok(resp) => resp,
@@ -441,7 +448,7 @@ pub(crate) fn finish(handoff: &Arc<Handoff>, r: Reply, result: Result<HttpRespon
     if written > 0 {
         out.drain(..written);
     }
-    report(handoff, r, out, keep_alive, failed);
+    send_answer(handoff, r, out, keep_alive, failed);
 }
 
 /// The access log line for the answer, with `bytes` of body sent.
@@ -484,8 +491,8 @@ static STREAM_WARNINGS: RateLimit = RateLimit::new(WARN_INTERVAL);
 
 /// Complete a request whose answer is a streamed [`Body`]: the head and the body are written by
 /// this thread (the worker that ran the handler), chunk by chunk, waiting while the socket is
-/// full; the connection stays in flight for the reactor until then. A stream cut short closes the
-/// connection.
+/// full; the connection stays in flight (nothing else reads or writes it) until then. A stream cut
+/// short closes the connection.
 fn finish_streamed(
     handoff: &Arc<Handoff>,
     r: Reply,
@@ -531,14 +538,14 @@ fn finish_streamed(
     log_access(handoff, &r, &resp, bytes as usize);
     count_answer(handoff, &r, &resp, bytes as usize);
     drop(resp);
-    report(handoff, r, Vec::new(), keep_alive, failed);
+    send_answer(handoff, r, Vec::new(), keep_alive, failed);
 }
 
-/// Tell the connection the request is answered (`rest`: what is left to write).
-fn report(handoff: &Arc<Handoff>, r: Reply, out: Vec<u8>, keep_alive: bool, failed: bool) {
-    r.back.deliver(
+/// Send the [`Answer`] back to the connection (`out`: what is left to write).
+fn send_answer(handoff: &Arc<Handoff>, r: Reply, out: Vec<u8>, keep_alive: bool, failed: bool) {
+    r.back.answer(
         handoff,
-        Answered {
+        Answer {
             rest: out,
             keep_alive,
             failed,

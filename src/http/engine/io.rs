@@ -1,5 +1,5 @@
-//! The connected socket a request came on: [`Stream`] (TCP or Unix) and the [`Link`] the reactor
-//! shares with the thread that answers the request in flight.
+//! The connected socket a request came on: [`Stream`] (TCP or Unix) and the [`Link`] the
+//! connection shares with the thread that answers its request in flight.
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
@@ -9,11 +9,13 @@ use std::sync::atomic::AtomicBool;
 /// For a TCP connection: the client's address and ours.
 pub(crate) type TcpAddrs = Option<(SocketAddr, SocketAddr)>;
 
-/// A connected socket: TCP or Unix.
+/// A connected socket: TCP or Unix, non-blocking. Plain `std` sockets (the acceptor turns mio's
+/// into these, a move of the descriptor): the lane watches them with its own epoll set, never
+/// through mio, and the engine's unit tests drive a connection over `UnixStream::pair()`.
 #[derive(Debug)]
 pub(crate) enum Stream {
-    Tcp(mio::net::TcpStream),
-    Unix(mio::net::UnixStream),
+    Tcp(std::net::TcpStream),
+    Unix(std::os::unix::net::UnixStream),
 }
 
 impl Stream {
@@ -54,12 +56,14 @@ impl Write for &Stream {
     }
 }
 
-/// The socket, shared between the reactor and the worker that answers the request in flight
-/// (which writes its answer straight to the socket when the socket takes it whole).
+/// The socket, shared between the connection (`Conn`, in its lane cell) and the thread that
+/// answers its request in flight (which writes its answer straight to the socket, as much as the
+/// socket takes).
 #[derive(Debug)]
 pub(crate) struct Link {
     pub stream: Stream,
-    /// Set by the reactor when input (a pipelined request, or the client's EOF) arrived while a
-    /// request was in flight: the worker must then wake the reactor after answering.
+    /// Set by the thread driving the connection when more input (a pipelined request, or the
+    /// client's EOF) is buffered or arrives while a request is in flight: during a drain, the
+    /// answer then keeps the connection alive, so that this input is answered too.
     pub pending: AtomicBool,
 }

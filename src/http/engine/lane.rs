@@ -11,16 +11,17 @@
 //! Who takes events:
 //! - an idle worker (the pool's sleeper): the request it reads is lent back to it by the pool
 //!   (`pool::idle_wait::resting_worker`) and it runs it next;
-//! - the reactor, only when no worker does ([`Lane::rescue`]): when every worker is busy and none
-//!   has taken an event since the reactor last looked ([`RESCUE_EVERY`]), the reactor takes the
-//!   waiting events itself and hands the requests on as before (the pool's queue, or a spare
-//!   thread for a self-call, the health routes, the 503 of a full queue). A handler that calls its
-//!   own server while every worker is busy is served this way, a few milliseconds later;
+//! - the reactor, only when no worker does (it takes the lane over, [`Lane::take_over`]): when
+//!   every worker is busy and none has taken an event since the reactor last looked
+//!   ([`TAKE_OVER_BUSY`]), the reactor takes the waiting events itself and hands the requests on
+//!   as before (the pool's queue, or a spare thread for a self-call, the health routes, the 503
+//!   of a full queue). A handler that calls its own server while every worker is busy is served
+//!   this way, a few milliseconds later;
 //! - the reactor, always, when no pool waits here (a dispatcher without workers).
 //!
-//! Answers come back through the cell's mailbox ([`Deliver`]): the answering thread writes the
-//! answer, leaves what is left of it in the mailbox, and takes the cell if nobody holds it; a
-//! thread that held it looks at the mailbox again after letting go.
+//! Answers come back through the cell ([`AnswerBack`]): the answering thread writes the answer,
+//! leaves the [`Answer`] (what is left of it to write) in the cell's answer slot, and takes the
+//! cell if nobody holds it; a thread that held it looks at the slot again after letting go.
 //!
 //! `LANE.md` beside this file tells the whole protocol (the lane, the pool's lend, the reactor's
 //! take-over, merged wake-ups, the stop) as named scenarios.
@@ -35,31 +36,32 @@ use parking_lot::RwLock;
 use crate::http::engine::acceptor::AcceptGate;
 use crate::http::engine::conn::{Conn, Env, Next};
 use crate::http::engine::epoll::{Epoll, EventFd, Ready, IN};
-use crate::http::engine::handoff::{Answered, Deliver, Handoff};
+use crate::http::engine::handoff::{Answer, AnswerBack, Handoff};
 use crate::http::engine::mailbox::Mailbox;
 use crate::pool::Sleeper;
 use crate::sync::AtomicU64;
 
 /// How often the reactor checks that someone takes the lane's events while no worker waited
-/// there at its last look (see [`Lane::rescue`]).
-pub(crate) const RESCUE_EVERY: Duration = Duration::from_millis(2);
+/// there at its last look (see [`Lane::take_over`]).
+pub(crate) const TAKE_OVER_BUSY: Duration = Duration::from_millis(2);
 /// How often it checks while a worker waited there at its last look: a request that comes when
 /// every worker has just become busy waits at most this long for the reactor (a self-call on a
 /// kept-alive connection while every worker is busy), and an idle server with open connections
 /// wakes 50 times a second, not 500.
-pub(crate) const RESCUE_IDLE: Duration = Duration::from_millis(20);
+pub(crate) const TAKE_OVER_IDLE: Duration = Duration::from_millis(20);
 /// The longest a worker waits in the lane before it looks at the pool's queue anyway (a safety
 /// net: every queued job wakes one waiter).
 const WORKER_WAIT: Duration = Duration::from_millis(250);
 /// The event data of the wake-up eventfd.
 const WAKE: u64 = u64::MAX;
 
-/// One connection of the lane: the state machine, and the mailbox for its answer.
+/// One connection of the lane: the state machine, and the slot for its answer.
 pub(crate) struct ConnCell {
     key: u64,
     fd: RawFd,
-    /// The connection (taken out when closed) and the mailbox for its answer.
-    cell: Mailbox<Conn, Answered>,
+    /// The connection (taken out when closed), and the slot for an answer that came while
+    /// another thread held it (that thread takes it when it lets go): `mailbox.rs`.
+    held: Mailbox<Conn, Answer>,
     /// What the connection is armed for now (0: nothing; an event disarms it).
     armed: AtomicU64,
     lane: Weak<Lane>,
@@ -155,7 +157,7 @@ impl Lane {
             let cell = Arc::new(ConnCell {
                 key,
                 fd,
-                cell: Mailbox::new(conn),
+                held: Mailbox::new(conn),
                 armed: AtomicU64::new(u64::from(IN)),
                 lane: Arc::downgrade(self),
             });
@@ -227,7 +229,7 @@ impl Lane {
     /// since the last look (`seen`: the count then), take the waiting events on this thread, so
     /// that a request is never left unread while every worker is busy (a handler waiting on a
     /// call to its own server). Returns the count to pass next time, and whether a worker waited.
-    pub(crate) fn rescue(&self, handoff: &Arc<Handoff>, seen: u64, now: Instant) -> (u64, bool) {
+    pub(crate) fn take_over(&self, handoff: &Arc<Handoff>, seen: u64, now: Instant) -> (u64, bool) {
         let taken = self.taken.load(Ordering::SeqCst);
         let waiting = self.waiters.load(Ordering::SeqCst) > 0;
         if self.attached() && (taken != seen || waiting) {
@@ -279,10 +281,10 @@ impl Lane {
 }
 
 impl ConnCell {
-    /// Run `f` on the connection (if it is still open), deliver an answer that came meanwhile,
+    /// Run `f` on the connection (if it is still open), act on an answer that came meanwhile,
     /// close it or arm it for what it waits for next. `wait`: block for the cell (a thread that
     /// took an event for it); otherwise give up when another thread holds it (that one will see
-    /// the mailbox).
+    /// the answer).
     pub(crate) fn with(
         self: &Arc<Self>,
         handoff: &Arc<Handoff>,
@@ -295,11 +297,11 @@ impl ConnCell {
         };
         let mut f = Some(f);
         let mut closed = None;
-        self.cell.visit(wait, |held| {
+        self.held.visit(wait, |held| {
             let Some(conn) = held.as_mut() else {
                 return false;
             };
-            let back: Arc<dyn Deliver> = self.clone();
+            let back: Arc<dyn AnswerBack> = self.clone();
             let mut env = Env {
                 handoff,
                 back: &back,
@@ -312,10 +314,10 @@ impl ConnCell {
                 None => Next::Keep,
             };
             while next == Next::Keep {
-                let Some(a) = self.cell.take_mail() else {
+                let Some(answer) = self.held.take_mail() else {
                     break;
                 };
-                next = conn.answered(a.rest, a.keep_alive, a.failed, &mut env);
+                next = conn.on_answer(answer, &mut env);
             }
             if next == Next::Close {
                 closed = held.take();
@@ -336,7 +338,7 @@ impl ConnCell {
 
     /// Close the connection now (the server stops): what the client sent is read and dropped.
     pub(crate) fn shut(&self, handoff: &Handoff) {
-        let conn = self.cell.take();
+        let conn = self.held.take();
         if let (Some(mut conn), Some(lane)) = (conn, self.lane.upgrade()) {
             conn.discard_input();
             lane.close(handoff, self, conn);
@@ -345,22 +347,22 @@ impl ConnCell {
 
     /// Whether the connection has a request under way (or is busy on another thread now).
     pub(crate) fn active(&self) -> bool {
-        self.cell
+        self.held
             .peek(|conn| conn.is_some_and(|c| !c.is_lingering()))
             .unwrap_or(true)
     }
 
     /// The connection's timer is due (without waiting for the cell).
     pub(crate) fn due(&self, now: Instant) -> bool {
-        self.cell
+        self.held
             .peek(|conn| conn.is_some_and(|c| c.deadline.is_some_and(|d| d <= now)))
             .unwrap_or(false)
     }
 }
 
-impl Deliver for ConnCell {
-    fn deliver(self: Arc<Self>, handoff: &Arc<Handoff>, answer: Answered) {
-        self.cell.post(answer);
+impl AnswerBack for ConnCell {
+    fn answer(self: Arc<Self>, handoff: &Arc<Handoff>, answer: Answer) {
+        self.held.post(answer);
         self.with(handoff, Instant::now(), false, |_, _| Next::Keep);
     }
 }
@@ -394,3 +396,7 @@ impl Sleeper for LaneSleeper {
         self.lane.wake_one();
     }
 }
+
+#[cfg(test)]
+#[path = "lane_tests.rs"]
+mod tests;

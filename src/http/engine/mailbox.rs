@@ -1,6 +1,6 @@
 //! [`Mailbox`]: a value that one thread at a time works on (a connection's state machine, in the
-//! lane's `ConnCell`), and a mailbox beside it for a message to it (the connection's answer) that
-//! any thread may post without waiting for the value.
+//! lane's `ConnCell`), and a mailbox beside it for a message to it (the cell's answer slot, holding
+//! the connection's `Answer`) that any thread may post without waiting for the value.
 //!
 //! The rule: a message posted is applied exactly once, and never left in the mailbox once every
 //! thread has let go. The poster tries to take the value and applies the message itself; if
@@ -62,6 +62,18 @@ impl<C, M> Mailbox<C, M> {
     /// Take the value out for good (closing it), waiting for whoever holds it.
     pub(crate) fn take(&self) -> Option<C> {
         self.held.lock().take()
+    }
+
+    /// Whether a message waits in the mailbox.
+    #[cfg(test)]
+    pub(crate) fn has_mail(&self) -> bool {
+        self.mail.lock().is_some()
+    }
+
+    /// The value, held (tests look inside).
+    #[cfg(test)]
+    pub(crate) fn lock_for_test(&self) -> impl std::ops::Deref<Target = Option<C>> + '_ {
+        self.held.lock()
     }
 
     /// `f` on the value if nobody holds it now (`None` if somebody does).

@@ -1,6 +1,6 @@
 //! The reactor: one thread, one `mio::Poll` loop over the listeners. It accepts, puts each new
 //! connection in the connection lane (`lane.rs`, where the pool's idle workers read and run its
-//! requests), takes the lane's events itself when no worker does (the lane's rescue), checks
+//! requests), takes the lane's events itself when no worker does (it takes the lane over), checks
 //! timers, and drains on shutdown.
 //!
 //! Timers are checked by a sweep over the connections every [`TICK`] while there are connections,
@@ -22,7 +22,7 @@ use crate::http::engine::acceptor::{
 use crate::http::engine::conn::Conn;
 use crate::http::engine::handoff::{Dispatch, Handoff, ReactorConfig};
 use crate::http::engine::io::{Stream, TcpAddrs};
-use crate::http::engine::lane::{Lane, LaneSleeper, RESCUE_EVERY, RESCUE_IDLE};
+use crate::http::engine::lane::{Lane, LaneSleeper, TAKE_OVER_BUSY, TAKE_OVER_IDLE};
 use crate::http::engine::stream::StreamStats;
 use crate::http::ops::metrics::ServerMetrics;
 use crate::http::ops::rate_limit::{suppressed_note, RateLimit, WARN_INTERVAL};
@@ -107,9 +107,9 @@ pub(crate) struct Reactor {
     paused_until: Option<Instant>,
     drain_deadline: Option<Instant>,
     last_sweep: Instant,
-    /// The last look at the lane (see `Lane::rescue`), the workers' event count then, and
+    /// The last look at the lane (see `Lane::take_over`), the workers' event count then, and
     /// whether a worker waited there.
-    last_rescue: Instant,
+    last_take_over: Instant,
     lane_seen: u64,
     lane_idle: bool,
     gate: Option<Arc<dyn AcceptGate>>,
@@ -133,7 +133,7 @@ impl Reactor {
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let (cmd_tx, cmd_rx) = crossbeam_channel::unbounded();
         let ls: Vec<Option<Acceptor>> = listeners.into_iter().map(Some).collect();
-        let handoff = Arc::new(Handoff::new(cfg, dispatcher, waker.clone()));
+        let handoff = Arc::new(Handoff::new(cfg, dispatcher, Some(waker.clone())));
         for l in ls.iter().flatten() {
             handoff.lookup.owned.insert(l.raw_fd());
         }
@@ -164,7 +164,7 @@ impl Reactor {
             paused_until: None,
             drain_deadline: None,
             last_sweep: now,
-            last_rescue: now,
+            last_take_over: now,
             lane_seen: 0,
             lane_idle: true,
             gate: None,
@@ -343,7 +343,7 @@ impl Reactor {
                     }
                 }
             }
-            self.rescue(now);
+            self.take_over(now);
             self.timers(now);
             self.check_gate();
         }
@@ -363,26 +363,26 @@ impl Reactor {
         self.close_listeners();
     }
 
-    /// The lane's rescue (see `Lane::rescue`): every [`RESCUE_EVERY`] while no worker waited on
-    /// the lane at the last look, else every [`RESCUE_IDLE`].
-    fn rescue(&mut self, now: Instant) {
+    /// The take-over of the lane (see `Lane::take_over`): a look every [`TAKE_OVER_BUSY`] while no
+    /// worker waited on the lane at the last look, else every [`TAKE_OVER_IDLE`].
+    fn take_over(&mut self, now: Instant) {
         if !self.lane.attached() || self.lane.live() == 0 {
             return;
         }
-        if now.duration_since(self.last_rescue) < self.rescue_every() {
+        if now.duration_since(self.last_take_over) < self.take_over_every() {
             return;
         }
-        self.last_rescue = now;
-        let (seen, idle) = self.lane.rescue(&self.handoff, self.lane_seen, now);
+        self.last_take_over = now;
+        let (seen, idle) = self.lane.take_over(&self.handoff, self.lane_seen, now);
         self.lane_seen = seen;
         self.lane_idle = idle;
     }
 
-    fn rescue_every(&self) -> Duration {
+    fn take_over_every(&self) -> Duration {
         if self.lane_idle {
-            RESCUE_IDLE
+            TAKE_OVER_IDLE
         } else {
-            RESCUE_EVERY
+            TAKE_OVER_BUSY
         }
     }
 
@@ -392,7 +392,7 @@ impl Reactor {
         if self.lane.live() > 0 {
             consider(self.last_sweep + TICK);
             if self.lane.attached() {
-                consider(self.last_rescue + self.rescue_every());
+                consider(self.last_take_over + self.take_over_every());
             }
         }
         if let Some(p) = self.paused_until {

@@ -1,6 +1,6 @@
 //! A large request body kept in a temporary file instead of memory (as nginx's
-//! `client_body_temp`): the reactor writes it there as it arrives ([`Spool`]), and the handler
-//! reads it with `Read` from the [`RequestBody`] in the request's extensions.
+//! `client_body_temp`): the thread reading the request writes it there as it arrives ([`Spool`]),
+//! and the handler reads it with `Read` from the [`RequestBody`] in the request's extensions.
 
 use std::fmt;
 use std::fs::{File, OpenOptions};
@@ -74,7 +74,7 @@ impl Read for RequestBody {
     }
 }
 
-/// A body being written to its temporary file by the reactor.
+/// A body being written to its temporary file by the thread reading the request.
 #[derive(Debug)]
 pub(crate) struct Spool {
     file: File,

@@ -2,9 +2,9 @@
 //! chunk, waiting (`poll(2)` for writability, at most the write timeout each time) while the
 //! socket's buffer is full; and the counts of streams ([`StreamStats`]).
 //!
-//! The connection stays in flight for the reactor until the stream ends, so the reactor never
-//! writes to the socket meanwhile; the hand-off (`handoff.rs`) then reports the answer to the
-//! reactor as for a whole body.
+//! The connection stays in flight until the stream ends (it is armed for nothing), so no other
+//! thread writes to the socket meanwhile; the hand-off (`handoff.rs`) then sends the answer back
+//! to the connection as for a whole body.
 
 use std::fmt;
 use std::io::{self, Write};

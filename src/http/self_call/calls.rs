@@ -11,7 +11,7 @@
 //! descriptors other than the server's own are searched for it (`peer_owner/`); only where that
 //! cannot tell (not Linux, netlink refused), `/proc/self/net/tcp{,6}` gives the inode and
 //! `/proc/self/fd` is searched ([`tcp_caller`]). Unix socket: the `SO_PEERCRED` pid, on the
-//! reactor (one system call). A request found to come from this process is run at once on a
+//! thread that read the request (one system call). A request found to come from this process is run at once on a
 //! spare thread (`Pool::call_here`), at most `max_spare` at a time; beyond, it is answered 503 at
 //! once. The first such request of each route is logged at `warn`: which worker waits on which
 //! request, that it would have deadlocked, and the fix (the `Loopback`, or an asynchronous call).

@@ -1,6 +1,6 @@
 //! The self-call lookup thread: on the slow path, which process holds the client end of a TCP
-//! connection is found out here, off the reactor thread, and the request then goes on (to a spare
-//! thread or to the pool) from here.
+//! connection is found out here, off the thread that read the request, and the request then goes
+//! on (to a spare thread or to the pool) from here.
 //!
 //! One thread per server, started at the first lookup and gone when the server is: it keeps a
 //! `sock_diag` netlink socket (opened with the server, so the server's descriptors do not change
@@ -64,12 +64,14 @@ impl OwnerLookup {
         }
     }
 
-    /// Lookups made (TCP, on the lookup thread, and Unix, on the reactor: [`count`](Self::count)).
+    /// Lookups made (TCP, on the lookup thread, and Unix, on the thread that read the request:
+    /// [`count`](Self::count)).
     pub(crate) fn lookups(&self) -> u64 {
         self.lookups.load(Ordering::Relaxed)
     }
 
-    /// Count a lookup made elsewhere (a Unix socket's `SO_PEERCRED`, on the reactor).
+    /// Count a lookup made elsewhere (a Unix socket's `SO_PEERCRED`, on the thread that read the
+    /// request).
     pub(crate) fn count(&self) {
         self.lookups.fetch_add(1, Ordering::Relaxed);
     }

@@ -4,6 +4,7 @@ pub(super) mod fork;
 pub(super) mod listeners;
 pub(super) mod logs;
 pub(super) mod notify;
+pub(super) mod privileges;
 pub(super) mod rlimit;
 pub(super) mod signals;
 pub(super) mod upgrade;

@@ -1,6 +1,7 @@
 //! The child side: what a worker process does between `fork(2)` and `_exit(2)`.
 //!
-//! Right after the fork the child makes sure it cannot outlive its master (`PR_SET_PDEATHSIG`, then a
+//! Right after the fork the child switches to the configured account, if any (`user` / `group`:
+//! `os/privileges.rs`), makes sure it cannot outlive its master (`PR_SET_PDEATHSIG`, then a
 //! check that its parent is still the master, in case the master died before the call), drops the
 //! master's signal handlers, unblocks every signal, and installs its own: SIGTERM asks for a graceful
 //! stop ([`WorkerEnv::is_stopping`] turns true and [`WorkerEnv::shutdown_fd`] becomes readable),
@@ -19,6 +20,7 @@ use std::time::Duration;
 use crate::http::ServerMetrics;
 use crate::prefork::os::fork::{self, exit_child};
 use crate::prefork::os::listeners::Listener;
+use crate::prefork::os::privileges::{self, RunAs};
 use crate::prefork::os::signals::{self, send_byte};
 use crate::prefork::workers::heartbeat::{Heartbeat, HeartbeatSlot, Siblings, TableHead};
 use crate::prefork::workers::shared_metrics;
@@ -226,10 +228,21 @@ pub(crate) struct ChildSetup {
     pub(crate) listeners: Vec<Listener>,
     /// The table's gate ping (see `HeartbeatTable::gate_ping`), for the HTTP server's accept gate.
     pub(crate) gate_ping: Option<File>,
+    /// The account to switch to (`SupervisorBuilder::user` / `group`).
+    pub(crate) run_as: Option<RunAs>,
 }
 
 /// Sets up the child's process state. Errors end the child.
 fn prepare(setup: &ChildSetup) -> io::Result<UnixStream> {
+    if let Some(run_as) = &setup.run_as {
+        // First: nothing of the app has run yet. The switch clears the death signal, set below.
+        privileges::switch(run_as).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("cannot switch to {} (`user` / `group`): {e}", run_as.shown),
+            )
+        })?;
+    }
     #[cfg(any(target_os = "linux", target_os = "android"))]
     {
         // SAFETY: prctl(2) PR_SET_PDEATHSIG with a valid signal number only sets a process attribute:
