@@ -221,6 +221,17 @@ impl BuildError {
         Self::check_range_shown(field, value, range, &shown)
     }
 
+    /// [`check_range`](Self::check_range) for a duration, the range written as a user writes it
+    /// (`100ms..=24h`, not `100ms..=86400s`).
+    pub(crate) fn check_duration(
+        field: &'static str,
+        value: Duration,
+        range: RangeInclusive<Duration>,
+    ) -> Result<Duration, BuildError> {
+        let shown = format!("{}..={}", short(*range.start()), short(*range.end()));
+        Self::check_range_shown(field, value, range, &shown)
+    }
+
     /// [`check_range`](Self::check_range), with the range written as `shown` (for bounds whose
     /// `Debug` text is not what a user writes, such as `24h` for a `Duration`).
     pub(crate) fn check_range_shown<T: PartialOrd + fmt::Debug>(
@@ -239,6 +250,24 @@ impl BuildError {
             ))
         }
     }
+}
+
+/// A duration in the largest unit that writes it whole: `24h`, `90s`, `100ms`, `1ns`.
+fn short(d: Duration) -> String {
+    let n = d.as_nanos();
+    let units: [(u128, &str); 5] = [
+        (3_600_000_000_000, "h"),
+        (1_000_000_000, "s"),
+        (1_000_000, "ms"),
+        (1_000, "µs"),
+        (1, "ns"),
+    ];
+    for (per, unit) in units {
+        if n >= per && n % per == 0 {
+            return format!("{}{unit}", n / per);
+        }
+    }
+    "0s".to_string()
 }
 
 #[cfg(test)]
@@ -262,5 +291,23 @@ mod tests {
             e.unwrap_err().to_string(),
             "invalid `deadline` = 0ns: allowed 1ms..=24h"
         );
+        let day = Duration::from_secs(86_400);
+        let e = BuildError::check_duration(
+            "graceful_timeout",
+            day * 2,
+            Duration::from_millis(100)..=day,
+        );
+        assert_eq!(
+            e.unwrap_err().to_string(),
+            "invalid `graceful_timeout` = 172800s: allowed 100ms..=24h"
+        );
+        let e = BuildError::check_duration(
+            "head_timeout",
+            Duration::ZERO,
+            Duration::from_nanos(1)..=day,
+        );
+        assert_eq!(e.unwrap_err().allowed, "allowed 1ns..=24h");
+        let ok = BuildError::check_duration("t", Duration::from_secs(90), Duration::ZERO..=day);
+        assert_eq!(ok, Ok(Duration::from_secs(90)));
     }
 }

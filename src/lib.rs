@@ -151,6 +151,7 @@ mod metrics;
 mod net;
 mod pool;
 pub mod settings;
+mod sync;
 mod util;
 
 pub use error::{BuildError, Error, Stage, TrySubmitError};

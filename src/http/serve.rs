@@ -28,65 +28,43 @@ use crate::{BuildError, Context, Pool};
 /// Longest timeout accepted by the builder: one day.
 const MAX_TIMEOUT: Duration = Duration::from_secs(86_400);
 
-/// `v` within `lo..=hi`, else refused naming `field`.
-pub(crate) fn range<T: PartialOrd + fmt::Display + Copy>(
-    field: &'static str,
-    v: T,
-    lo: T,
-    hi: T,
-) -> Result<(), BuildError> {
-    if v < lo || v > hi {
-        return Err(BuildError::new(field, v, format!("allowed: {lo}..={hi}")));
-    }
-    Ok(())
-}
-
-/// A timeout: more than zero, at most a day, else refused naming `field`.
+/// A timeout: more than zero, at most a day, else refused naming `field` (both fronts: the HTTP
+/// server and the tower mode).
 pub(crate) fn timeout(field: &'static str, d: Duration) -> Result<(), BuildError> {
-    if d.is_zero() || d > MAX_TIMEOUT {
-        return Err(BuildError::new(
-            field,
-            format!("{d:?}"),
-            "allowed: more than zero, at most one day (86400 s)",
-        ));
-    }
-    Ok(())
+    BuildError::check_duration(field, d, Duration::from_nanos(1)..=MAX_TIMEOUT).map(drop)
 }
 
 /// The request size limits, each by its setting's name (both fronts: the HTTP server and the
 /// tower mode).
 pub(crate) fn check_limits(l: &Limits) -> Result<(), BuildError> {
-    range("limit_request_line", l.request_line, 16, 1 << 20)?;
-    range("limit_request_fields", l.fields, 1, 10_000)?;
-    range("limit_request_field_size", l.field_size, 16, 1 << 20)?;
-    range("limit_head_bytes", l.head_bytes, 64, 64 << 20)
+    use BuildError as B;
+    B::check_range("limit_request_line", l.request_line, 16..=1 << 20)?;
+    B::check_range("limit_request_fields", l.fields, 1..=10_000)?;
+    B::check_range("limit_request_field_size", l.field_size, 16..=1 << 20)?;
+    B::check_range("limit_head_bytes", l.head_bytes, 64..=64 << 20)?;
+    Ok(())
 }
 
 impl ServerBuilder {
     fn validate(&self) -> Result<ReactorConfig, BuildError> {
+        use BuildError as B;
         if let Some(e) = &self.settings_error {
             return Err(e.clone());
         }
-        range("backlog", self.backlog, 1, 65_535)?;
+        B::check_range("backlog", self.backlog, 1..=65_535)?;
         check_limits(&self.limits)?;
         timeout("head_timeout", self.head_timeout)?;
         timeout("body_timeout", self.body_timeout)?;
-        range("min_body_rate", self.min_body_rate, 0, MAX_MIN_BODY_RATE)?;
+        B::check_range("min_body_rate", self.min_body_rate, 0..=MAX_MIN_BODY_RATE)?;
         timeout("keepalive_timeout", self.keepalive_timeout)?;
         timeout("write_timeout", self.write_timeout)?;
         if let Some(n) = self.max_spare {
-            range("max_spare", n, 0, 1024)?;
+            B::check_range("max_spare", n, 0..=1024)?;
         }
-        range("max_depth", self.max_depth, 0, 10_000)?;
+        B::check_range("max_depth", self.max_depth, 0..=10_000)?;
         timeout("stuck_after", self.stuck_after)?;
-        if self.graceful_timeout < Duration::from_millis(100) || self.graceful_timeout > MAX_TIMEOUT
-        {
-            return Err(BuildError::new(
-                "graceful_timeout",
-                format!("{:?}", self.graceful_timeout),
-                "allowed: 100ms..=24h",
-            ));
-        }
+        let graceful = Duration::from_millis(100)..=MAX_TIMEOUT;
+        B::check_duration("graceful_timeout", self.graceful_timeout, graceful)?;
         #[cfg(unix)]
         let unix = self.unix.len() + self.std_unix.len();
         #[cfg(not(unix))]

@@ -277,11 +277,10 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolBuilder<Req, Resp> {
         };
         config.workers = BuildError::check_range("workers", workers, 1..=MAX_WORKERS)?;
         BuildError::check_range("queue_capacity", config.queue_capacity, 1..=MAX_QUEUE)?;
-        BuildError::check_range_shown(
+        BuildError::check_duration(
             "deadline",
             config.deadline,
             Duration::from_millis(1)..=MAX_DEADLINE,
-            "1ms..=24h",
         )?;
         if config.max_requests_jitter > 0 && config.max_requests == 0 {
             return Err(BuildError::new(

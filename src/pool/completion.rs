@@ -2,14 +2,13 @@
 //! parked caller, a ticket, an async task, or a completion callback). The first answer wins; a later one is
 //! dropped. A leaf, like rayon-core's `latch.rs`.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::task::{Poll, Waker};
-use std::thread::{self, Thread};
 use std::time::Instant;
 
-use parking_lot::Mutex;
-
 use crate::error::Error;
+use crate::sync::thread::{self, Thread};
+use crate::sync::{AtomicBool, Mutex};
 
 /// Who is told when the answer is there.
 pub(crate) enum Waiter<Resp> {
@@ -160,11 +159,12 @@ impl<Resp> AnswerCell<Resp> {
 
     /// Wait for the answer until `until` (forever with `None`). Spins briefly, then parks.
     pub(crate) fn wait_until(&self, until: Option<Instant>) -> Option<Result<Resp, Error>> {
-        for round in 0..SPIN_ROUNDS {
+        let rounds = crate::sync::spins(SPIN_ROUNDS);
+        for round in 0..rounds {
             if self.is_done() {
                 return self.try_take();
             }
-            if round < SPIN_ROUNDS / 2 {
+            if round < rounds / 2 {
                 std::hint::spin_loop();
             } else {
                 thread::yield_now();
@@ -204,6 +204,7 @@ mod tests {
     use super::*;
     use std::sync::atomic::AtomicUsize;
     use std::sync::{mpsc, Arc};
+    use std::thread;
     use std::time::Duration;
 
     fn shut(pool: &str) -> Error {
@@ -330,5 +331,117 @@ mod tests {
             "a waiting thread is woken by the answer, not left to its timeout"
         );
         assert!(answerer.join().unwrap());
+    }
+}
+
+/// loom models (`RUSTFLAGS="--cfg loom" cargo test --release --lib loom`, run by `.ci/run`): every
+/// interleaving of the answerer and the waiter, up to loom's preemption bound.
+#[cfg(all(test, loom))]
+mod loom_models {
+    use super::*;
+    use loom::sync::atomic::AtomicUsize;
+    use loom::sync::Arc;
+    use loom::thread as lthread;
+
+    /// An answer set on one thread reaches the waiter parked on another exactly once: the
+    /// waiter never sleeps through it (a lost wake-up is a deadlock loom reports).
+    #[test]
+    fn loom_an_answer_reaches_a_parked_waiter_exactly_once() {
+        loom::model(|| {
+            let cell = Arc::new(AnswerCell::<u32>::new(Waiter::Nobody));
+            let answerer = {
+                let cell = cell.clone();
+                lthread::spawn(move || cell.complete(Ok(7), |_| {}))
+            };
+            assert_eq!(cell.wait_until(None), Some(Ok(7)));
+            assert_eq!(cell.try_take(), None, "taken once");
+            assert!(answerer.join().unwrap());
+        });
+    }
+
+    /// Two answers race (the worker's and the watchdog's): one wins, is counted once, and is the
+    /// one the waiter gets.
+    #[test]
+    fn loom_of_two_racing_answers_the_waiter_gets_the_one_counted() {
+        loom::model(|| {
+            let cell = Arc::new(AnswerCell::<u32>::new(Waiter::Nobody));
+            let counted = Arc::new(AtomicUsize::new(0));
+            let answer = |v: u32| {
+                let (cell, counted) = (cell.clone(), counted.clone());
+                lthread::spawn(move || {
+                    cell.complete(Ok(v), |_| {
+                        counted.fetch_add(1, Ordering::Relaxed);
+                    })
+                })
+            };
+            let (one, two) = (answer(1), answer(2));
+            let got = cell.wait_until(None);
+            let (won1, won2) = (one.join().unwrap(), two.join().unwrap());
+            assert!(won1 != won2, "exactly one answer wins");
+            assert_eq!(got, Some(Ok(if won1 { 1 } else { 2 })));
+            assert_eq!(counted.load(Ordering::Relaxed), 1, "counted once");
+        });
+    }
+
+    struct CountWakes(std::sync::atomic::AtomicUsize);
+
+    impl std::task::Wake for CountWakes {
+        fn wake(self: std::sync::Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// A task that polled before the answer came is woken by it (no lost wake-up), and gets it.
+    #[test]
+    fn loom_a_polled_task_is_woken_by_the_answer() {
+        loom::model(|| {
+            let cell = Arc::new(AnswerCell::<u32>::new(Waiter::Nobody));
+            let wakes = std::sync::Arc::new(CountWakes(Default::default()));
+            let waker = Waker::from(wakes.clone());
+            let answerer = {
+                let cell = cell.clone();
+                lthread::spawn(move || cell.complete(Ok(5), |_| {}))
+            };
+            match cell.poll_take(&waker) {
+                Poll::Ready(got) => {
+                    assert_eq!(got, Some(Ok(5)));
+                    answerer.join().unwrap();
+                }
+                Poll::Pending => {
+                    answerer.join().unwrap();
+                    assert_eq!(
+                        wakes.0.load(Ordering::SeqCst),
+                        1,
+                        "the answer woke the task"
+                    );
+                    assert_eq!(cell.poll_take(&waker), Poll::Ready(Some(Ok(5))));
+                }
+            }
+        });
+    }
+
+    /// A completion callback runs once, with the winning answer, whichever thread wins.
+    #[test]
+    fn loom_a_callback_runs_once() {
+        loom::model(|| {
+            let ran = Arc::new(AtomicUsize::new(0));
+            let cell = {
+                let ran = ran.clone();
+                Arc::new(AnswerCell::<u32>::new(Waiter::Callback(Box::new(
+                    move |r| {
+                        assert!(matches!(r, Ok(1 | 2)));
+                        ran.fetch_add(1, Ordering::Relaxed);
+                    },
+                ))))
+            };
+            let answer = |v: u32| {
+                let cell = cell.clone();
+                lthread::spawn(move || cell.complete(Ok(v), |_| {}))
+            };
+            let (one, two) = (answer(1), answer(2));
+            assert!(one.join().unwrap() != two.join().unwrap());
+            assert_eq!(ran.load(Ordering::Relaxed), 1);
+            assert!(cell.is_done());
+        });
     }
 }

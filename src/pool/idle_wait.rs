@@ -13,11 +13,12 @@
 //! priority the scheduler gives to threads that slept.
 
 use std::cell::Cell;
-use std::sync::atomic::{fence, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use crossbeam_channel::{Receiver, TryRecvError};
-use parking_lot::{Condvar, Mutex, RwLock};
+use crossbeam_channel::{Receiver, SendTimeoutError, Sender, TryRecvError, TrySendError};
+
+use crate::sync::{fence, AtomicUsize, Condvar, Mutex, RwLock};
 
 /// Where an idle worker waits instead of the pool's condition variable, installed by the pool's
 /// owner ([`Pool::set_sleeper`](super::Pool::set_sleeper)). The HTTP server's sleeper waits on
@@ -32,9 +33,9 @@ pub(crate) trait Sleeper: Send + Sync {
     fn wake(&self);
 }
 
-thread_local! {
+crate::sync::thread_local! {
     /// While a worker thread rests in [`IdleWait::recv`]: its pool's id and its slot index.
-    static RESTING: Cell<(usize, usize)> = const { Cell::new((0, 0)) };
+    static RESTING: Cell<(usize, usize)> = Cell::new((0, 0));
 }
 
 /// The slot index of the worker of pool `pool` resting on this thread (inside its sleeper), if
@@ -42,6 +43,45 @@ thread_local! {
 pub(crate) fn resting_worker(pool: usize) -> Option<usize> {
     let (id, index) = RESTING.with(Cell::get);
     (id == pool && pool != 0).then_some(index)
+}
+
+/// A worker slot's lend: the one job its worker submitted while it rested in the pool's sleeper,
+/// which it runs next (asked first by [`IdleWait::recv`] after each sleep).
+pub(crate) struct Lend<T>(Mutex<Option<T>>);
+
+impl<T> Lend<T> {
+    pub(crate) fn new() -> Self {
+        Lend(Mutex::new(None))
+    }
+
+    /// Lend `make()` to the worker resting on this thread as slot `index` of pool `pool`: true
+    /// if it was lent; false if this thread is not that worker or its lend is taken already (the
+    /// job then goes through the queue).
+    #[inline]
+    pub(crate) fn offer_from_resting<'a>(
+        lends: impl FnOnce(usize) -> Option<&'a Lend<T>>,
+        pool: usize,
+        make: impl FnOnce() -> T,
+    ) -> bool
+    where
+        T: 'a,
+    {
+        let Some(lend) = resting_worker(pool).and_then(lends) else {
+            return false;
+        };
+        let mut lent = lend.0.lock();
+        if lent.is_some() {
+            return false;
+        }
+        *lent = Some(make());
+        true
+    }
+
+    /// The lent job, taken (once).
+    #[inline]
+    pub(crate) fn take(&self) -> Option<T> {
+        self.0.lock().take()
+    }
 }
 
 /// Marks this thread as worker `index` of pool `pool` resting, until dropped.
@@ -57,6 +97,87 @@ impl Resting {
 impl Drop for Resting {
     fn drop(&mut self) {
         RESTING.with(|r| r.set((0, 0)));
+    }
+}
+
+/// The pool's queue: the bounded channel and the idle workers that sleep on it. Every message put
+/// in wakes one sleeper; the fields are this file's, so no message can go in without its wake-up.
+pub(crate) struct JobQueue<T> {
+    tx: Sender<T>,
+    rx: Receiver<T>,
+    wait: IdleWait,
+}
+
+impl<T> JobQueue<T> {
+    pub(crate) fn new(capacity: usize) -> Self {
+        let (tx, rx) = crossbeam_channel::bounded(capacity);
+        JobQueue {
+            tx,
+            rx,
+            wait: IdleWait::default(),
+        }
+    }
+
+    /// Put `msg` in (refused when full), waking one sleeping worker.
+    #[inline]
+    pub(crate) fn push(&self, msg: T) -> Result<(), TrySendError<T>> {
+        self.tx.try_send(msg)?;
+        self.wait.wake_one();
+        Ok(())
+    }
+
+    /// Put `msg` in, waiting for room until `until`; false if there was none by then.
+    pub(crate) fn push_until(&self, msg: T, until: std::time::Instant) -> bool {
+        match self.tx.send_deadline(msg, until) {
+            Ok(()) => {
+                self.wait.wake_one();
+                true
+            }
+            Err(SendTimeoutError::Timeout(_) | SendTimeoutError::Disconnected(_)) => false,
+        }
+    }
+
+    /// A message, if one is queued now.
+    pub(crate) fn try_take(&self) -> Option<T> {
+        self.rx.try_recv().ok()
+    }
+
+    /// Messages queued now.
+    pub(crate) fn len(&self) -> usize {
+        self.tx.len()
+    }
+
+    /// The next message for idle worker `index` of pool `pool` (see [`IdleWait::recv`]).
+    #[inline]
+    pub(crate) fn recv(
+        &self,
+        at: (usize, usize),
+        lent: impl Fn() -> Option<T>,
+    ) -> Result<T, TryRecvError> {
+        self.wait.recv(&self.rx, at, lent)
+    }
+
+    /// See [`IdleWait::set_sleeper`].
+    pub(crate) fn set_sleeper(&self, sleeper: Option<Arc<dyn Sleeper>>) {
+        self.wait.set_sleeper(sleeper);
+    }
+}
+
+/// What an idle worker takes messages from: the pool's queue (a crossbeam channel), or a model's
+/// queue under loom (whose channel loom cannot see into).
+pub(crate) trait Queue<T> {
+    fn try_recv(&self) -> Result<T, TryRecvError>;
+    fn is_empty(&self) -> bool;
+}
+
+impl<T> Queue<T> for Receiver<T> {
+    #[inline]
+    fn try_recv(&self) -> Result<T, TryRecvError> {
+        Receiver::try_recv(self)
+    }
+    #[inline]
+    fn is_empty(&self) -> bool {
+        Receiver::is_empty(self)
     }
 }
 
@@ -80,7 +201,7 @@ impl IdleWait {
     /// as worker `index` of pool `pool` (see [`resting_worker`]).
     pub(crate) fn recv<T>(
         &self,
-        rx: &Receiver<T>,
+        rx: &impl Queue<T>,
         (pool, index): (usize, usize),
         lent: impl Fn() -> Option<T>,
     ) -> Result<T, TryRecvError> {
@@ -88,7 +209,7 @@ impl IdleWait {
         let spins = if self.sleeper.read().is_some() {
             0
         } else {
-            SPINS
+            crate::sync::spins(SPINS)
         };
         for _ in 0..spins {
             match rx.try_recv() {
@@ -137,7 +258,7 @@ impl IdleWait {
 
     /// Count this worker as a sleeper, then look at the queue once more: a message (or the
     /// disconnect) found now is returned with the count undone.
-    fn announce<T>(&self, rx: &Receiver<T>) -> Option<Result<T, TryRecvError>> {
+    fn announce<T>(&self, rx: &impl Queue<T>) -> Option<Result<T, TryRecvError>> {
         self.sleepers.fetch_add(1, Ordering::SeqCst);
         // Pairs with the fence in `wake_one`: either the enqueuer sees this sleeper, or this
         // look sees its message.
@@ -275,5 +396,149 @@ mod tests {
         assert_eq!(pool.call(()).map(|_| ()), Ok(()));
         pool.set_sleeper(None);
         pool.shutdown(Duration::from_secs(5));
+    }
+}
+
+/// loom models (`RUSTFLAGS="--cfg loom" cargo test --release --lib loom`, run by `.ci/run`). The
+/// queue is a model one whose push is a release and whose look an acquire, the weakest a real
+/// queue gives: that an idle worker never sleeps through a message rests on `IdleWait`'s own
+/// fences, not on the channel's.
+#[cfg(all(test, loom))]
+mod loom_models {
+    use super::*;
+    use loom::sync::atomic::AtomicBool;
+    use loom::sync::Arc;
+    use loom::thread as lthread;
+    use std::collections::VecDeque;
+
+    #[derive(Default)]
+    struct ModelQueue {
+        items: Mutex<VecDeque<u32>>,
+        len: AtomicUsize,
+    }
+
+    impl ModelQueue {
+        fn push(&self, v: u32) {
+            self.items.lock().push_back(v);
+            self.len.fetch_add(1, Ordering::Release);
+        }
+    }
+
+    impl Queue<u32> for ModelQueue {
+        fn try_recv(&self) -> Result<u32, TryRecvError> {
+            if self.len.load(Ordering::Acquire) == 0 {
+                return Err(TryRecvError::Empty);
+            }
+            let v = self.items.lock().pop_front().ok_or(TryRecvError::Empty)?;
+            self.len.fetch_sub(1, Ordering::Relaxed);
+            Ok(v)
+        }
+        fn is_empty(&self) -> bool {
+            self.len.load(Ordering::Acquire) == 0
+        }
+    }
+
+    /// A message queued while the worker goes to sleep on the condition variable wakes it.
+    #[test]
+    fn loom_a_message_queued_as_the_worker_sleeps_wakes_it() {
+        loom::model(|| {
+            let queue = Arc::new(ModelQueue::default());
+            let wait = Arc::new(IdleWait::default());
+            let producer = {
+                let (queue, wait) = (queue.clone(), wait.clone());
+                lthread::spawn(move || {
+                    queue.push(1);
+                    wait.wake_one();
+                })
+            };
+            assert_eq!(wait.recv(&*queue, (0, 0), || None), Ok(1));
+            producer.join().unwrap();
+        });
+    }
+
+    /// Two messages, two sleeping workers: wake-ups may merge, but each worker gets one message
+    /// (a worker that takes one and sees more passes a wake-up on).
+    #[test]
+    fn loom_two_messages_reach_two_sleeping_workers() {
+        loom::model(|| {
+            let queue = Arc::new(ModelQueue::default());
+            let wait = Arc::new(IdleWait::default());
+            let worker = || {
+                let (queue, wait) = (queue.clone(), wait.clone());
+                lthread::spawn(move || wait.recv(&*queue, (0, 0), || None).unwrap())
+            };
+            let (a, b) = (worker(), worker());
+            queue.push(1);
+            wait.wake_one();
+            queue.push(2);
+            wait.wake_one();
+            let mut got = [a.join().unwrap(), b.join().unwrap()];
+            got.sort_unstable();
+            assert_eq!(got, [1, 2]);
+        });
+    }
+
+    const POOL: usize = 1;
+
+    /// Stands for the HTTP server's lane: the first sleep reads a request and submits it from the
+    /// worker's own thread (lent to it); later sleeps block until woken (an eventfd's semantics:
+    /// wake-ups merge, none is lost).
+    struct ModelSleeper {
+        lend: Arc<Lend<u32>>,
+        read: AtomicBool,
+        woken: Mutex<bool>,
+        cv: Condvar,
+    }
+
+    impl Sleeper for ModelSleeper {
+        fn sleep(&self) {
+            if !self.read.swap(true, Ordering::Relaxed) {
+                let lends = |i: usize| (i == 0).then_some(&*self.lend);
+                assert!(Lend::offer_from_resting(lends, POOL, || 10), "lent to me");
+                return;
+            }
+            let mut woken = self.woken.lock();
+            while !*woken {
+                self.cv.wait(&mut woken);
+            }
+            *woken = false;
+        }
+        fn wake(&self) {
+            *self.woken.lock() = true;
+            self.cv.notify_one();
+        }
+    }
+
+    /// A job a resting worker lends itself is run by it once, and a job queued from another
+    /// thread while the worker goes back to sleep wakes it.
+    #[test]
+    fn loom_a_lent_job_runs_once_and_a_queued_one_wakes_the_sleeper() {
+        loom::model(|| {
+            let queue = Arc::new(ModelQueue::default());
+            let wait = Arc::new(IdleWait::default());
+            let lend = Arc::new(Lend::new());
+            wait.set_sleeper(Some(std::sync::Arc::new(ModelSleeper {
+                lend: lend.clone(),
+                read: AtomicBool::new(false),
+                woken: Mutex::new(false),
+                cv: Condvar::new(),
+            })));
+            let producer = {
+                let (queue, wait) = (queue.clone(), wait.clone());
+                lthread::spawn(move || {
+                    queue.push(1);
+                    wait.wake_one();
+                })
+            };
+            let mut got = Vec::new();
+            for _ in 0..2 {
+                got.push(wait.recv(&*queue, (POOL, 0), || lend.take()).unwrap());
+            }
+            got.sort_unstable();
+            assert_eq!(got, [1, 10], "the lent job and the queued one, each once");
+            assert_eq!(lend.take(), None);
+            assert_eq!(resting_worker(POOL), None, "not resting once out of recv");
+            producer.join().unwrap();
+        });
     }
 }

@@ -283,7 +283,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> Pool<Req, Resp> {
     /// Have the idle workers wait in `sleeper` instead of on the pool's own condition variable
     /// (`None`: back to it). The HTTP server's idle workers wait on its connections this way.
     pub(crate) fn set_sleeper(&self, sleeper: Option<Arc<dyn Sleeper>>) {
-        self.state().idle_wait.set_sleeper(sleeper);
+        self.state().queue.set_sleeper(sleeper);
     }
 
     /// Workers waiting for a job right now (a snapshot; it may change at once).

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::job::ANSWERED_UNRUN;
-use super::state::{Msg, PoolState, DRAINING, SERVING, STOPPED};
+use super::state::{Msg, PoolState};
 
 /// How long a shutdown waits, after answering everything, for workers to see their stop message.
 const EXIT_WAIT: Duration = Duration::from_secs(1);
@@ -44,7 +44,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
     fn answer_everything(&self) -> u64 {
         let mut answered = 0;
         let mut stops = 0;
-        while let Ok(msg) = self.rx.try_recv() {
+        while let Some(msg) = self.queue.try_take() {
             match msg {
                 Msg::Job(job) => {
                     if job.claim(ANSWERED_UNRUN) && self.answer(&job, Err(self.shutting_down())) {
@@ -55,11 +55,9 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
             }
         }
         for _ in 0..stops {
-            if self.tx.try_send(Msg::Stop).is_ok() {
-                self.idle_wait.wake_one();
-            }
+            let _ = self.queue.push(Msg::Stop);
         }
-        for slot in self.slots.iter() {
+        for slot in self.workers.slots().iter() {
             let s = slot.state.lock();
             if let Some(r) = &s.running {
                 r.job.core.cancel();
@@ -71,60 +69,40 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
         answered
     }
 
-    /// Wait until no thread owns a slot, or `until`; the number still live.
-    fn wait_live_workers(&self, until: Instant) -> usize {
-        let mut live = self.live_workers.lock();
-        while *live > 0 {
-            if self
-                .live_workers_cv
-                .wait_until(&mut live, until)
-                .timed_out()
-            {
-                break;
-            }
-        }
-        *live
-    }
-
     pub(crate) fn shutdown(&self, graceful: Duration, now: bool) -> ShutdownReport {
         let mut report = ShutdownReport::default();
         if now {
             // Escalate at once, even while another thread runs a graceful shutdown.
-            self.state.store(STOPPED, Ordering::SeqCst);
+            self.life.stop();
             report.answered_shutting_down += self.answer_everything();
         } else {
-            let _ =
-                self.state
-                    .compare_exchange(SERVING, DRAINING, Ordering::SeqCst, Ordering::SeqCst);
+            self.life.begin_drain();
         }
-        let mut done = self.shutdown_lock.lock();
+        let mut done = self.life.shutdown_once();
         if *done {
             return report;
         }
         let end = Instant::now() + if now { Duration::ZERO } else { graceful };
         // Queued jobs come before these stops, so graceful workers finish the queue first.
         for _ in 0..self.config.workers {
-            if self.tx.send_deadline(Msg::Stop, end).is_err() {
+            if !self.queue.push_until(Msg::Stop, end) {
                 break;
             }
-            self.idle_wait.wake_one();
         }
-        self.wait_live_workers(end);
-        self.state.store(STOPPED, Ordering::SeqCst);
+        self.life.wait_workers_gone(end);
+        self.life.stop();
         fence(Ordering::SeqCst);
         report.answered_shutting_down += self.answer_everything();
         for _ in 0..self.config.workers {
-            if self.tx.try_send(Msg::Stop).is_ok() {
-                self.idle_wait.wake_one();
-            }
+            let _ = self.queue.push(Msg::Stop);
         }
-        let left = self.wait_live_workers(Instant::now() + EXIT_WAIT);
+        let left = self.life.wait_workers_gone(Instant::now() + EXIT_WAIT);
         self.stop_watchdog();
         // Join every thread that has left the queue (the current owner of each slot, once no
         // thread reads the queue) and any that is done; threads stuck in a handler (retired, or
         // still running at the timeout) are left to end on their own.
-        for (index, gen, handle) in std::mem::take(&mut *self.threads.lock()) {
-            let current = self.slots[index].state.lock().gen == gen;
+        for (index, gen, handle) in self.workers.take_threads() {
+            let current = self.workers.slot(index).state.lock().gen == gen;
             if handle.is_finished() || (left == 0 && current) {
                 let _ = handle.join();
             }

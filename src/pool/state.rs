@@ -1,7 +1,9 @@
-//! [`PoolState`]: what every thread of one pool shares (queue, worker slots, deadline board,
-//! counters), and the few things all of them do with it: run the handler, deliver and count an
-//! answer, name an error. Submission, the worker loop, the watchdog and shutdown each add their part
-//! in their own file.
+//! [`PoolState`]: what every thread of one pool shares, and the few things all of them do with it:
+//! run the handler, deliver and count an answer, name an error. Its shared state comes in parts
+//! whose fields are private to the file that owns them, each with its methods: the queue
+//! ([`JobQueue`], `idle_wait.rs`), the workers ([`Workers`]) and the lifecycle ([`Lifecycle`]),
+//! both here. Submission, the worker loop, the watchdog and shutdown each add their part of
+//! `PoolState`'s behaviour in their own file.
 
 use std::any::Any;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -10,14 +12,13 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender};
 use parking_lot::{Condvar, Mutex};
 
 use super::config::PoolConfig;
 use super::context::Context;
 use super::deadlines::{nanos_since, DeadlineBoard, SlotDeadline};
 use super::guard;
-use super::idle_wait::IdleWait;
+use super::idle_wait::{JobQueue, Lend};
 use super::job::{Job, JobCore, JobView};
 use super::stats::{Counters, Stats};
 use crate::error::{Error, Stage};
@@ -39,6 +40,101 @@ pub(crate) const STOPPED: u8 = 2;
 
 /// The longest budget a job can have; longer ones are clamped (no `Instant` overflow).
 const MAX_BUDGET: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// Where the pool is in its life (serving, draining, stopped), whether `build` has returned, how
+/// many threads own a slot, and the one shutdown that does the work. Its fields are this file's;
+/// every other file goes through its methods.
+pub(crate) struct Lifecycle {
+    /// [`SERVING`], [`DRAINING`] or [`STOPPED`].
+    phase: AtomicU8,
+    /// Set once `build` has returned: from then on a failing state init is retried, not reported.
+    started: AtomicBool,
+    /// Held by the shutdown that does the work; true once one finished.
+    shutdown_done: Mutex<bool>,
+    /// Threads that own a slot (read the queue).
+    ///
+    /// A count, not "every worker's sender dropped" (tokio's blocking pool): the watchdog retires
+    /// a stuck worker from its own thread while that thread lives on in its handler, so the
+    /// thread cannot hold what tells the shutdown it is gone; and the shutdown reports how many
+    /// threads it left running, which a channel cannot say.
+    live: Mutex<usize>,
+    live_cv: Condvar,
+}
+
+impl Lifecycle {
+    fn new() -> Self {
+        Lifecycle {
+            phase: AtomicU8::new(SERVING),
+            started: AtomicBool::new(false),
+            shutdown_done: Mutex::new(false),
+            live: Mutex::new(0),
+            live_cv: Condvar::new(),
+        }
+    }
+
+    /// The phase now (an acquire load).
+    #[inline]
+    pub(crate) fn phase(&self) -> u8 {
+        self.phase.load(Ordering::Acquire)
+    }
+
+    /// The phase, read in the single total order of `SeqCst` operations (after a `SeqCst`
+    /// fence: an enqueue racing a shutdown's drain).
+    #[inline]
+    pub(crate) fn phase_seqcst(&self) -> u8 {
+        self.phase.load(Ordering::SeqCst)
+    }
+
+    /// Serving → draining (a graceful shutdown); no change in any other phase.
+    pub(crate) fn begin_drain(&self) {
+        let _ = self
+            .phase
+            .compare_exchange(SERVING, DRAINING, Ordering::SeqCst, Ordering::SeqCst);
+    }
+
+    pub(crate) fn stop(&self) {
+        self.phase.store(STOPPED, Ordering::SeqCst);
+    }
+
+    pub(crate) fn mark_started(&self) {
+        self.started.store(true, Ordering::SeqCst);
+    }
+
+    pub(crate) fn started(&self) -> bool {
+        self.started.load(Ordering::SeqCst)
+    }
+
+    /// The shutdown's lock: the guard says whether a shutdown finished already; the one that
+    /// holds it and finds false does the work and sets it.
+    pub(crate) fn shutdown_once(&self) -> parking_lot::MutexGuard<'_, bool> {
+        self.shutdown_done.lock()
+    }
+
+    /// A thread took a slot.
+    pub(crate) fn worker_joined(&self) {
+        *self.live.lock() += 1;
+    }
+
+    /// A thread stopped owning a slot (it exited, or the watchdog retired it).
+    pub(crate) fn worker_left(&self) {
+        let mut live = self.live.lock();
+        *live -= 1;
+        if *live == 0 {
+            self.live_cv.notify_all();
+        }
+    }
+
+    /// Wait until no thread owns a slot, or `until`; the number still live.
+    pub(crate) fn wait_workers_gone(&self, until: Instant) -> usize {
+        let mut live = self.live.lock();
+        while *live > 0 {
+            if self.live_cv.wait_until(&mut live, until).timed_out() {
+                break;
+            }
+        }
+        *live
+    }
+}
 
 /// A job a worker is running, as the watchdog sees it.
 pub(crate) struct Running<Req, Resp> {
@@ -62,41 +158,101 @@ pub(crate) struct WorkerSlot<Req, Resp> {
     pub(crate) deadline: SlotDeadline,
     /// A job this slot's worker submitted while it rested in the pool's sleeper: it runs it next
     /// (see `idle_wait::resting_worker`).
-    pub(crate) lent: Mutex<Option<Arc<Job<Req, Resp>>>>,
+    pub(crate) lent: Lend<Arc<Job<Req, Resp>>>,
+}
+
+/// The worker slots, the threads that own them, and how many wait for a job. Its fields are this
+/// file's; every other file goes through its methods.
+pub(crate) struct Workers<Req, Resp> {
+    slots: Box<[WorkerSlot<Req, Resp>]>,
+    /// Workers waiting for a job now.
+    idle: AtomicUsize,
+    /// Worker threads, with the slot and generation each was started for.
+    threads: Mutex<Vec<(usize, u64, JoinHandle<()>)>>,
+    /// The first worker whose state init failed during `build`, and why.
+    init_failed: Mutex<Option<(usize, String)>>,
+}
+
+impl<Req, Resp> Workers<Req, Resp> {
+    fn new(slots: Box<[WorkerSlot<Req, Resp>]>) -> Self {
+        Workers {
+            slots,
+            idle: AtomicUsize::new(0),
+            threads: Mutex::new(Vec::new()),
+            init_failed: Mutex::new(None),
+        }
+    }
+
+    /// Slot `index` (one of `workers`).
+    #[inline]
+    pub(crate) fn slot(&self, index: usize) -> &WorkerSlot<Req, Resp> {
+        &self.slots[index]
+    }
+
+    #[inline]
+    pub(crate) fn slots(&self) -> &[WorkerSlot<Req, Resp>] {
+        &self.slots
+    }
+
+    /// Workers waiting for a job now.
+    #[inline]
+    pub(crate) fn idle(&self) -> usize {
+        self.idle.load(Ordering::SeqCst)
+    }
+
+    /// Run `wait` (a worker waiting for its next job) counted as idle.
+    #[inline]
+    pub(crate) fn idle_while<R>(&self, wait: impl FnOnce() -> R) -> R {
+        self.idle.fetch_add(1, Ordering::SeqCst);
+        let got = wait();
+        self.idle.fetch_sub(1, Ordering::SeqCst);
+        got
+    }
+
+    /// Keep `handle`, the thread started for slot `index` at generation `gen` (and forget the
+    /// threads that are done).
+    pub(crate) fn track_thread(&self, index: usize, gen: u64, handle: JoinHandle<()>) {
+        let mut threads = self.threads.lock();
+        threads.retain(|(_, _, h)| !h.is_finished());
+        threads.push((index, gen, handle));
+    }
+
+    /// Every thread kept, with its slot and generation (the shutdown joins them).
+    pub(crate) fn take_threads(&self) -> Vec<(usize, u64, JoinHandle<()>)> {
+        std::mem::take(&mut *self.threads.lock())
+    }
+
+    /// Worker `index`'s state init failed during `build` (the first failure is kept).
+    pub(crate) fn init_failed(&self, index: usize, cause: String) {
+        self.init_failed.lock().get_or_insert((index, cause));
+    }
+
+    /// The first init failure, taken.
+    pub(crate) fn take_init_failure(&self) -> Option<(usize, String)> {
+        self.init_failed.lock().take()
+    }
 }
 
 /// The state every thread of a pool shares.
 pub(crate) struct PoolState<Req, Resp> {
     pub(crate) id: usize,
     pub(crate) config: PoolConfig,
-    pub(crate) handler: Handler<Req, Resp>,
-    pub(crate) tx: Sender<Msg<Req, Resp>>,
-    pub(crate) rx: Receiver<Msg<Req, Resp>>,
-    /// Where idle workers sleep; rung after every message put in the queue.
-    pub(crate) idle_wait: IdleWait,
-    pub(crate) state: AtomicU8,
+    handler: Handler<Req, Resp>,
+    /// The queue and the idle workers sleeping on it.
+    pub(crate) queue: JobQueue<Msg<Req, Resp>>,
+    pub(crate) life: Lifecycle,
     pub(crate) next_id: AtomicU64,
-    pub(crate) idle: AtomicUsize,
-    pub(crate) slots: Box<[WorkerSlot<Req, Resp>]>,
+    /// The worker slots and their threads.
+    pub(crate) workers: Workers<Req, Resp>,
     pub(crate) counters: Counters,
     /// The watchdog's deadlines (running and queued jobs).
     pub(crate) board: DeadlineBoard<Job<Req, Resp>>,
     pub(crate) watchdog_thread: Mutex<Option<JoinHandle<()>>>,
-    /// Worker threads, with the slot and generation each was started for.
-    pub(crate) threads: Mutex<Vec<(usize, u64, JoinHandle<()>)>>,
-    /// Threads that own a slot (read the queue).
-    pub(crate) live_workers: Mutex<usize>,
-    pub(crate) live_workers_cv: Condvar,
     pub(crate) epoch: Instant,
     /// A `Weak<Owner<Req, Resp>>`, handed to every [`Context`] so a handler can reach its pool.
     pool_any: Arc<dyn Any + Send + Sync>,
     pub(crate) logged_reentry: AtomicBool,
     pub(crate) logged_cycle: AtomicBool,
-    pub(crate) shutdown_lock: Mutex<bool>,
-    /// Set once `build` has returned: from then on a failing state init is retried, not reported.
-    pub(crate) started: AtomicBool,
-    /// The first worker whose state init failed during `build`, and why.
-    pub(crate) init_failed: Mutex<Option<(usize, String)>>,
     /// Called (on the watchdog's thread) each time a job runs past its deadline with the budget
     /// of retired threads (`max_retired`) spent, so that its worker is not replaced: the HTTP
     /// server's stuck policy.
@@ -117,7 +273,6 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
         handler: Handler<Req, Resp>,
         pool_any: Arc<dyn Any + Send + Sync>,
     ) -> Self {
-        let (tx, rx) = crossbeam_channel::bounded(config.queue_capacity);
         let slots = (0..config.workers)
             .map(|_| WorkerSlot {
                 state: Mutex::new(SlotState {
@@ -125,35 +280,27 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
                     running: None,
                 }),
                 deadline: SlotDeadline::new(),
-                lent: Mutex::new(None),
+                lent: Lend::new(),
             })
             .collect();
+        let queue = JobQueue::new(config.queue_capacity);
         let id = NEXT_POOL_ID.fetch_add(1, Ordering::Relaxed);
         guard::register_name(id, &config.name);
         PoolState {
             id,
             config,
             handler,
-            tx,
-            rx,
-            idle_wait: IdleWait::default(),
-            state: AtomicU8::new(SERVING),
+            queue,
+            life: Lifecycle::new(),
             next_id: AtomicU64::new(1),
-            idle: AtomicUsize::new(0),
-            slots,
+            workers: Workers::new(slots),
             counters: Counters::default(),
             board: DeadlineBoard::new(),
             watchdog_thread: Mutex::new(None),
-            threads: Mutex::new(Vec::new()),
-            live_workers: Mutex::new(0),
-            live_workers_cv: Condvar::new(),
             epoch: Instant::now(),
             pool_any,
             logged_reentry: AtomicBool::new(false),
             logged_cycle: AtomicBool::new(false),
-            shutdown_lock: Mutex::new(false),
-            started: AtomicBool::new(false),
-            init_failed: Mutex::new(None),
             on_budget_spent: std::sync::OnceLock::new(),
         }
     }
@@ -170,7 +317,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
 
     #[inline]
     pub(crate) fn idle_workers(&self) -> usize {
-        self.idle.load(Ordering::SeqCst)
+        self.workers.idle()
     }
 
     #[inline]
@@ -286,14 +433,19 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
     pub(crate) fn stats(&self) -> Stats {
         let c = &self.counters;
         let idle = self.idle_workers().min(self.config.workers);
-        let busy = self.slots.iter().filter(|s| s.deadline.is_busy()).count();
+        let busy = self
+            .workers
+            .slots()
+            .iter()
+            .filter(|s| s.deadline.is_busy())
+            .count();
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
         Stats {
             name: self.config.name.clone(),
             workers: self.config.workers,
             busy,
             idle,
-            queued: self.tx.len(),
+            queued: self.queue.len(),
             completed: get(&c.completed),
             inline_completed: get(&c.inline_completed),
             failed: get(&c.failed),

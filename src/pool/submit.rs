@@ -12,7 +12,7 @@ use crossbeam_channel::TrySendError;
 use super::completion::Waiter;
 use super::config::Reentry;
 use super::guard::{self, Position, NOT_A_WORKER};
-use super::idle_wait::resting_worker;
+use super::idle_wait::Lend;
 use super::job::{Job, JobCore, JobView, PoolOps, ANSWERED_UNRUN, QUEUED, RUNNING};
 use super::state::{Msg, PoolState, SERVING, STOPPED};
 use super::stats::Counters;
@@ -24,27 +24,24 @@ pub(crate) type Refusal<Req, Resp> = (Error, Req, Waiter<Resp>);
 impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
     /// Put `job` in the queue. On refusal the job is still the caller's (nothing was queued).
     fn enqueue(&self, job: &Arc<Job<Req, Resp>>) -> Result<(), Error> {
-        if self.state.load(Ordering::Acquire) != SERVING {
+        if self.life.phase() != SERVING {
             return Err(self.shutting_down());
         }
         // Submitted by one of our workers from its sleeper (it read the request): that worker
         // runs it next, no other thread is woken.
-        if let Some(index) = resting_worker(self.id) {
-            let mut lent = self.slots[index].lent.lock();
-            if lent.is_none() {
-                *lent = Some(job.clone());
-                return Ok(());
-            }
+        let lends = |index: usize| self.workers.slots().get(index).map(|s| &s.lent);
+        if Lend::offer_from_resting(lends, self.id, || job.clone()) {
+            return Ok(());
         }
-        match self.tx.try_send(Msg::Job(job.clone())) {
-            Ok(()) => self.idle_wait.wake_one(),
+        match self.queue.push(Msg::Job(job.clone())) {
+            Ok(()) => {}
             Err(TrySendError::Full(_)) => return Err(self.overloaded()),
             Err(TrySendError::Disconnected(_)) => return Err(self.shutting_down()),
         }
         // A shutdown that drained the queue before our job arrived will not see it: answer it here.
         // (Either the drain sees the job or this load sees STOPPED; both claim, one wins.)
         fence(Ordering::SeqCst);
-        if self.state.load(Ordering::SeqCst) == STOPPED && job.claim(ANSWERED_UNRUN) {
+        if self.life.phase_seqcst() == STOPPED && job.claim(ANSWERED_UNRUN) {
             self.answer(job, Err(self.shutting_down()));
         }
         Ok(())
@@ -255,7 +252,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
 
     /// Run the handler on this thread, outside the queue and the workers (a spare thread).
     pub(crate) fn call_here(&self, req: Req, budget: Option<Duration>) -> Result<Resp, Error> {
-        if self.state.load(Ordering::Acquire) == STOPPED {
+        if self.life.phase() == STOPPED {
             let err = self.shutting_down();
             self.count(Some(&err));
             return Err(err);

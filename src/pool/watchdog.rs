@@ -36,7 +36,12 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
 
     fn watchdog_loop(self: Arc<Self>) {
         let mut expired = Expired::new();
-        let slot_deadlines = || self.slots.iter().map(|s| SlotDeadline::get(&s.deadline));
+        let slot_deadlines = || {
+            self.workers
+                .slots()
+                .iter()
+                .map(|s| SlotDeadline::get(&s.deadline))
+        };
         while self
             .board
             .wait_expired(self.epoch, slot_deadlines, &mut expired)
@@ -52,7 +57,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
 
     /// The watchdog found slot `index` past its deadline: answer, cancel, retire and replace.
     pub(crate) fn expire_running(self: &Arc<Self>, index: usize) {
-        let slot = &self.slots[index];
+        let slot = &self.workers.slot(index);
         let now = Instant::now();
         let (job, started, retire_gen) = {
             let mut s = slot.state.lock();

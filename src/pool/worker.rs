@@ -34,8 +34,8 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
         // is ready when `build` returns (its stats say idle, and callers that check for an idle
         // worker see one).
         let mut spins = 0u32;
-        while self.idle.load(Ordering::SeqCst) < self.config.workers {
-            if let Some((index, cause)) = self.init_failed.lock().take() {
+        while self.workers.idle() < self.config.workers {
+            if let Some((index, cause)) = self.workers.take_init_failure() {
                 return Err(BuildError::new(
                     "init",
                     format!("worker {index}"),
@@ -50,22 +50,20 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
                 thread::sleep(Duration::from_millis(1));
             }
         }
-        self.started.store(true, Ordering::SeqCst);
+        self.life.mark_started();
         Ok(())
     }
 
     /// Start a thread that owns slot `index` with generation `gen`. False if the OS refused.
     pub(crate) fn spawn_worker(self: &Arc<Self>, index: usize, gen: u64) -> bool {
-        *self.live_workers.lock() += 1;
+        self.life.worker_joined();
         let me = self.clone();
         let spawned = thread::Builder::new()
             .name(format!("{}-worker-{index}", self.config.name))
             .spawn(move || me.worker_loop(index, gen));
         match spawned {
             Ok(handle) => {
-                let mut threads = self.threads.lock();
-                threads.retain(|(_, _, h)| !h.is_finished());
-                threads.push((index, gen, handle));
+                self.workers.track_thread(index, gen, handle);
                 true
             }
             Err(e) => {
@@ -82,11 +80,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
 
     /// A thread stopped owning a slot (it exited, or the watchdog retired it).
     pub(crate) fn live_worker_left(&self) {
-        let mut live = self.live_workers.lock();
-        *live -= 1;
-        if *live == 0 {
-            self.live_workers_cv.notify_all();
-        }
+        self.life.worker_left();
     }
 
     fn recycle_budget(&self, index: usize) -> u64 {
@@ -142,8 +136,8 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
                 }
                 Err(cause) => cause,
             };
-            if !self.started.load(Ordering::SeqCst) {
-                self.init_failed.lock().get_or_insert((index, cause));
+            if !self.life.started() {
+                self.workers.init_failed(index, cause);
                 return false;
             }
             if !lacking {
@@ -158,7 +152,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
             );
             let until = Instant::now() + wait;
             while Instant::now() < until {
-                if self.state.load(Ordering::Acquire) != SERVING {
+                if self.life.phase() != SERVING {
                     self.counters.without_state.fetch_sub(1, Ordering::Relaxed);
                     return false;
                 }
@@ -198,14 +192,13 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
     /// Take and run jobs until told to stop (false) or retired by the watchdog (true).
     fn serve_jobs(self: &Arc<Self>, index: usize, gen: u64) -> bool {
         let budget = self.recycle_budget(index);
-        let slot = &self.slots[index];
+        let slot = self.workers.slot(index);
         let mut served = 0u64;
         loop {
-            self.idle.fetch_add(1, Ordering::SeqCst);
-            let msg = self.idle_wait.recv(&self.rx, (self.id, index), || {
-                slot.lent.lock().take().map(Msg::Job)
+            let msg = self.workers.idle_while(|| {
+                self.queue
+                    .recv((self.id, index), || slot.lent.take().map(Msg::Job))
             });
-            self.idle.fetch_sub(1, Ordering::SeqCst);
             let job = match msg {
                 Ok(Msg::Job(job)) => job,
                 Ok(Msg::Stop) | Err(_) => break false,
@@ -246,13 +239,13 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
                 break true;
             }
             served += 1;
-            if budget > 0 && served >= budget && self.state.load(Ordering::Acquire) == SERVING {
+            if budget > 0 && served >= budget && self.life.phase() == SERVING {
                 if self.recycle(index) {
                     break false;
                 }
                 served = 0;
             }
-            if self.state.load(Ordering::Acquire) == STOPPED {
+            if self.life.phase() == STOPPED {
                 break false;
             }
         }
@@ -262,7 +255,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
     /// start (this thread then keeps serving).
     fn recycle(self: &Arc<Self>, index: usize) -> bool {
         let new_gen = {
-            let mut s = self.slots[index].state.lock();
+            let mut s = self.workers.slot(index).state.lock();
             s.gen += 1;
             s.gen
         };
@@ -274,7 +267,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
             );
             true
         } else {
-            self.slots[index].state.lock().gen -= 1;
+            self.workers.slot(index).state.lock().gen -= 1;
             false
         }
     }

@@ -404,22 +404,8 @@ impl SupervisorBuilder {
             Some(n) => n,
             None => default_workers()?.0,
         };
-        if workers == 0 || workers > MAX_WORKERS {
-            return Err(BuildError::new(
-                "workers",
-                workers,
-                format!("1..={MAX_WORKERS} worker processes"),
-            ));
-        }
-        self.cfg.workers = workers;
-        if !(1..=65_535).contains(&self.backlog) {
-            return Err(BuildError::new(
-                "backlog",
-                self.backlog,
-                "1..=65535 pending connections",
-            ));
-        }
-        self.cfg.backlog = self.backlog as i32;
+        self.cfg.workers = BuildError::check_range("workers", workers, 1..=MAX_WORKERS)?;
+        self.cfg.backlog = BuildError::check_range("backlog", self.backlog, 1..=65_535)? as i32;
         let day = Duration::from_secs(86_400);
         for (field, d) in [
             ("heartbeat_timeout", self.cfg.heartbeat_timeout),
@@ -427,32 +413,23 @@ impl SupervisorBuilder {
             ("graceful_timeout", self.cfg.graceful_timeout),
             ("restart_intensity period", self.cfg.restart_period),
         ] {
-            if d < Duration::from_millis(100) || d > day {
-                return Err(BuildError::new(
-                    field,
-                    format!("{d:?}"),
-                    "a duration from 100ms to 1 day",
-                ));
-            }
+            BuildError::check_duration(field, d, Duration::from_millis(100)..=day)?;
         }
-        if self.cfg.request_grace > day {
-            return Err(BuildError::new(
-                "request_grace",
-                format!("{:?}", self.cfg.request_grace),
-                "a duration up to 1 day",
-            ));
-        }
+        BuildError::check_duration(
+            "request_grace",
+            self.cfg.request_grace,
+            Duration::ZERO..=day,
+        )?;
         self.validate_server()?;
         self.validate_recycling()?;
         self.validate_run_as()?;
-        if self.cfg.restart_max == 0 {
-            return Err(BuildError::new(
-                "restart_intensity max",
-                0,
-                "at least 1 restart (a supervisor that may never restart a worker halts at the first \
-                 crash)",
-            ));
-        }
+        BuildError::check_range_shown(
+            "restart_intensity max",
+            self.cfg.restart_max,
+            1..=u32::MAX,
+            "at least 1 restart (a supervisor that may never restart a worker halts at the first \
+             crash)",
+        )?;
         Ok(())
     }
 

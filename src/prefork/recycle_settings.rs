@@ -62,13 +62,12 @@ impl SupervisorBuilder {
             ));
         }
         if let Some(age) = self.cfg.max_worker_age {
-            if !(MIN_AGE..=MAX_AGE).contains(&age) {
-                return Err(BuildError::new(
-                    field("max_worker_age"),
-                    format!("{age:?}"),
-                    "a duration, 1s..=720h (30 days)",
-                ));
-            }
+            BuildError::check_range_shown(
+                field("max_worker_age"),
+                age,
+                MIN_AGE..=MAX_AGE,
+                "1s..=720h (30 days)",
+            )?;
         }
         Ok(())
     }

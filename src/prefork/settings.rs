@@ -219,12 +219,7 @@ impl SupervisorBuilder {
             ("keep_alive", server.keep_alive),
         ] {
             if let Some(d) = d {
-                BuildError::check_range_shown(
-                    field,
-                    d,
-                    Duration::from_millis(1)..=day,
-                    "1ms..=24h",
-                )?;
+                BuildError::check_duration(field, d, Duration::from_millis(1)..=day)?;
             }
         }
         if let Some(ips) = &server.forwarded_allow_ips {

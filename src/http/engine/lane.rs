@@ -27,17 +27,19 @@
 //! take-over, merged wake-ups, the stop) as named scenarios.
 
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use parking_lot::{Mutex, RwLock};
+use parking_lot::RwLock;
 
 use crate::http::engine::acceptor::AcceptGate;
 use crate::http::engine::conn::{Conn, Env, Next};
 use crate::http::engine::epoll::{Epoll, EventFd, Ready, IN};
 use crate::http::engine::handoff::{Answer, AnswerBack, Handoff};
+use crate::http::engine::mailbox::Mailbox;
 use crate::pool::Sleeper;
+use crate::sync::AtomicU64;
 
 /// How often the reactor checks that someone takes the lane's events while no worker waited
 /// there at its last look (see [`Lane::take_over`]).
@@ -57,9 +59,9 @@ const WAKE: u64 = u64::MAX;
 pub(crate) struct ConnCell {
     key: u64,
     fd: RawFd,
-    conn: Mutex<Option<Conn>>,
-    /// An answer that came while another thread held `conn` (it takes it when it lets go).
-    answer: Mutex<Option<Answer>>,
+    /// The connection (taken out when closed), and the slot for an answer that came while
+    /// another thread held it (that thread takes it when it lets go): `mailbox.rs`.
+    held: Mailbox<Conn, Answer>,
     /// What the connection is armed for now (0: nothing; an event disarms it).
     armed: AtomicU64,
     lane: Weak<Lane>,
@@ -155,8 +157,7 @@ impl Lane {
             let cell = Arc::new(ConnCell {
                 key,
                 fd,
-                conn: Mutex::new(Some(conn)),
-                answer: Mutex::new(None),
+                held: Mailbox::new(conn),
                 armed: AtomicU64::new(u64::from(IN)),
                 lane: Arc::downgrade(self),
             });
@@ -288,25 +289,17 @@ impl ConnCell {
         self: &Arc<Self>,
         handoff: &Arc<Handoff>,
         now: Instant,
-        mut wait: bool,
+        wait: bool,
         f: impl FnOnce(&mut Conn, &mut Env<'_>) -> Next,
     ) {
         let Some(lane) = self.lane.upgrade() else {
             return;
         };
         let mut f = Some(f);
-        loop {
-            let mut guard = if wait {
-                self.conn.lock()
-            } else {
-                match self.conn.try_lock() {
-                    Some(g) => g,
-                    None => return,
-                }
-            };
-            wait = false;
-            let Some(conn) = guard.as_mut() else {
-                return;
+        let mut closed = None;
+        self.held.visit(wait, |held| {
+            let Some(conn) = held.as_mut() else {
+                return false;
             };
             let back: Arc<dyn AnswerBack> = self.clone();
             let mut env = Env {
@@ -321,16 +314,14 @@ impl ConnCell {
                 None => Next::Keep,
             };
             while next == Next::Keep {
-                let Some(answer) = self.answer.lock().take() else {
+                let Some(answer) = self.held.take_mail() else {
                     break;
                 };
                 next = conn.on_answer(answer, &mut env);
             }
             if next == Next::Close {
-                let conn = guard.take().expect("checked above");
-                drop(guard);
-                lane.close(handoff, self, conn);
-                return;
+                closed = held.take();
+                return false;
             }
             let want = conn.interest().map_or(0, u64::from);
             if want != 0 && self.armed.swap(want, Ordering::SeqCst) != want {
@@ -338,17 +329,16 @@ impl ConnCell {
                     log::debug!(target: "prefork_pool::http", "cannot re-arm a connection: {e}");
                 }
             }
-            drop(guard);
-            if self.answer.lock().is_none() {
-                return;
-            }
-            // An answer came while we held the cell: go round (unless another thread took it).
+            true
+        });
+        if let Some(conn) = closed {
+            lane.close(handoff, self, conn);
         }
     }
 
     /// Close the connection now (the server stops): what the client sent is read and dropped.
     pub(crate) fn shut(&self, handoff: &Handoff) {
-        let conn = self.conn.lock().take();
+        let conn = self.held.take();
         if let (Some(mut conn), Some(lane)) = (conn, self.lane.upgrade()) {
             conn.discard_input();
             lane.close(handoff, self, conn);
@@ -357,24 +347,22 @@ impl ConnCell {
 
     /// Whether the connection has a request under way (or is busy on another thread now).
     pub(crate) fn active(&self) -> bool {
-        match self.conn.try_lock() {
-            Some(g) => g.as_ref().is_some_and(|c| !c.is_lingering()),
-            None => true,
-        }
+        self.held
+            .peek(|conn| conn.is_some_and(|c| !c.is_lingering()))
+            .unwrap_or(true)
     }
 
     /// The connection's timer is due (without waiting for the cell).
     pub(crate) fn due(&self, now: Instant) -> bool {
-        self.conn.try_lock().is_some_and(|g| {
-            g.as_ref()
-                .is_some_and(|c| c.deadline.is_some_and(|d| d <= now))
-        })
+        self.held
+            .peek(|conn| conn.is_some_and(|c| c.deadline.is_some_and(|d| d <= now)))
+            .unwrap_or(false)
     }
 }
 
 impl AnswerBack for ConnCell {
     fn answer(self: Arc<Self>, handoff: &Arc<Handoff>, answer: Answer) {
-        *self.answer.lock() = Some(answer);
+        self.held.post(answer);
         self.with(handoff, Instant::now(), false, |_, _| Next::Keep);
     }
 }

@@ -62,7 +62,7 @@ impl Rig {
 
     /// Input arrived while the request was in flight and was read (see `Link::pending`).
     fn read_in_flight(&self) -> bool {
-        let conn = self.cell.conn.lock();
+        let conn = self.cell.held.lock_for_test();
         conn.as_ref().unwrap().link.pending.load(Ordering::SeqCst)
     }
 }
@@ -81,11 +81,11 @@ fn an_answer_that_comes_while_another_thread_holds_the_cell_is_taken_once_by_tha
         std::thread::spawn(move || done(Ok(Response::new(b"first".to_vec()))))
             .join()
             .unwrap();
-        assert!(r.cell.answer.lock().is_some(), "left in the cell's slot");
+        assert!(r.cell.held.has_mail(), "left in the cell's slot");
         Next::Keep
     });
     // The holder acted on it when it let go: the next request left, the slot is empty.
-    assert!(r.cell.answer.lock().is_none());
+    assert!(!r.cell.held.has_mail());
     assert_eq!(paths(&r.held), ["(answered)", "/b"]);
     let (out, eof) = client_reads(&mut r.client);
     assert!(

@@ -8,6 +8,7 @@ pub(super) mod handoff;
 pub(super) mod incoming;
 pub(super) mod io;
 pub(super) mod lane;
+pub(super) mod mailbox;
 pub(super) mod reactor;
 pub(super) mod spool;
 pub(super) mod stream;

@@ -111,20 +111,10 @@ impl HealthSettings {
             ));
         }
         let live_after = self.live_after.unwrap_or(Duration::from_secs(10));
-        if live_after.is_zero() || live_after > Duration::from_secs(86_400) {
-            return Err(BuildError::new(
-                "live_after",
-                format!("{live_after:?}"),
-                "more than zero, at most one day",
-            ));
-        }
-        if self.drain_delay > Duration::from_secs(3_600) {
-            return Err(BuildError::new(
-                "drain_delay",
-                format!("{:?}", self.drain_delay),
-                "at most one hour",
-            ));
-        }
+        let day = Duration::from_secs(86_400);
+        BuildError::check_duration("live_after", live_after, Duration::from_nanos(1)..=day)?;
+        let hour = Duration::from_secs(3_600);
+        BuildError::check_duration("drain_delay", self.drain_delay, Duration::ZERO..=hour)?;
         Ok(Some(HealthRoutes {
             ready: ready.clone(),
             live: live.clone(),
