@@ -299,10 +299,17 @@ impl Handoff {
         self.expire_waiting_self_calls(now);
     }
 
-    /// Run `req`: refused (508) when it is too deep, on a spare thread if it is a self-call
+    /// Run `req`, whose [`DEPTH_HEADER`] says `depth` (the connection read it, or 0 when it has
+    /// none): refused (508) when it is too deep, on a spare thread if it is a self-call
     /// (`caller`), else through the pool.
-    pub(crate) fn submit(self: &Arc<Self>, req: HttpRequest, reply: Reply, caller: Option<Caller>) {
-        let depth = match check_depth(request_depth(&req), self.cfg.max_depth) {
+    pub(crate) fn submit(
+        self: &Arc<Self>,
+        req: HttpRequest,
+        depth: u32,
+        reply: Reply,
+        caller: Option<Caller>,
+    ) {
+        let depth = match check_depth(depth, self.cfg.max_depth) {
             Ok(depth) => depth,
             Err(err) => {
                 // A client can send this on every request: one line per interval.
@@ -331,6 +338,7 @@ impl Handoff {
     pub(crate) fn submit_after_lookup(
         self: &Arc<Self>,
         req: HttpRequest,
+        depth: u32,
         reply: Reply,
         (peer, local): (SocketAddr, SocketAddr),
         cell: CallerCell,
@@ -342,7 +350,7 @@ impl Handoff {
             self.cfg.siblings.clone(),
             Box::new(move |caller| {
                 let _ = cell.set(caller);
-                handoff.submit(req, reply, caller);
+                handoff.submit(req, depth, reply, caller);
             }),
         );
     }
