@@ -78,7 +78,7 @@ fn an_answer_that_comes_while_another_thread_holds_the_cell_is_taken_once_by_tha
     cell.with(&r.handoff, Instant::now(), true, |_conn, _env| {
         // The request is completed on another thread while this one holds the cell: that thread
         // writes the answer and leaves the rest in the slot, without waiting for the cell.
-        std::thread::spawn(move || done(Ok(Response::new(b"first".to_vec()))))
+        std::thread::spawn(move || done.finish(Ok(Response::new(b"first".to_vec()))))
             .join()
             .unwrap();
         assert!(r.cell.answer.lock().is_some(), "left in the cell's slot");
@@ -111,7 +111,7 @@ fn a_pipelined_request_leaves_from_the_thread_that_answers_the_one_before() {
     assert_eq!(paths(&r.held), ["/a"]);
     let done = r.held.lock()[0].take().unwrap().done;
     let answering = std::thread::spawn(move || {
-        done(Ok(Response::new(b"first".to_vec())));
+        done.finish(Ok(Response::new(b"first".to_vec())));
         std::thread::current().id()
     })
     .join()
