@@ -219,9 +219,11 @@ pub(crate) fn parse_head(buf: &[u8], limits: &Limits) -> Result<Head, HttpError>
             .position(|&b| b == b':')
             .ok_or_else(|| bad("a header line without a colon"))?;
         let (a, b) = trim_ows(&line[colon + 1..]);
+        // Offsets as u32 (a head is at most 64 MiB, `limit_head_bytes`): half the room to clear.
+        let off = |i: usize| u32::try_from(i).map_err(|_| bad("request head too large"));
         let field = Field {
-            name: (at, at + colon),
-            value: (at + colon + 1 + a, at + colon + 1 + b),
+            name: (off(at)?, off(at + colon)?),
+            value: (off(at + colon + 1 + a)?, off(at + colon + 1 + b)?),
         };
         match inline.get_mut(count) {
             Some(slot) => *slot = field,
@@ -245,9 +247,11 @@ pub(crate) fn parse_head(buf: &[u8], limits: &Limits) -> Result<Head, HttpError>
     let (mut has_te, mut has_cl, mut has_connection) = (false, false, false);
     let (mut forwarding, mut depth) = (false, false);
     for f in fields {
-        let name = HeaderName::from_bytes(&buf[f.name.0..f.name.1])
-            .map_err(|_| bad("malformed header name"))?;
-        let value = HeaderValue::from_maybe_shared(shared.slice(f.value.0..f.value.1))
+        let (n0, n1) = (f.name.0 as usize, f.name.1 as usize);
+        let (v0, v1) = (f.value.0 as usize, f.value.1 as usize);
+        let name =
+            HeaderName::from_bytes(&buf[n0..n1]).map_err(|_| bad("malformed header name"))?;
+        let value = HeaderValue::from_maybe_shared(shared.slice(v0..v1))
             .map_err(|_| bad("malformed header value"))?;
         if name == HOST {
             hosts += 1;
@@ -362,8 +366,8 @@ fn find_lf(s: &[u8]) -> Option<usize> {
 /// Where a field line's name and value are in the head (value without the whitespace around it).
 #[derive(Debug, Clone, Copy, Default)]
 struct Field {
-    name: (usize, usize),
-    value: (usize, usize),
+    name: (u32, u32),
+    value: (u32, u32),
 }
 
 /// The range of `s` without the optional whitespace (SP, HTAB) around a field value.
