@@ -456,10 +456,12 @@ pub(crate) fn finish(handoff: &Arc<Handoff>, r: Reply, result: Result<HttpRespon
     if !r.prefix.is_empty() {
         out.extend_from_slice(&r.prefix);
     }
+    // One clock read for the answer's `Date` and its duration in the metrics.
+    let now = Instant::now();
     let (bytes, keep_alive) =
-        DATE.with(|d| write_response(&mut out, &resp, opts, d.borrow_mut().get()));
+        DATE.with(|d| write_response(&mut out, &resp, opts, d.borrow_mut().get_at(now)));
     log_access(handoff, &r, &resp, bytes);
-    count_answer(handoff, &r, &resp, out.len());
+    count_answer(handoff, &r, &resp, out.len(), now);
     drop(resp);
     let mut written = 0;
     let mut failed = false;
@@ -515,15 +517,19 @@ fn log_access(handoff: &Handoff, r: &Reply, resp: &HttpResponse, bytes: usize) {
     }
 }
 
-/// Count an answer in the server's HTTP metrics (`bytes_out`: what was written for it).
-fn count_answer(handoff: &Handoff, r: &Reply, resp: &HttpResponse, bytes_out: usize) {
+/// Count an answer in the server's HTTP metrics (`bytes_out`: what was written for it, `now`:
+/// when it was done).
+fn count_answer(handoff: &Handoff, r: &Reply, resp: &HttpResponse, bytes_out: usize, now: Instant) {
     let status = resp.status().as_u16();
     if resp.extensions().get::<OwnAnswer>().is_some() {
         handoff.metrics.own_answer(status);
     }
-    handoff
-        .metrics
-        .answered(r.method, status, bytes_out, r.started.elapsed());
+    handoff.metrics.answered(
+        r.method,
+        status,
+        bytes_out,
+        now.saturating_duration_since(r.started),
+    );
 }
 
 /// The cut streams' warning: one line per interval.
@@ -576,7 +582,7 @@ fn finish_streamed(
         }
     };
     log_access(handoff, &r, &resp, bytes as usize);
-    count_answer(handoff, &r, &resp, bytes as usize);
+    count_answer(handoff, &r, &resp, bytes as usize, Instant::now());
     drop(resp);
     send_answer(handoff, r, Vec::new(), keep_alive, failed);
 }
