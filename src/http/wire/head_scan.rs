@@ -189,6 +189,7 @@ impl HeadScanner {
     ) -> Result<Option<(usize, usize)>, HttpError> {
         while self.pos < buf.len() {
             if FAST {
+                self.skip_request_line(buf, limits);
                 self.skip_plain_run(buf, limits);
                 self.skip_line_end(buf, limits);
                 if let Some(end) = self.skip_head_end(buf, limits) {
@@ -202,6 +203,49 @@ impl HeadScanner {
             self.pos += 1;
         }
         Ok(None)
+    }
+
+    /// The first fast path: a whole request line of the common shape, `method SP /path SP
+    /// HTTP/1.x CRLF` (an origin-form target, not CONNECT's), where `step` would take it a byte
+    /// at a time to the same place (the start of the first field line). Taken only when none of
+    /// its bytes passes a limit. Returns whether it moved.
+    fn skip_request_line(&mut self, buf: &[u8], limits: &Limits) -> bool {
+        if self.at != At::Blank {
+            return false;
+        }
+        let s = &buf[self.pos..];
+        let m = s.iter().take_while(|&&b| is_tchar(b)).count();
+        if m == 0 || s.get(m..m + 2) != Some(b" /") {
+            return false;
+        }
+        let method = match &s[..m] {
+            b"OPTIONS" => MethodIs::Options,
+            b"CONNECT" => return false,
+            _ => MethodIs::Other,
+        };
+        let t = m
+            + 2
+            + s[m + 2..]
+                .iter()
+                .take_while(|b| (0x21..=0x7e).contains(*b))
+                .count();
+        if !matches!(s.get(t..t + 11), Some(b" HTTP/1.1\r\n" | b" HTTP/1.0\r\n")) {
+            return false;
+        }
+        // The line without its CRLF; its LF is at `len + 1` from its start.
+        let len = t + 9;
+        if self.pos >= limits.head_bytes
+            || len > limits.request_line
+            || len + 1 >= limits.head_bytes
+        {
+            return false;
+        }
+        self.start = self.pos;
+        self.method = method;
+        self.pos += len + 2;
+        self.line_len = 0;
+        self.at = At::FieldStart;
+        true
     }
 
     /// The fast path: inside a target or a field value, skip the bytes that `step` would only
