@@ -592,6 +592,7 @@ impl Conn {
             rest,
             keep_alive,
             failed,
+            ..
         } = answer;
         if !matches!(self.state, State::InFlight) {
             return Next::Keep;

@@ -222,6 +222,8 @@ impl ReactorConfig {
 #[derive(Debug)]
 pub(crate) struct Answer {
     pub rest: Vec<u8>,
+    /// When it was written: the connection's clock for what follows (its next deadline).
+    pub at: Instant,
     pub keep_alive: bool,
     /// Writing failed: the connection is gone.
     pub failed: bool,
@@ -490,7 +492,7 @@ pub(crate) fn finish(handoff: &Arc<Handoff>, r: Reply, result: Result<HttpRespon
         out.drain(..written);
         out
     };
-    send_answer(handoff, r, rest, keep_alive, failed);
+    send_answer(handoff, r, rest, now, keep_alive, failed);
 }
 
 /// The access log line for the answer, with `bytes` of body sent.
@@ -582,17 +584,26 @@ fn finish_streamed(
         }
     };
     log_access(handoff, &r, &resp, bytes as usize);
-    count_answer(handoff, &r, &resp, bytes as usize, Instant::now());
+    let now = Instant::now();
+    count_answer(handoff, &r, &resp, bytes as usize, now);
     drop(resp);
-    send_answer(handoff, r, Vec::new(), keep_alive, failed);
+    send_answer(handoff, r, Vec::new(), now, keep_alive, failed);
 }
 
-/// Send the [`Answer`] back to the connection (`out`: what is left to write).
-fn send_answer(handoff: &Arc<Handoff>, r: Reply, out: Vec<u8>, keep_alive: bool, failed: bool) {
+/// Send the [`Answer`] back to the connection (`out`: what is left to write; `at`: now).
+fn send_answer(
+    handoff: &Arc<Handoff>,
+    r: Reply,
+    out: Vec<u8>,
+    at: Instant,
+    keep_alive: bool,
+    failed: bool,
+) {
     r.back.answer(
         handoff,
         Answer {
             rest: out,
+            at,
             keep_alive,
             failed,
         },

@@ -251,7 +251,7 @@ impl Lane {
             return;
         };
         cell.armed.store(0, Ordering::SeqCst);
-        cell.drive(handoff, now, Driver::Event, |conn, env| {
+        cell.drive(Some(self), handoff, now, Driver::Event, |conn, env| {
             conn.on_ready(ev.readable, ev.read_closed, ev.writable, env)
         });
     }
@@ -335,27 +335,38 @@ impl ConnCell {
         wait: bool,
         f: impl FnOnce(&mut Conn, &mut Env<'_>) -> Next,
     ) {
-        self.drive(handoff, now, Driver::Pass { wait }, f);
+        self.drive(None, handoff, now, Driver::Pass { wait }, f);
     }
 
-    /// Run `f` on the connection as `driver` (see [`with`](Self::with) and [`Driver`]).
+    /// Run `f` on the connection as `driver` (see [`with`](Self::with) and [`Driver`]); returns
+    /// whether it ran. `lane`: the cell's lane, when the caller has it at hand.
     fn drive(
         self: &Arc<Self>,
+        lane: Option<&Lane>,
         handoff: &Arc<Handoff>,
         now: Instant,
         mut driver: Driver,
         f: impl FnOnce(&mut Conn, &mut Env<'_>) -> Next,
-    ) {
-        let Some(lane) = self.lane.upgrade() else {
-            return;
+    ) -> bool {
+        let upgraded;
+        let lane = match lane {
+            Some(lane) => lane,
+            None => match self.lane.upgrade() {
+                Some(lane) => {
+                    upgraded = lane;
+                    &*upgraded
+                }
+                None => return false,
+            },
         };
+        let mut ran = false;
         let mut f = Some(f);
         loop {
             let mut guard = match driver {
                 Driver::Event | Driver::Pass { wait: true } => self.conn.lock(),
                 Driver::Answer | Driver::Pass { wait: false } => match self.conn.try_lock() {
                     Some(g) => g,
-                    None => return,
+                    None => return ran,
                 },
             };
             if let Driver::Pass { wait } = driver {
@@ -368,7 +379,7 @@ impl ConnCell {
                     }
                     // An answer that came while this thread held the cell is this thread's.
                     if self.answer.lock().is_none() {
-                        return;
+                        return ran;
                     }
                     f = None;
                     driver = Driver::Answer;
@@ -378,7 +389,7 @@ impl ConnCell {
             // Once round, the thread goes on as the one that saw an answer in the slot.
             driver = Driver::Answer;
             let Some(conn) = guard.as_mut() else {
-                return;
+                return ran;
             };
             let back: Arc<dyn AnswerBack> = self.clone();
             let mut env = Env {
@@ -389,7 +400,10 @@ impl ConnCell {
                 now,
             };
             let mut next = match f.take() {
-                Some(f) => f(conn, &mut env),
+                Some(f) => {
+                    ran = true;
+                    f(conn, &mut env)
+                }
                 None => Next::Keep,
             };
             while next == Next::Keep {
@@ -402,7 +416,7 @@ impl ConnCell {
                 let conn = guard.take().expect("checked above");
                 drop(guard);
                 lane.close(handoff, self, conn);
-                return;
+                return ran;
             }
             let want = conn.interest().map_or(0, u64::from);
             let was = if want == 0 {
@@ -425,7 +439,7 @@ impl ConnCell {
                 self.arming.fetch_sub(1, Ordering::SeqCst);
             }
             if self.answer.lock().is_none() {
-                return;
+                return ran;
             }
             // An answer came while we held the cell: go round (unless another thread took it).
         }
@@ -467,8 +481,20 @@ impl ConnCell {
 
 impl AnswerBack for ConnCell {
     fn answer(self: Arc<Self>, handoff: &Arc<Handoff>, answer: Answer) {
-        *self.answer.lock() = Some(answer);
-        self.drive(handoff, Instant::now(), Driver::Answer, |_, _| Next::Keep);
+        let now = answer.at;
+        // The cell free (as it is, but for a pipelined request or a timer's pass): act on the
+        // answer at once. Else leave it in the slot and look again: the holder, which let go
+        // after that look failed, sees it in the slot.
+        let mut answer = Some(answer);
+        let take = |conn: &mut Conn, env: &mut Env<'_>| match answer.take() {
+            Some(a) => conn.on_answer(a, env),
+            None => Next::Keep,
+        };
+        if self.drive(None, handoff, now, Driver::Answer, take) {
+            return;
+        }
+        *self.answer.lock() = answer.take();
+        self.drive(None, handoff, now, Driver::Answer, |_, _| Next::Keep);
     }
 }
 
