@@ -20,12 +20,13 @@ use http::{Method, Request, Version};
 
 use crate::http::engine::epoll;
 use crate::http::engine::handoff::{
-    depth_trusted, finish, with_date, Answer, AnswerBack, Handoff, Reply, DEPTH_HEADER,
+    depth_trusted, finish, request_depth, with_date, Answer, AnswerBack, Handoff, Reply,
+    DEPTH_HEADER,
 };
 use crate::http::engine::incoming::Incoming;
 use crate::http::engine::io::{Link, Stream, TcpAddrs};
 use crate::http::engine::spool::RequestBody;
-use crate::http::ops::forwarded::believe;
+use crate::http::ops::forwarded::{believe, Forwarded};
 use crate::http::ops::metrics::method_index;
 use crate::http::self_call::calls::{unix_caller, Caller};
 use crate::http::self_call::owner_lookup::CallerCell;
@@ -463,7 +464,12 @@ impl Conn {
             .as_ref()
             .map(|f| f.capture(&head.method, &head.uri, head.version, &head.headers));
         // What a trusted proxy says about the client: for the handler and the log only.
-        let fwd = believe(&handoff.cfg.proxy, self.client_ip, &head.headers);
+        let fwd = if head.forwarding {
+            believe(&handoff.cfg.proxy, self.client_ip, &head.headers)
+        } else {
+            Forwarded::default()
+        };
+        let depth_header = head.depth;
         let client = match fwd.client {
             Some(ip) => Arc::from(ip.to_string()),
             None => self.client.clone(),
@@ -526,15 +532,23 @@ impl Conn {
         let named = fwd.client.or(self.client_ip.filter(|_| self.proxied));
         let local = self.addrs.map(|(_, l)| l.ip().to_canonical());
         let named_here = named.map_or(true, |ip| ip.is_loopback() || Some(ip) == local);
-        if !depth_trusted(unix, self.addrs) || !named_here {
+        // The header is looked for only when the parse saw one.
+        let depth = if !depth_header {
+            0
+        } else if !depth_trusted(unix, self.addrs) || !named_here {
             req.headers_mut().remove(DEPTH_HEADER);
-        }
+            0
+        } else {
+            request_depth(&req)
+        };
         if let Some(resp) = handoff.health_answer(&req) {
             return finish(handoff, reply, Ok(resp));
         }
         match self.self_caller(handoff) {
-            Client::Known(caller) => handoff.submit(req, reply, caller),
-            Client::LookUp(addrs, cell) => handoff.submit_after_lookup(req, reply, addrs, cell),
+            Client::Known(caller) => handoff.submit(req, depth, reply, caller),
+            Client::LookUp(addrs, cell) => {
+                handoff.submit_after_lookup(req, depth, reply, addrs, cell)
+            }
         }
     }
 
@@ -578,6 +592,7 @@ impl Conn {
             rest,
             keep_alive,
             failed,
+            ..
         } = answer;
         if !matches!(self.state, State::InFlight) {
             return Next::Keep;

@@ -78,7 +78,7 @@ pub(in crate::http::engine) fn pair() -> (Stream, UnixStream, UnixStream) {
 /// socket and sent back to the connection as the pool's completion does.
 pub(in crate::http::engine) fn answer_held(held: &HeldList, i: usize, body: Vec<u8>) {
     let h = held.lock()[i].take().expect("a request not answered yet");
-    (h.done)(Ok(Response::new(body)));
+    h.done.finish(Ok(Response::new(body)));
 }
 
 /// The paths of the requests handed off so far.

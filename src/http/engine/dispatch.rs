@@ -42,10 +42,19 @@ impl PoolDispatch {
 
 impl Dispatch for PoolDispatch {
     fn dispatch(&self, mut req: HttpRequest, depth: u32, done: Done) {
-        let (deadline, label) = self.prepare(&mut req, depth);
+        let deadline = self.deadline_for.as_ref().and_then(|f| f(&req));
+        // The client for the log is the one `done` carries (the request's `PeerAddr`).
+        let label = Label {
+            method: req.method().clone(),
+            uri: req.uri().clone(),
+            peer: None,
+        };
+        req.extensions_mut()
+            .insert(Loopback::new(self.pool.clone(), self.max_depth, depth));
         let page = self.error_page.clone();
         self.pool.submit_then(req, deadline, move |result| {
-            done(result.or_else(|e| Ok(label.answer(&page, &e))))
+            let result = result.or_else(|e| Ok(label.answer(&page, &e, Some(done.peer()))));
+            done.finish(result)
         });
     }
     fn idle_workers(&self) -> usize {
@@ -58,7 +67,7 @@ impl Dispatch for PoolDispatch {
     fn call_here(&self, mut req: HttpRequest, depth: u32) -> Result<HttpResponse, Error> {
         let (deadline, label) = self.prepare(&mut req, depth);
         let result = self.pool.call_here(req, deadline);
-        result.or_else(|e| Ok(label.answer(&self.error_page, &e)))
+        result.or_else(|e| Ok(label.answer(&self.error_page, &e, None)))
     }
     fn name(&self) -> &str {
         self.pool.name()
@@ -110,8 +119,8 @@ impl Label {
     }
 
     /// Log `e` with the request it answers (a 500 at `error`, the others at `warn`, on target
-    /// `prefork_pool::http`), and render its answer.
-    fn answer(&self, page: &ErrorPage, e: &Error) -> HttpResponse {
+    /// `prefork_pool::http`), and render its answer. `peer`: the client, when the label has none.
+    fn answer(&self, page: &ErrorPage, e: &Error, peer: Option<&str>) -> HttpResponse {
         let status = e.http_status();
         let level = if status == 500 {
             log::Level::Error
@@ -124,7 +133,7 @@ impl Label {
             "`{} {}` from {}: answered {status}: {e}",
             self.method,
             self.uri.path(),
-            self.peer.as_deref().unwrap_or("?"),
+            self.peer.as_deref().or(peer).unwrap_or("?"),
         );
         page.pool_error(e)
     }

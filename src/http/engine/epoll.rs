@@ -93,14 +93,16 @@ impl Epoll {
         mut each: impl FnMut(Ready),
     ) -> io::Result<()> {
         const MAX: usize = 64;
-        let mut evs = [libc::epoll_event { events: 0, u64: 0 }; MAX];
+        // Not cleared first (768 bytes on every wait): the kernel writes the events it returns,
+        // and only those are read.
+        let mut evs = [std::mem::MaybeUninit::<libc::epoll_event>::uninit(); MAX];
         let max = max.clamp(1, MAX);
         let ms = timeout.map_or(-1, |t| t.as_millis().min(i32::MAX as u128) as libc::c_int);
         // SAFETY: `evs` has room for `max` (≤ MAX) events; the kernel writes at most that many.
         let n = unsafe {
             libc::epoll_wait(
                 self.fd.as_raw_fd(),
-                evs.as_mut_ptr(),
+                evs.as_mut_ptr().cast::<libc::epoll_event>(),
                 max as libc::c_int,
                 ms,
             )
@@ -114,6 +116,8 @@ impl Epoll {
             };
         }
         for ev in &evs[..n as usize] {
+            // SAFETY: `epoll_wait` returned `n`: it wrote the first `n` events.
+            let ev = unsafe { ev.assume_init_read() };
             let bits = ev.events;
             let closed = bits & (libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) as u32 != 0;
             each(Ready {

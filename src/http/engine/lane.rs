@@ -4,8 +4,9 @@
 //!
 //! Each connection sits in a [`ConnCell`] and is armed one-shot: an event goes to exactly one
 //! thread, which locks the cell, drives the connection's state machine one step (`conn.rs`), and
-//! arms it again for what it waits for next (read, or write) — unless a request went out, in which
-//! case the thread that answers it arms it once the answer is written. So at most one thread
+//! arms it again for what it waits for next (read, or write), once it has let go of the cell —
+//! unless a request went out, in which case the thread that answers it arms it once the answer is
+//! written. So at most one thread
 //! touches a connection at a time, and a connection whose request is in flight reports nothing.
 //!
 //! Who takes events:
@@ -37,7 +38,7 @@ use crate::http::engine::acceptor::AcceptGate;
 use crate::http::engine::conn::{Conn, Env, Next};
 use crate::http::engine::epoll::{Epoll, EventFd, Ready, IN};
 use crate::http::engine::handoff::{Answer, AnswerBack, Handoff};
-use crate::http::engine::mailbox::Mailbox;
+use crate::http::engine::mailbox::{Mailbox, Step};
 use crate::pool::Sleeper;
 use crate::sync::AtomicU64;
 
@@ -64,7 +65,35 @@ pub(crate) struct ConnCell {
     held: Mailbox<Conn, Answer>,
     /// What the connection is armed for now (0: nothing; an event disarms it).
     armed: AtomicU64,
+    /// Threads that let go of `conn` and have yet to arm the connection (see [`Driver`]): until
+    /// then the reactor's passes leave the cell alone.
+    arming: AtomicUsize,
     lane: Weak<Lane>,
+    /// The tests' record of each arm: whether the cell was free then.
+    #[cfg(test)]
+    arms: parking_lot::Mutex<Vec<bool>>,
+}
+
+/// Who drives a connection through [`ConnCell::drive`].
+///
+/// A thread that arms a disarmed connection (an event took its one-shot, or its request was in
+/// flight) does so after letting go of the cell: the connection's next event, which the arm may
+/// deliver at once to a worker waiting in the lane, then finds the cell free, where it used to
+/// find it held by the arming thread for the rest of its `epoll_ctl` (the worker spun and
+/// yielded, a `sched_yield` for one request in three or more). Until that arm no event can come
+/// for the connection, and an answer cannot either (nothing is in flight), so the only others
+/// that could take the cell meanwhile are the reactor's passes (its timers, the drain, the stop),
+/// whose own arm could be overtaken by the late one: they wait for the arm (`arming`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Driver {
+    /// A thread that took the connection's event: it waits for the cell.
+    Event,
+    /// The thread that answered its request: it gives up when another thread holds the cell
+    /// (that one sees the answer in the slot).
+    Answer,
+    /// A pass of the reactor's (a timer, the drain, the stop): waits for the cell (`wait`) or
+    /// gives up, and leaves the cell alone while a thread has yet to arm it.
+    Pass { wait: bool },
 }
 
 impl std::fmt::Debug for ConnCell {
@@ -159,7 +188,10 @@ impl Lane {
                 fd,
                 held: Mailbox::new(conn),
                 armed: AtomicU64::new(u64::from(IN)),
+                arming: AtomicUsize::new(0),
                 lane: Arc::downgrade(self),
+                #[cfg(test)]
+                arms: parking_lot::Mutex::new(Vec::new()),
             });
             slab.cells[idx] = Some(cell.clone());
             cell
@@ -220,7 +252,7 @@ impl Lane {
             return;
         };
         cell.armed.store(0, Ordering::SeqCst);
-        cell.with(handoff, now, true, |conn, env| {
+        cell.drive(Some(self), handoff, now, Driver::Event, |conn, env| {
             conn.on_ready(ev.readable, ev.read_closed, ev.writable, env)
         });
     }
@@ -262,6 +294,18 @@ impl Lane {
         }
     }
 
+    /// Arm `cell`'s connection for `want` (one-shot).
+    fn arm(&self, cell: &ConnCell, want: u64) {
+        #[cfg(test)]
+        {
+            let free = cell.held.peek(|_| ()).is_some();
+            cell.arms.lock().push(free);
+        }
+        if let Err(e) = self.epoll.arm(cell.fd, want as u32, cell.key) {
+            log::debug!(target: "prefork_pool::http", "cannot re-arm a connection: {e}");
+        }
+    }
+
     /// Close a connection taken out of its cell.
     fn close(&self, handoff: &Handoff, cell: &ConnCell, conn: Conn) {
         let fd = conn.link.stream.raw_fd();
@@ -281,10 +325,10 @@ impl Lane {
 }
 
 impl ConnCell {
-    /// Run `f` on the connection (if it is still open), act on an answer that came meanwhile,
-    /// close it or arm it for what it waits for next. `wait`: block for the cell (a thread that
-    /// took an event for it); otherwise give up when another thread holds it (that one will see
-    /// the answer).
+    /// A pass of the reactor's over the connection (a timer, the drain, the stop): run `f` on it
+    /// (if it is still open), act on an answer that came meanwhile, close it or arm it for what it
+    /// waits for next. `wait`: block for the cell; otherwise give up when another thread holds it
+    /// (that one will see the answer), or has yet to arm it.
     pub(crate) fn with(
         self: &Arc<Self>,
         handoff: &Arc<Handoff>,
@@ -292,53 +336,117 @@ impl ConnCell {
         wait: bool,
         f: impl FnOnce(&mut Conn, &mut Env<'_>) -> Next,
     ) {
-        let Some(lane) = self.lane.upgrade() else {
-            return;
+        self.drive(None, handoff, now, Driver::Pass { wait }, f);
+    }
+
+    /// Run `f` on the connection as `driver` (see [`with`](Self::with) and [`Driver`]); returns
+    /// whether it ran. `lane`: the cell's lane, when the caller has it at hand.
+    fn drive(
+        self: &Arc<Self>,
+        lane: Option<&Lane>,
+        handoff: &Arc<Handoff>,
+        now: Instant,
+        mut driver: Driver,
+        f: impl FnOnce(&mut Conn, &mut Env<'_>) -> Next,
+    ) -> bool {
+        let upgraded;
+        let lane = match lane {
+            Some(lane) => lane,
+            None => match self.lane.upgrade() {
+                Some(lane) => {
+                    upgraded = lane;
+                    &*upgraded
+                }
+                None => return false,
+            },
         };
+        let mut ran = false;
         let mut f = Some(f);
         let mut closed = None;
-        self.held.visit(wait, |held| {
-            let Some(conn) = held.as_mut() else {
-                return false;
-            };
-            let back: Arc<dyn AnswerBack> = self.clone();
-            let mut env = Env {
-                handoff,
-                back: &back,
-                draining: handoff.draining.load(Ordering::SeqCst),
-                keepalive_requests: lane.gate.get().and_then(|g| g.keepalive_requests()),
-                now,
-            };
-            let mut next = match f.take() {
-                Some(f) => f(conn, &mut env),
-                None => Next::Keep,
-            };
-            while next == Next::Keep {
-                let Some(answer) = self.held.take_mail() else {
-                    break;
-                };
-                next = conn.on_answer(answer, &mut env);
-            }
-            if next == Next::Close {
-                closed = held.take();
-                return false;
-            }
-            let want = conn.interest().map_or(0, u64::from);
-            if want != 0 && self.armed.swap(want, Ordering::SeqCst) != want {
-                if let Err(e) = lane.epoll.arm(self.fd, want as u32, self.key) {
-                    log::debug!(target: "prefork_pool::http", "cannot re-arm a connection: {e}");
+        self.held.visit(
+            matches!(driver, Driver::Event | Driver::Pass { wait: true }),
+            |held| {
+                if let Driver::Pass { wait } = driver {
+                    if self.arming.load(Ordering::SeqCst) > 0 {
+                        // A thread has yet to arm the connection: leave it alone until then. When
+                        // not waiting, an answer that came while this thread held the cell is this
+                        // thread's: it goes round for it (the mailbox's look) as `Answer`.
+                        if !wait {
+                            f = None;
+                            driver = Driver::Answer;
+                        }
+                        return Step::NotYet;
+                    }
                 }
-            }
-            true
-        });
+                // Once round, the thread goes on as the one that saw an answer in the slot.
+                driver = Driver::Answer;
+                let Some(conn) = held.as_mut() else {
+                    return Step::Stop;
+                };
+                let back: Arc<dyn AnswerBack> = self.clone();
+                let mut env = Env {
+                    handoff,
+                    back: &back,
+                    draining: handoff.draining.load(Ordering::SeqCst),
+                    keepalive_requests: lane.gate.get().and_then(|g| g.keepalive_requests()),
+                    now,
+                };
+                let mut next = match f.take() {
+                    Some(f) => {
+                        ran = true;
+                        f(conn, &mut env)
+                    }
+                    None => Next::Keep,
+                };
+                while next == Next::Keep {
+                    let Some(answer) = self.held.take_mail() else {
+                        break;
+                    };
+                    next = conn.on_answer(answer, &mut env);
+                }
+                if next == Next::Close {
+                    closed = held.take();
+                    return Step::Stop;
+                }
+                let want = conn.interest().map_or(0, u64::from);
+                let was = if want == 0 {
+                    0
+                } else {
+                    self.armed.swap(want, Ordering::SeqCst)
+                };
+                // Disarmed (`was` 0): armed once the cell is let go, as `Driver` says. Armed for
+                // something else: its event may be under way, so it is changed under the cell.
+                let arm_after = want != 0 && was == 0;
+                if want != 0 && was != want && !arm_after {
+                    lane.arm(self, want);
+                }
+                if arm_after {
+                    self.arming.fetch_add(1, Ordering::SeqCst);
+                }
+                if arm_after {
+                    // Disarmed: armed once the cell is let go (`after`), as `Driver` says.
+                    Step::LetGoThen(want)
+                } else {
+                    Step::LetGo
+                }
+            },
+            |want| {
+                lane.arm(self, want);
+                self.arming.fetch_sub(1, Ordering::SeqCst);
+            },
+        );
         if let Some(conn) = closed {
             lane.close(handoff, self, conn);
         }
+        ran
     }
 
     /// Close the connection now (the server stops): what the client sent is read and dropped.
     pub(crate) fn shut(&self, handoff: &Handoff) {
-        let conn = self.held.take();
+        // Not while a thread has yet to arm it (its descriptor must stay the one it arms).
+        let conn = self
+            .held
+            .take_when(|| self.arming.load(Ordering::SeqCst) > 0);
         if let (Some(mut conn), Some(lane)) = (conn, self.lane.upgrade()) {
             conn.discard_input();
             lane.close(handoff, self, conn);
@@ -362,8 +470,22 @@ impl ConnCell {
 
 impl AnswerBack for ConnCell {
     fn answer(self: Arc<Self>, handoff: &Arc<Handoff>, answer: Answer) {
-        self.held.post(answer);
-        self.with(handoff, Instant::now(), false, |_, _| Next::Keep);
+        let now = answer.at;
+        // The cell free (as it is, but for a pipelined request or a timer's pass): act on the
+        // answer at once. Else leave it in the slot and look again: the holder, which let go
+        // after that look failed, sees it in the slot.
+        let mut answer = Some(answer);
+        let take = |conn: &mut Conn, env: &mut Env<'_>| match answer.take() {
+            Some(a) => conn.on_answer(a, env),
+            None => Next::Keep,
+        };
+        if self.drive(None, handoff, now, Driver::Answer, take) {
+            return;
+        }
+        if let Some(answer) = answer.take() {
+            self.held.post(answer);
+        }
+        self.drive(None, handoff, now, Driver::Answer, |_, _| Next::Keep);
     }
 }
 

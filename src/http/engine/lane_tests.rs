@@ -78,7 +78,7 @@ fn an_answer_that_comes_while_another_thread_holds_the_cell_is_taken_once_by_tha
     cell.with(&r.handoff, Instant::now(), true, |_conn, _env| {
         // The request is completed on another thread while this one holds the cell: that thread
         // writes the answer and leaves the rest in the slot, without waiting for the cell.
-        std::thread::spawn(move || done(Ok(Response::new(b"first".to_vec()))))
+        std::thread::spawn(move || done.finish(Ok(Response::new(b"first".to_vec()))))
             .join()
             .unwrap();
         assert!(r.cell.held.has_mail(), "left in the cell's slot");
@@ -111,7 +111,7 @@ fn a_pipelined_request_leaves_from_the_thread_that_answers_the_one_before() {
     assert_eq!(paths(&r.held), ["/a"]);
     let done = r.held.lock()[0].take().unwrap().done;
     let answering = std::thread::spawn(move || {
-        done(Ok(Response::new(b"first".to_vec())));
+        done.finish(Ok(Response::new(b"first".to_vec())));
         std::thread::current().id()
     })
     .join()
@@ -179,4 +179,53 @@ fn the_reactor_takes_the_lane_over_only_when_no_worker_waits_or_took_an_event_si
     sleeper.sleep();
     assert_eq!(paths(&r.held), ["(answered)", "/b"]);
     assert_eq!(r.lane.taken.load(Ordering::SeqCst), 2);
+}
+
+#[test]
+fn a_disarmed_connection_is_armed_after_its_cell_is_let_go() {
+    let mut r = Rig::new();
+    // A part of a head, taken by an event (which disarmed it): armed for the rest.
+    r.send(b"GET /a HTTP/1.1\r\n");
+    r.events();
+    assert_eq!(r.armed(), IN);
+    r.send(b"Host: x\r\n\r\n");
+    r.events();
+    // Answered on another thread: armed for the next request.
+    let done = r.held.lock()[0].take().unwrap().done;
+    std::thread::spawn(move || done.finish(Ok(Response::new(b"first".to_vec()))))
+        .join()
+        .unwrap();
+    assert_eq!(r.armed(), IN);
+    // Each arm found the cell free: an event it delivers at once to a waiting worker does not
+    // find the cell held by the arming thread.
+    assert_eq!(*r.cell.arms.lock(), [true, true]);
+    assert!(client_reads(&mut r.client).0.ends_with("first"));
+}
+
+#[test]
+fn the_reactors_passes_leave_a_cell_alone_while_a_thread_has_yet_to_arm_it() {
+    let r = Rig::new();
+    let past = Instant::now() + std::time::Duration::from_secs(3600);
+    r.cell.arming.fetch_add(1, Ordering::SeqCst);
+    // A timer's pass gives up.
+    r.cell
+        .with(&r.handoff, past, false, |_, _| panic!("a pass ran"));
+    // A waiting pass (the drain, the stop) and the stop's close wait until the arm is done.
+    let (cell, handoff) = (r.cell.clone(), r.handoff.clone());
+    let pass = std::thread::spawn(move || {
+        cell.with(&handoff, past, true, |c, env| c.on_timer(env));
+    });
+    let (cell, handoff) = (r.cell.clone(), r.handoff.clone());
+    let stop = std::thread::spawn(move || cell.shut(&handoff));
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    assert!(
+        r.cell.held.lock_for_test().is_some(),
+        "closed before the arm"
+    );
+    assert_eq!(r.lane.live(), 1);
+    r.cell.arming.fetch_sub(1, Ordering::SeqCst);
+    pass.join().unwrap();
+    stop.join().unwrap();
+    assert!(r.cell.held.lock_for_test().is_none());
+    assert_eq!(r.lane.live(), 0);
 }

@@ -8,7 +8,20 @@
 //! goes round while a message is there and nobody else took the value. Its locks go through
 //! `crate::sync`, and a loom model checks the rule (`.ci/run`).
 
-use crate::sync::Mutex;
+use crate::sync::{thread, Mutex};
+
+/// What a [`Mailbox::visit`] step says comes after it lets go of the value.
+pub(crate) enum Step<A> {
+    /// Stop: no look at the mailbox (the value was taken out, or the step is done for good).
+    Stop,
+    /// Look at the mailbox: a message there runs the step again.
+    LetGo,
+    /// Run the visit's `after` with `A` (outside the value's lock), then look at the mailbox.
+    LetGoThen(A),
+    /// The value may not be worked on yet (another thread must act first): when waiting, yield
+    /// and take it again; otherwise look at the mailbox.
+    NotYet,
+}
 
 /// A value worked on by one thread at a time, and its mailbox.
 pub(crate) struct Mailbox<C, M> {
@@ -37,9 +50,15 @@ impl<C, M> Mailbox<C, M> {
 
     /// Run `step` with the value held (`None` once it was taken out: closed). `wait`: block for
     /// the value; otherwise give up at once when another thread holds it (that thread will see
-    /// the mailbox). After letting go, a message found in the mailbox runs `step` again, unless
-    /// `step` said stop (false) or another thread took the value meanwhile.
-    pub(crate) fn visit(&self, mut wait: bool, mut step: impl FnMut(&mut Option<C>) -> bool) {
+    /// the mailbox). What `step` returns says what comes after letting go ([`Step`]); then a
+    /// message found in the mailbox runs `step` again (without waiting), unless `step` said
+    /// [`Step::Stop`] or another thread took the value meanwhile.
+    pub(crate) fn visit<A>(
+        &self,
+        mut wait: bool,
+        mut step: impl FnMut(&mut Option<C>) -> Step<A>,
+        mut after: impl FnMut(A),
+    ) {
         loop {
             let mut held = if wait {
                 self.held.lock()
@@ -49,19 +68,37 @@ impl<C, M> Mailbox<C, M> {
                     None => return,
                 }
             };
-            wait = false;
-            let go_on = step(&mut held);
+            let next = step(&mut held);
             drop(held);
-            if !go_on || self.mail.lock().is_none() {
+            match next {
+                Step::Stop => return,
+                Step::LetGo => {}
+                Step::LetGoThen(a) => after(a),
+                Step::NotYet if wait => {
+                    thread::yield_now();
+                    continue;
+                }
+                Step::NotYet => {}
+            }
+            wait = false;
+            if self.mail.lock().is_none() {
                 return;
             }
             // A message came while we held the value: go round (unless another thread took it).
         }
     }
 
-    /// Take the value out for good (closing it), waiting for whoever holds it.
-    pub(crate) fn take(&self) -> Option<C> {
-        self.held.lock().take()
+    /// Take the value out for good (closing it), waiting for whoever holds it and, while
+    /// `not_yet` says so, for whoever must act on it first.
+    pub(crate) fn take_when(&self, not_yet: impl Fn() -> bool) -> Option<C> {
+        loop {
+            let mut held = self.held.lock();
+            if !not_yet() {
+                return held.take();
+            }
+            drop(held);
+            thread::yield_now();
+        }
     }
 
     /// Whether a message waits in the mailbox.
@@ -90,21 +127,29 @@ mod tests {
     fn a_message_posted_while_the_value_is_held_is_applied_by_the_holder_after_it_lets_go() {
         let mb = Mailbox::new(Vec::<u32>::new());
         let mut rounds = 0;
-        mb.visit(true, |v| {
-            rounds += 1;
-            if rounds == 1 {
-                // Another thread posts now and finds the value held: its own visit gives up.
-                mb.post(7);
-                mb.visit(false, |_| unreachable!("the value is held"));
-            }
-            while let Some(m) = mb.take_mail() {
-                v.as_mut().unwrap().push(m);
-            }
-            true
-        });
+        mb.visit(
+            true,
+            |v| {
+                rounds += 1;
+                if rounds == 1 {
+                    // Another thread posts now and finds the value held: its own visit gives up.
+                    mb.post(7);
+                    mb.visit(
+                        false,
+                        |_| -> Step<()> { unreachable!("the value is held") },
+                        drop,
+                    );
+                }
+                while let Some(m) = mb.take_mail() {
+                    v.as_mut().unwrap().push(m);
+                }
+                Step::<()>::LetGo
+            },
+            drop,
+        );
         assert_eq!(rounds, 1, "the holder drained it in its step");
-        assert_eq!(mb.take(), Some(vec![7]));
-        assert_eq!(mb.take(), None, "taken out for good");
+        assert_eq!(mb.take_when(|| false), Some(vec![7]));
+        assert_eq!(mb.take_when(|| false), None, "taken out for good");
         assert_eq!(mb.peek(|v| v.is_none()), Some(true));
     }
 }
@@ -132,19 +177,23 @@ mod loom_models {
                         v.as_mut().unwrap().push(m);
                     }
                     armed.swap(1, Ordering::SeqCst);
-                    true
+                    Step::<()>::LetGo
                 };
             let answerer = {
                 let (mb, armed) = (mb.clone(), armed.clone());
                 thread::spawn(move || {
                     mb.post(1);
-                    mb.visit(false, |v| step(v, &mb, &armed));
+                    mb.visit(false, |v| step(v, &mb, &armed), drop);
                 })
             };
-            mb.visit(true, |v| step(v, &mb, &armed));
+            mb.visit(true, |v| step(v, &mb, &armed), drop);
             answerer.join().unwrap();
             assert!(mb.take_mail().is_none(), "an answer left in the mailbox");
-            assert_eq!(mb.take(), Some(vec![1]), "applied exactly once");
+            assert_eq!(
+                mb.take_when(|| false),
+                Some(vec![1]),
+                "applied exactly once"
+            );
         });
     }
 }

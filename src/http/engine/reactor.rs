@@ -621,7 +621,7 @@ mod tests {
         fn dispatch(&self, req: Request<Vec<u8>>, _depth: u32, done: Done) {
             std::thread::spawn(move || {
                 let body = format!("{} {} {}", req.method(), req.uri(), req.body().len());
-                done(Ok(Response::new(body.into_bytes())))
+                done.finish(Ok(Response::new(body.into_bytes())))
             });
         }
         fn idle_workers(&self) -> usize {

@@ -1,7 +1,7 @@
 //! Dates: the `Date` header (IMF-fixdate, formatted at most once a second by [`DateCache`]) and the
 //! access log's `%(t)s`, both UTC, from a calendar conversion with no dependency.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
 const MONTHS: [&str; 12] = [
@@ -81,35 +81,78 @@ pub(crate) fn log_date(secs: u64) -> String {
     )
 }
 
-/// The `Date` header value, formatted at most once a second.
+/// The `Date` header value, formatted at most once a second, and the wall clock read at most
+/// once a second too: the value holds until the monotonic clock reaches the next second of the
+/// wall clock (`until`), so that an answer costs one clock read, which its caller has already
+/// made for its timings.
 #[derive(Debug)]
 pub(crate) struct DateCache {
     secs: u64,
     text: String,
+    until: Instant,
 }
 
 impl DateCache {
     pub(crate) fn new() -> Self {
-        let secs = now_secs();
-        DateCache {
-            secs,
-            text: http_date(secs),
-        }
+        let mut d = DateCache {
+            secs: 0,
+            text: String::new(),
+            until: Instant::now(),
+        };
+        d.refresh(d.until);
+        d
     }
 
+    /// The value now.
     pub(crate) fn get(&mut self) -> &[u8] {
-        let now = now_secs();
-        if now != self.secs {
-            self.secs = now;
-            self.text = http_date(now);
+        self.get_at(Instant::now())
+    }
+
+    /// The value at `now` (the caller's clock read).
+    pub(crate) fn get_at(&mut self, now: Instant) -> &[u8] {
+        if now >= self.until {
+            self.refresh(now);
         }
         self.text.as_bytes()
+    }
+
+    fn refresh(&mut self, now: Instant) {
+        let since = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        if since.as_secs() != self.secs || self.text.is_empty() {
+            self.secs = since.as_secs();
+            self.text = http_date(self.secs);
+        }
+        let rest = Duration::from_secs(1) - Duration::from_nanos(u64::from(since.subsec_nanos()));
+        self.until = now + rest;
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_cached_date_is_the_wall_clocks_second() {
+        let mut d = DateCache::new();
+        let now = Instant::now();
+        let before = now_secs();
+        let text = String::from_utf8(d.get_at(now).to_vec()).unwrap();
+        let after = now_secs();
+        assert!(
+            text == http_date(before) || text == http_date(after),
+            "{text}"
+        );
+        // Held until the next second of the wall clock (at most a second away)...
+        let until = d.until;
+        assert!(until > now && until <= Instant::now() + Duration::from_secs(1));
+        d.get_at(now);
+        assert_eq!(d.until, until, "not read again before then");
+        // ...and read again from then on.
+        d.get_at(until);
+        assert!(d.until > until, "read again at `until`");
+    }
 
     #[test]
     fn dates() {

@@ -13,7 +13,7 @@ use crate::http::wire::parse::{
     bad, field_too_long, head_too_big, request_line_too_long, too_many_fields, unsupported_version,
     HttpError, Limits,
 };
-use crate::http::wire::value_scan::{HostIn, HostScan, LengthScan};
+use crate::http::wire::value_scan::{plain_field_host, HostIn, HostScan, LengthScan};
 
 /// Where the scan of an incomplete head stands, so that each read costs only its new bytes and a
 /// malformed head is refused at its first bad byte, not when (or if) its blank line arrives.
@@ -189,8 +189,12 @@ impl HeadScanner {
     ) -> Result<Option<(usize, usize)>, HttpError> {
         while self.pos < buf.len() {
             if FAST {
+                self.skip_request_line(buf, limits);
                 self.skip_plain_run(buf, limits);
                 self.skip_line_end(buf, limits);
+                if let Some(end) = self.skip_head_end(buf, limits) {
+                    return Ok(Some((self.start, end)));
+                }
             }
             let Some(&b) = buf.get(self.pos) else { break };
             if let Some(end) = self.step(b, buf, limits)? {
@@ -199,6 +203,49 @@ impl HeadScanner {
             self.pos += 1;
         }
         Ok(None)
+    }
+
+    /// The first fast path: a whole request line of the common shape, `method SP /path SP
+    /// HTTP/1.x CRLF` (an origin-form target, not CONNECT's), where `step` would take it a byte
+    /// at a time to the same place (the start of the first field line). Taken only when none of
+    /// its bytes passes a limit. Returns whether it moved.
+    fn skip_request_line(&mut self, buf: &[u8], limits: &Limits) -> bool {
+        if self.at != At::Blank {
+            return false;
+        }
+        let s = &buf[self.pos..];
+        let m = s.iter().take_while(|&&b| is_tchar(b)).count();
+        if m == 0 || s.get(m..m + 2) != Some(b" /") {
+            return false;
+        }
+        let method = match &s[..m] {
+            b"OPTIONS" => MethodIs::Options,
+            b"CONNECT" => return false,
+            _ => MethodIs::Other,
+        };
+        let t = m
+            + 2
+            + s[m + 2..]
+                .iter()
+                .take_while(|b| (0x21..=0x7e).contains(*b))
+                .count();
+        if !matches!(s.get(t..t + 11), Some(b" HTTP/1.1\r\n" | b" HTTP/1.0\r\n")) {
+            return false;
+        }
+        // The line without its CRLF; its LF is at `len + 1` from its start.
+        let len = t + 9;
+        if self.pos >= limits.head_bytes
+            || len > limits.request_line
+            || len + 1 >= limits.head_bytes
+        {
+            return false;
+        }
+        self.start = self.pos;
+        self.method = method;
+        self.pos += len + 2;
+        self.line_len = 0;
+        self.at = At::FieldStart;
+        true
     }
 
     /// The fast path: inside a target or a field value, skip the bytes that `step` would only
@@ -239,7 +286,8 @@ impl HeadScanner {
 
     /// The other fast path: the common ends of lines, whole, where `step` would take them a byte
     /// at a time to the same place (the start of the next field line): ` HTTP/1.1` or ` HTTP/1.0`
-    /// and its CRLF after the target, a CRLF after a field value. Taken only when none of their
+    /// and its CRLF after the target, a CRLF after a field value, a `Host` value of the common
+    /// shape and its CRLF. Taken only when none of their
     /// bytes passes a limit, so that a refusal is still made by `step` at the byte that passes it.
     /// Returns whether it moved. (The single-byte moves, such as a field name's colon, cost no
     /// less here than in `step`.)
@@ -250,6 +298,16 @@ impl HeadScanner {
                 _ => return false,
             },
             At::Value if buf.get(self.pos..self.pos + 2) == Some(b"\r\n") => (2, 0),
+            // A `Host` value of the common shape, whole (`value_scan::plain_field_host`).
+            At::HostValue(host) if host.is_fresh() => {
+                let Some(cr) = plain_field_host(&buf[self.pos..]) else {
+                    return false;
+                };
+                if self.line_len + cr > limits.field_size {
+                    return false;
+                }
+                (cr + 2, 0)
+            }
             _ => return false,
         };
         if (counted == 0 || self.line_len + counted <= limits.request_line)
@@ -261,6 +319,21 @@ impl HeadScanner {
             return true;
         }
         false
+    }
+
+    /// The last fast path: the empty line that ends the head, whole, where `step` would take its
+    /// CR and LF to the same end (and leave the scanner where it would). Taken only when its LF
+    /// does not pass the head's limit.
+    fn skip_head_end(&mut self, buf: &[u8], limits: &Limits) -> Option<usize> {
+        if self.at != At::FieldStart
+            || buf.get(self.pos..self.pos + 2) != Some(b"\r\n")
+            || self.pos + 1 - self.start >= limits.head_bytes
+        {
+            return None;
+        }
+        self.pos += 1;
+        self.at = At::EndLf;
+        Some(self.pos + 1)
     }
 
     /// Look at the byte `b` at `self.pos` of `buf`; the end of the head (one past this byte) when

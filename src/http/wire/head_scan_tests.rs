@@ -122,7 +122,16 @@ fn limits_and_smuggling() {
 /// The fast paths (whole runs, whole line ends) come to what the byte-at-a-time path does, limits included, whole or fed a byte per read.
 #[test]
 fn fast_paths_agree_with_byte_at_a_time_at_every_limit() {
-    let heads: [&[u8]; 16] = [
+    let heads: [&[u8]; 25] = [
+        b"OPTIONS /x?y HTTP/1.0\r\nHost: x\r\n\r\n",
+        b"\r\n\r\nGET /?a=b HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"CONNECT /x HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost:  example.com:8080 \t\r\nA: b\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: :80\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: \r\nA: b\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a%41:\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a:1x\r\nHost: b\r\n\r\n",
         b"GET /get_hello_world?session_id=x HTTP/1.1\r\nHost: x\r\n\r\n",
         b"\r\nPOST /a HTTP/1.0\r\nHost: x\r\nContent-Length: 3\r\nX-Long: abcdefghijklmnop \r\n\r\n",
         b"GET / HTTP/1.1\r\nHost: x\r\nX: a\rb\r\n\r\n",

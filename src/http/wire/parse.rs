@@ -10,9 +10,14 @@ use std::borrow::Cow;
 
 use bytes::Bytes;
 use http::header::{
-    HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, EXPECT, HOST, TRANSFER_ENCODING,
+    HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, EXPECT, FORWARDED, HOST, TRANSFER_ENCODING,
 };
 use http::{HeaderMap, Method, Uri, Version};
+
+use crate::http::ops::forwarded::{X_FORWARDED_FOR, X_FORWARDED_PROTO};
+
+/// [`DEPTH_HEADER`](crate::http::DEPTH_HEADER) as a name, for the parse's notes.
+const DEPTH: HeaderName = HeaderName::from_static("x-prefork-depth");
 
 /// The size limits a request must fit in. Defaults follow gunicorn's (`limit_request_line` 4094,
 /// `limit_request_fields` 100, `limit_request_field_size` 8190) plus a cap on the whole head
@@ -143,6 +148,11 @@ pub(crate) struct Head {
     pub expect_continue: bool,
     /// The connection may serve another request after this one.
     pub keep_alive: bool,
+    /// The head has an `X-Forwarded-For`, `Forwarded` or `X-Forwarded-Proto` field (noted as the
+    /// fields go by, so that a request without any costs no lookups for them).
+    pub forwarding: bool,
+    /// The head has an `X-Prefork-Depth` field (likewise).
+    pub depth: bool,
 }
 
 /// Parse a complete head (`buf` is exactly the head, ending with the blank line).
@@ -209,9 +219,11 @@ pub(crate) fn parse_head(buf: &[u8], limits: &Limits) -> Result<Head, HttpError>
             .position(|&b| b == b':')
             .ok_or_else(|| bad("a header line without a colon"))?;
         let (a, b) = trim_ows(&line[colon + 1..]);
+        // Offsets as u32 (a head is at most 64 MiB, `limit_head_bytes`): half the room to clear.
+        let off = |i: usize| u32::try_from(i).map_err(|_| bad("request head too large"));
         let field = Field {
-            name: (at, at + colon),
-            value: (at + colon + 1 + a, at + colon + 1 + b),
+            name: (off(at)?, off(at + colon)?),
+            value: (off(at + colon + 1 + a)?, off(at + colon + 1 + b)?),
         };
         match inline.get_mut(count) {
             Some(slot) => *slot = field,
@@ -233,10 +245,13 @@ pub(crate) fn parse_head(buf: &[u8], limits: &Limits) -> Result<Head, HttpError>
     // What the checks below need, noted as the fields go by (no lookups when they are absent).
     let (mut hosts, mut host_comma, mut expects) = (0usize, false, 0usize);
     let (mut has_te, mut has_cl, mut has_connection) = (false, false, false);
+    let (mut forwarding, mut depth) = (false, false);
     for f in fields {
-        let name = HeaderName::from_bytes(&buf[f.name.0..f.name.1])
-            .map_err(|_| bad("malformed header name"))?;
-        let value = HeaderValue::from_maybe_shared(shared.slice(f.value.0..f.value.1))
+        let (n0, n1) = (f.name.0 as usize, f.name.1 as usize);
+        let (v0, v1) = (f.value.0 as usize, f.value.1 as usize);
+        let name =
+            HeaderName::from_bytes(&buf[n0..n1]).map_err(|_| bad("malformed header name"))?;
+        let value = HeaderValue::from_maybe_shared(shared.slice(v0..v1))
             .map_err(|_| bad("malformed header value"))?;
         if name == HOST {
             hosts += 1;
@@ -249,6 +264,10 @@ pub(crate) fn parse_head(buf: &[u8], limits: &Limits) -> Result<Head, HttpError>
             expects += 1;
         } else if name == CONNECTION {
             has_connection = true;
+        } else if name == FORWARDED || name == X_FORWARDED_FOR || name == X_FORWARDED_PROTO {
+            forwarding = true;
+        } else if name == DEPTH {
+            depth = true;
         }
         map.append(name, value);
     }
@@ -296,6 +315,8 @@ pub(crate) fn parse_head(buf: &[u8], limits: &Limits) -> Result<Head, HttpError>
         framing,
         expect_continue,
         keep_alive,
+        forwarding,
+        depth,
     })
 }
 
@@ -345,8 +366,8 @@ fn find_lf(s: &[u8]) -> Option<usize> {
 /// Where a field line's name and value are in the head (value without the whitespace around it).
 #[derive(Debug, Clone, Copy, Default)]
 struct Field {
-    name: (usize, usize),
-    value: (usize, usize),
+    name: (u32, u32),
+    value: (u32, u32),
 }
 
 /// The range of `s` without the optional whitespace (SP, HTAB) around a field value.
@@ -520,6 +541,20 @@ mod tests {
         assert_eq!(h.framing, Framing::Length(3));
         assert!(!h.keep_alive, "a close token anywhere in Connection");
         assert!(!h.expect_continue);
+    }
+
+    #[test]
+    fn the_fields_a_request_is_looked_at_for_are_noted() {
+        assert_eq!(DEPTH, crate::http::DEPTH_HEADER);
+        let h = parse(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        assert!(!h.forwarding && !h.depth);
+        for name in ["X-Forwarded-For", "forwarded", "X-Forwarded-Proto"] {
+            let raw = format!("GET / HTTP/1.1\r\nHost: x\r\n{name}: a\r\n\r\n");
+            let h = parse(raw.as_bytes()).unwrap();
+            assert!(h.forwarding && !h.depth, "{name}");
+        }
+        let h = parse(b"GET / HTTP/1.1\r\nX-Prefork-Depth: 3\r\nHost: x\r\n\r\n").unwrap();
+        assert!(h.depth && !h.forwarding);
     }
 
     #[test]

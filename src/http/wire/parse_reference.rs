@@ -84,6 +84,8 @@ pub(in crate::http) fn parse_head(buf: &[u8], limits: &Limits) -> Result<Head, H
         framing,
         expect_continue,
         keep_alive,
+        forwarding: false,
+        depth: false,
     })
 }
 

@@ -105,7 +105,29 @@ fn is_ip_literal(s: &[u8]) -> bool {
     }
 }
 
+/// A `Host` field's value of the common shape, whole: `OWS [reg-name [":" *DIGIT]] OWS CRLF`
+/// (no `%`, no `[...]`), the bytes of which [`HostScan`] takes one by one from its start to the
+/// same place, refusing none. Returns where its CR is; `None` for any other shape (or a value
+/// not all here yet), which the scan then takes a byte at a time.
+pub(crate) fn plain_field_host(s: &[u8]) -> Option<usize> {
+    let ows = |b: &u8| *b == b' ' || *b == b'\t';
+    let mut i = s.iter().take_while(|b| ows(b)).count();
+    let name = i;
+    i += s[i..].iter().take_while(|&&b| is_reg_name_byte(b)).count();
+    if i > name && s.get(i) == Some(&b':') {
+        i += 1;
+        i += s[i..].iter().take_while(|b| b.is_ascii_digit()).count();
+    }
+    i += s[i..].iter().take_while(|b| ows(b)).count();
+    (s.get(i..i + 2) == Some(b"\r\n")).then_some(i)
+}
+
 impl HostScan {
+    /// Nothing of the value looked at yet.
+    pub(crate) fn is_fresh(&self) -> bool {
+        self.at == HostAt::Start
+    }
+
     pub(crate) fn new(within: HostIn) -> Self {
         HostScan {
             within,
