@@ -6,27 +6,23 @@ use std::io;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::sync::{Arc, Mutex};
 
-use prefork_pool::http::types::http::{HeaderName, HeaderValue, Response, StatusCode, Version};
-use prefork_pool::http::{
-    Body, ForwardedProto, HttpRequest, HttpResponse, IntoResponse, PeerAddr, RequestBody, TcpEnds,
-};
+use prefork_pool::http::types::http::{HeaderName, HeaderValue, Response, StatusCode};
+use prefork_pool::http::{Body, HttpRequest, HttpResponse, IntoResponse};
 use prefork_pool::Context;
 use pyo3::exceptions::{PyAssertionError, PyTypeError, PyValueError};
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyIterator, PyList, PyString, PyTuple};
 
-use crate::input::Input;
+use crate::environ;
 
 /// The app and what every request's environ starts from.
 pub struct WsgiApp {
     app: Py<PyAny>,
-    /// `wsgi.version`, `wsgi.errors`, `wsgi.multithread`, … (made by the Python side).
-    base: Py<PyDict>,
+    /// What every environ shares.
+    fixed: environ::Fixed,
     /// `wsgi.file_wrapper`'s class, to serve a file by its descriptor.
     file_wrapper: Option<Py<PyAny>>,
-    /// `SERVER_NAME`, `SERVER_PORT` for a request without `Host`.
-    server: (String, String),
-    script_name: String,
 }
 
 /// What `start_response` was given, shared with its `write` callable.
@@ -188,31 +184,6 @@ fn latin1_bytes(s: &str) -> Option<Vec<u8>> {
     s.chars().map(|c| u8::try_from(u32::from(c)).ok()).collect()
 }
 
-/// Bytes as a latin-1 str (each byte one code point).
-fn latin1(b: &[u8]) -> String {
-    b.iter().map(|&c| char::from(c)).collect()
-}
-
-fn percent_decode(s: &[u8]) -> Vec<u8> {
-    fn hex(c: u8) -> Option<u8> {
-        (c as char).to_digit(16).map(|d| d as u8)
-    }
-    let mut out = Vec::with_capacity(s.len());
-    let mut i = 0;
-    while i < s.len() {
-        if s[i] == b'%' && i + 2 < s.len() {
-            if let (Some(h), Some(l)) = (hex(s[i + 1]), hex(s[i + 2])) {
-                out.push(h * 16 + l);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(s[i]);
-        i += 1;
-    }
-    out
-}
-
 /// The Python traceback of `err`, as `traceback.format_exception` writes it.
 pub fn traceback(py: Python<'_>, err: &PyErr) -> String {
     let formatted = py.import("traceback").and_then(|tb| {
@@ -239,8 +210,9 @@ fn internal_error() -> HttpResponse {
 
 /// Calls `close()` on the response iterable, if it has one; an error there is logged.
 fn close(py: Python<'_>, iterable: &Bound<'_, PyAny>, route: &str) {
-    if let Ok(true) = iterable.hasattr("close") {
-        if let Err(e) = iterable.call_method0("close") {
+    // One lookup (not hasattr, then another in call_method0), of an interned name.
+    if let Ok(close) = iterable.getattr(intern!(py, "close")) {
+        if let Err(e) = close.call0() {
             log::error!(
                 "Error closing the response of {route}\n{}",
                 traceback(py, &e).trim_end()
@@ -269,16 +241,20 @@ impl WsgiApp {
             .map(|c| c.unbind());
         Ok(WsgiApp {
             app,
-            base,
+            fixed: environ::Fixed::new(py, base.bind(py), script_name, server)?,
             file_wrapper,
-            server,
-            script_name,
         })
     }
 
     /// The pool's handler: the GIL is taken for the call, released while the server waits.
     pub fn handle(&self, req: HttpRequest, ctx: &Context) -> HttpResponse {
-        let route = format!("{} {}", req.method(), req.uri().path());
+        // `METHOD /path`, for the log lines (made without the formatting machinery: it is on
+        // every request).
+        let (method, path) = (req.method().as_str(), req.uri().path());
+        let mut route = String::with_capacity(method.len() + 1 + path.len());
+        route.push_str(method);
+        route.push(' ');
+        route.push_str(path);
         let resp = Python::with_gil(|py| self.call(py, req, &route));
         if ctx.is_cancelled() && std::time::Instant::now() >= ctx.deadline() {
             log::warn!(
@@ -292,7 +268,7 @@ impl WsgiApp {
     }
 
     fn call(&self, py: Python<'_>, req: HttpRequest, route: &str) -> HttpResponse {
-        let environ = match self.environ(py, req) {
+        let environ = match environ::build(py, &self.fixed, req) {
             Ok(e) => e,
             Err(e) => {
                 log::error!(
@@ -333,92 +309,6 @@ impl WsgiApp {
                 internal_error()
             }
         }
-    }
-
-    fn environ<'py>(&self, py: Python<'py>, mut req: HttpRequest) -> PyResult<Bound<'py, PyDict>> {
-        let env = self.base.bind(py).copy()?;
-        env.set_item("REQUEST_METHOD", req.method().as_str())?;
-        let path = latin1(&percent_decode(req.uri().path().as_bytes()));
-        let path_info = match path.strip_prefix(self.script_name.as_str()) {
-            Some(rest) if !self.script_name.is_empty() => rest.to_string(),
-            _ => path,
-        };
-        env.set_item("SCRIPT_NAME", &self.script_name)?;
-        env.set_item("PATH_INFO", path_info)?;
-        env.set_item("QUERY_STRING", req.uri().query().unwrap_or(""))?;
-        let raw = req
-            .uri()
-            .path_and_query()
-            .map_or_else(|| req.uri().to_string(), |p| p.as_str().to_string());
-        env.set_item("RAW_URI", &raw)?;
-        env.set_item("REQUEST_URI", &raw)?;
-        env.set_item(
-            "SERVER_PROTOCOL",
-            match req.version() {
-                Version::HTTP_10 => "HTTP/1.0",
-                _ => "HTTP/1.1",
-            },
-        )?;
-        let mut host = None;
-        for name in req.headers().keys() {
-            // Repeated fields are joined with `,` (RFC 9110), cookies with `; ` (RFC 6265).
-            let sep: &[u8] = if name == "cookie" { b"; " } else { b"," };
-            let mut joined = Vec::new();
-            for (i, v) in req.headers().get_all(name).iter().enumerate() {
-                if i > 0 {
-                    joined.extend_from_slice(sep);
-                }
-                joined.extend_from_slice(v.as_bytes());
-            }
-            let value = latin1(&joined);
-            match name.as_str() {
-                "content-type" => env.set_item("CONTENT_TYPE", value)?,
-                "content-length" => env.set_item("CONTENT_LENGTH", value)?,
-                // A name with `_` would pass for one with `-` (HTTP_X_USER): dropped, as
-                // gunicorn does by default.
-                n if n.contains('_') => {}
-                n => {
-                    if n == "host" {
-                        host = Some(value.clone());
-                    }
-                    let key = format!("HTTP_{}", n.to_ascii_uppercase().replace('-', "_"));
-                    env.set_item(key, value)?;
-                }
-            }
-        }
-        let scheme = req
-            .extensions()
-            .get::<ForwardedProto>()
-            .map_or("http", |p| if &*p.0 == "https" { "https" } else { "http" });
-        env.set_item("wsgi.url_scheme", scheme)?;
-        let ends = req.extensions().get::<TcpEnds>().copied();
-        let (name, port) = match (host, ends) {
-            (Some(h), _) => split_host(&h, scheme),
-            // No Host (HTTP/1.0): the address the client connected to.
-            (None, Some(e)) => (
-                e.local.ip().to_canonical().to_string(),
-                e.local.port().to_string(),
-            ),
-            (None, None) => self.server.clone(),
-        };
-        env.set_item("SERVER_NAME", name)?;
-        env.set_item("SERVER_PORT", port)?;
-        let remote =
-            req.extensions()
-                .get::<PeerAddr>()
-                .map_or("", |p| if &*p.0 == "unix" { "" } else { &p.0 });
-        env.set_item("REMOTE_ADDR", remote)?;
-        if let Some(e) = ends {
-            // The socket's port; when a trusted proxy named the client, REMOTE_ADDR is the client
-            // it named and the port is the proxy's (gunicorn does the same).
-            env.set_item("REMOTE_PORT", e.peer.port().to_string())?;
-        }
-        let input = match req.extensions_mut().remove::<RequestBody>() {
-            Some(spooled) => Input::file(spooled),
-            None => Input::memory(std::mem::take(req.body_mut())),
-        };
-        env.set_item("wsgi.input", Py::new(py, input)?)?;
-        Ok(env)
     }
 
     /// The answer from the iterable: the whole body when it ends at once (a Flask response), else
@@ -593,23 +483,6 @@ fn bytes_of(item: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
                     .map_or_else(|_| "?".to_string(), |n| n.to_string())
             ))
         })
-}
-
-/// `host[:port]` (or `[v6]:port`) of a `Host` header.
-fn split_host(h: &str, scheme: &str) -> (String, String) {
-    let default = if scheme == "https" { "443" } else { "80" };
-    if let Some(rest) = h.strip_prefix('[') {
-        if let Some((addr, after)) = rest.split_once(']') {
-            let port = after.strip_prefix(':').unwrap_or(default);
-            return (addr.to_string(), port.to_string());
-        }
-    }
-    match h.rsplit_once(':') {
-        Some((name, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => {
-            (name.to_string(), port.to_string())
-        }
-        _ => (h.to_string(), default.to_string()),
-    }
 }
 
 /// A response iterable that did not end at once, sent as it yields: each `next()` takes the GIL.

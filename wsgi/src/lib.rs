@@ -10,6 +10,7 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 mod app;
+mod environ;
 mod gil;
 mod input;
 mod logger;

@@ -51,9 +51,14 @@ fn configure(b: ServerBuilder, o: &Options, thread_mode: bool) -> ServerBuilder 
         .limit_request_field_size(o.limit_request_field_size)
         .limit_body_bytes(o.limit_request_body)
         .forwarded_allow_ips(o.forwarded_allow_ips.iter())
-        .access_log(o.accesslog.is_some());
-    if let Some(f) = &o.access_log_format {
-        b = b.access_log_format(f.clone());
+        .access_log(false);
+    // The format only with an access log: setting one turns the crate's access log on, and each
+    // request's line would be rendered (then dropped by the logger) with nowhere to go.
+    if o.accesslog.is_some() {
+        if let Some(f) = &o.access_log_format {
+            b = b.access_log_format(f.clone());
+        }
+        b = b.access_log(true);
     }
     b
 }

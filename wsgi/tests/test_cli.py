@@ -132,3 +132,82 @@ def test_limit_request_line(start_server):
     s = start_server(["-b", "127.0.0.1:0", "--limit-request-line", "64", "factory:application"])
     assert requests.get(f"{s.url}/{'x' * 100}", timeout=5).status_code == 414
     assert requests.get(f"{s.url}/short", timeout=5).status_code == 200
+
+
+def effective(out):
+    """--print-config's lines as a dict."""
+    return {k.strip(): v for k, v in (line.split(" = ", 1) for line in out.splitlines()
+                                      if " = " in line)}
+
+
+def test_extra_arguments_from_gunicorn_cmd_args():
+    # A migrating deployment's GUNICORN_CMD_ARGS keeps working.
+    code, out = run_cli(["--print-config", "wsgi_apps:plain"], env={
+        "GUNICORN_CMD_ARGS": "--threads 4 -b 127.0.0.1:7001 -b 'unix:/tmp/a b.sock' "
+                             "--timeout=9 --access-logformat '%(h)s \"%(r)s\"' --preload"})
+    assert code == 0, out
+    settings = effective(out)
+    assert settings["threads"] == "4"
+    assert settings["bind"] == "['127.0.0.1:7001', 'unix:/tmp/a b.sock']"
+    assert settings["timeout"] == "9.0"
+    assert settings["access_log_format"] == "'%(h)s \"%(r)s\"'"
+    assert settings["preload_app"] == "True"
+
+
+def test_command_line_wins_over_prefork_wsgi_cmd_args_over_gunicorn_cmd_args():
+    env = {"GUNICORN_CMD_ARGS": "-w 3 --threads 5 -t 7 -b 127.0.0.1:7001 --keep-alive 4",
+           "PREFORK_WSGI_CMD_ARGS": "-w 4 --threads 6 -b 127.0.0.1:7002",
+           "WEB_CONCURRENCY": "9", "PORT": "7009"}
+    code, out = run_cli(["--print-config", "--threads", "2", "-b", "127.0.0.1:7003",
+                         "wsgi_apps:plain"], env=env)
+    assert code == 0, out
+    settings = effective(out)
+    assert settings["threads"] == "2"  # the command line
+    assert settings["bind"] == "['127.0.0.1:7003']"  # replaced, not added to
+    assert settings["workers"] == "4"  # PREFORK_WSGI_CMD_ARGS over GUNICORN_CMD_ARGS
+    assert settings["timeout"] == "7.0"  # GUNICORN_CMD_ARGS over the default
+    assert settings["keepalive"] == "4.0"
+
+
+@pytest.mark.parametrize("variable", ["GUNICORN_CMD_ARGS", "PREFORK_WSGI_CMD_ARGS"])
+@pytest.mark.parametrize(
+    "value, named",
+    [
+        ("--threads 0", "--threads: 0 is out of range"),
+        ("--bogus 1", "unrecognized arguments: --bogus"),
+        ("-w many", "-w/--workers: invalid"),
+        ("--config gunicorn.conf.py", "--config: not supported"),
+        ("--timeout 'unclosed", "not a shell-quoted command line"),
+        ("other:app", "MODULE:APP goes on the command line"),
+    ],
+)
+def test_bad_extra_argument_exits_nonzero_naming_the_variable_and_flag(variable, value, named):
+    code, out = run_cli(["--print-config", "wsgi_apps:plain"], env={variable: value})
+    assert code == 2, out
+    assert f"environment variable {variable}: " in out, out
+    assert named in out, out
+
+
+def test_server_started_with_flags_from_the_environment(start_server, tmp_path):
+    log = tmp_path / "access.log"
+    s = start_server(["factory:application"], env={
+        "GUNICORN_CMD_ARGS": f"-b 127.0.0.1:0 --access-logfile {log} --worker-tmp-dir /dev/shm",
+        "PREFORK_WSGI_CMD_ARGS": "--access-logformat 'from-env %(m)s %(U)s %(s)s'"})
+    assert requests.get(f"{s.url}/via-env", timeout=5).status_code == 200
+    deadline = time.monotonic() + 3
+    while "from-env GET /via-env 200" not in log.read_text():
+        assert time.monotonic() < deadline, log.read_text()
+        time.sleep(0.05)
+    assert s.stop() == 0
+
+
+def test_workers_0_is_thread_mode(start_server):
+    code, out = run_cli(["--print-config", "-w", "0", "wsgi_apps:plain"])
+    assert code == 0, out
+    assert effective(out)["mode"] == "'thread mode (1 process)'"
+    s = start_server(["-b", "127.0.0.1:0", "-w", "0", "printing:app"])
+    pids = {requests.get(s.url, headers={"Connection": "close"}, timeout=5).text
+            for _ in range(3)}
+    assert pids == {str(s.proc.pid)}
+    assert "process mode" not in s.log()
+    assert s.stop() == 0

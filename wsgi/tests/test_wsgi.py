@@ -54,6 +54,32 @@ def test_environ(validated):
     assert "WSGIWarning" not in validated.log()
 
 
+def test_header_keys_and_latin1_values(validated):
+    # Common headers (whose keys the server keeps made) and others (made per request) alike;
+    # a value's bytes each one code point (PEP 3333), ASCII or not.
+    sock = socket.create_connection(("127.0.0.1", validated.port))
+    sock.sendall(b"GET /environ/%41b HTTP/1.1\r\nHost: example.org:8080\r\n"
+                 b"User-Agent: ua/1\r\nAccept-Language: fr\r\nX-Latin: caf\xe9 \xff\r\n"
+                 b"X-Many-Dashes-Here: d\r\nX-Forwarded-Host: h\r\nConnection: close\r\n\r\n")
+    answer = b""
+    while chunk := sock.recv(4096):
+        answer += chunk
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
+    env = json.loads(answer.split(b"\r\n\r\n", 1)[1])
+    assert env["PATH_INFO"] == "/environ/Ab"
+    assert env["HTTP_HOST"] == "example.org:8080"
+    assert (env["SERVER_NAME"], env["SERVER_PORT"]) == ("example.org", "8080")
+    assert env["HTTP_USER_AGENT"] == "ua/1"
+    assert env["HTTP_ACCEPT_LANGUAGE"] == "fr"
+    assert env["HTTP_X_LATIN"] == "caf\u00e9 \u00ff"
+    assert env["HTTP_X_MANY_DASHES_HERE"] == "d"
+    assert env["HTTP_X_FORWARDED_HOST"] == "h"
+    assert env["HTTP_CONNECTION"] == "close"
+    assert env["QUERY_STRING"] == ""
+    assert env["REQUEST_METHOD"] == "GET"
+    assert "AssertionError" not in validated.log()
+
+
 def test_forwarded_proto_from_a_trusted_proxy(validated):
     r = requests.get(f"{validated.url}/environ", headers={"X-Forwarded-Proto": "https",
                                                           "Host": "example.com"}, timeout=5)
@@ -220,6 +246,25 @@ def test_remote_port_and_server_port_without_host(validated):
     assert env["REMOTE_PORT"] == str(my_port)
     assert (env["SERVER_NAME"], env["SERVER_PORT"]) == ("127.0.0.1", str(validated.port))
     assert env["SERVER_PROTOCOL"] == "HTTP/1.0"
+    assert "HTTP_HOST" not in env
+
+
+def test_environ_over_a_unix_socket(start_server, tmp_path):
+    path = tmp_path / "app.sock"
+    s = start_server(["-b", "127.0.0.1:0", "-b", f"unix:{path}", "wsgi_apps:validated"])
+    sock = socket.socket(socket.AF_UNIX)
+    sock.connect(str(path))
+    sock.sendall(b"GET /environ HTTP/1.1\r\nHost: app.local\r\nConnection: close\r\n\r\n")
+    answer = b""
+    while chunk := sock.recv(4096):
+        answer += chunk
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:300]
+    env = json.loads(answer.split(b"\r\n\r\n", 1)[1])
+    # No peer address or port on a unix socket (as gunicorn: REMOTE_ADDR empty).
+    assert env["REMOTE_ADDR"] == ""
+    assert "REMOTE_PORT" not in env
+    assert (env["SERVER_NAME"], env["SERVER_PORT"]) == ("app.local", "80")
+    assert "AssertionError" not in s.log()
 
 
 def test_forwarded_headers_only_from_allowed_proxies(start_server):

@@ -4,10 +4,14 @@ Modes: ``-w 1`` (the default, as gunicorn's) runs **thread mode**: one process, 
 app is imported once and served by ``--threads`` pool threads. ``-w N`` (N > 1) runs **process
 mode**: a master forks N worker processes, each imports the app after its fork (or the master
 imports it once before forking, with ``--preload``) and serves it on ``--threads`` threads.
+
+Extra arguments come from the environment as well, as gunicorn's ``GUNICORN_CMD_ARGS``: see
+:data:`ENV_ARGS` for the variables and their precedence.
 """
 
 import argparse
 import os
+import shlex
 import signal
 import sys
 
@@ -34,6 +38,28 @@ UNSUPPORTED = {
     "--capture-output": "capturing the app's stdout",
     "--reuse-port": "SO_REUSEPORT listeners",
 }
+
+
+#: The environment variables read for extra arguments (a shell-quoted command line, flags only),
+#: lowest precedence first. Each flag is taken from the last source that gives it:
+#: ``GUNICORN_CMD_ARGS`` (so a migrating deployment's setting keeps working), then
+#: ``PREFORK_WSGI_CMD_ARGS`` (this server's own, which wins over gunicorn's), then the command
+#: line, which wins over both (as in gunicorn). A flag given by a source replaces the same flag
+#: from a lower one, repeatable ones (``-b``, ``-e``) included. The defaults read from other
+#: variables (``PORT``, ``WEB_CONCURRENCY``, ``FORWARDED_ALLOW_IPS``) are below all three.
+ENV_ARGS = ("GUNICORN_CMD_ARGS", "PREFORK_WSGI_CMD_ARGS")
+
+
+class _Refused(Exception):
+    """A bad argument in an environment variable's extra arguments."""
+
+
+class _EnvParser(argparse.ArgumentParser):
+    """The parser for an environment variable's arguments: an error raises (for a message that
+    names the variable) instead of exiting."""
+
+    def error(self, message):
+        raise _Refused(message)
 
 
 def _int_range(flag, lo, hi=None):
@@ -97,20 +123,24 @@ def _env_int(name, default):
     return value
 
 
-def parser():
-    p = argparse.ArgumentParser(
+def parser(cls=argparse.ArgumentParser):
+    p = cls(
         prog="prefork-wsgi",
         description="Serve a WSGI app (Flask, Django, ...) with gunicorn's flags; a view that "
         "calls its own server does not hang.",
-        epilog="-w 1 (default) is thread mode: one process; -w N>1 forks N worker processes.",
+        epilog="-w 1 (default) is thread mode: one process; -w N>1 forks N worker processes. "
+        "Extra flags are read from the environment variables GUNICORN_CMD_ARGS, then "
+        "PREFORK_WSGI_CMD_ARGS (shell-quoted, flags only); a flag given again later replaces the "
+        "earlier one, and the command line wins over both.",
     )
     p.add_argument("app", metavar="MODULE:APP", nargs="?",
                    help="the WSGI app: module[:attribute] or module:factory(args)")
     p.add_argument("-b", "--bind", action="append", type=_bind, metavar="ADDRESS",
                    help="HOST:PORT or unix:PATH, repeatable (default 127.0.0.1:8000, or "
                    "0.0.0.0:$PORT when PORT is set)")
-    p.add_argument("-w", "--workers", type=_int_range("--workers", 1, 1024),
-                   help="worker processes (default $WEB_CONCURRENCY, else 1: thread mode)")
+    p.add_argument("-w", "--workers", type=_int_range("--workers", 0, 1024),
+                   help="worker processes (default $WEB_CONCURRENCY, else 1); 0 or 1: thread "
+                   "mode (one process, no master)")
     p.add_argument("--threads", type=_int_range("--threads", 1, 1024), default=1,
                    help="threads per process serving requests (default 1)")
     p.add_argument("-k", "--worker-class", default="sync",
@@ -166,26 +196,76 @@ def parser():
                    help="check the settings and load the app, then exit (0: fine)")
     p.add_argument("--print-config", action="store_true",
                    help="print the effective settings, then exit")
+    p.add_argument("--worker-tmp-dir", default=None, metavar="DIR",
+                   help="accepted for gunicorn's command lines and unused: the supervisor watches "
+                   "its workers without a heartbeat file")
     p.add_argument("-v", "--version", action="version", version=f"prefork-wsgi {__version__}")
     return p
+
+
+def _check_supported(p, argv, where=""):
+    for arg in argv:
+        if arg == "--":
+            break
+        flag = arg.split("=", 1)[0]
+        if flag in UNSUPPORTED:
+            p.error(f"{where}{flag}: not supported by prefork-wsgi ({UNSUPPORTED[flag]})")
+
+
+def _given(argv):
+    """The settings `argv` gives explicitly (its flags' values, no defaults)."""
+    p = parser(_EnvParser)
+    for action in p._actions:
+        action.default = argparse.SUPPRESS
+    return vars(p.parse_args(argv))
+
+
+def _env_settings(p):
+    """The settings of the ENV_ARGS variables, the later variable's flag replacing the earlier's;
+    a bad one exits 2 naming the variable and the flag."""
+    merged = {}
+    for name in ENV_ARGS:
+        raw = os.environ.get(name, "")
+        if not raw.strip():
+            continue
+        where = f"environment variable {name}: "
+        try:
+            argv = shlex.split(raw)
+        except ValueError as e:
+            p.error(f"{where}{raw!r} is not a shell-quoted command line ({e})")
+        _check_supported(p, argv, where)
+        try:
+            given = _given(argv)
+            # The checked values (types, ranges), as the command line's.
+            parser(_EnvParser).parse_args(argv)
+        except _Refused as e:
+            p.error(f"{where}{e}")
+        if "app" in given:
+            p.error(f"{where}{given['app']!r}: MODULE:APP goes on the command line, flags only "
+                    "here")
+        merged.update(given)
+    return merged
 
 
 def settings(argv=None):
     """The parsed and checked settings; exits 2 naming the flag on a bad one."""
     argv = list(sys.argv[1:] if argv is None else argv)
     p = parser()
-    for arg in argv:
-        flag = arg.split("=", 1)[0]
-        if flag in UNSUPPORTED:
-            p.error(f"{flag}: not supported by prefork-wsgi ({UNSUPPORTED[flag]})")
-        if arg == "--":
-            break
+    from_env = _env_settings(p)
+    _check_supported(p, argv)
     args = p.parse_args(argv)
+    # The command line wins: an environment setting is taken where it gave nothing.
+    explicit = _given(argv) if from_env else {}
+    for key, value in from_env.items():
+        if key not in explicit:
+            setattr(args, key, value)
     if args.worker_class not in ("sync", "gthread"):
         p.error(f"argument -k/--worker-class: {args.worker_class!r} is not supported "
                 "(sync or gthread: this server's threads)")
     if args.workers is None:
         args.workers = _env_int("WEB_CONCURRENCY", 1)
+    # -w 0 is thread mode, as -w 1.
+    args.workers = max(args.workers, 1)
     if not args.bind:
         port = os.environ.get("PORT")
         if port:
