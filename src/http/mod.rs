@@ -434,7 +434,7 @@ pub mod __fuzz {
 
 pub use body::Body;
 #[cfg(feature = "prefork")]
-pub(crate) use engine::acceptor::AcceptGate;
+pub(crate) use engine::acceptor::AcceptPolicy;
 // The tower mode's accept loop (`prefork/workers/service/accept.rs`) shares the reactor's.
 #[cfg(feature = "tower")]
 pub(crate) use engine::acceptor::{tcp_queued, GATE_RECHECK, QUEUE_STALL};

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use super::engine::acceptor::Acceptor;
 use super::engine::dispatch::PoolDispatch;
-use super::engine::handoff::ReactorConfig;
+use super::engine::handoff::ConnConfig;
 use super::engine::reactor::Reactor;
 use super::handle::ServerHandle;
 use super::handler::{IntoResponse, ServerAnswer};
@@ -46,7 +46,7 @@ pub(crate) fn check_limits(l: &Limits) -> Result<(), BuildError> {
 }
 
 impl ServerBuilder {
-    fn validate(&self) -> Result<ReactorConfig, BuildError> {
+    fn validate(&self) -> Result<ConnConfig, BuildError> {
         use BuildError as B;
         if let Some(e) = &self.settings_error {
             return Err(e.clone());
@@ -99,7 +99,7 @@ impl ServerBuilder {
             Some(f) => Some(AccessLogFormat::parse(f)?),
             None => None,
         };
-        Ok(ReactorConfig {
+        Ok(ConnConfig {
             limits: self.limits,
             head_timeout: self.head_timeout,
             body_timeout: self.body_timeout,

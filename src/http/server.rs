@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use http::StatusCode;
 
-use super::engine::acceptor::AcceptGate;
+use super::engine::acceptor::AcceptPolicy;
 use super::engine::dispatch::DeadlineFor;
 use super::ops::access_log::DEFAULT_ACCESS_LOG_FORMAT;
 use super::ops::forwarded::DEFAULT_FORWARDED_ALLOW_IPS;
@@ -140,7 +140,7 @@ pub struct ServerBuilder {
     pub(super) forwarded_allow_ips: Vec<String>,
     pub(super) proxy_protocol: bool,
     pub(super) pool: PoolBuilder,
-    pub(super) accept_gate: Option<Arc<dyn AcceptGate>>,
+    pub(super) accept_gate: Option<Arc<dyn AcceptPolicy>>,
     pub(super) health: HealthSettings,
     pub(super) shared_counters: Option<&'static HttpCounters>,
     pub(super) tcp_ends: bool,
@@ -668,9 +668,9 @@ impl ServerBuilder {
     }
 
     /// Process mode: accept only when `gate` says so (the pre-fork supervisor's balance between
-    /// its worker processes; see [`AcceptGate`]).
+    /// its worker processes; see [`AcceptPolicy`]).
     #[cfg_attr(not(feature = "prefork"), allow(dead_code))]
-    pub(crate) fn accept_gate(mut self, gate: Arc<dyn AcceptGate>) -> Self {
+    pub(crate) fn accept_gate(mut self, gate: Arc<dyn AcceptPolicy>) -> Self {
         self.accept_gate = Some(gate);
         self
     }

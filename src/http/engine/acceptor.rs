@@ -1,5 +1,5 @@
 //! The listening side of the reactor: [`Acceptor`] (a listener as the reactor accepts on it), which
-//! accept errors concern one connection only, and the [`AcceptGate`] that process mode puts in front
+//! accept errors concern one connection only, and the [`AcceptPolicy`] that process mode puts in front
 //! of `accept` to balance connections between the worker processes.
 
 use std::io;
@@ -11,24 +11,25 @@ use std::time::Duration;
 
 use crate::http::engine::io::{Stream, TcpAddrs};
 
-/// With an [`AcceptGate`]: the most connections taken per wake-up (the listener is level-triggered
+/// With an [`AcceptPolicy`]: the most connections taken per wake-up (the listener is level-triggered
 /// then, so the rest wake this process, or a sibling, again).
 pub(in crate::http) const ACCEPT_BATCH: usize = 16;
-/// With an [`AcceptGate`] that said no: how often the reactor asks it again, for the changes its
+/// With an [`AcceptPolicy`] that said no: how often the reactor asks it again, for the changes its
 /// wake fd does not signal (or without one).
 pub(crate) const GATE_RECHECK: Duration = Duration::from_millis(5);
-/// With an [`AcceptGate`] that says no: how long connections may wait in a TCP listener's queue
+/// With an [`AcceptPolicy`] that says no: how long connections may wait in a TCP listener's queue
 /// before this process takes one anyway. The gates agree on a taker, but that process may not
 /// accept (stopped, or its reactor stalled): a connection is delayed, never stranded.
 pub(crate) const QUEUE_STALL: Duration = Duration::from_millis(250);
 
-/// In process mode, whether this process takes new connections now. The worker processes share
+/// The accept policy: in process mode, whether this process takes new connections now (and how
+/// many requests a kept-alive connection may carry: the keep-alive cap). The worker processes share
 /// one listen socket; each asks its gate before every `accept` (and on every loop pass), and
 /// stops polling the listener while the gate says no, leaving the connections to its siblings.
 /// The pre-fork supervisor's gate balances open connections between the processes that have an
 /// idle handler thread (see `prefork/balance.rs`). Without a gate (thread mode, one process) the
 /// reactor accepts everything that is queued.
-pub(crate) trait AcceptGate: Send + Sync {
+pub(crate) trait AcceptPolicy: Send + Sync {
     /// With `conns` connections open in this process: publishes that number to the siblings (one
     /// more when it says yes: the connection about to be accepted) and says whether to accept one
     /// more now.

@@ -15,7 +15,7 @@ use parking_lot::Mutex;
 
 use super::{Conn, Env, Next, DRAIN_GRACE, LINGER};
 use crate::http::engine::epoll;
-use crate::http::engine::handoff::{Answer, AnswerBack, Dispatch, Done, Handoff, ReactorConfig};
+use crate::http::engine::handoff::{Answer, AnswerBack, ConnConfig, Dispatch, Done, Handoff};
 use crate::http::engine::io::Stream;
 use crate::http::types::{HttpRequest, HttpResponse};
 use crate::Error;
@@ -53,11 +53,7 @@ impl Dispatch for Hold {
 /// A hand-off with no reactor (no waker) whose requests wait for the test.
 pub(in crate::http::engine) fn handoff() -> (Arc<Handoff>, HeldList) {
     let held = HeldList::default();
-    let h = Handoff::new(
-        ReactorConfig::for_tests(),
-        Box::new(Hold(held.clone())),
-        None,
-    );
+    let h = Handoff::new(ConnConfig::for_tests(), Box::new(Hold(held.clone())), None);
     (Arc::new(h), held)
 }
 

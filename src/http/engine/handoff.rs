@@ -156,9 +156,10 @@ pub(crate) trait Dispatch: Send + Sync + 'static {
     }
 }
 
-/// The reactor's settings, checked by the server's builder.
+/// The connections' settings (limits, timeouts, keep-alive, the error page), checked by the
+/// server's builder and read by every connection, the reactor and the lane.
 #[derive(Debug, Clone)]
-pub(crate) struct ReactorConfig {
+pub(crate) struct ConnConfig {
     pub limits: Limits,
     pub head_timeout: Duration,
     pub body_timeout: Duration,
@@ -190,10 +191,10 @@ pub(crate) struct ReactorConfig {
 }
 
 #[cfg(test)]
-impl ReactorConfig {
+impl ConnConfig {
     /// The settings the engine's unit tests start from (5 s timeouts, no spare threads, no log).
-    pub(crate) fn for_tests() -> ReactorConfig {
-        ReactorConfig {
+    pub(crate) fn for_tests() -> ConnConfig {
+        ConnConfig {
             limits: Limits::default(),
             head_timeout: Duration::from_secs(5),
             body_timeout: Duration::from_secs(5),
@@ -259,7 +260,7 @@ pub(crate) struct Reply {
 /// What the reactor, the connections (and the threads that drive them) and the threads that
 /// answer share: the settings and the way to the pool and back.
 pub(crate) struct Handoff {
-    pub cfg: ReactorConfig,
+    pub cfg: ConnConfig,
     pub(in crate::http) dispatcher: Box<dyn Dispatch>,
     /// Wakes the reactor's poll; `None` with no reactor (the engine's unit tests drive the
     /// connections and the lane themselves).
@@ -284,7 +285,7 @@ pub(crate) struct Handoff {
 
 impl Handoff {
     pub(crate) fn new(
-        cfg: ReactorConfig,
+        cfg: ConnConfig,
         dispatcher: Box<dyn Dispatch>,
         waker: Option<Arc<Waker>>,
     ) -> Self {

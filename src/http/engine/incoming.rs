@@ -9,7 +9,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::http::engine::handoff::ReactorConfig;
+use crate::http::engine::handoff::ConnConfig;
 use crate::http::engine::spool::{RequestBody, Spool};
 use crate::http::wire::decode::BodyDecoder;
 use crate::http::wire::parse::{Framing, Head, HttpError};
@@ -58,7 +58,7 @@ impl Incoming {
     pub(crate) fn take(
         &mut self,
         buf: &mut Vec<u8>,
-        cfg: &ReactorConfig,
+        cfg: &ConnConfig,
         now: Instant,
     ) -> Result<bool, HttpError> {
         let (n, done) = self.decoder.decode(buf, &mut self.body, &cfg.limits)?;
@@ -114,7 +114,7 @@ impl Incoming {
     /// the end of its head, plus one second for every `min_body_rate` bytes received, as Apache
     /// `mod_reqtimeout`'s `MinRate` extends its body timeout. `None` without a floor
     /// (`min_body_rate` 0, or a time beyond any `Instant`).
-    fn floor(&self, cfg: &ReactorConfig) -> Option<Instant> {
+    fn floor(&self, cfg: &ConnConfig) -> Option<Instant> {
         if cfg.min_body_rate == 0 {
             return None;
         }
@@ -126,14 +126,14 @@ impl Incoming {
 
     /// When to give up on the body: `body_timeout` after its last read, or the floor's deadline,
     /// whichever comes first.
-    pub(crate) fn deadline(&self, cfg: &ReactorConfig) -> Instant {
+    pub(crate) fn deadline(&self, cfg: &ConnConfig) -> Instant {
         let next_read = self.last_read + cfg.body_timeout;
         self.floor(cfg).map_or(next_read, |f| f.min(next_read))
     }
 
     /// Why the body's deadline has passed at `now`, for its 408: it came slower than the floor,
     /// or not at all for `body_timeout`.
-    pub(crate) fn late_reason(&self, cfg: &ReactorConfig, now: Instant) -> &'static str {
+    pub(crate) fn late_reason(&self, cfg: &ConnConfig, now: Instant) -> &'static str {
         if self.floor(cfg).is_some_and(|f| f <= now) {
             "request body too slow: it arrived below the server's minimum rate"
         } else {
@@ -147,11 +147,11 @@ mod tests {
     use super::*;
     use crate::http::wire::parse::{parse_head, Limits};
 
-    fn cfg(body_timeout: Duration, min_body_rate: u64) -> ReactorConfig {
-        ReactorConfig {
+    fn cfg(body_timeout: Duration, min_body_rate: u64) -> ConnConfig {
+        ConnConfig {
             body_timeout,
             min_body_rate,
-            ..ReactorConfig::for_tests()
+            ..ConnConfig::for_tests()
         }
     }
 

@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::RwLock;
 
-use crate::http::engine::acceptor::AcceptGate;
+use crate::http::engine::acceptor::AcceptPolicy;
 use crate::http::engine::conn::{Conn, Env, Next};
 use crate::http::engine::epoll::{Epoll, EventFd, Ready, IN};
 use crate::http::engine::handoff::{Answer, AnswerBack, Handoff};
@@ -124,7 +124,7 @@ pub(crate) struct Lane {
     /// The server has stopped: waiting workers go back to the pool's queue.
     released: AtomicBool,
     /// Process mode's accept gate, which caps the requests a connection is kept alive for.
-    gate: std::sync::OnceLock<Arc<dyn AcceptGate>>,
+    gate: std::sync::OnceLock<Arc<dyn AcceptPolicy>>,
 }
 
 impl Lane {
@@ -156,7 +156,7 @@ impl Lane {
     }
 
     /// Process mode: the gate that caps the requests per connection (set once, before serving).
-    pub(crate) fn set_gate(&self, gate: Arc<dyn AcceptGate>) {
+    pub(crate) fn set_gate(&self, gate: Arc<dyn AcceptPolicy>) {
         let _ = self.gate.set(gate);
     }
 

@@ -17,10 +17,10 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use crate::http::engine::acceptor::{
-    is_transient, AcceptGate, Acceptor, ACCEPT_BATCH, GATE_RECHECK, QUEUE_STALL,
+    is_transient, AcceptPolicy, Acceptor, ACCEPT_BATCH, GATE_RECHECK, QUEUE_STALL,
 };
 use crate::http::engine::conn::Conn;
-use crate::http::engine::handoff::{Dispatch, Handoff, ReactorConfig};
+use crate::http::engine::handoff::{ConnConfig, Dispatch, Handoff};
 use crate::http::engine::io::{Stream, TcpAddrs};
 use crate::http::engine::lane::{Lane, LaneSleeper, TAKE_OVER_BUSY, TAKE_OVER_IDLE};
 use crate::http::engine::stream::StreamStats;
@@ -112,7 +112,7 @@ pub(crate) struct Reactor {
     last_take_over: Instant,
     lane_seen: u64,
     lane_idle: bool,
-    gate: Option<Arc<dyn AcceptGate>>,
+    gate: Option<Arc<dyn AcceptPolicy>>,
     /// The gate said no: the listeners are not polled until it says yes.
     gated_off: bool,
     /// A graceful stop waits for the health routes' drain delay: when to drain, and the deadline.
@@ -126,7 +126,7 @@ pub(crate) struct Reactor {
 impl Reactor {
     pub(crate) fn new(
         listeners: Vec<Acceptor>,
-        cfg: ReactorConfig,
+        cfg: ConnConfig,
         dispatcher: Box<dyn Dispatch>,
     ) -> io::Result<(Reactor, ReactorHandle)> {
         let poll = Poll::new()?;
@@ -181,7 +181,7 @@ impl Reactor {
 
     /// Accepts only when `gate` says so (process mode), a bounded batch per wake-up, with the
     /// listeners polled level-triggered. Called before [`run`](Self::run).
-    pub(crate) fn with_accept_gate(mut self, gate: Option<Arc<dyn AcceptGate>>) -> Self {
+    pub(crate) fn with_accept_gate(mut self, gate: Option<Arc<dyn AcceptPolicy>>) -> Self {
         if gate.is_some() {
             for i in 0..self.listeners.len() {
                 self.deregister_listener(i);
@@ -647,7 +647,7 @@ mod tests {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.set_nonblocking(true).unwrap();
         let addr = l.local_addr().unwrap();
-        let cfg = ReactorConfig::for_tests();
+        let cfg = ConnConfig::for_tests();
         let (r, h) = Reactor::new(
             vec![Acceptor::Tcp(mio::net::TcpListener::from_std(l))],
             cfg,

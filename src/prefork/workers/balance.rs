@@ -1,5 +1,5 @@
 //! Balanced, load-aware accept between the worker processes of [`Supervisor::serve_http`]: the
-//! [`AcceptGate`] each worker's HTTP server asks before it accepts a connection.
+//! [`AcceptPolicy`] each worker's HTTP server asks before it accepts a connection.
 //!
 //! Every worker process accepts on the same listen socket. Left to the kernel, the process that
 //! happens to be waiting in `epoll_wait` takes what is queued: with keep-alive clients, one process
@@ -101,7 +101,7 @@ use std::sync::atomic::{fence, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::http::AcceptGate;
+use crate::http::AcceptPolicy;
 use crate::prefork::workers::heartbeat::{HeartbeatSlot, NOT_ACCEPTING};
 
 /// How often the table is read for the live slots and their request rates.
@@ -312,7 +312,7 @@ impl SlotGate {
     }
 }
 
-impl AcceptGate for SlotGate {
+impl AcceptPolicy for SlotGate {
     fn may_accept(&self, conns: usize) -> bool {
         let conns = conns.min(NOT_ACCEPTING as usize - 2) as u32;
         self.own.set_conns(conns);

@@ -20,7 +20,7 @@ use tokio::io::Interest;
 use super::conn::{or_else, serve_connection};
 use super::request::Shared;
 use super::BoxError;
-use crate::http::{tcp_queued, AcceptGate, GATE_RECHECK, QUEUE_STALL};
+use crate::http::{tcp_queued, AcceptPolicy, GATE_RECHECK, QUEUE_STALL};
 
 /// How long accepting pauses after an accept error such as EMFILE.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);

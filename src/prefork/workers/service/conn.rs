@@ -19,7 +19,7 @@ use tokio::sync::Notify;
 use super::request::{ConnState, Shared, Tracked};
 use super::BoxError;
 use crate::http::wire::proxy_protocol;
-use crate::http::AcceptGate;
+use crate::http::AcceptPolicy;
 
 /// During a drain, how long a connection with no request under way may wait for its next one
 /// (from the drain's start or its last answer): a request that comes in time is answered with

@@ -22,7 +22,7 @@ use tokio::sync::{watch, Notify};
 pub use config::ServiceConfig;
 
 use crate::http::ops::forwarded::ProxySettings;
-use crate::http::AcceptGate;
+use crate::http::AcceptPolicy;
 use crate::prefork::builder::SupervisorBuilder;
 use crate::prefork::config::EXIT_ERROR;
 use crate::prefork::report::fatal;

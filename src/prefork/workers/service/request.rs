@@ -23,7 +23,7 @@ use crate::http::ops::access_log::write_line;
 use crate::http::ops::forwarded::{believe, ProxySettings};
 use crate::http::ops::health::HealthView;
 use crate::http::ops::metrics::{method_index, HttpCounters};
-use crate::http::AcceptGate;
+use crate::http::AcceptPolicy;
 use crate::http::{PeerAddr, SocketPeer};
 use crate::prefork::workers::balance::SlotGate;
 use crate::prefork::workers::heartbeat::Heartbeat;
