@@ -141,3 +141,18 @@ mod tests {
         assert_eq!(unknown.status, 404);
     }
 }
+
+/// The axum template's `GET /` (`{"worker_pid": N}`, JSON), the Router of `axum_plain` and
+/// `axum_supervised`.
+pub fn axum_app() -> axum::Router {
+    use axum::http::header::CONTENT_TYPE;
+    axum::Router::new().route(
+        "/",
+        axum::routing::get(|| async {
+            (
+                [(CONTENT_TYPE, "application/json")],
+                format!("{{\"worker_pid\":{}}}", std::process::id()),
+            )
+        }),
+    )
+}
