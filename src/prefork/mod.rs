@@ -296,6 +296,6 @@ pub use supervisor::Supervisor;
 pub use workers::heartbeat::{Heartbeat, RequestGuard, Siblings};
 #[cfg(feature = "tower")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
-pub use workers::service::{BoxError, ServiceConfig};
+pub use workers::service::{stopping, BoxError, ServiceBody, ServiceConfig};
 pub use workers::shared_metrics::{server_metrics, worker_metrics, WorkerMetrics};
 pub use workers::worker::{Worker, WorkerEnv, EXIT_WORKER_BOOT_ERROR};

@@ -15,7 +15,8 @@
 //! pool); `GET /work?ms=N` (a blocking call of N ms on the pool; answers the worker's index);
 //! `GET /slow` (a blocking call longer than the pool's deadline: 504); `GET /metrics` (the whole
 //! server's HTTP metrics and each worker process's, with this process's pool beside them:
-//! Prometheus text); `GET /ws` (a WebSocket echo). Under the supervisor, `/readyz` and `/livez`
+//! Prometheus text); `GET /ws` (a WebSocket echo that closes with 1001 "going away" when its
+//! worker process stops). Under the supervisor, `/readyz` and `/livez`
 //! are the server's own health routes (answered before the app; readiness is 503 from the first
 //! moment of a stop).
 //!
@@ -32,7 +33,7 @@
 
 use std::time::Duration;
 
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{close_code, CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
 use axum::http::{header, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
@@ -173,15 +174,38 @@ async fn metrics(State(pool): State<Pool<Work, usize>>) -> Response {
 }
 
 /// `/ws`: echoes every text message. Under the supervisor an open WebSocket is in-flight work
-/// for a reload or stop: it keeps running until the graceful timeout, then its socket is closed.
+/// for a reload or stop: the worker's stop resolves `prefork_pool::prefork::stopping()`, and the
+/// echo says goodbye with a Close frame, 1001 "going away" (the client reconnects, to a sibling
+/// or the new generation), waits a moment for the client's Close, and ends; the worker then
+/// exits without waiting for its graceful timeout. (Under plain `axum::serve`, `stopping()`
+/// never resolves.)
 async fn ws(upgrade: WebSocketUpgrade) -> Response {
     upgrade.on_upgrade(|mut socket: WebSocket| async move {
-        while let Some(Ok(msg)) = socket.recv().await {
-            if let Message::Text(t) = msg {
-                if socket.send(Message::Text(t)).await.is_err() {
-                    break;
-                }
+        let mut stop = std::pin::pin!(prefork_pool::prefork::stopping());
+        loop {
+            tokio::select! {
+                msg = socket.recv() => match msg {
+                    Some(Ok(Message::Text(t))) => {
+                        if socket.send(Message::Text(t)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return,
+                    Some(Ok(_)) => {}
+                },
+                () = &mut stop => break,
             }
+        }
+        let bye = CloseFrame {
+            code: close_code::AWAY,
+            reason: "server restarting".into(),
+        };
+        if socket.send(Message::Close(Some(bye))).await.is_ok() {
+            // The client's Close answers ours (then the stream ends); not for long.
+            let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                while let Some(Ok(_)) = socket.recv().await {}
+            })
+            .await;
         }
     })
 }

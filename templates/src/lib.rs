@@ -8,7 +8,8 @@
 //! - `examples/axum_bulkhead.rs`: an axum app whose blocking calls go through a `Pool`
 //!   (`pool.submit(req).await`), its 503/504 mapped to HTTP answers, served from 2 processes by
 //!   `Supervisor::serve_service`: `GET /` answers `{"worker_pid": N}`, `/metrics` the whole
-//!   server's, `/readyz` and `/livez` the server's own, `/ws` a WebSocket echo.
+//!   server's, `/readyz` and `/livez` the server's own, `/ws` a WebSocket echo (Close 1001 when
+//!   its worker process stops).
 //!   `cargo run -p prefork-pool-templates --example axum_bulkhead`
 //! - `examples/notes.rs`: a JSON API of three routes on the sync front's `Router` (an in-memory
 //!   store, a self-call through `Loopback`, a route with its own deadline), one `app()` served in
@@ -17,6 +18,7 @@
 //!   `cargo run -p prefork-pool-templates --example notes`
 //! - `examples/axum_hello.rs`: the README's axum main under the supervisor (what replaces
 //!   `#[tokio::main]`); `tests/axum_supervised.rs` runs the axum_bulkhead router under the
-//!   supervisor (its routes, axum's `ConnectInfo`, a WebSocket through a stop).
+//!   supervisor (its routes, axum's `ConnectInfo`, SIGHUP under load with 4 WebSockets open,
+//!   WebSockets through a stop).
 //!   `cargo run -p prefork-pool-templates --example axum_hello`
 #![deny(missing_docs)]

@@ -12,7 +12,8 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use http_body_util::Full;
-use hyper::body::{Bytes, Incoming};
+use hyper::body::Bytes;
+use prefork_pool::prefork::ServiceBody;
 use prefork_pool::prefork::{ServiceConfig, SupervisorBuilder};
 
 use crate::helpers::*;
@@ -24,7 +25,7 @@ use crate::wrk::Wrk;
 #[derive(Clone)]
 struct PidService;
 
-impl tower_service::Service<http::Request<Incoming>> for PidService {
+impl tower_service::Service<http::Request<ServiceBody>> for PidService {
     type Response = http::Response<Full<Bytes>>;
     type Error = Infallible;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
@@ -33,7 +34,7 @@ impl tower_service::Service<http::Request<Incoming>> for PidService {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, req: http::Request<Incoming>) -> Self::Future {
+    fn call(&mut self, req: http::Request<ServiceBody>) -> Self::Future {
         let path = req.uri().path().to_owned();
         Box::pin(async move {
             match path.as_str() {

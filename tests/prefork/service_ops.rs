@@ -1,6 +1,6 @@
 //! The operator features of `serve_http` in the tower mode (`Supervisor::serve_service`), the
 //! twins of the HTTP server's tests: the access log (the crate's sink, SIGUSR1 reopen), the
-//! limits answered by the server (414, 431, 413), the believed client behind a trusted proxy
+//! limits answered by the server (414, 431, 413, a chunked body's too), the believed client behind a trusted proxy
 //! (and axum's `ConnectInfo` shape through `connect_info`), per-route deadlines (504), health
 //! routes with readiness flipping at the start of a graceful stop, the shared metrics page across
 //! a worker kill, keep-alive and head timeouts, the accept gate, h2c, the self-call lifeline,
@@ -18,15 +18,16 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use http_body_util::Full;
-use hyper::body::{Bytes, Incoming};
+use hyper::body::Bytes;
 use prefork_pool::http::{PeerAddr, SocketPeer};
+use prefork_pool::prefork::ServiceBody;
 use prefork_pool::prefork::{ServiceConfig, SupervisorBuilder};
 
 use crate::helpers::*;
 
 type Reply = http::Response<Full<Bytes>>;
 type Handler =
-    dyn Fn(http::Request<Incoming>) -> Pin<Box<dyn Future<Output = Reply> + Send>> + Send + Sync;
+    dyn Fn(http::Request<ServiceBody>) -> Pin<Box<dyn Future<Output = Reply> + Send>> + Send + Sync;
 
 /// A `tower::Service` made of an async function: what a hyper `service_fn` is, for tower.
 #[derive(Clone)]
@@ -35,14 +36,14 @@ pub struct ServiceFn(Arc<Handler>);
 impl ServiceFn {
     pub fn new<F, Fut>(f: F) -> Self
     where
-        F: Fn(http::Request<Incoming>) -> Fut + Send + Sync + 'static,
+        F: Fn(http::Request<ServiceBody>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Reply> + Send + 'static,
     {
         ServiceFn(Arc::new(move |req| Box::pin(f(req))))
     }
 }
 
-impl tower_service::Service<http::Request<Incoming>> for ServiceFn {
+impl tower_service::Service<http::Request<ServiceBody>> for ServiceFn {
     type Response = Reply;
     type Error = Infallible;
     type Future = Pin<Box<dyn Future<Output = Result<Reply, Infallible>> + Send>>;
@@ -51,7 +52,7 @@ impl tower_service::Service<http::Request<Incoming>> for ServiceFn {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, req: http::Request<Incoming>) -> Self::Future {
+    fn call(&mut self, req: http::Request<ServiceBody>) -> Self::Future {
         let fut = (self.0)(req);
         Box::pin(async move { Ok(fut.await) })
     }
@@ -66,9 +67,18 @@ pub fn text(body: String) -> Reply {
 pub struct ConnectInfo<T>(pub T);
 
 /// `/`: the pid; `/peer`: the `PeerAddr`, the `ConnectInfo` and the `SocketPeer`; `/sleep?ms=N`:
-/// waits N ms on the runtime; `/metrics`: the whole server's page and this pid.
+/// waits N ms on the runtime; `/metrics`: the whole server's page and this pid; `/read`: reads
+/// the whole body and answers its length (200 even when the read failed: the server's 413 must
+/// win over the app's answer).
 pub fn app() -> ServiceFn {
-    ServiceFn::new(|req: http::Request<Incoming>| async move {
+    ServiceFn::new(|req: http::Request<ServiceBody>| async move {
+        if req.uri().path() == "/read" {
+            use http_body_util::BodyExt;
+            return match req.into_body().collect().await {
+                Ok(b) => text(format!("read {}\n", b.to_bytes().len())),
+                Err(e) => text(format!("the read failed: {e}\n")),
+            };
+        }
         let ext = req.extensions();
         match req.uri().path() {
             "/peer" => text(format!(
@@ -245,6 +255,36 @@ pub fn operator_features() -> Result<(), String> {
         )?;
         ensure(s == 413, || {
             format!("a 5000-byte body (limit 1000): {s}, not 413: {body}")
+        })?;
+        // A chunked body (no declared length) is counted as the app reads it: 3 × 400 bytes
+        // (limit 1000) is the server's 413 and a closed connection, whatever the app answered;
+        // 2 × 400 is read whole.
+        let chunked = |n: usize| {
+            let mut raw =
+                b"POST /read HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+            for _ in 0..n {
+                raw.extend_from_slice(format!("190\r\n{}\r\n", "z".repeat(400)).as_bytes());
+            }
+            raw.extend_from_slice(b"0\r\n\r\n");
+            raw
+        };
+        let (s, answer) = exchange(addr, &chunked(3))?;
+        ensure(
+            s == 413
+                && answer.contains("request body too large (the limit is 1000 bytes)")
+                && answer.to_ascii_lowercase().contains("connection: close"),
+            || format!("a chunked 1200-byte body (limit 1000): {answer:?}"),
+        )?;
+        let (s, answer) = exchange(
+            addr,
+            &[
+                &chunked(2)[..],
+                b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+            ]
+            .concat(),
+        )?;
+        ensure(s == 200 && answer.contains("read 800\n"), || {
+            format!("a chunked 800-byte body (limit 1000): {answer:?}")
         })?;
         let (s, _) = get_with(addr, "/", "")?;
         ensure(s == 200, || format!("a request within the limits: {s}"))?;
@@ -540,7 +580,7 @@ static SELF_ADDR: std::sync::OnceLock<SocketAddr> = std::sync::OnceLock::new();
 /// spare runtime: `/call` gets its answer (not the deadline's kill), and the log says once that
 /// the runtime was blocked by `GET /call` calling its own server, with the fix.
 pub fn self_call() -> Result<(), String> {
-    let app = ServiceFn::new(|req: http::Request<Incoming>| async move {
+    let app = ServiceFn::new(|req: http::Request<ServiceBody>| async move {
         match req.uri().path() {
             "/call" => {
                 let addr = SELF_ADDR.get().copied().expect("set before the fork");

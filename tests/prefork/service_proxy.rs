@@ -5,8 +5,8 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use hyper::body::Incoming;
 use prefork_pool::http::{PeerAddr, SocketPeer};
+use prefork_pool::prefork::ServiceBody;
 use prefork_pool::prefork::ServiceConfig;
 
 use crate::helpers::*;
@@ -21,7 +21,7 @@ pub fn behind_nginx() -> Result<(), String> {
     let Some(bin) = crate::tools::tool_or_skip(&crate::tools::NGINX)? else {
         return Ok(());
     };
-    let echo = ServiceFn::new(|req: http::Request<Incoming>| async move {
+    let echo = ServiceFn::new(|req: http::Request<ServiceBody>| async move {
         let h = |n: &str| {
             req.headers()
                 .get(n)

@@ -120,6 +120,21 @@ impl StopSignals {
     }
 }
 
+/// The axum template's `GET /` (`{"worker_pid": N}`, JSON), the Router of `axum_plain` and
+/// `axum_supervised`.
+pub fn axum_app() -> axum::Router {
+    use axum::http::header::CONTENT_TYPE;
+    axum::Router::new().route(
+        "/",
+        axum::routing::get(|| async {
+            (
+                [(CONTENT_TYPE, "application/json")],
+                format!("{{\"worker_pid\":{}}}", std::process::id()),
+            )
+        }),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -140,19 +155,4 @@ mod tests {
         let unknown = app.handle("GET", "/get_hello_world", Some("session_id=nope"));
         assert_eq!(unknown.status, 404);
     }
-}
-
-/// The axum template's `GET /` (`{"worker_pid": N}`, JSON), the Router of `axum_plain` and
-/// `axum_supervised`.
-pub fn axum_app() -> axum::Router {
-    use axum::http::header::CONTENT_TYPE;
-    axum::Router::new().route(
-        "/",
-        axum::routing::get(|| async {
-            (
-                [(CONTENT_TYPE, "application/json")],
-                format!("{{\"worker_pid\":{}}}", std::process::id()),
-            )
-        }),
-    )
 }

@@ -184,10 +184,13 @@ impl ServiceConfig {
         self
     }
 
-    /// Largest body a request may declare (`Content-Length`; default 10 MiB). Larger: 413,
-    /// answered by the server before the app runs, and the connection closed. A chunked body
-    /// has no declared length: the app's own body limit applies to it (axum's
-    /// `DefaultBodyLimit`, 2 MB by default).
+    /// Largest request body (default 10 MiB). A larger declared one (`Content-Length`): 413,
+    /// answered by the server before the app runs, and the connection closed. A body with no
+    /// declared length (chunked, HTTP/2) is counted as the app reads it
+    /// ([`ServiceBody`](crate::prefork::ServiceBody)): past the limit the read fails (axum's
+    /// extractors answer 413 themselves) and the client gets the server's 413 whatever the app
+    /// answered, with the connection closed. The app's own limit applies too, the smaller wins
+    /// (axum's `DefaultBodyLimit`, 2 MB by default).
     pub fn limit_body_bytes(mut self, n: u64) -> Self {
         self.limits.body_bytes = n;
         self

@@ -14,12 +14,12 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use hyper::body::{Body, Bytes, Incoming};
+use hyper::body::{Body, Bytes};
 use hyper::{Request, Response};
 
 use super::conn::serve_connection;
 use super::request::Shared;
-use super::BoxError;
+use super::{BoxError, ServiceBody};
 use crate::http::self_call::calls::{tcp_caller, SiblingPids};
 use crate::http::{tcp_queued, QUEUE_STALL};
 use crate::prefork::workers::heartbeat::Siblings;
@@ -41,7 +41,10 @@ pub(super) fn start<S, B>(
     service: S,
 ) -> std::io::Result<JoinHandle<()>>
 where
-    S: tower_service::Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S: tower_service::Service<Request<ServiceBody>, Response = Response<B>>
+        + Clone
+        + Send
+        + 'static,
     S::Future: Send,
     S::Error: Into<BoxError>,
     B: Body<Data = Bytes> + Send + 'static,

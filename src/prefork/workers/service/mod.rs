@@ -4,10 +4,12 @@
 //! deadline, graceful stop on the worker's stop request, zero-error reload under keep-alive load.
 
 mod accept;
+mod body;
 mod config;
 mod conn;
 mod lifeline;
 mod request;
+mod stop;
 
 use std::fmt;
 use std::pin::pin;
@@ -15,11 +17,13 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hyper::body::{Body, Bytes, Incoming};
+use hyper::body::{Body, Bytes};
 use hyper::{Request, Response};
 use tokio::sync::{watch, Notify};
 
+pub use body::ServiceBody;
 pub use config::ServiceConfig;
+pub use stop::stopping;
 
 use crate::http::ops::forwarded::ProxySettings;
 use crate::http::AcceptPolicy;
@@ -47,7 +51,10 @@ struct ServiceWorker<S> {
 
 impl<S, B> Worker for ServiceWorker<S>
 where
-    S: tower_service::Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S: tower_service::Service<Request<ServiceBody>, Response = Response<B>>
+        + Clone
+        + Send
+        + 'static,
     S::Future: Send,
     S::Error: Into<BoxError>,
     B: Body<Data = Bytes> + Send + 'static,
@@ -187,6 +194,8 @@ where
             }
         }
         let _ = stop_tx.send(true);
+        // The app's `stopping()` futures resolve: its WebSockets may say goodbye.
+        stop::begin();
         if let Some(gate) = &shared.gate {
             // This process accepts no more: the siblings stop counting it.
             gate.closed();
@@ -234,7 +243,9 @@ impl Supervisor {
     /// Serves an async app in each worker process (feature `tower`): a tokio runtime of
     /// [`ServiceConfig::threads`] threads runs hyper's HTTP/1.1 on the listeners the master bound
     /// (or inherited from systemd), each request answered by `service`, any
-    /// `tower::Service<Request<hyper::body::Incoming>>` that is `Clone` (an axum `Router` is).
+    /// `tower::Service<Request<`[`ServiceBody`]`>>` that is `Clone` (an axum `Router` is: it
+    /// serves any body). The body is hyper's, counted against
+    /// [`ServiceConfig::limit_body_bytes`] as it streams in.
     ///
     /// The glue a worker needs is done here:
     /// - each request is tracked in the worker's heartbeat (its request line and its deadline,
@@ -263,8 +274,9 @@ impl Supervisor {
     /// - upgrades (hyper's `with_upgrades`: axum's `WebSocketUpgrade` completes). An upgraded
     ///   connection counts as open for the drain: on a stop it keeps running until the graceful
     ///   timeout, then the runtime is shut down and its socket closed (without a WebSocket close
-    ///   frame: the app may close its sockets itself when it sees the stop coming, e.g. from a
-    ///   readiness route it polls, or accept that clients reconnect).
+    ///   frame). The app sees the stop coming with [`stopping`](crate::prefork::stopping), a
+    ///   future that resolves at its first moment: a WebSocket sends its Close frame (1001,
+    ///   going away) and ends, and the worker exits as soon as nothing else is open.
     ///
     /// - the self-call in async clothes: a handler that blocks every runtime thread on a
     ///   synchronous call (`reqwest::blocking`, `ureq`, a sync SDK) to its own server would wait
@@ -302,23 +314,23 @@ impl Supervisor {
     /// ```
     ///
     /// The same main with a service written by hand (this crate does not depend on axum; any
-    /// `tower::Service<http::Request<hyper::body::Incoming>>` that is `Clone` is served):
+    /// `tower::Service<http::Request<ServiceBody>>` that is `Clone` is served):
     ///
     /// ```no_run
     /// use prefork_pool::http::types::http;
-    /// use prefork_pool::prefork::{ServiceConfig, Supervisor};
+    /// use prefork_pool::prefork::{ServiceBody, ServiceConfig, Supervisor};
     /// use std::time::Duration;
     ///
     /// #[derive(Clone)]
     /// struct Hello;
     ///
-    /// impl tower_service::Service<http::Request<hyper::body::Incoming>> for Hello {
+    /// impl tower_service::Service<http::Request<ServiceBody>> for Hello {
     ///     type Response = http::Response<String>;
     ///     type Error = std::convert::Infallible;
     ///     type Future = std::future::Ready<Result<Self::Response, Self::Error>>;
     ///     fn poll_ready(&mut self, _: &mut std::task::Context<'_>)
     ///         -> std::task::Poll<Result<(), Self::Error>> { std::task::Poll::Ready(Ok(())) }
-    ///     fn call(&mut self, _: http::Request<hyper::body::Incoming>) -> Self::Future {
+    ///     fn call(&mut self, _: http::Request<ServiceBody>) -> Self::Future {
     ///         std::future::ready(Ok(http::Response::new("hello\n".to_string())))
     ///     }
     /// }
@@ -345,14 +357,15 @@ impl Supervisor {
     /// can; a kept-alive connection carries at most about 2 s of requests (then
     /// `Connection: close`), so that load moves to where the gate sends it. The heartbeat is
     /// written by each worker's main thread, so a runtime whose threads are all blocked is
-    /// caught by the requests' deadlines, not by the heartbeat. HTTP/1.1 only; no PROXY
-    /// protocol.
+    /// caught by the requests' deadlines, not by the heartbeat. HTTP/1.1, and HTTP/2 with prior
+    /// knowledge with [`ServiceConfig::http2_prior_knowledge`]; the PROXY protocol with
+    /// [`ServiceConfig::proxy_protocol`].
     #[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
     pub fn serve_service<A, S, E, B>(self, config: ServiceConfig, mut app: A) -> i32
     where
         A: FnMut() -> Result<S, E>,
         E: fmt::Display,
-        S: tower_service::Service<Request<Incoming>, Response = Response<B>>
+        S: tower_service::Service<Request<ServiceBody>, Response = Response<B>>
             + Clone
             + Send
             + 'static,
@@ -388,7 +401,7 @@ impl SupervisorBuilder {
     where
         A: FnMut() -> Result<S, E>,
         E: fmt::Display,
-        S: tower_service::Service<Request<Incoming>, Response = Response<B>>
+        S: tower_service::Service<Request<ServiceBody>, Response = Response<B>>
             + Clone
             + Send
             + 'static,

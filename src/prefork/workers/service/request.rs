@@ -1,7 +1,8 @@
 //! One request in the tower mode: the user's service wrapped in the supervisor's glue, the same
 //! operator features as the crate's HTTP server, from the same code: the size limits (414, 431,
 //! 413 answered here), the health routes before the service, the believed client behind a
-//! trusted proxy, the deadline (504) tracked in the heartbeat, the shared metrics, the access log.
+//! trusted proxy, the deadline (504) tracked in the heartbeat, the shared metrics, the access log;
+//! the body handed to the service counted as it streams in ([`ServiceBody`]): over the limit, 413.
 
 use std::convert::Infallible;
 use std::future::{poll_fn, Future};
@@ -18,7 +19,7 @@ use hyper::{Request, Response, StatusCode, Version};
 use tokio::sync::{watch, Notify};
 
 use super::config::Checked;
-use super::BoxError;
+use super::{BoxError, ServiceBody};
 use crate::http::ops::access_log::write_line;
 use crate::http::ops::forwarded::{believe, ProxySettings};
 use crate::http::ops::health::HealthView;
@@ -167,15 +168,14 @@ fn refusal(req: &Request<Incoming>, cfg: &Checked) -> Option<(StatusCode, String
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
     if declared.is_some_and(|n| n > l.body_bytes) {
-        return Some((
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!(
-                "request body too large (the limit is {} bytes)\n",
-                l.body_bytes
-            ),
-        ));
+        return Some((StatusCode::PAYLOAD_TOO_LARGE, body_too_large(l.body_bytes)));
     }
     None
+}
+
+/// The 413's reason, the same for a declared length and a counted one.
+fn body_too_large(limit: u64) -> String {
+    format!("request body too large (the limit is {limit} bytes)\n")
 }
 
 impl<S> Tracked<S> {
@@ -211,7 +211,10 @@ impl<S> Tracked<S> {
 
 impl<S, B> hyper::service::Service<Request<Incoming>> for Tracked<S>
 where
-    S: tower_service::Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S: tower_service::Service<Request<ServiceBody>, Response = Response<B>>
+        + Clone
+        + Send
+        + 'static,
     S::Future: Send,
     S::Error: Into<BoxError>,
     B: Body<Data = Bytes> + Send + 'static,
@@ -253,11 +256,23 @@ where
             .as_ref()
             .and_then(|f| f(req.method(), req.uri()))
             .unwrap_or(cfg.deadline);
+        let over = Arc::new(AtomicBool::new(false));
+        let limit = cfg.limits.body_bytes;
+        let req = req.map(|body| ServiceBody::new(body, limit, over.clone()));
         Box::pin(async move {
-            let (mut resp, by_server) = match own {
+            let (mut resp, mut by_server) = match own {
                 Some((status, text)) => (own_answer(status, text), true),
                 None => serve(&mut service, req, &shared, &line, budget).await,
             };
+            let mut close = close;
+            if over.load(Ordering::Acquire) {
+                // A body without a declared length (chunked, HTTP/2) went over the limit while
+                // the service read it: the server's 413 whatever the service made of the error,
+                // and the connection closed (the rest of the body is not read).
+                let text = body_too_large(limit);
+                resp = own_answer(StatusCode::PAYLOAD_TOO_LARGE, text);
+                (by_server, close) = (true, true);
+            }
             let cap = shared.gate.as_ref().and_then(|g| g.keepalive_requests());
             // The gate's cap: clients reconnect now and then, to the process the gate picks.
             let capped = cap.is_some_and(|cap| conn.answered.load(Ordering::Relaxed) + 1 >= cap);
@@ -289,13 +304,13 @@ where
 /// deadline, 500 when it failed; `true` then).
 async fn serve<S, B>(
     service: &mut S,
-    req: Request<Incoming>,
+    req: Request<ServiceBody>,
     shared: &Shared,
     line: &str,
     budget: Duration,
 ) -> (Answer<B>, bool)
 where
-    S: tower_service::Service<Request<Incoming>, Response = Response<B>>,
+    S: tower_service::Service<Request<ServiceBody>, Response = Response<B>>,
     S::Error: Into<BoxError>,
 {
     let deadline = Instant::now() + budget;
