@@ -1,9 +1,13 @@
 //! What an operator's deploy relies on: the workers run as the configured user while the master
-//! stays root (`user`, `PREFORK_USER`), an unknown user is refused by name, and a worker is
-//! recycled past its memory bound or its age, replacement first, with no failed request and its
-//! reason in the log.
+//! stays root (`user`, `PREFORK_USER`), an unknown user is refused by name, a worker is recycled
+//! past its memory bound or its age, replacement first, with no failed request and its reason in
+//! the log, and a SIGUSR2 after a `current -> releases/N` link switch runs the new release.
 
 use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use prefork_pool::prefork::Supervisor;
@@ -222,4 +226,151 @@ fn replacement_first(log: &str, first: usize) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// The role of this binary that [`usr2_symlink_deploy`] starts through the `current` link.
+pub const LINKED_MASTER: &str = "usr2-link-master";
+
+/// The usual symlinked deploy: `releases/1/<bin>` and `releases/2/<bin>` (this test binary,
+/// hard-linked, or copied across filesystems) and `current -> releases/1`. The master is started
+/// as `current/<bin>` and runs release 1; the link is switched as deploy tools do (a new link
+/// renamed over the old one), then SIGUSR2: the new master and its workers run
+/// `releases/2/<bin>`, the old master exits 0, and every request before, during and after the
+/// upgrade is answered 200.
+pub fn usr2_symlink_deploy() -> Result<(), String> {
+    let dir = std::env::temp_dir().join(format!("prefork-test-{}-usr2link", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let result = symlink_deploy_in(&dir);
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+/// What `/proc/<pid>/exe` resolves to: the file the process executes.
+fn runs(pid: i32) -> Result<PathBuf, String> {
+    std::fs::read_link(format!("/proc/{pid}/exe")).map_err(|e| format!("/proc/{pid}/exe: {e}"))
+}
+
+/// `count` requests to `addr`, each answered 200 by a child of `master` that runs `release`.
+fn answered_by_release(
+    addr: SocketAddr,
+    master: i32,
+    release: &Path,
+    count: usize,
+) -> Result<(), String> {
+    for i in 0..count {
+        let body = get(addr, "/").map_err(|e| format!("request {i} of {count}: {e}"))?;
+        let pid: i32 = body.parse().map_err(|e| format!("answer {body:?}: {e}"))?;
+        ensure(children_of(master).contains(&pid), || {
+            format!("answered by {pid}, not a worker of the master {master}")
+        })?;
+        let exe = runs(pid)?;
+        ensure(exe == release, || {
+            format!(
+                "worker {pid} runs {}, not {}",
+                exe.display(),
+                release.display()
+            )
+        })?;
+    }
+    Ok(())
+}
+
+fn symlink_deploy_in(dir: &Path) -> Result<(), String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let name = exe.file_name().ok_or("the test binary has no file name")?;
+    let mut releases = Vec::new();
+    for n in 1..=2 {
+        let d = dir.join("releases").join(n.to_string());
+        std::fs::create_dir_all(&d).map_err(|e| format!("mkdir {}: {e}", d.display()))?;
+        let bin = d.join(name);
+        // A hard link costs no disk (the test binary is large); a copy across filesystems.
+        if std::fs::hard_link(&exe, &bin).is_err() {
+            std::fs::copy(&exe, &bin)
+                .map_err(|e| format!("copy {} to {}: {e}", exe.display(), bin.display()))?;
+        }
+        // As /proc shows it: the temp dir itself may sit behind a link.
+        releases.push(std::fs::canonicalize(&bin).map_err(|e| e.to_string())?);
+    }
+    let current = dir.join("current");
+    std::os::unix::fs::symlink("releases/1", &current).map_err(|e| format!("ln -s: {e}"))?;
+    let log = dir.join("master.log");
+    let stderr = std::fs::File::create(&log).map_err(|e| e.to_string())?;
+    let child = Command::new(current.join(name))
+        .env(ROLE, LINKED_MASTER)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .process_group(0)
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", current.join(name).display()))?;
+    let mut m = Master {
+        pid: child.id() as i32,
+        addr: "127.0.0.1:1".parse().unwrap(),
+        log,
+        status: None,
+    };
+    // Reaped by `Master::wait_exit` with waitpid, not through `child`.
+    drop(child);
+    let result = (|| {
+        m.wait_log("2 worker(s) ready", LONG)?;
+        let text = m.log_text();
+        m.addr = text
+            .split("listening on ")
+            .nth(1)
+            .and_then(|s| s.split([';', '\n', ',']).next())
+            .and_then(|s| s.trim().parse().ok())
+            .ok_or_else(|| format!("no address in the log: {text}"))?;
+        let old = runs(m.pid)?;
+        ensure(old == releases[0], || {
+            format!("the master started through current/ runs {}", old.display())
+        })?;
+        answered_by_release(m.addr, m.pid, &releases[0], 5)?;
+        // The deploy: a new link renamed over `current` (rename(2) replaces it atomically).
+        let next = dir.join("current.new");
+        std::os::unix::fs::symlink("releases/2", &next).map_err(|e| format!("ln -s: {e}"))?;
+        std::fs::rename(&next, &current).map_err(|e| format!("mv current.new current: {e}"))?;
+        let load = Load::start(m.addr, 2, "/sleep/20");
+        sleep_ms(200);
+        m.signal(libc::SIGUSR2);
+        let upgraded = (|| {
+            let new_pid = new_master_pid(&m)?;
+            let code = m.wait_exit(LONG)?;
+            ensure(code == 0, || format!("old master exit status {code}"))?;
+            Ok::<_, String>(new_pid)
+        })();
+        sleep_ms(300);
+        let out = load.finish();
+        let new_pid = upgraded?;
+        let failed: Vec<_> = out.iter().filter_map(|o| o.result.as_ref().err()).collect();
+        ensure(failed.is_empty(), || {
+            format!(
+                "{} of {} requests failed during the upgrade: {failed:?}",
+                failed.len(),
+                out.len()
+            )
+        })?;
+        ensure(out.len() >= 10, || {
+            format!("only {} requests ran", out.len())
+        })?;
+        let checked = (|| {
+            let new_exe = runs(new_pid)?;
+            ensure(new_exe == releases[1], || {
+                format!(
+                    "after the link switch and SIGUSR2 the new master runs {}, not {}",
+                    new_exe.display(),
+                    releases[1].display()
+                )
+            })?;
+            for w in wait_children(new_pid, 2)? {
+                let exe = runs(w)?;
+                ensure(exe == releases[1], || {
+                    format!("new worker {w} runs {}", exe.display())
+                })?;
+            }
+            answered_by_release(m.addr, new_pid, &releases[1], 5)
+        })();
+        // Stopped either way (the cleanup would kill it on a failure, but this checks its exit).
+        checked.and_then(|()| stop_adopted(new_pid))
+    })();
+    finish(&mut m, result)
 }

@@ -254,6 +254,41 @@ pub fn wait_children(pid: i32, n: usize) -> Result<BTreeSet<i32>, String> {
     }
 }
 
+/// The new master's pid, from the old master's log line after a SIGUSR2.
+pub fn new_master_pid(m: &Master) -> Result<i32, String> {
+    m.wait_log("as the new master (pid ", LONG)?;
+    m.log_text()
+        .split("as the new master (pid ")
+        .nth(1)
+        .and_then(|r| r.split(')').next())
+        .and_then(|p| p.parse().ok())
+        .ok_or_else(|| "no new master pid in the log".into())
+}
+
+/// SIGTERM to a new master that took over after a SIGUSR2 (an orphan this subreaper adopted),
+/// then waits for it: `Ok` when it exits with status 0.
+pub fn stop_adopted(pid: i32) -> Result<(), String> {
+    // SAFETY: kill(2) of the new master, found in the log, in our tree.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let end = Instant::now() + LONG;
+    loop {
+        let mut status = 0;
+        // SAFETY: waitpid(2) on the new master: this process is a subreaper, so the orphaned new
+        // master is its child now. Status to a local.
+        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+        if r == pid {
+            return ensure(
+                libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+                || format!("new master wait status {status:#x}"),
+            );
+        }
+        ensure(Instant::now() < end, || {
+            format!("the new master {pid} did not exit")
+        })?;
+        sleep_ms(50);
+    }
+}
+
 pub fn finish(m: &mut Master, result: Result<(), String>) -> Result<(), String> {
     if result.is_err() {
         eprintln!(

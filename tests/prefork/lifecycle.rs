@@ -260,14 +260,7 @@ pub fn usr2_upgrade() -> Result<(), String> {
         sleep_ms(400);
         m.signal(libc::SIGUSR2);
         let upgraded = (|| {
-            m.wait_log("as the new master (pid ", LONG)?;
-            let log = m.log_text();
-            let new_pid: i32 = log
-                .split("as the new master (pid ")
-                .nth(1)
-                .and_then(|r| r.split(')').next())
-                .and_then(|p| p.parse().ok())
-                .ok_or("no new master pid in the log")?;
+            let new_pid = new_master_pid(&m)?;
             let code = m.wait_exit(LONG)?;
             ensure(code == 0, || format!("old master exit status {code}"))?;
             let new_workers = wait_children(new_pid, 2)?;
@@ -295,25 +288,7 @@ pub fn usr2_upgrade() -> Result<(), String> {
             || format!("answer from {body}, not a worker of the new master {new_pid}"),
         )?;
         m.wait_log("telling the old master", LONG)?;
-        // SAFETY: kill(2) of the new master, found in the log, in our tree.
-        unsafe { libc::kill(new_pid, libc::SIGTERM) };
-        let end = Instant::now() + LONG;
-        loop {
-            let mut status = 0;
-            // SAFETY: waitpid(2) on the new master: this process is a subreaper, so the orphaned new
-            // master is its child now. Status to a local.
-            let r = unsafe { libc::waitpid(new_pid, &mut status, libc::WNOHANG) };
-            if r == new_pid {
-                return ensure(
-                    libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-                    || format!("new master wait status {status:#x}"),
-                );
-            }
-            ensure(Instant::now() < end, || {
-                "the new master did not exit".into()
-            })?;
-            sleep_ms(50);
-        }
+        stop_adopted(new_pid)
     })();
     finish(&mut m, result)
 }
@@ -335,14 +310,7 @@ pub fn usr2_never_ready() -> Result<(), String> {
     let result = (|| {
         m.wait_log("1 worker(s) ready", LONG)?;
         m.signal(libc::SIGUSR2);
-        m.wait_log("as the new master (pid ", LONG)?;
-        let new_pid: i32 = m
-            .log_text()
-            .split("as the new master (pid ")
-            .nth(1)
-            .and_then(|r| r.split(')').next())
-            .and_then(|p| p.parse().ok())
-            .ok_or("no new master pid in the log")?;
+        let new_pid = new_master_pid(&m)?;
         let started = Instant::now();
         m.wait_log("binary upgrade abandoned", LONG)?;
         println!("  abandoned {:?} after SIGUSR2", started.elapsed());

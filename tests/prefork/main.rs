@@ -178,6 +178,10 @@ const SCENARIOS: &[Scenario] = &[
         run: lifecycle::usr2_upgrade,
     },
     Scenario {
+        name: "usr2_symlink_deploy",
+        run: deploy::usr2_symlink_deploy,
+    },
+    Scenario {
         name: "usr2_never_ready",
         run: lifecycle::usr2_never_ready,
     },
@@ -403,6 +407,17 @@ fn main() {
         // Re-executed by a SIGUSR2 upgrade: be the new master, on the inherited listeners.
         std::env::remove_var(ROLE);
         std::process::exit(Supervisor::builder().workers(2).run(workers::app));
+    }
+    if std::env::var(ROLE).as_deref() == Ok(deploy::LINKED_MASTER) {
+        // Started through a `current -> releases/N` link, and re-executed through it by SIGUSR2:
+        // the role stays in the environment for the next master. Binds 127.0.0.1:0 at first;
+        // after an upgrade, takes the inherited listeners instead (the address is not bound).
+        std::process::exit(
+            Supervisor::builder()
+                .bind("127.0.0.1:0")
+                .workers(2)
+                .run(workers::app),
+        );
     }
     if std::env::var(ROLE).as_deref() == Ok("usr2-hang") {
         // Re-executed by a SIGUSR2 upgrade: a new build that hangs before it serves, holding the
