@@ -12,14 +12,12 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hyper::body::{Body, Bytes};
-use hyper::{Request, Response};
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 
 use super::conn::{or_else, serve_connection};
 use super::request::Shared;
-use super::{BoxError, ServiceBody};
+use super::{AnswerBody, AppService};
 use crate::http::{tcp_queued, AcceptPolicy, GATE_RECHECK, QUEUE_STALL};
 
 /// How long accepting pauses after an accept error such as EMFILE.
@@ -101,14 +99,8 @@ impl StdListener {
     /// Accepts one connection and serves it on the runtime.
     fn accept_one<S, B>(&self, shared: &Arc<Shared>, service: &S) -> io::Result<()>
     where
-        S: tower_service::Service<Request<ServiceBody>, Response = Response<B>>
-            + Clone
-            + Send
-            + 'static,
-        S::Future: Send,
-        S::Error: Into<BoxError>,
-        B: Body<Data = Bytes> + Send + 'static,
-        B::Error: Into<BoxError>,
+        S: AppService<B>,
+        B: AnswerBody,
     {
         match self {
             StdListener::Tcp(l) => {
@@ -137,14 +129,8 @@ pub(super) async fn accept_loop<S, B>(
     wake: Arc<GateWake>,
     service: S,
 ) where
-    S: tower_service::Service<Request<ServiceBody>, Response = Response<B>>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send,
-    S::Error: Into<BoxError>,
-    B: Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<BoxError>,
+    S: AppService<B>,
+    B: AnswerBody,
 {
     let mut stop = shared.stop.clone();
     // Since when the listener has been readable while the gate said no.

@@ -10,14 +10,12 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use hyper::body::{Body, Bytes};
-use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Notify;
 
 use super::request::{ConnState, Shared, Tracked};
-use super::{BoxError, ServiceBody};
+use super::{AnswerBody, AppService};
 use crate::http::wire::proxy_protocol;
 use crate::http::AcceptPolicy;
 
@@ -209,14 +207,8 @@ pub(super) fn serve_connection<IO, S, B>(
     service: S,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    S: tower_service::Service<Request<ServiceBody>, Response = Response<B>>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send,
-    S::Error: Into<BoxError>,
-    B: Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<BoxError>,
+    S: AppService<B>,
+    B: AnswerBody,
 {
     let io = Counted::new(io, shared);
     let shared = shared.clone();

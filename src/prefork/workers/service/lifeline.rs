@@ -14,12 +14,9 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use hyper::body::{Body, Bytes};
-use hyper::{Request, Response};
-
 use super::conn::serve_connection;
 use super::request::Shared;
-use super::{BoxError, ServiceBody};
+use super::{AnswerBody, AppService};
 use crate::http::self_call::calls::{tcp_caller, SiblingPids};
 use crate::http::{tcp_queued, QUEUE_STALL};
 use crate::prefork::workers::heartbeat::Siblings;
@@ -41,14 +38,8 @@ pub(super) fn start<S, B>(
     service: S,
 ) -> std::io::Result<JoinHandle<()>>
 where
-    S: tower_service::Service<Request<ServiceBody>, Response = Response<B>>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send,
-    S::Error: Into<BoxError>,
-    B: Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<BoxError>,
+    S: AppService<B>,
+    B: AnswerBody,
 {
     std::thread::Builder::new()
         .name("prefork-lifeline".into())

@@ -49,16 +49,45 @@ struct ServiceWorker<S> {
     graceful: Duration,
 }
 
+/// What the worker serves, inside the crate: the bounds of [`Supervisor::serve_service`]'s app
+/// written once (a `tower::Service` of requests with a [`ServiceBody`], cloned per connection).
+pub(crate) trait AppService<B>:
+    tower_service::Service<
+        Request<ServiceBody>,
+        Response = Response<B>,
+        Future: Send,
+        Error: Into<BoxError>,
+    > + Clone
+    + Send
+    + 'static
+{
+}
+
+impl<T, B> AppService<B> for T where
+    T: tower_service::Service<
+            Request<ServiceBody>,
+            Response = Response<B>,
+            Future: Send,
+            Error: Into<BoxError>,
+        > + Clone
+        + Send
+        + 'static
+{
+}
+
+/// The body of the app's answers, as hyper sends it: the bounds written once.
+pub(crate) trait AnswerBody:
+    Body<Data = Bytes, Error: Into<BoxError>> + Send + 'static
+{
+}
+
+impl<T> AnswerBody for T where T: Body<Data = Bytes, Error: Into<BoxError>> + Send + 'static {}
+
 impl<S, B> Worker for ServiceWorker<S>
 where
-    S: tower_service::Service<Request<ServiceBody>, Response = Response<B>>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send,
-    S::Error: Into<BoxError>,
-    B: Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<BoxError>,
+    // `Response = Response<B>` names `B` for the impl (a bound through `AppService` does not).
+    S: AppService<B> + tower_service::Service<Request<ServiceBody>, Response = Response<B>>,
+    B: AnswerBody,
 {
     fn run(&mut self, env: &mut WorkerEnv) -> i32 {
         let Some(service) = self.service.take() else {

@@ -19,7 +19,7 @@ use hyper::{Request, Response, StatusCode, Version};
 use tokio::sync::{watch, Notify};
 
 use super::config::Checked;
-use super::{BoxError, ServiceBody};
+use super::{AnswerBody, AppService, BoxError, ServiceBody};
 use crate::http::ops::access_log::write_line;
 use crate::http::ops::forwarded::{believe, ProxySettings};
 use crate::http::ops::health::HealthView;
@@ -211,14 +211,9 @@ impl<S> Tracked<S> {
 
 impl<S, B> hyper::service::Service<Request<Incoming>> for Tracked<S>
 where
-    S: tower_service::Service<Request<ServiceBody>, Response = Response<B>>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send,
-    S::Error: Into<BoxError>,
-    B: Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<BoxError>,
+    // `Response = Response<B>` names `B` for the impl (a bound through `AppService` does not).
+    S: AppService<B> + tower_service::Service<Request<ServiceBody>, Response = Response<B>>,
+    B: AnswerBody,
 {
     type Response = Answer<B>;
     type Error = Infallible;
