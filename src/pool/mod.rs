@@ -16,6 +16,7 @@ mod guard;
 mod idle_wait;
 mod job;
 mod per_worker;
+#[cfg_attr(not(feature = "http"), allow(dead_code))]
 mod record;
 mod shutdown;
 mod state;
@@ -36,7 +37,9 @@ pub use shutdown::ShutdownReport;
 pub use stats::Stats;
 pub use ticket::Ticket;
 
+#[cfg(feature = "http")]
 pub(crate) use idle_wait::Sleeper;
+#[cfg(feature = "http")]
 pub(crate) use record::{Label, Record};
 
 use crate::error::{BuildError, Error, TrySubmitError};
@@ -278,12 +281,14 @@ impl<Req: Send + 'static, Resp: Send + 'static> Pool<Req, Resp> {
 
     /// Sets what the watchdog calls when a job runs past its deadline and its worker cannot be
     /// retired (the `max_retired` budget is spent). Once; later calls are ignored.
+    #[cfg(feature = "http")]
     pub(crate) fn on_budget_spent(&self, hook: impl Fn() + Send + Sync + 'static) {
         let _ = self.owner.state.on_budget_spent.set(Box::new(hook));
     }
 
     /// Sets how a claimed job is named in the pool's records (the HTTP server writes the request
     /// line). Once, before any job is submitted; later calls are ignored.
+    #[cfg(feature = "http")]
     pub(crate) fn describe_with(
         &self,
         describe: impl Fn(&Req, &mut Label) + Send + Sync + 'static,
@@ -293,12 +298,14 @@ impl<Req: Send + 'static, Resp: Send + 'static> Pool<Req, Resp> {
 
     /// What every worker runs now, and every thread the watchdog retired whose handler has not
     /// returned yet (`worker: None`): the one record the stuck report and the heartbeat read.
+    #[cfg(feature = "http")]
     pub(crate) fn records(&self) -> Vec<Record> {
         self.state().workers.records()
     }
 
     /// Have the idle workers wait in `sleeper` instead of on the pool's own condition variable
     /// (`None`: back to it). The HTTP server's idle workers wait on its connections this way.
+    #[cfg(feature = "http")]
     pub(crate) fn set_sleeper(&self, sleeper: Option<Arc<dyn Sleeper>>) {
         self.state().queue.set_sleeper(sleeper);
     }

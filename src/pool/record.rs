@@ -79,6 +79,8 @@ pub(crate) struct Record {
     /// The worker slot that runs it; `None` for a thread the watchdog retired.
     pub(crate) worker: Option<usize>,
     pub(crate) started: Instant,
+    /// Read by the pre-fork worker's heartbeat.
+    #[cfg_attr(not(feature = "prefork"), allow(dead_code))]
     pub(crate) deadline: Instant,
     pub(crate) label: Label,
 }
@@ -86,10 +88,14 @@ pub(crate) struct Record {
 #[cfg(test)]
 mod tests {
     use super::*;
+    #[cfg(feature = "http")]
     use crate::Pool;
+    #[cfg(feature = "http")]
     use std::sync::mpsc;
+    #[cfg(feature = "http")]
     use std::time::Duration;
 
+    #[cfg(feature = "http")]
     fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
         let until = Instant::now() + Duration::from_secs(10);
         while !f() {
@@ -99,6 +105,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "http")]
     fn the_record_names_what_a_worker_runs_and_a_retired_threads_record_outlives_its_slot() {
         let (release_tx, release_rx) = mpsc::channel::<()>();
         let release_rx = parking_lot::Mutex::new(release_rx);

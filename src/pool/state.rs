@@ -20,7 +20,9 @@ use super::deadlines::{nanos_since, DeadlineBoard, SlotDeadline};
 use super::guard;
 use super::idle_wait::{JobQueue, Lend};
 use super::job::{Job, JobCore, JobView};
-use super::record::{Describe, Label, Record};
+#[cfg(feature = "http")]
+use super::record::Record;
+use super::record::{Describe, Label};
 use super::stats::{Counters, Stats};
 use crate::error::{Error, Stage};
 
@@ -144,10 +146,12 @@ pub(crate) struct Running<Req, Resp> {
     /// The watchdog answered it but could not retire the worker (at `max_retired`).
     pub(crate) expired: bool,
     /// What the job is, in words (the pool's describer wrote it when the worker claimed it).
+    #[cfg_attr(not(feature = "http"), allow(dead_code))]
     pub(crate) label: Label,
 }
 
 impl<Req, Resp> Running<Req, Resp> {
+    #[cfg(feature = "http")]
     fn record(&self, worker: Option<usize>) -> Record {
         Record {
             worker,
@@ -213,6 +217,7 @@ impl<Req, Resp> Workers<Req, Resp> {
     }
 
     /// What every worker runs now, then what every retired thread still runs.
+    #[cfg(feature = "http")]
     pub(crate) fn records(&self) -> Vec<Record> {
         let mut out: Vec<Record> = self
             .slots
