@@ -351,6 +351,11 @@ const SCENARIOS: &[Scenario] = &[
     },
     #[cfg(feature = "tower")]
     Scenario {
+        name: "service_blocked_504",
+        run: service::blocked_504,
+    },
+    #[cfg(feature = "tower")]
+    Scenario {
         name: "service_operator_features",
         run: service_ops::operator_features,
     },
