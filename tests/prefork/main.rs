@@ -28,6 +28,8 @@ mod serve_router;
 #[cfg(feature = "tower")]
 mod service;
 #[cfg(feature = "tower")]
+mod service_balance;
+#[cfg(feature = "tower")]
 mod service_ops;
 #[cfg(feature = "tower")]
 mod service_proxy;
@@ -351,6 +353,11 @@ const SCENARIOS: &[Scenario] = &[
     },
     #[cfg(feature = "tower")]
     Scenario {
+        name: "service_blocked_504",
+        run: service::blocked_504,
+    },
+    #[cfg(feature = "tower")]
+    Scenario {
         name: "service_operator_features",
         run: service_ops::operator_features,
     },
@@ -368,6 +375,11 @@ const SCENARIOS: &[Scenario] = &[
     Scenario {
         name: "service_balance",
         run: service_ops::balance,
+    },
+    #[cfg(feature = "tower")]
+    Scenario {
+        name: "service_balance_c64",
+        run: service_balance::balance_c64,
     },
     #[cfg(feature = "tower")]
     Scenario {

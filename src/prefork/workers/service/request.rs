@@ -19,6 +19,7 @@ use hyper::{Request, Response, StatusCode, Version};
 use tokio::sync::{watch, Notify};
 
 use super::config::Checked;
+use super::overdue::{Fence, Watch, WatchGuard, Watched, TIMEOUT_TEXT};
 use super::{AnswerBody, AppService, BoxError, ServiceBody};
 use crate::http::ops::access_log::write_line;
 use crate::http::ops::forwarded::{believe, ProxySettings};
@@ -53,6 +54,10 @@ pub(super) struct Shared {
     /// When the runtime's tick task last ran, in milliseconds since `born` (the lifeline).
     pub tick_ms: AtomicU64,
     pub born: Instant,
+    /// The HTTP/1.1 requests under way, for the lifeline's 504 (see `overdue.rs`).
+    pub watch: Arc<Watch>,
+    /// `true` once the worker drained (the lifeline ends).
+    pub done: AtomicBool,
 }
 
 impl Shared {
@@ -99,6 +104,8 @@ pub(super) struct ConnState {
     pub socket_addr: Option<SocketAddr>,
     /// The socket's peer as the [`SocketPeer`] extension shows it.
     pub socket_peer: Arc<str>,
+    /// Who may write on the socket: the runtime, or the lifeline's 504 (see `overdue.rs`).
+    pub fence: Arc<Fence>,
 }
 
 /// Counts a request of a connection as under way while it lives.
@@ -245,7 +252,7 @@ where
         if !h1 {
             conn.h2.store(true, Ordering::Relaxed);
         }
-        let line = format!("{} {} {:?}", req.method(), req.uri(), req.version());
+        let line: Arc<str> = format!("{} {} {:?}", req.method(), req.uri(), req.version()).into();
         let budget = cfg
             .deadline_for
             .as_ref()
@@ -254,10 +261,42 @@ where
         let over = Arc::new(AtomicBool::new(false));
         let limit = cfg.limits.body_bytes;
         let req = req.map(|body| ServiceBody::new(body, limit, over.clone()));
+        let since = conn.fence.written();
+        let mut log = log;
         Box::pin(async move {
             let (mut resp, mut by_server) = match own {
                 Some((status, text)) => (own_answer(status, text), true),
-                None => serve(&mut service, req, &shared, &line, budget).await,
+                None => {
+                    let deadline = Instant::now() + budget;
+                    // HTTP/1.1: the lifeline answers 504 if the handler blocks its runtime
+                    // thread past the deadline (see `overdue.rs`).
+                    let watched = h1.then(|| {
+                        WatchGuard::new(
+                            &shared.watch,
+                            Watched {
+                                deadline,
+                                budget,
+                                line: line.clone(),
+                                fence: conn.fence.clone(),
+                                since,
+                                method,
+                                started,
+                                log: log.take(),
+                                peer: peer.clone(),
+                            },
+                        )
+                    });
+                    let out = serve(&mut service, req, &shared, &line, deadline, budget).await;
+                    if let Some(guard) = watched {
+                        match guard.finish() {
+                            Some(w) => log = w.log,
+                            // The lifeline answered 504 (and counted and logged it): this
+                            // answer is never written (the connection is fenced off).
+                            None => return Ok(out.0),
+                        }
+                    }
+                    out
+                }
             };
             let mut close = close;
             if over.load(Ordering::Acquire) {
@@ -302,13 +341,13 @@ async fn serve<S, B>(
     req: Request<ServiceBody>,
     shared: &Shared,
     line: &str,
+    deadline: Instant,
     budget: Duration,
 ) -> (Answer<B>, bool)
 where
     S: tower_service::Service<Request<ServiceBody>, Response = Response<B>>,
     S::Error: Into<BoxError>,
 {
-    let deadline = Instant::now() + budget;
     // The master sees each running request: one still running `request_grace` after its deadline
     // (a runtime thread blocked, so the timer below cannot fire) gets the whole process replaced.
     // Dropping the guard counts the request (and `max_requests`).
@@ -328,7 +367,7 @@ where
         }
         Err(_) => {
             log::warn!("{line}: no answer within its deadline of {budget:?}; answered 504");
-            let text = "gateway timeout\n".to_string();
+            let text = TIMEOUT_TEXT.to_string();
             (own_answer(StatusCode::GATEWAY_TIMEOUT, text), true)
         }
     }
