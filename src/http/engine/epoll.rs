@@ -1,7 +1,8 @@
 //! The few epoll and eventfd calls the connection lane (`lane.rs`) needs that mio does not
-//! offer: one epoll set that several threads wait on at once, each connection armed one-shot
-//! (so exactly one thread gets each event, and no other thread touches the connection until it
-//! is armed again), and an eventfd to wake one waiter. Every `unsafe` block of the lane is here.
+//! offer: one epoll set that several threads wait on at once, each connection watched
+//! edge-triggered (each event goes to one thread; the lane's cells make sure one thread at a
+//! time drives a connection and that no event is lost meanwhile), and an eventfd to wake one
+//! waiter. Every `unsafe` block of the lane is here.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -52,22 +53,21 @@ impl Epoll {
         Ok(())
     }
 
-    /// Watch `fd` for `interest` once: after one event it is disarmed until [`arm`](Self::arm).
-    pub(crate) fn add_oneshot(&self, fd: RawFd, interest: u32, data: u64) -> io::Result<()> {
-        let events = interest | libc::EPOLLONESHOT as u32;
-        self.ctl(libc::EPOLL_CTL_ADD, fd, events, data)
-    }
-
-    /// Re-arm a one-shot `fd` for `interest` (an event is reported at once if it is ready now).
-    pub(crate) fn arm(&self, fd: RawFd, interest: u32, data: u64) -> io::Result<()> {
-        let events = interest | libc::EPOLLONESHOT as u32;
-        self.ctl(libc::EPOLL_CTL_MOD, fd, events, data)
-    }
-
     /// Watch `fd` edge-triggered: every change wakes one waiter.
     pub(crate) fn add_edge(&self, fd: RawFd, interest: u32, data: u64) -> io::Result<()> {
         self.ctl(
             libc::EPOLL_CTL_ADD,
+            fd,
+            interest | libc::EPOLLET as u32,
+            data,
+        )
+    }
+
+    /// Change what an edge-triggered `fd` is watched for (an event comes at once if it is ready
+    /// now).
+    pub(crate) fn modify_edge(&self, fd: RawFd, interest: u32, data: u64) -> io::Result<()> {
+        self.ctl(
+            libc::EPOLL_CTL_MOD,
             fd,
             interest | libc::EPOLLET as u32,
             data,

@@ -2,12 +2,16 @@
 //! pool's idle workers wait on ([`LaneSleeper`]), so that the worker that reads a request runs
 //! it: no hand-off to another thread, no wake-up, for a request that finds a worker idle.
 //!
-//! Each connection sits in a [`ConnCell`] and is armed one-shot: an event goes to exactly one
-//! thread, which locks the cell, drives the connection's state machine one step (`conn.rs`), and
-//! arms it again for what it waits for next (read, or write), once it has let go of the cell —
-//! unless a request went out, in which case the thread that answers it arms it once the answer is
-//! written. So at most one thread
-//! touches a connection at a time, and a connection whose request is in flight reports nothing.
+//! Each connection sits in a [`ConnCell`] and is watched edge-triggered (`EPOLLET`), registered
+//! once: an event (new bytes, the client's end, room to write) goes to one thread, which records
+//! it in the cell's mailbox and takes the cell if nobody holds it, then drives the connection's
+//! state machine (`conn.rs`) on what the connection wants now. A thread that finds the cell held
+//! leaves the event there: the holder looks at the mailbox after letting go and goes round for an
+//! event the connection wants (`mailbox.rs`, proven by its loom models). An event the connection
+//! does not want yet (input while its request is in flight) stays in the cell until it does: the
+//! thread that answers the request reads it then. So at most one thread touches a connection at a
+//! time, nothing is read while its request is in flight, and a kept-alive request costs no
+//! `epoll_ctl`: the set changes only when a write waits for room (`EPOLLOUT` added, then removed).
 //!
 //! Who takes events:
 //! - an idle worker (the pool's sleeper): the request it reads is lent back to it by the pool
@@ -36,7 +40,7 @@ use parking_lot::RwLock;
 
 use crate::http::engine::acceptor::AcceptPolicy;
 use crate::http::engine::conn::{Conn, Env, Next};
-use crate::http::engine::epoll::{Epoll, EventFd, Ready, IN};
+use crate::http::engine::epoll::{Epoll, EventFd, Ready, IN, OUT};
 use crate::http::engine::handoff::{Answer, AnswerBack, Handoff};
 use crate::http::engine::mailbox::{Mailbox, Step};
 use crate::pool::Sleeper;
@@ -56,44 +60,40 @@ const WORKER_WAIT: Duration = Duration::from_millis(250);
 /// The event data of the wake-up eventfd.
 const WAKE: u64 = u64::MAX;
 
+/// An event's bits in the cell's mailbox: readable.
+const EV_READ: u32 = 1;
+/// The client shut its side (or an error): read to the end.
+const EV_CLOSED: u32 = 2;
+/// Writable.
+const EV_WRITE: u32 = 4;
+
+/// The events a connection that waits for `interest` (`IN`, `OUT`, 0 while in flight) acts on.
+fn wanted(interest: u32) -> u32 {
+    if interest == IN {
+        EV_READ | EV_CLOSED
+    } else if interest == OUT {
+        EV_WRITE
+    } else {
+        0
+    }
+}
+
 /// One connection of the lane: the state machine, and the slot for its answer.
 pub(crate) struct ConnCell {
     key: u64,
     fd: RawFd,
-    /// The connection (taken out when closed), and the slot for an answer that came while
-    /// another thread held it (that thread takes it when it lets go): `mailbox.rs`.
+    /// The connection (taken out when closed), the slot for an answer that came while another
+    /// thread held it, and the events that came meanwhile (that thread takes them when it lets
+    /// go): `mailbox.rs`.
     held: Mailbox<Conn, Answer>,
-    /// What the connection is armed for now (0: nothing; an event disarms it).
+    /// What the connection waits for now (`IN`, `OUT`; 0: nothing, its request is in flight).
     armed: AtomicU64,
-    /// Threads that let go of `conn` and have yet to arm the connection (see [`Driver`]): until
-    /// then the reactor's passes leave the cell alone.
-    arming: AtomicUsize,
+    /// Whether the epoll set watches it for room to write too (changed under the cell only).
+    watch_out: AtomicBool,
     lane: Weak<Lane>,
-    /// The tests' record of each arm: whether the cell was free then.
+    /// The tests' record of each change of the epoll set's watch: whether the cell was free then.
     #[cfg(test)]
     arms: parking_lot::Mutex<Vec<bool>>,
-}
-
-/// Who drives a connection through [`ConnCell::drive`].
-///
-/// A thread that arms a disarmed connection (an event took its one-shot, or its request was in
-/// flight) does so after letting go of the cell: the connection's next event, which the arm may
-/// deliver at once to a worker waiting in the lane, then finds the cell free, where it used to
-/// find it held by the arming thread for the rest of its `epoll_ctl` (the worker spun and
-/// yielded, a `sched_yield` for one request in three or more). Until that arm no event can come
-/// for the connection, and an answer cannot either (nothing is in flight), so the only others
-/// that could take the cell meanwhile are the reactor's passes (its timers, the drain, the stop),
-/// whose own arm could be overtaken by the late one: they wait for the arm (`arming`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Driver {
-    /// A thread that took the connection's event: it waits for the cell.
-    Event,
-    /// The thread that answered its request: it gives up when another thread holds the cell
-    /// (that one sees the answer in the slot).
-    Answer,
-    /// A pass of the reactor's (a timer, the drain, the stop): waits for the cell (`wait`) or
-    /// gives up, and leaves the cell alone while a thread has yet to arm it.
-    Pass { wait: bool },
 }
 
 impl std::fmt::Debug for ConnCell {
@@ -188,7 +188,7 @@ impl Lane {
                 fd,
                 held: Mailbox::new(conn),
                 armed: AtomicU64::new(u64::from(IN)),
-                arming: AtomicUsize::new(0),
+                watch_out: AtomicBool::new(false),
                 lane: Arc::downgrade(self),
                 #[cfg(test)]
                 arms: parking_lot::Mutex::new(Vec::new()),
@@ -198,7 +198,7 @@ impl Lane {
         };
         // Counted before it is watched: a worker may read, answer and close it at once.
         self.live.fetch_add(1, Ordering::SeqCst);
-        if let Err(e) = self.epoll.add_oneshot(fd, IN, cell.key) {
+        if let Err(e) = self.epoll.add_edge(fd, IN, cell.key) {
             log::warn!(target: "prefork_pool::http", "cannot watch a connection: {e}");
             self.live.fetch_sub(1, Ordering::SeqCst);
             self.forget(&cell);
@@ -246,15 +246,17 @@ impl Lane {
         self.wake.signal();
     }
 
-    /// One event: drive its connection one step on this thread.
+    /// One event: record it in its connection's cell, and drive the connection on this thread
+    /// if nobody holds it (the holder takes the event after letting go otherwise).
     fn handle(&self, handoff: &Arc<Handoff>, ev: Ready, now: Instant) {
         let Some(cell) = self.cell(ev.data) else {
             return;
         };
-        cell.armed.store(0, Ordering::SeqCst);
-        cell.drive(Some(self), handoff, now, Driver::Event, |conn, env| {
-            conn.on_ready(ev.readable, ev.read_closed, ev.writable, env)
-        });
+        let bits = if ev.readable { EV_READ } else { 0 }
+            | if ev.read_closed { EV_CLOSED } else { 0 }
+            | if ev.writable { EV_WRITE } else { 0 };
+        cell.held.signal(bits);
+        cell.drive(Some(self), handoff, now, false, |_, _| Next::Keep);
     }
 
     /// The reactor's look at the lane: when no worker waits here and none has taken an event
@@ -294,15 +296,18 @@ impl Lane {
         }
     }
 
-    /// Arm `cell`'s connection for `want` (one-shot).
-    fn arm(&self, cell: &ConnCell, want: u64) {
+    /// Watch `cell`'s connection for room to write too (`out`), or for input only (edge-triggered
+    /// both: an event comes at once if it is ready now). Called holding the cell.
+    fn watch(&self, cell: &ConnCell, out: bool) {
         #[cfg(test)]
         {
             let free = cell.held.peek(|_| ()).is_some();
             cell.arms.lock().push(free);
         }
-        if let Err(e) = self.epoll.arm(cell.fd, want as u32, cell.key) {
-            log::debug!(target: "prefork_pool::http", "cannot re-arm a connection: {e}");
+        cell.watch_out.store(out, Ordering::Relaxed);
+        let interest = if out { IN | OUT } else { IN };
+        if let Err(e) = self.epoll.modify_edge(cell.fd, interest, cell.key) {
+            log::debug!(target: "prefork_pool::http", "cannot watch a connection for writing: {e}");
         }
     }
 
@@ -326,9 +331,9 @@ impl Lane {
 
 impl ConnCell {
     /// A pass of the reactor's over the connection (a timer, the drain, the stop): run `f` on it
-    /// (if it is still open), act on an answer that came meanwhile, close it or arm it for what it
-    /// waits for next. `wait`: block for the cell; otherwise give up when another thread holds it
-    /// (that one will see the answer), or has yet to arm it.
+    /// (if it is still open), act on an answer or an event that came meanwhile, close it or leave
+    /// it waiting for what it waits for next. `wait`: block for the cell; otherwise give up when
+    /// another thread holds it (that one will see the answer and the events).
     pub(crate) fn with(
         self: &Arc<Self>,
         handoff: &Arc<Handoff>,
@@ -336,17 +341,19 @@ impl ConnCell {
         wait: bool,
         f: impl FnOnce(&mut Conn, &mut Env<'_>) -> Next,
     ) {
-        self.drive(None, handoff, now, Driver::Pass { wait }, f);
+        self.drive(None, handoff, now, wait, f);
     }
 
-    /// Run `f` on the connection as `driver` (see [`with`](Self::with) and [`Driver`]); returns
-    /// whether it ran. `lane`: the cell's lane, when the caller has it at hand.
+    /// Run `f` on the connection, then what the mailbox holds (an answer, the events the
+    /// connection wants), holding the cell; `wait`: block for the cell, else give up when another
+    /// thread holds it (that thread sees the mailbox after letting go). Returns whether `f` ran.
+    /// `lane`: the cell's lane, when the caller has it at hand.
     fn drive(
         self: &Arc<Self>,
         lane: Option<&Lane>,
         handoff: &Arc<Handoff>,
         now: Instant,
-        mut driver: Driver,
+        wait: bool,
         f: impl FnOnce(&mut Conn, &mut Env<'_>) -> Next,
     ) -> bool {
         let upgraded;
@@ -363,41 +370,26 @@ impl ConnCell {
         let mut ran = false;
         let mut f = Some(f);
         let mut closed = None;
-        self.held.visit(
-            matches!(driver, Driver::Event | Driver::Pass { wait: true }),
-            |held| {
-                if let Driver::Pass { wait } = driver {
-                    if self.arming.load(Ordering::SeqCst) > 0 {
-                        // A thread has yet to arm the connection: leave it alone until then. When
-                        // not waiting, an answer that came while this thread held the cell is this
-                        // thread's: it goes round for it (the mailbox's look) as `Answer`.
-                        if !wait {
-                            f = None;
-                            driver = Driver::Answer;
-                        }
-                        return Step::NotYet;
-                    }
+        self.held.visit(wait, |held| {
+            let Some(conn) = held.as_mut() else {
+                return Step::Stop;
+            };
+            let back: Arc<dyn AnswerBack> = self.clone();
+            let mut env = Env {
+                handoff,
+                back: &back,
+                draining: handoff.draining.load(Ordering::SeqCst),
+                keepalive_requests: lane.gate.get().and_then(|g| g.keepalive_requests()),
+                now,
+            };
+            let mut next = match f.take() {
+                Some(f) => {
+                    ran = true;
+                    f(conn, &mut env)
                 }
-                // Once round, the thread goes on as the one that saw an answer in the slot.
-                driver = Driver::Answer;
-                let Some(conn) = held.as_mut() else {
-                    return Step::Stop;
-                };
-                let back: Arc<dyn AnswerBack> = self.clone();
-                let mut env = Env {
-                    handoff,
-                    back: &back,
-                    draining: handoff.draining.load(Ordering::SeqCst),
-                    keepalive_requests: lane.gate.get().and_then(|g| g.keepalive_requests()),
-                    now,
-                };
-                let mut next = match f.take() {
-                    Some(f) => {
-                        ran = true;
-                        f(conn, &mut env)
-                    }
-                    None => Next::Keep,
-                };
+                None => Next::Keep,
+            };
+            loop {
                 while next == Next::Keep {
                     let Some(answer) = self.held.take_mail() else {
                         break;
@@ -408,33 +400,28 @@ impl ConnCell {
                     closed = held.take();
                     return Step::Stop;
                 }
-                let want = conn.interest().map_or(0, u64::from);
-                let was = if want == 0 {
-                    0
-                } else {
-                    self.armed.swap(want, Ordering::SeqCst)
-                };
-                // Disarmed (`was` 0): armed once the cell is let go, as `Driver` says. Armed for
-                // something else: its event may be under way, so it is changed under the cell.
-                let arm_after = want != 0 && was == 0;
-                if want != 0 && was != want && !arm_after {
-                    lane.arm(self, want);
+                let want = conn.interest().unwrap_or(0);
+                self.armed.store(u64::from(want), Ordering::Relaxed);
+                // Room to write is watched only while a write waits for it (an event for every
+                // ACK or every read of the client's otherwise).
+                let out = want == OUT;
+                if want != 0 && out != self.watch_out.load(Ordering::Relaxed) {
+                    lane.watch(self, out);
                 }
-                if arm_after {
-                    self.arming.fetch_add(1, Ordering::SeqCst);
+                // Events that came (to this thread, or to one that found the cell held) and that
+                // the connection wants now: act on them before letting go.
+                let events = self.held.settle(wanted(want));
+                if events == 0 {
+                    return Step::LetGo;
                 }
-                if arm_after {
-                    // Disarmed: armed once the cell is let go (`after`), as `Driver` says.
-                    Step::LetGoThen(want)
-                } else {
-                    Step::LetGo
-                }
-            },
-            |want| {
-                lane.arm(self, want);
-                self.arming.fetch_sub(1, Ordering::SeqCst);
-            },
-        );
+                next = conn.on_ready(
+                    events & EV_READ != 0,
+                    events & EV_CLOSED != 0,
+                    events & EV_WRITE != 0,
+                    &mut env,
+                );
+            }
+        });
         if let Some(conn) = closed {
             lane.close(handoff, self, conn);
         }
@@ -443,10 +430,7 @@ impl ConnCell {
 
     /// Close the connection now (the server stops): what the client sent is read and dropped.
     pub(crate) fn shut(&self, handoff: &Handoff) {
-        // Not while a thread has yet to arm it (its descriptor must stay the one it arms).
-        let conn = self
-            .held
-            .take_when(|| self.arming.load(Ordering::SeqCst) > 0);
+        let conn = self.held.take();
         if let (Some(mut conn), Some(lane)) = (conn, self.lane.upgrade()) {
             conn.discard_input();
             lane.close(handoff, self, conn);
@@ -479,13 +463,13 @@ impl AnswerBack for ConnCell {
             Some(a) => conn.on_answer(a, env),
             None => Next::Keep,
         };
-        if self.drive(None, handoff, now, Driver::Answer, take) {
+        if self.drive(None, handoff, now, false, take) {
             return;
         }
         if let Some(answer) = answer.take() {
             self.held.post(answer);
         }
-        self.drive(None, handoff, now, Driver::Answer, |_, _| Next::Keep);
+        self.drive(None, handoff, now, false, |_, _| Next::Keep);
     }
 }
 

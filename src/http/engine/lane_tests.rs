@@ -14,7 +14,7 @@ use http::Response;
 use super::{ConnCell, Lane, LaneSleeper};
 use crate::http::engine::conn::tests::{answer_held, client_reads, handoff, pair, paths, HeldList};
 use crate::http::engine::conn::{Conn, Next};
-use crate::http::engine::epoll::IN;
+use crate::http::engine::epoll::{IN, OUT};
 use crate::http::engine::handoff::Handoff;
 use crate::pool::Sleeper;
 
@@ -74,8 +74,8 @@ fn an_answer_that_comes_while_another_thread_holds_the_cell_is_taken_once_by_tha
     r.events();
     assert_eq!(paths(&r.held), ["/a"]);
     let done = r.held.lock()[0].take().unwrap().done;
-    let cell = r.cell.clone();
-    cell.with(&r.handoff, Instant::now(), true, |_conn, _env| {
+    let (cell, outer) = (r.cell.clone(), r.handoff.clone());
+    cell.with(&outer, Instant::now(), true, |_conn, _env| {
         // The request is completed on another thread while this one holds the cell: that thread
         // writes the answer and leaves the rest in the slot, without waiting for the cell.
         std::thread::spawn(move || done.finish(Ok(Response::new(b"first".to_vec()))))
@@ -131,19 +131,21 @@ fn a_connection_is_re_armed_for_what_it_waits_for_and_not_while_its_request_is_i
     r.send(b"GET /a HTTP/1.1\r\n");
     r.events();
     assert!(paths(&r.held).is_empty());
-    assert_eq!(r.armed(), IN, "re-armed for the rest of the head");
-    // One-shot: only a re-armed connection reports the rest.
+    assert_eq!(r.armed(), IN, "waits for the rest of the head");
+    // Its own edge reports the rest.
     r.send(b"Host: x\r\n\r\n");
     r.events();
     assert_eq!(paths(&r.held), ["/a"]);
-    assert_eq!(r.armed(), 0, "in flight: armed for nothing");
-    // The next request arrives while `/a` is in flight: nobody reads it yet.
+    assert_eq!(r.armed(), 0, "in flight: waits for nothing");
+    // The next request arrives while `/a` is in flight: nobody reads it yet (its event is kept
+    // in the cell).
     r.send(GET_B);
     r.events();
     assert!(!r.read_in_flight(), "read while its request was in flight");
-    // Answered: armed again, and the waiting request is reported and read.
+    assert!(paths(&r.held) == ["/a"]);
+    // Answered: the thread that answers reads the waiting request (no other event comes for it).
     answer_held(&r.held, 0, b"first".to_vec());
-    assert_eq!(r.armed(), IN);
+    assert_eq!(paths(&r.held), ["(answered)", "/b"]);
     r.events();
     assert_eq!(paths(&r.held), ["(answered)", "/b"]);
 }
@@ -182,50 +184,78 @@ fn the_reactor_takes_the_lane_over_only_when_no_worker_waits_or_took_an_event_si
 }
 
 #[test]
-fn a_disarmed_connection_is_armed_after_its_cell_is_let_go() {
+fn a_kept_alive_request_changes_nothing_in_the_epoll_set() {
     let mut r = Rig::new();
-    // A part of a head, taken by an event (which disarmed it): armed for the rest.
+    // A part of a head, then the rest: each reported by its own edge, with no re-arm.
     r.send(b"GET /a HTTP/1.1\r\n");
     r.events();
     assert_eq!(r.armed(), IN);
     r.send(b"Host: x\r\n\r\n");
     r.events();
-    // Answered on another thread: armed for the next request.
+    assert_eq!(paths(&r.held), ["/a"]);
+    // Answered on another thread; the next request comes and is reported.
     let done = r.held.lock()[0].take().unwrap().done;
     std::thread::spawn(move || done.finish(Ok(Response::new(b"first".to_vec()))))
         .join()
         .unwrap();
     assert_eq!(r.armed(), IN);
-    // Each arm found the cell free: an event it delivers at once to a waiting worker does not
-    // find the cell held by the arming thread.
-    assert_eq!(*r.cell.arms.lock(), [true, true]);
     assert!(client_reads(&mut r.client).0.ends_with("first"));
+    r.send(GET_B);
+    r.events();
+    assert_eq!(paths(&r.held), ["(answered)", "/b"]);
+    // Registered once, at the accept: no `epoll_ctl` for any of it.
+    assert!(r.cell.arms.lock().is_empty(), "{:?}", r.cell.arms.lock());
 }
 
 #[test]
-fn the_reactors_passes_leave_a_cell_alone_while_a_thread_has_yet_to_arm_it() {
-    let r = Rig::new();
-    let past = Instant::now() + std::time::Duration::from_secs(3600);
-    r.cell.arming.fetch_add(1, Ordering::SeqCst);
-    // A timer's pass gives up.
-    r.cell
-        .with(&r.handoff, past, false, |_, _| panic!("a pass ran"));
-    // A waiting pass (the drain, the stop) and the stop's close wait until the arm is done.
-    let (cell, handoff) = (r.cell.clone(), r.handoff.clone());
-    let pass = std::thread::spawn(move || {
-        cell.with(&handoff, past, true, |c, env| c.on_timer(env));
+fn an_event_that_comes_while_another_thread_holds_the_cell_is_acted_on_by_that_thread() {
+    let mut r = Rig::new();
+    let (lane, handoff) = (r.lane.clone(), r.handoff.clone());
+    let (cell, outer) = (r.cell.clone(), r.handoff.clone());
+    cell.with(&outer, Instant::now(), true, |_conn, _env| {
+        // A request arrives while this thread holds the cell (a timer's pass): the thread that
+        // takes its event finds the cell held and leaves the event in the cell.
+        r.send(GET_A);
+        std::thread::spawn(move || lane.drain_events(&handoff, Instant::now()))
+            .join()
+            .unwrap();
+        assert!(paths(&r.held).is_empty(), "read while the cell was held");
+        Next::Keep
     });
-    let (cell, handoff) = (r.cell.clone(), r.handoff.clone());
-    let stop = std::thread::spawn(move || cell.shut(&handoff));
-    std::thread::sleep(std::time::Duration::from_millis(100));
-    assert!(
-        r.cell.held.lock_for_test().is_some(),
-        "closed before the arm"
-    );
-    assert_eq!(r.lane.live(), 1);
-    r.cell.arming.fetch_sub(1, Ordering::SeqCst);
-    pass.join().unwrap();
-    stop.join().unwrap();
-    assert!(r.cell.held.lock_for_test().is_none());
-    assert_eq!(r.lane.live(), 0);
+    // Edge-triggered, no further event comes for it: the holder read it when it let go.
+    assert_eq!(paths(&r.held), ["/a"]);
+    r.events();
+    assert_eq!(paths(&r.held), ["/a"]);
+}
+
+#[test]
+fn an_answer_too_big_for_the_socket_waits_for_room_to_write_then_the_connection_waits_for_input() {
+    let mut r = Rig::new();
+    r.send(GET_A);
+    r.events();
+    let body = vec![b'x'; 4 << 20];
+    answer_held(&r.held, 0, body.clone());
+    // Written in part: watched for room to write too.
+    assert_eq!(r.armed(), OUT);
+    assert!(r.cell.watch_out.load(Ordering::SeqCst));
+    // The client reads; the room it makes is reported, and the rest is written.
+    let mut got = 0;
+    let deadline = Instant::now() + std::time::Duration::from_secs(30);
+    while got < body.len() {
+        assert!(
+            Instant::now() < deadline,
+            "the rest of the answer never came"
+        );
+        got += client_reads(&mut r.client).0.len();
+        r.events();
+        std::thread::yield_now();
+    }
+    // All written: input only again (two changes of the watch in all), and the next request is
+    // reported.
+    assert_eq!(r.armed(), IN);
+    assert!(!r.cell.watch_out.load(Ordering::SeqCst));
+    assert_eq!(r.cell.arms.lock().len(), 2);
+    r.send(GET_B);
+    r.events();
+    assert_eq!(paths(&r.held), ["(answered)", "/b"]);
 }

@@ -1,64 +1,94 @@
 //! [`Mailbox`]: a value that one thread at a time works on (a connection's state machine, in the
-//! lane's `ConnCell`), and a mailbox beside it for a message to it (the cell's answer slot, holding
-//! the connection's `Answer`) that any thread may post without waiting for the value.
+//! lane's `ConnCell`), and a mailbox beside it that any thread may write to without waiting for the
+//! value: a message (the cell's answer slot, holding the connection's `Answer`), and event bits
+//! (what the connection's socket said: readable, writable) that merge.
 //!
 //! The rule: a message posted is applied exactly once, and never left in the mailbox once every
-//! thread has let go. The poster tries to take the value and applies the message itself; if
-//! another thread holds the value, that thread looks at the mailbox again after letting go, and
-//! goes round while a message is there and nobody else took the value. Its locks go through
-//! `crate::sync`, and a loom model checks the rule (`.ci/run`).
+//! thread has let go; an event signalled is taken by a thread holding the value after the signal,
+//! unless the value does not want it yet (then it stays until it does). The writer tries to take
+//! the value and acts itself; if another thread holds the value, that thread looks at the mailbox
+//! again after letting go, and goes round while a message, or an event the value wants, is there
+//! and nobody else took the value. Its locks go through `crate::sync`, and loom models check the
+//! rule (`.ci/run`).
 
-use crate::sync::{thread, Mutex};
+use crate::sync::Mutex;
 
 /// What a [`Mailbox::visit`] step says comes after it lets go of the value.
-pub(crate) enum Step<A> {
+pub(crate) enum Step {
     /// Stop: no look at the mailbox (the value was taken out, or the step is done for good).
     Stop,
-    /// Look at the mailbox: a message there runs the step again.
+    /// Look at the mailbox: a message there, or an event the value wants, runs the step again.
     LetGo,
-    /// Run the visit's `after` with `A` (outside the value's lock), then look at the mailbox.
-    LetGoThen(A),
-    /// The value may not be worked on yet (another thread must act first): when waiting, yield
-    /// and take it again; otherwise look at the mailbox.
-    NotYet,
+}
+
+/// The mailbox: a message, the events signalled and not taken yet, and which events the value
+/// wants now (set by the holder with [`Mailbox::settle`]).
+struct Slot<M> {
+    message: Option<M>,
+    events: u32,
+    wants: u32,
 }
 
 /// A value worked on by one thread at a time, and its mailbox.
 pub(crate) struct Mailbox<C, M> {
     held: Mutex<Option<C>>,
-    mail: Mutex<Option<M>>,
+    mail: Mutex<Slot<M>>,
 }
 
 impl<C, M> Mailbox<C, M> {
+    /// A value wanting no event until a holder [settles](Self::settle).
     pub(crate) fn new(value: C) -> Self {
         Mailbox {
             held: Mutex::new(Some(value)),
-            mail: Mutex::new(None),
+            mail: Mutex::new(Slot {
+                message: None,
+                events: 0,
+                wants: 0,
+            }),
         }
     }
 
     /// Leave `message` in the mailbox; follow with [`visit`](Self::visit) (without waiting) so
     /// that it is applied now if nobody holds the value.
     pub(crate) fn post(&self, message: M) {
-        *self.mail.lock() = Some(message);
+        self.mail.lock().message = Some(message);
+    }
+
+    /// Record `events` (bits, merged with those not taken yet); follow with
+    /// [`visit`](Self::visit) (without waiting) so that they are taken now if nobody holds the
+    /// value: otherwise its holder takes them after letting go, if it wants them.
+    pub(crate) fn signal(&self, events: u32) {
+        self.mail.lock().events |= events;
     }
 
     /// The message, taken (a step looks while it holds the value).
     pub(crate) fn take_mail(&self) -> Option<M> {
-        self.mail.lock().take()
+        self.mail.lock().message.take()
+    }
+
+    /// Say (holding the value) which events it wants now, and take those of them that were
+    /// signalled: the step acts on them, and settles again. Events it does not want stay (and a
+    /// later settle that wants them takes them).
+    pub(crate) fn settle(&self, wants: u32) -> u32 {
+        let mut slot = self.mail.lock();
+        slot.wants = wants;
+        let taken = slot.events & wants;
+        slot.events &= !taken;
+        taken
+    }
+
+    /// Whether a message, or an event the value wants, waits in the mailbox.
+    fn pending(&self) -> bool {
+        let slot = self.mail.lock();
+        slot.message.is_some() || slot.events & slot.wants != 0
     }
 
     /// Run `step` with the value held (`None` once it was taken out: closed). `wait`: block for
     /// the value; otherwise give up at once when another thread holds it (that thread will see
-    /// the mailbox). What `step` returns says what comes after letting go ([`Step`]); then a
-    /// message found in the mailbox runs `step` again (without waiting), unless `step` said
-    /// [`Step::Stop`] or another thread took the value meanwhile.
-    pub(crate) fn visit<A>(
-        &self,
-        mut wait: bool,
-        mut step: impl FnMut(&mut Option<C>) -> Step<A>,
-        mut after: impl FnMut(A),
-    ) {
+    /// the mailbox). What `step` returns says whether to look at the mailbox after letting go
+    /// ([`Step`]); a message, or an event the value wants, found there runs `step` again
+    /// (without waiting), unless another thread took the value meanwhile.
+    pub(crate) fn visit(&self, mut wait: bool, mut step: impl FnMut(&mut Option<C>) -> Step) {
         loop {
             let mut held = if wait {
                 self.held.lock()
@@ -70,41 +100,27 @@ impl<C, M> Mailbox<C, M> {
             };
             let next = step(&mut held);
             drop(held);
-            match next {
-                Step::Stop => return,
-                Step::LetGo => {}
-                Step::LetGoThen(a) => after(a),
-                Step::NotYet if wait => {
-                    thread::yield_now();
-                    continue;
-                }
-                Step::NotYet => {}
-            }
-            wait = false;
-            if self.mail.lock().is_none() {
+            if let Step::Stop = next {
                 return;
             }
-            // A message came while we held the value: go round (unless another thread took it).
+            wait = false;
+            if !self.pending() {
+                return;
+            }
+            // Mail, or an event, came while we held the value: go round (unless another thread
+            // took it).
         }
     }
 
-    /// Take the value out for good (closing it), waiting for whoever holds it and, while
-    /// `not_yet` says so, for whoever must act on it first.
-    pub(crate) fn take_when(&self, not_yet: impl Fn() -> bool) -> Option<C> {
-        loop {
-            let mut held = self.held.lock();
-            if !not_yet() {
-                return held.take();
-            }
-            drop(held);
-            thread::yield_now();
-        }
+    /// Take the value out for good (closing it), waiting for whoever holds it.
+    pub(crate) fn take(&self) -> Option<C> {
+        self.held.lock().take()
     }
 
     /// Whether a message waits in the mailbox.
     #[cfg(test)]
     pub(crate) fn has_mail(&self) -> bool {
-        self.mail.lock().is_some()
+        self.mail.lock().message.is_some()
     }
 
     /// The value, held (tests look inside).
@@ -127,29 +143,21 @@ mod tests {
     fn a_message_posted_while_the_value_is_held_is_applied_by_the_holder_after_it_lets_go() {
         let mb = Mailbox::new(Vec::<u32>::new());
         let mut rounds = 0;
-        mb.visit(
-            true,
-            |v| {
-                rounds += 1;
-                if rounds == 1 {
-                    // Another thread posts now and finds the value held: its own visit gives up.
-                    mb.post(7);
-                    mb.visit(
-                        false,
-                        |_| -> Step<()> { unreachable!("the value is held") },
-                        drop,
-                    );
-                }
-                while let Some(m) = mb.take_mail() {
-                    v.as_mut().unwrap().push(m);
-                }
-                Step::<()>::LetGo
-            },
-            drop,
-        );
+        mb.visit(true, |v| {
+            rounds += 1;
+            if rounds == 1 {
+                // Another thread posts now and finds the value held: its own visit gives up.
+                mb.post(7);
+                mb.visit(false, |_| -> Step { unreachable!("the value is held") });
+            }
+            while let Some(m) = mb.take_mail() {
+                v.as_mut().unwrap().push(m);
+            }
+            Step::LetGo
+        });
         assert_eq!(rounds, 1, "the holder drained it in its step");
-        assert_eq!(mb.take_when(|| false), Some(vec![7]));
-        assert_eq!(mb.take_when(|| false), None, "taken out for good");
+        assert_eq!(mb.take(), Some(vec![7]));
+        assert_eq!(mb.take(), None, "taken out for good");
         assert_eq!(mb.peek(|v| v.is_none()), Some(true));
     }
 }
@@ -168,32 +176,110 @@ mod loom_models {
     fn loom_an_answer_posted_while_the_connection_is_held_is_applied_once() {
         loom::model(|| {
             let mb = Arc::new(Mailbox::<Vec<u32>, u32>::new(Vec::new()));
-            // As `ConnCell::with`'s step: apply what the mailbox holds, then re-arm (an atomic
-            // swap, a point where another thread may run while the cell is still held).
-            let armed = Arc::new(AtomicU64::new(0));
-            let step =
-                |v: &mut Option<Vec<u32>>, mb: &Mailbox<Vec<u32>, u32>, armed: &AtomicU64| {
-                    while let Some(m) = mb.take_mail() {
-                        v.as_mut().unwrap().push(m);
-                    }
-                    armed.swap(1, Ordering::SeqCst);
-                    Step::<()>::LetGo
-                };
+            // As `ConnCell::with`'s step: apply what the mailbox holds, then settle (a point
+            // where another thread may run while the cell is still held).
+            let step = |v: &mut Option<Vec<u32>>, mb: &Mailbox<Vec<u32>, u32>| {
+                while let Some(m) = mb.take_mail() {
+                    v.as_mut().unwrap().push(m);
+                }
+                mb.settle(1);
+                Step::LetGo
+            };
             let answerer = {
-                let (mb, armed) = (mb.clone(), armed.clone());
+                let mb = mb.clone();
                 thread::spawn(move || {
                     mb.post(1);
-                    mb.visit(false, |v| step(v, &mb, &armed), drop);
+                    mb.visit(false, |v| step(v, &mb));
                 })
             };
-            mb.visit(true, |v| step(v, &mb, &armed), drop);
+            mb.visit(true, |v| step(v, &mb));
             answerer.join().unwrap();
             assert!(mb.take_mail().is_none(), "an answer left in the mailbox");
-            assert_eq!(
-                mb.take_when(|| false),
-                Some(vec![1]),
-                "applied exactly once"
-            );
+            assert_eq!(mb.take(), Some(vec![1]), "applied exactly once");
+        });
+    }
+
+    /// The socket's readable event, as the lane signals it.
+    const IN: u32 = 1;
+
+    /// A connection as the models see it: whether its request is in flight (it wants no input
+    /// then), and the bytes read from its socket.
+    struct Model {
+        in_flight: bool,
+        read: u64,
+    }
+
+    /// As the lane's step (`ConnCell::drive`): act on an answer in the slot (the request is no
+    /// longer in flight), then settle for what the connection wants and read while an event it
+    /// wants was signalled (edge-triggered: the socket is read after every event, or its bytes
+    /// stay unread, as no other event comes for them).
+    fn step(v: &mut Option<Model>, mb: &Mailbox<Model, ()>, sock: &AtomicU64) -> Step {
+        let conn = v.as_mut().unwrap();
+        while mb.take_mail().is_some() {
+            conn.in_flight = false;
+        }
+        loop {
+            let wants = if conn.in_flight { 0 } else { IN };
+            if mb.settle(wants) == 0 {
+                return Step::LetGo;
+            }
+            conn.read += sock.swap(0, Ordering::SeqCst);
+        }
+    }
+
+    /// Bytes arrive (a new edge) while a thread holds the connection, at every point of its
+    /// step and its let-go: the event's thread finds the cell held and gives up, and the holder
+    /// (or the event's thread, when it finds the cell free) reads them. Nothing is left unread.
+    #[test]
+    fn loom_an_event_that_comes_while_the_connection_is_held_is_never_lost() {
+        loom::model(|| {
+            let mb = Arc::new(Mailbox::<Model, ()>::new(Model {
+                in_flight: false,
+                read: 0,
+            }));
+            let sock = Arc::new(AtomicU64::new(1));
+            mb.signal(IN);
+            let edge = {
+                let (mb, sock) = (mb.clone(), sock.clone());
+                thread::spawn(move || {
+                    sock.fetch_add(1, Ordering::SeqCst);
+                    mb.signal(IN);
+                    mb.visit(false, |v| step(v, &mb, &sock));
+                })
+            };
+            mb.visit(false, |v| step(v, &mb, &sock));
+            edge.join().unwrap();
+            assert_eq!(sock.load(Ordering::SeqCst), 0, "bytes left unread");
+            assert_eq!(mb.take().unwrap().read, 2);
+        });
+    }
+
+    /// Bytes arrive while the request is in flight (nothing reads them then: answers go out in
+    /// order) as the answer comes back: the event is kept until the connection wants input
+    /// again, and then read, by whichever thread holds the connection last.
+    #[test]
+    fn loom_an_event_that_comes_while_the_request_is_in_flight_is_read_after_its_answer() {
+        loom::model(|| {
+            let mb = Arc::new(Mailbox::<Model, ()>::new(Model {
+                in_flight: true,
+                read: 0,
+            }));
+            let sock = Arc::new(AtomicU64::new(0));
+            let edge = {
+                let (mb, sock) = (mb.clone(), sock.clone());
+                thread::spawn(move || {
+                    sock.fetch_add(1, Ordering::SeqCst);
+                    mb.signal(IN);
+                    mb.visit(false, |v| step(v, &mb, &sock));
+                })
+            };
+            mb.post(());
+            mb.visit(false, |v| step(v, &mb, &sock));
+            edge.join().unwrap();
+            assert_eq!(sock.load(Ordering::SeqCst), 0, "bytes left unread");
+            let conn = mb.take().unwrap();
+            assert!(!conn.in_flight, "the answer was not acted on");
+            assert_eq!(conn.read, 1);
         });
     }
 }
