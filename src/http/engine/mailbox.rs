@@ -33,6 +33,12 @@ struct Slot<M> {
 pub(crate) struct Mailbox<C, M> {
     held: Mutex<Option<C>>,
     mail: Mutex<Slot<M>>,
+    /// Under loom, a point where the holder may be preempted after its step, before it lets go:
+    /// loom switches threads at a lock, never at an unlock, so without it no model thread could
+    /// write to the mailbox and meet the value held (`try_lock` failing) after the holder's last
+    /// look, the very race `visit` answers.
+    #[cfg(loom)]
+    letting_go: crate::sync::AtomicUsize,
 }
 
 impl<C, M> Mailbox<C, M> {
@@ -45,6 +51,8 @@ impl<C, M> Mailbox<C, M> {
                 events: 0,
                 wants: 0,
             }),
+            #[cfg(loom)]
+            letting_go: crate::sync::AtomicUsize::new(0),
         }
     }
 
@@ -99,6 +107,9 @@ impl<C, M> Mailbox<C, M> {
                 }
             };
             let next = step(&mut held);
+            #[cfg(loom)]
+            self.letting_go
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             drop(held);
             if let Step::Stop = next {
                 return;
@@ -176,8 +187,8 @@ mod loom_models {
     fn loom_an_answer_posted_while_the_connection_is_held_is_applied_once() {
         loom::model(|| {
             let mb = Arc::new(Mailbox::<Vec<u32>, u32>::new(Vec::new()));
-            // As `ConnCell::with`'s step: apply what the mailbox holds, then settle (a point
-            // where another thread may run while the cell is still held).
+            // As `ConnCell::with`'s step: apply what the mailbox holds, then settle (the answer
+            // may come before the settle, or after it: `visit`'s `letting_go`).
             let step = |v: &mut Option<Vec<u32>>, mb: &Mailbox<Vec<u32>, u32>| {
                 while let Some(m) = mb.take_mail() {
                     v.as_mut().unwrap().push(m);
@@ -223,6 +234,10 @@ mod loom_models {
             if mb.settle(wants) == 0 {
                 return Step::LetGo;
             }
+            assert!(
+                !conn.in_flight,
+                "an event acted on while the request is in flight"
+            );
             conn.read += sock.swap(0, Ordering::SeqCst);
         }
     }
