@@ -5,12 +5,12 @@
 //!  clients ──► reactor thread (mio): accept · timers · drain · the lane's take-over
 //!                 │ every connection goes into
 //!                 ▼
-//!              connection lane: one epoll set, each connection armed one-shot
+//!              connection lane: one epoll set, each connection watched edge-triggered
 //!                 │ an idle worker waits here, takes one ready connection,
 //!                 ▼ reads · parses · checks limits (a slow client: a buffer, not a handler)
 //!              Pool<HttpRequest, HttpResponse>: the request is lent back to that worker ──► handler
 //!                 deadlines · watchdog · re-entrancy guard · bounded queue
-//!                 │ the answer: written by the thread that completed it, the connection re-armed
+//!                 │ the answer: written by the thread that completed it, no epoll_ctl
 //!                 ▼
 //!              lane (next request, or the rest of a long answer)
 //! ```
@@ -293,7 +293,7 @@
 //!   Per-connection errors (ECONNABORTED, EPROTO, ...) are skipped.
 //! - The thread that completes a request (the worker, or the watchdog for a 504) serialises the
 //!   answer and writes it straight to the socket when the socket takes it whole; the connection
-//!   is then armed in the lane for what it needs next: its next request, or room to write the
+//!   then waits in the lane for what it needs next: its next request, or room to write the
 //!   rest of the answer (whichever thread gets that event writes it). Nothing else of the
 //!   connection is read or written while a request is in flight, so answers never interleave.
 //! - When every worker is busy, a request on a kept-alive connection waits in the lane for the

@@ -126,7 +126,7 @@ fn a_pipelined_request_leaves_from_the_thread_that_answers_the_one_before() {
 }
 
 #[test]
-fn a_connection_is_re_armed_for_what_it_waits_for_and_not_while_its_request_is_in_flight() {
+fn nothing_is_read_while_a_request_is_in_flight_and_the_thread_that_answers_it_reads_what_came() {
     let mut r = Rig::new();
     r.send(b"GET /a HTTP/1.1\r\n");
     r.events();
