@@ -152,6 +152,8 @@ impl ServerBuilder {
         }
         self.log_choices.apply(s);
         self.log_choices.to_sink(&mut self.logs);
+        #[cfg(feature = "tls")]
+        self.tls.apply(s);
         self
     }
 
@@ -242,6 +244,8 @@ impl ServerBuilder {
             ),
         ];
         rows.extend(self.log_choices.rows());
+        #[cfg(feature = "tls")]
+        rows.extend(self.tls.rows());
         let mut text = settings::render(&rows);
         if let Some(e) = &self.settings_error {
             text.push_str(&format!("refused: {e}\n"));
