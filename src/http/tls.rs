@@ -8,13 +8,17 @@
 //! file at a HUP keeps the one in use (an error names the file and the fix); the server stays up.
 //! The config the next workers get is [`current`], a process-wide slot the fork copies.
 
+use std::fmt;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use rustls::ServerConfig;
 use rustls_pki_types::pem::{self, PemObject};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
+use crate::http::ops::rate_limit::{suppressed_note, RateLimit, WARN_INTERVAL};
 use crate::settings::{Settings, Source};
 use crate::BuildError;
 
@@ -215,6 +219,28 @@ pub(crate) fn reload_current() {
              before: {e}"
         ),
     }
+}
+
+static REFUSED: RateLimit = RateLimit::new(WARN_INTERVAL);
+
+/// The warning for a connection closed because its TLS failed (a plain-HTTP client on the
+/// HTTPS port, an old TLS version, a bad hello): at most one line per 10 s, naming the peer and
+/// rustls's reason. Both fronts log it.
+pub(crate) fn log_handshake_failure(peer: Option<IpAddr>, e: &dyn fmt::Display) {
+    let Some(suppressed) = REFUSED.allow(Instant::now()) else {
+        return;
+    };
+    let peer = peer.map_or_else(
+        || "an unknown peer".to_string(),
+        |ip| ip.to_canonical().to_string(),
+    );
+    log::warn!(
+        target: "prefork_pool::http",
+        "closed a TLS connection from {peer}: {e} (a client that speaks plain HTTP or an \
+         unsupported TLS version to this HTTPS port; it must use https:// and TLS 1.2 or \
+         later){}",
+        suppressed_note(suppressed)
+    );
 }
 
 impl super::ServerBuilder {

@@ -138,6 +138,8 @@ impl SupervisorBuilder {
         }
         server.log_choices.apply(s);
         server.log_choices.to_sink(&mut self.cfg.logs);
+        #[cfg(feature = "tls")]
+        server.tls.apply(s);
         if let Some((d, var)) = s.graceful_timeout {
             self.cfg.graceful_timeout = d;
             from.push(("graceful_timeout", var));
@@ -318,6 +320,8 @@ impl SupervisorBuilder {
             ("forwarded_allow_ips", forwarded, src("forwarded_allow_ips")),
         ];
         rows.extend(server.log_choices.rows());
+        #[cfg(feature = "tls")]
+        rows.extend(server.tls.rows());
         rows.extend(self.run_as_rows());
         rows.extend(self.recycling_rows());
         let mut text = settings::render(&rows);
@@ -352,6 +356,11 @@ impl WorkerServer {
             server = server.forwarded_allow_ips(ips);
         }
         server.log_choices = self.log_choices.clone();
+        // The config the master read (at the start, or at the last good SIGHUP).
+        #[cfg(feature = "tls")]
+        if self.tls.cert.is_some() {
+            server.tls_loaded = crate::http::tls::current();
+        }
         server
     }
 }

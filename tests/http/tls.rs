@@ -27,6 +27,9 @@ fn fixture(name: &str) -> PathBuf {
 /// 256 KiB streamed in 64 chunks of 4 KiB (each chunk's bytes its index).
 const STREAM_CHUNKS: usize = 64;
 
+/// A whole (not streamed) answer of 4 MiB: more than the socket buffers take at once.
+const WHOLE: usize = 4 << 20;
+
 fn tls_server() -> ServerHandle {
     let app = Router::new()
         .route("/hello", get(|| "hello over tls\n"))
@@ -34,6 +37,7 @@ fn tls_server() -> ServerHandle {
             "/big",
             get(|| Body::stream((0..STREAM_CHUNKS).map(|i| Ok(vec![i as u8; 4096])))),
         )
+        .route("/whole", get(|| vec![7u8; WHOLE]))
         .fallback(|| (StatusCode::NOT_FOUND, "no such page\n"));
     Server::builder()
         .bind("127.0.0.1:0")
@@ -163,6 +167,24 @@ fn a_large_streamed_answer_arrives_whole_over_tls() {
         assert!(chunk.iter().all(|&b| b == i as u8), "chunk {i} is wrong");
     }
     assert_eq!(s.streams().completed, 1);
+    s.shutdown(WAIT);
+}
+
+#[test]
+fn a_large_whole_answer_arrives_whole_over_tls_to_a_slow_reader() {
+    let s = tls_server();
+    let mut c = client(s.local_addrs()[0]);
+    c.write_all(b"GET /whole HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    c.flush().unwrap();
+    // The socket fills: the rest of the answer (and its ciphertext) waits for room to write.
+    std::thread::sleep(Duration::from_millis(300));
+    let raw = read_to_close(&mut c);
+    let head_end = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    let head = String::from_utf8_lossy(&raw[..head_end]).to_string();
+    assert!(head.contains(&format!("content-length: {WHOLE}")), "{head}");
+    assert_eq!(raw.len() - head_end, WHOLE, "{head}");
+    assert!(raw[head_end..].iter().all(|&b| b == 7));
     s.shutdown(WAIT);
 }
 

@@ -22,17 +22,12 @@
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::sync::Arc;
-use std::time::Instant;
 
 use parking_lot::Mutex;
 use rustls::{ServerConfig, ServerConnection};
 
-use crate::http::ops::rate_limit::{suppressed_note, RateLimit, WARN_INTERVAL};
-
 /// The most plaintext a write encrypts at once (rustls buffers its ciphertext until sent).
 const WRITE_MAX: usize = 64 * 1024;
-
-static REFUSED: RateLimit = RateLimit::new(WARN_INTERVAL);
 
 /// A TCP socket with its rustls server connection.
 #[derive(Debug)]
@@ -130,20 +125,8 @@ impl TlsStream {
     }
 
     fn log_refused(&self, e: &rustls::Error) {
-        let Some(suppressed) = REFUSED.allow(Instant::now()) else {
-            return;
-        };
-        let peer = self
-            .sock
-            .peer_addr()
-            .map_or_else(|_| "an unknown peer".to_string(), |a| a.ip().to_string());
-        log::warn!(
-            target: "prefork_pool::http",
-            "closed a TLS connection from {peer}: {e} (a client that speaks plain HTTP or an \
-             unsupported TLS version to this HTTPS port; it must use https:// and TLS 1.2 or \
-             later){}",
-            suppressed_note(suppressed)
-        );
+        let peer = self.sock.peer_addr().ok().map(|a| a.ip());
+        crate::http::tls::log_handshake_failure(peer, e);
     }
 }
 

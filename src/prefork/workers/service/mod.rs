@@ -133,6 +133,15 @@ where
             last_answer_ms: AtomicU64::new(0),
             tick_ms: AtomicU64::new(0),
             born: Instant::now(),
+            #[cfg(feature = "tls")]
+            tls: crate::http::tls::current().map(|c| {
+                let mut c = (*c).clone();
+                if self.config.http2 {
+                    // HTTP/2 over TLS is chosen by ALPN (the auto builder serves either).
+                    c.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+                }
+                tokio_rustls::TlsAcceptor::from(Arc::new(c))
+            }),
         });
         let mut loops = Vec::new();
         let mut lifeline_listeners = Vec::new();

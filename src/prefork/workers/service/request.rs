@@ -53,6 +53,9 @@ pub(super) struct Shared {
     /// When the runtime's tick task last ran, in milliseconds since `born` (the lifeline).
     pub tick_ms: AtomicU64,
     pub born: Instant,
+    /// TLS (feature `tls`): the certificate the master held when it forked this process.
+    #[cfg(feature = "tls")]
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 impl Shared {
