@@ -30,6 +30,9 @@ pub const VARIABLES: &[&str] = &[
     "PREFORK_KEYFILE",
 ];
 
+/// The TLS files' variables (feature `tls`; refused without it).
+pub const TLS_VARIABLES: &[&str] = &["PREFORK_CERTFILE", "PREFORK_KEYFILE"];
+
 /// The variables only process mode uses (the worker processes'), refused in thread mode.
 pub const PROCESS_MODE_VARIABLES: &[&str] = &[
     "PREFORK_USER",

@@ -435,12 +435,44 @@ mod tests {
             assert!(server.contains(row), "{row:?} in\n{server}");
         }
         let text = b.config_text();
-        for var in crate::settings::VARIABLES.iter().filter(|v| **v != "PORT") {
+        // The TLS files: `tls_variables_set_the_files_in_process_mode`.
+        for var in crate::settings::VARIABLES
+            .iter()
+            .filter(|v| **v != "PORT" && !crate::settings::TLS_VARIABLES.contains(v))
+        {
             assert!(
                 text.contains(&format!("(environment {var})")),
                 "{var} in\n{text}"
             );
         }
+    }
+
+    #[cfg(feature = "tls")]
+    #[test]
+    fn tls_variables_set_the_files_in_process_mode() {
+        let b = Supervisor::builder().with_settings(&env(&[
+            ("PREFORK_CERTFILE", "/etc/app/cert.pem"),
+            ("PREFORK_KEYFILE", "/etc/app/key.pem"),
+        ]));
+        assert!(b.settings_error.is_none());
+        let text = b.config_text();
+        for (name, value, var) in [
+            ("certfile", "/etc/app/cert.pem", "PREFORK_CERTFILE"),
+            ("keyfile", "/etc/app/key.pem", "PREFORK_KEYFILE"),
+        ] {
+            assert!(
+                text.lines().any(|l| l.starts_with(&format!("{name} "))
+                    && l.contains(&format!("= {value} "))
+                    && l.ends_with(&format!("(environment {var})"))),
+                "{name} in\n{text}"
+            );
+        }
+        // The files are read when the supervisor builds: these do not exist.
+        let err = b.bind("127.0.0.1:0").build().unwrap_err().to_string();
+        assert!(
+            err.contains("`PREFORK_CERTFILE` = /etc/app/cert.pem: no such file"),
+            "{err}"
+        );
     }
 
     #[test]

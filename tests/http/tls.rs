@@ -34,6 +34,14 @@ fn tls_server() -> ServerHandle {
     let app = Router::new()
         .route("/hello", get(|| "hello over tls\n"))
         .route(
+            "/scheme",
+            get(|req: prefork_pool::http::HttpRequest| {
+                req.extensions()
+                    .get::<prefork_pool::http::ForwardedProto>()
+                    .map_or("none".to_string(), |p| p.0.to_string())
+            }),
+        )
+        .route(
             "/big",
             get(|| Body::stream((0..STREAM_CHUNKS).map(|i| Ok(vec![i as u8; 4096])))),
         )
@@ -127,6 +135,17 @@ fn two_requests_pipelined_in_one_tls_record_are_both_answered() {
     assert!(text.contains("hello over tls\n"), "{text}");
     assert!(text.contains("HTTP/1.1 404"), "{text}");
     assert!(text.ends_with("no such page\n"), "{text}");
+    s.shutdown(WAIT);
+}
+
+#[test]
+fn the_handler_sees_that_the_client_used_https() {
+    let s = tls_server();
+    let mut c = client(s.local_addrs()[0]);
+    c.write_all(b"GET /scheme HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let answer = String::from_utf8(read_to_close(&mut c)).unwrap();
+    assert!(answer.ends_with("\r\n\r\nhttps"), "{answer}");
     s.shutdown(WAIT);
 }
 

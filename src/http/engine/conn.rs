@@ -524,6 +524,13 @@ impl Conn {
         if let Some(proto) = fwd.proto {
             req.extensions_mut()
                 .insert(ForwardedProto(Arc::from(proto)));
+        } else {
+            // TLS terminated here: the client used https.
+            #[cfg(feature = "tls")]
+            if matches!(self.link.stream, Stream::Tls(_)) {
+                req.extensions_mut()
+                    .insert(ForwardedProto(Arc::from("https")));
+            }
         }
         if let Some(spooled) = spooled {
             req.extensions_mut().insert(spooled);
