@@ -11,7 +11,7 @@
 use std::fmt;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
 use rustls::ServerConfig;
@@ -178,9 +178,12 @@ pub(crate) fn load(
     Ok(config)
 }
 
+#[cfg(feature = "prefork")]
 /// The config the workers forked next serve (process mode), with the files it came from.
-static CURRENT: Mutex<Option<(Arc<ServerConfig>, PathBuf, PathBuf)>> = Mutex::new(None);
+static CURRENT: std::sync::Mutex<Option<(Arc<ServerConfig>, PathBuf, PathBuf)>> =
+    std::sync::Mutex::new(None);
 
+#[cfg(feature = "prefork")]
 /// Sets the config for the workers forked from now on (`None`: plain HTTP).
 pub(crate) fn set_current(files: &TlsFiles, config: Option<Arc<ServerConfig>>) {
     let mut slot = CURRENT.lock().unwrap_or_else(|e| e.into_inner());
@@ -190,12 +193,14 @@ pub(crate) fn set_current(files: &TlsFiles, config: Option<Arc<ServerConfig>>) {
     };
 }
 
+#[cfg(feature = "prefork")]
 /// The config set by [`set_current`], if any.
 pub(crate) fn current() -> Option<Arc<ServerConfig>> {
     let slot = CURRENT.lock().unwrap_or_else(|e| e.into_inner());
     slot.as_ref().map(|(c, _, _)| c.clone())
 }
 
+#[cfg(feature = "prefork")]
 /// SIGHUP in the master: reads the files of the current config anew. A renewed certificate is
 /// served by the workers forked after this; a file that is now missing or bad keeps the one in
 /// use, with an error naming the file and the fix.
