@@ -221,7 +221,7 @@ pub(crate) fn reload_current() {
         }
         Err(e) => log::error!(
             "SIGHUP: the TLS files were not reloaded, the new workers serve the certificate read \
-             before: {e}"
+             before (fix the file, then send SIGHUP again): {e}"
         ),
     }
 }

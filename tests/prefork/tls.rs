@@ -126,6 +126,23 @@ fn hup_reloads_the_certificate(
             "not cert1 at the start".into()
         })?;
 
+        // A plain-HTTP client on the HTTPS port: closed without an HTTP answer, and a warning
+        // names the peer and the fix.
+        let mut plain = TcpStream::connect(m.addr).map_err(|e| e.to_string())?;
+        plain.set_read_timeout(Some(Duration::from_secs(20))).ok();
+        plain
+            .write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+            .map_err(|e| e.to_string())?;
+        let mut got = Vec::new();
+        let _ = plain.read_to_end(&mut got);
+        ensure(!String::from_utf8_lossy(&got).contains("HTTP/1.1"), || {
+            format!("a plain request was answered: {got:?}")
+        })?;
+        m.wait_log("closed a TLS connection from 127.0.0.1", LONG)?;
+        ensure(m.log_text().contains("it must use https://"), || {
+            "no fix named".into()
+        })?;
+
         // A bad renewal: the server keeps the certificate it has.
         replace(&cert, b"not a certificate\n");
         m.signal(libc::SIGHUP);
