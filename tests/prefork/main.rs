@@ -351,6 +351,11 @@ const SCENARIOS: &[Scenario] = &[
         name: "service_tls_hup_reloads_the_certificate",
         run: tls::service_hup_reloads_the_certificate,
     },
+    #[cfg(all(feature = "tls", feature = "tower"))]
+    Scenario {
+        name: "service_tls_h2_by_alpn",
+        run: tls::service_h2_by_alpn,
+    },
     #[cfg(feature = "tower")]
     Scenario {
         name: "service_hup_under_load",

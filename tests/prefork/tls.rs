@@ -197,3 +197,57 @@ fn hup_reloads_the_certificate(
     let _ = std::fs::remove_dir_all(&dir);
     finish(&mut m, result)
 }
+
+/// The tower front with `http2_prior_knowledge`: over TLS, curl gets HTTP/2 by ALPN (and an
+/// HTTP/1.1 client still HTTP/1.1).
+#[cfg(feature = "tower")]
+pub fn service_h2_by_alpn() -> Result<(), String> {
+    use prefork_pool::prefork::ServiceConfig;
+    let Some(curl) = crate::tools::tool_or_skip(&crate::tools::CURL)? else {
+        return Ok(());
+    };
+    let dir = tls_dir("tls-h2");
+    let (c, k) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let mut m = start_master(
+        "tls-h2",
+        |_| {},
+        move |b, l| b.listener(l).workers(1).certfile(c).keyfile(k),
+        |b| {
+            b.serve_service(
+                ServiceConfig::new().threads(2).http2_prior_knowledge(true),
+                || Ok::<_, String>(crate::service::PidService),
+            )
+        },
+    );
+    let result = (|| {
+        m.wait_log("1 worker(s) ready", LONG)?;
+        let port = m.addr.port();
+        let curl_version = |flag: &str| -> Result<String, String> {
+            let out = std::process::Command::new(&curl)
+                .args([
+                    "-sS",
+                    "-o",
+                    "/dev/null",
+                    "--max-time",
+                    "20",
+                    flag,
+                    "--cacert",
+                ])
+                .arg(fixture("ca.pem"))
+                .args(["--resolve", &format!("localhost:{port}:127.0.0.1")])
+                .args(["-w", "%{http_code} %{http_version}"])
+                .arg(format!("https://localhost:{port}/"))
+                .output()
+                .map_err(|e| format!("run curl: {e}"))?;
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr))
+        };
+        let h2 = curl_version("--http2")?;
+        ensure(h2 == "200 2", || format!("curl --http2 got {h2:?}"))?;
+        let h1 = curl_version("--http1.1")?;
+        ensure(h1 == "200 1.1", || format!("curl --http1.1 got {h1:?}"))?;
+        Ok(())
+    })();
+    let _ = std::fs::remove_dir_all(&dir);
+    finish(&mut m, result)
+}

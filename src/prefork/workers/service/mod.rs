@@ -397,7 +397,10 @@ impl Supervisor {
     /// written by each worker's main thread, so a runtime whose threads are all blocked is
     /// caught by the requests' deadlines, not by the heartbeat. HTTP/1.1, and HTTP/2 with prior
     /// knowledge with [`ServiceConfig::http2_prior_knowledge`]; the PROXY protocol with
-    /// [`ServiceConfig::proxy_protocol`].
+    /// [`ServiceConfig::proxy_protocol`]. HTTPS (feature `tls`, through tokio-rustls) with the
+    /// supervisor's `certfile` / `keyfile` (`PREFORK_CERTFILE` / `PREFORK_KEYFILE`), as for
+    /// `serve_http`: the master reads the files and rereads them at SIGHUP; the handshake must
+    /// finish within the head timeout.
     #[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
     pub fn serve_service<A, S, E, B>(self, config: ServiceConfig, mut app: A) -> i32
     where
