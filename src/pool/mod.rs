@@ -4,8 +4,8 @@
 //! Arrows run from the engine down to the leaves, never back: `mod` uses `builder`, `submit`,
 //! `worker`, `watchdog`, `shutdown` and `ticket`; those use `state` (the shared `PoolState`);
 //! `state` uses `context`, `guard` and `job`; `job` uses `completion`; `config` uses `per_worker`
-//! (the per-worker state of `build_with_state`), which uses `context`. `completion`, `deadlines`
-//! and `stats` are leaves.
+//! (the per-worker state of `build_with_state`), which uses `context`. `completion`, `deadlines`,
+//! `record` (what each worker runs) and `stats` are leaves.
 
 mod builder;
 mod completion;
@@ -16,6 +16,8 @@ mod guard;
 mod idle_wait;
 mod job;
 mod per_worker;
+#[cfg_attr(not(feature = "http"), allow(dead_code))]
+mod record;
 mod shutdown;
 mod state;
 mod stats;
@@ -35,7 +37,10 @@ pub use shutdown::ShutdownReport;
 pub use stats::Stats;
 pub use ticket::Ticket;
 
+#[cfg(feature = "http")]
 pub(crate) use idle_wait::Sleeper;
+#[cfg(feature = "http")]
+pub(crate) use record::{Label, Record};
 
 use crate::error::{BuildError, Error, TrySubmitError};
 use completion::Waiter;
@@ -276,12 +281,31 @@ impl<Req: Send + 'static, Resp: Send + 'static> Pool<Req, Resp> {
 
     /// Sets what the watchdog calls when a job runs past its deadline and its worker cannot be
     /// retired (the `max_retired` budget is spent). Once; later calls are ignored.
+    #[cfg(feature = "http")]
     pub(crate) fn on_budget_spent(&self, hook: impl Fn() + Send + Sync + 'static) {
         let _ = self.owner.state.on_budget_spent.set(Box::new(hook));
     }
 
+    /// Sets how a claimed job is named in the pool's records (the HTTP server writes the request
+    /// line). Once, before any job is submitted; later calls are ignored.
+    #[cfg(feature = "http")]
+    pub(crate) fn describe_with(
+        &self,
+        describe: impl Fn(&Req, &mut Label) + Send + Sync + 'static,
+    ) {
+        let _ = self.owner.state.describe.set(Box::new(describe));
+    }
+
+    /// What every worker runs now, and every thread the watchdog retired whose handler has not
+    /// returned yet (`worker: None`): the one record the stuck report and the heartbeat read.
+    #[cfg(feature = "http")]
+    pub(crate) fn records(&self) -> Vec<Record> {
+        self.state().workers.records()
+    }
+
     /// Have the idle workers wait in `sleeper` instead of on the pool's own condition variable
     /// (`None`: back to it). The HTTP server's idle workers wait on its connections this way.
+    #[cfg(feature = "http")]
     pub(crate) fn set_sleeper(&self, sleeper: Option<Arc<dyn Sleeper>>) {
         self.state().queue.set_sleeper(sleeper);
     }

@@ -73,10 +73,13 @@ impl Dispatch for PoolDispatch {
         self.pool.name()
     }
     fn tick(&self, now: Instant) {
-        self.busy.tick(&self.pool.stats(), now);
+        self.busy
+            .tick(&self.pool.stats(), || self.pool.records(), now);
     }
     fn busy(&self, now: Instant) -> Vec<BusyWorker> {
-        self.busy.report(self.pool.name(), 0, now).busy
+        self.busy
+            .report(self.pool.name(), 0, self.pool.records(), now)
+            .busy
     }
     fn not_ready(&self) -> Option<String> {
         let s = self.pool.stats();
@@ -94,7 +97,9 @@ impl Dispatch for PoolDispatch {
             ));
         }
         let workers = self.pool.stats().workers;
-        let report = self.busy.report(self.pool.name(), workers, now);
+        let report = self
+            .busy
+            .report(self.pool.name(), workers, self.pool.records(), now);
         report
             .no_progress_for
             .is_some_and(|d| d >= after)

@@ -19,7 +19,7 @@ use super::request::Shared;
 use super::{AnswerBody, AppService};
 use crate::http::self_call::calls::{tcp_caller, SiblingPids};
 use crate::http::{tcp_queued, QUEUE_STALL};
-use crate::prefork::workers::heartbeat::Siblings;
+use crate::prefork::workers::siblings::Siblings;
 
 /// How often the runtime's tick task marks that it runs.
 pub(super) const TICK: Duration = Duration::from_millis(50);
