@@ -122,6 +122,11 @@ impl ServerBuilder {
             health: self.health.check()?,
             shared_counters: self.shared_counters,
             tcp_ends: self.tcp_ends,
+            #[cfg(feature = "tls")]
+            tls: match &self.tls_loaded {
+                Some(c) => Some(c.clone()),
+                None => self.tls.load()?,
+            },
         })
     }
 

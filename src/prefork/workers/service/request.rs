@@ -58,6 +58,9 @@ pub(super) struct Shared {
     pub watch: Arc<Watch>,
     /// `true` once the worker drained (the lifeline ends).
     pub done: AtomicBool,
+    /// TLS (feature `tls`): the certificate the master held when it forked this process.
+    #[cfg(feature = "tls")]
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 impl Shared {
