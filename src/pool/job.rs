@@ -274,13 +274,19 @@ impl<Req: Send, Resp: Send> JobView for Job<Req, Resp> {
 }
 
 impl<Req, Resp> Job<Req, Resp> {
-    pub(crate) fn new(core: JobCore, req: Req, waiter: Waiter<Resp>) -> Job<Req, Resp> {
+    #[inline]
+    pub(crate) fn new(
+        core: JobCore,
+        req: Req,
+        waiter: Waiter<Resp>,
+        pool: Option<Weak<dyn PoolOps<Req, Resp>>>,
+    ) -> Job<Req, Resp> {
         Job {
             core,
             state: AtomicU8::new(QUEUED),
             req: Mutex::new(Some(req)),
             answer: AnswerCell::new(waiter),
-            pool: None,
+            pool,
             watched: AtomicBool::new(false),
         }
     }

@@ -143,12 +143,13 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
                 (Some(parent), waiting)
             }
         };
-        let nested = parent.is_some();
-        let mut job = Job::new(self.new_core(budget, parent), req, Waiter::Nobody);
-        if nested {
-            job.pool = Some(self.ops_weak());
-        }
-        let job = Arc::new(job);
+        let pool = parent.is_some().then(|| self.ops_weak());
+        let job = Arc::new(Job::new(
+            self.new_core(budget, parent),
+            req,
+            Waiter::Nobody,
+            pool,
+        ));
         if let Err(e) = self.enqueue(&job) {
             self.count(Some(&e));
             return Err(e);
@@ -187,9 +188,13 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
                 Err(e) => return Err((e, req, waiter)),
             },
         };
-        let mut job = Job::new(self.new_core(budget, parent), req, waiter);
-        job.pool = Some(self.ops_weak());
-        let job = Arc::new(job);
+        // Built in its `Arc` in one expression: the job (its request inline) is copied once.
+        let job = Arc::new(Job::new(
+            self.new_core(budget, parent),
+            req,
+            waiter,
+            Some(self.ops_weak()),
+        ));
         match self.enqueue(&job) {
             Ok(()) => {
                 self.watch_queued(&job);
