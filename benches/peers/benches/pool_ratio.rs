@@ -10,7 +10,7 @@
 //! the per-pair ratios (pool round i over the crossbeam round next to it), the number to read on a
 //! machine whose load changes between rounds.
 //!
-//! Run: `flock /work/notes/timing.lock cargo bench -p prefork-pool-benches --bench pool_ratio`
+//! Run: `cargo bench -p prefork-pool-benches --bench pool_ratio`
 //! (`ROUNDS=15 CALLS=20000` by default). `ONLY=pool` or `ONLY=crossbeam` runs one kind alone, for
 //! instruction counts under callgrind (the binary is in `target/release/deps/pool_ratio-*`).
 

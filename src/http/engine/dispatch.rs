@@ -31,11 +31,11 @@ pub(crate) struct PoolDispatch {
 
 impl PoolDispatch {
     /// The request's own deadline (None: the Pool's), its label for the log, and its `Loopback`.
-    fn prepare(&self, req: &mut HttpRequest, depth: u32) -> (Option<Duration>, Label) {
+    fn prepare(&self, req: &mut HttpRequest) -> (Option<Duration>, Label) {
         let deadline = self.deadline_for.as_ref().and_then(|f| f(req));
         let label = Label::of(req);
         req.extensions_mut()
-            .insert(Loopback::new(self.pool.clone(), self.max_depth, depth));
+            .insert(Loopback::new(self.pool.clone(), self.max_depth));
         (deadline, label)
     }
 }
@@ -50,12 +50,13 @@ impl Dispatch for PoolDispatch {
             peer: None,
         };
         req.extensions_mut()
-            .insert(Loopback::new(self.pool.clone(), self.max_depth, depth));
+            .insert(Loopback::new(self.pool.clone(), self.max_depth));
         let page = self.error_page.clone();
-        self.pool.submit_then(req, deadline, move |result| {
-            let result = result.or_else(|e| Ok(label.answer(&page, &e, Some(done.peer()))));
-            done.finish(result)
-        });
+        self.pool
+            .submit_then_at(req, deadline, depth, move |result| {
+                let result = result.or_else(|e| Ok(label.answer(&page, &e, Some(done.peer()))));
+                done.finish(result)
+            });
     }
     fn idle_workers(&self) -> usize {
         self.pool.idle_workers()
@@ -65,8 +66,8 @@ impl Dispatch for PoolDispatch {
         true
     }
     fn call_here(&self, mut req: HttpRequest, depth: u32) -> Result<HttpResponse, Error> {
-        let (deadline, label) = self.prepare(&mut req, depth);
-        let result = self.pool.call_here(req, deadline);
+        let (deadline, label) = self.prepare(&mut req);
+        let result = self.pool.call_here_at(req, deadline, depth);
         result.or_else(|e| Ok(label.answer(&self.error_page, &e, None)))
     }
     fn name(&self) -> &str {
