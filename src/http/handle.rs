@@ -132,7 +132,7 @@ impl ServerHandle {
 
     /// A handle that sends requests to this server's handler in-process.
     pub fn loopback(&self) -> Loopback {
-        Loopback::new(self.inner.pool.clone(), self.inner.max_depth, 0)
+        Loopback::new(self.inner.pool.clone(), self.inner.max_depth)
     }
 
     /// Requests this process (or a sibling worker process) sent to its own server over TCP or a

@@ -17,7 +17,6 @@ use super::ops::access_log::AccessLogFormat;
 use super::ops::forwarded::{ProxySettings, TrustedProxies};
 use super::ops::stuck::Busy;
 use super::routing::router::Router;
-use super::self_call::loopback::{with_depth, Loopback};
 use super::server::{io_err, PoolBuilder, ServeError, ServerBuilder, MAX_MIN_BODY_RATE};
 use super::types::{HttpRequest, HttpResponse};
 use super::wire::parse::Limits;
@@ -122,6 +121,11 @@ impl ServerBuilder {
             health: self.health.check()?,
             shared_counters: self.shared_counters,
             tcp_ends: self.tcp_ends,
+            #[cfg(feature = "tls")]
+            tls: match &self.tls_loaded {
+                Some(c) => Some(c.clone()),
+                None => self.tls.load()?,
+            },
         })
     }
 
@@ -138,9 +142,7 @@ impl ServerBuilder {
         R: IntoResponse,
     {
         self.serve_built(move |pool, page| {
-            pool.build(move |req: HttpRequest, ctx: &Context| {
-                around(&page, req, ctx, |req| handler(req, ctx))
-            })
+            pool.build(move |req: HttpRequest, ctx: &Context| around(&page, handler(req, ctx)))
         })
     }
 
@@ -271,7 +273,7 @@ impl ServerBuilder {
     {
         self.serve_built(move |pool, page| {
             pool.build_with_state(init, move |state: &mut S, req, ctx: &Context| {
-                around(&page, req, ctx, |req| handler(state, req, ctx))
+                around(&page, handler(state, req, ctx))
             })
         })
     }
@@ -388,16 +390,10 @@ fn request_line(req: &HttpRequest, label: &mut Label) {
     });
 }
 
-/// Around each request's handler: set the depth that the `Loopback` adds one to, and render a
-/// `prefork_pool::Error` the handler returned like the server's own answers.
-fn around<R: IntoResponse>(
-    page: &ErrorPage,
-    req: HttpRequest,
-    ctx: &Context,
-    handler: impl FnOnce(HttpRequest) -> R,
-) -> HttpResponse {
-    let depth = Loopback::depth_of(&req).max(ctx.depth());
-    let resp = with_depth(depth, || handler(req)).into_response();
+/// After each request's handler: render a `prefork_pool::Error` the handler returned like the
+/// server's own answers.
+fn around<R: IntoResponse>(page: &ErrorPage, answer: R) -> HttpResponse {
+    let resp = answer.into_response();
     match resp.extensions().get::<ServerAnswer>() {
         Some(a) => page.render(a.status, a.reason),
         None => resp,

@@ -370,9 +370,21 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
     }
 
     #[inline]
-    pub(crate) fn new_core(&self, budget: Duration, parent: Option<Arc<dyn JobView>>) -> JobCore {
+    pub(crate) fn new_core(
+        &self,
+        budget: Duration,
+        parent: Option<Arc<dyn JobView>>,
+        depth: u32,
+    ) -> JobCore {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        JobCore::new(id, self.id, budget.min(MAX_BUDGET), parent, Instant::now())
+        JobCore::new(
+            id,
+            self.id,
+            budget.min(MAX_BUDGET),
+            parent,
+            depth,
+            Instant::now(),
+        )
     }
 
     /// Count one answer: `None` is a handler's answer in time.

@@ -286,6 +286,8 @@ mod report;
 mod run_as;
 mod settings;
 mod supervisor;
+#[cfg(feature = "tls")]
+mod tls_settings;
 mod workers;
 
 pub use builder::{StartError, SupervisorBuilder};

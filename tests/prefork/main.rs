@@ -36,6 +36,8 @@ mod service_proxy;
 mod settings;
 mod shared_metrics;
 mod systemd;
+#[cfg(feature = "tls")]
+mod tls;
 #[path = "../support/tools.rs"]
 mod tools;
 mod workers;
@@ -340,6 +342,21 @@ const SCENARIOS: &[Scenario] = &[
     Scenario {
         name: "logs_usr1_reopen_thread_mode",
         run: logs::thread_mode,
+    },
+    #[cfg(feature = "tls")]
+    Scenario {
+        name: "tls_router_hup_reloads_the_certificate",
+        run: tls::router_hup_reloads_the_certificate,
+    },
+    #[cfg(all(feature = "tls", feature = "tower"))]
+    Scenario {
+        name: "service_tls_hup_reloads_the_certificate",
+        run: tls::service_hup_reloads_the_certificate,
+    },
+    #[cfg(all(feature = "tls", feature = "tower"))]
+    Scenario {
+        name: "service_tls_h2_by_alpn",
+        run: tls::service_h2_by_alpn,
     },
     #[cfg(feature = "tower")]
     Scenario {

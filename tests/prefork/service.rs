@@ -23,7 +23,7 @@ use crate::wrk::Wrk;
 /// `/` answers the worker's pid; `/slow` waits 5 s on the runtime (past the 1 s deadline);
 /// `/block` blocks its runtime thread for 60 s (a synchronous call where it must not be).
 #[derive(Clone)]
-struct PidService;
+pub(crate) struct PidService;
 
 impl tower_service::Service<http::Request<ServiceBody>> for PidService {
     type Response = http::Response<Full<Bytes>>;

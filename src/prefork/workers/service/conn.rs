@@ -291,20 +291,44 @@ pub(super) fn serve_connection<IO, S, B>(
             shared: shared.clone(),
             conn: state.clone(),
         };
-        let io = TokioIo::new(io);
-        if shared.cfg.http2 {
-            let builder = shared.cfg.auto();
-            let conn = pin!(builder.serve_connection_with_upgrades(io, tracked));
-            drive(conn, |c| c.graceful_shutdown(), &shared, &state).await;
-        } else {
-            let conn = pin!(shared
-                .cfg
-                .http1()
-                .serve_connection(io, tracked)
-                .with_upgrades());
-            drive(conn, |c| c.graceful_shutdown(), &shared, &state).await;
+        #[cfg(feature = "tls")]
+        if let Some(acceptor) = &shared.tls {
+            // The handshake within the head timeout, as a first request head must come.
+            let accept = tokio::time::timeout(shared.cfg.head_timeout, acceptor.accept(io));
+            match accept.await {
+                Ok(Ok(io)) => serve_http(io, tracked, &shared, &state).await,
+                Ok(Err(e)) => {
+                    let ip = socket_addr.map(|a| a.ip());
+                    crate::http::tls::log_handshake_failure(ip, &e);
+                }
+                Err(_) => {}
+            }
+            return;
         }
+        serve_http(io, tracked, &shared, &state).await;
     });
+}
+
+/// Serves HTTP on `io` (plain, or TLS once its handshake is done) until the connection ends.
+async fn serve_http<IO, S, B>(io: IO, tracked: Tracked<S>, shared: &Arc<Shared>, state: &ConnState)
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: AppService<B>,
+    B: AnswerBody,
+{
+    let io = TokioIo::new(io);
+    if shared.cfg.http2 {
+        let builder = shared.cfg.auto();
+        let conn = pin!(builder.serve_connection_with_upgrades(io, tracked));
+        drive(conn, |c| c.graceful_shutdown(), shared, state).await;
+    } else {
+        let conn = pin!(shared
+            .cfg
+            .http1()
+            .serve_connection(io, tracked)
+            .with_upgrades());
+        drive(conn, |c| c.graceful_shutdown(), shared, state).await;
+    }
 }
 
 /// Drives a connection until it ends, closing it once idle past its limit (see

@@ -136,6 +136,15 @@ where
             born: Instant::now(),
             watch: Default::default(),
             done: AtomicBool::new(false),
+            #[cfg(feature = "tls")]
+            tls: crate::http::tls::current().map(|c| {
+                let mut c = (*c).clone();
+                if self.config.http2 {
+                    // HTTP/2 over TLS is chosen by ALPN (the auto builder serves either).
+                    c.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+                }
+                tokio_rustls::TlsAcceptor::from(Arc::new(c))
+            }),
         });
         let mut loops = Vec::new();
         let mut lifeline_listeners = Vec::new();
@@ -403,7 +412,10 @@ impl Supervisor {
     /// written by each worker's main thread, so a runtime whose threads are all blocked is
     /// caught by the requests' deadlines, not by the heartbeat. HTTP/1.1, and HTTP/2 with prior
     /// knowledge with [`ServiceConfig::http2_prior_knowledge`]; the PROXY protocol with
-    /// [`ServiceConfig::proxy_protocol`].
+    /// [`ServiceConfig::proxy_protocol`]. HTTPS (feature `tls`, through tokio-rustls) with the
+    /// supervisor's `certfile` / `keyfile` (`PREFORK_CERTFILE` / `PREFORK_KEYFILE`), as for
+    /// `serve_http`: the master reads the files and rereads them at SIGHUP; the handshake must
+    /// finish within the head timeout.
     #[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
     pub fn serve_service<A, S, E, B>(self, config: ServiceConfig, mut app: A) -> i32
     where

@@ -58,6 +58,9 @@ pub(super) struct Shared {
     pub watch: Arc<Watch>,
     /// `true` once the worker drained (the lifeline ends).
     pub done: AtomicBool,
+    /// TLS (feature `tls`): the certificate the master held when it forked this process.
+    #[cfg(feature = "tls")]
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 impl Shared {
@@ -240,9 +243,15 @@ where
         let peer = self.client(&mut req);
         let own = refusal(&req, cfg);
         let close = own.is_some();
+        // A health answer and its `Connection` agree: readiness 200 never comes with the close
+        // of a stop that began after it was decided (the client would find the next request's
+        // connection closed with no 503 seen).
+        let mut health_stopping = None;
         let own = own.or_else(|| {
             let routes = cfg.health.as_ref()?;
-            let resp = routes.answer(req.uri().path(), shared.stopping(), &*shared)?;
+            let stopping = shared.stopping();
+            let resp = routes.answer(req.uri().path(), stopping, &*shared)?;
+            health_stopping = Some(stopping);
             let status = resp.status();
             Some((status, String::from_utf8_lossy(resp.body()).into_owned()))
         });
@@ -311,7 +320,8 @@ where
             // The gate's cap: clients reconnect now and then, to the process the gate picks.
             let capped = cap.is_some_and(|cap| conn.answered.load(Ordering::Relaxed) + 1 >= cap);
             // (HTTP/2 has no `Connection`: a stop sends GOAWAY on the connection instead.)
-            if h1 && (close || capped || shared.stopping()) {
+            let stopping = health_stopping.unwrap_or_else(|| shared.stopping());
+            if h1 && (close || capped || stopping) {
                 // hyper closes the connection once this answer is written.
                 resp.headers_mut()
                     .insert(CONNECTION, HeaderValue::from_static("close"));
