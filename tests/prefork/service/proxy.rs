@@ -10,7 +10,7 @@ use prefork_pool::prefork::ServiceBody;
 use prefork_pool::prefork::ServiceConfig;
 
 use crate::helpers::*;
-use crate::service_ops::{exchange, service_master, text, ConnectInfo, ServiceFn};
+use crate::service::ops::{exchange, service_master, text, ConnectInfo, ServiceFn};
 
 /// The twin of the HTTP server's test behind a real nginx (`tests/http/operators/nginx.rs`, the same nginx
 /// configuration and client): with a kept-alive upstream and with nginx's default connection per
