@@ -186,7 +186,7 @@ impl Lane {
             let cell = Arc::new(ConnCell {
                 key,
                 fd,
-                held: Mailbox::new(conn),
+                held: Mailbox::new(conn, wanted(IN)),
                 armed: AtomicU64::new(u64::from(IN)),
                 watch_out: AtomicBool::new(false),
                 lane: Arc::downgrade(self),
@@ -438,17 +438,33 @@ impl ConnCell {
     }
 
     /// Whether the connection has a request under way (or is busy on another thread now).
-    pub(crate) fn active(&self) -> bool {
-        self.held
-            .peek(|conn| conn.is_some_and(|c| !c.is_lingering()))
+    pub(crate) fn active(self: &Arc<Self>, handoff: &Arc<Handoff>, now: Instant) -> bool {
+        self.peek(handoff, now, |conn| conn.is_some_and(|c| !c.is_lingering()))
             .unwrap_or(true)
     }
 
     /// The connection's timer is due (without waiting for the cell).
-    pub(crate) fn due(&self, now: Instant) -> bool {
-        self.held
-            .peek(|conn| conn.is_some_and(|c| c.deadline.is_some_and(|d| d <= now)))
-            .unwrap_or(false)
+    pub(crate) fn due(self: &Arc<Self>, handoff: &Arc<Handoff>, now: Instant) -> bool {
+        self.peek(handoff, now, |conn| {
+            conn.is_some_and(|c| c.deadline.is_some_and(|d| d <= now))
+        })
+        .unwrap_or(false)
+    }
+
+    /// `f` on the connection if nobody holds the cell now. The peek holds the cell like any
+    /// thread: an answer or an event that came meanwhile found it held and was left in the
+    /// mailbox, so it is acted on here after letting go (`Mailbox::peek`).
+    fn peek<R>(
+        self: &Arc<Self>,
+        handoff: &Arc<Handoff>,
+        now: Instant,
+        f: impl FnOnce(Option<&Conn>) -> R,
+    ) -> Option<R> {
+        let (r, pending) = self.held.peek(f)?;
+        if pending {
+            self.drive(None, handoff, now, false, |_, _| Next::Keep);
+        }
+        Some(r)
     }
 }
 

@@ -259,3 +259,24 @@ fn an_answer_too_big_for_the_socket_waits_for_room_to_write_then_the_connection_
     r.events();
     assert_eq!(paths(&r.held), ["(answered)", "/b"]);
 }
+
+#[test]
+fn an_event_that_comes_while_the_reactor_peeks_at_the_cell_is_acted_on_after_the_peek() {
+    let mut r = Rig::new();
+    let (lane, handoff) = (r.lane.clone(), r.handoff.clone());
+    let (cell, outer) = (r.cell.clone(), r.handoff.clone());
+    // The reactor's timer looks at a new connection (nothing read yet) as its request arrives:
+    // the thread that takes the event finds the cell held and leaves the event in the cell.
+    cell.peek(&outer, Instant::now(), |_conn| {
+        r.send(GET_A);
+        std::thread::spawn(move || lane.drain_events(&handoff, Instant::now()))
+            .join()
+            .unwrap();
+        assert!(
+            paths(&r.held).is_empty(),
+            "read while the cell was peeked at"
+        );
+    });
+    // Edge-triggered, no further event comes for it: the peek acted on it when it let go.
+    assert_eq!(paths(&r.held), ["/a"]);
+}

@@ -42,14 +42,15 @@ pub(crate) struct Mailbox<C, M> {
 }
 
 impl<C, M> Mailbox<C, M> {
-    /// A value wanting no event until a holder [settles](Self::settle).
-    pub(crate) fn new(value: C) -> Self {
+    /// A value wanting the events `wants` until a holder [settles](Self::settle) (so that an
+    /// event that meets a [peek](Self::peek) before any step ran is seen by it).
+    pub(crate) fn new(value: C, wants: u32) -> Self {
         Mailbox {
             held: Mutex::new(Some(value)),
             mail: Mutex::new(Slot {
                 message: None,
                 events: 0,
-                wants: 0,
+                wants,
             }),
             #[cfg(loom)]
             letting_go: crate::sync::AtomicUsize::new(0),
@@ -107,9 +108,7 @@ impl<C, M> Mailbox<C, M> {
                 }
             };
             let next = step(&mut held);
-            #[cfg(loom)]
-            self.letting_go
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.before_letting_go();
             drop(held);
             if let Step::Stop = next {
                 return;
@@ -140,9 +139,24 @@ impl<C, M> Mailbox<C, M> {
         self.held.lock()
     }
 
-    /// `f` on the value if nobody holds it now (`None` if somebody does).
-    pub(crate) fn peek<R>(&self, f: impl FnOnce(Option<&C>) -> R) -> Option<R> {
-        self.held.try_lock().map(|held| f(held.as_ref()))
+    /// `f` on the value if nobody holds it now (`None` if somebody does), and whether a message,
+    /// or an event the value wants, waits in the mailbox after letting go. A peek holds the value
+    /// like a step: a thread that wrote to the mailbox meanwhile found it held and left, so on
+    /// `true` the caller [visits](Self::visit) (without waiting) to act on what came.
+    pub(crate) fn peek<R>(&self, f: impl FnOnce(Option<&C>) -> R) -> Option<(R, bool)> {
+        let held = self.held.try_lock()?;
+        let r = f(held.as_ref());
+        self.before_letting_go();
+        drop(held);
+        Some((r, self.pending()))
+    }
+
+    /// Under loom, a point where the holder may be preempted before it lets go (`letting_go`).
+    #[inline]
+    fn before_letting_go(&self) {
+        #[cfg(loom)]
+        self.letting_go
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -152,7 +166,7 @@ mod tests {
 
     #[test]
     fn a_message_posted_while_the_value_is_held_is_applied_by_the_holder_after_it_lets_go() {
-        let mb = Mailbox::new(Vec::<u32>::new());
+        let mb = Mailbox::new(Vec::<u32>::new(), 0);
         let mut rounds = 0;
         mb.visit(true, |v| {
             rounds += 1;
@@ -169,7 +183,7 @@ mod tests {
         assert_eq!(rounds, 1, "the holder drained it in its step");
         assert_eq!(mb.take(), Some(vec![7]));
         assert_eq!(mb.take(), None, "taken out for good");
-        assert_eq!(mb.peek(|v| v.is_none()), Some(true));
+        assert_eq!(mb.peek(|v| v.is_none()), Some((true, false)));
     }
 }
 
@@ -186,7 +200,7 @@ mod loom_models {
     #[test]
     fn loom_an_answer_posted_while_the_connection_is_held_is_applied_once() {
         loom::model(|| {
-            let mb = Arc::new(Mailbox::<Vec<u32>, u32>::new(Vec::new()));
+            let mb = Arc::new(Mailbox::<Vec<u32>, u32>::new(Vec::new(), 0));
             // As `ConnCell::with`'s step: apply what the mailbox holds, then settle (the answer
             // may come before the settle, or after it: `visit`'s `letting_go`).
             let step = |v: &mut Option<Vec<u32>>, mb: &Mailbox<Vec<u32>, u32>| {
@@ -248,10 +262,13 @@ mod loom_models {
     #[test]
     fn loom_an_event_that_comes_while_the_connection_is_held_is_never_lost() {
         loom::model(|| {
-            let mb = Arc::new(Mailbox::<Model, ()>::new(Model {
-                in_flight: false,
-                read: 0,
-            }));
+            let mb = Arc::new(Mailbox::<Model, ()>::new(
+                Model {
+                    in_flight: false,
+                    read: 0,
+                },
+                IN,
+            ));
             let sock = Arc::new(AtomicU64::new(1));
             mb.signal(IN);
             let edge = {
@@ -275,10 +292,13 @@ mod loom_models {
     #[test]
     fn loom_an_event_that_comes_while_the_request_is_in_flight_is_read_after_its_answer() {
         loom::model(|| {
-            let mb = Arc::new(Mailbox::<Model, ()>::new(Model {
-                in_flight: true,
-                read: 0,
-            }));
+            let mb = Arc::new(Mailbox::<Model, ()>::new(
+                Model {
+                    in_flight: true,
+                    read: 0,
+                },
+                0,
+            ));
             let sock = Arc::new(AtomicU64::new(0));
             let edge = {
                 let (mb, sock) = (mb.clone(), sock.clone());
@@ -295,6 +315,37 @@ mod loom_models {
             let conn = mb.take().unwrap();
             assert!(!conn.in_flight, "the answer was not acted on");
             assert_eq!(conn.read, 1);
+        });
+    }
+
+    /// Bytes arrive while the reactor peeks at the connection (its timer, the drain's count):
+    /// the event's thread finds the cell held and gives up, so the peek looks at the mailbox
+    /// after letting go and its caller goes round. Nothing is left unread.
+    #[test]
+    fn loom_an_event_that_comes_while_the_connection_is_peeked_at_is_never_lost() {
+        loom::model(|| {
+            let mb = Arc::new(Mailbox::<Model, ()>::new(
+                Model {
+                    in_flight: false,
+                    read: 0,
+                },
+                IN,
+            ));
+            let sock = Arc::new(AtomicU64::new(0));
+            let edge = {
+                let (mb, sock) = (mb.clone(), sock.clone());
+                thread::spawn(move || {
+                    sock.fetch_add(1, Ordering::SeqCst);
+                    mb.signal(IN);
+                    mb.visit(false, |v| step(v, &mb, &sock));
+                })
+            };
+            if let Some(((), true)) = mb.peek(|_| ()) {
+                mb.visit(false, |v| step(v, &mb, &sock));
+            }
+            edge.join().unwrap();
+            assert_eq!(sock.load(Ordering::SeqCst), 0, "bytes left unread");
+            assert_eq!(mb.take().unwrap().read, 1);
         });
     }
 }

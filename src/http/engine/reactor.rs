@@ -303,7 +303,12 @@ impl Reactor {
             if let Some(d) = self.drain_deadline {
                 // Lingering connections are not waited for: their input is drained below before
                 // they close, so the close is a FIN, not a reset that could lose the answer.
-                let active = self.lane.cells().iter().filter(|c| c.active()).count();
+                let active = self
+                    .lane
+                    .cells()
+                    .iter()
+                    .filter(|c| c.active(&self.handoff, now))
+                    .count();
                 if active == 0 || now >= d {
                     if active > 0 {
                         self.cut_drain_short(active, now);
@@ -514,7 +519,7 @@ impl Reactor {
             self.last_sweep = now;
             self.handoff.tick(now);
             for cell in self.lane.cells() {
-                if cell.due(now) {
+                if cell.due(&self.handoff, now) {
                     cell.with(&self.handoff, now, false, |conn, env| conn.on_timer(env));
                 }
             }
