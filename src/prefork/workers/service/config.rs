@@ -111,6 +111,8 @@ const DEFAULT_DEADLINE: Duration = Duration::from_secs(30);
 const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(5);
 /// hyper refuses a read buffer smaller than this.
 const HYPER_MIN_BUF: usize = 8192;
+/// hyper's own limit on a head's header fields when none is set (`DEFAULT_MAX_HEADERS`).
+const HYPER_MAX_HEADERS: usize = 100;
 
 impl ServiceConfig {
     /// The defaults: as many runtime threads per process as the machine has cores (never
@@ -391,10 +393,19 @@ impl Checked {
         let mut b = hyper::server::conn::http1::Builder::new();
         b.timer(TokioTimer::new())
             .header_read_timeout(self.head_timeout)
-            .max_headers(self.limits.fields)
             .max_buf_size(self.limits.head_bytes.max(HYPER_MIN_BUF))
             .max_header_size(self.limits.head_bytes);
+        if let Some(n) = self.max_headers() {
+            b.max_headers(n);
+        }
         b
+    }
+
+    /// The header count limit to give hyper: `None` when it is hyper's own default (100), which
+    /// hyper checks with a fixed array on the stack; a limit set, even an equal one, costs it a
+    /// vector filled for every request head (about 1,700 instructions per request).
+    fn max_headers(&self) -> Option<usize> {
+        (self.limits.fields != HYPER_MAX_HEADERS).then_some(self.limits.fields)
     }
 
     /// hyper-util's auto builder (HTTP/1.1, and HTTP/2 with prior knowledge), with the same
@@ -404,8 +415,10 @@ impl Checked {
         b.http1()
             .timer(TokioTimer::new())
             .header_read_timeout(self.head_timeout)
-            .max_headers(self.limits.fields)
             .max_buf_size(self.limits.head_bytes.max(HYPER_MIN_BUF));
+        if let Some(n) = self.max_headers() {
+            b.http1().max_headers(n);
+        }
         b.http2()
             .timer(TokioTimer::new())
             .max_header_list_size(u32::try_from(self.limits.head_bytes).unwrap_or(u32::MAX));
