@@ -246,6 +246,11 @@ pub(super) fn serve_connection<IO, S, B>(
 
 /// Drives a connection until it ends, closing it once idle past its limit (see
 /// [`serve_connection`]); `shutdown` is its graceful shutdown.
+///
+/// Off the request path: one timer per connection, re-armed only when it fires (or the limit
+/// changes at a drain), and no wake-up at each answer. When it fires the limit is counted again
+/// from the last answer (a later one re-arms it, which tokio does with one atomic store); a
+/// connection busy then waits for its answer, and the idle limit starts from there.
 async fn drive<C: Future>(
     mut conn: Pin<&mut C>,
     shutdown: impl Fn(Pin<&mut C>),
@@ -253,6 +258,7 @@ async fn drive<C: Future>(
     state: &ConnState,
 ) {
     let mut drain_start = None;
+    let mut timer = pin!(tokio::time::sleep_until(Instant::now().into()));
     loop {
         let stopping = shared.stopping();
         if stopping && drain_start.is_none() {
@@ -282,16 +288,21 @@ async fn drive<C: Future>(
             let _ = conn.as_mut().await;
             break;
         }
+        if !busy {
+            timer.as_mut().reset(until.into());
+        }
         let mut stop = shared.stop.clone();
-        let wake = async {
-            // Busy: until its answer (then the idle limit starts); idle: until the limit.
-            let timer = async {
+        let timer = timer.as_mut();
+        let wake = async move {
+            // Busy: until its answer (then the idle limit starts); idle: until the limit, when
+            // it is counted again from the last answer.
+            let timer = async move {
                 if busy {
-                    std::future::pending::<()>().await;
+                    state.answer.notified().await;
+                } else {
+                    timer.await;
                 }
-                tokio::time::sleep_until(until.into()).await;
             };
-            let timer = or_else(timer, state.answer.notified());
             if stopping {
                 timer.await;
             } else {
