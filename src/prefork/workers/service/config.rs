@@ -199,9 +199,9 @@ impl ServiceConfig {
     }
 
     /// How long a client may take to send a request head (default 10 s; more than zero, at most
-    /// a day), counted as hyper counts it: from the moment the connection waits for the head,
-    /// so on a kept-alive connection from the end of the previous answer. Past it the connection
-    /// is closed without an answer.
+    /// a day), counted from the moment the connection waits for the head: its start, and on a
+    /// kept-alive connection the end of the previous answer. Past it the connection is closed
+    /// without an answer.
     pub fn head_timeout(mut self, d: Duration) -> Self {
         self.head_timeout = d;
         self
@@ -209,8 +209,8 @@ impl ServiceConfig {
 
     /// How long an idle kept-alive connection stays open (default: the supervisor's
     /// [`keep_alive`](crate::prefork::SupervisorBuilder::keep_alive), else 5 s; more than zero,
-    /// at most a day), from its last answer. hyper's head timeout runs from the same moment:
-    /// an idle connection is closed by whichever of the two comes first. A new connection has
+    /// at most a day), from its last answer. The head timeout runs from the same moment: an
+    /// idle connection is closed by whichever of the two comes first. A new connection has
     /// the [`head_timeout`](Self::head_timeout) for its first request.
     pub fn keepalive_timeout(mut self, d: Duration) -> Self {
         self.keepalive_timeout = Some(d);
@@ -391,8 +391,9 @@ impl Checked {
     /// hyper's connection settings: the head limits (431) and the head timeout.
     pub(super) fn http1(&self) -> hyper::server::conn::http1::Builder {
         let mut b = hyper::server::conn::http1::Builder::new();
-        b.timer(TokioTimer::new())
-            .header_read_timeout(self.head_timeout)
+        // The head timeout is the connection's idle timer's (`conn.rs`), not hyper's: hyper's
+        // would box, register and drop a timer for every request head.
+        b.header_read_timeout(None)
             .max_buf_size(self.limits.head_bytes.max(HYPER_MIN_BUF))
             .max_header_size(self.limits.head_bytes);
         if let Some(n) = self.max_headers() {
@@ -413,8 +414,7 @@ impl Checked {
     pub(super) fn auto(&self) -> AutoBuilder<TokioExecutor> {
         let mut b = AutoBuilder::new(TokioExecutor::new());
         b.http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(self.head_timeout)
+            .header_read_timeout(None)
             .max_buf_size(self.limits.head_bytes.max(HYPER_MIN_BUF));
         if let Some(n) = self.max_headers() {
             b.http1().max_headers(n);

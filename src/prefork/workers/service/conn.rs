@@ -186,7 +186,8 @@ pub(super) async fn or_else<F: Future, T: Future>(fut: F, other: T) -> Option<F:
 }
 
 /// Serves one connection until it ends. A connection with no request under way is closed once
-/// it has been idle for the keep-alive time (before its first request: the head timeout), or,
+/// it has been idle for the keep-alive time or the head timeout, whichever is shorter (before
+/// its first request: the head timeout), or,
 /// during a drain, for [`DRAIN_GRACE`] (from the drain's start or its last answer).
 pub(super) fn serve_connection<IO, S, B>(
     io: IO,
@@ -276,7 +277,9 @@ async fn drive<C: Future>(
             // No request yet: the client has the head timeout for its first head.
             shared.cfg.head_timeout
         } else {
-            shared.cfg.keepalive
+            // The next head is waited for from the last answer too: the head timeout (checked
+            // here, not by hyper) closes an idle connection when it comes first.
+            shared.cfg.keepalive.min(shared.cfg.head_timeout)
         };
         let busy = state.in_flight.load(Ordering::Acquire) > 0;
         let last = *state.last_answer.lock().unwrap_or_else(|p| p.into_inner());
