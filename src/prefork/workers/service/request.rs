@@ -7,9 +7,10 @@
 use std::convert::Infallible;
 use std::future::{poll_fn, Future};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::pin::Pin;
+use std::pin::{pin, Pin};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use http_body_util::{Either, Full};
@@ -313,16 +314,23 @@ where
     // (a runtime thread blocked, so the timer below cannot fire) gets the whole process replaced.
     // Dropping the guard counts the request (and `max_requests`).
     let running = shared.heartbeat.track(deadline, line);
+    // (The error boxed at once: the app's error type need not be `Send`.)
     let called = async {
-        poll_fn(|cx| service.poll_ready(cx)).await?;
-        service.call(req).await
+        poll_fn(|cx| service.poll_ready(cx)).await.map_err(Into::<BoxError>::into)?;
+        service.call(req).await.map_err(Into::<BoxError>::into)
     };
-    let answer = tokio::time::timeout_at(deadline.into(), called).await;
+    let mut called = pin!(called);
+    // The deadline's timer only for an answer that is not ready at its first poll: most are, and
+    // a timer costs a registration in the runtime's wheel and its removal.
+    let answer = match poll_fn(|cx| Poll::Ready(called.as_mut().poll(cx))).await {
+        Poll::Ready(out) => Ok(out),
+        Poll::Pending => tokio::time::timeout_at(deadline.into(), called).await,
+    };
     drop(running);
     match answer {
         Ok(Ok(resp)) => (resp.map(Either::Left), false),
         Ok(Err(e)) => {
-            log::error!("{line}: the service failed: {}", e.into());
+            log::error!("{line}: the service failed: {e}");
             let text = "internal server error\n".to_string();
             (own_answer(StatusCode::INTERNAL_SERVER_ERROR, text), true)
         }
