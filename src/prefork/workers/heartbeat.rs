@@ -473,10 +473,15 @@ impl Heartbeat {
     ///
     /// A handler thread that never returns keeps its guard, and so its deadline, for ever: that is
     /// how a request the in-process watchdog could not recover gets its process replaced.
-    pub fn track(&self, deadline: Instant, request_line: &str) -> RequestGuard {
+    ///
+    /// The line is anything that displays (a `&str`, or `format_args!` to write it without an
+    /// allocation): its first 120 bytes are kept.
+    pub fn track(&self, deadline: Instant, request_line: impl std::fmt::Display) -> RequestGuard {
         let id = NEXT_REQUEST.fetch_add(1, Ordering::Relaxed);
+        let mut line = Line([0; LINE], 0);
+        let _ = std::fmt::write(&mut line, format_args!("{request_line}"));
         let mut running = RUNNING.lock().unwrap_or_else(|p| p.into_inner());
-        running.push((id, deadline, request_line.to_string()));
+        running.push((id, deadline, line));
         self.publish_oldest(&running);
         self.slot
             .running
@@ -487,9 +492,9 @@ impl Heartbeat {
         }
     }
 
-    fn publish_oldest(&self, running: &[(u64, Instant, String)]) {
+    fn publish_oldest(&self, running: &[(u64, Instant, Line)]) {
         match running.iter().min_by_key(|(_, deadline, _)| *deadline) {
-            Some((_, deadline, line)) => self.request_started(*deadline, line),
+            Some((_, deadline, line)) => self.request_started(*deadline, line.as_str()),
             None => self.slot.deadline_ms.store(0, Ordering::Release),
         }
     }
@@ -589,8 +594,33 @@ impl Siblings {
 
 /// The requests of this process that [`Heartbeat::track`] follows (one list per worker process: it
 /// is made after the fork, empty, and never shared with another process).
-static RUNNING: std::sync::Mutex<Vec<(u64, Instant, String)>> = std::sync::Mutex::new(Vec::new());
+static RUNNING: std::sync::Mutex<Vec<(u64, Instant, Line)>> = std::sync::Mutex::new(Vec::new());
 static NEXT_REQUEST: AtomicU64 = AtomicU64::new(0);
+
+/// A request line as the slot keeps it: its first [`LINE`] bytes (cut at a character), in place.
+struct Line([u8; LINE], usize);
+
+impl Line {
+    fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.0[..self.1]).unwrap_or_default()
+    }
+}
+
+impl std::fmt::Write for Line {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        let mut n = s.len().min(LINE - self.1);
+        while !s.is_char_boundary(n) {
+            n -= 1;
+        }
+        self.0[self.1..self.1 + n].copy_from_slice(&s.as_bytes()[..n]);
+        self.1 += n;
+        // Cut: the error ends the writing, so no later piece lands after the cut.
+        if n < s.len() {
+            return Err(std::fmt::Error);
+        }
+        Ok(())
+    }
+}
 
 /// A running request registered with [`Heartbeat::track`]; dropping it ends the request.
 #[derive(Debug)]
@@ -672,7 +702,15 @@ mod tests {
         assert_eq!(slot.request_line(), "GET /later HTTP/1.1");
         drop(later);
         assert_eq!(slot.deadline_ms(), 0);
-        assert_eq!(hb.requests(), 4);
+        // A long line is cut to 120 bytes, at a character, and nothing is written past the cut.
+        let target = format!("/{}é", "a".repeat(114));
+        let long = hb.track(
+            Instant::now() + Duration::from_secs(5),
+            format_args!("GET {target} {:?}", crate::http::types::http::Version::HTTP_11),
+        );
+        assert_eq!(slot.request_line(), format!("GET /{}", "a".repeat(114)));
+        drop(long);
+        assert_eq!(hb.requests(), 5);
         slot.set_note("boom");
         assert_eq!(slot.note(), "boom");
         let siblings = Siblings::new(table.leak_all());

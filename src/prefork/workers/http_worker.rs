@@ -44,8 +44,8 @@ fn tracked(
     ctx: &Context,
     handler: impl FnOnce(HttpRequest) -> HttpResponse,
 ) -> HttpResponse {
-    let line = format!("{} {} {:?}", req.method(), req.uri(), req.version());
-    let _running = heartbeat.track(ctx.deadline(), &line);
+    let line = format_args!("{} {} {:?}", req.method(), req.uri(), req.version());
+    let _running = heartbeat.track(ctx.deadline(), line);
     handler(req)
 }
 

@@ -5,6 +5,7 @@
 //! the body handed to the service counted as it streams in ([`ServiceBody`]): over the limit, 413.
 
 use std::convert::Infallible;
+use std::fmt;
 use std::future::{poll_fn, Future};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::pin::{pin, Pin};
@@ -16,7 +17,7 @@ use std::time::{Duration, Instant};
 use http_body_util::{Either, Full};
 use hyper::body::{Body, Bytes, Incoming};
 use hyper::header::{HeaderValue, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE};
-use hyper::{Request, Response, StatusCode, Version};
+use hyper::{Method, Request, Response, StatusCode, Uri, Version};
 use tokio::sync::{watch, Notify};
 
 use super::config::Checked;
@@ -246,7 +247,11 @@ where
         if !h1 {
             conn.h2.store(true, Ordering::Relaxed);
         }
-        let line = format!("{} {} {:?}", req.method(), req.uri(), req.version());
+        let line = RequestLine {
+            method: req.method().clone(),
+            uri: req.uri().clone(),
+            version: req.version(),
+        };
         let budget = cfg
             .deadline_for
             .as_ref()
@@ -258,7 +263,7 @@ where
         Box::pin(async move {
             let (mut resp, mut by_server) = match own {
                 Some((status, text)) => (own_answer(status, text), true),
-                None => serve(&mut service, req, &shared, &line, budget).await,
+                None => serve(&mut service, req, &shared, &line, started, budget).await,
             };
             let mut close = close;
             if over.load(Ordering::Acquire) {
@@ -296,20 +301,34 @@ where
     }
 }
 
-/// Runs the service on `req` within `budget`: its answer, or the server's own (504 at the
-/// deadline, 500 when it failed; `true` then).
+/// A request's line, for the heartbeat and the log: written out only where it is shown.
+struct RequestLine {
+    method: Method,
+    uri: Uri,
+    version: Version,
+}
+
+impl fmt::Display for RequestLine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {} {:?}", self.method, self.uri, self.version)
+    }
+}
+
+/// Runs the service on `req` within `budget` from `started`: its answer, or the server's own
+/// (504 at the deadline, 500 when it failed; `true` then).
 async fn serve<S, B>(
     service: &mut S,
     req: Request<ServiceBody>,
     shared: &Shared,
-    line: &str,
+    line: &RequestLine,
+    started: Instant,
     budget: Duration,
 ) -> (Answer<B>, bool)
 where
     S: tower_service::Service<Request<ServiceBody>, Response = Response<B>>,
     S::Error: Into<BoxError>,
 {
-    let deadline = Instant::now() + budget;
+    let deadline = started + budget;
     // The master sees each running request: one still running `request_grace` after its deadline
     // (a runtime thread blocked, so the timer below cannot fire) gets the whole process replaced.
     // Dropping the guard counts the request (and `max_requests`).
