@@ -104,21 +104,35 @@ pub(super) struct ConnState {
 }
 
 /// Counts a request of a connection as under way while it lives.
-struct InFlight(Arc<ConnState>);
+struct InFlight {
+    conn: Arc<ConnState>,
+    /// When it was answered (set by [`answered`](Self::answered); else the drop's time: its
+    /// future was dropped before the answer, the connection went away).
+    at: Option<Instant>,
+}
 
 impl InFlight {
     fn new(conn: &Arc<ConnState>) -> InFlight {
         conn.in_flight.fetch_add(1, Ordering::AcqRel);
-        InFlight(conn.clone())
+        InFlight {
+            conn: conn.clone(),
+            at: None,
+        }
+    }
+
+    /// The request is answered at `now` (the clock already read for its metrics).
+    fn answered(mut self, now: Instant) {
+        self.at = Some(now);
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        *self.0.last_answer.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
-        self.0.answered.fetch_add(1, Ordering::Relaxed);
-        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
-        self.0.answer.notify_one();
+        let at = self.at.unwrap_or_else(Instant::now);
+        *self.conn.last_answer.lock().unwrap_or_else(|p| p.into_inner()) = at;
+        self.conn.answered.fetch_add(1, Ordering::Relaxed);
+        self.conn.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.conn.answer.notify_one();
     }
 }
 
@@ -285,17 +299,18 @@ where
             }
             let status = resp.status().as_u16();
             let bytes = resp.body().size_hint().exact().unwrap_or(0) as usize;
-            let took = started.elapsed();
+            let now = Instant::now();
+            let took = now.saturating_duration_since(started);
             if by_server {
                 shared.counters.own_answer(status);
             }
             shared.counters.answered(method, status, bytes, took);
-            let since = shared.born.elapsed().as_millis() as u64;
+            let since = now.saturating_duration_since(shared.born).as_millis() as u64;
             shared.last_answer_ms.store(since, Ordering::Relaxed);
             if let (Some(fmt), Some(log)) = (shared.cfg.access_log.as_ref(), log.as_ref()) {
                 write_line(fmt, &peer, log, status, resp.headers(), bytes, took);
             }
-            drop(in_flight);
+            in_flight.answered(now);
             Ok(resp)
         })
     }
