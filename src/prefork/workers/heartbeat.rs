@@ -120,8 +120,7 @@ fn instant_to_ms(instant: Instant) -> u64 {
     }
 }
 
-fn write_bytes(dst: &[AtomicU8], len: &AtomicU32, text: &str) {
-    let bytes = text.as_bytes();
+fn write_bytes(dst: &[AtomicU8], len: &AtomicU32, bytes: &[u8]) {
     let n = bytes.len().min(dst.len());
     for (d, b) in dst.iter().zip(&bytes[..n]) {
         d.store(*b, Ordering::Relaxed);
@@ -274,7 +273,7 @@ impl HeartbeatSlot {
     }
 
     pub(crate) fn set_note(&self, text: &str) {
-        write_bytes(&self.note, &self.note_len, text);
+        write_bytes(&self.note, &self.note_len, text.as_bytes());
     }
 }
 
@@ -445,6 +444,10 @@ impl Heartbeat {
     /// This is the one-request-at-a-time form. A worker that runs requests on several threads uses
     /// [`track`](Self::track) instead, which reports the oldest of them.
     pub fn request_started(&self, deadline: Instant, request_line: &str) {
+        self.publish(deadline, request_line.as_bytes());
+    }
+
+    fn publish(&self, deadline: Instant, request_line: &[u8]) {
         self.slot.line_seq.fetch_add(1, Ordering::AcqRel);
         write_bytes(&self.slot.line, &self.slot.line_len, request_line);
         self.slot.line_seq.fetch_add(1, Ordering::AcqRel);
@@ -494,7 +497,7 @@ impl Heartbeat {
 
     fn publish_oldest(&self, running: &[(u64, Instant, Line)]) {
         match running.iter().min_by_key(|(_, deadline, _)| *deadline) {
-            Some((_, deadline, line)) => self.request_started(*deadline, line.as_str()),
+            Some((_, deadline, line)) => self.publish(*deadline, &line.0[..line.1]),
             None => self.slot.deadline_ms.store(0, Ordering::Release),
         }
     }
@@ -599,12 +602,6 @@ static NEXT_REQUEST: AtomicU64 = AtomicU64::new(0);
 
 /// A request line as the slot keeps it: its first [`LINE`] bytes (cut at a character), in place.
 struct Line([u8; LINE], usize);
-
-impl Line {
-    fn as_str(&self) -> &str {
-        std::str::from_utf8(&self.0[..self.1]).unwrap_or_default()
-    }
-}
 
 impl std::fmt::Write for Line {
     fn write_str(&mut self, s: &str) -> std::fmt::Result {

@@ -325,7 +325,12 @@ struct RequestLine {
 
 impl fmt::Display for RequestLine {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {} {:?}", self.method, self.uri, self.version)
+        // Piece by piece: cheaper than `write!`'s walk over its arguments.
+        f.write_str(self.method.as_str())?;
+        f.write_str(" ")?;
+        fmt::Display::fmt(&self.uri, f)?;
+        f.write_str(" ")?;
+        fmt::Debug::fmt(&self.version, f)
     }
 }
 
