@@ -248,10 +248,11 @@ pub(super) fn serve_connection<IO, S, B>(
 /// Drives a connection until it ends, closing it once idle past its limit (see
 /// [`serve_connection`]); `shutdown` is its graceful shutdown.
 ///
-/// Off the request path: one timer per connection, re-armed only when it fires (or the limit
-/// changes at a drain), and no wake-up at each answer. When it fires the limit is counted again
-/// from the last answer (a later one re-arms it, which tokio does with one atomic store); a
-/// connection busy then waits for its answer, and the idle limit starts from there.
+/// Off the request path: one timer per connection, re-armed only when it fires or the limit
+/// changes (at the first answer, at a drain), and no wake-up at each later answer. When it fires
+/// the limit is counted again from the last answer (a later one re-arms it, which tokio does
+/// with one atomic store); a connection busy then waits for its answer, and the idle limit
+/// starts from there.
 async fn drive<C: Future>(
     mut conn: Pin<&mut C>,
     shutdown: impl Fn(Pin<&mut C>),
@@ -271,9 +272,10 @@ async fn drive<C: Future>(
             let _ = conn.as_mut().await;
             break;
         }
+        let first = state.answered.load(Ordering::Relaxed) == 0;
         let limit = if stopping {
             DRAIN_GRACE
-        } else if state.answered.load(Ordering::Relaxed) == 0 {
+        } else if first {
             // No request yet: the client has the head timeout for its first head.
             shared.cfg.head_timeout
         } else {
@@ -286,6 +288,11 @@ async fn drive<C: Future>(
         let from = drain_start.map_or(last, |d| last.max(d));
         let until = from + limit;
         if !busy && Instant::now() >= until {
+            if first {
+                // No head came in time (or only part of one): closed without an answer. (hyper's
+                // graceful shutdown would wait for the first request.)
+                break;
+            }
             // Idle for the whole limit: close it (at once, as nothing is under way).
             shutdown(conn.as_mut());
             let _ = conn.as_mut().await;
@@ -298,10 +305,13 @@ async fn drive<C: Future>(
         let timer = timer.as_mut();
         let wake = async move {
             // Busy: until its answer (then the idle limit starts); idle: until the limit, when
-            // it is counted again from the last answer.
+            // it is counted again from the last answer; before the first answer, also until it
+            // (the limit after it may be shorter than the head timeout).
             let timer = async move {
                 if busy {
                     state.answer.notified().await;
+                } else if first {
+                    or_else(timer, state.answer.notified()).await;
                 } else {
                     timer.await;
                 }
