@@ -484,8 +484,13 @@ impl Heartbeat {
         let mut line = Line([0; LINE], 0);
         let _ = std::fmt::write(&mut line, format_args!("{request_line}"));
         let mut running = RUNNING.lock().unwrap_or_else(|p| p.into_inner());
+        // The slot shows the oldest: one that is not older than a request running changes nothing
+        // there (no write to the shared page, which the other threads' requests write too).
+        let oldest = running.iter().map(|(_, d, _)| *d).min();
+        if oldest.map_or(true, |o| deadline < o) {
+            self.publish(deadline, &line.0[..line.1]);
+        }
         running.push((id, deadline, line));
-        self.publish_oldest(&running);
         self.slot
             .running
             .store(running.len() as u32, Ordering::Release);
@@ -630,8 +635,12 @@ pub struct RequestGuard {
 impl Drop for RequestGuard {
     fn drop(&mut self) {
         let mut running = RUNNING.lock().unwrap_or_else(|p| p.into_inner());
-        running.retain(|(id, _, _)| *id != self.id);
-        self.heartbeat.publish_oldest(&running);
+        let ended = running.iter().position(|(id, _, _)| *id == self.id);
+        let ended = ended.map(|i| running.remove(i).1);
+        // The slot changes only when it showed this one (the oldest, the first of equals).
+        if ended.is_some_and(|d| running.iter().all(|(_, other, _)| d <= *other)) {
+            self.heartbeat.publish_oldest(&running);
+        }
         self.heartbeat
             .slot
             .running
@@ -695,6 +704,14 @@ mod tests {
             "GET /sooner HTTP/1.1",
         );
         assert_eq!(slot.request_line(), "GET /sooner HTTP/1.1");
+        let between = hb.track(
+            Instant::now() + Duration::from_secs(30),
+            "GET /between HTTP/1.1",
+        );
+        assert_eq!(slot.request_line(), "GET /sooner HTTP/1.1");
+        drop(between);
+        assert_eq!(slot.request_line(), "GET /sooner HTTP/1.1");
+        assert!(slot.deadline_ms() <= now_ms() + 6_000);
         drop(sooner);
         assert_eq!(slot.request_line(), "GET /later HTTP/1.1");
         drop(later);
@@ -703,11 +720,14 @@ mod tests {
         let target = format!("/{}é", "a".repeat(114));
         let long = hb.track(
             Instant::now() + Duration::from_secs(5),
-            format_args!("GET {target} {:?}", crate::http::types::http::Version::HTTP_11),
+            format_args!(
+                "GET {target} {:?}",
+                crate::http::types::http::Version::HTTP_11
+            ),
         );
         assert_eq!(slot.request_line(), format!("GET /{}", "a".repeat(114)));
         drop(long);
-        assert_eq!(hb.requests(), 5);
+        assert_eq!(hb.requests(), 6);
         slot.set_note("boom");
         assert_eq!(slot.note(), "boom");
         let siblings = Siblings::new(table.leak_all());

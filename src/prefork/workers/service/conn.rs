@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::sync::Notify;
+use tokio::sync::{watch, Notify};
 
 use super::request::{ConnState, Shared, Tracked};
 use super::{AnswerBody, AppService};
@@ -301,7 +301,7 @@ async fn drive<C: Future>(
         if !busy {
             timer.as_mut().reset(until.into());
         }
-        let mut stop = shared.stop.clone();
+        let stop = shared.stop.clone();
         let timer = timer.as_mut();
         let wake = async move {
             // Busy: until its answer (then the idle limit starts); idle: until the limit, when
@@ -319,11 +319,28 @@ async fn drive<C: Future>(
             if stopping {
                 timer.await;
             } else {
-                or_else(timer, stop.wait_for(|s| *s)).await;
+                or_else(timer, drained(stop, shared)).await;
             }
         };
         if or_else(conn.as_mut(), wake).await.is_some() {
             break;
         }
     }
+}
+
+/// Resolves once the worker drains. The wait on the stop watch registers the task at its first
+/// poll; the later polls (at every wake-up of the connection, once a request) look at the drain
+/// flag instead of taking the watch's lock, which every connection of the process shares. (A
+/// task's waker stays the same, so the one registration wakes it.)
+async fn drained(mut stop: watch::Receiver<bool>, shared: &Shared) {
+    let mut wait = pin!(stop.wait_for(|s| *s));
+    let mut registered = false;
+    poll_fn(|cx| {
+        if registered && !shared.stopping() {
+            return Poll::Pending;
+        }
+        registered = true;
+        wait.as_mut().poll(cx).map(|_| ())
+    })
+    .await
 }

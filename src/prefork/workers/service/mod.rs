@@ -13,7 +13,7 @@ mod stop;
 
 use std::fmt;
 use std::pin::pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -128,6 +128,7 @@ where
             },
             cfg: self.config.clone(),
             stop: stop_rx,
+            draining: AtomicBool::new(false),
             conns: AtomicUsize::new(0),
             idle: Notify::new(),
             last_answer_ms: AtomicU64::new(0),
@@ -222,6 +223,7 @@ where
                 std::thread::sleep(Duration::from_millis(500));
             }
         }
+        shared.draining.store(true, Ordering::Release);
         let _ = stop_tx.send(true);
         // The app's `stopping()` futures resolve: its WebSockets may say goodbye.
         stop::begin();

@@ -44,8 +44,11 @@ pub(super) struct Shared {
     pub counters: &'static HttpCounters,
     /// The load-aware accept gate shared with the sibling processes (see `balance.rs`).
     pub gate: Option<SlotGate>,
-    /// `true` once the worker drains.
+    /// `true` once the worker drains (to wait on).
     pub stop: watch::Receiver<bool>,
+    /// `true` once the worker drains, set before `stop` (to look at: a watch's borrow is a read
+    /// lock that every runtime thread shares).
+    pub draining: AtomicBool,
     /// Connections open now, upgraded ones (WebSockets) included.
     pub conns: AtomicUsize,
     /// Woken when `conns` drops to 0.
@@ -59,7 +62,7 @@ pub(super) struct Shared {
 
 impl Shared {
     pub(super) fn stopping(&self) -> bool {
-        *self.stop.borrow()
+        self.draining.load(Ordering::Acquire)
     }
 }
 
@@ -129,7 +132,11 @@ impl InFlight {
 impl Drop for InFlight {
     fn drop(&mut self) {
         let at = self.at.unwrap_or_else(Instant::now);
-        *self.conn.last_answer.lock().unwrap_or_else(|p| p.into_inner()) = at;
+        *self
+            .conn
+            .last_answer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = at;
         self.conn.answered.fetch_add(1, Ordering::Relaxed);
         self.conn.in_flight.fetch_sub(1, Ordering::AcqRel);
         self.conn.answer.notify_one();
@@ -355,7 +362,9 @@ where
     let running = shared.heartbeat.track(deadline, line);
     // (The error boxed at once: the app's error type need not be `Send`.)
     let called = async {
-        poll_fn(|cx| service.poll_ready(cx)).await.map_err(Into::<BoxError>::into)?;
+        poll_fn(|cx| service.poll_ready(cx))
+            .await
+            .map_err(Into::<BoxError>::into)?;
         service.call(req).await.map_err(Into::<BoxError>::into)
     };
     let mut called = pin!(called);
