@@ -138,6 +138,11 @@
 //! - `tower` (not a default): `prefork::Supervisor::serve_service`, your axum app (any
 //!   `tower::Service`) under the supervisor: a tokio runtime per worker process with hyper's
 //!   HTTP/1.1, the supervisor's deadlines, reloads, access log, limits, health routes and metrics.
+//! - `tls` (not a default): HTTPS in the crate, rustls with the `ring` provider:
+//!   `http::ServerBuilder::certfile` / `keyfile`, `prefork::SupervisorBuilder::certfile` /
+//!   `keyfile` (both fronts, `serve_service` included, through tokio-rustls; a SIGHUP reads
+//!   renewed files), `PREFORK_CERTFILE` / `PREFORK_KEYFILE`. Or terminate TLS at a proxy:
+//!   `deploy/README.md` says when to choose which.
 //!
 //! The core pool depends only on crossbeam-channel, parking_lot, thiserror and log:
 //! `default-features = false` builds just that.

@@ -11,6 +11,7 @@ use crate::{BuildError, Stats};
 pub(crate) enum Kind {
     Gauge,
     Counter,
+    #[cfg_attr(not(feature = "http"), allow(dead_code))]
     Histogram,
 }
 

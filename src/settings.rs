@@ -26,7 +26,12 @@ pub const VARIABLES: &[&str] = &[
     "PREFORK_GROUP",
     "PREFORK_MAX_WORKER_MEMORY",
     "PREFORK_MAX_WORKER_AGE",
+    "PREFORK_CERTFILE",
+    "PREFORK_KEYFILE",
 ];
+
+/// The TLS files' variables (feature `tls`; refused without it).
+pub const TLS_VARIABLES: &[&str] = &["PREFORK_CERTFILE", "PREFORK_KEYFILE"];
 
 /// The variables only process mode uses (the worker processes'), refused in thread mode.
 pub const PROCESS_MODE_VARIABLES: &[&str] = &[
@@ -113,6 +118,8 @@ pub(crate) type FromVar<T> = Option<(T, &'static str)>;
 /// | `PREFORK_GROUP` | process mode: their group (default: the user's own group) | a group name or a numeric gid |
 /// | `PREFORK_MAX_WORKER_MEMORY` | process mode: replace a worker process whose resident memory is over this | `0` (never), or 1M..=1T: bytes or a number with `K`, `M`, `G`, `T` (binary: `200M` is 200 MiB) |
 /// | `PREFORK_MAX_WORKER_AGE` | process mode: replace a worker process this long after it started (plus a random 0..=10%) | 1s..=720h (30 days) |
+/// | `PREFORK_CERTFILE` | feature `tls`: serve HTTPS with this PEM certificate (chain), gunicorn's `--certfile` | a path; needs `PREFORK_KEYFILE` too |
+/// | `PREFORK_KEYFILE` | feature `tls`: its PEM private key, gunicorn's `--keyfile` | a path; needs `PREFORK_CERTFILE` too |
 ///
 /// Durations are seconds (`30`, `0.5`) or a number with a unit (`500ms`, `30s`, `5m`, `1h`).
 /// `Settings::default()` has nothing set.
@@ -156,6 +163,8 @@ pub struct Settings {
     pub(crate) group: FromVar<String>,
     pub(crate) max_worker_memory: FromVar<u64>,
     pub(crate) max_worker_age: FromVar<Duration>,
+    pub(crate) certfile: FromVar<std::path::PathBuf>,
+    pub(crate) keyfile: FromVar<std::path::PathBuf>,
     error: Option<BuildError>,
 }
 
@@ -214,6 +223,8 @@ impl Settings {
                 _ => Err(format!("a duration, 1s..=720h (30 days): {DURATION_TEXT}")),
             }
         });
+        s.certfile = s.read(&get, "PREFORK_CERTFILE", tls_file);
+        s.keyfile = s.read(&get, "PREFORK_KEYFILE", tls_file);
         s
     }
 
@@ -323,6 +334,17 @@ impl Settings {
     /// `PREFORK_MAX_WORKER_MEMORY` in bytes, if set (0: no bound).
     pub fn max_worker_memory(&self) -> Option<u64> {
         self.max_worker_memory.map(|(v, _)| v)
+    }
+
+    /// `PREFORK_CERTFILE`, if set (feature `tls`; whether the file is good is checked when the
+    /// builder builds).
+    pub fn certfile(&self) -> Option<&std::path::Path> {
+        self.certfile.as_ref().map(|(p, _)| p.as_path())
+    }
+
+    /// `PREFORK_KEYFILE`, if set (feature `tls`).
+    pub fn keyfile(&self) -> Option<&std::path::Path> {
+        self.keyfile.as_ref().map(|(p, _)| p.as_path())
     }
 
     /// `PREFORK_MAX_WORKER_AGE`, if set.
@@ -511,6 +533,21 @@ fn allow_ips(v: &str) -> Result<Vec<String>, String> {
         }
     }
     Ok(items)
+}
+
+/// A TLS file's path (`PREFORK_CERTFILE`, `PREFORK_KEYFILE`): read when the builder builds.
+fn tls_file(v: &str) -> Result<std::path::PathBuf, String> {
+    if cfg!(not(feature = "tls")) {
+        return Err(
+            "unset: this program was built without prefork-pool's `tls` feature; enable \
+                    it (features = [\"tls\"]), or terminate TLS at a proxy (deploy/nginx)"
+                .to_string(),
+        );
+    }
+    if v.trim().is_empty() {
+        return Err("the path of a PEM file".to_string());
+    }
+    Ok(std::path::PathBuf::from(v))
 }
 
 fn log_file(v: &str) -> Result<String, String> {

@@ -311,3 +311,33 @@ fn process_mode_variables_are_listed_for_thread_mode_to_refuse() {
     assert_eq!(vars, PROCESS_MODE_VARIABLES);
     assert!(from(&[("PORT", "1")]).process_mode_only().is_empty());
 }
+
+#[cfg(feature = "tls")]
+#[test]
+fn tls_files_are_paths_and_an_empty_one_is_refused() {
+    let s = Settings::from_lookup(|name| match name {
+        "PREFORK_CERTFILE" => Some("/etc/app/cert.pem".into()),
+        "PREFORK_KEYFILE" => Some("/etc/app/key.pem".into()),
+        _ => None,
+    });
+    assert!(s.error().is_none());
+    assert_eq!(
+        s.certfile(),
+        Some(std::path::Path::new("/etc/app/cert.pem"))
+    );
+    assert_eq!(s.keyfile(), Some(std::path::Path::new("/etc/app/key.pem")));
+    let bad = Settings::from_lookup(|name| (name == "PREFORK_KEYFILE").then(|| " ".into()));
+    assert_eq!(
+        bad.error().unwrap().to_string(),
+        r#"invalid `PREFORK_KEYFILE` = " ": the path of a PEM file"#
+    );
+}
+
+#[cfg(not(feature = "tls"))]
+#[test]
+fn tls_files_are_refused_by_name_without_the_feature() {
+    let s = Settings::from_lookup(|name| (name == "PREFORK_CERTFILE").then(|| "c.pem".into()));
+    let e = s.error().unwrap().to_string();
+    assert!(e.starts_with(r#"invalid `PREFORK_CERTFILE` = "c.pem": unset: this program was built without prefork-pool's `tls` feature"#), "{e}");
+    assert!(e.contains("deploy/nginx"), "{e}");
+}

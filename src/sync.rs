@@ -14,13 +14,17 @@
 
 #[cfg(not(loom))]
 pub(crate) use parking_lot::{Condvar, Mutex, RwLock};
+#[cfg(all(not(loom), feature = "http"))]
+pub(crate) use std::sync::atomic::AtomicU64;
 #[cfg(not(loom))]
-pub(crate) use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize};
+pub(crate) use std::sync::atomic::{fence, AtomicBool, AtomicUsize};
 
 #[cfg(loom)]
 pub(crate) use self::loom_impl::{Condvar, Mutex, RwLock};
+#[cfg(all(loom, feature = "http"))]
+pub(crate) use loom::sync::atomic::AtomicU64;
 #[cfg(loom)]
-pub(crate) use loom::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize};
+pub(crate) use loom::sync::atomic::{fence, AtomicBool, AtomicUsize};
 
 /// Parking a thread and waking it (the answer cell's waiter).
 pub(crate) mod thread {

@@ -132,7 +132,7 @@ impl ServerHandle {
 
     /// A handle that sends requests to this server's handler in-process.
     pub fn loopback(&self) -> Loopback {
-        Loopback::new(self.inner.pool.clone(), self.inner.max_depth, 0)
+        Loopback::new(self.inner.pool.clone(), self.inner.max_depth)
     }
 
     /// Requests this process (or a sibling worker process) sent to its own server over TCP or a
@@ -191,9 +191,17 @@ impl ServerHandle {
     /// ```
     pub fn stuck_report(&self) -> StuckReport {
         let workers = self.inner.pool.stats().workers;
+        let pool = &self.inner.pool;
         self.inner
             .busy
-            .report(self.inner.pool.name(), workers, Instant::now())
+            .report(pool.name(), workers, pool.records(), Instant::now())
+    }
+
+    /// What every worker runs now, and every retired thread whose handler has not returned: the
+    /// pool's records, for the pre-fork worker's heartbeat.
+    #[cfg(feature = "prefork")]
+    pub(crate) fn records(&self) -> Vec<crate::pool::Record> {
+        self.inner.pool.records()
     }
 
     /// Stop gracefully and wait: accept what is already in the listen backlog, then close the

@@ -421,6 +421,8 @@ mod server_health;
 mod settings;
 #[cfg(unix)]
 mod signals;
+#[cfg(feature = "tls")]
+pub(crate) mod tls;
 pub mod types;
 pub(crate) mod wire;
 

@@ -17,13 +17,14 @@ use super::ops::access_log::AccessLogFormat;
 use super::ops::forwarded::{ProxySettings, TrustedProxies};
 use super::ops::stuck::Busy;
 use super::routing::router::Router;
-use super::self_call::loopback::{with_depth, Loopback};
 use super::server::{io_err, PoolBuilder, ServeError, ServerBuilder, MAX_MIN_BODY_RATE};
 use super::types::{HttpRequest, HttpResponse};
 use super::wire::parse::Limits;
 use super::wire::response::ErrorPage;
 use crate::net::{bind_tcp, bind_unix};
+use crate::pool::Label;
 use crate::{BuildError, Context, Pool};
+use http::Version;
 
 /// Longest timeout accepted by the builder: one day.
 const MAX_TIMEOUT: Duration = Duration::from_secs(86_400);
@@ -120,6 +121,11 @@ impl ServerBuilder {
             health: self.health.check()?,
             shared_counters: self.shared_counters,
             tcp_ends: self.tcp_ends,
+            #[cfg(feature = "tls")]
+            tls: match &self.tls_loaded {
+                Some(c) => Some(c.clone()),
+                None => self.tls.load()?,
+            },
         })
     }
 
@@ -135,10 +141,8 @@ impl ServerBuilder {
         F: Fn(HttpRequest, &Context) -> R + Send + Sync + 'static,
         R: IntoResponse,
     {
-        self.serve_built(move |pool, table, page| {
-            pool.build(move |req: HttpRequest, ctx: &Context| {
-                around(&table, &page, req, ctx, |req| handler(req, ctx))
-            })
+        self.serve_built(move |pool, page| {
+            pool.build(move |req: HttpRequest, ctx: &Context| around(&page, handler(req, ctx)))
         })
     }
 
@@ -267,20 +271,19 @@ impl ServerBuilder {
         F: Fn(&mut S, HttpRequest, &Context) -> R + Send + Sync + 'static,
         R: IntoResponse,
     {
-        self.serve_built(move |pool, table, page| {
+        self.serve_built(move |pool, page| {
             pool.build_with_state(init, move |state: &mut S, req, ctx: &Context| {
-                around(&table, &page, req, ctx, |req| handler(state, req, ctx))
+                around(&page, handler(state, req, ctx))
             })
         })
     }
 
-    /// Bind, build the pool with `build` (given the pool builder and the stuck-report table), and
-    /// start the reactor.
+    /// Bind, build the pool with `build` (given the pool builder and the error page), name each
+    /// job in the pool's records with its request line, and start the reactor.
     fn serve_built(
         self,
         build: impl FnOnce(
             PoolBuilder,
-            Arc<Busy>,
             ErrorPage,
         ) -> Result<Pool<HttpRequest, HttpResponse>, BuildError>,
     ) -> Result<ServerHandle, ServeError> {
@@ -332,9 +335,9 @@ impl ServerBuilder {
         }
         let busy = Arc::new(Busy::new(self.stuck_after));
         let dispatch_page = cfg.error_page.clone();
-        let pool = build(self.pool, busy.clone(), cfg.error_page.clone())?;
+        let pool = build(self.pool, cfg.error_page.clone())?;
+        pool.describe_with(request_line);
         let workers = pool.stats().workers;
-        busy.init(workers);
         if self.max_spare.is_none() {
             cfg.max_spare = workers.min(1024);
         }
@@ -369,19 +372,28 @@ impl ServerBuilder {
     }
 }
 
-/// Around each request's handler: record, for the stuck report, what its worker runs, set the
-/// depth that the `Loopback` adds one to, and render a `prefork_pool::Error` the handler returned
-/// like the server's own answers.
-fn around<R: IntoResponse>(
-    table: &Busy,
-    page: &ErrorPage,
-    req: HttpRequest,
-    ctx: &Context,
-    handler: impl FnOnce(HttpRequest) -> R,
-) -> HttpResponse {
-    let depth = Loopback::depth_of(&req).max(ctx.depth());
-    let _entered = table.enter(ctx, &req);
-    let resp = with_depth(depth, || handler(req)).into_response();
+/// Names a request in the pool's record of what its worker runs (the stuck report, the heartbeat):
+/// its request line, e.g. `GET /x?a=1 HTTP/1.1`. No allocation: the label is a fixed buffer.
+fn request_line(req: &HttpRequest, label: &mut Label) {
+    label.push(req.method().as_str()).push(" ");
+    let uri = req.uri();
+    match uri.path_and_query() {
+        Some(pq) if uri.scheme().is_none() => label.push(pq.as_str()),
+        _ => label.push(&uri.to_string()),
+    };
+    label.push(match req.version() {
+        Version::HTTP_09 => " HTTP/0.9",
+        Version::HTTP_10 => " HTTP/1.0",
+        Version::HTTP_2 => " HTTP/2.0",
+        Version::HTTP_3 => " HTTP/3.0",
+        _ => " HTTP/1.1",
+    });
+}
+
+/// After each request's handler: render a `prefork_pool::Error` the handler returned like the
+/// server's own answers.
+fn around<R: IntoResponse>(page: &ErrorPage, answer: R) -> HttpResponse {
+    let resp = answer.into_response();
     match resp.extensions().get::<ServerAnswer>() {
         Some(a) => page.render(a.status, a.reason),
         None => resp,

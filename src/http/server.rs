@@ -152,6 +152,13 @@ pub struct ServerBuilder {
     pub(super) settings_error: Option<BuildError>,
     /// The log files and level, carried for the log sink.
     pub(crate) log_choices: LogChoices,
+    /// The certificate and key (feature `tls`): read by `serve`.
+    #[cfg(feature = "tls")]
+    pub(crate) tls: super::tls::TlsFiles,
+    /// Process mode: the TLS config the master read (it rereads it at a HUP), used instead of
+    /// reading `tls`'s files in each worker.
+    #[cfg(feature = "tls")]
+    pub(crate) tls_loaded: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl fmt::Debug for ServerBuilder {
@@ -226,6 +233,10 @@ impl ServerBuilder {
             sources: Sources::default(),
             settings_error: None,
             log_choices: LogChoices::default(),
+            #[cfg(feature = "tls")]
+            tls: Default::default(),
+            #[cfg(feature = "tls")]
+            tls_loaded: None,
         }
     }
 

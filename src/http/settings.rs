@@ -152,6 +152,8 @@ impl ServerBuilder {
         }
         self.log_choices.apply(s);
         self.log_choices.to_sink(&mut self.logs);
+        #[cfg(feature = "tls")]
+        self.tls.apply(s);
         self
     }
 
@@ -242,6 +244,8 @@ impl ServerBuilder {
             ),
         ];
         rows.extend(self.log_choices.rows());
+        #[cfg(feature = "tls")]
+        rows.extend(self.tls.rows());
         let mut text = settings::render(&rows);
         if let Some(e) = &self.settings_error {
             text.push_str(&format!("refused: {e}\n"));
@@ -313,12 +317,43 @@ mod tests {
             **v != "PORT"
                 && **v != "WEB_CONCURRENCY"
                 && !crate::settings::PROCESS_MODE_VARIABLES.contains(v)
+                // The TLS files: `tls_variables_set_the_files_in_thread_mode`.
+                && !crate::settings::TLS_VARIABLES.contains(v)
         }) {
             assert!(
                 text.contains(&format!("(environment {var})")),
                 "{var} in\n{text}"
             );
         }
+    }
+
+    #[cfg(feature = "tls")]
+    #[test]
+    fn tls_variables_set_the_files_in_thread_mode() {
+        let b = Server::builder().with_settings(&env(&[
+            ("PREFORK_CERTFILE", "/etc/app/cert.pem"),
+            ("PREFORK_KEYFILE", "/etc/app/key.pem"),
+        ]));
+        assert!(b.settings_error.is_none());
+        let text = b.config_text();
+        for (name, value, var) in [
+            ("certfile", "/etc/app/cert.pem", "PREFORK_CERTFILE"),
+            ("keyfile", "/etc/app/key.pem", "PREFORK_KEYFILE"),
+        ] {
+            assert!(
+                text.lines().any(|l| l.starts_with(&format!("{name} "))
+                    && l.contains(&format!("= {value} "))
+                    && l.ends_with(&format!("(environment {var})"))),
+                "{name} in\n{text}"
+            );
+        }
+        let plain = Server::builder().config_text();
+        assert!(
+            plain.lines().any(|l| l.starts_with("certfile ")
+                && l.contains("not set: plain HTTP")
+                && l.ends_with("(default)")),
+            "{plain}"
+        );
     }
 
     #[test]

@@ -102,8 +102,9 @@ pub struct TcpEnds {
 }
 
 /// The scheme the client used, `"http"` or `"https"`, in a request's extensions when a trusted
-/// proxy said it (`X-Forwarded-Proto`, or `proto=` in `Forwarded`); absent otherwise (the
-/// server itself speaks plain HTTP).
+/// proxy said it (`X-Forwarded-Proto`, or `proto=` in `Forwarded`), or `"https"` when the
+/// server terminated TLS itself (feature `tls`, `certfile`: the sync front); absent otherwise
+/// (the server itself speaks plain HTTP).
 ///
 /// ```
 /// use prefork_pool::http::types::http;

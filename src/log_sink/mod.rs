@@ -52,7 +52,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::BuildError;
 
-pub(crate) use writer::{ask_reopen, start_log_thread};
+#[cfg(feature = "prefork")]
+pub(crate) use writer::ask_reopen;
+pub(crate) use writer::start_log_thread;
 
 /// Where a log goes: a file (by path, reopened on SIGUSR1), stdout or stderr.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -81,6 +81,7 @@ thread_local! {
 
 /// Asks the log thread to reopen the files (it does within [`TICK`]). Async-signal-safe: one
 /// atomic store; what SIGUSR1's handler calls in a worker process.
+#[cfg_attr(not(feature = "prefork"), allow(dead_code))]
 pub(crate) fn ask_reopen() {
     REOPEN.store(true, Ordering::Release);
 }

@@ -42,7 +42,7 @@ impl Context {
     /// [`Router::oneshot`]: crate::http::Router::oneshot
     #[cfg(feature = "http")]
     pub(crate) fn detached(budget: Duration) -> Context {
-        let job = super::job::JobCore::new(0, usize::MAX, budget, None, Instant::now());
+        let job = super::job::JobCore::new(0, usize::MAX, budget, None, 0, Instant::now());
         Context {
             job: Arc::new(job),
             worker: NOT_A_WORKER,
@@ -97,7 +97,9 @@ impl Context {
     }
 
     /// How deep this job is nested: 0 for a job submitted from outside any handler, one more for
-    /// each call made from inside a handler.
+    /// each call made from inside a handler. Under the HTTP server it is the request's depth: its
+    /// [`X-Prefork-Depth`](crate::http::DEPTH_HEADER) when the server honours it (a call from this
+    /// host), or one more than the handler's whose [`Loopback`](crate::http::Loopback) sent it.
     pub fn depth(&self) -> u32 {
         self.job.core().depth
     }

@@ -59,6 +59,13 @@ pub(crate) fn top() -> Option<(Arc<dyn JobView>, usize)> {
     CHAIN.with(|c| c.borrow().last().map(|f| (f.job.clone(), f.worker)))
 }
 
+/// The depth of the innermost job this thread runs (of any pool), if it runs one: a call made
+/// from here is one deeper.
+#[cfg(feature = "http")]
+pub(crate) fn current_depth() -> Option<u32> {
+    CHAIN.with(|c| c.borrow().last().map(|f| f.job.core().depth))
+}
+
 /// True when this thread runs a handler of `pool`.
 pub(crate) fn inside(pool: usize) -> bool {
     CHAIN.with(|c| c.borrow().iter().any(|f| f.pool == pool))

@@ -158,6 +158,7 @@ impl<T> JobQueue<T> {
     }
 
     /// See [`IdleWait::set_sleeper`].
+    #[cfg(feature = "http")]
     pub(crate) fn set_sleeper(&self, sleeper: Option<Arc<dyn Sleeper>>) {
         self.wait.set_sleeper(sleeper);
     }
@@ -275,6 +276,7 @@ impl IdleWait {
     /// Sleep in `sleeper` from now on (`None`: on the condition variable again). A worker asleep
     /// on the condition variable is woken to move; the previous sleeper's owner must release the
     /// workers blocked in it.
+    #[cfg(feature = "http")]
     pub(crate) fn set_sleeper(&self, sleeper: Option<Arc<dyn Sleeper>>) {
         *self.sleeper.write() = sleeper;
         let _guard = self.lock.lock();
@@ -338,6 +340,7 @@ mod tests {
     /// its sleeper (it read a request there) is lent to that worker, which runs it next on the
     /// same thread; nothing is queued and no other worker is woken.
     #[test]
+    #[cfg(feature = "http")]
     fn a_job_submitted_from_a_resting_workers_sleeper_runs_on_that_worker_without_a_wake() {
         use crate::pool::Pool;
         use std::sync::atomic::AtomicUsize;

@@ -36,7 +36,9 @@ pub(crate) struct JobCore {
     pub(crate) cancelled: AtomicBool,
     /// The job whose handler made this call, for nested calls: its cancellation is ours.
     pub(crate) parent: Option<Arc<dyn JobView>>,
-    /// 0 for a top-level job, one more for each nested call.
+    /// How deep the job is nested: one more than its caller's, or the depth its submitter gave
+    /// (the HTTP server's `X-Prefork-Depth`), whichever is deeper; 0 for a top-level job. The one
+    /// place a request's depth is kept.
     pub(crate) depth: u32,
     /// Nested jobs of this job's pool, handed to the thread running this job while it waits (see
     /// [`HelpBox`]).
@@ -55,13 +57,14 @@ impl JobCore {
         pool: usize,
         budget: Duration,
         parent: Option<Arc<dyn JobView>>,
+        depth: u32,
         now: Instant,
     ) -> JobCore {
         let mut deadline = now + budget;
-        let mut depth = 0;
+        let mut depth = depth;
         if let Some(p) = &parent {
             deadline = deadline.min(p.core().deadline);
-            depth = p.core().depth + 1;
+            depth = depth.max(p.core().depth.saturating_add(1));
         }
         JobCore {
             id,
@@ -75,8 +78,8 @@ impl JobCore {
         }
     }
 
-    /// A nested job that keeps its caller's deadline.
-    pub(crate) fn inherit(id: u64, pool: usize, parent: Arc<dyn JobView>) -> JobCore {
+    /// A nested job that keeps its caller's deadline (`depth`: as for [`new`](Self::new)).
+    pub(crate) fn inherit(id: u64, pool: usize, parent: Arc<dyn JobView>, depth: u32) -> JobCore {
         let pc = parent.core();
         JobCore {
             id,
@@ -85,7 +88,7 @@ impl JobCore {
             deadline: pc.deadline,
             budget: pc.budget,
             cancelled: AtomicBool::new(false),
-            depth: pc.depth + 1,
+            depth: depth.max(pc.depth.saturating_add(1)),
             parent: Some(parent),
         }
     }
@@ -274,13 +277,19 @@ impl<Req: Send, Resp: Send> JobView for Job<Req, Resp> {
 }
 
 impl<Req, Resp> Job<Req, Resp> {
-    pub(crate) fn new(core: JobCore, req: Req, waiter: Waiter<Resp>) -> Job<Req, Resp> {
+    #[inline]
+    pub(crate) fn new(
+        core: JobCore,
+        req: Req,
+        waiter: Waiter<Resp>,
+        pool: Option<Weak<dyn PoolOps<Req, Resp>>>,
+    ) -> Job<Req, Resp> {
         Job {
             core,
             state: AtomicU8::new(QUEUED),
             req: Mutex::new(Some(req)),
             answer: AnswerCell::new(waiter),
-            pool: None,
+            pool,
             watched: AtomicBool::new(false),
         }
     }

@@ -4,8 +4,8 @@
 //! Arrows run from the engine down to the leaves, never back: `mod` uses `builder`, `submit`,
 //! `worker`, `watchdog`, `shutdown` and `ticket`; those use `state` (the shared `PoolState`);
 //! `state` uses `context`, `guard` and `job`; `job` uses `completion`; `config` uses `per_worker`
-//! (the per-worker state of `build_with_state`), which uses `context`. `completion`, `deadlines`
-//! and `stats` are leaves.
+//! (the per-worker state of `build_with_state`), which uses `context`. `completion`, `deadlines`,
+//! `record` (what each worker runs) and `stats` are leaves.
 
 mod builder;
 mod completion;
@@ -16,6 +16,8 @@ mod guard;
 mod idle_wait;
 mod job;
 mod per_worker;
+#[cfg_attr(not(feature = "http"), allow(dead_code))]
+mod record;
 mod shutdown;
 mod state;
 mod stats;
@@ -35,7 +37,12 @@ pub use shutdown::ShutdownReport;
 pub use stats::Stats;
 pub use ticket::Ticket;
 
+#[cfg(feature = "http")]
+#[cfg(feature = "http")]
+pub(crate) use guard::current_depth;
 pub(crate) use idle_wait::Sleeper;
+#[cfg(feature = "http")]
+pub(crate) use record::{Label, Record};
 
 use crate::error::{BuildError, Error, TrySubmitError};
 use completion::Waiter;
@@ -160,13 +167,24 @@ impl<Req: Send + 'static, Resp: Send + 'static> Pool<Req, Resp> {
     /// deadline; [`Error::Panicked`] if the handler panicked; [`Error::ShuttingDown`];
     /// [`Error::Reentrant`] under [`Reentry::Reject`].
     pub fn call(&self, req: Req) -> Result<Resp, Error> {
-        self.state().call(req, None)
+        self.call_at(req, None, 0)
     }
 
     /// [`call`](Self::call) with a deadline of its own, from now. A nested call keeps the earlier
     /// of this and its caller's deadline.
     pub fn call_with(&self, req: Req, deadline: Duration) -> Result<Resp, Error> {
-        self.state().call(req, Some(deadline))
+        self.call_at(req, Some(deadline), 0)
+    }
+
+    /// [`call`](Self::call) (or [`call_with`](Self::call_with)) for a request `depth` deep: the
+    /// job's [`Context::depth`] is at least `depth` (the HTTP server's `X-Prefork-Depth`).
+    pub(crate) fn call_at(
+        &self,
+        req: Req,
+        deadline: Option<Duration>,
+        depth: u32,
+    ) -> Result<Resp, Error> {
+        self.state().call(req, deadline, depth)
     }
 
     /// Queue `req` and return at once with a [`Ticket`] for its answer. A job refused at once
@@ -176,7 +194,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> Pool<Req, Resp> {
     /// blocking a runtime thread (see [Async callers](Ticket#async-callers)). Dropping the ticket
     /// before the job started gives the job back; [`Ticket::detach`] lets it run unwatched.
     pub fn submit(&self, req: Req) -> Ticket<Resp> {
-        match self.state().submit(req, None, Waiter::Nobody) {
+        match self.state().submit(req, None, 0, Waiter::Nobody) {
             Ok(job) => Ticket::queued(job),
             Err((err, _req, _)) => Ticket::refused(err),
         }
@@ -209,7 +227,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> Pool<Req, Resp> {
     /// # Errors
     /// [`TrySubmitError::Full`] or [`TrySubmitError::ShuttingDown`], with the request.
     pub fn try_submit(&self, req: Req) -> Result<Ticket<Resp>, TrySubmitError<Req>> {
-        match self.state().submit(req, None, Waiter::Nobody) {
+        match self.state().submit(req, None, 0, Waiter::Nobody) {
             Ok(job) => Ok(Ticket::queued(job)),
             Err((Error::Overloaded { .. }, req, _)) => Err(TrySubmitError::Full(req)),
             Err((Error::ShuttingDown { .. }, req, _)) => Err(TrySubmitError::ShuttingDown(req)),
@@ -241,9 +259,20 @@ impl<Req: Send + 'static, Resp: Send + 'static> Pool<Req, Resp> {
         deadline: Option<Duration>,
         done: impl FnOnce(Result<Resp, Error>) + Send + 'static,
     ) {
+        self.submit_then_at(req, deadline, 0, done)
+    }
+
+    /// [`submit_then`](Self::submit_then) for a request `depth` deep (see [`call_at`](Self::call_at)).
+    pub(crate) fn submit_then_at(
+        &self,
+        req: Req,
+        deadline: Option<Duration>,
+        depth: u32,
+        done: impl FnOnce(Result<Resp, Error>) + Send + 'static,
+    ) {
         let waiter = Waiter::Callback(Box::new(done));
-        if let Err((err, _req, Waiter::Callback(done))) = self.state().submit(req, deadline, waiter)
-        {
+        let refused = self.state().submit(req, deadline, depth, waiter);
+        if let Err((err, _req, Waiter::Callback(done))) = refused {
             done(Err(err));
         }
     }
@@ -271,17 +300,46 @@ impl<Req: Send + 'static, Resp: Send + 'static> Pool<Req, Resp> {
     /// [`Error::Panicked`], [`Error::DeadlineExceeded`], or [`Error::ShuttingDown`] once the pool
     /// has stopped; [`Error::Reentrant`] on a pool with per-worker state.
     pub fn call_here(&self, req: Req, deadline: Option<Duration>) -> Result<Resp, Error> {
-        self.state().call_here(req, deadline)
+        self.call_here_at(req, deadline, 0)
+    }
+
+    /// [`call_here`](Self::call_here) for a request `depth` deep (see [`call_at`](Self::call_at)).
+    pub(crate) fn call_here_at(
+        &self,
+        req: Req,
+        deadline: Option<Duration>,
+        depth: u32,
+    ) -> Result<Resp, Error> {
+        self.state().call_here(req, deadline, depth)
     }
 
     /// Sets what the watchdog calls when a job runs past its deadline and its worker cannot be
     /// retired (the `max_retired` budget is spent). Once; later calls are ignored.
+    #[cfg(feature = "http")]
     pub(crate) fn on_budget_spent(&self, hook: impl Fn() + Send + Sync + 'static) {
         let _ = self.owner.state.on_budget_spent.set(Box::new(hook));
     }
 
+    /// Sets how a claimed job is named in the pool's records (the HTTP server writes the request
+    /// line). Once, before any job is submitted; later calls are ignored.
+    #[cfg(feature = "http")]
+    pub(crate) fn describe_with(
+        &self,
+        describe: impl Fn(&Req, &mut Label) + Send + Sync + 'static,
+    ) {
+        let _ = self.owner.state.describe.set(Box::new(describe));
+    }
+
+    /// What every worker runs now, and every thread the watchdog retired whose handler has not
+    /// returned yet (`worker: None`): the one record the stuck report and the heartbeat read.
+    #[cfg(feature = "http")]
+    pub(crate) fn records(&self) -> Vec<Record> {
+        self.state().workers.records()
+    }
+
     /// Have the idle workers wait in `sleeper` instead of on the pool's own condition variable
     /// (`None`: back to it). The HTTP server's idle workers wait on its connections this way.
+    #[cfg(feature = "http")]
     pub(crate) fn set_sleeper(&self, sleeper: Option<Arc<dyn Sleeper>>) {
         self.state().queue.set_sleeper(sleeper);
     }

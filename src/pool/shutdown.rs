@@ -123,7 +123,8 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
     }
 }
 
-#[cfg(test)]
+// Idle workers held in a `Sleeper` (the HTTP server's hook).
+#[cfg(all(test, feature = "http"))]
 mod tests {
     use crate::pool::{Pool, Sleeper};
     use crate::Error;

@@ -20,6 +20,9 @@ use super::deadlines::{nanos_since, DeadlineBoard, SlotDeadline};
 use super::guard;
 use super::idle_wait::{JobQueue, Lend};
 use super::job::{Job, JobCore, JobView};
+#[cfg(feature = "http")]
+use super::record::Record;
+use super::record::{Describe, Label};
 use super::stats::{Counters, Stats};
 use crate::error::{Error, Stage};
 
@@ -142,6 +145,21 @@ pub(crate) struct Running<Req, Resp> {
     pub(crate) started: Instant,
     /// The watchdog answered it but could not retire the worker (at `max_retired`).
     pub(crate) expired: bool,
+    /// What the job is, in words (the pool's describer wrote it when the worker claimed it).
+    #[cfg_attr(not(feature = "http"), allow(dead_code))]
+    pub(crate) label: Label,
+}
+
+impl<Req, Resp> Running<Req, Resp> {
+    #[cfg(feature = "http")]
+    fn record(&self, worker: Option<usize>) -> Record {
+        Record {
+            worker,
+            started: self.started,
+            deadline: self.job.core.deadline,
+            label: self.label,
+        }
+    }
 }
 
 pub(crate) struct SlotState<Req, Resp> {
@@ -171,6 +189,10 @@ pub(crate) struct Workers<Req, Resp> {
     threads: Mutex<Vec<(usize, u64, JoinHandle<()>)>>,
     /// The first worker whose state init failed during `build`, and why.
     init_failed: Mutex<Option<(usize, String)>>,
+    /// The jobs of threads the watchdog retired whose handlers have not returned: their records
+    /// outlive their slots (the heartbeat still reports them, so the master can replace a process
+    /// whose retired thread never returns).
+    retired: Mutex<Vec<Running<Req, Resp>>>,
 }
 
 impl<Req, Resp> Workers<Req, Resp> {
@@ -180,7 +202,31 @@ impl<Req, Resp> Workers<Req, Resp> {
             idle: AtomicUsize::new(0),
             threads: Mutex::new(Vec::new()),
             init_failed: Mutex::new(None),
+            retired: Mutex::new(Vec::new()),
         }
+    }
+
+    /// The watchdog retired the thread running `r`: keep its record until its handler returns.
+    pub(crate) fn keep_retired(&self, r: Running<Req, Resp>) {
+        self.retired.lock().push(r);
+    }
+
+    /// The retired thread running job `id` returned: its record goes.
+    pub(crate) fn forget_retired(&self, id: u64) {
+        self.retired.lock().retain(|r| r.job.core.id != id);
+    }
+
+    /// What every worker runs now, then what every retired thread still runs.
+    #[cfg(feature = "http")]
+    pub(crate) fn records(&self) -> Vec<Record> {
+        let mut out: Vec<Record> = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| s.state.lock().running.as_ref().map(|r| r.record(Some(i))))
+            .collect();
+        out.extend(self.retired.lock().iter().map(|r| r.record(None)));
+        out
     }
 
     /// Slot `index` (one of `workers`).
@@ -257,6 +303,8 @@ pub(crate) struct PoolState<Req, Resp> {
     /// of retired threads (`max_retired`) spent, so that its worker is not replaced: the HTTP
     /// server's stuck policy.
     pub(crate) on_budget_spent: std::sync::OnceLock<Box<dyn Fn() + Send + Sync>>,
+    /// Names each claimed job in its worker's record (see `Pool::describe_with`).
+    pub(crate) describe: std::sync::OnceLock<Describe<Req>>,
 }
 
 static NEXT_POOL_ID: AtomicUsize = AtomicUsize::new(1);
@@ -302,6 +350,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
             logged_reentry: AtomicBool::new(false),
             logged_cycle: AtomicBool::new(false),
             on_budget_spent: std::sync::OnceLock::new(),
+            describe: std::sync::OnceLock::new(),
         }
     }
 
@@ -321,9 +370,21 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
     }
 
     #[inline]
-    pub(crate) fn new_core(&self, budget: Duration, parent: Option<Arc<dyn JobView>>) -> JobCore {
+    pub(crate) fn new_core(
+        &self,
+        budget: Duration,
+        parent: Option<Arc<dyn JobView>>,
+        depth: u32,
+    ) -> JobCore {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        JobCore::new(id, self.id, budget.min(MAX_BUDGET), parent, Instant::now())
+        JobCore::new(
+            id,
+            self.id,
+            budget.min(MAX_BUDGET),
+            parent,
+            depth,
+            Instant::now(),
+        )
     }
 
     /// Count one answer: `None` is a handler's answer in time.

@@ -121,10 +121,12 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
         }
     }
 
+    /// `depth`: the least depth the job gets (see [`JobCore::depth`]); 0 from the public API.
     pub(crate) fn call(
         self: &Arc<Self>,
         req: Req,
         budget: Option<Duration>,
+        depth: u32,
     ) -> Result<Resp, Error> {
         let budget = budget.unwrap_or(self.config.deadline);
         let (parent, waiting) = match guard::position(self.id) {
@@ -133,7 +135,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
                 return if self.refuses_reentry() {
                     Err(self.refuse_reentrant(worker))
                 } else {
-                    self.run_inline(req, budget, parent, worker)
+                    self.run_inline(req, budget, depth, parent, worker)
                 };
             }
             Position::InOther(parent) => {
@@ -143,12 +145,13 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
                 (Some(parent), waiting)
             }
         };
-        let nested = parent.is_some();
-        let mut job = Job::new(self.new_core(budget, parent), req, Waiter::Nobody);
-        if nested {
-            job.pool = Some(self.ops_weak());
-        }
-        let job = Arc::new(job);
+        let pool = parent.is_some().then(|| self.ops_weak());
+        let job = Arc::new(Job::new(
+            self.new_core(budget, parent, depth),
+            req,
+            Waiter::Nobody,
+            pool,
+        ));
         if let Err(e) = self.enqueue(&job) {
             self.count(Some(&e));
             return Err(e);
@@ -166,11 +169,12 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
     }
 
     /// Queue a job whose answer goes to `waiter`; used by `submit`, `try_submit` and `submit_then`.
-    /// On refusal the request comes back with the error.
+    /// On refusal the request comes back with the error. `depth`: as for [`call`](Self::call).
     pub(crate) fn submit(
         self: &Arc<Self>,
         req: Req,
         budget: Option<Duration>,
+        depth: u32,
         waiter: Waiter<Resp>,
     ) -> Result<Arc<Job<Req, Resp>>, Refusal<Req, Resp>> {
         let budget = budget.unwrap_or(self.config.deadline);
@@ -187,9 +191,13 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
                 Err(e) => return Err((e, req, waiter)),
             },
         };
-        let mut job = Job::new(self.new_core(budget, parent), req, waiter);
-        job.pool = Some(self.ops_weak());
-        let job = Arc::new(job);
+        // Built in its `Arc` in one expression: the job (its request inline) is copied once.
+        let job = Arc::new(Job::new(
+            self.new_core(budget, parent, depth),
+            req,
+            waiter,
+            Some(self.ops_weak()),
+        ));
         match self.enqueue(&job) {
             Ok(()) => {
                 self.watch_queued(&job);
@@ -216,6 +224,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
         &self,
         req: Req,
         budget: Duration,
+        depth: u32,
         parent: Arc<dyn JobView>,
         worker: usize,
     ) -> Result<Resp, Error> {
@@ -226,9 +235,9 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
         let inherited = budget >= parent.core().budget;
         let core = if inherited {
             let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-            JobCore::inherit(id, self.id, parent)
+            JobCore::inherit(id, self.id, parent, depth)
         } else {
-            self.new_core(budget, Some(parent))
+            self.new_core(budget, Some(parent), depth)
         };
         let core = spare_core::take(core);
         let result = self.invoke(req, core.clone(), worker, true);
@@ -251,7 +260,13 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
     }
 
     /// Run the handler on this thread, outside the queue and the workers (a spare thread).
-    pub(crate) fn call_here(&self, req: Req, budget: Option<Duration>) -> Result<Resp, Error> {
+    /// `depth`: as for [`call`](Self::call).
+    pub(crate) fn call_here(
+        &self,
+        req: Req,
+        budget: Option<Duration>,
+        depth: u32,
+    ) -> Result<Resp, Error> {
         if self.life.phase() == STOPPED {
             let err = self.shutting_down();
             self.count(Some(&err));
@@ -269,7 +284,8 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
             Position::Outside => None,
             Position::InSame(p, _) | Position::InOther(p) => Some(p),
         };
-        let core = Arc::new(self.new_core(budget.unwrap_or(self.config.deadline), parent));
+        let budget = budget.unwrap_or(self.config.deadline);
+        let core = Arc::new(self.new_core(budget, parent, depth));
         let result = self.invoke(req, core.clone(), NOT_A_WORKER, true);
         let result = self.in_time(&core, result);
         self.count(result.as_ref().err());

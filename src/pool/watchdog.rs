@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use super::deadlines::{Expired, QueuedItem, SlotDeadline};
 use super::job::{Job, ANSWERED_UNRUN, QUEUED};
-use super::state::PoolState;
+use super::state::{PoolState, Running};
 use super::stats::Counters;
 use crate::error::Stage;
 
@@ -73,7 +73,9 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
             if can_retire {
                 let r = s.running.take().expect("checked above");
                 s.gen += 1;
-                (r.job, r.started, Some(s.gen))
+                let kept = (r.job.clone(), r.started, Some(s.gen));
+                self.workers.keep_retired(Running { expired: true, ..r });
+                kept
             } else {
                 r.expired = true;
                 (r.job.clone(), r.started, None)

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use super::config::Hook;
 use super::job::RUNNING;
+use super::record::Label;
 use super::state::{Msg, PoolState, Running, SERVING, STOPPED};
 use super::stats::Counters;
 use crate::error::BuildError;
@@ -212,10 +213,15 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
                 continue;
             }
             let req = job.take_req().expect("a claimed job holds its request");
+            let mut label = Label::EMPTY;
+            if let Some(describe) = self.describe.get() {
+                describe(&req, &mut label);
+            }
             slot.state.lock().running = Some(Running {
                 job: job.clone(),
                 started,
                 expired: false,
+                label,
             });
             let deadline = self.nanos(job.core.deadline);
             slot.deadline.set(deadline);
@@ -236,6 +242,8 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
             };
             self.answer(&job, result);
             if !still_mine {
+                // Retired by the watchdog: its record outlived the slot until now.
+                self.workers.forget_retired(job.core.id);
                 break true;
             }
             served += 1;

@@ -423,6 +423,8 @@ impl SupervisorBuilder {
         self.validate_server()?;
         self.validate_recycling()?;
         self.validate_run_as()?;
+        #[cfg(feature = "tls")]
+        self.load_tls()?;
         BuildError::check_range_shown(
             "restart_intensity max",
             self.cfg.restart_max,

@@ -92,6 +92,9 @@ pub(crate) struct WorkerServer {
     pub(crate) keep_alive: Option<Duration>,
     pub(crate) forwarded_allow_ips: Option<Vec<String>>,
     pub(crate) log_choices: LogChoices,
+    /// The certificate and key (feature `tls`), read by the master (see `tls_settings.rs`).
+    #[cfg(feature = "tls")]
+    pub(crate) tls: crate::http::tls::TlsFiles,
 }
 
 impl Default for WorkerServer {
@@ -102,6 +105,8 @@ impl Default for WorkerServer {
             keep_alive: None,
             forwarded_allow_ips: None,
             log_choices: LogChoices::default(),
+            #[cfg(feature = "tls")]
+            tls: Default::default(),
         }
     }
 }

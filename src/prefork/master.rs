@@ -243,6 +243,10 @@ where
         if let Some(f) = self.hooks.on_reload.as_mut() {
             f();
         }
+        // A renewed certificate: read before the new workers are forked (a bad one keeps the
+        // old, with an error naming the file).
+        #[cfg(feature = "tls")]
+        crate::http::tls::reload_current();
         for c in &mut self.children {
             if c.role == Role::Serving {
                 c.role = Role::Replaced;

@@ -286,6 +286,8 @@ mod report;
 mod run_as;
 mod settings;
 mod supervisor;
+#[cfg(feature = "tls")]
+mod tls_settings;
 mod workers;
 
 pub use builder::{StartError, SupervisorBuilder};
@@ -293,9 +295,10 @@ pub use config::{EXIT_BOOT_ERROR, EXIT_ERROR, EXIT_OK};
 pub use exit::WorkerExit;
 pub use os::listeners::Listener;
 pub use supervisor::Supervisor;
-pub use workers::heartbeat::{Heartbeat, RequestGuard, Siblings};
+pub use workers::heartbeat::{Heartbeat, RequestGuard};
 #[cfg(feature = "tower")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
 pub use workers::service::{stopping, BoxError, ServiceBody, ServiceConfig};
 pub use workers::shared_metrics::{server_metrics, worker_metrics, WorkerMetrics};
+pub use workers::siblings::Siblings;
 pub use workers::worker::{Worker, WorkerEnv, EXIT_WORKER_BOOT_ERROR};

@@ -138,6 +138,8 @@ impl SupervisorBuilder {
         }
         server.log_choices.apply(s);
         server.log_choices.to_sink(&mut self.cfg.logs);
+        #[cfg(feature = "tls")]
+        server.tls.apply(s);
         if let Some((d, var)) = s.graceful_timeout {
             self.cfg.graceful_timeout = d;
             from.push(("graceful_timeout", var));
@@ -318,6 +320,8 @@ impl SupervisorBuilder {
             ("forwarded_allow_ips", forwarded, src("forwarded_allow_ips")),
         ];
         rows.extend(server.log_choices.rows());
+        #[cfg(feature = "tls")]
+        rows.extend(server.tls.rows());
         rows.extend(self.run_as_rows());
         rows.extend(self.recycling_rows());
         let mut text = settings::render(&rows);
@@ -352,6 +356,11 @@ impl WorkerServer {
             server = server.forwarded_allow_ips(ips);
         }
         server.log_choices = self.log_choices.clone();
+        // The config the master read (at the start, or at the last good SIGHUP).
+        #[cfg(feature = "tls")]
+        if self.tls.cert.is_some() {
+            server.tls_loaded = crate::http::tls::current();
+        }
         server
     }
 }
@@ -426,12 +435,44 @@ mod tests {
             assert!(server.contains(row), "{row:?} in\n{server}");
         }
         let text = b.config_text();
-        for var in crate::settings::VARIABLES.iter().filter(|v| **v != "PORT") {
+        // The TLS files: `tls_variables_set_the_files_in_process_mode`.
+        for var in crate::settings::VARIABLES
+            .iter()
+            .filter(|v| **v != "PORT" && !crate::settings::TLS_VARIABLES.contains(v))
+        {
             assert!(
                 text.contains(&format!("(environment {var})")),
                 "{var} in\n{text}"
             );
         }
+    }
+
+    #[cfg(feature = "tls")]
+    #[test]
+    fn tls_variables_set_the_files_in_process_mode() {
+        let b = Supervisor::builder().with_settings(&env(&[
+            ("PREFORK_CERTFILE", "/etc/app/cert.pem"),
+            ("PREFORK_KEYFILE", "/etc/app/key.pem"),
+        ]));
+        assert!(b.settings_error.is_none());
+        let text = b.config_text();
+        for (name, value, var) in [
+            ("certfile", "/etc/app/cert.pem", "PREFORK_CERTFILE"),
+            ("keyfile", "/etc/app/key.pem", "PREFORK_KEYFILE"),
+        ] {
+            assert!(
+                text.lines().any(|l| l.starts_with(&format!("{name} "))
+                    && l.contains(&format!("= {value} "))
+                    && l.ends_with(&format!("(environment {var})"))),
+                "{name} in\n{text}"
+            );
+        }
+        // The files are read when the supervisor builds: these do not exist.
+        let err = b.bind("127.0.0.1:0").build().unwrap_err().to_string();
+        assert!(
+            err.contains("`PREFORK_CERTFILE` = /etc/app/cert.pem: no such file"),
+            "{err}"
+        );
     }
 
     #[test]

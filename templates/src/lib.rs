@@ -21,4 +21,10 @@
 //!   supervisor (its routes, axum's `ConnectInfo`, SIGHUP under load with 4 WebSockets open,
 //!   WebSockets through a stop).
 //!   `cargo run -p prefork-pool-templates --example axum_hello`
+//! - `examples/grpc_health.rs`: a gRPC service (tonic's `grpc.health.v1.Health` from
+//!   `tonic-health`, no protoc) and axum routes as one `Router`, served under the supervisor over
+//!   HTTP/1.1 and h2c on one listener (`ServiceConfig::http2_prior_knowledge`);
+//!   `tests/grpc_health.rs` calls `Check` with tonic's client over h2c and `GET /` over HTTP/1.1
+//!   on the same port.
+//!   `cargo run -p prefork-pool-templates --example grpc_health`
 #![deny(missing_docs)]

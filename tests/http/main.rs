@@ -39,4 +39,5 @@ mod slow_reader;
 mod streaming;
 mod strict_input;
 mod stuck_budget;
+mod tls;
 mod uploads;

@@ -28,12 +28,16 @@ mod serve_router;
 #[cfg(feature = "tower")]
 mod service;
 #[cfg(feature = "tower")]
+mod service_balance;
+#[cfg(feature = "tower")]
 mod service_ops;
 #[cfg(feature = "tower")]
 mod service_proxy;
 mod settings;
 mod shared_metrics;
 mod systemd;
+#[cfg(feature = "tls")]
+mod tls;
 #[path = "../support/tools.rs"]
 mod tools;
 mod workers;
@@ -339,6 +343,21 @@ const SCENARIOS: &[Scenario] = &[
         name: "logs_usr1_reopen_thread_mode",
         run: logs::thread_mode,
     },
+    #[cfg(feature = "tls")]
+    Scenario {
+        name: "tls_router_hup_reloads_the_certificate",
+        run: tls::router_hup_reloads_the_certificate,
+    },
+    #[cfg(all(feature = "tls", feature = "tower"))]
+    Scenario {
+        name: "service_tls_hup_reloads_the_certificate",
+        run: tls::service_hup_reloads_the_certificate,
+    },
+    #[cfg(all(feature = "tls", feature = "tower"))]
+    Scenario {
+        name: "service_tls_h2_by_alpn",
+        run: tls::service_h2_by_alpn,
+    },
     #[cfg(feature = "tower")]
     Scenario {
         name: "service_hup_under_load",
@@ -348,6 +367,11 @@ const SCENARIOS: &[Scenario] = &[
     Scenario {
         name: "service_deadline_kill",
         run: service::deadline_kill,
+    },
+    #[cfg(feature = "tower")]
+    Scenario {
+        name: "service_blocked_504",
+        run: service::blocked_504,
     },
     #[cfg(feature = "tower")]
     Scenario {
@@ -368,6 +392,11 @@ const SCENARIOS: &[Scenario] = &[
     Scenario {
         name: "service_balance",
         run: service_ops::balance,
+    },
+    #[cfg(feature = "tower")]
+    Scenario {
+        name: "service_balance_c64",
+        run: service_balance::balance_c64,
     },
     #[cfg(feature = "tower")]
     Scenario {

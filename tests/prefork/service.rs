@@ -23,7 +23,7 @@ use crate::wrk::Wrk;
 /// `/` answers the worker's pid; `/slow` waits 5 s on the runtime (past the 1 s deadline);
 /// `/block` blocks its runtime thread for 60 s (a synchronous call where it must not be).
 #[derive(Clone)]
-struct PidService;
+pub(crate) struct PidService;
 
 impl tower_service::Service<http::Request<ServiceBody>> for PidService {
     type Response = http::Response<Full<Bytes>>;
@@ -173,5 +173,128 @@ pub fn deadline_kill() -> Result<(), String> {
         let code = m.wait_exit(LONG)?;
         ensure(code == 0, || format!("exit status {code}"))
     })();
+    finish(&mut m, result)
+}
+
+/// A request whose handler blocks the only runtime thread of its process far past its deadline
+/// (a `std::thread::sleep` of 60 s, where a synchronous client would block): the runtime cannot
+/// run its deadline's timer, so the lifeline thread answers the 504 on the socket from outside
+/// the runtime, with `Connection: close`, long before the master kills the process (deadline +
+/// a `request_grace` of 20 s). The log names the request, that every runtime thread was
+/// blocked, and the fix; the access log has its 504; the worker is still replaced, and its
+/// replacement's `/metrics` (the whole server's counters) counts the server's own 504.
+pub fn blocked_504() -> Result<(), String> {
+    let dir = std::env::temp_dir().join(format!("prefork-test-{}-blocked", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let access = dir.join("access.log");
+    let log_file = access.clone();
+    let app = crate::service_ops::ServiceFn::new(|req: http::Request<ServiceBody>| async move {
+        match req.uri().path() {
+            // The mistake: a synchronous wait on the runtime's only thread.
+            "/block" => std::thread::sleep(Duration::from_secs(60)),
+            "/metrics" => {
+                let m = prefork_pool::prefork::server_metrics().expect("the shared table");
+                return crate::service_ops::text(format!("{}\n", m.own_answers_with(504)));
+            }
+            _ => {}
+        }
+        crate::service_ops::text(format!("{}\n", std::process::id()))
+    });
+    let mut m = start_master(
+        "service-blocked-504",
+        |_| {},
+        move |b, l| {
+            b.listener(l)
+                .workers(1)
+                .access_log_file(&log_file)
+                .heartbeat_timeout(Duration::from_secs(60))
+                .request_grace(Duration::from_secs(20))
+        },
+        move |b| {
+            b.serve_service(
+                ServiceConfig::new()
+                    .threads(1)
+                    .deadline(Duration::from_secs(1)),
+                move || Ok::<_, String>(app.clone()),
+            )
+        },
+    );
+    let result = (|| {
+        m.wait_log("1 worker(s) ready", LONG)?;
+        let (_, first) = request(m.addr, "/")?;
+        let asked = Instant::now();
+        let mut conn = std::net::TcpStream::connect_timeout(&m.addr, Duration::from_secs(5))
+            .map_err(|e| format!("connect: {e}"))?;
+        conn.set_read_timeout(Some(LONG)).ok();
+        // Kept alive as far as the client is concerned: the server closes it.
+        conn.write_all(b"GET /block HTTP/1.1\r\nHost: t\r\n\r\n")
+            .map_err(|e| format!("write: {e}"))?;
+        let mut answer = String::new();
+        let read = conn.read_to_string(&mut answer);
+        let took = asked.elapsed();
+        ensure(
+            read.is_ok()
+                && answer.starts_with("HTTP/1.1 504 Gateway Timeout\r\n")
+                && answer
+                    .to_ascii_lowercase()
+                    .contains("\r\nconnection: close\r\n")
+                && answer.ends_with("\r\n\r\ngateway timeout\n"),
+            || format!("GET /block, blocking the only runtime thread: {read:?} {answer:?}"),
+        )?;
+        // The kill comes at deadline + request_grace = 21 s; the 504 at about 1.3 s.
+        ensure(took < Duration::from_secs(10), || {
+            format!("the 504 took {took:?} (deadline 1 s, the kill at 21 s)")
+        })?;
+        ensure(!m.log_text().contains("deadline timeout"), || {
+            format!("the worker was killed before the 504: {}", m.log_text())
+        })?;
+        m.wait_log("GET /block HTTP/1.1: no answer within its deadline", LONG)?;
+        let log = m.log_text();
+        let said = log
+            .lines()
+            .find(|l| l.contains("GET /block HTTP/1.1: no answer"));
+        println!(
+            "  blocked-504: the 504 after {took:?}; {}",
+            said.unwrap_or("")
+        );
+        ensure(
+            log.contains("GET /block HTTP/1.1: no answer within its deadline")
+                && log.contains("every runtime thread of this worker")
+                && log.contains("spawn_blocking"),
+            || format!("the log names the request, the blocked runtime and the fix: {log}"),
+        )?;
+        // (The log thread writes every 100 ms.)
+        let end = Instant::now() + LONG;
+        loop {
+            let line = std::fs::read_to_string(&access).unwrap_or_default();
+            if line.contains("\"GET /block HTTP/1.1\" 504") {
+                break;
+            }
+            ensure(Instant::now() < end, || {
+                format!("no 504 of GET /block in the access log: {line:?}")
+            })?;
+            sleep_ms(50);
+        }
+        // Still replaced as before: the master kills it at the deadline + request_grace.
+        m.wait_log("killed by the supervisor after a deadline timeout", LONG)?;
+        let end = Instant::now() + LONG;
+        let pid = loop {
+            if let Ok((200, pid)) = request(m.addr, "/") {
+                break pid;
+            }
+            ensure(Instant::now() < end, || "no answer after the kill".into())?;
+            sleep_ms(100);
+        };
+        ensure(pid != first, || format!("pid {pid} was not replaced"))?;
+        let (s, own) = request(m.addr, "/metrics")?;
+        ensure(s == 200 && own.parse::<u64>().is_ok_and(|n| n >= 1), || {
+            format!("the server's own 504s in the shared metrics: {s} {own:?}")
+        })?;
+        m.signal(libc::SIGTERM);
+        let code = m.wait_exit(LONG)?;
+        ensure(code == 0, || format!("exit status {code}"))
+    })();
+    let _ = std::fs::remove_dir_all(&dir);
     finish(&mut m, result)
 }

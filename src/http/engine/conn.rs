@@ -181,7 +181,7 @@ impl Conn {
     pub(crate) fn interest(&self) -> Option<u32> {
         if matches!(self.state, State::InFlight) {
             None
-        } else if self.out_pos < self.out.len() {
+        } else if self.out_pos < self.out.len() || self.link.stream.wants_write() {
             Some(epoll::OUT)
         } else {
             Some(epoll::IN)
@@ -259,7 +259,10 @@ impl Conn {
         writable: bool,
         env: &mut Env<'_>,
     ) -> Next {
-        if writable && self.out_pos < self.out.len() && self.flush(env) == Next::Close {
+        if writable
+            && (self.out_pos < self.out.len() || self.link.stream.wants_write())
+            && self.flush(env) == Next::Close
+        {
             return Next::Close;
         }
         if readable {
@@ -521,6 +524,13 @@ impl Conn {
         if let Some(proto) = fwd.proto {
             req.extensions_mut()
                 .insert(ForwardedProto(Arc::from(proto)));
+        } else {
+            // TLS terminated here: the client used https.
+            #[cfg(feature = "tls")]
+            if matches!(self.link.stream, Stream::Tls(_)) {
+                req.extensions_mut()
+                    .insert(ForwardedProto(Arc::from("https")));
+            }
         }
         if let Some(spooled) = spooled {
             req.extensions_mut().insert(spooled);
@@ -563,10 +573,9 @@ impl Conn {
         }
         let on_this_host = match (&self.link.stream, self.addrs) {
             (Stream::Unix(_), _) => true,
-            (Stream::Tcp(_), Some((peer, local))) => {
-                peer.ip().is_loopback() || peer.ip() == local.ip()
-            }
-            (Stream::Tcp(_), None) => false,
+            // TCP, with or without TLS.
+            (_, Some((peer, local))) => peer.ip().is_loopback() || peer.ip() == local.ip(),
+            (_, None) => false,
         };
         if !on_this_host || handoff.idle_workers() > 0 {
             return Client::Known(None);
@@ -649,6 +658,13 @@ impl Conn {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => return Next::Close,
             }
+        }
+        // TLS: the ciphertext of what was written may still wait (`interest` then asks for room
+        // to write); a plain socket has nothing to flush.
+        match (&self.link.stream).flush() {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Next::Keep,
+            Err(_) => return Next::Close,
         }
         self.out.clear();
         self.out_pos = 0;

@@ -31,11 +31,11 @@ pub(crate) struct PoolDispatch {
 
 impl PoolDispatch {
     /// The request's own deadline (None: the Pool's), its label for the log, and its `Loopback`.
-    fn prepare(&self, req: &mut HttpRequest, depth: u32) -> (Option<Duration>, Label) {
+    fn prepare(&self, req: &mut HttpRequest) -> (Option<Duration>, Label) {
         let deadline = self.deadline_for.as_ref().and_then(|f| f(req));
         let label = Label::of(req);
         req.extensions_mut()
-            .insert(Loopback::new(self.pool.clone(), self.max_depth, depth));
+            .insert(Loopback::new(self.pool.clone(), self.max_depth));
         (deadline, label)
     }
 }
@@ -46,16 +46,17 @@ impl Dispatch for PoolDispatch {
         // The client for the log is the one `done` carries (the request's `PeerAddr`).
         let label = Label {
             method: req.method().clone(),
-            uri: req.uri().clone(),
+            path: LogPath::of(req.uri()),
             peer: None,
         };
         req.extensions_mut()
-            .insert(Loopback::new(self.pool.clone(), self.max_depth, depth));
+            .insert(Loopback::new(self.pool.clone(), self.max_depth));
         let page = self.error_page.clone();
-        self.pool.submit_then(req, deadline, move |result| {
-            let result = result.or_else(|e| Ok(label.answer(&page, &e, Some(done.peer()))));
-            done.finish(result)
-        });
+        self.pool
+            .submit_then_at(req, deadline, depth, move |result| {
+                let result = result.or_else(|e| Ok(label.answer(&page, &e, Some(done.peer()))));
+                done.finish(result)
+            });
     }
     fn idle_workers(&self) -> usize {
         self.pool.idle_workers()
@@ -65,18 +66,21 @@ impl Dispatch for PoolDispatch {
         true
     }
     fn call_here(&self, mut req: HttpRequest, depth: u32) -> Result<HttpResponse, Error> {
-        let (deadline, label) = self.prepare(&mut req, depth);
-        let result = self.pool.call_here(req, deadline);
+        let (deadline, label) = self.prepare(&mut req);
+        let result = self.pool.call_here_at(req, deadline, depth);
         result.or_else(|e| Ok(label.answer(&self.error_page, &e, None)))
     }
     fn name(&self) -> &str {
         self.pool.name()
     }
     fn tick(&self, now: Instant) {
-        self.busy.tick(&self.pool.stats(), now);
+        self.busy
+            .tick(&self.pool.stats(), || self.pool.records(), now);
     }
     fn busy(&self, now: Instant) -> Vec<BusyWorker> {
-        self.busy.report(self.pool.name(), 0, now).busy
+        self.busy
+            .report(self.pool.name(), 0, self.pool.records(), now)
+            .busy
     }
     fn not_ready(&self) -> Option<String> {
         let s = self.pool.stats();
@@ -94,7 +98,9 @@ impl Dispatch for PoolDispatch {
             ));
         }
         let workers = self.pool.stats().workers;
-        let report = self.busy.report(self.pool.name(), workers, now);
+        let report = self
+            .busy
+            .report(self.pool.name(), workers, self.pool.records(), now);
         report
             .no_progress_for
             .is_some_and(|d| d >= after)
@@ -105,15 +111,50 @@ impl Dispatch for PoolDispatch {
 /// What the log says of a request the Pool answered with an error.
 struct Label {
     method: Method,
-    uri: Uri,
+    path: LogPath,
     peer: Option<Arc<str>>,
+}
+
+/// The request's path, for the log line of an error answer. A short path is copied into the label
+/// itself: cloning the `Uri` instead would allocate on every request (its bytes are shared on
+/// their first clone), for a line written only when the Pool answers with an error.
+enum LogPath {
+    Inline { buf: [u8; LogPath::INLINE], len: u8 },
+    Uri(Uri),
+}
+
+impl LogPath {
+    const INLINE: usize = 64;
+
+    fn of(uri: &Uri) -> Self {
+        let path = uri.path().as_bytes();
+        if path.len() <= Self::INLINE {
+            let mut buf = [0; Self::INLINE];
+            buf[..path.len()].copy_from_slice(path);
+            LogPath::Inline {
+                buf,
+                len: path.len() as u8,
+            }
+        } else {
+            LogPath::Uri(uri.clone())
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        match self {
+            // Whole bytes of a `str`, copied: valid UTF-8.
+            LogPath::Inline { buf, len } => std::str::from_utf8(&buf[..usize::from(*len)])
+                .expect("a whole path copied from a str"),
+            LogPath::Uri(uri) => uri.path(),
+        }
+    }
 }
 
 impl Label {
     fn of(req: &HttpRequest) -> Self {
         Label {
             method: req.method().clone(),
-            uri: req.uri().clone(),
+            path: LogPath::of(req.uri()),
             peer: req.extensions().get::<PeerAddr>().map(|p| p.0.clone()),
         }
     }
@@ -132,9 +173,31 @@ impl Label {
             level,
             "`{} {}` from {}: answered {status}: {e}",
             self.method,
-            self.uri.path(),
+            self.path.as_str(),
             self.peer.as_deref().or(peer).unwrap_or("?"),
         );
         page.pool_error(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The error log names the request's path whether it was copied into the label (short) or
+    /// kept with the `Uri` (long), and never a truncated one.
+    #[test]
+    fn the_log_path_is_the_whole_path_short_or_long() {
+        let short: Uri = "/get_hello_world?sid=1".parse().unwrap();
+        assert!(matches!(LogPath::of(&short), LogPath::Inline { .. }));
+        assert_eq!(LogPath::of(&short).as_str(), "/get_hello_world");
+        let exact = format!("/{}", "b".repeat(LogPath::INLINE - 1));
+        let exact_uri: Uri = exact.parse().unwrap();
+        assert!(matches!(LogPath::of(&exact_uri), LogPath::Inline { .. }));
+        assert_eq!(LogPath::of(&exact_uri).as_str(), exact);
+        let long = format!("/{}", "a".repeat(300));
+        let long_uri: Uri = long.parse().unwrap();
+        assert!(matches!(LogPath::of(&long_uri), LogPath::Uri(_)));
+        assert_eq!(LogPath::of(&long_uri).as_str(), long);
     }
 }

@@ -188,6 +188,9 @@ pub(crate) struct ConnConfig {
     pub shared_counters: Option<&'static HttpCounters>,
     /// Requests over TCP carry their `TcpEnds` (`ServerBuilder::tcp_ends`).
     pub tcp_ends: bool,
+    /// TLS on the TCP connections (feature `tls`, `ServerBuilder::certfile`).
+    #[cfg(feature = "tls")]
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 #[cfg(test)]
@@ -211,6 +214,8 @@ impl ConnConfig {
             health: None,
             shared_counters: None,
             tcp_ends: false,
+            #[cfg(feature = "tls")]
+            tls: None,
         }
     }
 }

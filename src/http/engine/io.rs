@@ -16,6 +16,9 @@ pub(crate) type TcpAddrs = Option<(SocketAddr, SocketAddr)>;
 pub(crate) enum Stream {
     Tcp(std::net::TcpStream),
     Unix(std::os::unix::net::UnixStream),
+    /// TCP with TLS (feature `tls`, a server with a certificate): see `tls_stream.rs`.
+    #[cfg(feature = "tls")]
+    Tls(Box<super::tls_stream::TlsStream>),
 }
 
 impl Stream {
@@ -24,13 +27,31 @@ impl Stream {
         let _ = match self {
             Stream::Tcp(s) => s.shutdown(Shutdown::Write),
             Stream::Unix(s) => s.shutdown(Shutdown::Write),
+            #[cfg(feature = "tls")]
+            Stream::Tls(s) => {
+                s.shutdown_write();
+                Ok(())
+            }
         };
+    }
+
+    /// Whether written bytes still wait to be sent (TLS: ciphertext the socket did not take);
+    /// a plain socket never holds any. The connection then waits for room to write.
+    #[inline]
+    pub(crate) fn wants_write(&self) -> bool {
+        match self {
+            #[cfg(feature = "tls")]
+            Stream::Tls(s) => s.wants_write(),
+            _ => false,
+        }
     }
 
     pub(crate) fn raw_fd(&self) -> RawFd {
         match self {
             Stream::Tcp(s) => s.as_raw_fd(),
             Stream::Unix(s) => s.as_raw_fd(),
+            #[cfg(feature = "tls")]
+            Stream::Tls(s) => s.sock.as_raw_fd(),
         }
     }
 }
@@ -40,6 +61,8 @@ impl Read for &Stream {
         match *self {
             Stream::Tcp(s) => (&*s).read(buf),
             Stream::Unix(s) => (&*s).read(buf),
+            #[cfg(feature = "tls")]
+            Stream::Tls(s) => s.read(buf),
         }
     }
 }
@@ -49,10 +72,19 @@ impl Write for &Stream {
         match *self {
             Stream::Tcp(s) => (&*s).write(buf),
             Stream::Unix(s) => (&*s).write(buf),
+            #[cfg(feature = "tls")]
+            Stream::Tls(s) => s.write(buf),
         }
     }
+    /// TLS: sends the ciphertext still waiting (`WouldBlock` while the socket takes no more);
+    /// a plain socket has nothing to flush.
+    #[inline]
     fn flush(&mut self) -> io::Result<()> {
-        Ok(())
+        match *self {
+            #[cfg(feature = "tls")]
+            Stream::Tls(s) => s.flush(),
+            _ => Ok(()),
+        }
     }
 }
 

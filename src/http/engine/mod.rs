@@ -12,3 +12,5 @@ pub(super) mod mailbox;
 pub(super) mod reactor;
 pub(super) mod spool;
 pub(super) mod stream;
+#[cfg(feature = "tls")]
+pub(super) mod tls_stream;

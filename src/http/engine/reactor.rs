@@ -458,6 +458,19 @@ impl Reactor {
     }
 
     fn add_conn(&mut self, stream: Stream, peer: Arc<str>, addrs: TcpAddrs, now: Instant) {
+        #[cfg(feature = "tls")]
+        let stream = match (stream, &self.handoff.cfg.tls) {
+            (Stream::Tcp(s), Some(config)) => {
+                match crate::http::engine::tls_stream::TlsStream::new(s, config) {
+                    Ok(s) => Stream::Tls(Box::new(s)),
+                    Err(e) => {
+                        log::error!(target: "prefork_pool::http", "TLS: a connection could not start: {e}");
+                        return;
+                    }
+                }
+            }
+            (s, _) => s,
+        };
         let fd = stream.raw_fd();
         // The self-call search skips it (removed when the lane closes it).
         self.handoff.lookup.owned.insert(fd);

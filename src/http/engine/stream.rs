@@ -185,7 +185,15 @@ fn write_all(
             Err(e) => return Err(StreamError::Gone(e)),
         }
     }
-    Ok(())
+    // TLS: until the ciphertext is out too (a plain socket has nothing to flush).
+    loop {
+        match stream.flush() {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => wait_writable(fd, timeout)?,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(StreamError::Gone(e)),
+        }
+    }
 }
 
 /// Wait until `fd` can take more (or has failed: the next write says how), for at most `timeout`.

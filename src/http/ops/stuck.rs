@@ -1,28 +1,17 @@
-//! What every worker is doing, for the stuck report: a table, one slot per worker, of the request
-//! it runs and since when. The server's wrapper around the user's handler fills a slot before the
-//! handler runs and empties it after; the reactor's timer checks every 100 ms whether every worker
-//! has been busy with no job completed for `stuck_after`, and then logs one line per episode;
+//! The stuck report: what every busy worker runs and since when, read from the pool's one record
+//! of what each worker runs (`Pool::records`, named with the request line by the server's
+//! describer). The reactor's timer checks every 100 ms whether every worker has been busy with no
+//! job completed for `stuck_after`, and then logs one line per episode;
 //! [`ServerHandle::stuck_report`](crate::http::ServerHandle::stuck_report) gives the same on demand.
 
 use std::fmt;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use http::{Method, Uri, Version};
 use parking_lot::Mutex;
 
-use crate::http::types::HttpRequest;
-use crate::{Context, Stats};
-
-/// The request a worker runs.
-#[derive(Debug)]
-struct Slot {
-    job: u64,
-    method: Method,
-    uri: Uri,
-    version: Version,
-    since: Instant,
-}
+use crate::pool::Record;
+use crate::Stats;
 
 /// An episode: every worker busy, no job completed since `since`.
 #[derive(Debug, Clone, Copy)]
@@ -32,10 +21,9 @@ struct Episode {
     logged: bool,
 }
 
-/// One slot per worker (set once the pool is built), and the current episode.
+/// The current episode, and the report of the moment the budget of stuck threads was spent.
 #[derive(Debug)]
 pub(crate) struct Busy {
-    slots: OnceLock<Box<[Mutex<Option<Slot>>]>>,
     stuck_after: Duration,
     episode: Mutex<Option<Episode>>,
     /// The stuck report when the budget of stuck threads was spent (see
@@ -60,26 +48,9 @@ pub enum StuckPolicy {
 /// ([`StuckPolicy::Exit`]): 70, `EX_SOFTWARE` of `sysexits.h`.
 pub const EXIT_STUCK: i32 = 70;
 
-/// Empties its worker's slot when the handler returns (or unwinds).
-pub(crate) struct Entered<'a> {
-    slot: &'a Mutex<Option<Slot>>,
-    job: u64,
-}
-
-impl Drop for Entered<'_> {
-    fn drop(&mut self) {
-        let mut s = self.slot.lock();
-        // A worker retired by the watchdog may return after its replacement took the slot.
-        if s.as_ref().is_some_and(|s| s.job == self.job) {
-            *s = None;
-        }
-    }
-}
-
 impl Busy {
     pub(crate) fn new(stuck_after: Duration) -> Self {
         Busy {
-            slots: OnceLock::new(),
             stuck_after,
             episode: Mutex::new(None),
             spent: OnceLock::new(),
@@ -97,51 +68,25 @@ impl Busy {
         self.spent.get().map(String::as_str)
     }
 
-    /// Size the table: one slot per worker.
-    pub(crate) fn init(&self, workers: usize) {
-        let _ = self
-            .slots
-            .set((0..workers).map(|_| Mutex::new(None)).collect());
-    }
-
-    /// Record that the worker running `ctx` starts `req`. Nested (inline) calls and calls on a
-    /// thread that is not a worker (a spare thread) are not recorded: the slot keeps the request
-    /// the worker took from the queue.
-    pub(crate) fn enter(&self, ctx: &Context, req: &HttpRequest) -> Option<Entered<'_>> {
-        if ctx.is_inline() {
-            return None;
-        }
-        let slot = self.slots.get()?.get(ctx.worker()?)?;
-        let job = ctx.job_id();
-        *slot.lock() = Some(Slot {
-            job,
-            method: req.method().clone(),
-            uri: req.uri().clone(),
-            version: req.version(),
-            since: Instant::now(),
-        });
-        Some(Entered { slot, job })
-    }
-
-    /// The busy workers now, by worker index.
-    pub(crate) fn report(&self, pool: &str, workers: usize, now: Instant) -> StuckReport {
-        let busy: Vec<BusyWorker> = self
-            .slots
-            .get()
-            .map(|slots| {
-                slots
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(worker, s)| {
-                        s.lock().as_ref().map(|s| BusyWorker {
-                            worker,
-                            request_line: format!("{} {} {:?}", s.method, s.uri, s.version),
-                            running: now.saturating_duration_since(s.since),
-                        })
-                    })
-                    .collect()
+    /// The busy workers now, by worker index, from the pool's `records` (a retired thread's
+    /// record, `worker: None`, is not a worker's).
+    pub(crate) fn report(
+        &self,
+        pool: &str,
+        workers: usize,
+        records: Vec<Record>,
+        now: Instant,
+    ) -> StuckReport {
+        let busy: Vec<BusyWorker> = records
+            .into_iter()
+            .filter_map(|r| {
+                Some(BusyWorker {
+                    worker: r.worker?,
+                    request_line: r.label.as_str().to_string(),
+                    running: now.saturating_duration_since(r.started),
+                })
             })
-            .unwrap_or_default();
+            .collect();
         StuckReport {
             pool: pool.to_string(),
             workers,
@@ -155,7 +100,7 @@ impl Busy {
 
     /// The reactor's periodic check: log one `warn` line per episode in which every worker has
     /// been busy, and no job completed, for `stuck_after`.
-    pub(crate) fn tick(&self, stats: &Stats, now: Instant) {
+    pub(crate) fn tick(&self, stats: &Stats, records: impl FnOnce() -> Vec<Record>, now: Instant) {
         let stuck = stats.workers > 0 && stats.busy >= stats.workers;
         let fire = {
             let mut ep = self.episode.lock();
@@ -183,7 +128,7 @@ impl Busy {
             }
         };
         if fire {
-            let report = self.report(&stats.name, stats.workers, now);
+            let report = self.report(&stats.name, stats.workers, records(), now);
             log::warn!(target: "prefork_pool::http", "{report}");
         }
     }
@@ -193,7 +138,7 @@ impl Busy {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct BusyWorker {
-    /// The worker's index (`0..workers`, as [`Context::worker`]).
+    /// The worker's index (`0..workers`, as [`Context::worker`](crate::Context::worker)).
     pub worker: usize,
     /// The request line of the request it runs, e.g. `POST /call_hello_world HTTP/1.1`.
     pub request_line: String,

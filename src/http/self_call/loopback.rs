@@ -1,8 +1,7 @@
 //! [`Loopback`]: the server's own handler, called in-process through the Pool and its re-entrancy
-//! guard, with no socket and no parsing; and the depth of the request a handler runs, which the
-//! `Loopback` adds one to.
+//! guard, with no socket and no parsing. The depth it adds one to is the calling handler's job's
+//! (the Pool keeps each request's depth in its job).
 
-use std::cell::Cell;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,24 +11,6 @@ use http::HeaderValue;
 use crate::http::engine::handoff::{check_depth, request_depth, DEPTH_HEADER};
 use crate::http::types::{HttpRequest, HttpResponse, PeerAddr};
 use crate::{Error, Pool};
-
-thread_local! {
-    /// The depth of the request whose handler this thread is running, if any.
-    static DEPTH: Cell<Option<u32>> = const { Cell::new(None) };
-}
-
-/// Run `f` (a handler) with `depth` as this thread's current request depth, restored after (also
-/// when `f` unwinds).
-pub(crate) fn with_depth<R>(depth: u32, f: impl FnOnce() -> R) -> R {
-    struct Restore(Option<u32>);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            DEPTH.with(|d| d.set(self.0));
-        }
-    }
-    let _restore = Restore(DEPTH.with(|d| d.replace(Some(depth))));
-    f()
-}
 
 /// Sends a request to the server's own handler, in-process.
 ///
@@ -81,9 +62,6 @@ pub(crate) fn with_depth<R>(depth: u32, f: impl FnOnce() -> R) -> R {
 pub struct Loopback {
     pool: Pool<HttpRequest, HttpResponse>,
     max_depth: u32,
-    /// The depth of the request this `Loopback` rides with (checked once, on its way in), which
-    /// the handler's calls add one to; 0 for a server handle's own.
-    depth: u32,
 }
 
 impl fmt::Debug for Loopback {
@@ -91,47 +69,31 @@ impl fmt::Debug for Loopback {
         f.debug_struct("Loopback")
             .field("pool", &self.pool.name())
             .field("max_depth", &self.max_depth)
-            .field("depth", &self.depth)
             .finish()
     }
 }
 
 impl Loopback {
-    /// The `Loopback` that rides with a request whose depth (already checked) is `depth`.
-    pub(crate) fn new(pool: Pool<HttpRequest, HttpResponse>, max_depth: u32, depth: u32) -> Self {
-        Loopback {
-            pool,
-            max_depth,
-            depth,
-        }
+    /// The `Loopback` that rides with the requests of the server whose pool is `pool`.
+    pub(crate) fn new(pool: Pool<HttpRequest, HttpResponse>, max_depth: u32) -> Self {
+        Loopback { pool, max_depth }
     }
 
-    /// The depth of the request a handler runs: the one its `Loopback` carries (checked when the
-    /// request came in), or, for a request without one, its [`DEPTH_HEADER`].
-    pub(crate) fn depth_of(req: &HttpRequest) -> u32 {
-        match req.extensions().get::<Loopback>() {
-            Some(lb) => lb.depth,
-            None => request_depth(req),
-        }
-    }
-
-    fn prepare(&self, req: &mut HttpRequest) -> Result<(), Error> {
-        let here = DEPTH.with(Cell::get).map_or(0, |d| d.saturating_add(1));
+    /// Mark `req` as sent by this `Loopback` one deeper than the handler running on this thread
+    /// (or as deep as its own header says, if deeper), and return that depth; past `max_depth`,
+    /// [`Error::LoopDetected`].
+    fn prepare(&self, req: &mut HttpRequest) -> Result<u32, Error> {
+        let here = crate::pool::current_depth().map_or(0, |d| d.saturating_add(1));
         let depth = check_depth(here.max(request_depth(req)), self.max_depth)?;
         req.headers_mut()
             .insert(DEPTH_HEADER, HeaderValue::from(depth));
-        match req.extensions_mut().get_mut::<Loopback>() {
-            Some(lb) => lb.depth = depth,
-            None => {
-                let mut lb = self.clone();
-                lb.depth = depth;
-                req.extensions_mut().insert(lb);
-            }
+        if req.extensions().get::<Loopback>().is_none() {
+            req.extensions_mut().insert(self.clone());
         }
         if req.extensions().get::<PeerAddr>().is_none() {
             req.extensions_mut().insert(PeerAddr(Arc::from("loopback")));
         }
-        Ok(())
+        Ok(depth)
     }
 
     /// Run the server's handler on `req` and return its answer, with the pool's default deadline
@@ -141,8 +103,8 @@ impl Loopback {
     /// [`Error::Panicked`], [`Error::ShuttingDown`], [`Error::LoopDetected`] (the chain is deeper
     /// than `max_depth`, see above), ...; use [`Error::http_status`] to relay them as HTTP.
     pub fn send(&self, mut req: HttpRequest) -> Result<HttpResponse, Error> {
-        self.prepare(&mut req)?;
-        self.pool.call(req)
+        let depth = self.prepare(&mut req)?;
+        self.pool.call_at(req, None, depth)
     }
 
     /// As [`send`](Loopback::send), with its own deadline.
@@ -151,7 +113,7 @@ impl Loopback {
         mut req: HttpRequest,
         deadline: Duration,
     ) -> Result<HttpResponse, Error> {
-        self.prepare(&mut req)?;
-        self.pool.call_with(req, deadline)
+        let depth = self.prepare(&mut req)?;
+        self.pool.call_at(req, Some(deadline), depth)
     }
 }

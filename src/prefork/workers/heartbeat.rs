@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::http::HttpCounters;
+use crate::pool::Record;
 
 /// The worker called [`Heartbeat::ready`].
 pub(crate) const READY: u32 = 1;
@@ -461,11 +462,7 @@ impl Heartbeat {
     /// it: see [`wants_retire`](Self::wants_retire).
     pub fn request_finished(&self) {
         self.slot.deadline_ms.store(0, Ordering::Release);
-        let done = self.slot.requests.fetch_add(1, Ordering::AcqRel) + 1;
-        let max = self.slot.max_requests.load(Ordering::Relaxed);
-        if max != 0 && done >= max {
-            self.retire();
-        }
+        self.one_done();
     }
 
     /// Registers a running request (its deadline and request line) for as long as the returned
@@ -497,6 +494,36 @@ impl Heartbeat {
         RequestGuard {
             heartbeat: *self,
             id,
+        }
+    }
+
+    /// Counts one request as running until the returned guard drops, then as done (toward
+    /// `max_requests`). Three atomic operations: what the request is and its deadline are not
+    /// written here but read from the pool's record by [`publish_overdue`](Self::publish_overdue).
+    pub(crate) fn count_running(&self) -> Counted {
+        self.slot.running.fetch_add(1, Ordering::AcqRel);
+        Counted { heartbeat: *self }
+    }
+
+    /// Publishes, from the pool's records (what each thread runs), the request furthest past its
+    /// deadline, or none. The worker's main thread calls it every [`PUBLISH_EVERY`]: the master
+    /// kills the process once the published request is `request_grace` late. Only a request
+    /// already past its deadline is published, so a request that ends in time is never seen late
+    /// through a stale publication; a late one is seen at most `PUBLISH_EVERY` later than at once.
+    pub(crate) fn publish_overdue(&self, records: &[Record], now: Instant) {
+        let late = records.iter().filter(|r| r.deadline <= now);
+        match late.min_by_key(|r| r.deadline) {
+            Some(r) => self.request_started(r.deadline, r.label.as_str()),
+            None => self.slot.deadline_ms.store(0, Ordering::Release),
+        }
+    }
+
+    /// One request done: counted, and the worker asks to retire at its `max_requests`.
+    fn one_done(&self) {
+        let done = self.slot.requests.fetch_add(1, Ordering::AcqRel) + 1;
+        let max = self.slot.max_requests.load(Ordering::Relaxed);
+        if max != 0 && done >= max && !self.wants_retire() {
+            self.retire();
         }
     }
 
@@ -535,68 +562,6 @@ impl Heartbeat {
     /// How long ago the last beat was.
     pub fn since_last_beat(&self) -> Duration {
         Duration::from_millis(now_ms().saturating_sub(self.slot.beat_ms()))
-    }
-}
-
-/// A worker process's view of its siblings: the other worker processes of the same supervisor, as
-/// the heartbeat table lists them, from [`WorkerEnv::siblings`](crate::prefork::WorkerEnv::siblings).
-///
-/// Cheap to copy and `Send + Sync`. [`Supervisor::serve_http`](crate::prefork::Supervisor::serve_http)
-/// gives it to each worker's HTTP server
-/// ([`ServerBuilder::sibling_pids`](crate::http::ServerBuilder::sibling_pids)), so that a request
-/// a sibling sent to its own service while every thread here is busy is served as a self-call.
-#[derive(Clone, Copy)]
-pub struct Siblings {
-    slots: &'static [HeartbeatSlot],
-}
-
-impl std::fmt::Debug for Siblings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Siblings")
-            .field("pids", &self.pids())
-            .finish()
-    }
-}
-
-impl Siblings {
-    pub(crate) fn new(slots: &'static [HeartbeatSlot]) -> Siblings {
-        Siblings { slots }
-    }
-
-    /// Every slot of the table (this process's own included).
-    pub(crate) fn slots(&self) -> &'static [HeartbeatSlot] {
-        self.slots
-    }
-
-    /// The pids of the other worker processes of this supervisor alive now (booting, serving or
-    /// draining), without this process's own. A few atomic loads per slot of the table.
-    pub fn pids(&self) -> Vec<u32> {
-        let own = std::process::id();
-        self.slots
-            .iter()
-            .map(HeartbeatSlot::pid)
-            .filter(|p| *p != 0 && *p != own)
-            .collect()
-    }
-
-    /// The pids of the siblings whose every handler thread runs a request now: the only ones
-    /// whose call to the service can be part of a wait cycle with this process (a sibling with
-    /// an idle thread serves the calls this process's threads wait for). The self-call search
-    /// looks among these only: searching a sibling costs a `readlink` per descriptor it holds,
-    /// so searching every sibling made each request that arrived while this process was busy
-    /// cost milliseconds once the siblings held thousands of connections (measured: a burst of
-    /// 2,000 connections from a local client answered in 2.7 s by 2 processes × 1 thread,
-    /// against 0.5 s by 1 process × 2 threads).
-    pub(crate) fn saturated_pids(&self) -> Vec<u32> {
-        let own = std::process::id();
-        self.slots
-            .iter()
-            .filter(|s| {
-                let (pid, threads) = (s.pid(), s.threads());
-                pid != 0 && pid != own && threads > 0 && s.running() >= threads
-            })
-            .map(HeartbeatSlot::pid)
-            .collect()
     }
 }
 
@@ -646,11 +611,24 @@ impl Drop for RequestGuard {
             .running
             .store(running.len() as u32, Ordering::Release);
         drop(running);
-        let done = self.heartbeat.slot.requests.fetch_add(1, Ordering::AcqRel) + 1;
-        let max = self.heartbeat.slot.max_requests.load(Ordering::Relaxed);
-        if max != 0 && done >= max && !self.heartbeat.wants_retire() {
-            self.heartbeat.retire();
-        }
+        self.heartbeat.one_done();
+    }
+}
+
+/// How often a worker of `serve_http` publishes its overdue request from the pool's records
+/// (see [`Heartbeat::publish_overdue`]).
+pub(crate) const PUBLISH_EVERY: Duration = Duration::from_millis(100);
+
+/// A request counted by [`Heartbeat::count_running`]; dropping it counts it done.
+#[must_use = "the request counts as running only while the guard lives"]
+pub(crate) struct Counted {
+    heartbeat: Heartbeat,
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.heartbeat.slot.running.fetch_sub(1, Ordering::AcqRel);
+        self.heartbeat.one_done();
     }
 }
 
@@ -672,6 +650,54 @@ mod tests {
             NOT_ACCEPTING,
             "a draining worker stays out of the count"
         );
+    }
+
+    #[test]
+    fn only_a_request_past_its_deadline_is_published_and_counted_ones_retire_at_max_requests() {
+        use crate::pool::Label;
+        let table = HeartbeatTable::new(1).unwrap();
+        table.slot(0).reset(2);
+        let hb = Heartbeat::new(table.leak_slot(0));
+        let slot = table.slot(0);
+        let now = Instant::now();
+        let record = |deadline: Instant, line: &str| {
+            let mut label = Label::EMPTY;
+            label.push(line);
+            Record {
+                worker: Some(0),
+                started: now - Duration::from_secs(10),
+                deadline,
+                label,
+            }
+        };
+        let in_time = record(now + Duration::from_secs(5), "GET /in-time HTTP/1.1");
+        hb.publish_overdue(std::slice::from_ref(&in_time), now);
+        assert_eq!(
+            slot.deadline_ms(),
+            0,
+            "a request within its deadline is not published"
+        );
+        let late = record(now - Duration::from_secs(2), "GET /late HTTP/1.1");
+        let later = record(now - Duration::from_secs(1), "GET /later HTTP/1.1");
+        hb.publish_overdue(&[in_time.clone(), later, late], now);
+        assert_eq!(
+            slot.request_line(),
+            "GET /late HTTP/1.1",
+            "the furthest past its deadline"
+        );
+        assert!(slot.deadline_ms() != 0 && slot.deadline_ms() <= now_ms() - 1_500);
+        hb.publish_overdue(&[in_time], now);
+        assert_eq!(slot.deadline_ms(), 0, "taken back once it ended");
+
+        let a = hb.count_running();
+        let b = hb.count_running();
+        assert_eq!(slot.running(), 2);
+        drop(a);
+        assert_eq!((slot.running(), hb.requests()), (1, 1));
+        assert!(!hb.wants_retire());
+        drop(b);
+        assert_eq!((slot.running(), hb.requests()), (0, 2));
+        assert!(hb.wants_retire(), "max_requests 2 reached");
     }
 
     #[test]
@@ -730,7 +756,7 @@ mod tests {
         assert_eq!(hb.requests(), 6);
         slot.set_note("boom");
         assert_eq!(slot.note(), "boom");
-        let siblings = Siblings::new(table.leak_all());
+        let siblings = crate::prefork::workers::siblings::Siblings::new(table.leak_all());
         assert!(siblings.pids().is_empty());
         table.slot(0).set_pid(std::process::id());
         table.slot(2).set_pid(4242);

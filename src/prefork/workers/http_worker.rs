@@ -4,7 +4,7 @@
 use std::fmt;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::http::{
     HttpRequest, HttpResponse, IntoResponse, Router, ServeError, Server, ServerBuilder,
@@ -15,7 +15,7 @@ use crate::prefork::config::{WorkerServer, EXIT_ERROR};
 use crate::prefork::report::fatal;
 use crate::prefork::supervisor::Supervisor;
 use crate::prefork::workers::balance::SlotGate;
-use crate::prefork::workers::heartbeat::Heartbeat;
+use crate::prefork::workers::heartbeat::{Heartbeat, PUBLISH_EVERY};
 use crate::prefork::workers::worker::{Worker, WorkerEnv, EXIT_WORKER_BOOT_ERROR};
 use crate::prefork::Listener;
 use crate::Context;
@@ -35,17 +35,18 @@ struct HttpWorker {
     graceful: Duration,
 }
 
-/// Runs `handler` with the request tracked: the master sees each running request, and a handler
-/// thread still stuck `request_grace` after its deadline (which the Pool's watchdog answered with
-/// 504 but cannot stop) gets the whole process replaced.
-fn tracked(
+/// Runs `handler` with the request counted as running in the heartbeat (the siblings' accept
+/// gates and self-call search read the count; `max_requests` counts it done). What it is and its
+/// deadline are in the pool's record, which the worker's main thread publishes when it runs past
+/// its deadline (see [`Heartbeat::publish_overdue`]): a handler thread still stuck
+/// `request_grace` after its deadline (which the Pool's watchdog answered with 504 but cannot
+/// stop) gets the whole process replaced.
+fn counted(
     heartbeat: Heartbeat,
     req: HttpRequest,
-    ctx: &Context,
     handler: impl FnOnce(HttpRequest) -> HttpResponse,
 ) -> HttpResponse {
-    let line = format_args!("{} {} {:?}", req.method(), req.uri(), req.version());
-    let _running = heartbeat.track(ctx.deadline(), line);
+    let _running = heartbeat.count_running();
     handler(req)
 }
 
@@ -104,10 +105,12 @@ impl Worker for HttpWorker {
             .set_threads(u32::try_from(server.stats().workers).unwrap_or(u32::MAX));
         env.ready();
         while !env.is_stopping() {
-            // Waits on the stop request only (the server owns the listeners), beating.
-            if env.wait_for_listeners(Duration::from_millis(500)).is_err() {
-                std::thread::sleep(Duration::from_millis(500));
+            // Waits on the stop request only (the server owns the listeners), beating, and
+            // publishes the request furthest past its deadline from the pool's records.
+            if env.wait_for_listeners(PUBLISH_EVERY).is_err() {
+                std::thread::sleep(PUBLISH_EVERY);
             }
+            heartbeat.publish_overdue(&server.records(), Instant::now());
         }
         let report = server.shutdown(self.graceful);
         log::debug!(
@@ -183,7 +186,7 @@ impl Supervisor {
         self.run_http(configure, app, |handler: H| -> Start {
             Box::new(move |builder, heartbeat| {
                 builder.serve(move |req, ctx| {
-                    tracked(heartbeat, req, ctx, |req| handler(req, ctx).into_response())
+                    counted(heartbeat, req, |req| handler(req, ctx).into_response())
                 })
             })
         })
@@ -213,9 +216,9 @@ impl Supervisor {
         self.run_http(configure, app, |router: Router| -> Start {
             Box::new(move |builder, heartbeat| {
                 let router = Arc::new(router);
-                builder.route_deadlines(&router).serve(move |req, ctx| {
-                    tracked(heartbeat, req, ctx, |req| router.call(req, ctx))
-                })
+                builder
+                    .route_deadlines(&router)
+                    .serve(move |req, ctx| counted(heartbeat, req, |req| router.call(req, ctx)))
             })
         })
     }
@@ -259,9 +262,7 @@ impl Supervisor {
                 builder.route_deadlines(&router).serve_with_state(
                     init,
                     move |w: &mut W, req, ctx| {
-                        tracked(heartbeat, req, ctx, |req| {
-                            router.call_with_worker(req, ctx, w)
-                        })
+                        counted(heartbeat, req, |req| router.call_with_worker(req, ctx, w))
                     },
                 )
             })

@@ -22,8 +22,9 @@ use crate::prefork::os::fork::{self, exit_child};
 use crate::prefork::os::listeners::Listener;
 use crate::prefork::os::privileges::{self, RunAs};
 use crate::prefork::os::signals::{self, send_byte};
-use crate::prefork::workers::heartbeat::{Heartbeat, HeartbeatSlot, Siblings, TableHead};
+use crate::prefork::workers::heartbeat::{Heartbeat, HeartbeatSlot, TableHead};
 use crate::prefork::workers::shared_metrics;
+use crate::prefork::workers::siblings::Siblings;
 
 /// The exit code of a worker whose app could not be built (gunicorn's `WORKER_BOOT_ERROR`).
 pub const EXIT_WORKER_BOOT_ERROR: i32 = 3;

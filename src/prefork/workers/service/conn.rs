@@ -4,6 +4,7 @@
 use std::future::{poll_fn, Future};
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::pin::{pin, Pin};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -14,6 +15,7 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{watch, Notify};
 
+use super::overdue::Fence;
 use super::request::{ConnState, Shared, Tracked};
 use super::{AnswerBody, AppService};
 use crate::http::wire::proxy_protocol;
@@ -26,25 +28,56 @@ const DRAIN_GRACE: Duration = Duration::from_secs(1);
 
 /// A connection's socket, counted open in [`Shared::conns`] (and the shared metrics) for as long
 /// as it lives: in hyper's connection, then, once upgraded (a WebSocket), in the upgrade's task,
-/// so that the drain waits for it too.
+/// so that the drain waits for it too. Its writes go through the connection's [`Fence`]: once the
+/// lifeline answered on it (a 504 from outside a blocked runtime), they fail.
 struct Counted<IO> {
     io: IO,
     shared: Arc<Shared>,
+    fence: Arc<Fence>,
 }
 
-impl<IO> Counted<IO> {
+impl<IO: AsRawFd> Counted<IO> {
     fn new(io: IO, shared: &Arc<Shared>) -> Self {
         shared.conns.fetch_add(1, Ordering::AcqRel);
         shared.counters.opened();
         Counted {
+            fence: Arc::new(Fence::new(io.as_raw_fd())),
             io,
             shared: shared.clone(),
         }
     }
 }
 
+impl<IO> Counted<IO> {
+    /// Runs `write` (on the socket, `n` bytes by its result) through the fence.
+    fn fenced<T>(
+        &mut self,
+        write: impl FnOnce(Pin<&mut IO>) -> Poll<io::Result<T>>,
+        n: impl FnOnce(&T) -> usize,
+    ) -> Poll<io::Result<T>>
+    where
+        IO: Unpin,
+    {
+        let Some(pass) = self.fence.begin() else {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "the connection was answered 504 from outside the blocked runtime",
+            )));
+        };
+        let out = write(Pin::new(&mut self.io));
+        let wrote = match &out {
+            Poll::Ready(Ok(v)) => n(v),
+            _ => 0,
+        };
+        self.fence.end(pass, wrote);
+        out
+    }
+}
+
 impl<IO> Drop for Counted<IO> {
     fn drop(&mut self) {
+        // The socket is closed after this (its field's drop): not while the lifeline writes.
+        self.fence.close();
         self.shared.counters.closed();
         let left = self.shared.conns.fetch_sub(1, Ordering::AcqRel) - 1;
         if let Some(gate) = &self.shared.gate {
@@ -67,8 +100,7 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Counted<IO> {
     }
 }
 
-/// `AsyncWrite` for a wrapper whose writes all go to its `io` field as they are (`Counted`,
-/// `Rewind`: they differ only in what they do on read or drop).
+/// `AsyncWrite` for a wrapper whose writes all go to its `io` field as they are (`Rewind`).
 macro_rules! write_through {
     ($wrapper:ident) => {
         impl<IO: AsyncWrite + Unpin> AsyncWrite for $wrapper<IO> {
@@ -103,7 +135,36 @@ macro_rules! write_through {
     };
 }
 
-write_through!(Counted);
+impl<IO: AsyncWrite + Unpin> AsyncWrite for Counted<IO> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, b: &[u8]) -> Poll<io::Result<usize>> {
+        self.get_mut().fenced(|io| io.poll_write(cx, b), |&n| n)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // Not while the lifeline writes; after its answer the socket is shut down already.
+        match self.get_mut().fenced(|io| io.poll_shutdown(cx), |_| 0) {
+            Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::BrokenPipe => Poll::Ready(Ok(())),
+            other => other,
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.get_mut()
+            .fenced(|io| io.poll_write_vectored(cx, bufs), |&n| n)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+}
 
 /// Reads a PROXY protocol header from the start of `io` within `timeout`: the connection with
 /// what was read past the header, and the source it names; `None` (the connection is dropped,
@@ -187,19 +248,20 @@ pub(super) async fn or_else<F: Future, T: Future>(fut: F, other: T) -> Option<F:
 
 /// Serves one connection until it ends. A connection with no request under way is closed once
 /// it has been idle for the keep-alive time or the head timeout, whichever is shorter (before
-/// its first request: the head timeout), or,
-/// during a drain, for [`DRAIN_GRACE`] (from the drain's start or its last answer).
+/// its first request: the head timeout), or, during a drain, for [`DRAIN_GRACE`] (from the
+/// drain's start or its last answer).
 pub(super) fn serve_connection<IO, S, B>(
     io: IO,
     peer: Option<SocketAddr>,
     shared: &Arc<Shared>,
     service: S,
 ) where
-    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    IO: AsyncRead + AsyncWrite + AsRawFd + Unpin + Send + 'static,
     S: AppService<B>,
     B: AnswerBody,
 {
     let io = Counted::new(io, shared);
+    let fence = io.fence.clone();
     let shared = shared.clone();
     tokio::spawn(async move {
         let socket_peer = peer.map_or_else(|| "unix".into(), |p| p.ip().to_canonical().to_string());
@@ -223,26 +285,51 @@ pub(super) fn serve_connection<IO, S, B>(
             peer,
             socket_addr,
             socket_peer: socket_peer.into(),
+            fence,
         });
         let tracked = Tracked {
             inner: service,
             shared: shared.clone(),
             conn: state.clone(),
         };
-        let io = TokioIo::new(io);
-        if shared.cfg.http2 {
-            let builder = shared.cfg.auto();
-            let conn = pin!(builder.serve_connection_with_upgrades(io, tracked));
-            drive(conn, |c| c.graceful_shutdown(), &shared, &state).await;
-        } else {
-            let conn = pin!(shared
-                .cfg
-                .http1()
-                .serve_connection(io, tracked)
-                .with_upgrades());
-            drive(conn, |c| c.graceful_shutdown(), &shared, &state).await;
+        #[cfg(feature = "tls")]
+        if let Some(acceptor) = &shared.tls {
+            // The handshake within the head timeout, as a first request head must come.
+            let accept = tokio::time::timeout(shared.cfg.head_timeout, acceptor.accept(io));
+            match accept.await {
+                Ok(Ok(io)) => serve_http(io, tracked, &shared, &state).await,
+                Ok(Err(e)) => {
+                    let ip = socket_addr.map(|a| a.ip());
+                    crate::http::tls::log_handshake_failure(ip, &e);
+                }
+                Err(_) => {}
+            }
+            return;
         }
+        serve_http(io, tracked, &shared, &state).await;
     });
+}
+
+/// Serves HTTP on `io` (plain, or TLS once its handshake is done) until the connection ends.
+async fn serve_http<IO, S, B>(io: IO, tracked: Tracked<S>, shared: &Arc<Shared>, state: &ConnState)
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: AppService<B>,
+    B: AnswerBody,
+{
+    let io = TokioIo::new(io);
+    if shared.cfg.http2 {
+        let builder = shared.cfg.auto();
+        let conn = pin!(builder.serve_connection_with_upgrades(io, tracked));
+        drive(conn, |c| c.graceful_shutdown(), shared, state).await;
+    } else {
+        let conn = pin!(shared
+            .cfg
+            .http1()
+            .serve_connection(io, tracked)
+            .with_upgrades());
+        drive(conn, |c| c.graceful_shutdown(), shared, state).await;
+    }
 }
 
 /// Drives a connection until it ends, closing it once idle past its limit (see

@@ -4,7 +4,8 @@
 //! stall (its tick stops while requests run) and, when a connection has been left in a TCP
 //! listener's queue for [`QUEUE_STALL`] (no sibling took it), accepts it and serves it on a spare
 //! runtime of one thread; when the connection comes from this process (or a sibling worker) it
-//! says so once per route, with the fix.
+//! says so once per route, with the fix. It also answers 504 to a request blocked past its
+//! deadline (`overdue.rs`).
 
 use std::collections::HashSet;
 use std::net::TcpListener;
@@ -15,11 +16,12 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::conn::serve_connection;
+use super::overdue;
 use super::request::Shared;
 use super::{AnswerBody, AppService};
 use crate::http::self_call::calls::{tcp_caller, SiblingPids};
 use crate::http::{tcp_queued, QUEUE_STALL};
-use crate::prefork::workers::heartbeat::Siblings;
+use crate::prefork::workers::siblings::Siblings;
 
 /// How often the runtime's tick task marks that it runs.
 pub(super) const TICK: Duration = Duration::from_millis(50);
@@ -28,8 +30,8 @@ const STALLED: Duration = Duration::from_millis(300);
 /// How often the lifeline looks.
 const LOOK: Duration = Duration::from_millis(50);
 
-/// Starts the lifeline over `listeners` (copies of the worker's TCP listeners); it ends once the
-/// worker drains.
+/// Starts the lifeline over `listeners` (copies of the worker's TCP listeners); it also answers
+/// the requests blocked past their deadline (`overdue.rs`), and ends once the worker drained.
 pub(super) fn start<S, B>(
     listeners: Vec<TcpListener>,
     shared: Arc<Shared>,
@@ -47,11 +49,23 @@ where
             let siblings = SiblingPids(Arc::new(move || siblings.pids()));
             let warned = Mutex::new(HashSet::new());
             let mut queued_since: Vec<Option<Instant>> = vec![None; listeners.len()];
-            while !shared.stopping() {
+            // Until the worker drained: a request blocked during the drain gets its 504 too.
+            while !shared.done.load(Ordering::Acquire) {
                 std::thread::sleep(LOOK);
                 let tick = Duration::from_millis(shared.tick_ms.load(Ordering::Relaxed));
                 let late = shared.born.elapsed().saturating_sub(tick);
                 let running = shared.heartbeat.slot().running();
+                // (The tick task ends at the drain's start: "stalled" from then on only in the
+                // log's wording.)
+                overdue::sweep(
+                    &shared.watch,
+                    shared.counters,
+                    shared.cfg.access_log.as_ref(),
+                    running > 0 && late >= STALLED,
+                );
+                if shared.stopping() {
+                    continue;
+                }
                 if running == 0 || late < STALLED {
                     queued_since.iter_mut().for_each(|q| *q = None);
                     continue;

@@ -8,6 +8,8 @@ mod body;
 mod config;
 mod conn;
 mod lifeline;
+mod line;
+mod overdue;
 mod request;
 mod stop;
 
@@ -134,6 +136,17 @@ where
             last_answer_ms: AtomicU64::new(0),
             tick_ms: AtomicU64::new(0),
             born: Instant::now(),
+            watch: Default::default(),
+            done: AtomicBool::new(false),
+            #[cfg(feature = "tls")]
+            tls: crate::http::tls::current().map(|c| {
+                let mut c = (*c).clone();
+                if self.config.http2 {
+                    // HTTP/2 over TLS is chosen by ALPN (the auto builder serves either).
+                    c.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+                }
+                tokio_rustls::TlsAcceptor::from(Arc::new(c))
+            }),
         });
         let mut loops = Vec::new();
         let mut lifeline_listeners = Vec::new();
@@ -258,6 +271,7 @@ where
                 shared.conns.load(Ordering::Acquire)
             );
         }
+        shared.done.store(true, Ordering::Release);
         let _ = lifeline.join();
         rt.shutdown_timeout(Duration::from_millis(100));
         spare.shutdown_timeout(Duration::from_millis(100));
@@ -315,9 +329,20 @@ impl Supervisor {
     ///   the runtime stall (its tick 300 ms late while requests run) and takes a connection
     ///   left in a TCP listener's queue for 250 ms (no sibling took it) onto a spare runtime of
     ///   one thread; when it comes from this process or a sibling worker, a warning names the
-    ///   blocked request and the fix, once per route. (The blocked request itself is still
-    ///   answered only by its handler, or killed with its process `request_grace` after its
-    ///   deadline: its 504 needs a runtime thread.) Unix-socket listeners have no lifeline.
+    ///   blocked request and the fix, once per route. Unix-socket listeners have no lifeline.
+    /// - the 504 of a blocked request: a handler that blocks its runtime thread also blocks
+    ///   its own deadline's timer. The lifeline answers it: an HTTP/1.1 request still running
+    ///   250 ms after its deadline with nothing of its answer written gets the same 504
+    ///   (`Connection: close`) written straight to its socket from the lifeline thread, which is
+    ///   then shut down, and fenced off (the runtime's later writes to it fail). It is logged
+    ///   (the request, that its runtime thread or every runtime thread was blocked, the fix)
+    ///   and counted in the metrics and the access log as the runtime's 504 is; the process is
+    ///   still killed and replaced if the request still runs `request_grace` after its
+    ///   deadline. An HTTP/2 request gets no such 504: its stream shares the connection with
+    ///   others, framed by hyper's state on the blocked runtime, and cannot be answered from
+    ///   outside it. (One case is not covered: a pipelining client that does not read, so that
+    ///   hyper still holds the end of the previous answer when the next request blocks the
+    ///   runtime; that answer is then cut before the 504.)
     ///
     /// `app` builds the service in each worker after the fork (or once before it with
     /// [`SupervisorBuilder::preload`]), before the worker's runtime starts; an `Err` is a boot
@@ -390,7 +415,10 @@ impl Supervisor {
     /// written by each worker's main thread, so a runtime whose threads are all blocked is
     /// caught by the requests' deadlines, not by the heartbeat. HTTP/1.1, and HTTP/2 with prior
     /// knowledge with [`ServiceConfig::http2_prior_knowledge`]; the PROXY protocol with
-    /// [`ServiceConfig::proxy_protocol`].
+    /// [`ServiceConfig::proxy_protocol`]. HTTPS (feature `tls`, through tokio-rustls) with the
+    /// supervisor's `certfile` / `keyfile` (`PREFORK_CERTFILE` / `PREFORK_KEYFILE`), as for
+    /// `serve_http`: the master reads the files and rereads them at SIGHUP; the handshake must
+    /// finish within the head timeout.
     #[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
     pub fn serve_service<A, S, E, B>(self, config: ServiceConfig, mut app: A) -> i32
     where

@@ -5,7 +5,6 @@
 //! the body handed to the service counted as it streams in ([`ServiceBody`]): over the limit, 413.
 
 use std::convert::Infallible;
-use std::fmt;
 use std::future::{poll_fn, Future};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::pin::{pin, Pin};
@@ -17,10 +16,12 @@ use std::time::{Duration, Instant};
 use http_body_util::{Either, Full};
 use hyper::body::{Body, Bytes, Incoming};
 use hyper::header::{HeaderValue, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE};
-use hyper::{Method, Request, Response, StatusCode, Uri, Version};
+use hyper::{Request, Response, StatusCode, Version};
 use tokio::sync::{watch, Notify};
 
 use super::config::Checked;
+use super::line::RequestLine;
+use super::overdue::{Fence, Watch, WatchGuard, Watched, TIMEOUT_TEXT};
 use super::{AnswerBody, AppService, BoxError, ServiceBody};
 use crate::http::ops::access_log::write_line;
 use crate::http::ops::forwarded::{believe, ProxySettings};
@@ -58,6 +59,13 @@ pub(super) struct Shared {
     /// When the runtime's tick task last ran, in milliseconds since `born` (the lifeline).
     pub tick_ms: AtomicU64,
     pub born: Instant,
+    /// The HTTP/1.1 requests under way, for the lifeline's 504 (see `overdue.rs`).
+    pub watch: Arc<Watch>,
+    /// `true` once the worker drained (the lifeline ends).
+    pub done: AtomicBool,
+    /// TLS (feature `tls`): the certificate the master held when it forked this process.
+    #[cfg(feature = "tls")]
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 impl Shared {
@@ -104,6 +112,8 @@ pub(super) struct ConnState {
     pub socket_addr: Option<SocketAddr>,
     /// The socket's peer as the [`SocketPeer`] extension shows it.
     pub socket_peer: Arc<str>,
+    /// Who may write on the socket: the runtime, or the lifeline's 504 (see `overdue.rs`).
+    pub fence: Arc<Fence>,
 }
 
 /// Counts a request of a connection as under way while it lives.
@@ -256,9 +266,15 @@ where
         let peer = self.client(&mut req);
         let own = refusal(&req, cfg);
         let close = own.is_some();
+        // A health answer and its `Connection` agree: readiness 200 never comes with the close
+        // of a stop that began after it was decided (the client would find the next request's
+        // connection closed with no 503 seen).
+        let mut health_stopping = None;
         let own = own.or_else(|| {
             let routes = cfg.health.as_ref()?;
-            let resp = routes.answer(req.uri().path(), shared.stopping(), &*shared)?;
+            let stopping = shared.stopping();
+            let resp = routes.answer(req.uri().path(), stopping, &*shared)?;
+            health_stopping = Some(stopping);
             let status = resp.status();
             Some((status, String::from_utf8_lossy(resp.body()).into_owned()))
         });
@@ -268,11 +284,7 @@ where
         if !h1 {
             conn.h2.store(true, Ordering::Relaxed);
         }
-        let line = RequestLine {
-            method: req.method().clone(),
-            uri: req.uri().clone(),
-            version: req.version(),
-        };
+        let line = RequestLine::of(&req);
         let budget = cfg
             .deadline_for
             .as_ref()
@@ -281,10 +293,42 @@ where
         let over = Arc::new(AtomicBool::new(false));
         let limit = cfg.limits.body_bytes;
         let req = req.map(|body| ServiceBody::new(body, limit, over.clone()));
+        let since = conn.fence.written();
+        let mut log = log;
         Box::pin(async move {
             let (mut resp, mut by_server) = match own {
                 Some((status, text)) => (own_answer(status, text), true),
-                None => serve(&mut service, req, &shared, &line, started, budget).await,
+                None => {
+                    let deadline = started + budget;
+                    // HTTP/1.1: the lifeline answers 504 if the handler blocks its runtime
+                    // thread past the deadline (see `overdue.rs`).
+                    let watched = h1.then(|| {
+                        WatchGuard::new(
+                            &shared.watch,
+                            Watched {
+                                deadline,
+                                budget,
+                                line: line.clone(),
+                                fence: conn.fence.clone(),
+                                since,
+                                method,
+                                started,
+                                log: log.take(),
+                                peer: peer.clone(),
+                            },
+                        )
+                    });
+                    let out = serve(&mut service, req, &shared, &line, deadline, budget).await;
+                    if let Some(guard) = watched {
+                        match guard.finish() {
+                            Some(w) => log = w.log,
+                            // The lifeline answered 504 (and counted and logged it): this
+                            // answer is never written (the connection is fenced off).
+                            None => return Ok(out.0),
+                        }
+                    }
+                    out
+                }
             };
             let mut close = close;
             if over.load(Ordering::Acquire) {
@@ -299,7 +343,8 @@ where
             // The gate's cap: clients reconnect now and then, to the process the gate picks.
             let capped = cap.is_some_and(|cap| conn.answered.load(Ordering::Relaxed) + 1 >= cap);
             // (HTTP/2 has no `Connection`: a stop sends GOAWAY on the connection instead.)
-            if h1 && (close || capped || shared.stopping()) {
+            let stopping = health_stopping.unwrap_or_else(|| shared.stopping());
+            if h1 && (close || capped || stopping) {
                 // hyper closes the connection once this answer is written.
                 resp.headers_mut()
                     .insert(CONNECTION, HeaderValue::from_static("close"));
@@ -323,39 +368,20 @@ where
     }
 }
 
-/// A request's line, for the heartbeat and the log: written out only where it is shown.
-struct RequestLine {
-    method: Method,
-    uri: Uri,
-    version: Version,
-}
-
-impl fmt::Display for RequestLine {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // Piece by piece: cheaper than `write!`'s walk over its arguments.
-        f.write_str(self.method.as_str())?;
-        f.write_str(" ")?;
-        fmt::Display::fmt(&self.uri, f)?;
-        f.write_str(" ")?;
-        fmt::Debug::fmt(&self.version, f)
-    }
-}
-
-/// Runs the service on `req` within `budget` from `started`: its answer, or the server's own
-/// (504 at the deadline, 500 when it failed; `true` then).
+/// Runs the service on `req` until `deadline` (`budget` from its start): its answer, or the
+/// server's own (504 at the deadline, 500 when it failed; `true` then).
 async fn serve<S, B>(
     service: &mut S,
     req: Request<ServiceBody>,
     shared: &Shared,
     line: &RequestLine,
-    started: Instant,
+    deadline: Instant,
     budget: Duration,
 ) -> (Answer<B>, bool)
 where
     S: tower_service::Service<Request<ServiceBody>, Response = Response<B>>,
     S::Error: Into<BoxError>,
 {
-    let deadline = started + budget;
     // The master sees each running request: one still running `request_grace` after its deadline
     // (a runtime thread blocked, so the timer below cannot fire) gets the whole process replaced.
     // Dropping the guard counts the request (and `max_requests`).
@@ -384,7 +410,7 @@ where
         }
         Err(_) => {
             log::warn!("{line}: no answer within its deadline of {budget:?}; answered 504");
-            let text = "gateway timeout\n".to_string();
+            let text = TIMEOUT_TEXT.to_string();
             (own_answer(StatusCode::GATEWAY_TIMEOUT, text), true)
         }
     }

@@ -1,0 +1,293 @@
+//! The 504 from outside the runtime: a request past its deadline whose handler blocks the
+//! runtime thread it runs on (and so its own deadline timer, the one that would answer 504) is
+//! answered by the lifeline thread, straight on the connection's socket, when nothing of its
+//! answer has been written yet; the connection is then fenced off: the runtime never writes to it
+//! again, and it is shut down.
+//!
+//! The fence is one atomic word per connection, shared by the runtime's writes (`Counted`'s
+//! `poll_write`, in `conn.rs`) and the lifeline: whoever holds its busy bit owns the socket for one write, the
+//! lifeline takes it only between two runtime writes and only when the runtime has written
+//! nothing since the request began, and marks it taken for good. The socket's descriptor stays
+//! open while the lifeline writes (the connection's drop waits for the busy bit).
+//!
+//! HTTP/1.1 only: an HTTP/2 stream shares its connection with others, framed and flow-controlled
+//! by hyper's state on the runtime; it cannot be answered from outside, so a blocked h2 request
+//! gets no 504 (its process is still replaced `request_grace` after the deadline).
+
+use std::collections::HashMap;
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hyper::header::{HeaderMap, HeaderValue, CONNECTION, CONTENT_TYPE};
+use parking_lot::Mutex;
+
+use super::line::RequestLine;
+use crate::http::ops::access_log::{write_line, AccessLogFormat, LogRequest};
+use crate::http::ops::metrics::HttpCounters;
+use crate::http::wire::date::{http_date, now_secs};
+
+/// The lifeline's answer is written after the deadline plus this, so that a runtime whose timer
+/// can run answers first (its 504 removes the request from the watch before then).
+pub(super) const MARGIN: Duration = Duration::from_millis(250);
+/// The body of the server's 504 (the runtime's and the lifeline's alike).
+pub(super) const TIMEOUT_TEXT: &str = "gateway timeout\n";
+/// How long the lifeline may wait for room in the socket's send buffer for its answer.
+const WRITE_WAIT: Duration = Duration::from_secs(1);
+
+/// The lifeline answered on this connection: the runtime must never write to it again.
+const TAKEN: u64 = 1 << 63;
+/// A write (the runtime's or the lifeline's) is under way.
+const BUSY: u64 = 1 << 62;
+/// The connection is dropped (its descriptor about to be closed): the lifeline keeps off.
+const CLOSED: u64 = 1 << 61;
+/// The low bits: bytes the runtime wrote on the connection so far.
+const COUNT: u64 = CLOSED - 1;
+
+/// One connection's fence: its descriptor and who may write on it (see the module's doc).
+pub(super) struct Fence {
+    fd: RawFd,
+    state: AtomicU64,
+}
+
+/// A runtime write let through the fence: hand it back with [`Fence::end`].
+pub(super) struct Pass(u64);
+
+impl Fence {
+    pub(super) fn new(fd: RawFd) -> Fence {
+        Fence {
+            fd,
+            state: AtomicU64::new(0),
+        }
+    }
+
+    /// Bytes the runtime wrote on the connection so far.
+    pub(super) fn written(&self) -> u64 {
+        self.state.load(Ordering::Acquire) & COUNT
+    }
+
+    /// A runtime write may go ahead (`None`: the lifeline answered on this connection; the write
+    /// fails). Never waits on the lifeline: it sets `TAKEN` with its busy bit.
+    pub(super) fn begin(&self) -> Option<Pass> {
+        let mut s = self.state.load(Ordering::Acquire);
+        loop {
+            if s & TAKEN != 0 {
+                return None;
+            }
+            match self
+                .state
+                .compare_exchange_weak(s, s | BUSY, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => return Some(Pass(s)),
+                Err(now) => s = now,
+            }
+        }
+    }
+
+    /// The runtime's write of `n` bytes is done.
+    pub(super) fn end(&self, pass: Pass, n: usize) {
+        // Only the holder of the busy bit changes the word (the lifeline's exchange fails
+        // while it is set).
+        let count = ((pass.0 & COUNT) + n as u64) & COUNT;
+        self.state.store(count, Ordering::Release);
+    }
+
+    /// The connection is being dropped: waits for a lifeline write under way, then keeps the
+    /// lifeline off for good (its descriptor is closed next).
+    pub(super) fn close(&self) {
+        let mut s = self.state.load(Ordering::Acquire);
+        loop {
+            if s & BUSY != 0 {
+                // The lifeline is writing its answer (bounded by `WRITE_WAIT`).
+                std::thread::sleep(Duration::from_millis(1));
+                s = self.state.load(Ordering::Acquire);
+                continue;
+            }
+            match self.state.compare_exchange_weak(
+                s,
+                s | CLOSED,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return,
+                Err(now) => s = now,
+            }
+        }
+    }
+
+    /// The lifeline takes the connection when the runtime is not writing and has written
+    /// nothing since `since` bytes (the request's start): `true` then, and the runtime's writes
+    /// fail from now on.
+    fn take(&self, since: u64) -> bool {
+        let s = since & COUNT;
+        self.state
+            .compare_exchange(s, s | TAKEN | BUSY, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    /// Writes `bytes` (within [`WRITE_WAIT`]), then shuts the socket down; the busy bit taken by
+    /// [`take`](Self::take) is let go. Whether the whole answer went out.
+    fn answer(&self, bytes: &[u8]) -> bool {
+        let end = Instant::now() + WRITE_WAIT;
+        let mut at = 0;
+        while at < bytes.len() {
+            let rest = &bytes[at..];
+            // SAFETY: `fd` is the connection's socket, open while the busy bit is held (the
+            // connection's drop waits for it in `close`); `rest` is a valid buffer of its length.
+            let n = unsafe {
+                libc::send(
+                    self.fd,
+                    rest.as_ptr().cast(),
+                    rest.len(),
+                    libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
+                )
+            };
+            if n > 0 {
+                at += n as usize;
+                continue;
+            }
+            let err = std::io::Error::last_os_error();
+            let left = end.saturating_duration_since(Instant::now());
+            if n == 0 || err.kind() != std::io::ErrorKind::WouldBlock || left.is_zero() {
+                break;
+            }
+            let mut pfd = libc::pollfd {
+                fd: self.fd,
+                events: libc::POLLOUT,
+                revents: 0,
+            };
+            // SAFETY: one valid `pollfd` for an open descriptor (as above).
+            unsafe { libc::poll(&mut pfd, 1, left.as_millis().max(1) as i32) };
+        }
+        // SAFETY: as above; a shutdown of an open socket.
+        unsafe { libc::shutdown(self.fd, libc::SHUT_RDWR) };
+        self.state.fetch_and(!BUSY, Ordering::AcqRel);
+        at == bytes.len()
+    }
+}
+
+/// A request the lifeline watches: an HTTP/1.1 request handed to the service, until the service
+/// answers (or its future is dropped).
+pub(super) struct Watched {
+    pub deadline: Instant,
+    pub budget: Duration,
+    pub line: RequestLine,
+    pub fence: Arc<Fence>,
+    /// The fence's count at the request's start.
+    pub since: u64,
+    pub method: u8,
+    pub started: Instant,
+    /// The access log's view of the request (the line is written by whoever answers).
+    pub log: Option<LogRequest>,
+    pub peer: Arc<str>,
+}
+
+/// The requests a worker process's lifeline watches.
+#[derive(Default)]
+pub(super) struct Watch {
+    next: AtomicU64,
+    map: Mutex<HashMap<u64, Watched>>,
+}
+
+/// A watched request: [`finish`](WatchGuard::finish) it once the service answered; dropped
+/// unfinished (the connection went away), it is forgotten.
+pub(super) struct WatchGuard {
+    watch: Arc<Watch>,
+    id: u64,
+}
+
+impl WatchGuard {
+    pub(super) fn new(watch: &Arc<Watch>, w: Watched) -> WatchGuard {
+        let id = watch.next.fetch_add(1, Ordering::Relaxed);
+        watch.map.lock().insert(id, w);
+        WatchGuard {
+            watch: watch.clone(),
+            id,
+        }
+    }
+
+    /// The request back (`None`: the lifeline answered it, and counted and logged it: the
+    /// runtime must not).
+    pub(super) fn finish(self) -> Option<Watched> {
+        self.watch.map.lock().remove(&self.id)
+    }
+}
+
+impl Drop for WatchGuard {
+    fn drop(&mut self) {
+        self.watch.map.lock().remove(&self.id);
+    }
+}
+
+/// Answers 504, from the lifeline, every watched request `MARGIN` past its deadline whose
+/// connection the runtime wrote nothing on since it began, counted in `counters` and logged in
+/// `access_log` as the runtime's 504 is; `stalled`: every runtime thread is blocked (for the
+/// log).
+pub(super) fn sweep(
+    watch: &Watch,
+    counters: &HttpCounters,
+    access_log: Option<&AccessLogFormat>,
+    stalled: bool,
+) {
+    let now = Instant::now();
+    let due: Vec<Watched> = {
+        let mut map = watch.map.lock();
+        let ids: Vec<u64> = map
+            .iter()
+            .filter(|(_, w)| now >= w.deadline + MARGIN && w.fence.take(w.since))
+            .map(|(&id, _)| id)
+            .collect();
+        ids.iter().filter_map(|id| map.remove(id)).collect()
+    };
+    for w in due {
+        answer(counters, access_log, w, stalled);
+    }
+}
+
+/// The 504 of a request taken by [`sweep`]: written, logged, counted as the runtime's would be.
+fn answer(
+    counters: &HttpCounters,
+    access_log: Option<&AccessLogFormat>,
+    w: Watched,
+    stalled: bool,
+) {
+    let text = TIMEOUT_TEXT;
+    let raw = format!(
+        "HTTP/1.1 504 Gateway Timeout\r\ncontent-type: text/plain\r\nconnection: close\r\n\
+         content-length: {}\r\ndate: {}\r\n\r\n{text}",
+        text.len(),
+        http_date(now_secs())
+    );
+    let sent = w.fence.answer(raw.as_bytes());
+    let blocked = if stalled {
+        "every runtime thread of this worker"
+    } else {
+        "the runtime thread running it"
+    };
+    log::error!(
+        "{}: no answer within its deadline of {:?} and {blocked} (pid {}) is blocked, so the \
+         runtime could not answer it: {} from outside the runtime and closed the connection. A \
+         synchronous call on the runtime (std::thread::sleep, reqwest::blocking, ureq, a sync \
+         SDK, a lock held long) blocks it; the fix: an async client, or the blocking call through \
+         tokio::task::spawn_blocking or a Pool (`pool.submit(req).await`). The worker is replaced \
+         if the request is still running `request_grace` after its deadline.",
+        w.line,
+        w.budget,
+        std::process::id(),
+        if sent {
+            "answered 504"
+        } else {
+            "the 504 could not be written (the client is gone or does not read)"
+        }
+    );
+    let took = w.started.elapsed();
+    counters.own_answer(504);
+    counters.answered(w.method, 504, text.len(), took);
+    if let (Some(fmt), Some(log)) = (access_log, w.log.as_ref()) {
+        let mut headers = HeaderMap::new();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        headers.insert(CONNECTION, HeaderValue::from_static("close"));
+        write_line(fmt, &w.peer, log, 504, &headers, text.len(), took);
+    }
+}
