@@ -121,7 +121,8 @@ fn instant_to_ms(instant: Instant) -> u64 {
     }
 }
 
-fn write_bytes(dst: &[AtomicU8], len: &AtomicU32, bytes: &[u8]) {
+fn write_bytes(dst: &[AtomicU8], len: &AtomicU32, text: &str) {
+    let bytes = text.as_bytes();
     let n = bytes.len().min(dst.len());
     for (d, b) in dst.iter().zip(&bytes[..n]) {
         d.store(*b, Ordering::Relaxed);
@@ -274,7 +275,7 @@ impl HeartbeatSlot {
     }
 
     pub(crate) fn set_note(&self, text: &str) {
-        write_bytes(&self.note, &self.note_len, text.as_bytes());
+        write_bytes(&self.note, &self.note_len, text);
     }
 }
 
@@ -445,10 +446,6 @@ impl Heartbeat {
     /// This is the one-request-at-a-time form. A worker that runs requests on several threads uses
     /// [`track`](Self::track) instead, which reports the oldest of them.
     pub fn request_started(&self, deadline: Instant, request_line: &str) {
-        self.publish(deadline, request_line.as_bytes());
-    }
-
-    fn publish(&self, deadline: Instant, request_line: &[u8]) {
         self.slot.line_seq.fetch_add(1, Ordering::AcqRel);
         write_bytes(&self.slot.line, &self.slot.line_len, request_line);
         self.slot.line_seq.fetch_add(1, Ordering::AcqRel);
@@ -473,21 +470,11 @@ impl Heartbeat {
     ///
     /// A handler thread that never returns keeps its guard, and so its deadline, for ever: that is
     /// how a request the in-process watchdog could not recover gets its process replaced.
-    ///
-    /// The line is anything that displays (a `&str`, or `format_args!` to write it without an
-    /// allocation): its first 120 bytes are kept.
-    pub fn track(&self, deadline: Instant, request_line: impl std::fmt::Display) -> RequestGuard {
+    pub fn track(&self, deadline: Instant, request_line: &str) -> RequestGuard {
         let id = NEXT_REQUEST.fetch_add(1, Ordering::Relaxed);
-        let mut line = Line([0; LINE], 0);
-        let _ = std::fmt::write(&mut line, format_args!("{request_line}"));
         let mut running = RUNNING.lock().unwrap_or_else(|p| p.into_inner());
-        // The slot shows the oldest: one that is not older than a request running changes nothing
-        // there (no write to the shared page, which the other threads' requests write too).
-        let oldest = running.iter().map(|(_, d, _)| *d).min();
-        if oldest.map_or(true, |o| deadline < o) {
-            self.publish(deadline, &line.0[..line.1]);
-        }
-        running.push((id, deadline, line));
+        running.push((id, deadline, request_line.to_string()));
+        self.publish_oldest(&running);
         self.slot
             .running
             .store(running.len() as u32, Ordering::Release);
@@ -512,8 +499,18 @@ impl Heartbeat {
     /// through a stale publication; a late one is seen at most `PUBLISH_EVERY` later than at once.
     pub(crate) fn publish_overdue(&self, records: &[Record], now: Instant) {
         let late = records.iter().filter(|r| r.deadline <= now);
-        match late.min_by_key(|r| r.deadline) {
-            Some(r) => self.request_started(r.deadline, r.label.as_str()),
+        self.publish_late(
+            late.min_by_key(|r| r.deadline)
+                .map(|r| (r.deadline, r.label.as_str())),
+        );
+    }
+
+    /// Publishes `late`, the deadline and line of the request furthest past its deadline, or none:
+    /// [`publish_overdue`](Self::publish_overdue) for a worker that keeps its own records (the
+    /// tower mode's lifeline, from its watch).
+    pub(crate) fn publish_late(&self, late: Option<(Instant, &str)>) {
+        match late {
+            Some((deadline, line)) => self.request_started(deadline, line),
             None => self.slot.deadline_ms.store(0, Ordering::Release),
         }
     }
@@ -527,9 +524,9 @@ impl Heartbeat {
         }
     }
 
-    fn publish_oldest(&self, running: &[(u64, Instant, Line)]) {
+    fn publish_oldest(&self, running: &[(u64, Instant, String)]) {
         match running.iter().min_by_key(|(_, deadline, _)| *deadline) {
-            Some((_, deadline, line)) => self.publish(*deadline, &line.0[..line.1]),
+            Some((_, deadline, line)) => self.request_started(*deadline, line),
             None => self.slot.deadline_ms.store(0, Ordering::Release),
         }
     }
@@ -567,27 +564,8 @@ impl Heartbeat {
 
 /// The requests of this process that [`Heartbeat::track`] follows (one list per worker process: it
 /// is made after the fork, empty, and never shared with another process).
-static RUNNING: std::sync::Mutex<Vec<(u64, Instant, Line)>> = std::sync::Mutex::new(Vec::new());
+static RUNNING: std::sync::Mutex<Vec<(u64, Instant, String)>> = std::sync::Mutex::new(Vec::new());
 static NEXT_REQUEST: AtomicU64 = AtomicU64::new(0);
-
-/// A request line as the slot keeps it: its first [`LINE`] bytes (cut at a character), in place.
-struct Line([u8; LINE], usize);
-
-impl std::fmt::Write for Line {
-    fn write_str(&mut self, s: &str) -> std::fmt::Result {
-        let mut n = s.len().min(LINE - self.1);
-        while !s.is_char_boundary(n) {
-            n -= 1;
-        }
-        self.0[self.1..self.1 + n].copy_from_slice(&s.as_bytes()[..n]);
-        self.1 += n;
-        // Cut: the error ends the writing, so no later piece lands after the cut.
-        if n < s.len() {
-            return Err(std::fmt::Error);
-        }
-        Ok(())
-    }
-}
 
 /// A running request registered with [`Heartbeat::track`]; dropping it ends the request.
 #[derive(Debug)]
@@ -600,12 +578,8 @@ pub struct RequestGuard {
 impl Drop for RequestGuard {
     fn drop(&mut self) {
         let mut running = RUNNING.lock().unwrap_or_else(|p| p.into_inner());
-        let ended = running.iter().position(|(id, _, _)| *id == self.id);
-        let ended = ended.map(|i| running.remove(i).1);
-        // The slot changes only when it showed this one (the oldest, the first of equals).
-        if ended.is_some_and(|d| running.iter().all(|(_, other, _)| d <= *other)) {
-            self.heartbeat.publish_oldest(&running);
-        }
+        running.retain(|(id, _, _)| *id != self.id);
+        self.heartbeat.publish_oldest(&running);
         self.heartbeat
             .slot
             .running
@@ -730,30 +704,11 @@ mod tests {
             "GET /sooner HTTP/1.1",
         );
         assert_eq!(slot.request_line(), "GET /sooner HTTP/1.1");
-        let between = hb.track(
-            Instant::now() + Duration::from_secs(30),
-            "GET /between HTTP/1.1",
-        );
-        assert_eq!(slot.request_line(), "GET /sooner HTTP/1.1");
-        drop(between);
-        assert_eq!(slot.request_line(), "GET /sooner HTTP/1.1");
-        assert!(slot.deadline_ms() <= now_ms() + 6_000);
         drop(sooner);
         assert_eq!(slot.request_line(), "GET /later HTTP/1.1");
         drop(later);
         assert_eq!(slot.deadline_ms(), 0);
-        // A long line is cut to 120 bytes, at a character, and nothing is written past the cut.
-        let target = format!("/{}é", "a".repeat(114));
-        let long = hb.track(
-            Instant::now() + Duration::from_secs(5),
-            format_args!(
-                "GET {target} {:?}",
-                crate::http::types::http::Version::HTTP_11
-            ),
-        );
-        assert_eq!(slot.request_line(), format!("GET /{}", "a".repeat(114)));
-        drop(long);
-        assert_eq!(hb.requests(), 6);
+        assert_eq!(hb.requests(), 4);
         slot.set_note("boom");
         assert_eq!(slot.note(), "boom");
         let siblings = crate::prefork::workers::siblings::Siblings::new(table.leak_all());

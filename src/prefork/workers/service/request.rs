@@ -21,7 +21,7 @@ use tokio::sync::{watch, Notify};
 
 use super::config::Checked;
 use super::line::RequestLine;
-use super::overdue::{Fence, Watch, WatchGuard, Watched, TIMEOUT_TEXT};
+use super::overdue::{Fence, Reply, Watch, WatchGuard, Watched, TIMEOUT_TEXT};
 use super::{AnswerBody, AppService, BoxError, ServiceBody};
 use crate::http::ops::access_log::write_line;
 use crate::http::ops::forwarded::{believe, ProxySettings};
@@ -300,32 +300,30 @@ where
                 Some((status, text)) => (own_answer(status, text), true),
                 None => {
                     let deadline = started + budget;
-                    // HTTP/1.1: the lifeline answers 504 if the handler blocks its runtime
-                    // thread past the deadline (see `overdue.rs`).
-                    let watched = h1.then(|| {
-                        WatchGuard::new(
-                            &shared.watch,
-                            Watched {
-                                deadline,
-                                budget,
-                                line: line.clone(),
-                                fence: conn.fence.clone(),
-                                since,
-                                method,
-                                started,
-                                log: log.take(),
-                                peer: peer.clone(),
-                            },
-                        )
+                    // The lifeline publishes it in the heartbeat once past its deadline, and,
+                    // HTTP/1.1, answers 504 if the handler blocks its runtime thread past the
+                    // deadline (see `overdue.rs`).
+                    let reply = h1.then(|| Reply {
+                        fence: conn.fence.clone(),
+                        since,
+                        log: log.take(),
+                        peer: peer.clone(),
                     });
+                    let watched = Watched {
+                        deadline,
+                        budget,
+                        line: line.clone(),
+                        method,
+                        started,
+                        reply,
+                    };
+                    let guard = WatchGuard::new(&shared.watch, watched);
                     let out = serve(&mut service, req, &shared, &line, deadline, budget).await;
-                    if let Some(guard) = watched {
-                        match guard.finish() {
-                            Some(w) => log = w.log,
-                            // The lifeline answered 504 (and counted and logged it): this
-                            // answer is never written (the connection is fenced off).
-                            None => return Ok(out.0),
-                        }
+                    match guard.finish() {
+                        Some(back) => log = log.or(back),
+                        // The lifeline answered 504 (and counted and logged it): this answer is
+                        // never written (the connection is fenced off).
+                        None => return Ok(out.0),
                     }
                     out
                 }
@@ -382,10 +380,11 @@ where
     S: tower_service::Service<Request<ServiceBody>, Response = Response<B>>,
     S::Error: Into<BoxError>,
 {
-    // The master sees each running request: one still running `request_grace` after its deadline
-    // (a runtime thread blocked, so the timer below cannot fire) gets the whole process replaced.
-    // Dropping the guard counts the request (and `max_requests`).
-    let running = shared.heartbeat.track(deadline, line);
+    // Counted as running (the siblings' accept gates read the count) until it ends, then as
+    // done (`max_requests`). The master sees it through the lifeline's watch once it runs past
+    // its deadline: one still running `request_grace` after it (a runtime thread blocked, so the
+    // timer below cannot fire) gets the whole process replaced.
+    let running = shared.heartbeat.count_running();
     // (The error boxed at once: the app's error type need not be `Send`.)
     let called = async {
         poll_fn(|cx| service.poll_ready(cx))
