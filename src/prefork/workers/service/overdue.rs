@@ -192,7 +192,7 @@ pub(super) struct Reply {
     /// The fence's count at the request's start.
     pub since: u64,
     /// The access log's view of the request (the line is written by whoever answers).
-    pub log: Option<LogRequest>,
+    pub log: Option<Box<LogRequest>>,
     pub peer: Arc<str>,
 }
 
@@ -275,22 +275,33 @@ impl<'a> WatchGuard<'a> {
 
     /// The runtime answers: the request's log back (`None` inside when the request kept it), or
     /// `None`: the lifeline answered it, and counted and logged it: the runtime must not.
-    pub(super) fn finish(mut self) -> Option<Option<LogRequest>> {
-        let entry = self.remove()?;
-        (!entry.answered).then(|| entry.watched.reply.and_then(|r| r.log))
-    }
-
-    fn remove(&mut self) -> Option<Entry> {
+    pub(super) fn finish(mut self) -> Option<Option<Box<LogRequest>>> {
         let index = self.index.take()?;
         let mut slots = self.watch.slots.lock();
+        // Read in place and dropped there (the entry is not moved out).
+        let entry = slots.all[index].as_mut()?;
+        let back =
+            (!entry.answered).then(|| entry.watched.reply.as_mut().and_then(|r| r.log.take()));
+        slots.all[index] = None;
         slots.free.push(index);
-        slots.all[index].take()
+        back
+    }
+
+    /// The request's line (for a log line of the runtime's own answer).
+    pub(super) fn line(&self) -> Option<RequestLine> {
+        let slots = self.watch.slots.lock();
+        let entry = slots.all[self.index?].as_ref()?;
+        Some(entry.watched.line.clone())
     }
 }
 
 impl Drop for WatchGuard<'_> {
     fn drop(&mut self) {
-        self.remove();
+        if let Some(index) = self.index {
+            let mut slots = self.watch.slots.lock();
+            slots.all[index] = None;
+            slots.free.push(index);
+        }
     }
 }
 

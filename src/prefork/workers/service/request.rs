@@ -262,7 +262,8 @@ where
         let log = cfg
             .access_log
             .as_ref()
-            .map(|f| f.capture(req.method(), req.uri(), req.version(), req.headers()));
+            // (Boxed: the request's future carries it, moved at each step, for every request.)
+            .map(|f| Box::new(f.capture(req.method(), req.uri(), req.version(), req.headers())));
         let peer = self.client(&mut req);
         let own = refusal(&req, cfg);
         let close = own.is_some();
@@ -290,7 +291,8 @@ where
             .as_ref()
             .and_then(|f| f(req.method(), req.uri()))
             .unwrap_or(cfg.deadline);
-        let over = Arc::new(AtomicBool::new(false));
+        // An empty body never crosses the limit: no flag (and no allocation) for it.
+        let over = (!req.body().is_end_stream()).then(|| Arc::new(AtomicBool::new(false)));
         let limit = cfg.limits.body_bytes;
         let req = req.map(|body| ServiceBody::new(body, limit, over.clone()));
         let since = conn.fence.written();
@@ -312,13 +314,13 @@ where
                     let watched = Watched {
                         deadline,
                         budget,
-                        line: line.clone(),
+                        line,
                         method,
                         started,
                         reply,
                     };
                     let guard = WatchGuard::new(&shared.watch, watched);
-                    let out = serve(&mut service, req, &shared, &line, deadline, budget).await;
+                    let out = serve(&mut service, req, &shared, &guard, deadline, budget).await;
                     match guard.finish() {
                         Some(back) => log = log.or(back),
                         // The lifeline answered 504 (and counted and logged it): this answer is
@@ -329,7 +331,7 @@ where
                 }
             };
             let mut close = close;
-            if over.load(Ordering::Acquire) {
+            if over.as_ref().is_some_and(|o| o.load(Ordering::Acquire)) {
                 // A body without a declared length (chunked, HTTP/2) went over the limit while
                 // the service read it: the server's 413 whatever the service made of the error,
                 // and the connection closed (the rest of the body is not read).
@@ -372,7 +374,7 @@ async fn serve<S, B>(
     service: &mut S,
     req: Request<ServiceBody>,
     shared: &Shared,
-    line: &RequestLine,
+    watched: &WatchGuard<'_>,
     deadline: Instant,
     budget: Duration,
 ) -> (Answer<B>, bool)
@@ -403,11 +405,13 @@ where
     match answer {
         Ok(Ok(resp)) => (resp.map(Either::Left), false),
         Ok(Err(e)) => {
+            let line = watched.line().map(|l| l.to_string()).unwrap_or_default();
             log::error!("{line}: the service failed: {e}");
             let text = "internal server error\n".to_string();
             (own_answer(StatusCode::INTERNAL_SERVER_ERROR, text), true)
         }
         Err(_) => {
+            let line = watched.line().map(|l| l.to_string()).unwrap_or_default();
             log::warn!("{line}: no answer within its deadline of {budget:?}; answered 504");
             let text = TIMEOUT_TEXT.to_string();
             (own_answer(StatusCode::GATEWAY_TIMEOUT, text), true)
