@@ -393,7 +393,11 @@ impl Checked {
         let mut b = hyper::server::conn::http1::Builder::new();
         // The head timeout is the connection's idle timer's (`conn.rs`), not hyper's: hyper's
         // would box, register and drop a timer for every request head.
+        // The answer's head and body copied into one buffer for one `write`, as hyper does on
+        // `axum::serve`'s connections (hyper-util's wrapper there does not offer vectored
+        // writes): its vectored queue costs more per answer for the usual small body.
         b.header_read_timeout(None)
+            .writev(false)
             .max_buf_size(self.limits.head_bytes.max(HYPER_MIN_BUF))
             .max_header_size(self.limits.head_bytes);
         if let Some(n) = self.max_headers() {
@@ -415,6 +419,7 @@ impl Checked {
         let mut b = AutoBuilder::new(TokioExecutor::new());
         b.http1()
             .header_read_timeout(None)
+            .writev(false)
             .max_buf_size(self.limits.head_bytes.max(HYPER_MIN_BUF));
         if let Some(n) = self.max_headers() {
             b.http1().max_headers(n);
