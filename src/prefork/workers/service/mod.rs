@@ -5,6 +5,7 @@
 
 mod accept;
 mod body;
+mod call;
 mod config;
 mod conn;
 mod lifeline;

@@ -7,7 +7,7 @@
 use std::convert::Infallible;
 use std::future::{poll_fn, Future};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::pin::{pin, Pin};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::Poll;
@@ -19,6 +19,7 @@ use hyper::header::{HeaderValue, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE};
 use hyper::{Request, Response, StatusCode, Version};
 use tokio::sync::{watch, Notify};
 
+use super::call::Call;
 use super::config::Checked;
 use super::line::RequestLine;
 use super::overdue::{Fence, Reply, Watch, WatchGuard, Watched, TIMEOUT_TEXT};
@@ -279,7 +280,7 @@ where
             let status = resp.status();
             Some((status, String::from_utf8_lossy(resp.body()).into_owned()))
         });
-        let mut service = self.inner.clone();
+        let service = self.inner.clone();
         let conn = self.conn.clone();
         let h1 = req.version() < Version::HTTP_2;
         if !h1 {
@@ -297,6 +298,8 @@ where
         let req = req.map(|body| ServiceBody::new(body, limit, over.clone()));
         let since = conn.fence.written();
         let mut log = log;
+        // The service's answer, asked for only when the server does not answer itself (`own`).
+        let mut called = Call::new(service, req);
         Box::pin(async move {
             let (mut resp, mut by_server) = match own {
                 Some((status, text)) => (own_answer(status, text), true),
@@ -320,7 +323,13 @@ where
                         reply,
                     };
                     let guard = WatchGuard::new(&shared.watch, watched);
-                    let out = serve(&mut service, req, &shared, &guard, deadline, budget).await;
+                    // SAFETY: `called` is a variable of this future, which is only polled pinned
+                    // (boxed below), so it never moves; it is not moved out of from here on (the
+                    // name is shadowed). Pinned where it is, not moved into a new place of this
+                    // future: the request and the service's future would be in it twice, and
+                    // this future is allocated and moved for every request.
+                    let called = unsafe { Pin::new_unchecked(&mut called) };
+                    let out = serve(called, &shared, &guard, deadline, budget).await;
                     match guard.finish() {
                         Some(back) => log = log.or(back),
                         // The lifeline answered 504 (and counted and logged it): this answer is
@@ -368,38 +377,29 @@ where
     }
 }
 
-/// Runs the service on `req` until `deadline` (`budget` from its start): its answer, or the
-/// server's own (504 at the deadline, 500 when it failed; `true` then).
-async fn serve<S, B>(
-    service: &mut S,
-    req: Request<ServiceBody>,
+/// Runs the service's answer `called` until `deadline` (`budget` from its start): its answer, or
+/// the server's own (504 at the deadline, 500 when it failed; `true` then).
+async fn serve<F, B>(
+    mut called: Pin<&mut F>,
     shared: &Shared,
     watched: &WatchGuard<'_>,
     deadline: Instant,
     budget: Duration,
 ) -> (Answer<B>, bool)
 where
-    S: tower_service::Service<Request<ServiceBody>, Response = Response<B>>,
-    S::Error: Into<BoxError>,
+    F: Future<Output = Result<Response<B>, BoxError>>,
 {
     // Counted as running (the siblings' accept gates read the count) until it ends, then as
     // done (`max_requests`). The master sees it through the lifeline's watch once it runs past
     // its deadline: one still running `request_grace` after it (a runtime thread blocked, so the
     // timer below cannot fire) gets the whole process replaced.
     let running = shared.heartbeat.count_running();
-    // (The error boxed at once: the app's error type need not be `Send`.)
-    let called = async {
-        poll_fn(|cx| service.poll_ready(cx))
-            .await
-            .map_err(Into::<BoxError>::into)?;
-        service.call(req).await.map_err(Into::<BoxError>::into)
-    };
-    let mut called = pin!(called);
     // The deadline's timer only for an answer that is not ready at its first poll: most are, and
-    // a timer costs a registration in the runtime's wheel and its removal.
+    // a timer costs a registration in the runtime's wheel and its removal. (Boxed: not carried
+    // in every request's future.)
     let answer = match poll_fn(|cx| Poll::Ready(called.as_mut().poll(cx))).await {
         Poll::Ready(out) => Ok(out),
-        Poll::Pending => tokio::time::timeout_at(deadline.into(), called).await,
+        Poll::Pending => Box::pin(tokio::time::timeout_at(deadline.into(), called)).await,
     };
     drop(running);
     match answer {
