@@ -8,7 +8,7 @@ use std::os::fd::AsRawFd;
 use std::pin::{pin, Pin};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
 use hyper_util::rt::TokioIo;
@@ -348,6 +348,8 @@ async fn drive<C: Future>(
 ) {
     let mut drain_start = None;
     let mut timer = pin!(tokio::time::sleep_until(Instant::now().into()));
+    let flag = Arc::new(TimerFlag::default());
+    let flag_waker = Waker::from(flag.clone());
     loop {
         let stopping = shared.stopping();
         if stopping && drain_start.is_none() {
@@ -389,7 +391,7 @@ async fn drive<C: Future>(
             timer.as_mut().reset(until.into());
         }
         let stop = shared.stop.clone();
-        let timer = timer.as_mut();
+        let timer = elapsed(timer.as_mut(), &flag, &flag_waker);
         let wake = async move {
             // Busy: until its answer (then the idle limit starts); idle: until the limit, when
             // it is counted again from the last answer; before the first answer, also until it
@@ -413,6 +415,46 @@ async fn drive<C: Future>(
             break;
         }
     }
+}
+
+/// Whether the connection's timer fired, and the connection's task, which its firing wakes.
+#[derive(Default)]
+struct TimerFlag {
+    fired: AtomicBool,
+    task: Mutex<Option<Waker>>,
+}
+
+impl Wake for TimerFlag {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.fired.store(true, Ordering::Release);
+        if let Some(task) = &*self.task.lock().unwrap_or_else(|p| p.into_inner()) {
+            task.wake_by_ref();
+        }
+    }
+}
+
+/// Resolves once `timer` fired. The timer is polled (its waker registered, the runtime's budget
+/// counted) at the first poll and then only once its own waker, `flag_waker`, woke the task,
+/// not at every wake-up of the connection (once a request or more).
+async fn elapsed(mut timer: Pin<&mut tokio::time::Sleep>, flag: &TimerFlag, flag_waker: &Waker) {
+    let mut registered = false;
+    poll_fn(|cx| {
+        if registered {
+            if !flag.fired.load(Ordering::Acquire) {
+                return Poll::Pending;
+            }
+            flag.fired.store(false, Ordering::Relaxed);
+        } else {
+            *flag.task.lock().unwrap_or_else(|p| p.into_inner()) = Some(cx.waker().clone());
+            registered = true;
+        }
+        timer.as_mut().poll(&mut Context::from_waker(flag_waker))
+    })
+    .await
 }
 
 /// Resolves once the worker drains. The wait on the stop watch registers the task at its first
