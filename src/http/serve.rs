@@ -132,7 +132,7 @@ impl ServerBuilder {
     /// Check the configuration, bind, start the Pool and the reactor thread, and serve `handler`.
     ///
     /// The handler (a [`Handler`](super::Handler)) gets each complete request (body read and
-    /// decoded) with its [`Context`]; the request's extensions hold a [`Loopback`] and the
+    /// decoded) with its [`Context`]; the request's extensions hold a [`Loopback`](super::Loopback) and the
     /// client's [`PeerAddr`](super::PeerAddr). It returns anything [`IntoResponse`]: an
     /// [`HttpResponse`], a `String`, `(StatusCode, body)`, a `Result` whose error is
     /// `IntoResponse` too (so `?` works), ...
@@ -232,7 +232,7 @@ impl ServerBuilder {
     /// until its handler returns, so budget `workers + max_retired` states.
     ///
     /// The state is lent to one handler at a time: a request that would run on a thread without
-    /// one (a [`Loopback`] call from a handler, or a request this process sent itself over TCP
+    /// one (a [`Loopback`](super::Loopback) call from a handler, or a request this process sent itself over TCP
     /// while every worker was busy, served on a spare thread) is answered 500 (`Error::Reentrant`);
     /// call the code directly with the `&mut S` you hold instead.
     ///

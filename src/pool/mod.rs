@@ -38,8 +38,8 @@ pub use stats::Stats;
 pub use ticket::Ticket;
 
 #[cfg(feature = "http")]
-#[cfg(feature = "http")]
 pub(crate) use guard::current_depth;
+#[cfg(feature = "http")]
 pub(crate) use idle_wait::Sleeper;
 #[cfg(feature = "http")]
 pub(crate) use record::{Label, Record};

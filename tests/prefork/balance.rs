@@ -1,6 +1,6 @@
 //! Balanced, load-aware accept between the worker processes of `serve_http`: request shares under
 //! keep-alive load (wrk), and new connections left to the siblings of a process whose every
-//! handler thread is busy. (The tower mode's twins, `service_balance.rs`, share the helpers.)
+//! handler thread is busy. (The tower mode's twins, `service/balance.rs`, share the helpers.)
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;

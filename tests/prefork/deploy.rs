@@ -3,6 +3,9 @@
 //! past its memory bound or its age, replacement first, with no failed request and its reason in
 //! the log, and a SIGUSR2 after a `current -> releases/N` link switch runs the new release.
 
+pub(crate) mod files;
+pub(crate) mod systemd;
+
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;

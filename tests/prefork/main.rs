@@ -14,7 +14,6 @@
 mod balance;
 mod connect_per_request;
 mod deploy;
-mod deploy_files;
 mod failures;
 mod helpers;
 mod keepalive;
@@ -27,15 +26,8 @@ mod serve_http;
 mod serve_router;
 #[cfg(feature = "tower")]
 mod service;
-#[cfg(feature = "tower")]
-mod service_balance;
-#[cfg(feature = "tower")]
-mod service_ops;
-#[cfg(feature = "tower")]
-mod service_proxy;
 mod settings;
 mod shared_metrics;
-mod systemd;
 #[cfg(feature = "tls")]
 mod tls;
 #[path = "../support/tools.rs"]
@@ -171,11 +163,11 @@ const SCENARIOS: &[Scenario] = &[
     },
     Scenario {
         name: "notify_socket",
-        run: systemd::notify_socket,
+        run: deploy::systemd::notify_socket,
     },
     Scenario {
         name: "systemd_listen_fds",
-        run: systemd::systemd_listen_fds,
+        run: deploy::systemd::systemd_listen_fds,
     },
     Scenario {
         name: "usr2_upgrade",
@@ -257,11 +249,11 @@ const SCENARIOS: &[Scenario] = &[
     },
     Scenario {
         name: "example_server",
-        run: systemd::example_server,
+        run: deploy::systemd::example_server,
     },
     Scenario {
         name: "example_server_bounds_its_sessions",
-        run: systemd::example_server_bounds_its_sessions,
+        run: deploy::systemd::example_server_bounds_its_sessions,
     },
     Scenario {
         name: "example_server_port_binds_every_interface",
@@ -277,27 +269,27 @@ const SCENARIOS: &[Scenario] = &[
     },
     Scenario {
         name: "systemd_socket_activate",
-        run: systemd::systemd_socket_activate,
+        run: deploy::systemd::systemd_socket_activate,
     },
     Scenario {
         name: "deploy_systemd_units",
-        run: deploy_files::systemd_units,
+        run: deploy::files::systemd_units,
     },
     Scenario {
         name: "deploy_nginx_site",
-        run: deploy_files::nginx_site,
+        run: deploy::files::nginx_site,
     },
     Scenario {
         name: "deploy_nginx_tls_live",
-        run: deploy_files::nginx_tls_live,
+        run: deploy::files::nginx_tls_live,
     },
     Scenario {
         name: "deploy_kubernetes",
-        run: deploy_files::kubernetes,
+        run: deploy::files::kubernetes,
     },
     Scenario {
         name: "systemd_watchdog",
-        run: systemd::watchdog,
+        run: deploy::systemd::watchdog,
     },
     Scenario {
         name: "balance_shares",
@@ -376,52 +368,52 @@ const SCENARIOS: &[Scenario] = &[
     #[cfg(feature = "tower")]
     Scenario {
         name: "service_operator_features",
-        run: service_ops::operator_features,
+        run: service::ops::operator_features,
     },
     #[cfg(feature = "tower")]
     Scenario {
         name: "service_shared_metrics",
-        run: service_ops::shared_metrics,
+        run: service::ops::shared_metrics,
     },
     #[cfg(feature = "tower")]
     Scenario {
         name: "service_timeouts",
-        run: service_ops::timeouts,
+        run: service::ops::timeouts,
     },
     #[cfg(feature = "tower")]
     Scenario {
         name: "service_balance",
-        run: service_ops::balance,
+        run: service::ops::balance,
     },
     #[cfg(feature = "tower")]
     Scenario {
         name: "service_balance_c64",
-        run: service_balance::balance_c64,
+        run: service::balance::balance_c64,
     },
     #[cfg(feature = "tower")]
     Scenario {
         name: "service_behind_nginx",
-        run: service_proxy::behind_nginx,
+        run: service::proxy::behind_nginx,
     },
     #[cfg(feature = "tower")]
     Scenario {
         name: "service_proxy_protocol",
-        run: service_proxy::proxy_protocol,
+        run: service::proxy::proxy_protocol,
     },
     #[cfg(feature = "tower")]
     Scenario {
         name: "service_h2c",
-        run: service_ops::h2c,
+        run: service::ops::h2c,
     },
     #[cfg(feature = "tower")]
     Scenario {
         name: "service_self_call",
-        run: service_ops::self_call,
+        run: service::ops::self_call,
     },
     #[cfg(feature = "tower")]
     Scenario {
         name: "service_max_requests",
-        run: service_ops::max_requests,
+        run: service::ops::max_requests,
     },
 ];
 

@@ -3,6 +3,10 @@
 //! keep-alive load (wrk) with zero failed requests, the deadline's 504 for a slow future, and the
 //! master's deadline kill of a process whose runtime thread is blocked.
 
+pub(crate) mod balance;
+pub(crate) mod ops;
+pub(crate) mod proxy;
+
 use std::convert::Infallible;
 use std::future::Future;
 use std::io::{Read, Write};
@@ -189,17 +193,17 @@ pub fn blocked_504() -> Result<(), String> {
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let access = dir.join("access.log");
     let log_file = access.clone();
-    let app = crate::service_ops::ServiceFn::new(|req: http::Request<ServiceBody>| async move {
+    let app = crate::service::ops::ServiceFn::new(|req: http::Request<ServiceBody>| async move {
         match req.uri().path() {
             // The mistake: a synchronous wait on the runtime's only thread.
             "/block" => std::thread::sleep(Duration::from_secs(60)),
             "/metrics" => {
                 let m = prefork_pool::prefork::server_metrics().expect("the shared table");
-                return crate::service_ops::text(format!("{}\n", m.own_answers_with(504)));
+                return crate::service::ops::text(format!("{}\n", m.own_answers_with(504)));
             }
             _ => {}
         }
-        crate::service_ops::text(format!("{}\n", std::process::id()))
+        crate::service::ops::text(format!("{}\n", std::process::id()))
     });
     let mut m = start_master(
         "service-blocked-504",

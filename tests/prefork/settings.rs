@@ -7,8 +7,8 @@
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
+use crate::deploy::systemd::{example_binary, http, Program};
 use crate::helpers::{ensure, wait_children};
-use crate::systemd::{example_binary, http, Program};
 
 /// The listening sockets of `/proc/net/tcp` on `port`, as their local address in hex
 /// (`00000000` is 0.0.0.0, `0100007F` is 127.0.0.1).

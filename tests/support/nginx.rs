@@ -1,4 +1,4 @@
-//! A real nginx for the tests that put one in front of the server (`tests/http/nginx.rs`, the
+//! A real nginx for the tests that put one in front of the server (`tests/http/operators/nginx.rs`, the
 //! process tests' connect-per-request and tower-mode scenarios): started on a free loopback port
 //! with its whole configuration, pid, logs and temp paths in a temp dir, and killed, reaped and
 //! removed when dropped; the proxy configuration and the client both fronts' proxy tests share.

@@ -12,7 +12,7 @@ use prefork_pool::prefork::{ServiceBody, ServiceConfig};
 
 use crate::balance::{block_here, check_load_aware, fresh_block_dir, measure_shares, pids};
 use crate::helpers::*;
-use crate::service_ops::{get_with, keep_alive_get, text, ServiceFn};
+use crate::service::ops::{get_with, keep_alive_get, text, ServiceFn};
 use crate::tools;
 use crate::wrk::wrk;
 

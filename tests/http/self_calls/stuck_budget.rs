@@ -116,7 +116,7 @@ fn stuck_child_server() {
 fn the_default_exits_with_the_stuck_report_and_answers_what_was_queued() {
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args([
-            "stuck_budget::stuck_child_server",
+            "self_calls::stuck_budget::stuck_child_server",
             "--exact",
             "--include-ignored",
             "--nocapture",

@@ -4,7 +4,7 @@
 //! (and axum's `ConnectInfo` shape through `connect_info`), per-route deadlines (504), health
 //! routes with readiness flipping at the start of a graceful stop, the shared metrics page across
 //! a worker kill, keep-alive and head timeouts, the accept gate, h2c, the self-call lifeline,
-//! and `max_requests`. (Behind a proxy: `service_proxy.rs`.)
+//! and `max_requests`. (Behind a proxy: `service/proxy.rs`.)
 
 use std::collections::BTreeSet;
 use std::convert::Infallible;

@@ -3,8 +3,8 @@
 //! another process is not taken for a self-call, and a kept-alive connection is looked up once,
 //! however many requests it makes.
 
+use super::self_call::{gated_server, ready, wait_until};
 use crate::http_helpers::*;
-use crate::self_call::{gated_server, ready, wait_until};
 use crate::tools;
 use prefork_pool::http::{hold_lookups, Server};
 use std::path::Path;

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use prefork_pool::Settings;
 
+use crate::deploy::systemd::{example_binary, http, Program};
 use crate::helpers::ensure;
-use crate::systemd::{example_binary, http, Program};
 use crate::tools;
 
 fn read(rel: &str) -> Result<String, String> {

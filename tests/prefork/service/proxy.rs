@@ -10,9 +10,9 @@ use prefork_pool::prefork::ServiceBody;
 use prefork_pool::prefork::ServiceConfig;
 
 use crate::helpers::*;
-use crate::service_ops::{exchange, service_master, text, ConnectInfo, ServiceFn};
+use crate::service::ops::{exchange, service_master, text, ConnectInfo, ServiceFn};
 
-/// The twin of the HTTP server's test behind a real nginx (`tests/http/nginx.rs`, the same nginx
+/// The twin of the HTTP server's test behind a real nginx (`tests/http/operators/nginx.rs`, the same nginx
 /// configuration and client): with a kept-alive upstream and with nginx's default connection per
 /// request, the app and the access log see the client nginx names (`PeerAddr`, `%(h)s`), the
 /// `SocketPeer` is nginx; a client's own `X-Forwarded-For`, left of nginx's, is not believed.
