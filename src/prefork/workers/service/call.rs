@@ -8,22 +8,28 @@ use std::task::{Context, Poll};
 
 use super::BoxError;
 
-/// `service.call(req)` once the service is ready, its error boxed (the app's error type need
-/// not be `Send`). The service is dropped once called.
-pub(super) struct Call<S, R>
-where
-    S: tower_service::Service<R>,
-{
-    state: State<S, R>,
+pin_project_lite::pin_project! {
+    /// `service.call(req)` once the service is ready, its error boxed (the app's error type need
+    /// not be `Send`). The service is dropped once called.
+    pub(super) struct Call<S, R>
+    where
+        S: tower_service::Service<R>,
+    {
+        #[pin]
+        state: State<S, R>,
+    }
 }
 
-enum State<S, R>
-where
-    S: tower_service::Service<R>,
-{
-    Ready(S, Option<R>),
-    Calling(S::Future),
-    Done,
+pin_project_lite::pin_project! {
+    #[project = StateProj]
+    enum State<S, R>
+    where
+        S: tower_service::Service<R>,
+    {
+        Ready { service: S, req: Option<R> },
+        Calling { #[pin] fut: S::Future },
+        Done,
+    }
 }
 
 impl<S, R> Call<S, R>
@@ -32,7 +38,10 @@ where
 {
     pub(super) fn new(service: S, req: R) -> Self {
         Call {
-            state: State::Ready(service, Some(req)),
+            state: State::Ready {
+                service,
+                req: Some(req),
+            },
         }
     }
 }
@@ -45,31 +54,26 @@ where
     type Output = Result<S::Response, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        // SAFETY: the only pinned part is the service's future in `Calling`: it is polled in
-        // place through a pin made below, and never moved out: it is dropped in place when the
-        // state is replaced by `Done`. The service and the request (`Ready`) are not pinned.
-        let this = unsafe { self.get_unchecked_mut() };
+        let mut state = self.project().state;
         loop {
-            match &mut this.state {
-                State::Ready(service, req) => {
+            match state.as_mut().project() {
+                StateProj::Ready { service, req } => {
                     if let Err(e) = std::task::ready!(service.poll_ready(cx)) {
-                        this.state = State::Done;
+                        state.set(State::Done);
                         return Poll::Ready(Err(e.into()));
                     }
                     let Some(req) = req.take() else {
                         unreachable!("a Call's request is taken once")
                     };
                     let fut = service.call(req);
-                    this.state = State::Calling(fut);
+                    state.set(State::Calling { fut });
                 }
-                State::Calling(fut) => {
-                    // SAFETY: `fut` lives in this pinned future's state and is not moved (above).
-                    let fut = unsafe { Pin::new_unchecked(fut) };
+                StateProj::Calling { fut } => {
                     let out = std::task::ready!(fut.poll(cx));
-                    this.state = State::Done;
+                    state.set(State::Done);
                     return Poll::Ready(out.map_err(Into::into));
                 }
-                State::Done => panic!("a Call polled after it answered"),
+                StateProj::Done => panic!("a Call polled after it answered"),
             }
         }
     }

@@ -299,7 +299,7 @@ where
         let since = conn.fence.written();
         let mut log = log;
         // The service's answer, asked for only when the server does not answer itself (`own`).
-        let mut called = Call::new(service, req);
+        let called = Call::new(service, req);
         Box::pin(async move {
             let (mut resp, mut by_server) = match own {
                 Some((status, text)) => (own_answer(status, text), true),
@@ -323,12 +323,10 @@ where
                         reply,
                     };
                     let guard = WatchGuard::new(&shared.watch, watched);
-                    // SAFETY: `called` is a variable of this future, which is only polled pinned
-                    // (boxed below), so it never moves; it is not moved out of from here on (the
-                    // name is shadowed). Pinned where it is, not moved into a new place of this
-                    // future: the request and the service's future would be in it twice, and
-                    // this future is allocated and moved for every request.
-                    let called = unsafe { Pin::new_unchecked(&mut called) };
+                    // (Pinned in place with `unsafe`, it would save the second copy `pin!`
+                    // makes in this future: 888 instead of 1,208 bytes, within glibc's
+                    // per-thread cache; the crate keeps `unsafe` to the OS calls.)
+                    let called = std::pin::pin!(called);
                     let out = serve(called, &shared, &guard, deadline, budget).await;
                     match guard.finish() {
                         Some(back) => log = log.or(back),
