@@ -4,16 +4,19 @@
 # between N+200 and 200 sequential kept-alive GETs (benches/peers/seq_drive.py), so start-up cancels.
 #   benches/peers/percall.sh target/release/ours 18500 2000
 # usage: percall.sh BIN PORT N  -> callgrind Ir/req, strace syscalls/req, ctx switches/req
+# REQ_PATH=/ drives another target (the axum bins: `REQ_PATH=/ percall.sh target/release/axum_plain
+# 18500 2000`). A supervisor's worker processes are forked children: callgrind writes one file per
+# process (%p) and the totals of a run add up every process of it.
 BIN=$1; PORT=$2; N=${3:-2000}; W=${WORKERS:-2}
 out=${TMPDIR:-/tmp}/percall.$(basename $BIN).$$
 mkdir -p $out
 # callgrind: warm run of 200, then N; diff of totals
 for n in 200 $((N+200)); do
-  PORT=$PORT WORKERS=$W valgrind --tool=callgrind --callgrind-out-file=$out/cg.$n $BIN >/dev/null 2>&1 &
+  PORT=$PORT WORKERS=$W valgrind --tool=callgrind --callgrind-out-file=$out/cg.$n.%p $BIN >/dev/null 2>&1 &
   vp=$!; sleep 1.5; python3 $(dirname "$0")/seq_drive.py $PORT $n 2>/dev/null; kill -TERM $vp; wait $vp
 done
-a=$(grep -h '^summary\|^totals' $out/cg.200 | head -1 | awk '{print $2}')
-b=$(grep -h '^summary\|^totals' $out/cg.$((N+200)) | head -1 | awk '{print $2}')
+total() { for f in $out/cg.$1.*; do grep -h '^summary\|^totals' $f | head -1; done | awk '{s+=$2} END {print s}'; }
+a=$(total 200); b=$(total $((N+200)))
 echo "instr/req $(( (b-a)/N ))"
 # strace
 for n in 200 $((N+200)); do

@@ -499,8 +499,18 @@ impl Heartbeat {
     /// through a stale publication; a late one is seen at most `PUBLISH_EVERY` later than at once.
     pub(crate) fn publish_overdue(&self, records: &[Record], now: Instant) {
         let late = records.iter().filter(|r| r.deadline <= now);
-        match late.min_by_key(|r| r.deadline) {
-            Some(r) => self.request_started(r.deadline, r.label.as_str()),
+        self.publish_late(
+            late.min_by_key(|r| r.deadline)
+                .map(|r| (r.deadline, r.label.as_str())),
+        );
+    }
+
+    /// Publishes `late`, the deadline and line of the request furthest past its deadline, or none:
+    /// [`publish_overdue`](Self::publish_overdue) for a worker that keeps its own records (the
+    /// tower mode's lifeline, from its watch).
+    pub(crate) fn publish_late(&self, late: Option<(Instant, &str)>) {
+        match late {
+            Some((deadline, line)) => self.request_started(deadline, line),
             None => self.slot.deadline_ms.store(0, Ordering::Release),
         }
     }

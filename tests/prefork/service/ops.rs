@@ -415,7 +415,8 @@ fn closed_by_server(conn: &mut TcpStream) -> (bool, String) {
 
 /// The keep-alive and head timeouts, each alone shorter than the wait of the client (`LONG`):
 /// a connection asked on every 200 ms lives past the 1 s keep-alive time, an idle one is closed
-/// after it; a head that never ends is closed at the 1 s head timeout, without an answer.
+/// after it; a head that never ends, on a new connection or a kept-alive one, is closed at the 1 s
+/// head timeout, without an answer.
 pub fn timeouts() -> Result<(), String> {
     let mut m = service_master(
         "service-keepalive",
@@ -464,6 +465,17 @@ pub fn timeouts() -> Result<(), String> {
         let (closed, rest) = closed_by_server(&mut slow);
         ensure(closed && !rest.contains("200"), || {
             format!("a head never ended (head timeout 1 s): closed {closed}, sent {rest:?}")
+        })?;
+        // On a kept-alive connection the head timeout runs from the last answer, the keep-alive
+        // time (60 s) notwithstanding.
+        let mut kept = TcpStream::connect(m.addr).map_err(|e| e.to_string())?;
+        let (s, _) = keep_alive_get(&mut kept, "/")?;
+        ensure(s == 200, || format!("a kept-alive request: {s}"))?;
+        kept.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n")
+            .map_err(|e| e.to_string())?;
+        let (closed, rest) = closed_by_server(&mut kept);
+        ensure(closed && rest.is_empty(), || {
+            format!("a second head never ended (head timeout 1 s): closed {closed}, sent {rest:?}")
         })?;
         m.signal(libc::SIGTERM);
         let code = m.wait_exit(LONG)?;

@@ -45,12 +45,13 @@ use super::BoxError;
 #[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
 pub struct ServiceBody {
     inner: Limited<Incoming>,
-    /// Set when the limit was crossed: the request's answer becomes the server's 413.
-    over: Arc<AtomicBool>,
+    /// Set when the limit was crossed: the request's answer becomes the server's 413 (`None`:
+    /// an empty body, which cannot cross it).
+    over: Option<Arc<AtomicBool>>,
 }
 
 impl ServiceBody {
-    pub(super) fn new(inner: Incoming, limit: u64, over: Arc<AtomicBool>) -> ServiceBody {
+    pub(super) fn new(inner: Incoming, limit: u64, over: Option<Arc<AtomicBool>>) -> ServiceBody {
         let limit = usize::try_from(limit).unwrap_or(usize::MAX);
         ServiceBody {
             inner: Limited::new(inner, limit),
@@ -62,7 +63,13 @@ impl ServiceBody {
 impl std::fmt::Debug for ServiceBody {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ServiceBody")
-            .field("over_limit", &self.over.load(Ordering::Relaxed))
+            .field(
+                "over_limit",
+                &self
+                    .over
+                    .as_ref()
+                    .is_some_and(|o| o.load(Ordering::Relaxed)),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -78,8 +85,8 @@ impl Body for ServiceBody {
         let me = self.get_mut();
         let frame = Pin::new(&mut me.inner).poll_frame(cx);
         if let Poll::Ready(Some(Err(e))) = &frame {
-            if e.is::<LengthLimitError>() {
-                me.over.store(true, Ordering::Release);
+            if let Some(over) = me.over.as_ref().filter(|_| e.is::<LengthLimitError>()) {
+                over.store(true, Ordering::Release);
             }
         }
         frame

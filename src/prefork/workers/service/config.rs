@@ -111,6 +111,8 @@ const DEFAULT_DEADLINE: Duration = Duration::from_secs(30);
 const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(5);
 /// hyper refuses a read buffer smaller than this.
 const HYPER_MIN_BUF: usize = 8192;
+/// hyper's own limit on a head's header fields when none is set (`DEFAULT_MAX_HEADERS`).
+const HYPER_MAX_HEADERS: usize = 100;
 
 impl ServiceConfig {
     /// The defaults: as many runtime threads per process as the machine has cores (never
@@ -197,9 +199,9 @@ impl ServiceConfig {
     }
 
     /// How long a client may take to send a request head (default 10 s; more than zero, at most
-    /// a day), counted as hyper counts it: from the moment the connection waits for the head,
-    /// so on a kept-alive connection from the end of the previous answer. Past it the connection
-    /// is closed without an answer.
+    /// a day), counted from the moment the connection waits for the head: its start, and on a
+    /// kept-alive connection the end of the previous answer. Past it the connection is closed
+    /// without an answer.
     pub fn head_timeout(mut self, d: Duration) -> Self {
         self.head_timeout = d;
         self
@@ -207,8 +209,8 @@ impl ServiceConfig {
 
     /// How long an idle kept-alive connection stays open (default: the supervisor's
     /// [`keep_alive`](crate::prefork::SupervisorBuilder::keep_alive), else 5 s; more than zero,
-    /// at most a day), from its last answer. hyper's head timeout runs from the same moment:
-    /// an idle connection is closed by whichever of the two comes first. A new connection has
+    /// at most a day), from its last answer. The head timeout runs from the same moment: an
+    /// idle connection is closed by whichever of the two comes first. A new connection has
     /// the [`head_timeout`](Self::head_timeout) for its first request.
     pub fn keepalive_timeout(mut self, d: Duration) -> Self {
         self.keepalive_timeout = Some(d);
@@ -389,12 +391,26 @@ impl Checked {
     /// hyper's connection settings: the head limits (431) and the head timeout.
     pub(super) fn http1(&self) -> hyper::server::conn::http1::Builder {
         let mut b = hyper::server::conn::http1::Builder::new();
-        b.timer(TokioTimer::new())
-            .header_read_timeout(self.head_timeout)
-            .max_headers(self.limits.fields)
+        // The head timeout is the connection's idle timer's (`conn.rs`), not hyper's: hyper's
+        // would box, register and drop a timer for every request head.
+        // The answer's head and body copied into one buffer for one `write`, as hyper does on
+        // `axum::serve`'s connections (hyper-util's wrapper there does not offer vectored
+        // writes): its vectored queue costs more per answer for the usual small body.
+        b.header_read_timeout(None)
+            .writev(false)
             .max_buf_size(self.limits.head_bytes.max(HYPER_MIN_BUF))
             .max_header_size(self.limits.head_bytes);
+        if let Some(n) = self.max_headers() {
+            b.max_headers(n);
+        }
         b
+    }
+
+    /// The header count limit to give hyper: `None` when it is hyper's own default (100), which
+    /// hyper checks with a fixed array on the stack; a limit set, even an equal one, costs it a
+    /// vector filled for every request head (about 1,700 instructions per request).
+    fn max_headers(&self) -> Option<usize> {
+        (self.limits.fields != HYPER_MAX_HEADERS).then_some(self.limits.fields)
     }
 
     /// hyper-util's auto builder (HTTP/1.1, and HTTP/2 with prior knowledge), with the same
@@ -402,10 +418,12 @@ impl Checked {
     pub(super) fn auto(&self) -> AutoBuilder<TokioExecutor> {
         let mut b = AutoBuilder::new(TokioExecutor::new());
         b.http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(self.head_timeout)
-            .max_headers(self.limits.fields)
+            .header_read_timeout(None)
+            .writev(false)
             .max_buf_size(self.limits.head_bytes.max(HYPER_MIN_BUF));
+        if let Some(n) = self.max_headers() {
+            b.http1().max_headers(n);
+        }
         b.http2()
             .timer(TokioTimer::new())
             .max_header_list_size(u32::try_from(self.limits.head_bytes).unwrap_or(u32::MAX));

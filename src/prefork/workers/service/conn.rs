@@ -8,12 +8,12 @@ use std::os::fd::AsRawFd;
 use std::pin::{pin, Pin};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::sync::Notify;
+use tokio::sync::{watch, Notify};
 
 use super::overdue::Fence;
 use super::request::{ConnState, Shared, Tracked};
@@ -247,8 +247,9 @@ pub(super) async fn or_else<F: Future, T: Future>(fut: F, other: T) -> Option<F:
 }
 
 /// Serves one connection until it ends. A connection with no request under way is closed once
-/// it has been idle for the keep-alive time (before its first request: the head timeout), or,
-/// during a drain, for [`DRAIN_GRACE`] (from the drain's start or its last answer).
+/// it has been idle for the keep-alive time or the head timeout, whichever is shorter (before
+/// its first request: the head timeout), or, during a drain, for [`DRAIN_GRACE`] (from the
+/// drain's start or its last answer).
 pub(super) fn serve_connection<IO, S, B>(
     io: IO,
     peer: Option<SocketAddr>,
@@ -333,6 +334,12 @@ where
 
 /// Drives a connection until it ends, closing it once idle past its limit (see
 /// [`serve_connection`]); `shutdown` is its graceful shutdown.
+///
+/// Off the request path: one timer per connection, re-armed only when it fires or the limit
+/// changes (at the first answer, at a drain), and no wake-up at each later answer. When it fires
+/// the limit is counted again from the last answer (a later one re-arms it, which tokio does
+/// with one atomic store); a connection busy then waits for its answer, and the idle limit
+/// starts from there.
 async fn drive<C: Future>(
     mut conn: Pin<&mut C>,
     shutdown: impl Fn(Pin<&mut C>),
@@ -340,6 +347,9 @@ async fn drive<C: Future>(
     state: &ConnState,
 ) {
     let mut drain_start = None;
+    let mut timer = pin!(tokio::time::sleep_until(Instant::now().into()));
+    let flag = Arc::new(TimerFlag::default());
+    let flag_waker = Waker::from(flag.clone());
     loop {
         let stopping = shared.stopping();
         if stopping && drain_start.is_none() {
@@ -351,42 +361,115 @@ async fn drive<C: Future>(
             let _ = conn.as_mut().await;
             break;
         }
+        let first = state.answered.load(Ordering::Relaxed) == 0;
         let limit = if stopping {
             DRAIN_GRACE
-        } else if state.answered.load(Ordering::Relaxed) == 0 {
+        } else if first {
             // No request yet: the client has the head timeout for its first head.
             shared.cfg.head_timeout
         } else {
-            shared.cfg.keepalive
+            // The next head is waited for from the last answer too: the head timeout (checked
+            // here, not by hyper) closes an idle connection when it comes first.
+            shared.cfg.keepalive.min(shared.cfg.head_timeout)
         };
         let busy = state.in_flight.load(Ordering::Acquire) > 0;
         let last = *state.last_answer.lock().unwrap_or_else(|p| p.into_inner());
         let from = drain_start.map_or(last, |d| last.max(d));
         let until = from + limit;
         if !busy && Instant::now() >= until {
+            if first {
+                // No head came in time (or only part of one): closed without an answer. (hyper's
+                // graceful shutdown would wait for the first request.)
+                break;
+            }
             // Idle for the whole limit: close it (at once, as nothing is under way).
             shutdown(conn.as_mut());
             let _ = conn.as_mut().await;
             break;
         }
-        let mut stop = shared.stop.clone();
-        let wake = async {
-            // Busy: until its answer (then the idle limit starts); idle: until the limit.
-            let timer = async {
+        if !busy {
+            timer.as_mut().reset(until.into());
+        }
+        let stop = shared.stop.clone();
+        let timer = elapsed(timer.as_mut(), &flag, &flag_waker);
+        let wake = async move {
+            // Busy: until its answer (then the idle limit starts); idle: until the limit, when
+            // it is counted again from the last answer; before the first answer, also until it
+            // (the limit after it may be shorter than the head timeout).
+            let timer = async move {
                 if busy {
-                    std::future::pending::<()>().await;
+                    state.answer.notified().await;
+                } else if first {
+                    or_else(timer, state.answer.notified()).await;
+                } else {
+                    timer.await;
                 }
-                tokio::time::sleep_until(until.into()).await;
             };
-            let timer = or_else(timer, state.answer.notified());
             if stopping {
                 timer.await;
             } else {
-                or_else(timer, stop.wait_for(|s| *s)).await;
+                or_else(timer, drained(stop, shared)).await;
             }
         };
         if or_else(conn.as_mut(), wake).await.is_some() {
             break;
         }
     }
+}
+
+/// Whether the connection's timer fired, and the connection's task, which its firing wakes.
+#[derive(Default)]
+struct TimerFlag {
+    fired: AtomicBool,
+    task: Mutex<Option<Waker>>,
+}
+
+impl Wake for TimerFlag {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.fired.store(true, Ordering::Release);
+        if let Some(task) = &*self.task.lock().unwrap_or_else(|p| p.into_inner()) {
+            task.wake_by_ref();
+        }
+    }
+}
+
+/// Resolves once `timer` fired. The timer is polled (its waker registered, the runtime's budget
+/// counted) at the first poll and then only once its own waker, `flag_waker`, woke the task,
+/// not at every wake-up of the connection (once a request or more).
+async fn elapsed(mut timer: Pin<&mut tokio::time::Sleep>, flag: &TimerFlag, flag_waker: &Waker) {
+    let mut registered = false;
+    poll_fn(|cx| {
+        if registered {
+            if !flag.fired.load(Ordering::Acquire) {
+                return Poll::Pending;
+            }
+            flag.fired.store(false, Ordering::Relaxed);
+        } else {
+            *flag.task.lock().unwrap_or_else(|p| p.into_inner()) = Some(cx.waker().clone());
+            registered = true;
+        }
+        timer.as_mut().poll(&mut Context::from_waker(flag_waker))
+    })
+    .await
+}
+
+/// Resolves once the worker drains. The wait on the stop watch registers the task at its first
+/// poll; the later polls (at every wake-up of the connection, once a request) look at the drain
+/// flag instead of taking the watch's lock, which every connection of the process shares. (A
+/// task's waker stays the same, so the one registration wakes it.)
+async fn drained(mut stop: watch::Receiver<bool>, shared: &Shared) {
+    let mut wait = pin!(stop.wait_for(|s| *s));
+    let mut registered = false;
+    poll_fn(|cx| {
+        if registered && !shared.stopping() {
+            return Poll::Pending;
+        }
+        registered = true;
+        wait.as_mut().poll(cx).map(|_| ())
+    })
+    .await
 }

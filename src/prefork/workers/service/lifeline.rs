@@ -5,7 +5,8 @@
 //! listener's queue for [`QUEUE_STALL`] (no sibling took it), accepts it and serves it on a spare
 //! runtime of one thread; when the connection comes from this process (or a sibling worker) it
 //! says so once per route, with the fix. It also answers 504 to a request blocked past its
-//! deadline (`overdue.rs`).
+//! deadline and publishes the request furthest past its deadline in the heartbeat
+//! (`overdue.rs`).
 
 use std::collections::HashSet;
 use std::net::TcpListener;
@@ -59,6 +60,7 @@ where
                 // log's wording.)
                 overdue::sweep(
                     &shared.watch,
+                    &shared.heartbeat,
                     shared.counters,
                     shared.cfg.access_log.as_ref(),
                     running > 0 && late >= STALLED,
@@ -85,7 +87,7 @@ where
                     };
                     let local = stream.local_addr().ok();
                     let caller = local.and_then(|local| tcp_caller(peer, local, Some(&siblings)));
-                    let blocked = shared.heartbeat.slot().request_line();
+                    let blocked = shared.watch.oldest_line();
                     match caller {
                         Some(c) => {
                             if warned

@@ -5,9 +5,11 @@
 
 mod accept;
 mod body;
+mod call;
 mod config;
 mod conn;
 mod lifeline;
+mod line;
 mod overdue;
 mod request;
 mod stop;
@@ -129,6 +131,7 @@ where
             },
             cfg: self.config.clone(),
             stop: stop_rx,
+            draining: AtomicBool::new(false),
             conns: AtomicUsize::new(0),
             idle: Notify::new(),
             last_answer_ms: AtomicU64::new(0),
@@ -234,6 +237,7 @@ where
                 std::thread::sleep(Duration::from_millis(500));
             }
         }
+        shared.draining.store(true, Ordering::Release);
         let _ = stop_tx.send(true);
         // The app's `stopping()` futures resolve: its WebSockets may say goodbye.
         stop::begin();

@@ -13,8 +13,12 @@
 //! HTTP/1.1 only: an HTTP/2 stream shares its connection with others, framed and flow-controlled
 //! by hyper's state on the runtime; it cannot be answered from outside, so a blocked h2 request
 //! gets no 504 (its process is still replaced `request_grace` after the deadline).
+//!
+//! The watch holds every request under way (HTTP/2 ones too), and the lifeline publishes the one
+//! furthest past its deadline in the heartbeat at each look: the master replaces the process
+//! once it is `request_grace` late. The request path only counts the request in the heartbeat
+//! (atomics) and takes a slot of the watch.
 
-use std::collections::HashMap;
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -23,9 +27,11 @@ use std::time::{Duration, Instant};
 use hyper::header::{HeaderMap, HeaderValue, CONNECTION, CONTENT_TYPE};
 use parking_lot::Mutex;
 
+use super::line::RequestLine;
 use crate::http::ops::access_log::{write_line, AccessLogFormat, LogRequest};
 use crate::http::ops::metrics::HttpCounters;
 use crate::http::wire::date::{http_date, now_secs};
+use crate::prefork::workers::heartbeat::Heartbeat;
 
 /// The lifeline's answer is written after the deadline plus this, so that a runtime whose timer
 /// can run answers first (its 504 removes the request from the watch before then).
@@ -166,91 +172,194 @@ impl Fence {
     }
 }
 
-/// A request the lifeline watches: an HTTP/1.1 request handed to the service, until the service
-/// answers (or its future is dropped).
+/// A request the lifeline watches: every request handed to the service, until the service
+/// answers (or its future is dropped). The lifeline publishes the one furthest past its deadline
+/// in the heartbeat (the master replaces the process once it is `request_grace` late), and
+/// answers 504 to an HTTP/1.1 one blocked past it.
 pub(super) struct Watched {
     pub deadline: Instant,
     pub budget: Duration,
-    pub line: Arc<str>,
+    pub line: RequestLine,
+    pub method: u8,
+    pub started: Instant,
+    /// What the lifeline needs to answer it (HTTP/1.1; `None`: HTTP/2).
+    pub reply: Option<Reply>,
+}
+
+/// An HTTP/1.1 request's connection and log, for the lifeline's 504.
+pub(super) struct Reply {
     pub fence: Arc<Fence>,
     /// The fence's count at the request's start.
     pub since: u64,
-    pub method: u8,
-    pub started: Instant,
     /// The access log's view of the request (the line is written by whoever answers).
-    pub log: Option<LogRequest>,
+    pub log: Option<Box<LogRequest>>,
     pub peer: Arc<str>,
 }
 
-/// The requests a worker process's lifeline watches.
+/// The requests a worker process's lifeline watches: a slot each, reused once free (no hashing,
+/// no allocation once the slots of the busiest moment exist).
 #[derive(Default)]
 pub(super) struct Watch {
-    next: AtomicU64,
-    map: Mutex<HashMap<u64, Watched>>,
+    slots: Mutex<Slots>,
+}
+
+#[derive(Default)]
+struct Slots {
+    all: Vec<Option<Entry>>,
+    free: Vec<usize>,
+}
+
+struct Entry {
+    watched: Watched,
+    /// The lifeline answered it (its `reply` taken): it still runs, and is still published.
+    answered: bool,
+}
+
+impl Watch {
+    /// The line of the running request with the earliest deadline ("" when none runs).
+    pub(super) fn oldest_line(&self) -> String {
+        let slots = self.slots.lock();
+        let oldest = slots
+            .all
+            .iter()
+            .flatten()
+            .min_by_key(|e| e.watched.deadline);
+        oldest.map_or_else(String::new, |e| e.watched.line.to_string())
+    }
+
+    /// Publishes in `heartbeat` the request furthest past its deadline at `now`, or none (see
+    /// [`Heartbeat::publish_overdue`]).
+    fn publish(&self, heartbeat: &Heartbeat, now: Instant) {
+        let late = {
+            let slots = self.slots.lock();
+            let late = slots.all.iter().flatten().map(|e| &e.watched);
+            let late = late
+                .filter(|w| w.deadline <= now)
+                .min_by_key(|w| w.deadline);
+            late.map(|w| (w.deadline, w.line.clone()))
+        };
+        let late = late.map(|(deadline, line)| (deadline, line.to_string()));
+        heartbeat.publish_late(late.as_ref().map(|(d, l)| (*d, l.as_str())));
+    }
 }
 
 /// A watched request: [`finish`](WatchGuard::finish) it once the service answered; dropped
 /// unfinished (the connection went away), it is forgotten.
-pub(super) struct WatchGuard {
-    watch: Arc<Watch>,
-    id: u64,
+pub(super) struct WatchGuard<'a> {
+    watch: &'a Watch,
+    index: Option<usize>,
 }
 
-impl WatchGuard {
-    pub(super) fn new(watch: &Arc<Watch>, w: Watched) -> WatchGuard {
-        let id = watch.next.fetch_add(1, Ordering::Relaxed);
-        watch.map.lock().insert(id, w);
+impl<'a> WatchGuard<'a> {
+    pub(super) fn new(watch: &'a Watch, watched: Watched) -> WatchGuard<'a> {
+        let entry = Some(Entry {
+            watched,
+            answered: false,
+        });
+        let mut slots = watch.slots.lock();
+        let index = match slots.free.pop() {
+            Some(i) => {
+                slots.all[i] = entry;
+                i
+            }
+            None => {
+                slots.all.push(entry);
+                slots.all.len() - 1
+            }
+        };
         WatchGuard {
-            watch: watch.clone(),
-            id,
+            watch,
+            index: Some(index),
         }
     }
 
-    /// The request back (`None`: the lifeline answered it, and counted and logged it: the
-    /// runtime must not).
-    pub(super) fn finish(self) -> Option<Watched> {
-        self.watch.map.lock().remove(&self.id)
+    /// The runtime answers: the request's log back (`None` inside when the request kept it), or
+    /// `None`: the lifeline answered it, and counted and logged it: the runtime must not.
+    pub(super) fn finish(mut self) -> Option<Option<Box<LogRequest>>> {
+        let index = self.index.take()?;
+        let mut slots = self.watch.slots.lock();
+        // Read in place and dropped there (the entry is not moved out).
+        let entry = slots.all[index].as_mut()?;
+        let back =
+            (!entry.answered).then(|| entry.watched.reply.as_mut().and_then(|r| r.log.take()));
+        slots.all[index] = None;
+        slots.free.push(index);
+        back
+    }
+
+    /// The request's line (for a log line of the runtime's own answer).
+    pub(super) fn line(&self) -> Option<RequestLine> {
+        let slots = self.watch.slots.lock();
+        let entry = slots.all[self.index?].as_ref()?;
+        Some(entry.watched.line.clone())
     }
 }
 
-impl Drop for WatchGuard {
+impl Drop for WatchGuard<'_> {
     fn drop(&mut self) {
-        self.watch.map.lock().remove(&self.id);
+        if let Some(index) = self.index {
+            let mut slots = self.watch.slots.lock();
+            slots.all[index] = None;
+            slots.free.push(index);
+        }
     }
 }
 
-/// Answers 504, from the lifeline, every watched request `MARGIN` past its deadline whose
-/// connection the runtime wrote nothing on since it began, counted in `counters` and logged in
-/// `access_log` as the runtime's 504 is; `stalled`: every runtime thread is blocked (for the
-/// log).
+/// What the lifeline answers: a request taken by [`sweep`].
+struct Due {
+    line: RequestLine,
+    budget: Duration,
+    method: u8,
+    started: Instant,
+    reply: Reply,
+}
+
+/// Answers 504, from the lifeline, every watched HTTP/1.1 request `MARGIN` past its deadline
+/// whose connection the runtime wrote nothing on since it began, counted in `counters` and logged
+/// in `access_log` as the runtime's 504 is; publishes in `heartbeat` the request furthest past
+/// its deadline; `stalled`: every runtime thread is blocked (for the log).
 pub(super) fn sweep(
     watch: &Watch,
+    heartbeat: &Heartbeat,
     counters: &HttpCounters,
     access_log: Option<&AccessLogFormat>,
     stalled: bool,
 ) {
     let now = Instant::now();
-    let due: Vec<Watched> = {
-        let mut map = watch.map.lock();
-        let ids: Vec<u64> = map
-            .iter()
-            .filter(|(_, w)| now >= w.deadline + MARGIN && w.fence.take(w.since))
-            .map(|(&id, _)| id)
-            .collect();
-        ids.iter().filter_map(|id| map.remove(id)).collect()
-    };
-    for w in due {
-        answer(counters, access_log, w, stalled);
+    let mut due = Vec::new();
+    {
+        let mut slots = watch.slots.lock();
+        for e in slots.all.iter_mut().flatten() {
+            let w = &mut e.watched;
+            let Some(reply) = &w.reply else { continue };
+            if now < w.deadline + MARGIN || !reply.fence.take(reply.since) {
+                continue;
+            }
+            if let Some(reply) = w.reply.take() {
+                e.answered = true;
+                due.push(Due {
+                    line: w.line.clone(),
+                    budget: w.budget,
+                    method: w.method,
+                    started: w.started,
+                    reply,
+                });
+            }
+        }
     }
+    // Before the answers (each may wait for the client), and again after them.
+    watch.publish(heartbeat, now);
+    if due.is_empty() {
+        return;
+    }
+    for d in due {
+        answer(counters, access_log, d, stalled);
+    }
+    watch.publish(heartbeat, Instant::now());
 }
 
 /// The 504 of a request taken by [`sweep`]: written, logged, counted as the runtime's would be.
-fn answer(
-    counters: &HttpCounters,
-    access_log: Option<&AccessLogFormat>,
-    w: Watched,
-    stalled: bool,
-) {
+fn answer(counters: &HttpCounters, access_log: Option<&AccessLogFormat>, w: Due, stalled: bool) {
     let text = TIMEOUT_TEXT;
     let raw = format!(
         "HTTP/1.1 504 Gateway Timeout\r\ncontent-type: text/plain\r\nconnection: close\r\n\
@@ -258,7 +367,7 @@ fn answer(
         text.len(),
         http_date(now_secs())
     );
-    let sent = w.fence.answer(raw.as_bytes());
+    let sent = w.reply.fence.answer(raw.as_bytes());
     let blocked = if stalled {
         "every runtime thread of this worker"
     } else {
@@ -283,10 +392,58 @@ fn answer(
     let took = w.started.elapsed();
     counters.own_answer(504);
     counters.answered(w.method, 504, text.len(), took);
-    if let (Some(fmt), Some(log)) = (access_log, w.log.as_ref()) {
+    if let (Some(fmt), Some(log)) = (access_log, w.reply.log.as_ref()) {
         let mut headers = HeaderMap::new();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
         headers.insert(CONNECTION, HeaderValue::from_static("close"));
-        write_line(fmt, &w.peer, log, 504, &headers, text.len(), took);
+        write_line(fmt, &w.reply.peer, log, 504, &headers, text.len(), took);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::prefork::workers::heartbeat::HeartbeatTable;
+
+    fn watched(line: &str, deadline: Instant) -> Watched {
+        let req = hyper::Request::get(line).body(()).unwrap();
+        Watched {
+            deadline,
+            budget: Duration::from_secs(1),
+            line: RequestLine::of(&req),
+            method: 0,
+            started: Instant::now(),
+            reply: None,
+        }
+    }
+
+    #[test]
+    fn the_master_sees_the_request_furthest_past_its_deadline_while_it_runs() {
+        let table = HeartbeatTable::new(1).unwrap();
+        let hb = Heartbeat::new(table.leak_slot(0));
+        let counters = hb.slot().metrics();
+        let watch = Watch::default();
+        let now = Instant::now();
+        let later = WatchGuard::new(&watch, watched("/later", now + Duration::from_secs(60)));
+        let late = WatchGuard::new(&watch, watched("/late", now - Duration::from_secs(2)));
+        let later_still = WatchGuard::new(&watch, watched("/lately", now - Duration::from_secs(1)));
+        // The oldest running request, for the lifeline's log, whether or not it is late.
+        assert_eq!(watch.oldest_line(), "GET /late HTTP/1.1");
+        sweep(&watch, &hb, counters, None, false);
+        assert_eq!(hb.slot().request_line(), "GET /late HTTP/1.1");
+        assert!(hb.slot().deadline_ms() > 0);
+        // A request ended: the next sweep shows the next late one; none late: none.
+        assert!(matches!(late.finish(), Some(None)));
+        sweep(&watch, &hb, counters, None, false);
+        assert_eq!(hb.slot().request_line(), "GET /lately HTTP/1.1");
+        drop(later_still);
+        sweep(&watch, &hb, counters, None, false);
+        assert_eq!(hb.slot().deadline_ms(), 0);
+        // A freed slot is reused; the one still running is kept.
+        let again = WatchGuard::new(&watch, watched("/again", now + Duration::from_secs(1)));
+        assert_eq!(watch.slots.lock().all.len(), 3);
+        assert_eq!(watch.oldest_line(), "GET /again HTTP/1.1");
+        drop((again, later));
+        assert_eq!(watch.oldest_line(), "");
     }
 }

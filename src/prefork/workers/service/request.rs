@@ -10,6 +10,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use http_body_util::{Either, Full};
@@ -18,8 +19,10 @@ use hyper::header::{HeaderValue, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE};
 use hyper::{Request, Response, StatusCode, Version};
 use tokio::sync::{watch, Notify};
 
+use super::call::Call;
 use super::config::Checked;
-use super::overdue::{Fence, Watch, WatchGuard, Watched, TIMEOUT_TEXT};
+use super::line::RequestLine;
+use super::overdue::{Fence, Reply, Watch, WatchGuard, Watched, TIMEOUT_TEXT};
 use super::{AnswerBody, AppService, BoxError, ServiceBody};
 use crate::http::ops::access_log::write_line;
 use crate::http::ops::forwarded::{believe, ProxySettings};
@@ -43,8 +46,11 @@ pub(super) struct Shared {
     pub counters: &'static HttpCounters,
     /// The load-aware accept gate shared with the sibling processes (see `balance.rs`).
     pub gate: Option<SlotGate>,
-    /// `true` once the worker drains.
+    /// `true` once the worker drains (to wait on).
     pub stop: watch::Receiver<bool>,
+    /// `true` once the worker drains, set before `stop` (to look at: a watch's borrow is a read
+    /// lock that every runtime thread shares).
+    pub draining: AtomicBool,
     /// Connections open now, upgraded ones (WebSockets) included.
     pub conns: AtomicUsize,
     /// Woken when `conns` drops to 0.
@@ -65,7 +71,7 @@ pub(super) struct Shared {
 
 impl Shared {
     pub(super) fn stopping(&self) -> bool {
-        *self.stop.borrow()
+        self.draining.load(Ordering::Acquire)
     }
 }
 
@@ -112,21 +118,39 @@ pub(super) struct ConnState {
 }
 
 /// Counts a request of a connection as under way while it lives.
-struct InFlight(Arc<ConnState>);
+struct InFlight {
+    conn: Arc<ConnState>,
+    /// When it was answered (set by [`answered`](Self::answered); else the drop's time: its
+    /// future was dropped before the answer, the connection went away).
+    at: Option<Instant>,
+}
 
 impl InFlight {
     fn new(conn: &Arc<ConnState>) -> InFlight {
         conn.in_flight.fetch_add(1, Ordering::AcqRel);
-        InFlight(conn.clone())
+        InFlight {
+            conn: conn.clone(),
+            at: None,
+        }
+    }
+
+    /// The request is answered at `now` (the clock already read for its metrics).
+    fn answered(mut self, now: Instant) {
+        self.at = Some(now);
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        *self.0.last_answer.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
-        self.0.answered.fetch_add(1, Ordering::Relaxed);
-        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
-        self.0.answer.notify_one();
+        let at = self.at.unwrap_or_else(Instant::now);
+        *self
+            .conn
+            .last_answer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = at;
+        self.conn.answered.fetch_add(1, Ordering::Relaxed);
+        self.conn.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.conn.answer.notify_one();
     }
 }
 
@@ -239,7 +263,8 @@ where
         let log = cfg
             .access_log
             .as_ref()
-            .map(|f| f.capture(req.method(), req.uri(), req.version(), req.headers()));
+            // (Boxed: the request's future carries it, moved at each step, for every request.)
+            .map(|f| Box::new(f.capture(req.method(), req.uri(), req.version(), req.headers())));
         let peer = self.client(&mut req);
         let own = refusal(&req, cfg);
         let close = own.is_some();
@@ -255,60 +280,65 @@ where
             let status = resp.status();
             Some((status, String::from_utf8_lossy(resp.body()).into_owned()))
         });
-        let mut service = self.inner.clone();
+        let service = self.inner.clone();
         let conn = self.conn.clone();
         let h1 = req.version() < Version::HTTP_2;
         if !h1 {
             conn.h2.store(true, Ordering::Relaxed);
         }
-        let line: Arc<str> = format!("{} {} {:?}", req.method(), req.uri(), req.version()).into();
+        let line = RequestLine::of(&req);
         let budget = cfg
             .deadline_for
             .as_ref()
             .and_then(|f| f(req.method(), req.uri()))
             .unwrap_or(cfg.deadline);
-        let over = Arc::new(AtomicBool::new(false));
+        // An empty body never crosses the limit: no flag (and no allocation) for it.
+        let over = (!req.body().is_end_stream()).then(|| Arc::new(AtomicBool::new(false)));
         let limit = cfg.limits.body_bytes;
         let req = req.map(|body| ServiceBody::new(body, limit, over.clone()));
         let since = conn.fence.written();
         let mut log = log;
+        // The service's answer, asked for only when the server does not answer itself (`own`).
+        let called = Call::new(service, req);
         Box::pin(async move {
             let (mut resp, mut by_server) = match own {
                 Some((status, text)) => (own_answer(status, text), true),
                 None => {
-                    let deadline = Instant::now() + budget;
-                    // HTTP/1.1: the lifeline answers 504 if the handler blocks its runtime
-                    // thread past the deadline (see `overdue.rs`).
-                    let watched = h1.then(|| {
-                        WatchGuard::new(
-                            &shared.watch,
-                            Watched {
-                                deadline,
-                                budget,
-                                line: line.clone(),
-                                fence: conn.fence.clone(),
-                                since,
-                                method,
-                                started,
-                                log: log.take(),
-                                peer: peer.clone(),
-                            },
-                        )
+                    let deadline = started + budget;
+                    // The lifeline publishes it in the heartbeat once past its deadline, and,
+                    // HTTP/1.1, answers 504 if the handler blocks its runtime thread past the
+                    // deadline (see `overdue.rs`).
+                    let reply = h1.then(|| Reply {
+                        fence: conn.fence.clone(),
+                        since,
+                        log: log.take(),
+                        peer: peer.clone(),
                     });
-                    let out = serve(&mut service, req, &shared, &line, deadline, budget).await;
-                    if let Some(guard) = watched {
-                        match guard.finish() {
-                            Some(w) => log = w.log,
-                            // The lifeline answered 504 (and counted and logged it): this
-                            // answer is never written (the connection is fenced off).
-                            None => return Ok(out.0),
-                        }
+                    let watched = Watched {
+                        deadline,
+                        budget,
+                        line,
+                        method,
+                        started,
+                        reply,
+                    };
+                    let guard = WatchGuard::new(&shared.watch, watched);
+                    // (Pinned in place with `unsafe`, it would save the second copy `pin!`
+                    // makes in this future: 888 instead of 1,208 bytes, within glibc's
+                    // per-thread cache; the crate keeps `unsafe` to the OS calls.)
+                    let called = std::pin::pin!(called);
+                    let out = serve(called, &shared, &guard, deadline, budget).await;
+                    match guard.finish() {
+                        Some(back) => log = log.or(back),
+                        // The lifeline answered 504 (and counted and logged it): this answer is
+                        // never written (the connection is fenced off).
+                        None => return Ok(out.0),
                     }
                     out
                 }
             };
             let mut close = close;
-            if over.load(Ordering::Acquire) {
+            if over.as_ref().is_some_and(|o| o.load(Ordering::Acquire)) {
                 // A body without a declared length (chunked, HTTP/2) went over the limit while
                 // the service read it: the server's 413 whatever the service made of the error,
                 // and the connection closed (the rest of the body is not read).
@@ -328,54 +358,58 @@ where
             }
             let status = resp.status().as_u16();
             let bytes = resp.body().size_hint().exact().unwrap_or(0) as usize;
-            let took = started.elapsed();
+            let now = Instant::now();
+            let took = now.saturating_duration_since(started);
             if by_server {
                 shared.counters.own_answer(status);
             }
             shared.counters.answered(method, status, bytes, took);
-            let since = shared.born.elapsed().as_millis() as u64;
+            let since = now.saturating_duration_since(shared.born).as_millis() as u64;
             shared.last_answer_ms.store(since, Ordering::Relaxed);
             if let (Some(fmt), Some(log)) = (shared.cfg.access_log.as_ref(), log.as_ref()) {
                 write_line(fmt, &peer, log, status, resp.headers(), bytes, took);
             }
-            drop(in_flight);
+            in_flight.answered(now);
             Ok(resp)
         })
     }
 }
 
-/// Runs the service on `req` within `budget`: its answer, or the server's own (504 at the
-/// deadline, 500 when it failed; `true` then).
-async fn serve<S, B>(
-    service: &mut S,
-    req: Request<ServiceBody>,
+/// Runs the service's answer `called` until `deadline` (`budget` from its start): its answer, or
+/// the server's own (504 at the deadline, 500 when it failed; `true` then).
+async fn serve<F, B>(
+    mut called: Pin<&mut F>,
     shared: &Shared,
-    line: &str,
+    watched: &WatchGuard<'_>,
     deadline: Instant,
     budget: Duration,
 ) -> (Answer<B>, bool)
 where
-    S: tower_service::Service<Request<ServiceBody>, Response = Response<B>>,
-    S::Error: Into<BoxError>,
+    F: Future<Output = Result<Response<B>, BoxError>>,
 {
-    // The master sees each running request: one still running `request_grace` after its deadline
-    // (a runtime thread blocked, so the timer below cannot fire) gets the whole process replaced.
-    // Dropping the guard counts the request (and `max_requests`).
-    let running = shared.heartbeat.track(deadline, line);
-    let called = async {
-        poll_fn(|cx| service.poll_ready(cx)).await?;
-        service.call(req).await
+    // Counted as running (the siblings' accept gates read the count) until it ends, then as
+    // done (`max_requests`). The master sees it through the lifeline's watch once it runs past
+    // its deadline: one still running `request_grace` after it (a runtime thread blocked, so the
+    // timer below cannot fire) gets the whole process replaced.
+    let running = shared.heartbeat.count_running();
+    // The deadline's timer only for an answer that is not ready at its first poll: most are, and
+    // a timer costs a registration in the runtime's wheel and its removal. (Boxed: not carried
+    // in every request's future.)
+    let answer = match poll_fn(|cx| Poll::Ready(called.as_mut().poll(cx))).await {
+        Poll::Ready(out) => Ok(out),
+        Poll::Pending => Box::pin(tokio::time::timeout_at(deadline.into(), called)).await,
     };
-    let answer = tokio::time::timeout_at(deadline.into(), called).await;
     drop(running);
     match answer {
         Ok(Ok(resp)) => (resp.map(Either::Left), false),
         Ok(Err(e)) => {
-            log::error!("{line}: the service failed: {}", e.into());
+            let line = watched.line().map(|l| l.to_string()).unwrap_or_default();
+            log::error!("{line}: the service failed: {e}");
             let text = "internal server error\n".to_string();
             (own_answer(StatusCode::INTERNAL_SERVER_ERROR, text), true)
         }
         Err(_) => {
+            let line = watched.line().map(|l| l.to_string()).unwrap_or_default();
             log::warn!("{line}: no answer within its deadline of {budget:?}; answered 504");
             let text = TIMEOUT_TEXT.to_string();
             (own_answer(StatusCode::GATEWAY_TIMEOUT, text), true)
