@@ -12,6 +12,9 @@ pub fn read_head(conn: &mut TcpStream) -> Option<String> {
     let mut chunk = [0u8; 1024];
     while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
         match conn.read(&mut chunk) {
+            // The worker's stop signal interrupts a read on a socket with a timeout even under
+            // SA_RESTART (signal(7)): read again, or the request goes unanswered.
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Ok(0) | Err(_) => return None,
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
         }
