@@ -97,7 +97,7 @@ impl StdListener {
     }
 
     /// Accepts one connection and serves it on the runtime.
-    fn accept_one<S, B>(&self, shared: &Arc<Shared>, service: &S) -> io::Result<()>
+    fn accept_one<S, B>(&self, shared: &'static Shared, service: &S) -> io::Result<()>
     where
         S: AppService<B>,
         B: AnswerBody,
@@ -125,7 +125,7 @@ impl StdListener {
 /// serves what is left in the listen backlog and closes this process's copy of the listener.
 pub(super) async fn accept_loop<S, B>(
     listener: AsyncFd<StdListener>,
-    shared: Arc<Shared>,
+    shared: &'static Shared,
     wake: Arc<GateWake>,
     service: S,
 ) where
@@ -173,7 +173,7 @@ pub(super) async fn accept_loop<S, B>(
             }
         }
         refused_since = None;
-        match guard.try_io(|l| l.get_ref().accept_one(&shared, &service)) {
+        match guard.try_io(|l| l.get_ref().accept_one(shared, &service)) {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
                 shared.counters.accept_error();
@@ -190,5 +190,5 @@ pub(super) async fn accept_loop<S, B>(
     }
     // The backlog: what the kernel queued for these sockets before the drain is served here.
     let listener = listener.into_inner();
-    while listener.accept_one(&shared, &service).is_ok() {}
+    while listener.accept_one(shared, &service).is_ok() {}
 }

@@ -32,18 +32,18 @@ const DRAIN_GRACE: Duration = Duration::from_secs(1);
 /// lifeline answered on it (a 504 from outside a blocked runtime), they fail.
 struct Counted<IO> {
     io: IO,
-    shared: Arc<Shared>,
+    shared: &'static Shared,
     fence: Arc<Fence>,
 }
 
 impl<IO: AsRawFd> Counted<IO> {
-    fn new(io: IO, shared: &Arc<Shared>) -> Self {
+    fn new(io: IO, shared: &'static Shared) -> Self {
         shared.conns.fetch_add(1, Ordering::AcqRel);
         shared.counters.opened();
         Counted {
             fence: Arc::new(Fence::new(io.as_raw_fd())),
             io,
-            shared: shared.clone(),
+            shared,
         }
     }
 }
@@ -253,7 +253,7 @@ pub(super) async fn or_else<F: Future, T: Future>(fut: F, other: T) -> Option<F:
 pub(super) fn serve_connection<IO, S, B>(
     io: IO,
     peer: Option<SocketAddr>,
-    shared: &Arc<Shared>,
+    shared: &'static Shared,
     service: S,
 ) where
     IO: AsyncRead + AsyncWrite + AsRawFd + Unpin + Send + 'static,
@@ -262,7 +262,6 @@ pub(super) fn serve_connection<IO, S, B>(
 {
     let io = Counted::new(io, shared);
     let fence = io.fence.clone();
-    let shared = shared.clone();
     tokio::spawn(async move {
         let socket_peer = peer.map_or_else(|| "unix".into(), |p| p.ip().to_canonical().to_string());
         let socket_addr = peer;
@@ -289,7 +288,7 @@ pub(super) fn serve_connection<IO, S, B>(
         });
         let tracked = Tracked {
             inner: service,
-            shared: shared.clone(),
+            shared,
             conn: state.clone(),
         };
         #[cfg(feature = "tls")]
@@ -297,7 +296,7 @@ pub(super) fn serve_connection<IO, S, B>(
             // The handshake within the head timeout, as a first request head must come.
             let accept = tokio::time::timeout(shared.cfg.head_timeout, acceptor.accept(io));
             match accept.await {
-                Ok(Ok(io)) => serve_http(io, tracked, &shared, &state).await,
+                Ok(Ok(io)) => serve_http(io, tracked, shared, &state).await,
                 Ok(Err(e)) => {
                     let ip = socket_addr.map(|a| a.ip());
                     crate::http::tls::log_handshake_failure(ip, &e);
@@ -306,13 +305,17 @@ pub(super) fn serve_connection<IO, S, B>(
             }
             return;
         }
-        serve_http(io, tracked, &shared, &state).await;
+        serve_http(io, tracked, shared, &state).await;
     });
 }
 
 /// Serves HTTP on `io` (plain, or TLS once its handshake is done) until the connection ends.
-async fn serve_http<IO, S, B>(io: IO, tracked: Tracked<S>, shared: &Arc<Shared>, state: &ConnState)
-where
+async fn serve_http<IO, S, B>(
+    io: IO,
+    tracked: Tracked<S>,
+    shared: &'static Shared,
+    state: &ConnState,
+) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     S: AppService<B>,
     B: AnswerBody,

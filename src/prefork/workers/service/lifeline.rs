@@ -35,7 +35,7 @@ const LOOK: Duration = Duration::from_millis(50);
 /// the requests blocked past their deadline (`overdue.rs`), and ends once the worker drained.
 pub(super) fn start<S, B>(
     listeners: Vec<TcpListener>,
-    shared: Arc<Shared>,
+    shared: &'static Shared,
     siblings: Siblings,
     spare: tokio::runtime::Handle,
     service: S,
@@ -119,7 +119,7 @@ where
                              spare runtime"
                         ),
                     }
-                    let shared = shared.clone();
+                    let shared = shared;
                     let service = service.clone();
                     spare.spawn(async move {
                         let Ok(s) = stream
@@ -129,7 +129,7 @@ where
                             return;
                         };
                         let _ = s.set_nodelay(true);
-                        serve_connection(s, Some(peer), &shared, service);
+                        serve_connection(s, Some(peer), shared, service);
                     });
                 }
             }

@@ -121,7 +121,9 @@ where
             .slot()
             .set_threads(u32::try_from(self.config.threads).unwrap_or(u32::MAX));
         let gate = SlotGate::new(heartbeat.slot(), env.siblings().slots(), env.gate_ping());
-        let shared = Arc::new(Shared {
+        // Leaked: one per worker process, for its life; a plain reference costs the requests no
+        // reference-count traffic on a cache line every runtime thread shares.
+        let shared: &'static Shared = Box::leak(Box::new(Shared {
             gate: Some(gate),
             counters: heartbeat.slot().metrics(),
             heartbeat,
@@ -148,14 +150,14 @@ where
                 }
                 tokio_rustls::TlsAcceptor::from(Arc::new(c))
             }),
-        });
+        }));
         let mut loops = Vec::new();
         let mut lifeline_listeners = Vec::new();
         {
             let _runtime = rt.enter();
             let wake = Arc::new(GateWake::new(env.gate_ping()));
             // The gate's view of the table stays as fresh as the HTTP server's (see `refresh`).
-            let fresh = shared.clone();
+            let fresh = shared;
             loops.push(rt.spawn(async move {
                 let mut stop = fresh.stop.clone();
                 let mut tick = tokio::time::interval(RESCAN);
@@ -169,7 +171,7 @@ where
                 }
             }));
             // The runtime's pulse, for the lifeline.
-            let pulse = shared.clone();
+            let pulse = shared;
             loops.push(rt.spawn(async move {
                 let mut stop = pulse.stop.clone();
                 let mut tick = tokio::time::interval(lifeline::TICK);
@@ -193,12 +195,9 @@ where
                     Listener::Unix(l) => l.set_nonblocking(true).map(|()| StdListener::Unix(l)),
                 };
                 match listener.and_then(register) {
-                    Ok(l) => loops.push(rt.spawn(accept_loop(
-                        l,
-                        shared.clone(),
-                        wake.clone(),
-                        service.clone(),
-                    ))),
+                    Ok(l) => {
+                        loops.push(rt.spawn(accept_loop(l, shared, wake.clone(), service.clone())))
+                    }
                     Err(e) => {
                         return boot_error(env, format!("a listener could not be registered: {e}"))
                     }
@@ -217,7 +216,7 @@ where
         };
         let lifeline = lifeline::start(
             lifeline_listeners,
-            shared.clone(),
+            shared,
             env.siblings(),
             spare.handle().clone(),
             service.clone(),
