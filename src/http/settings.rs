@@ -265,13 +265,7 @@ mod tests {
 
     use super::*;
 
-    fn env(vars: &'static [(&'static str, &'static str)]) -> Settings {
-        Settings::from_lookup(|name| {
-            vars.iter()
-                .find(|(k, _)| *k == name)
-                .map(|(_, v)| v.to_string())
-        })
-    }
+    use crate::settings::testing::env;
 
     #[test]
     fn every_variable_sets_its_field_in_thread_mode() {
@@ -330,23 +324,10 @@ mod tests {
     #[cfg(feature = "tls")]
     #[test]
     fn tls_variables_set_the_files_in_thread_mode() {
-        let b = Server::builder().with_settings(&env(&[
-            ("PREFORK_CERTFILE", "/etc/app/cert.pem"),
-            ("PREFORK_KEYFILE", "/etc/app/key.pem"),
-        ]));
+        let b = Server::builder().with_settings(&env(crate::settings::testing::TLS_ENV));
         assert!(b.settings_error.is_none());
         let text = b.config_text();
-        for (name, value, var) in [
-            ("certfile", "/etc/app/cert.pem", "PREFORK_CERTFILE"),
-            ("keyfile", "/etc/app/key.pem", "PREFORK_KEYFILE"),
-        ] {
-            assert!(
-                text.lines().any(|l| l.starts_with(&format!("{name} "))
-                    && l.contains(&format!("= {value} "))
-                    && l.ends_with(&format!("(environment {var})"))),
-                "{name} in\n{text}"
-            );
-        }
+        crate::settings::testing::assert_tls_files_from_env(&text);
         let plain = Server::builder().config_text();
         assert!(
             plain.lines().any(|l| l.starts_with("certfile ")

@@ -369,13 +369,7 @@ impl WorkerServer {
 mod tests {
     use super::*;
 
-    fn env(vars: &'static [(&'static str, &'static str)]) -> Settings {
-        Settings::from_lookup(|name| {
-            vars.iter()
-                .find(|(k, _)| *k == name)
-                .map(|(_, v)| v.to_string())
-        })
-    }
+    use crate::settings::testing::env;
 
     #[test]
     fn every_variable_sets_its_field_in_process_mode() {
@@ -450,23 +444,10 @@ mod tests {
     #[cfg(feature = "tls")]
     #[test]
     fn tls_variables_set_the_files_in_process_mode() {
-        let b = Supervisor::builder().with_settings(&env(&[
-            ("PREFORK_CERTFILE", "/etc/app/cert.pem"),
-            ("PREFORK_KEYFILE", "/etc/app/key.pem"),
-        ]));
+        let b = Supervisor::builder().with_settings(&env(crate::settings::testing::TLS_ENV));
         assert!(b.settings_error.is_none());
         let text = b.config_text();
-        for (name, value, var) in [
-            ("certfile", "/etc/app/cert.pem", "PREFORK_CERTFILE"),
-            ("keyfile", "/etc/app/key.pem", "PREFORK_KEYFILE"),
-        ] {
-            assert!(
-                text.lines().any(|l| l.starts_with(&format!("{name} "))
-                    && l.contains(&format!("= {value} "))
-                    && l.ends_with(&format!("(environment {var})"))),
-                "{name} in\n{text}"
-            );
-        }
+        crate::settings::testing::assert_tls_files_from_env(&text);
         // The files are read when the supervisor builds: these do not exist.
         let err = b.bind("127.0.0.1:0").build().unwrap_err().to_string();
         assert!(
