@@ -14,14 +14,17 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::ConnectInfo;
 use axum::routing::get;
 use futures_util::{SinkExt, StreamExt};
-use prefork_pool::prefork::{ServiceConfig, Supervisor};
+use prefork_pool::prefork::ServiceConfig;
+
+#[path = "support/master.rs"]
+mod master;
 
 #[path = "../examples/axum_bulkhead.rs"]
 #[allow(dead_code)]
@@ -32,23 +35,10 @@ const ROLE: &str = "AXUM_SUPERVISED_ROLE";
 /// The server: 1 worker process of 1 runtime thread, the template's router and `/peer`, which
 /// answers axum's `ConnectInfo`; the health routes.
 fn server() -> i32 {
-    let supervisor = match Supervisor::builder()
-        .bind("127.0.0.1:0")
-        .workers(1)
-        .graceful_timeout(Duration::from_secs(4))
-        .build()
-    {
+    let supervisor = match master::on_free_port(1) {
         Ok(s) => s,
-        Err(e) => {
-            eprintln!("cannot start: {e}");
-            return 1;
-        }
+        Err(code) => return code,
     };
-    println!(
-        "listening on {}",
-        supervisor.local_addr().expect("a TCP address")
-    );
-    let _ = std::io::stdout().flush();
     supervisor.serve_service(
         ServiceConfig::new()
             .threads(1)
@@ -111,31 +101,11 @@ fn main() {
     if std::env::var(ROLE).is_ok() {
         std::process::exit(server());
     }
-    let mut child = Command::new(std::env::current_exe().expect("this test's path"))
-        .env(ROLE, "server")
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("start the server");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .expect("the server's address");
-    let addr: SocketAddr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("no address in {line:?}"));
+    let (mut child, addr) = master::start(ROLE);
     let master = child.id();
     let outcome = std::panic::catch_unwind(|| {
         // The worker is up once it answers.
-        let end = Instant::now() + Duration::from_secs(60);
-        let (status, body) = loop {
-            match std::panic::catch_unwind(|| request(addr, "/peer", "")) {
-                Ok(answer) => break answer,
-                Err(_) if Instant::now() < end => std::thread::sleep(Duration::from_millis(100)),
-                Err(e) => std::panic::resume_unwind(e),
-            }
-        };
+        let (status, body) = master::until_up(|| request(addr, "/peer", ""));
         assert_eq!(status, 200, "ConnectInfo<SocketAddr> extracted: {body}");
         let peer: SocketAddr = body.parse().expect("a socket address");
         assert!(peer.ip().is_loopback() && peer.port() != 0, "{peer}");
@@ -220,22 +190,7 @@ fn main() {
             })
         }))
     });
-    let term = term.take().unwrap_or_else(|| {
-        Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-    });
-    let end = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(s) = child.try_wait().expect("wait for the server") {
-            break Some(s);
-        }
-        if Instant::now() > end {
-            let _ = child.kill();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let (term, status) = master::term_and_wait(&mut child, term.take());
     if let Err(e) = outcome {
         std::panic::resume_unwind(e);
     }

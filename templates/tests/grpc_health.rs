@@ -9,15 +9,16 @@
 //! No libtest harness: this binary re-runs itself as the server (the supervisor's master must
 //! be a process without threads), and the test talks to it over TCP.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use prefork_pool::prefork::Supervisor;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
+
+#[path = "support/master.rs"]
+mod master;
 
 #[path = "../examples/grpc_health.rs"]
 #[allow(dead_code)]
@@ -27,24 +28,10 @@ const ROLE: &str = "GRPC_HEALTH_ROLE";
 
 /// The server: the template's app and config, 2 worker processes on a free port (printed).
 fn server() -> i32 {
-    let supervisor = match Supervisor::builder()
-        .bind("127.0.0.1:0")
-        .workers(2)
-        .graceful_timeout(Duration::from_secs(4))
-        .build()
-    {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("cannot start: {e}");
-            return 1;
-        }
-    };
-    println!(
-        "listening on {}",
-        supervisor.local_addr().expect("a TCP address")
-    );
-    let _ = std::io::stdout().flush();
-    supervisor.serve_service(app::config(), || Ok::<_, String>(app::app()))
+    match master::on_free_port(2) {
+        Ok(supervisor) => supervisor.serve_service(app::config(), || Ok::<_, String>(app::app())),
+        Err(code) => code,
+    }
 }
 
 /// One HTTP/1.1 request on its own connection: the status, the whole answer and the body.
@@ -98,31 +85,11 @@ fn main() {
     if std::env::var(ROLE).is_ok() {
         std::process::exit(server());
     }
-    let mut child = Command::new(std::env::current_exe().expect("this test's path"))
-        .env(ROLE, "server")
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("start the server");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .expect("the server's address");
-    let addr: SocketAddr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("no address in {line:?}"));
+    let (mut child, addr) = master::start(ROLE);
     let master = child.id();
     let outcome = std::panic::catch_unwind(|| {
         // The workers are up once one answers.
-        let end = Instant::now() + Duration::from_secs(60);
-        let (status, _, body) = loop {
-            match std::panic::catch_unwind(|| http1(addr, "/")) {
-                Ok(answer) => break answer,
-                Err(_) if Instant::now() < end => std::thread::sleep(Duration::from_millis(100)),
-                Err(e) => std::panic::resume_unwind(e),
-            }
-        };
+        let (status, _, body) = master::until_up(|| http1(addr, "/"));
         // HTTP/1.1 on the port the gRPC service is on.
         let json: serde_json::Value = serde_json::from_str(&body).expect("JSON");
         let pid = json["worker_pid"].as_u64().expect("worker_pid");
@@ -173,21 +140,7 @@ fn main() {
         );
     });
     // SIGTERM drains; the master exits 0.
-    let term = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let end = Instant::now() + Duration::from_secs(30);
-    let exit = loop {
-        if let Some(s) = child.try_wait().expect("wait for the server") {
-            break Some(s);
-        }
-        if Instant::now() > end {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let (term, exit) = master::term_and_wait(&mut child, None);
     if let Err(e) = outcome {
         std::panic::resume_unwind(e);
     }
