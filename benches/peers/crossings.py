@@ -6,6 +6,7 @@ another file under SRC_ROOT (a "cross-file call"), in each run, and prints the p
 difference (BIG - SMALL) / N, so start-up and shutdown cancel:
   files       crate files entered by a request (a file counts when a call enters it)
   cross-file  calls from one crate file into another, per request
+  entered-from>1  files entered from more than one other file (the path comes back to them)
   entered>1   files entered more than once per request, with who enters them
 Closures called back from std (a crate closure called by Option::map, say) are not counted: the
 caller is not a crate file. Debug builds only: in release the inliner merges functions.
@@ -77,8 +78,13 @@ def main():
         enterers[dst].append((v, src, fn_src, fn_dst))
     files = set(entered) | {k[0] for k in cross}
     twice = {f: v for f, v in entered.items() if v >= 1.5}
+    callers = {f: sorted({src for _, src, _, _ in enterers[f]}) for f in entered}
+    shared = {f: c for f, c in callers.items() if len(c) > 1}
     print(f"files {len(files)}")
     print(f"cross-file {sum(cross.values()):.0f}")
+    print(f"entered-from>1 {len(shared)}")
+    for f, c in sorted(shared.items()):
+        print(f"  {f} <- {', '.join(c)}")
     print(f"entered>1 {len(twice)}")
     for f, v in sorted(twice.items(), key=lambda x: -x[1]):
         print(f"  {f}: {v:.1f}")
