@@ -522,7 +522,11 @@ impl After {
         }
         shared.counters.answered(self.method, status, bytes, took);
         let since = now.saturating_duration_since(shared.born).as_millis() as u64;
-        shared.last_answer_ms.store(since, Ordering::Relaxed);
+        // Written only when it moves (once a millisecond at most): the line stays shared by
+        // the runtime's threads, which read the drain flag beside it at every request.
+        if shared.last_answer_ms.load(Ordering::Relaxed) != since {
+            shared.last_answer_ms.store(since, Ordering::Relaxed);
+        }
         if let (Some(fmt), Some(log)) = (shared.cfg.access_log.as_ref(), self.log.as_ref()) {
             write_line(fmt, &self.peer, log, status, resp.headers(), bytes, took);
         }
