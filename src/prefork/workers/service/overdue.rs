@@ -201,6 +201,7 @@ pub(super) struct Reply {
 /// that took it: each runtime thread takes and frees its requests' slots under a lock of its own
 /// (the lifeline's look and a task moved to another thread take it too), not one that every
 /// thread of the runtime passes between them at each request.
+#[derive(Default)]
 pub(super) struct Watch {
     shards: [Shard; SHARDS],
 }
@@ -213,14 +214,6 @@ const SHARDS: usize = 8;
 #[repr(align(128))]
 struct Shard {
     slots: Mutex<Slots>,
-}
-
-impl Default for Watch {
-    fn default() -> Watch {
-        Watch {
-            shards: Default::default(),
-        }
-    }
 }
 
 /// This thread's shard of a watch (the threads' turns, modulo [`SHARDS`]).
