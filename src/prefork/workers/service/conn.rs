@@ -246,6 +246,44 @@ pub(super) async fn or_else<F: Future, T: Future>(fut: F, other: T) -> Option<F:
     .await
 }
 
+/// `fut`'s output, or `None` once `other` is ready; `other` is polled at the first poll and then
+/// only once its own waker (`flag`'s) woke the task, not at every wake-up of `fut` (once a
+/// request or more). (`flag` is reused from one call to the next.)
+async fn or_woken<F: Future, T: Future>(
+    fut: Pin<&mut F>,
+    other: T,
+    flag: &TimerFlag,
+    flag_waker: &Waker,
+) -> Option<F::Output> {
+    let mut fut = fut;
+    let mut other = pin!(other);
+    let mut registered = false;
+    poll_fn(|cx| {
+        if let Poll::Ready(out) = fut.as_mut().poll(cx) {
+            return Poll::Ready(Some(out));
+        }
+        if registered {
+            // Cleared before the poll: a wake-up during it is seen at the next.
+            if !flag.fired.swap(false, Ordering::AcqRel) {
+                return Poll::Pending;
+            }
+        } else {
+            flag.fired.store(false, Ordering::Relaxed);
+            *flag.task.lock().unwrap_or_else(|p| p.into_inner()) = Some(cx.waker().clone());
+            registered = true;
+        }
+        if other
+            .as_mut()
+            .poll(&mut Context::from_waker(flag_waker))
+            .is_ready()
+        {
+            return Poll::Ready(None);
+        }
+        Poll::Pending
+    })
+    .await
+}
+
 /// Serves one connection until it ends. A connection with no request under way is closed once
 /// it has been idle for the keep-alive time or the head timeout, whichever is shorter (before
 /// its first request: the head timeout), or, during a drain, for [`DRAIN_GRACE`] (from the
@@ -353,6 +391,9 @@ async fn drive<C: Future>(
     let mut timer = pin!(tokio::time::sleep_until(Instant::now().into()));
     let flag = Arc::new(TimerFlag::default());
     let flag_waker = Waker::from(flag.clone());
+    // The wake-ups below (the timer, an answer, the drain) wake the task through this flag.
+    let woke = Arc::new(TimerFlag::default());
+    let woke_waker = Waker::from(woke.clone());
     loop {
         let stopping = shared.stopping();
         if stopping && drain_start.is_none() {
@@ -414,13 +455,17 @@ async fn drive<C: Future>(
                 or_else(timer, drained(stop, shared)).await;
             }
         };
-        if or_else(conn.as_mut(), wake).await.is_some() {
+        if or_woken(conn.as_mut(), wake, &woke, &woke_waker)
+            .await
+            .is_some()
+        {
             break;
         }
     }
 }
 
-/// Whether the connection's timer fired, and the connection's task, which its firing wakes.
+/// A waker of the connection's task that leaves a mark: whether it woke it (the timer fired, an
+/// answer or the drain came), and the task it wakes.
 #[derive(Default)]
 struct TimerFlag {
     fired: AtomicBool,

@@ -197,10 +197,39 @@ pub(super) struct Reply {
 }
 
 /// The requests a worker process's lifeline watches: a slot each, reused once free (no hashing,
-/// no allocation once the slots of the busiest moment exist).
+/// no allocation once the slots of the busiest moment exist), in the shard of the runtime thread
+/// that took it: each runtime thread takes and frees its requests' slots under a lock of its own
+/// (the lifeline's look and a task moved to another thread take it too), not one that every
+/// thread of the runtime passes between them at each request.
 #[derive(Default)]
 pub(super) struct Watch {
+    shards: [Shard; SHARDS],
+}
+
+/// A watch's shards: the runtime threads take one each, by their turn (more threads share).
+const SHARDS: usize = 8;
+
+/// One shard of a [`Watch`], on cache lines of its own.
+#[derive(Default)]
+#[repr(align(128))]
+struct Shard {
     slots: Mutex<Slots>,
+}
+
+/// This thread's shard of a watch (the threads' turns, modulo [`SHARDS`]).
+fn this_threads_shard() -> usize {
+    use std::cell::Cell;
+    use std::sync::atomic::AtomicUsize;
+    static TURNS: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static SHARD: Cell<usize> = const { Cell::new(usize::MAX) };
+    }
+    SHARD.with(|shard| {
+        if shard.get() == usize::MAX {
+            shard.set(TURNS.fetch_add(1, Ordering::Relaxed) % SHARDS);
+        }
+        shard.get()
+    })
 }
 
 #[derive(Default)]
@@ -218,26 +247,31 @@ struct Entry {
 impl Watch {
     /// The line of the running request with the earliest deadline ("" when none runs).
     pub(super) fn oldest_line(&self) -> String {
-        let slots = self.slots.lock();
-        let oldest = slots
-            .all
-            .iter()
-            .flatten()
-            .min_by_key(|e| e.watched.deadline);
-        oldest.map_or_else(String::new, |e| e.watched.line.to_string())
+        let oldest = self.shards.iter().filter_map(|shard| {
+            let slots = shard.slots.lock();
+            let oldest = slots
+                .all
+                .iter()
+                .flatten()
+                .min_by_key(|e| e.watched.deadline);
+            oldest.map(|e| (e.watched.deadline, e.watched.line.clone()))
+        });
+        let oldest = oldest.min_by_key(|(deadline, _)| *deadline);
+        oldest.map_or_else(String::new, |(_, line)| line.to_string())
     }
 
     /// Publishes in `heartbeat` the request furthest past its deadline at `now`, or none (see
     /// [`Heartbeat::publish_overdue`]).
     fn publish(&self, heartbeat: &Heartbeat, now: Instant) {
-        let late = {
-            let slots = self.slots.lock();
+        let late = self.shards.iter().filter_map(|shard| {
+            let slots = shard.slots.lock();
             let late = slots.all.iter().flatten().map(|e| &e.watched);
             let late = late
                 .filter(|w| w.deadline <= now)
                 .min_by_key(|w| w.deadline);
             late.map(|w| (w.deadline, w.line.clone()))
-        };
+        });
+        let late = late.min_by_key(|(deadline, _)| *deadline);
         let late = late.map(|(deadline, line)| (deadline, line.to_string()));
         heartbeat.publish_late(late.as_ref().map(|(d, l)| (*d, l.as_str())));
     }
@@ -246,7 +280,7 @@ impl Watch {
 /// A watched request: [`finish`](WatchGuard::finish) it once the service answered; dropped
 /// unfinished (the connection went away), it is forgotten.
 pub(super) struct WatchGuard<'a> {
-    watch: &'a Watch,
+    shard: &'a Shard,
     index: Option<usize>,
 }
 
@@ -256,7 +290,8 @@ impl<'a> WatchGuard<'a> {
             watched,
             answered: false,
         });
-        let mut slots = watch.slots.lock();
+        let shard = &watch.shards[this_threads_shard()];
+        let mut slots = shard.slots.lock();
         let index = match slots.free.pop() {
             Some(i) => {
                 slots.all[i] = entry;
@@ -268,7 +303,7 @@ impl<'a> WatchGuard<'a> {
             }
         };
         WatchGuard {
-            watch,
+            shard,
             index: Some(index),
         }
     }
@@ -277,7 +312,7 @@ impl<'a> WatchGuard<'a> {
     /// `None`: the lifeline answered it, and counted and logged it: the runtime must not.
     pub(super) fn finish(mut self) -> Option<Option<Box<LogRequest>>> {
         let index = self.index.take()?;
-        let mut slots = self.watch.slots.lock();
+        let mut slots = self.shard.slots.lock();
         // Read in place and dropped there (the entry is not moved out).
         let entry = slots.all[index].as_mut()?;
         let back =
@@ -289,7 +324,7 @@ impl<'a> WatchGuard<'a> {
 
     /// The request's line (for a log line of the runtime's own answer).
     pub(super) fn line(&self) -> Option<RequestLine> {
-        let slots = self.watch.slots.lock();
+        let slots = self.shard.slots.lock();
         let entry = slots.all[self.index?].as_ref()?;
         Some(entry.watched.line.clone())
     }
@@ -298,7 +333,7 @@ impl<'a> WatchGuard<'a> {
 impl Drop for WatchGuard<'_> {
     fn drop(&mut self) {
         if let Some(index) = self.index {
-            let mut slots = self.watch.slots.lock();
+            let mut slots = self.shard.slots.lock();
             slots.all[index] = None;
             slots.free.push(index);
         }
@@ -327,8 +362,8 @@ pub(super) fn sweep(
 ) {
     let now = Instant::now();
     let mut due = Vec::new();
-    {
-        let mut slots = watch.slots.lock();
+    for shard in &watch.shards {
+        let mut slots = shard.slots.lock();
         for e in slots.all.iter_mut().flatten() {
             let w = &mut e.watched;
             let Some(reply) = &w.reply else { continue };
@@ -441,7 +476,8 @@ mod tests {
         assert_eq!(hb.slot().deadline_ms(), 0);
         // A freed slot is reused; the one still running is kept.
         let again = WatchGuard::new(&watch, watched("/again", now + Duration::from_secs(1)));
-        assert_eq!(watch.slots.lock().all.len(), 3);
+        let slots = watch.shards.iter().map(|s| s.slots.lock().all.len());
+        assert_eq!(slots.sum::<usize>(), 3);
         assert_eq!(watch.oldest_line(), "GET /again HTTP/1.1");
         drop((again, later));
         assert_eq!(watch.oldest_line(), "");

@@ -5,12 +5,13 @@
 //! the body handed to the service counted as it streams in ([`ServiceBody`]): over the limit, 413.
 
 use std::convert::Infallible;
-use std::future::{poll_fn, Future};
+use std::future::Future;
+use std::marker::PhantomData;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::Poll;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use http_body_util::{Either, Full};
@@ -24,14 +25,14 @@ use super::config::Checked;
 use super::line::RequestLine;
 use super::overdue::{Fence, Reply, Watch, WatchGuard, Watched, TIMEOUT_TEXT};
 use super::{AnswerBody, AppService, BoxError, ServiceBody};
-use crate::http::ops::access_log::write_line;
+use crate::http::ops::access_log::{write_line, LogRequest};
 use crate::http::ops::forwarded::{believe, ProxySettings};
 use crate::http::ops::health::HealthView;
 use crate::http::ops::metrics::{method_index, HttpCounters};
 use crate::http::AcceptPolicy;
 use crate::http::{PeerAddr, SocketPeer};
 use crate::prefork::workers::balance::SlotGate;
-use crate::prefork::workers::heartbeat::Heartbeat;
+use crate::prefork::workers::heartbeat::{Counted, Heartbeat};
 
 /// The response body the tower mode sends: the app's, or the server's own answer (504 at the
 /// deadline, 500 when the service failed, a refusal, a health route).
@@ -196,6 +197,10 @@ fn refusal(req: &Request<Incoming>, cfg: &Checked) -> Option<(StatusCode, String
             ));
         }
     }
+    // (A body that is over at once declared none, or 0: no header to look up.)
+    if req.body().is_end_stream() {
+        return None;
+    }
     let declared = req
         .headers()
         .get(CONTENT_LENGTH)
@@ -280,139 +285,254 @@ where
             let status = resp.status();
             Some((status, String::from_utf8_lossy(resp.body()).into_owned()))
         });
-        let service = self.inner.clone();
         let conn = self.conn.clone();
         let h1 = req.version() < Version::HTTP_2;
         if !h1 {
             conn.h2.store(true, Ordering::Relaxed);
         }
-        let line = RequestLine::of(&req);
         let budget = cfg
             .deadline_for
             .as_ref()
             .and_then(|f| f(req.method(), req.uri()))
             .unwrap_or(cfg.deadline);
+        let deadline = started + budget;
+        let mut log = log;
+        // The lifeline publishes the request in the heartbeat once past its deadline, and,
+        // HTTP/1.1, answers 504 if the handler blocks its runtime thread past the deadline (see
+        // `overdue.rs`). (Not a request the server answers itself.)
+        let guard = own.is_none().then(|| {
+            let reply = h1.then(|| Reply {
+                fence: conn.fence.clone(),
+                since: conn.fence.written(),
+                log: log.take(),
+                peer: peer.clone(),
+            });
+            let watched = Watched {
+                deadline,
+                budget,
+                line: RequestLine::of(&req),
+                method,
+                started,
+                reply,
+            };
+            WatchGuard::new(&shared.watch, watched)
+        });
         // An empty body never crosses the limit: no flag (and no allocation) for it.
         let over = (!req.body().is_end_stream()).then(|| Arc::new(AtomicBool::new(false)));
         let limit = cfg.limits.body_bytes;
         let req = req.map(|body| ServiceBody::new(body, limit, over.clone()));
-        let since = conn.fence.written();
-        let mut log = log;
-        // The service's answer, asked for only when the server does not answer itself (`own`).
-        let called = Call::new(service, req);
-        Box::pin(async move {
-            let (mut resp, mut by_server) = match own {
-                Some((status, text)) => (own_answer(status, text), true),
-                None => {
-                    let deadline = started + budget;
-                    // The lifeline publishes it in the heartbeat once past its deadline, and,
-                    // HTTP/1.1, answers 504 if the handler blocks its runtime thread past the
-                    // deadline (see `overdue.rs`).
-                    let reply = h1.then(|| Reply {
-                        fence: conn.fence.clone(),
-                        since,
-                        log: log.take(),
-                        peer: peer.clone(),
-                    });
-                    let watched = Watched {
-                        deadline,
-                        budget,
-                        line,
-                        method,
-                        started,
-                        reply,
-                    };
-                    let guard = WatchGuard::new(&shared.watch, watched);
-                    // (Pinned in place with `unsafe`, it would save the second copy `pin!`
-                    // makes in this future: 888 instead of 1,208 bytes, within glibc's
-                    // per-thread cache; the crate keeps `unsafe` to the OS calls.)
-                    let called = std::pin::pin!(called);
-                    let out = serve(called, shared, &guard, deadline, budget).await;
-                    match guard.finish() {
-                        Some(back) => log = log.or(back),
-                        // The lifeline answered 504 (and counted and logged it): this answer is
-                        // never written (the connection is fenced off).
-                        None => return Ok(out.0),
-                    }
-                    out
-                }
-            };
-            let mut close = close;
-            if over.as_ref().is_some_and(|o| o.load(Ordering::Acquire)) {
-                // A body without a declared length (chunked, HTTP/2) went over the limit while
-                // the service read it: the server's 413 whatever the service made of the error,
-                // and the connection closed (the rest of the body is not read).
-                let text = body_too_large(limit);
-                resp = own_answer(StatusCode::PAYLOAD_TOO_LARGE, text);
-                (by_server, close) = (true, true);
-            }
-            let cap = shared.gate.as_ref().and_then(|g| g.keepalive_requests());
-            // The gate's cap: clients reconnect now and then, to the process the gate picks.
-            let capped = cap.is_some_and(|cap| conn.answered.load(Ordering::Relaxed) + 1 >= cap);
-            // (HTTP/2 has no `Connection`: a stop sends GOAWAY on the connection instead.)
-            let stopping = health_stopping.unwrap_or_else(|| shared.stopping());
-            if h1 && (close || capped || stopping) {
-                // hyper closes the connection once this answer is written.
-                resp.headers_mut()
-                    .insert(CONNECTION, HeaderValue::from_static("close"));
-            }
-            let status = resp.status().as_u16();
-            let bytes = resp.body().size_hint().exact().unwrap_or(0) as usize;
-            let now = Instant::now();
-            let took = now.saturating_duration_since(started);
-            if by_server {
-                shared.counters.own_answer(status);
-            }
-            shared.counters.answered(method, status, bytes, took);
-            let since = now.saturating_duration_since(shared.born).as_millis() as u64;
-            shared.last_answer_ms.store(since, Ordering::Relaxed);
-            if let (Some(fmt), Some(log)) = (shared.cfg.access_log.as_ref(), log.as_ref()) {
-                write_line(fmt, &peer, log, status, resp.headers(), bytes, took);
-            }
-            in_flight.answered(now);
-            Ok(resp)
+        Box::pin(Answering {
+            // The service's answer, asked for only when the server does not answer itself.
+            called: Call::new(self.inner.clone(), req),
+            timer: None,
+            running: None,
+            own,
+            guard,
+            after: After {
+                shared,
+                conn,
+                in_flight: Some(in_flight),
+                method,
+                started,
+                deadline,
+                budget,
+                h1,
+                over,
+                limit,
+                close,
+                health_stopping,
+                log,
+                peer,
+            },
+            _body: PhantomData,
         })
     }
 }
 
-/// Runs the service's answer `called` until `deadline` (`budget` from its start): its answer, or
-/// the server's own (504 at the deadline, 500 when it failed; `true` then).
-async fn serve<F, B>(
-    mut called: Pin<&mut F>,
-    shared: &Shared,
-    watched: &WatchGuard<'_>,
+pin_project_lite::pin_project! {
+    /// A request's answer once `call` has looked at it: the server's own (`own`), or the
+    /// service's (`called`) within its deadline (504 past it, 500 when it failed), then counted,
+    /// logged and given its `Connection`. Written out (not an `async` block) so that `called`
+    /// is pinned where it is, in the one allocation hyper keeps per request, with no second
+    /// place kept for it: the future stays small (within glibc's per-thread cache) and is
+    /// copied once.
+    struct Answering<S, B>
+    where
+        S: tower_service::Service<Request<ServiceBody>>,
+    {
+        #[pin]
+        called: Call<S, Request<ServiceBody>>,
+        // The deadline's timer, only for an answer that is not ready at its first poll: most
+        // are, and a timer costs a registration in the runtime's wheel and its removal. (Boxed:
+        // not carried in every request's future.)
+        timer: Option<Pin<Box<tokio::time::Sleep>>>,
+        // Counted as running (the siblings' accept gates read the count) from the first poll
+        // until the service answers, then as done (`max_requests`).
+        running: Option<Counted>,
+        own: Option<(StatusCode, String)>,
+        // The lifeline's view of the request (`None`: the server answers it itself).
+        guard: Option<WatchGuard<'static>>,
+        after: After,
+        _body: PhantomData<fn() -> B>,
+    }
+}
+
+/// What a request's answer needs once it is made (see [`After::finish`]).
+struct After {
+    shared: &'static Shared,
+    conn: Arc<ConnState>,
+    /// `None` once answered.
+    in_flight: Option<InFlight>,
+    /// The request's method, as the metrics count it.
+    method: u8,
+    started: Instant,
     deadline: Instant,
     budget: Duration,
-) -> (Answer<B>, bool)
+    h1: bool,
+    over: Option<Arc<AtomicBool>>,
+    limit: u64,
+    /// The server refused the request (`Connection: close`).
+    close: bool,
+    /// A health answer's view of the stop.
+    health_stopping: Option<bool>,
+    log: Option<Box<LogRequest>>,
+    peer: Arc<str>,
+}
+
+impl<S, B> Future for Answering<S, B>
 where
-    F: Future<Output = Result<Response<B>, BoxError>>,
+    S: AppService<B> + tower_service::Service<Request<ServiceBody>, Response = Response<B>>,
+    B: AnswerBody,
 {
-    // Counted as running (the siblings' accept gates read the count) until it ends, then as
-    // done (`max_requests`). The master sees it through the lifeline's watch once it runs past
-    // its deadline: one still running `request_grace` after it (a runtime thread blocked, so the
-    // timer below cannot fire) gets the whole process replaced.
-    let running = shared.heartbeat.count_running();
-    // The deadline's timer only for an answer that is not ready at its first poll: most are, and
-    // a timer costs a registration in the runtime's wheel and its removal. (Boxed: not carried
-    // in every request's future.)
-    let answer = match poll_fn(|cx| Poll::Ready(called.as_mut().poll(cx))).await {
-        Poll::Ready(out) => Ok(out),
-        Poll::Pending => Box::pin(tokio::time::timeout_at(deadline.into(), called)).await,
-    };
-    drop(running);
-    match answer {
-        Ok(Ok(resp)) => (resp.map(Either::Left), false),
-        Ok(Err(e)) => {
-            let line = watched.line().map(|l| l.to_string()).unwrap_or_default();
-            log::error!("{line}: the service failed: {e}");
-            let text = "internal server error\n".to_string();
-            (own_answer(StatusCode::INTERNAL_SERVER_ERROR, text), true)
+    type Output = Result<Answer<B>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let me = self.project();
+        let after = me.after;
+        let (resp, by_server) = match me.own.take() {
+            Some((status, text)) => (own_answer(status, text), true),
+            None => {
+                let shared = after.shared;
+                // The master sees the request through the lifeline's watch once it runs past
+                // its deadline: one still running `request_grace` after it (a runtime thread
+                // blocked, so the timer below cannot fire) gets the whole process replaced.
+                me.running
+                    .get_or_insert_with(|| shared.heartbeat.count_running());
+                let answer = match me.called.poll(cx) {
+                    Poll::Ready(out) => Some(out),
+                    Poll::Pending => {
+                        let deadline = after.deadline;
+                        let timer = me.timer.get_or_insert_with(|| {
+                            Box::pin(tokio::time::sleep_until(deadline.into()))
+                        });
+                        // (Out of the task's budget, as `tokio::time::timeout`'s timer is once
+                        // the service used it up: the deadline holds whatever the service does.)
+                        let mut fired = tokio::task::unconstrained(timer.as_mut());
+                        match Pin::new(&mut fired).poll(cx) {
+                            Poll::Ready(()) => None,
+                            Poll::Pending => return Poll::Pending,
+                        }
+                    }
+                };
+                *me.running = None;
+                *me.timer = None;
+                let guard = me.guard.take();
+                let (resp, by_server) = after.own_or(answer, guard.as_ref());
+                match guard.and_then(WatchGuard::finish) {
+                    Some(back) => after.log = after.log.take().or(back),
+                    // The lifeline answered 504 (and counted and logged it): this answer is
+                    // never written (the connection is fenced off).
+                    None => {
+                        after.in_flight.take();
+                        return Poll::Ready(Ok(resp));
+                    }
+                }
+                (resp, by_server)
+            }
+        };
+        Poll::Ready(Ok(after.finish(resp, by_server)))
+    }
+}
+
+impl After {
+    /// The service's answer (`None`: not within its deadline), or the server's own (504 at the
+    /// deadline, 500 when it failed; `true` then).
+    fn own_or<B>(
+        &self,
+        answer: Option<Result<Response<B>, BoxError>>,
+        watched: Option<&WatchGuard<'_>>,
+    ) -> (Answer<B>, bool) {
+        let line = || {
+            let line = watched.and_then(WatchGuard::line);
+            line.map(|l| l.to_string()).unwrap_or_default()
+        };
+        match answer {
+            Some(Ok(resp)) => (resp.map(Either::Left), false),
+            Some(Err(e)) => {
+                log::error!("{}: the service failed: {e}", line());
+                let text = "internal server error\n".to_string();
+                (own_answer(StatusCode::INTERNAL_SERVER_ERROR, text), true)
+            }
+            None => {
+                let budget = self.budget;
+                log::warn!(
+                    "{}: no answer within its deadline of {budget:?}; answered 504",
+                    line()
+                );
+                let text = TIMEOUT_TEXT.to_string();
+                (own_answer(StatusCode::GATEWAY_TIMEOUT, text), true)
+            }
         }
-        Err(_) => {
-            let line = watched.line().map(|l| l.to_string()).unwrap_or_default();
-            log::warn!("{line}: no answer within its deadline of {budget:?}; answered 504");
-            let text = TIMEOUT_TEXT.to_string();
-            (own_answer(StatusCode::GATEWAY_TIMEOUT, text), true)
+    }
+
+    /// The answer `resp` (`by_server`: the server's own) as it goes out: the server's 413 for a
+    /// body that went over the limit, its `Connection`, counted in the metrics, logged.
+    fn finish<B: AnswerBody>(&mut self, mut resp: Answer<B>, mut by_server: bool) -> Answer<B> {
+        let shared = self.shared;
+        let mut close = self.close;
+        if self
+            .over
+            .as_ref()
+            .is_some_and(|o| o.load(Ordering::Acquire))
+        {
+            // A body without a declared length (chunked, HTTP/2) went over the limit while the
+            // service read it: the server's 413 whatever the service made of the error, and
+            // the connection closed (the rest of the body is not read).
+            let text = body_too_large(self.limit);
+            resp = own_answer(StatusCode::PAYLOAD_TOO_LARGE, text);
+            (by_server, close) = (true, true);
         }
+        let cap = shared.gate.as_ref().and_then(|g| g.keepalive_requests());
+        // The gate's cap: clients reconnect now and then, to the process the gate picks.
+        let answered = self.conn.answered.load(Ordering::Relaxed);
+        let capped = cap.is_some_and(|cap| answered + 1 >= cap);
+        // (HTTP/2 has no `Connection`: a stop sends GOAWAY on the connection instead.)
+        let stopping = self.health_stopping.unwrap_or_else(|| shared.stopping());
+        if self.h1 && (close || capped || stopping) {
+            // hyper closes the connection once this answer is written.
+            resp.headers_mut()
+                .insert(CONNECTION, HeaderValue::from_static("close"));
+        }
+        let status = resp.status().as_u16();
+        let bytes = resp.body().size_hint().exact().unwrap_or(0) as usize;
+        let now = Instant::now();
+        let took = now.saturating_duration_since(self.started);
+        if by_server {
+            shared.counters.own_answer(status);
+        }
+        shared.counters.answered(self.method, status, bytes, took);
+        let since = now.saturating_duration_since(shared.born).as_millis() as u64;
+        // Written only when it moves (once a millisecond at most): the line stays shared by
+        // the runtime's threads, which read the drain flag beside it at every request.
+        if shared.last_answer_ms.load(Ordering::Relaxed) != since {
+            shared.last_answer_ms.store(since, Ordering::Relaxed);
+        }
+        if let (Some(fmt), Some(log)) = (shared.cfg.access_log.as_ref(), self.log.as_ref()) {
+            write_line(fmt, &self.peer, log, status, resp.headers(), bytes, took);
+        }
+        if let Some(in_flight) = self.in_flight.take() {
+            in_flight.answered(now);
+        }
+        resp
     }
 }
