@@ -375,19 +375,23 @@ impl ServerBuilder {
 /// Names a request in the pool's record of what its worker runs (the stuck report, the heartbeat):
 /// its request line, e.g. `GET /x?a=1 HTTP/1.1`. No allocation: the label is a fixed buffer.
 fn request_line(req: &HttpRequest, label: &mut Label) {
-    label.push(req.method().as_str()).push(" ");
     let uri = req.uri();
-    match uri.path_and_query() {
-        Some(pq) if uri.scheme().is_none() => label.push(pq.as_str()),
-        _ => label.push(&uri.to_string()),
+    let whole;
+    let target = match uri.path_and_query() {
+        Some(pq) if uri.scheme().is_none() => pq.as_str(),
+        _ => {
+            whole = uri.to_string();
+            whole.as_str()
+        }
     };
-    label.push(match req.version() {
+    let version = match req.version() {
         Version::HTTP_09 => " HTTP/0.9",
         Version::HTTP_10 => " HTTP/1.0",
         Version::HTTP_2 => " HTTP/2.0",
         Version::HTTP_3 => " HTTP/3.0",
         _ => " HTTP/1.1",
-    });
+    };
+    label.push_all(&[req.method().as_str(), " ", target, version]);
 }
 
 /// After each request's handler: render a `prefork_pool::Error` the handler returned like the

@@ -58,6 +58,15 @@ impl Label {
         self
     }
 
+    /// Appends each of `parts` in turn, as [`push`](Self::push) does (one call for a line built
+    /// from pieces, such as a request line).
+    pub(crate) fn push_all(&mut self, parts: &[&str]) -> &mut Self {
+        for part in parts {
+            self.push(part);
+        }
+        self
+    }
+
     pub(crate) fn as_str(&self) -> &str {
         // Only whole `&str`s (or their cut at a character boundary) and ASCII are ever copied in.
         std::str::from_utf8(&self.buf[..self.len as usize]).unwrap_or("")
@@ -94,6 +103,22 @@ mod tests {
     use std::sync::mpsc;
     #[cfg(feature = "http")]
     use std::time::Duration;
+
+    #[test]
+    fn a_label_joins_its_parts_and_cuts_a_long_one_at_a_character_boundary_with_dots() {
+        let mut label = Label::EMPTY;
+        label.push_all(&["GET", " ", "/a?b=1", " HTTP/1.1"]);
+        assert_eq!(label.as_str(), "GET /a?b=1 HTTP/1.1");
+
+        let long = format!("/{}", "\u{e9}".repeat(LABEL_MAX));
+        let mut label = Label::EMPTY;
+        label.push_all(&["GET", " ", &long, " HTTP/1.1"]);
+        let text = label.as_str();
+        assert!(text.len() <= LABEL_MAX, "{} bytes", text.len());
+        assert!(text.starts_with("GET /\u{e9}"), "{text}");
+        assert!(text.ends_with("..."), "the cut is marked: {text}");
+        assert!(!text.contains("HTTP/1.1"), "nothing after the cut: {text}");
+    }
 
     #[cfg(feature = "http")]
     fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
