@@ -219,16 +219,19 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
                 continue;
             }
             let req = job.take_req().expect("a claimed job holds its request");
-            let mut label = Label::EMPTY;
-            if let Some(describe) = self.describe.get() {
-                describe(&req, &mut label);
+            {
+                // The label is written in place (a 240-byte buffer, not copied twice per job).
+                let mut s = slot.state.lock();
+                let running = s.running.insert(Running {
+                    job: job.clone(),
+                    started,
+                    expired: false,
+                    label: Label::EMPTY,
+                });
+                if let Some(describe) = self.describe.get() {
+                    describe(&req, &mut running.label);
+                }
             }
-            slot.state.lock().running = Some(Running {
-                job: job.clone(),
-                started,
-                expired: false,
-                label,
-            });
             let deadline = self.nanos(job.core.deadline);
             slot.deadline.set(deadline);
             self.board.watch(deadline);
