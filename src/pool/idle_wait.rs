@@ -34,15 +34,18 @@ pub(crate) trait Sleeper: Send + Sync {
 }
 
 crate::sync::thread_local! {
-    /// While a worker thread rests in [`IdleWait::recv`]: its pool's id and its slot index.
-    static RESTING: Cell<(usize, usize)> = Cell::new((0, 0));
+    /// While a worker thread rests in [`IdleWait::recv`], or answers the job it has just run
+    /// (`true`: finishing): its pool's id and its slot index.
+    static RESTING: Cell<(usize, usize, bool)> = Cell::new((0, 0, false));
 }
 
-/// The slot index of the worker of pool `pool` resting on this thread (inside its sleeper), if
-/// this thread is one: a job it submits to its own pool is lent to it, not queued.
-pub(crate) fn resting_worker(pool: usize) -> Option<usize> {
-    let (id, index) = RESTING.with(Cell::get);
-    (id == pool && pool != 0).then_some(index)
+/// The slot index of the worker of pool `pool` on this thread that takes a job submitted here,
+/// if this thread is one: resting in its sleeper, or (`finishing`) answering the job it has just
+/// run (it takes the lent job as soon as the answer is out: `worker.rs`). A job it submits to its
+/// own pool is lent to it, not queued.
+pub(crate) fn resting_worker(pool: usize, finishing: bool) -> Option<usize> {
+    let (id, index, answering) = RESTING.with(Cell::get);
+    (id == pool && pool != 0 && (finishing || !answering)).then_some(index)
 }
 
 /// A worker slot's lend: the one job its worker submitted while it rested in the pool's sleeper,
@@ -54,19 +57,21 @@ impl<T> Lend<T> {
         Lend(Mutex::new(None))
     }
 
-    /// Lend `make()` to the worker resting on this thread as slot `index` of pool `pool`: true
-    /// if it was lent; false if this thread is not that worker or its lend is taken already (the
-    /// job then goes through the queue).
+    /// Lend `make()` to the worker resting on this thread as slot `index` of pool `pool` (or,
+    /// with `finishing`, answering its job: for a submission nobody on this thread waits for):
+    /// true if it was lent; false if this thread is not that worker or its lend is taken already
+    /// (the job then goes through the queue).
     #[inline]
     pub(crate) fn offer_from_resting<'a>(
         lends: impl FnOnce(usize) -> Option<&'a Lend<T>>,
         pool: usize,
+        finishing: bool,
         make: impl FnOnce() -> T,
     ) -> bool
     where
         T: 'a,
     {
-        let Some(lend) = resting_worker(pool).and_then(lends) else {
+        let Some(lend) = resting_worker(pool, finishing).and_then(lends) else {
             return false;
         };
         let mut lent = lend.0.lock();
@@ -84,19 +89,27 @@ impl<T> Lend<T> {
     }
 }
 
-/// Marks this thread as worker `index` of pool `pool` resting, until dropped.
-struct Resting;
+/// Marks this thread as worker `index` of pool `pool` resting (or finishing), until dropped.
+pub(crate) struct Resting(());
 
 impl Resting {
     fn enter(pool: usize, index: usize) -> Self {
-        RESTING.with(|r| r.set((pool, index)));
-        Resting
+        RESTING.with(|r| r.set((pool, index, false)));
+        Resting(())
+    }
+
+    /// Worker `index` of pool `pool` answers the job it has just run: a job submitted meanwhile
+    /// from this thread without waiting for it (the HTTP server read the connection's next
+    /// request while it wrote this answer) is lent to it, and it runs that job next.
+    pub(crate) fn finishing(pool: usize, index: usize) -> Self {
+        RESTING.with(|r| r.set((pool, index, true)));
+        Resting(())
     }
 }
 
 impl Drop for Resting {
     fn drop(&mut self) {
-        RESTING.with(|r| r.set((0, 0)));
+        RESTING.with(|r| r.set((0, 0, false)));
     }
 }
 
@@ -400,6 +413,52 @@ mod tests {
         pool.set_sleeper(None);
         pool.shutdown(Duration::from_secs(5));
     }
+
+    /// What the lane relies on when a connection's next request comes while its worker writes
+    /// the answer: a job submitted (without waiting for it) from the answer of a job is run next
+    /// by the worker that answers, even though another worker is idle; a blocking call from an
+    /// answer, or a public submission (whose ticket the caller may wait on), still goes through
+    /// the queue to the idle worker (lent, either would wait for itself for ever).
+    #[test]
+    fn a_job_submitted_from_a_workers_answer_runs_next_on_that_worker() {
+        use crate::pool::Pool;
+        use std::sync::mpsc;
+        use std::thread::ThreadId;
+
+        let pool = Pool::builder()
+            .workers(2)
+            .build(|(), _ctx| std::thread::current().id())
+            .unwrap();
+        let (tx, rx) = mpsc::channel::<(&str, ThreadId, ThreadId)>();
+        let (p, t) = (pool.clone(), tx.clone());
+        pool.submit_then_at((), None, 0, true, move |first| {
+            let first = first.unwrap();
+            let t2 = t.clone();
+            p.submit_then_at((), None, 0, true, move |next| {
+                t2.send(("next", first, next.unwrap())).unwrap();
+            });
+            // Queued, the idle worker would have taken it by now.
+            std::thread::sleep(Duration::from_millis(200));
+            t.send(("call", first, p.call(()).unwrap())).unwrap();
+            t.send(("submit", first, p.submit(()).wait().unwrap()))
+                .unwrap();
+        });
+        let mut got: Vec<_> = (0..3)
+            .map(|_| {
+                rx.recv_timeout(Duration::from_secs(10))
+                    .expect("every job answered")
+            })
+            .collect();
+        got.sort_unstable_by_key(|(what, ..)| *what);
+        let [call, next, submit] = [got[0], got[1], got[2]];
+        assert_eq!(next.2, next.1, "run by the worker that answered");
+        assert_ne!(call.2, call.1, "a blocking call went to the other worker");
+        assert_ne!(
+            submit.2, submit.1,
+            "a public submission went to the other worker"
+        );
+        pool.shutdown(Duration::from_secs(5));
+    }
 }
 
 /// loom models (`RUSTFLAGS="--cfg loom" cargo test --release --lib loom`, run by `.ci/run`). The
@@ -497,7 +556,10 @@ mod loom_models {
         fn sleep(&self) {
             if !self.read.swap(true, Ordering::Relaxed) {
                 let lends = |i: usize| (i == 0).then_some(&*self.lend);
-                assert!(Lend::offer_from_resting(lends, POOL, || 10), "lent to me");
+                assert!(
+                    Lend::offer_from_resting(lends, POOL, false, || 10),
+                    "lent to me"
+                );
                 return;
             }
             let mut woken = self.woken.lock();
@@ -540,8 +602,53 @@ mod loom_models {
             got.sort_unstable();
             assert_eq!(got, [1, 10], "the lent job and the queued one, each once");
             assert_eq!(lend.take(), None);
-            assert_eq!(resting_worker(POOL), None, "not resting once out of recv");
+            assert_eq!(
+                resting_worker(POOL, true),
+                None,
+                "not resting once out of recv"
+            );
             producer.join().unwrap();
+        });
+    }
+
+    /// The finishing lend (`worker.rs`): a job submitted while worker 0 answers its job is lent
+    /// to worker 0 only for a submission nobody waits for on that thread, and only while the
+    /// mark is on; worker 1, resting in its sleeper at the same time, lends to its own slot; the
+    /// job is taken once after the answer (what `serve_jobs` runs next), never left in the slot.
+    #[test]
+    fn loom_a_job_lent_while_answering_is_taken_once_by_that_worker() {
+        loom::model(|| {
+            let lends = Arc::new([Lend::new(), Lend::new()]);
+            let other = {
+                let lends = lends.clone();
+                lthread::spawn(move || {
+                    let _resting = Resting::enter(POOL, 1);
+                    let at = |i: usize| lends.get(i);
+                    assert!(Lend::offer_from_resting(at, POOL, false, || 20));
+                })
+            };
+            let at = |i: usize| lends.get(i);
+            let next = {
+                let _finishing = Resting::finishing(POOL, 0);
+                assert!(
+                    !Lend::offer_from_resting(at, POOL, false, || 9),
+                    "a call is queued"
+                );
+                assert!(
+                    Lend::offer_from_resting(at, POOL, true, || 10),
+                    "lent to me"
+                );
+                assert!(
+                    !Lend::offer_from_resting(at, POOL, true, || 11),
+                    "one at a time"
+                );
+                lends[0].take()
+            };
+            assert_eq!(next, Some(10));
+            assert!(!Lend::offer_from_resting(at, POOL, true, || 12), "mark off");
+            other.join().unwrap();
+            assert_eq!(lends[0].take(), None, "taken once");
+            assert_eq!(lends[1].take(), Some(20), "worker 1's own");
         });
     }
 }

@@ -194,7 +194,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> Pool<Req, Resp> {
     /// blocking a runtime thread (see [Async callers](Ticket#async-callers)). Dropping the ticket
     /// before the job started gives the job back; [`Ticket::detach`] lets it run unwatched.
     pub fn submit(&self, req: Req) -> Ticket<Resp> {
-        match self.state().submit(req, None, 0, Waiter::Nobody) {
+        match self.state().submit(req, None, 0, Waiter::Nobody, false) {
             Ok(job) => Ticket::queued(job),
             Err((err, _req, _)) => Ticket::refused(err),
         }
@@ -227,7 +227,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> Pool<Req, Resp> {
     /// # Errors
     /// [`TrySubmitError::Full`] or [`TrySubmitError::ShuttingDown`], with the request.
     pub fn try_submit(&self, req: Req) -> Result<Ticket<Resp>, TrySubmitError<Req>> {
-        match self.state().submit(req, None, 0, Waiter::Nobody) {
+        match self.state().submit(req, None, 0, Waiter::Nobody, false) {
             Ok(job) => Ok(Ticket::queued(job)),
             Err((Error::Overloaded { .. }, req, _)) => Err(TrySubmitError::Full(req)),
             Err((Error::ShuttingDown { .. }, req, _)) => Err(TrySubmitError::ShuttingDown(req)),
@@ -259,19 +259,23 @@ impl<Req: Send + 'static, Resp: Send + 'static> Pool<Req, Resp> {
         deadline: Option<Duration>,
         done: impl FnOnce(Result<Resp, Error>) + Send + 'static,
     ) {
-        self.submit_then_at(req, deadline, 0, done)
+        self.submit_then_at(req, deadline, 0, false, done)
     }
 
     /// [`submit_then`](Self::submit_then) for a request `depth` deep (see [`call_at`](Self::call_at)).
+    /// `finishing`: the caller never waits for the answer on this thread, so when it submits
+    /// from a worker's answer (the HTTP server read a connection's next request while it wrote
+    /// the answer to the one before), that worker takes the job next instead of the queue.
     pub(crate) fn submit_then_at(
         &self,
         req: Req,
         deadline: Option<Duration>,
         depth: u32,
+        finishing: bool,
         done: impl FnOnce(Result<Resp, Error>) + Send + 'static,
     ) {
         let waiter = Waiter::Callback(Box::new(done));
-        let refused = self.state().submit(req, deadline, depth, waiter);
+        let refused = self.state().submit(req, deadline, depth, waiter, finishing);
         if let Err((err, _req, Waiter::Callback(done))) = refused {
             done(Err(err));
         }

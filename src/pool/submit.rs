@@ -23,14 +23,17 @@ pub(crate) type Refusal<Req, Resp> = (Error, Req, Waiter<Resp>);
 
 impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
     /// Put `job` in the queue. On refusal the job is still the caller's (nothing was queued).
-    fn enqueue(&self, job: &Arc<Job<Req, Resp>>) -> Result<(), Error> {
+    /// `finishing`: nobody on this thread waits for the job, so a worker answering its job on
+    /// this thread may take it next.
+    fn enqueue(&self, job: &Arc<Job<Req, Resp>>, finishing: bool) -> Result<(), Error> {
         if self.life.phase() != SERVING {
             return Err(self.shutting_down());
         }
-        // Submitted by one of our workers from its sleeper (it read the request): that worker
-        // runs it next, no other thread is woken.
+        // Submitted by one of our workers from its sleeper (it read the request), or while it
+        // answers its job (it read the connection's next request then): that worker runs it
+        // next, no other thread is woken.
         let lends = |index: usize| self.workers.slots().get(index).map(|s| &s.lent);
-        if Lend::offer_from_resting(lends, self.id, || job.clone()) {
+        if Lend::offer_from_resting(lends, self.id, finishing, || job.clone()) {
             return Ok(());
         }
         match self.queue.push(Msg::Job(job.clone())) {
@@ -152,7 +155,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
             Waiter::Nobody,
             pool,
         ));
-        if let Err(e) = self.enqueue(&job) {
+        if let Err(e) = self.enqueue(&job, false) {
             self.count(Some(&e));
             return Err(e);
         }
@@ -170,12 +173,14 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
 
     /// Queue a job whose answer goes to `waiter`; used by `submit`, `try_submit` and `submit_then`.
     /// On refusal the request comes back with the error. `depth`: as for [`call`](Self::call).
+    /// `finishing`: the caller never waits for the job on this thread (see `enqueue`).
     pub(crate) fn submit(
         self: &Arc<Self>,
         req: Req,
         budget: Option<Duration>,
         depth: u32,
         waiter: Waiter<Resp>,
+        finishing: bool,
     ) -> Result<Arc<Job<Req, Resp>>, Refusal<Req, Resp>> {
         let budget = budget.unwrap_or(self.config.deadline);
         let (parent, waiting) = match guard::position(self.id) {
@@ -198,7 +203,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
             waiter,
             Some(self.ops_weak()),
         ));
-        match self.enqueue(&job) {
+        match self.enqueue(&job, finishing) {
             Ok(()) => {
                 self.watch_queued(&job);
                 if let Some(w) = waiting {

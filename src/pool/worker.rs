@@ -9,6 +9,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use super::config::Hook;
+use super::idle_wait::Resting;
 use super::job::RUNNING;
 use super::record::Label;
 use super::state::{Msg, PoolState, Running, SERVING, STOPPED};
@@ -195,11 +196,16 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
         let budget = self.recycle_budget(index);
         let slot = self.workers.slot(index);
         let mut served = 0u64;
+        // A job lent to this worker while it answered the one before (see below).
+        let mut next = None;
         loop {
-            let msg = self.workers.idle_while(|| {
-                self.queue
-                    .recv((self.id, index), || slot.lent.take().map(Msg::Job))
-            });
+            let msg = match next.take() {
+                Some(job) => Ok(Msg::Job(job)),
+                None => self.workers.idle_while(|| {
+                    self.queue
+                        .recv((self.id, index), || slot.lent.take().map(Msg::Job))
+                }),
+            };
             let job = match msg {
                 Ok(Msg::Job(job)) => job,
                 Ok(Msg::Stop) | Err(_) => break false,
@@ -213,16 +219,19 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
                 continue;
             }
             let req = job.take_req().expect("a claimed job holds its request");
-            let mut label = Label::EMPTY;
-            if let Some(describe) = self.describe.get() {
-                describe(&req, &mut label);
+            {
+                // The label is written in place (a 240-byte buffer, not copied twice per job).
+                let mut s = slot.state.lock();
+                let running = s.running.insert(Running {
+                    job: job.clone(),
+                    started,
+                    expired: false,
+                    label: Label::EMPTY,
+                });
+                if let Some(describe) = self.describe.get() {
+                    describe(&req, &mut running.label);
+                }
             }
-            slot.state.lock().running = Some(Running {
-                job: job.clone(),
-                started,
-                expired: false,
-                label,
-            });
             let deadline = self.nanos(job.core.deadline);
             slot.deadline.set(deadline);
             self.board.watch(deadline);
@@ -240,13 +249,28 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
                     false
                 }
             };
-            self.answer(&job, result);
+            if still_mine {
+                // A job submitted from this thread while it answers (the HTTP server reads the
+                // connection's next request here when it came meanwhile) is lent to this worker:
+                // the worker that read the request runs it, no other thread is woken.
+                let finishing = Resting::finishing(self.id, index);
+                self.answer(&job, result);
+                drop(finishing);
+                next = slot.lent.take();
+            } else {
+                self.answer(&job, result);
+            }
             if !still_mine {
                 // Retired by the watchdog: its record outlived the slot until now.
                 self.workers.forget_retired(job.core.id);
                 break true;
             }
             served += 1;
+            if next.is_some() {
+                // Run first: a job lent to this worker is never left behind (a recycle or the
+                // stop comes after it).
+                continue;
+            }
             if budget > 0 && served >= budget && self.life.phase() == SERVING {
                 if self.recycle(index) {
                     break false;

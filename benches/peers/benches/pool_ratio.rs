@@ -5,7 +5,12 @@
 //! Each round times `CALLS` round trips of one kind on a warm setup: `pool` is `Pool::call` on a
 //! 2-worker pool (submit, a worker runs the handler, the answer comes back to the parked caller);
 //! `crossbeam` is the floor, a value bounced between two threads over two bounded(1) crossbeam
-//! channels (no pool, no allocation). The kinds alternate, round by round, `ROUNDS` times each;
+//! channels (no pool, no allocation), each side waiting as the pool's do: the echo thread looks
+//! 64 times with a spin hint before it blocks (an idle worker), the caller looks 120 times, half
+//! with a spin hint and half with a yield, before it blocks (a caller waiting for its answer).
+//! A floor that blocks at once parks through a futex on every hop, and on a VM where a futex
+//! wake costs microseconds it is slower than the pool, whose sides spin: the ratio would mean
+//! nothing. The kinds alternate, round by round, `ROUNDS` times each;
 //! printed are each kind's median ns per round trip, the ratio of the medians, and the median of
 //! the per-pair ratios (pool round i over the crossbeam round next to it), the number to read on a
 //! machine whose load changes between rounds.
@@ -31,6 +36,26 @@ fn env(name: &str, default: usize) -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
+}
+
+/// What the pool's idle worker does (`pool/idle_wait.rs`, `SPINS`): look `spins` times, with a
+/// spin hint, then block; `yields` more looks with a yield in between first (the pool's caller
+/// waiting for its answer, `pool/completion.rs`: 60 and 60).
+fn recv_like_the_pool<T>(
+    rx: &crossbeam_channel::Receiver<T>,
+    spins: u32,
+    yields: u32,
+) -> Result<T, crossbeam_channel::RecvError> {
+    use crossbeam_channel::TryRecvError;
+    for i in 0..spins + yields {
+        match rx.try_recv() {
+            Ok(v) => return Ok(v),
+            Err(TryRecvError::Disconnected) => return Err(crossbeam_channel::RecvError),
+            Err(TryRecvError::Empty) if i < spins => std::hint::spin_loop(),
+            Err(TryRecvError::Empty) => std::thread::yield_now(),
+        }
+    }
+    rx.recv()
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -65,7 +90,7 @@ fn main() {
     let (to_tx, to_rx) = crossbeam_channel::bounded::<u64>(1);
     let (back_tx, back_rx) = crossbeam_channel::bounded::<u64>(1);
     let echo = std::thread::spawn(move || {
-        while let Ok(x) = to_rx.recv() {
+        while let Ok(x) = recv_like_the_pool(&to_rx, 64, 0) {
             back_tx.send(work(x)).unwrap();
         }
     });
@@ -75,7 +100,7 @@ fn main() {
     let mut y = 0u64;
     let mut ping_pong = || {
         to_tx.send(black_box(y)).unwrap();
-        y = back_rx.recv().unwrap();
+        y = recv_like_the_pool(&back_rx, 60, 60).unwrap();
     };
 
     // Warm both (threads started, caches and allocator warm).

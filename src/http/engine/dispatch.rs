@@ -53,7 +53,7 @@ impl Dispatch for PoolDispatch {
             .insert(Loopback::new(self.pool.clone(), self.max_depth));
         let page = self.error_page.clone();
         self.pool
-            .submit_then_at(req, deadline, depth, move |result| {
+            .submit_then_at(req, deadline, depth, true, move |result| {
                 let result = result.or_else(|e| Ok(label.answer(&page, &e, Some(done.peer()))));
                 done.finish(result)
             });
