@@ -435,13 +435,14 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
         }
     }
 
-    /// Run the handler on this thread for `job`, with the guard's chain entered and panics caught.
-    /// `worker` is the slot index, or [`guard::NOT_A_WORKER`].
+    /// Run the handler on this thread for `job` (numbered `id`), with the guard's chain entered
+    /// and panics caught. `worker` is the slot index, or [`guard::NOT_A_WORKER`].
     #[inline]
     pub(crate) fn invoke(
         &self,
         req: Req,
         job: Arc<dyn JobView>,
+        id: u64,
         worker: usize,
         inline: bool,
     ) -> Result<Resp, Error> {
@@ -451,7 +452,6 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
             inline,
             pool: self.pool_any.clone(),
         };
-        let id = job.core().id;
         let entered = guard::enter(self.id, worker, job);
         let out = catch_unwind(AssertUnwindSafe(|| (self.handler)(req, &ctx)));
         drop(entered);
@@ -460,6 +460,21 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
             job: id,
             message: crate::util::panic_message(payload.as_ref()),
         })
+    }
+
+    /// [`invoke`](Self::invoke), then [`in_time`](Self::in_time) against `core`'s deadline: the
+    /// answer of a job run on its own deadline (by its worker, or inline by a call).
+    #[inline]
+    pub(crate) fn run_in_time(
+        &self,
+        req: Req,
+        job: Arc<dyn JobView>,
+        core: &JobCore,
+        worker: usize,
+        inline: bool,
+    ) -> Result<Resp, Error> {
+        let result = self.invoke(req, job, core.id, worker, inline);
+        self.in_time(core, result)
     }
 
     /// The handler's answer if it came by the deadline; after it, `DeadlineExceeded` (the caller

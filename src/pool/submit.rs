@@ -245,7 +245,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
             self.new_core(budget, Some(parent), depth)
         };
         let core = spare_core::take(core);
-        let result = self.invoke(req, core.clone(), worker, true);
+        let result = self.invoke(req, core.clone(), core.id, worker, true);
         // An inherited deadline is the caller's: the caller's own job reads the clock before it
         // answers (no answer ever leaves the pool after its deadline), and the watchdog cancels the
         // caller's chain when it passes, so the flag is enough here. An own, shorter deadline
@@ -291,8 +291,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
         };
         let budget = budget.unwrap_or(self.config.deadline);
         let core = Arc::new(self.new_core(budget, parent, depth));
-        let result = self.invoke(req, core.clone(), NOT_A_WORKER, true);
-        let result = self.in_time(&core, result);
+        let result = self.run_in_time(req, core.clone(), &core, NOT_A_WORKER, true);
         self.count(result.as_ref().err());
         result
     }
@@ -341,8 +340,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolOps<Req, Resp> for PoolState
         let Some(req) = job.take_req() else {
             return;
         };
-        let result = self.invoke(req, job.clone(), worker, true);
-        let result = self.in_time(&job.core, result);
+        let result = self.run_in_time(req, job.clone(), &job.core, worker, true);
         job.answer
             .complete(result, |r| self.count_inline(r.as_ref().err()));
     }

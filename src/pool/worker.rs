@@ -236,8 +236,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
             slot.deadline.set(deadline);
             self.board.watch(deadline);
 
-            let result = self.invoke(req, job.clone(), index, false);
-            let result = self.in_time(&job.core, result);
+            let result = self.run_in_time(req, job.clone(), &job.core, index, false);
 
             let still_mine = {
                 let mut s = slot.state.lock();
