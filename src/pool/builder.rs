@@ -121,7 +121,10 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolBuilder<Req, Resp> {
     }
 
     /// Replace a worker after it has run this many jobs (plus its jitter); 0 never does. The
-    /// replacement starts before the old worker leaves, so no job waits for it.
+    /// replacement starts before the old worker leaves, so no job waits for it. Under the HTTP
+    /// server, a connection's next request read while the worker wrote the answer before it is
+    /// run by that worker first (the worker that reads a request runs it), so a client that
+    /// pipelines without pause can keep a worker past its count until the pipeline pauses.
     pub fn max_requests(mut self, n: u64) -> Self {
         self.set[2] += 1;
         self.config.max_requests = n;
