@@ -18,6 +18,7 @@ use std::sync::Arc;
 
 use crossbeam_channel::{Receiver, SendTimeoutError, Sender, TryRecvError, TrySendError};
 
+use super::stats::CacheLine;
 use crate::sync::{fence, AtomicUsize, Condvar, Mutex, RwLock};
 
 /// Where an idle worker waits instead of the pool's condition variable, installed by the pool's
@@ -114,7 +115,9 @@ impl Drop for Resting {
 }
 
 /// The pool's queue: the bounded channel and the idle workers that sleep on it. Every message put
-/// in wakes one sleeper; the fields are this file's, so no message can go in without its wake-up.
+/// in wakes one sleeper, unless a worker spins on the queue (it takes the message, and passes a
+/// wake-up on if more are queued); the fields are this file's, so no message can go in without
+/// its wake-up.
 pub(crate) struct JobQueue<T> {
     tx: Sender<T>,
     rx: Receiver<T>,
@@ -199,14 +202,25 @@ impl<T> Queue<T> for Receiver<T> {
 /// sleeps.
 const SPINS: u32 = 64;
 
+#[derive(Default)]
+struct Counts {
+    /// Workers asleep (or about to be) in [`IdleWait::recv`].
+    sleepers: AtomicUsize,
+    /// Workers in their spin in [`IdleWait::recv`]: each takes a message before it sleeps, so
+    /// an enqueuer that sees one wakes nobody (a futex wake, and a second worker woken for a job
+    /// the spinner takes). A spinner that takes a message and sees more passes a wake-up on.
+    spinning: AtomicUsize,
+}
+
 /// The sleeping side of the queue.
 #[derive(Default)]
 pub(crate) struct IdleWait {
-    /// Workers asleep (or about to be) in [`recv`](Self::recv).
-    sleepers: AtomicUsize,
+    /// The counts the enqueuer reads (on a line of their own: the workers write them).
+    counts: CacheLine<Counts>,
     lock: Mutex<()>,
     cv: Condvar,
-    sleeper: RwLock<Option<Arc<dyn Sleeper>>>,
+    /// Read (locked) by each idle worker: apart from the queue's ends the enqueuer reads.
+    sleeper: CacheLine<RwLock<Option<Arc<dyn Sleeper>>>>,
 }
 
 impl IdleWait {
@@ -225,37 +239,59 @@ impl IdleWait {
         } else {
             crate::sync::spins(SPINS)
         };
-        for _ in 0..spins {
-            match rx.try_recv() {
-                Err(TryRecvError::Empty) => std::hint::spin_loop(),
-                other => return other,
+        // Until this worker has looked once more after its spin, an enqueuer may have woken
+        // nobody on its account (see `spinning`): the first message it takes until then, with more
+        // behind it, passes a wake-up on.
+        let mut spun = false;
+        if spins > 0 {
+            self.counts.spinning.fetch_add(1, Ordering::SeqCst);
+            let mut got = None;
+            for _ in 0..spins {
+                match rx.try_recv() {
+                    Err(TryRecvError::Empty) => std::hint::spin_loop(),
+                    other => {
+                        got = Some(other);
+                        break;
+                    }
+                }
             }
+            self.counts.spinning.fetch_sub(1, Ordering::SeqCst);
+            if let Some(msg) = got {
+                // Pairs with the fence in `wake_one`: an enqueuer that saw this spinner and woke
+                // nobody queued its message before this look.
+                fence(Ordering::SeqCst);
+                return self.pass_on(rx, msg);
+            }
+            spun = true;
         }
         loop {
             // Bound first: a guard in an `if let` scrutinee would live through the `else` too.
             let sleeper = self.sleeper.read().clone();
             if let Some(s) = sleeper {
                 if let Some(msg) = self.announce(rx) {
-                    return msg;
+                    return if spun { self.pass_on(rx, msg) } else { msg };
                 }
+                spun = false;
                 {
                     let _resting = Resting::enter(pool, index);
                     s.sleep();
                 }
-                self.sleepers.fetch_sub(1, Ordering::SeqCst);
+                self.counts.sleepers.fetch_sub(1, Ordering::SeqCst);
                 if let Some(job) = lent() {
                     return Ok(job);
                 }
             } else {
                 let mut guard = self.lock.lock();
                 if let Some(msg) = self.announce(rx) {
-                    return msg;
+                    drop(guard);
+                    return if spun { self.pass_on(rx, msg) } else { msg };
                 }
+                spun = false;
                 // A sleeper installed since the look above notified before this lock was taken.
                 if self.sleeper.read().is_none() {
                     self.cv.wait(&mut guard);
                 }
-                self.sleepers.fetch_sub(1, Ordering::SeqCst);
+                self.counts.sleepers.fetch_sub(1, Ordering::SeqCst);
             }
             match rx.try_recv() {
                 Err(TryRecvError::Empty) => {}
@@ -270,17 +306,30 @@ impl IdleWait {
         }
     }
 
+    /// `msg` was taken: with more queued behind it, wake one more worker (an enqueuer that saw
+    /// this one spin woke nobody).
+    fn pass_on<T>(
+        &self,
+        rx: &impl Queue<T>,
+        msg: Result<T, TryRecvError>,
+    ) -> Result<T, TryRecvError> {
+        if msg.is_ok() && !rx.is_empty() {
+            self.wake_one();
+        }
+        msg
+    }
+
     /// Count this worker as a sleeper, then look at the queue once more: a message (or the
     /// disconnect) found now is returned with the count undone.
     fn announce<T>(&self, rx: &impl Queue<T>) -> Option<Result<T, TryRecvError>> {
-        self.sleepers.fetch_add(1, Ordering::SeqCst);
+        self.counts.sleepers.fetch_add(1, Ordering::SeqCst);
         // Pairs with the fence in `wake_one`: either the enqueuer sees this sleeper, or this
         // look sees its message.
         fence(Ordering::SeqCst);
         match rx.try_recv() {
             Err(TryRecvError::Empty) => None,
             other => {
-                self.sleepers.fetch_sub(1, Ordering::SeqCst);
+                self.counts.sleepers.fetch_sub(1, Ordering::SeqCst);
                 Some(other)
             }
         }
@@ -299,7 +348,11 @@ impl IdleWait {
     /// After a message was put in the queue: wake one sleeping worker, if any.
     pub(crate) fn wake_one(&self) {
         fence(Ordering::SeqCst);
-        if self.sleepers.load(Ordering::SeqCst) > 0 {
+        // A spinning worker takes a message before it sleeps (and passes a wake-up on if it
+        // sees more): no sleeper is woken for it.
+        if self.counts.sleepers.load(Ordering::SeqCst) > 0
+            && self.counts.spinning.load(Ordering::SeqCst) == 0
+        {
             if let Some(s) = self.sleeper.read().as_ref() {
                 return s.wake();
             }
@@ -519,7 +572,9 @@ mod loom_models {
     }
 
     /// Two messages, two sleeping workers: wake-ups may merge, but each worker gets one message
-    /// (a worker that takes one and sees more passes a wake-up on).
+    /// (a worker that takes one and sees more passes a wake-up on). A worker still in its spin
+    /// when a message comes is not woken for it: the model fails (a worker sleeps forever) if
+    /// the spinner that takes one message does not pass a wake-up on for the next.
     #[test]
     fn loom_two_messages_reach_two_sleeping_workers() {
         loom::model(|| {

@@ -23,7 +23,7 @@ use super::job::{Job, JobCore, JobView};
 #[cfg(feature = "http")]
 use super::record::Record;
 use super::record::{Describe, Label};
-use super::stats::{Counters, Stats};
+use super::stats::{CacheLine, Counters, Stats};
 use crate::error::{Error, Stage};
 
 pub(crate) type Handler<Req, Resp> = Box<dyn Fn(Req, &Context) -> Resp + Send + Sync>;
@@ -169,7 +169,9 @@ pub(crate) struct SlotState<Req, Resp> {
     pub(crate) running: Option<Running<Req, Resp>>,
 }
 
-/// One worker place: `workers` of them, each owned by exactly one queue-reading thread.
+/// One worker place: `workers` of them, each owned by exactly one queue-reading thread. Its
+/// worker writes it on every job: on lines of its own (see [`CacheLine`]).
+#[repr(align(128))]
 pub(crate) struct WorkerSlot<Req, Resp> {
     pub(crate) state: Mutex<SlotState<Req, Resp>>,
     /// The running job's deadline on the watchdog's board.
@@ -184,7 +186,7 @@ pub(crate) struct WorkerSlot<Req, Resp> {
 pub(crate) struct Workers<Req, Resp> {
     slots: Box<[WorkerSlot<Req, Resp>]>,
     /// Workers waiting for a job now.
-    idle: AtomicUsize,
+    idle: CacheLine<AtomicUsize>,
     /// Worker threads, with the slot and generation each was started for.
     threads: Mutex<Vec<(usize, u64, JoinHandle<()>)>>,
     /// The first worker whose state init failed during `build`, and why.
@@ -199,7 +201,7 @@ impl<Req, Resp> Workers<Req, Resp> {
     fn new(slots: Box<[WorkerSlot<Req, Resp>]>) -> Self {
         Workers {
             slots,
-            idle: AtomicUsize::new(0),
+            idle: CacheLine(AtomicUsize::new(0)),
             threads: Mutex::new(Vec::new()),
             init_failed: Mutex::new(None),
             retired: Mutex::new(Vec::new()),
@@ -287,10 +289,12 @@ pub(crate) struct PoolState<Req, Resp> {
     /// The queue and the idle workers sleeping on it.
     pub(crate) queue: JobQueue<Msg<Req, Resp>>,
     pub(crate) life: Lifecycle,
-    pub(crate) next_id: AtomicU64,
+    /// Written by every caller (on its own line: see [`CacheLine`]).
+    pub(crate) next_id: CacheLine<AtomicU64>,
     /// The worker slots and their threads.
     pub(crate) workers: Workers<Req, Resp>,
-    pub(crate) counters: Counters,
+    /// Written by the workers on every answer (on lines of their own: see [`CacheLine`]).
+    pub(crate) counters: CacheLine<Counters>,
     /// The watchdog's deadlines (running and queued jobs).
     pub(crate) board: DeadlineBoard<Job<Req, Resp>>,
     pub(crate) watchdog_thread: Mutex<Option<JoinHandle<()>>>,
@@ -340,9 +344,9 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
             handler,
             queue,
             life: Lifecycle::new(),
-            next_id: AtomicU64::new(1),
+            next_id: CacheLine(AtomicU64::new(1)),
             workers: Workers::new(slots),
-            counters: Counters::default(),
+            counters: CacheLine::default(),
             board: DeadlineBoard::new(),
             watchdog_thread: Mutex::new(None),
             epoch: Instant::now(),
