@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use crossbeam_channel::{Receiver, SendTimeoutError, Sender, TryRecvError, TrySendError};
 
-use super::stats::CacheLine;
+use crate::sync::CacheLine;
 use crate::sync::{fence, AtomicUsize, Condvar, Mutex, RwLock};
 
 /// Where an idle worker waits instead of the pool's condition variable, installed by the pool's

@@ -23,8 +23,9 @@ use super::job::{Job, JobCore, JobView};
 #[cfg(feature = "http")]
 use super::record::Record;
 use super::record::{Describe, Label};
-use super::stats::{CacheLine, Counters, Stats};
+use super::stats::{Counters, Stats};
 use crate::error::{Error, Stage};
+use crate::sync::CacheLine;
 
 pub(crate) type Handler<Req, Resp> = Box<dyn Fn(Req, &Context) -> Resp + Send + Sync>;
 

@@ -2,22 +2,6 @@
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-/// A value on cache lines of its own (128 bytes: the adjacent-line prefetcher pairs 64-byte
-/// lines). A field one thread writes on every call, next to fields another thread reads on every
-/// call, moves its line between the cores twice per call (some 100 ns each on a VM); the pool's
-/// per-call writes (a caller's job id, a worker's idle count and counters) each sit apart.
-#[derive(Default)]
-#[repr(align(128))]
-pub(crate) struct CacheLine<T>(pub(crate) T);
-
-impl<T> std::ops::Deref for CacheLine<T> {
-    type Target = T;
-    #[inline]
-    fn deref(&self) -> &T {
-        &self.0
-    }
-}
-
 /// The live counters of a pool (all relaxed atomics).
 #[derive(Default)]
 pub(crate) struct Counters {
