@@ -440,7 +440,7 @@ pub use body::Body;
 pub(crate) use engine::acceptor::AcceptPolicy;
 // The tower mode's accept loop (`prefork/workers/service/accept.rs`) shares the reactor's.
 #[cfg(feature = "tower")]
-pub(crate) use engine::acceptor::{tcp_queued, GATE_RECHECK, QUEUE_STALL};
+pub(crate) use engine::acceptor::{tcp_queued, StallClock, GATE_RECHECK, QUEUE_STALL};
 pub use engine::handoff::{request_depth, DEPTH_HEADER};
 pub use engine::spool::RequestBody;
 pub use engine::stream::StreamStats;

@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use std::os::fd::{AsRawFd, RawFd};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::http::engine::io::{Stream, TcpAddrs};
 
@@ -45,12 +45,54 @@ pub(crate) trait AcceptPolicy: Send + Sync {
     fn keepalive_requests(&self) -> Option<u64> {
         None
     }
+    /// Connections accepted so far by every process that shares the listener (a count that only
+    /// grows; `0` when unknown). While this process's gate says no, a queue that other processes
+    /// keep taking from is not stalled however long it stays non-empty (see [`StallClock`]).
+    fn accepted_everywhere(&self) -> u64 {
+        0
+    }
     /// An fd the reactor polls (edge-triggered) for as long as it serves: it becomes readable
     /// when a sibling's change may let this process accept, and the reactor then asks the gate
     /// again at once. The reactor never reads it. `None`: the reactor asks again every
     /// [`GATE_RECHECK`] only.
     fn wake_fd(&self) -> Option<RawFd> {
         None
+    }
+}
+
+/// While the gate says no: whether a listener's queue is stalled, i.e. connections have waited in
+/// it for [`QUEUE_STALL`] with no process accepting any meanwhile (the process the gates pick does
+/// not accept: stopped, or its reactor not scheduled); this process then takes one. A queue that
+/// is non-empty at every look only because connections keep coming, and siblings keep taking
+/// them, is not stalled: without that rule a process whose every thread is busy took a connection
+/// from steady traffic every 250 ms, and it waited there behind the busy threads.
+#[derive(Debug, Default)]
+pub(crate) struct StallClock {
+    /// Since when the queue has waited, and the accepted count seen then.
+    since: Option<(Instant, u64)>,
+}
+
+impl StallClock {
+    /// A look at the queue while the gate says no: `queued` whether connections wait, `accepted`
+    /// the gate's [`accepted_everywhere`](AcceptPolicy::accepted_everywhere). True when this
+    /// process should take one connection now (the clock starts again).
+    pub(crate) fn stalled(&mut self, queued: bool, accepted: u64, now: Instant) -> bool {
+        match self.since {
+            _ if !queued => self.since = None,
+            Some((t, seen)) if seen == accepted => {
+                if now.duration_since(t) >= QUEUE_STALL {
+                    self.since = None;
+                    return true;
+                }
+            }
+            _ => self.since = Some((now, accepted)),
+        }
+        false
+    }
+
+    /// This process accepts again (its gate said yes): nothing waits on its account.
+    pub(crate) fn reset(&mut self) {
+        self.since = None;
     }
 }
 
@@ -184,5 +226,53 @@ mod tests {
         for ip in ips {
             assert_eq!(&*peer_text(ip), ip.to_string());
         }
+    }
+
+    #[test]
+    fn a_queue_counts_as_stalled_only_when_nobody_accepted_for_queue_stall() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let step = GATE_RECHECK.as_millis() as u64;
+        let looks = QUEUE_STALL.as_millis() as u64 * 4 / step;
+
+        // Steady traffic the siblings take: the queue is non-empty at every look, but the
+        // accepted count moves between looks. Never stalled.
+        let mut clock = StallClock::default();
+        for i in 0..looks {
+            assert!(!clock.stalled(true, i, at(i * step)), "look {i}");
+        }
+
+        // Nobody accepts: stalled once QUEUE_STALL has passed since the first look, then the
+        // clock starts again.
+        let mut clock = StallClock::default();
+        let mut first = None;
+        for i in 0..looks {
+            if clock.stalled(true, 7, at(i * step)) {
+                first = Some(i * step);
+                break;
+            }
+        }
+        let first = first.expect("a queue nobody takes from stalls");
+        assert!(
+            first >= QUEUE_STALL.as_millis() as u64,
+            "stalled after {first} ms"
+        );
+        assert!(
+            !clock.stalled(true, 7, at(first + step)),
+            "the clock starts again"
+        );
+
+        // An empty queue at one look starts the wait again.
+        let mut clock = StallClock::default();
+        assert!(!clock.stalled(true, 1, at(0)));
+        assert!(!clock.stalled(false, 1, at(QUEUE_STALL.as_millis() as u64 - step)));
+        assert!(!clock.stalled(true, 1, at(QUEUE_STALL.as_millis() as u64)));
+        let late = 2 * QUEUE_STALL.as_millis() as u64;
+        assert!(clock.stalled(true, 1, at(late)));
+
+        // Without a count (a gate that does not know it: 0 always) the old rule holds.
+        let mut clock = StallClock::default();
+        assert!(!clock.stalled(true, 0, at(0)));
+        assert!(clock.stalled(true, 0, at(QUEUE_STALL.as_millis() as u64)));
     }
 }

@@ -191,6 +191,14 @@ impl HttpCounters {
         self.open.fetch_add(1, Relaxed);
     }
 
+    /// Connections accepted so far (a count that only grows): what a process-mode accept gate
+    /// reads of its siblings.
+    #[cfg_attr(not(feature = "prefork"), allow(dead_code))]
+    #[inline]
+    pub(crate) fn accepted(&self) -> u64 {
+        self.accepted.load(Relaxed)
+    }
+
     /// A connection was closed.
     #[inline]
     pub(crate) fn closed(&self) {

@@ -252,10 +252,39 @@ impl SlotGate {
         }
     }
 
-    /// Reads the live slots again: whether each finished a request since the last read, and this
-    /// process's own requests per connection per second since then (smoothed), which it
-    /// publishes in its slot.
-    fn rescan(&self, last: Instant, seen: &[Seen], now: Instant) -> Vec<Seen> {
+    /// This process's load with `conns` connections, and whether it takes one more now, against
+    /// the siblings of the read `seen` (their idle threads and connections read live).
+    fn decide(&self, conns: u32, seen: &[Seen]) -> (Load, bool) {
+        let own: *const HeartbeatSlot = self.own;
+        let idle = |slot: &HeartbeatSlot| slot.threads().saturating_sub(slot.running());
+        let mut me = Load {
+            conns,
+            idle: idle(self.own),
+            finishing: false,
+            per_conn: None,
+        };
+        let mut siblings = Vec::with_capacity(seen.len());
+        for s in seen {
+            let slot = &self.slots[s.index];
+            if std::ptr::eq(slot, own) {
+                me.finishing = s.finishing;
+                me.per_conn = slot.rate();
+            } else if slot.pid() == s.pid && slot.conns() != NOT_ACCEPTING {
+                siblings.push(Load {
+                    conns: slot.conns(),
+                    idle: idle(slot),
+                    finishing: s.finishing,
+                    per_conn: slot.rate(),
+                });
+            }
+        }
+        (me, takes(me, &siblings))
+    }
+
+    /// Reads the live slots again: whether each finished a request since the last read, and (with
+    /// `measure`) this process's own requests per connection per second since then (smoothed),
+    /// which it publishes in its slot.
+    fn rescan(&self, last: Instant, seen: &[Seen], now: Instant, measure: bool) -> Vec<Seen> {
         let dt = now.duration_since(last).as_secs_f64().max(1e-3);
         let own: *const HeartbeatSlot = self.own;
         (0..self.slots.len())
@@ -272,7 +301,7 @@ impl SlotGate {
                 };
                 let before = seen.iter().find(|s| s.index == index && s.pid == pid);
                 let finishing = before.is_some_and(|s| requests > s.requests);
-                if let (Some(s), true) = (before, std::ptr::eq(slot, own)) {
+                if let (Some(s), true) = (before, measure && std::ptr::eq(slot, own)) {
                     let done = requests.saturating_sub(s.requests);
                     let mean_conns = f64::from(s.conns + conns) / 2.0;
                     if mean_conns >= 1.0 {
@@ -306,7 +335,7 @@ impl SlotGate {
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
         if now.duration_since(seen.0) >= RESCAN {
-            let fresh = self.rescan(seen.0, &seen.1, now);
+            let fresh = self.rescan(seen.0, &seen.1, now, true);
             *seen = (now, fresh);
         }
     }
@@ -323,33 +352,18 @@ impl AcceptPolicy for SlotGate {
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
         if now.duration_since(seen.0) >= RESCAN || seen.1.is_empty() {
-            let fresh = self.rescan(seen.0, &seen.1, now);
+            let fresh = self.rescan(seen.0, &seen.1, now, true);
             *seen = (now, fresh);
         }
-        let own: *const HeartbeatSlot = self.own;
-        let idle = |slot: &HeartbeatSlot| slot.threads().saturating_sub(slot.running());
-        let mut me = Load {
-            conns,
-            idle: idle(self.own),
-            finishing: false,
-            per_conn: None,
-        };
-        let mut siblings = Vec::with_capacity(seen.1.len());
-        for s in &seen.1 {
-            let slot = &self.slots[s.index];
-            if std::ptr::eq(slot, own) {
-                me.finishing = s.finishing;
-                me.per_conn = slot.rate();
-            } else if slot.pid() == s.pid && slot.conns() != NOT_ACCEPTING {
-                siblings.push(Load {
-                    conns: slot.conns(),
-                    idle: idle(slot),
-                    finishing: s.finishing,
-                    per_conn: slot.rate(),
-                });
-            }
+        let (me, mut yes) = self.decide(conns, &seen.1);
+        if yes && !me.available() && seen.0 != now {
+            // About to take a connection with no idle thread to run it, on a read of the table
+            // up to RESCAN old: a sibling started since then (at start-up, a respawn or a reload,
+            // a worker writes its pid in its own slot) is not in it. Read the live slots again for
+            // this decision before taking a connection that would wait behind busy threads.
+            let fresh = self.rescan(seen.0, &seen.1, now, false);
+            yes = self.decide(conns, &fresh).1;
         }
-        let yes = takes(me, &siblings);
         if yes {
             // Claimed before the accept, so that a sibling deciding now counts this connection
             // (otherwise both would take one at a tie, and the counts drift apart).
@@ -384,6 +398,19 @@ impl AcceptPolicy for SlotGate {
 
     fn keepalive_requests(&self) -> Option<u64> {
         Some(keepalive_cap(self.own.rate()))
+    }
+
+    /// The connections the live processes of the last read have accepted, from their shared
+    /// HTTP counters (a process started since then is counted from the next read, at most
+    /// [`RESCAN`] later).
+    fn accepted_everywhere(&self) -> u64 {
+        let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        seen.1
+            .iter()
+            .map(|s| &self.slots[s.index])
+            .filter(|slot| slot.pid() != 0)
+            .map(|slot| slot.metrics().accepted())
+            .sum()
     }
 }
 
@@ -509,5 +536,36 @@ mod tests {
             assert_eq!(slots[taker].conns(), 1);
             assert!(gates[1 - taker].may_accept(0), "{a:?} / {b:?}");
         }
+    }
+
+    #[test]
+    fn a_process_with_every_thread_stuck_sees_a_sibling_started_since_its_last_read() {
+        // Process 0's only thread is stuck in a request; process 1 starts after 0 last read the
+        // table (at start-up, a worker writes its pid in its own slot). Within RESCAN of that
+        // read, 0 must not take the next connection (it would wait behind the stuck thread)
+        // while 1 has an idle thread.
+        let table = Box::leak(Box::new(
+            crate::prefork::workers::heartbeat::HeartbeatTable::new(2).unwrap(),
+        ));
+        let slots = table.leak_all();
+        for slot in slots.iter() {
+            slot.reset(0);
+        }
+        slots[0].set_pid(100);
+        slots[0].set_threads(1);
+        slots[0].set_conns(0);
+        let stuck = crate::prefork::workers::heartbeat::Heartbeat::new(&slots[0]).count_running();
+        let gate = SlotGate::new(&slots[0], slots, None);
+        assert!(gate.may_accept(0), "alone, it takes connections even with its thread busy");
+
+        slots[1].set_pid(101);
+        slots[1].set_threads(1);
+        slots[1].set_conns(0);
+        assert!(
+            !gate.may_accept(0),
+            "a sibling with an idle thread started since the last read takes the connection"
+        );
+        drop(stuck);
+        assert!(gate.may_accept(0), "with its thread free again it takes its share");
     }
 }

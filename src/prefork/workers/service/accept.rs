@@ -18,7 +18,7 @@ use tokio::io::Interest;
 use super::conn::{or_else, serve_connection};
 use super::request::Shared;
 use super::{AnswerBody, AppService};
-use crate::http::{tcp_queued, AcceptPolicy, GATE_RECHECK, QUEUE_STALL};
+use crate::http::{tcp_queued, AcceptPolicy, StallClock, GATE_RECHECK, QUEUE_STALL};
 
 /// How long accepting pauses after an accept error such as EMFILE.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
@@ -133,8 +133,9 @@ pub(super) async fn accept_loop<S, B>(
     B: AnswerBody,
 {
     let mut stop = shared.stop.clone();
-    // Since when the listener has been readable while the gate said no.
-    let mut refused_since: Option<Instant> = None;
+    // How long connections have waited in the listener's queue, with no process accepting,
+    // while the gate said no.
+    let mut stall = StallClock::default();
     loop {
         let Some(ready) = or_else(listener.readable(), stop.wait_for(|s| *s)).await else {
             break;
@@ -149,14 +150,11 @@ pub(super) async fn accept_loop<S, B>(
                 // Not the taker. A TCP queue left waiting for QUEUE_STALL (the process the gates
                 // pick does not accept) gives one connection to this process anyway.
                 let queued = guard.get_ref().get_ref().queued();
-                let now = Instant::now();
-                refused_since = match (queued, refused_since) {
-                    (Queue::Empty, _) => None,
-                    (_, None) => Some(now),
-                    (_, since) => since,
-                };
-                let stalled = queued == Queue::Waiting
-                    && refused_since.is_some_and(|t| now.duration_since(t) >= QUEUE_STALL);
+                let stalled = stall.stalled(
+                    queued != Queue::Empty,
+                    gate.accepted_everywhere(),
+                    Instant::now(),
+                ) && queued == Queue::Waiting;
                 if !stalled {
                     if queued == Queue::Empty {
                         // Nothing to decide until the next connection comes.
@@ -172,7 +170,7 @@ pub(super) async fn accept_loop<S, B>(
                 log::debug!("accepted a connection that waited {QUEUE_STALL:?} for a sibling");
             }
         }
-        refused_since = None;
+        stall.reset();
         match guard.try_io(|l| l.get_ref().accept_one(shared, &service)) {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
