@@ -556,7 +556,10 @@ mod tests {
         slots[0].set_conns(0);
         let stuck = crate::prefork::workers::heartbeat::Heartbeat::new(&slots[0]).count_running();
         let gate = SlotGate::new(&slots[0], slots, None);
-        assert!(gate.may_accept(0), "alone, it takes connections even with its thread busy");
+        assert!(
+            gate.may_accept(0),
+            "alone, it takes connections even with its thread busy"
+        );
 
         slots[1].set_pid(101);
         slots[1].set_threads(1);
@@ -566,6 +569,9 @@ mod tests {
             "a sibling with an idle thread started since the last read takes the connection"
         );
         drop(stuck);
-        assert!(gate.may_accept(0), "with its thread free again it takes its share");
+        assert!(
+            gate.may_accept(0),
+            "with its thread free again it takes its share"
+        );
     }
 }
