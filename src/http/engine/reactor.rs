@@ -17,7 +17,7 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use crate::http::engine::acceptor::{
-    is_transient, AcceptPolicy, Acceptor, ACCEPT_BATCH, GATE_RECHECK, QUEUE_STALL,
+    is_transient, AcceptPolicy, Acceptor, StallClock, ACCEPT_BATCH, GATE_RECHECK, QUEUE_STALL,
 };
 use crate::http::engine::conn::Conn;
 use crate::http::engine::handoff::{ConnConfig, Dispatch, Handoff};
@@ -117,8 +117,9 @@ pub(crate) struct Reactor {
     gated_off: bool,
     /// A graceful stop waits for the health routes' drain delay: when to drain, and the deadline.
     drain_at: Option<(Instant, Instant)>,
-    /// Since when the gate said no while connections waited in a listener's queue.
-    queued_since: Option<Instant>,
+    /// How long connections have waited in a listener's queue, with no process accepting, while
+    /// the gate said no.
+    stall: StallClock,
     /// The stop is at once ([`ReactorHandle::stop_now`]), not graceful.
     at_once: bool,
 }
@@ -170,7 +171,7 @@ impl Reactor {
             gate: None,
             gated_off: false,
             drain_at: None,
-            queued_since: None,
+            stall: StallClock::default(),
             at_once: false,
         };
         for i in 0..reactor.listeners.len() {
@@ -256,7 +257,8 @@ impl Reactor {
             return;
         }
         let open = gate.may_accept(self.lane.live());
-        self.take_stalled(open);
+        let accepted = if open { 0 } else { gate.accepted_everywhere() };
+        self.take_stalled(open, accepted);
         if open == self.gated_off {
             self.gated_off = !open;
             for i in 0..self.listeners.len() {
@@ -271,28 +273,27 @@ impl Reactor {
         }
     }
 
-    /// While the gate says no: takes one connection from each listener whose queue has not been
-    /// empty for [`QUEUE_STALL`] (the process the gates pick does not accept).
-    fn take_stalled(&mut self, open: bool) {
-        let stalled = !open && self.listeners.iter().flatten().any(Acceptor::queued);
+    /// While the gate says no: takes one connection from a listener whose queue has waited for
+    /// [`QUEUE_STALL`] with no process accepting (the process the gates pick does not accept; see
+    /// [`StallClock`]).
+    fn take_stalled(&mut self, open: bool, accepted: u64) {
+        if open {
+            self.stall.reset();
+            return;
+        }
+        let queued = self.listeners.iter().flatten().any(Acceptor::queued);
         let now = Instant::now();
-        let since = match (stalled, self.queued_since) {
-            (false, _) => None,
-            (true, None) => Some(now),
-            (true, Some(t)) if now.duration_since(t) < QUEUE_STALL => Some(t),
-            (true, Some(_)) => {
-                for l in self.listeners.iter().flatten().filter(|l| l.queued()) {
-                    if let Ok((stream, peer, addrs)) = l.accept() {
-                        log::debug!(target: "prefork_pool::http", "accepted a connection that waited {QUEUE_STALL:?} for a sibling");
-                        self.add_conn(stream, peer, addrs, now);
-                        // One per pass: the others wait for the next pass.
-                        break;
-                    }
-                }
-                None
+        if !self.stall.stalled(queued, accepted, now) {
+            return;
+        }
+        for l in self.listeners.iter().flatten().filter(|l| l.queued()) {
+            if let Ok((stream, peer, addrs)) = l.accept() {
+                log::debug!(target: "prefork_pool::http", "accepted a connection that waited {QUEUE_STALL:?} for a sibling");
+                self.add_conn(stream, peer, addrs, now);
+                // One per pass: the others wait for the next pass.
+                break;
             }
-        };
-        self.queued_since = since;
+        }
     }
 
     /// The loop. Returns when a drain has finished (or its deadline passed), or on a poll failure.
