@@ -248,22 +248,19 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
                     false
                 }
             };
-            if still_mine {
-                // A job submitted from this thread while it answers (the HTTP server reads the
-                // connection's next request here when it came meanwhile) is lent to this worker:
-                // the worker that read the request runs it, no other thread is woken.
-                let finishing = Resting::finishing(self.id, index);
-                self.answer(&job, result);
-                drop(finishing);
-                next = slot.lent.take();
-            } else {
-                self.answer(&job, result);
-            }
             if !still_mine {
+                self.answer(&job, result);
                 // Retired by the watchdog: its record outlived the slot until now.
                 self.workers.forget_retired(job.core.id);
                 break true;
             }
+            // A job submitted from this thread while it answers (the HTTP server reads the
+            // connection's next request here when it came meanwhile) is lent to this worker: the
+            // worker that read the request runs it, no other thread is woken.
+            let finishing = Resting::finishing(self.id, index);
+            self.answer(&job, result);
+            drop(finishing);
+            next = slot.lent.take();
             served += 1;
             if next.is_some() {
                 // Run first: a job lent to this worker is never left behind (a recycle or the

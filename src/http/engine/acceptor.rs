@@ -74,11 +74,21 @@ pub(crate) struct StallClock {
 
 impl StallClock {
     /// A look at the queue while the gate says no: `queued` whether connections wait, `accepted`
-    /// the gate's [`accepted_everywhere`](AcceptPolicy::accepted_everywhere). True when this
-    /// process should take one connection now (the clock starts again).
-    pub(crate) fn stalled(&mut self, queued: bool, accepted: u64, now: Instant) -> bool {
+    /// the gate's [`accepted_everywhere`](AcceptPolicy::accepted_everywhere) (asked only when
+    /// connections wait). True when this process should take one connection now (the clock
+    /// starts again).
+    pub(crate) fn stalled(
+        &mut self,
+        queued: bool,
+        accepted: impl FnOnce() -> u64,
+        now: Instant,
+    ) -> bool {
+        if !queued {
+            self.since = None;
+            return false;
+        }
+        let accepted = accepted();
         match self.since {
-            _ if !queued => self.since = None,
             Some((t, seen)) if seen == accepted => {
                 if now.duration_since(t) >= QUEUE_STALL {
                     self.since = None;
@@ -239,7 +249,7 @@ mod tests {
         // accepted count moves between looks. Never stalled.
         let mut clock = StallClock::default();
         for i in 0..looks {
-            assert!(!clock.stalled(true, i, at(i * step)), "look {i}");
+            assert!(!clock.stalled(true, || i, at(i * step)), "look {i}");
         }
 
         // Nobody accepts: stalled once QUEUE_STALL has passed since the first look, then the
@@ -247,7 +257,7 @@ mod tests {
         let mut clock = StallClock::default();
         let mut first = None;
         for i in 0..looks {
-            if clock.stalled(true, 7, at(i * step)) {
+            if clock.stalled(true, || 7, at(i * step)) {
                 first = Some(i * step);
                 break;
             }
@@ -258,21 +268,21 @@ mod tests {
             "stalled after {first} ms"
         );
         assert!(
-            !clock.stalled(true, 7, at(first + step)),
+            !clock.stalled(true, || 7, at(first + step)),
             "the clock starts again"
         );
 
         // An empty queue at one look starts the wait again.
         let mut clock = StallClock::default();
-        assert!(!clock.stalled(true, 1, at(0)));
-        assert!(!clock.stalled(false, 1, at(QUEUE_STALL.as_millis() as u64 - step)));
-        assert!(!clock.stalled(true, 1, at(QUEUE_STALL.as_millis() as u64)));
+        assert!(!clock.stalled(true, || 1, at(0)));
+        assert!(!clock.stalled(false, || 1, at(QUEUE_STALL.as_millis() as u64 - step)));
+        assert!(!clock.stalled(true, || 1, at(QUEUE_STALL.as_millis() as u64)));
         let late = 2 * QUEUE_STALL.as_millis() as u64;
-        assert!(clock.stalled(true, 1, at(late)));
+        assert!(clock.stalled(true, || 1, at(late)));
 
         // Without a count (a gate that does not know it: 0 always) the old rule holds.
         let mut clock = StallClock::default();
-        assert!(!clock.stalled(true, 0, at(0)));
-        assert!(clock.stalled(true, 0, at(QUEUE_STALL.as_millis() as u64)));
+        assert!(!clock.stalled(true, || 0, at(0)));
+        assert!(clock.stalled(true, || 0, at(QUEUE_STALL.as_millis() as u64)));
     }
 }

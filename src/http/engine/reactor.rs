@@ -257,8 +257,7 @@ impl Reactor {
             return;
         }
         let open = gate.may_accept(self.lane.live());
-        let accepted = if open { 0 } else { gate.accepted_everywhere() };
-        self.take_stalled(open, accepted);
+        self.take_stalled(open, &*gate);
         if open == self.gated_off {
             self.gated_off = !open;
             for i in 0..self.listeners.len() {
@@ -276,14 +275,17 @@ impl Reactor {
     /// While the gate says no: takes one connection from a listener whose queue has waited for
     /// [`QUEUE_STALL`] with no process accepting (the process the gates pick does not accept; see
     /// [`StallClock`]).
-    fn take_stalled(&mut self, open: bool, accepted: u64) {
+    fn take_stalled(&mut self, open: bool, gate: &dyn AcceptPolicy) {
         if open {
             self.stall.reset();
             return;
         }
         let queued = self.listeners.iter().flatten().any(Acceptor::queued);
         let now = Instant::now();
-        if !self.stall.stalled(queued, accepted, now) {
+        if !self
+            .stall
+            .stalled(queued, || gate.accepted_everywhere(), now)
+        {
             return;
         }
         for l in self.listeners.iter().flatten().filter(|l| l.queued()) {

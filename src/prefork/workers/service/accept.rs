@@ -152,7 +152,7 @@ pub(super) async fn accept_loop<S, B>(
                 let queued = guard.get_ref().get_ref().queued();
                 let stalled = stall.stalled(
                     queued != Queue::Empty,
-                    gate.accepted_everywhere(),
+                    || gate.accepted_everywhere(),
                     Instant::now(),
                 ) && queued == Queue::Waiting;
                 if !stalled {
