@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::{Buf, BytesMut};
 use http::{Method, Request, Version};
 
 use crate::http::engine::epoll;
@@ -32,7 +33,7 @@ use crate::http::self_call::calls::{unix_caller, Caller};
 use crate::http::self_call::owner_lookup::CallerCell;
 use crate::http::types::{ForwardedProto, PeerAddr, SocketPeer, TcpEnds};
 use crate::http::wire::head_scan::HeadScanner;
-use crate::http::wire::parse::{parse_head, Framing, Head, HttpError};
+use crate::http::wire::parse::{parse_shared, Framing, Head, HttpError};
 use crate::http::wire::proxy_protocol;
 use crate::http::wire::response::{write_response, WriteOpts, SHUTTING_DOWN};
 
@@ -119,7 +120,11 @@ pub(crate) struct Conn {
     client_ip: Option<IpAddr>,
     /// A PROXY header named the client.
     proxied: bool,
-    buf: Vec<u8>,
+    /// What was read and not parsed yet. A complete head is split off it and frozen: the
+    /// request's target and field values are slices of it (no copy), and the buffer is reused
+    /// for the next request once they are gone (a handler that keeps one keeps the buffer it is
+    /// in; the connection then reads into a new one).
+    buf: BytesMut,
     scanner: HeadScanner,
     state: State,
     out: Vec<u8>,
@@ -157,7 +162,7 @@ impl Conn {
             client_ip: addrs.map(|(p, _)| p.ip().to_canonical()),
             proxied: false,
             peer,
-            buf: Vec::new(),
+            buf: BytesMut::new(),
             scanner: HeadScanner::default(),
             state: if handoff.cfg.proxy.proxy_protocol {
                 State::Proxy
@@ -242,7 +247,7 @@ impl Conn {
     fn close_lingering(&mut self, env: &mut Env<'_>) -> Next {
         self.link.stream.shutdown_write();
         self.state = State::Lingering;
-        self.buf = Vec::new();
+        self.buf = BytesMut::new();
         self.deadline = Some(env.now + LINGER);
         self.read_and_advance(false, env)
     }
@@ -375,7 +380,7 @@ impl Conn {
                 State::Proxy => match proxy_protocol::parse(&self.buf) {
                     Ok(None) => return Next::Keep,
                     Ok(Some((len, client))) => {
-                        self.buf.drain(..len);
+                        self.buf.advance(len);
                         if let Some(client) = client {
                             let ip = client.ip().to_canonical();
                             self.client = Arc::from(ip.to_string());
@@ -405,11 +410,12 @@ impl Conn {
                             return Next::Keep;
                         }
                         Ok(Some((a, b))) => {
-                            let head = match parse_head(&self.buf[a..b], &limits) {
+                            let mut raw = self.buf.split_to(b);
+                            raw.advance(a);
+                            let head = match parse_shared(raw.freeze(), &limits) {
                                 Ok(h) => h,
                                 Err(e) => return self.fail(e, env),
                             };
-                            self.buf.drain(..b);
                             self.scanner = HeadScanner::default();
                             if head.framing == Framing::None {
                                 self.dispatch(head, Vec::new(), None, env);
@@ -691,7 +697,7 @@ impl Conn {
             State::Closing => {
                 self.link.stream.shutdown_write();
                 self.state = State::Lingering;
-                self.buf = Vec::new();
+                self.buf = BytesMut::new();
                 self.deadline = Some(env.now + LINGER);
                 self.read_and_advance(false, env)
             }

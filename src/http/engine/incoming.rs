@@ -9,6 +9,8 @@
 
 use std::time::{Duration, Instant};
 
+use bytes::{Buf, BytesMut};
+
 use crate::http::engine::handoff::ConnConfig;
 use crate::http::engine::spool::{RequestBody, Spool};
 use crate::http::wire::decode::BodyDecoder;
@@ -57,12 +59,12 @@ impl Incoming {
     /// request with (a framing error, the body limit, a temporary file that cannot be written).
     pub(crate) fn take(
         &mut self,
-        buf: &mut Vec<u8>,
+        buf: &mut BytesMut,
         cfg: &ConnConfig,
         now: Instant,
     ) -> Result<bool, HttpError> {
         let (n, done) = self.decoder.decode(buf, &mut self.body, &cfg.limits)?;
-        buf.drain(..n);
+        buf.advance(n);
         if n > 0 {
             self.received += n as u64;
             self.last_read = now;
@@ -169,7 +171,7 @@ mod tests {
         // Nothing yet: body_timeout, from the floor and from the last read alike.
         assert_eq!(body.deadline(&cfg), t0 + Duration::from_secs(10));
         // 50 bytes 9 s later: half a second earned; the floor (10.5 s) is before the next read's.
-        let mut buf = vec![b'x'; 50];
+        let mut buf = BytesMut::from(&[b'x'; 50][..]);
         let t9 = t0 + Duration::from_secs(9);
         assert_eq!(body.take(&mut buf, &cfg, t9), Ok(false));
         assert!(buf.is_empty());
@@ -179,7 +181,7 @@ mod tests {
             "request body too slow: it arrived below the server's minimum rate"
         );
         // 950 more: the body is complete.
-        let mut buf = vec![b'x'; 950];
+        let mut buf = BytesMut::from(&[b'x'; 950][..]);
         assert_eq!(body.take(&mut buf, &cfg, t9), Ok(true));
         let (_, bytes, spooled) = body.finish().unwrap();
         assert_eq!((bytes.len(), spooled.is_none()), (1000, true));
@@ -189,7 +191,7 @@ mod tests {
     fn a_fast_body_is_limited_by_the_wait_between_reads_and_no_floor_means_none() {
         let mut body = upload(100_000);
         let t0 = body.started;
-        let mut buf = vec![b'x'; 50_000];
+        let mut buf = BytesMut::from(&[b'x'; 50_000][..]);
         let t1 = t0 + Duration::from_secs(1);
         // 50 kB in 1 s at a floor of 100 B/s: 500 s earned; the next read's 10 s come first.
         let floor = cfg(Duration::from_secs(10), 100);

@@ -3,9 +3,11 @@
 //! depend on how its bytes were split into reads. The fuzz target (`fuzz/`) and the split tests
 //! both drive it; it is compiled only for them (`cfg(test)` or `cfg(fuzzing)`).
 
+use bytes::{Buf, BytesMut};
+
 use crate::http::wire::decode::BodyDecoder;
 use crate::http::wire::head_scan::HeadScanner;
-use crate::http::wire::parse::{parse_head, Framing, Limits};
+use crate::http::wire::parse::{parse_shared, Framing, Head, Limits};
 
 /// What one request of an input came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,9 +22,39 @@ pub(crate) enum Event {
 
 /// What an input, fed in `pieces`, came to: its events, and how many bytes were left waiting
 /// (an incomplete head or body) when the input ended.
+///
+/// Each head is split off the buffer as the connection splits it, and shown only when the input
+/// has ended: its target and values (slices of the buffer) must still read as they came after
+/// the buffer took in, and dropped, what followed them.
 pub(crate) fn outcome(pieces: &[&[u8]], limits: &Limits) -> (Vec<Event>, usize) {
+    let (events, left) = outcome_kept(pieces, limits);
+    let events = events
+        .into_iter()
+        .map(|e| match e {
+            Kept::Head(head) => Event::Head(show(&head)),
+            Kept::Event(e) => e,
+        })
+        .collect();
+    (events, left)
+}
+
+/// An event, its head still parsed (not shown yet).
+enum Kept {
+    Head(Box<Head>),
+    Event(Event),
+}
+
+fn show(head: &Head) -> String {
+    let mut shown = format!("{} {} {:?}", head.method, head.uri, head.version);
+    for (name, value) in &head.headers {
+        shown.push_str(&format!("\n{name}: {:?}", value.as_bytes()));
+    }
+    shown
+}
+
+fn outcome_kept(pieces: &[&[u8]], limits: &Limits) -> (Vec<Kept>, usize) {
     let mut events = Vec::new();
-    let mut buf: Vec<u8> = Vec::new();
+    let mut buf = BytesMut::new();
     let mut scanner = HeadScanner::default();
     let mut body: Option<(BodyDecoder, Vec<u8>)> = None;
     for piece in pieces {
@@ -31,43 +63,40 @@ pub(crate) fn outcome(pieces: &[&[u8]], limits: &Limits) -> (Vec<Event>, usize) 
             if let Some((decoder, out)) = body.as_mut() {
                 match decoder.decode(&buf, out, limits) {
                     Err(e) => {
-                        events.push(Event::Refused(e.status));
+                        events.push(Kept::Event(Event::Refused(e.status)));
                         return (events, 0);
                     }
                     Ok((n, done)) => {
-                        buf.drain(..n);
+                        buf.advance(n);
                         if !done {
                             break;
                         }
                         let (_, out) = body.take().expect("checked above");
-                        events.push(Event::Body(out));
+                        events.push(Kept::Event(Event::Body(out)));
                     }
                 }
             }
             match scanner.scan(&buf, limits) {
                 Err(e) => {
-                    events.push(Event::Refused(e.status));
+                    events.push(Kept::Event(Event::Refused(e.status)));
                     return (events, 0);
                 }
                 Ok(None) => break,
                 Ok(Some((a, b))) => {
-                    let head = match parse_head(&buf[a..b], limits) {
+                    let mut raw = buf.split_to(b);
+                    raw.advance(a);
+                    let head = match parse_shared(raw.freeze(), limits) {
                         Err(e) => {
-                            events.push(Event::Refused(e.status));
+                            events.push(Kept::Event(Event::Refused(e.status)));
                             return (events, 0);
                         }
                         Ok(head) => head,
                     };
-                    let mut shown = format!("{} {} {:?}", head.method, head.uri, head.version);
-                    for (name, value) in &head.headers {
-                        shown.push_str(&format!("\n{name}: {:?}", value.as_bytes()));
-                    }
-                    events.push(Event::Head(shown));
-                    buf.drain(..b);
                     scanner = HeadScanner::default();
                     if head.framing != Framing::None {
                         body = Some((BodyDecoder::new(head.framing), Vec::new()));
                     }
+                    events.push(Kept::Head(Box::new(head)));
                 }
             }
         }

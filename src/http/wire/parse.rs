@@ -155,15 +155,28 @@ pub(crate) struct Head {
     pub depth: bool,
 }
 
-/// Parse a complete head (`buf` is exactly the head, ending with the blank line).
+/// [`parse_shared`] of a head in a slice, copied first (one allocation that the target and the
+/// field values share): for the tests.
+#[cfg(test)]
+pub(crate) fn parse_head(buf: &[u8], limits: &Limits) -> Result<Head, HttpError> {
+    parse_shared(Bytes::copy_from_slice(buf), limits)
+}
+
+/// Parse a complete head (`shared` is exactly the head, ending with the blank line).
 ///
-/// `buf` is a head the scanner (`head_scan.rs`) accepted, so its grammar is already checked byte
-/// by byte: this is the one pass that cuts it into its parts (the request line's three, each
+/// `shared` is a head the scanner (`head_scan.rs`) accepted, so its grammar is already checked
+/// byte by byte: this is the one pass that cuts it into its parts (the request line's three, each
 /// field line's name and value, trimmed of the whitespace around it) and builds the request from
 /// them, with the checks of what the parts mean (`Host`, `Expect`, framing). The parts are still
 /// validated by the `http` types they become, so a head that did not come through the scanner is
 /// refused with a 400 rather than misread.
-pub(crate) fn parse_head(buf: &[u8], limits: &Limits) -> Result<Head, HttpError> {
+///
+/// The request target and the field values are slices of `shared`, not copies: they keep its
+/// buffer alive as long as any of them lives. The connection splits the head off its read buffer
+/// (a `BytesMut`), so that buffer is shared from its first head on, and reused for the next
+/// request once the last slice of this one is gone: no allocation per request for the head.
+pub(crate) fn parse_shared(shared: Bytes, limits: &Limits) -> Result<Head, HttpError> {
+    let buf: &[u8] = &shared;
     let mut lines = Lines { buf, pos: 0 };
     let request_line = lines.next()?;
     // `method SP target SP HTTP/d.d`: the method up to the first space, the version in the last
@@ -195,9 +208,6 @@ pub(crate) fn parse_head(buf: &[u8], limits: &Limits) -> Result<Head, HttpError>
     if method == Method::CONNECT {
         return Err(connect_not_served());
     }
-    // One copy of the head, which the target and the field values share (one allocation for all
-    // of them, rather than one each); it lives as long as any of them does.
-    let shared = Bytes::copy_from_slice(buf);
     let uri = target(shared.slice(sp + 1..sp + 1 + raw_target.len()), raw_target)?;
     // The field lines cut into name and value (offsets in `buf`), so that the map is made once
     // with room for all of them; up to `INLINE` fields without an allocation.
