@@ -61,16 +61,21 @@ impl JobCore {
         now: Instant,
     ) -> JobCore {
         let mut deadline = now + budget;
-        let mut depth = depth;
+        let (mut budget, mut depth) = (budget, depth);
         if let Some(p) = &parent {
-            deadline = deadline.min(p.core().deadline);
+            // The caller's earlier deadline is the job's: its budget is what is left of it (else
+            // `deadline - now` is `budget` exactly, no need to subtract).
+            if p.core().deadline < deadline {
+                deadline = p.core().deadline;
+                budget = deadline.saturating_duration_since(now);
+            }
             depth = depth.max(p.core().depth.saturating_add(1));
         }
         JobCore {
             id,
             pool,
             deadline,
-            budget: deadline.saturating_duration_since(now),
+            budget,
             cancelled: AtomicBool::new(false),
             parent,
             depth,

@@ -33,6 +33,7 @@ impl Label {
 
     /// Appends `s`, cut at a character boundary when the label is full (it then ends with
     /// `...`).
+    #[inline]
     pub(crate) fn push(&mut self, s: &str) -> &mut Self {
         let at = self.len as usize;
         let room = LABEL_MAX - at;
@@ -60,6 +61,7 @@ impl Label {
 
     /// Appends each of `parts` in turn, as [`push`](Self::push) does (one call for a line built
     /// from pieces, such as a request line).
+    #[inline]
     pub(crate) fn push_all(&mut self, parts: &[&str]) -> &mut Self {
         for part in parts {
             self.push(part);
