@@ -412,7 +412,8 @@ impl Conn {
                         Ok(Some((a, b))) => {
                             let mut raw = self.buf.split_to(b);
                             raw.advance(a);
-                            let head = match parse_shared(raw.freeze(), &limits) {
+                            let fields = self.scanner.fields();
+                            let head = match parse_shared(raw.freeze(), fields, &limits) {
                                 Ok(h) => h,
                                 Err(e) => return self.fail(e, env),
                             };

@@ -85,7 +85,7 @@ fn outcome_kept(pieces: &[&[u8]], limits: &Limits) -> (Vec<Kept>, usize) {
                 Ok(Some((a, b))) => {
                     let mut raw = buf.split_to(b);
                     raw.advance(a);
-                    let head = match parse_shared(raw.freeze(), limits) {
+                    let head = match parse_shared(raw.freeze(), scanner.fields(), limits) {
                         Err(e) => {
                             events.push(Kept::Event(Event::Refused(e.status)));
                             return (events, 0);

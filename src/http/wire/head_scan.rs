@@ -593,6 +593,11 @@ impl HeadScanner {
     pub(crate) fn started(&self) -> bool {
         !matches!(self.at, At::Blank | At::BlankLf)
     }
+
+    /// The field lines of the head so far (of the whole head, once `scan` has found its end).
+    pub(crate) fn fields(&self) -> usize {
+        self.fields
+    }
 }
 
 #[cfg(test)]

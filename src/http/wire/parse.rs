@@ -159,7 +159,13 @@ pub(crate) struct Head {
 /// field values share): for the tests.
 #[cfg(test)]
 pub(crate) fn parse_head(buf: &[u8], limits: &Limits) -> Result<Head, HttpError> {
-    parse_shared(Bytes::copy_from_slice(buf), limits)
+    // The field lines: every line but the request line and the blank one.
+    let fields = buf
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        .saturating_sub(2);
+    parse_shared(Bytes::copy_from_slice(buf), fields, limits)
 }
 
 /// Parse a complete head (`shared` is exactly the head, ending with the blank line).
@@ -175,7 +181,15 @@ pub(crate) fn parse_head(buf: &[u8], limits: &Limits) -> Result<Head, HttpError>
 /// buffer alive as long as any of them lives. The connection splits the head off its read buffer
 /// (a `BytesMut`), so that buffer is shared from its first head on, and reused for the next
 /// request once the last slice of this one is gone: no allocation per request for the head.
-pub(crate) fn parse_shared(shared: Bytes, limits: &Limits) -> Result<Head, HttpError> {
+///
+/// `fields`: how many field lines the head has, as the scanner counted them, so that the map is
+/// made once with room for all of them. Only a hint: a wrong count costs a reallocation of the
+/// map, never a wrong parse.
+pub(crate) fn parse_shared(
+    shared: Bytes,
+    fields: usize,
+    limits: &Limits,
+) -> Result<Head, HttpError> {
     let buf: &[u8] = &shared;
     let mut lines = Lines { buf, pos: 0 };
     let request_line = lines.next()?;
@@ -209,11 +223,11 @@ pub(crate) fn parse_shared(shared: Bytes, limits: &Limits) -> Result<Head, HttpE
         return Err(connect_not_served());
     }
     let uri = target(shared.slice(sp + 1..sp + 1 + raw_target.len()), raw_target)?;
-    // The field lines cut into name and value (offsets in `buf`), so that the map is made once
-    // with room for all of them; up to `INLINE` fields without an allocation.
-    const INLINE: usize = 24;
-    let mut inline = [Field::default(); INLINE];
-    let mut spilled: Vec<Field> = Vec::new();
+    let mut map = HeaderMap::with_capacity(fields.min(limits.fields));
+    // What the checks below need, noted as the fields go by (no lookups when they are absent).
+    let (mut hosts, mut host_comma, mut expects) = (0usize, false, 0usize);
+    let (mut has_te, mut has_cl, mut has_connection) = (false, false, false);
+    let (mut forwarding, mut depth) = (false, false);
     let mut count = 0;
     loop {
         let at = lines.pos;
@@ -224,45 +238,17 @@ pub(crate) fn parse_shared(shared: Bytes, limits: &Limits) -> Result<Head, HttpE
         if count >= limits.fields {
             return Err(too_many_fields(limits));
         }
+        count += 1;
         let colon = line
             .iter()
             .position(|&b| b == b':')
             .ok_or_else(|| bad("a header line without a colon"))?;
         let (a, b) = trim_ows(&line[colon + 1..]);
-        // Offsets as u32 (a head is at most 64 MiB, `limit_head_bytes`): half the room to clear.
-        let off = |i: usize| u32::try_from(i).map_err(|_| bad("request head too large"));
-        let field = Field {
-            name: (off(at)?, off(at + colon)?),
-            value: (off(at + colon + 1 + a)?, off(at + colon + 1 + b)?),
-        };
-        match inline.get_mut(count) {
-            Some(slot) => *slot = field,
-            None => {
-                if spilled.is_empty() {
-                    spilled.extend_from_slice(&inline);
-                }
-                spilled.push(field);
-            }
-        }
-        count += 1;
-    }
-    let fields = if count <= INLINE {
-        &inline[..count]
-    } else {
-        &spilled[..]
-    };
-    let mut map = HeaderMap::with_capacity(count);
-    // What the checks below need, noted as the fields go by (no lookups when they are absent).
-    let (mut hosts, mut host_comma, mut expects) = (0usize, false, 0usize);
-    let (mut has_te, mut has_cl, mut has_connection) = (false, false, false);
-    let (mut forwarding, mut depth) = (false, false);
-    for f in fields {
-        let (n0, n1) = (f.name.0 as usize, f.name.1 as usize);
-        let (v0, v1) = (f.value.0 as usize, f.value.1 as usize);
         let name =
-            HeaderName::from_bytes(&buf[n0..n1]).map_err(|_| bad("malformed header name"))?;
-        let value = HeaderValue::from_maybe_shared(shared.slice(v0..v1))
-            .map_err(|_| bad("malformed header value"))?;
+            HeaderName::from_bytes(&line[..colon]).map_err(|_| bad("malformed header name"))?;
+        let value =
+            HeaderValue::from_maybe_shared(shared.slice(at + colon + 1 + a..at + colon + 1 + b))
+                .map_err(|_| bad("malformed header value"))?;
         if name == HOST {
             hosts += 1;
             host_comma |= value.as_bytes().contains(&b',');
@@ -371,13 +357,6 @@ fn find_lf(s: &[u8]) -> Option<usize> {
         i += 8;
     }
     s[i..].iter().position(|&b| b == b'\n').map(|p| i + p)
-}
-
-/// Where a field line's name and value are in the head (value without the whitespace around it).
-#[derive(Debug, Clone, Copy, Default)]
-struct Field {
-    name: (u32, u32),
-    value: (u32, u32),
 }
 
 /// The range of `s` without the optional whitespace (SP, HTAB) around a field value.
