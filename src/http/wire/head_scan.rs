@@ -210,7 +210,7 @@ impl HeadScanner {
     /// at a time to the same place (the start of the first field line). Taken only when none of
     /// its bytes passes a limit. Returns whether it moved.
     fn skip_request_line(&mut self, buf: &[u8], limits: &Limits) -> bool {
-        if self.at != At::Blank {
+        if !matches!(self.at, At::Blank) {
             return false;
         }
         let s = &buf[self.pos..];
@@ -325,7 +325,7 @@ impl HeadScanner {
     /// CR and LF to the same end (and leave the scanner where it would). Taken only when its LF
     /// does not pass the head's limit.
     fn skip_head_end(&mut self, buf: &[u8], limits: &Limits) -> Option<usize> {
-        if self.at != At::FieldStart
+        if !matches!(self.at, At::FieldStart)
             || buf.get(self.pos..self.pos + 2) != Some(b"\r\n")
             || self.pos + 1 - self.start >= limits.head_bytes
         {
