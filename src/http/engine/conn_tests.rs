@@ -223,6 +223,36 @@ fn two_requests_in_one_write_are_handled_one_at_a_time_and_answered_in_order() {
     );
 }
 
+/// A request's target and field values are slices of the connection's read buffer, not copies:
+/// what a handler keeps of a request (its `Uri`, a header value) still reads as it came after the
+/// connection has answered it and read the next request into the same buffer.
+#[test]
+fn what_a_handler_keeps_of_a_request_outlives_the_next_one_read_on_the_connection() {
+    let mut r = Rig::new();
+    r.send(b"GET /first?q=1 HTTP/1.1\r\nHost: x\r\nX-Kept: one\r\n\r\n");
+    assert_eq!(r.ready(), Next::Keep);
+    let kept = {
+        let held = r.held.lock();
+        let req = &held[0].as_ref().expect("handed off").req;
+        (req.uri().clone(), req.headers()["x-kept"].clone())
+    };
+    // The request itself is gone with its answer; the next one, of the same length, is read.
+    assert_eq!(r.answer(0, "first"), Next::Keep);
+    r.send(b"GET /other?q=2 HTTP/1.1\r\nHost: x\r\nX-Kept: two\r\n\r\n");
+    assert_eq!(r.ready(), Next::Keep);
+    assert_eq!(paths(&r.held), ["(answered)", "/other"]);
+    assert_eq!(kept.0, "/first?q=1");
+    assert_eq!(kept.1, "one");
+    {
+        let held = r.held.lock();
+        let req = &held[1].as_ref().expect("handed off").req;
+        assert_eq!(req.uri(), "/other?q=2");
+        assert_eq!(req.headers()["x-kept"], "two");
+    }
+    assert_eq!(r.answer(1, "second"), Next::Keep);
+    assert_eq!(kept.0, "/first?q=1");
+}
+
 /// The crate's rule for `Expect: 100-continue`: the thread that reads the head writes the interim
 /// `100 Continue` at once when the request has a body and none of it has come yet (the client
 /// waits for it before sending the body); not when the body came with the head, nor for a request
