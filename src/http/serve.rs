@@ -397,9 +397,10 @@ fn request_line(req: &HttpRequest, label: &mut Label) {
 /// After each request's handler: render a `prefork_pool::Error` the handler returned like the
 /// server's own answers.
 fn around<R: IntoResponse>(page: &ErrorPage, answer: R) -> HttpResponse {
-    let resp = answer.into_response();
-    match resp.extensions().get::<ServerAnswer>() {
-        Some(a) => page.render(a.status, a.reason),
-        None => resp,
+    let mut resp = answer.into_response();
+    // Replaced in place and returned as it is: the common answer is not copied on its way out.
+    if let Some(&ServerAnswer { status, reason }) = resp.extensions().get::<ServerAnswer>() {
+        resp = page.render(status, reason);
     }
+    resp
 }
