@@ -121,6 +121,11 @@ impl Done {
     pub(crate) fn peer(&self) -> &str {
         &self.reply.peer
     }
+
+    /// How the server renders the answers it makes on its own (a pool error's).
+    pub(crate) fn error_page(&self) -> &ErrorPage {
+        &self.handoff.cfg.error_page
+    }
 }
 
 /// Where complete requests go: the Pool (or, in unit tests, anything else).
