@@ -385,21 +385,22 @@ fn request_line(req: &HttpRequest, label: &mut Label) {
         }
     };
     let version = match req.version() {
-        Version::HTTP_09 => " HTTP/0.9",
-        Version::HTTP_10 => " HTTP/1.0",
-        Version::HTTP_2 => " HTTP/2.0",
-        Version::HTTP_3 => " HTTP/3.0",
-        _ => " HTTP/1.1",
+        Version::HTTP_09 => b" HTTP/0.9",
+        Version::HTTP_10 => b" HTTP/1.0",
+        Version::HTTP_2 => b" HTTP/2.0",
+        Version::HTTP_3 => b" HTTP/3.0",
+        _ => b" HTTP/1.1",
     };
-    label.push_all(&[req.method().as_str(), " ", target, version]);
+    label.request_line(req.method().as_str(), target, version);
 }
 
 /// After each request's handler: render a `prefork_pool::Error` the handler returned like the
 /// server's own answers.
 fn around<R: IntoResponse>(page: &ErrorPage, answer: R) -> HttpResponse {
-    let resp = answer.into_response();
-    match resp.extensions().get::<ServerAnswer>() {
-        Some(a) => page.render(a.status, a.reason),
-        None => resp,
+    let mut resp = answer.into_response();
+    // Replaced in place and returned as it is: the common answer is not copied on its way out.
+    if let Some(&ServerAnswer { status, reason }) = resp.extensions().get::<ServerAnswer>() {
+        resp = page.render(status, reason);
     }
+    resp
 }

@@ -69,6 +69,24 @@ impl Label {
         self
     }
 
+    /// Writes a request line, `{method} {target}{version}` (`version` with its leading space,
+    /// e.g. `" HTTP/1.1"`), as [`push_all`](Self::push_all) would: into an empty label that holds
+    /// it whole, in three copies and no checks per piece (the label of every HTTP request).
+    pub(crate) fn request_line(&mut self, method: &str, target: &str, version: &[u8; 9]) {
+        let (m, t) = (method.len(), target.len());
+        if self.len != 0 || self.full || m + 1 + t + version.len() > LABEL_MAX {
+            // Only ASCII in `version` (the HTTP versions): a `str`.
+            let version = std::str::from_utf8(version).unwrap_or("");
+            self.push_all(&[method, " ", target, version]);
+            return;
+        }
+        self.buf[..m].copy_from_slice(method.as_bytes());
+        self.buf[m] = b' ';
+        self.buf[m + 1..m + 1 + t].copy_from_slice(target.as_bytes());
+        self.buf[m + 1 + t..m + 1 + t + version.len()].copy_from_slice(version);
+        self.len = (m + 1 + t + version.len()) as u8;
+    }
+
     pub(crate) fn as_str(&self) -> &str {
         // Only whole `&str`s (or their cut at a character boundary) and ASCII are ever copied in.
         std::str::from_utf8(&self.buf[..self.len as usize]).unwrap_or("")
@@ -120,6 +138,42 @@ mod tests {
         assert!(text.starts_with("GET /\u{e9}"), "{text}");
         assert!(text.ends_with("..."), "the cut is marked: {text}");
         assert!(!text.contains("HTTP/1.1"), "nothing after the cut: {text}");
+    }
+
+    /// The request line written in one go reads as the same line pushed piece by piece, short,
+    /// cut, or after something else.
+    #[test]
+    fn a_request_line_reads_as_its_pieces_pushed_one_by_one() {
+        let pushed = |method: &str, target: &str, before: &str| {
+            let mut l = Label::EMPTY;
+            l.push(before).push_all(&[method, " ", target, " HTTP/1.1"]);
+            l
+        };
+        let written = |method: &str, target: &str, before: &str| {
+            let mut l = Label::EMPTY;
+            l.push(before).request_line(method, target, b" HTTP/1.1");
+            l
+        };
+        let long = format!("/{}", "\u{e9}".repeat(LABEL_MAX));
+        let fits = "x".repeat(LABEL_MAX - 13);
+        let over = "x".repeat(LABEL_MAX - 12);
+        for (method, target, before) in [
+            ("GET", "/a?b=1", ""),
+            ("PROPFIND", "/", ""),
+            ("GET", "", ""),
+            ("GET", long.as_str(), ""),
+            ("GET", fits.as_str(), ""),
+            ("GET", over.as_str(), ""),
+            ("GET", "/x", "job "),
+        ] {
+            let (a, b) = (
+                pushed(method, target, before),
+                written(method, target, before),
+            );
+            assert_eq!(a.as_str(), b.as_str(), "{method} {target}");
+            assert_eq!(a.full, b.full, "{method} {target}");
+        }
+        assert_eq!(written("GET", &fits, "").as_str().len(), LABEL_MAX);
     }
 
     #[cfg(feature = "http")]

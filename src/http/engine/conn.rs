@@ -472,7 +472,7 @@ impl Conn {
             .cfg
             .access_log
             .as_ref()
-            .map(|f| f.capture(&head.method, &head.uri, head.version, &head.headers));
+            .map(|f| Box::new(f.capture(&head.method, &head.uri, head.version, &head.headers)));
         // What a trusted proxy says about the client: for the handler and the log only.
         let fwd = if head.forwarding {
             believe(&handoff.cfg.proxy, self.client_ip, &head.headers)

@@ -30,31 +30,37 @@ pub(crate) struct PoolDispatch {
 }
 
 impl PoolDispatch {
-    /// The request's own deadline (None: the Pool's), its label for the log, and its `Loopback`.
-    fn prepare(&self, req: &mut HttpRequest) -> (Option<Duration>, Label) {
+    /// The request's own deadline (None: the Pool's), its label and client for the log, and its
+    /// `Loopback`.
+    fn prepare(&self, req: &mut HttpRequest) -> (Option<Duration>, RequestLabel, Option<Arc<str>>) {
         let deadline = self.deadline_for.as_ref().and_then(|f| f(req));
-        let label = Label::of(req);
+        let label = RequestLabel {
+            method: req.method().clone(),
+            path: LogPath::of(req.uri()),
+        };
+        let peer = req.extensions().get::<PeerAddr>().map(|p| p.0.clone());
         req.extensions_mut()
             .insert(Loopback::new(self.pool.clone(), self.max_depth));
-        (deadline, label)
+        (deadline, label, peer)
     }
 }
 
 impl Dispatch for PoolDispatch {
     fn dispatch(&self, mut req: HttpRequest, depth: u32, done: Done) {
         let deadline = self.deadline_for.as_ref().and_then(|f| f(&req));
-        // The client for the log is the one `done` carries (the request's `PeerAddr`).
-        let label = Label {
+        // The client for the log is the one `done` carries (the request's `PeerAddr`), and the
+        // error page the server's own (`done`'s, the one this dispatcher was given): the
+        // callback the pool keeps holds no more than the request's method and path besides.
+        let label = RequestLabel {
             method: req.method().clone(),
             path: LogPath::of(req.uri()),
-            peer: None,
         };
         req.extensions_mut()
             .insert(Loopback::new(self.pool.clone(), self.max_depth));
-        let page = self.error_page.clone();
         self.pool
             .submit_then_at(req, deadline, depth, true, move |result| {
-                let result = result.or_else(|e| Ok(label.answer(&page, &e, Some(done.peer()))));
+                let result =
+                    result.or_else(|e| Ok(label.answer(done.error_page(), &e, done.peer())));
                 done.finish(result)
             });
     }
@@ -66,9 +72,9 @@ impl Dispatch for PoolDispatch {
         true
     }
     fn call_here(&self, mut req: HttpRequest, depth: u32) -> Result<HttpResponse, Error> {
-        let (deadline, label) = self.prepare(&mut req);
+        let (deadline, label, peer) = self.prepare(&mut req);
         let result = self.pool.call_here_at(req, deadline, depth);
-        result.or_else(|e| Ok(label.answer(&self.error_page, &e, None)))
+        result.or_else(|e| Ok(label.answer(&self.error_page, &e, peer.as_deref().unwrap_or("?"))))
     }
     fn name(&self) -> &str {
         self.pool.name()
@@ -109,10 +115,9 @@ impl Dispatch for PoolDispatch {
 }
 
 /// What the log says of a request the Pool answered with an error.
-struct Label {
+struct RequestLabel {
     method: Method,
     path: LogPath,
-    peer: Option<Arc<str>>,
 }
 
 /// The request's path, for the log line of an error answer. A short path is copied into the label
@@ -150,18 +155,10 @@ impl LogPath {
     }
 }
 
-impl Label {
-    fn of(req: &HttpRequest) -> Self {
-        Label {
-            method: req.method().clone(),
-            path: LogPath::of(req.uri()),
-            peer: req.extensions().get::<PeerAddr>().map(|p| p.0.clone()),
-        }
-    }
-
+impl RequestLabel {
     /// Log `e` with the request it answers (a 500 at `error`, the others at `warn`, on target
-    /// `prefork_pool::http`), and render its answer. `peer`: the client, when the label has none.
-    fn answer(&self, page: &ErrorPage, e: &Error, peer: Option<&str>) -> HttpResponse {
+    /// `prefork_pool::http`), and render its answer. `peer`: the client.
+    fn answer(&self, page: &ErrorPage, e: &Error, peer: &str) -> HttpResponse {
         let status = e.http_status();
         let level = if status == 500 {
             log::Level::Error
@@ -174,7 +171,7 @@ impl Label {
             "`{} {}` from {}: answered {status}: {e}",
             self.method,
             self.path.as_str(),
-            self.peer.as_deref().or(peer).unwrap_or("?"),
+            peer,
         );
         page.pool_error(e)
     }
