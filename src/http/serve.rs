@@ -298,7 +298,7 @@ impl ServerBuilder {
         for a in self.tcp.iter().flat_map(|r| r.iter().flatten()) {
             let l = bind_tcp(*a, backlog).map_err(io_err(format!("bind {a}")))?;
             addrs.push(l.local_addr().map_err(io_err("read a bound address"))?);
-            listeners.push(Acceptor::Tcp(mio::net::TcpListener::from_std(l)));
+            listeners.push(Acceptor::tcp(l));
         }
         for l in self.std_tcp {
             l.set_nonblocking(true)
@@ -307,7 +307,7 @@ impl ServerBuilder {
                 l.local_addr()
                     .map_err(io_err("read an adopted listener's address"))?,
             );
-            listeners.push(Acceptor::Tcp(mio::net::TcpListener::from_std(l)));
+            listeners.push(Acceptor::tcp(l));
         }
         #[cfg(unix)]
         {

@@ -3,7 +3,7 @@
 //! of `accept` to balance connections between the worker processes.
 
 use std::io;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsRawFd, RawFd};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -129,16 +129,33 @@ pub(crate) fn tcp_queued(fd: RawFd) -> bool {
 /// A listening socket, as the reactor accepts on it.
 #[derive(Debug)]
 pub(crate) enum Acceptor {
-    Tcp(mio::net::TcpListener),
+    /// With the address every connection it accepts is made to, when that is known without
+    /// asking (a listener bound to one address: see [`Acceptor::tcp`]).
+    Tcp(mio::net::TcpListener, Option<SocketAddr>),
     /// With the path to remove when the server stops (only for sockets the server bound itself).
     #[cfg(unix)]
     Unix(mio::net::UnixListener, Option<PathBuf>),
 }
 
 impl Acceptor {
+    /// A TCP listener (non-blocking already). A connection's own address (`TcpEnds`, the
+    /// self-call lookup) is the listener's when it is bound to one address, so `getsockname` is
+    /// asked for it only behind a wildcard (`0.0.0.0`, `::`) or a scoped IPv6 address: one system
+    /// call less per connection.
+    pub(in crate::http) fn tcp(l: std::net::TcpListener) -> Acceptor {
+        let fixed = l.local_addr().ok().filter(|a| {
+            !a.ip().is_unspecified()
+                && match a {
+                    SocketAddr::V4(_) => true,
+                    SocketAddr::V6(v6) => v6.scope_id() == 0,
+                }
+        });
+        Acceptor::Tcp(mio::net::TcpListener::from_std(l), fixed)
+    }
+
     pub(in crate::http) fn raw_fd(&self) -> RawFd {
         match self {
-            Acceptor::Tcp(l) => l.as_raw_fd(),
+            Acceptor::Tcp(l, _) => l.as_raw_fd(),
             #[cfg(unix)]
             Acceptor::Unix(l, _) => l.as_raw_fd(),
         }
@@ -146,9 +163,11 @@ impl Acceptor {
 
     pub(in crate::http) fn accept(&self) -> io::Result<(Stream, Arc<str>, TcpAddrs)> {
         match self {
-            Acceptor::Tcp(l) => l.accept().map(|(s, a)| {
+            Acceptor::Tcp(l, fixed) => l.accept().map(|(s, a)| {
                 let _ = s.set_nodelay(true);
-                let local = s.local_addr().ok().map(|local| (a, local));
+                let local = fixed
+                    .or_else(|| s.local_addr().ok())
+                    .map(|local| (a, local));
                 (Stream::Tcp(s.into()), peer_text(a.ip()), local)
             }),
             #[cfg(unix)]
@@ -161,7 +180,7 @@ impl Acceptor {
     /// Whether connections wait in this TCP listener's accept queue (`false` for a Unix socket).
     pub(in crate::http) fn queued(&self) -> bool {
         match self {
-            Acceptor::Tcp(l) => tcp_queued(l.as_raw_fd()),
+            Acceptor::Tcp(l, _) => tcp_queued(l.as_raw_fd()),
             #[allow(unreachable_patterns)]
             _ => false,
         }

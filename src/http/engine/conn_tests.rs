@@ -429,3 +429,44 @@ fn a_drain_closes_an_idle_connection_and_answers_a_busy_one_before_closing_it() 
     assert!(eof, "closed after its answer");
     assert!(busy.conn.is_lingering());
 }
+
+#[test]
+fn a_client_that_says_it_closes_is_closed_once_its_answer_is_written() {
+    // `Connection: close` from the client: the answer, then the close at once (no lingering read
+    // to the client's end of file: the client sends nothing more on this connection).
+    let mut r = Rig::new();
+    r.send(b"GET /a HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    assert_eq!(r.ready(), Next::Keep);
+    assert_eq!(r.answer(0, "bye"), Next::Close);
+    let (out, eof) = client_reads(&mut r.client);
+    assert!(
+        out.starts_with("HTTP/1.1 200 ")
+            && out.contains("connection: close")
+            && out.ends_with("bye"),
+        "{out}"
+    );
+    assert!(eof, "our side was shut before the close");
+
+    // HTTP/1.0 without keep-alive says the same.
+    let mut r = Rig::new();
+    r.send(b"GET /a HTTP/1.0\r\n\r\n");
+    r.ready();
+    assert_eq!(r.answer(0, "old"), Next::Close);
+
+    // Bytes after the request (the client broke its word): they are read and dropped before the
+    // close, as for any close the server decides.
+    let mut r = Rig::new();
+    r.send(b"GET /a HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\nGET /b HTTP/1.1\r\n");
+    r.ready();
+    assert_eq!(r.answer(0, "one"), Next::Keep);
+    assert!(r.conn.is_lingering());
+
+    // A keep-alive client whose connection the server closes (here: the drain) gets the
+    // lingering close: its next request may be on the wire already.
+    let mut r = Rig::new();
+    r.send(GET_A);
+    r.ready();
+    r.handoff.draining.store(true, Ordering::SeqCst);
+    assert_eq!(r.answer(0, "last"), Next::Keep);
+    assert!(r.conn.is_lingering());
+}

@@ -609,7 +609,11 @@ fn send_answer(
     keep_alive: bool,
     failed: bool,
 ) {
-    r.back.answer(
+    // The connection's socket is no longer this thread's to write: let go of it first, so that
+    // a close on the way (`Connection: close`) closes it there and then (see `Lane::close`).
+    let Reply { back, link, .. } = r;
+    drop(link);
+    back.answer(
         handoff,
         Answer {
             rest: out,

@@ -46,6 +46,11 @@ impl Stream {
         }
     }
 
+    /// A plain socket (TCP or Unix), not TLS.
+    pub(crate) fn is_plain(&self) -> bool {
+        matches!(self, Stream::Tcp(_) | Stream::Unix(_))
+    }
+
     pub(crate) fn raw_fd(&self) -> RawFd {
         match self {
             Stream::Tcp(s) => s.as_raw_fd(),

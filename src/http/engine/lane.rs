@@ -314,7 +314,11 @@ impl Lane {
     /// Close a connection taken out of its cell.
     fn close(&self, handoff: &Handoff, cell: &ConnCell, conn: Conn) {
         let fd = conn.link.stream.raw_fd();
-        self.epoll.remove(fd);
+        // Closing the socket takes it out of the epoll set; an answer still under way holds it
+        // open (its `Link`), so only then is it taken out here, before the cell is forgotten.
+        if Arc::strong_count(&conn.link) > 1 {
+            self.epoll.remove(fd);
+        }
         handoff.lookup.owned.remove(fd);
         drop(conn);
         self.forget(cell);

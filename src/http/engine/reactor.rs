@@ -120,6 +120,9 @@ pub(crate) struct Reactor {
     /// How long connections have waited in a listener's queue, with no process accepting, while
     /// the gate said no.
     stall: StallClock,
+    /// When `stall` last looked at the listeners' queues (a system call per listener): at most
+    /// about every [`GATE_RECHECK`] (the pass it wakes for), however often the loop passes.
+    queue_looked: Option<Instant>,
     /// The stop is at once ([`ReactorHandle::stop_now`]), not graceful.
     at_once: bool,
 }
@@ -172,6 +175,7 @@ impl Reactor {
             gated_off: false,
             drain_at: None,
             stall: StallClock::default(),
+            queue_looked: None,
             at_once: false,
         };
         for i in 0..reactor.listeners.len() {
@@ -278,10 +282,18 @@ impl Reactor {
     fn take_stalled(&mut self, open: bool, gate: &dyn AcceptPolicy) {
         if open {
             self.stall.reset();
+            self.queue_looked = None;
             return;
         }
-        let queued = self.listeners.iter().flatten().any(Acceptor::queued);
         let now = Instant::now();
+        if self
+            .queue_looked
+            .is_some_and(|t| now.duration_since(t) < GATE_RECHECK / 2)
+        {
+            return;
+        }
+        self.queue_looked = Some(now);
+        let queued = self.listeners.iter().flatten().any(Acceptor::queued);
         if !self
             .stall
             .stalled(queued, || gate.accepted_everywhere(), now)
@@ -669,12 +681,7 @@ mod tests {
         l.set_nonblocking(true).unwrap();
         let addr = l.local_addr().unwrap();
         let cfg = ConnConfig::for_tests();
-        let (r, h) = Reactor::new(
-            vec![Acceptor::Tcp(mio::net::TcpListener::from_std(l))],
-            cfg,
-            Box::new(Threads),
-        )
-        .unwrap();
+        let (r, h) = Reactor::new(vec![Acceptor::tcp(l)], cfg, Box::new(Threads)).unwrap();
         let t = std::thread::spawn(move || r.run());
         (addr, h, t)
     }
