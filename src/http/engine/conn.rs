@@ -416,12 +416,12 @@ impl Conn {
                         Ok(Some((a, b))) => {
                             let mut raw = self.buf.split_to(b);
                             raw.advance(a);
-                            let fields = self.scanner.fields();
-                            let head = match parse_shared(raw.freeze(), fields, &limits) {
+                            let parts = self.scanner.parts();
+                            let head = match parse_shared(raw.freeze(), parts, &limits) {
                                 Ok(h) => h,
                                 Err(e) => return self.fail(e, env),
                             };
-                            self.scanner = HeadScanner::default();
+                            self.scanner.reset();
                             if head.framing == Framing::None {
                                 self.dispatch(head, Vec::new(), None, env);
                                 return Next::Keep;

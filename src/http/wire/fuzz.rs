@@ -85,14 +85,14 @@ fn outcome_kept(pieces: &[&[u8]], limits: &Limits) -> (Vec<Kept>, usize) {
                 Ok(Some((a, b))) => {
                     let mut raw = buf.split_to(b);
                     raw.advance(a);
-                    let head = match parse_shared(raw.freeze(), scanner.fields(), limits) {
+                    let head = match parse_shared(raw.freeze(), scanner.parts(), limits) {
                         Err(e) => {
                             events.push(Kept::Event(Event::Refused(e.status)));
                             return (events, 0);
                         }
                         Ok(head) => head,
                     };
-                    scanner = HeadScanner::default();
+                    scanner.reset();
                     if head.framing != Framing::None {
                         body = Some((BodyDecoder::new(head.framing), Vec::new()));
                     }

@@ -37,6 +37,24 @@ pub(crate) struct HeadScanner {
     /// The fields of which a second one is refused (`HOST`, `CONTENT_LENGTH`) seen so far.
     seen: u8,
     at: At,
+    /// Where the head's parts are, noted as the scan passes them, for the parse.
+    parts: Parts,
+}
+
+/// Where the scan found the parts of a head, as offsets from the head's start (its first byte
+/// after any leading blank lines): what the parse (`parse::parse_shared`) cuts the head at, so
+/// that it does not look again for the line ends and colons that the scan has already seen.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Parts {
+    /// The space after the method.
+    pub(crate) method_end: usize,
+    /// The space after the request target.
+    pub(crate) target_end: usize,
+    /// The version is HTTP/1.1 (else it is HTTP/1.0: the scan refuses every other).
+    pub(crate) http11: bool,
+    /// Each field line's start and its colon, in order. The line ends two bytes before the next
+    /// one starts (or, the last, four bytes before the head ends).
+    pub(crate) fields: Vec<(usize, usize)>,
 }
 
 /// The methods that decide the request target's form (RFC 9112 3.2).
@@ -242,6 +260,9 @@ impl HeadScanner {
         }
         self.start = self.pos;
         self.method = method;
+        self.parts.method_end = m;
+        self.parts.target_end = t;
+        self.parts.http11 = s[t + 8] == b'1';
         self.pos += len + 2;
         self.line_len = 0;
         self.at = At::FieldStart;
@@ -313,6 +334,10 @@ impl HeadScanner {
         if (counted == 0 || self.line_len + counted <= limits.request_line)
             && self.pos + len - 1 - self.start < limits.head_bytes
         {
+            if counted != 0 {
+                // `HTTP/1.x`: the minor version's digit.
+                self.parts.http11 = buf[self.pos + 7] == b'1';
+            }
             self.pos += len;
             self.line_len = 0;
             self.at = At::FieldStart;
@@ -385,6 +410,7 @@ impl HeadScanner {
                         b"CONNECT" => MethodIs::Connect,
                         _ => MethodIs::Other,
                     };
+                    self.parts.method_end = self.pos - self.start;
                     At::TargetStart
                 }
                 b if is_tchar(b) => At::Method,
@@ -399,7 +425,7 @@ impl HeadScanner {
             },
             At::Target => match b {
                 0x21..=0x7e => At::Target,
-                b' ' => At::Version(0),
+                b' ' => self.target_end(),
                 b'\n' => return Err(bad("bare LF: lines must end with CRLF")),
                 0x80..=0xff => return Err(bad("a raw non-ASCII byte in the request target")),
                 _ => return Err(bad("malformed request line")),
@@ -424,7 +450,7 @@ impl HeadScanner {
                 }
             },
             At::Asterisk => match b {
-                b' ' => At::Version(0),
+                b' ' => self.target_end(),
                 _ => {
                     return Err(bad(
                         "malformed request target: the asterisk-form is * alone",
@@ -434,7 +460,7 @@ impl HeadScanner {
             At::Authority(mut host) => match b {
                 b' ' => {
                     host.end()?;
-                    At::Version(0)
+                    self.target_end()
                 }
                 b'\n' => return Err(bad("bare LF: lines must end with CRLF")),
                 _ => {
@@ -461,7 +487,10 @@ impl HeadScanner {
                 _ => return Err(bad("malformed request line")),
             },
             At::Minor(major) => match (major, b) {
-                (1, b'0' | b'1') => At::LineCr,
+                (1, b'0' | b'1') => {
+                    self.parts.http11 = b == b'1';
+                    At::LineCr
+                }
                 (_, b'0'..=b'9') => return Err(unsupported_version()),
                 _ => return Err(bad("malformed request line")),
             },
@@ -563,10 +592,20 @@ impl HeadScanner {
         })
     }
 
+    /// The space after the request target: where the version starts.
+    fn target_end(&mut self) -> At {
+        self.parts.target_end = self.pos - self.start;
+        At::Version(0)
+    }
+
     /// The colon after a field name: where its value is scanned (the name is the current line's
     /// bytes before the colon). A second `Host` or `Content-Length` is refused here.
     fn value_start(&mut self, buf: &[u8]) -> Result<At, HttpError> {
-        let name = &buf[self.pos + 1 - self.line_len..self.pos];
+        let line = self.pos + 1 - self.line_len;
+        self.parts
+            .fields
+            .push((line - self.start, self.pos - self.start));
+        let name = &buf[line..self.pos];
         let (bit, at, twice) = if name.eq_ignore_ascii_case(b"host") {
             (
                 HOST,
@@ -594,9 +633,23 @@ impl HeadScanner {
         !matches!(self.at, At::Blank | At::BlankLf)
     }
 
-    /// The field lines of the head so far (of the whole head, once `scan` has found its end).
-    pub(crate) fn fields(&self) -> usize {
-        self.fields
+    /// Where the parts of the head are, once `scan` has found its end.
+    pub(crate) fn parts(&self) -> &Parts {
+        &self.parts
+    }
+
+    /// Make ready for the next head, as a new scanner would be (keeping the room it took for
+    /// the last head's fields, so that a connection's heads cost no allocation for them).
+    pub(crate) fn reset(&mut self) {
+        let mut fields = std::mem::take(&mut self.parts.fields);
+        fields.clear();
+        *self = HeadScanner {
+            parts: Parts {
+                fields,
+                ..Parts::default()
+            },
+            ..HeadScanner::default()
+        };
     }
 }
 

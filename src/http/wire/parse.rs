@@ -15,6 +15,7 @@ use http::header::{
 use http::{HeaderMap, Method, Uri, Version};
 
 use crate::http::ops::forwarded::{X_FORWARDED_FOR, X_FORWARDED_PROTO};
+use crate::http::wire::head_scan::Parts;
 
 /// [`DEPTH_HEADER`](crate::http::DEPTH_HEADER) as a name, for the parse's notes.
 const DEPTH: HeaderName = HeaderName::from_static("x-prefork-depth");
@@ -155,100 +156,65 @@ pub(crate) struct Head {
     pub depth: bool,
 }
 
-/// [`parse_shared`] of a head in a slice, copied first (one allocation that the target and the
-/// field values share): for the tests.
+/// [`parse_shared`] of a head in a slice, scanned first (as the connection scans it) and copied
+/// (one allocation that the target and the field values share): for the tests. A head that the
+/// scan does not end exactly where `buf` ends is refused: incomplete, or with bytes after it.
 #[cfg(test)]
 pub(crate) fn parse_head(buf: &[u8], limits: &Limits) -> Result<Head, HttpError> {
-    // The field lines: every line but the request line and the blank one.
-    let fields = buf
-        .iter()
-        .filter(|&&b| b == b'\n')
-        .count()
-        .saturating_sub(2);
-    parse_shared(Bytes::copy_from_slice(buf), fields, limits)
+    let mut scanner = crate::http::wire::head_scan::HeadScanner::default();
+    match scanner.scan(buf, limits)? {
+        Some((a, b)) if b == buf.len() => {
+            parse_shared(Bytes::copy_from_slice(&buf[a..b]), scanner.parts(), limits)
+        }
+        Some(_) => Err(bad("bytes after the end of the head")),
+        None => Err(bad("incomplete request head")),
+    }
 }
 
 /// Parse a complete head (`shared` is exactly the head, ending with the blank line).
 ///
 /// `shared` is a head the scanner (`head_scan.rs`) accepted, so its grammar is already checked
-/// byte by byte: this is the one pass that cuts it into its parts (the request line's three, each
-/// field line's name and value, trimmed of the whitespace around it) and builds the request from
-/// them, with the checks of what the parts mean (`Host`, `Expect`, framing). The parts are still
-/// validated by the `http` types they become, so a head that did not come through the scanner is
-/// refused with a 400 rather than misread.
+/// byte by byte, and `parts` is where the scanner found its parts (the request line's three, each
+/// field line's name and value): this cuts the head at them, without looking for line ends and
+/// colons again, trims each value of the whitespace around it, and builds the request from the
+/// parts, with the checks of what they mean (`Host`, `Expect`, framing). The parts are still
+/// validated by the `http` types they become.
 ///
 /// The request target and the field values are slices of `shared`, not copies: they keep its
 /// buffer alive as long as any of them lives. The connection splits the head off its read buffer
 /// (a `BytesMut`), so that buffer is shared from its first head on, and reused for the next
 /// request once the last slice of this one is gone: no allocation per request for the head.
-///
-/// `fields`: how many field lines the head has, as the scanner counted them, so that the map is
-/// made once with room for all of them. Only a hint: a wrong count costs a reallocation of the
-/// map, never a wrong parse.
 pub(crate) fn parse_shared(
     shared: Bytes,
-    fields: usize,
+    parts: &Parts,
     limits: &Limits,
 ) -> Result<Head, HttpError> {
     let buf: &[u8] = &shared;
-    let mut lines = Lines { buf, pos: 0 };
-    let request_line = lines.next()?;
-    // `method SP target SP HTTP/d.d`: the method up to the first space, the version in the last
-    // eight bytes, the target between (the scanner let no space into it; `Uri` refuses one).
-    let sp = request_line
-        .iter()
-        .position(|&b| b == b' ')
-        .ok_or_else(|| bad("malformed request line"))?;
-    let (method, rest) = (&request_line[..sp], &request_line[sp + 1..]);
-    let Some((raw_target, version)) = rest
-        .len()
-        .checked_sub(9)
-        .filter(|&t| t > 0 && rest[t] == b' ')
-        .map(|t| (&rest[..t], &rest[t + 1..]))
-    else {
-        return Err(bad("malformed request line"));
+    let (sp, tend) = (parts.method_end, parts.target_end);
+    // The scan refused every version but these two.
+    let version = if parts.http11 {
+        Version::HTTP_11
+    } else {
+        Version::HTTP_10
     };
-    let version = match version {
-        b"HTTP/1.1" => Version::HTTP_11,
-        b"HTTP/1.0" => Version::HTTP_10,
-        [b'H', b'T', b'T', b'P', b'/', d1, b'.', d2]
-            if d1.is_ascii_digit() && d2.is_ascii_digit() =>
-        {
-            return Err(unsupported_version())
-        }
-        _ => return Err(bad("malformed request line")),
-    };
-    let method = Method::from_bytes(method).map_err(|_| bad("malformed method"))?;
+    let method = Method::from_bytes(&buf[..sp]).map_err(|_| bad("malformed method"))?;
     if method == Method::CONNECT {
         return Err(connect_not_served());
     }
-    let uri = target(shared.slice(sp + 1..sp + 1 + raw_target.len()), raw_target)?;
-    let mut map = HeaderMap::with_capacity(fields.min(limits.fields));
+    let uri = target(shared.slice(sp + 1..tend), &buf[sp + 1..tend])?;
+    let mut map = HeaderMap::with_capacity(parts.fields.len());
     // What the checks below need, noted as the fields go by (no lookups when they are absent).
     let (mut hosts, mut host_comma, mut expects) = (0usize, false, 0usize);
     let (mut has_te, mut has_cl, mut has_connection) = (false, false, false);
     let (mut forwarding, mut depth) = (false, false);
-    let mut count = 0;
-    loop {
-        let at = lines.pos;
-        let line = lines.next()?;
-        if line.is_empty() {
-            break;
-        }
-        if count >= limits.fields {
-            return Err(too_many_fields(limits));
-        }
-        count += 1;
-        let colon = line
-            .iter()
-            .position(|&b| b == b':')
-            .ok_or_else(|| bad("a header line without a colon"))?;
-        let (a, b) = trim_ows(&line[colon + 1..]);
+    // Each line ends (its CR) two bytes before the next starts; the last, before the empty line.
+    let ends = parts.fields.iter().skip(1).map(|&(next, _)| next - 2);
+    for (&(at, colon), end) in parts.fields.iter().zip(ends.chain([buf.len() - 4])) {
+        let (a, b) = trim_ows(&buf[colon + 1..end]);
         let name =
-            HeaderName::from_bytes(&line[..colon]).map_err(|_| bad("malformed header name"))?;
-        let value =
-            HeaderValue::from_maybe_shared(shared.slice(at + colon + 1 + a..at + colon + 1 + b))
-                .map_err(|_| bad("malformed header value"))?;
+            HeaderName::from_bytes(&buf[at..colon]).map_err(|_| bad("malformed header name"))?;
+        let value = HeaderValue::from_maybe_shared(shared.slice(colon + 1 + a..colon + 1 + b))
+            .map_err(|_| bad("malformed header value"))?;
         if name == HOST {
             hosts += 1;
             host_comma |= value.as_bytes().contains(&b',');
@@ -266,9 +232,6 @@ pub(crate) fn parse_shared(
             depth = true;
         }
         map.append(name, value);
-    }
-    if !lines.rest().is_empty() {
-        return Err(bad("bytes after the end of the head"));
     }
     if hosts > 1 {
         return Err(bad("more than one Host header"));
@@ -314,49 +277,6 @@ pub(crate) fn parse_shared(
         forwarding,
         depth,
     })
-}
-
-/// The CRLF-ended lines of a head, without their CRLF.
-struct Lines<'a> {
-    buf: &'a [u8],
-    pos: usize,
-}
-
-impl<'a> Lines<'a> {
-    /// The next line; an error if the head ends without its CRLF (or has a bare CR or LF).
-    fn next(&mut self) -> Result<&'a [u8], HttpError> {
-        let rest = self.rest();
-        let Some(lf) = find_lf(rest) else {
-            return Err(bad("incomplete request head"));
-        };
-        let line = match rest[..lf].split_last() {
-            Some((b'\r', line)) => line,
-            _ => return Err(bad("malformed request: lines must end with CRLF")),
-        };
-        self.pos += lf + 1;
-        Ok(line)
-    }
-
-    fn rest(&self) -> &'a [u8] {
-        self.buf.get(self.pos..).unwrap_or_default()
-    }
-}
-
-const LO: u64 = 0x0101_0101_0101_0101;
-const HI: u64 = 0x8080_8080_8080_8080;
-const LF: u64 = LO * b'\n' as u64;
-
-/// Where the first LF of `s` is: eight bytes at a time, then byte by byte.
-fn find_lf(s: &[u8]) -> Option<usize> {
-    let mut i = 0;
-    while let Some(word) = s.get(i..i + 8) {
-        let w = u64::from_le_bytes(word.try_into().unwrap_or_default()) ^ LF;
-        if w.wrapping_sub(LO) & !w & HI != 0 {
-            break;
-        }
-        i += 8;
-    }
-    s[i..].iter().position(|&b| b == b'\n').map(|p| i + p)
 }
 
 /// The range of `s` without the optional whitespace (SP, HTAB) around a field value.
@@ -563,8 +483,8 @@ mod tests {
         assert_eq!(parse_head(raw.as_bytes(), &limits).unwrap_err().status, 431);
     }
 
-    /// A head that did not come through the scanner is refused, not misread: the parts are still
-    /// checked by the types they become.
+    /// A malformed head given to the parse is refused, not misread (`parse_head` scans it first,
+    /// as the connection does: the parse cuts a head where the scan found its parts).
     #[test]
     fn an_unscanned_malformed_head_is_refused() {
         for raw in [
