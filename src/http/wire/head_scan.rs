@@ -52,9 +52,30 @@ pub(crate) struct Parts {
     pub(crate) target_end: usize,
     /// The version is HTTP/1.1 (else it is HTTP/1.0: the scan refuses every other).
     pub(crate) http11: bool,
-    /// Each field line's start and its colon, in order. The line ends two bytes before the next
-    /// one starts (or, the last, four bytes before the head ends).
-    pub(crate) fields: Vec<(usize, usize)>,
+    /// Each field line, in order.
+    pub(crate) fields: Vec<FieldAt>,
+}
+
+/// Where a field line is in the head. The line ends two bytes before the next one starts (or,
+/// the last, four bytes before the head ends).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct FieldAt {
+    /// The first byte of its name.
+    pub(crate) start: usize,
+    /// The colon after its name.
+    pub(crate) colon: usize,
+    /// Its name, where the scan has already compared it (ignoring case).
+    pub(crate) known: Known,
+}
+
+/// The field names the scan compares every name with (ignoring case), of which a second field is
+/// refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Known {
+    Host,
+    ContentLength,
+    /// Any other name.
+    Other,
 }
 
 /// The methods that decide the request target's form (RFC 9112 3.2).
@@ -602,29 +623,27 @@ impl HeadScanner {
     /// bytes before the colon). A second `Host` or `Content-Length` is refused here.
     fn value_start(&mut self, buf: &[u8]) -> Result<At, HttpError> {
         let line = self.pos + 1 - self.line_len;
-        self.parts
-            .fields
-            .push((line - self.start, self.pos - self.start));
         let name = &buf[line..self.pos];
-        let (bit, at, twice) = if name.eq_ignore_ascii_case(b"host") {
-            (
-                HOST,
-                At::HostValue(HostScan::new(HostIn::Field)),
-                "more than one Host header",
-            )
+        let (known, at) = if name.eq_ignore_ascii_case(b"host") {
+            if self.seen & HOST != 0 {
+                return Err(bad("more than one Host header"));
+            }
+            self.seen |= HOST;
+            (Known::Host, At::HostValue(HostScan::new(HostIn::Field)))
         } else if name.eq_ignore_ascii_case(b"content-length") {
-            (
-                CONTENT_LENGTH,
-                At::LengthValue(LengthScan::default()),
-                "more than one Content-Length header",
-            )
+            if self.seen & CONTENT_LENGTH != 0 {
+                return Err(bad("more than one Content-Length header"));
+            }
+            self.seen |= CONTENT_LENGTH;
+            (Known::ContentLength, At::LengthValue(LengthScan::default()))
         } else {
-            return Ok(At::Value);
+            (Known::Other, At::Value)
         };
-        if self.seen & bit != 0 {
-            return Err(bad(twice));
-        }
-        self.seen |= bit;
+        self.parts.fields.push(FieldAt {
+            start: line - self.start,
+            colon: self.pos - self.start,
+            known,
+        });
         Ok(at)
     }
 

@@ -15,7 +15,7 @@ use http::header::{
 use http::{HeaderMap, Method, Uri, Version};
 
 use crate::http::ops::forwarded::{X_FORWARDED_FOR, X_FORWARDED_PROTO};
-use crate::http::wire::head_scan::Parts;
+use crate::http::wire::head_scan::{Known, Parts};
 
 /// [`DEPTH_HEADER`](crate::http::DEPTH_HEADER) as a name, for the parse's notes.
 const DEPTH: HeaderName = HeaderName::from_static("x-prefork-depth");
@@ -204,33 +204,45 @@ pub(crate) fn parse_shared(
     let uri = target(shared.slice(sp + 1..tend), &buf[sp + 1..tend])?;
     let mut map = HeaderMap::with_capacity(parts.fields.len());
     // What the checks below need, noted as the fields go by (no lookups when they are absent).
-    let (mut hosts, mut host_comma, mut expects) = (0usize, false, 0usize);
+    let (mut hosts, mut expects) = (0usize, 0usize);
     let (mut has_te, mut has_cl, mut has_connection) = (false, false, false);
     let (mut forwarding, mut depth) = (false, false);
     // Each line ends (its CR) two bytes before the next starts; the last, before the empty line.
-    let ends = parts.fields.iter().skip(1).map(|&(next, _)| next - 2);
-    for (&(at, colon), end) in parts.fields.iter().zip(ends.chain([buf.len() - 4])) {
+    let ends = parts.fields.iter().skip(1).map(|next| next.start - 2);
+    for (field, end) in parts.fields.iter().zip(ends.chain([buf.len() - 4])) {
+        let colon = field.colon;
         let (a, b) = trim_ows(&buf[colon + 1..end]);
-        let name =
-            HeaderName::from_bytes(&buf[at..colon]).map_err(|_| bad("malformed header name"))?;
         let value = HeaderValue::from_maybe_shared(shared.slice(colon + 1 + a..colon + 1 + b))
             .map_err(|_| bad("malformed header value"))?;
-        if name == HOST {
-            hosts += 1;
-            host_comma |= value.as_bytes().contains(&b',');
-        } else if name == CONTENT_LENGTH {
-            has_cl = true;
-        } else if name == TRANSFER_ENCODING {
-            has_te = true;
-        } else if name == EXPECT {
-            expects += 1;
-        } else if name == CONNECTION {
-            has_connection = true;
-        } else if name == FORWARDED || name == X_FORWARDED_FOR || name == X_FORWARDED_PROTO {
-            forwarding = true;
-        } else if name == DEPTH {
-            depth = true;
-        }
+        // `Host` and `Content-Length` the scan has already told (and refused a second of either,
+        // and a list in `Host`); any other name is not one of them.
+        let name = match field.known {
+            Known::Host => {
+                hosts += 1;
+                HOST
+            }
+            Known::ContentLength => {
+                has_cl = true;
+                CONTENT_LENGTH
+            }
+            Known::Other => {
+                let name = HeaderName::from_bytes(&buf[field.start..colon])
+                    .map_err(|_| bad("malformed header name"))?;
+                if name == TRANSFER_ENCODING {
+                    has_te = true;
+                } else if name == EXPECT {
+                    expects += 1;
+                } else if name == CONNECTION {
+                    has_connection = true;
+                } else if name == FORWARDED || name == X_FORWARDED_FOR || name == X_FORWARDED_PROTO
+                {
+                    forwarding = true;
+                } else if name == DEPTH {
+                    depth = true;
+                }
+                name
+            }
+        };
         map.append(name, value);
     }
     if hosts > 1 {
@@ -238,9 +250,6 @@ pub(crate) fn parse_shared(
     }
     if hosts == 0 && version == Version::HTTP_11 {
         return Err(bad("missing Host header (required in HTTP/1.1)"));
-    }
-    if host_comma {
-        return Err(bad("more than one host in the Host header"));
     }
     let framing = if has_te || has_cl {
         framing(&map, has_te, has_cl, version, limits)?
