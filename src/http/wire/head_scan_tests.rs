@@ -211,3 +211,17 @@ fn connection_semantics() {
         .unwrap();
     assert!(!h.keep_alive);
 }
+
+/// The request line's fast path counts a target's bytes eight at a time: it stops where the byte
+/// by byte count stops, whatever the byte and wherever it is.
+#[test]
+fn the_target_run_stops_at_the_first_byte_a_target_cannot_hold() {
+    for b in 0..=255u8 {
+        for at in 0..20 {
+            let mut s = [b'a'; 20];
+            s[at] = b;
+            let want = s.iter().take_while(|c| (0x21..=0x7e).contains(*c)).count();
+            assert_eq!(target_run(&s), want, "{b:#x} at {at}");
+        }
+    }
+}
