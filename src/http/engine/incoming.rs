@@ -147,7 +147,8 @@ impl Incoming {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::http::wire::parse::{parse_head, Limits};
+    use crate::http::wire::head_scan::parse_head;
+    use crate::http::wire::parse::Limits;
 
     fn cfg(body_timeout: Duration, min_body_rate: u64) -> ConnConfig {
         ConnConfig {

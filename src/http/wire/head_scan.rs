@@ -1,7 +1,8 @@
 //! The scan of a request head as its bytes arrive: a byte-at-a-time check of RFC 9112's grammar
 //! that finds where the head ends, refuses a malformed head at its first bad byte (not when, or
 //! if, its blank line arrives), and checks the size limits at the byte that passes them. The
-//! complete head is then parsed by `parse.rs`.
+//! complete head is then parsed by `parse.rs`, which cuts it where the scan noted its parts
+//! (`Parts`: the request line's spaces, each field line's start and colon).
 //!
 //! Beyond the bytes, the scan checks what can be refused before the end of the head: the request
 //! target's form against the method (RFC 9112 3.2: origin-form `/...`, absolute-form
@@ -11,7 +12,7 @@
 
 use crate::http::wire::parse::{
     bad, field_too_long, head_too_big, request_line_too_long, too_many_fields, unsupported_version,
-    HttpError, Limits,
+    FieldAt, HttpError, Known, Limits, Parts,
 };
 use crate::http::wire::value_scan::{plain_field_host, HostIn, HostScan, LengthScan};
 
@@ -39,43 +40,6 @@ pub(crate) struct HeadScanner {
     at: At,
     /// Where the head's parts are, noted as the scan passes them, for the parse.
     parts: Parts,
-}
-
-/// Where the scan found the parts of a head, as offsets from the head's start (its first byte
-/// after any leading blank lines): what the parse (`parse::parse_shared`) cuts the head at, so
-/// that it does not look again for the line ends and colons that the scan has already seen.
-#[derive(Debug, Default, Clone)]
-pub(crate) struct Parts {
-    /// The space after the method.
-    pub(crate) method_end: usize,
-    /// The space after the request target.
-    pub(crate) target_end: usize,
-    /// The version is HTTP/1.1 (else it is HTTP/1.0: the scan refuses every other).
-    pub(crate) http11: bool,
-    /// Each field line, in order.
-    pub(crate) fields: Vec<FieldAt>,
-}
-
-/// Where a field line is in the head. The line ends two bytes before the next one starts (or,
-/// the last, four bytes before the head ends).
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct FieldAt {
-    /// The first byte of its name.
-    pub(crate) start: usize,
-    /// The colon after its name.
-    pub(crate) colon: usize,
-    /// Its name, where the scan has already compared it (ignoring case).
-    pub(crate) known: Known,
-}
-
-/// The field names the scan compares every name with (ignoring case), of which a second field is
-/// refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Known {
-    Host,
-    ContentLength,
-    /// Any other name.
-    Other,
 }
 
 /// The methods that decide the request target's form (RFC 9112 3.2).
@@ -683,6 +647,26 @@ impl HeadScanner {
             },
             ..HeadScanner::default()
         };
+    }
+}
+
+/// `parse::parse_shared` of a head in a slice, scanned first (as the connection scans it) and copied
+/// (one allocation that the target and the field values share): for the tests. A head that the
+/// scan does not end exactly where `buf` ends is refused: incomplete, or with bytes after it.
+#[cfg(test)]
+pub(crate) fn parse_head(
+    buf: &[u8],
+    limits: &Limits,
+) -> Result<crate::http::wire::parse::Head, HttpError> {
+    let mut scanner = HeadScanner::default();
+    match scanner.scan(buf, limits)? {
+        Some((a, b)) if b == buf.len() => crate::http::wire::parse::parse_shared(
+            bytes::Bytes::copy_from_slice(&buf[a..b]),
+            scanner.parts(),
+            limits,
+        ),
+        Some(_) => Err(bad("bytes after the end of the head")),
+        None => Err(bad("incomplete request head")),
     }
 }
 

@@ -2,7 +2,7 @@
 //! refusals, and the fast paths against the byte-at-a-time path.
 
 use super::*;
-use crate::http::wire::parse::{parse_head, Framing, Head};
+use crate::http::wire::parse::{Framing, Head};
 use http::Method;
 
 fn head_of(raw: &[u8]) -> Result<Option<Head>, HttpError> {

@@ -15,7 +15,6 @@ use http::header::{
 use http::{HeaderMap, Method, Uri, Version};
 
 use crate::http::ops::forwarded::{X_FORWARDED_FOR, X_FORWARDED_PROTO};
-use crate::http::wire::head_scan::{Known, Parts};
 
 /// [`DEPTH_HEADER`](crate::http::DEPTH_HEADER) as a name, for the parse's notes.
 const DEPTH: HeaderName = HeaderName::from_static("x-prefork-depth");
@@ -156,19 +155,41 @@ pub(crate) struct Head {
     pub depth: bool,
 }
 
-/// [`parse_shared`] of a head in a slice, scanned first (as the connection scans it) and copied
-/// (one allocation that the target and the field values share): for the tests. A head that the
-/// scan does not end exactly where `buf` ends is refused: incomplete, or with bytes after it.
-#[cfg(test)]
-pub(crate) fn parse_head(buf: &[u8], limits: &Limits) -> Result<Head, HttpError> {
-    let mut scanner = crate::http::wire::head_scan::HeadScanner::default();
-    match scanner.scan(buf, limits)? {
-        Some((a, b)) if b == buf.len() => {
-            parse_shared(Bytes::copy_from_slice(&buf[a..b]), scanner.parts(), limits)
-        }
-        Some(_) => Err(bad("bytes after the end of the head")),
-        None => Err(bad("incomplete request head")),
-    }
+/// Where the scan (`head_scan.rs`) found the parts of a head, as offsets from the head's start
+/// (its first byte after any leading blank lines): what [`parse_shared`] cuts the head at, so that
+/// it does not look again for the line ends and colons that the scan has already seen.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Parts {
+    /// The space after the method.
+    pub(crate) method_end: usize,
+    /// The space after the request target.
+    pub(crate) target_end: usize,
+    /// The version is HTTP/1.1 (else it is HTTP/1.0: the scan refuses every other).
+    pub(crate) http11: bool,
+    /// Each field line, in order.
+    pub(crate) fields: Vec<FieldAt>,
+}
+
+/// Where a field line is in the head. The line ends two bytes before the next one starts (or,
+/// the last, four bytes before the head ends).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct FieldAt {
+    /// The first byte of its name.
+    pub(crate) start: usize,
+    /// The colon after its name.
+    pub(crate) colon: usize,
+    /// Its name, where the scan has already compared it (ignoring case).
+    pub(crate) known: Known,
+}
+
+/// The field names the scan compares every name with (ignoring case), of which a second field is
+/// refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Known {
+    Host,
+    ContentLength,
+    /// Any other name.
+    Other,
 }
 
 /// Parse a complete head (`shared` is exactly the head, ending with the blank line).
@@ -426,7 +447,7 @@ mod reference;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::http::wire::head_scan::HeadScanner;
+    use crate::http::wire::head_scan::{parse_head, HeadScanner};
 
     fn parse(raw: &[u8]) -> Result<Head, HttpError> {
         parse_head(raw, &Limits::default())
