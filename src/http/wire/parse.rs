@@ -12,6 +12,7 @@ use bytes::Bytes;
 use http::header::{
     HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, EXPECT, FORWARDED, HOST, TRANSFER_ENCODING,
 };
+use http::uri::PathAndQuery;
 use http::{HeaderMap, Method, Uri, Version};
 
 use crate::http::ops::forwarded::{X_FORWARDED_FOR, X_FORWARDED_PROTO};
@@ -321,7 +322,13 @@ fn trim_ows(s: &[u8]) -> (usize, usize) {
 /// cannot hold `"`, `<`, `>` (and a backtick in the path), which llhttp and h11 accept: those reach
 /// the handler percent-encoded (`%22`, `%3C`, `%3E`, `%60`), which means the same to a URI reader.
 fn target(shared: Bytes, raw: &[u8]) -> Result<Uri, HttpError> {
-    if let Ok(uri) = Uri::from_maybe_shared(shared) {
+    // An origin-form target (`/...`) is a path and query, all that `Uri` would make of it.
+    let uri = if raw.first() == Some(&b'/') {
+        PathAndQuery::from_maybe_shared(shared).map(Uri::from)
+    } else {
+        Uri::from_maybe_shared(shared)
+    };
+    if let Ok(uri) = uri {
         return Ok(uri);
     }
     let mut encoded = Vec::with_capacity(raw.len() + 8);
