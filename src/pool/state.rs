@@ -381,15 +381,21 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
         parent: Option<Arc<dyn JobView>>,
         depth: u32,
     ) -> JobCore {
+        self.new_core_at(budget, parent, depth, Instant::now())
+    }
+
+    /// [`new_core`](Self::new_core) for a job submitted at `now` (the submitter's own reading of
+    /// the clock, taken just before): its deadline is `now` plus its budget.
+    #[inline]
+    pub(crate) fn new_core_at(
+        &self,
+        budget: Duration,
+        parent: Option<Arc<dyn JobView>>,
+        depth: u32,
+        now: Instant,
+    ) -> JobCore {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        JobCore::new(
-            id,
-            self.id,
-            budget.min(MAX_BUDGET),
-            parent,
-            depth,
-            Instant::now(),
-        )
+        JobCore::new(id, self.id, budget.min(MAX_BUDGET), parent, depth, now)
     }
 
     /// Count one answer: `None` is a handler's answer in time.
@@ -425,6 +431,19 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
     pub(crate) fn answer(&self, job: &Job<Req, Resp>, result: Result<Resp, Error>) -> bool {
         job.answer
             .complete(result, |r| self.count(r.as_ref().err()))
+    }
+
+    /// [`answer`](Self::answer), made at `at` (the clock read just before, passed on to a
+    /// completion callback).
+    #[inline]
+    pub(crate) fn answer_at(
+        &self,
+        job: &Job<Req, Resp>,
+        result: Result<Resp, Error>,
+        at: Instant,
+    ) -> bool {
+        job.answer
+            .complete_at(result, Some(at), |r| self.count(r.as_ref().err()))
     }
 
     pub(crate) fn overloaded(&self) -> Error {
@@ -494,6 +513,20 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
             Err(core.deadline_error(&self.config.name, Stage::Running))
         } else {
             result
+        }
+    }
+
+    /// [`in_time`](Self::in_time) at `now` (read when the handler returned), in place: the
+    /// answer is not moved (it may be large).
+    #[inline]
+    pub(crate) fn in_time_at(
+        &self,
+        core: &JobCore,
+        result: &mut Result<Resp, Error>,
+        now: Instant,
+    ) {
+        if now > core.deadline {
+            *result = Err(core.deadline_error(&self.config.name, Stage::Running));
         }
     }
 

@@ -173,7 +173,9 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
 
     /// Queue a job whose answer goes to `waiter`; used by `submit`, `try_submit` and `submit_then`.
     /// On refusal the request comes back with the error. `depth`: as for [`call`](Self::call).
-    /// `finishing`: the caller never waits for the job on this thread (see `enqueue`).
+    /// `finishing`: the caller never waits for the job on this thread (see `enqueue`). `now`: the
+    /// submitter's reading of the clock, taken just before (the HTTP server's, when it read the
+    /// request), that the job's deadline counts from; `None`: read here.
     pub(crate) fn submit(
         self: &Arc<Self>,
         req: Req,
@@ -181,6 +183,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
         depth: u32,
         waiter: Waiter<Resp>,
         finishing: bool,
+        now: Option<Instant>,
     ) -> Result<Arc<Job<Req, Resp>>, Refusal<Req, Resp>> {
         let budget = budget.unwrap_or(self.config.deadline);
         let (parent, waiting) = match guard::position(self.id) {
@@ -197,8 +200,9 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
             },
         };
         // Built in its `Arc` in one expression: the job (its request inline) is copied once.
+        let now = now.unwrap_or_else(Instant::now);
         let job = Arc::new(Job::new(
-            self.new_core(budget, parent, depth),
+            self.new_core_at(budget, parent, depth, now),
             req,
             waiter,
             Some(self.ops_weak()),

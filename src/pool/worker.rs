@@ -236,7 +236,11 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
             slot.deadline.set(deadline);
             self.board.watch(deadline);
 
-            let result = self.run_in_time(req, job.clone(), &job.core, index, false);
+            let mut result = self.invoke(req, job.clone(), job.core.id, index, false);
+            // One clock reading for the deadline check and the answer's callback (the HTTP
+            // server's `Date` and duration).
+            let done_at = Instant::now();
+            self.in_time_at(&job.core, &mut result, done_at);
 
             let still_mine = {
                 let mut s = slot.state.lock();
@@ -249,7 +253,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
                 }
             };
             if !still_mine {
-                self.answer(&job, result);
+                self.answer_at(&job, result, done_at);
                 // Retired by the watchdog: its record outlived the slot until now.
                 self.workers.forget_retired(job.core.id);
                 break true;
@@ -258,7 +262,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
             // connection's next request here when it came meanwhile) is lent to this worker: the
             // worker that read the request runs it, no other thread is woken.
             let finishing = Resting::finishing(self.id, index);
-            self.answer(&job, result);
+            self.answer_at(&job, result, done_at);
             drop(finishing);
             next = slot.lent.take();
             served += 1;
