@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 use super::config::Hook;
 use super::idle_wait::Resting;
 use super::job::RUNNING;
-use super::record::Label;
 use super::state::{Msg, PoolState, Running, SERVING, STOPPED};
 use super::stats::Counters;
 use crate::error::BuildError;
@@ -220,16 +219,17 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
             }
             let req = job.take_req().expect("a claimed job holds its request");
             {
-                // The label is written in place (a 240-byte buffer, not copied twice per job).
-                let mut s = slot.state.lock();
-                let running = s.running.insert(Running {
+                // The label is the slot's, written over in place (a 240-byte buffer, not built
+                // per job and copied in).
+                let s = &mut *slot.state.lock();
+                s.running = Some(Running {
                     job: job.clone(),
                     started,
                     expired: false,
-                    label: Label::EMPTY,
                 });
+                s.label.clear();
                 if let Some(describe) = self.describe.get() {
-                    describe(&req, &mut running.label);
+                    describe(&req, &mut s.label);
                 }
             }
             let deadline = self.nanos(job.core.deadline);
