@@ -479,6 +479,21 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
         worker: usize,
         inline: bool,
     ) -> Result<Resp, Error> {
+        self.invoke_taking(&mut Some(req), job, id, worker, inline)
+    }
+
+    /// [`invoke`](Self::invoke) with the request taken out of `req` (which holds it) only as the
+    /// handler is called: the request (it may be large) is moved once, into the handler, not
+    /// through each frame on the way.
+    #[inline]
+    pub(crate) fn invoke_taking(
+        &self,
+        req: &mut Option<Req>,
+        job: Arc<dyn JobView>,
+        id: u64,
+        worker: usize,
+        inline: bool,
+    ) -> Result<Resp, Error> {
         let ctx = Context {
             job: job.clone(),
             worker,
@@ -486,7 +501,10 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
             pool: self.pool_any.clone(),
         };
         let entered = guard::enter(self.id, worker, job);
-        let out = catch_unwind(AssertUnwindSafe(|| (self.handler)(req, &ctx)));
+        let out = catch_unwind(AssertUnwindSafe(|| {
+            let req = req.take().expect("invoked with its request");
+            (self.handler)(req, &ctx)
+        }));
         drop(entered);
         out.map_err(|payload| Error::Panicked {
             pool: self.config.name.clone(),

@@ -217,7 +217,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
                 self.answer_expired_in_queue(&job);
                 continue;
             }
-            let req = job.take_req().expect("a claimed job holds its request");
+            let mut req = job.take_req();
             {
                 // The label is the slot's, written over in place (a 240-byte buffer, not built
                 // per job and copied in).
@@ -229,14 +229,18 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
                 });
                 s.label.clear();
                 if let Some(describe) = self.describe.get() {
-                    describe(&req, &mut s.label);
+                    describe(
+                        req.as_ref().expect("a claimed job holds its request"),
+                        &mut s.label,
+                    );
                 }
             }
             let deadline = self.nanos(job.core.deadline);
             slot.deadline.set(deadline);
             self.board.watch(deadline);
 
-            let mut result = self.invoke(req, job.clone(), job.core.id, index, false);
+            // The request stays where it was taken to until the handler is called (one move).
+            let mut result = self.invoke_taking(&mut req, job.clone(), job.core.id, index, false);
             // One clock reading for the deadline check and the answer's callback (the HTTP
             // server's `Date` and duration).
             let done_at = Instant::now();
