@@ -151,7 +151,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
         let pool = parent.is_some().then(|| self.ops_weak());
         let job = Arc::new(Job::new(
             self.new_core(budget, parent, depth),
-            req,
+            Some(req),
             Waiter::Nobody,
             pool,
         ));
@@ -199,14 +199,19 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
                 Err(e) => return Err((e, req, waiter)),
             },
         };
-        // Built in its `Arc` in one expression: the job (its request inline) is copied once.
         let now = now.unwrap_or_else(Instant::now);
-        let job = Arc::new(Job::new(
+        let mut job = Arc::new(Job::new(
             self.new_core_at(budget, parent, depth, now),
-            req,
+            None,
             waiter,
             Some(self.ops_weak()),
         ));
+        // The request (it may be large) is written into the job where it lies, once: built
+        // into the job before the `Arc` it would be copied with it on the way (twice more).
+        *Arc::get_mut(&mut job)
+            .expect("a new Arc is not shared")
+            .req
+            .get_mut() = Some(req);
         match self.enqueue(&job, finishing) {
             Ok(()) => {
                 self.watch_queued(&job);
