@@ -18,9 +18,14 @@ pub(crate) enum Waiter<Resp> {
     Thread(Thread),
     /// An async task (a [`Ticket`](crate::Ticket) polled as a future): woken, never polled for.
     Task(Waker),
-    /// A completion callback, called once with the answer.
-    Callback(Box<dyn FnOnce(Result<Resp, Error>) + Send>),
+    /// A completion callback, called once with the answer and, when the thread that made the
+    /// answer read the clock just before (a worker, after its handler), that reading: the
+    /// callback's "now", so that it needs no clock read of its own.
+    Callback(Callback<Resp>),
 }
+
+/// A completion callback: the answer, and the answering thread's clock reading if it has one.
+pub(crate) type Callback<Resp> = Box<dyn FnOnce(Result<Resp, Error>, Option<Instant>) + Send>;
 
 enum Outcome<Resp> {
     Pending(Waiter<Resp>),
@@ -56,6 +61,17 @@ impl<Resp> AnswerCell<Resp> {
         result: Result<Resp, Error>,
         first: impl FnOnce(&Result<Resp, Error>),
     ) -> bool {
+        self.complete_at(result, None, first)
+    }
+
+    /// [`complete`](Self::complete), with the clock reading `at` the answer was made at (passed
+    /// to a completion callback; `None`: not read).
+    pub(crate) fn complete_at(
+        &self,
+        result: Result<Resp, Error>,
+        at: Option<Instant>,
+        first: impl FnOnce(&Result<Resp, Error>),
+    ) -> bool {
         let mut outcome = self.outcome.lock();
         let waiter = match std::mem::replace(&mut *outcome, Outcome::Taken) {
             Outcome::Pending(w) => w,
@@ -71,7 +87,7 @@ impl<Resp> AnswerCell<Resp> {
                 drop(outcome);
                 // The callback runs on a worker or on the watchdog: a panic in it must not take
                 // that thread down with it.
-                let run = std::panic::AssertUnwindSafe(move || cb(result));
+                let run = std::panic::AssertUnwindSafe(move || cb(result, at));
                 if let Err(payload) = std::panic::catch_unwind(run) {
                     log::error!(
                         "a submit_then completion callback panicked: {}; the pool goes on. Fix \
@@ -252,7 +268,7 @@ mod tests {
     #[test]
     fn a_callback_gets_the_first_answer_once() {
         let (tx, rx) = mpsc::channel();
-        let cell = AnswerCell::new(Waiter::Callback(Box::new(move |r| tx.send(r).unwrap())));
+        let cell = AnswerCell::new(Waiter::Callback(Box::new(move |r, _| tx.send(r).unwrap())));
         assert!(cell.complete(Ok::<u32, Error>(3), |_| {}));
         assert!(!cell.complete(Ok(4), |_| {}));
         assert_eq!(rx.try_recv().unwrap(), Ok(3));
@@ -262,7 +278,7 @@ mod tests {
 
     #[test]
     fn a_refused_job_gives_its_waiter_back_once() {
-        let cell = AnswerCell::<u32>::new(Waiter::Callback(Box::new(|_| {})));
+        let cell = AnswerCell::<u32>::new(Waiter::Callback(Box::new(|_, _| {})));
         assert!(matches!(cell.take_waiter(), Waiter::Callback(_)));
         assert!(matches!(cell.take_waiter(), Waiter::Nobody));
         assert!(
@@ -428,7 +444,7 @@ mod loom_models {
             let cell = {
                 let ran = ran.clone();
                 Arc::new(AnswerCell::<u32>::new(Waiter::Callback(Box::new(
-                    move |r| {
+                    move |r, _| {
                         assert!(matches!(r, Ok(1 | 2)));
                         ran.fetch_add(1, Ordering::Relaxed);
                     },

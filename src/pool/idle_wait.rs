@@ -484,10 +484,10 @@ mod tests {
             .unwrap();
         let (tx, rx) = mpsc::channel::<(&str, ThreadId, ThreadId)>();
         let (p, t) = (pool.clone(), tx.clone());
-        pool.submit_then_at((), None, 0, true, move |first| {
+        pool.submit_then_at((), None, 0, true, None, move |first, _| {
             let first = first.unwrap();
             let t2 = t.clone();
-            p.submit_then_at((), None, 0, true, move |next| {
+            p.submit_then_at((), None, 0, true, None, move |next, _| {
                 t2.send(("next", first, next.unwrap())).unwrap();
             });
             // Queued, the idle worker would have taken it by now.

@@ -282,17 +282,18 @@ impl<Req: Send, Resp: Send> JobView for Job<Req, Resp> {
 }
 
 impl<Req, Resp> Job<Req, Resp> {
+    /// A queued job; `req` is `None` when the submitter writes it in afterwards (see `submit`).
     #[inline]
     pub(crate) fn new(
         core: JobCore,
-        req: Req,
+        req: Option<Req>,
         waiter: Waiter<Resp>,
         pool: Option<Weak<dyn PoolOps<Req, Resp>>>,
     ) -> Job<Req, Resp> {
         Job {
             core,
             state: AtomicU8::new(QUEUED),
-            req: Mutex::new(Some(req)),
+            req: Mutex::new(req),
             answer: AnswerCell::new(waiter),
             pool,
             watched: AtomicBool::new(false),

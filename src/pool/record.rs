@@ -31,6 +31,13 @@ impl Label {
         buf: [0; LABEL_MAX],
     };
 
+    /// Empties the label (for the next job's words).
+    #[inline]
+    pub(crate) fn clear(&mut self) {
+        self.len = 0;
+        self.full = false;
+    }
+
     /// Appends `s`, cut at a character boundary when the label is full (it then ends with
     /// `...`).
     #[inline]

@@ -146,19 +146,17 @@ pub(crate) struct Running<Req, Resp> {
     pub(crate) started: Instant,
     /// The watchdog answered it but could not retire the worker (at `max_retired`).
     pub(crate) expired: bool,
-    /// What the job is, in words (the pool's describer wrote it when the worker claimed it).
-    #[cfg_attr(not(feature = "http"), allow(dead_code))]
-    pub(crate) label: Label,
 }
 
 impl<Req, Resp> Running<Req, Resp> {
+    /// Its record, `label` saying what it is.
     #[cfg(feature = "http")]
-    fn record(&self, worker: Option<usize>) -> Record {
+    fn record(&self, worker: Option<usize>, label: &Label) -> Record {
         Record {
             worker,
             started: self.started,
             deadline: self.job.core.deadline,
-            label: self.label,
+            label: *label,
         }
     }
 }
@@ -168,6 +166,12 @@ pub(crate) struct SlotState<Req, Resp> {
     /// generation is old has been replaced and exits when its handler returns.
     pub(crate) gen: u64,
     pub(crate) running: Option<Running<Req, Resp>>,
+    /// What the running job is, in words (the pool's describer wrote it when the worker claimed
+    /// it); meaningful while `running` is set. Kept here and written over in place for each job
+    /// (a 240-byte buffer: not built per job and copied in); it goes with the job's `Running`
+    /// only when the watchdog retires the thread (see [`Workers::keep_retired`]).
+    #[cfg_attr(not(feature = "http"), allow(dead_code))]
+    pub(crate) label: Label,
 }
 
 /// One worker place: `workers` of them, each owned by exactly one queue-reading thread. Its
@@ -195,7 +199,7 @@ pub(crate) struct Workers<Req, Resp> {
     /// The jobs of threads the watchdog retired whose handlers have not returned: their records
     /// outlive their slots (the heartbeat still reports them, so the master can replace a process
     /// whose retired thread never returns).
-    retired: Mutex<Vec<Running<Req, Resp>>>,
+    retired: Mutex<Vec<(Running<Req, Resp>, Label)>>,
 }
 
 impl<Req, Resp> Workers<Req, Resp> {
@@ -209,14 +213,15 @@ impl<Req, Resp> Workers<Req, Resp> {
         }
     }
 
-    /// The watchdog retired the thread running `r`: keep its record until its handler returns.
-    pub(crate) fn keep_retired(&self, r: Running<Req, Resp>) {
-        self.retired.lock().push(r);
+    /// The watchdog retired the thread running `r` (what it is: `label`): keep its record until
+    /// its handler returns.
+    pub(crate) fn keep_retired(&self, r: Running<Req, Resp>, label: Label) {
+        self.retired.lock().push((r, label));
     }
 
     /// The retired thread running job `id` returned: its record goes.
     pub(crate) fn forget_retired(&self, id: u64) {
-        self.retired.lock().retain(|r| r.job.core.id != id);
+        self.retired.lock().retain(|(r, _)| r.job.core.id != id);
     }
 
     /// What every worker runs now, then what every retired thread still runs.
@@ -226,9 +231,12 @@ impl<Req, Resp> Workers<Req, Resp> {
             .slots
             .iter()
             .enumerate()
-            .filter_map(|(i, s)| s.state.lock().running.as_ref().map(|r| r.record(Some(i))))
+            .filter_map(|(i, s)| {
+                let s = s.state.lock();
+                s.running.as_ref().map(|r| r.record(Some(i), &s.label))
+            })
             .collect();
-        out.extend(self.retired.lock().iter().map(|r| r.record(None)));
+        out.extend(self.retired.lock().iter().map(|(r, l)| r.record(None, l)));
         out
     }
 
@@ -331,6 +339,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
                 state: Mutex::new(SlotState {
                     gen: 0,
                     running: None,
+                    label: Label::EMPTY,
                 }),
                 deadline: SlotDeadline::new(),
                 lent: Lend::new(),
@@ -381,15 +390,21 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
         parent: Option<Arc<dyn JobView>>,
         depth: u32,
     ) -> JobCore {
+        self.new_core_at(budget, parent, depth, Instant::now())
+    }
+
+    /// [`new_core`](Self::new_core) for a job submitted at `now` (the submitter's own reading of
+    /// the clock, taken just before): its deadline is `now` plus its budget.
+    #[inline]
+    pub(crate) fn new_core_at(
+        &self,
+        budget: Duration,
+        parent: Option<Arc<dyn JobView>>,
+        depth: u32,
+        now: Instant,
+    ) -> JobCore {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        JobCore::new(
-            id,
-            self.id,
-            budget.min(MAX_BUDGET),
-            parent,
-            depth,
-            Instant::now(),
-        )
+        JobCore::new(id, self.id, budget.min(MAX_BUDGET), parent, depth, now)
     }
 
     /// Count one answer: `None` is a handler's answer in time.
@@ -427,6 +442,19 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
             .complete(result, |r| self.count(r.as_ref().err()))
     }
 
+    /// [`answer`](Self::answer), made at `at` (the clock read just before, passed on to a
+    /// completion callback).
+    #[inline]
+    pub(crate) fn answer_at(
+        &self,
+        job: &Job<Req, Resp>,
+        result: Result<Resp, Error>,
+        at: Instant,
+    ) -> bool {
+        job.answer
+            .complete_at(result, Some(at), |r| self.count(r.as_ref().err()))
+    }
+
     pub(crate) fn overloaded(&self) -> Error {
         Error::Overloaded {
             pool: self.config.name.clone(),
@@ -451,6 +479,21 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
         worker: usize,
         inline: bool,
     ) -> Result<Resp, Error> {
+        self.invoke_taking(&mut Some(req), job, id, worker, inline)
+    }
+
+    /// [`invoke`](Self::invoke) with the request taken out of `req` (which holds it) only as the
+    /// handler is called: the request (it may be large) is moved once, into the handler, not
+    /// through each frame on the way.
+    #[inline]
+    pub(crate) fn invoke_taking(
+        &self,
+        req: &mut Option<Req>,
+        job: Arc<dyn JobView>,
+        id: u64,
+        worker: usize,
+        inline: bool,
+    ) -> Result<Resp, Error> {
         let ctx = Context {
             job: job.clone(),
             worker,
@@ -458,7 +501,10 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
             pool: self.pool_any.clone(),
         };
         let entered = guard::enter(self.id, worker, job);
-        let out = catch_unwind(AssertUnwindSafe(|| (self.handler)(req, &ctx)));
+        let out = catch_unwind(AssertUnwindSafe(|| {
+            let req = req.take().expect("invoked with its request");
+            (self.handler)(req, &ctx)
+        }));
         drop(entered);
         out.map_err(|payload| Error::Panicked {
             pool: self.config.name.clone(),
@@ -494,6 +540,20 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
             Err(core.deadline_error(&self.config.name, Stage::Running))
         } else {
             result
+        }
+    }
+
+    /// [`in_time`](Self::in_time) at `now` (read when the handler returned), in place: the
+    /// answer is not moved (it may be large).
+    #[inline]
+    pub(crate) fn in_time_at(
+        &self,
+        core: &JobCore,
+        result: &mut Result<Resp, Error>,
+        now: Instant,
+    ) {
+        if now > core.deadline {
+            *result = Err(core.deadline_error(&self.config.name, Stage::Running));
         }
     }
 

@@ -151,7 +151,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
         let pool = parent.is_some().then(|| self.ops_weak());
         let job = Arc::new(Job::new(
             self.new_core(budget, parent, depth),
-            req,
+            Some(req),
             Waiter::Nobody,
             pool,
         ));
@@ -173,7 +173,9 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
 
     /// Queue a job whose answer goes to `waiter`; used by `submit`, `try_submit` and `submit_then`.
     /// On refusal the request comes back with the error. `depth`: as for [`call`](Self::call).
-    /// `finishing`: the caller never waits for the job on this thread (see `enqueue`).
+    /// `finishing`: the caller never waits for the job on this thread (see `enqueue`). `now`: the
+    /// submitter's reading of the clock, taken just before (the HTTP server's, when it read the
+    /// request), that the job's deadline counts from; `None`: read here.
     pub(crate) fn submit(
         self: &Arc<Self>,
         req: Req,
@@ -181,6 +183,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
         depth: u32,
         waiter: Waiter<Resp>,
         finishing: bool,
+        now: Option<Instant>,
     ) -> Result<Arc<Job<Req, Resp>>, Refusal<Req, Resp>> {
         let budget = budget.unwrap_or(self.config.deadline);
         let (parent, waiting) = match guard::position(self.id) {
@@ -196,13 +199,19 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
                 Err(e) => return Err((e, req, waiter)),
             },
         };
-        // Built in its `Arc` in one expression: the job (its request inline) is copied once.
-        let job = Arc::new(Job::new(
-            self.new_core(budget, parent, depth),
-            req,
+        let now = now.unwrap_or_else(Instant::now);
+        let mut job = Arc::new(Job::new(
+            self.new_core_at(budget, parent, depth, now),
+            None,
             waiter,
             Some(self.ops_weak()),
         ));
+        // The request (it may be large) is written into the job where it lies, once: built
+        // into the job before the `Arc` it would be copied with it on the way (twice more).
+        *Arc::get_mut(&mut job)
+            .expect("a new Arc is not shared")
+            .req
+            .get_mut() = Some(req);
         match self.enqueue(&job, finishing) {
             Ok(()) => {
                 self.watch_queued(&job);

@@ -74,7 +74,8 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
                 let r = s.running.take().expect("checked above");
                 s.gen += 1;
                 let kept = (r.job.clone(), r.started, Some(s.gen));
-                self.workers.keep_retired(Running { expired: true, ..r });
+                self.workers
+                    .keep_retired(Running { expired: true, ..r }, s.label);
                 kept
             } else {
                 r.expired = true;

@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 use super::config::Hook;
 use super::idle_wait::Resting;
 use super::job::RUNNING;
-use super::record::Label;
 use super::state::{Msg, PoolState, Running, SERVING, STOPPED};
 use super::stats::Counters;
 use crate::error::BuildError;
@@ -218,25 +217,34 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
                 self.answer_expired_in_queue(&job);
                 continue;
             }
-            let req = job.take_req().expect("a claimed job holds its request");
+            let mut req = job.take_req();
             {
-                // The label is written in place (a 240-byte buffer, not copied twice per job).
-                let mut s = slot.state.lock();
-                let running = s.running.insert(Running {
+                // The label is the slot's, written over in place (a 240-byte buffer, not built
+                // per job and copied in).
+                let s = &mut *slot.state.lock();
+                s.running = Some(Running {
                     job: job.clone(),
                     started,
                     expired: false,
-                    label: Label::EMPTY,
                 });
+                s.label.clear();
                 if let Some(describe) = self.describe.get() {
-                    describe(&req, &mut running.label);
+                    describe(
+                        req.as_ref().expect("a claimed job holds its request"),
+                        &mut s.label,
+                    );
                 }
             }
             let deadline = self.nanos(job.core.deadline);
             slot.deadline.set(deadline);
             self.board.watch(deadline);
 
-            let result = self.run_in_time(req, job.clone(), &job.core, index, false);
+            // The request stays where it was taken to until the handler is called (one move).
+            let mut result = self.invoke_taking(&mut req, job.clone(), job.core.id, index, false);
+            // One clock reading for the deadline check and the answer's callback (the HTTP
+            // server's `Date` and duration).
+            let done_at = Instant::now();
+            self.in_time_at(&job.core, &mut result, done_at);
 
             let still_mine = {
                 let mut s = slot.state.lock();
@@ -249,7 +257,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
                 }
             };
             if !still_mine {
-                self.answer(&job, result);
+                self.answer_at(&job, result, done_at);
                 // Retired by the watchdog: its record outlived the slot until now.
                 self.workers.forget_retired(job.core.id);
                 break true;
@@ -258,7 +266,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
             // connection's next request here when it came meanwhile) is lent to this worker: the
             // worker that read the request runs it, no other thread is woken.
             let finishing = Resting::finishing(self.id, index);
-            self.answer(&job, result);
+            self.answer_at(&job, result, done_at);
             drop(finishing);
             next = slot.lent.take();
             served += 1;

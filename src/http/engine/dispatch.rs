@@ -57,11 +57,14 @@ impl Dispatch for PoolDispatch {
         };
         req.extensions_mut()
             .insert(Loopback::new(self.pool.clone(), self.max_depth));
+        // The deadline counts from the connection's reading of the clock; the answer's `Date`
+        // and duration from the worker's when its handler returned.
+        let at = done.at();
         self.pool
-            .submit_then_at(req, deadline, depth, true, move |result| {
+            .submit_then_at(req, deadline, depth, true, Some(at), move |result, now| {
                 let result =
                     result.or_else(|e| Ok(label.answer(done.error_page(), &e, done.peer())));
-                done.finish(result)
+                done.finish_at(result, now)
             });
     }
     fn idle_workers(&self) -> usize {

@@ -109,12 +109,27 @@ pub(crate) fn check_depth(depth: u32, max: u32) -> Result<u32, Error> {
 pub(crate) struct Done {
     handoff: Arc<Handoff>,
     reply: Reply,
+    /// When the request was handed on: the clock as the thread that read it last read it (its
+    /// deadline counts from here).
+    at: Instant,
 }
 
 impl Done {
-    /// Complete the request with `result` ([`finish`]).
+    /// Complete the request with `result` ([`finish`]): the unit tests' dispatchers.
+    #[cfg(test)]
     pub(crate) fn finish(self, result: Result<HttpResponse, Error>) {
         finish(&self.handoff, self.reply, result)
+    }
+
+    /// [`finish`](Self::finish) with the completing thread's clock reading `now`, when it has
+    /// one just taken (the answer's `Date` and duration); `None`: read the clock.
+    pub(crate) fn finish_at(self, result: Result<HttpResponse, Error>, now: Option<Instant>) {
+        finish_at(&self.handoff, self.reply, result, now)
+    }
+
+    /// When the request was handed on (see [`Dispatch::dispatch`]).
+    pub(crate) fn at(&self) -> Instant {
+        self.at
     }
 
     /// The client, as the request's [`PeerAddr`](crate::http::PeerAddr) names it (for the log).
@@ -342,6 +357,20 @@ impl Handoff {
         reply: Reply,
         caller: Option<Caller>,
     ) {
+        // The connection's clock, read when it read the request (no clock read of its own).
+        let at = reply.started;
+        self.submit_at(req, depth, reply, caller, at)
+    }
+
+    /// [`submit`](Self::submit), handed on at `at` (the clock as just read on this thread).
+    fn submit_at(
+        self: &Arc<Self>,
+        req: HttpRequest,
+        depth: u32,
+        reply: Reply,
+        caller: Option<Caller>,
+        at: Instant,
+    ) {
         let depth = match check_depth(depth, self.cfg.max_depth) {
             Ok(depth) => depth,
             Err(err) => {
@@ -358,6 +387,7 @@ impl Handoff {
         let done = Done {
             handoff: self.clone(),
             reply,
+            at,
         };
         self.dispatcher.dispatch(req, depth, done);
     }
@@ -382,7 +412,8 @@ impl Handoff {
             self.cfg.siblings.clone(),
             Box::new(move |caller| {
                 let _ = cell.set(caller);
-                handoff.submit(req, depth, reply, caller);
+                // Handed on from here, later than the connection read it.
+                handoff.submit_at(req, depth, reply, caller, Instant::now());
             }),
         );
     }
@@ -441,7 +472,19 @@ pub(crate) fn with_date<R>(f: impl FnOnce(&[u8]) -> R) -> R {
 /// Complete a request: serialise the answer, log it, write it to the socket when the socket
 /// takes it (on whichever thread the Pool completes the job), and hand the connection on
 /// ([`send_answer`]): armed for its next request, or for writing the rest, or closed.
-pub(crate) fn finish(handoff: &Arc<Handoff>, r: Reply, mut result: Result<HttpResponse, Error>) {
+pub(crate) fn finish(handoff: &Arc<Handoff>, r: Reply, result: Result<HttpResponse, Error>) {
+    finish_at(handoff, r, result, None)
+}
+
+/// [`finish`] with `now`, the completing thread's clock reading just taken, if it has one (a
+/// worker reads the clock when its handler returns): the answer's `Date` and its duration in
+/// the metrics; `None`: read here.
+pub(crate) fn finish_at(
+    handoff: &Arc<Handoff>,
+    r: Reply,
+    mut result: Result<HttpResponse, Error>,
+    now: Option<Instant>,
+) {
     if let Err(e) = &result {
         if e.http_status() == 500 {
             log::error!(target: "prefork_pool::http", "{e}");
@@ -476,8 +519,8 @@ pub(crate) fn finish(handoff: &Arc<Handoff>, r: Reply, mut result: Result<HttpRe
     if !r.prefix.is_empty() {
         out.extend_from_slice(&r.prefix);
     }
-    // One clock read for the answer's `Date` and its duration in the metrics.
-    let now = Instant::now();
+    // One clock reading for the answer's `Date` and its duration in the metrics.
+    let now = now.unwrap_or_else(Instant::now);
     let (bytes, keep_alive) =
         DATE.with(|d| write_response(&mut out, resp, opts, d.borrow_mut().get_at(now)));
     log_access(handoff, &r, resp, bytes);
