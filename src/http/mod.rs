@@ -277,6 +277,13 @@
 //!   `Connection: close`; HTTP/1.0 ones close unless the request asks for `keep-alive`. An idle
 //!   kept-alive connection is closed quietly after
 //!   [`keepalive_timeout`](ServerBuilder::keepalive_timeout) (5 s).
+//! - A client that said it closes (its request's `Connection: close`, or HTTP/1.0 without
+//!   `keep-alive`) is closed as soon as its answer is written: it sends nothing more on the
+//!   connection (RFC 9112 §9.6), so nothing is waited for. A close the server decides (the
+//!   handler's `Connection: close`, a refusal, the drain, process mode's keep-alive cap) and a
+//!   TLS connection's is a *lingering close*: our side shut, what the client still sends read and
+//!   dropped until it closes too, so that a request already on the wire meets an end of file,
+//!   never a reset that could lose the answer before it.
 //! - Pipelined requests are answered in order: the next request on a connection is parsed only
 //!   once the current one is answered.
 //! - `Expect: 100-continue` gets `100 Continue` when the head is parsed and the body has not
