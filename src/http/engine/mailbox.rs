@@ -11,7 +11,9 @@
 //! and nobody else took the value. Its locks go through `crate::sync`, and loom models check the
 //! rule (`.ci/run`).
 
-use crate::sync::Mutex;
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release, SeqCst};
+
+use crate::sync::{fence, AtomicBool, AtomicU32, Mutex};
 
 /// What a [`Mailbox::visit`] step says comes after it lets go of the value.
 pub(crate) enum Step {
@@ -21,18 +23,24 @@ pub(crate) enum Step {
     LetGo,
 }
 
-/// The mailbox: a message, the events signalled and not taken yet, and which events the value
-/// wants now (set by the holder with [`Mailbox::settle`]).
-struct Slot<M> {
-    message: Option<M>,
-    events: u32,
-    wants: u32,
-}
-
-/// A value worked on by one thread at a time, and its mailbox.
+/// A value worked on by one thread at a time, and its mailbox: a message, the events signalled
+/// and not taken yet, and which events the value wants now (set by the holder with
+/// [`Mailbox::settle`]).
+///
+/// The mailbox is atomics, not a lock: a kept-alive request visits it twice (its bytes, its
+/// answer), and each locked instruction costs some 10-20 ns on a VM even uncontended. The rule
+/// holds by a store-buffer pairing: a writer records (an atomic read-modify-write), then fences
+/// and tries the value's lock; a holder lets go of the lock, fences, then looks at the mailbox.
+/// Either the writer's try finds the value free, or the holder's look finds what was recorded.
 pub(crate) struct Mailbox<C, M> {
     held: Mutex<Option<C>>,
-    mail: Mutex<Slot<M>>,
+    /// The events signalled and not taken yet (bits, merged).
+    events: AtomicU32,
+    /// The events the value wants now: written holding the value, read by a thread that held it.
+    wants: AtomicU32,
+    /// Whether `message` holds one (written with it, under its lock; read without).
+    has_mail: AtomicBool,
+    message: Mutex<Option<M>>,
     /// Under loom, a point where the holder may be preempted after its step, before it lets go:
     /// loom switches threads at a lock, never at an unlock, so without it no model thread could
     /// write to the mailbox and meet the value held (`try_lock` failing) after the holder's last
@@ -47,11 +55,10 @@ impl<C, M> Mailbox<C, M> {
     pub(crate) fn new(value: C, wants: u32) -> Self {
         Mailbox {
             held: Mutex::new(Some(value)),
-            mail: Mutex::new(Slot {
-                message: None,
-                events: 0,
-                wants,
-            }),
+            events: AtomicU32::new(0),
+            wants: AtomicU32::new(wants),
+            has_mail: AtomicBool::new(false),
+            message: Mutex::new(None),
             #[cfg(loom)]
             letting_go: crate::sync::AtomicUsize::new(0),
         }
@@ -60,36 +67,65 @@ impl<C, M> Mailbox<C, M> {
     /// Leave `message` in the mailbox; follow with [`visit`](Self::visit) (without waiting) so
     /// that it is applied now if nobody holds the value.
     pub(crate) fn post(&self, message: M) {
-        self.mail.lock().message = Some(message);
+        {
+            let mut slot = self.message.lock();
+            *slot = Some(message);
+            self.has_mail.store(true, SeqCst);
+        }
+        self.after_recording();
     }
 
     /// Record `events` (bits, merged with those not taken yet); follow with
     /// [`visit`](Self::visit) (without waiting) so that they are taken now if nobody holds the
     /// value: otherwise its holder takes them after letting go, if it wants them.
     pub(crate) fn signal(&self, events: u32) {
-        self.mail.lock().events |= events;
+        self.events.fetch_or(events, SeqCst);
+        self.after_recording();
     }
 
     /// The message, taken (a step looks while it holds the value).
     pub(crate) fn take_mail(&self) -> Option<M> {
-        self.mail.lock().message.take()
+        if !self.has_mail.load(SeqCst) {
+            return None;
+        }
+        let mut slot = self.message.lock();
+        self.has_mail.store(false, SeqCst);
+        slot.take()
     }
 
     /// Say (holding the value) which events it wants now, and take those of them that were
     /// signalled: the step acts on them, and settles again. Events it does not want stay (and a
     /// later settle that wants them takes them).
     pub(crate) fn settle(&self, wants: u32) -> u32 {
-        let mut slot = self.mail.lock();
-        slot.wants = wants;
-        let taken = slot.events & wants;
-        slot.events &= !taken;
-        taken
+        // Read only by threads that held the value after this one (the lock orders them).
+        if self.wants.load(Relaxed) != wants {
+            self.wants.store(wants, Release);
+        }
+        // Nothing wanted came: no write (one that comes now is seen after letting go).
+        if self.events.load(SeqCst) & wants == 0 {
+            return 0;
+        }
+        self.events.fetch_and(!wants, SeqCst) & wants
     }
 
-    /// Whether a message, or an event the value wants, waits in the mailbox.
+    /// Whether a message, or an event the value wants, waits in the mailbox (looked at after
+    /// letting go, past the fence in `let_go`).
     fn pending(&self) -> bool {
-        let slot = self.mail.lock();
-        slot.message.is_some() || slot.events & slot.wants != 0
+        self.has_mail.load(SeqCst) || self.events.load(SeqCst) & self.wants.load(Acquire) != 0
+    }
+
+    /// The writer's side of the pairing: what it recorded is ordered before its try of the lock.
+    #[inline]
+    fn after_recording(&self) {
+        fence(SeqCst);
+    }
+
+    /// The holder's side: let go of the value, then order that before the look at the mailbox.
+    #[inline]
+    fn let_go(&self, held: impl Sized) {
+        self.before_letting_go();
+        drop(held);
+        fence(SeqCst);
     }
 
     /// Run `step` with the value held (`None` once it was taken out: closed). `wait`: block for
@@ -108,8 +144,7 @@ impl<C, M> Mailbox<C, M> {
                 }
             };
             let next = step(&mut held);
-            self.before_letting_go();
-            drop(held);
+            self.let_go(held);
             if let Step::Stop = next {
                 return;
             }
@@ -130,7 +165,7 @@ impl<C, M> Mailbox<C, M> {
     /// Whether a message waits in the mailbox.
     #[cfg(test)]
     pub(crate) fn has_mail(&self) -> bool {
-        self.mail.lock().message.is_some()
+        self.message.lock().is_some()
     }
 
     /// The value, held (tests look inside).
@@ -146,8 +181,7 @@ impl<C, M> Mailbox<C, M> {
     pub(crate) fn peek<R>(&self, f: impl FnOnce(Option<&C>) -> R) -> Option<(R, bool)> {
         let held = self.held.try_lock()?;
         let r = f(held.as_ref());
-        self.before_letting_go();
-        drop(held);
+        self.let_go(held);
         Some((r, self.pending()))
     }
 
