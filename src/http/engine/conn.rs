@@ -80,8 +80,9 @@ pub(crate) const DRAIN_GRACE: Duration = Duration::from_secs(1);
 /// Everything a connection needs from the thread that drives it during one call.
 pub(crate) struct Env<'a> {
     pub handoff: &'a Arc<Handoff>,
-    /// Where the answer to a request of this connection goes back to.
-    pub back: &'a Arc<dyn AnswerBack>,
+    /// Where the answer to a request of this connection goes back to (made when a request is
+    /// handed on: a visit that hands nothing on takes no reference).
+    pub back: &'a dyn Fn() -> Arc<dyn AnswerBack>,
     pub draining: bool,
     /// The most requests a connection is kept alive for (process mode), else no limit.
     pub keepalive_requests: Option<u64>,
@@ -500,9 +501,9 @@ impl Conn {
         };
         self.link
             .pending
-            .store(!self.buf.is_empty() || self.peer_eof, Ordering::SeqCst);
+            .store(!self.buf.is_empty() || self.peer_eof, Ordering::Release);
         let reply = Reply {
-            back: env.back.clone(),
+            back: (env.back)(),
             link: self.link.clone(),
             peer: client.clone(),
             prefix,

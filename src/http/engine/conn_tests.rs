@@ -159,7 +159,8 @@ impl Rig {
 
     /// Call `f` as the lane's threads do, with this connection's environment.
     fn step(&mut self, f: impl FnOnce(&mut Conn, &mut Env<'_>) -> Next) -> Next {
-        let back: Arc<dyn AnswerBack> = self.slot.clone();
+        let slot = self.slot.clone();
+        let back = move || -> Arc<dyn AnswerBack> { slot.clone() };
         let mut env = Env {
             handoff: &self.handoff,
             back: &back,

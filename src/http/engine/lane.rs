@@ -378,7 +378,7 @@ impl ConnCell {
             let Some(conn) = held.as_mut() else {
                 return Step::Stop;
             };
-            let back: Arc<dyn AnswerBack> = self.clone();
+            let back = || -> Arc<dyn AnswerBack> { self.clone() };
             let mut env = Env {
                 handoff,
                 back: &back,
