@@ -15,17 +15,17 @@
 
 #[cfg(not(loom))]
 pub(crate) use parking_lot::{Condvar, Mutex, RwLock};
-#[cfg(all(not(loom), feature = "http"))]
-pub(crate) use std::sync::atomic::{AtomicU32, AtomicU64};
 #[cfg(not(loom))]
 pub(crate) use std::sync::atomic::{fence, AtomicBool, AtomicUsize};
+#[cfg(all(not(loom), feature = "http"))]
+pub(crate) use std::sync::atomic::{AtomicU32, AtomicU64};
 
 #[cfg(loom)]
 pub(crate) use self::loom_impl::{Condvar, Mutex, RwLock};
-#[cfg(all(loom, feature = "http"))]
-pub(crate) use loom::sync::atomic::{AtomicU32, AtomicU64};
 #[cfg(loom)]
 pub(crate) use loom::sync::atomic::{fence, AtomicBool, AtomicUsize};
+#[cfg(all(loom, feature = "http"))]
+pub(crate) use loom::sync::atomic::{AtomicU32, AtomicU64};
 
 /// A value on cache lines of its own (128 bytes: the adjacent-line prefetcher pairs 64-byte
 /// lines). A field one thread writes on every call, next to fields another thread reads on every

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use crossbeam_channel::{Receiver, SendTimeoutError, Sender, TryRecvError, TrySendError};
 
 use crate::sync::CacheLine;
-use crate::sync::{fence, AtomicUsize, Condvar, Mutex, RwLock};
+use crate::sync::{fence, AtomicBool, AtomicUsize, Condvar, Mutex, RwLock};
 
 /// Where an idle worker waits instead of the pool's condition variable, installed by the pool's
 /// owner ([`Pool::set_sleeper`](super::Pool::set_sleeper)). The HTTP server's sleeper waits on
@@ -51,11 +51,19 @@ pub(crate) fn resting_worker(pool: usize, finishing: bool) -> Option<usize> {
 
 /// A worker slot's lend: the one job its worker submitted while it rested in the pool's sleeper,
 /// which it runs next (asked first by [`IdleWait::recv`] after each sleep).
-pub(crate) struct Lend<T>(Mutex<Option<T>>);
+pub(crate) struct Lend<T> {
+    job: Mutex<Option<T>>,
+    /// Whether `job` holds one (set with it, under its lock): the worker asks after every sleep,
+    /// and an empty lend is answered without taking the lock.
+    has: AtomicBool,
+}
 
 impl<T> Lend<T> {
     pub(crate) fn new() -> Self {
-        Lend(Mutex::new(None))
+        Lend {
+            job: Mutex::new(None),
+            has: AtomicBool::new(false),
+        }
     }
 
     /// Lend `make()` to the worker resting on this thread as slot `index` of pool `pool` (or,
@@ -75,18 +83,24 @@ impl<T> Lend<T> {
         let Some(lend) = resting_worker(pool, finishing).and_then(lends) else {
             return false;
         };
-        let mut lent = lend.0.lock();
+        let mut lent = lend.job.lock();
         if lent.is_some() {
             return false;
         }
         *lent = Some(make());
+        lend.has.store(true, Ordering::Release);
         true
     }
 
     /// The lent job, taken (once).
     #[inline]
     pub(crate) fn take(&self) -> Option<T> {
-        self.0.lock().take()
+        if !self.has.load(Ordering::Acquire) {
+            return None;
+        }
+        let mut lent = self.job.lock();
+        self.has.store(false, Ordering::Relaxed);
+        lent.take()
     }
 }
 
@@ -221,6 +235,9 @@ pub(crate) struct IdleWait {
     cv: Condvar,
     /// Read (locked) by each idle worker: apart from the queue's ends the enqueuer reads.
     sleeper: CacheLine<RwLock<Option<Arc<dyn Sleeper>>>>,
+    /// Whether `sleeper` holds one (written with it): what a worker asks before its spin, without
+    /// taking the lock.
+    has_sleeper: AtomicBool,
 }
 
 impl IdleWait {
@@ -234,7 +251,7 @@ impl IdleWait {
         lent: impl Fn() -> Option<T>,
     ) -> Result<T, TryRecvError> {
         // With a sleeper, work comes through it, not the queue: no spin.
-        let spins = if self.sleeper.read().is_some() {
+        let spins = if self.has_sleeper.load(Ordering::Acquire) {
             0
         } else {
             crate::sync::spins(SPINS)
@@ -340,7 +357,11 @@ impl IdleWait {
     /// workers blocked in it.
     #[cfg(feature = "http")]
     pub(crate) fn set_sleeper(&self, sleeper: Option<Arc<dyn Sleeper>>) {
-        *self.sleeper.write() = sleeper;
+        {
+            let mut slot = self.sleeper.write();
+            self.has_sleeper.store(sleeper.is_some(), Ordering::Release);
+            *slot = sleeper;
+        }
         let _guard = self.lock.lock();
         self.cv.notify_all();
     }
