@@ -183,8 +183,9 @@ impl<T> JobQueue<T> {
         &self,
         at: (usize, usize),
         lent: impl Fn() -> Option<T>,
+        copy: &mut SleeperCopy,
     ) -> Result<T, TryRecvError> {
-        self.wait.recv(&self.rx, at, lent)
+        self.wait.recv_with(&self.rx, at, lent, copy)
     }
 
     /// See [`IdleWait::set_sleeper`].
@@ -238,17 +239,43 @@ pub(crate) struct IdleWait {
     /// Whether `sleeper` holds one (written with it): what a worker asks before its spin, without
     /// taking the lock.
     has_sleeper: AtomicBool,
+    /// Which installation of `sleeper` is in (written with it; unique across pools): a worker
+    /// keeps its copy of the sleeper ([`SleeperCopy`]) while this has not changed.
+    stamp: AtomicUsize,
+}
+
+/// Stamps of sleeper installations, unique in the process (0: none yet).
+static NEXT_STAMP: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1);
+
+/// An idle worker's copy of its pool's sleeper, kept from one wait to the next and taken again
+/// only when the pool installs another: no lock and no reference count per wait.
+#[derive(Default)]
+pub(crate) struct SleeperCopy {
+    stamp: usize,
+    sleeper: Option<Arc<dyn Sleeper>>,
 }
 
 impl IdleWait {
     /// The next message, or `Err` when the queue is disconnected. Blocks until there is one.
     /// `lent` is asked first after each sleep: the job this worker lent itself while it rested
     /// as worker `index` of pool `pool` (see [`resting_worker`]).
+    #[cfg(test)]
     pub(crate) fn recv<T>(
+        &self,
+        rx: &impl Queue<T>,
+        at: (usize, usize),
+        lent: impl Fn() -> Option<T>,
+    ) -> Result<T, TryRecvError> {
+        self.recv_with(rx, at, lent, &mut SleeperCopy::default())
+    }
+
+    /// [`recv`](Self::recv) with the worker's copy of the sleeper, refreshed here when stale.
+    pub(crate) fn recv_with<T>(
         &self,
         rx: &impl Queue<T>,
         (pool, index): (usize, usize),
         lent: impl Fn() -> Option<T>,
+        copy: &mut SleeperCopy,
     ) -> Result<T, TryRecvError> {
         // With a sleeper, work comes through it, not the queue: no spin.
         let spins = if self.has_sleeper.load(Ordering::Acquire) {
@@ -282,9 +309,13 @@ impl IdleWait {
             spun = true;
         }
         loop {
-            // Bound first: a guard in an `if let` scrutinee would live through the `else` too.
-            let sleeper = self.sleeper.read().clone();
-            if let Some(s) = sleeper {
+            let stamp = self.stamp.load(Ordering::Acquire);
+            if copy.stamp != stamp {
+                // Read before the sleeper: a newer one installed meanwhile is taken next time.
+                copy.sleeper = self.sleeper.read().clone();
+                copy.stamp = stamp;
+            }
+            if let Some(s) = &copy.sleeper {
                 if let Some(msg) = self.announce(rx) {
                     return if spun { self.pass_on(rx, msg) } else { msg };
                 }
@@ -361,6 +392,10 @@ impl IdleWait {
             let mut slot = self.sleeper.write();
             self.has_sleeper.store(sleeper.is_some(), Ordering::Release);
             *slot = sleeper;
+            self.stamp.store(
+                NEXT_STAMP.fetch_add(1, Ordering::Relaxed),
+                Ordering::Release,
+            );
         }
         let _guard = self.lock.lock();
         self.cv.notify_all();

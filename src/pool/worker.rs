@@ -9,7 +9,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use super::config::Hook;
-use super::idle_wait::Resting;
+use super::idle_wait::{Resting, SleeperCopy};
 use super::job::RUNNING;
 use super::state::{Msg, PoolState, Running, SERVING, STOPPED};
 use super::stats::Counters;
@@ -197,12 +197,17 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
         let mut served = 0u64;
         // A job lent to this worker while it answered the one before (see below).
         let mut next = None;
+        // This worker's copy of the pool's sleeper (see `SleeperCopy`).
+        let mut sleeper = SleeperCopy::default();
         loop {
             let msg = match next.take() {
                 Some(job) => Ok(Msg::Job(job)),
                 None => self.workers.idle_while(|| {
-                    self.queue
-                        .recv((self.id, index), || slot.lent.take().map(Msg::Job))
+                    self.queue.recv(
+                        (self.id, index),
+                        || slot.lent.take().map(Msg::Job),
+                        &mut sleeper,
+                    )
                 }),
             };
             let job = match msg {

@@ -133,6 +133,7 @@ impl<C, M> Mailbox<C, M> {
     /// the mailbox). What `step` returns says whether to look at the mailbox after letting go
     /// ([`Step`]); a message, or an event the value wants, found there runs `step` again
     /// (without waiting), unless another thread took the value meanwhile.
+    #[inline]
     pub(crate) fn visit(&self, mut wait: bool, mut step: impl FnMut(&mut Option<C>) -> Step) {
         loop {
             let mut held = if wait {
