@@ -57,6 +57,10 @@ pub(crate) const TAKE_OVER_IDLE: Duration = Duration::from_millis(20);
 /// The longest a worker waits in the lane before it looks at the pool's queue anyway (a safety
 /// net: every queued job wakes one waiter).
 const WORKER_WAIT: Duration = Duration::from_millis(250);
+/// A worker waiting in the lane, in [`Lane::progress`] (the low 16 bits: at most 65,535 workers).
+const WAITER: u64 = 1;
+/// An event taken by a worker, in [`Lane::progress`].
+const TOOK: u64 = 1 << 16;
 /// The event data of the wake-up eventfd.
 const WAKE: u64 = u64::MAX;
 
@@ -115,10 +119,10 @@ pub(crate) struct Lane {
     wake: EventFd,
     slab: RwLock<Slab>,
     live: AtomicUsize,
-    /// Workers blocked in the lane now.
-    waiters: AtomicUsize,
-    /// Events the workers took so far (the reactor's progress check).
-    taken: AtomicU64,
+    /// Workers blocked in the lane now (units of [`WAITER`]) and the events they took so far
+    /// (units of [`TOOK`]: the reactor's progress check), in one word: a worker's wait changes
+    /// it twice (in; out with or without an event), not three times.
+    progress: AtomicU64,
     /// The pool's workers wait here (its sleeper is installed).
     attached: AtomicBool,
     /// The server has stopped: waiting workers go back to the pool's queue.
@@ -137,8 +141,7 @@ impl Lane {
             wake,
             slab: RwLock::new(Slab::default()),
             live: AtomicUsize::new(0),
-            waiters: AtomicUsize::new(0),
-            taken: AtomicU64::new(0),
+            progress: AtomicU64::new(0),
             attached: AtomicBool::new(false),
             released: AtomicBool::new(false),
             gate: std::sync::OnceLock::new(),
@@ -264,13 +267,18 @@ impl Lane {
     /// that a request is never left unread while every worker is busy (a handler waiting on a
     /// call to its own server). Returns the count to pass next time, and whether a worker waited.
     pub(crate) fn take_over(&self, handoff: &Arc<Handoff>, seen: u64, now: Instant) -> (u64, bool) {
-        let taken = self.taken.load(Ordering::SeqCst);
-        let waiting = self.waiters.load(Ordering::SeqCst) > 0;
+        let (taken, waiting) = self.progress();
         if self.attached() && (taken != seen || waiting) {
             return (taken, waiting);
         }
         self.drain_events(handoff, now);
-        (self.taken.load(Ordering::SeqCst), false)
+        (self.progress().0, false)
+    }
+
+    /// The events the workers took so far, and whether a worker waits in the lane now.
+    fn progress(&self) -> (u64, bool) {
+        let p = self.progress.load(Ordering::SeqCst);
+        (p / TOOK, p % TOOK > 0)
     }
 
     /// Take every waiting event on this thread.
@@ -508,13 +516,18 @@ impl Sleeper for LaneSleeper {
         let Some(handoff) = self.handoff.upgrade() else {
             return;
         };
-        lane.waiters.fetch_add(1, Ordering::SeqCst);
+        lane.progress.fetch_add(WAITER, Ordering::SeqCst);
         let mut got = None;
         let _ = lane.epoll.wait(1, Some(WORKER_WAIT), |ev| got = Some(ev));
-        lane.waiters.fetch_sub(1, Ordering::SeqCst);
-        if let Some(ev) = got.filter(|ev| ev.data != WAKE) {
-            lane.taken.fetch_add(1, Ordering::SeqCst);
-            lane.handle(&handoff, ev, Instant::now());
+        match got.filter(|ev| ev.data != WAKE) {
+            Some(ev) => {
+                // Out of the wait and one more event taken, in one change.
+                lane.progress.fetch_add(TOOK - WAITER, Ordering::SeqCst);
+                lane.handle(&handoff, ev, Instant::now());
+            }
+            None => {
+                lane.progress.fetch_sub(WAITER, Ordering::SeqCst);
+            }
         }
     }
 

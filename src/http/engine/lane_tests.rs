@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use http::Response;
 
-use super::{ConnCell, Lane, LaneSleeper};
+use super::{ConnCell, Lane, LaneSleeper, TOOK, WAITER};
 use crate::http::engine::conn::tests::{answer_held, client_reads, handoff, pair, paths, HeldList};
 use crate::http::engine::conn::{Conn, Next};
 use crate::http::engine::epoll::{IN, OUT};
@@ -158,12 +158,12 @@ fn the_reactor_takes_the_lane_over_only_when_no_worker_waits_or_took_an_event_si
     r.send(GET_A);
     let now = Instant::now();
     // A worker waits in the lane: it takes the event, not the reactor.
-    r.lane.waiters.fetch_add(1, Ordering::SeqCst);
+    r.lane.progress.fetch_add(WAITER, Ordering::SeqCst);
     assert_eq!(r.lane.take_over(&r.handoff, 0, now), (0, true));
-    r.lane.waiters.fetch_sub(1, Ordering::SeqCst);
+    r.lane.progress.fetch_sub(WAITER, Ordering::SeqCst);
     assert!(paths(&r.held).is_empty());
     // A worker took an event since the last look (seen 0): the workers keep up.
-    r.lane.taken.fetch_add(1, Ordering::SeqCst);
+    r.lane.progress.fetch_add(TOOK, Ordering::SeqCst);
     assert_eq!(r.lane.take_over(&r.handoff, 0, now), (1, false));
     assert!(paths(&r.held).is_empty());
     // Neither: the reactor takes the waiting events itself.
@@ -180,7 +180,7 @@ fn the_reactor_takes_the_lane_over_only_when_no_worker_waits_or_took_an_event_si
     };
     sleeper.sleep();
     assert_eq!(paths(&r.held), ["(answered)", "/b"]);
-    assert_eq!(r.lane.taken.load(Ordering::SeqCst), 2);
+    assert_eq!(r.lane.progress().0, 2);
 }
 
 #[test]
