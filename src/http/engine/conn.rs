@@ -3,8 +3,8 @@
 //! connection lane (`lane.rs`) and is driven by whichever thread holds that cell: the idle worker
 //! that took its socket's event (or the reactor, when it takes the lane over), the thread that
 //! completed its request when the answer comes back ([`Conn::on_answer`]), the reactor's timer
-//! sweep and its drain. A complete request leaves through the hand-off (`handoff.rs`) on the
-//! thread that read it.
+//! sweep and its drain. A complete request leaves through the hand-off (`Handoff::submit`,
+//! `dispatch.rs`) on the thread that read it.
 //!
 //! Requests on one connection are handled one at a time: the next pipelined request is not parsed
 //! until the current one is answered, so answers always go out in order.
@@ -21,8 +21,7 @@ use http::{Method, Request, Version};
 
 use crate::http::engine::epoll;
 use crate::http::engine::handoff::{
-    depth_trusted, finish, request_depth, with_date, Answer, AnswerBack, Handoff, Reply,
-    DEPTH_HEADER,
+    depth_trusted, finish, request_depth, Answer, AnswerBack, Handoff, Reply, DEPTH_HEADER,
 };
 use crate::http::engine::incoming::Incoming;
 use crate::http::engine::io::{Link, Stream, TcpAddrs};
@@ -32,6 +31,7 @@ use crate::http::ops::metrics::method_index;
 use crate::http::self_call::calls::{unix_caller, Caller};
 use crate::http::self_call::owner_lookup::CallerCell;
 use crate::http::types::{ForwardedProto, PeerAddr, SocketPeer, TcpEnds};
+use crate::http::wire::date::with_date;
 use crate::http::wire::head_scan::HeadScanner;
 use crate::http::wire::parse::{parse_shared, Framing, Head, HttpError};
 use crate::http::wire::proxy_protocol;
@@ -503,7 +503,7 @@ impl Conn {
             .pending
             .store(!self.buf.is_empty() || self.peer_eof, Ordering::Release);
         let reply = Reply {
-            back: (env.back)(),
+            back: Some((env.back)()),
             link: self.link.clone(),
             peer: client.clone(),
             prefix,

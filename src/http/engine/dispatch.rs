@@ -1,17 +1,23 @@
-//! [`PoolDispatch`]: hands complete requests to the Pool (from the thread that read them: an idle
-//! worker, to which the Pool lends the job back, or the reactor), each with a [`Loopback`] in its
-//! extensions and its route's deadline ([`deadline_for`](crate::http::ServerBuilder::deadline_for));
-//! a Pool error is logged with the request it answers (method, path, client) and rendered by the
-//! server's [`ErrorPage`].
+//! Where a complete request goes, from the thread that read it: [`Handoff::submit`] (the depth
+//! check, a spare thread for a self-call, else the server's [`Dispatch`]; or first through the
+//! self-call lookup thread, [`Handoff::submit_after_lookup`]), and [`PoolDispatch`], the
+//! `Dispatch` that hands it to the Pool (an idle worker's request is lent back to it by the Pool;
+//! the reactor's goes to the queue), each with a [`Loopback`] in its extensions and its route's
+//! deadline ([`deadline_for`](crate::http::ServerBuilder::deadline_for)); a Pool error is logged
+//! with the request it answers (method, path, client) and rendered by the server's [`ErrorPage`].
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::{Method, Uri};
 
-use crate::http::engine::handoff::{Dispatch, Done};
+use crate::http::engine::handoff::{check_depth, finish, Dispatch, Done, Handoff, Reply};
+use crate::http::ops::rate_limit::{suppressed_note, RateLimit, WARN_INTERVAL};
 use crate::http::ops::stuck::{Busy, BusyWorker};
+use crate::http::self_call::calls::Caller;
 use crate::http::self_call::loopback::Loopback;
+use crate::http::self_call::owner_lookup::CallerCell;
 use crate::http::types::{HttpRequest, HttpResponse, PeerAddr};
 use crate::http::wire::response::ErrorPage;
 use crate::{Error, Pool};
@@ -19,6 +25,82 @@ use crate::{Error, Pool};
 /// The application's choice of a deadline per request, set with
 /// [`ServerBuilder::deadline_for`](crate::http::ServerBuilder::deadline_for).
 pub(crate) type DeadlineFor = dyn Fn(&HttpRequest) -> Option<Duration> + Send + Sync;
+
+/// The warning for requests refused for their client-sent depth: one line per interval.
+static DEPTH_WARNINGS: RateLimit = RateLimit::new(WARN_INTERVAL);
+
+impl Handoff {
+    /// Run `req`, whose [`DEPTH_HEADER`](crate::http::DEPTH_HEADER) says `depth` (the connection read it, or 0 when it has
+    /// none): refused (508) when it is too deep, on a spare thread if it is a self-call
+    /// (`caller`), else through the pool.
+    pub(crate) fn submit(
+        self: &Arc<Self>,
+        req: HttpRequest,
+        depth: u32,
+        reply: Reply,
+        caller: Option<Caller>,
+    ) {
+        // The connection's clock, read when it read the request (no clock read of its own).
+        let at = reply.started;
+        self.submit_at(req, depth, reply, caller, at)
+    }
+
+    /// [`submit`](Self::submit), handed on at `at` (the clock as just read on this thread).
+    fn submit_at(
+        self: &Arc<Self>,
+        req: HttpRequest,
+        depth: u32,
+        reply: Reply,
+        caller: Option<Caller>,
+        at: Instant,
+    ) {
+        let depth = match check_depth(depth, self.cfg.max_depth) {
+            Ok(depth) => depth,
+            Err(err) => {
+                // A client can send this on every request: one line per interval.
+                if let Some(suppressed) = DEPTH_WARNINGS.allow(Instant::now()) {
+                    log::warn!(target: "prefork_pool::http", "{err}{}", suppressed_note(suppressed));
+                }
+                return finish(self, reply, Ok(self.cfg.error_page.pool_error(&err)));
+            }
+        };
+        if let Some(caller) = caller {
+            return self.self_call(req, depth, reply, caller);
+        }
+        let done = Done {
+            handoff: self.clone(),
+            reply,
+            at,
+        };
+        self.dispatcher.dispatch(req, depth, done);
+    }
+
+    /// [`submit`](Self::submit) once the lookup thread has found out whether the TCP client at
+    /// `peer` (connected to our `local`) is this process or a sibling: the answer is kept in
+    /// `cell` for the connection's next requests, then the request goes on from the lookup
+    /// thread. The thread that read it does not wait; the connection's next request is not read
+    /// until this one is answered, so answers stay in order.
+    pub(crate) fn submit_after_lookup(
+        self: &Arc<Self>,
+        req: HttpRequest,
+        depth: u32,
+        reply: Reply,
+        (peer, local): (SocketAddr, SocketAddr),
+        cell: CallerCell,
+    ) {
+        let handoff = self.clone();
+        self.lookup.look_up(
+            peer,
+            local,
+            self.cfg.siblings.clone(),
+            Box::new(move |caller| {
+                let _ = cell.set(caller);
+                // Handed on from here, later than the connection read it.
+                handoff.submit_at(req, depth, reply, caller, Instant::now());
+            }),
+        );
+    }
+}
 
 /// Hands complete requests to the Pool.
 pub(crate) struct PoolDispatch {

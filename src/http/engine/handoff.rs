@@ -1,13 +1,13 @@
-//! The hand-off between the connection, the pool and back: a complete request goes out from the
-//! thread that read it ([`Handoff::submit`]: the depth check, a spare thread for a self-call, else
-//! the [`Dispatch`]; or first through the self-call lookup thread,
-//! [`Handoff::submit_after_lookup`]), and its answer comes back ([`finish`]: serialised, logged,
-//! written by the thread that completed it, and sent back to the connection as an [`Answer`]
-//! through the [`AnswerBack`] the request carries: the connection lane's cell). The reactor, the
-//! lane and the connection import this file; it imports none of them.
+//! The ports of the hand-off between the connection, the pool and back: what the connection, the
+//! lane, the reactor and the pool's dispatch exchange. The settings ([`ConnConfig`]) and the
+//! shared state ([`Handoff`]); where complete requests go ([`Dispatch`], completed through a
+//! [`Done`]); what an answer needs to know about its request ([`Reply`]) and where it goes back
+//! to ([`AnswerBack`]: the connection, which serialises, writes and acts on it, `answer.rs`, then
+//! [`Answer`]: what the connection's state machine acts on); [`finish`]: complete a request through
+//! its connection's [`AnswerBack`]; and the depth rules. A complete request goes out through
+//! [`Handoff::submit`] (`dispatch.rs`). The reactor, the lane, the connection, the dispatch and
+//! the answer import this file; it imports none of them.
 
-use std::cell::RefCell;
-use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -16,25 +16,19 @@ use std::time::{Duration, Instant};
 use http::Version;
 use mio::Waker;
 
-use crate::http::body::Body;
 use crate::http::engine::io::Link;
-use crate::http::engine::stream::{self, StreamCounters};
-use crate::http::ops::access_log::{write_line, AccessLogFormat, LogRequest};
+use crate::http::engine::stream::StreamCounters;
+use crate::http::ops::access_log::{AccessLogFormat, LogRequest};
 use crate::http::ops::forwarded::ProxySettings;
 use crate::http::ops::health::{HealthRoutes, HealthView};
 use crate::http::ops::metrics::{CounterStore, HttpCounters, ServerMetrics};
-use crate::http::ops::rate_limit::{suppressed_note, RateLimit, WARN_INTERVAL};
 use crate::http::ops::stuck::BusyWorker;
-use crate::http::self_call::calls::{Caller, SiblingPids};
-use crate::http::self_call::owner_lookup::{CallerCell, OwnerLookup};
+use crate::http::self_call::calls::SiblingPids;
+use crate::http::self_call::owner_lookup::OwnerLookup;
 use crate::http::self_call::spare::Spares;
 use crate::http::types::{HttpRequest, HttpResponse};
-use crate::http::wire::date::DateCache;
 use crate::http::wire::parse::Limits;
-use crate::http::wire::response::OwnAnswer;
-use crate::http::wire::response::{
-    write_response, write_stream_head, ErrorPage, StreamFraming, WriteOpts,
-};
+use crate::http::wire::response::ErrorPage;
 use crate::Error;
 
 /// The request header that carries how deep a request is in a chain of calls a service makes to
@@ -91,9 +85,6 @@ pub(crate) fn depth_trusted(unix: bool, tcp: Option<(SocketAddr, SocketAddr)>) -
     }
 }
 
-/// The warning for requests refused for their client-sent depth: one line per interval.
-static DEPTH_WARNINGS: RateLimit = RateLimit::new(WARN_INTERVAL);
-
 /// The one depth rule, for a request from a client and for one sent through the `Loopback`: a
 /// request deeper than `max` is refused with [`Error::LoopDetected`] without running the handler.
 pub(crate) fn check_depth(depth: u32, max: u32) -> Result<u32, Error> {
@@ -107,11 +98,11 @@ pub(crate) fn check_depth(depth: u32, max: u32) -> Result<u32, Error> {
 /// and the way back to its connection, carried as they are (not in a boxed closure: one
 /// allocation less per request).
 pub(crate) struct Done {
-    handoff: Arc<Handoff>,
-    reply: Reply,
+    pub(super) handoff: Arc<Handoff>,
+    pub(super) reply: Reply,
     /// When the request was handed on: the clock as the thread that read it last read it (its
     /// deadline counts from here).
-    at: Instant,
+    pub(super) at: Instant,
 }
 
 impl Done {
@@ -242,9 +233,9 @@ impl ConnConfig {
 
 /// The answer to a connection's request, as it goes back to the connection: written by the
 /// thread that completed it (or not entirely: `rest` is what is left to write). The engine's one
-/// name for this message: [`send_answer`] makes it, [`AnswerBack::answer`] takes it, the lane's
-/// cell keeps it until the connection is free (`ConnCell::answer`), and `Conn::on_answer` acts on
-/// it.
+/// name for this message: `answer.rs` makes it (`write_answer`, called by the connection's
+/// [`AnswerBack::finish`]), the lane's cell keeps it until the connection is free (its mailbox's
+/// message), and `Conn::on_answer` acts on it.
 #[derive(Debug)]
 pub(crate) struct Answer {
     pub rest: Vec<u8>,
@@ -255,19 +246,48 @@ pub(crate) struct Answer {
     pub failed: bool,
 }
 
-/// Where a request's [`Answer`] goes back to: its connection (the lane's cell).
+/// Where a request's answer goes back to: its connection (the lane's cell, `answer.rs`).
 pub(crate) trait AnswerBack: Send + Sync + std::fmt::Debug {
-    /// The request is answered (its answer written, or `rest` of it left to write): the
-    /// connection goes on from here, on this thread if no other holds it.
-    fn answer(self: Arc<Self>, handoff: &Arc<Handoff>, answer: Answer);
+    /// Complete the request `reply` came with (its `back` taken: this) with `result`, on this
+    /// thread: the answer serialised, logged, written to the socket as far as it takes it, and
+    /// the connection goes on from here, on this thread if no other holds it. `now`: the
+    /// completing thread's clock reading, if it has one just taken (the answer's `Date` and
+    /// duration); `None`: read the clock.
+    fn finish(
+        self: Arc<Self>,
+        handoff: &Arc<Handoff>,
+        reply: Reply,
+        result: Result<HttpResponse, Error>,
+        now: Option<Instant>,
+    );
+}
+
+/// Complete a request with `result` (an answer made here, a self-call's, a pool's): through its
+/// connection's [`AnswerBack::finish`].
+pub(crate) fn finish(handoff: &Arc<Handoff>, r: Reply, result: Result<HttpResponse, Error>) {
+    finish_at(handoff, r, result, None)
+}
+
+/// [`finish`] with `now`, the completing thread's clock reading just taken, if it has one (a
+/// worker reads the clock when its handler returns); `None`: read it when the answer is written.
+#[inline]
+pub(crate) fn finish_at(
+    handoff: &Arc<Handoff>,
+    mut r: Reply,
+    result: Result<HttpResponse, Error>,
+    now: Option<Instant>,
+) {
+    let back = r.back.take().expect("a request is answered once");
+    back.finish(handoff, r, result, now)
 }
 
 /// What the answer needs to know about the request it answers; travels with the request to
 /// whichever thread completes it.
 #[derive(Debug)]
 pub(crate) struct Reply {
-    /// The connection, for the answer.
-    pub back: Arc<dyn AnswerBack>,
+    /// The connection, for the answer (taken by [`finish`] when the request is answered: then
+    /// `None`).
+    pub back: Option<Arc<dyn AnswerBack>>,
     pub link: Arc<Link>,
     pub peer: Arc<str>,
     /// What the connection had not written yet of its own when the request left (the rest of a
@@ -347,77 +367,6 @@ impl Handoff {
         self.expire_waiting_self_calls(now);
     }
 
-    /// Run `req`, whose [`DEPTH_HEADER`] says `depth` (the connection read it, or 0 when it has
-    /// none): refused (508) when it is too deep, on a spare thread if it is a self-call
-    /// (`caller`), else through the pool.
-    pub(crate) fn submit(
-        self: &Arc<Self>,
-        req: HttpRequest,
-        depth: u32,
-        reply: Reply,
-        caller: Option<Caller>,
-    ) {
-        // The connection's clock, read when it read the request (no clock read of its own).
-        let at = reply.started;
-        self.submit_at(req, depth, reply, caller, at)
-    }
-
-    /// [`submit`](Self::submit), handed on at `at` (the clock as just read on this thread).
-    fn submit_at(
-        self: &Arc<Self>,
-        req: HttpRequest,
-        depth: u32,
-        reply: Reply,
-        caller: Option<Caller>,
-        at: Instant,
-    ) {
-        let depth = match check_depth(depth, self.cfg.max_depth) {
-            Ok(depth) => depth,
-            Err(err) => {
-                // A client can send this on every request: one line per interval.
-                if let Some(suppressed) = DEPTH_WARNINGS.allow(Instant::now()) {
-                    log::warn!(target: "prefork_pool::http", "{err}{}", suppressed_note(suppressed));
-                }
-                return finish(self, reply, Ok(self.cfg.error_page.pool_error(&err)));
-            }
-        };
-        if let Some(caller) = caller {
-            return self.self_call(req, depth, reply, caller);
-        }
-        let done = Done {
-            handoff: self.clone(),
-            reply,
-            at,
-        };
-        self.dispatcher.dispatch(req, depth, done);
-    }
-
-    /// [`submit`](Self::submit) once the lookup thread has found out whether the TCP client at
-    /// `peer` (connected to our `local`) is this process or a sibling: the answer is kept in
-    /// `cell` for the connection's next requests, then the request goes on from the lookup
-    /// thread. The thread that read it does not wait; the connection's next request is not read
-    /// until this one is answered, so answers stay in order.
-    pub(crate) fn submit_after_lookup(
-        self: &Arc<Self>,
-        req: HttpRequest,
-        depth: u32,
-        reply: Reply,
-        (peer, local): (SocketAddr, SocketAddr),
-        cell: CallerCell,
-    ) {
-        let handoff = self.clone();
-        self.lookup.look_up(
-            peer,
-            local,
-            self.cfg.siblings.clone(),
-            Box::new(move |caller| {
-                let _ = cell.set(caller);
-                // Handed on from here, later than the connection read it.
-                handoff.submit_at(req, depth, reply, caller, Instant::now());
-            }),
-        );
-    }
-
     /// The answer to `req` if it is one of the health routes (answered here, without a worker).
     pub(crate) fn health_answer(&self, req: &HttpRequest) -> Option<HttpResponse> {
         let routes = self.cfg.health.as_ref()?;
@@ -452,219 +401,6 @@ impl HealthView for Handoff {
     fn stuck(&self, after: Duration, now: Instant) -> Option<String> {
         self.dispatcher.stuck(after, now)
     }
-}
-
-thread_local! {
-    static DATE: RefCell<DateCache> = RefCell::new(DateCache::new());
-    /// The buffer this thread serialises answers into, kept between answers (up to [`OUT_KEPT`]
-    /// bytes of capacity) rather than allocated for each.
-    static OUT: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
-}
-
-/// The largest answer buffer a thread keeps for its next answer.
-const OUT_KEPT: usize = 64 * 1024;
-
-/// `f` given the `Date` header's value for now (this thread's cache of it).
-pub(crate) fn with_date<R>(f: impl FnOnce(&[u8]) -> R) -> R {
-    DATE.with(|d| f(d.borrow_mut().get()))
-}
-
-/// Complete a request: serialise the answer, log it, write it to the socket when the socket
-/// takes it (on whichever thread the Pool completes the job), and hand the connection on
-/// ([`send_answer`]): armed for its next request, or for writing the rest, or closed.
-pub(crate) fn finish(handoff: &Arc<Handoff>, r: Reply, result: Result<HttpResponse, Error>) {
-    finish_at(handoff, r, result, None)
-}
-
-/// [`finish`] with `now`, the completing thread's clock reading just taken, if it has one (a
-/// worker reads the clock when its handler returns): the answer's `Date` and its duration in
-/// the metrics; `None`: read here.
-pub(crate) fn finish_at(
-    handoff: &Arc<Handoff>,
-    r: Reply,
-    mut result: Result<HttpResponse, Error>,
-    now: Option<Instant>,
-) {
-    if let Err(e) = &result {
-        if e.http_status() == 500 {
-            log::error!(target: "prefork_pool::http", "{e}");
-        } else {
-            log::warn!(target: "prefork_pool::http", "{e}");
-        }
-        result = Ok(handoff.cfg.error_page.pool_error(e));
-    }
-    // The answer is worked on where it lies (not moved out of `result`: a copy of it less).
-    let Ok(resp) = &mut result else {
-        unreachable!("an error was made an answer above")
-    };
-    let draining = handoff.draining.load(Ordering::SeqCst);
-    // While draining, the last answer on a connection says `Connection: close`; an answer with
-    // more (pipelined) input behind it keeps the connection so that input is answered too.
-    let keep_alive = r.keep_alive && (!draining || r.link.pending.load(Ordering::SeqCst));
-    let opts = WriteOpts {
-        head: r.head_only,
-        version: r.version,
-        keep_alive,
-    };
-    if let Some(body) = Body::take(resp) {
-        let Ok(resp) = result else {
-            unreachable!("an error was made an answer above")
-        };
-        return finish_streamed(handoff, r, resp, body, opts);
-    }
-    // This thread's buffer (taken, not borrowed: `send_answer` may come back here for a
-    // pipelined request answered at once), given back below once written whole.
-    let mut out = OUT.with(|o| std::mem::take(&mut *o.borrow_mut()));
-    out.reserve(160 + resp.body().len());
-    if !r.prefix.is_empty() {
-        out.extend_from_slice(&r.prefix);
-    }
-    // One clock reading for the answer's `Date` and its duration in the metrics.
-    let now = now.unwrap_or_else(Instant::now);
-    let (bytes, keep_alive) =
-        DATE.with(|d| write_response(&mut out, resp, opts, d.borrow_mut().get_at(now)));
-    log_access(handoff, &r, resp, bytes);
-    count_answer(handoff, &r, resp, out.len(), now);
-    drop(result);
-    let mut written = 0;
-    let mut failed = false;
-    while written < out.len() {
-        match (&r.link.stream).write(&out[written..]) {
-            Ok(0) => {
-                failed = true;
-                break;
-            }
-            Ok(n) => written += n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => {
-                failed = true;
-                break;
-            }
-        }
-    }
-    let rest = if written == out.len() {
-        if out.capacity() <= OUT_KEPT {
-            out.clear();
-            OUT.with(|o| *o.borrow_mut() = out);
-        }
-        Vec::new()
-    } else {
-        out.drain(..written);
-        out
-    };
-    send_answer(handoff, r, rest, now, keep_alive, failed);
-}
-
-/// The access log line for the answer, with `bytes` of body sent.
-fn log_access(handoff: &Handoff, r: &Reply, resp: &HttpResponse, bytes: usize) {
-    if let (Some(fmt), Some(req)) = (handoff.cfg.access_log.as_ref(), r.log.as_ref()) {
-        let status = resp.status().as_u16();
-        write_line(
-            fmt,
-            &r.peer,
-            req,
-            status,
-            resp.headers(),
-            bytes,
-            r.started.elapsed(),
-        );
-    }
-}
-
-/// Count an answer in the server's HTTP metrics (`bytes_out`: what was written for it, `now`:
-/// when it was done).
-fn count_answer(handoff: &Handoff, r: &Reply, resp: &HttpResponse, bytes_out: usize, now: Instant) {
-    let status = resp.status().as_u16();
-    if resp.extensions().get::<OwnAnswer>().is_some() {
-        handoff.metrics.own_answer(status);
-    }
-    handoff.metrics.answered(
-        r.method,
-        status,
-        bytes_out,
-        now.saturating_duration_since(r.started),
-    );
-}
-
-/// The cut streams' warning: one line per interval.
-static STREAM_WARNINGS: RateLimit = RateLimit::new(WARN_INTERVAL);
-
-/// Complete a request whose answer is a streamed [`Body`]: the head and the body are written by
-/// this thread (the worker that ran the handler), chunk by chunk, waiting while the socket is
-/// full; the connection stays in flight (nothing else reads or writes it) until then. A stream cut
-/// short closes the connection.
-fn finish_streamed(
-    handoff: &Arc<Handoff>,
-    r: Reply,
-    resp: HttpResponse,
-    body: Body,
-    opts: WriteOpts,
-) {
-    let declared = body.length().or_else(|| {
-        resp.headers()
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse().ok())
-    });
-    let framing = StreamFraming::choose(resp.status(), opts.version, declared);
-    let mut head = Vec::with_capacity(r.prefix.len() + 256);
-    head.extend_from_slice(&r.prefix);
-    let keep_alive =
-        DATE.with(|d| write_stream_head(&mut head, &resp, opts, d.borrow_mut().get(), framing));
-    let outcome = stream::send(
-        &r.link,
-        head,
-        body,
-        framing,
-        opts.head,
-        handoff.cfg.write_timeout,
-        &handoff.stopped,
-    );
-    handoff.streams.count(&outcome);
-    let (bytes, failed) = match &outcome {
-        Ok(n) => (*n, false),
-        Err(e) => {
-            if let Some(suppressed) = STREAM_WARNINGS.allow(Instant::now()) {
-                log::warn!(
-                    target: "prefork_pool::http",
-                    "a streamed answer to {} was cut: {e}{}",
-                    r.peer,
-                    suppressed_note(suppressed)
-                );
-            }
-            (0, true)
-        }
-    };
-    log_access(handoff, &r, &resp, bytes as usize);
-    let now = Instant::now();
-    count_answer(handoff, &r, &resp, bytes as usize, now);
-    drop(resp);
-    send_answer(handoff, r, Vec::new(), now, keep_alive, failed);
-}
-
-/// Send the [`Answer`] back to the connection (`out`: what is left to write; `at`: now).
-fn send_answer(
-    handoff: &Arc<Handoff>,
-    r: Reply,
-    out: Vec<u8>,
-    at: Instant,
-    keep_alive: bool,
-    failed: bool,
-) {
-    // The connection's socket is no longer this thread's to write: let go of it first, so that
-    // a close on the way (`Connection: close`) closes it there and then (see `Lane::close`).
-    let Reply { back, link, .. } = r;
-    drop(link);
-    back.answer(
-        handoff,
-        Answer {
-            rest: out,
-            at,
-            keep_alive,
-            failed,
-        },
-    );
 }
 
 #[cfg(test)]

@@ -24,9 +24,10 @@
 //!   this way, a few milliseconds later;
 //! - the reactor, always, when no pool waits here (a dispatcher without workers).
 //!
-//! Answers come back through the cell ([`AnswerBack`]): the answering thread writes the answer,
-//! leaves the [`Answer`] (what is left of it to write) in the cell's answer slot, and takes the
-//! cell if nobody holds it; a thread that held it looks at the slot again after letting go.
+//! Answers come back through the cell (the lane's out-stage, `answer.rs`: the cell's
+//! [`AnswerBack`]): the answering thread writes the answer, leaves the [`Answer`] (what is left of
+//! it to write) in the cell's answer slot, and takes the cell if nobody holds it; a thread that
+//! held it looks at the slot again after letting go.
 //!
 //! `LANE.md` beside this file tells the whole protocol (the lane, the pool's lend, the reactor's
 //! take-over, merged wake-ups, the stop) as named scenarios.
@@ -89,7 +90,7 @@ pub(crate) struct ConnCell {
     /// The connection (taken out when closed), the slot for an answer that came while another
     /// thread held it, and the events that came meanwhile (that thread takes them when it lets
     /// go): `mailbox.rs`.
-    held: Mailbox<Conn, Answer>,
+    pub(super) held: Mailbox<Conn, Answer>,
     /// What the connection waits for now (`IN`, `OUT`; 0: nothing, its request is in flight).
     armed: AtomicU64,
     /// Whether the epoll set watches it for room to write too (changed under the cell only).
@@ -360,7 +361,7 @@ impl ConnCell {
     /// connection wants), holding the cell; `wait`: block for the cell, else give up when another
     /// thread holds it (that thread sees the mailbox after letting go). Returns whether `f` ran.
     /// `lane`: the cell's lane, when the caller has it at hand.
-    fn drive(
+    pub(super) fn drive(
         self: &Arc<Self>,
         lane: Option<&Lane>,
         handoff: &Arc<Handoff>,
@@ -477,27 +478,6 @@ impl ConnCell {
             self.drive(None, handoff, now, false, |_, _| Next::Keep);
         }
         Some(r)
-    }
-}
-
-impl AnswerBack for ConnCell {
-    fn answer(self: Arc<Self>, handoff: &Arc<Handoff>, answer: Answer) {
-        let now = answer.at;
-        // The cell free (as it is, but for a pipelined request or a timer's pass): act on the
-        // answer at once. Else leave it in the slot and look again: the holder, which let go
-        // after that look failed, sees it in the slot.
-        let mut answer = Some(answer);
-        let take = |conn: &mut Conn, env: &mut Env<'_>| match answer.take() {
-            Some(a) => conn.on_answer(a, env),
-            None => Next::Keep,
-        };
-        if self.drive(None, handoff, now, false, take) {
-            return;
-        }
-        if let Some(answer) = answer.take() {
-            self.held.post(answer);
-        }
-        self.drive(None, handoff, now, false, |_, _| Next::Keep);
     }
 }
 

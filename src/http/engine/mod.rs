@@ -1,6 +1,7 @@
-//! Connections and threads: the reactor, the acceptor and its gate, the connection lane over epoll, the connection's state machine and its body, streams and spooled bodies, and the ports between them (the hand-off and the pool's dispatch).
+//! Connections and threads: the reactor, the acceptor and its gate, the connection lane over epoll, the connection's state machine and its body, streams and spooled bodies, the ports between them (the hand-off), where a complete request goes (the dispatch) and the answer's way back onto its connection.
 
 pub(super) mod acceptor;
+pub(super) mod answer;
 pub(super) mod conn;
 pub(super) mod dispatch;
 pub(super) mod epoll;

@@ -3,8 +3,8 @@
 //! socket's buffer is full; and the counts of streams ([`StreamStats`]).
 //!
 //! The connection stays in flight until the stream ends (it is armed for nothing), so no other
-//! thread writes to the socket meanwhile; the hand-off (`handoff.rs`) then sends the answer back
-//! to the connection as for a whole body.
+//! thread writes to the socket meanwhile; the answer's path (`answer.rs`) then hands the answer to
+//! the connection as for a whole body.
 
 use std::fmt;
 use std::io::{self, Write};

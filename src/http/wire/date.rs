@@ -1,6 +1,8 @@
-//! Dates: the `Date` header (IMF-fixdate, formatted at most once a second by [`DateCache`]) and the
-//! access log's `%(t)s`, both UTC, from a calendar conversion with no dependency.
+//! Dates: the `Date` header (IMF-fixdate, formatted at most once a second by [`DateCache`], one
+//! per thread: [`with_date`]) and the access log's `%(t)s`, both UTC, from a calendar conversion
+//! with no dependency.
 
+use std::cell::RefCell;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
@@ -127,6 +129,16 @@ impl DateCache {
         let rest = Duration::from_secs(1) - Duration::from_nanos(u64::from(since.subsec_nanos()));
         self.until = now + rest;
     }
+}
+
+thread_local! {
+    /// This thread's `Date` header: each thread that writes answers keeps its own.
+    pub(crate) static DATE: RefCell<DateCache> = RefCell::new(DateCache::new());
+}
+
+/// `f` given the `Date` header's value for now (this thread's cache of it).
+pub(crate) fn with_date<R>(f: impl FnOnce(&[u8]) -> R) -> R {
+    DATE.with(|d| f(d.borrow_mut().get()))
 }
 
 #[cfg(test)]
