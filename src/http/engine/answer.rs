@@ -148,10 +148,10 @@ pub(super) fn write_answer(
         out.drain(..written);
         out
     };
-    // The connection's socket is no longer this thread's to write: let go of it (with the rest
-    // of the reply) before the connection goes on, so that a close on the way (`Connection:
-    // close`) closes it there and then (see `Lane::close`).
-    drop(r);
+    // The connection's socket is no longer this thread's to write: let go of it before the
+    // connection goes on, so that a close on the way (`Connection: close`) closes it there and
+    // then (see `Lane::close`).
+    drop(r.link);
     Answer {
         rest,
         at: now,
@@ -244,7 +244,7 @@ fn write_streamed(
     let now = Instant::now();
     count_answer(handoff, &r, &resp, bytes as usize, now);
     drop(resp);
-    drop(r);
+    drop(r.link);
     Answer {
         rest: Vec::new(),
         at: now,

@@ -114,6 +114,7 @@ impl Done {
 
     /// [`finish`](Self::finish) with the completing thread's clock reading `now`, when it has
     /// one just taken (the answer's `Date` and duration); `None`: read the clock.
+    #[inline]
     pub(crate) fn finish_at(self, result: Result<HttpResponse, Error>, now: Option<Instant>) {
         finish_at(&self.handoff, self.reply, result, now)
     }
