@@ -1,7 +1,7 @@
 //! [`PoolState`]: what every thread of one pool shares, and the few things all of them do with it:
 //! run the handler, deliver and count an answer, name an error. Its shared state comes in parts
 //! whose fields are private to the file that owns them, each with its methods: the queue
-//! ([`JobQueue`], `idle_wait.rs`), the workers ([`Workers`]) and the lifecycle ([`Lifecycle`]),
+//! ([`JobQueue`], `idle_wait/`), the workers ([`Workers`]) and the lifecycle ([`Lifecycle`]),
 //! both here. Submission, the worker loop, the watchdog and shutdown each add their part of
 //! `PoolState`'s behaviour in their own file.
 
@@ -182,7 +182,7 @@ pub(crate) struct WorkerSlot<Req, Resp> {
     /// The running job's deadline on the watchdog's board.
     pub(crate) deadline: SlotDeadline,
     /// A job this slot's worker submitted while it rested in the pool's sleeper: it runs it next
-    /// (see `idle_wait::resting_worker`).
+    /// (see `idle_wait::lend::resting_worker`).
     pub(crate) lent: Lend<Arc<Job<Req, Resp>>>,
 }
 

@@ -15,7 +15,7 @@
 //!
 //! Who takes events:
 //! - an idle worker (the pool's sleeper): the request it reads is lent back to it by the pool
-//!   (`pool::idle_wait::resting_worker`) and it runs it next;
+//!   (`pool::idle_wait::lend::resting_worker`) and it runs it next;
 //! - the reactor, only when no worker does (it takes the lane over, [`Lane::take_over`]): when
 //!   every worker is busy and none has taken an event since the reactor last looked
 //!   ([`TAKE_OVER_BUSY`]), the reactor takes the waiting events itself and hands the requests on

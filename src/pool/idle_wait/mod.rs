@@ -2,7 +2,7 @@
 //! microsecond or so, no `sched_yield`), then sleeps on a condition variable until whoever puts a
 //! message in the queue wakes one sleeper; or, when the pool's owner installed a [`Sleeper`] (the
 //! HTTP server does), sleeps there: the server's idle workers wait on its connections, and the
-//! worker that reads a request runs it ([`resting_worker`]: a job submitted from a resting
+//! worker that reads a request runs it ([`resting_worker`](lend::resting_worker): a job submitted from a resting
 //! worker's own thread is lent to that worker instead of queued, so no other thread is woken).
 //!
 //! crossbeam-channel's blocking `recv` backs off with `sched_yield` calls before it parks; with
@@ -12,11 +12,12 @@
 //! sleeps here is woken at once by the enqueuer (a futex wake), and a sleeper gets the wake-up
 //! priority the scheduler gives to threads that slept.
 
-use std::cell::Cell;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use crossbeam_channel::{Receiver, SendTimeoutError, Sender, TryRecvError, TrySendError};
+
+mod lend;
 
 use crate::sync::CacheLine;
 use crate::sync::{fence, AtomicBool, AtomicUsize, Condvar, Mutex, RwLock};
@@ -24,7 +25,7 @@ use crate::sync::{fence, AtomicBool, AtomicUsize, Condvar, Mutex, RwLock};
 /// Where an idle worker waits instead of the pool's condition variable, installed by the pool's
 /// owner ([`Pool::set_sleeper`](super::Pool::set_sleeper)). The HTTP server's sleeper waits on
 /// the connections: a worker that finds a complete request there submits it from its own thread,
-/// and that job comes back to it (see [`resting_worker`]).
+/// and that job comes back to it (see [`resting_worker`](lend::resting_worker)).
 pub(crate) trait Sleeper: Send + Sync {
     /// Block the calling idle worker until [`wake`](Self::wake) is called, or until it has done
     /// some of the owner's work (which may have lent it a job), or a while has passed. Spurious
@@ -34,99 +35,7 @@ pub(crate) trait Sleeper: Send + Sync {
     fn wake(&self);
 }
 
-crate::sync::thread_local! {
-    /// While a worker thread rests in [`IdleWait::recv`], or answers the job it has just run
-    /// (`true`: finishing): its pool's id and its slot index.
-    static RESTING: Cell<(usize, usize, bool)> = Cell::new((0, 0, false));
-}
-
-/// The slot index of the worker of pool `pool` on this thread that takes a job submitted here,
-/// if this thread is one: resting in its sleeper, or (`finishing`) answering the job it has just
-/// run (it takes the lent job as soon as the answer is out: `worker.rs`). A job it submits to its
-/// own pool is lent to it, not queued.
-pub(crate) fn resting_worker(pool: usize, finishing: bool) -> Option<usize> {
-    let (id, index, answering) = RESTING.with(Cell::get);
-    (id == pool && pool != 0 && (finishing || !answering)).then_some(index)
-}
-
-/// A worker slot's lend: the one job its worker submitted while it rested in the pool's sleeper,
-/// which it runs next (asked first by [`IdleWait::recv`] after each sleep).
-pub(crate) struct Lend<T> {
-    job: Mutex<Option<T>>,
-    /// Whether `job` holds one (set with it, under its lock): the worker asks after every sleep,
-    /// and an empty lend is answered without taking the lock.
-    has: AtomicBool,
-}
-
-impl<T> Lend<T> {
-    pub(crate) fn new() -> Self {
-        Lend {
-            job: Mutex::new(None),
-            has: AtomicBool::new(false),
-        }
-    }
-
-    /// Lend `make()` to the worker resting on this thread as slot `index` of pool `pool` (or,
-    /// with `finishing`, answering its job: for a submission nobody on this thread waits for):
-    /// true if it was lent; false if this thread is not that worker or its lend is taken already
-    /// (the job then goes through the queue).
-    #[inline]
-    pub(crate) fn offer_from_resting<'a>(
-        lends: impl FnOnce(usize) -> Option<&'a Lend<T>>,
-        pool: usize,
-        finishing: bool,
-        make: impl FnOnce() -> T,
-    ) -> bool
-    where
-        T: 'a,
-    {
-        let Some(lend) = resting_worker(pool, finishing).and_then(lends) else {
-            return false;
-        };
-        let mut lent = lend.job.lock();
-        if lent.is_some() {
-            return false;
-        }
-        *lent = Some(make());
-        lend.has.store(true, Ordering::Release);
-        true
-    }
-
-    /// The lent job, taken (once).
-    #[inline]
-    pub(crate) fn take(&self) -> Option<T> {
-        if !self.has.load(Ordering::Acquire) {
-            return None;
-        }
-        let mut lent = self.job.lock();
-        self.has.store(false, Ordering::Relaxed);
-        lent.take()
-    }
-}
-
-/// Marks this thread as worker `index` of pool `pool` resting (or finishing), until dropped.
-pub(crate) struct Resting(());
-
-impl Resting {
-    fn enter(pool: usize, index: usize) -> Self {
-        RESTING.with(|r| r.set((pool, index, false)));
-        Resting(())
-    }
-
-    /// Worker `index` of pool `pool` answers the job it has just run: a job submitted meanwhile
-    /// from this thread without waiting for it (the HTTP server read the connection's next
-    /// request while it wrote this answer) is lent to it, and it runs that job next.
-    pub(crate) fn finishing(pool: usize, index: usize) -> Self {
-        RESTING.with(|r| r.set((pool, index, true)));
-        Resting(())
-    }
-}
-
-impl Drop for Resting {
-    fn drop(&mut self) {
-        RESTING.with(|r| r.set((0, 0, false)));
-    }
-}
+pub(crate) use lend::{Lend, Resting};
 
 /// The pool's queue: the bounded channel and the idle workers that sleep on it. Every message put
 /// in wakes one sleeper, unless a worker spins on the queue (it takes the message, and passes a
@@ -245,6 +154,7 @@ pub(crate) struct IdleWait {
 }
 
 /// Stamps of sleeper installations, unique in the process (0: none yet).
+#[cfg(feature = "http")]
 static NEXT_STAMP: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1);
 
 /// An idle worker's copy of its pool's sleeper, kept from one wait to the next and taken again
@@ -258,7 +168,7 @@ pub(crate) struct SleeperCopy {
 impl IdleWait {
     /// The next message, or `Err` when the queue is disconnected. Blocks until there is one.
     /// `lent` is asked first after each sleep: the job this worker lent itself while it rested
-    /// as worker `index` of pool `pool` (see [`resting_worker`]).
+    /// as worker `index` of pool `pool` (see [`resting_worker`](lend::resting_worker)).
     #[cfg(test)]
     pub(crate) fn recv<T>(
         &self,
@@ -576,6 +486,7 @@ mod tests {
 /// fences, not on the channel's.
 #[cfg(all(test, loom))]
 mod loom_models {
+    use super::lend::resting_worker;
     use super::*;
     use loom::sync::atomic::AtomicBool;
     use loom::sync::Arc;
