@@ -21,7 +21,7 @@ def parse(paths, root):
     edges = collections.Counter()
     for path in paths:
         names = {"fl": {}, "fn": {}}
-        cur_fl = cur_fn = None
+        cur_fl = cur_fn = cur_fi = None
         cfl = cfn = None
         with open(path, errors="replace") as f:
             for line in f:
@@ -33,10 +33,13 @@ def parse(paths, root):
                         names[table][idx] = name
                     name = names[table].get(idx)
                     if kind == "fl":
-                        cur_fl = name
+                        cur_fl = cur_fi = name
                         cfl = None
+                    elif kind in ("fi", "fe"):
+                        cur_fi = name
                     elif kind == "fn":
                         cur_fn = name
+                        cur_fi = cur_fl
                         cfl = None
                     elif kind in ("cfl", "cfi"):
                         cfl = name
@@ -45,7 +48,7 @@ def parse(paths, root):
                     continue
                 if line.startswith("calls="):
                     count = int(line.split("=")[1].split()[0])
-                    callee_file = cfl if cfl is not None else cur_fl
+                    callee_file = cfl if cfl is not None else cur_fi
                     if inside(cur_fl, root) and inside(callee_file, root):
                         edges[(short(cur_fl, root), short(callee_file, root), cur_fn, cfn)] += count
                     cfl = None

@@ -24,7 +24,7 @@ use http::{Method, Request};
 
 use crate::http::engine::epoll;
 use crate::http::engine::handoff::{
-    depth_trusted, finish, request_depth, Answer, AnswerBack, Handoff, Reply, DEPTH_HEADER,
+    depth_trusted, finish, request_depth, Answer, BackRef, Handoff, Reply, DEPTH_HEADER,
 };
 use crate::http::engine::incoming::Incoming;
 use crate::http::engine::io::{Link, Stream, TcpAddrs};
@@ -83,7 +83,7 @@ pub(crate) struct Env<'a> {
     pub handoff: &'a Arc<Handoff>,
     /// Where the answer to a request of this connection goes back to (made when a request is
     /// handed on: a visit that hands nothing on takes no reference).
-    pub back: &'a dyn Fn() -> Arc<dyn AnswerBack>,
+    pub back: &'a dyn BackRef,
     pub draining: bool,
     /// The most requests a connection is kept alive for (process mode), else no limit.
     pub keepalive_requests: Option<u64>,
@@ -425,7 +425,7 @@ impl Conn {
             .pending
             .store(!self.buf.is_empty() || self.peer_eof, Ordering::Release);
         let reply = Reply {
-            back: Some((env.back)()),
+            back: Some(env.back.to_back()),
             link: self.link.clone(),
             peer: client.clone(),
             prefix,

@@ -170,11 +170,9 @@ impl Rig {
 
     /// Call `f` as the lane's threads do, with this connection's environment.
     fn step(&mut self, f: impl FnOnce(&mut Conn, &mut Env<'_>) -> Next) -> Next {
-        let slot = self.slot.clone();
-        let back = move || -> Arc<dyn AnswerBack> { slot.clone() };
         let mut env = Env {
             handoff: &self.handoff,
-            back: &back,
+            back: &self.slot,
             draining: self.handoff.draining.load(Ordering::SeqCst),
             keepalive_requests: None,
             now: self.now,

@@ -42,7 +42,7 @@ use parking_lot::RwLock;
 use crate::http::engine::acceptor::AcceptPolicy;
 use crate::http::engine::conn::{Conn, Env, Next};
 use crate::http::engine::epoll::{Epoll, EventFd, Ready, IN, OUT};
-use crate::http::engine::handoff::{Answer, AnswerBack, Handoff};
+use crate::http::engine::handoff::{Answer, Handoff};
 use crate::http::engine::mailbox::{Mailbox, Step};
 use crate::pool::Sleeper;
 use crate::sync::AtomicU64;
@@ -387,10 +387,9 @@ impl ConnCell {
             let Some(conn) = held.as_mut() else {
                 return Step::Stop;
             };
-            let back = || -> Arc<dyn AnswerBack> { self.clone() };
             let mut env = Env {
                 handoff,
-                back: &back,
+                back: self,
                 draining: handoff.draining.load(Ordering::SeqCst),
                 keepalive_requests: lane.gate.get().and_then(|g| g.keepalive_requests()),
                 now,
