@@ -175,6 +175,15 @@ impl<Resp> AnswerCell<Resp> {
 
     /// Wait for the answer until `until` (forever with `None`). Spins briefly, then parks.
     pub(crate) fn wait_until(&self, until: Option<Instant>) -> Option<Result<Resp, Error>> {
+        match self.spin_take() {
+            Some(r) => Some(r),
+            None => self.park_until(until),
+        }
+    }
+
+    /// The answer if it comes within a short spin (half with a spin hint, half with a yield);
+    /// `None` if it did not, or was taken already.
+    pub(crate) fn spin_take(&self) -> Option<Result<Resp, Error>> {
         let rounds = crate::sync::spins(SPIN_ROUNDS);
         for round in 0..rounds {
             if self.is_done() {
@@ -186,6 +195,12 @@ impl<Resp> AnswerCell<Resp> {
                 thread::yield_now();
             }
         }
+        None
+    }
+
+    /// [`wait_until`](Self::wait_until) without its spin (the caller spun already): register
+    /// this thread as the waiter and park until the answer or `until`.
+    pub(crate) fn park_until(&self, until: Option<Instant>) -> Option<Result<Resp, Error>> {
         {
             let mut outcome = self.outcome.lock();
             match &mut *outcome {

@@ -39,9 +39,13 @@ impl SlotDeadline {
         self.0.store(deadline, Ordering::SeqCst);
     }
 
+    /// Back to idle. A release store, not `SeqCst` like [`set`](Self::set) (an `xchg` per job):
+    /// only `set` pairs with the watchdog's sleep (it must see a deadline earlier than the one it
+    /// sleeps for); a watchdog that still reads the old deadline wakes for it, finds the slot's
+    /// job gone under the slot's lock (the worker clears both under it), and sleeps again.
     #[inline]
     pub(crate) fn clear(&self) {
-        self.0.store(NO_DEADLINE, Ordering::SeqCst);
+        self.0.store(NO_DEADLINE, Ordering::Release);
     }
 
     #[inline]

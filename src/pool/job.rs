@@ -3,6 +3,7 @@
 //! answer goes through, and its [`HelpBox`] (nested jobs of its own pool handed to the thread that
 //! runs it, to break a wait-for cycle of pools).
 
+use std::any::Any;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Weak};
 use std::thread::{self, Thread};
@@ -23,6 +24,9 @@ pub(crate) const ANSWERED_UNRUN: u8 = 2;
 /// What a [`crate::Context`] and the re-entrancy chain need to know of a job, whatever its types.
 pub(crate) trait JobView: Send + Sync {
     fn core(&self) -> &JobCore;
+    /// This job as `Any`, so that a handle lent as a `JobView` (a worker's job, lent to its
+    /// handler's [`Context`](crate::Context)) can be taken back as what it is.
+    fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync>;
 }
 
 /// The non-generic part of a job.
@@ -47,6 +51,9 @@ pub(crate) struct JobCore {
 
 impl JobView for JobCore {
     fn core(&self) -> &JobCore {
+        self
+    }
+    fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync> {
         self
     }
 }
@@ -275,9 +282,12 @@ impl<Req: Send + 'static, Resp: Send + 'static> Helpable for Job<Req, Resp> {
     }
 }
 
-impl<Req: Send, Resp: Send> JobView for Job<Req, Resp> {
+impl<Req: Send + 'static, Resp: Send + 'static> JobView for Job<Req, Resp> {
     fn core(&self) -> &JobCore {
         &self.core
+    }
+    fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync> {
+        self
     }
 }
 

@@ -495,15 +495,55 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
         inline: bool,
     ) -> Result<Resp, Error> {
         let ctx = Context {
-            job: job.clone(),
+            job,
             worker,
             inline,
             pool: self.pool_any.clone(),
         };
-        let entered = guard::enter(self.id, worker, job);
+        self.run_handler(req, &ctx, id)
+    }
+
+    /// The context a worker lends to each of its handlers in turn (see
+    /// [`invoke_in`](Self::invoke_in)): made once per worker thread, so that a job costs no
+    /// reference counting for it. It holds a placeholder job between jobs.
+    pub(crate) fn worker_context(&self, worker: usize) -> Context {
+        let idle = JobCore::new(0, self.id, Duration::ZERO, None, 0, self.epoch);
+        Context {
+            job: Arc::new(idle),
+            worker,
+            inline: false,
+            pool: self.pool_any.clone(),
+        }
+    }
+
+    /// A worker's [`invoke_taking`](Self::invoke_taking): `job` is moved into the worker's own
+    /// `ctx` for the handler and handed back with the answer (no handle to the job is made or
+    /// dropped for the context; the re-entrancy guard's chain takes the one it needs).
+    #[inline]
+    pub(crate) fn invoke_in(
+        &self,
+        req: &mut Option<Req>,
+        ctx: &mut Context,
+        job: Arc<Job<Req, Resp>>,
+    ) -> (Result<Resp, Error>, Arc<Job<Req, Resp>>) {
+        let id = job.core.id;
+        let idle = std::mem::replace(&mut ctx.job, job);
+        let out = self.run_handler(req, ctx, id);
+        let job = std::mem::replace(&mut ctx.job, idle)
+            .into_any()
+            .downcast::<Job<Req, Resp>>()
+            .unwrap_or_else(|_| unreachable!("the context holds the job it was lent"));
+        (out, job)
+    }
+
+    /// Call the handler with `ctx`, the request taken out of `req`, the guard's chain entered
+    /// and panics caught (`id`: the job's, for the error).
+    #[inline]
+    fn run_handler(&self, req: &mut Option<Req>, ctx: &Context, id: u64) -> Result<Resp, Error> {
+        let entered = guard::enter(self.id, ctx.worker, ctx.job.clone());
         let out = catch_unwind(AssertUnwindSafe(|| {
             let req = req.take().expect("invoked with its request");
-            (self.handler)(req, &ctx)
+            (self.handler)(req, ctx)
         }));
         drop(entered);
         out.map_err(|payload| Error::Panicked {

@@ -148,13 +148,22 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
                 (Some(parent), waiting)
             }
         };
+        // A call from outside any handler reuses this thread's allocation of its last such call
+        // (see `spare_job`); a nested one keeps its caller's job alive through its own, so it
+        // gets a new one.
+        let outside = parent.is_none();
         let pool = parent.is_some().then(|| self.ops_weak());
-        let job = Arc::new(Job::new(
+        let job = Job::new(
             self.new_core(budget, parent, depth),
             Some(req),
             Waiter::Nobody,
             pool,
-        ));
+        );
+        let job = if outside {
+            spare_job::take(job)
+        } else {
+            Arc::new(job)
+        };
         if let Err(e) = self.enqueue(&job, false) {
             self.count(Some(&e));
             return Err(e);
@@ -162,8 +171,12 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
         if let Some(w) = waiting {
             w.core().help.hand(job.clone());
         }
-        await_answer(&job, None, Some(&**self as &dyn PoolOps<Req, Resp>))
-            .expect("waiting without a time limit always ends with an answer")
+        let answer = await_answer(&job, None, Some(&**self as &dyn PoolOps<Req, Resp>))
+            .expect("waiting without a time limit always ends with an answer");
+        if outside {
+            spare_job::give_back(job);
+        }
+        answer
     }
 
     fn ops_weak(self: &Arc<Self>) -> Weak<dyn PoolOps<Req, Resp>> {
@@ -384,6 +397,15 @@ pub(crate) fn await_answer<Req: Send + 'static, Resp: Send + 'static>(
         None
     };
     let same_pool = mine.is_some() && guard::inside(job.core.pool);
+    // A plain wait (not inside a handler, no time limit): the answer is usually a microsecond
+    // away, so look for it before reading the clock for the deadline (a wait that spun parks
+    // at once below).
+    let spun = mine.is_none() && until.is_none();
+    if spun {
+        if let Some(r) = job.answer.spin_take() {
+            return Some(r);
+        }
+    }
     let mut registered = false;
     let mut step = NESTED_STEP_MIN;
     loop {
@@ -417,7 +439,12 @@ pub(crate) fn await_answer<Req: Send + 'static, Resp: Send + 'static>(
         }
         match &mine {
             None => {
-                if let Some(r) = job.answer.wait_until(wake) {
+                let got = if spun {
+                    job.answer.park_until(wake)
+                } else {
+                    job.answer.wait_until(wake)
+                };
+                if let Some(r) = got {
                     return Some(r);
                 }
             }
@@ -453,6 +480,43 @@ pub(crate) fn await_answer<Req: Send + 'static, Resp: Send + 'static>(
                 }
             }
         }
+    }
+}
+
+/// One spare job allocation per calling thread, so that a thread that calls a pool again and
+/// again (the common case: a request thread, a loop) allocates its job once instead of per call
+/// (a malloc by the caller and, when the worker drops the job last, a free on the worker's
+/// thread). `call` gives its job back once answered; the next call reuses it if nobody else
+/// holds it by then (the worker drops its handle right after answering), else allocates anew.
+/// A given-back job holds nothing: its request and answer are taken, it has no parent.
+mod spare_job {
+    use std::any::Any;
+    use std::cell::Cell;
+    use std::sync::Arc;
+
+    thread_local! {
+        static SPARE: Cell<Option<Arc<dyn Any + Send + Sync>>> = const { Cell::new(None) };
+    }
+
+    /// `job` in an `Arc`, reusing this thread's spare allocation when it is of the same type
+    /// and no longer shared.
+    #[inline]
+    pub(super) fn take<T: Any + Send + Sync>(job: T) -> Arc<T> {
+        if let Some(spare) = SPARE.with(Cell::take) {
+            if let Ok(mut spare) = spare.downcast::<T>() {
+                if let Some(slot) = Arc::get_mut(&mut spare) {
+                    *slot = job;
+                    return spare;
+                }
+            }
+        }
+        Arc::new(job)
+    }
+
+    /// Keep `job`'s allocation for this thread's next call.
+    #[inline]
+    pub(super) fn give_back<T: Any + Send + Sync>(job: Arc<T>) {
+        SPARE.with(|s| s.set(Some(job)));
     }
 }
 

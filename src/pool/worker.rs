@@ -195,6 +195,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
         let budget = self.recycle_budget(index);
         let slot = self.workers.slot(index);
         let mut served = 0u64;
+        let mut ctx = self.worker_context(index);
         // A job lent to this worker while it answered the one before (see below).
         let mut next = None;
         // This worker's copy of the pool's sleeper (see `SleeperCopy`).
@@ -244,8 +245,9 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
             slot.deadline.set(deadline);
             self.board.watch(deadline);
 
-            // The request stays where it was taken to until the handler is called (one move).
-            let mut result = self.invoke_taking(&mut req, job.clone(), job.core.id, index, false);
+            // The request stays where it was taken to until the handler is called (one move);
+            // the job is lent to the worker's context and comes back with the answer.
+            let (mut result, job) = self.invoke_in(&mut req, &mut ctx, job);
             // One clock reading for the deadline check and the answer's callback (the HTTP
             // server's `Date` and duration).
             let done_at = Instant::now();
@@ -273,6 +275,9 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
             let finishing = Resting::finishing(self.id, index);
             self.answer_at(&job, result, done_at);
             drop(finishing);
+            // Let go of the job at once: its caller may reuse the allocation for its next call
+            // (`submit.rs`, `spare_job`) only once nobody else holds it.
+            drop(job);
             next = slot.lent.take();
             served += 1;
             if next.is_some() {
