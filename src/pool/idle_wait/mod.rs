@@ -20,7 +20,7 @@ use crossbeam_channel::{Receiver, SendTimeoutError, Sender, TryRecvError, TrySen
 mod lend;
 
 use crate::sync::CacheLine;
-use crate::sync::{fence, AtomicBool, AtomicUsize, Condvar, Mutex, RwLock};
+use crate::sync::{fence, AtomicUsize, Condvar, Mutex, RwLock};
 
 /// Where an idle worker waits instead of the pool's condition variable, installed by the pool's
 /// owner ([`Pool::set_sleeper`](super::Pool::set_sleeper)). The HTTP server's sleeper waits on
@@ -145,9 +145,6 @@ pub(crate) struct IdleWait {
     cv: Condvar,
     /// Read (locked) by each idle worker: apart from the queue's ends the enqueuer reads.
     sleeper: CacheLine<RwLock<Option<Arc<dyn Sleeper>>>>,
-    /// Whether `sleeper` holds one (written with it): what a worker asks before its spin, without
-    /// taking the lock.
-    has_sleeper: AtomicBool,
     /// Which installation of `sleeper` is in (written with it; unique across pools): a worker
     /// keeps its copy of the sleeper ([`SleeperCopy`]) while this has not changed.
     stamp: AtomicUsize,
@@ -163,6 +160,20 @@ static NEXT_STAMP: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsi
 pub(crate) struct SleeperCopy {
     stamp: usize,
     sleeper: Option<Arc<dyn Sleeper>>,
+}
+
+impl SleeperCopy {
+    /// Take `wait`'s sleeper again if it installed another since this copy was taken.
+    #[inline]
+    fn refresh(&mut self, wait: &IdleWait) {
+        let stamp = wait.stamp.load(Ordering::Acquire);
+        if self.stamp != stamp {
+            // The stamp read before the sleeper: a newer one installed meanwhile is taken next
+            // time.
+            self.sleeper = wait.sleeper.read().clone();
+            self.stamp = stamp;
+        }
+    }
 }
 
 impl IdleWait {
@@ -187,8 +198,9 @@ impl IdleWait {
         lent: impl Fn() -> Option<T>,
         copy: &mut SleeperCopy,
     ) -> Result<T, TryRecvError> {
+        copy.refresh(self);
         // With a sleeper, work comes through it, not the queue: no spin.
-        let spins = if self.has_sleeper.load(Ordering::Acquire) {
+        let spins = if copy.sleeper.is_some() {
             0
         } else {
             crate::sync::spins(SPINS)
@@ -219,12 +231,7 @@ impl IdleWait {
             spun = true;
         }
         loop {
-            let stamp = self.stamp.load(Ordering::Acquire);
-            if copy.stamp != stamp {
-                // Read before the sleeper: a newer one installed meanwhile is taken next time.
-                copy.sleeper = self.sleeper.read().clone();
-                copy.stamp = stamp;
-            }
+            copy.refresh(self);
             if let Some(s) = &copy.sleeper {
                 if let Some(msg) = self.announce(rx) {
                     return if spun { self.pass_on(rx, msg) } else { msg };
@@ -300,7 +307,6 @@ impl IdleWait {
     pub(crate) fn set_sleeper(&self, sleeper: Option<Arc<dyn Sleeper>>) {
         {
             let mut slot = self.sleeper.write();
-            self.has_sleeper.store(sleeper.is_some(), Ordering::Release);
             *slot = sleeper;
             self.stamp.store(
                 NEXT_STAMP.fetch_add(1, Ordering::Relaxed),
