@@ -15,7 +15,7 @@ pub(crate) const OUT: u32 = libc::EPOLLOUT as u32;
 
 /// One event taken from the set: its data word, and whether it says readable, read-closed (the
 /// peer shut its side, or an error), writable.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Ready {
     pub data: u64,
     pub readable: bool,

@@ -24,6 +24,16 @@
 //!   this way, a few milliseconds later;
 //! - the reactor, always, when no pool waits here (a dispatcher without workers).
 //!
+//! A worker that waits in the set while no other does takes up to `BATCH` events in one
+//! `epoll_wait`: it acts on the first and leaves the rest in the lane's ready queue, which every
+//! thread that would wait looks at first (a busy server's workers come back to a queue of
+//! connections to serve, one system call for several requests). Events are left there only for
+//! threads that will come: a worker waiting in the set when they are left is woken to take them
+//! (the wake-up eventfd), a worker about to wait sees them (the pairing of `leave_ready` and
+//! `take_ready`), and the reactor's take-over takes them when every worker stays busy. While
+//! another worker waits in the set, a wait takes one event, and the set hands the others to the
+//! waiters itself.
+//!
 //! Answers come back through the cell (the lane's out-stage, `answer.rs`: the cell's
 //! [`AnswerBack`]): the answering thread writes the answer, leaves the [`Answer`] (what is left of
 //! it to write) in the cell's answer slot, and takes the cell if nobody holds it; a thread that
@@ -32,12 +42,13 @@
 //! `LANE.md` beside this file tells the whole protocol (the lane, the pool's lend, the reactor's
 //! take-over, merged wake-ups, the stop) as named scenarios.
 
+use std::collections::VecDeque;
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 
 use crate::http::engine::acceptor::AcceptPolicy;
 use crate::http::engine::conn::{Conn, Env, Next};
@@ -64,6 +75,10 @@ const WAITER: u64 = 1;
 const TOOK: u64 = 1 << 16;
 /// The event data of the wake-up eventfd.
 const WAKE: u64 = u64::MAX;
+/// The most events a worker's wait takes from the set at once: it acts on the first and leaves
+/// the rest in the lane's ready queue, where the next thread that would wait takes them without a
+/// system call.
+const BATCH: usize = 16;
 
 /// An event's bits in the cell's mailbox: readable.
 const EV_READ: u32 = 1;
@@ -130,6 +145,11 @@ pub(crate) struct Lane {
     released: AtomicBool,
     /// Process mode's accept gate, which caps the requests a connection is kept alive for.
     gate: std::sync::OnceLock<Arc<dyn AcceptPolicy>>,
+    /// Events a worker's wait took beyond the one it acts on (`BATCH`), first come first
+    /// served: every thread that would wait in the set takes one from here first.
+    ready: Mutex<VecDeque<Ready>>,
+    /// How many events `ready` holds (looked at without its lock).
+    queued: AtomicUsize,
 }
 
 impl Lane {
@@ -146,6 +166,8 @@ impl Lane {
             attached: AtomicBool::new(false),
             released: AtomicBool::new(false),
             gate: std::sync::OnceLock::new(),
+            ready: Mutex::new(VecDeque::new()),
+            queued: AtomicUsize::new(0),
         }))
     }
 
@@ -282,8 +304,36 @@ impl Lane {
         (p / TOOK, p % TOOK > 0)
     }
 
+    /// An event another thread's wait took and left for the next (`BATCH`), if any.
+    fn take_ready(&self) -> Option<Ready> {
+        // SeqCst, after the caller counted itself waiting: pairs with `leave_ready` (either this
+        // look sees the events left, or the thread that left them sees this waiter and wakes it).
+        if self.queued.load(Ordering::SeqCst) == 0 {
+            return None;
+        }
+        let ev = self.ready.lock().pop_front()?;
+        self.queued.fetch_sub(1, Ordering::SeqCst);
+        Some(ev)
+    }
+
+    /// Leave events taken from the set for the next threads that would wait, and wake one that
+    /// waits in the set now (it takes one, and passes the wake-up on while more are left).
+    fn leave_ready(&self, evs: &[Ready]) {
+        if evs.is_empty() {
+            return;
+        }
+        self.ready.lock().extend(evs.iter().copied());
+        self.queued.fetch_add(evs.len(), Ordering::SeqCst);
+        if self.progress.load(Ordering::SeqCst) % TOOK > 0 {
+            self.wake.signal();
+        }
+    }
+
     /// Take every waiting event on this thread.
     pub(crate) fn drain_events(&self, handoff: &Arc<Handoff>, now: Instant) {
+        while let Some(ev) = self.take_ready() {
+            self.handle(handoff, ev, now);
+        }
         for _ in 0..64 {
             let mut got = 0;
             let mut woke = false;
@@ -495,19 +545,46 @@ impl Sleeper for LaneSleeper {
         let Some(handoff) = self.handoff.upgrade() else {
             return;
         };
-        lane.progress.fetch_add(WAITER, Ordering::SeqCst);
-        let mut got = None;
-        let _ = lane.epoll.wait(1, Some(WORKER_WAIT), |ev| got = Some(ev));
-        match got.filter(|ev| ev.data != WAKE) {
-            Some(ev) => {
-                // Out of the wait and one more event taken, in one change.
-                lane.progress.fetch_add(TOOK - WAITER, Ordering::SeqCst);
-                lane.handle(&handoff, ev, Instant::now());
+        let others = lane.progress.fetch_add(WAITER, Ordering::SeqCst) % TOOK;
+        // An event another worker's wait left here first: no system call.
+        if let Some(ev) = lane.take_ready() {
+            lane.progress.fetch_add(TOOK - WAITER, Ordering::SeqCst);
+            if lane.queued.load(Ordering::SeqCst) > 0
+                && lane.progress.load(Ordering::SeqCst) % TOOK > 0
+            {
+                // More are left and another worker waits in the set: pass the wake-up on.
+                lane.wake.signal();
             }
-            None => {
-                lane.progress.fetch_sub(WAITER, Ordering::SeqCst);
-            }
+            lane.handle(&handoff, ev, Instant::now());
+            return;
         }
+        let mut batch = [Ready::default(); BATCH];
+        let mut n = 0;
+        let mut woke = false;
+        // A batch only while no other worker waits in the set: the set hands each event to a
+        // waiting thread itself, with no hand-on.
+        let max = if others == 0 { BATCH } else { 1 };
+        let _ = lane.epoll.wait(max, Some(WORKER_WAIT), |ev| {
+            if ev.data == WAKE {
+                woke = true;
+            } else {
+                batch[n] = ev;
+                n += 1;
+            }
+        });
+        let evs = &batch[..n];
+        if woke || n == 0 {
+            // Woken (a job in the pool's queue, or events left by another worker): the caller
+            // looks at the queue, then waits here again; what this wait took is left for the
+            // next waiter.
+            lane.progress.fetch_sub(WAITER, Ordering::SeqCst);
+            lane.leave_ready(evs);
+            return;
+        }
+        // Out of the wait and one more event taken, in one change.
+        lane.progress.fetch_add(TOOK - WAITER, Ordering::SeqCst);
+        lane.leave_ready(&evs[1..]);
+        lane.handle(&handoff, evs[0], Instant::now());
     }
 
     fn wake(&self) {

@@ -280,3 +280,104 @@ fn an_event_that_comes_while_the_reactor_peeks_at_the_cell_is_acted_on_after_the
     // Edge-triggered, no further event comes for it: the peek acted on it when it let go.
     assert_eq!(paths(&r.held), ["/a"]);
 }
+
+/// Connections added to `r`'s lane, each with `GET /<name>` sent.
+fn more_conns(r: &Rig, names: &[&str]) -> Vec<UnixStream> {
+    names
+        .iter()
+        .map(|name| {
+            let (stream, _peek, mut client) = pair();
+            let fd = stream.raw_fd();
+            let conn = Conn::new(stream, Arc::from("test"), None, &r.handoff, Instant::now());
+            r.lane.insert(fd, conn).expect("watched");
+            client
+                .write_all(format!("GET /{name} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+                .unwrap();
+            client
+        })
+        .collect()
+}
+
+/// The events the epoll set holds now (taken out of it).
+fn set_events(lane: &Lane) -> Vec<u64> {
+    let mut got = Vec::new();
+    let _ = lane
+        .epoll
+        .wait(64, Some(std::time::Duration::ZERO), |ev| got.push(ev.data));
+    got
+}
+
+fn sleeper(r: &Rig) -> LaneSleeper {
+    LaneSleeper {
+        lane: r.lane.clone(),
+        handoff: Arc::downgrade(&r.handoff),
+    }
+}
+
+#[test]
+fn a_lone_waiter_takes_a_batch_acts_on_one_event_and_leaves_the_rest_to_the_next_waiters() {
+    let r = Rig::new();
+    let _clients = more_conns(&r, &["a", "b", "c"]);
+    let s = sleeper(&r);
+    s.sleep();
+    // One request read and handed on; the two other events left in the ready queue.
+    assert_eq!(paths(&r.held).len(), 1);
+    assert_eq!(r.lane.queued.load(Ordering::SeqCst), 2);
+    // The next waiters take them from there, without a wait in the set.
+    s.sleep();
+    s.sleep();
+    let mut got = paths(&r.held);
+    got.sort();
+    assert_eq!(got, ["/a", "/b", "/c"]);
+    assert_eq!(r.lane.queued.load(Ordering::SeqCst), 0);
+    assert_eq!(r.lane.progress().0, 3, "each counted for the reactor");
+}
+
+#[test]
+fn while_another_worker_waits_in_the_set_a_wait_takes_one_event_and_leaves_the_rest_in_the_set() {
+    let r = Rig::new();
+    let _clients = more_conns(&r, &["a", "b"]);
+    // Another worker waits in the set: the set hands it the other event itself.
+    r.lane.progress.fetch_add(WAITER, Ordering::SeqCst);
+    sleeper(&r).sleep();
+    assert_eq!(paths(&r.held).len(), 1);
+    assert_eq!(r.lane.queued.load(Ordering::SeqCst), 0);
+    assert_eq!(
+        set_events(&r.lane).len(),
+        1,
+        "the other event is still in the set"
+    );
+}
+
+#[test]
+fn events_left_while_a_worker_waits_in_the_set_wake_it_and_the_reactor_takes_them_when_nobody_comes(
+) {
+    let mut r = Rig::new();
+    r.lane.set_attached(true);
+    r.send(GET_A);
+    let evs: Vec<_> = {
+        let mut got = Vec::new();
+        let _ = r
+            .lane
+            .epoll
+            .wait(8, Some(std::time::Duration::ZERO), |ev| got.push(ev));
+        got
+    };
+    assert_eq!(evs.len(), 1);
+    // Nobody waits in the set: nobody is woken (the next waiter, or the reactor, takes it).
+    r.lane.leave_ready(&evs);
+    assert!(set_events(&r.lane).is_empty());
+    // A worker waits in the set: the event left wakes it.
+    r.lane.progress.fetch_add(WAITER, Ordering::SeqCst);
+    r.lane.leave_ready(&[]);
+    assert!(set_events(&r.lane).is_empty(), "nothing left, no wake-up");
+    let more = r.lane.take_ready().unwrap();
+    r.lane.leave_ready(&[more]);
+    assert_eq!(set_events(&r.lane), [super::WAKE]);
+    r.lane.progress.fetch_sub(WAITER, Ordering::SeqCst);
+    // No worker comes: the reactor's take-over takes what was left.
+    assert!(paths(&r.held).is_empty());
+    assert_eq!(r.lane.take_over(&r.handoff, 0, Instant::now()), (0, false));
+    assert_eq!(paths(&r.held), ["/a"]);
+    assert_eq!(r.lane.queued.load(Ordering::SeqCst), 0);
+}
