@@ -5,7 +5,7 @@
 //! Each connection sits in a [`ConnCell`] and is watched edge-triggered (`EPOLLET`), registered
 //! once: an event (new bytes, the client's end, room to write) goes to one thread, which records
 //! it in the cell's mailbox and takes the cell if nobody holds it, then drives the connection's
-//! state machine (`conn.rs`) on what the connection wants now. A thread that finds the cell held
+//! state machine (`conn/`) on what the connection wants now. A thread that finds the cell held
 //! leaves the event there: the holder looks at the mailbox after letting go and goes round for an
 //! event the connection wants (`mailbox.rs`, proven by its loom models). An event the connection
 //! does not want yet (input while its request is in flight) stays in the cell until it does: the

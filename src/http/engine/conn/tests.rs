@@ -480,3 +480,26 @@ fn a_client_that_says_it_closes_is_closed_once_its_answer_is_written() {
     assert_eq!(r.answer(0, "last"), Next::Keep);
     assert!(r.conn.is_lingering());
 }
+
+/// A kept-alive client that shuts its side after its request: the end of file read while the
+/// request was in flight closes the connection once the answer is out, rather than leaving it
+/// to wait for a request that cannot come (until the keep-alive timeout). The answer's stage
+/// (`write.rs`) checks this itself on its way back to waiting for input.
+#[test]
+fn a_client_that_shut_its_side_during_its_request_is_closed_once_it_is_answered() {
+    let mut r = Rig::new();
+    r.send(GET_A);
+    r.client.shutdown(std::net::Shutdown::Write).unwrap();
+    // The poll said the client's side is shut: reading goes on to the end of file.
+    assert_eq!(
+        r.step(|c, env| c.on_ready(true, true, true, env)),
+        Next::Keep
+    );
+    assert_eq!(paths(&r.held), ["/a"]);
+    assert_eq!(r.answer(0, "last"), Next::Close);
+    let (out, _) = client_reads(&mut r.client);
+    assert!(
+        out.starts_with("HTTP/1.1 200 ") && out.ends_with("last"),
+        "{out}"
+    );
+}
