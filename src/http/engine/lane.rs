@@ -42,7 +42,7 @@ use parking_lot::RwLock;
 use crate::http::engine::acceptor::AcceptPolicy;
 use crate::http::engine::conn::{Conn, Env, Next};
 use crate::http::engine::epoll::{Epoll, EventFd, Ready, IN, OUT};
-use crate::http::engine::handoff::{Answer, Handoff};
+use crate::http::engine::handoff::{Answer, AnswerBack, Handoff};
 use crate::http::engine::mailbox::{Mailbox, Step};
 use crate::pool::Sleeper;
 use crate::sync::AtomicU64;
@@ -96,6 +96,9 @@ pub(crate) struct ConnCell {
     /// Whether the epoll set watches it for room to write too (changed under the cell only).
     watch_out: AtomicBool,
     lane: Weak<Lane>,
+    /// The cell itself, as the way back for its connection's requests (`Env::back`): upgraded
+    /// when a request is handed on, with no call through a trait object.
+    back: Weak<dyn AnswerBack>,
     /// The tests' record of each change of the epoll set's watch: whether the cell was free then.
     #[cfg(test)]
     arms: parking_lot::Mutex<Vec<bool>>,
@@ -187,13 +190,14 @@ impl Lane {
             };
             slab.gens[idx] = slab.gens[idx].wrapping_add(1);
             let key = (u64::from(slab.gens[idx]) << 32) | idx as u64;
-            let cell = Arc::new(ConnCell {
+            let cell = Arc::new_cyclic(|me: &Weak<ConnCell>| ConnCell {
                 key,
                 fd,
                 held: Mailbox::new(conn, wanted(IN)),
                 armed: AtomicU64::new(u64::from(IN)),
                 watch_out: AtomicBool::new(false),
                 lane: Arc::downgrade(self),
+                back: me.clone(),
                 #[cfg(test)]
                 arms: parking_lot::Mutex::new(Vec::new()),
             });
@@ -389,7 +393,7 @@ impl ConnCell {
             };
             let mut env = Env {
                 handoff,
-                back: self,
+                back: &self.back,
                 draining: handoff.draining.load(Ordering::SeqCst),
                 keepalive_requests: lane.gate.get().and_then(|g| g.keepalive_requests()),
                 now,

@@ -19,7 +19,7 @@ use std::cell::RefCell;
 use std::io::{self, Read};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
@@ -27,7 +27,7 @@ use http::{Method, Request};
 
 use crate::http::engine::epoll;
 use crate::http::engine::handoff::{
-    depth_trusted, finish, request_depth, BackRef, Handoff, Reply, DEPTH_HEADER,
+    depth_trusted, finish, request_depth, AnswerBack, Handoff, Reply, DEPTH_HEADER,
 };
 use crate::http::engine::incoming::Incoming;
 use crate::http::engine::io::{Link, Stream, TcpAddrs};
@@ -84,9 +84,10 @@ pub(crate) const DRAIN_GRACE: Duration = Duration::from_secs(1);
 /// Everything a connection needs from the thread that drives it during one call.
 pub(crate) struct Env<'a> {
     pub handoff: &'a Arc<Handoff>,
-    /// Where the answer to a request of this connection goes back to (made when a request is
-    /// handed on: a visit that hands nothing on takes no reference).
-    pub back: &'a dyn BackRef,
+    /// Where the answer to a request of this connection goes back to: its cell, weakly (made an
+    /// owned reference only when a request is handed on, so a visit that hands nothing on takes
+    /// none; the visit holds the cell, so it is there).
+    pub back: &'a Weak<dyn AnswerBack>,
     pub draining: bool,
     /// The most requests a connection is kept alive for (process mode), else no limit.
     pub keepalive_requests: Option<u64>,
@@ -428,7 +429,7 @@ impl Conn {
             .pending
             .store(!self.buf.is_empty() || self.peer_eof, Ordering::Release);
         let reply = Reply {
-            back: Some(env.back.to_back()),
+            back: env.back.upgrade(),
             link: self.link.clone(),
             peer: client.clone(),
             prefix,

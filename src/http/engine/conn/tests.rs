@@ -6,7 +6,7 @@
 use std::io::{ErrorKind, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::thread::ThreadId;
 use std::time::{Duration, Instant};
 
@@ -146,6 +146,8 @@ struct Rig {
     handoff: Arc<Handoff>,
     held: HeldList,
     slot: Arc<Slot>,
+    /// The slot as the connection's way back (`Env::back`).
+    back: Weak<dyn AnswerBack>,
     client: UnixStream,
     peek: UnixStream,
     now: Instant,
@@ -157,11 +159,14 @@ impl Rig {
         let (stream, peek, client) = pair();
         let now = Instant::now();
         let conn = Conn::new(stream, Arc::from("test"), None, &handoff, now);
+        let slot: Arc<Slot> = Arc::default();
+        let back = Arc::downgrade(&slot);
         Rig {
             conn,
             handoff,
             held,
-            slot: Arc::default(),
+            slot,
+            back,
             client,
             peek,
             now,
@@ -172,7 +177,7 @@ impl Rig {
     fn step(&mut self, f: impl FnOnce(&mut Conn, &mut Env<'_>) -> Next) -> Next {
         let mut env = Env {
             handoff: &self.handoff,
-            back: &self.slot,
+            back: &self.back,
             draining: self.handoff.draining.load(Ordering::SeqCst),
             keepalive_requests: None,
             now: self.now,
