@@ -104,7 +104,8 @@ enum State {
     Head,
     /// Head parsed, body being read.
     Body(Box<Incoming>),
-    /// The request is with the pool; its [`Answer`] comes back ([`Conn::on_answer`]).
+    /// The request is with the pool; its [`Answer`](crate::http::engine::handoff::Answer) comes
+    /// back ([`Conn::on_answer`]).
     InFlight,
     /// An answer is being written; then back to `Idle`.
     Writing,
