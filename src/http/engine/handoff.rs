@@ -263,21 +263,6 @@ pub(crate) trait AnswerBack: Send + Sync + std::fmt::Debug {
     );
 }
 
-/// A connection's [`AnswerBack`] as a visit of it holds it (the cell's `Arc`, borrowed): made an
-/// owned one only when a request is handed on, so a visit that hands nothing on takes no
-/// reference.
-pub(crate) trait BackRef: Sync {
-    /// The owned way back, for a request handed on.
-    fn to_back(&self) -> Arc<dyn AnswerBack>;
-}
-
-impl<T: AnswerBack + 'static> BackRef for Arc<T> {
-    #[inline]
-    fn to_back(&self) -> Arc<dyn AnswerBack> {
-        self.clone()
-    }
-}
-
 /// Complete a request with `result` (an answer made here, a self-call's, a pool's): through its
 /// connection's [`AnswerBack::finish`].
 pub(crate) fn finish(handoff: &Arc<Handoff>, r: Reply, result: Result<HttpResponse, Error>) {

@@ -5,7 +5,7 @@
 //! Each connection sits in a [`ConnCell`] and is watched edge-triggered (`EPOLLET`), registered
 //! once: an event (new bytes, the client's end, room to write) goes to one thread, which records
 //! it in the cell's mailbox and takes the cell if nobody holds it, then drives the connection's
-//! state machine (`conn.rs`) on what the connection wants now. A thread that finds the cell held
+//! state machine (`conn/`) on what the connection wants now. A thread that finds the cell held
 //! leaves the event there: the holder looks at the mailbox after letting go and goes round for an
 //! event the connection wants (`mailbox.rs`, proven by its loom models). An event the connection
 //! does not want yet (input while its request is in flight) stays in the cell until it does: the
@@ -53,7 +53,7 @@ use parking_lot::{Mutex, RwLock};
 use crate::http::engine::acceptor::AcceptPolicy;
 use crate::http::engine::conn::{Conn, Env, Next};
 use crate::http::engine::epoll::{Epoll, EventFd, Ready, IN, OUT};
-use crate::http::engine::handoff::{Answer, Handoff};
+use crate::http::engine::handoff::{Answer, AnswerBack, Handoff};
 use crate::http::engine::mailbox::{Mailbox, Step};
 use crate::pool::Sleeper;
 use crate::sync::AtomicU64;
@@ -111,6 +111,9 @@ pub(crate) struct ConnCell {
     /// Whether the epoll set watches it for room to write too (changed under the cell only).
     watch_out: AtomicBool,
     lane: Weak<Lane>,
+    /// The cell itself, as the way back for its connection's requests (`Env::back`): upgraded
+    /// when a request is handed on, with no call through a trait object.
+    back: Weak<dyn AnswerBack>,
     /// The tests' record of each change of the epoll set's watch: whether the cell was free then.
     #[cfg(test)]
     arms: parking_lot::Mutex<Vec<bool>>,
@@ -209,13 +212,14 @@ impl Lane {
             };
             slab.gens[idx] = slab.gens[idx].wrapping_add(1);
             let key = (u64::from(slab.gens[idx]) << 32) | idx as u64;
-            let cell = Arc::new(ConnCell {
+            let cell = Arc::new_cyclic(|me: &Weak<ConnCell>| ConnCell {
                 key,
                 fd,
                 held: Mailbox::new(conn, wanted(IN)),
                 armed: AtomicU64::new(u64::from(IN)),
                 watch_out: AtomicBool::new(false),
                 lane: Arc::downgrade(self),
+                back: me.clone(),
                 #[cfg(test)]
                 arms: parking_lot::Mutex::new(Vec::new()),
             });
@@ -439,7 +443,7 @@ impl ConnCell {
             };
             let mut env = Env {
                 handoff,
-                back: self,
+                back: &self.back,
                 draining: handoff.draining.load(Ordering::SeqCst),
                 keepalive_requests: lane.gate.get().and_then(|g| g.keepalive_requests()),
                 now,

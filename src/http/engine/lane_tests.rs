@@ -1,7 +1,7 @@
 //! The lane's rules, over a real epoll set and a `UnixStream::pair()`, with no reactor and no
 //! pool: the test takes the lane's events itself (`drain_events`, as the reactor does when it
 //! takes the lane over, or the sleeper, as an idle worker does) and answers the requests the
-//! connection hands off (the fixtures of `conn_tests.rs`).
+//! connection hands off (the fixtures of `conn/tests.rs`).
 
 use std::io::Write;
 use std::os::unix::net::UnixStream;

@@ -1,6 +1,6 @@
 //! The PROXY protocol (HAProxy's, versions 1 and 2): the header a proxy sends first on each
 //! connection, naming the client it accepted. [`parse`] reads it from the start of a
-//! connection's input as it arrives, however split; the connection (`conn.rs`) calls it before
+//! connection's input as it arrives, however split; the connection (`conn/`) calls it before
 //! the HTTP head on a listener where the builder turned it on.
 //!
 //! Strict: the header must be the first bytes; version 1 (`PROXY TCP4|TCP6|UNKNOWN ...\r\n`) is

@@ -6,7 +6,7 @@
 use std::io::{ErrorKind, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::thread::ThreadId;
 use std::time::{Duration, Instant};
 
@@ -146,6 +146,8 @@ struct Rig {
     handoff: Arc<Handoff>,
     held: HeldList,
     slot: Arc<Slot>,
+    /// The slot as the connection's way back (`Env::back`).
+    back: Weak<dyn AnswerBack>,
     client: UnixStream,
     peek: UnixStream,
     now: Instant,
@@ -157,11 +159,14 @@ impl Rig {
         let (stream, peek, client) = pair();
         let now = Instant::now();
         let conn = Conn::new(stream, Arc::from("test"), None, &handoff, now);
+        let slot: Arc<Slot> = Arc::default();
+        let back = Arc::downgrade(&slot);
         Rig {
             conn,
             handoff,
             held,
-            slot: Arc::default(),
+            slot,
+            back,
             client,
             peek,
             now,
@@ -172,7 +177,7 @@ impl Rig {
     fn step(&mut self, f: impl FnOnce(&mut Conn, &mut Env<'_>) -> Next) -> Next {
         let mut env = Env {
             handoff: &self.handoff,
-            back: &self.slot,
+            back: &self.back,
             draining: self.handoff.draining.load(Ordering::SeqCst),
             keepalive_requests: None,
             now: self.now,
@@ -479,4 +484,27 @@ fn a_client_that_says_it_closes_is_closed_once_its_answer_is_written() {
     r.handoff.draining.store(true, Ordering::SeqCst);
     assert_eq!(r.answer(0, "last"), Next::Keep);
     assert!(r.conn.is_lingering());
+}
+
+/// A kept-alive client that shuts its side after its request: the end of file read while the
+/// request was in flight closes the connection once the answer is out, rather than leaving it
+/// to wait for a request that cannot come (until the keep-alive timeout). The answer's stage
+/// (`write.rs`) checks this itself on its way back to waiting for input.
+#[test]
+fn a_client_that_shut_its_side_during_its_request_is_closed_once_it_is_answered() {
+    let mut r = Rig::new();
+    r.send(GET_A);
+    r.client.shutdown(std::net::Shutdown::Write).unwrap();
+    // The poll said the client's side is shut: reading goes on to the end of file.
+    assert_eq!(
+        r.step(|c, env| c.on_ready(true, true, true, env)),
+        Next::Keep
+    );
+    assert_eq!(paths(&r.held), ["/a"]);
+    assert_eq!(r.answer(0, "last"), Next::Close);
+    let (out, _) = client_reads(&mut r.client);
+    assert!(
+        out.starts_with("HTTP/1.1 200 ") && out.ends_with("last"),
+        "{out}"
+    );
 }

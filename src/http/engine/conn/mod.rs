@@ -9,14 +9,17 @@
 //! Requests on one connection are handled one at a time: the next pipelined request is not parsed
 //! until the current one is answered, so answers always go out in order.
 //!
-//! How a connection ends (its deadlines, the drain and the stop, a refused request, the lingering
-//! close) is in `conn_end.rs`, a part of this module.
+//! This file is the reading stage: the socket's bytes read, parsed and submitted. Two parts of
+//! this module have files of their own: how a connection writes (the rest of an answer, then the
+//! next request or the close: `write.rs`, where a request's path goes on from `answer.rs`), and
+//! how it ends (its deadlines, the drain and the stop, a refused request, the lingering close:
+//! `end.rs`). Its rules are tested in `tests.rs`.
 
 use std::cell::RefCell;
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
@@ -24,7 +27,7 @@ use http::{Method, Request};
 
 use crate::http::engine::epoll;
 use crate::http::engine::handoff::{
-    depth_trusted, finish, request_depth, Answer, BackRef, Handoff, Reply, DEPTH_HEADER,
+    depth_trusted, finish, request_depth, AnswerBack, Handoff, Reply, DEPTH_HEADER,
 };
 use crate::http::engine::incoming::Incoming;
 use crate::http::engine::io::{Link, Stream, TcpAddrs};
@@ -81,9 +84,10 @@ pub(crate) const DRAIN_GRACE: Duration = Duration::from_secs(1);
 /// Everything a connection needs from the thread that drives it during one call.
 pub(crate) struct Env<'a> {
     pub handoff: &'a Arc<Handoff>,
-    /// Where the answer to a request of this connection goes back to (made when a request is
-    /// handed on: a visit that hands nothing on takes no reference).
-    pub back: &'a dyn BackRef,
+    /// Where the answer to a request of this connection goes back to: its cell, weakly (made an
+    /// owned reference only when a request is handed on, so a visit that hands nothing on takes
+    /// none; the visit holds the cell, so it is there).
+    pub back: &'a Weak<dyn AnswerBack>,
     pub draining: bool,
     /// The most requests a connection is kept alive for (process mode), else no limit.
     pub keepalive_requests: Option<u64>,
@@ -100,7 +104,8 @@ enum State {
     Head,
     /// Head parsed, body being read.
     Body(Box<Incoming>),
-    /// The request is with the pool; its [`Answer`] comes back ([`Conn::on_answer`]).
+    /// The request is with the pool; its [`Answer`](crate::http::engine::handoff::Answer) comes
+    /// back ([`Conn::on_answer`]).
     InFlight,
     /// An answer is being written; then back to `Idle`.
     Writing,
@@ -425,7 +430,7 @@ impl Conn {
             .pending
             .store(!self.buf.is_empty() || self.peer_eof, Ordering::Release);
         let reply = Reply {
-            back: Some(env.back.to_back()),
+            back: env.back.upgrade(),
             link: self.link.clone(),
             peer: client.clone(),
             prefix,
@@ -532,101 +537,11 @@ impl Conn {
             }
         }
     }
-
-    /// The answer to the request in flight, already written (or partly: `rest` is what is left).
-    pub(crate) fn on_answer(&mut self, answer: Answer, env: &mut Env<'_>) -> Next {
-        let Answer {
-            rest,
-            keep_alive,
-            failed,
-            ..
-        } = answer;
-        if !matches!(self.state, State::InFlight) {
-            return Next::Keep;
-        }
-        if failed {
-            return Next::Close;
-        }
-        if self.out_pos >= self.out.len() {
-            self.out = rest;
-            self.out_pos = 0;
-        } else {
-            self.out.extend_from_slice(&rest);
-        }
-        self.state = if keep_alive {
-            State::Writing
-        } else {
-            State::Closing
-        };
-        if self.out_pos < self.out.len() || self.link.stream.wants_write() {
-            // Something to write (else `flush` sets the next phase's deadline at once).
-            self.deadline = Some(env.now + env.handoff.cfg.write_timeout);
-        }
-        self.flush(env)
-    }
-
-    fn flush(&mut self, env: &mut Env<'_>) -> Next {
-        while self.out_pos < self.out.len() {
-            match (&self.link.stream).write(&self.out[self.out_pos..]) {
-                Ok(0) => return Next::Close,
-                Ok(n) => {
-                    self.out_pos += n;
-                    if matches!(self.state, State::Writing | State::Closing) {
-                        self.deadline = Some(env.now + env.handoff.cfg.write_timeout);
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Next::Keep,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => return Next::Close,
-            }
-        }
-        // TLS: the ciphertext of what was written may still wait (`interest` then asks for room
-        // to write); a plain socket has nothing to flush.
-        match (&self.link.stream).flush() {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Next::Keep,
-            Err(_) => return Next::Close,
-        }
-        self.out.clear();
-        self.out_pos = 0;
-        match self.state {
-            State::Writing => {
-                self.state = State::Idle;
-                self.idle_since = env.now;
-                self.deadline = Some(env.now + env.handoff.cfg.keepalive_timeout);
-                if env.draining {
-                    // An answer written before the drain began may have said keep-alive: the
-                    // client's next request (perhaps on the wire already) is answered with
-                    // `Connection: close` if it comes within the drain grace.
-                    let until = env.now + DRAIN_GRACE;
-                    self.deadline = self.deadline.map(|d| d.min(until));
-                }
-                // Resume: parse what was pipelined; read what waited in the socket if reading
-                // had stopped (otherwise everything that arrived was read already).
-                if std::mem::take(&mut self.read_paused) {
-                    self.read_and_advance(true, env)
-                } else {
-                    self.after_input(env)
-                }
-            }
-            State::Closing => {
-                self.link.stream.shutdown_write();
-                if self.closes_at_once() {
-                    return Next::Close;
-                }
-                self.state = State::Lingering;
-                self.buf = BytesMut::new();
-                self.deadline = Some(env.now + LINGER);
-                self.read_and_advance(false, env)
-            }
-            _ => Next::Keep,
-        }
-    }
 }
 
-#[path = "conn_end.rs"]
+mod write;
+
 mod end;
 
 #[cfg(test)]
-#[path = "conn_tests.rs"]
 pub(in crate::http::engine) mod tests;
