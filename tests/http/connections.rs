@@ -1,6 +1,7 @@
 //! Connections: accepting, reading, limits, streaming, closing, draining.
 
 mod accept_errors;
+mod bursts;
 mod drain_keepalive;
 mod idle_connections;
 mod limits;
