@@ -1,6 +1,6 @@
 //! The locks, atomics and thread parking of the pool's hand-off (`pool::completion`'s
 //! `AnswerCell`, `pool::idle_wait`'s `IdleWait` and the lend, the HTTP engine's connection
-//! mailbox), in one place so that [loom](https://docs.rs/loom) can model-check them, as tokio does
+//! mailbox and the lane's ready queue), in one place so that [loom](https://docs.rs/loom) can model-check them, as tokio does
 //! for its blocking pool.
 //!
 //! A normal build re-exports `parking_lot`'s locks and `std`'s atomics and parking: nothing is

@@ -29,8 +29,8 @@
 //! thread that would wait looks at first (a busy server's workers come back to a queue of
 //! connections to serve, one system call for several requests). Events are left there only for
 //! threads that will come: a worker waiting in the set when they are left is woken to take them
-//! (the wake-up eventfd), a worker about to wait sees them (the pairing of `leave_ready` and
-//! `take_ready`), and the reactor's take-over takes them when every worker stays busy. While
+//! (the wake-up eventfd), a worker about to wait sees them (the pairing in `ready.rs`, proven by
+//! its loom model), and the reactor's take-over takes them when every worker stays busy. While
 //! another worker waits in the set, a wait takes one event, and the set hands the others to the
 //! waiters itself.
 //!
@@ -42,19 +42,19 @@
 //! `LANE.md` beside this file tells the whole protocol (the lane, the pool's lend, the reactor's
 //! take-over, merged wake-ups, the stop) as named scenarios.
 
-use std::collections::VecDeque;
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use parking_lot::{Mutex, RwLock};
+use parking_lot::RwLock;
 
 use crate::http::engine::acceptor::AcceptPolicy;
 use crate::http::engine::conn::{Conn, Env, Next};
 use crate::http::engine::epoll::{Epoll, EventFd, Ready, IN, OUT};
 use crate::http::engine::handoff::{Answer, AnswerBack, Handoff};
 use crate::http::engine::mailbox::{Mailbox, Step};
+use crate::http::engine::ready::{ReadyQueue, TOOK, WAITER};
 use crate::pool::Sleeper;
 use crate::sync::AtomicU64;
 
@@ -69,10 +69,6 @@ pub(crate) const TAKE_OVER_IDLE: Duration = Duration::from_millis(20);
 /// The longest a worker waits in the lane before it looks at the pool's queue anyway (a safety
 /// net: every queued job wakes one waiter).
 const WORKER_WAIT: Duration = Duration::from_millis(250);
-/// A worker waiting in the lane, in [`Lane::progress`] (the low 16 bits: at most 65,535 workers).
-const WAITER: u64 = 1;
-/// An event taken by a worker, in [`Lane::progress`].
-const TOOK: u64 = 1 << 16;
 /// The event data of the wake-up eventfd.
 const WAKE: u64 = u64::MAX;
 /// The most events a worker's wait takes from the set at once: it acts on the first and leaves
@@ -148,11 +144,9 @@ pub(crate) struct Lane {
     released: AtomicBool,
     /// Process mode's accept gate, which caps the requests a connection is kept alive for.
     gate: std::sync::OnceLock<Arc<dyn AcceptPolicy>>,
-    /// Events a worker's wait took beyond the one it acts on (`BATCH`), first come first
-    /// served: every thread that would wait in the set takes one from here first.
-    ready: Mutex<VecDeque<Ready>>,
-    /// How many events `ready` holds (looked at without its lock).
-    queued: AtomicUsize,
+    /// Events a worker's wait took beyond the one it acts on (`BATCH`): every thread that
+    /// would wait in the set takes one from here first (`ready.rs`).
+    ready: ReadyQueue,
 }
 
 impl Lane {
@@ -169,8 +163,7 @@ impl Lane {
             attached: AtomicBool::new(false),
             released: AtomicBool::new(false),
             gate: std::sync::OnceLock::new(),
-            ready: Mutex::new(VecDeque::new()),
-            queued: AtomicUsize::new(0),
+            ready: ReadyQueue::new(),
         }))
     }
 
@@ -308,34 +301,17 @@ impl Lane {
         (p / TOOK, p % TOOK > 0)
     }
 
-    /// An event another thread's wait took and left for the next (`BATCH`), if any.
-    fn take_ready(&self) -> Option<Ready> {
-        // SeqCst, after the caller counted itself waiting: pairs with `leave_ready` (either this
-        // look sees the events left, or the thread that left them sees this waiter and wakes it).
-        if self.queued.load(Ordering::SeqCst) == 0 {
-            return None;
-        }
-        let ev = self.ready.lock().pop_front()?;
-        self.queued.fetch_sub(1, Ordering::SeqCst);
-        Some(ev)
-    }
-
     /// Leave events taken from the set for the next threads that would wait, and wake one that
-    /// waits in the set now (it takes one, and passes the wake-up on while more are left).
+    /// waits in the set now (`ready.rs`).
     fn leave_ready(&self, evs: &[Ready]) {
-        if evs.is_empty() {
-            return;
-        }
-        self.ready.lock().extend(evs.iter().copied());
-        self.queued.fetch_add(evs.len(), Ordering::SeqCst);
-        if self.progress.load(Ordering::SeqCst) % TOOK > 0 {
+        if self.ready.leave(evs, &self.progress) {
             self.wake.signal();
         }
     }
 
     /// Take every waiting event on this thread.
     pub(crate) fn drain_events(&self, handoff: &Arc<Handoff>, now: Instant) {
-        while let Some(ev) = self.take_ready() {
+        while let Some(ev) = self.ready.take() {
             self.handle(handoff, ev, now);
         }
         for _ in 0..64 {
@@ -549,13 +525,11 @@ impl Sleeper for LaneSleeper {
         let Some(handoff) = self.handoff.upgrade() else {
             return;
         };
-        let others = lane.progress.fetch_add(WAITER, Ordering::SeqCst) % TOOK;
-        // An event another worker's wait left here first: no system call.
-        if let Some(ev) = lane.take_ready() {
+        let (others, left) = lane.ready.enter(&lane.progress);
+        // An event another worker's wait left first: no system call.
+        if let Some(ev) = left {
             lane.progress.fetch_add(TOOK - WAITER, Ordering::SeqCst);
-            if lane.queued.load(Ordering::SeqCst) > 0
-                && lane.progress.load(Ordering::SeqCst) % TOOK > 0
-            {
+            if lane.ready.pass_on(&lane.progress) {
                 // More are left and another worker waits in the set: pass the wake-up on.
                 lane.wake.signal();
             }

@@ -11,11 +11,12 @@ use std::time::Instant;
 
 use http::Response;
 
-use super::{ConnCell, Lane, LaneSleeper, TOOK, WAITER};
+use super::{ConnCell, Lane, LaneSleeper};
 use crate::http::engine::conn::tests::{answer_held, client_reads, handoff, pair, paths, HeldList};
 use crate::http::engine::conn::{Conn, Next};
 use crate::http::engine::epoll::{IN, OUT};
 use crate::http::engine::handoff::Handoff;
+use crate::http::engine::ready::{TOOK, WAITER};
 use crate::pool::Sleeper;
 
 const GET_A: &[u8] = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n";
@@ -322,14 +323,14 @@ fn a_lone_waiter_takes_a_batch_acts_on_one_event_and_leaves_the_rest_to_the_next
     s.sleep();
     // One request read and handed on; the two other events left in the ready queue.
     assert_eq!(paths(&r.held).len(), 1);
-    assert_eq!(r.lane.queued.load(Ordering::SeqCst), 2);
+    assert_eq!(r.lane.ready.len(), 2);
     // The next waiters take them from there, without a wait in the set.
     s.sleep();
     s.sleep();
     let mut got = paths(&r.held);
     got.sort();
     assert_eq!(got, ["/a", "/b", "/c"]);
-    assert_eq!(r.lane.queued.load(Ordering::SeqCst), 0);
+    assert_eq!(r.lane.ready.len(), 0);
     assert_eq!(r.lane.progress().0, 3, "each counted for the reactor");
 }
 
@@ -341,7 +342,7 @@ fn while_another_worker_waits_in_the_set_a_wait_takes_one_event_and_leaves_the_r
     r.lane.progress.fetch_add(WAITER, Ordering::SeqCst);
     sleeper(&r).sleep();
     assert_eq!(paths(&r.held).len(), 1);
-    assert_eq!(r.lane.queued.load(Ordering::SeqCst), 0);
+    assert_eq!(r.lane.ready.len(), 0);
     assert_eq!(
         set_events(&r.lane).len(),
         1,
@@ -371,7 +372,7 @@ fn events_left_while_a_worker_waits_in_the_set_wake_it_and_the_reactor_takes_the
     r.lane.progress.fetch_add(WAITER, Ordering::SeqCst);
     r.lane.leave_ready(&[]);
     assert!(set_events(&r.lane).is_empty(), "nothing left, no wake-up");
-    let more = r.lane.take_ready().unwrap();
+    let more = r.lane.ready.take().unwrap();
     r.lane.leave_ready(&[more]);
     assert_eq!(set_events(&r.lane), [super::WAKE]);
     r.lane.progress.fetch_sub(WAITER, Ordering::SeqCst);
@@ -379,5 +380,5 @@ fn events_left_while_a_worker_waits_in_the_set_wake_it_and_the_reactor_takes_the
     assert!(paths(&r.held).is_empty());
     assert_eq!(r.lane.take_over(&r.handoff, 0, Instant::now()), (0, false));
     assert_eq!(paths(&r.held), ["/a"]);
-    assert_eq!(r.lane.queued.load(Ordering::SeqCst), 0);
+    assert_eq!(r.lane.ready.len(), 0);
 }

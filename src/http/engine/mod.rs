@@ -11,6 +11,7 @@ pub(super) mod io;
 pub(super) mod lane;
 pub(super) mod mailbox;
 pub(super) mod reactor;
+pub(super) mod ready;
 pub(super) mod spool;
 pub(super) mod stream;
 #[cfg(feature = "tls")]
