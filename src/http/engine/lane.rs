@@ -301,10 +301,10 @@ impl Lane {
         (p / TOOK, p % TOOK > 0)
     }
 
-    /// Leave events taken from the set for the next threads that would wait, and wake one that
-    /// waits in the set now (`ready.rs`).
-    fn leave_ready(&self, evs: &[Ready]) {
-        if self.ready.leave(evs, &self.progress) {
+    /// Count `n` events a wait put in the ready queue for the next threads that would wait
+    /// (`ReadyQueue::lock`), and wake one that waits in the set now (`ready.rs`).
+    fn leave_ready(&self, n: usize) {
+        if self.ready.publish(n, &self.progress) {
             self.wake.signal();
         }
     }
@@ -536,8 +536,11 @@ impl Sleeper for LaneSleeper {
             lane.handle(&handoff, ev, Instant::now());
             return;
         }
-        let mut batch = [Ready::default(); BATCH];
-        let mut n = 0;
+        let mut first = None;
+        // The events beyond the first, put in the ready queue as they come (its lock taken at
+        // the second event, if any, and held to the end of the wait's list), counted there below.
+        let mut stash = None;
+        let mut stashed = 0;
         let mut woke = false;
         // A batch only while no other worker waits in the set: the set hands each event to a
         // waiting thread itself, with no hand-on.
@@ -545,24 +548,33 @@ impl Sleeper for LaneSleeper {
         let _ = lane.epoll.wait(max, Some(WORKER_WAIT), |ev| {
             if ev.data == WAKE {
                 woke = true;
+            } else if first.is_none() {
+                first = Some(ev);
             } else {
-                batch[n] = ev;
-                n += 1;
+                stash.get_or_insert_with(|| lane.ready.lock()).push_back(ev);
+                stashed += 1;
             }
         });
-        let evs = &batch[..n];
-        if woke || n == 0 {
-            // Woken (a job in the pool's queue, or events left by another worker): the caller
-            // looks at the queue, then waits here again; what this wait took is left for the
-            // next waiter.
-            lane.progress.fetch_sub(WAITER, Ordering::SeqCst);
-            lane.leave_ready(evs);
-            return;
+        drop(stash);
+        match first {
+            Some(ev) if !woke => {
+                // Out of the wait and one more event taken, in one change.
+                lane.progress.fetch_add(TOOK - WAITER, Ordering::SeqCst);
+                lane.leave_ready(stashed);
+                lane.handle(&handoff, ev, Instant::now());
+            }
+            _ => {
+                // Woken (a job in the pool's queue, or events left by another worker), or
+                // nothing came: the caller looks at the pool's queue, then waits here again;
+                // what this wait took is left for the next waiter.
+                lane.progress.fetch_sub(WAITER, Ordering::SeqCst);
+                if let Some(ev) = first {
+                    lane.ready.lock().push_back(ev);
+                    stashed += 1;
+                }
+                lane.leave_ready(stashed);
+            }
         }
-        // Out of the wait and one more event taken, in one change.
-        lane.progress.fetch_add(TOOK - WAITER, Ordering::SeqCst);
-        lane.leave_ready(&evs[1..]);
-        lane.handle(&handoff, evs[0], Instant::now());
     }
 
     fn wake(&self) {

@@ -366,14 +366,16 @@ fn events_left_while_a_worker_waits_in_the_set_wake_it_and_the_reactor_takes_the
     };
     assert_eq!(evs.len(), 1);
     // Nobody waits in the set: nobody is woken (the next waiter, or the reactor, takes it).
-    r.lane.leave_ready(&evs);
+    r.lane.ready.lock().extend(evs.iter().copied());
+    r.lane.leave_ready(evs.len());
     assert!(set_events(&r.lane).is_empty());
     // A worker waits in the set: the event left wakes it.
     r.lane.progress.fetch_add(WAITER, Ordering::SeqCst);
-    r.lane.leave_ready(&[]);
+    r.lane.leave_ready(0);
     assert!(set_events(&r.lane).is_empty(), "nothing left, no wake-up");
     let more = r.lane.ready.take().unwrap();
-    r.lane.leave_ready(&[more]);
+    r.lane.ready.lock().push_back(more);
+    r.lane.leave_ready(1);
     assert_eq!(set_events(&r.lane), [super::WAKE]);
     r.lane.progress.fetch_sub(WAITER, Ordering::SeqCst);
     // No worker comes: the reactor's take-over takes what was left.

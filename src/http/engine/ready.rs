@@ -4,8 +4,8 @@
 //!
 //! The rule: nothing left here is stranded while a worker waits in the set. A thread about to
 //! wait counts itself waiting, then looks here ([`ReadyQueue::enter`]); a thread that leaves
-//! events adds them, then looks for waiters ([`ReadyQueue::leave`]: it wakes one when it sees
-//! one). Each side's write and look are one read-modify-write, a `SeqCst` fence, and a load: of
+//! events adds and counts them, then looks for waiters ([`ReadyQueue::publish`]: it wakes one
+//! when it sees one). Each side's write and look are one read-modify-write, a `SeqCst` fence, and a load: of
 //! two threads doing this at once, at least one sees the other's write (the store-buffer pairing,
 //! as in the connection's mailbox; the loom model at the bottom fails with either fence taken
 //! out).
@@ -57,15 +57,22 @@ impl ReadyQueue {
         Some(ev)
     }
 
-    /// Leave `evs` for the next threads that would wait. True when a thread waits in the set
-    /// now (per `progress`): the caller wakes one, which takes one and passes the wake-up on
-    /// while more are left ([`ReadyQueue::pass_on`]).
-    pub(crate) fn leave(&self, evs: &[Ready], progress: &AtomicU64) -> bool {
-        if evs.is_empty() {
+    /// The queue's events, locked: events added here are taken by nobody who looked at the
+    /// count before [`publish`](ReadyQueue::publish) counts them (a worker's wait puts them here
+    /// as the epoll set lists them, with no copy).
+    pub(crate) fn lock(&self) -> impl std::ops::DerefMut<Target = VecDeque<Ready>> + '_ {
+        self.items.lock()
+    }
+
+    /// Count `n` events added through [`lock`](ReadyQueue::lock), left for the next threads
+    /// that would wait. True when a thread waits in the set now (per `progress`): the caller wakes
+    /// one, which takes one and passes the wake-up on while more are left
+    /// ([`ReadyQueue::pass_on`]).
+    pub(crate) fn publish(&self, n: usize, progress: &AtomicU64) -> bool {
+        if n == 0 {
             return false;
         }
-        self.items.lock().extend(evs.iter().copied());
-        self.queued.fetch_add(evs.len(), SeqCst);
+        self.queued.fetch_add(n, SeqCst);
         // Pairs with the fence in `enter`.
         fence(SeqCst);
         progress.load(SeqCst) % TOOK > 0
@@ -99,16 +106,20 @@ mod tests {
     fn events_left_are_taken_first_come_first_served_and_a_counted_waiter_is_to_be_woken() {
         let q = ReadyQueue::new();
         let progress = AtomicU64::new(0);
+        let leave = |evs: &[Ready]| {
+            q.lock().extend(evs.iter().copied());
+            q.publish(evs.len(), &progress)
+        };
         // Nobody waits: nobody to wake.
-        assert!(!q.leave(&[ev(1), ev(2)], &progress));
-        assert!(!q.leave(&[], &progress));
+        assert!(!leave(&[ev(1), ev(2)]));
+        assert!(!leave(&[]));
         assert_eq!(q.len(), 2);
         // A waiter comes: it is told of the waiters before it and takes the oldest event.
         let (others, got) = q.enter(&progress);
         assert_eq!((others, got.map(|e| e.data)), (0, Some(1)));
         // Still counted waiting (the lane uncounts it once it acts on the event): what is left
         // now is to wake it.
-        assert!(q.leave(&[ev(3)], &progress));
+        assert!(leave(&[ev(3)]));
         assert!(q.pass_on(&progress));
         progress.fetch_sub(WAITER, SeqCst);
         assert!(!q.pass_on(&progress), "nobody waits");
@@ -137,13 +148,11 @@ mod loom_models {
             let progress = Arc::new(AtomicU64::new(0));
             let (q2, p2) = (q.clone(), progress.clone());
             let leaver = thread::spawn(move || {
-                q2.leave(
-                    &[Ready {
-                        data: 7,
-                        ..Ready::default()
-                    }],
-                    &p2,
-                )
+                q2.lock().push_back(Ready {
+                    data: 7,
+                    ..Ready::default()
+                });
+                q2.publish(1, &p2)
             });
             let (_, took) = q.enter(&progress);
             let woke = leaver.join().unwrap();
