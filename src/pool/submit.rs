@@ -213,11 +213,16 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
             },
         };
         let now = now.unwrap_or_else(Instant::now);
-        let mut job = Arc::new(Job::new(
+        // A callback's job is never waited for (`await_answer`, the only reader of the job's
+        // handle on its pool, serves tickets and calls): no handle, no reference count to keep.
+        let ops = (!matches!(waiter, Waiter::Callback(_))).then(|| self.ops_weak());
+        // This thread's spare allocation when it has one (a worker that ran its last job to the
+        // end kept it: the HTTP server's next request, read on that worker, is submitted here).
+        let mut job = spare_job::take(Job::new(
             self.new_core_at(budget, parent, depth, now),
             None,
             waiter,
-            Some(self.ops_weak()),
+            ops,
         ));
         // The request (it may be large) is written into the job where it lies, once: built
         // into the job before the `Arc` it would be copied with it on the way (twice more).
@@ -488,8 +493,9 @@ pub(crate) fn await_answer<Req: Send + 'static, Resp: Send + 'static>(
 /// (a malloc by the caller and, when the worker drops the job last, a free on the worker's
 /// thread). `call` gives its job back once answered; the next call reuses it if nobody else
 /// holds it by then (the worker drops its handle right after answering), else allocates anew.
-/// A given-back job holds nothing: its request and answer are taken, it has no parent.
-mod spare_job {
+/// A given-back job holds nothing: its request and answer are taken, it has no parent. A worker
+/// keeps the job it ran the same way when nobody else holds it any more (`give_back_done`).
+pub(super) mod spare_job {
     use std::any::Any;
     use std::cell::Cell;
     use std::sync::Arc;
@@ -517,6 +523,31 @@ mod spare_job {
     #[inline]
     pub(super) fn give_back<T: Any + Send + Sync>(job: Arc<T>) {
         SPARE.with(|s| s.set(Some(job)));
+    }
+
+    /// A worker is done with `job` (answered, let go of everywhere else): keep its allocation
+    /// for this thread's next submission if nobody else holds it and it holds no parent (a job
+    /// kept here must keep nothing else alive); else let it go.
+    #[inline]
+    pub(in crate::pool) fn give_back_done<Req, Resp>(job: Arc<super::Job<Req, Resp>>)
+    where
+        Req: Send + 'static,
+        Resp: Send + 'static,
+    {
+        if Arc::strong_count(&job) == 1 && Arc::weak_count(&job) == 0 && job.core.parent.is_none() {
+            give_back(job);
+        }
+    }
+
+    /// Whether this thread keeps a spare allocation now (taken out and put back).
+    #[cfg(test)]
+    pub(super) fn kept() -> bool {
+        SPARE.with(|s| {
+            let spare = s.take();
+            let kept = spare.is_some();
+            s.set(spare);
+            kept
+        })
     }
 }
 
@@ -552,5 +583,51 @@ mod spare_core {
             slot.parent = None;
             SPARE.with(|s| s.set(Some(core)));
         }
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::spare_job;
+    use crate::pool::completion::Waiter;
+    use crate::pool::job::{Job, JobCore, JobView};
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    type TestJob = Job<u32, u32>;
+
+    fn job(parent: Option<Arc<dyn JobView>>) -> TestJob {
+        let core = JobCore::new(1, 0, Duration::from_secs(1), parent, 0, Instant::now());
+        Job::new(core, None, Waiter::Nobody, None)
+    }
+
+    #[test]
+    fn a_worker_keeps_the_job_it_ran_only_when_it_keeps_nothing_else_alive() {
+        // Nobody else holds it, no parent: its allocation serves this thread's next job.
+        let done = Arc::new(job(None));
+        let at = Arc::as_ptr(&done);
+        spare_job::give_back_done(done);
+        assert!(spare_job::kept());
+        let next = spare_job::take(job(None));
+        assert_eq!(Arc::as_ptr(&next), at, "the allocation is reused");
+        assert!(!spare_job::kept(), "taken");
+        drop(next);
+
+        // Still held elsewhere (a ticket, a caller): let go, not kept.
+        let done = Arc::new(job(None));
+        let held = done.clone();
+        spare_job::give_back_done(done);
+        assert!(!spare_job::kept());
+        assert_eq!(Arc::strong_count(&held), 1, "only its holder keeps it");
+
+        // It holds a parent: kept, it would keep the parent's job alive; let go.
+        let parent: Arc<dyn JobView> = Arc::new(job(None));
+        spare_job::give_back_done(Arc::new(job(Some(parent.clone()))));
+        assert!(!spare_job::kept());
+        assert_eq!(
+            Arc::strong_count(&parent),
+            1,
+            "the parent is let go with the job"
+        );
     }
 }

@@ -276,8 +276,10 @@ impl<Req: Send + 'static, Resp: Send + 'static> PoolState<Req, Resp> {
             self.answer_at(&job, result, done_at);
             drop(finishing);
             // Let go of the job at once: its caller may reuse the allocation for its next call
-            // (`submit.rs`, `spare_job`) only once nobody else holds it.
-            drop(job);
+            // (`submit.rs`, `spare_job`) only once nobody else holds it; a job nobody else holds
+            // is kept for this thread's next submission (the HTTP server reads its next request
+            // here).
+            super::submit::spare_job::give_back_done(job);
             next = slot.lent.take();
             served += 1;
             if next.is_some() {
