@@ -39,6 +39,9 @@ thread_local! {
 
 /// The largest answer buffer a thread keeps for its next answer.
 const OUT_KEPT: usize = 64 * 1024;
+/// The largest answer header map (in fields it holds room for) given back to its connection for
+/// the next request head: a few dozen fields; a connection keeps no more than that while idle.
+const HEADERS_KEPT: usize = 32;
 
 impl AnswerBack for ConnCell {
     fn finish(
@@ -120,7 +123,13 @@ pub(super) fn write_answer(
         DATE.with(|d| write_response(&mut out, resp, opts, d.borrow_mut().get_at(now)));
     log_access(handoff, &r, resp, bytes);
     count_answer(handoff, &r, resp, out.len(), now);
-    drop(result);
+    // The header map's allocation goes back to the connection for its next request head (as
+    // hyper's connections keep theirs), unless it grew large.
+    let headers = result.ok().and_then(|mut resp| {
+        let mut headers = std::mem::take(resp.headers_mut());
+        headers.clear();
+        (headers.capacity() <= HEADERS_KEPT).then_some(headers)
+    });
     let mut written = 0;
     let mut failed = false;
     while written < out.len() {
@@ -157,6 +166,7 @@ pub(super) fn write_answer(
         at: now,
         keep_alive,
         failed,
+        headers,
     }
 }
 
@@ -250,5 +260,6 @@ fn write_streamed(
         at: now,
         keep_alive,
         failed,
+        headers: None,
     }
 }

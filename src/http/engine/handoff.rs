@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use http::Version;
+use http::{HeaderMap, Version};
 use mio::Waker;
 
 use crate::http::engine::io::Link;
@@ -245,6 +245,9 @@ pub(crate) struct Answer {
     pub keep_alive: bool,
     /// Writing failed: the connection is gone.
     pub failed: bool,
+    /// The answer's header map, emptied, its allocation kept for the connection's next request
+    /// head (`Conn::spare_headers`); `None` for a streamed answer or a large map.
+    pub headers: Option<HeaderMap>,
 }
 
 /// Where a request's answer goes back to: its connection (the lane's cell, `answer.rs`).

@@ -4,6 +4,7 @@
 //! both drive it; it is compiled only for them (`cfg(test)` or `cfg(fuzzing)`).
 
 use bytes::{Buf, BytesMut};
+use http::HeaderMap;
 
 use crate::http::wire::decode::BodyDecoder;
 use crate::http::wire::head_scan::HeadScanner;
@@ -85,13 +86,15 @@ fn outcome_kept(pieces: &[&[u8]], limits: &Limits) -> (Vec<Kept>, usize) {
                 Ok(Some((a, b))) => {
                     let mut raw = buf.split_to(b);
                     raw.advance(a);
-                    let head = match parse_shared(raw.freeze(), scanner.parts(), limits) {
-                        Err(e) => {
-                            events.push(Kept::Event(Event::Refused(e.status)));
-                            return (events, 0);
-                        }
-                        Ok(head) => head,
-                    };
+                    let head =
+                        match parse_shared(raw.freeze(), scanner.parts(), limits, HeaderMap::new())
+                        {
+                            Err(e) => {
+                                events.push(Kept::Event(Event::Refused(e.status)));
+                                return (events, 0);
+                            }
+                            Ok(head) => head,
+                        };
                     scanner.reset();
                     if head.framing != Framing::None {
                         body = Some((BodyDecoder::new(head.framing), Vec::new()));

@@ -664,6 +664,7 @@ pub(crate) fn parse_head(
             bytes::Bytes::copy_from_slice(&buf[a..b]),
             scanner.parts(),
             limits,
+            http::HeaderMap::new(),
         ),
         Some(_) => Err(bad("bytes after the end of the head")),
         None => Err(bad("incomplete request head")),

@@ -210,6 +210,7 @@ pub(crate) fn parse_shared(
     shared: Bytes,
     parts: &Parts,
     limits: &Limits,
+    mut map: HeaderMap,
 ) -> Result<Head, HttpError> {
     let buf: &[u8] = &shared;
     let (sp, tend) = (parts.method_end, parts.target_end);
@@ -224,7 +225,9 @@ pub(crate) fn parse_shared(
         return Err(connect_not_served());
     }
     let uri = target(shared.slice(sp + 1..tend), &buf[sp + 1..tend])?;
-    let mut map = HeaderMap::with_capacity(parts.fields.len());
+    // An empty map (the connection's last answer's, its allocation kept, or a new one).
+    map.clear();
+    map.reserve(parts.fields.len());
     // What the checks below need, noted as the fields go by (no lookups when they are absent).
     let (mut hosts, mut expects) = (0usize, 0usize);
     let (mut has_te, mut has_cl, mut has_connection) = (false, false, false);

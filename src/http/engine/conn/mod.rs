@@ -23,7 +23,7 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
-use http::{Method, Request};
+use http::{HeaderMap, Method, Request};
 
 use crate::http::engine::epoll;
 use crate::http::engine::handoff::{
@@ -153,6 +153,9 @@ pub(crate) struct Conn {
     idle_since: Instant,
     /// When the current phase times out (head, body, idle, write, linger); `None` while in flight.
     pub deadline: Option<Instant>,
+    /// The last answer's header map, emptied (`Answer::headers`): the next request's head is
+    /// parsed into it, so a kept-alive request allocates no header map of its own.
+    spare_headers: Option<HeaderMap>,
 }
 
 impl Conn {
@@ -189,6 +192,7 @@ impl Conn {
             requests: 0,
             idle_since: now,
             deadline: Some(now + handoff.cfg.head_timeout),
+            spare_headers: None,
         }
     }
 
@@ -345,7 +349,12 @@ impl Conn {
                             let mut raw = self.buf.split_to(b);
                             raw.advance(a);
                             let parts = self.scanner.parts();
-                            let head = match parse_shared(raw.freeze(), parts, &limits) {
+                            let head = match parse_shared(
+                                raw.freeze(),
+                                parts,
+                                &limits,
+                                self.spare_headers.take().unwrap_or_default(),
+                            ) {
                                 Ok(h) => h,
                                 Err(e) => return self.fail(e, env),
                             };

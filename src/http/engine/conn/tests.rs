@@ -508,3 +508,43 @@ fn a_client_that_shut_its_side_during_its_request_is_closed_once_it_is_answered(
         "{out}"
     );
 }
+
+/// A kept-alive connection parses its next request head into its last answer's header map, its
+/// allocation kept (a map grown large is let go): one header map per request, not two.
+#[test]
+fn the_next_request_head_is_parsed_into_the_last_answers_header_map() {
+    let mut r = Rig::new();
+    let answer_with = |r: &mut Rig, i: usize, room: usize| {
+        let h = r.held.lock()[i].take().expect("a request not answered yet");
+        let mut resp = Response::new(b"ok".to_vec());
+        *resp.headers_mut() = http::HeaderMap::with_capacity(room);
+        resp.headers_mut()
+            .insert("x-answer", http::HeaderValue::from_static("1"));
+        h.done.finish(Ok(resp));
+        let answer = r.slot.0.lock().pop().expect("the answer came back");
+        r.step(|c, env| c.on_answer(answer, env))
+    };
+    let room_of = |r: &Rig, i: usize| r.held.lock()[i].as_ref().unwrap().req.headers().capacity();
+
+    r.send(GET_A);
+    assert_eq!(r.ready(), Next::Keep);
+    let first = room_of(&r, 0);
+    assert!(first < 24, "a head of one field gets a small map ({first})");
+    assert_eq!(answer_with(&mut r, 0, 24), Next::Keep);
+    r.send(GET_B);
+    assert_eq!(r.ready(), Next::Keep);
+    assert!(room_of(&r, 1) >= 24, "the answer's map, kept");
+    let (out, _) = client_reads(&mut r.client);
+    assert!(out.contains("x-answer: 1"), "{out}");
+    assert_eq!(
+        r.held.lock()[1].as_ref().unwrap().req.headers().len(),
+        1,
+        "emptied first: only the request's own field"
+    );
+
+    // A map grown large is not kept by an idle connection.
+    assert_eq!(answer_with(&mut r, 1, 1000), Next::Keep);
+    r.send(GET_A);
+    assert_eq!(r.ready(), Next::Keep);
+    assert!(room_of(&r, 2) < 1000);
+}

@@ -23,10 +23,14 @@ impl Conn {
             rest,
             keep_alive,
             failed,
+            headers,
             ..
         } = answer;
         if !matches!(self.state, State::InFlight) {
             return Next::Keep;
+        }
+        if headers.is_some() {
+            self.spare_headers = headers;
         }
         if failed {
             return Next::Close;
