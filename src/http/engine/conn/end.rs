@@ -1,8 +1,8 @@
-//! How a connection ends (a part of the connection's module, `conn/mod.rs`, in a file of its own): its deadlines
-//! ([`Conn::on_timer`]: 408 for a slow head or body, the keep-alive wait's end), the drain
-//! ([`Conn::drain_idle`], [`DRAIN_GRACE`]) and the stop ([`Conn::on_stop`]: 503 to a request still
-//! arriving), the refusal of a request ([`Conn::fail`]: its error answer, then close), and the
-//! lingering close ([`LINGER`]: our side shut, what the client still sends read and dropped, so
+//! How a connection ends (a part of the connection's module, `conn/mod.rs`, in a file of its own):
+//! its deadlines ([`Conn::on_timer`]: 408 for a slow head or body, the keep-alive wait's end), the
+//! drain ([`Conn::drain_idle`], [`DRAIN_GRACE`]) and the stop ([`Conn::on_stop`]: 503 to a request
+//! still arriving), the refusal of a request ([`Conn::fail`]: its error answer, then close), and
+//! the lingering close ([`LINGER`]: our side shut, what the client still sends read and dropped, so
 //! that a request it wrote meanwhile meets an end of file, never a reset; skipped when the client
 //! said it closes, [`Conn::closes_at_once`]).
 

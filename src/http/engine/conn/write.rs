@@ -1,8 +1,8 @@
-//! How a connection writes (a part of the connection's module, `conn/mod.rs`, in a file of its own): the answer to its request
-//! in flight ([`Conn::on_answer`], on the thread that completed the request: `answer.rs` wrote
-//! what the socket took, the rest goes out here as the socket makes room), what it answers itself
-//! (a `100 Continue`, a refusal), and the phase after an answer: the next request (kept alive) or
-//! the close (lingering, or at once when the client said it closes).
+//! How a connection writes (a part of the connection's module, `conn/mod.rs`, in a file of its
+//! own): the answer to its request in flight ([`Conn::on_answer`], on the thread that completed the
+//! request: `answer.rs` wrote what the socket took, the rest goes out here as the socket makes
+//! room), what it answers itself (a `100 Continue`, a refusal), and the phase after an answer: the
+//! next request (kept alive) or the close (lingering, or at once when the client said it closes).
 //!
 //! So a request's path enters each stage's file once: `mod.rs` for its bytes (read, parse,
 //! submit), this file for its answer. A kept-alive answer with nothing pipelined and the client
