@@ -39,6 +39,7 @@ impl ReadyQueue {
     /// This thread is about to wait in the set: count it waiting in `progress`, then take an
     /// event left here, if any (it then waits no more: the caller uncounts it). Returns the
     /// waiters counted before this one, and the event.
+    #[inline]
     pub(crate) fn enter(&self, progress: &AtomicU64) -> (u64, Option<Ready>) {
         let others = progress.fetch_add(WAITER, SeqCst) % TOOK;
         // Pairs with the fence in `leave`: either this look sees the events left, or that
@@ -48,6 +49,7 @@ impl ReadyQueue {
     }
 
     /// An event left here, if any (the reactor's take-over, or a waiter in `enter`).
+    #[inline]
     pub(crate) fn take(&self) -> Option<Ready> {
         if self.queued.load(SeqCst) == 0 {
             return None;
@@ -68,6 +70,7 @@ impl ReadyQueue {
     /// that would wait. True when a thread waits in the set now (per `progress`): the caller wakes
     /// one, which takes one and passes the wake-up on while more are left
     /// ([`ReadyQueue::pass_on`]).
+    #[inline]
     pub(crate) fn publish(&self, n: usize, progress: &AtomicU64) -> bool {
         if n == 0 {
             return false;
@@ -80,6 +83,7 @@ impl ReadyQueue {
 
     /// After a waiter took an event here (and was uncounted): whether more are left while
     /// another thread waits in the set, which the caller then wakes.
+    #[inline]
     pub(crate) fn pass_on(&self, progress: &AtomicU64) -> bool {
         self.queued.load(SeqCst) > 0 && progress.load(SeqCst) % TOOK > 0
     }
