@@ -206,6 +206,8 @@ pub(crate) enum Known {
 /// buffer alive as long as any of them lives. The connection splits the head off its read buffer
 /// (a `BytesMut`), so that buffer is shared from its first head on, and reused for the next
 /// request once the last slice of this one is gone: no allocation per request for the head.
+/// The fields go into `map`, empty: the connection passes its last answer's map (emptied, its
+/// allocation kept), so a kept-alive request allocates no header map either.
 pub(crate) fn parse_shared(
     shared: Bytes,
     parts: &Parts,
@@ -225,8 +227,9 @@ pub(crate) fn parse_shared(
         return Err(connect_not_served());
     }
     let uri = target(shared.slice(sp + 1..tend), &buf[sp + 1..tend])?;
-    // An empty map (the connection's last answer's, its allocation kept, or a new one).
-    map.clear();
+    // An empty map: a new one, or the connection's last answer's, emptied where it was taken
+    // (`answer.rs`), its allocation kept.
+    debug_assert!(map.is_empty(), "a request head is parsed into an empty map");
     map.reserve(parts.fields.len());
     // What the checks below need, noted as the fields go by (no lookups when they are absent).
     let (mut hosts, mut expects) = (0usize, 0usize);
